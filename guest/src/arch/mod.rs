@@ -1,0 +1,2 @@
+//! x86-64 specifics behind a small interface.
+pub mod port;

@@ -1,0 +1,349 @@
+//! The guest<->host ABI: everything the VMM and the guest kernel must agree
+//! on, defined once and compiled into both (`no_std`, no dependencies).
+//!
+//! # Guest-physical memory layout
+//!
+//! ```text
+//! 0x0000_0000  unused (null page)
+//! 0x0000_1000  BOOT_GDT_ADDR      boot GDT written by the VMM (null, code64, data)
+//! 0x0000_2000  BOOT_INFO_ADDR     BootInfo (VMM writes, guest reads)
+//! 0x0000_3000  GUEST_STATUS_ADDR  GuestStatus (guest writes, VMM reads)
+//! 0x0000_4000  PANIC_RECORD_ADDR  PanicRecord (guest writes before HC_PANIC)
+//! 0x0001_0000  PML4_ADDR          identity page tables (PML4, PDPT, PDs), 2 MiB pages
+//! 0x0010_0000  KERNEL_LOAD_ADDR   the guest ELF's lowest PT_LOAD segment
+//! ```
+//!
+//! # Boot protocol
+//!
+//! Every vCPU starts in 64-bit long mode at the ELF entry with paging on
+//! (identity map of all guest memory), interrupts off, `rdi` = `BOOT_INFO_ADDR`,
+//! `rsi` = CPU index (0-based, equal to the x2APIC id), `rsp` = 0: the guest
+//! picks its own stack from the CPU index.
+//!
+//! # Hypercalls
+//!
+//! A hypercall is a 32-bit `out` to one of the ports below (`out dx, eax`).
+//! Each port has one meaning; the 32-bit value is its argument.
+//!
+//! # ELF note
+//!
+//! A kernel the VMM accepts carries an ELF note (section `.note.rtswitch`)
+//! with name [`NOTE_NAME`], type [`NOTE_TYPE_ABI`] and a descriptor of
+//! [`AbiNote`]: the magic and the ABI version. The VMM refuses an ELF
+//! without it.
+
+/// "RTSWITCH" in little-endian ASCII: identifies every structure of this ABI.
+pub const ABI_MAGIC: u64 = u64::from_le_bytes(*b"RTSWITCH");
+/// Bumped on any incompatible change of a structure or a protocol here.
+pub const ABI_VERSION: u32 = 1;
+
+/// ELF note name (with its NUL, as ELF notes store it).
+pub const NOTE_NAME: &[u8] = b"rtswitch\0";
+/// ELF note type of the [`AbiNote`].
+pub const NOTE_TYPE_ABI: u32 = 0x5254_0001;
+
+/// Highest number of vCPUs the ABI supports.
+pub const MAX_CPUS: usize = 64;
+
+/// Boot GDT: null, 64-bit code, data.
+pub const BOOT_GDT_ADDR: u64 = 0x1000;
+pub const BOOT_INFO_ADDR: u64 = 0x2000;
+pub const GUEST_STATUS_ADDR: u64 = 0x3000;
+pub const PANIC_RECORD_ADDR: u64 = 0x4000;
+/// PML4, then one PDPT, then as many page directories as memory needs.
+pub const PML4_ADDR: u64 = 0x1_0000;
+/// Page tables must end below the kernel.
+pub const PAGE_TABLES_END: u64 = 0x10_0000;
+/// Lowest address a kernel segment may be loaded at.
+pub const KERNEL_LOAD_ADDR: u64 = 0x10_0000;
+
+/// Selectors of the boot GDT.
+pub const BOOT_CODE_SELECTOR: u16 = 0x08;
+pub const BOOT_DATA_SELECTOR: u16 = 0x10;
+
+/// Hypercall ports (32-bit `out`).
+pub mod port {
+    /// 16550 UART (COM1), 8 registers.
+    pub const SERIAL_COM1: u16 = 0x3f8;
+    /// Guest exit: value = exit status (0 = success).
+    pub const HC_EXIT: u16 = 0x500;
+    /// Guest panic: value = guest-physical address of a `PanicRecord`.
+    pub const HC_PANIC: u16 = 0x504;
+    /// Guest ready: every CPU is online; `GuestStatus` is filled in.
+    pub const HC_READY: u16 = 0x508;
+    /// One CPU is online: value = CPU index.
+    pub const HC_CPU_ONLINE: u16 = 0x50c;
+}
+
+/// Exit status the guest reports for an orderly shutdown the VMM asked for.
+pub const EXIT_STATUS_OK: u32 = 0;
+
+/// Interrupt vectors shared by the two sides.
+pub mod vector {
+    /// The VMM's "look at `BootInfo::host_request`" interrupt (MSI).
+    pub const HOST_REQUEST: u8 = 0x40;
+    /// Guest-internal wake-up IPI.
+    pub const WAKEUP_IPI: u8 = 0xf0;
+    /// x2APIC spurious vector.
+    pub const SPURIOUS: u8 = 0xff;
+}
+
+/// Requests the VMM posts in [`BootInfo::host_request`] before sending
+/// [`vector::HOST_REQUEST`].
+pub mod host_request {
+    pub const NONE: u32 = 0;
+    /// Shut down cleanly and report `HC_EXIT` with [`super::EXIT_STATUS_OK`].
+    pub const SHUTDOWN: u32 = 1;
+}
+
+/// The guest's locking regime.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockMode {
+    Mainline = 0,
+    Rt = 1,
+}
+
+impl LockMode {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Mainline),
+            1 => Some(Self::Rt),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mainline => "mainline",
+            Self::Rt => "rt",
+        }
+    }
+}
+
+/// ELF note descriptor that marks a kernel as speaking this ABI.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AbiNote {
+    pub magic: u64,
+    pub version: u32,
+    pub _reserved: u32,
+}
+
+impl AbiNote {
+    pub const CURRENT: Self = Self {
+        magic: ABI_MAGIC,
+        version: ABI_VERSION,
+        _reserved: 0,
+    };
+
+    /// Decodes a note descriptor (little-endian); `None` if too short.
+    pub fn decode(desc: &[u8]) -> Option<Self> {
+        if desc.len() < 16 {
+            return None;
+        }
+        Some(Self {
+            magic: u64::from_le_bytes(desc[0..8].try_into().ok()?),
+            version: u32::from_le_bytes(desc[8..12].try_into().ok()?),
+            _reserved: u32::from_le_bytes(desc[12..16].try_into().ok()?),
+        })
+    }
+}
+
+/// Length of the guest command line buffer, NUL included.
+pub const CMDLINE_LEN: usize = 256;
+
+/// Written by the VMM at [`BOOT_INFO_ADDR`] before any vCPU runs.
+/// The guest reads it through the pointer in `rdi`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BootInfo {
+    /// [`ABI_MAGIC`].
+    pub magic: u64,
+    /// [`ABI_VERSION`].
+    pub version: u32,
+    /// Number of vCPUs started (1..=[`MAX_CPUS`]).
+    pub cpu_count: u32,
+    /// Guest memory in bytes (one region from 0).
+    pub memory_bytes: u64,
+    /// TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
+    pub tsc_khz: u64,
+    /// Initial lock mode ([`LockMode`] as u32).
+    pub initial_mode: u32,
+    /// A [`host_request`] value; the VMM writes it, then sends
+    /// [`vector::HOST_REQUEST`]. The guest reads it volatile.
+    pub host_request: u32,
+    /// Guest-physical address of the [`GuestStatus`] page.
+    pub guest_status_addr: u64,
+    /// Guest-physical address of the [`PanicRecord`] page.
+    pub panic_record_addr: u64,
+    /// Space-separated guest arguments (`--guest-arg`), NUL-terminated.
+    pub cmdline: [u8; CMDLINE_LEN],
+}
+
+impl BootInfo {
+    pub fn new(cpu_count: u32, memory_bytes: u64, tsc_khz: u64, mode: LockMode) -> Self {
+        Self {
+            magic: ABI_MAGIC,
+            version: ABI_VERSION,
+            cpu_count,
+            memory_bytes,
+            tsc_khz,
+            initial_mode: mode as u32,
+            host_request: host_request::NONE,
+            guest_status_addr: GUEST_STATUS_ADDR,
+            panic_record_addr: PANIC_RECORD_ADDR,
+            cmdline: [0; CMDLINE_LEN],
+        }
+    }
+
+    /// Stores `args` as the command line; `false` if it does not fit
+    /// (with its NUL) or contains a NUL.
+    pub fn set_cmdline(&mut self, args: &str) -> bool {
+        let bytes = args.as_bytes();
+        if bytes.len() >= CMDLINE_LEN || bytes.contains(&0) {
+            return false;
+        }
+        self.cmdline = [0; CMDLINE_LEN];
+        self.cmdline[..bytes.len()].copy_from_slice(bytes);
+        true
+    }
+
+    /// The command line up to its NUL; `None` if it is not UTF-8.
+    pub fn cmdline_str(&self) -> Option<&str> {
+        let end = self
+            .cmdline
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(CMDLINE_LEN);
+        core::str::from_utf8(&self.cmdline[..end]).ok()
+    }
+
+    /// Whether magic and version match this build.
+    pub fn is_valid(&self) -> bool {
+        self.magic == ABI_MAGIC && self.version == ABI_VERSION
+    }
+}
+
+/// Length of the kernel version string in [`GuestStatus`].
+pub const KERNEL_VERSION_LEN: usize = 32;
+
+/// Written by the guest at [`BootInfo::guest_status_addr`]; complete when
+/// the guest makes the `HC_READY` hypercall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GuestStatus {
+    /// [`ABI_MAGIC`] once the guest has filled the page in.
+    pub magic: u64,
+    /// Bit N set when CPU N is online.
+    pub online_mask: u64,
+    /// Ring-0 calibration loop: iterations run.
+    pub calib_iterations: u64,
+    /// Ring-0 calibration loop: TSC ticks those iterations took.
+    pub calib_tsc_ticks: u64,
+    /// Picoseconds per calibration iteration (derived by the guest).
+    pub calib_ps_per_iter: u64,
+    /// Active lock mode ([`LockMode`] as u32).
+    pub mode: u32,
+    pub _reserved: u32,
+    /// Kernel version, NUL-padded ASCII.
+    pub kernel_version: [u8; KERNEL_VERSION_LEN],
+}
+
+impl GuestStatus {
+    pub const fn zeroed() -> Self {
+        Self {
+            magic: 0,
+            online_mask: 0,
+            calib_iterations: 0,
+            calib_tsc_ticks: 0,
+            calib_ps_per_iter: 0,
+            mode: 0,
+            _reserved: 0,
+            kernel_version: [0; KERNEL_VERSION_LEN],
+        }
+    }
+}
+
+/// Lengths of the strings in a [`PanicRecord`].
+pub const PANIC_MSG_LEN: usize = 1024;
+pub const PANIC_FILE_LEN: usize = 128;
+
+/// Written by the guest at [`BootInfo::panic_record_addr`] before `HC_PANIC`.
+/// Lengths are checked by the VMM: a record that lies is reported as such.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PanicRecord {
+    /// [`ABI_MAGIC`].
+    pub magic: u64,
+    /// CPU that panicked.
+    pub cpu: u32,
+    /// Source line and column (0 when unknown).
+    pub line: u32,
+    pub column: u32,
+    /// Bytes used in `file` and `message`.
+    pub file_len: u32,
+    pub message_len: u32,
+    pub _reserved: u32,
+    pub file: [u8; PANIC_FILE_LEN],
+    pub message: [u8; PANIC_MSG_LEN],
+}
+
+impl PanicRecord {
+    pub const fn zeroed() -> Self {
+        Self {
+            magic: 0,
+            cpu: 0,
+            line: 0,
+            column: 0,
+            file_len: 0,
+            message_len: 0,
+            _reserved: 0,
+            file: [0; PANIC_FILE_LEN],
+            message: [0; PANIC_MSG_LEN],
+        }
+    }
+}
+
+// The layout is part of the ABI: it must not change by accident.
+const _: () = {
+    assert!(core::mem::size_of::<AbiNote>() == 16);
+    assert!(core::mem::size_of::<BootInfo>() == 56 + CMDLINE_LEN);
+    assert!(core::mem::size_of::<BootInfo>() <= 4096);
+    assert!(core::mem::size_of::<GuestStatus>() == 48 + KERNEL_VERSION_LEN);
+    assert!(core::mem::size_of::<PanicRecord>() == 32 + PANIC_FILE_LEN + PANIC_MSG_LEN);
+    assert!(core::mem::size_of::<PanicRecord>() <= 4096);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_round_trips_and_rejects_overflow() {
+        let mut bi = BootInfo::new(2, 64 << 20, 2_000_000, LockMode::Mainline);
+        assert!(bi.is_valid());
+        assert!(bi.set_cmdline("panic exit=3"));
+        assert_eq!(bi.cmdline_str(), Some("panic exit=3"));
+        let long = [b'a'; CMDLINE_LEN];
+        assert!(!bi.set_cmdline(core::str::from_utf8(&long).unwrap()));
+        assert_eq!(bi.cmdline_str(), Some("panic exit=3"), "a refused cmdline changes nothing");
+        assert!(!bi.set_cmdline("a\0b"));
+    }
+
+    #[test]
+    fn abi_note_decodes_little_endian() {
+        let mut desc = [0u8; 16];
+        desc[0..8].copy_from_slice(&ABI_MAGIC.to_le_bytes());
+        desc[8..12].copy_from_slice(&ABI_VERSION.to_le_bytes());
+        assert_eq!(AbiNote::decode(&desc), Some(AbiNote::CURRENT));
+        assert_eq!(AbiNote::decode(&desc[..15]), None);
+    }
+
+    #[test]
+    fn lock_mode_codes() {
+        assert_eq!(LockMode::from_u32(0), Some(LockMode::Mainline));
+        assert_eq!(LockMode::from_u32(1), Some(LockMode::Rt));
+        assert_eq!(LockMode::from_u32(2), None);
+        assert_eq!(LockMode::Rt.name(), "rt");
+    }
+}
