@@ -326,7 +326,11 @@ mod tests {
         assert_eq!(bi.cmdline_str(), Some("panic exit=3"));
         let long = [b'a'; CMDLINE_LEN];
         assert!(!bi.set_cmdline(core::str::from_utf8(&long).unwrap()));
-        assert_eq!(bi.cmdline_str(), Some("panic exit=3"), "a refused cmdline changes nothing");
+        assert_eq!(
+            bi.cmdline_str(),
+            Some("panic exit=3"),
+            "a refused cmdline changes nothing"
+        );
         assert!(!bi.set_cmdline("a\0b"));
     }
 

@@ -1,1 +1,37 @@
-fn main(){}
+//! `rtswitch` command-line entry point.
+
+use std::time::Instant;
+
+use clap::Parser;
+use rtswitch::cli::{Cli, Command};
+use rtswitch::exit_code::ExitCode;
+
+fn main() -> std::process::ExitCode {
+    // Boot time is measured from here: process start, as near as we get.
+    let started = Instant::now();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .format_timestamp_millis()
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                ExitCode::BadArguments
+            } else {
+                ExitCode::Ok
+            };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    let code = match cli.command {
+        Command::Run(args) => match args.into_config() {
+            Ok(config) => rtswitch::runner::run(config, started),
+            Err(e) => {
+                eprintln!("rtswitch: error: {e}");
+                ExitCode::BadArguments
+            }
+        },
+    };
+    code.into()
+}

@@ -1,0 +1,129 @@
+//! Identity page tables for boot: PML4 -> one PDPT -> page directories of
+//! 2 MiB pages, covering guest memory and nothing else (an access past the
+//! end of memory faults in the guest instead of reaching the VMM).
+
+use switcher::abi::{PAGE_TABLES_END, PML4_ADDR};
+
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const HUGE: u64 = 1 << 7;
+const PAGE_4K: u64 = 0x1000;
+const PAGE_2M: u64 = 0x20_0000;
+const GIB: u64 = 1 << 30;
+
+/// One 4 KiB table to write at a guest-physical address.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PageTable {
+    pub addr: u64,
+    pub entries: Box<[u64; 512]>,
+}
+
+/// The page-table builder refuses memory it cannot map in its fixed area.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PagingError {
+    #[error(
+        "guest memory of {0} bytes needs more page directories than fit below the kernel; use less --memory"
+    )]
+    TooMuchMemory(u64),
+}
+
+/// The tables that identity-map `[0, memory_bytes)` (rounded up to 2 MiB).
+pub fn identity_map(memory_bytes: u64) -> Result<Vec<PageTable>, PagingError> {
+    let pages_2m = memory_bytes.div_ceil(PAGE_2M);
+    let dirs = memory_bytes.div_ceil(GIB).max(1);
+    let pdpt_addr = PML4_ADDR + PAGE_4K;
+    let first_pd = pdpt_addr + PAGE_4K;
+    if dirs > 512 || first_pd + dirs * PAGE_4K > PAGE_TABLES_END {
+        return Err(PagingError::TooMuchMemory(memory_bytes));
+    }
+    let mut pml4 = Box::new([0u64; 512]);
+    pml4[0] = pdpt_addr | PRESENT | WRITABLE;
+    let mut pdpt = Box::new([0u64; 512]);
+    let mut tables = Vec::with_capacity(2 + dirs as usize);
+    for d in 0..dirs {
+        let pd_addr = first_pd + d * PAGE_4K;
+        pdpt[d as usize] = pd_addr | PRESENT | WRITABLE;
+        let mut pd = Box::new([0u64; 512]);
+        for (i, e) in pd.iter_mut().enumerate() {
+            let page = d * 512 + i as u64;
+            if page < pages_2m {
+                *e = (page * PAGE_2M) | PRESENT | WRITABLE | HUGE;
+            }
+        }
+        tables.push(PageTable {
+            addr: pd_addr,
+            entries: pd,
+        });
+    }
+    tables.insert(
+        0,
+        PageTable {
+            addr: pdpt_addr,
+            entries: pdpt,
+        },
+    );
+    tables.insert(
+        0,
+        PageTable {
+            addr: PML4_ADDR,
+            entries: pml4,
+        },
+    );
+    Ok(tables)
+}
+
+/// Walks `tables` like the MMU: the physical address `va` maps to.
+#[cfg(test)]
+fn translate(tables: &[PageTable], va: u64) -> Option<u64> {
+    let find = |addr: u64| tables.iter().find(|t| t.addr == addr);
+    let pml4 = find(PML4_ADDR)?;
+    let e4 = pml4.entries[((va >> 39) & 511) as usize];
+    if e4 & PRESENT == 0 {
+        return None;
+    }
+    let e3 = find(e4 & !0xfff)?.entries[((va >> 30) & 511) as usize];
+    if e3 & PRESENT == 0 {
+        return None;
+    }
+    let e2 = find(e3 & !0xfff)?.entries[((va >> 21) & 511) as usize];
+    if e2 & PRESENT == 0 || e2 & HUGE == 0 {
+        return None;
+    }
+    Some((e2 & !(PAGE_2M - 1) & !(1 << 7)) | (va & (PAGE_2M - 1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_all_memory_identically_and_nothing_more() {
+        let mem = 130 << 20; // not a multiple of 1 GiB, nor of 2 MiB's table
+        let t = identity_map(mem).unwrap();
+        for va in [0u64, 0x1000, 0x10_0000, 0x20_0000 + 5, mem - 1] {
+            assert_eq!(translate(&t, va), Some(va), "va {va:#x}");
+        }
+        assert_eq!(translate(&t, mem.next_multiple_of(PAGE_2M)), None);
+        assert_eq!(translate(&t, 0x7fff_0000_0000), None);
+    }
+
+    #[test]
+    fn multi_gib_memory_uses_several_directories() {
+        let mem = 3 * GIB;
+        let t = identity_map(mem).unwrap();
+        assert_eq!(t.len(), 2 + 3);
+        assert_eq!(translate(&t, 2 * GIB + 0x1234), Some(2 * GIB + 0x1234));
+        assert_eq!(translate(&t, 3 * GIB), None);
+    }
+
+    #[test]
+    fn tables_stay_below_the_kernel() {
+        for t in identity_map(16 * GIB).unwrap() {
+            assert!(t.addr >= PML4_ADDR && t.addr + PAGE_4K <= PAGE_TABLES_END);
+        }
+        assert_eq!(
+            identity_map(1 << 40),
+            Err(PagingError::TooMuchMemory(1 << 40))
+        );
+    }
+}

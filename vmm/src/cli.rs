@@ -1,0 +1,176 @@
+//! The command line (clap, derive). Every value is range-checked here, so
+//! that the rest of the VMM only sees a valid [`RunConfig`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use switcher::abi::{CMDLINE_LEN, MAX_CPUS};
+
+use crate::devices::serial::SerialOutput;
+
+pub const DEFAULT_VCPUS: u32 = 2;
+pub const DEFAULT_MEMORY_MIB: u64 = 128;
+pub const MIN_MEMORY_MIB: u64 = 16;
+/// Guest memory stays below the 32-bit MMIO hole (LAPIC, IOAPIC).
+pub const MAX_MEMORY_MIB: u64 = 3072;
+const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rtswitch",
+    version,
+    about = "Boot a Rust guest kernel under KVM and switch its locking between mainline and rt at runtime"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot the guest kernel and run it until it exits, --duration passes, or SIGINT/SIGTERM.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Number of vCPUs (1..=64).
+    #[arg(long, default_value_t = DEFAULT_VCPUS, value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
+    pub vcpus: u32,
+    /// Guest memory in MiB (16..=3072).
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MEMORY_MIB, value_parser = clap::value_parser!(u64).range(MIN_MEMORY_MIB..=MAX_MEMORY_MIB))]
+    pub memory: u64,
+    /// Guest kernel ELF to boot instead of the embedded one.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    /// Where the guest console goes: stdout, none or file:PATH.
+    #[arg(long, value_name = "OUT", default_value = "stdout")]
+    pub serial: SerialOutput,
+    /// Ask the guest to shut down after this many seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Seconds the guest gets to shut down once asked, before it is stopped.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// A word for the guest kernel (repeatable), e.g. `panic`, `exit=3`.
+    #[arg(long = "guest-arg", value_name = "WORD")]
+    pub guest_args: Vec<String>,
+}
+
+/// A validated `run` configuration.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub kernel: Option<PathBuf>,
+    pub serial: SerialOutput,
+    pub duration: Option<Duration>,
+    pub shutdown_timeout: Duration,
+    pub cmdline: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("--guest-arg '{0}' must be one non-empty word without spaces or control characters")]
+    BadGuestArg(String),
+    #[error("--guest-arg values add up to {0} bytes; the guest command line holds at most {max}", max = CMDLINE_LEN - 1)]
+    CmdlineTooLong(usize),
+}
+
+impl RunArgs {
+    pub fn into_config(self) -> Result<RunConfig, CliError> {
+        for a in &self.guest_args {
+            if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(CliError::BadGuestArg(a.clone()));
+            }
+        }
+        let cmdline = self.guest_args.join(" ");
+        if cmdline.len() >= CMDLINE_LEN {
+            return Err(CliError::CmdlineTooLong(cmdline.len()));
+        }
+        Ok(RunConfig {
+            vcpus: self.vcpus,
+            memory_bytes: self.memory << 20,
+            kernel: self.kernel,
+            serial: self.serial,
+            duration: self.duration,
+            shutdown_timeout: self.shutdown_timeout,
+            cmdline,
+        })
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > MAX_DURATION_SECS {
+        return Err(format!(
+            "'{s}' must be more than 0 and at most {MAX_DURATION_SECS} seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<RunConfig, String> {
+        let mut argv = vec!["rtswitch", "run"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let Command::Run(r) = cli.command;
+        r.into_config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.vcpus, 2);
+        assert_eq!(c.memory_bytes, 128 << 20);
+        assert_eq!(c.serial, SerialOutput::Stdout);
+        assert_eq!(c.duration, None);
+        assert_eq!(c.cmdline, "");
+    }
+
+    #[test]
+    fn ranges_are_enforced() {
+        assert!(parse(&["--vcpus", "0"]).unwrap_err().contains("--vcpus"));
+        assert!(parse(&["--vcpus", "1000"]).unwrap_err().contains("--vcpus"));
+        assert!(parse(&["--vcpus", "64"]).is_ok());
+        assert!(parse(&["--memory", "0"]).unwrap_err().contains("--memory"));
+        assert!(parse(&["--memory", "99999"]).is_err());
+        assert!(parse(&["--duration", "0"]).is_err());
+        assert!(parse(&["--duration", "-1"]).is_err());
+        assert!(parse(&["--duration", "nan"]).is_err());
+        assert_eq!(
+            parse(&["--duration", "1.5"]).unwrap().duration,
+            Some(Duration::from_millis(1500))
+        );
+        assert!(parse(&["--serial", "tty"]).is_err());
+    }
+
+    #[test]
+    fn guest_args_are_words() {
+        assert_eq!(
+            parse(&["--guest-arg", "panic", "--guest-arg", "exit=3"])
+                .unwrap()
+                .cmdline,
+            "panic exit=3"
+        );
+        assert!(
+            parse(&["--guest-arg", "a b"])
+                .unwrap_err()
+                .contains("one non-empty word")
+        );
+        assert!(parse(&["--guest-arg", ""]).is_err());
+        let long = "x".repeat(300);
+        assert!(
+            parse(&["--guest-arg", &long])
+                .unwrap_err()
+                .contains("at most 255")
+        );
+    }
+}

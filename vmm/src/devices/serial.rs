@@ -1,0 +1,143 @@
+//! The guest console: a 16550 UART (vm-superio) at COM1, whose output goes
+//! to stdout, a file or nowhere (`--serial`). Its interrupt line is an
+//! EventFd registered as an irqfd on GSI 4.
+
+use std::fs::File;
+use std::io::{self, LineWriter, Write};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+/// COM1's legacy IRQ line.
+pub const COM1_GSI: u32 = 4;
+/// Registers of a 16550.
+pub const SERIAL_PORT_COUNT: u16 = 8;
+
+/// Where the guest console goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SerialOutput {
+    Stdout,
+    None,
+    File(PathBuf),
+}
+
+impl FromStr for SerialOutput {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "stdout" => Ok(Self::Stdout),
+            "none" => Ok(Self::None),
+            _ => match s.strip_prefix("file:") {
+                Some("") => Err("file: needs a path, e.g. file:/tmp/console.log".into()),
+                Some(path) => Ok(Self::File(PathBuf::from(path))),
+                None => Err(format!(
+                    "'{s}' is not a serial output; use stdout, none or file:PATH"
+                )),
+            },
+        }
+    }
+}
+
+/// vm-superio's interrupt trigger over an EventFd.
+#[derive(Debug)]
+pub struct EventFdTrigger(pub EventFd);
+
+impl Trigger for EventFdTrigger {
+    type E = io::Error;
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SerialError {
+    #[error("cannot open serial output file {0}: {1}")]
+    Open(String, io::Error),
+    #[error("cannot create the serial interrupt eventfd: {0}")]
+    EventFd(io::Error),
+}
+
+pub type SerialDevice = Serial<EventFdTrigger, vm_superio::serial::NoEvents, Box<dyn Write + Send>>;
+
+/// The UART shared by the vCPU threads.
+pub struct Console {
+    serial: Mutex<SerialDevice>,
+}
+
+impl Console {
+    pub fn new(output: &SerialOutput) -> Result<(Self, EventFd), SerialError> {
+        let out: Box<dyn Write + Send> = match output {
+            SerialOutput::Stdout => Box::new(io::stdout()),
+            SerialOutput::None => Box::new(io::sink()),
+            SerialOutput::File(p) => Box::new(LineWriter::new(
+                File::create(p).map_err(|e| SerialError::Open(p.display().to_string(), e))?,
+            )),
+        };
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError::EventFd)?;
+        let irq_for_kvm = irq.try_clone().map_err(SerialError::EventFd)?;
+        let serial = Serial::new(EventFdTrigger(irq), out);
+        Ok((
+            Self {
+                serial: Mutex::new(serial),
+            },
+            irq_for_kvm,
+        ))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SerialDevice> {
+        // A poisoned lock only means another vCPU thread panicked mid-write;
+        // the UART state is still usable.
+        self.serial.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn write(&self, offset: u8, value: u8) {
+        if let Err(e) = self.lock().write(offset, value) {
+            log::warn!("serial write to register {offset} failed: {e:?}");
+        }
+    }
+
+    pub fn read(&self, offset: u8) -> u8 {
+        self.lock().read(offset)
+    }
+
+    pub fn flush(&self) {
+        let _ = self.lock().writer_mut().flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_outputs() {
+        assert_eq!("stdout".parse::<SerialOutput>(), Ok(SerialOutput::Stdout));
+        assert_eq!("none".parse::<SerialOutput>(), Ok(SerialOutput::None));
+        assert_eq!(
+            "file:/tmp/x".parse::<SerialOutput>(),
+            Ok(SerialOutput::File("/tmp/x".into()))
+        );
+        assert!("file:".parse::<SerialOutput>().is_err());
+        assert!(
+            "tty"
+                .parse::<SerialOutput>()
+                .unwrap_err()
+                .contains("stdout, none or file:PATH")
+        );
+    }
+
+    #[test]
+    fn writes_reach_the_file() {
+        let dir = std::env::temp_dir().join(format!("rtswitch-serial-{}", std::process::id()));
+        let (console, _irq) = Console::new(&SerialOutput::File(dir.clone())).unwrap();
+        for b in b"hello\n" {
+            console.write(0, *b);
+        }
+        console.flush();
+        assert_eq!(std::fs::read_to_string(&dir).unwrap(), "hello\n");
+        let _ = std::fs::remove_file(dir);
+    }
+}

@@ -1,0 +1,21 @@
+//! rtswitch: a KVM VMM that boots its own Rust guest kernel on several vCPUs
+//! and (in later stages) switches that running kernel between mainline and
+//! rt locking.
+//!
+//! Threads: the main thread parses the command line, builds the VM and then
+//! runs the control loop (`runner`, an event-manager epoll loop over
+//! signals, timers and vCPU events); each vCPU has its own thread
+//! (`vstate::vcpu`).
+
+pub mod arch;
+pub mod cli;
+pub mod devices;
+pub mod exit_code;
+pub mod host_speed;
+pub mod loader;
+pub mod runner;
+pub mod signals;
+pub mod vstate;
+
+/// The guest kernel built from `guest/` by build.rs: the default `--kernel`.
+pub const DEFAULT_KERNEL: &[u8] = include_bytes!(env!("RTSWITCH_GUEST_ELF"));

@@ -1,0 +1,294 @@
+//! Loading the guest kernel: validate the ELF (x86-64, executable, segments
+//! inside guest memory above the boot area, entry in an executable segment,
+//! the rtswitch ABI note), then load it with linux-loader.
+//!
+//! Validation runs on the whole file before a byte is loaded, so a refused
+//! kernel leaves guest memory untouched and the error names what was wrong.
+
+use std::io::Cursor;
+
+use linux_loader::loader::{KernelLoader, elf::Elf};
+use object::elf::{EM_X86_64, ET_EXEC, PF_X, PT_LOAD};
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+use object::{Endianness, FileKind};
+use switcher::abi::{AbiNote, KERNEL_LOAD_ADDR, NOTE_NAME, NOTE_TYPE_ABI};
+use vm_memory::GuestAddress;
+
+use crate::vstate::memory::GuestMemory;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error("cannot read kernel file {0}: {1}")]
+    Read(String, std::io::Error),
+    #[error(
+        "kernel is not an ELF file (bad magic); --kernel needs an x86-64 ELF executable built for rtswitch"
+    )]
+    NotElf,
+    #[error("kernel is a 32-bit ELF; rtswitch boots 64-bit (ELFCLASS64, x86-64) kernels only")]
+    Not64Bit,
+    #[error("kernel ELF is big-endian; x86-64 kernels are little-endian")]
+    BigEndian,
+    #[error("kernel ELF is for machine {0}, not x86-64 (EM_X86_64 = 62)")]
+    WrongMachine(u16),
+    #[error(
+        "kernel ELF has type {0}, not an executable (ET_EXEC); link it statically at its load address"
+    )]
+    NotExecutable(u16),
+    #[error("kernel ELF is malformed: {0}")]
+    Malformed(String),
+    #[error("kernel ELF has no loadable segment")]
+    NoSegments,
+    #[error(
+        "kernel segment {index} [{start:#x}, {end:#x}) does not fit guest memory [{min:#x}, {mem:#x}); \
+         give more --memory or link the kernel at {min:#x} or above"
+    )]
+    SegmentOutside {
+        index: usize,
+        start: u64,
+        end: u64,
+        min: u64,
+        mem: u64,
+    },
+    #[error("kernel entry point {0:#x} is not inside an executable loadable segment")]
+    BadEntry(u64),
+    #[error(
+        "kernel ELF lacks the rtswitch ABI note (section .note.rtswitch, name \"rtswitch\"); it was not built for rtswitch"
+    )]
+    MissingAbiNote,
+    #[error("kernel ABI note has magic {found:#x}, expected {expected:#x}")]
+    BadAbiMagic { found: u64, expected: u64 },
+    #[error(
+        "kernel speaks rtswitch ABI version {found}, this VMM speaks version {expected}; rebuild the kernel"
+    )]
+    AbiVersion { found: u32, expected: u32 },
+    #[error("loading the kernel into guest memory failed: {0}")]
+    Load(String),
+}
+
+/// What the VMM needs to know about a loaded kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelInfo {
+    pub entry: u64,
+    /// End of the highest segment in memory (bss included).
+    pub end: u64,
+}
+
+/// Checks that `image` is a kernel this VMM can boot in `memory_bytes`.
+pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderError> {
+    if image.len() < 4 || &image[..4] != b"\x7fELF" {
+        return Err(LoaderError::NotElf);
+    }
+    match FileKind::parse(image) {
+        Ok(FileKind::Elf64) => {}
+        Ok(FileKind::Elf32) => return Err(LoaderError::Not64Bit),
+        Ok(_) | Err(_) => return Err(LoaderError::Malformed("unrecognised ELF header".into())),
+    }
+    let file =
+        ElfFile64::<Endianness>::parse(image).map_err(|e| LoaderError::Malformed(e.to_string()))?;
+    let header = file.elf_header();
+    let endian = file.endian();
+    if !header.is_little_endian() {
+        return Err(LoaderError::BigEndian);
+    }
+    let machine = header.e_machine(endian);
+    if machine != EM_X86_64 {
+        return Err(LoaderError::WrongMachine(machine));
+    }
+    let kind = header.e_type(endian);
+    if kind != ET_EXEC {
+        return Err(LoaderError::NotExecutable(kind));
+    }
+    let entry = header.e_entry(endian);
+    let mut end = 0u64;
+    let mut entry_ok = false;
+    let mut loads = 0;
+    for (index, ph) in file.elf_program_headers().iter().enumerate() {
+        if ph.p_type(endian) != PT_LOAD {
+            continue;
+        }
+        loads += 1;
+        let start = ph.p_paddr(endian);
+        let memsz = ph.p_memsz(endian);
+        let filesz = ph.p_filesz(endian);
+        let seg_end = start
+            .checked_add(memsz)
+            .ok_or_else(|| LoaderError::Malformed(format!("segment {index} wraps around")))?;
+        if filesz > memsz {
+            return Err(LoaderError::Malformed(format!(
+                "segment {index} has p_filesz {filesz:#x} > p_memsz {memsz:#x}"
+            )));
+        }
+        let off = ph.p_offset(endian);
+        if off
+            .checked_add(filesz)
+            .is_none_or(|e| e > image.len() as u64)
+        {
+            return Err(LoaderError::Malformed(format!(
+                "segment {index} lies past the end of the file"
+            )));
+        }
+        if start < KERNEL_LOAD_ADDR || seg_end > memory_bytes {
+            return Err(LoaderError::SegmentOutside {
+                index,
+                start,
+                end: seg_end,
+                min: KERNEL_LOAD_ADDR,
+                mem: memory_bytes,
+            });
+        }
+        if ph.p_flags(endian) & PF_X != 0 && (start..seg_end).contains(&entry) {
+            entry_ok = true;
+        }
+        end = end.max(seg_end);
+    }
+    if loads == 0 {
+        return Err(LoaderError::NoSegments);
+    }
+    if !entry_ok {
+        return Err(LoaderError::BadEntry(entry));
+    }
+    check_abi_note(&file)?;
+    Ok(KernelInfo { entry, end })
+}
+
+fn check_abi_note(file: &ElfFile64<Endianness>) -> Result<(), LoaderError> {
+    let endian = file.endian();
+    let data = file.data();
+    for ph in file.elf_program_headers() {
+        let Ok(Some(mut notes)) = ph.notes(endian, data) else {
+            continue;
+        };
+        while let Ok(Some(note)) = notes.next() {
+            if note.name() != &NOTE_NAME[..NOTE_NAME.len() - 1]
+                || note.n_type(endian) != NOTE_TYPE_ABI
+            {
+                continue;
+            }
+            let found = AbiNote::decode(note.desc()).ok_or_else(|| {
+                LoaderError::Malformed("ABI note descriptor is shorter than 16 bytes".into())
+            })?;
+            if found.magic != AbiNote::CURRENT.magic {
+                return Err(LoaderError::BadAbiMagic {
+                    found: found.magic,
+                    expected: AbiNote::CURRENT.magic,
+                });
+            }
+            if found.version != AbiNote::CURRENT.version {
+                return Err(LoaderError::AbiVersion {
+                    found: found.version,
+                    expected: AbiNote::CURRENT.version,
+                });
+            }
+            return Ok(());
+        }
+    }
+    Err(LoaderError::MissingAbiNote)
+}
+
+/// Validates `image`, then loads it into `mem` at its physical addresses.
+pub fn load(mem: &GuestMemory, image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderError> {
+    let info = validate(image, memory_bytes)?;
+    Elf::load(
+        mem,
+        None,
+        &mut Cursor::new(image),
+        Some(GuestAddress(KERNEL_LOAD_ADDR)),
+    )
+    .map_err(|e| LoaderError::Load(e.to_string()))?;
+    Ok(info)
+}
+
+/// Reads a kernel file from disk.
+pub fn read_kernel_file(path: &std::path::Path) -> Result<Vec<u8>, LoaderError> {
+    std::fs::read(path).map_err(|e| LoaderError::Read(path.display().to_string(), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_kernel_validates() {
+        let info = validate(crate::DEFAULT_KERNEL, 128 << 20).unwrap();
+        assert!(info.entry >= KERNEL_LOAD_ADDR);
+        assert!(info.end > info.entry);
+    }
+
+    #[test]
+    fn refuses_non_elf() {
+        assert!(matches!(
+            validate(b"#!/bin/sh\necho hi\n", 128 << 20),
+            Err(LoaderError::NotElf)
+        ));
+        assert!(matches!(validate(b"", 128 << 20), Err(LoaderError::NotElf)));
+    }
+
+    #[test]
+    fn refuses_32_bit() {
+        let mut image = crate::DEFAULT_KERNEL.to_vec();
+        image[4] = 1; // EI_CLASS = ELFCLASS32
+        assert!(matches!(
+            validate(&image, 128 << 20),
+            Err(LoaderError::Not64Bit)
+        ));
+    }
+
+    #[test]
+    fn refuses_wrong_machine() {
+        let mut image = crate::DEFAULT_KERNEL.to_vec();
+        image[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
+        assert!(matches!(
+            validate(&image, 128 << 20),
+            Err(LoaderError::WrongMachine(183))
+        ));
+    }
+
+    #[test]
+    fn refuses_kernel_that_does_not_fit() {
+        let err = validate(crate::DEFAULT_KERNEL, 1 << 20).unwrap_err();
+        assert!(matches!(err, LoaderError::SegmentOutside { .. }), "{err}");
+        assert!(err.to_string().contains("does not fit guest memory"));
+    }
+
+    #[test]
+    fn refuses_kernel_without_abi_note() {
+        let mut image = crate::DEFAULT_KERNEL.to_vec();
+        let pos = image
+            .windows(9)
+            .position(|w| w == NOTE_NAME)
+            .expect("the embedded kernel has the note");
+        image[pos] = b'X';
+        assert!(matches!(
+            validate(&image, 128 << 20),
+            Err(LoaderError::MissingAbiNote)
+        ));
+    }
+
+    #[test]
+    fn refuses_wrong_abi_version() {
+        let mut image = crate::DEFAULT_KERNEL.to_vec();
+        let pos = image.windows(9).position(|w| w == NOTE_NAME).unwrap();
+        // name (9 bytes padded to 12), then magic (8), then version.
+        let v = pos + 12 + 8;
+        image[v..v + 4].copy_from_slice(&99u32.to_le_bytes());
+        assert!(matches!(
+            validate(&image, 128 << 20),
+            Err(LoaderError::AbiVersion { found: 99, .. })
+        ));
+    }
+
+    #[test]
+    fn loads_into_memory() {
+        let mem = crate::vstate::memory::create(128 << 20).unwrap();
+        let info = load(&mem, crate::DEFAULT_KERNEL, 128 << 20).unwrap();
+        use vm_memory::Bytes;
+        let mut at_entry = [0u8; 16];
+        mem.read_slice(&mut at_entry, GuestAddress(info.entry))
+            .unwrap();
+        assert_ne!(at_entry, [0u8; 16]);
+        assert!(
+            crate::DEFAULT_KERNEL.windows(16).any(|w| w == at_entry),
+            "the entry's bytes come from the file"
+        );
+    }
+}

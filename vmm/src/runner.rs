@@ -1,0 +1,472 @@
+//! One run of a guest: build the VM, start the vCPU threads, and drive the
+//! control loop until the guest exits, panics, faults, or is shut down.
+//!
+//! The control loop runs on the main thread, on event-manager's epoll, over
+//! three kinds of event sources owned by one [`Controller`]:
+//! - the vCPU event EventFd (with an mpsc channel of [`VcpuEvent`]s),
+//! - the SIGINT/SIGTERM EventFd (`signals`),
+//! - timers: `--duration`, and the shutdown grace period.
+//!
+//! ```text
+//!  Booting --all CPUs online + HC_READY--> Ready
+//!  Booting/Ready --duration or signal--> ShuttingDown (host_request = SHUTDOWN, MSI)
+//!  any --HC_EXIT / panic / triple fault / KVM fault / grace timeout--> Finished
+//! ```
+//! On Finished every vCPU is kicked out of KVM_RUN and joined, then the
+//! run's summary is printed and its [`ExitCode`] returned.
+
+use std::os::fd::AsRawFd;
+use std::sync::mpsc::{Receiver, channel};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use switcher::abi::{self, BootInfo, GuestStatus, LockMode};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::cli::RunConfig;
+use crate::devices::hypercall::{GuestPanic, Hypercall};
+use crate::devices::serial::Console;
+use crate::exit_code::ExitCode;
+use crate::vstate::memory::{self, GuestMemory};
+use crate::vstate::vcpu::{self, VcpuContext, VcpuEvent, VcpuHandle};
+use crate::vstate::vm;
+use crate::{host_speed, loader, signals};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Kvm(#[from] vm::VmError),
+    #[error(transparent)]
+    Kernel(#[from] loader::LoaderError),
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    #[error(transparent)]
+    Serial(#[from] crate::devices::serial::SerialError),
+    #[error("KVM supports at most {max} vCPUs on this host; use --vcpus {max} or fewer")]
+    TooManyVcpus { max: usize },
+    #[error("host setup failed: {0}: {1}")]
+    Host(&'static str, std::io::Error),
+    #[error("event loop failed: {0}")]
+    EventLoop(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            RunError::Kernel(_) => ExitCode::InvalidKernel,
+            RunError::TooManyVcpus { .. } => ExitCode::BadArguments,
+            RunError::Serial(crate::devices::serial::SerialError::Open(..)) => {
+                ExitCode::BadArguments
+            }
+            _ => ExitCode::VmmError,
+        }
+    }
+}
+
+/// Runs the guest described by `config`; prints its outcome.
+pub fn run(config: RunConfig, started: Instant) -> ExitCode {
+    match try_run(&config, started) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rtswitch: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// How the run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    GuestExit(u32),
+    GuestPanic(GuestPanic),
+    TripleFault { cpu: u32 },
+    VcpuFault { cpu: u32, what: String },
+    ShutdownTimeout,
+    Forced,
+}
+
+impl Outcome {
+    fn exit_code(&self) -> ExitCode {
+        match self {
+            Outcome::GuestExit(s) => ExitCode::from_guest_status(*s),
+            Outcome::GuestPanic(_) => ExitCode::GuestPanic,
+            Outcome::TripleFault { .. } => ExitCode::TripleFault,
+            Outcome::VcpuFault { .. } => ExitCode::VcpuFault,
+            Outcome::ShutdownTimeout | Outcome::Forced => ExitCode::ShutdownTimeout,
+        }
+    }
+}
+
+fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
+    let kvm = vm::open_kvm()?;
+    let max = kvm.get_max_vcpus();
+    if config.vcpus as usize > max {
+        return Err(RunError::TooManyVcpus { max });
+    }
+    let image = match &config.kernel {
+        Some(path) => loader::read_kernel_file(path)?,
+        None => crate::DEFAULT_KERNEL.to_vec(),
+    };
+    // Validate before allocating: a refused kernel costs nothing.
+    loader::validate(&image, config.memory_bytes)?;
+    let mem = memory::create(config.memory_bytes)?;
+    let kernel = loader::load(&mem, &image, config.memory_bytes)?;
+    log::info!(
+        "kernel loaded: entry {:#x}, end {:#x}",
+        kernel.entry,
+        kernel.end
+    );
+
+    let (console, serial_irq) = Console::new(&config.serial)?;
+    let console = Arc::new(console);
+    let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry, &serial_irq)?;
+
+    let mut boot_info = BootInfo::new(
+        config.vcpus,
+        config.memory_bytes,
+        u64::from(vm.tsc_khz),
+        LockMode::Mainline,
+    );
+    // The command line was checked by the CLI; a failure here is a bug.
+    if !boot_info.set_cmdline(&config.cmdline) {
+        return Err(RunError::Host(
+            "guest command line",
+            std::io::Error::other("does not fit the boot info"),
+        ));
+    }
+    memory::write_boot_structures(&mem, &boot_info, config.memory_bytes)?;
+
+    let signal_evt = signals::install().map_err(|e| RunError::Host("signal handlers", e))?;
+    vcpu::register_kick_handler().map_err(|e| {
+        RunError::Host(
+            "vCPU kick signal handler",
+            std::io::Error::from_raw_os_error(e.errno()),
+        )
+    })?;
+    let wake =
+        Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| RunError::Host("eventfd", e))?);
+    let (tx, rx) = channel();
+    let mut handles = Vec::with_capacity(vm.vcpus.len());
+    for (cpu, fd) in vm.vcpus.drain(..).enumerate() {
+        let ctx = VcpuContext {
+            mem: mem.clone(),
+            console: console.clone(),
+            events: tx.clone(),
+            wake: wake.clone(),
+        };
+        handles.push(
+            vcpu::spawn(cpu as u32, fd, ctx)
+                .map_err(|e| RunError::Host("spawning a vCPU thread", e))?,
+        );
+    }
+    drop(tx);
+
+    let controller = Controller::new(
+        config, started, vm.fd, mem, handles, rx, wake, signal_evt, vm.tsc_khz,
+    )?;
+    let controller = Arc::new(Mutex::new(controller));
+    let mut em = EventManager::<Arc<Mutex<Controller>>>::new()
+        .map_err(|e| RunError::EventLoop(e.to_string()))?;
+    em.add_subscriber(controller.clone());
+    loop {
+        if lock(&controller).outcome.is_some() {
+            break;
+        }
+        em.run().map_err(|e| RunError::EventLoop(e.to_string()))?;
+    }
+    let mut ctl = lock(&controller);
+    ctl.stop_vcpus();
+    console.flush();
+    Ok(ctl.report())
+}
+
+fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
+    c.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The control thread's view of the run.
+struct Controller {
+    started: Instant,
+    vm: kvm_ioctls::VmFd,
+    mem: Arc<GuestMemory>,
+    vcpus: Vec<VcpuHandle>,
+    events: Receiver<VcpuEvent>,
+    wake: Arc<EventFd>,
+    signal: EventFd,
+    duration_timer: Option<TimerFd>,
+    grace_timer: TimerFd,
+    shutdown_timeout: Duration,
+    cpu_count: u32,
+    tsc_khz: u32,
+    online_mask: u64,
+    ready_at: Option<Duration>,
+    boot_started: Instant,
+    shutdown_reason: Option<String>,
+    finished_vcpus: u32,
+    outcome: Option<Outcome>,
+}
+
+impl Controller {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        config: &RunConfig,
+        started: Instant,
+        vm: kvm_ioctls::VmFd,
+        mem: Arc<GuestMemory>,
+        vcpus: Vec<VcpuHandle>,
+        events: Receiver<VcpuEvent>,
+        wake: Arc<EventFd>,
+        signal: EventFd,
+        tsc_khz: u32,
+    ) -> Result<Self, RunError> {
+        let duration_timer = match config.duration {
+            Some(d) => {
+                let mut t = TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?;
+                t.reset(d, None)
+                    .map_err(|e| RunError::Host("timerfd", e.into()))?;
+                Some(t)
+            }
+            None => None,
+        };
+        Ok(Self {
+            started,
+            vm,
+            mem,
+            vcpus,
+            events,
+            wake,
+            signal,
+            duration_timer,
+            grace_timer: TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?,
+            shutdown_timeout: config.shutdown_timeout,
+            cpu_count: config.vcpus,
+            tsc_khz,
+            online_mask: 0,
+            ready_at: None,
+            boot_started: Instant::now(),
+            shutdown_reason: None,
+            finished_vcpus: 0,
+            outcome: None,
+        })
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if self.outcome.is_none() {
+            self.outcome = Some(outcome);
+        }
+    }
+
+    fn on_vcpu_event(&mut self, event: VcpuEvent) {
+        match event {
+            VcpuEvent::Hypercall { cpu, call } => self.on_hypercall(cpu, call),
+            VcpuEvent::TripleFault { cpu } => {
+                eprintln!(
+                    "rtswitch: guest triple fault on cpu {cpu} (KVM_EXIT_SHUTDOWN): the guest hit an exception it could not handle"
+                );
+                self.finish(Outcome::TripleFault { cpu });
+            }
+            VcpuEvent::Fault { cpu, what } => {
+                eprintln!("rtswitch: vcpu{cpu} cannot run: {what}");
+                self.finish(Outcome::VcpuFault { cpu, what });
+            }
+            VcpuEvent::Finished { cpu } => {
+                self.finished_vcpus += 1;
+                log::debug!(
+                    "vcpu{cpu} finished ({} of {})",
+                    self.finished_vcpus,
+                    self.cpu_count
+                );
+            }
+        }
+    }
+
+    fn on_hypercall(&mut self, cpu: u32, call: Hypercall) {
+        match call {
+            Hypercall::CpuOnline(n) => {
+                if n >= self.cpu_count || n != cpu {
+                    log::warn!(
+                        "vcpu{cpu} reported cpu {n} online; ignored (expected its own index below {})",
+                        self.cpu_count
+                    );
+                    return;
+                }
+                self.online_mask |= 1 << n;
+            }
+            Hypercall::Ready => self.on_ready(cpu),
+            Hypercall::Exit(status) => self.finish(Outcome::GuestExit(status)),
+            Hypercall::Panic(p) => {
+                eprintln!("rtswitch: {p}");
+                self.finish(Outcome::GuestPanic(p));
+            }
+        }
+    }
+
+    fn on_ready(&mut self, cpu: u32) {
+        if self.ready_at.is_some() {
+            log::warn!("vcpu{cpu} reported ready again; ignored");
+            return;
+        }
+        let online = self.online_mask.count_ones();
+        let elapsed = self.started.elapsed();
+        self.ready_at = Some(elapsed);
+        if online != self.cpu_count {
+            log::warn!(
+                "guest reported ready with {online} of {} CPUs online",
+                self.cpu_count
+            );
+        }
+        eprintln!(
+            "rtswitch: guest ready in {:.1} ms ({online}/{} CPUs online; {:.1} ms after the vCPUs started)",
+            elapsed.as_secs_f64() * 1e3,
+            self.cpu_count,
+            self.boot_started.elapsed().as_secs_f64() * 1e3
+        );
+        match memory::read_abi::<GuestStatus>(&self.mem, abi::GUEST_STATUS_ADDR) {
+            Some(st) if st.magic == abi::ABI_MAGIC => {
+                let host = host_speed::host_ps_per_iteration();
+                eprintln!(
+                    "rtswitch: {}",
+                    host_speed::describe(st.calib_ps_per_iter, host)
+                );
+                log::info!(
+                    "guest calibration: {} iterations in {} TSC ticks at {} kHz",
+                    st.calib_iterations,
+                    st.calib_tsc_ticks,
+                    self.tsc_khz
+                );
+            }
+            _ => log::warn!("guest reported ready without filling in its status page"),
+        }
+    }
+
+    /// Asks the guest to shut down (idempotent) and arms the grace timer.
+    fn request_shutdown(&mut self, reason: String) {
+        if self.shutdown_reason.is_some() {
+            return;
+        }
+        eprintln!("rtswitch: {reason}: asking the guest to shut down");
+        self.shutdown_reason = Some(reason);
+        let field = abi::BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, host_request) as u64;
+        if let Err(e) = memory::write_u32(&self.mem, field, abi::host_request::SHUTDOWN) {
+            log::error!("cannot post the shutdown request: {e}");
+        }
+        if let Err(e) = vm::send_msi(&self.vm, 0, abi::vector::HOST_REQUEST) {
+            log::error!("cannot interrupt the guest with the shutdown request: {e}");
+        }
+        if let Err(e) = self.grace_timer.reset(self.shutdown_timeout, None) {
+            log::error!("cannot arm the shutdown grace timer: {e}; stopping now");
+            self.finish(Outcome::ShutdownTimeout);
+        }
+    }
+
+    fn stop_vcpus(&mut self) {
+        for v in &self.vcpus {
+            v.kick_stop();
+        }
+        for v in &mut self.vcpus {
+            v.join();
+        }
+    }
+
+    /// Prints how the run ended; returns its exit code.
+    fn report(&self) -> ExitCode {
+        let ran = self.started.elapsed().as_secs_f64();
+        let outcome = self.outcome.clone().unwrap_or(Outcome::Forced);
+        let why = self
+            .shutdown_reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default();
+        match &outcome {
+            Outcome::GuestExit(0) => {
+                eprintln!("rtswitch: guest shut down cleanly after {ran:.3} s{why}")
+            }
+            Outcome::GuestExit(s) => {
+                eprintln!("rtswitch: guest exited with status {s} after {ran:.3} s{why}")
+            }
+            Outcome::GuestPanic(_) => {
+                eprintln!("rtswitch: run ended by a guest panic after {ran:.3} s")
+            }
+            Outcome::TripleFault { cpu } => {
+                eprintln!("rtswitch: run ended by a triple fault on cpu {cpu} after {ran:.3} s")
+            }
+            Outcome::VcpuFault { cpu, .. } => {
+                eprintln!("rtswitch: run ended: vcpu{cpu} could not run, after {ran:.3} s")
+            }
+            Outcome::ShutdownTimeout => eprintln!(
+                "rtswitch: the guest did not shut down within {:.1} s of being asked{why}; stopped it",
+                self.shutdown_timeout.as_secs_f64()
+            ),
+            Outcome::Forced => eprintln!("rtswitch: stopped the guest on a second signal{why}"),
+        }
+        if self.ready_at.is_none() {
+            eprintln!(
+                "rtswitch: the guest never reported ready ({} of {} CPUs online)",
+                self.online_mask.count_ones(),
+                self.cpu_count
+            );
+        }
+        let code = outcome.exit_code();
+        eprintln!("rtswitch: exit code {} ({code:?})", code.code());
+        code
+    }
+}
+
+impl MutEventSubscriber for Controller {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.wake.as_raw_fd() {
+            let _ = self.wake.read();
+            while let Ok(ev) = self.events.try_recv() {
+                self.on_vcpu_event(ev);
+            }
+            if self.finished_vcpus == self.cpu_count && self.outcome.is_none() {
+                self.finish(Outcome::VcpuFault {
+                    cpu: 0,
+                    what: "every vCPU stopped without the guest exiting".into(),
+                });
+            }
+        } else if fd == self.signal.as_raw_fd() {
+            let _ = self.signal.read();
+            if self.shutdown_reason.is_some() {
+                eprintln!("rtswitch: second signal: stopping the guest now");
+                self.finish(Outcome::Forced);
+            } else {
+                self.request_shutdown("signal received".into());
+            }
+        } else if self
+            .duration_timer
+            .as_ref()
+            .is_some_and(|t| t.as_raw_fd() == fd)
+        {
+            if let Some(t) = self.duration_timer.as_mut() {
+                let _ = t.wait();
+            }
+            let secs = self.started.elapsed().as_secs_f64();
+            self.request_shutdown(format!("--duration reached after {secs:.3} s"));
+        } else if fd == self.grace_timer.as_raw_fd() {
+            let _ = self.grace_timer.wait();
+            self.finish(Outcome::ShutdownTimeout);
+        } else {
+            log::warn!("event on unknown fd {fd}");
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let mut fds = vec![
+            self.wake.as_raw_fd(),
+            self.signal.as_raw_fd(),
+            self.grace_timer.as_raw_fd(),
+        ];
+        if let Some(t) = &self.duration_timer {
+            fds.push(t.as_raw_fd());
+        }
+        for fd in fds {
+            if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
+                log::error!("cannot watch fd {fd}: {e:?}");
+            }
+        }
+    }
+}

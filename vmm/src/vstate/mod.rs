@@ -1,0 +1,4 @@
+//! KVM state: guest memory, the VM, the vCPUs and their threads.
+pub mod memory;
+pub mod vcpu;
+pub mod vm;

@@ -1,0 +1,300 @@
+//! vCPU threads.
+//!
+//! One host thread per vCPU, named `vcpu<N>`, runs `KVM_RUN` in a loop and
+//! handles the exits that reach userspace (port I/O for the UART and the
+//! hypercalls; anything else is logged with its details). What the VMM
+//! must act on is sent to the control thread as a [`VcpuEvent`] over a
+//! channel, with an EventFd to wake its epoll loop.
+//!
+//! ```text
+//!   Created --start--> Running --(exit hypercall, panic, triple fault,
+//!                         |        KVM error)--> Finished (thread ends)
+//!                         +--kick(stop)--> Finished
+//! ```
+//!
+//! Kick: the control thread sets the vCPU's `stop` flag, then sends the
+//! kick signal to its thread. The signal handler sets `immediate_exit` in
+//! the vCPU's own `kvm_run`, so a kick that lands just before `KVM_RUN`
+//! makes it return at once (`EINTR`) instead of being lost; one that lands
+//! during `KVM_RUN` interrupts it. Either way the loop then sees `stop`.
+
+use std::cell::Cell;
+use std::os::unix::thread::JoinHandleExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::thread::JoinHandle;
+
+use kvm_bindings::kvm_run;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::devices::hypercall::{self, Hypercall};
+use crate::devices::serial::{Console, SERIAL_PORT_COUNT};
+use crate::vstate::memory::GuestMemory;
+use switcher::abi::port::SERIAL_COM1;
+
+/// What a vCPU thread tells the control thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuEvent {
+    Hypercall {
+        cpu: u32,
+        call: Hypercall,
+    },
+    /// `KVM_EXIT_SHUTDOWN`: the guest triple-faulted.
+    TripleFault {
+        cpu: u32,
+    },
+    /// KVM could not run the vCPU; `what` has the details.
+    Fault {
+        cpu: u32,
+        what: String,
+    },
+    /// The thread has left its run loop.
+    Finished {
+        cpu: u32,
+    },
+}
+
+thread_local! {
+    /// This thread's `kvm_run`, for the kick signal handler.
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The kick signal: the first real-time signal.
+pub fn kick_signal() -> libc::c_int {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Only async-signal-safe work here: a thread-local read and one store.
+    let run = KVM_RUN.with(|r| r.get());
+    if !run.is_null() {
+        // SAFETY: the pointer is this thread's own kvm_run mapping, set by
+        // the vCPU loop before it first runs and valid while the VcpuFd
+        // lives (the loop clears it before the fd is dropped).
+        unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
+    }
+}
+
+/// Installs the kick handler (once, before any vCPU thread starts).
+pub fn register_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), handle_kick)
+}
+
+/// The control thread's handle on a running vCPU.
+pub struct VcpuHandle {
+    pub cpu: u32,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VcpuHandle {
+    /// Asks the vCPU to leave guest mode and end its thread.
+    pub fn kick_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = &self.thread {
+            // SAFETY: pthread_kill on a thread we own and have not joined;
+            // the handler is installed before any vCPU thread starts.
+            let rc = unsafe { libc::pthread_kill(t.as_pthread_t(), kick_signal()) };
+            if rc != 0 && rc != libc::ESRCH {
+                log::warn!("kicking vcpu{} failed: errno {rc}", self.cpu);
+            }
+        }
+    }
+
+    /// Waits for the thread to end (after `kick_stop` or a final exit).
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("vcpu{} thread panicked", self.cpu);
+            }
+        }
+    }
+}
+
+/// Everything a vCPU thread needs besides its fd.
+pub struct VcpuContext {
+    pub mem: Arc<GuestMemory>,
+    pub console: Arc<Console>,
+    pub events: Sender<VcpuEvent>,
+    pub wake: Arc<EventFd>,
+}
+
+impl VcpuContext {
+    fn send(&self, event: VcpuEvent) {
+        // The control thread outlives the vCPU threads; a failed send only
+        // means it is already tearing down.
+        let _ = self.events.send(event);
+        if let Err(e) = self.wake.write(1) {
+            log::error!("cannot wake the control thread: {e}");
+        }
+    }
+}
+
+/// Starts vCPU `cpu`'s thread, named `vcpu<cpu>`.
+pub fn spawn(cpu: u32, fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<VcpuHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("vcpu{cpu}"))
+        .spawn(move || run_loop(cpu, fd, &ctx, &thread_stop))?;
+    Ok(VcpuHandle {
+        cpu,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// How one exit is to be followed up.
+enum Next {
+    Continue,
+    Finish,
+}
+
+fn run_loop(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext, stop: &AtomicBool) {
+    KVM_RUN.with(|r| r.set(fd.get_kvm_run() as *mut kvm_run));
+    let mut unexpected = 0u64;
+    while !stop.load(Ordering::Acquire) {
+        let next = match fd.run() {
+            Ok(exit) => handle_exit(cpu, exit, ctx, &mut unexpected),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                fd.set_kvm_immediate_exit(0);
+                Next::Continue
+            }
+            Err(e) => {
+                ctx.send(VcpuEvent::Fault {
+                    cpu,
+                    what: format!("KVM_RUN failed: {e}"),
+                });
+                Next::Finish
+            }
+        };
+        if let Next::Finish = next {
+            break;
+        }
+    }
+    if let Some(rip) = fd.get_regs().ok().map(|r| r.rip) {
+        log::debug!("vcpu{cpu} leaves its run loop at rip {rip:#x}");
+    }
+    KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
+    ctx.send(VcpuEvent::Finished { cpu });
+}
+
+fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut u64) -> Next {
+    match exit {
+        VcpuExit::IoOut(port, data) if is_serial(port) => {
+            ctx.console.write(
+                (port - SERIAL_COM1) as u8,
+                data.first().copied().unwrap_or(0),
+            );
+            Next::Continue
+        }
+        VcpuExit::IoIn(port, data) if is_serial(port) => {
+            let v = ctx.console.read((port - SERIAL_COM1) as u8);
+            data.fill(v);
+            Next::Continue
+        }
+        VcpuExit::IoOut(port, data) if hypercall::is_hypercall_port(port) => {
+            match hypercall::decode(&ctx.mem, cpu, port, data) {
+                Ok(call) => {
+                    let last = matches!(call, Hypercall::Exit(_) | Hypercall::Panic(_));
+                    ctx.send(VcpuEvent::Hypercall { cpu, call });
+                    if last { Next::Finish } else { Next::Continue }
+                }
+                Err(e) => {
+                    log_unexpected(cpu, unexpected, format_args!("bad hypercall: {e}"));
+                    Next::Continue
+                }
+            }
+        }
+        VcpuExit::IoOut(port, data) => {
+            log_unexpected(
+                cpu,
+                unexpected,
+                format_args!("write of {data:02x?} to unknown I/O port {port:#x} ignored"),
+            );
+            Next::Continue
+        }
+        VcpuExit::IoIn(port, data) => {
+            data.fill(0xff);
+            log_unexpected(
+                cpu,
+                unexpected,
+                format_args!(
+                    "read of {} bytes from unknown I/O port {port:#x} returns all ones",
+                    data.len()
+                ),
+            );
+            Next::Continue
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            data.fill(0xff);
+            log_unexpected(
+                cpu,
+                unexpected,
+                format_args!(
+                    "MMIO read of {} bytes at {addr:#x} (no device there) returns all ones",
+                    data.len()
+                ),
+            );
+            Next::Continue
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            log_unexpected(
+                cpu,
+                unexpected,
+                format_args!("MMIO write of {data:02x?} at {addr:#x} (no device there) ignored"),
+            );
+            Next::Continue
+        }
+        VcpuExit::Hlt => {
+            log_unexpected(
+                cpu,
+                unexpected,
+                format_args!("HLT exit although the in-kernel LAPIC handles halts"),
+            );
+            Next::Continue
+        }
+        VcpuExit::Shutdown => {
+            ctx.send(VcpuEvent::TripleFault { cpu });
+            Next::Finish
+        }
+        VcpuExit::FailEntry(reason, entry_cpu) => {
+            ctx.send(VcpuEvent::Fault { cpu, what: format!("KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {reason:#x} on host cpu {entry_cpu}") });
+            Next::Finish
+        }
+        VcpuExit::InternalError => {
+            ctx.send(VcpuEvent::Fault {
+                cpu,
+                what: "KVM_EXIT_INTERNAL_ERROR (e.g. an instruction KVM could not emulate)".into(),
+            });
+            Next::Finish
+        }
+        VcpuExit::SystemEvent(kind, data) => {
+            ctx.send(VcpuEvent::Fault {
+                cpu,
+                what: format!("KVM_EXIT_SYSTEM_EVENT type {kind} data {data:x?}"),
+            });
+            Next::Finish
+        }
+        VcpuExit::Intr => Next::Continue,
+        other => {
+            log_unexpected(cpu, unexpected, format_args!("unexpected exit {other:?}"));
+            Next::Continue
+        }
+    }
+}
+
+fn is_serial(port: u16) -> bool {
+    (SERIAL_COM1..SERIAL_COM1 + SERIAL_PORT_COUNT).contains(&port)
+}
+
+/// Logs an unexpected exit; after the first 16 on a vCPU only every 1024th,
+/// so a guest in a loop cannot flood the log.
+fn log_unexpected(cpu: u32, count: &mut u64, what: std::fmt::Arguments<'_>) {
+    *count += 1;
+    if *count <= 16 || (*count).is_multiple_of(1024) {
+        log::warn!("vcpu{cpu}: {what} (unexpected exit #{count})");
+    }
+}

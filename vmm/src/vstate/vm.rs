@@ -1,0 +1,138 @@
+//! The KVM VM: in-kernel irqchip, one memory slot over all guest memory,
+//! and vCPUs configured to start in long mode (see `arch`).
+
+use kvm_bindings::{
+    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, kvm_mp_state, kvm_userspace_memory_region,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::arch::{cpuid, regs};
+use crate::vstate::memory::GuestMemory;
+
+/// Intel VMX needs a 3-page TSS region it uses for real-mode emulation;
+/// placed in the 32-bit hole, away from guest memory.
+const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error(
+        "cannot open /dev/kvm: {0}; rtswitch needs KVM (is the kvm module loaded and /dev/kvm readable and writable by you?)"
+    )]
+    OpenKvm(kvm_ioctls::Error),
+    #[error("KVM lacks a capability rtswitch needs: {0}")]
+    MissingCap(&'static str),
+    #[error("KVM ioctl {0} failed: {1}")]
+    Ioctl(&'static str, kvm_ioctls::Error),
+}
+
+fn ioctl<T>(name: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, VmError> {
+    r.map_err(|e| VmError::Ioctl(name, e))
+}
+
+/// A VM with its vCPUs created and set up, not yet running.
+pub struct Vm {
+    pub kvm: Kvm,
+    pub fd: VmFd,
+    pub vcpus: Vec<VcpuFd>,
+    /// TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
+    pub tsc_khz: u32,
+}
+
+/// Opens /dev/kvm (the first thing a run does, so its error comes first).
+pub fn open_kvm() -> Result<Kvm, VmError> {
+    let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
+    for (cap, name) in [
+        (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+        (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+        (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+        (Cap::ExtCpuid, "KVM_CAP_EXT_CPUID"),
+        (Cap::SignalMsi, "KVM_CAP_SIGNAL_MSI"),
+        (Cap::GetTscKhz, "KVM_CAP_GET_TSC_KHZ"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(VmError::MissingCap(name));
+        }
+    }
+    Ok(kvm)
+}
+
+/// Creates the VM over `mem` and `vcpu_count` vCPUs at `entry`.
+pub fn create(
+    kvm: Kvm,
+    mem: &GuestMemory,
+    vcpu_count: u32,
+    entry: u64,
+    serial_irq: &EventFd,
+) -> Result<Vm, VmError> {
+    let fd = ioctl("KVM_CREATE_VM", kvm.create_vm())?;
+    ioctl("KVM_SET_TSS_ADDR", fd.set_tss_address(KVM_TSS_ADDRESS))?;
+    ioctl("KVM_CREATE_IRQCHIP", fd.create_irq_chip())?;
+    for (slot, region) in mem.iter().enumerate() {
+        let host = region.as_ptr() as u64;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host,
+            flags: 0,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which the VMM
+        // keeps (in an Arc) until after the VM and its vCPUs are gone.
+        ioctl("KVM_SET_USER_MEMORY_REGION", unsafe {
+            fd.set_user_memory_region(r)
+        })?;
+    }
+    ioctl(
+        "KVM_IRQFD (serial)",
+        fd.register_irqfd(serial_irq, crate::devices::serial::COM1_GSI),
+    )?;
+
+    let supported = ioctl(
+        "KVM_GET_SUPPORTED_CPUID",
+        kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
+    )?;
+    let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
+    let mut vcpus = Vec::with_capacity(vcpu_count as usize);
+    for cpu in 0..vcpu_count {
+        let vcpu = ioctl("KVM_CREATE_VCPU", fd.create_vcpu(u64::from(cpu)))?;
+        let mut cpuid = supported.clone();
+        cpuid::apply_vcpu_cpuid(&mut cpuid, cpu, tsc_deadline);
+        ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2(&cpuid))?;
+        ioctl("KVM_SET_REGS", vcpu.set_regs(&regs::boot_regs(entry, cpu)))?;
+        let sregs = ioctl("KVM_GET_SREGS", vcpu.get_sregs())?;
+        ioctl("KVM_SET_SREGS", vcpu.set_sregs(&regs::boot_sregs(sregs)))?;
+        ioctl("KVM_SET_FPU", vcpu.set_fpu(&regs::boot_fpu()))?;
+        // Every vCPU starts at the entry in long mode: no INIT/SIPI.
+        ioctl(
+            "KVM_SET_MP_STATE",
+            vcpu.set_mp_state(kvm_mp_state {
+                mp_state: KVM_MP_STATE_RUNNABLE,
+            }),
+        )?;
+        vcpus.push(vcpu);
+    }
+    let tsc_khz = match vcpus.first() {
+        Some(v) => ioctl("KVM_GET_TSC_KHZ", v.get_tsc_khz())?,
+        None => 0,
+    };
+    Ok(Vm {
+        kvm,
+        fd,
+        vcpus,
+        tsc_khz,
+    })
+}
+
+/// Sends MSI `vector` to the LAPIC with x2APIC id `cpu` (fixed delivery,
+/// physical destination).
+pub fn send_msi(vm: &VmFd, cpu: u32, vector: u8) -> Result<(), VmError> {
+    let msi = kvm_bindings::kvm_msi {
+        address_lo: 0xfee0_0000 | ((cpu & 0xff) << 12),
+        address_hi: 0,
+        data: u32::from(vector),
+        ..Default::default()
+    };
+    ioctl("KVM_SIGNAL_MSI", vm.signal_msi(msi)).map(|_| ())
+}
