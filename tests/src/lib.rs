@@ -1,1 +1,163 @@
+//! Helpers for the end-to-end tests: find (or build) the real `rtswitch`
+//! binary, check /dev/kvm, run the VMM with a hard time limit and capture
+//! what it printed.
+//!
+//! Every run is bounded: a VMM that does not exit within its limit is
+//! killed and the test fails saying so, so no test can hang CI.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Exit codes of `rtswitch` (README.md, "Exit codes"; vmm/src/exit_code.rs).
+pub use rtswitch::exit_code::ExitCode;
+
+/// The `rtswitch` binary under test: `$RTSWITCH_BIN` if set, else the one
+/// of this build's profile, built on first use with the cargo running the
+/// tests.
+pub fn rtswitch_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("RTSWITCH_BIN") {
+            return PathBuf::from(p);
+        }
+        // current_exe: <target>/<profile>/deps/<test>-<hash>
+        let exe = std::env::current_exe().expect("the test knows its own path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("test binaries live in <target>/<profile>/deps");
+        let profile = profile_dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug");
+        let cargo_profile = if profile == "debug" { "dev" } else { profile };
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "rtswitch", "--bin", "rtswitch", "--profile", cargo_profile])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("could not run cargo to build the rtswitch binary");
+        assert!(status.success(), "building the rtswitch binary failed: {status}");
+        let bin = profile_dir.join("rtswitch");
+        assert!(bin.is_file(), "{} is missing after the build", bin.display());
+        bin
+    })
+}
+
+/// Fails the test, with a message that says so, when /dev/kvm cannot be
+/// opened: these tests boot real VMs and never skip silently.
+pub fn require_kvm() {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+        panic!("this test boots a real VM and needs /dev/kvm, which cannot be opened: {e}. Run it on a host with KVM (as a user with access to /dev/kvm).");
+    }
+}
+
+/// What one run of the VMM did.
+#[derive(Debug)]
+pub struct RunResult {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl RunResult {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Both streams, for assertions on what a user would see.
+    pub fn all_output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Asserts the exit code, printing the whole output when it differs.
+    pub fn assert_code(&self, expected: ExitCode) -> &Self {
+        assert_eq!(
+            self.code(),
+            Some(i32::from(expected.code())),
+            "expected exit code {} ({expected:?}); got {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            expected.code(),
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn assert_contains(&self, needle: &str) -> &Self {
+        let all = self.all_output();
+        assert!(all.contains(needle), "expected output to contain {needle:?}\n--- output ---\n{all}");
+        self
+    }
+
+    pub fn assert_not_contains(&self, needle: &str) -> &Self {
+        let all = self.all_output();
+        assert!(!all.contains(needle), "expected output NOT to contain {needle:?}\n--- output ---\n{all}");
+        self
+    }
+}
+
+/// Runs `rtswitch ARGS`, killing it (and failing) after `limit`.
+pub fn run_rtswitch(args: &[&str], limit: Duration) -> RunResult {
+    let mut child = Command::new(rtswitch_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("could not start the rtswitch binary");
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for rtswitch") {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stdout = out_reader.join().unwrap_or_default();
+            let stderr = err_reader.join().unwrap_or_default();
+            panic!("rtswitch {args:?} did not exit within {limit:?}; killed it\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    RunResult {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// A scratch directory for one test, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("rtswitch-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating a scratch directory");
+        Self(dir)
+    }
+
+    pub fn file(&self, name: &str, contents: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).expect("writing a scratch file");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,90 @@
+//! Boot the real guest on /dev/kvm with several vCPU counts.
+
+use std::time::Duration;
+
+use rtswitch_tests::{ExitCode, Scratch, require_kvm, run_rtswitch};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn boot(vcpus: u32) {
+    require_kvm();
+    let n = vcpus.to_string();
+    let r = run_rtswitch(&["run", "--vcpus", &n, "--duration", "0.5"], LIMIT);
+    r.assert_code(ExitCode::Ok)
+        .assert_contains(&format!("rtswitch guest kernel v{}: {vcpus} CPUs, 128 MiB", env!("CARGO_PKG_VERSION")))
+        .assert_contains("guest ready in")
+        .assert_contains(&format!("({vcpus}/{vcpus} CPUs online"))
+        .assert_contains("guest speed:")
+        .assert_contains("guest shut down cleanly");
+    for cpu in 0..vcpus {
+        r.assert_contains(&format!("cpu {cpu} online"));
+    }
+    r.assert_not_contains(&format!("cpu {vcpus} online"));
+}
+
+#[test]
+fn boots_one_vcpu() {
+    boot(1);
+}
+
+#[test]
+fn boots_two_vcpus() {
+    boot(2);
+}
+
+#[test]
+fn boots_four_vcpus() {
+    boot(4);
+}
+
+#[test]
+fn serial_to_file_keeps_stdout_clean() {
+    require_kvm();
+    let dir = Scratch::new("serial-file");
+    let log = dir.0.join("console.log");
+    let arg = format!("file:{}", log.display());
+    let r = run_rtswitch(&["run", "--vcpus", "2", "--duration", "0.3", "--serial", &arg], LIMIT);
+    r.assert_code(ExitCode::Ok);
+    assert!(!r.stdout.contains("online"), "console went to stdout: {}", r.stdout);
+    let console = std::fs::read_to_string(&log).expect("the console file exists");
+    assert!(console.contains("cpu 1 online"), "console file: {console}");
+}
+
+#[test]
+fn serial_none_discards_the_console() {
+    require_kvm();
+    let r = run_rtswitch(&["run", "--vcpus", "1", "--duration", "0.3", "--serial", "none"], LIMIT);
+    r.assert_code(ExitCode::Ok).assert_not_contains("cpu 0 online").assert_contains("guest ready in");
+}
+
+#[test]
+fn sigint_shuts_the_guest_down_cleanly() {
+    require_kvm();
+    let mut child = std::process::Command::new(rtswitch_tests::rtswitch_bin())
+        .args(["run", "--vcpus", "2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start rtswitch");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on our own child's pid; no memory is involved.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(rc, 0, "kill(SIGINT) failed");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if start.elapsed() > LIMIT {
+            let _ = child.kill();
+            panic!("rtswitch did not exit within {LIMIT:?} of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read stderr");
+    assert_eq!(status.code(), Some(0), "stderr:\n{err}");
+    assert!(err.contains("signal received"), "stderr:\n{err}");
+    assert!(err.contains("guest shut down cleanly"), "stderr:\n{err}");
+}
