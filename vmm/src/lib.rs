@@ -17,5 +17,12 @@ pub mod runner;
 pub mod signals;
 pub mod vstate;
 
+/// Page-aligned storage for the embedded kernel image.
+#[repr(C, align(4096))]
+struct PageAligned<T: ?Sized>(T);
+
+static EMBEDDED_KERNEL: &PageAligned<[u8]> =
+    &PageAligned(*include_bytes!(env!("RTSWITCH_GUEST_ELF")));
+
 /// The guest kernel built from `guest/` by build.rs: the default `--kernel`.
-pub const DEFAULT_KERNEL: &[u8] = include_bytes!(env!("RTSWITCH_GUEST_ELF"));
+pub const DEFAULT_KERNEL: &[u8] = &EMBEDDED_KERNEL.0;

@@ -83,6 +83,14 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
         Ok(FileKind::Elf32) => return Err(LoaderError::Not64Bit),
         Ok(_) | Err(_) => return Err(LoaderError::Malformed("unrecognised ELF header".into())),
     }
+    // object reads ELF structures in place and needs them 8-byte aligned.
+    let aligned;
+    let image = if image.as_ptr().align_offset(8) == 0 {
+        image
+    } else {
+        aligned = AlignedImage::copy_of(image);
+        aligned.bytes()
+    };
     let file =
         ElfFile64::<Endianness>::parse(image).map_err(|e| LoaderError::Malformed(e.to_string()))?;
     let header = file.elf_header();
@@ -151,6 +159,33 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
     Ok(KernelInfo { entry, end })
 }
 
+/// A copy of an image in 8-byte aligned storage.
+struct AlignedImage {
+    words: Vec<u64>,
+    len: usize,
+}
+
+impl AlignedImage {
+    fn copy_of(image: &[u8]) -> Self {
+        let mut words = vec![0u64; image.len().div_ceil(8)];
+        for (w, chunk) in words.iter_mut().zip(image.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            *w = u64::from_ne_bytes(b);
+        }
+        Self {
+            words,
+            len: image.len(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the Vec<u64> owns at least `len` initialised bytes; u8 has
+        // no alignment or validity requirements.
+        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
 fn check_abi_note(file: &ElfFile64<Endianness>) -> Result<(), LoaderError> {
     let endian = file.endian();
     let data = file.data();
@@ -212,6 +247,18 @@ mod tests {
         let info = validate(crate::DEFAULT_KERNEL, 128 << 20).unwrap();
         assert!(info.entry >= KERNEL_LOAD_ADDR);
         assert!(info.end > info.entry);
+    }
+
+    #[test]
+    fn validates_unaligned_images() {
+        let mut buf = vec![0u8; crate::DEFAULT_KERNEL.len() + 1];
+        buf[1..].copy_from_slice(crate::DEFAULT_KERNEL);
+        let unaligned = &buf[1..];
+        assert_ne!(unaligned.as_ptr().align_offset(8), 0);
+        assert_eq!(
+            validate(unaligned, 128 << 20).unwrap(),
+            validate(crate::DEFAULT_KERNEL, 128 << 20).unwrap()
+        );
     }
 
     #[test]
