@@ -351,3 +351,134 @@ mod tests {
         assert_eq!(LockMode::Rt.name(), "rt");
     }
 }
+
+/// Patch sites: every call of a switchable-lock operation in the guest is a
+/// 5-byte `call rel32` (or `jmp rel32`) whose address is recorded in the ELF
+/// section [`SITES_SECTION`] as a [`SwitchSite`]. Where each operation's
+/// implementation lives in each mode is recorded in [`IMPLS_SECTION`] as
+/// [`SwitchImpl`]s. The VMM reads both tables from the ELF file (trusted),
+/// never from guest memory.
+pub mod sites {
+    /// ELF section with one [`SwitchSite`] per patchable call site.
+    pub const SITES_SECTION: &str = ".switch_sites";
+    /// ELF section with one [`SwitchImpl`] per (operation, mode).
+    pub const IMPLS_SECTION: &str = ".switch_impls";
+
+    /// Bytes of a patchable instruction.
+    pub const SITE_LEN: usize = 5;
+    pub const OPCODE_CALL_REL32: u8 = 0xe8;
+    pub const OPCODE_JMP_REL32: u8 = 0xe9;
+
+    /// The switchable-lock operations.
+    #[repr(u32)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum LockOp {
+        Lock = 0,
+        Unlock = 1,
+        TryLock = 2,
+    }
+
+    impl LockOp {
+        pub const COUNT: usize = 3;
+        pub const ALL: [LockOp; Self::COUNT] = [LockOp::Lock, LockOp::Unlock, LockOp::TryLock];
+
+        pub fn from_u32(v: u32) -> Option<Self> {
+            Self::ALL.get(v as usize).copied()
+        }
+
+        pub fn name(self) -> &'static str {
+            match self {
+                LockOp::Lock => "lock",
+                LockOp::Unlock => "unlock",
+                LockOp::TryLock => "try_lock",
+            }
+        }
+    }
+
+    /// One patchable call site (16 bytes in [`SITES_SECTION`]).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SwitchSite {
+        /// Address of the 5-byte instruction (identity-mapped: also physical).
+        pub addr: u64,
+        /// A [`LockOp`] as u32.
+        pub op: u32,
+        /// The opcode at the site: [`OPCODE_CALL_REL32`] or [`OPCODE_JMP_REL32`].
+        pub opcode: u32,
+    }
+
+    /// Where operation `op` is implemented in mode `mode` (16 bytes in
+    /// [`IMPLS_SECTION`]).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct SwitchImpl {
+        /// A [`LockOp`] as u32.
+        pub op: u32,
+        /// A [`super::LockMode`] as u32.
+        pub mode: u32,
+        /// Address of the implementation.
+        pub target: u64,
+    }
+
+    /// The 5 bytes of `opcode rel32` at `site` reaching `target`, or `None`
+    /// when `target` is out of rel32 range.
+    pub fn encode_rel32(opcode: u8, site: u64, target: u64) -> Option<[u8; SITE_LEN]> {
+        let next = site.checked_add(SITE_LEN as u64)?;
+        let delta = (target as i128) - (next as i128);
+        let rel = i32::try_from(delta).ok()?;
+        let r = rel.to_le_bytes();
+        Some([opcode, r[0], r[1], r[2], r[3]])
+    }
+
+    /// The target of the `call/jmp rel32` in `bytes` at `site`.
+    pub fn decode_rel32(site: u64, bytes: [u8; SITE_LEN]) -> Option<(u8, u64)> {
+        if bytes[0] != OPCODE_CALL_REL32 && bytes[0] != OPCODE_JMP_REL32 {
+            return None;
+        }
+        let rel = i32::from_le_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+        let next = site.wrapping_add(SITE_LEN as u64);
+        Some((bytes[0], next.wrapping_add(rel as i64 as u64)))
+    }
+
+    const _: () = {
+        assert!(core::mem::size_of::<SwitchSite>() == 16);
+        assert!(core::mem::size_of::<SwitchImpl>() == 16);
+    };
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn rel32_round_trips_both_directions() {
+            for (site, target) in [
+                (0x10_0000u64, 0x10_2000u64),
+                (0x10_2000, 0x10_0000),
+                (0x10_0000, 0x10_0005),
+            ] {
+                let b = encode_rel32(OPCODE_CALL_REL32, site, target).unwrap();
+                assert_eq!(decode_rel32(site, b), Some((OPCODE_CALL_REL32, target)));
+            }
+            assert_eq!(
+                encode_rel32(OPCODE_CALL_REL32, 0x10_0000, 0x10_0005).unwrap(),
+                [0xe8, 0, 0, 0, 0]
+            );
+            assert_eq!(
+                encode_rel32(OPCODE_JMP_REL32, 0x10_0000, 0x10_0000).unwrap(),
+                [0xe9, 0xfb, 0xff, 0xff, 0xff]
+            );
+        }
+
+        #[test]
+        fn rel32_range_is_checked() {
+            assert_eq!(encode_rel32(OPCODE_CALL_REL32, 0, 1 << 40), None);
+            assert_eq!(decode_rel32(0, [0x90; 5]), None);
+        }
+
+        #[test]
+        fn ops_decode() {
+            assert_eq!(LockOp::from_u32(2), Some(LockOp::TryLock));
+            assert_eq!(LockOp::from_u32(3), None);
+        }
+    }
+}

@@ -5,9 +5,13 @@
 //! - [`calib`]: the speed-calibration loop both sides run, so that the
 //!   guest's ring-0 speed can be compared with the host's native speed.
 //!
-//! The coordinator that patches guest memory lives behind the `host`
-//! feature (added with the patch-site work).
+//! - behind the `host` feature: [`patch`], the all-or-nothing patcher of
+//!   the guest's switchable-lock call sites, and [`elf`] helpers.
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
 
 pub mod abi;
 pub mod calib;
+#[cfg(feature = "host")]
+pub mod elf;
+#[cfg(feature = "host")]
+pub mod patch;

@@ -12,6 +12,7 @@ use object::elf::{EM_X86_64, ET_EXEC, PF_X, PT_LOAD};
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{Endianness, FileKind};
 use switcher::abi::{AbiNote, KERNEL_LOAD_ADDR, NOTE_NAME, NOTE_TYPE_ABI};
+use switcher::elf::AlignedImage;
 use vm_memory::GuestAddress;
 
 use crate::vstate::memory::GuestMemory;
@@ -84,13 +85,8 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
         Ok(_) | Err(_) => return Err(LoaderError::Malformed("unrecognised ELF header".into())),
     }
     // object reads ELF structures in place and needs them 8-byte aligned.
-    let aligned;
-    let image = if image.as_ptr().align_offset(8) == 0 {
-        image
-    } else {
-        aligned = AlignedImage::copy_of(image);
-        aligned.bytes()
-    };
+    let aligned = AlignedImage::new(image);
+    let image = aligned.bytes();
     let file =
         ElfFile64::<Endianness>::parse(image).map_err(|e| LoaderError::Malformed(e.to_string()))?;
     let header = file.elf_header();
@@ -157,33 +153,6 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
     }
     check_abi_note(&file)?;
     Ok(KernelInfo { entry, end })
-}
-
-/// A copy of an image in 8-byte aligned storage.
-struct AlignedImage {
-    words: Vec<u64>,
-    len: usize,
-}
-
-impl AlignedImage {
-    fn copy_of(image: &[u8]) -> Self {
-        let mut words = vec![0u64; image.len().div_ceil(8)];
-        for (w, chunk) in words.iter_mut().zip(image.chunks(8)) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            *w = u64::from_ne_bytes(b);
-        }
-        Self {
-            words,
-            len: image.len(),
-        }
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the Vec<u64> owns at least `len` initialised bytes; u8 has
-        // no alignment or validity requirements.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr().cast::<u8>(), self.len) }
-    }
 }
 
 fn check_abi_note(file: &ElfFile64<Endianness>) -> Result<(), LoaderError> {
