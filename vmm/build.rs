@@ -9,26 +9,16 @@ use std::process::Command;
 const GUEST_TARGET: &str = "x86_64-unknown-none";
 
 fn main() {
-    let manifest_dir = PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
-    );
-    let root = manifest_dir
-        .parent()
-        .expect("vmm/ has a parent")
-        .to_path_buf();
+    let manifest_dir = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir.parent().expect("vmm/ has a parent").to_path_buf();
     let guest_dir = root.join("guest");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = out_dir.join("guest-target");
     let linker_script = guest_dir.join("linker.ld");
 
-    for watched in [
-        "guest/src",
-        "guest/Cargo.toml",
-        "guest/Cargo.lock",
-        "guest/linker.ld",
-        "switcher/src",
-        "switcher/Cargo.toml",
-    ] {
+    for watched in
+        ["guest/src", "guest/Cargo.toml", "guest/Cargo.lock", "guest/linker.ld", "switcher/src", "switcher/Cargo.toml"]
+    {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
@@ -43,13 +33,7 @@ fn main() {
 
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&guest_dir)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            GUEST_TARGET,
-            "--manifest-path",
-        ])
+        .args(["build", "--release", "--target", GUEST_TARGET, "--manifest-path"])
         .arg(guest_dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -80,29 +64,21 @@ fn main() {
         cmd.env_remove(var);
     }
     for (key, _) in std::env::vars_os() {
-        if let Some(k) = key.to_str() {
-            if k.starts_with("CARGO_CFG_")
-                || k.starts_with("CARGO_FEATURE_")
-                || k.starts_with("DEP_")
-            {
-                cmd.env_remove(k);
-            }
+        if let Some(k) = key.to_str()
+            && (k.starts_with("CARGO_CFG_") || k.starts_with("CARGO_FEATURE_") || k.starts_with("DEP_"))
+        {
+            cmd.env_remove(k);
         }
     }
 
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("could not run cargo to build the guest kernel: {e}"));
+    let status = cmd.status().unwrap_or_else(|e| panic!("could not run cargo to build the guest kernel: {e}"));
     if !status.success() {
         panic!(
             "building the guest kernel failed ({status}); the compiler's messages are above. \
              The target comes from rust-toolchain.toml: `rustup target add {GUEST_TARGET}` if rustup did not install it."
         );
     }
-    let elf = target_dir
-        .join(GUEST_TARGET)
-        .join("release")
-        .join("rtswitch-guest");
+    let elf = target_dir.join(GUEST_TARGET).join("release").join("rtswitch-guest");
     if !elf.is_file() {
         panic!("the guest build succeeded but {} is missing", elf.display());
     }

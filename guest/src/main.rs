@@ -1,61 +1,52 @@
 //! rtswitch guest kernel: entry point and boot sequence.
+//!
+//! Every vCPU starts at `_start` at the same time, in long mode, with
+//! interrupts off, `rdi` = boot info and `rsi` = CPU index (see
+//! `switcher::abi`). Each picks its boot stack, sets up its CPU
+//! (`arch::init_cpu`), and then:
+//!
+//! - CPU 0 prints the banner, releases the others (`smp`), comes online,
+//!   calibrates its speed, waits for every CPU, publishes the GuestStatus
+//!   page, makes the ready hypercall, acts on the guest arguments, and
+//!   idles until the VMM asks for a shutdown;
+//! - CPUs n > 0 come online and idle.
+//!
+//! Idle is `sti; hlt`, never a spin.
 #![no_std]
 #![no_main]
 
+mod abi_note;
 mod arch;
+mod boot_info;
+mod calibrate;
+mod cmdline;
 mod console;
 mod hypercall;
+mod irq;
 mod panic;
+mod smp;
+mod status;
 
-use switcher::abi::{self, BootInfo};
+use arch::{cpu, idt, percpu};
+use cmdline::{Args, ReadyAction};
+use switcher::abi::{self, BootInfo, EXIT_STATUS_OK};
 
 /// Boot stack size per CPU.
 const BOOT_STACK_SIZE: usize = 32 * 1024;
 
+/// An address outside the identity map (PML4 slot 255 is never mapped).
+const UNMAPPED_ADDRESS: u64 = 0x7fff_0000_0000;
+
 #[repr(C, align(4096))]
 struct BootStacks([[u8; BOOT_STACK_SIZE]; abi::MAX_CPUS]);
 
+/// Used only by `_start` (as stacks).
 #[unsafe(no_mangle)]
 static mut BOOT_STACKS: BootStacks = BootStacks([[0; BOOT_STACK_SIZE]; abi::MAX_CPUS]);
 
-/// The ABI note the VMM checks before loading this kernel.
-#[unsafe(link_section = ".note.rtswitch")]
-#[used]
-static ABI_NOTE: [u8; 12 + 12 + 16] = {
-    let mut n = [0u8; 40];
-    let namesz = (abi::NOTE_NAME.len() as u32).to_le_bytes();
-    let descsz = 16u32.to_le_bytes();
-    let ty = abi::NOTE_TYPE_ABI.to_le_bytes();
-    let mut i = 0;
-    while i < 4 {
-        n[i] = namesz[i];
-        n[4 + i] = descsz[i];
-        n[8 + i] = ty[i];
-        i += 1;
-    }
-    // name, padded to 4 bytes (9 -> 12)
-    let mut j = 0;
-    while j < abi::NOTE_NAME.len() {
-        n[12 + j] = abi::NOTE_NAME[j];
-        j += 1;
-    }
-    let magic = abi::ABI_MAGIC.to_le_bytes();
-    let version = abi::ABI_VERSION.to_le_bytes();
-    let mut k = 0;
-    while k < 8 {
-        n[24 + k] = magic[k];
-        k += 1;
-    }
-    let mut k = 0;
-    while k < 4 {
-        n[32 + k] = version[k];
-        k += 1;
-    }
-    n
-};
-
 // Entry: rdi = boot info, rsi = CPU index, rsp = 0. Pick this CPU's boot
-// stack (top of BOOT_STACKS[cpu]) and call into Rust.
+// stack (top of BOOT_STACKS[cpu]) and call into Rust; a CPU index the
+// stacks do not cover halts here.
 core::arch::global_asm!(
     ".section .text.boot, \"ax\"",
     ".global _start",
@@ -71,6 +62,7 @@ core::arch::global_asm!(
     "xor ebp, ebp",
     "call {main}",
     "3:",
+    "cli",
     "hlt",
     "jmp 3b",
     max_cpus = const abi::MAX_CPUS,
@@ -79,29 +71,111 @@ core::arch::global_asm!(
 );
 
 extern "C" fn kernel_main(boot_info: *const BootInfo, cpu: u64) -> ! {
-    // SAFETY: the VMM wrote a BootInfo at this address before starting us;
-    // it is only read here.
-    let bi = unsafe { &*boot_info };
-    if !bi.is_valid() {
-        hypercall::exit(0xbad);
+    let cpu = cpu as u32;
+    arch::init_cpu(cpu as usize);
+    if let Err(e) = boot_info::init(boot_info) {
+        panic!("bad boot info at {boot_info:p}: {e}");
     }
+    let cpu_count = boot_info::cpu_count();
+    assert!(cpu < cpu_count, "started as cpu {cpu} of {cpu_count}");
     if cpu == 0 {
-        console::init();
-        println!(
-            "rtswitch guest kernel v{}: {} CPUs, {} MiB, TSC {} kHz",
-            env!("CARGO_PKG_VERSION"),
-            bi.cpu_count,
-            bi.memory_bytes >> 20,
-            bi.tsc_khz
-        );
+        boot_cpu(cpu_count)
+    } else {
+        smp::wait_for_release();
+        smp::online(cpu);
+        idle()
     }
-    println!("cpu {cpu} online");
-    hypercall::cpu_online(cpu as u32);
-    if cpu == 0 {
-        hypercall::ready();
+}
+
+/// CPU 0's boot sequence, up to the ready hypercall and beyond.
+fn boot_cpu(cpu_count: u32) -> ! {
+    console::init();
+    let mode = boot_info::initial_mode();
+    let tsc_khz = boot_info::tsc_khz();
+    println!(
+        "rtswitch guest kernel v{}: {} CPUs, {} MiB, TSC {} kHz, mode {}",
+        status::KERNEL_VERSION,
+        cpu_count,
+        boot_info::memory_bytes() >> 20,
+        tsc_khz,
+        mode.name()
+    );
+    let cmdline = boot_info::cmdline();
+    let args = parse_args(&cmdline);
+    smp::online(0);
+    smp::release_secondaries();
+
+    let calibration = calibrate::measure(tsc_khz);
+    cpu::halt_until(|| smp::all_online(cpu_count) || irq::shutdown_requested());
+    if !smp::all_online(cpu_count) {
+        // The VMM gave up on the boot (e.g. a signal) before every CPU came up.
+        shutdown();
     }
-    loop {
-        // SAFETY: halting with interrupts off parks this CPU (skeleton).
-        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+    status::publish(smp::online_mask(), &calibration, mode);
+    let ps = calibration.ps_per_iter;
+    println!("calibration: {}.{} ns per iteration ({} iterations)", ps / 1000, ps % 1000 / 100, calibration.iterations);
+    hypercall::ready();
+
+    run_ready_action(args);
+    idle()
+}
+
+/// Parses the guest arguments and reports the words it ignores.
+fn parse_args(cmdline: &[u8]) -> ReadyAction {
+    let end = cmdline.iter().position(|&b| b == 0).unwrap_or(cmdline.len());
+    let Ok(text) = core::str::from_utf8(&cmdline[..end]) else {
+        println!("ignoring guest arguments: not UTF-8");
+        return ReadyAction::Idle;
+    };
+    let args = Args::parse(text);
+    let action = args.action;
+    for word in args.unknown() {
+        println!("ignoring unknown guest argument '{word}'");
     }
+    action
+}
+
+/// What the guest arguments ask for once the guest is ready.
+fn run_ready_action(action: ReadyAction) {
+    match action {
+        ReadyAction::Idle => {}
+        ReadyAction::Panic => panic!("panic requested by guest argument"),
+        ReadyAction::PageFault => {
+            println!("guest argument fault=pf: reading unmapped address {UNMAPPED_ADDRESS:#x}");
+            // SAFETY: deliberately faults: the address is outside the
+            // identity map, and the #PF handler reports and never returns.
+            let _ = unsafe { core::ptr::read_volatile(UNMAPPED_ADDRESS as *const u64) };
+        }
+        ReadyAction::InvalidOpcode => {
+            println!("guest argument fault=ud: executing ud2");
+            // SAFETY: deliberately raises #UD, whose handler never returns.
+            unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+        }
+        ReadyAction::TripleFault => {
+            println!("guest argument triple-fault: empty IDT, then ud2");
+            idt::load_empty();
+            // SAFETY: with no IDT, #UD -> #GP -> #DF -> triple fault: the
+            // VMM sees a shutdown exit, which this argument is there to
+            // test. Not `int3`: where ring 0 is emulated, a software
+            // interrupt through a bad IDT is an emulation failure
+            // (KVM_EXIT_INTERNAL_ERROR), not a triple fault.
+            unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+        }
+        ReadyAction::Exit(status) => {
+            println!("guest argument exit={status}: exiting");
+            hypercall::exit(status);
+        }
+    }
+}
+
+/// Idles in `sti; hlt`; CPU 0 also acts on the VMM's shutdown request.
+fn idle() -> ! {
+    let is_boot_cpu = percpu::cpu_id() == 0;
+    cpu::halt_until(|| is_boot_cpu && irq::shutdown_requested());
+    shutdown()
+}
+
+fn shutdown() -> ! {
+    println!("shutting down");
+    hypercall::exit(EXIT_STATUS_OK)
 }

@@ -130,11 +130,7 @@ pub struct AbiNote {
 }
 
 impl AbiNote {
-    pub const CURRENT: Self = Self {
-        magic: ABI_MAGIC,
-        version: ABI_VERSION,
-        _reserved: 0,
-    };
+    pub const CURRENT: Self = Self { magic: ABI_MAGIC, version: ABI_VERSION, _reserved: 0 };
 
     /// Decodes a note descriptor (little-endian); `None` if too short.
     pub fn decode(desc: &[u8]) -> Option<Self> {
@@ -210,11 +206,7 @@ impl BootInfo {
 
     /// The command line up to its NUL; `None` if it is not UTF-8.
     pub fn cmdline_str(&self) -> Option<&str> {
-        let end = self
-            .cmdline
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(CMDLINE_LEN);
+        let end = self.cmdline.iter().position(|&b| b == 0).unwrap_or(CMDLINE_LEN);
         core::str::from_utf8(&self.cmdline[..end]).ok()
     }
 
@@ -326,11 +318,7 @@ mod tests {
         assert_eq!(bi.cmdline_str(), Some("panic exit=3"));
         let long = [b'a'; CMDLINE_LEN];
         assert!(!bi.set_cmdline(core::str::from_utf8(&long).unwrap()));
-        assert_eq!(
-            bi.cmdline_str(),
-            Some("panic exit=3"),
-            "a refused cmdline changes nothing"
-        );
+        assert_eq!(bi.cmdline_str(), Some("panic exit=3"), "a refused cmdline changes nothing");
         assert!(!bi.set_cmdline("a\0b"));
     }
 
@@ -451,22 +439,12 @@ pub mod sites {
 
         #[test]
         fn rel32_round_trips_both_directions() {
-            for (site, target) in [
-                (0x10_0000u64, 0x10_2000u64),
-                (0x10_2000, 0x10_0000),
-                (0x10_0000, 0x10_0005),
-            ] {
+            for (site, target) in [(0x10_0000u64, 0x10_2000u64), (0x10_2000, 0x10_0000), (0x10_0000, 0x10_0005)] {
                 let b = encode_rel32(OPCODE_CALL_REL32, site, target).unwrap();
                 assert_eq!(decode_rel32(site, b), Some((OPCODE_CALL_REL32, target)));
             }
-            assert_eq!(
-                encode_rel32(OPCODE_CALL_REL32, 0x10_0000, 0x10_0005).unwrap(),
-                [0xe8, 0, 0, 0, 0]
-            );
-            assert_eq!(
-                encode_rel32(OPCODE_JMP_REL32, 0x10_0000, 0x10_0000).unwrap(),
-                [0xe9, 0xfb, 0xff, 0xff, 0xff]
-            );
+            assert_eq!(encode_rel32(OPCODE_CALL_REL32, 0x10_0000, 0x10_0005).unwrap(), [0xe8, 0, 0, 0, 0]);
+            assert_eq!(encode_rel32(OPCODE_JMP_REL32, 0x10_0000, 0x10_0000).unwrap(), [0xe9, 0xfb, 0xff, 0xff, 0xff]);
         }
 
         #[test]

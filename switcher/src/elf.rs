@@ -13,11 +13,7 @@ impl<'a> AlignedImage<'a> {
     /// Borrows `image` when it is 8-byte aligned, copies it otherwise.
     pub fn new(image: &'a [u8]) -> Self {
         if image.as_ptr().align_offset(8) == 0 {
-            return Self {
-                inner: Cow::Owned(Vec::new()),
-                borrowed: Some(image),
-                len: image.len(),
-            };
+            return Self { inner: Cow::Owned(Vec::new()), borrowed: Some(image), len: image.len() };
         }
         let mut words = vec![0u64; image.len().div_ceil(8)];
         for (w, chunk) in words.iter_mut().zip(image.chunks(8)) {
@@ -25,11 +21,7 @@ impl<'a> AlignedImage<'a> {
             b[..chunk.len()].copy_from_slice(chunk);
             *w = u64::from_ne_bytes(b);
         }
-        Self {
-            inner: Cow::Owned(words),
-            borrowed: None,
-            len: image.len(),
-        }
+        Self { inner: Cow::Owned(words), borrowed: None, len: image.len() }
     }
 
     /// The image's bytes, 8-byte aligned.

@@ -23,8 +23,7 @@ use object::{Endianness, Object, ObjectSection};
 
 use crate::abi::LockMode;
 use crate::abi::sites::{
-    IMPLS_SECTION, LockOp, OPCODE_CALL_REL32, OPCODE_JMP_REL32, SITE_LEN, SITES_SECTION,
-    decode_rel32, encode_rel32,
+    IMPLS_SECTION, LockOp, OPCODE_CALL_REL32, OPCODE_JMP_REL32, SITE_LEN, SITES_SECTION, decode_rel32, encode_rel32,
 };
 use crate::elf::AlignedImage;
 
@@ -42,68 +41,33 @@ pub enum PatchError {
     Elf(String),
     #[error("guest ELF has no {0} section: it was not built with switchable locks for rtswitch")]
     MissingSection(&'static str),
-    #[error(
-        "guest ELF section {section} is {len} bytes, not a whole number of {entry}-byte entries"
-    )]
-    BadSectionSize {
-        section: &'static str,
-        len: usize,
-        entry: usize,
-    },
+    #[error("guest ELF section {section} is {len} bytes, not a whole number of {entry}-byte entries")]
+    BadSectionSize { section: &'static str, len: usize, entry: usize },
     #[error("guest ELF section {0} is empty")]
     EmptySection(&'static str),
     #[error("switch site #{index} at {addr:#x} has unknown operation {op}")]
     BadOp { index: usize, addr: u64, op: u32 },
-    #[error(
-        "switch site #{index} at {addr:#x} has opcode {opcode:#x}, not call rel32 (0xe8) or jmp rel32 (0xe9)"
-    )]
-    BadOpcode {
-        index: usize,
-        addr: u64,
-        opcode: u32,
-    },
-    #[error(
-        "switch site #{index} at {addr:#x} is not inside an executable segment of the guest ELF"
-    )]
+    #[error("switch site #{index} at {addr:#x} has opcode {opcode:#x}, not call rel32 (0xe8) or jmp rel32 (0xe9)")]
+    BadOpcode { index: usize, addr: u64, opcode: u32 },
+    #[error("switch site #{index} at {addr:#x} is not inside an executable segment of the guest ELF")]
     SiteOutsideText { index: usize, addr: u64 },
     #[error("switch sites at {0:#x} and {1:#x} overlap")]
     Overlap(u64, u64),
     #[error("switch implementation table entry #{index} is malformed: {why}")]
     BadImpl { index: usize, why: String },
     #[error("no {mode} implementation of {op} in {IMPLS_SECTION}")]
-    MissingImpl {
-        op: &'static str,
-        mode: &'static str,
-    },
-    #[error(
-        "switch site at {addr:#x} ({op}) cannot reach its implementation at {target:#x} with a rel32"
-    )]
-    OutOfRange {
-        addr: u64,
-        op: &'static str,
-        target: u64,
-    },
+    MissingImpl { op: &'static str, mode: &'static str },
+    #[error("switch site at {addr:#x} ({op}) cannot reach its implementation at {target:#x} with a rel32")]
+    OutOfRange { addr: u64, op: &'static str, target: u64 },
     #[error(
         "switch site at {addr:#x} ({op}) holds bytes {found:02x?}, expected {expected:02x?} (a call to the {mode} \
          implementation); nothing was patched"
     )]
-    Mismatch {
-        addr: u64,
-        op: &'static str,
-        found: [u8; SITE_LEN],
-        expected: [u8; SITE_LEN],
-        mode: &'static str,
-    },
+    Mismatch { addr: u64, op: &'static str, found: [u8; SITE_LEN], expected: [u8; SITE_LEN], mode: &'static str },
     #[error("switch site at {0:#x} is outside guest memory; nothing was patched")]
     OutsideMemory(u64),
-    #[error(
-        "switch sites disagree on the current mode: {mainline} call mainline, {rt} call rt, {other} neither"
-    )]
-    Inconsistent {
-        mainline: usize,
-        rt: usize,
-        other: usize,
-    },
+    #[error("switch sites disagree on the current mode: {mainline} call mainline, {rt} call rt, {other} neither")]
+    Inconsistent { mainline: usize, rt: usize, other: usize },
 }
 
 /// One validated site.
@@ -138,8 +102,7 @@ impl SiteTable {
     /// Reads and validates the tables in a guest ELF image.
     pub fn from_elf(image: &[u8]) -> Result<Self, PatchError> {
         let aligned = AlignedImage::new(image);
-        let file = ElfFile64::<Endianness>::parse(aligned.bytes())
-            .map_err(|e| PatchError::Elf(e.to_string()))?;
+        let file = ElfFile64::<Endianness>::parse(aligned.bytes()).map_err(|e| PatchError::Elf(e.to_string()))?;
         let endian = file.endian();
         // Executable segments: [start, end) by physical address, with their
         // file offset for reading the bytes the file holds.
@@ -147,11 +110,7 @@ impl SiteTable {
         for ph in file.elf_program_headers() {
             if ph.p_type(endian) == PT_LOAD && ph.p_flags(endian) & PF_X != 0 {
                 let start = ph.p_paddr(endian);
-                text.push((
-                    start,
-                    start.saturating_add(ph.p_filesz(endian)),
-                    ph.p_offset(endian),
-                ));
+                text.push((start, start.saturating_add(ph.p_filesz(endian)), ph.p_offset(endian)));
             }
         }
         let sites_raw = section_data(&file, SITES_SECTION)?;
@@ -162,14 +121,10 @@ impl SiteTable {
             let op_raw = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
             let mode_raw = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
             let target = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
-            let op = LockOp::from_u32(op_raw).ok_or_else(|| PatchError::BadImpl {
-                index,
-                why: format!("unknown operation {op_raw}"),
-            })?;
-            let mode = LockMode::from_u32(mode_raw).ok_or_else(|| PatchError::BadImpl {
-                index,
-                why: format!("unknown mode {mode_raw}"),
-            })?;
+            let op = LockOp::from_u32(op_raw)
+                .ok_or_else(|| PatchError::BadImpl { index, why: format!("unknown operation {op_raw}") })?;
+            let mode = LockMode::from_u32(mode_raw)
+                .ok_or_else(|| PatchError::BadImpl { index, why: format!("unknown mode {mode_raw}") })?;
             if !text.iter().any(|&(s, e, _)| (s..e).contains(&target)) {
                 return Err(PatchError::BadImpl {
                     index,
@@ -189,10 +144,7 @@ impl SiteTable {
         for op in LockOp::ALL {
             for mode in [LockMode::Mainline, LockMode::Rt] {
                 resolved[op as usize][mode_index(mode)] = impls[op as usize][mode_index(mode)]
-                    .ok_or(PatchError::MissingImpl {
-                        op: op.name(),
-                        mode: mode.name(),
-                    })?;
+                    .ok_or(PatchError::MissingImpl { op: op.name(), mode: mode.name() })?;
             }
         }
 
@@ -201,28 +153,16 @@ impl SiteTable {
             let addr = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
             let op_raw = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
             let opcode_raw = u32::from_le_bytes([e[12], e[13], e[14], e[15]]);
-            let op = LockOp::from_u32(op_raw).ok_or(PatchError::BadOp {
-                index,
-                addr,
-                op: op_raw,
-            })?;
+            let op = LockOp::from_u32(op_raw).ok_or(PatchError::BadOp { index, addr, op: op_raw })?;
             let opcode = match opcode_raw {
                 x if x == u32::from(OPCODE_CALL_REL32) => OPCODE_CALL_REL32,
                 x if x == u32::from(OPCODE_JMP_REL32) => OPCODE_JMP_REL32,
                 _ => {
-                    return Err(PatchError::BadOpcode {
-                        index,
-                        addr,
-                        opcode: opcode_raw,
-                    });
+                    return Err(PatchError::BadOpcode { index, addr, opcode: opcode_raw });
                 }
             };
-            let end = addr
-                .checked_add(SITE_LEN as u64)
-                .ok_or(PatchError::SiteOutsideText { index, addr })?;
-            let Some(&(seg_start, _, seg_off)) =
-                text.iter().find(|&&(s, e, _)| addr >= s && end <= e)
-            else {
+            let end = addr.checked_add(SITE_LEN as u64).ok_or(PatchError::SiteOutsideText { index, addr })?;
+            let Some(&(seg_start, _, seg_off)) = text.iter().find(|&&(s, e, _)| addr >= s && end <= e) else {
                 return Err(PatchError::SiteOutsideText { index, addr });
             };
             let site = PatchSite { addr, op, opcode };
@@ -233,10 +173,7 @@ impl SiteTable {
                 .get(off..off + SITE_LEN)
                 .and_then(|b| b.try_into().ok())
                 .ok_or(PatchError::SiteOutsideText { index, addr })?;
-            let table = SiteTable {
-                sites: Vec::new(),
-                impls: resolved,
-            };
+            let table = SiteTable { sites: Vec::new(), impls: resolved };
             let expected = table.expected_bytes(&site, LockMode::Mainline)?;
             if found != expected {
                 return Err(PatchError::Mismatch {
@@ -255,10 +192,7 @@ impl SiteTable {
                 return Err(PatchError::Overlap(w[0].addr, w[1].addr));
             }
         }
-        Ok(Self {
-            sites,
-            impls: resolved,
-        })
+        Ok(Self { sites, impls: resolved })
     }
 
     pub fn sites(&self) -> &[PatchSite] {
@@ -279,11 +213,7 @@ impl SiteTable {
     }
 
     /// The instruction `site` holds when the kernel is in `mode`.
-    pub fn expected_bytes(
-        &self,
-        site: &PatchSite,
-        mode: LockMode,
-    ) -> Result<[u8; SITE_LEN], PatchError> {
+    pub fn expected_bytes(&self, site: &PatchSite, mode: LockMode) -> Result<[u8; SITE_LEN], PatchError> {
         let target = self.implementation(site.op, mode);
         encode_rel32(site.opcode, site.addr, target).ok_or(PatchError::OutOfRange {
             addr: site.addr,
@@ -294,12 +224,7 @@ impl SiteTable {
 
     /// Checks every site holds the `from` instruction; returns the writes
     /// that switch them all to `to`. Writes nothing.
-    pub fn plan(
-        &self,
-        mem: &impl GuestText,
-        from: LockMode,
-        to: LockMode,
-    ) -> Result<PatchPlan, PatchError> {
+    pub fn plan(&self, mem: &impl GuestText, from: LockMode, to: LockMode) -> Result<PatchPlan, PatchError> {
         let mut writes = Vec::with_capacity(self.sites.len());
         for site in &self.sites {
             let mut found = [0u8; SITE_LEN];
@@ -330,28 +255,17 @@ impl SiteTable {
                 return Err(PatchError::OutsideMemory(site.addr));
             }
             match decode_rel32(site.addr, found) {
-                Some((op, t))
-                    if op == site.opcode
-                        && t == self.implementation(site.op, LockMode::Mainline) =>
-                {
+                Some((op, t)) if op == site.opcode && t == self.implementation(site.op, LockMode::Mainline) => {
                     mainline += 1
                 }
-                Some((op, t))
-                    if op == site.opcode && t == self.implementation(site.op, LockMode::Rt) =>
-                {
-                    rt += 1
-                }
+                Some((op, t)) if op == site.opcode && t == self.implementation(site.op, LockMode::Rt) => rt += 1,
                 _ => other += 1,
             }
         }
         match (mainline, rt, other) {
             (_, 0, 0) => Ok(LockMode::Mainline),
             (0, _, 0) => Ok(LockMode::Rt),
-            _ => Err(PatchError::Inconsistent {
-                mainline,
-                rt,
-                other,
-            }),
+            _ => Err(PatchError::Inconsistent { mainline, rt, other }),
         }
     }
 }
@@ -378,32 +292,18 @@ impl PatchPlan {
     }
 }
 
-fn section_data<'a>(
-    file: &'a ElfFile64<'a, Endianness>,
-    name: &'static str,
-) -> Result<&'a [u8], PatchError> {
-    let section = file
-        .section_by_name(name)
-        .ok_or(PatchError::MissingSection(name))?;
-    section
-        .data()
-        .map_err(|e| PatchError::Elf(format!("{name}: {e}")))
+fn section_data<'a>(file: &'a ElfFile64<'a, Endianness>, name: &'static str) -> Result<&'a [u8], PatchError> {
+    let section = file.section_by_name(name).ok_or(PatchError::MissingSection(name))?;
+    section.data().map_err(|e| PatchError::Elf(format!("{name}: {e}")))
 }
 
-fn entries<'a>(
-    data: &'a [u8],
-    section: &'static str,
-) -> Result<std::slice::ChunksExact<'a, u8>, PatchError> {
+fn entries<'a>(data: &'a [u8], section: &'static str) -> Result<std::slice::ChunksExact<'a, u8>, PatchError> {
     const ENTRY: usize = 16;
     if data.is_empty() {
         return Err(PatchError::EmptySection(section));
     }
-    if data.len() % ENTRY != 0 {
-        return Err(PatchError::BadSectionSize {
-            section,
-            len: data.len(),
-            entry: ENTRY,
-        });
+    if !data.len().is_multiple_of(ENTRY) {
+        return Err(PatchError::BadSectionSize { section, len: data.len(), entry: ENTRY });
     }
     Ok(data.chunks_exact(ENTRY))
 }
@@ -448,14 +348,7 @@ mod tests {
             impls[*op as usize] = [ML_LOCK + 0x10 * i as u64, RT_LOCK + 0x10 * i as u64];
         }
         SiteTable {
-            sites: sites
-                .iter()
-                .map(|&(addr, op)| PatchSite {
-                    addr,
-                    op,
-                    opcode: OPCODE_CALL_REL32,
-                })
-                .collect(),
+            sites: sites.iter().map(|&(addr, op)| PatchSite { addr, op, opcode: OPCODE_CALL_REL32 }).collect(),
             impls,
         }
     }
@@ -470,11 +363,7 @@ mod tests {
 
     #[test]
     fn plan_and_apply_switch_every_site() {
-        let t = table(&[
-            (0x2000, LockOp::Lock),
-            (0x2010, LockOp::Unlock),
-            (0x2020, LockOp::TryLock),
-        ]);
+        let t = table(&[(0x2000, LockOp::Lock), (0x2010, LockOp::Unlock), (0x2020, LockOp::TryLock)]);
         let m = mem_in(&t, LockMode::Mainline);
         assert_eq!(t.current_mode(&m), Ok(LockMode::Mainline));
         let plan = t.plan(&m, LockMode::Mainline, LockMode::Rt).unwrap();
@@ -484,85 +373,49 @@ mod tests {
         m.read_text(0x2000, &mut b);
         assert_eq!(decode_rel32(0x2000, b), Some((OPCODE_CALL_REL32, RT_LOCK)));
         // and back
-        t.plan(&m, LockMode::Rt, LockMode::Mainline)
-            .unwrap()
-            .apply(&m)
-            .unwrap();
+        t.plan(&m, LockMode::Rt, LockMode::Mainline).unwrap().apply(&m).unwrap();
         assert_eq!(t.current_mode(&m), Ok(LockMode::Mainline));
     }
 
     #[test]
     fn one_bad_site_means_nothing_is_written() {
-        let t = table(&[
-            (0x2000, LockOp::Lock),
-            (0x2010, LockOp::Unlock),
-            (0x2020, LockOp::TryLock),
-        ]);
+        let t = table(&[(0x2000, LockOp::Lock), (0x2010, LockOp::Unlock), (0x2020, LockOp::TryLock)]);
         let m = mem_in(&t, LockMode::Mainline);
         m.write_text(0x2020, &[0xcc; 5]);
         let before = m.0.borrow().clone();
         let err = t.plan(&m, LockMode::Mainline, LockMode::Rt).unwrap_err();
         assert!(
-            matches!(
-                err,
-                PatchError::Mismatch {
-                    addr: 0x2020,
-                    found: [0xcc, 0xcc, 0xcc, 0xcc, 0xcc],
-                    ..
-                }
-            ),
+            matches!(err, PatchError::Mismatch { addr: 0x2020, found: [0xcc, 0xcc, 0xcc, 0xcc, 0xcc], .. }),
             "{err}"
         );
         assert!(err.to_string().contains("0x2020"), "{err}");
         assert_eq!(*m.0.borrow(), before, "a failed plan writes nothing");
-        assert!(matches!(
-            t.current_mode(&m),
-            Err(PatchError::Inconsistent {
-                mainline: 2,
-                rt: 0,
-                other: 1
-            })
-        ));
+        assert!(matches!(t.current_mode(&m), Err(PatchError::Inconsistent { mainline: 2, rt: 0, other: 1 })));
     }
 
     #[test]
     fn plan_from_the_wrong_mode_is_refused() {
         let t = table(&[(0x2000, LockOp::Lock)]);
         let m = mem_in(&t, LockMode::Rt);
-        assert!(matches!(
-            t.plan(&m, LockMode::Mainline, LockMode::Rt),
-            Err(PatchError::Mismatch { .. })
-        ));
+        assert!(matches!(t.plan(&m, LockMode::Mainline, LockMode::Rt), Err(PatchError::Mismatch { .. })));
     }
 
     #[test]
     fn sites_outside_memory_are_refused() {
         let t = table(&[(0x10_0000, LockOp::Lock)]);
         let m = Mem(RefCell::new(vec![0; 0x100]));
-        assert_eq!(
-            t.plan(&m, LockMode::Mainline, LockMode::Rt),
-            Err(PatchError::OutsideMemory(0x10_0000))
-        );
+        assert_eq!(t.plan(&m, LockMode::Mainline, LockMode::Rt), Err(PatchError::OutsideMemory(0x10_0000)));
     }
 
     #[test]
     fn not_an_elf_is_an_error() {
-        assert!(matches!(
-            SiteTable::from_elf(b"nope"),
-            Err(PatchError::Elf(_))
-        ));
+        assert!(matches!(SiteTable::from_elf(b"nope"), Err(PatchError::Elf(_))));
     }
 
     #[test]
     fn entries_must_be_whole() {
-        assert!(matches!(
-            entries(&[0; 17], SITES_SECTION),
-            Err(PatchError::BadSectionSize { len: 17, .. })
-        ));
-        assert!(matches!(
-            entries(&[], SITES_SECTION),
-            Err(PatchError::EmptySection(_))
-        ));
+        assert!(matches!(entries(&[0; 17], SITES_SECTION), Err(PatchError::BadSectionSize { len: 17, .. })));
+        assert!(matches!(entries(&[], SITES_SECTION), Err(PatchError::EmptySection(_))));
         assert_eq!(entries(&[0; 32], SITES_SECTION).unwrap().count(), 2);
     }
 }

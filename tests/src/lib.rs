@@ -25,39 +25,18 @@ pub fn rtswitch_bin() -> &'static Path {
         }
         // current_exe: <target>/<profile>/deps/<test>-<hash>
         let exe = std::env::current_exe().expect("the test knows its own path");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binaries live in <target>/<profile>/deps");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|s| s.to_str())
-            .unwrap_or("debug");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("test binaries live in <target>/<profile>/deps");
+        let profile = profile_dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug");
         let cargo_profile = if profile == "debug" { "dev" } else { profile };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args([
-                "build",
-                "-p",
-                "rtswitch",
-                "--bin",
-                "rtswitch",
-                "--profile",
-                cargo_profile,
-            ])
+            .args(["build", "-p", "rtswitch", "--bin", "rtswitch", "--profile", cargo_profile])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("could not run cargo to build the rtswitch binary");
-        assert!(
-            status.success(),
-            "building the rtswitch binary failed: {status}"
-        );
+        assert!(status.success(), "building the rtswitch binary failed: {status}");
         let bin = profile_dir.join("rtswitch");
-        assert!(
-            bin.is_file(),
-            "{} is missing after the build",
-            bin.display()
-        );
+        assert!(bin.is_file(), "{} is missing after the build", bin.display());
         bin
     })
 }
@@ -65,11 +44,7 @@ pub fn rtswitch_bin() -> &'static Path {
 /// Fails the test, with a message that says so, when /dev/kvm cannot be
 /// opened: these tests boot real VMs and never skip silently.
 pub fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         panic!(
             "this test boots a real VM and needs /dev/kvm, which cannot be opened: {e}. Run it on a host with KVM (as a user with access to /dev/kvm)."
         );
@@ -111,19 +86,13 @@ impl RunResult {
 
     pub fn assert_contains(&self, needle: &str) -> &Self {
         let all = self.all_output();
-        assert!(
-            all.contains(needle),
-            "expected output to contain {needle:?}\n--- output ---\n{all}"
-        );
+        assert!(all.contains(needle), "expected output to contain {needle:?}\n--- output ---\n{all}");
         self
     }
 
     pub fn assert_not_contains(&self, needle: &str) -> &Self {
         let all = self.all_output();
-        assert!(
-            !all.contains(needle),
-            "expected output NOT to contain {needle:?}\n--- output ---\n{all}"
-        );
+        assert!(!all.contains(needle), "expected output NOT to contain {needle:?}\n--- output ---\n{all}");
         self
     }
 }

@@ -8,8 +8,7 @@ use rtswitch_tests::{ExitCode, RunResult, Scratch, require_kvm, run_rtswitch};
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn assert_no_vmm_panic(r: &RunResult) {
-    r.assert_not_contains("panicked at")
-        .assert_not_contains("RUST_BACKTRACE");
+    r.assert_not_contains("panicked at").assert_not_contains("RUST_BACKTRACE");
 }
 
 #[test]
@@ -27,8 +26,7 @@ fn bad_cli_arguments_are_refused() {
         (&["frobnicate"], "frobnicate"),
     ] {
         let r = run_rtswitch(args, LIMIT);
-        r.assert_code(ExitCode::BadArguments)
-            .assert_contains(needle);
+        r.assert_code(ExitCode::BadArguments).assert_contains(needle);
         assert_no_vmm_panic(&r);
     }
 }
@@ -36,9 +34,7 @@ fn bad_cli_arguments_are_refused() {
 #[test]
 fn help_is_not_an_error() {
     let r = run_rtswitch(&["run", "--help"], LIMIT);
-    r.assert_code(ExitCode::Ok)
-        .assert_contains("--vcpus")
-        .assert_contains("--kernel");
+    r.assert_code(ExitCode::Ok).assert_contains("--vcpus").assert_contains("--kernel");
 }
 
 fn run_kernel(path: &std::path::Path, extra: &[&str]) -> RunResult {
@@ -54,8 +50,7 @@ fn non_elf_kernel_is_refused() {
     let dir = Scratch::new("non-elf");
     let k = dir.file("kernel.txt", b"this is not a kernel\n");
     let r = run_kernel(&k, &[]);
-    r.assert_code(ExitCode::InvalidKernel)
-        .assert_contains("not an ELF file");
+    r.assert_code(ExitCode::InvalidKernel).assert_contains("not an ELF file");
     assert_no_vmm_panic(&r);
 }
 
@@ -63,8 +58,7 @@ fn non_elf_kernel_is_refused() {
 fn missing_kernel_file_is_refused() {
     require_kvm();
     let r = run_rtswitch(&["run", "--kernel", "/nonexistent/rtswitch-kernel"], LIMIT);
-    r.assert_code(ExitCode::InvalidKernel)
-        .assert_contains("cannot read kernel file /nonexistent/rtswitch-kernel");
+    r.assert_code(ExitCode::InvalidKernel).assert_contains("cannot read kernel file /nonexistent/rtswitch-kernel");
 }
 
 #[test]
@@ -75,8 +69,7 @@ fn thirty_two_bit_elf_is_refused() {
     image[4] = 1; // EI_CLASS = ELFCLASS32
     let k = dir.file("kernel32.elf", &image);
     let r = run_kernel(&k, &[]);
-    r.assert_code(ExitCode::InvalidKernel)
-        .assert_contains("32-bit ELF");
+    r.assert_code(ExitCode::InvalidKernel).assert_contains("32-bit ELF");
     assert_no_vmm_panic(&r);
 }
 
@@ -113,14 +106,12 @@ fn elf_that_does_not_fit_memory_is_refused() {
     let dir = Scratch::new("too-big");
     let k = dir.file("high.elf", &tiny_elf(0x4000_0000, 0x1000));
     let r = run_kernel(&k, &["--memory", "128"]);
-    r.assert_code(ExitCode::InvalidKernel)
-        .assert_contains("does not fit guest memory");
+    r.assert_code(ExitCode::InvalidKernel).assert_contains("does not fit guest memory");
     assert_no_vmm_panic(&r);
     // A segment whose BSS reaches past the end of memory.
     let low = dir.file("low.elf", &tiny_elf(0x10_0000, 64 << 20));
     let r = run_kernel(&low, &["--memory", "16"]);
-    r.assert_code(ExitCode::InvalidKernel)
-        .assert_contains("does not fit guest memory");
+    r.assert_code(ExitCode::InvalidKernel).assert_contains("does not fit guest memory");
 }
 
 #[test]
@@ -129,8 +120,7 @@ fn elf_without_the_abi_note_is_refused() {
     let dir = Scratch::new("no-note");
     let k = dir.file("plain.elf", &tiny_elf(0x10_0000, 0x1000));
     let r = run_kernel(&k, &[]);
-    r.assert_code(ExitCode::InvalidKernel)
-        .assert_contains("lacks the rtswitch ABI note");
+    r.assert_code(ExitCode::InvalidKernel).assert_contains("lacks the rtswitch ABI note");
     assert_no_vmm_panic(&r);
 }
 
@@ -141,7 +131,6 @@ fn truncated_elf_is_refused() {
     let image = &rtswitch::DEFAULT_KERNEL[..200];
     let k = dir.file("cut.elf", image);
     let r = run_kernel(&k, &[]);
-    r.assert_code(ExitCode::InvalidKernel)
-        .assert_contains("kernel");
+    r.assert_code(ExitCode::InvalidKernel).assert_contains("kernel");
     assert_no_vmm_panic(&r);
 }

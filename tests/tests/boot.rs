@@ -11,10 +11,7 @@ fn boot(vcpus: u32) {
     let n = vcpus.to_string();
     let r = run_rtswitch(&["run", "--vcpus", &n, "--duration", "0.5"], LIMIT);
     r.assert_code(ExitCode::Ok)
-        .assert_contains(&format!(
-            "rtswitch guest kernel v{}: {vcpus} CPUs, 128 MiB",
-            env!("CARGO_PKG_VERSION")
-        ))
+        .assert_contains(&format!("rtswitch guest kernel v{}: {vcpus} CPUs, 128 MiB", env!("CARGO_PKG_VERSION")))
         .assert_contains("guest ready in")
         .assert_contains(&format!("({vcpus}/{vcpus} CPUs online"))
         .assert_contains("guest speed:")
@@ -46,16 +43,9 @@ fn serial_to_file_keeps_stdout_clean() {
     let dir = Scratch::new("serial-file");
     let log = dir.0.join("console.log");
     let arg = format!("file:{}", log.display());
-    let r = run_rtswitch(
-        &["run", "--vcpus", "2", "--duration", "0.3", "--serial", &arg],
-        LIMIT,
-    );
+    let r = run_rtswitch(&["run", "--vcpus", "2", "--duration", "0.3", "--serial", &arg], LIMIT);
     r.assert_code(ExitCode::Ok);
-    assert!(
-        !r.stdout.contains("online"),
-        "console went to stdout: {}",
-        r.stdout
-    );
+    assert!(!r.stdout.contains("online"), "console went to stdout: {}", r.stdout);
     let console = std::fs::read_to_string(&log).expect("the console file exists");
     assert!(console.contains("cpu 1 online"), "console file: {console}");
 }
@@ -63,21 +53,8 @@ fn serial_to_file_keeps_stdout_clean() {
 #[test]
 fn serial_none_discards_the_console() {
     require_kvm();
-    let r = run_rtswitch(
-        &[
-            "run",
-            "--vcpus",
-            "1",
-            "--duration",
-            "0.3",
-            "--serial",
-            "none",
-        ],
-        LIMIT,
-    );
-    r.assert_code(ExitCode::Ok)
-        .assert_not_contains("cpu 0 online")
-        .assert_contains("guest ready in");
+    let r = run_rtswitch(&["run", "--vcpus", "1", "--duration", "0.3", "--serial", "none"], LIMIT);
+    r.assert_code(ExitCode::Ok).assert_not_contains("cpu 0 online").assert_contains("guest ready in");
 }
 
 #[test]
@@ -106,8 +83,7 @@ fn sigint_shuts_the_guest_down_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
-        .expect("read stderr");
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read stderr");
     assert_eq!(status.code(), Some(0), "stderr:\n{err}");
     assert!(err.contains("signal received"), "stderr:\n{err}");
     assert!(err.contains("guest shut down cleanly"), "stderr:\n{err}");

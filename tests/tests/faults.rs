@@ -12,51 +12,34 @@ fn guest_panic_is_reported_with_message_and_location() {
     require_kvm();
     let r = run_rtswitch(&["run", "--vcpus", "2", "--guest-arg", "panic"], LIMIT);
     r.assert_code(ExitCode::GuestPanic);
-    assert!(
-        r.stderr.contains("guest panic on cpu 0 at src/"),
-        "stderr:\n{}",
-        r.stderr
-    );
-    assert!(
-        r.stderr.contains("panic requested by guest argument"),
-        "stderr:\n{}",
-        r.stderr
-    );
+    assert!(r.stderr.contains("guest panic on cpu 0 at src/"), "stderr:\n{}", r.stderr);
+    assert!(r.stderr.contains("panic requested by guest argument"), "stderr:\n{}", r.stderr);
 }
 
 #[test]
 fn guest_page_fault_is_reported_as_a_panic() {
     require_kvm();
     let r = run_rtswitch(&["run", "--vcpus", "1", "--guest-arg", "fault=pf"], LIMIT);
-    r.assert_code(ExitCode::GuestPanic)
-        .assert_contains("Page Fault")
-        .assert_contains("CR2");
+    r.assert_code(ExitCode::GuestPanic).assert_contains("Page Fault").assert_contains("CR2");
 }
 
 #[test]
 fn guest_invalid_opcode_is_reported_as_a_panic() {
     require_kvm();
     let r = run_rtswitch(&["run", "--vcpus", "1", "--guest-arg", "fault=ud"], LIMIT);
-    r.assert_code(ExitCode::GuestPanic)
-        .assert_contains("Invalid Opcode")
-        .assert_contains("RIP");
+    r.assert_code(ExitCode::GuestPanic).assert_contains("Invalid Opcode").assert_contains("RIP");
 }
 
 #[test]
 fn triple_fault_is_a_failure() {
     require_kvm();
-    let r = run_rtswitch(
-        &["run", "--vcpus", "2", "--guest-arg", "triple-fault"],
-        LIMIT,
-    );
-    r.assert_code(ExitCode::TripleFault)
-        .assert_contains("triple fault");
+    let r = run_rtswitch(&["run", "--vcpus", "2", "--guest-arg", "triple-fault"], LIMIT);
+    r.assert_code(ExitCode::TripleFault).assert_contains("triple fault");
 }
 
 #[test]
 fn guest_exit_status_maps_to_guest_failure() {
     require_kvm();
     let r = run_rtswitch(&["run", "--vcpus", "1", "--guest-arg", "exit=3"], LIMIT);
-    r.assert_code(ExitCode::GuestFailure)
-        .assert_contains("guest exited with status 3");
+    r.assert_code(ExitCode::GuestFailure).assert_contains("guest exited with status 3");
 }

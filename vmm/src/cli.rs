@@ -102,13 +102,9 @@ impl RunArgs {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
     if !secs.is_finite() || secs <= 0.0 || secs > MAX_DURATION_SECS {
-        return Err(format!(
-            "'{s}' must be more than 0 and at most {MAX_DURATION_SECS} seconds"
-        ));
+        return Err(format!("'{s}' must be more than 0 and at most {MAX_DURATION_SECS} seconds"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -145,32 +141,16 @@ mod tests {
         assert!(parse(&["--duration", "0"]).is_err());
         assert!(parse(&["--duration", "-1"]).is_err());
         assert!(parse(&["--duration", "nan"]).is_err());
-        assert_eq!(
-            parse(&["--duration", "1.5"]).unwrap().duration,
-            Some(Duration::from_millis(1500))
-        );
+        assert_eq!(parse(&["--duration", "1.5"]).unwrap().duration, Some(Duration::from_millis(1500)));
         assert!(parse(&["--serial", "tty"]).is_err());
     }
 
     #[test]
     fn guest_args_are_words() {
-        assert_eq!(
-            parse(&["--guest-arg", "panic", "--guest-arg", "exit=3"])
-                .unwrap()
-                .cmdline,
-            "panic exit=3"
-        );
-        assert!(
-            parse(&["--guest-arg", "a b"])
-                .unwrap_err()
-                .contains("one non-empty word")
-        );
+        assert_eq!(parse(&["--guest-arg", "panic", "--guest-arg", "exit=3"]).unwrap().cmdline, "panic exit=3");
+        assert!(parse(&["--guest-arg", "a b"]).unwrap_err().contains("one non-empty word"));
         assert!(parse(&["--guest-arg", ""]).is_err());
         let long = "x".repeat(300);
-        assert!(
-            parse(&["--guest-arg", &long])
-                .unwrap_err()
-                .contains("at most 255")
-        );
+        assert!(parse(&["--guest-arg", &long]).unwrap_err().contains("at most 255"));
     }
 }

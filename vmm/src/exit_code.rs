@@ -48,11 +48,7 @@ impl ExitCode {
 
     /// Maps a guest exit status (`HC_EXIT`) to the process exit code.
     pub fn from_guest_status(status: u32) -> Self {
-        if status == switcher::abi::EXIT_STATUS_OK {
-            ExitCode::Ok
-        } else {
-            ExitCode::GuestFailure
-        }
+        if status == switcher::abi::EXIT_STATUS_OK { ExitCode::Ok } else { ExitCode::GuestFailure }
     }
 
     /// The outcome that decides the exit code when several happen in one
@@ -70,11 +66,7 @@ impl ExitCode {
                 ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError => 6,
             }
         }
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
+        if rank(other) > rank(self) { other } else { self }
     }
 }
 
@@ -101,26 +93,14 @@ mod tests {
     fn guest_status_mapping() {
         assert_eq!(ExitCode::from_guest_status(0), ExitCode::Ok);
         assert_eq!(ExitCode::from_guest_status(1), ExitCode::GuestFailure);
-        assert_eq!(
-            ExitCode::from_guest_status(u32::MAX),
-            ExitCode::GuestFailure
-        );
+        assert_eq!(ExitCode::from_guest_status(u32::MAX), ExitCode::GuestFailure);
     }
 
     #[test]
     fn worst_never_hides_a_failure() {
-        assert_eq!(
-            ExitCode::Ok.worst(ExitCode::TripleFault),
-            ExitCode::TripleFault
-        );
-        assert_eq!(
-            ExitCode::TripleFault.worst(ExitCode::Ok),
-            ExitCode::TripleFault
-        );
-        assert_eq!(
-            ExitCode::GuestPanic.worst(ExitCode::GuestFailure),
-            ExitCode::GuestPanic
-        );
+        assert_eq!(ExitCode::Ok.worst(ExitCode::TripleFault), ExitCode::TripleFault);
+        assert_eq!(ExitCode::TripleFault.worst(ExitCode::Ok), ExitCode::TripleFault);
+        assert_eq!(ExitCode::GuestPanic.worst(ExitCode::GuestFailure), ExitCode::GuestPanic);
         for c in ExitCode::ALL {
             assert_eq!(ExitCode::Ok.worst(c), c);
         }

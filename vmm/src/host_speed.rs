@@ -4,8 +4,7 @@
 use std::time::Instant;
 
 use switcher::calib::{
-    CALIB_MAX_ITERATIONS, CALIB_START_ITERATIONS, CALIB_TARGET_NS, EMULATED_RING0_RATIO,
-    spin_iterations,
+    CALIB_MAX_ITERATIONS, CALIB_START_ITERATIONS, CALIB_TARGET_NS, EMULATED_RING0_RATIO, spin_iterations,
 };
 
 /// Picoseconds per iteration of the calibration loop natively on the host
@@ -35,9 +34,7 @@ pub fn describe(guest_ps: u64, host_ps: u64) -> String {
     let guest_ns = guest_ps as f64 / 1000.0;
     let host_ns = host_ps as f64 / 1000.0;
     if guest_ps == 0 || host_ps == 0 {
-        return format!(
-            "guest speed: {guest_ns:.2} ns per calibration iteration in ring 0 (no comparison available)"
-        );
+        return format!("guest speed: {guest_ns:.2} ns per calibration iteration in ring 0 (no comparison available)");
     }
     let ratio = guest_ps as f64 / host_ps as f64;
     let verdict = if is_emulated(guest_ps, host_ps) {

@@ -21,8 +21,7 @@ pub mod vstate;
 #[repr(C, align(4096))]
 struct PageAligned<T: ?Sized>(T);
 
-static EMBEDDED_KERNEL: &PageAligned<[u8]> =
-    &PageAligned(*include_bytes!(env!("RTSWITCH_GUEST_ELF")));
+static EMBEDDED_KERNEL: &PageAligned<[u8]> = &PageAligned(*include_bytes!(env!("RTSWITCH_GUEST_ELF")));
 
 /// The guest kernel built from `guest/` by build.rs: the default `--kernel`.
 pub const DEFAULT_KERNEL: &[u8] = &EMBEDDED_KERNEL.0;

@@ -21,9 +21,7 @@ use crate::vstate::memory::GuestMemory;
 pub enum LoaderError {
     #[error("cannot read kernel file {0}: {1}")]
     Read(String, std::io::Error),
-    #[error(
-        "kernel is not an ELF file (bad magic); --kernel needs an x86-64 ELF executable built for rtswitch"
-    )]
+    #[error("kernel is not an ELF file (bad magic); --kernel needs an x86-64 ELF executable built for rtswitch")]
     NotElf,
     #[error("kernel is a 32-bit ELF; rtswitch boots 64-bit (ELFCLASS64, x86-64) kernels only")]
     Not64Bit,
@@ -31,9 +29,7 @@ pub enum LoaderError {
     BigEndian,
     #[error("kernel ELF is for machine {0}, not x86-64 (EM_X86_64 = 62)")]
     WrongMachine(u16),
-    #[error(
-        "kernel ELF has type {0}, not an executable (ET_EXEC); link it statically at its load address"
-    )]
+    #[error("kernel ELF has type {0}, not an executable (ET_EXEC); link it statically at its load address")]
     NotExecutable(u16),
     #[error("kernel ELF is malformed: {0}")]
     Malformed(String),
@@ -43,13 +39,7 @@ pub enum LoaderError {
         "kernel segment {index} [{start:#x}, {end:#x}) does not fit guest memory [{min:#x}, {mem:#x}); \
          give more --memory or link the kernel at {min:#x} or above"
     )]
-    SegmentOutside {
-        index: usize,
-        start: u64,
-        end: u64,
-        min: u64,
-        mem: u64,
-    },
+    SegmentOutside { index: usize, start: u64, end: u64, min: u64, mem: u64 },
     #[error("kernel entry point {0:#x} is not inside an executable loadable segment")]
     BadEntry(u64),
     #[error(
@@ -58,9 +48,7 @@ pub enum LoaderError {
     MissingAbiNote,
     #[error("kernel ABI note has magic {found:#x}, expected {expected:#x}")]
     BadAbiMagic { found: u64, expected: u64 },
-    #[error(
-        "kernel speaks rtswitch ABI version {found}, this VMM speaks version {expected}; rebuild the kernel"
-    )]
+    #[error("kernel speaks rtswitch ABI version {found}, this VMM speaks version {expected}; rebuild the kernel")]
     AbiVersion { found: u32, expected: u32 },
     #[error("loading the kernel into guest memory failed: {0}")]
     Load(String),
@@ -87,8 +75,7 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
     // object reads ELF structures in place and needs them 8-byte aligned.
     let aligned = AlignedImage::new(image);
     let image = aligned.bytes();
-    let file =
-        ElfFile64::<Endianness>::parse(image).map_err(|e| LoaderError::Malformed(e.to_string()))?;
+    let file = ElfFile64::<Endianness>::parse(image).map_err(|e| LoaderError::Malformed(e.to_string()))?;
     let header = file.elf_header();
     let endian = file.endian();
     if !header.is_little_endian() {
@@ -114,22 +101,16 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
         let start = ph.p_paddr(endian);
         let memsz = ph.p_memsz(endian);
         let filesz = ph.p_filesz(endian);
-        let seg_end = start
-            .checked_add(memsz)
-            .ok_or_else(|| LoaderError::Malformed(format!("segment {index} wraps around")))?;
+        let seg_end =
+            start.checked_add(memsz).ok_or_else(|| LoaderError::Malformed(format!("segment {index} wraps around")))?;
         if filesz > memsz {
             return Err(LoaderError::Malformed(format!(
                 "segment {index} has p_filesz {filesz:#x} > p_memsz {memsz:#x}"
             )));
         }
         let off = ph.p_offset(endian);
-        if off
-            .checked_add(filesz)
-            .is_none_or(|e| e > image.len() as u64)
-        {
-            return Err(LoaderError::Malformed(format!(
-                "segment {index} lies past the end of the file"
-            )));
+        if off.checked_add(filesz).is_none_or(|e| e > image.len() as u64) {
+            return Err(LoaderError::Malformed(format!("segment {index} lies past the end of the file")));
         }
         if start < KERNEL_LOAD_ADDR || seg_end > memory_bytes {
             return Err(LoaderError::SegmentOutside {
@@ -163,25 +144,16 @@ fn check_abi_note(file: &ElfFile64<Endianness>) -> Result<(), LoaderError> {
             continue;
         };
         while let Ok(Some(note)) = notes.next() {
-            if note.name() != &NOTE_NAME[..NOTE_NAME.len() - 1]
-                || note.n_type(endian) != NOTE_TYPE_ABI
-            {
+            if note.name() != &NOTE_NAME[..NOTE_NAME.len() - 1] || note.n_type(endian) != NOTE_TYPE_ABI {
                 continue;
             }
-            let found = AbiNote::decode(note.desc()).ok_or_else(|| {
-                LoaderError::Malformed("ABI note descriptor is shorter than 16 bytes".into())
-            })?;
+            let found = AbiNote::decode(note.desc())
+                .ok_or_else(|| LoaderError::Malformed("ABI note descriptor is shorter than 16 bytes".into()))?;
             if found.magic != AbiNote::CURRENT.magic {
-                return Err(LoaderError::BadAbiMagic {
-                    found: found.magic,
-                    expected: AbiNote::CURRENT.magic,
-                });
+                return Err(LoaderError::BadAbiMagic { found: found.magic, expected: AbiNote::CURRENT.magic });
             }
             if found.version != AbiNote::CURRENT.version {
-                return Err(LoaderError::AbiVersion {
-                    found: found.version,
-                    expected: AbiNote::CURRENT.version,
-                });
+                return Err(LoaderError::AbiVersion { found: found.version, expected: AbiNote::CURRENT.version });
             }
             return Ok(());
         }
@@ -192,13 +164,8 @@ fn check_abi_note(file: &ElfFile64<Endianness>) -> Result<(), LoaderError> {
 /// Validates `image`, then loads it into `mem` at its physical addresses.
 pub fn load(mem: &GuestMemory, image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderError> {
     let info = validate(image, memory_bytes)?;
-    Elf::load(
-        mem,
-        None,
-        &mut Cursor::new(image),
-        Some(GuestAddress(KERNEL_LOAD_ADDR)),
-    )
-    .map_err(|e| LoaderError::Load(e.to_string()))?;
+    Elf::load(mem, None, &mut Cursor::new(image), Some(GuestAddress(KERNEL_LOAD_ADDR)))
+        .map_err(|e| LoaderError::Load(e.to_string()))?;
     Ok(info)
 }
 
@@ -224,18 +191,12 @@ mod tests {
         buf[1..].copy_from_slice(crate::DEFAULT_KERNEL);
         let unaligned = &buf[1..];
         assert_ne!(unaligned.as_ptr().align_offset(8), 0);
-        assert_eq!(
-            validate(unaligned, 128 << 20).unwrap(),
-            validate(crate::DEFAULT_KERNEL, 128 << 20).unwrap()
-        );
+        assert_eq!(validate(unaligned, 128 << 20).unwrap(), validate(crate::DEFAULT_KERNEL, 128 << 20).unwrap());
     }
 
     #[test]
     fn refuses_non_elf() {
-        assert!(matches!(
-            validate(b"#!/bin/sh\necho hi\n", 128 << 20),
-            Err(LoaderError::NotElf)
-        ));
+        assert!(matches!(validate(b"#!/bin/sh\necho hi\n", 128 << 20), Err(LoaderError::NotElf)));
         assert!(matches!(validate(b"", 128 << 20), Err(LoaderError::NotElf)));
     }
 
@@ -243,20 +204,14 @@ mod tests {
     fn refuses_32_bit() {
         let mut image = crate::DEFAULT_KERNEL.to_vec();
         image[4] = 1; // EI_CLASS = ELFCLASS32
-        assert!(matches!(
-            validate(&image, 128 << 20),
-            Err(LoaderError::Not64Bit)
-        ));
+        assert!(matches!(validate(&image, 128 << 20), Err(LoaderError::Not64Bit)));
     }
 
     #[test]
     fn refuses_wrong_machine() {
         let mut image = crate::DEFAULT_KERNEL.to_vec();
         image[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
-        assert!(matches!(
-            validate(&image, 128 << 20),
-            Err(LoaderError::WrongMachine(183))
-        ));
+        assert!(matches!(validate(&image, 128 << 20), Err(LoaderError::WrongMachine(183))));
     }
 
     #[test]
@@ -269,15 +224,9 @@ mod tests {
     #[test]
     fn refuses_kernel_without_abi_note() {
         let mut image = crate::DEFAULT_KERNEL.to_vec();
-        let pos = image
-            .windows(9)
-            .position(|w| w == NOTE_NAME)
-            .expect("the embedded kernel has the note");
+        let pos = image.windows(9).position(|w| w == NOTE_NAME).expect("the embedded kernel has the note");
         image[pos] = b'X';
-        assert!(matches!(
-            validate(&image, 128 << 20),
-            Err(LoaderError::MissingAbiNote)
-        ));
+        assert!(matches!(validate(&image, 128 << 20), Err(LoaderError::MissingAbiNote)));
     }
 
     #[test]
@@ -287,10 +236,7 @@ mod tests {
         // name (9 bytes padded to 12), then magic (8), then version.
         let v = pos + 12 + 8;
         image[v..v + 4].copy_from_slice(&99u32.to_le_bytes());
-        assert!(matches!(
-            validate(&image, 128 << 20),
-            Err(LoaderError::AbiVersion { found: 99, .. })
-        ));
+        assert!(matches!(validate(&image, 128 << 20), Err(LoaderError::AbiVersion { found: 99, .. })));
     }
 
     #[test]
@@ -299,12 +245,8 @@ mod tests {
         let info = load(&mem, crate::DEFAULT_KERNEL, 128 << 20).unwrap();
         use vm_memory::Bytes;
         let mut at_entry = [0u8; 16];
-        mem.read_slice(&mut at_entry, GuestAddress(info.entry))
-            .unwrap();
+        mem.read_slice(&mut at_entry, GuestAddress(info.entry)).unwrap();
         assert_ne!(at_entry, [0u8; 16]);
-        assert!(
-            crate::DEFAULT_KERNEL.windows(16).any(|w| w == at_entry),
-            "the entry's bytes come from the file"
-        );
+        assert!(crate::DEFAULT_KERNEL.windows(16).any(|w| w == at_entry), "the entry's bytes come from the file");
     }
 }

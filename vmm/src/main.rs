@@ -15,11 +15,7 @@ fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() {
-                ExitCode::BadArguments
-            } else {
-                ExitCode::Ok
-            };
+            let code = if e.use_stderr() { ExitCode::BadArguments } else { ExitCode::Ok };
             let _ = e.print();
             return code.into();
         }

@@ -57,9 +57,7 @@ impl RunError {
         match self {
             RunError::Kernel(_) => ExitCode::InvalidKernel,
             RunError::TooManyVcpus { .. } => ExitCode::BadArguments,
-            RunError::Serial(crate::devices::serial::SerialError::Open(..)) => {
-                ExitCode::BadArguments
-            }
+            RunError::Serial(crate::devices::serial::SerialError::Open(..)) => ExitCode::BadArguments,
             _ => ExitCode::VmmError,
         }
     }
@@ -113,62 +111,35 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     loader::validate(&image, config.memory_bytes)?;
     let mem = memory::create(config.memory_bytes)?;
     let kernel = loader::load(&mem, &image, config.memory_bytes)?;
-    log::info!(
-        "kernel loaded: entry {:#x}, end {:#x}",
-        kernel.entry,
-        kernel.end
-    );
+    log::info!("kernel loaded: entry {:#x}, end {:#x}", kernel.entry, kernel.end);
 
     let (console, serial_irq) = Console::new(&config.serial)?;
     let console = Arc::new(console);
     let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry, &serial_irq)?;
 
-    let mut boot_info = BootInfo::new(
-        config.vcpus,
-        config.memory_bytes,
-        u64::from(vm.tsc_khz),
-        LockMode::Mainline,
-    );
+    let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), LockMode::Mainline);
     // The command line was checked by the CLI; a failure here is a bug.
     if !boot_info.set_cmdline(&config.cmdline) {
-        return Err(RunError::Host(
-            "guest command line",
-            std::io::Error::other("does not fit the boot info"),
-        ));
+        return Err(RunError::Host("guest command line", std::io::Error::other("does not fit the boot info")));
     }
     memory::write_boot_structures(&mem, &boot_info, config.memory_bytes)?;
 
     let signal_evt = signals::install().map_err(|e| RunError::Host("signal handlers", e))?;
-    vcpu::register_kick_handler().map_err(|e| {
-        RunError::Host(
-            "vCPU kick signal handler",
-            std::io::Error::from_raw_os_error(e.errno()),
-        )
-    })?;
-    let wake =
-        Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| RunError::Host("eventfd", e))?);
+    vcpu::register_kick_handler()
+        .map_err(|e| RunError::Host("vCPU kick signal handler", std::io::Error::from_raw_os_error(e.errno())))?;
+    let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| RunError::Host("eventfd", e))?);
     let (tx, rx) = channel();
     let mut handles = Vec::with_capacity(vm.vcpus.len());
     for (cpu, fd) in vm.vcpus.drain(..).enumerate() {
-        let ctx = VcpuContext {
-            mem: mem.clone(),
-            console: console.clone(),
-            events: tx.clone(),
-            wake: wake.clone(),
-        };
-        handles.push(
-            vcpu::spawn(cpu as u32, fd, ctx)
-                .map_err(|e| RunError::Host("spawning a vCPU thread", e))?,
-        );
+        let ctx = VcpuContext { mem: mem.clone(), console: console.clone(), events: tx.clone(), wake: wake.clone() };
+        handles.push(vcpu::spawn(cpu as u32, fd, ctx).map_err(|e| RunError::Host("spawning a vCPU thread", e))?);
     }
     drop(tx);
 
-    let controller = Controller::new(
-        config, started, vm.fd, mem, handles, rx, wake, signal_evt, vm.tsc_khz,
-    )?;
+    let controller =
+        Controller::new(config, started, console.clone(), vm.fd, mem, handles, rx, wake, signal_evt, vm.tsc_khz)?;
     let controller = Arc::new(Mutex::new(controller));
-    let mut em = EventManager::<Arc<Mutex<Controller>>>::new()
-        .map_err(|e| RunError::EventLoop(e.to_string()))?;
+    let mut em = EventManager::<Arc<Mutex<Controller>>>::new().map_err(|e| RunError::EventLoop(e.to_string()))?;
     em.add_subscriber(controller.clone());
     loop {
         if lock(&controller).outcome.is_some() {
@@ -189,6 +160,7 @@ fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
 /// The control thread's view of the run.
 struct Controller {
     started: Instant,
+    console: Arc<Console>,
     vm: kvm_ioctls::VmFd,
     mem: Arc<GuestMemory>,
     vcpus: Vec<VcpuHandle>,
@@ -213,6 +185,7 @@ impl Controller {
     fn new(
         config: &RunConfig,
         started: Instant,
+        console: Arc<Console>,
         vm: kvm_ioctls::VmFd,
         mem: Arc<GuestMemory>,
         vcpus: Vec<VcpuHandle>,
@@ -224,14 +197,14 @@ impl Controller {
         let duration_timer = match config.duration {
             Some(d) => {
                 let mut t = TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?;
-                t.reset(d, None)
-                    .map_err(|e| RunError::Host("timerfd", e.into()))?;
+                t.reset(d, None).map_err(|e| RunError::Host("timerfd", e.into()))?;
                 Some(t)
             }
             None => None,
         };
         Ok(Self {
             started,
+            console,
             vm,
             mem,
             vcpus,
@@ -252,6 +225,11 @@ impl Controller {
         })
     }
 
+    /// One VMM line for the user (stderr, between guest console lines).
+    fn say(&self, line: &str) {
+        self.console.report(&format!("rtswitch: {line}"));
+    }
+
     fn finish(&mut self, outcome: Outcome) {
         if self.outcome.is_none() {
             self.outcome = Some(outcome);
@@ -262,22 +240,18 @@ impl Controller {
         match event {
             VcpuEvent::Hypercall { cpu, call } => self.on_hypercall(cpu, call),
             VcpuEvent::TripleFault { cpu } => {
-                eprintln!(
+                self.say(&format!(
                     "rtswitch: guest triple fault on cpu {cpu} (KVM_EXIT_SHUTDOWN): the guest hit an exception it could not handle"
-                );
+                ));
                 self.finish(Outcome::TripleFault { cpu });
             }
             VcpuEvent::Fault { cpu, what } => {
-                eprintln!("rtswitch: vcpu{cpu} cannot run: {what}");
+                self.say(&format!("vcpu{cpu} cannot run: {what}"));
                 self.finish(Outcome::VcpuFault { cpu, what });
             }
             VcpuEvent::Finished { cpu } => {
                 self.finished_vcpus += 1;
-                log::debug!(
-                    "vcpu{cpu} finished ({} of {})",
-                    self.finished_vcpus,
-                    self.cpu_count
-                );
+                log::debug!("vcpu{cpu} finished ({} of {})", self.finished_vcpus, self.cpu_count);
             }
         }
     }
@@ -297,7 +271,7 @@ impl Controller {
             Hypercall::Ready => self.on_ready(cpu),
             Hypercall::Exit(status) => self.finish(Outcome::GuestExit(status)),
             Hypercall::Panic(p) => {
-                eprintln!("rtswitch: {p}");
+                self.say(&p.to_string());
                 self.finish(Outcome::GuestPanic(p));
             }
         }
@@ -312,24 +286,23 @@ impl Controller {
         let elapsed = self.started.elapsed();
         self.ready_at = Some(elapsed);
         if online != self.cpu_count {
-            log::warn!(
-                "guest reported ready with {online} of {} CPUs online",
-                self.cpu_count
-            );
+            log::warn!("guest reported ready with {online} of {} CPUs online", self.cpu_count);
         }
-        eprintln!(
-            "rtswitch: guest ready in {:.1} ms ({online}/{} CPUs online; {:.1} ms after the vCPUs started)",
+        self.say(&format!(
+            "guest ready in {:.1} ms ({online}/{} CPUs online; {:.1} ms after the vCPUs started)",
             elapsed.as_secs_f64() * 1e3,
             self.cpu_count,
             self.boot_started.elapsed().as_secs_f64() * 1e3
-        );
+        ));
+        if self.shutdown_reason.is_some() {
+            // A shutdown asked for during boot: its interrupt may have come
+            // before the guest could take it; send it again now.
+            self.send_shutdown_interrupt();
+        }
         match memory::read_abi::<GuestStatus>(&self.mem, abi::GUEST_STATUS_ADDR) {
             Some(st) if st.magic == abi::ABI_MAGIC => {
                 let host = host_speed::host_ps_per_iteration();
-                eprintln!(
-                    "rtswitch: {}",
-                    host_speed::describe(st.calib_ps_per_iter, host)
-                );
+                self.say(&host_speed::describe(st.calib_ps_per_iter, host));
                 log::info!(
                     "guest calibration: {} iterations in {} TSC ticks at {} kHz",
                     st.calib_iterations,
@@ -341,20 +314,24 @@ impl Controller {
         }
     }
 
+    fn send_shutdown_interrupt(&self) {
+        if let Err(e) = vm::send_msi(&self.vm, 0, abi::vector::HOST_REQUEST) {
+            log::error!("cannot interrupt the guest with the shutdown request: {e}");
+        }
+    }
+
     /// Asks the guest to shut down (idempotent) and arms the grace timer.
     fn request_shutdown(&mut self, reason: String) {
         if self.shutdown_reason.is_some() {
             return;
         }
-        eprintln!("rtswitch: {reason}: asking the guest to shut down");
+        self.say(&format!("{reason}: asking the guest to shut down"));
         self.shutdown_reason = Some(reason);
         let field = abi::BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, host_request) as u64;
         if let Err(e) = memory::write_u32(&self.mem, field, abi::host_request::SHUTDOWN) {
             log::error!("cannot post the shutdown request: {e}");
         }
-        if let Err(e) = vm::send_msi(&self.vm, 0, abi::vector::HOST_REQUEST) {
-            log::error!("cannot interrupt the guest with the shutdown request: {e}");
-        }
+        self.send_shutdown_interrupt();
         if let Err(e) = self.grace_timer.reset(self.shutdown_timeout, None) {
             log::error!("cannot arm the shutdown grace timer: {e}; stopping now");
             self.finish(Outcome::ShutdownTimeout);
@@ -374,42 +351,32 @@ impl Controller {
     fn report(&self) -> ExitCode {
         let ran = self.started.elapsed().as_secs_f64();
         let outcome = self.outcome.clone().unwrap_or(Outcome::Forced);
-        let why = self
-            .shutdown_reason
-            .as_deref()
-            .map(|r| format!(" ({r})"))
-            .unwrap_or_default();
-        match &outcome {
-            Outcome::GuestExit(0) => {
-                eprintln!("rtswitch: guest shut down cleanly after {ran:.3} s{why}")
-            }
-            Outcome::GuestExit(s) => {
-                eprintln!("rtswitch: guest exited with status {s} after {ran:.3} s{why}")
-            }
-            Outcome::GuestPanic(_) => {
-                eprintln!("rtswitch: run ended by a guest panic after {ran:.3} s")
-            }
+        let why = self.shutdown_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        self.say(&match &outcome {
+            Outcome::GuestExit(0) => format!("guest shut down cleanly after {ran:.3} s{why}"),
+            Outcome::GuestExit(s) => format!("guest exited with status {s} after {ran:.3} s{why}"),
+            Outcome::GuestPanic(_) => format!("run ended by a guest panic after {ran:.3} s"),
             Outcome::TripleFault { cpu } => {
-                eprintln!("rtswitch: run ended by a triple fault on cpu {cpu} after {ran:.3} s")
+                format!("run ended by a triple fault on cpu {cpu} after {ran:.3} s")
             }
             Outcome::VcpuFault { cpu, .. } => {
-                eprintln!("rtswitch: run ended: vcpu{cpu} could not run, after {ran:.3} s")
+                format!("run ended: vcpu{cpu} could not run, after {ran:.3} s")
             }
-            Outcome::ShutdownTimeout => eprintln!(
-                "rtswitch: the guest did not shut down within {:.1} s of being asked{why}; stopped it",
+            Outcome::ShutdownTimeout => format!(
+                "the guest did not shut down within {:.1} s of being asked{why}; stopped it",
                 self.shutdown_timeout.as_secs_f64()
             ),
-            Outcome::Forced => eprintln!("rtswitch: stopped the guest on a second signal{why}"),
-        }
+            Outcome::Forced => format!("stopped the guest on a second signal{why}"),
+        });
         if self.ready_at.is_none() {
-            eprintln!(
-                "rtswitch: the guest never reported ready ({} of {} CPUs online)",
+            self.say(&format!(
+                "the guest never reported ready ({} of {} CPUs online)",
                 self.online_mask.count_ones(),
                 self.cpu_count
-            );
+            ));
         }
         let code = outcome.exit_code();
-        eprintln!("rtswitch: exit code {} ({code:?})", code.code());
+        self.say(&format!("exit code {} ({code:?})", code.code()));
         code
     }
 }
@@ -423,24 +390,17 @@ impl MutEventSubscriber for Controller {
                 self.on_vcpu_event(ev);
             }
             if self.finished_vcpus == self.cpu_count && self.outcome.is_none() {
-                self.finish(Outcome::VcpuFault {
-                    cpu: 0,
-                    what: "every vCPU stopped without the guest exiting".into(),
-                });
+                self.finish(Outcome::VcpuFault { cpu: 0, what: "every vCPU stopped without the guest exiting".into() });
             }
         } else if fd == self.signal.as_raw_fd() {
             let _ = self.signal.read();
             if self.shutdown_reason.is_some() {
-                eprintln!("rtswitch: second signal: stopping the guest now");
+                self.say("second signal: stopping the guest now");
                 self.finish(Outcome::Forced);
             } else {
                 self.request_shutdown("signal received".into());
             }
-        } else if self
-            .duration_timer
-            .as_ref()
-            .is_some_and(|t| t.as_raw_fd() == fd)
-        {
+        } else if self.duration_timer.as_ref().is_some_and(|t| t.as_raw_fd() == fd) {
             if let Some(t) = self.duration_timer.as_mut() {
                 let _ = t.wait();
             }
@@ -455,11 +415,7 @@ impl MutEventSubscriber for Controller {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        let mut fds = vec![
-            self.wake.as_raw_fd(),
-            self.signal.as_raw_fd(),
-            self.grace_timer.as_raw_fd(),
-        ];
+        let mut fds = vec![self.wake.as_raw_fd(), self.signal.as_raw_fd(), self.grace_timer.as_raw_fd()];
         if let Some(t) = &self.duration_timer {
             fds.push(t.as_raw_fd());
         }

@@ -1,4 +1,6 @@
-//! Port I/O.
+//! Port I/O: the UART's registers and the hypercall ports. The asm is
+//! `nomem`: callers whose port write must follow memory writes (hypercalls,
+//! which make the VMM read the shared pages) fence before it.
 
 /// Writes a byte to an I/O port.
 #[inline]
@@ -12,7 +14,9 @@ pub fn outb(port: u16, value: u8) {
 #[inline]
 pub fn outl(port: u16, value: u32) {
     // SAFETY: as for `outb`.
-    unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 /// Reads a byte from an I/O port.

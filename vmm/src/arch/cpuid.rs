@@ -36,24 +36,13 @@ mod tests {
     use super::*;
 
     fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
-        kvm_cpuid_entry2 {
-            function,
-            index,
-            ebx: 0x0001_0800,
-            ..Default::default()
-        }
+        kvm_cpuid_entry2 { function, index, ebx: 0x0001_0800, ..Default::default() }
     }
 
     #[test]
     fn sets_apic_ids_and_features() {
-        let mut cpuid = CpuId::from_entries(&[
-            entry(1, 0),
-            entry(0xb, 0),
-            entry(0xb, 1),
-            entry(0x1f, 0),
-            entry(7, 0),
-        ])
-        .unwrap();
+        let mut cpuid =
+            CpuId::from_entries(&[entry(1, 0), entry(0xb, 0), entry(0xb, 1), entry(0x1f, 0), entry(7, 0)]).unwrap();
         apply_vcpu_cpuid(&mut cpuid, 5, true);
         let s = cpuid.as_slice();
         assert_eq!(s[0].ebx >> 24, 5);

@@ -25,11 +25,7 @@ pub fn kvm_segment_from_gdt(entry: u64, index: u8) -> kvm_segment {
     let granular = (entry >> 55) & 1 == 1;
     kvm_segment {
         base: ((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000),
-        limit: if granular {
-            (limit << 12) | 0xfff
-        } else {
-            limit
-        },
+        limit: if granular { (limit << 12) | 0xfff } else { limit },
         selector: u16::from(index) * 8,
         type_: ((entry >> 40) & 0xf) as u8,
         present: ((entry >> 47) & 1) as u8,
@@ -59,10 +55,7 @@ mod tests {
     fn code_segment_is_64_bit_ring_0() {
         let cs = kvm_segment_from_gdt(BOOT_GDT[1], 1);
         assert_eq!(cs.selector, BOOT_CODE_SELECTOR);
-        assert_eq!(
-            (cs.l, cs.db, cs.dpl, cs.present, cs.s, cs.g),
-            (1, 0, 0, 1, 1, 1)
-        );
+        assert_eq!((cs.l, cs.db, cs.dpl, cs.present, cs.s, cs.g), (1, 0, 0, 1, 1, 1));
         assert_eq!(cs.type_, 0xb);
         assert_eq!(cs.limit, 0xffff_ffff);
         assert_eq!(cs.unusable, 0);

@@ -21,9 +21,7 @@ pub struct PageTable {
 /// The page-table builder refuses memory it cannot map in its fixed area.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PagingError {
-    #[error(
-        "guest memory of {0} bytes needs more page directories than fit below the kernel; use less --memory"
-    )]
+    #[error("guest memory of {0} bytes needs more page directories than fit below the kernel; use less --memory")]
     TooMuchMemory(u64),
 }
 
@@ -50,25 +48,10 @@ pub fn identity_map(memory_bytes: u64) -> Result<Vec<PageTable>, PagingError> {
                 *e = (page * PAGE_2M) | PRESENT | WRITABLE | HUGE;
             }
         }
-        tables.push(PageTable {
-            addr: pd_addr,
-            entries: pd,
-        });
+        tables.push(PageTable { addr: pd_addr, entries: pd });
     }
-    tables.insert(
-        0,
-        PageTable {
-            addr: pdpt_addr,
-            entries: pdpt,
-        },
-    );
-    tables.insert(
-        0,
-        PageTable {
-            addr: PML4_ADDR,
-            entries: pml4,
-        },
-    );
+    tables.insert(0, PageTable { addr: pdpt_addr, entries: pdpt });
+    tables.insert(0, PageTable { addr: PML4_ADDR, entries: pml4 });
     Ok(tables)
 }
 
@@ -121,9 +104,6 @@ mod tests {
         for t in identity_map(16 * GIB).unwrap() {
             assert!(t.addr >= PML4_ADDR && t.addr + PAGE_4K <= PAGE_TABLES_END);
         }
-        assert_eq!(
-            identity_map(1 << 40),
-            Err(PagingError::TooMuchMemory(1 << 40))
-        );
+        assert_eq!(identity_map(1 << 40), Err(PagingError::TooMuchMemory(1 << 40)));
     }
 }

@@ -54,11 +54,7 @@ pub fn boot_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
 
 /// x87/SSE state as after FINIT, with the default MXCSR.
 pub fn boot_fpu() -> kvm_fpu {
-    kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    }
+    kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
 }
 
 #[cfg(test)]
@@ -68,10 +64,7 @@ mod tests {
     #[test]
     fn entry_registers_follow_the_abi() {
         let r = boot_regs(0x10_0000, 3);
-        assert_eq!(
-            (r.rip, r.rdi, r.rsi, r.rsp),
-            (0x10_0000, BOOT_INFO_ADDR, 3, 0)
-        );
+        assert_eq!((r.rip, r.rdi, r.rsi, r.rsp), (0x10_0000, BOOT_INFO_ADDR, 3, 0));
         assert_eq!(r.rflags & (1 << 9), 0, "interrupts start disabled");
     }
 
@@ -88,10 +81,7 @@ mod tests {
 
     #[test]
     fn keeps_kvm_apic_base() {
-        let s = boot_sregs(kvm_sregs {
-            apic_base: 0xfee0_0900,
-            ..Default::default()
-        });
+        let s = boot_sregs(kvm_sregs { apic_base: 0xfee0_0900, ..Default::default() });
         assert_eq!(s.apic_base, 0xfee0_0900);
     }
 }

@@ -6,7 +6,9 @@ use std::fs::File;
 use std::io::{self, LineWriter, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -33,9 +35,7 @@ impl FromStr for SerialOutput {
             _ => match s.strip_prefix("file:") {
                 Some("") => Err("file: needs a path, e.g. file:/tmp/console.log".into()),
                 Some(path) => Ok(Self::File(PathBuf::from(path))),
-                None => Err(format!(
-                    "'{s}' is not a serial output; use stdout, none or file:PATH"
-                )),
+                None => Err(format!("'{s}' is not a serial output; use stdout, none or file:PATH")),
             },
         }
     }
@@ -60,11 +60,38 @@ pub enum SerialError {
     EventFd(io::Error),
 }
 
-pub type SerialDevice = Serial<EventFdTrigger, vm_superio::serial::NoEvents, Box<dyn Write + Send>>;
+/// A writer that remembers whether its output ends at a line boundary, so
+/// that the VMM's own lines on stderr do not split the guest's lines.
+pub struct LineTracker {
+    inner: Box<dyn Write + Send>,
+    at_line_start: Arc<AtomicBool>,
+}
+
+impl Write for LineTracker {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(&last) = buf[..n].last() {
+            self.at_line_start.store(last == b'\n', Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+pub type SerialDevice = Serial<EventFdTrigger, vm_superio::serial::NoEvents, LineTracker>;
+
+/// How long a VMM line waits for the guest to finish its console line.
+const LINE_WAIT: Duration = Duration::from_millis(20);
 
 /// The UART shared by the vCPU threads.
 pub struct Console {
     serial: Mutex<SerialDevice>,
+    at_line_start: Arc<AtomicBool>,
+    /// Whether the console shares the terminal with the VMM's stderr.
+    interleaves: bool,
 }
 
 impl Console {
@@ -72,19 +99,38 @@ impl Console {
         let out: Box<dyn Write + Send> = match output {
             SerialOutput::Stdout => Box::new(io::stdout()),
             SerialOutput::None => Box::new(io::sink()),
-            SerialOutput::File(p) => Box::new(LineWriter::new(
-                File::create(p).map_err(|e| SerialError::Open(p.display().to_string(), e))?,
-            )),
+            SerialOutput::File(p) => {
+                Box::new(LineWriter::new(File::create(p).map_err(|e| SerialError::Open(p.display().to_string(), e))?))
+            }
         };
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError::EventFd)?;
         let irq_for_kvm = irq.try_clone().map_err(SerialError::EventFd)?;
-        let serial = Serial::new(EventFdTrigger(irq), out);
-        Ok((
-            Self {
-                serial: Mutex::new(serial),
-            },
-            irq_for_kvm,
-        ))
+        let at_line_start = Arc::new(AtomicBool::new(true));
+        let tracker = LineTracker { inner: out, at_line_start: at_line_start.clone() };
+        let serial = Serial::new(EventFdTrigger(irq), tracker);
+        let interleaves = *output == SerialOutput::Stdout;
+        Ok((Self { serial: Mutex::new(serial), at_line_start, interleaves }, irq_for_kvm))
+    }
+
+    /// Prints one VMM line on stderr, between two guest console lines when
+    /// the console is on stdout (waiting at most a few ms for the guest to
+    /// end its line).
+    pub fn report(&self, line: &str) {
+        if self.interleaves {
+            let deadline = Instant::now() + LINE_WAIT;
+            loop {
+                let serial = self.lock();
+                if self.at_line_start.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                    let _ = io::stdout().flush();
+                    eprintln!("{line}");
+                    drop(serial);
+                    return;
+                }
+                drop(serial);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        eprintln!("{line}");
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, SerialDevice> {
@@ -116,17 +162,9 @@ mod tests {
     fn parses_outputs() {
         assert_eq!("stdout".parse::<SerialOutput>(), Ok(SerialOutput::Stdout));
         assert_eq!("none".parse::<SerialOutput>(), Ok(SerialOutput::None));
-        assert_eq!(
-            "file:/tmp/x".parse::<SerialOutput>(),
-            Ok(SerialOutput::File("/tmp/x".into()))
-        );
+        assert_eq!("file:/tmp/x".parse::<SerialOutput>(), Ok(SerialOutput::File("/tmp/x".into())));
         assert!("file:".parse::<SerialOutput>().is_err());
-        assert!(
-            "tty"
-                .parse::<SerialOutput>()
-                .unwrap_err()
-                .contains("stdout, none or file:PATH")
-        );
+        assert!("tty".parse::<SerialOutput>().unwrap_err().contains("stdout, none or file:PATH"));
     }
 
     #[test]

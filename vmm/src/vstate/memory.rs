@@ -40,29 +40,22 @@ pub enum MemoryError {
 
 /// Allocates `bytes` of guest memory at guest-physical 0.
 pub fn create(bytes: u64) -> Result<Arc<GuestMemory>, MemoryError> {
-    let size =
-        usize::try_from(bytes).map_err(|e| MemoryError::Allocate(bytes >> 20, e.to_string()))?;
+    let size = usize::try_from(bytes).map_err(|e| MemoryError::Allocate(bytes >> 20, e.to_string()))?;
     GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size)])
         .map(Arc::new)
         .map_err(|e| MemoryError::Allocate(bytes >> 20, e.to_string()))
 }
 
 /// Writes the boot GDT, identity page tables and boot info.
-pub fn write_boot_structures(
-    mem: &GuestMemory,
-    boot_info: &BootInfo,
-    memory_bytes: u64,
-) -> Result<(), MemoryError> {
+pub fn write_boot_structures(mem: &GuestMemory, boot_info: &BootInfo, memory_bytes: u64) -> Result<(), MemoryError> {
     for (i, entry) in BOOT_GDT.iter().enumerate() {
         let addr = BOOT_GDT_ADDR + 8 * i as u64;
-        mem.write_obj(*entry, GuestAddress(addr))
-            .map_err(|e| MemoryError::Write("GDT", addr, e))?;
+        mem.write_obj(*entry, GuestAddress(addr)).map_err(|e| MemoryError::Write("GDT", addr, e))?;
     }
     for table in paging::identity_map(memory_bytes)? {
         for (i, entry) in table.entries.iter().enumerate() {
             let addr = table.addr + 8 * i as u64;
-            mem.write_obj(*entry, GuestAddress(addr))
-                .map_err(|e| MemoryError::Write("page tables", addr, e))?;
+            mem.write_obj(*entry, GuestAddress(addr)).map_err(|e| MemoryError::Write("page tables", addr, e))?;
         }
     }
     mem.write_obj(Abi(*boot_info), GuestAddress(switcher::abi::BOOT_INFO_ADDR))
@@ -78,11 +71,7 @@ where
 }
 
 /// Writes one u32 field of guest memory (e.g. `BootInfo::host_request`).
-pub fn write_u32(
-    mem: &GuestMemory,
-    addr: u64,
-    value: u32,
-) -> Result<(), vm_memory::GuestMemoryError> {
+pub fn write_u32(mem: &GuestMemory, addr: u64, value: u32) -> Result<(), vm_memory::GuestMemoryError> {
     mem.write_obj(value, GuestAddress(addr))
 }
 

@@ -105,10 +105,10 @@ impl VcpuHandle {
 
     /// Waits for the thread to end (after `kick_stop` or a final exit).
     pub fn join(&mut self) {
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                log::error!("vcpu{} thread panicked", self.cpu);
-            }
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("vcpu{} thread panicked", self.cpu);
         }
     }
 }
@@ -136,14 +136,9 @@ impl VcpuContext {
 pub fn spawn(cpu: u32, fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<VcpuHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
-    let thread = std::thread::Builder::new()
-        .name(format!("vcpu{cpu}"))
-        .spawn(move || run_loop(cpu, fd, &ctx, &thread_stop))?;
-    Ok(VcpuHandle {
-        cpu,
-        stop,
-        thread: Some(thread),
-    })
+    let thread =
+        std::thread::Builder::new().name(format!("vcpu{cpu}")).spawn(move || run_loop(cpu, fd, &ctx, &thread_stop))?;
+    Ok(VcpuHandle { cpu, stop, thread: Some(thread) })
 }
 
 /// How one exit is to be followed up.
@@ -163,10 +158,7 @@ fn run_loop(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext, stop: &AtomicBool) {
                 Next::Continue
             }
             Err(e) => {
-                ctx.send(VcpuEvent::Fault {
-                    cpu,
-                    what: format!("KVM_RUN failed: {e}"),
-                });
+                ctx.send(VcpuEvent::Fault { cpu, what: format!("KVM_RUN failed: {e}") });
                 Next::Finish
             }
         };
@@ -184,10 +176,7 @@ fn run_loop(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext, stop: &AtomicBool) {
 fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut u64) -> Next {
     match exit {
         VcpuExit::IoOut(port, data) if is_serial(port) => {
-            ctx.console.write(
-                (port - SERIAL_COM1) as u8,
-                data.first().copied().unwrap_or(0),
-            );
+            ctx.console.write((port - SERIAL_COM1) as u8, data.first().copied().unwrap_or(0));
             Next::Continue
         }
         VcpuExit::IoIn(port, data) if is_serial(port) => {
@@ -209,11 +198,7 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
             }
         }
         VcpuExit::IoOut(port, data) => {
-            log_unexpected(
-                cpu,
-                unexpected,
-                format_args!("write of {data:02x?} to unknown I/O port {port:#x} ignored"),
-            );
+            log_unexpected(cpu, unexpected, format_args!("write of {data:02x?} to unknown I/O port {port:#x} ignored"));
             Next::Continue
         }
         VcpuExit::IoIn(port, data) => {
@@ -221,10 +206,7 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
             log_unexpected(
                 cpu,
                 unexpected,
-                format_args!(
-                    "read of {} bytes from unknown I/O port {port:#x} returns all ones",
-                    data.len()
-                ),
+                format_args!("read of {} bytes from unknown I/O port {port:#x} returns all ones", data.len()),
             );
             Next::Continue
         }
@@ -233,10 +215,7 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
             log_unexpected(
                 cpu,
                 unexpected,
-                format_args!(
-                    "MMIO read of {} bytes at {addr:#x} (no device there) returns all ones",
-                    data.len()
-                ),
+                format_args!("MMIO read of {} bytes at {addr:#x} (no device there) returns all ones", data.len()),
             );
             Next::Continue
         }
@@ -249,11 +228,7 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
             Next::Continue
         }
         VcpuExit::Hlt => {
-            log_unexpected(
-                cpu,
-                unexpected,
-                format_args!("HLT exit although the in-kernel LAPIC handles halts"),
-            );
+            log_unexpected(cpu, unexpected, format_args!("HLT exit although the in-kernel LAPIC handles halts"));
             Next::Continue
         }
         VcpuExit::Shutdown => {
@@ -261,7 +236,10 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
             Next::Finish
         }
         VcpuExit::FailEntry(reason, entry_cpu) => {
-            ctx.send(VcpuEvent::Fault { cpu, what: format!("KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {reason:#x} on host cpu {entry_cpu}") });
+            ctx.send(VcpuEvent::Fault {
+                cpu,
+                what: format!("KVM_EXIT_FAIL_ENTRY: hardware entry failure reason {reason:#x} on host cpu {entry_cpu}"),
+            });
             Next::Finish
         }
         VcpuExit::InternalError => {
@@ -272,10 +250,7 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
             Next::Finish
         }
         VcpuExit::SystemEvent(kind, data) => {
-            ctx.send(VcpuEvent::Fault {
-                cpu,
-                what: format!("KVM_EXIT_SYSTEM_EVENT type {kind} data {data:x?}"),
-            });
+            ctx.send(VcpuEvent::Fault { cpu, what: format!("KVM_EXIT_SYSTEM_EVENT type {kind} data {data:x?}") });
             Next::Finish
         }
         VcpuExit::Intr => Next::Continue,

@@ -1,9 +1,7 @@
 //! The KVM VM: in-kernel irqchip, one memory slot over all guest memory,
 //! and vCPUs configured to start in long mode (see `arch`).
 
-use kvm_bindings::{
-    KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, kvm_mp_state, kvm_userspace_memory_region,
-};
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, kvm_mp_state, kvm_userspace_memory_region};
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 use vmm_sys_util::eventfd::EventFd;
@@ -59,13 +57,7 @@ pub fn open_kvm() -> Result<Kvm, VmError> {
 }
 
 /// Creates the VM over `mem` and `vcpu_count` vCPUs at `entry`.
-pub fn create(
-    kvm: Kvm,
-    mem: &GuestMemory,
-    vcpu_count: u32,
-    entry: u64,
-    serial_irq: &EventFd,
-) -> Result<Vm, VmError> {
+pub fn create(kvm: Kvm, mem: &GuestMemory, vcpu_count: u32, entry: u64, serial_irq: &EventFd) -> Result<Vm, VmError> {
     let fd = ioctl("KVM_CREATE_VM", kvm.create_vm())?;
     ioctl("KVM_SET_TSS_ADDR", fd.set_tss_address(KVM_TSS_ADDRESS))?;
     ioctl("KVM_CREATE_IRQCHIP", fd.create_irq_chip())?;
@@ -80,19 +72,11 @@ pub fn create(
         };
         // SAFETY: the region is a live mapping owned by `mem`, which the VMM
         // keeps (in an Arc) until after the VM and its vCPUs are gone.
-        ioctl("KVM_SET_USER_MEMORY_REGION", unsafe {
-            fd.set_user_memory_region(r)
-        })?;
+        ioctl("KVM_SET_USER_MEMORY_REGION", unsafe { fd.set_user_memory_region(r) })?;
     }
-    ioctl(
-        "KVM_IRQFD (serial)",
-        fd.register_irqfd(serial_irq, crate::devices::serial::COM1_GSI),
-    )?;
+    ioctl("KVM_IRQFD (serial)", fd.register_irqfd(serial_irq, crate::devices::serial::COM1_GSI))?;
 
-    let supported = ioctl(
-        "KVM_GET_SUPPORTED_CPUID",
-        kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES),
-    )?;
+    let supported = ioctl("KVM_GET_SUPPORTED_CPUID", kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES))?;
     let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
     let mut vcpus = Vec::with_capacity(vcpu_count as usize);
     for cpu in 0..vcpu_count {
@@ -105,24 +89,14 @@ pub fn create(
         ioctl("KVM_SET_SREGS", vcpu.set_sregs(&regs::boot_sregs(sregs)))?;
         ioctl("KVM_SET_FPU", vcpu.set_fpu(&regs::boot_fpu()))?;
         // Every vCPU starts at the entry in long mode: no INIT/SIPI.
-        ioctl(
-            "KVM_SET_MP_STATE",
-            vcpu.set_mp_state(kvm_mp_state {
-                mp_state: KVM_MP_STATE_RUNNABLE,
-            }),
-        )?;
+        ioctl("KVM_SET_MP_STATE", vcpu.set_mp_state(kvm_mp_state { mp_state: KVM_MP_STATE_RUNNABLE }))?;
         vcpus.push(vcpu);
     }
     let tsc_khz = match vcpus.first() {
         Some(v) => ioctl("KVM_GET_TSC_KHZ", v.get_tsc_khz())?,
         None => 0,
     };
-    Ok(Vm {
-        kvm,
-        fd,
-        vcpus,
-        tsc_khz,
-    })
+    Ok(Vm { kvm, fd, vcpus, tsc_khz })
 }
 
 /// Sends MSI `vector` to the LAPIC with x2APIC id `cpu` (fixed delivery,

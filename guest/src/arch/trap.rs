@@ -1,0 +1,132 @@
+//! Trap dispatch: where every IDT stub lands. CPU exceptions are fatal
+//! (register dump, then the panic path); NMIs stop the CPU during a panic
+//! and are counted otherwise; every other vector goes to `crate::irq`.
+
+use super::idt::{TrapFrame, exception};
+use super::{cpu, percpu};
+use core::fmt;
+use core::sync::atomic::Ordering;
+
+/// Mnemonic and name of each exception vector (as the Intel SDM names them).
+const EXCEPTIONS: [(&str, &str); exception::COUNT as usize] = [
+    ("#DE", "Divide Error"),
+    ("#DB", "Debug"),
+    ("NMI", "Nonmaskable Interrupt"),
+    ("#BP", "Breakpoint"),
+    ("#OF", "Overflow"),
+    ("#BR", "Bound Range Exceeded"),
+    ("#UD", "Invalid Opcode"),
+    ("#NM", "Device Not Available"),
+    ("#DF", "Double Fault"),
+    ("#CSO", "Coprocessor Segment Overrun"),
+    ("#TS", "Invalid TSS"),
+    ("#NP", "Segment Not Present"),
+    ("#SS", "Stack-Segment Fault"),
+    ("#GP", "General Protection"),
+    ("#PF", "Page Fault"),
+    ("#15", "Reserved"),
+    ("#MF", "x87 FPU Floating-Point Error"),
+    ("#AC", "Alignment Check"),
+    ("#MC", "Machine Check"),
+    ("#XM", "SIMD Floating-Point Exception"),
+    ("#VE", "Virtualization Exception"),
+    ("#CP", "Control Protection Exception"),
+    ("#22", "Reserved"),
+    ("#23", "Reserved"),
+    ("#24", "Reserved"),
+    ("#25", "Reserved"),
+    ("#26", "Reserved"),
+    ("#27", "Reserved"),
+    ("#HV", "Hypervisor Injection Exception"),
+    ("#VC", "VMM Communication Exception"),
+    ("#SX", "Security Exception"),
+    ("#31", "Reserved"),
+];
+
+/// Called by `isr_common` with interrupts off (all gates are interrupt
+/// gates). Returning resumes the interrupted code with `iretq`.
+pub(super) extern "C" fn dispatch(frame: &mut TrapFrame) {
+    let vector = frame.vector as u8;
+    if vector == exception::NMI {
+        if crate::panic::in_progress() {
+            // The stop signal of a panic on another CPU.
+            cpu::halt_forever();
+        }
+        percpu::this().irq.nmi.fetch_add(1, Ordering::Relaxed);
+    } else if vector < exception::COUNT {
+        fatal_exception(frame);
+    } else {
+        crate::irq::handle(vector);
+    }
+}
+
+/// Prints the exception and every register, then panics (which reports to
+/// the VMM). Uses the console's panic path: this CPU may hold its lock.
+fn fatal_exception(frame: &TrapFrame) -> ! {
+    let vector = frame.vector as u8;
+    let (mnemonic, name) = EXCEPTIONS[usize::from(vector)];
+    let cr2 = (vector == exception::PAGE_FAULT).then(cpu::read_cr2);
+    let cpu = percpu::try_this().map(|p| p.cpu_id());
+    crate::console::print_panic(format_args!("{}", Report { frame, mnemonic, name, cr2, cpu }));
+    match cr2 {
+        Some(address) => panic!(
+            "{mnemonic} ({name}) at rip {:#x} accessing {address:#x}, error code {:#x}",
+            frame.rip, frame.error_code
+        ),
+        None => panic!("{mnemonic} ({name}) at rip {:#x}, error code {:#x}", frame.rip, frame.error_code),
+    }
+}
+
+/// The register dump of a fatal exception.
+struct Report<'a> {
+    frame: &'a TrapFrame,
+    mnemonic: &'a str,
+    name: &'a str,
+    cr2: Option<u64>,
+    cpu: Option<u32>,
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = self.frame;
+        match self.cpu {
+            Some(cpu) => write!(f, "cpu {cpu}: ")?,
+            None => write!(f, "cpu ?: ")?,
+        }
+        writeln!(
+            f,
+            "exception {} ({}), vector {}, error code {:#x}",
+            self.mnemonic, self.name, r.vector, r.error_code
+        )?;
+        writeln!(f, "  RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}", r.rip, r.cs, r.rflags)?;
+        write!(f, "  RSP {:#018x}  SS {:#06x}", r.rsp, r.ss)?;
+        if let Some(cr2) = self.cr2 {
+            write!(f, "  CR2 {cr2:#018x}")?;
+        }
+        writeln!(f)?;
+        let regs = [
+            ("RAX", r.rax),
+            ("RBX", r.rbx),
+            ("RCX", r.rcx),
+            ("RDX", r.rdx),
+            ("RSI", r.rsi),
+            ("RDI", r.rdi),
+            ("RBP", r.rbp),
+            ("R8 ", r.r8),
+            ("R9 ", r.r9),
+            ("R10", r.r10),
+            ("R11", r.r11),
+            ("R12", r.r12),
+            ("R13", r.r13),
+            ("R14", r.r14),
+            ("R15", r.r15),
+        ];
+        for line in regs.chunks(3) {
+            for (name, value) in line {
+                write!(f, "  {name} {value:#018x}")?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! Guest arguments (`BootInfo::cmdline`, words separated by spaces): what
+//! the kernel does once it is ready. The tests use them to reach the
+//! failure paths on purpose.
+//!
+//! | word           | after HC_READY, CPU 0 ...                          |
+//! |----------------|----------------------------------------------------|
+//! | `panic`        | panics ("panic requested by guest argument")       |
+//! | `fault=pf`     | reads an unmapped address (page fault report)      |
+//! | `fault=ud`     | executes `ud2` (invalid opcode report)             |
+//! | `triple-fault` | loads an empty IDT and hits `ud2` (triple fault)   |
+//! | `exit=N`       | exits with status N                                |
+//!
+//! When several are given, the last one wins. Unknown words are reported
+//! and ignored.
+
+/// What CPU 0 does after the ready hypercall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyAction {
+    /// Idle until the VMM asks for a shutdown.
+    Idle,
+    Panic,
+    PageFault,
+    InvalidOpcode,
+    TripleFault,
+    Exit(u32),
+}
+
+/// The parsed command line.
+pub struct Args<'a> {
+    pub action: ReadyAction,
+    words: core::str::SplitAsciiWhitespace<'a>,
+}
+
+impl<'a> Args<'a> {
+    /// Parses `cmdline`; [`Args::unknown`] yields the words not understood.
+    pub fn parse(cmdline: &'a str) -> Self {
+        let action = cmdline.split_ascii_whitespace().filter_map(parse_word).next_back().unwrap_or(ReadyAction::Idle);
+        Self { action, words: cmdline.split_ascii_whitespace() }
+    }
+
+    /// The words that are not guest arguments.
+    pub fn unknown(self) -> impl Iterator<Item = &'a str> {
+        self.words.filter(|w| parse_word(w).is_none())
+    }
+}
+
+fn parse_word(word: &str) -> Option<ReadyAction> {
+    match word {
+        "panic" => Some(ReadyAction::Panic),
+        "fault=pf" => Some(ReadyAction::PageFault),
+        "fault=ud" => Some(ReadyAction::InvalidOpcode),
+        "triple-fault" => Some(ReadyAction::TripleFault),
+        _ => word.strip_prefix("exit=").and_then(|n| n.parse().ok()).map(ReadyAction::Exit),
+    }
+}
