@@ -9,6 +9,7 @@
 //! 0x0000_2000  BOOT_INFO_ADDR     BootInfo (VMM writes, guest reads)
 //! 0x0000_3000  GUEST_STATUS_ADDR  GuestStatus (guest writes, VMM reads)
 //! 0x0000_4000  PANIC_RECORD_ADDR  PanicRecord (guest writes before HC_PANIC)
+//! 0x0000_5000  LOCK_REGISTRY_ADDR LockRegistry (guest keeps it live, VMM reads)
 //! 0x0001_0000  PML4_ADDR          identity page tables (PML4, PDPT, PDs), 2 MiB pages
 //! 0x0010_0000  KERNEL_LOAD_ADDR   the guest ELF's lowest PT_LOAD segment
 //! ```
@@ -35,7 +36,7 @@
 /// "RTSWITCH" in little-endian ASCII: identifies every structure of this ABI.
 pub const ABI_MAGIC: u64 = u64::from_le_bytes(*b"RTSWITCH");
 /// Bumped on any incompatible change of a structure or a protocol here.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// ELF note name (with its NUL, as ELF notes store it).
 pub const NOTE_NAME: &[u8] = b"rtswitch\0";
@@ -50,6 +51,7 @@ pub const BOOT_GDT_ADDR: u64 = 0x1000;
 pub const BOOT_INFO_ADDR: u64 = 0x2000;
 pub const GUEST_STATUS_ADDR: u64 = 0x3000;
 pub const PANIC_RECORD_ADDR: u64 = 0x4000;
+pub const LOCK_REGISTRY_ADDR: u64 = 0x5000;
 /// PML4, then one PDPT, then as many page directories as memory needs.
 pub const PML4_ADDR: u64 = 0x1_0000;
 /// Page tables must end below the kernel.
@@ -82,8 +84,12 @@ pub const EXIT_STATUS_OK: u32 = 0;
 pub mod vector {
     /// The VMM's "look at `BootInfo::host_request`" interrupt (MSI).
     pub const HOST_REQUEST: u8 = 0x40;
+    /// Local timer (x2APIC TSC-deadline mode).
+    pub const TIMER: u8 = 0x30;
     /// Guest-internal wake-up IPI.
     pub const WAKEUP_IPI: u8 = 0xf0;
+    /// Reschedule IPI: the target CPU re-evaluates what to run.
+    pub const RESCHED_IPI: u8 = 0xf1;
     /// x2APIC spurious vector.
     pub const SPURIOUS: u8 = 0xff;
 }
@@ -172,6 +178,8 @@ pub struct BootInfo {
     pub guest_status_addr: u64,
     /// Guest-physical address of the [`PanicRecord`] page.
     pub panic_record_addr: u64,
+    /// Guest-physical address of the [`LockRegistry`] page.
+    pub lock_registry_addr: u64,
     /// Space-separated guest arguments (`--guest-arg`), NUL-terminated.
     pub cmdline: [u8; CMDLINE_LEN],
 }
@@ -188,6 +196,7 @@ impl BootInfo {
             host_request: host_request::NONE,
             guest_status_addr: GUEST_STATUS_ADDR,
             panic_record_addr: PANIC_RECORD_ADDR,
+            lock_registry_addr: LOCK_REGISTRY_ADDR,
             cmdline: [0; CMDLINE_LEN],
         }
     }
@@ -256,6 +265,40 @@ impl GuestStatus {
     }
 }
 
+/// The guest's switchable-lock registry, kept live by the guest at
+/// [`BootInfo::lock_registry_addr`] (the counters are updated atomically in
+/// place) and read by the VMM. The runtime switch requires `held == 0` and
+/// `waiters == 0` before it patches anything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LockRegistry {
+    /// [`ABI_MAGIC`] once the guest has initialised the page.
+    pub magic: u64,
+    /// Switchable locks held right now, summed over all tasks.
+    pub held: u64,
+    /// Tasks queued as waiters on a switchable lock right now (rt mode).
+    pub waiters: u64,
+    /// Acquisitions since boot (both modes).
+    pub acquisitions: u64,
+    /// Acquisitions that found the lock taken.
+    pub contended: u64,
+    /// Priority-inheritance boosts (rt mode).
+    pub pi_boosts: u64,
+    /// The mode the guest believes it is in ([`LockMode`] as u32).
+    pub mode: u32,
+    pub _reserved: u32,
+}
+
+impl LockRegistry {
+    pub const fn zeroed() -> Self {
+        Self { magic: 0, held: 0, waiters: 0, acquisitions: 0, contended: 0, pi_boosts: 0, mode: 0, _reserved: 0 }
+    }
+}
+
+/// Guest argument that makes the guest run its self-test suite and exit
+/// with status 0 only if every test passed (`rtswitch run --selftest`).
+pub const GUEST_ARG_SELFTEST: &str = "selftest";
+
 /// Lengths of the strings in a [`PanicRecord`].
 pub const PANIC_MSG_LEN: usize = 1024;
 pub const PANIC_FILE_LEN: usize = 128;
@@ -299,11 +342,12 @@ impl PanicRecord {
 // The layout is part of the ABI: it must not change by accident.
 const _: () = {
     assert!(core::mem::size_of::<AbiNote>() == 16);
-    assert!(core::mem::size_of::<BootInfo>() == 56 + CMDLINE_LEN);
+    assert!(core::mem::size_of::<BootInfo>() == 64 + CMDLINE_LEN);
     assert!(core::mem::size_of::<BootInfo>() <= 4096);
     assert!(core::mem::size_of::<GuestStatus>() == 48 + KERNEL_VERSION_LEN);
     assert!(core::mem::size_of::<PanicRecord>() == 32 + PANIC_FILE_LEN + PANIC_MSG_LEN);
     assert!(core::mem::size_of::<PanicRecord>() <= 4096);
+    assert!(core::mem::size_of::<LockRegistry>() == 56);
 };
 
 #[cfg(test)]
