@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
-use switcher::abi::{CMDLINE_LEN, MAX_CPUS};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use switcher::abi::{CMDLINE_LEN, GUEST_ARG_SELFTEST, LockMode, MAX_CPUS};
 
 use crate::devices::serial::SerialOutput;
 
@@ -53,9 +53,33 @@ pub struct RunArgs {
     /// Seconds the guest gets to shut down once asked, before it is stopped.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
+    /// Locking regime to boot in: the lock call sites are patched to it before any vCPU runs.
+    #[arg(long, value_enum, default_value_t = Mode::Mainline)]
+    pub mode: Mode,
+    /// Run the in-guest self-test suite; exit 0 only if every test passed.
+    #[arg(long)]
+    pub selftest: bool,
     /// A word for the guest kernel (repeatable), e.g. `panic`, `exit=3`.
     #[arg(long = "guest-arg", value_name = "WORD")]
     pub guest_args: Vec<String>,
+}
+
+/// `--mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Spinning locks, preemption off while held.
+    Mainline,
+    /// rtmutexes: sleeping locks with priority inheritance.
+    Rt,
+}
+
+impl From<Mode> for LockMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Mainline => LockMode::Mainline,
+            Mode::Rt => LockMode::Rt,
+        }
+    }
 }
 
 /// A validated `run` configuration.
@@ -67,6 +91,7 @@ pub struct RunConfig {
     pub serial: SerialOutput,
     pub duration: Option<Duration>,
     pub shutdown_timeout: Duration,
+    pub mode: LockMode,
     pub cmdline: String,
 }
 
@@ -85,7 +110,12 @@ impl RunArgs {
                 return Err(CliError::BadGuestArg(a.clone()));
             }
         }
-        let cmdline = self.guest_args.join(" ");
+        let mut words: Vec<&str> = Vec::with_capacity(self.guest_args.len() + 1);
+        if self.selftest {
+            words.push(GUEST_ARG_SELFTEST);
+        }
+        words.extend(self.guest_args.iter().map(String::as_str));
+        let cmdline = words.join(" ");
         if cmdline.len() >= CMDLINE_LEN {
             return Err(CliError::CmdlineTooLong(cmdline.len()));
         }
@@ -96,6 +126,7 @@ impl RunArgs {
             serial: self.serial,
             duration: self.duration,
             shutdown_timeout: self.shutdown_timeout,
+            mode: self.mode.into(),
             cmdline,
         })
     }
@@ -129,6 +160,15 @@ mod tests {
         assert_eq!(c.serial, SerialOutput::Stdout);
         assert_eq!(c.duration, None);
         assert_eq!(c.cmdline, "");
+        assert_eq!(c.mode, LockMode::Mainline);
+    }
+
+    #[test]
+    fn mode_and_selftest() {
+        let c = parse(&["--mode", "rt", "--selftest", "--guest-arg", "no-pi"]).unwrap();
+        assert_eq!(c.mode, LockMode::Rt);
+        assert_eq!(c.cmdline, "selftest no-pi");
+        assert!(parse(&["--mode", "fast"]).unwrap_err().contains("--mode"));
     }
 
     #[test]

@@ -21,7 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
-use switcher::abi::{self, BootInfo, GuestStatus, LockMode};
+use switcher::abi::{self, BootInfo, GuestStatus, LockMode, LockRegistry};
+use switcher::patch::SiteTable;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -42,6 +43,8 @@ pub enum RunError {
     Kernel(#[from] loader::LoaderError),
     #[error(transparent)]
     Memory(#[from] memory::MemoryError),
+    #[error("kernel lock call sites: {0}")]
+    Sites(#[from] switcher::patch::PatchError),
     #[error(transparent)]
     Serial(#[from] crate::devices::serial::SerialError),
     #[error("KVM supports at most {max} vCPUs on this host; use --vcpus {max} or fewer")]
@@ -55,7 +58,7 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
-            RunError::Kernel(_) => ExitCode::InvalidKernel,
+            RunError::Kernel(_) | RunError::Sites(_) => ExitCode::InvalidKernel,
             RunError::TooManyVcpus { .. } => ExitCode::BadArguments,
             RunError::Serial(crate::devices::serial::SerialError::Open(..)) => ExitCode::BadArguments,
             _ => ExitCode::VmmError,
@@ -109,15 +112,36 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     };
     // Validate before allocating: a refused kernel costs nothing.
     loader::validate(&image, config.memory_bytes)?;
+    // TEMPORARY (until the guest's switchable locks land, this session): a
+    // kernel without site tables boots in mainline mode with a warning.
+    let sites = match SiteTable::from_elf(&image) {
+        Err(switcher::patch::PatchError::MissingSection(s)) if config.mode == LockMode::Mainline => {
+            log::warn!("kernel has no {s} section; booting without lock call sites");
+            None
+        }
+        other => Some(other?),
+    };
     let mem = memory::create(config.memory_bytes)?;
     let kernel = loader::load(&mem, &image, config.memory_bytes)?;
     log::info!("kernel loaded: entry {:#x}, end {:#x}", kernel.entry, kernel.end);
+    // Boot-time mode selection: the same all-or-nothing patcher as the
+    // runtime switch, before any vCPU exists.
+    if let Some(sites) = &sites {
+        let text = memory::Text(&mem);
+        let plan = sites.plan(&text, LockMode::Mainline, config.mode)?;
+        let rewritten = plan.apply(&text)?;
+        eprintln!(
+            "rtswitch: mode {}: {} lock call sites verified, {rewritten} patched",
+            config.mode.name(),
+            sites.len()
+        );
+    }
 
     let (console, serial_irq) = Console::new(&config.serial)?;
     let console = Arc::new(console);
     let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry, &serial_irq)?;
 
-    let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), LockMode::Mainline);
+    let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), config.mode);
     // The command line was checked by the CLI; a failure here is a bug.
     if !boot_info.set_cmdline(&config.cmdline) {
         return Err(RunError::Host("guest command line", std::io::Error::other("does not fit the boot info")));
@@ -373,6 +397,19 @@ impl Controller {
                 "the guest never reported ready ({} of {} CPUs online)",
                 self.online_mask.count_ones(),
                 self.cpu_count
+            ));
+        }
+        if let Some(reg) = memory::read_abi::<LockRegistry>(&self.mem, abi::LOCK_REGISTRY_ADDR)
+            && reg.magic == abi::ABI_MAGIC
+        {
+            self.say(&format!(
+                "switchable locks ({} mode): {} acquisitions ({} contended), {} PI boosts; at exit {} held, {} waiting",
+                LockMode::from_u32(reg.mode).map_or("unknown", LockMode::name),
+                reg.acquisitions,
+                reg.contended,
+                reg.pi_boosts,
+                reg.held,
+                reg.waiters
             ));
         }
         let code = outcome.exit_code();

@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use switcher::abi::{BOOT_GDT_ADDR, BootInfo, GuestStatus, PanicRecord};
+use switcher::abi::{BOOT_GDT_ADDR, BootInfo, GuestStatus, LockRegistry, PanicRecord};
+use switcher::patch::GuestText;
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::gdt::BOOT_GDT;
@@ -27,6 +28,23 @@ unsafe impl ByteValued for Abi<BootInfo> {}
 unsafe impl ByteValued for Abi<GuestStatus> {}
 // SAFETY: as above.
 unsafe impl ByteValued for Abi<PanicRecord> {}
+// SAFETY: as above.
+unsafe impl ByteValued for Abi<LockRegistry> {}
+
+/// Guest memory as the patcher sees it: it reads and writes guest text by
+/// physical address (the guest's own page tables map text read-only; the
+/// VMM writes only while no vCPU runs guest code).
+pub struct Text<'a>(pub &'a GuestMemory);
+
+impl GuestText for Text<'_> {
+    fn read_text(&self, addr: u64, buf: &mut [u8]) -> bool {
+        self.0.read_slice(buf, GuestAddress(addr)).is_ok()
+    }
+
+    fn write_text(&self, addr: u64, bytes: &[u8]) -> bool {
+        self.0.write_slice(bytes, GuestAddress(addr)).is_ok()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MemoryError {
