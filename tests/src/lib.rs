@@ -5,6 +5,8 @@
 //! Every run is bounded: a VMM that does not exit within its limit is
 //! killed and the test fails saying so, so no test can hang CI.
 
+pub mod guest_logic;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
