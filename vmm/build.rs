@@ -14,22 +14,22 @@ fn main() {
     let guest_dir = root.join("guest");
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let target_dir = out_dir.join("guest-target");
-    let linker_script = guest_dir.join("linker.ld");
 
-    for watched in
-        ["guest/src", "guest/Cargo.toml", "guest/Cargo.lock", "guest/linker.ld", "switcher/src", "switcher/Cargo.toml"]
-    {
+    for watched in [
+        "guest/src",
+        "guest/Cargo.toml",
+        "guest/Cargo.lock",
+        "guest/linker.ld",
+        "guest/build.rs",
+        "switcher/src",
+        "switcher/Cargo.toml",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let rustflags = [
-        "-Crelocation-model=static".to_string(),
-        format!("-Clink-arg=-T{}", linker_script.display()),
-        "-Clink-arg=--no-pie".to_string(),
-        "-Cforce-frame-pointers=yes".to_string(),
-    ]
-    .join("\x1f");
+    // The linker script comes from guest/build.rs.
+    let rustflags = ["-Crelocation-model=static", "-Cforce-frame-pointers=yes"].join("\x1f");
 
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&guest_dir)

@@ -9,6 +9,11 @@
 //! | `fault=ud`     | executes `ud2` (invalid opcode report)             |
 //! | `triple-fault` | loads an empty IDT and hits `ud2` (triple fault)   |
 //! | `exit=N`       | exits with status N                                |
+//! | `sched-demo`   | runs the scheduler demo                            |
+//! | `selftest`     | runs the self-test suite, exits with its verdict   |
+//! | `deadlock`     | rt mode: two tasks deadlock on two locks (panic)   |
+//! | `no-pi`        | flag: rtmutexes without priority inheritance       |
+//! | `sched-demo`   | runs the scheduler demo (`sched::selftest::demo`)  |
 //!
 //! When several are given, the last one wins. Unknown words are reported
 //! and ignored.
@@ -23,11 +28,22 @@ pub enum ReadyAction {
     InvalidOpcode,
     TripleFault,
     Exit(u32),
+    /// Spawn the scheduler demo thread, then idle.
+    SchedDemo,
+    /// Run the self-test suite and exit with its verdict.
+    SelfTest,
+    /// Two tasks take two rt locks in opposite orders (expects a panic).
+    Deadlock,
 }
+
+/// Flags that modify the kernel rather than pick an action.
+pub const FLAG_NO_PI: &str = "no-pi";
 
 /// The parsed command line.
 pub struct Args<'a> {
     pub action: ReadyAction,
+    /// `no-pi`: rtmutexes without priority inheritance (test honesty check).
+    pub no_pi: bool,
     words: core::str::SplitAsciiWhitespace<'a>,
 }
 
@@ -35,12 +51,13 @@ impl<'a> Args<'a> {
     /// Parses `cmdline`; [`Args::unknown`] yields the words not understood.
     pub fn parse(cmdline: &'a str) -> Self {
         let action = cmdline.split_ascii_whitespace().filter_map(parse_word).next_back().unwrap_or(ReadyAction::Idle);
-        Self { action, words: cmdline.split_ascii_whitespace() }
+        let no_pi = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_PI);
+        Self { action, no_pi, words: cmdline.split_ascii_whitespace() }
     }
 
     /// The words that are not guest arguments.
     pub fn unknown(self) -> impl Iterator<Item = &'a str> {
-        self.words.filter(|w| parse_word(w).is_none())
+        self.words.filter(|w| parse_word(w).is_none() && *w != FLAG_NO_PI)
     }
 }
 
@@ -50,6 +67,9 @@ fn parse_word(word: &str) -> Option<ReadyAction> {
         "fault=pf" => Some(ReadyAction::PageFault),
         "fault=ud" => Some(ReadyAction::InvalidOpcode),
         "triple-fault" => Some(ReadyAction::TripleFault),
+        "sched-demo" => Some(ReadyAction::SchedDemo),
+        switcher::abi::GUEST_ARG_SELFTEST => Some(ReadyAction::SelfTest),
+        "deadlock" => Some(ReadyAction::Deadlock),
         _ => word.strip_prefix("exit=").and_then(|n| n.parse().ok()).map(ReadyAction::Exit),
     }
 }

@@ -1,13 +1,26 @@
 //! Interrupt handlers of the kernel (vectors 32..=255), called by the arch
-//! trap dispatcher with interrupts off. They are short: note, count, EOI.
+//! trap dispatcher with interrupts off. They are short: note, count, wake,
+//! EOI. Around them, the hard-IRQ depth is raised (`sched::in_irq`), and
+//! on the way out a pending reschedule is acted on if the interrupted code
+//! is preemptible (`sched::irq_exit_and_preempt`): that is where a task
+//! woken by the timer or an IPI preempts the one running.
+//!
+//! | vector        | source                         | action                    |
+//! |---------------|--------------------------------|---------------------------|
+//! | TIMER         | this CPU's TSC-deadline timer  | wake expired sleepers     |
+//! | RESCHED_IPI   | a waker on another CPU (or self) | none: the exit path schedules |
+//! | WAKEUP_IPI    | boot handshake                 | count                     |
+//! | HOST_REQUEST  | the VMM (MSI)                  | note shutdown, wake control |
+//! | SPURIOUS      | the APIC                       | count, no EOI             |
+//! | anything else | nobody                         | count, not fatal          |
 //!
 //! Host requests: the VMM writes `BootInfo::host_request`, then sends
 //! `vector::HOST_REQUEST` to CPU 0. The handler notes a shutdown request
-//! here; CPU 0's idle loop acts on it (printing and the exit hypercall
-//! do not belong in an interrupt handler).
+//! and wakes the control thread (`control`), which prints and exits (not
+//! work for an interrupt handler).
 
 use crate::arch::{apic, percpu};
-use crate::boot_info;
+use crate::{boot_info, control, sched};
 use core::sync::atomic::{AtomicBool, Ordering};
 use switcher::abi::{host_request, vector};
 
@@ -22,9 +35,19 @@ pub fn shutdown_requested() -> bool {
 
 /// Handles one interrupt vector (not an exception, not NMI).
 pub fn handle(vector: u8) {
+    sched::irq_enter();
+    dispatch(vector);
+    sched::irq_exit_and_preempt();
+}
+
+fn dispatch(vector: u8) {
     let this = percpu::this();
     let counters = &this.irq;
     match vector {
+        vector::TIMER => sched::on_timer_interrupt(),
+        vector::RESCHED_IPI => {
+            this.resched_ipi.fetch_add(1, Ordering::Relaxed);
+        }
         vector::SPURIOUS => {
             // Not in service: no EOI.
             counters.spurious.fetch_add(1, Ordering::Relaxed);
@@ -37,7 +60,9 @@ pub fn handle(vector: u8) {
             counters.host_request.fetch_add(1, Ordering::Relaxed);
             if boot_info::host_request() == host_request::SHUTDOWN {
                 SHUTDOWN_REQUESTED.store(true, Ordering::Release);
-                // CPU 0 acts on it; wake it if the request landed elsewhere.
+                control::on_shutdown_request();
+                // Before the scheduler runs, CPU 0 waits in halt_until:
+                // wake it if the request landed elsewhere.
                 let cpu0 = percpu::of(0);
                 if this.cpu_id() != 0 && cpu0.apic_enabled() {
                     apic::send_ipi(cpu0.apic_id(), vector::WAKEUP_IPI);

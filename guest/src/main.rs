@@ -5,13 +5,18 @@
 //! `switcher::abi`). Each picks its boot stack, sets up its CPU
 //! (`arch::init_cpu`), and then:
 //!
-//! - CPU 0 prints the banner, releases the others (`smp`), comes online,
-//!   calibrates its speed, waits for every CPU, publishes the GuestStatus
-//!   page, makes the ready hypercall, acts on the guest arguments, and
-//!   idles until the VMM asks for a shutdown;
-//! - CPUs n > 0 come online and idle.
+//! - CPU 0 prints the banner, builds and loads the kernel's page tables
+//!   (`mm::paging`), starts its scheduler (its boot context becomes its
+//!   idle task), releases the others (`smp`), comes online, calibrates its
+//!   speed, waits for every CPU, publishes the GuestStatus page, makes the
+//!   ready hypercall, starts the control thread (which acts on the VMM's
+//!   shutdown request), acts on the guest arguments, and idles;
+//! - CPUs n > 0 wait for release, load the page tables, start their
+//!   scheduler, come online and idle.
 //!
-//! Idle is `sti; hlt`, never a spin.
+//! A CPU starts its scheduler before it reports online, so once CPU 0 sees
+//! every CPU online it may spawn threads on any of them. Idle is `sti;
+//! hlt` (`sched::idle_loop`), never a spin.
 #![no_std]
 #![no_main]
 
@@ -21,15 +26,22 @@ mod boot_info;
 mod calibrate;
 mod cmdline;
 mod console;
+mod control;
 mod hypercall;
 mod irq;
+#[allow(dead_code)] // Pure PI/waiter-list logic: the reference `Model` is for host tests only.
+mod logic;
+mod mm;
 mod panic;
+mod sched;
+mod selftest;
 mod smp;
 mod status;
+mod sync;
 
-use arch::{cpu, idt, percpu};
+use arch::{cpu, idt};
 use cmdline::{Args, ReadyAction};
-use switcher::abi::{self, BootInfo, EXIT_STATUS_OK};
+use switcher::abi::{self, BootInfo};
 
 /// Boot stack size per CPU.
 const BOOT_STACK_SIZE: usize = 32 * 1024;
@@ -82,8 +94,10 @@ extern "C" fn kernel_main(boot_info: *const BootInfo, cpu: u64) -> ! {
         boot_cpu(cpu_count)
     } else {
         smp::wait_for_release();
+        mm::paging::load();
+        sched::init_cpu(cpu);
         smp::online(cpu);
-        idle()
+        sched::idle_loop()
     }
 }
 
@@ -101,38 +115,49 @@ fn boot_cpu(cpu_count: u32) -> ! {
         mode.name()
     );
     let cmdline = boot_info::cmdline();
-    let args = parse_args(&cmdline);
+    let (args, no_pi) = parse_args(&cmdline);
+    // Before any switchable lock is taken (the secondaries are still held).
+    sync::registry::get().init(mode);
+    if no_pi {
+        selftest::disable_pi();
+    }
+    mm::paging::build(boot_info::memory_bytes(), &sched::stack_guard_pages());
+    mm::paging::load();
+    sched::init_cpu(0);
     smp::online(0);
     smp::release_secondaries();
 
     let calibration = calibrate::measure(tsc_khz);
+    sync::rt::calibrate_spin(calibration.ps_per_iter);
     cpu::halt_until(|| smp::all_online(cpu_count) || irq::shutdown_requested());
     if !smp::all_online(cpu_count) {
         // The VMM gave up on the boot (e.g. a signal) before every CPU came up.
-        shutdown();
+        control::shutdown();
     }
     status::publish(smp::online_mask(), &calibration, mode);
     let ps = calibration.ps_per_iter;
     println!("calibration: {}.{} ns per iteration ({} iterations)", ps / 1000, ps % 1000 / 100, calibration.iterations);
     hypercall::ready();
 
+    control::start();
     run_ready_action(args);
-    idle()
+    sched::idle_loop()
 }
 
 /// Parses the guest arguments and reports the words it ignores.
-fn parse_args(cmdline: &[u8]) -> ReadyAction {
+/// Returns the action to take once ready and whether `no-pi` was given.
+fn parse_args(cmdline: &[u8]) -> (ReadyAction, bool) {
     let end = cmdline.iter().position(|&b| b == 0).unwrap_or(cmdline.len());
     let Ok(text) = core::str::from_utf8(&cmdline[..end]) else {
         println!("ignoring guest arguments: not UTF-8");
-        return ReadyAction::Idle;
+        return (ReadyAction::Idle, false);
     };
     let args = Args::parse(text);
-    let action = args.action;
+    let (action, no_pi) = (args.action, args.no_pi);
     for word in args.unknown() {
         println!("ignoring unknown guest argument '{word}'");
     }
-    action
+    (action, no_pi)
 }
 
 /// What the guest arguments ask for once the guest is ready.
@@ -161,21 +186,14 @@ fn run_ready_action(action: ReadyAction) {
             // (KVM_EXIT_INTERNAL_ERROR), not a triple fault.
             unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
         }
+        ReadyAction::SchedDemo => {
+            sched::spawn("sched-demo", 80, 0, sched::selftest::demo, 0);
+        }
+        ReadyAction::SelfTest => selftest::start(),
+        ReadyAction::Deadlock => selftest::deadlock_demo(),
         ReadyAction::Exit(status) => {
             println!("guest argument exit={status}: exiting");
             hypercall::exit(status);
         }
     }
-}
-
-/// Idles in `sti; hlt`; CPU 0 also acts on the VMM's shutdown request.
-fn idle() -> ! {
-    let is_boot_cpu = percpu::cpu_id() == 0;
-    cpu::halt_until(|| is_boot_cpu && irq::shutdown_requested());
-    shutdown()
-}
-
-fn shutdown() -> ! {
-    println!("shutting down");
-    hypercall::exit(EXIT_STATUS_OK)
 }

@@ -250,3 +250,71 @@ mod tests {
         assert!(crate::DEFAULT_KERNEL.windows(16).any(|w| w == at_entry), "the entry's bytes come from the file");
     }
 }
+
+#[cfg(test)]
+mod site_table_tests {
+    use switcher::abi::LockMode;
+    use switcher::abi::sites::LockOp;
+    use switcher::patch::{PatchError, SiteTable};
+
+    use crate::vstate::memory::{self, Text};
+
+    #[test]
+    fn embedded_kernel_has_valid_site_tables() {
+        let t = SiteTable::from_elf(crate::DEFAULT_KERNEL).expect("the embedded kernel's site tables validate");
+        assert!(t.len() >= 3, "expected lock, unlock and try_lock sites, found {}", t.len());
+        for op in LockOp::ALL {
+            assert!(t.sites().iter().any(|s| s.op == op), "no {} site", op.name());
+            assert_ne!(t.implementation(op, LockMode::Mainline), t.implementation(op, LockMode::Rt));
+        }
+    }
+
+    #[test]
+    fn patching_the_loaded_kernel_round_trips() {
+        let mem = memory::create(128 << 20).unwrap();
+        super::load(&mem, crate::DEFAULT_KERNEL, 128 << 20).unwrap();
+        let t = SiteTable::from_elf(crate::DEFAULT_KERNEL).unwrap();
+        let text = Text(&mem);
+        assert_eq!(t.current_mode(&text), Ok(LockMode::Mainline));
+        assert_eq!(t.plan(&text, LockMode::Mainline, LockMode::Rt).unwrap().apply(&text), Ok(t.len()));
+        assert_eq!(t.current_mode(&text), Ok(LockMode::Rt));
+        // A second mainline->rt plan is refused: the sites are rt now.
+        assert!(matches!(t.plan(&text, LockMode::Mainline, LockMode::Rt), Err(PatchError::Mismatch { .. })));
+        t.plan(&text, LockMode::Rt, LockMode::Mainline).unwrap().apply(&text).unwrap();
+        assert_eq!(t.current_mode(&text), Ok(LockMode::Mainline));
+    }
+
+    /// Rewrites the first `.switch_sites` entry's field at `field_off`.
+    fn corrupt_first_site(field_off: usize, bytes: &[u8]) -> Vec<u8> {
+        use object::{Object, ObjectSection};
+        let mut image = crate::DEFAULT_KERNEL.to_vec();
+        let file = object::File::parse(crate::DEFAULT_KERNEL).unwrap();
+        let (off, _) = file.section_by_name(".switch_sites").unwrap().file_range().unwrap();
+        let at = off as usize + field_off;
+        image[at..at + bytes.len()].copy_from_slice(bytes);
+        image
+    }
+
+    #[test]
+    fn a_site_outside_text_is_refused() {
+        let image = corrupt_first_site(0, &0x10u64.to_le_bytes());
+        assert!(matches!(SiteTable::from_elf(&image), Err(PatchError::SiteOutsideText { addr: 0x10, .. })));
+    }
+
+    #[test]
+    fn a_site_with_an_unknown_operation_is_refused() {
+        let image = corrupt_first_site(8, &9u32.to_le_bytes());
+        assert!(matches!(SiteTable::from_elf(&image), Err(PatchError::BadOp { op: 9, .. })));
+    }
+
+    #[test]
+    fn a_site_not_holding_the_expected_call_is_refused() {
+        let t = SiteTable::from_elf(crate::DEFAULT_KERNEL).unwrap();
+        // Point the first entry at the second site's address + 1: inside
+        // text, but not the start of a call to the mainline implementation.
+        let second = t.sites()[1].addr;
+        let image = corrupt_first_site(0, &(second + 1).to_le_bytes());
+        let err = SiteTable::from_elf(&image).unwrap_err();
+        assert!(matches!(err, PatchError::Mismatch { .. } | PatchError::Overlap(..)), "expected a mismatch, got {err}");
+    }
+}

@@ -112,30 +112,16 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     };
     // Validate before allocating: a refused kernel costs nothing.
     loader::validate(&image, config.memory_bytes)?;
-    // TEMPORARY (until the guest's switchable locks land, this session): a
-    // kernel without site tables boots in mainline mode with a warning.
-    let sites = match SiteTable::from_elf(&image) {
-        Err(switcher::patch::PatchError::MissingSection(s)) if config.mode == LockMode::Mainline => {
-            log::warn!("kernel has no {s} section; booting without lock call sites");
-            None
-        }
-        other => Some(other?),
-    };
+    let sites = SiteTable::from_elf(&image)?;
     let mem = memory::create(config.memory_bytes)?;
     let kernel = loader::load(&mem, &image, config.memory_bytes)?;
     log::info!("kernel loaded: entry {:#x}, end {:#x}", kernel.entry, kernel.end);
     // Boot-time mode selection: the same all-or-nothing patcher as the
     // runtime switch, before any vCPU exists.
-    if let Some(sites) = &sites {
-        let text = memory::Text(&mem);
-        let plan = sites.plan(&text, LockMode::Mainline, config.mode)?;
-        let rewritten = plan.apply(&text)?;
-        eprintln!(
-            "rtswitch: mode {}: {} lock call sites verified, {rewritten} patched",
-            config.mode.name(),
-            sites.len()
-        );
-    }
+    let text = memory::Text(&mem);
+    let plan = sites.plan(&text, LockMode::Mainline, config.mode)?;
+    let rewritten = plan.apply(&text)?;
+    eprintln!("rtswitch: mode {}: {} lock call sites verified, {rewritten} patched", config.mode.name(), sites.len());
 
     let (console, serial_irq) = Console::new(&config.serial)?;
     let console = Arc::new(console);

@@ -65,6 +65,60 @@ pub fn read_cr2() -> u64 {
     cr2
 }
 
+/// Reads RFLAGS.IF and disables interrupts: the "save" of irqsave.
+#[inline]
+pub fn save_and_disable_interrupts() -> bool {
+    let rflags: u64;
+    // SAFETY: `pushfq; pop; cli` reads RFLAGS through the stack the asm
+    // owns and clears IF. A compiler barrier (no `nomem`), like `cli`.
+    unsafe { core::arch::asm!("pushfq", "pop {}", "cli", out(reg) rflags) };
+    rflags & RFLAGS_IF != 0
+}
+
+/// Re-enables interrupts if `enabled` (the value saved by
+/// [`save_and_disable_interrupts`]).
+#[inline]
+pub fn restore_interrupts(enabled: bool) {
+    if enabled {
+        enable_interrupts();
+    }
+}
+
+/// CR0.WP: supervisor writes honour read-only pages.
+const CR0_WP: u64 = 1 << 16;
+/// EFER.NXE: PTE bit 63 is "no execute".
+const EFER_NXE: u64 = 1 << 11;
+
+/// Turns on what the kernel's page tables rely on (EFER.NXE, CR0.WP) and
+/// loads `pml4` into CR3 (which flushes the TLB).
+///
+/// # Safety
+/// `pml4` must be a complete page-table hierarchy that maps everything
+/// this CPU uses (code, stacks, per-CPU data, tables) at the same address.
+pub unsafe fn load_page_tables(pml4: u64) {
+    // SAFETY: NXE must be on before a table with bit 63 set is walked, WP
+    // only tightens permissions; the caller vouches for the tables.
+    unsafe {
+        let efer = super::msr::rdmsr(super::msr::IA32_EFER);
+        super::msr::wrmsr(super::msr::IA32_EFER, efer | EFER_NXE);
+        let mut cr0: u64;
+        core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags));
+        cr0 |= CR0_WP;
+        core::arch::asm!("mov cr0, {}", in(reg) cr0, options(nostack, preserves_flags));
+        core::arch::asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags));
+    }
+}
+
+/// Whether CPUID reports the NX bit (CPUID.80000001h:EDX bit 20).
+pub fn has_nx() -> bool {
+    CpuId::new().get_extended_processor_and_feature_identifiers().is_some_and(|f| f.has_execute_disable())
+}
+
+/// Whether CPUID reports the APIC timer's TSC-deadline mode (CPUID.1:ECX bit 24).
+pub fn has_tsc_deadline() -> bool {
+    CpuId::new().get_feature_info().is_some_and(|f| f.has_tsc_deadline())
+}
+
 /// Whether CPUID reports x2APIC support (CPUID.1:ECX bit 21).
 pub fn has_x2apic() -> bool {
     CpuId::new().get_feature_info().is_some_and(|f| f.has_x2apic())

@@ -6,12 +6,21 @@ pub const IA32_APIC_BASE: u32 = 0x1b;
 /// IA32_GS_BASE: the base of `gs:`, which points at this CPU's per-CPU data.
 pub const IA32_GS_BASE: u32 = 0xc000_0101;
 
+/// IA32_EFER: long mode, and NXE (bit 11), which makes PTE bit 63 mean
+/// "no execute" instead of a reserved bit.
+pub const IA32_EFER: u32 = 0xc000_0080;
+/// IA32_TSC_DEADLINE: the x2APIC timer fires when the TSC reaches it (0
+/// disarms), in TSC-deadline mode.
+pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
+
 /// x2APIC registers (MSR 0x800 + xAPIC offset / 16).
 pub const X2APIC_ID: u32 = 0x802;
 pub const X2APIC_TPR: u32 = 0x808;
 pub const X2APIC_EOI: u32 = 0x80b;
 pub const X2APIC_SVR: u32 = 0x80f;
 pub const X2APIC_ICR: u32 = 0x830;
+pub const X2APIC_LVT_TIMER: u32 = 0x832;
+pub const X2APIC_SELF_IPI: u32 = 0x83f;
 
 /// Reads an MSR.
 ///

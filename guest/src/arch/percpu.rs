@@ -9,6 +9,14 @@
 //! Only the owning CPU writes its slot's identity fields (once, in
 //! [`init`]); counters are atomics so that other CPUs (and later the
 //! telemetry page) may read them.
+//!
+//! The scheduler's per-CPU words (preempt count, IRQ depth, need_resched,
+//! current task, raw locks held) sit in the same slot and have
+//! single-instruction accessors (`add dword ptr gs:[offset], 1`): an
+//! interrupt cannot split them, so the owning CPU updates them without a
+//! `lock` prefix. Only `need_resched` is written by other CPUs (a waker,
+//! under the target's run-queue lock); the rest are written by the owner
+//! only and may be read by anyone (diagnostics).
 
 use super::msr::{self, IA32_GS_BASE};
 use core::ptr;
@@ -35,7 +43,31 @@ pub struct PerCpu {
     apic_id: AtomicU32,
     /// Set once this CPU's x2APIC is on: IPIs may be sent from it.
     apic_enabled: AtomicBool,
+    /// Set (by any CPU, under this CPU's run-queue lock) when this CPU must
+    /// reschedule; cleared by its scheduler under the same lock.
+    pub need_resched: AtomicBool,
+    /// Preemption-disable nesting count (0: preemptible, IRQs permitting).
+    pub preempt_count: AtomicU32,
+    /// Hard-IRQ nesting depth (0: task context).
+    pub irq_depth: AtomicU32,
+    /// Raw spinlocks held by the code running here.
+    pub raw_locks_held: AtomicU32,
+    /// Name of the raw spinlock taken last: `(address << 32) | length` of a
+    /// `&'static str` (kernel addresses are below 4 GiB; 0 = none). One
+    /// word, so that an interrupt cannot tear it.
+    pub last_raw_lock: AtomicU64,
+    /// The task running here (`*const sched::Task`; null before the
+    /// scheduler's per-CPU init).
+    pub current: AtomicPtr<()>,
     pub irq: IrqCounters,
+    /// Timer interrupts, and the lateness of the last one (TSC ticks from
+    /// the programmed deadline to the handler's TSC read).
+    pub timer_irqs: AtomicU64,
+    pub last_timer_late_tsc: AtomicU64,
+    pub max_timer_late_tsc: AtomicU64,
+    pub resched_ipi: AtomicU64,
+    /// Context switches done by this CPU.
+    pub switches: AtomicU64,
 }
 
 impl PerCpu {
@@ -45,6 +77,17 @@ impl PerCpu {
             cpu_id: AtomicU32::new(0),
             apic_id: AtomicU32::new(0),
             apic_enabled: AtomicBool::new(false),
+            need_resched: AtomicBool::new(false),
+            preempt_count: AtomicU32::new(0),
+            irq_depth: AtomicU32::new(0),
+            raw_locks_held: AtomicU32::new(0),
+            last_raw_lock: AtomicU64::new(0),
+            current: AtomicPtr::new(ptr::null_mut()),
+            timer_irqs: AtomicU64::new(0),
+            last_timer_late_tsc: AtomicU64::new(0),
+            max_timer_late_tsc: AtomicU64::new(0),
+            resched_ipi: AtomicU64::new(0),
+            switches: AtomicU64::new(0),
             irq: IrqCounters {
                 wakeup_ipi: AtomicU64::new(0),
                 host_request: AtomicU64::new(0),
@@ -123,4 +166,59 @@ pub fn try_this() -> Option<&'static PerCpu> {
 /// Another CPU's data (for its APIC id, counters).
 pub fn of(cpu: usize) -> &'static PerCpu {
     &PERCPU[cpu]
+}
+
+/// Adds to / subtracts from a 32-bit field of this CPU's slot in one
+/// instruction (interrupt-atomic on this CPU; not a barrier for others).
+/// Not `nomem`: a compiler barrier, which preempt_disable relies on.
+macro_rules! gs_u32_op {
+    ($name:ident, $op:literal, $field:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[inline(always)]
+        pub fn $name() {
+            // SAFETY: after `init`, GS points at this CPU's static slot; the
+            // offset is that of an AtomicU32 in it; only this CPU writes it.
+            unsafe {
+                core::arch::asm!(concat!($op, " dword ptr gs:[{off}], 1"),
+                    off = const core::mem::offset_of!(PerCpu, $field), options(nostack));
+            }
+        }
+    };
+}
+
+/// Reads a field of this CPU's slot in one instruction.
+macro_rules! gs_read {
+    ($name:ident, $ty:ty, $reg:ident, $width:literal, $field:ident, $doc:literal) => {
+        #[doc = $doc]
+        #[inline(always)]
+        pub fn $name() -> $ty {
+            let v: $ty;
+            // SAFETY: after `init`, GS points at this CPU's static slot; the
+            // offset and width are those of the named field.
+            unsafe {
+                core::arch::asm!(concat!("mov {v", $width, "}, ", "gs:[{off}]"),
+                    v = out($reg) v, off = const core::mem::offset_of!(PerCpu, $field),
+                    options(nostack, readonly, preserves_flags));
+            }
+            v
+        }
+    };
+}
+
+gs_u32_op!(preempt_count_inc, "add", preempt_count, "Preempt count += 1 (this CPU).");
+gs_u32_op!(preempt_count_dec, "sub", preempt_count, "Preempt count -= 1 (this CPU).");
+gs_u32_op!(irq_depth_inc, "add", irq_depth, "IRQ depth += 1 (this CPU).");
+gs_u32_op!(irq_depth_dec, "sub", irq_depth, "IRQ depth -= 1 (this CPU).");
+gs_u32_op!(raw_locks_inc, "add", raw_locks_held, "Raw locks held += 1 (this CPU).");
+gs_u32_op!(raw_locks_dec, "sub", raw_locks_held, "Raw locks held -= 1 (this CPU).");
+gs_read!(preempt_count, u32, reg, ":e", preempt_count, "This CPU's preempt count.");
+gs_read!(irq_depth, u32, reg, ":e", irq_depth, "This CPU's hard-IRQ depth.");
+gs_read!(raw_locks_held, u32, reg, ":e", raw_locks_held, "Raw spinlocks held on this CPU.");
+gs_read!(need_resched_byte, u8, reg_byte, "", need_resched, "This CPU's need_resched flag as a byte.");
+gs_read!(current_ptr, *const (), reg, "", current, "This CPU's current task pointer (null before the scheduler).");
+
+/// Whether this CPU must reschedule.
+#[inline(always)]
+pub fn need_resched() -> bool {
+    need_resched_byte() != 0
 }

@@ -1,0 +1,33 @@
+//! The control thread: CPU 0's top-priority kernel thread that acts on the
+//! VMM's requests (today: shutdown). It sleeps on a wait queue that the
+//! HOST_REQUEST interrupt wakes, so a shutdown is handled even while other
+//! threads keep CPU 0 busy (idle would never run then).
+//!
+//! It runs at `sched::MAX_PRIO`; workload threads should stay below it
+//! (FIFO among equals: an equal-priority busy thread would delay it).
+
+use crate::{irq, println, sched};
+use switcher::abi::EXIT_STATUS_OK;
+
+static REQUESTS: sched::WaitQueue = sched::WaitQueue::new("control");
+
+/// Starts the control thread on CPU 0.
+pub fn start() {
+    sched::spawn("control", sched::MAX_PRIO, 0, control_thread, 0);
+}
+
+/// From the HOST_REQUEST handler: wake the control thread.
+pub fn on_shutdown_request() {
+    REQUESTS.wake_all();
+}
+
+fn control_thread(_: usize) {
+    REQUESTS.wait_until(irq::shutdown_requested);
+    shutdown()
+}
+
+/// Prints "shutting down" and makes the exit hypercall with status 0.
+pub fn shutdown() -> ! {
+    println!("shutting down");
+    crate::hypercall::exit(EXIT_STATUS_OK)
+}

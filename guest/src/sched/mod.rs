@@ -1,0 +1,64 @@
+//! The scheduler: fixed-priority kernel threads on per-CPU run queues,
+//! preemption, sleeping, blocking and waking (DESIGN.md, "Guest kernel
+//! model").
+//!
+//! Model:
+//! - Kernel threads with priorities 1..=99 (higher runs first, FIFO among
+//!   equals, like SCHED_FIFO); each CPU's idle task (its boot context) at
+//!   priority 0. A task is pinned to the CPU it was spawned on.
+//! - Preemption on interrupt return and on `preempt_enable` when the
+//!   preempt count is 0 and a higher-priority task became runnable; no
+//!   time slices, no periodic tick.
+//! - Blocking is Linux's: `set_current_blocked()` (or `prepare_block()`),
+//!   re-check the condition, `schedule()`; `wake_up(task)` from anywhere.
+//!
+//! ```text
+//!             spawn                 set_current_blocked + schedule
+//!   (slot) ─────────> Runnable ───────────────────────────────> Blocked
+//!                     │  ^   ^──────── wake_up / timer expiry ──────┘
+//!                     │  └── preempted / yield: stays Runnable (queued)
+//!                     └── entry returns ──> Dead ──join──> (slot free)
+//! ```
+//!
+//! Locks (all raw, irqsave): wait-queue lock -> run-queue lock of one CPU.
+//! Lock code (`sync::`) may call `wake_up` and `set_prio` under its own
+//! raw wait lock (which then nests outside the run-queue lock), and must
+//! drop that lock before `schedule()`.
+//!
+//! Files: `task` (table, ids, stacks), `runqueue` (per-CPU queue and timer
+//! list), `scheduler` (schedule, wake, spawn, exit), `switch` (assembly),
+//! `preempt` (counts, might_sleep), `timer` (sleep, timer IRQ),
+//! `waitqueue`, `selftest` (preemption test and the `sched-demo`).
+
+mod preempt;
+mod runqueue;
+mod scheduler;
+pub mod selftest;
+mod switch;
+mod task;
+mod timer;
+mod waitqueue;
+
+// The kernel-core API (issue 3): lock code (sync/), self-tests and the
+// workload use it; not every name has a user in every build.
+#[allow(unused_imports)]
+pub use preempt::{
+    in_irq, irq_enter, irq_exit_and_preempt, might_sleep, preempt_count, preempt_disable, preempt_enable,
+    preempt_enable_no_resched, preemptible,
+};
+#[allow(unused_imports)]
+pub use scheduler::{
+    idle_loop, init_cpu, join, prepare_block, schedule, set_current_blocked, set_current_running, set_prio, spawn,
+    wake_up, yield_now,
+};
+#[allow(unused_imports)]
+pub use selftest::selftest_preemption;
+#[allow(unused_imports)]
+pub use task::{
+    GuardPages, IDLE_PRIO, MAX_PRIO, MAX_TASKS, MIN_PRIO, STACK_SIZE, TASK_SLOTS, Task, TaskId, TaskState, current,
+    stack_guard_pages, task, task_by_slot,
+};
+#[allow(unused_imports)]
+pub use timer::{now_tsc, on_timer_interrupt, sleep_until, sleep_us, tsc_to_us, us_to_tsc};
+#[allow(unused_imports)]
+pub use waitqueue::WaitQueue;

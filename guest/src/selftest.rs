@@ -1,0 +1,474 @@
+//! The in-guest self-test suite (`rtswitch run --selftest`): kernel
+//! threads on real vCPUs exercising the scheduler and the switchable locks
+//! in the mode the VMM patched in.
+//!
+//! A runner task (top priority, CPU 0) runs the tests one after another,
+//! prints `test <name> ... ok` or `... FAILED: <why>` for each, then one
+//! closing line `N passed, N failed`, and exits the guest with status 0
+//! only if every test passed. Every wait is bounded, so a broken lock or
+//! scheduler fails a test instead of hanging it (a lock that spins forever
+//! with preemption off is caught by the VMM-side time limit).
+//!
+//! Tests that need two CPUs use CPU 1 when there is one and run everything
+//! on CPU 0 otherwise (where they still hold, just without parallelism).
+//! The tests share statics: they run strictly one at a time.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use switcher::abi::LockMode;
+
+use crate::sched::{self, TaskId, now_tsc, sleep_us, us_to_tsc};
+use crate::sync::spinlock::SpinLock;
+use crate::sync::{registry, rt};
+use crate::{boot_info, hypercall, println};
+
+/// Priority of the test runner: above every task a test spawns.
+pub const RUNNER_PRIO: u8 = 95;
+/// Bound on any wait inside a test.
+const WAIT_US: u64 = 5_000_000;
+
+type TestFn = fn() -> Result<(), &'static str>;
+
+struct Test {
+    name: &'static str,
+    /// Runs only in this mode (`None`: both).
+    only: Option<LockMode>,
+    run: TestFn,
+}
+
+const TESTS: &[Test] = &[
+    Test { name: "mutual exclusion", only: None, run: mutual_exclusion },
+    Test { name: "try_lock", only: None, run: try_lock },
+    Test { name: "preemption by a timer-woken thread", only: None, run: preemption },
+    Test { name: "mainline: holder not preempted", only: Some(LockMode::Mainline), run: mainline_holder_not_preempted },
+    Test { name: "rt: holder preemptible", only: Some(LockMode::Rt), run: rt_holder_preemptible },
+    Test { name: "rt: priority inversion", only: Some(LockMode::Rt), run: rt_priority_inversion },
+    Test { name: "rt: PI chain", only: Some(LockMode::Rt), run: rt_pi_chain },
+    Test { name: "rt: hand-off to the top waiter", only: Some(LockMode::Rt), run: rt_handoff_order },
+    Test { name: "lock registry idle", only: None, run: registry_idle },
+];
+
+/// Spawns the runner (from CPU 0's boot path once the scheduler runs).
+pub fn start() {
+    sched::spawn("selftest", RUNNER_PRIO, 0, runner, 0);
+}
+
+fn runner(_: usize) {
+    let mode = boot_info::initial_mode();
+    println!("selftest: mode {}, {} CPUs", mode.name(), boot_info::cpu_count());
+    let (mut passed, mut failed) = (0u32, 0u32);
+    for t in TESTS.iter().filter(|t| t.only.is_none_or(|m| m == mode)) {
+        match (t.run)() {
+            Ok(()) => {
+                passed += 1;
+                println!("test {} ... ok", t.name);
+            }
+            Err(why) => {
+                failed += 1;
+                println!("test {} ... FAILED: {why}", t.name);
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    hypercall::exit(if failed == 0 { 0 } else { 1 });
+}
+
+/// The CPU for the "other side" of a test.
+fn other_cpu() -> u32 {
+    if boot_info::cpu_count() > 1 { 1 } else { 0 }
+}
+
+/// Busy for `us` microseconds (no sleeping: holds the CPU).
+fn busy_us(us: u64) {
+    let end = now_tsc() + us_to_tsc(us);
+    while now_tsc() < end {
+        core::hint::spin_loop();
+    }
+}
+
+/// Sleeps in 1 ms steps until `done()`; false after `WAIT_US`.
+fn wait_for(mut done: impl FnMut() -> bool) -> bool {
+    let end = now_tsc() + us_to_tsc(WAIT_US);
+    while !done() {
+        if now_tsc() >= end {
+            return false;
+        }
+        sleep_us(1_000);
+    }
+    true
+}
+
+fn join_all(ids: &[TaskId]) {
+    for &id in ids {
+        sched::join(id);
+    }
+}
+
+fn check(cond: bool, why: &'static str) -> Result<(), &'static str> {
+    if cond { Ok(()) } else { Err(why) }
+}
+
+// ---- mutual exclusion -------------------------------------------------
+
+/// Data whose invariant (a == b) only holds between critical sections.
+struct Pair {
+    a: u64,
+    b: u64,
+}
+
+static PAIR: SpinLock<Pair> = SpinLock::new("selftest.pair", Pair { a: 0, b: 0 });
+static PAIR_VIOLATIONS: AtomicU64 = AtomicU64::new(0);
+const MUTEX_THREADS_PER_CPU: usize = 2;
+const MUTEX_ITERATIONS: u64 = 150;
+
+fn pair_worker(_: usize) {
+    for i in 0..MUTEX_ITERATIONS {
+        let mut p = PAIR.lock();
+        if p.a != p.b {
+            PAIR_VIOLATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        p.a += 1;
+        // Hold the lock across a window where others on other CPUs (and,
+        // in rt mode, preempting tasks) try to enter.
+        if i % 8 == 0 {
+            busy_us(50);
+        }
+        p.b += 1;
+        drop(p);
+        if i % 16 == 0 {
+            sched::yield_now();
+        }
+    }
+}
+
+fn mutual_exclusion() -> Result<(), &'static str> {
+    PAIR_VIOLATIONS.store(0, Ordering::Relaxed);
+    {
+        let mut p = PAIR.lock();
+        p.a = 0;
+        p.b = 0;
+    }
+    let cpus = boot_info::cpu_count().min(4);
+    let mut ids = [None; 8];
+    let mut n = 0;
+    for cpu in 0..cpus {
+        for k in 0..MUTEX_THREADS_PER_CPU {
+            ids[n] = Some(sched::spawn("pair-worker", 10 + k as u8, cpu, pair_worker, 0));
+            n += 1;
+        }
+    }
+    for id in ids.iter().flatten() {
+        sched::join(*id);
+    }
+    let p = PAIR.lock();
+    let expected = n as u64 * MUTEX_ITERATIONS;
+    check(PAIR_VIOLATIONS.load(Ordering::Relaxed) == 0, "a critical section saw another one's half-done update")?;
+    check(p.a == expected && p.b == expected, "lost or duplicated updates: the final count is not exact")
+}
+
+// ---- try_lock ---------------------------------------------------------
+
+static TRY: SpinLock<u32> = SpinLock::new("selftest.try", 0);
+static TRY_HELD: AtomicBool = AtomicBool::new(false);
+static TRY_RELEASE: AtomicBool = AtomicBool::new(false);
+
+fn try_holder(_: usize) {
+    let _g = TRY.lock();
+    TRY_HELD.store(true, Ordering::SeqCst);
+    while !TRY_RELEASE.load(Ordering::SeqCst) {
+        busy_us(100);
+    }
+}
+
+fn try_lock() -> Result<(), &'static str> {
+    {
+        let g = TRY.try_lock();
+        check(g.is_some(), "try_lock of a free lock failed")?;
+    }
+    TRY_HELD.store(false, Ordering::SeqCst);
+    TRY_RELEASE.store(false, Ordering::SeqCst);
+    let cpu = other_cpu();
+    if cpu == 0 {
+        return Ok(()); // the holder would need this CPU; the free case is checked
+    }
+    let id = sched::spawn("try-holder", 10, cpu, try_holder, 0);
+    let held = wait_for(|| TRY_HELD.load(Ordering::SeqCst));
+    let stolen = TRY.try_lock().is_some();
+    TRY_RELEASE.store(true, Ordering::SeqCst);
+    join_all(&[id]);
+    check(held, "the holder never took the lock")?;
+    check(!stolen, "try_lock succeeded on a lock another task holds")?;
+    check(TRY.try_lock().is_some(), "try_lock failed after the holder released")
+}
+
+// ---- preemption ---------------------------------------------------------
+
+fn preemption() -> Result<(), &'static str> {
+    sched::selftest_preemption()
+}
+
+// ---- holder preemption: mainline vs rt ----------------------------------
+
+static HOLD: SpinLock<u32> = SpinLock::new("selftest.hold", 0);
+static HOLDER_IN_CS: AtomicBool = AtomicBool::new(false);
+static HOLDER_DONE: AtomicBool = AtomicBool::new(false);
+/// Whether the high task first ran while the low one was inside its CS.
+static HIGH_RAN_DURING_CS: AtomicU32 = AtomicU32::new(2);
+const HOLD_CS_US: u64 = 20_000;
+const HIGH_WAKE_US: u64 = 3_000;
+
+fn low_holder(_: usize) {
+    let g = HOLD.lock();
+    HOLDER_IN_CS.store(true, Ordering::SeqCst);
+    busy_us(HOLD_CS_US);
+    HOLDER_IN_CS.store(false, Ordering::SeqCst);
+    drop(g);
+    HOLDER_DONE.store(true, Ordering::SeqCst);
+}
+
+fn high_waker(deadline: usize) {
+    sched::sleep_until(deadline as u64);
+    HIGH_RAN_DURING_CS.store(u32::from(HOLDER_IN_CS.load(Ordering::SeqCst)), Ordering::SeqCst);
+}
+
+/// Low takes HOLD and stays busy inside; high, on the same CPU, wakes by
+/// timer in the middle. Returns whether high ran during low's CS.
+fn holder_preemption_run() -> Result<bool, &'static str> {
+    HOLDER_IN_CS.store(false, Ordering::SeqCst);
+    HOLDER_DONE.store(false, Ordering::SeqCst);
+    HIGH_RAN_DURING_CS.store(2, Ordering::SeqCst);
+    let cpu = other_cpu();
+    let low = sched::spawn("low-holder", 10, cpu, low_holder, 0);
+    if !wait_for(|| HOLDER_IN_CS.load(Ordering::SeqCst) || HOLDER_DONE.load(Ordering::SeqCst)) {
+        return Err("the low task never entered its critical section");
+    }
+    let deadline = now_tsc() + us_to_tsc(HIGH_WAKE_US);
+    let high = sched::spawn("high-waker", 60, cpu, high_waker, deadline as usize);
+    join_all(&[high, low]);
+    match HIGH_RAN_DURING_CS.load(Ordering::SeqCst) {
+        2 => Err("the high task never ran"),
+        v => Ok(v == 1),
+    }
+}
+
+fn mainline_holder_not_preempted() -> Result<(), &'static str> {
+    let during = holder_preemption_run()?;
+    check(!during, "a task holding a mainline SpinLock was preempted before its unlock")
+}
+
+fn rt_holder_preemptible() -> Result<(), &'static str> {
+    let during = holder_preemption_run()?;
+    check(during, "a higher-priority task waited for an rt lock holder's critical section")
+}
+
+// ---- rt: priority inversion -------------------------------------------
+
+static PI_LOCK_L: SpinLock<u32> = SpinLock::new("selftest.inversion", 0);
+static INV_LOW_LOCKED: AtomicBool = AtomicBool::new(false);
+static INV_HOG_DONE: AtomicBool = AtomicBool::new(false);
+/// 1: high got the lock before medium's hog ended; 0: after; 2: not yet.
+static INV_HIGH_BEFORE_HOG: AtomicU32 = AtomicU32::new(2);
+static INV_LOW_PRIO_SEEN: AtomicU32 = AtomicU32::new(0);
+static INV_HIGH_TASK: AtomicUsize = AtomicUsize::new(usize::MAX);
+const INV_CS_US: u64 = 10_000;
+const INV_HOG_US: u64 = 80_000;
+
+fn inv_low(_: usize) {
+    let g = PI_LOCK_L.lock();
+    INV_LOW_LOCKED.store(true, Ordering::SeqCst);
+    busy_us(INV_CS_US);
+    INV_LOW_PRIO_SEEN.store(u32::from(sched::current().prio()), Ordering::SeqCst);
+    drop(g);
+}
+
+fn inv_high(_: usize) {
+    let _g = PI_LOCK_L.lock();
+    INV_HIGH_BEFORE_HOG.store(u32::from(!INV_HOG_DONE.load(Ordering::SeqCst)), Ordering::SeqCst);
+}
+
+fn inv_medium(_: usize) {
+    busy_us(INV_HOG_US);
+    INV_HOG_DONE.store(true, Ordering::SeqCst);
+}
+
+/// Low (10) holds L; high (30) blocks on L; medium (20) hogs the CPU.
+/// With PI, low runs at 30, finishes its CS, and high gets L long before
+/// medium's hog ends. Without PI, medium starves low and high waits for
+/// the whole hog: the classic unbounded priority inversion.
+fn rt_priority_inversion() -> Result<(), &'static str> {
+    INV_LOW_LOCKED.store(false, Ordering::SeqCst);
+    INV_HOG_DONE.store(false, Ordering::SeqCst);
+    INV_HIGH_BEFORE_HOG.store(2, Ordering::SeqCst);
+    INV_LOW_PRIO_SEEN.store(0, Ordering::SeqCst);
+    let cpu = other_cpu();
+    let low = sched::spawn("inv-low", 10, cpu, inv_low, 0);
+    if !wait_for(|| INV_LOW_LOCKED.load(Ordering::SeqCst)) {
+        return Err("the low task never took the lock");
+    }
+    let high = sched::spawn("inv-high", 30, cpu, inv_high, 0);
+    INV_HIGH_TASK.store(high.slot(), Ordering::SeqCst);
+    let queued = wait_for(|| !sched::task_by_slot(high.slot()).blocked_on.load(Ordering::SeqCst).is_null())
+        || INV_HIGH_BEFORE_HOG.load(Ordering::SeqCst) != 2;
+    let medium = sched::spawn("inv-medium", 20, cpu, inv_medium, 0);
+    join_all(&[high, medium, low]);
+    check(queued, "the high task never blocked on the lock")?;
+    check(
+        INV_HIGH_BEFORE_HOG.load(Ordering::SeqCst) == 1,
+        "high got the lock only after medium's hog: priority inversion",
+    )?;
+    check(INV_LOW_PRIO_SEEN.load(Ordering::SeqCst) == 30, "the lock holder was not boosted to the waiter's priority")
+}
+
+// ---- rt: PI chain -------------------------------------------------------
+
+static CHAIN_L1: SpinLock<u32> = SpinLock::new("selftest.chain-l1", 0);
+static CHAIN_L2: SpinLock<u32> = SpinLock::new("selftest.chain-l2", 0);
+static CHAIN_C_LOCKED: AtomicBool = AtomicBool::new(false);
+static CHAIN_B_LOCKED: AtomicBool = AtomicBool::new(false);
+static CHAIN_RELEASE: AtomicBool = AtomicBool::new(false);
+static CHAIN_A_DONE: AtomicBool = AtomicBool::new(false);
+
+fn chain_c(_: usize) {
+    let g = CHAIN_L2.lock();
+    CHAIN_C_LOCKED.store(true, Ordering::SeqCst);
+    while !CHAIN_RELEASE.load(Ordering::SeqCst) {
+        busy_us(200);
+    }
+    drop(g);
+}
+
+fn chain_b(_: usize) {
+    let g1 = CHAIN_L1.lock();
+    CHAIN_B_LOCKED.store(true, Ordering::SeqCst);
+    let g2 = CHAIN_L2.lock();
+    drop(g2);
+    drop(g1);
+}
+
+fn chain_a(_: usize) {
+    let _g = CHAIN_L1.lock();
+    CHAIN_A_DONE.store(true, Ordering::SeqCst);
+}
+
+/// A (40) waits on L1 held by B (15), which waits on L2 held by C (10):
+/// the boost must travel the chain, so C runs at A's priority.
+fn rt_pi_chain() -> Result<(), &'static str> {
+    for f in [&CHAIN_C_LOCKED, &CHAIN_B_LOCKED, &CHAIN_RELEASE, &CHAIN_A_DONE] {
+        f.store(false, Ordering::SeqCst);
+    }
+    let cpu = other_cpu();
+    let c = sched::spawn("chain-c", 10, cpu, chain_c, 0);
+    if !wait_for(|| CHAIN_C_LOCKED.load(Ordering::SeqCst)) {
+        CHAIN_RELEASE.store(true, Ordering::SeqCst);
+        join_all(&[c]);
+        return Err("C never took L2");
+    }
+    let b = sched::spawn("chain-b", 15, cpu, chain_b, 0);
+    let b_ok = wait_for(|| CHAIN_B_LOCKED.load(Ordering::SeqCst));
+    let a = sched::spawn("chain-a", 40, 0, chain_a, 0);
+    let c_task = sched::task_by_slot(c.slot());
+    let b_task = sched::task_by_slot(b.slot());
+    let boosted = wait_for(|| c_task.prio() == 40 && b_task.prio() == 40);
+    let (c_prio, b_prio) = (c_task.prio(), b_task.prio());
+    CHAIN_RELEASE.store(true, Ordering::SeqCst);
+    join_all(&[a, b, c]);
+    check(b_ok, "B never took L1")?;
+    check(CHAIN_A_DONE.load(Ordering::SeqCst), "A never got L1")?;
+    check(b_prio == 40, "B (owner of L1, which A waits for) was not boosted to A's priority")?;
+    check(c_prio == 40 && boosted, "C (owner of L2, which B waits for) was not boosted along the chain")
+}
+
+// ---- rt: hand-off order -------------------------------------------------
+
+static ORDER_LOCK: SpinLock<u32> = SpinLock::new("selftest.handoff", 0);
+static ORDER_HELD: AtomicBool = AtomicBool::new(false);
+static ORDER_RELEASE: AtomicBool = AtomicBool::new(false);
+static ORDER_SEQ: AtomicU32 = AtomicU32::new(0);
+static ORDER_OF: [AtomicU32; 2] = [AtomicU32::new(0), AtomicU32::new(0)];
+
+fn order_holder(_: usize) {
+    let g = ORDER_LOCK.lock();
+    ORDER_HELD.store(true, Ordering::SeqCst);
+    while !ORDER_RELEASE.load(Ordering::SeqCst) {
+        busy_us(200);
+    }
+    drop(g);
+}
+
+fn order_waiter(which: usize) {
+    let _g = ORDER_LOCK.lock();
+    ORDER_OF[which].store(ORDER_SEQ.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+}
+
+/// The low waiter queues first, the high one second: the unlock must hand
+/// the lock to the high one (no FIFO, no stealing by the earlier arrival).
+fn rt_handoff_order() -> Result<(), &'static str> {
+    ORDER_HELD.store(false, Ordering::SeqCst);
+    ORDER_RELEASE.store(false, Ordering::SeqCst);
+    ORDER_SEQ.store(0, Ordering::SeqCst);
+    for o in &ORDER_OF {
+        o.store(0, Ordering::SeqCst);
+    }
+    let holder = sched::spawn("handoff-holder", 5, other_cpu(), order_holder, 0);
+    if !wait_for(|| ORDER_HELD.load(Ordering::SeqCst)) {
+        ORDER_RELEASE.store(true, Ordering::SeqCst);
+        join_all(&[holder]);
+        return Err("the holder never took the lock");
+    }
+    let low = sched::spawn("handoff-low", 20, 0, order_waiter, 0);
+    let low_queued = wait_for(|| !sched::task_by_slot(low.slot()).blocked_on.load(Ordering::SeqCst).is_null());
+    let high = sched::spawn("handoff-high", 30, 0, order_waiter, 1);
+    let high_queued = wait_for(|| !sched::task_by_slot(high.slot()).blocked_on.load(Ordering::SeqCst).is_null());
+    ORDER_RELEASE.store(true, Ordering::SeqCst);
+    join_all(&[holder, low, high]);
+    check(low_queued && high_queued, "the waiters never queued")?;
+    check(ORDER_OF[1].load(Ordering::SeqCst) == 1, "the lock went to the earlier, lower-priority waiter first")
+}
+
+// ---- registry -----------------------------------------------------------
+
+fn registry_idle() -> Result<(), &'static str> {
+    let cores =
+        [PAIR.core(), TRY.core(), HOLD.core(), PI_LOCK_L.core(), CHAIN_L1.core(), CHAIN_L2.core(), ORDER_LOCK.core()];
+    check(cores.iter().all(|c| c.is_free()), "a test lock is not free (owner, tickets or waiters left behind)")?;
+    let reg = registry::get();
+    check(reg.held() == 0, "the registry counts held switchable locks with every test idle")?;
+    check(reg.waiters() == 0, "the registry counts waiters with every test idle")?;
+    check(reg.mode() == boot_info::initial_mode(), "the registry's mode differs from the boot mode")
+}
+
+// ---- deadlock demo (guest argument `deadlock`, rt mode) ------------------
+
+static DL_A: SpinLock<u32> = SpinLock::new("deadlock-lock-1", 0);
+static DL_B: SpinLock<u32> = SpinLock::new("deadlock-lock-2", 0);
+static DL_STEP: AtomicU32 = AtomicU32::new(0);
+
+fn deadlock_task(which: usize) {
+    let (first, second) = if which == 0 { (&DL_A, &DL_B) } else { (&DL_B, &DL_A) };
+    let _g1 = first.lock();
+    DL_STEP.fetch_add(1, Ordering::SeqCst);
+    while DL_STEP.load(Ordering::SeqCst) < 2 {
+        sleep_us(1_000);
+    }
+    let _g2 = second.lock();
+    println!("deadlock demo: task {which} got both locks (no deadlock?)");
+}
+
+/// Two tasks take two locks in opposite orders: the rtmutex chain walk
+/// must detect the cycle and panic naming it. In mainline mode the same
+/// code would spin forever, so the demo refuses to run there.
+pub fn deadlock_demo() {
+    if boot_info::initial_mode() != LockMode::Rt {
+        println!("deadlock demo needs --mode rt (mainline spinlocks have no deadlock detection)");
+        hypercall::exit(1);
+    }
+    let cpu = other_cpu();
+    sched::spawn("deadlock-a", 20, 0, deadlock_task, 0);
+    sched::spawn("deadlock-b", 20, cpu, deadlock_task, 1);
+}
+
+/// `no-pi` guest argument: rtmutexes without priority inheritance.
+pub fn disable_pi() {
+    println!("priority inheritance DISABLED (guest argument no-pi)");
+    rt::disable_pi();
+}

@@ -1,0 +1,159 @@
+//! `SpinLock<T>`: the switchable lock class.
+//!
+//! Which implementation runs is decided by the bytes at each call site
+//! (`site.rs`), not by a flag: mainline (`mainline.rs`: preempt-disable +
+//! ticket spin) or rt (`rt.rs`: rtmutex with priority inheritance). Both
+//! share one layout, [`LockCore`], and agree on what a *free* lock is:
+//!
+//! ```text
+//!   owner == 0 && next == serving && no waiters
+//! ```
+//!
+//! A lock is free in one mode exactly when it is free in the other, which is
+//! what makes a switch with every lock free safe.
+//!
+//! Common bookkeeping lives here, around the patched calls: the per-task
+//! count of held switchable locks, the shared registry (held count), and the
+//! rule that hard-IRQ code never takes a switchable lock (a guest panic).
+
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use switcher::abi::sites::LockOp;
+
+use super::site::switch_call;
+use super::{mainline, registry};
+use crate::sched;
+
+/// The state both implementations share (see the module doc).
+#[repr(C)]
+pub struct LockCore {
+    /// Owning task's address, 0 when free. rt: bit 0 set while waiters are
+    /// queued (`rt::HAS_WAITERS`).
+    pub(super) owner: AtomicUsize,
+    /// Mainline ticket lock: the next ticket to hand out...
+    pub(super) next: AtomicU32,
+    /// ...and the ticket being served.
+    pub(super) serving: AtomicU32,
+    /// rt: waiters, highest priority first (protected by the PI lock).
+    pub(super) waiters: super::rt::WaiterList,
+    /// For diagnostics (deadlock reports, might_sleep messages).
+    pub(super) name: &'static str,
+}
+
+impl LockCore {
+    pub const fn new(name: &'static str) -> Self {
+        Self {
+            owner: AtomicUsize::new(0),
+            next: AtomicU32::new(0),
+            serving: AtomicU32::new(0),
+            waiters: super::rt::WaiterList::new(),
+            name,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Whether the lock is free in both modes' terms.
+    pub fn is_free(&self) -> bool {
+        self.owner.load(Ordering::Acquire) == 0
+            && self.next.load(Ordering::Acquire) == self.serving.load(Ordering::Acquire)
+            && self.waiters.is_empty()
+    }
+}
+
+/// A switchable lock protecting a `T`.
+pub struct SpinLock<T> {
+    core: LockCore,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serialises all access to `data` (in either mode), so
+// sharing the lock between CPUs is sound when `T` can be sent between them.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: moving the lock moves the `T`.
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+impl<T> SpinLock<T> {
+    pub const fn new(name: &'static str, data: T) -> Self {
+        Self { core: LockCore::new(name), data: UnsafeCell::new(data) }
+    }
+
+    pub fn core(&self) -> &LockCore {
+        &self.core
+    }
+
+    /// Takes the lock. Inlined so that every caller has its own patch site.
+    #[inline(always)]
+    pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        assert_not_irq(&self.core);
+        let contended = switch_call!(LockOp::Lock, mainline::lock, &self.core as *const LockCore);
+        acquired(contended != 0);
+        SpinLockGuard { lock: self, _not_send: PhantomData }
+    }
+
+    /// Takes the lock if it is free right now.
+    #[inline(always)]
+    pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
+        assert_not_irq(&self.core);
+        let ok = switch_call!(LockOp::TryLock, mainline::try_lock, &self.core as *const LockCore);
+        if ok == 0 {
+            return None;
+        }
+        acquired(false);
+        Some(SpinLockGuard { lock: self, _not_send: PhantomData })
+    }
+}
+
+/// Holding a `SpinLock`: access to the data until dropped.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct SpinLockGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+    /// A guard is released by the task that took it.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<T> Drop for SpinLockGuard<'_, T> {
+    #[inline(always)]
+    fn drop(&mut self) {
+        released();
+        switch_call!(LockOp::Unlock, mainline::unlock, &self.lock.core as *const LockCore);
+    }
+}
+
+impl<T> Deref for SpinLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves the lock is held: no other access exists.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> DerefMut for SpinLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as for `deref`, and the guard is borrowed mutably.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+fn assert_not_irq(core: &LockCore) {
+    if sched::in_irq() {
+        panic!("switchable lock '{}' taken in hard-IRQ context", core.name);
+    }
+}
+
+#[inline]
+fn acquired(contended: bool) {
+    sched::current().switch_locks_held.fetch_add(1, Ordering::Relaxed);
+    registry::get().acquired(contended);
+}
+
+#[inline]
+fn released() {
+    registry::get().released();
+    sched::current().switch_locks_held.fetch_sub(1, Ordering::Relaxed);
+}

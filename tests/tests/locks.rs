@@ -1,0 +1,77 @@
+//! The two lock regimes, patched in at boot, and the in-guest self-tests.
+
+use std::time::Duration;
+
+use rtswitch_tests::{ExitCode, RunResult, require_kvm, run_rtswitch};
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The closing `N passed, N failed` line of an in-guest test run.
+fn tally(r: &RunResult) -> (u32, u32) {
+    let line = r.stdout.lines().rev().find(|l| l.contains(" passed, ") && l.contains(" failed")).unwrap_or_else(|| {
+        panic!("no 'N passed, N failed' line\n--- stdout ---\n{}\n--- stderr ---\n{}", r.stdout, r.stderr)
+    });
+    let nums: Vec<u32> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    assert!(nums.len() >= 2, "malformed tally line {line:?}");
+    (nums[0], nums[1])
+}
+
+fn selftest(mode: &str, extra: &[&str]) -> RunResult {
+    require_kvm();
+    let mut args = vec!["run", "--vcpus", "2", "--selftest", "--mode", mode];
+    args.extend_from_slice(extra);
+    run_rtswitch(&args, LIMIT)
+}
+
+#[test]
+fn selftests_pass_in_mainline_mode() {
+    let r = selftest("mainline", &[]);
+    r.assert_code(ExitCode::Ok).assert_contains("mode mainline");
+    let (passed, failed) = tally(&r);
+    assert_eq!(failed, 0, "{}", r.stdout);
+    assert!(passed >= 4, "only {passed} tests ran:\n{}", r.stdout);
+    r.assert_contains("mutual exclusion").assert_contains("mainline: holder not preempted");
+}
+
+#[test]
+fn selftests_pass_in_rt_mode() {
+    let r = selftest("rt", &[]);
+    r.assert_code(ExitCode::Ok).assert_contains("mode rt");
+    let (passed, failed) = tally(&r);
+    assert_eq!(failed, 0, "{}", r.stdout);
+    assert!(passed >= 6, "only {passed} tests ran:\n{}", r.stdout);
+    r.assert_contains("rt: priority inversion").assert_contains("rt: PI chain");
+}
+
+/// The priority-inversion test must be able to fail: with priority
+/// inheritance switched off in the guest, it does.
+#[test]
+fn priority_inversion_test_fails_without_pi() {
+    let r = selftest("rt", &["--guest-arg", "no-pi"]);
+    r.assert_code(ExitCode::GuestFailure);
+    let (_, failed) = tally(&r);
+    assert!(failed >= 1, "{}", r.stdout);
+    let line = r.stdout.lines().find(|l| l.contains("rt: priority inversion")).expect("the PI test ran");
+    assert!(line.contains("FAILED"), "{line}");
+}
+
+#[test]
+fn rt_deadlock_is_detected_and_names_the_cycle() {
+    require_kvm();
+    let r = run_rtswitch(&["run", "--vcpus", "2", "--mode", "rt", "--guest-arg", "deadlock"], LIMIT);
+    r.assert_code(ExitCode::GuestPanic).assert_contains("deadlock");
+    r.assert_contains("deadlock-a").assert_contains("deadlock-b");
+}
+
+#[test]
+fn boot_mode_is_patched_and_reported() {
+    require_kvm();
+    for mode in ["mainline", "rt"] {
+        let r = run_rtswitch(&["run", "--vcpus", "2", "--mode", mode, "--duration", "0.5"], LIMIT);
+        r.assert_code(ExitCode::Ok).assert_contains(&format!("mode {mode}"));
+        let line = r.stderr.lines().find(|l| l.contains("lock call sites verified")).expect("the patch line");
+        let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+        assert!(nums.len() >= 2 && nums[0] > 0, "{line}");
+        assert_eq!(nums[0], nums[1], "every verified site is patched to the boot mode: {line}");
+    }
+}
