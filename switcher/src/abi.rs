@@ -36,7 +36,7 @@
 /// "RTSWITCH" in little-endian ASCII: identifies every structure of this ABI.
 pub const ABI_MAGIC: u64 = u64::from_le_bytes(*b"RTSWITCH");
 /// Bumped on any incompatible change of a structure or a protocol here.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// ELF note name (with its NUL, as ELF notes store it).
 pub const NOTE_NAME: &[u8] = b"rtswitch\0";
@@ -180,6 +180,15 @@ pub struct BootInfo {
     pub panic_record_addr: u64,
     /// Guest-physical address of the [`LockRegistry`] page.
     pub lock_registry_addr: u64,
+    /// Guest-physical address and size of the latency telemetry region
+    /// (`crate::telemetry`), placed by the VMM above the kernel; 0 if none.
+    pub telemetry_addr: u64,
+    pub telemetry_size: u64,
+    /// 1 µs buckets per latency histogram in the telemetry region.
+    pub hist_buckets: u32,
+    pub _reserved: u32,
+    /// The latency workload to run.
+    pub workload: crate::telemetry::WorkloadRequest,
     /// Space-separated guest arguments (`--guest-arg`), NUL-terminated.
     pub cmdline: [u8; CMDLINE_LEN],
 }
@@ -197,6 +206,18 @@ impl BootInfo {
             guest_status_addr: GUEST_STATUS_ADDR,
             panic_record_addr: PANIC_RECORD_ADDR,
             lock_registry_addr: LOCK_REGISTRY_ADDR,
+            telemetry_addr: 0,
+            telemetry_size: 0,
+            hist_buckets: 0,
+            _reserved: 0,
+            workload: crate::telemetry::WorkloadRequest {
+                interval_us: 0,
+                cs_us: 0,
+                load: 0,
+                load_threads: 0,
+                enabled: 0,
+                _reserved: 0,
+            },
             cmdline: [0; CMDLINE_LEN],
         }
     }
@@ -342,7 +363,7 @@ impl PanicRecord {
 // The layout is part of the ABI: it must not change by accident.
 const _: () = {
     assert!(core::mem::size_of::<AbiNote>() == 16);
-    assert!(core::mem::size_of::<BootInfo>() == 64 + CMDLINE_LEN);
+    assert!(core::mem::size_of::<BootInfo>() == 64 + 24 + 24 + CMDLINE_LEN);
     assert!(core::mem::size_of::<BootInfo>() <= 4096);
     assert!(core::mem::size_of::<GuestStatus>() == 48 + KERNEL_VERSION_LEN);
     assert!(core::mem::size_of::<PanicRecord>() == 32 + PANIC_FILE_LEN + PANIC_MSG_LEN);

@@ -2,6 +2,7 @@
 //!
 //! - [`abi`]: the guest<->host ABI (structures, ports, vectors, memory
 //!   layout), `no_std`, compiled into both the guest kernel and the VMM.
+//! - [`telemetry`]: the latency telemetry region (layout, seqlock, epochs).
 //! - [`calib`]: the speed-calibration loop both sides run, so that the
 //!   guest's ring-0 speed can be compared with the host's native speed.
 //!
@@ -15,3 +16,4 @@ pub mod calib;
 pub mod elf;
 #[cfg(feature = "host")]
 pub mod patch;
+pub mod telemetry;

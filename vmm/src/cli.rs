@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use switcher::abi::{CMDLINE_LEN, GUEST_ARG_SELFTEST, LockMode, MAX_CPUS};
+use switcher::telemetry::{LoadKind, WorkloadRequest};
 
 use crate::devices::serial::SerialOutput;
 
@@ -62,7 +63,72 @@ pub struct RunArgs {
     /// A word for the guest kernel (repeatable), e.g. `panic`, `exit=3`.
     #[arg(long = "guest-arg", value_name = "WORD")]
     pub guest_args: Vec<String>,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
+
+/// The latency workload (cyclictest/timerlat-like) the guest runs.
+#[derive(Debug, Args, Clone)]
+pub struct WorkloadArgs {
+    /// Load beside the measurement threads: none, locks (threads holding shared SpinLocks) or cpu (same work, no lock).
+    #[arg(long, value_enum, default_value_t = Load::Locks)]
+    pub load: Load,
+    /// Measurement period in µs (cyclictest -i). Default: 1000, scaled up where ring 0 is emulated.
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    pub interval_us: Option<u32>,
+    /// Critical-section length of the load threads in µs. Default: 100, scaled up where ring 0 is emulated.
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub cs_us: Option<u32>,
+    /// Load threads per CPU (default 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub load_threads: Option<u32>,
+    /// Histogram range: 1 µs buckets up to this many µs; slower samples count as overflows.
+    #[arg(long, value_name = "US", default_value_t = DEFAULT_HIST_MAX_US, value_parser = clap::value_parser!(u32).range(10..=MAX_HIST_MAX_US as i64))]
+    pub hist_max_us: u32,
+    /// Boot only: no measurement threads, no load.
+    #[arg(long)]
+    pub no_workload: bool,
+}
+
+/// What the run writes besides its summary.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OutputArgs {
+    /// No live status line (a progress line replaces it on long runs).
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Write the whole result as JSON (schema in README.md).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write thread latency in cyclictest's -h histogram format.
+    #[arg(long, value_name = "FILE")]
+    pub histogram: Option<PathBuf>,
+    /// Write latency histograms as an SVG plot.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+}
+
+/// `--load` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Load {
+    None,
+    Locks,
+    Cpu,
+}
+
+impl From<Load> for LoadKind {
+    fn from(l: Load) -> Self {
+        match l {
+            Load::None => LoadKind::None,
+            Load::Locks => LoadKind::Locks,
+            Load::Cpu => LoadKind::Cpu,
+        }
+    }
+}
+
+pub const DEFAULT_HIST_MAX_US: u32 = 10_000;
+pub const MAX_HIST_MAX_US: u32 = 100_000;
 
 /// `--mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -93,6 +159,11 @@ pub struct RunConfig {
     pub shutdown_timeout: Duration,
     pub mode: LockMode,
     pub cmdline: String,
+    /// The workload request for the guest (zeros: guest defaults).
+    pub workload: WorkloadRequest,
+    /// 1 µs histogram buckets.
+    pub hist_buckets: u32,
+    pub output: OutputArgs,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -128,6 +199,17 @@ impl RunArgs {
             shutdown_timeout: self.shutdown_timeout,
             mode: self.mode.into(),
             cmdline,
+            workload: WorkloadRequest {
+                interval_us: self.workload.interval_us.unwrap_or(0),
+                cs_us: self.workload.cs_us.unwrap_or(0),
+                load: LoadKind::from(self.workload.load) as u32,
+                load_threads: self.workload.load_threads.unwrap_or(0),
+                // The self-tests own the guest's CPUs while they run.
+                enabled: u32::from(!self.workload.no_workload && !self.selftest),
+                _reserved: 0,
+            },
+            hist_buckets: self.workload.hist_max_us,
+            output: self.output,
         })
     }
 }
@@ -161,6 +243,29 @@ mod tests {
         assert_eq!(c.duration, None);
         assert_eq!(c.cmdline, "");
         assert_eq!(c.mode, LockMode::Mainline);
+        assert_eq!(c.workload, WorkloadRequest { load: LoadKind::Locks as u32, enabled: 1, ..Default::default() });
+        assert_eq!(c.hist_buckets, DEFAULT_HIST_MAX_US);
+    }
+
+    #[test]
+    fn workload_options() {
+        let c = parse(&["--load", "cpu", "--interval-us", "2000", "--cs-us", "300", "--load-threads", "3"]).unwrap();
+        assert_eq!(
+            c.workload,
+            WorkloadRequest {
+                interval_us: 2000,
+                cs_us: 300,
+                load: LoadKind::Cpu as u32,
+                load_threads: 3,
+                enabled: 1,
+                _reserved: 0
+            }
+        );
+        assert_eq!(parse(&["--no-workload"]).unwrap().workload.enabled, 0);
+        assert_eq!(parse(&["--selftest"]).unwrap().workload.enabled, 0);
+        assert!(parse(&["--interval-us", "5"]).unwrap_err().contains("--interval-us"));
+        assert!(parse(&["--load", "heavy"]).unwrap_err().contains("--load"));
+        assert!(parse(&["--hist-max-us", "0"]).is_err());
     }
 
     #[test]

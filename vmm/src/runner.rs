@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use switcher::abi::{self, BootInfo, GuestStatus, LockMode, LockRegistry};
 use switcher::patch::SiteTable;
+use switcher::telemetry::Layout;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -47,6 +48,11 @@ pub enum RunError {
     Sites(#[from] switcher::patch::PatchError),
     #[error(transparent)]
     Serial(#[from] crate::devices::serial::SerialError),
+    #[error(
+        "the latency telemetry needs {need_mib} MiB above the kernel (ends at {kernel_end:#x}) but guest memory is \
+         {mem_mib} MiB; raise --memory or lower --hist-max-us"
+    )]
+    TelemetryTooBig { need_mib: u64, kernel_end: u64, mem_mib: u64 },
     #[error("KVM supports at most {max} vCPUs on this host; use --vcpus {max} or fewer")]
     TooManyVcpus { max: usize },
     #[error("host setup failed: {0}: {1}")]
@@ -59,7 +65,7 @@ impl RunError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             RunError::Kernel(_) | RunError::Sites(_) => ExitCode::InvalidKernel,
-            RunError::TooManyVcpus { .. } => ExitCode::BadArguments,
+            RunError::TooManyVcpus { .. } | RunError::TelemetryTooBig { .. } => ExitCode::BadArguments,
             RunError::Serial(crate::devices::serial::SerialError::Open(..)) => ExitCode::BadArguments,
             _ => ExitCode::VmmError,
         }
@@ -128,6 +134,11 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry, &serial_irq)?;
 
     let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), config.mode);
+    let telemetry = place_telemetry(config, kernel.end)?;
+    boot_info.telemetry_addr = telemetry.addr;
+    boot_info.telemetry_size = telemetry.layout.size() as u64;
+    boot_info.hist_buckets = config.hist_buckets;
+    boot_info.workload = config.workload;
     // The command line was checked by the CLI; a failure here is a bug.
     if !boot_info.set_cmdline(&config.cmdline) {
         return Err(RunError::Host("guest command line", std::io::Error::other("does not fit the boot info")));
@@ -161,6 +172,30 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     ctl.stop_vcpus();
     console.flush();
     Ok(ctl.report())
+}
+
+/// Where the telemetry region lives in guest memory.
+#[derive(Clone, Copy, Debug)]
+pub struct TelemetryPlacement {
+    pub addr: u64,
+    pub layout: Layout,
+}
+
+/// Places the telemetry region at the first 2 MiB boundary above the
+/// kernel image (nothing in the guest uses memory there).
+fn place_telemetry(config: &RunConfig, kernel_end: u64) -> Result<TelemetryPlacement, RunError> {
+    const ALIGN: u64 = 2 << 20;
+    let layout = Layout { cpu_count: config.vcpus as usize, bucket_count: config.hist_buckets as usize };
+    let addr = kernel_end.next_multiple_of(ALIGN);
+    let end = addr + layout.size() as u64;
+    if end > config.memory_bytes {
+        return Err(RunError::TelemetryTooBig {
+            need_mib: (layout.size() as u64).div_ceil(1 << 20),
+            kernel_end,
+            mem_mib: config.memory_bytes >> 20,
+        });
+    }
+    Ok(TelemetryPlacement { addr, layout })
 }
 
 fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
