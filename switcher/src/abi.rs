@@ -10,6 +10,7 @@
 //! 0x0000_3000  GUEST_STATUS_ADDR  GuestStatus (guest writes, VMM reads)
 //! 0x0000_4000  PANIC_RECORD_ADDR  PanicRecord (guest writes before HC_PANIC)
 //! 0x0000_5000  LOCK_REGISTRY_ADDR LockRegistry (guest keeps it live, VMM reads)
+//! 0x0000_6000  SWITCH_MAILBOX_ADDR SwitchMailbox (the runtime-switch protocol)
 //! 0x0001_0000  PML4_ADDR          identity page tables (PML4, PDPT, PDs), 2 MiB pages
 //! 0x0010_0000  KERNEL_LOAD_ADDR   the guest ELF's lowest PT_LOAD segment
 //! ```
@@ -52,6 +53,7 @@ pub const BOOT_INFO_ADDR: u64 = 0x2000;
 pub const GUEST_STATUS_ADDR: u64 = 0x3000;
 pub const PANIC_RECORD_ADDR: u64 = 0x4000;
 pub const LOCK_REGISTRY_ADDR: u64 = 0x5000;
+pub const SWITCH_MAILBOX_ADDR: u64 = 0x6000;
 /// PML4, then one PDPT, then as many page directories as memory needs.
 pub const PML4_ADDR: u64 = 0x1_0000;
 /// Page tables must end below the kernel.
@@ -75,6 +77,9 @@ pub mod port {
     pub const HC_READY: u16 = 0x508;
     /// One CPU is online: value = CPU index.
     pub const HC_CPU_ONLINE: u16 = 0x50c;
+    /// The switch mailbox changed: value = the `mailbox_state` the guest
+    /// just published (QUIESCENT or COMPLETE).
+    pub const HC_SWITCH: u16 = 0x510;
 }
 
 /// Exit status the guest reports for an orderly shutdown the VMM asked for.
@@ -90,6 +95,9 @@ pub mod vector {
     pub const WAKEUP_IPI: u8 = 0xf0;
     /// Reschedule IPI: the target CPU re-evaluates what to run.
     pub const RESCHED_IPI: u8 = 0xf1;
+    /// Serialize IPI: after a runtime switch, every CPU executes a
+    /// serializing instruction before any task runs patched code.
+    pub const SERIALIZE_IPI: u8 = 0xf2;
     /// x2APIC spurious vector.
     pub const SPURIOUS: u8 = 0xff;
 }
@@ -100,6 +108,8 @@ pub mod host_request {
     pub const NONE: u32 = 0;
     /// Shut down cleanly and report `HC_EXIT` with [`super::EXIT_STATUS_OK`].
     pub const SHUTDOWN: u32 = 1;
+    /// Look at the switch mailbox (a switch was requested or cancelled).
+    pub const SWITCH: u32 = 2;
 }
 
 /// The guest's locking regime.
@@ -316,6 +326,79 @@ impl LockRegistry {
     }
 }
 
+/// The runtime-switch mailbox at [`SWITCH_MAILBOX_ADDR`] (DESIGN.md, "The
+/// runtime switch"). Who writes which `state`:
+///
+/// ```text
+///  VMM:   IDLE/COMPLETE --request--> REQUESTED          (seq+1, target; SWITCH host request + MSI)
+///  guest: REQUESTED --> FREEZING                         (freezer on; blocker_* kept current)
+///  guest: FREEZING  --> QUIESCENT + HC_SWITCH            (every task frozen or asleep lock-free,
+///                                                         registry held == 0 and waiters == 0)
+///  VMM:   QUIESCENT --> DONE      (all vCPUs held, registry and site bytes re-checked, all sites patched)
+///  VMM:   REQUESTED/FREEZING/QUIESCENT --> CANCELLED     (deadline or failed check: nothing patched)
+///  guest: DONE/CANCELLED --> COMPLETE + HC_SWITCH        (every CPU serialized, tasks thawed; `mode` set)
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SwitchMailbox {
+    /// [`ABI_MAGIC`] once the guest can take switch requests.
+    pub magic: u64,
+    /// Request number (the VMM increments it for every request).
+    pub seq: u64,
+    /// Requested mode ([`LockMode`] as u32).
+    pub target: u32,
+    /// A [`mailbox_state`] value.
+    pub state: u32,
+    /// The mode the guest runs in ([`LockMode`] as u32), set by the guest.
+    pub mode: u32,
+    /// While freezing: CPU of the task the guest still waits for.
+    pub blocker_cpu: u32,
+    /// While freezing: that task's name (NUL-padded) ...
+    pub blocker_name: [u8; 16],
+    /// ... and the switchable locks it holds.
+    pub blocker_locks: u32,
+    /// At quiescence: tasks frozen at a safe point, and asleep lock-free.
+    pub frozen: u32,
+    pub asleep: u32,
+    pub _reserved: u32,
+    /// Guest TSC stamps: request seen, quiescent, thawed.
+    pub seen_tsc: u64,
+    pub quiescent_tsc: u64,
+    pub thawed_tsc: u64,
+}
+
+impl SwitchMailbox {
+    pub const fn zeroed() -> Self {
+        Self {
+            magic: 0,
+            seq: 0,
+            target: 0,
+            state: 0,
+            mode: 0,
+            blocker_cpu: 0,
+            blocker_name: [0; 16],
+            blocker_locks: 0,
+            frozen: 0,
+            asleep: 0,
+            _reserved: 0,
+            seen_tsc: 0,
+            quiescent_tsc: 0,
+            thawed_tsc: 0,
+        }
+    }
+}
+
+/// [`SwitchMailbox::state`] values.
+pub mod mailbox_state {
+    pub const IDLE: u32 = 0;
+    pub const REQUESTED: u32 = 1;
+    pub const FREEZING: u32 = 2;
+    pub const QUIESCENT: u32 = 3;
+    pub const DONE: u32 = 4;
+    pub const CANCELLED: u32 = 5;
+    pub const COMPLETE: u32 = 6;
+}
+
 /// Guest argument that makes the guest run its self-test suite and exit
 /// with status 0 only if every test passed (`rtswitch run --selftest`).
 pub const GUEST_ARG_SELFTEST: &str = "selftest";
@@ -369,6 +452,7 @@ const _: () = {
     assert!(core::mem::size_of::<PanicRecord>() == 32 + PANIC_FILE_LEN + PANIC_MSG_LEN);
     assert!(core::mem::size_of::<PanicRecord>() <= 4096);
     assert!(core::mem::size_of::<LockRegistry>() == 56);
+    assert!(core::mem::size_of::<SwitchMailbox>() == 88);
 };
 
 #[cfg(test)]

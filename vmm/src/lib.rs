@@ -7,6 +7,7 @@
 //! signals, timers and vCPU events); each vCPU has its own thread
 //! (`vstate::vcpu`).
 
+pub mod api;
 pub mod arch;
 pub mod cli;
 pub mod devices;

@@ -31,6 +31,7 @@ use crate::cli::RunConfig;
 use crate::devices::hypercall::{GuestPanic, Hypercall};
 use crate::devices::serial::Console;
 use crate::exit_code::ExitCode;
+use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, GuestMemory};
 use crate::vstate::vcpu::{self, VcpuContext, VcpuEvent, VcpuHandle};
 use crate::vstate::vm;
@@ -150,9 +151,16 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         .map_err(|e| RunError::Host("vCPU kick signal handler", std::io::Error::from_raw_os_error(e.errno())))?;
     let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| RunError::Host("eventfd", e))?);
     let (tx, rx) = channel();
+    let gate = Arc::new(HoldGate::new());
     let mut handles = Vec::with_capacity(vm.vcpus.len());
     for (cpu, fd) in vm.vcpus.drain(..).enumerate() {
-        let ctx = VcpuContext { mem: mem.clone(), console: console.clone(), events: tx.clone(), wake: wake.clone() };
+        let ctx = VcpuContext {
+            mem: mem.clone(),
+            console: console.clone(),
+            events: tx.clone(),
+            wake: wake.clone(),
+            gate: gate.clone(),
+        };
         handles.push(vcpu::spawn(cpu as u32, fd, ctx).map_err(|e| RunError::Host("spawning a vCPU thread", e))?);
     }
     drop(tx);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use switcher::abi::{BOOT_GDT_ADDR, BootInfo, GuestStatus, LockRegistry, PanicRecord};
 use switcher::patch::GuestText;
+use switcher::telemetry::{CpuLatencyHeader, TelemetryHeader};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::arch::gdt::BOOT_GDT;
@@ -30,6 +31,11 @@ unsafe impl ByteValued for Abi<GuestStatus> {}
 unsafe impl ByteValued for Abi<PanicRecord> {}
 // SAFETY: as above.
 unsafe impl ByteValued for Abi<LockRegistry> {}
+// SAFETY: as above (telemetry structures, sizes asserted in
+// switcher::telemetry).
+unsafe impl ByteValued for Abi<TelemetryHeader> {}
+// SAFETY: as above.
+unsafe impl ByteValued for Abi<CpuLatencyHeader> {}
 
 /// Guest memory as the patcher sees it: it reads and writes guest text by
 /// physical address (the guest's own page tables map text read-only; the

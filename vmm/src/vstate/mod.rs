@@ -1,4 +1,5 @@
 //! KVM state: guest memory, the VM, the vCPUs and their threads.
+pub mod hold;
 pub mod memory;
 pub mod vcpu;
 pub mod vm;

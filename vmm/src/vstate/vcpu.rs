@@ -31,6 +31,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::devices::hypercall::{self, Hypercall};
 use crate::devices::serial::{Console, SERIAL_PORT_COUNT};
+use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::GuestMemory;
 use switcher::abi::port::SERIAL_COM1;
 
@@ -93,6 +94,11 @@ impl VcpuHandle {
     /// Asks the vCPU to leave guest mode and end its thread.
     pub fn kick_stop(&self) {
         self.stop.store(true, Ordering::Release);
+        self.kick();
+    }
+
+    /// Makes the vCPU leave guest mode and look at its flags and the gate.
+    pub fn kick(&self) {
         if let Some(t) = &self.thread {
             // SAFETY: pthread_kill on a thread we own and have not joined;
             // the handler is installed before any vCPU thread starts.
@@ -119,6 +125,8 @@ pub struct VcpuContext {
     pub console: Arc<Console>,
     pub events: Sender<VcpuEvent>,
     pub wake: Arc<EventFd>,
+    /// The stop-machine gate (`hold`).
+    pub gate: Arc<HoldGate>,
 }
 
 impl VcpuContext {
@@ -151,6 +159,10 @@ fn run_loop(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext, stop: &AtomicBool) {
     KVM_RUN.with(|r| r.set(fd.get_kvm_run() as *mut kvm_run));
     let mut unexpected = 0u64;
     while !stop.load(Ordering::Acquire) {
+        ctx.gate.pass(cpu, stop);
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
         let next = match fd.run() {
             Ok(exit) => handle_exit(cpu, exit, ctx, &mut unexpected),
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -170,6 +182,7 @@ fn run_loop(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext, stop: &AtomicBool) {
         log::debug!("vcpu{cpu} leaves its run loop at rip {rip:#x}");
     }
     KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
+    ctx.gate.gone(cpu);
     ctx.send(VcpuEvent::Finished { cpu });
 }
 

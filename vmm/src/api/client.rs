@@ -1,0 +1,105 @@
+//! `rtswitch ctl`: a QMP client for the control socket. It connects,
+//! negotiates, sends one command with an `id`, waits for the reply with
+//! that `id` (printing events that arrive meanwhile only with `--events`),
+//! and prints the reply for people, or raw with `--json`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {0}: {1} (is `rtswitch run --api-sock {0}` running?)")]
+    Connect(String, std::io::Error),
+    #[error("control socket I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the VMM closed the connection before replying")]
+    Closed,
+    #[error("no reply within {0:?}; raise --timeout")]
+    Timeout(Duration),
+    #[error("the VMM sent something that is not QMP JSON: {0}")]
+    BadReply(String),
+    #[error("'{0}' is not a JSON object: {1}")]
+    BadRaw(String, String),
+}
+
+/// One QMP session.
+pub struct Session {
+    writer: UnixStream,
+    reader: BufReader<UnixStream>,
+    next_id: u64,
+    timeout: Duration,
+}
+
+impl Session {
+    /// Connects, reads the greeting and negotiates capabilities.
+    pub fn connect(path: &Path, timeout: Duration) -> Result<Self, ClientError> {
+        let stream = UnixStream::connect(path).map_err(|e| ClientError::Connect(path.display().to_string(), e))?;
+        stream.set_read_timeout(Some(timeout))?;
+        let reader = BufReader::new(stream.try_clone()?);
+        let mut s = Self { writer: stream, reader, next_id: 1, timeout };
+        let greeting = s.read_message()?;
+        if greeting.get("QMP").is_none() {
+            return Err(ClientError::BadReply(greeting.to_string()));
+        }
+        let reply = s.execute(json!({"execute": "qmp_capabilities"}), &mut |_| {})?;
+        if reply.get("error").is_some() {
+            return Err(ClientError::BadReply(reply.to_string()));
+        }
+        Ok(s)
+    }
+
+    /// Sends `request` (an object; an `id` is added) and returns the reply
+    /// with that id. Events received meanwhile go to `on_event`.
+    pub fn execute(&mut self, mut request: Value, on_event: &mut dyn FnMut(&Value)) -> Result<Value, ClientError> {
+        let id = format!("ctl-{}", self.next_id);
+        self.next_id += 1;
+        if let Some(obj) = request.as_object_mut() {
+            obj.insert("id".into(), Value::String(id.clone()));
+        }
+        let mut line = request.to_string();
+        line.push('\n');
+        self.writer.write_all(line.as_bytes())?;
+        loop {
+            let msg = self.read_message()?;
+            if msg.get("event").is_some() {
+                on_event(&msg);
+                continue;
+            }
+            if msg.get("id").and_then(Value::as_str) == Some(id.as_str()) {
+                return Ok(msg);
+            }
+            // A reply without our id (e.g. to a line the server could not
+            // parse at all) is still the answer to what we sent.
+            if msg.get("id").is_none() && (msg.get("error").is_some() || msg.get("return").is_some()) {
+                return Ok(msg);
+            }
+        }
+    }
+
+    fn read_message(&mut self) -> Result<Value, ClientError> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Err(ClientError::Closed),
+            Ok(_) => serde_json::from_str(line.trim_end()).map_err(|_| ClientError::BadReply(line.trim_end().into())),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(ClientError::Timeout(self.timeout))
+            }
+            Err(e) => Err(ClientError::Io(e)),
+        }
+    }
+}
+
+/// Parses a `raw` argument into a request object.
+pub fn parse_raw(text: &str) -> Result<Value, ClientError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => {
+            Err(ClientError::BadRaw(text.into(), "expected an object like {\"execute\": \"query-status\"}".into()))
+        }
+        Err(e) => Err(ClientError::BadRaw(text.into(), e.to_string())),
+    }
+}

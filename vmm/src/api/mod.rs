@@ -1,0 +1,11 @@
+//! The control API: a QMP-compatible Unix socket (`server`, `protocol`)
+//! served by the control thread, and its command-line client (`client`,
+//! `rtswitch ctl`).
+//!
+//! Threading: the server never blocks. Its listener and client sockets are
+//! event sources of the control loop (`runner`), like the vCPU events and
+//! timers; commands are executed there, and a `set-mode` is answered when
+//! the switch it started completes or fails.
+pub mod client;
+pub mod protocol;
+pub mod server;

@@ -1,0 +1,150 @@
+//! The stop-machine gate: how the control thread holds every vCPU outside
+//! guest mode (for the runtime switch) and releases them.
+//!
+//! ```text
+//!   control thread                          vCPU thread N
+//!   close(): closed = true
+//!   kick every vCPU (signal) ------------>  KVM_RUN returns (EINTR, or at
+//!                                           once via immediate_exit)
+//!                                           loop top: gate closed ->
+//!                                             held_mask |= 1<<N, notify
+//!   wait_all_held(deadline) <-------------    wait while closed
+//!   ... patch guest memory ...
+//!   open(): closed = false, notify ------>    held_mask &= !(1<<N); KVM_RUN
+//! ```
+//!
+//! A kick can never be lost: the flag is set before the signal, the vCPU
+//! checks the flag before every KVM_RUN, and a signal that lands between
+//! that check and KVM_RUN sets `immediate_exit`, so KVM_RUN returns at once.
+//! A vCPU asked to stop while held leaves the gate and ends its thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct GateState {
+    closed: bool,
+    /// vCPUs parked at the gate, one bit each.
+    held_mask: u64,
+    /// vCPU threads that have ended (they count as held: they run no guest code).
+    gone_mask: u64,
+}
+
+/// Shared by the control thread and every vCPU thread.
+#[derive(Default)]
+pub struct HoldGate {
+    /// Fast-path copy of `closed` for the vCPU loop.
+    closed_hint: AtomicBool,
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+impl HoldGate {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the gate; the caller then kicks every vCPU.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.closed_hint.store(true, Ordering::Release);
+    }
+
+    /// Waits until every vCPU in `all_mask` is held (or gone), at most
+    /// until `deadline`. On timeout returns the mask of vCPUs not held.
+    pub fn wait_all_held(&self, all_mask: u64, deadline: Instant) -> Result<(), u64> {
+        let mut st = self.lock();
+        loop {
+            let missing = all_mask & !(st.held_mask | st.gone_mask);
+            if missing == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(missing);
+            }
+            st = self.cv.wait_timeout(st, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    /// Opens the gate: every held vCPU re-enters the guest.
+    pub fn open(&self) {
+        let mut st = self.lock();
+        st.closed = false;
+        self.closed_hint.store(false, Ordering::Release);
+        drop(st);
+        self.cv.notify_all();
+    }
+
+    /// vCPU side: parks `cpu` while the gate is closed (unless `stop` is
+    /// set). Returns quickly when the gate is open.
+    pub fn pass(&self, cpu: u32, stop: &AtomicBool) {
+        if !self.closed_hint.load(Ordering::Acquire) {
+            return;
+        }
+        let bit = 1u64 << cpu;
+        let mut st = self.lock();
+        if !st.closed {
+            return;
+        }
+        st.held_mask |= bit;
+        self.cv.notify_all();
+        while st.closed && !stop.load(Ordering::Acquire) {
+            st = self
+                .cv
+                .wait_timeout(st, Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        st.held_mask &= !bit;
+    }
+
+    /// vCPU side: the thread has ended.
+    pub fn gone(&self, cpu: u32) {
+        self.lock().gone_mask |= 1u64 << cpu;
+        self.cv.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn holds_and_releases_threads() {
+        let gate = Arc::new(HoldGate::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        gate.close();
+        let mut threads = Vec::new();
+        for cpu in 0..3u32 {
+            let (g, s) = (gate.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || g.pass(cpu, &s)));
+        }
+        assert_eq!(gate.wait_all_held(0b111, Instant::now() + Duration::from_secs(5)), Ok(()));
+        assert!(threads.iter().all(|t| !t.is_finished()), "held threads stay held");
+        gate.open();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn reports_the_vcpus_that_did_not_stop() {
+        let gate = HoldGate::new();
+        gate.close();
+        gate.gone(1);
+        assert_eq!(gate.wait_all_held(0b11, Instant::now() + Duration::from_millis(20)), Err(0b01));
+    }
+
+    #[test]
+    fn an_open_gate_does_not_block() {
+        let gate = HoldGate::new();
+        gate.pass(0, &AtomicBool::new(false));
+    }
+}
