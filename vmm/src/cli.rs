@@ -31,7 +31,45 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Boot the guest kernel and run it until it exits, --duration passes, or SIGINT/SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Talk to a running VMM over its control socket (QMP).
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The control socket of a `rtswitch run --api-sock PATH`.
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: PathBuf,
+    /// Print the raw QMP reply (JSON) instead of a human-readable summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for the reply.
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_duration)]
+    pub timeout: Duration,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlCommand {
+    /// Switch the guest's locking mode (replies when the switch has completed or failed).
+    Mode {
+        #[arg(value_enum)]
+        mode: Mode,
+    },
+    /// Run state, mode, uptime.
+    Status,
+    /// Latency per epoch and CPU.
+    Latency,
+    /// Clear the latency statistics (a new measurement starts).
+    ResetLatency,
+    /// History of mode switches with their timings.
+    Switches,
+    /// Shut the guest down and end the VMM.
+    Quit,
+    /// Send one raw QMP command, e.g. '{"execute":"query-mode"}'.
+    Raw { json: String },
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +105,15 @@ pub struct RunArgs {
     pub workload: WorkloadArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    /// Serve the QMP control socket at PATH (created 0600, removed at exit).
+    #[arg(long, value_name = "PATH")]
+    pub api_sock: Option<PathBuf>,
+    /// Toggle the mode every MS milliseconds (the same path as `ctl mode`).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub switch_every: Option<u64>,
+    /// Deadline for the guest to reach quiescence in a switch, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub switch_timeout_ms: u64,
 }
 
 /// The latency workload (cyclictest/timerlat-like) the guest runs.
@@ -164,6 +211,9 @@ pub struct RunConfig {
     /// 1 µs histogram buckets.
     pub hist_buckets: u32,
     pub output: OutputArgs,
+    pub api_sock: Option<PathBuf>,
+    pub switch_every: Option<Duration>,
+    pub switch_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -210,6 +260,9 @@ impl RunArgs {
             },
             hist_buckets: self.workload.hist_max_us,
             output: self.output,
+            api_sock: self.api_sock,
+            switch_every: self.switch_every.map(Duration::from_millis),
+            switch_timeout: Duration::from_millis(self.switch_timeout_ms),
         })
     }
 }
@@ -230,8 +283,10 @@ mod tests {
         let mut argv = vec!["rtswitch", "run"];
         argv.extend_from_slice(args);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        let Command::Run(r) = cli.command;
-        r.into_config().map_err(|e| e.to_string())
+        match cli.command {
+            Command::Run(r) => r.into_config().map_err(|e| e.to_string()),
+            Command::Ctl(_) => Err("not a run".into()),
+        }
     }
 
     #[test]
@@ -245,6 +300,19 @@ mod tests {
         assert_eq!(c.mode, LockMode::Mainline);
         assert_eq!(c.workload, WorkloadRequest { load: LoadKind::Locks as u32, enabled: 1, ..Default::default() });
         assert_eq!(c.hist_buckets, DEFAULT_HIST_MAX_US);
+    }
+
+    #[test]
+    fn control_options() {
+        let c = parse(&["--api-sock", "/tmp/x.sock", "--switch-every", "1000", "--switch-timeout-ms", "500"]).unwrap();
+        assert_eq!(c.api_sock.as_deref(), Some(std::path::Path::new("/tmp/x.sock")));
+        assert_eq!(c.switch_every, Some(Duration::from_secs(1)));
+        assert_eq!(c.switch_timeout, Duration::from_millis(500));
+        assert!(parse(&["--switch-every", "0"]).is_err());
+        let cli = Cli::try_parse_from(["rtswitch", "ctl", "--api-sock", "/tmp/x", "mode", "rt"]).unwrap();
+        let Command::Ctl(ctl) = cli.command else { panic!("not ctl") };
+        assert!(matches!(ctl.command, CtlCommand::Mode { mode: Mode::Rt }));
+        assert!(Cli::try_parse_from(["rtswitch", "ctl", "--api-sock", "/tmp/x", "mode", "fast"]).is_err());
     }
 
     #[test]

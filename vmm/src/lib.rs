@@ -16,6 +16,7 @@ pub mod host_speed;
 pub mod loader;
 pub mod runner;
 pub mod signals;
+pub mod switch;
 pub mod vstate;
 
 /// Page-aligned storage for the embedded kernel image.

@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
                 ExitCode::BadArguments
             }
         },
+        Command::Ctl(args) => rtswitch::api::ctl::run(&args),
     };
     code.into()
 }

@@ -7,5 +7,6 @@
 //! timers; commands are executed there, and a `set-mode` is answered when
 //! the switch it started completes or fails.
 pub mod client;
+pub mod ctl;
 pub mod protocol;
 pub mod server;

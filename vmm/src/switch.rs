@@ -1,0 +1,432 @@
+//! The runtime mode switch, VMM side: a stop-machine driven from the
+//! hypervisor (DESIGN.md, "The runtime switch"). Runs on the control thread.
+//!
+//! ```text
+//!  request(target)           mailbox {seq, target, REQUESTED}, MSI + kick vCPU 0
+//!    guest freezes tasks  -> mailbox FREEZING ... QUIESCENT, HC_SWITCH
+//!  on_guest_quiescent():     close the gate, kick every vCPU, wait until all are held
+//!                            (blackout starts), re-check: mailbox, lock registry
+//!                            (held == 0, waiters == 0), every site's bytes (plan);
+//!                            patch all sites, mailbox DONE (or CANCELLED: nothing
+//!                            written), harvest telemetry, open the gate (blackout ends)
+//!    guest serializes CPUs, thaws, opens a latency epoch -> mailbox COMPLETE, HC_SWITCH
+//!  on_guest_complete():      record timings, reply, MODE_SWITCHED / SWITCH_FAILED
+//!  on_deadline():            quiesce deadline passed: mailbox CANCELLED (nothing
+//!                            patched), error names the task the guest waited for
+//! ```
+//!
+//! One switch at a time: a request while one runs is refused as busy; a
+//! request for the current mode is a no-op success. Failure always means
+//! "nothing changed": no byte is written unless every check passed.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use switcher::abi::{self, LockMode, LockRegistry, SwitchMailbox, mailbox_state};
+use switcher::patch::{PatchError, SiteTable};
+use vm_memory::{Bytes, GuestAddress};
+
+use crate::vstate::hold::HoldGate;
+use crate::vstate::memory::{self, Abi, GuestMemory, Text};
+
+/// Who asked for a switch (for the reply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A control-socket client, by id.
+    Client(u64),
+    /// `--switch-every`.
+    Timer,
+}
+
+/// Timings of one switch, in microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SwitchTimings {
+    /// Request -> the guest reported quiescence.
+    pub freeze_us: u64,
+    /// First vCPU held -> last vCPU released.
+    pub blackout_us: u64,
+    /// Request -> the guest acknowledged (thawed): what the client waits.
+    pub total_us: u64,
+}
+
+/// One switch, as `query-switches` and the report show it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SwitchRecord {
+    pub seq: u64,
+    pub from: &'static str,
+    pub to: &'static str,
+    pub ok: bool,
+    /// Why it failed (empty on success).
+    pub reason: String,
+    #[serde(flatten)]
+    pub timings: SwitchTimings,
+    /// Sites rewritten (0 when it failed).
+    pub sites_patched: usize,
+    /// Seconds since the run started, when requested.
+    pub requested_at_s: f64,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SwitchError {
+    #[error("a mode switch is already in progress (to {0}); try again when it completes")]
+    Busy(&'static str),
+    #[error("the guest cannot take a switch yet: {0}")]
+    NotReady(&'static str),
+}
+
+/// Deadlines of a switch.
+#[derive(Clone, Copy, Debug)]
+pub struct SwitchLimits {
+    /// Request -> quiescent.
+    pub quiesce: Duration,
+    /// Gate closed -> every vCPU held.
+    pub vcpu_stop: Duration,
+    /// Cancel or DONE -> the guest's COMPLETE.
+    pub guest_ack: Duration,
+}
+
+impl Default for SwitchLimits {
+    fn default() -> Self {
+        Self {
+            quiesce: Duration::from_secs(2),
+            vcpu_stop: Duration::from_millis(500),
+            guest_ack: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the guest to quiesce.
+    Freezing,
+    /// Patched (or cancelled); waiting for the guest to thaw and ack.
+    Resuming,
+}
+
+#[derive(Debug)]
+struct Active {
+    seq: u64,
+    from: LockMode,
+    to: LockMode,
+    origin: Origin,
+    requested: Instant,
+    requested_at_s: f64,
+    phase: Phase,
+    freeze_us: u64,
+    blackout_us: u64,
+    sites_patched: usize,
+    /// Set when the switch was cancelled (nothing patched).
+    failure: Option<String>,
+    deadline: Instant,
+}
+
+/// What a completed (or failed) switch produced.
+#[derive(Debug)]
+pub struct Finished {
+    pub origin: Origin,
+    pub record: SwitchRecord,
+}
+
+/// What the control thread must do after asking the coordinator something.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing yet.
+    Wait,
+    /// Send the switch interrupt to CPU 0 (the mailbox changed).
+    Notify,
+    /// The switch ended.
+    Finished(Finished),
+}
+
+/// Everything the coordinator needs of the VM, lent per call.
+pub struct VmAccess<'a> {
+    pub mem: &'a GuestMemory,
+    pub gate: &'a HoldGate,
+    /// Kicks every vCPU out of guest mode.
+    pub kick_all: &'a dyn Fn(),
+    pub all_vcpus_mask: u64,
+    /// Reads the telemetry while the vCPUs are held.
+    pub harvest: &'a mut dyn FnMut(),
+}
+
+pub struct Coordinator {
+    sites: SiteTable,
+    mode: LockMode,
+    next_seq: u64,
+    active: Option<Active>,
+    history: Vec<SwitchRecord>,
+    limits: SwitchLimits,
+    run_started: Instant,
+}
+
+impl Coordinator {
+    pub fn new(sites: SiteTable, mode: LockMode, limits: SwitchLimits, run_started: Instant) -> Self {
+        Self { sites, mode, next_seq: 1, active: None, history: Vec::new(), limits, run_started }
+    }
+
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+
+    pub fn in_progress(&self) -> Option<LockMode> {
+        self.active.as_ref().map(|a| a.to)
+    }
+
+    pub fn history(&self) -> &[SwitchRecord] {
+        &self.history
+    }
+
+    pub fn sites(&self) -> &SiteTable {
+        &self.sites
+    }
+
+    /// The earliest deadline of the switch in progress.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.active.as_ref().map(|a| a.deadline)
+    }
+
+    /// Starts a switch to `target`. `Ok(None)`: already in `target`.
+    pub fn request(&mut self, target: LockMode, origin: Origin, mem: &GuestMemory) -> Result<Option<u64>, SwitchError> {
+        if let Some(a) = &self.active {
+            return Err(SwitchError::Busy(a.to.name()));
+        }
+        let mbox = read_mailbox(mem).ok_or(SwitchError::NotReady("its switch mailbox is not initialised"))?;
+        if mbox.magic != abi::ABI_MAGIC {
+            return Err(SwitchError::NotReady("its switch mailbox is not initialised (still booting?)"));
+        }
+        if target == self.mode {
+            return Ok(None);
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let now = Instant::now();
+        // seq and target first, state last: the guest acts on the state.
+        write_u64(mem, std::mem::offset_of!(SwitchMailbox, seq), seq);
+        write_u32(mem, std::mem::offset_of!(SwitchMailbox, target), target as u32);
+        write_u32(mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::REQUESTED);
+        self.active = Some(Active {
+            seq,
+            from: self.mode,
+            to: target,
+            origin,
+            requested: now,
+            requested_at_s: now.duration_since(self.run_started).as_secs_f64(),
+            phase: Phase::Freezing,
+            freeze_us: 0,
+            blackout_us: 0,
+            sites_patched: 0,
+            failure: None,
+            deadline: now + self.limits.quiesce,
+        });
+        Ok(Some(seq))
+    }
+
+    /// The guest made HC_SWITCH: look at the mailbox and act.
+    pub fn on_guest_notify(&mut self, vm: &mut VmAccess<'_>) -> Step {
+        let Some(mbox) = read_mailbox(vm.mem) else { return Step::Wait };
+        let Some(active) = self.active.as_mut() else {
+            log::warn!("guest switch notification (state {}) with no switch in progress; ignored", mbox.state);
+            return Step::Wait;
+        };
+        if mbox.seq != active.seq {
+            log::warn!("guest switch notification for seq {} while seq {} runs; ignored", mbox.seq, active.seq);
+            return Step::Wait;
+        }
+        match (active.phase, mbox.state) {
+            (Phase::Freezing, mailbox_state::QUIESCENT) => {
+                active.freeze_us = active.requested.elapsed().as_micros() as u64;
+                self.stop_machine(vm);
+                Step::Wait
+            }
+            (Phase::Resuming, mailbox_state::COMPLETE) => Step::Finished(self.finish(vm.mem)),
+            (phase, state) => {
+                log::debug!("switch seq {}: guest state {state} in phase {phase:?}", active.seq);
+                Step::Wait
+            }
+        }
+    }
+
+    /// Holds every vCPU, re-checks, patches all sites or none, releases.
+    fn stop_machine(&mut self, vm: &mut VmAccess<'_>) {
+        let Some(active) = self.active.as_mut() else { return };
+        let t_close = Instant::now();
+        vm.gate.close();
+        (vm.kick_all)();
+        let held = vm.gate.wait_all_held(vm.all_vcpus_mask, t_close + self.limits.vcpu_stop);
+        let outcome = match held {
+            Err(missing) => Err(format!(
+                "vCPU(s) {} did not stop within {} ms; nothing was patched",
+                mask_list(missing),
+                self.limits.vcpu_stop.as_millis()
+            )),
+            Ok(()) => check_and_patch(&self.sites, vm.mem, active.seq, active.from, active.to),
+        };
+        match outcome {
+            Ok(n) => {
+                active.sites_patched = n;
+                write_u32(vm.mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::DONE);
+                self.mode = active.to;
+            }
+            Err(why) => {
+                active.failure = Some(why);
+                write_u32(vm.mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::CANCELLED);
+            }
+        }
+        if held.is_ok() {
+            (vm.harvest)();
+        }
+        vm.gate.open();
+        active.blackout_us = t_close.elapsed().as_micros() as u64;
+        active.phase = Phase::Resuming;
+        active.deadline = Instant::now() + self.limits.guest_ack;
+    }
+
+    /// The deadline of the switch in progress passed.
+    pub fn on_deadline(&mut self, mem: &GuestMemory) -> Step {
+        let Some(active) = self.active.as_mut() else { return Step::Wait };
+        if Instant::now() < active.deadline {
+            return Step::Wait;
+        }
+        match active.phase {
+            Phase::Freezing => {
+                let mbox = read_mailbox(mem).unwrap_or(SwitchMailbox::zeroed());
+                active.failure = Some(quiesce_failure(&mbox, self.limits.quiesce));
+                write_u32(mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::CANCELLED);
+                active.phase = Phase::Resuming;
+                active.deadline = Instant::now() + self.limits.guest_ack;
+                Step::Notify
+            }
+            Phase::Resuming => {
+                // The guest never acknowledged: record the failure; the
+                // mode is whatever was patched (the guest may be wedged).
+                let why = format!(
+                    "the guest did not acknowledge the switch within {} ms (mailbox state {})",
+                    self.limits.guest_ack.as_millis(),
+                    read_mailbox(mem).map_or(u32::MAX, |m| m.state)
+                );
+                active.failure.get_or_insert(why);
+                Step::Finished(self.finish(mem))
+            }
+        }
+    }
+
+    fn finish(&mut self, mem: &GuestMemory) -> Finished {
+        let Some(a) = self.active.take() else {
+            unreachable!("finish without an active switch");
+        };
+        let mbox = read_mailbox(mem);
+        if let Some(m) = mbox
+            && a.failure.is_none()
+            && m.mode != a.to as u32
+        {
+            log::warn!("guest reports mode {} after a switch to {}", m.mode, a.to.name());
+        }
+        let record = SwitchRecord {
+            seq: a.seq,
+            from: a.from.name(),
+            to: a.to.name(),
+            ok: a.failure.is_none(),
+            reason: a.failure.unwrap_or_default(),
+            timings: SwitchTimings {
+                freeze_us: a.freeze_us,
+                blackout_us: a.blackout_us,
+                total_us: a.requested.elapsed().as_micros() as u64,
+            },
+            sites_patched: a.sites_patched,
+            requested_at_s: a.requested_at_s,
+        };
+        self.history.push(record.clone());
+        Finished { origin: a.origin, record }
+    }
+}
+
+/// The checks that must all pass, with every vCPU held, before any byte is
+/// written; then the patch. Returns the number of sites rewritten.
+fn check_and_patch(
+    sites: &SiteTable,
+    mem: &GuestMemory,
+    seq: u64,
+    from: LockMode,
+    to: LockMode,
+) -> Result<usize, String> {
+    let mbox = read_mailbox(mem).ok_or("the switch mailbox is unreadable")?;
+    if mbox.seq != seq || mbox.state != mailbox_state::QUIESCENT {
+        return Err(format!(
+            "the mailbox changed under the switch (seq {}, state {}); nothing was patched",
+            mbox.seq, mbox.state
+        ));
+    }
+    let reg: LockRegistry = memory::read_abi(mem, abi::LOCK_REGISTRY_ADDR).ok_or("the lock registry is unreadable")?;
+    if reg.magic != abi::ABI_MAGIC {
+        return Err("the guest's lock registry is not initialised; nothing was patched".into());
+    }
+    if reg.held != 0 || reg.waiters != 0 {
+        return Err(format!(
+            "the guest claimed quiescence but its lock registry shows {} held and {} waiting; nothing was patched",
+            reg.held, reg.waiters
+        ));
+    }
+    let text = Text(mem);
+    let plan = sites.plan(&text, from, to).map_err(|e: PatchError| e.to_string())?;
+    plan.apply(&text).map_err(|e| format!("patching failed after every check passed: {e}"))
+}
+
+/// The error for a guest that did not quiesce in time, naming the task.
+fn quiesce_failure(mbox: &SwitchMailbox, limit: Duration) -> String {
+    let name_end = mbox.blocker_name.iter().position(|&b| b == 0).unwrap_or(mbox.blocker_name.len());
+    let name = String::from_utf8_lossy(&mbox.blocker_name[..name_end]);
+    let state = match mbox.state {
+        mailbox_state::REQUESTED => "the guest did not start freezing (switch request not seen)".to_string(),
+        _ if name.is_empty() => "the guest did not reach quiescence".to_string(),
+        _ => format!(
+            "task '{name}' on cpu {} did not reach a safe point (it holds {} switchable lock(s))",
+            mbox.blocker_cpu, mbox.blocker_locks
+        ),
+    };
+    format!("{state} within {} ms; nothing was patched, the mode is unchanged", limit.as_millis())
+}
+
+fn mask_list(mask: u64) -> String {
+    (0..64).filter(|i| mask & (1 << i) != 0).map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+fn read_mailbox(mem: &GuestMemory) -> Option<SwitchMailbox> {
+    mem.read_obj::<Abi<SwitchMailbox>>(GuestAddress(abi::SWITCH_MAILBOX_ADDR)).ok().map(|a| a.0)
+}
+
+fn write_u32(mem: &GuestMemory, field: usize, v: u32) {
+    if let Err(e) = memory::write_u32(mem, abi::SWITCH_MAILBOX_ADDR + field as u64, v) {
+        log::error!("cannot write the switch mailbox: {e}");
+    }
+}
+
+fn write_u64(mem: &GuestMemory, field: usize, v: u64) {
+    if let Err(e) = mem.write_obj(v, GuestAddress(abi::SWITCH_MAILBOX_ADDR + field as u64)) {
+        log::error!("cannot write the switch mailbox: {e}");
+    }
+}
+
+/// The event payload / reply for a finished switch.
+pub fn record_json(r: &SwitchRecord) -> serde_json::Value {
+    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_messages_name_the_blocker() {
+        let mut m = SwitchMailbox::zeroed();
+        m.state = mailbox_state::FREEZING;
+        m.blocker_name[..5].copy_from_slice(b"hog-1");
+        m.blocker_cpu = 1;
+        m.blocker_locks = 1;
+        let s = quiesce_failure(&m, Duration::from_millis(500));
+        assert!(s.contains("task 'hog-1' on cpu 1") && s.contains("holds 1") && s.contains("500 ms"), "{s}");
+        assert!(s.contains("nothing was patched"));
+        m.state = mailbox_state::REQUESTED;
+        assert!(quiesce_failure(&m, Duration::from_millis(5)).contains("request not seen"));
+        assert_eq!(mask_list(0b1010), "1, 3");
+    }
+}
