@@ -109,3 +109,23 @@ pub fn panic_record_addr() -> u64 {
 pub fn cmdline() -> [u8; CMDLINE_LEN] {
     read!(cmdline)
 }
+
+/// Guest-physical address of the latency telemetry region (0: none).
+pub fn telemetry_addr() -> u64 {
+    read!(telemetry_addr)
+}
+
+/// Size in bytes the VMM reserved for the telemetry region.
+pub fn telemetry_size() -> u64 {
+    read!(telemetry_size)
+}
+
+/// 1 µs buckets per latency histogram in the telemetry region.
+pub fn hist_buckets() -> u32 {
+    read!(hist_buckets)
+}
+
+/// The workload the VMM asks for (zeros: the guest's defaults).
+pub fn workload() -> switcher::telemetry::WorkloadRequest {
+    read!(workload)
+}

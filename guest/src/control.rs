@@ -1,12 +1,18 @@
 //! The control thread: CPU 0's top-priority kernel thread that acts on the
-//! VMM's requests (today: shutdown). It sleeps on a wait queue that the
-//! HOST_REQUEST interrupt wakes, so a shutdown is handled even while other
-//! threads keep CPU 0 busy (idle would never run then).
+//! VMM's requests: runtime mode switches (`modeswitch`) and shutdown. It
+//! sleeps on a wait queue that the HOST_REQUEST interrupt wakes, so a
+//! request is handled even while other threads keep CPU 0 busy (idle would
+//! never run then). It is exempt from the freezer (it runs the switch) and
+//! never takes a switchable lock.
 //!
 //! It runs at `sched::MAX_PRIO`; workload threads should stay below it
 //! (FIFO among equals: an equal-priority busy thread would delay it).
+//!
+//! On shutdown it first stops the latency workload (`workload::shutdown`:
+//! stop flag, bounded wait for its threads, per-CPU summary, the load's
+//! final check), then exits.
 
-use crate::{irq, println, sched};
+use crate::{irq, modeswitch, println, sched};
 use switcher::abi::EXIT_STATUS_OK;
 
 static REQUESTS: sched::WaitQueue = sched::WaitQueue::new("control");
@@ -17,12 +23,21 @@ pub fn start() {
 }
 
 /// From the HOST_REQUEST handler: wake the control thread.
-pub fn on_shutdown_request() {
+pub fn on_host_request() {
     REQUESTS.wake_all();
 }
 
 fn control_thread(_: usize) {
-    REQUESTS.wait_until(irq::shutdown_requested);
+    sched::freezer::exempt_current();
+    modeswitch::init(crate::boot_info::initial_mode());
+    loop {
+        REQUESTS.wait_until(|| irq::shutdown_requested() || modeswitch::pending());
+        if irq::shutdown_requested() {
+            break;
+        }
+        modeswitch::run();
+    }
+    crate::workload::shutdown();
     shutdown()
 }
 

@@ -10,7 +10,8 @@
 //! | TIMER         | this CPU's TSC-deadline timer  | wake expired sleepers     |
 //! | RESCHED_IPI   | a waker on another CPU (or self) | none: the exit path schedules |
 //! | WAKEUP_IPI    | boot handshake                 | count                     |
-//! | HOST_REQUEST  | the VMM (MSI)                  | note shutdown, wake control |
+//! | HOST_REQUEST  | the VMM (MSI)                  | note shutdown, wake control and the switch |
+//! | SERIALIZE_IPI | the switch thread, after a patch | serialize, acknowledge  |
 //! | SPURIOUS      | the APIC                       | count, no EOI             |
 //! | anything else | nobody                         | count, not fatal          |
 //!
@@ -20,7 +21,7 @@
 //! work for an interrupt handler).
 
 use crate::arch::{apic, percpu};
-use crate::{boot_info, control, sched};
+use crate::{boot_info, control, modeswitch, sched};
 use core::sync::atomic::{AtomicBool, Ordering};
 use switcher::abi::{host_request, vector};
 
@@ -56,11 +57,14 @@ fn dispatch(vector: u8) {
         vector::WAKEUP_IPI => {
             counters.wakeup_ipi.fetch_add(1, Ordering::Relaxed);
         }
+        vector::SERIALIZE_IPI => modeswitch::on_serialize_ipi(),
         vector::HOST_REQUEST => {
             counters.host_request.fetch_add(1, Ordering::Relaxed);
+            // A switch request, a switch verdict, or a shutdown.
+            modeswitch::on_host_request();
+            control::on_host_request();
             if boot_info::host_request() == host_request::SHUTDOWN {
                 SHUTDOWN_REQUESTED.store(true, Ordering::Release);
-                control::on_shutdown_request();
                 // Before the scheduler runs, CPU 0 waits in halt_until:
                 // wake it if the request landed elsewhere.
                 let cpu0 = percpu::of(0);

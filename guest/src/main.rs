@@ -9,8 +9,10 @@
 //!   (`mm::paging`), starts its scheduler (its boot context becomes its
 //!   idle task), releases the others (`smp`), comes online, calibrates its
 //!   speed, waits for every CPU, publishes the GuestStatus page, makes the
-//!   ready hypercall, starts the control thread (which acts on the VMM's
-//!   shutdown request), acts on the guest arguments, and idles;
+//!   ready hypercall (having resolved the workload and initialised the
+//!   telemetry region: `workload::init`), starts the control thread
+//!   (which acts on the VMM's shutdown request), acts on the guest
+//!   arguments, starts the latency workload if enabled, and idles;
 //! - CPUs n > 0 wait for release, load the page tables, start their
 //!   scheduler, come online and idle.
 //!
@@ -32,12 +34,14 @@ mod irq;
 #[allow(dead_code)] // Pure PI/waiter-list logic: the reference `Model` is for host tests only.
 mod logic;
 mod mm;
+mod modeswitch;
 mod panic;
 mod sched;
 mod selftest;
 mod smp;
 mod status;
 mod sync;
+mod workload;
 
 use arch::{cpu, idt};
 use cmdline::{Args, ReadyAction};
@@ -137,10 +141,12 @@ fn boot_cpu(cpu_count: u32) -> ! {
     status::publish(smp::online_mask(), &calibration, mode);
     let ps = calibration.ps_per_iter;
     println!("calibration: {}.{} ns per iteration ({} iterations)", ps / 1000, ps % 1000 / 100, calibration.iterations);
+    workload::init(&calibration);
     hypercall::ready();
 
     control::start();
     run_ready_action(args);
+    workload::start();
     sched::idle_loop()
 }
 

@@ -103,13 +103,12 @@ pub mod vector {
 }
 
 /// Requests the VMM posts in [`BootInfo::host_request`] before sending
-/// [`vector::HOST_REQUEST`].
+/// [`vector::HOST_REQUEST`]. (Switch requests go through the
+/// [`SwitchMailbox`]; the same vector announces them.)
 pub mod host_request {
     pub const NONE: u32 = 0;
     /// Shut down cleanly and report `HC_EXIT` with [`super::EXIT_STATUS_OK`].
     pub const SHUTDOWN: u32 = 1;
-    /// Look at the switch mailbox (a switch was requested or cancelled).
-    pub const SWITCH: u32 = 2;
 }
 
 /// The guest's locking regime.

@@ -14,6 +14,7 @@ pub mod devices;
 pub mod exit_code;
 pub mod host_speed;
 pub mod loader;
+pub mod report;
 pub mod runner;
 pub mod signals;
 pub mod switch;

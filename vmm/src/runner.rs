@@ -5,7 +5,9 @@
 //! three kinds of event sources owned by one [`Controller`]:
 //! - the vCPU event EventFd (with an mpsc channel of [`VcpuEvent`]s),
 //! - the SIGINT/SIGTERM EventFd (`signals`),
-//! - timers: `--duration`, and the shutdown grace period.
+//! - timers: `--duration`, the shutdown grace period, and the 1 Hz status
+//!   timer (reads the latency telemetry, prints the live status or the
+//!   `--quiet` progress line: `report::status`).
 //!
 //! ```text
 //!  Booting --all CPUs online + HC_READY--> Ready
@@ -13,8 +15,11 @@
 //!  any --HC_EXIT / panic / triple fault / KVM fault / grace timeout--> Finished
 //! ```
 //! On Finished every vCPU is kicked out of KVM_RUN and joined, then the
-//! run's summary is printed and its [`ExitCode`] returned.
+//! telemetry is read a last time, the run's summary and latency table are
+//! printed, the `--json`/`--histogram`/`--plot` files written, and its
+//! [`ExitCode`] returned (a violated load check is never success).
 
+use std::io::IsTerminal;
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{Receiver, channel};
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,9 @@ use crate::cli::RunConfig;
 use crate::devices::hypercall::{GuestPanic, Hypercall};
 use crate::devices::serial::Console;
 use crate::exit_code::ExitCode;
+use crate::report::status::StatusPrinter;
+use crate::report::telemetry::TelemetryReader;
+use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo};
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, GuestMemory};
 use crate::vstate::vcpu::{self, VcpuContext, VcpuEvent, VcpuHandle};
@@ -165,8 +173,19 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     }
     drop(tx);
 
-    let controller =
-        Controller::new(config, started, console.clone(), vm.fd, mem, handles, rx, wake, signal_evt, vm.tsc_khz)?;
+    let controller = Controller::new(
+        config,
+        started,
+        console.clone(),
+        vm.fd,
+        mem,
+        handles,
+        rx,
+        wake,
+        signal_evt,
+        vm.tsc_khz,
+        telemetry,
+    )?;
     let controller = Arc::new(Mutex::new(controller));
     let mut em = EventManager::<Arc<Mutex<Controller>>>::new().map_err(|e| RunError::EventLoop(e.to_string()))?;
     em.add_subscriber(controller.clone());
@@ -179,7 +198,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let mut ctl = lock(&controller);
     ctl.stop_vcpus();
     console.flush();
-    Ok(ctl.report())
+    Ok(ctl.report(config))
 }
 
 /// Where the telemetry region lives in guest memory.
@@ -206,6 +225,9 @@ fn place_telemetry(config: &RunConfig, kernel_end: u64) -> Result<TelemetryPlace
     Ok(TelemetryPlacement { addr, layout })
 }
 
+/// How often the status timer fires.
+const STATUS_PERIOD: Duration = Duration::from_secs(1);
+
 fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
     c.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -231,6 +253,12 @@ struct Controller {
     shutdown_reason: Option<String>,
     finished_vcpus: u32,
     outcome: Option<Outcome>,
+    /// The latency telemetry, read once a second and after the run.
+    telemetry: TelemetryReader,
+    status: StatusPrinter,
+    status_timer: TimerFd,
+    guest_info: Option<GuestInfo>,
+    host_ps_per_iter: Option<u64>,
 }
 
 impl Controller {
@@ -246,6 +274,7 @@ impl Controller {
         wake: Arc<EventFd>,
         signal: EventFd,
         tsc_khz: u32,
+        telemetry: TelemetryPlacement,
     ) -> Result<Self, RunError> {
         let duration_timer = match config.duration {
             Some(d) => {
@@ -255,6 +284,10 @@ impl Controller {
             }
             None => None,
         };
+        let mut status_timer = TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?;
+        status_timer.reset(STATUS_PERIOD, Some(STATUS_PERIOD)).map_err(|e| RunError::Host("timerfd", e.into()))?;
+        let tty = std::io::stderr().is_terminal();
+        let reader = TelemetryReader::new(mem.clone(), telemetry.addr, telemetry.layout);
         Ok(Self {
             started,
             console,
@@ -275,6 +308,11 @@ impl Controller {
             shutdown_reason: None,
             finished_vcpus: 0,
             outcome: None,
+            telemetry: reader,
+            status: StatusPrinter::new(config.output.quiet, tty, config.duration),
+            status_timer,
+            guest_info: None,
+            host_ps_per_iter: None,
         })
     }
 
@@ -356,6 +394,15 @@ impl Controller {
             Some(st) if st.magic == abi::ABI_MAGIC => {
                 let host = host_speed::host_ps_per_iteration();
                 self.say(&host_speed::describe(st.calib_ps_per_iter, host));
+                self.host_ps_per_iter = Some(host);
+                let version = &st.kernel_version
+                    [..st.kernel_version.iter().position(|&b| b == 0).unwrap_or(st.kernel_version.len())];
+                self.guest_info = Some(GuestInfo {
+                    calib_ps_per_iter: st.calib_ps_per_iter,
+                    calib_iterations: st.calib_iterations,
+                    calib_tsc_ticks: st.calib_tsc_ticks,
+                    kernel_version: String::from_utf8_lossy(version).into_owned(),
+                });
                 log::info!(
                     "guest calibration: {} iterations in {} TSC ticks at {} kHz",
                     st.calib_iterations,
@@ -400,12 +447,10 @@ impl Controller {
         }
     }
 
-    /// Prints how the run ended; returns its exit code.
-    fn report(&self) -> ExitCode {
-        let ran = self.started.elapsed().as_secs_f64();
-        let outcome = self.outcome.clone().unwrap_or(Outcome::Forced);
+    /// How the run ended, in words.
+    fn outcome_text(&self, outcome: &Outcome, ran: f64) -> String {
         let why = self.shutdown_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
-        self.say(&match &outcome {
+        match outcome {
             Outcome::GuestExit(0) => format!("guest shut down cleanly after {ran:.3} s{why}"),
             Outcome::GuestExit(s) => format!("guest exited with status {s} after {ran:.3} s{why}"),
             Outcome::GuestPanic(_) => format!("run ended by a guest panic after {ran:.3} s"),
@@ -420,7 +465,30 @@ impl Controller {
                 self.shutdown_timeout.as_secs_f64()
             ),
             Outcome::Forced => format!("stopped the guest on a second signal{why}"),
-        });
+        }
+    }
+
+    /// Status timer: reads the telemetry; prints the live status or the
+    /// progress line (not once a shutdown was asked for).
+    fn on_status_tick(&mut self) {
+        self.telemetry.harvest();
+        if self.shutdown_reason.is_some() || self.outcome.is_some() {
+            return;
+        }
+        let (elapsed, mark) = (self.started.elapsed(), self.console.output_mark());
+        let columns = report::status::terminal_columns();
+        if let Some(text) = self.status.tick(&self.telemetry, elapsed, mark, columns) {
+            self.console.report(&text);
+            self.status.printed(self.console.output_mark());
+        }
+    }
+
+    /// Prints how the run ended and the latency reports, writes the output
+    /// files; returns the run's exit code.
+    fn report(&mut self, config: &RunConfig) -> ExitCode {
+        let ran = self.started.elapsed().as_secs_f64();
+        let outcome = self.outcome.clone().unwrap_or(Outcome::Forced);
+        self.say(&self.outcome_text(&outcome, ran));
         if self.ready_at.is_none() {
             self.say(&format!(
                 "the guest never reported ready ({} of {} CPUs online)",
@@ -441,7 +509,33 @@ impl Controller {
                 reg.waiters
             ));
         }
-        let code = outcome.exit_code();
+        let mut code = outcome.exit_code();
+        self.telemetry.harvest();
+        let measurement = Measurement::from_reader(&self.telemetry);
+        if measurement.measured() {
+            self.console.report(&report::summary::render(&measurement));
+        } else if config.workload.enabled != 0 && self.ready_at.is_some() {
+            self.say("no latency samples: the guest never started its measurement threads");
+        }
+        let verdict = measurement.load_verdict();
+        if verdict == LoadVerdict::Violated {
+            self.say("the load's consistency check FAILED: a switchable lock did not protect its data");
+        }
+        code = report::exit_code_with_load_check(code, verdict);
+        let info = RunInfo {
+            config,
+            tsc_khz: self.tsc_khz,
+            host_ps_per_iter: self.host_ps_per_iter,
+            guest: self.guest_info.clone(),
+            ready_ms: self.ready_at.map(|d| d.as_secs_f64() * 1e3),
+            elapsed_s: ran,
+            outcome: self.outcome_text(&outcome, ran),
+            exit_code: code,
+        };
+        for e in report::write_outputs(&measurement, &info) {
+            self.say(&e.to_string());
+            code = code.worst(ExitCode::VmmError);
+        }
         self.say(&format!("exit code {} ({code:?})", code.code()));
         code
     }
@@ -472,6 +566,9 @@ impl MutEventSubscriber for Controller {
             }
             let secs = self.started.elapsed().as_secs_f64();
             self.request_shutdown(format!("--duration reached after {secs:.3} s"));
+        } else if fd == self.status_timer.as_raw_fd() {
+            let _ = self.status_timer.wait();
+            self.on_status_tick();
         } else if fd == self.grace_timer.as_raw_fd() {
             let _ = self.grace_timer.wait();
             self.finish(Outcome::ShutdownTimeout);
@@ -481,7 +578,12 @@ impl MutEventSubscriber for Controller {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        let mut fds = vec![self.wake.as_raw_fd(), self.signal.as_raw_fd(), self.grace_timer.as_raw_fd()];
+        let mut fds = vec![
+            self.wake.as_raw_fd(),
+            self.signal.as_raw_fd(),
+            self.grace_timer.as_raw_fd(),
+            self.status_timer.as_raw_fd(),
+        ];
         if let Some(t) = &self.duration_timer {
             fds.push(t.as_raw_fd());
         }

@@ -236,7 +236,8 @@ impl Coordinator {
             (Phase::Freezing, mailbox_state::QUIESCENT) => {
                 active.freeze_us = active.requested.elapsed().as_micros() as u64;
                 self.stop_machine(vm);
-                Step::Wait
+                // Wake the guest's switch thread: the verdict is in.
+                Step::Notify
             }
             (Phase::Resuming, mailbox_state::COMPLETE) => Step::Finished(self.finish(vm.mem)),
             (phase, state) => {

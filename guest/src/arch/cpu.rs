@@ -144,3 +144,22 @@ pub fn halt_until(mut done: impl FnMut() -> bool) {
         enable_interrupts_and_halt();
     }
 }
+
+/// Executes a serializing instruction (`cpuid`): instruction fetch after it
+/// sees code modified before it (cross-modifying code, SDM vol. 3 8.1.3).
+pub fn serialize() {
+    // SAFETY: cpuid leaf 0 only reads identification registers; rbx is
+    // saved and restored around it because LLVM reserves it.
+    unsafe {
+        core::arch::asm!(
+            "mov {tmp}, rbx",
+            "cpuid",
+            "mov rbx, {tmp}",
+            tmp = out(reg) _,
+            inout("eax") 0u32 => _,
+            out("ecx") _,
+            out("edx") _,
+            options(nostack, preserves_flags),
+        );
+    }
+}

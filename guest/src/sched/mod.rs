@@ -30,6 +30,7 @@
 //! `preempt` (counts, might_sleep), `timer` (sleep, timer IRQ),
 //! `waitqueue`, `selftest` (preemption test and the `sched-demo`).
 
+pub mod freezer;
 mod preempt;
 mod runqueue;
 mod scheduler;
@@ -59,6 +60,8 @@ pub use task::{
     stack_guard_pages, task, task_by_slot,
 };
 #[allow(unused_imports)]
-pub use timer::{now_tsc, on_timer_interrupt, sleep_until, sleep_us, tsc_to_us, us_to_tsc};
+pub use timer::{
+    TimerCapture, TimerProbe, now_tsc, on_timer_interrupt, sleep_until, sleep_us, this_cpu_probe, tsc_to_us, us_to_tsc,
+};
 #[allow(unused_imports)]
 pub use waitqueue::WaitQueue;

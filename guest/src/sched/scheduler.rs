@@ -329,6 +329,8 @@ pub(super) extern "C" fn task_start(prev: *const Task, entry: usize, arg: usize)
         schedule_loop(Switch::Preempt);
     }
     cpu::enable_interrupts();
+    // A task spawned during a freeze starts at a safe point.
+    super::freezer::try_to_freeze();
     entry(arg);
     exit_current()
 }

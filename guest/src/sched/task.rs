@@ -138,6 +138,11 @@ pub struct Task {
     pub switch_locks_held: AtomicU32,
     /// The switchable lock this task waits for, or null (lock code).
     pub blocked_on: AtomicPtr<()>,
+    /// Never frozen: the task promises never to take a switchable lock
+    /// (asserted by `SpinLock`); see `freezer`.
+    pub nofreeze: AtomicBool,
+    /// Parked in the freezer right now.
+    pub frozen: AtomicBool,
     name: UnsafeCell<&'static str>,
     pub(super) sched: UnsafeCell<SchedNode>,
     pub(super) wait: UnsafeCell<WaitNode>,
@@ -159,6 +164,8 @@ impl Task {
             on_cpu: AtomicBool::new(false),
             switch_locks_held: AtomicU32::new(0),
             blocked_on: AtomicPtr::new(ptr::null_mut()),
+            nofreeze: AtomicBool::new(false),
+            frozen: AtomicBool::new(false),
             name: UnsafeCell::new(""),
             sched: UnsafeCell::new(SchedNode {
                 next: ptr::null(),
@@ -366,6 +373,8 @@ pub(super) fn init_claimed(t: &'static Task, name: &'static str, prio: u8, cpu: 
     t.on_cpu.store(false, Ordering::Relaxed);
     t.switch_locks_held.store(0, Ordering::Relaxed);
     t.blocked_on.store(ptr::null_mut(), Ordering::Relaxed);
+    t.nofreeze.store(false, Ordering::Relaxed);
+    t.frozen.store(false, Ordering::Relaxed);
 }
 
 /// Frees `id`'s slot if it is dead and off its CPU; `true` if the slot no

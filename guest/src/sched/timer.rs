@@ -12,16 +12,120 @@
 //! timer IRQ:      [rq lock] now = rdtsc; wake every d <= now; arm next
 //! ```
 //!
-//! Timer IRQ hot path, with one sleeper woken: lock (~12), rdtsc, pop +
-//! wake + enqueue (~40), re-arm check (~5), unlock (~8), plus the common
-//! interrupt entry/exit and the switch to the woken task.
+//! Timer IRQ hot path, with one sleeper woken: rdtsc, probe check (~5),
+//! lock (~12), pop + wake + enqueue (~40), re-arm check (~5), unlock (~8),
+//! plus the common interrupt entry/exit and the switch to the woken task.
+//!
+//! The latency probe ([`TimerProbe`], one per CPU): a task that wants to
+//! know when the timer IRQ serving its deadline entered the handler (the
+//! latency measurement, `workload::measure`) sets [`TimerProbe::watch`]
+//! before it sleeps. The first timer IRQ on that CPU whose entry TSC is at
+//! or past the watched deadline (which is the IRQ that wakes it: every
+//! expired sleeper is woken) records its entry TSC and what it
+//! interrupted: the task, its switchable locks, the preempt count. Only
+//! that CPU writes its probe (the watcher from task context, the handler
+//! with interrupts off), so plain Relaxed atomics suffice.
 
 use super::preempt::might_sleep;
 use super::scheduler::{RQS, schedule, set_current_blocked, wake_locked};
-use super::task::current;
+use super::task::{Task, current};
 use crate::arch::{apic, cpu, percpu};
 use crate::boot_info;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use switcher::abi::MAX_CPUS;
+
+/// One CPU's capture of the timer IRQ that served a watched deadline
+/// (module doc). Written only on its own CPU.
+#[repr(C, align(64))]
+pub struct TimerProbe {
+    /// Deadline to capture (0: none); cleared by the capturing handler.
+    watch_tsc: AtomicU64,
+    /// The deadline last captured, and the TSC at timer-handler entry then.
+    captured_deadline_tsc: AtomicU64,
+    entry_tsc: AtomicU64,
+    /// The task that IRQ interrupted (`*const Task`), its switchable locks
+    /// held and the CPU's preempt count at that moment.
+    task: AtomicPtr<()>,
+    locks_held: AtomicU32,
+    preempt_count: AtomicU32,
+}
+
+/// What the timer IRQ serving a watched deadline saw at its entry.
+#[derive(Clone, Copy)]
+pub struct TimerCapture {
+    pub entry_tsc: u64,
+    /// The interrupted task (null if none was current).
+    pub task: *const Task,
+    pub locks_held: u32,
+    pub preempt_count: u32,
+}
+
+impl TimerProbe {
+    const fn new() -> Self {
+        Self {
+            watch_tsc: AtomicU64::new(0),
+            captured_deadline_tsc: AtomicU64::new(0),
+            entry_tsc: AtomicU64::new(0),
+            task: AtomicPtr::new(core::ptr::null_mut()),
+            locks_held: AtomicU32::new(0),
+            preempt_count: AtomicU32::new(0),
+        }
+    }
+
+    /// Asks this CPU's timer handler to capture the IRQ that serves
+    /// `deadline_tsc`. Call on the probe's own CPU, before sleeping.
+    #[inline]
+    pub fn watch(&self, deadline_tsc: u64) {
+        self.watch_tsc.store(deadline_tsc, Ordering::Relaxed);
+    }
+
+    /// The capture for `deadline_tsc`, if a timer IRQ served it (none when
+    /// the sleep returned without one: the deadline had already passed).
+    /// Call on the probe's own CPU after waking.
+    #[inline]
+    pub fn take(&self, deadline_tsc: u64) -> Option<TimerCapture> {
+        if self.captured_deadline_tsc.load(Ordering::Relaxed) != deadline_tsc {
+            return None;
+        }
+        Some(TimerCapture {
+            entry_tsc: self.entry_tsc.load(Ordering::Relaxed),
+            task: self.task.load(Ordering::Relaxed).cast_const().cast(),
+            locks_held: self.locks_held.load(Ordering::Relaxed),
+            preempt_count: self.preempt_count.load(Ordering::Relaxed),
+        })
+    }
+
+    /// From the timer handler, interrupts off: capture if the watched
+    /// deadline has come. A handful of instructions when nothing is watched.
+    #[inline(always)]
+    fn on_timer_entry(&self, entry_tsc: u64) {
+        let watch = self.watch_tsc.load(Ordering::Relaxed);
+        if watch == 0 || entry_tsc < watch {
+            return;
+        }
+        let task = percpu::current_ptr();
+        self.entry_tsc.store(entry_tsc, Ordering::Relaxed);
+        self.task.store(task.cast_mut(), Ordering::Relaxed);
+        let locks = if task.is_null() {
+            0
+        } else {
+            // SAFETY: a non-null `current` points into the static task table.
+            unsafe { &*task.cast::<Task>() }.switch_locks_held.load(Ordering::Relaxed)
+        };
+        self.locks_held.store(locks, Ordering::Relaxed);
+        self.preempt_count.store(percpu::preempt_count(), Ordering::Relaxed);
+        self.captured_deadline_tsc.store(watch, Ordering::Relaxed);
+        self.watch_tsc.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The timer probe of each CPU.
+static PROBES: [TimerProbe; MAX_CPUS] = [const { TimerProbe::new() }; MAX_CPUS];
+
+/// This CPU's timer probe (module doc).
+pub fn this_cpu_probe() -> &'static TimerProbe {
+    &PROBES[percpu::cpu_id() as usize]
+}
 
 /// The TSC, ordered (`lfence; rdtsc; lfence`; RDTSCP faults on this host).
 #[inline]
@@ -58,6 +162,8 @@ pub fn sleep_until(deadline_tsc: u64) {
         }
         schedule();
     }
+    // Waking from a lock-free sleep is a safe point (freezer).
+    super::freezer::freeze_if_lock_free();
 }
 
 /// Sleeps for `us` microseconds from now.
@@ -70,9 +176,13 @@ pub fn sleep_us(us: u64) {
 /// caller): wakes every sleeper whose deadline has passed, re-arms for the
 /// next one, and marks need_resched if a woken task outranks `curr`.
 pub fn on_timer_interrupt() {
-    let this = percpu::this();
-    let mut rq = RQS[this.cpu_id() as usize].lock();
+    // First thing: the entry TSC (also `now` for expiry: a deadline that
+    // passes while the lock is taken fires again at once after re-arming).
     let now = now_tsc();
+    let this = percpu::this();
+    let cpu = this.cpu_id() as usize;
+    PROBES[cpu].on_timer_entry(now);
+    let mut rq = RQS[cpu].lock();
     let armed = rq.armed_deadline_tsc;
     if armed != 0 && now >= armed {
         let late = now - armed;

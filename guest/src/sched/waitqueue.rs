@@ -96,7 +96,14 @@ impl WaitQueue {
     /// Blocks the current task until `cond()` holds (checked first, then
     /// after every wake-up). `cond` runs in task context, unlocked.
     #[track_caller]
-    pub fn wait_until(&self, mut cond: impl FnMut() -> bool) {
+    pub fn wait_until(&self, cond: impl FnMut() -> bool) {
+        self.wait_until_unfreezable(cond);
+        super::freezer::freeze_if_lock_free();
+    }
+
+    /// [`WaitQueue::wait_until`] without the freezer's implicit safe point
+    /// on the way out (the freezer's own wait).
+    pub fn wait_until_unfreezable(&self, mut cond: impl FnMut() -> bool) {
         might_sleep("WaitQueue::wait_until");
         if cond() {
             return;

@@ -86,4 +86,9 @@ impl Registry {
     pub fn mode(&self) -> LockMode {
         LockMode::from_u32(self.mode.load(Ordering::Relaxed)).unwrap_or(LockMode::Mainline)
     }
+
+    /// After a runtime switch: the mode the call sites now select.
+    pub fn set_mode(&self, mode: LockMode) {
+        self.mode.store(mode as u32, Ordering::Relaxed);
+    }
 }

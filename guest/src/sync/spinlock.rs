@@ -144,6 +144,14 @@ fn assert_not_irq(core: &LockCore) {
     if sched::in_irq() {
         panic!("switchable lock '{}' taken in hard-IRQ context", core.name);
     }
+    let me = sched::current();
+    if me.nofreeze.load(Ordering::Relaxed) {
+        panic!(
+            "switchable lock '{}' taken by task '{}', which is exempt from the freezer (nofreeze)",
+            core.name,
+            me.name()
+        );
+    }
 }
 
 #[inline]

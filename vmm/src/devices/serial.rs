@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, LineWriter, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,11 +65,17 @@ pub enum SerialError {
 pub struct LineTracker {
     inner: Box<dyn Write + Send>,
     at_line_start: Arc<AtomicBool>,
+    /// Bumped on every write that reaches the terminal (see
+    /// [`Console::output_mark`]); `None` when the output goes elsewhere.
+    mark: Option<Arc<AtomicU64>>,
 }
 
 impl Write for LineTracker {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.inner.write(buf)?;
+        if let Some(mark) = &self.mark {
+            mark.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(&last) = buf[..n].last() {
             self.at_line_start.store(last == b'\n', Ordering::Relaxed);
         }
@@ -92,6 +98,7 @@ pub struct Console {
     at_line_start: Arc<AtomicBool>,
     /// Whether the console shares the terminal with the VMM's stderr.
     interleaves: bool,
+    mark: Arc<AtomicU64>,
 }
 
 impl Console {
@@ -106,16 +113,26 @@ impl Console {
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError::EventFd)?;
         let irq_for_kvm = irq.try_clone().map_err(SerialError::EventFd)?;
         let at_line_start = Arc::new(AtomicBool::new(true));
-        let tracker = LineTracker { inner: out, at_line_start: at_line_start.clone() };
-        let serial = Serial::new(EventFdTrigger(irq), tracker);
+        let mark = Arc::new(AtomicU64::new(0));
         let interleaves = *output == SerialOutput::Stdout;
-        Ok((Self { serial: Mutex::new(serial), at_line_start, interleaves }, irq_for_kvm))
+        let tracker =
+            LineTracker { inner: out, at_line_start: at_line_start.clone(), mark: interleaves.then(|| mark.clone()) };
+        let serial = Serial::new(EventFdTrigger(irq), tracker);
+        Ok((Self { serial: Mutex::new(serial), at_line_start, interleaves, mark }, irq_for_kvm))
+    }
+
+    /// A number that changes whenever anything reaches the terminal
+    /// through the console (guest output on stdout, a VMM line): the live
+    /// status redraws in place only when nothing came in between.
+    pub fn output_mark(&self) -> u64 {
+        self.mark.load(Ordering::Relaxed)
     }
 
     /// Prints one VMM line on stderr, between two guest console lines when
     /// the console is on stdout (waiting at most a few ms for the guest to
     /// end its line).
     pub fn report(&self, line: &str) {
+        self.mark.fetch_add(1, Ordering::Relaxed);
         if self.interleaves {
             let deadline = Instant::now() + LINE_WAIT;
             loop {

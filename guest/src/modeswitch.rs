@@ -1,0 +1,175 @@
+//! The runtime mode switch, guest side (DESIGN.md, "The runtime switch";
+//! the mailbox protocol is drawn at `switcher::abi::SwitchMailbox`).
+//!
+//! Run by the control thread (CPU 0, top priority, `nofreeze`) when the VMM
+//! posts a request:
+//!
+//! ```text
+//!  REQUESTED -> FREEZING   open a Switching latency epoch, start the freezer
+//!  FREEZING                census every 500 µs; publish the first task still
+//!                          busy (blocker_*) so the VMM can name it on timeout
+//!  -> QUIESCENT            every task frozen or asleep lock-free, registry
+//!                          held == 0 and waiters == 0; HC_SWITCH
+//!  (VMM holds every vCPU, re-checks, patches or not, releases)
+//!  DONE | CANCELLED        every other CPU executes a serializing instruction
+//!                          (SERIALIZE_IPI, acknowledged) before any task runs
+//!                          patched code; thaw; mode updated
+//!  -> COMPLETE             HC_SWITCH; one period later a new Mode epoch opens
+//! ```
+//!
+//! A CANCELLED seen while still freezing (the VMM's deadline passed) thaws
+//! at once: nothing was patched, the mode is unchanged.
+
+use core::sync::atomic::{AtomicU32, Ordering, fence};
+
+use switcher::abi::{ABI_MAGIC, LockMode, SWITCH_MAILBOX_ADDR, SwitchMailbox, mailbox_state, port, vector};
+use switcher::telemetry::EpochKind;
+
+use crate::arch::{apic, cpu, percpu, port::outl};
+use crate::sched::{self, freezer};
+use crate::sync::registry;
+use crate::{boot_info, workload};
+
+/// Census period while freezing.
+const CENSUS_US: u64 = 500;
+
+static SERIALIZE_ACKS: AtomicU32 = AtomicU32::new(0);
+static VERDICT: sched::WaitQueue = sched::WaitQueue::new("switch-verdict");
+
+fn mailbox() -> *mut SwitchMailbox {
+    SWITCH_MAILBOX_ADDR as *mut SwitchMailbox
+}
+
+macro_rules! mbox_read {
+    ($field:ident) => {
+        // SAFETY: the mailbox page is ABI memory, identity-mapped RW; the
+        // VMM writes it concurrently, so every access is volatile.
+        unsafe { core::ptr::addr_of!((*mailbox()).$field).read_volatile() }
+    };
+}
+
+macro_rules! mbox_write {
+    ($field:ident, $v:expr) => {
+        // SAFETY: as for `mbox_read`.
+        unsafe { core::ptr::addr_of_mut!((*mailbox()).$field).write_volatile($v) }
+    };
+}
+
+/// Publishes the mailbox: the VMM accepts switch requests from now on.
+pub fn init(mode: LockMode) {
+    // SAFETY: as for `mbox_read`; nobody else writes it before `magic`.
+    unsafe { mailbox().write_volatile(SwitchMailbox::zeroed()) };
+    mbox_write!(mode, mode as u32);
+    fence(Ordering::Release);
+    mbox_write!(magic, ABI_MAGIC);
+}
+
+/// Whether the VMM has posted a request (or a cancel) to act on.
+pub fn pending() -> bool {
+    mbox_read!(state) == mailbox_state::REQUESTED
+}
+
+/// From the HOST_REQUEST handler: the VMM changed the mailbox.
+pub fn on_host_request() {
+    VERDICT.wake_all();
+}
+
+/// SERIALIZE_IPI handler: a serializing instruction, then acknowledge.
+pub fn on_serialize_ipi() {
+    cpu::serialize();
+    SERIALIZE_ACKS.fetch_add(1, Ordering::AcqRel);
+    VERDICT.wake_all();
+}
+
+fn notify_vmm(state: u32) {
+    mbox_write!(state, state);
+    fence(Ordering::SeqCst);
+    outl(port::HC_SWITCH, state);
+}
+
+/// Runs one switch request to its end (control thread).
+pub fn run() {
+    let target = LockMode::from_u32(mbox_read!(target));
+    let from = registry::get().mode();
+    mbox_write!(seen_tsc, sched::now_tsc());
+    mbox_write!(state, mailbox_state::FREEZING);
+    workload::open_epoch(from, EpochKind::Switching);
+    freezer::request();
+
+    let quiescent = freeze_until_quiescent();
+    if quiescent {
+        mbox_write!(quiescent_tsc, sched::now_tsc());
+        notify_vmm(mailbox_state::QUIESCENT);
+        wait_for(|| matches!(mbox_read!(state), mailbox_state::DONE | mailbox_state::CANCELLED));
+    }
+    let verdict = mbox_read!(state);
+    let mode = match (verdict, target) {
+        (mailbox_state::DONE, Some(t)) => t,
+        _ => from,
+    };
+    if verdict == mailbox_state::DONE {
+        serialize_all_cpus();
+        registry::get().set_mode(mode);
+        mbox_write!(mode, mode as u32);
+    }
+    freezer::thaw();
+    mbox_write!(thawed_tsc, sched::now_tsc());
+    notify_vmm(mailbox_state::COMPLETE);
+    // Periods that overlapped the switch stay in the Switching epoch.
+    sched::sleep_us(u64::from(workload::interval_us()));
+    workload::open_epoch(mode, EpochKind::Mode);
+}
+
+/// Freezes until quiescent; false if the VMM cancelled first.
+fn freeze_until_quiescent() -> bool {
+    loop {
+        if mbox_read!(state) == mailbox_state::CANCELLED {
+            return false;
+        }
+        let census = freezer::census();
+        let reg = registry::get();
+        match census.blocker {
+            None if reg.held() == 0 && reg.waiters() == 0 => {
+                mbox_write!(frozen, census.frozen);
+                mbox_write!(asleep, census.asleep);
+                return true;
+            }
+            Some(t) => publish_blocker(t.name(), t.cpu(), t.switch_locks_held.load(Ordering::Relaxed)),
+            None => publish_blocker("(lock registry)", 0, reg.held() as u32),
+        }
+        sched::sleep_us(CENSUS_US);
+    }
+}
+
+fn publish_blocker(name: &str, cpu: u32, locks: u32) {
+    let mut buf = [0u8; 16];
+    for (d, s) in buf.iter_mut().zip(name.bytes()) {
+        *d = s;
+    }
+    mbox_write!(blocker_name, buf);
+    mbox_write!(blocker_cpu, cpu);
+    mbox_write!(blocker_locks, locks);
+}
+
+/// Sleeps on the verdict queue (woken by the VMM's HOST_REQUEST interrupt
+/// and by serialize acknowledgements) until `done`.
+fn wait_for(done: impl FnMut() -> bool) {
+    VERDICT.wait_until_unfreezable(done);
+}
+
+/// Every other online CPU serializes and acknowledges before the thaw.
+fn serialize_all_cpus() {
+    let me = percpu::cpu_id();
+    let cpus = boot_info::cpu_count();
+    SERIALIZE_ACKS.store(0, Ordering::Release);
+    let mut sent = 0;
+    for c in 0..cpus {
+        let pc = percpu::of(c as usize);
+        if c != me && pc.apic_enabled() {
+            apic::send_ipi(pc.apic_id(), vector::SERIALIZE_IPI);
+            sent += 1;
+        }
+    }
+    cpu::serialize();
+    wait_for(|| SERIALIZE_ACKS.load(Ordering::Acquire) >= sent);
+}

@@ -1,0 +1,93 @@
+//! The measurement threads: per CPU, one thread at [`MEASURE_PRIO`]
+//! pinned there, cyclictest/timerlat style (DESIGN.md, "Latency
+//! measurement").
+//!
+//! ```text
+//! next = start + interval
+//! loop: probe.watch(next); sleep_until(next)
+//!       now = rdtsc
+//!       thread latency = now - next             (deadline -> thread runs)
+//!       IRQ latency    = irq entry TSC - next   (deadline -> timer handler,
+//!                        from this CPU's TimerProbe; absent if no IRQ served it)
+//!       k = (now - next) / interval             (periods that passed unserved)
+//!       missed += k; next += (k + 1) * interval (absolute: no drift; a miss is
+//!                                                counted, never hidden)
+//!       record under the CPU record's seqlock (telemetry::record_sample)
+//! ```
+//!
+//! Invariants: the thread is the only writer of its CPU's record; deadlines
+//! are absolute and always in the future when it sleeps (so every
+//! activation but a late one is served by a timer IRQ); it stops at the
+//! first wake after [`super::stopping`] is set (within one period).
+//! The hot path after a wake is two rdtsc, a division for `k`, and the
+//! record update: about a hundred instructions.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::telemetry::{self, Sample};
+use crate::sched::{self, Task, now_tsc, sleep_until, us_to_tsc};
+
+/// Below the control thread (`sched::MAX_PRIO`), above everything else.
+pub const MEASURE_PRIO: u8 = sched::MAX_PRIO - 1;
+
+/// The period in TSC ticks and TSC kHz (set before the threads start).
+static INTERVAL_TSC: AtomicU64 = AtomicU64::new(0);
+static TSC_KHZ: AtomicU64 = AtomicU64::new(1);
+
+/// TSC ticks to nanoseconds, integers only (exact below ~2^44 ticks,
+/// hours at any real TSC rate; saturates beyond).
+#[inline]
+fn tsc_to_ns(ticks: u64, khz: u64) -> u64 {
+    ticks.saturating_mul(1_000_000) / khz
+}
+
+/// Spawns one measurement thread per CPU; returns their ids.
+pub fn start(interval_us: u32, cpus: u32, ids: &mut [Option<sched::TaskId>]) {
+    INTERVAL_TSC.store(us_to_tsc(u64::from(interval_us)).max(1), Ordering::Relaxed);
+    TSC_KHZ.store(crate::boot_info::tsc_khz().max(1), Ordering::Relaxed);
+    for cpu in 0..cpus {
+        ids[cpu as usize] = Some(sched::spawn("measure", MEASURE_PRIO, cpu, measure_thread, cpu as usize));
+    }
+}
+
+fn measure_thread(cpu: usize) {
+    // Never takes a switchable lock: keeps measuring through a switch.
+    sched::freezer::exempt_current();
+    let interval = INTERVAL_TSC.load(Ordering::Relaxed);
+    let khz = TSC_KHZ.load(Ordering::Relaxed);
+    let probe = sched::this_cpu_probe();
+    let mut next = now_tsc() + interval;
+    while !super::stopping() {
+        probe.watch(next);
+        sleep_until(next);
+        let now = now_tsc();
+        let capture = probe.take(next);
+        let late = now.saturating_sub(next);
+        let missed = late / interval;
+        let thread_ns = tsc_to_ns(late, khz);
+        let mut sample = Sample {
+            deadline_tsc: next,
+            thread_ns,
+            irq_ns: None,
+            missed,
+            locks_held: 0,
+            preempt_count: 0,
+            task_name: "",
+        };
+        if let Some(c) = capture {
+            sample.irq_ns = Some(tsc_to_ns(c.entry_tsc.saturating_sub(next), khz));
+            sample.locks_held = c.locks_held;
+            sample.preempt_count = c.preempt_count;
+            if !c.task.is_null() {
+                // SAFETY: the probe stores `current` pointers, which point
+                // into the static task table. The name is a `&'static str`
+                // set when that slot was spawned (a respawn of the slot
+                // meanwhile would only garble the name).
+                sample.task_name = unsafe { &*c.task.cast::<Task>() }.name();
+            }
+        }
+        telemetry::record_sample(cpu, &sample);
+        next += (missed + 1) * interval;
+    }
+    probe.watch(0);
+}

@@ -1,0 +1,262 @@
+//! The latency workload (issue 4; DESIGN.md, "Latency measurement"): a
+//! cyclictest/timerlat-like measurement thread per CPU (`measure`), the
+//! load beside it (`load`), its parameters (`params`) and the telemetry
+//! region the VMM reads (`telemetry`).
+//!
+//! Life cycle (CPU 0):
+//! ```text
+//! boot, before HC_READY:  init(calibration)  resolve params, print them,
+//!                                            validate + initialise telemetry
+//! after the ready action: start()            spawn the 'workload' starter
+//! starter (prio 97):      spawn measurement threads, then load threads;
+//!                         running = 1; exit
+//! control thread, on the VMM's shutdown request:
+//!                         shutdown()         stop flag; wait (bounded) for
+//!                         every workload thread to exit; print a per-CPU
+//!                         summary; final load check; then the exit hypercall
+//! ```
+//! The starter is a thread, not the boot context, because the boot context
+//! is CPU 0's idle task: once CPU 0's load threads run, it would never run
+//! again to finish spawning.
+//!
+//! Invariants: the workload state ([`STATE`]) is written by the starter
+//! and read by the control thread after the starter is done (or after the
+//! stop flag stopped it); every wait in `shutdown` is bounded by
+//! [`STOP_TIMEOUT_US`] so the guest exits well inside the VMM's grace
+//! period, also in mainline mode under lock load.
+
+mod load;
+mod measure;
+mod params;
+mod telemetry;
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+use switcher::abi::{LockMode, MAX_CPUS};
+use switcher::telemetry::{EPOCH_SLOTS, EpochKind, LoadKind};
+
+use crate::calibrate::Calibration;
+use crate::sched::{self, MAX_TASKS, TaskId, TaskState, now_tsc, sleep_us, us_to_tsc};
+use crate::sync::raw::RawSpinLock;
+use crate::{boot_info, println};
+pub use params::Params;
+
+/// Priority of the one-shot starter thread (below the measurement threads).
+const STARTER_PRIO: u8 = measure::MEASURE_PRIO - 1;
+/// Bound on waiting for the workload threads to stop at shutdown.
+const STOP_TIMEOUT_US: u64 = 3_000_000;
+/// Poll period while waiting for them.
+const STOP_POLL_US: u64 = 1_000;
+
+/// Set at shutdown: every workload thread exits at its next loop top.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Whether the workload is being stopped.
+#[inline]
+pub fn stopping() -> bool {
+    STOP.load(Ordering::Acquire)
+}
+
+/// The workload as set up.
+struct State {
+    params: Option<Params>,
+    /// The starter thread, while it may still run.
+    starter: Option<TaskId>,
+    measure: [Option<TaskId>; MAX_CPUS],
+    load: [Option<TaskId>; MAX_TASKS],
+    load_count: usize,
+    /// Set by the starter when it is done (ids complete).
+    started: bool,
+}
+
+static STATE: RawSpinLock<State> = RawSpinLock::new(
+    "workload",
+    State {
+        params: None,
+        starter: None,
+        measure: [None; MAX_CPUS],
+        load: [None; MAX_TASKS],
+        load_count: 0,
+        started: false,
+    },
+);
+
+/// The measurement period in µs (0 when the workload is off).
+pub fn interval_us() -> u32 {
+    STATE.lock_irqsave().params.as_ref().filter(|p| p.enabled).map_or(0, |p| p.interval_us)
+}
+
+/// CPU 0, at boot before HC_READY: resolves the parameters from the boot
+/// info and the calibration, prints them, and initialises the telemetry
+/// region (also when the workload is disabled: the VMM then sees
+/// `running == 0`).
+pub fn init(calibration: &Calibration) {
+    let req = boot_info::workload();
+    let params = Params::resolve(&req, calibration.ps_per_iter, boot_info::cpu_count());
+    if params.enabled {
+        params.print();
+    }
+    telemetry::init(&params, boot_info::initial_mode());
+    STATE.lock_irqsave().params = Some(params);
+}
+
+/// CPU 0's boot context, after the ready action: starts the workload if
+/// it is enabled (through the starter thread: module doc).
+pub fn start() {
+    let mut st = STATE.lock_irqsave();
+    if !st.params.is_some_and(|p| p.enabled) || stopping() {
+        return;
+    }
+    // Spawn under the state lock so that the starter's id is recorded
+    // before it can run (it takes the lock to record its work).
+    st.starter = Some(sched::spawn("workload", STARTER_PRIO, 0, starter, 0));
+}
+
+fn starter(_: usize) {
+    let Some(p) = STATE.lock_irqsave().params else { return };
+    let cpus = boot_info::cpu_count();
+    let mut measure_ids = [None; MAX_CPUS];
+    let mut load_ids = [None; MAX_TASKS];
+    measure::start(p.interval_us, cpus, &mut measure_ids);
+    telemetry::set_running(true);
+    let n = load::start(p.load, p.cs_us, p.load_threads, cpus, &mut load_ids);
+    let mut st = STATE.lock_irqsave();
+    st.measure = measure_ids;
+    st.load = load_ids;
+    st.load_count = n;
+    st.started = true;
+}
+
+/// Whether task `id` has exited and left its CPU (or is gone).
+fn has_exited(id: TaskId) -> bool {
+    sched::task(id).is_none_or(|t| t.state() == TaskState::Dead && !t.on_cpu.load(Ordering::Acquire))
+}
+
+/// Polls (sleeping) until `done()` or `deadline_tsc`; returns `done()`.
+fn wait_until(deadline_tsc: u64, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if now_tsc() >= deadline_tsc {
+            return false;
+        }
+        sleep_us(STOP_POLL_US);
+    }
+}
+
+/// The control thread, on shutdown: stops the workload (bounded), prints
+/// the per-CPU summary and runs the load's final check. Idempotent enough
+/// for a second call (it finds nothing left to stop).
+pub fn shutdown() {
+    STOP.store(true, Ordering::Release);
+    let (params, starter) = {
+        let st = STATE.lock_irqsave();
+        (st.params, st.starter)
+    };
+    let Some(params) = params.filter(|p| p.enabled) else { return };
+    let Some(starter) = starter else { return };
+    let deadline = now_tsc().saturating_add(us_to_tsc(STOP_TIMEOUT_US));
+    // The starter stops spawning once it sees the flag; wait for its ids.
+    wait_until(deadline, || has_exited(starter));
+    let (measure_ids, load_ids, load_count, started) = {
+        let st = STATE.lock_irqsave();
+        (st.measure, st.load, st.load_count, st.started)
+    };
+    if !started {
+        println!("workload: the starter did not finish in time; no summary");
+        return;
+    }
+    let all = || measure_ids.iter().chain(load_ids[..load_count].iter()).flatten();
+    let stopped = wait_until(deadline, || all().all(|&id| has_exited(id)));
+    telemetry::set_running(false);
+    if stopped {
+        for &id in all() {
+            sched::join(id);
+        }
+    }
+    print_summary();
+    if stopped {
+        run_final_check(params.load, load_count, deadline);
+    } else {
+        let running = load_ids[..load_count].iter().flatten().filter(|&&id| !has_exited(id)).count();
+        load::report_unchecked(running);
+    }
+}
+
+/// The load's final check, run by a short-lived thread: the check takes
+/// the load's switchable locks, which the control thread must not (it is
+/// exempt from the freezer, so it promises never to take one).
+fn run_final_check(kind: LoadKind, load_count: usize, deadline_tsc: u64) {
+    FINAL_KIND.store(kind as u32, Ordering::Relaxed);
+    FINAL_THREADS.store(load_count, Ordering::Relaxed);
+    let id = sched::spawn("load-check", STARTER_PRIO, 0, final_check_thread, 0);
+    // At least a second for the check itself, even if stopping took long.
+    let deadline = deadline_tsc.max(now_tsc().saturating_add(us_to_tsc(1_000_000)));
+    if wait_until(deadline, || has_exited(id)) {
+        sched::join(id);
+    } else {
+        println!("load check: not finished in time");
+    }
+}
+
+static FINAL_KIND: AtomicU32 = AtomicU32::new(0);
+static FINAL_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+fn final_check_thread(_: usize) {
+    let kind = LoadKind::from_u32(FINAL_KIND.load(Ordering::Relaxed)).unwrap_or(LoadKind::None);
+    load::final_check(kind, FINAL_THREADS.load(Ordering::Relaxed));
+}
+
+/// Prints one line per CPU and epoch from the telemetry region (latencies
+/// in µs): what the VMM's reader will show, for a check by eye.
+fn print_summary() {
+    if !telemetry::is_active() {
+        println!("workload: no telemetry region: no latency summary");
+        return;
+    }
+    // Oldest epoch still in the ring first.
+    let current = telemetry::current_epoch();
+    for index in current.saturating_sub(EPOCH_SLOTS as u64 - 1)..=current {
+        let slot = (index % EPOCH_SLOTS as u64) as usize;
+        for cpu in 0..boot_info::cpu_count() as usize {
+            let Some((epoch, r)) = telemetry::snapshot(slot, cpu) else { continue };
+            let mode = LockMode::from_u32(epoch.mode).map_or("?", |m| m.name());
+            let avg = |s: &switcher::telemetry::HistSummary| s.sum_ns.checked_div(s.count).unwrap_or(0) / 1000;
+            let min = |s: &switcher::telemetry::HistSummary| if s.count == 0 { 0 } else { s.min_ns / 1000 };
+            let end = r.worst.task_name.iter().position(|&b| b == 0).unwrap_or(r.worst.task_name.len());
+            let worst_task = core::str::from_utf8(&r.worst.task_name[..end]).unwrap_or("?");
+            let [p50, p99] = telemetry::thread_percentiles_us(slot, cpu, [500, 990]);
+            println!(
+                "cpu{cpu}: epoch {} ({mode}): {} samples, {} missed; irq min/avg/max {}/{}/{} us; thread min/avg/max \
+                 {}/{}/{} us, p50 {p50} p99 {p99} ({} overflows); worst: '{worst_task}', {} locks held, preempt count {}",
+                epoch.index,
+                r.samples,
+                r.missed,
+                min(&r.irq),
+                avg(&r.irq),
+                r.irq.max_ns / 1000,
+                min(&r.thread),
+                avg(&r.thread),
+                r.thread.max_ns / 1000,
+                r.thread.overflow,
+                r.worst.locks_held,
+                r.worst.preempt_count
+            );
+        }
+    }
+}
+
+/// Closes the current epoch and opens the next (`telemetry::open_epoch`),
+/// for the runtime switch. Call only with every task frozen. Returns the
+/// new epoch index (None without telemetry).
+#[allow(dead_code)] // Used by the runtime switch (next issue).
+pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
+    telemetry::open_epoch(mode, kind)
+}
+
+/// The load kind the workload runs (None before `init`).
+#[allow(dead_code)] // API for the switch and diagnostics.
+pub fn load_kind() -> Option<LoadKind> {
+    STATE.lock_irqsave().params.map(|p| p.load)
+}

@@ -1,0 +1,396 @@
+//! The guest's writer of the latency telemetry region
+//! (`switcher::telemetry`: layout, seqlock, epochs): validation and
+//! initialisation at boot, the per-CPU record writer, the header's load
+//! counters and the final check, and opening a new epoch.
+//!
+//! Invariants:
+//! - Nothing is written outside `[base, base + Layout::size())`, and only
+//!   after [`init`] has checked that range against the boot info's size,
+//!   guest memory and the end of the kernel image; if any check fails the
+//!   workload runs without telemetry ([`is_active`] is false).
+//! - Each CPU record has one writer, that CPU's measurement thread
+//!   ([`record_sample`]); it holds the seqlock (odd `seq`) for the whole
+//!   update. Epoch headers, `current_epoch` and record zeroing change only
+//!   at [`init`] (before any measurement thread exists) and in
+//!   [`open_epoch`] (every task frozen), so they need no protocol.
+//! - The header's magic is stored last, with Release, so a reader that
+//!   sees it sees a complete header.
+//!
+//! No Rust reference to the region is ever formed (the VMM reads it
+//! concurrently): fields are reached by raw-pointer projection and
+//! accessed as atomics or volatile.
+
+use core::ptr::{self, addr_of_mut};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+
+use switcher::abi::{ABI_MAGIC, LockMode};
+use switcher::telemetry::{
+    CpuLatencyHeader, EPOCH_SLOTS, EpochHeader, EpochKind, HistSummary, Layout, RECORD_ALIGN, TASK_NAME_LEN,
+    TelemetryHeader,
+};
+
+use super::params::Params;
+use crate::{boot_info, println};
+
+/// Region base address (0: no telemetry), CPU count and buckets per
+/// histogram, set once by [`init`] before any reader in the guest.
+static BASE: AtomicUsize = AtomicUsize::new(0);
+static CPUS: AtomicUsize = AtomicUsize::new(0);
+static BUCKETS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" {
+    /// End of the kernel image (linker script).
+    static __kernel_end: u8;
+}
+
+/// One measurement, ready to be recorded.
+pub struct Sample {
+    pub deadline_tsc: u64,
+    pub thread_ns: u64,
+    /// IRQ latency, if a timer IRQ served the deadline.
+    pub irq_ns: Option<u64>,
+    /// Periods skipped before this activation.
+    pub missed: u64,
+    /// What the timer IRQ interrupted (for the worst sample).
+    pub locks_held: u32,
+    pub preempt_count: u32,
+    pub task_name: &'static str,
+}
+
+/// Whether the region was validated and initialised.
+pub fn is_active() -> bool {
+    BASE.load(Ordering::Acquire) != 0
+}
+
+fn layout() -> Layout {
+    Layout { cpu_count: CPUS.load(Ordering::Relaxed), bucket_count: BUCKETS.load(Ordering::Relaxed) }
+}
+
+fn header() -> *mut TelemetryHeader {
+    BASE.load(Ordering::Relaxed) as *mut TelemetryHeader
+}
+
+/// A field of the region as an atomic.
+macro_rules! atomic64 {
+    ($place:expr) => {
+        // SAFETY: the place lies inside the validated region (the macro's
+        // callers project from `header()` or `record()`), is 8-aligned (repr(C)
+        // of u64 fields at 64-aligned bases), and is only accessed atomically
+        // or volatile while the region is live (forever).
+        unsafe { AtomicU64::from_ptr(addr_of_mut!($place)) }
+    };
+}
+macro_rules! atomic32 {
+    ($place:expr) => {
+        // SAFETY: as for `atomic64!`, 4-aligned.
+        unsafe { AtomicU32::from_ptr(addr_of_mut!($place)) }
+    };
+}
+
+/// Why the boot info's region is refused.
+fn check_region(addr: u64, size: u64, layout: &Layout) -> Result<(), &'static str> {
+    let need = layout.size() as u64;
+    let kernel_end = (&raw const __kernel_end) as u64;
+    if addr == 0 {
+        return Err("no region given (telemetry_addr 0)");
+    }
+    if layout.bucket_count == 0 {
+        return Err("hist_buckets is 0");
+    }
+    if !addr.is_multiple_of(RECORD_ALIGN as u64) {
+        return Err("telemetry_addr is not 64-byte aligned");
+    }
+    if size < need {
+        return Err("telemetry_size is smaller than the layout needs");
+    }
+    if addr < kernel_end {
+        return Err("the region overlaps the kernel image");
+    }
+    if addr.checked_add(need).is_none_or(|end| end > boot_info::memory_bytes()) {
+        return Err("the region ends past guest memory");
+    }
+    Ok(())
+}
+
+/// Validates the region the boot info names and initialises it (CPU 0,
+/// before any measurement thread exists). Returns whether telemetry is on;
+/// prints why not.
+pub fn init(params: &Params, mode: LockMode) -> bool {
+    let cpus = boot_info::cpu_count() as usize;
+    let buckets = boot_info::hist_buckets() as usize;
+    let (addr, size) = (boot_info::telemetry_addr(), boot_info::telemetry_size());
+    // No overflow: at most 2^32 buckets * 8 bytes * 64 CPUs * 4 slots.
+    let layout = Layout { cpu_count: cpus, bucket_count: buckets };
+    if let Err(why) = check_region(addr, size, &layout) {
+        println!(
+            "telemetry: not used ({why}: addr {addr:#x}, size {size}, need {}, {buckets} buckets); measuring without it",
+            layout.size()
+        );
+        return false;
+    }
+    CPUS.store(cpus, Ordering::Relaxed);
+    BUCKETS.store(layout.bucket_count, Ordering::Relaxed);
+    let h = addr as *mut TelemetryHeader;
+    let header = TelemetryHeader {
+        magic: 0,
+        cpu_count: cpus as u32,
+        bucket_count: layout.bucket_count as u32,
+        epoch_slots: EPOCH_SLOTS as u32,
+        cpu_stride: layout.cpu_stride() as u32,
+        current_epoch: 0,
+        interval_us: params.interval_us,
+        cs_us: params.cs_us,
+        load: params.load as u32,
+        load_threads: params.load_threads,
+        scaled: u32::from(params.scaled),
+        running: 0,
+        load_ops: 0,
+        load_violations: 0,
+        final_check: switcher::telemetry::final_check::PENDING,
+        _reserved: 0,
+        final_tally: 0,
+        final_locked_total: 0,
+        epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],
+    };
+    // SAFETY: `check_region` proved [addr, addr + size()) is guest memory
+    // above the kernel, reserved for this region; nothing in the guest
+    // uses it yet. Magic stays 0 until the end.
+    unsafe {
+        ptr::write_volatile(h, header);
+    }
+    BASE.store(addr as usize, Ordering::Release);
+    for slot in 0..EPOCH_SLOTS {
+        zero_slot(slot);
+    }
+    let start_tsc = crate::sched::now_tsc();
+    let epoch0 = EpochHeader { index: 0, mode: mode as u32, kind: EpochKind::Mode as u32, start_tsc, end_tsc: 0 };
+    // SAFETY: inside the region's header (validated above).
+    unsafe { ptr::write_volatile(addr_of_mut!((*h).epochs[0]), epoch0) };
+    atomic64!((*h).magic).store(ABI_MAGIC, Ordering::Release);
+    true
+}
+
+/// Resets every CPU record of epoch slot `slot`: seq 0, empty summaries,
+/// zeroed buckets. Only with no writer (module doc).
+fn zero_slot(slot: usize) {
+    let layout = layout();
+    let empty = CpuLatencyHeader {
+        seq: 0,
+        samples: 0,
+        missed: 0,
+        irq: HistSummary::EMPTY,
+        thread: HistSummary::EMPTY,
+        worst: Default::default(),
+    };
+    for cpu in 0..layout.cpu_count {
+        let rec = record(slot, cpu);
+        // SAFETY: the record and its two histograms lie inside the region
+        // (`Layout::record` + `cpu_stride`), which has no writer now.
+        unsafe {
+            ptr::write_volatile(rec, empty);
+            ptr::write_bytes(rec.cast::<u8>().add(layout.irq_buckets()), 0, 2 * 4 * layout.bucket_count);
+        }
+    }
+}
+
+/// The CPU record of `cpu` in epoch slot `slot`.
+fn record(slot: usize, cpu: usize) -> *mut CpuLatencyHeader {
+    (BASE.load(Ordering::Relaxed) + layout().record(slot, cpu)) as *mut CpuLatencyHeader
+}
+
+/// The epoch being recorded now (0 without telemetry).
+pub fn current_epoch() -> u64 {
+    if !is_active() {
+        return 0;
+    }
+    atomic64!((*header()).current_epoch).load(Ordering::Acquire)
+}
+
+fn current_slot() -> usize {
+    (atomic64!((*header()).current_epoch).load(Ordering::Acquire) % EPOCH_SLOTS as u64) as usize
+}
+
+/// Adds one sample to a histogram summary and its bucket array.
+///
+/// # Safety
+/// `s` and `buckets` (`bucket_count` u32s) lie inside the region, in a
+/// record whose seqlock the caller holds.
+unsafe fn add(s: *mut HistSummary, buckets: *mut u32, bucket_count: usize, ns: u64) {
+    let count = atomic64!((*s).count);
+    count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    let sum = atomic64!((*s).sum_ns);
+    sum.store(sum.load(Ordering::Relaxed).saturating_add(ns), Ordering::Relaxed);
+    let min = atomic64!((*s).min_ns);
+    if ns < min.load(Ordering::Relaxed) {
+        min.store(ns, Ordering::Relaxed);
+    }
+    let max = atomic64!((*s).max_ns);
+    if ns > max.load(Ordering::Relaxed) {
+        max.store(ns, Ordering::Relaxed);
+    }
+    let us = (ns / 1000) as usize;
+    if us >= bucket_count {
+        let overflow = atomic64!((*s).overflow);
+        overflow.store(overflow.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    } else {
+        // SAFETY: `us < bucket_count`: inside the caller's bucket array.
+        let b = unsafe { AtomicU32::from_ptr(buckets.add(us)) };
+        b.store(b.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    }
+}
+
+/// Records one activation of CPU `cpu`'s measurement thread (its only
+/// writer) into the current epoch, under the record's seqlock.
+pub fn record_sample(cpu: usize, s: &Sample) {
+    if !is_active() {
+        return;
+    }
+    let layout = layout();
+    let rec = record(current_slot(), cpu);
+    let seq = atomic64!((*rec).seq);
+    let start = seq.load(Ordering::Relaxed);
+    seq.store(start | 1, Ordering::Relaxed);
+    // Readers that see any of the stores below see the odd seq.
+    fence(Ordering::Release);
+    let samples = atomic64!((*rec).samples);
+    samples.store(samples.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    if s.missed != 0 {
+        let missed = atomic64!((*rec).missed);
+        missed.store(missed.load(Ordering::Relaxed) + s.missed, Ordering::Relaxed);
+    }
+    let base = rec.cast::<u8>();
+    // SAFETY: the summaries and both histograms are inside this record
+    // (Layout offsets), and this CPU holds its seqlock.
+    unsafe {
+        if let Some(irq_ns) = s.irq_ns {
+            let b = base.add(layout.irq_buckets()).cast::<u32>();
+            add(addr_of_mut!((*rec).irq), b, layout.bucket_count, irq_ns);
+        }
+        let b = base.add(layout.thread_buckets()).cast::<u32>();
+        add(addr_of_mut!((*rec).thread), b, layout.bucket_count, s.thread_ns);
+    }
+    let worst = atomic64!((*rec).worst.thread_ns);
+    if s.thread_ns > worst.load(Ordering::Relaxed) {
+        let mut name = [0u8; TASK_NAME_LEN];
+        let n = s.task_name.len().min(TASK_NAME_LEN);
+        name[..n].copy_from_slice(&s.task_name.as_bytes()[..n]);
+        let w = switcher::telemetry::WorstSample {
+            deadline_tsc: s.deadline_tsc,
+            thread_ns: s.thread_ns,
+            irq_ns: s.irq_ns.unwrap_or(0),
+            locks_held: s.locks_held,
+            preempt_count: s.preempt_count,
+            task_name: name,
+        };
+        // SAFETY: inside this record, under its seqlock.
+        unsafe { ptr::write_volatile(addr_of_mut!((*rec).worst), w) };
+    }
+    seq.store((start | 1) + 1, Ordering::Release);
+}
+
+/// Publishes that the measurement threads run.
+pub fn set_running(running: bool) {
+    if is_active() {
+        atomic32!((*header()).running).store(u32::from(running), Ordering::Release);
+    }
+}
+
+/// One more load operation (any load thread).
+pub fn add_load_op() {
+    if is_active() {
+        atomic64!((*header()).load_ops).fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// One more invariant violation seen inside a critical section.
+pub fn add_load_violation() {
+    if is_active() {
+        atomic64!((*header()).load_violations).fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Publishes the load's final check (a `final_check` value).
+pub fn set_final_check(tally: u64, locked_total: u64, check: u32) {
+    if !is_active() {
+        return;
+    }
+    let h = header();
+    atomic64!((*h).final_tally).store(tally, Ordering::Relaxed);
+    atomic64!((*h).final_locked_total).store(locked_total, Ordering::Relaxed);
+    atomic32!((*h).final_check).store(check, Ordering::Release);
+}
+
+/// Closes the current epoch (end TSC now) and opens the next one in
+/// `mode`, `kind`, in slot `(index + 1) % EPOCH_SLOTS` with zeroed
+/// records. Call only with every task frozen (no measurement thread in a
+/// record update); the runtime switch does. Returns the new epoch index.
+pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
+    if !is_active() {
+        return None;
+    }
+    let h = header();
+    let now = crate::sched::now_tsc();
+    let index = atomic64!((*h).current_epoch).load(Ordering::Relaxed);
+    let old = (index % EPOCH_SLOTS as u64) as usize;
+    atomic64!((*h).epochs[old].end_tsc).store(now, Ordering::Relaxed);
+    let next = index + 1;
+    let slot = (next % EPOCH_SLOTS as u64) as usize;
+    // Mark the slot unused while its records are reset, then publish it.
+    atomic64!((*h).epochs[slot].index).store(u64::MAX, Ordering::Release);
+    zero_slot(slot);
+    let epoch = EpochHeader { index: u64::MAX, mode: mode as u32, kind: kind as u32, start_tsc: now, end_tsc: 0 };
+    // SAFETY: inside the header; no reader relies on a slot with index MAX.
+    unsafe { ptr::write_volatile(addr_of_mut!((*h).epochs[slot]), epoch) };
+    atomic64!((*h).epochs[slot].index).store(next, Ordering::Release);
+    atomic64!((*h).current_epoch).store(next, Ordering::Release);
+    Some(next)
+}
+
+/// A copy of one CPU's record header in one epoch slot (for the guest's
+/// own summary at shutdown), if the slot is in use: `(epoch header, record)`.
+pub fn snapshot(slot: usize, cpu: usize) -> Option<(EpochHeader, CpuLatencyHeader)> {
+    if !is_active() || slot >= EPOCH_SLOTS || cpu >= CPUS.load(Ordering::Relaxed) {
+        return None;
+    }
+    let h = header();
+    // SAFETY: inside the validated region; epoch headers change only with
+    // every task frozen, and a record torn by a concurrent writer is only
+    // printed (the caller stops the writers first).
+    unsafe {
+        let epoch = ptr::read_volatile(addr_of_mut!((*h).epochs[slot]));
+        if epoch.index == u64::MAX {
+            return None;
+        }
+        Some((epoch, ptr::read_volatile(record(slot, cpu))))
+    }
+}
+
+/// The thread-latency percentiles `per_mille` (ascending) of one CPU in
+/// one epoch slot, in µs: the first bucket whose cumulative count reaches
+/// the rank; `bucket_count` when the rank lies in the overflow. One pass
+/// over the buckets (for the guest's summary at shutdown, writers stopped).
+pub fn thread_percentiles_us<const N: usize>(slot: usize, cpu: usize, per_mille: [u64; N]) -> [u64; N] {
+    let mut out = [0u64; N];
+    let Some((_, r)) = snapshot(slot, cpu) else { return out };
+    let layout = layout();
+    let count = r.thread.count;
+    let rank = |pm: u64| (count * pm).div_ceil(1000).max(1);
+    // SAFETY: the thread histogram of this record lies inside the region.
+    let buckets = unsafe { record(slot, cpu).cast::<u8>().add(layout.thread_buckets()).cast::<u32>() };
+    let (mut seen, mut next) = (0u64, 0usize);
+    for i in 0..layout.bucket_count {
+        if next == N {
+            break;
+        }
+        // SAFETY: `i < bucket_count`: inside the histogram.
+        seen += u64::from(unsafe { ptr::read_volatile(buckets.add(i)) });
+        while next < N && seen >= rank(per_mille[next]) {
+            out[next] = i as u64;
+            next += 1;
+        }
+    }
+    for o in &mut out[next..] {
+        *o = layout.bucket_count as u64;
+    }
+    out
+}

@@ -1,0 +1,433 @@
+//! Latency reports: what the VMM makes of the guest's telemetry region
+//! (DESIGN.md, "Latency measurement").
+//!
+//! - `telemetry`: reads the region from guest memory (seqlocked records,
+//!   epoch ring) and keeps every epoch seen;
+//! - `stats`: histogram math (percentiles, merging);
+//! - `status`: the live status block (once a second) or, with `--quiet`,
+//!   the progress line;
+//! - `summary`: the table printed at the end of every run that measured;
+//! - `json`, `cyclictest`, `plot`: the `--json`, `--histogram` and `--plot`
+//!   files.
+//!
+//! Everything here runs on the control thread (`runner`'s event loop);
+//! nothing blocks on the guest. [`Measurement`] is the model the end-of-run
+//! reports share: per epoch, per CPU and all CPUs, built from the reader.
+
+pub mod cyclictest;
+pub mod json;
+pub mod plot;
+pub mod stats;
+pub mod status;
+pub mod summary;
+pub mod telemetry;
+
+use std::path::Path;
+
+use switcher::abi::LockMode;
+use switcher::telemetry::{LoadKind, final_check};
+
+use self::stats::Histogram;
+use self::telemetry::{EpochInfo, TelemetryReader, WorkloadState, Worst};
+use crate::cli::RunConfig;
+use crate::exit_code::ExitCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write {what} file {path}: {err}; check that its directory exists and is writable")]
+    Write { what: &'static str, path: String, err: std::io::Error },
+    #[error("cannot draw the --plot file {path}: {why}")]
+    Plot { path: String, why: String },
+    #[error("cannot encode the --json result: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Writes `text` to `path` for the `what` option.
+pub fn write_file(what: &'static str, path: &Path, text: &str) -> Result<(), ReportError> {
+    std::fs::write(path, text).map_err(|err| ReportError::Write { what, path: path.display().to_string(), err })
+}
+
+/// One CPU (or all CPUs) of one epoch.
+#[derive(Clone, Debug)]
+pub struct CpuRow {
+    /// `None` for the all-CPUs row.
+    pub cpu: Option<usize>,
+    pub samples: u64,
+    pub missed: u64,
+    pub irq: Histogram,
+    pub thread: Histogram,
+    pub worst: Option<Worst>,
+    /// Why this CPU's figures are missing or older than the end of the
+    /// run (e.g. its record never stabilised); `None` when current.
+    pub problem: Option<String>,
+}
+
+impl CpuRow {
+    fn empty(cpu: Option<usize>, buckets: usize) -> Self {
+        Self {
+            cpu,
+            samples: 0,
+            missed: 0,
+            irq: Histogram::new(buckets),
+            thread: Histogram::new(buckets),
+            worst: None,
+            problem: None,
+        }
+    }
+
+    /// Adds another row's samples (all-CPUs rows, per-mode merges).
+    pub fn absorb(&mut self, other: &CpuRow) {
+        self.samples += other.samples;
+        self.missed += other.missed;
+        // Same bucket count throughout one run: merging cannot fail.
+        if let Err(e) = self.irq.merge(&other.irq).and_then(|()| self.thread.merge(&other.thread)) {
+            log::error!("latency report: {e}");
+        }
+        if other.worst.as_ref().is_some_and(|w| self.worst.as_ref().is_none_or(|m| w.thread_ns > m.thread_ns)) {
+            self.worst = other.worst.clone();
+        }
+    }
+}
+
+/// One epoch: per-CPU rows and their merge.
+#[derive(Clone, Debug)]
+pub struct EpochRows {
+    pub info: EpochInfo,
+    pub cpus: Vec<CpuRow>,
+    pub all: CpuRow,
+}
+
+/// The result of the load's consistency checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadVerdict {
+    /// Final check passed and no violation was seen.
+    Ok,
+    /// A violation was seen, or the final tally does not add up: a lock
+    /// did not protect its data.
+    Violated,
+    /// The guest never ran its final check (no workload, or it did not
+    /// get to shut down cleanly).
+    NotRun,
+}
+
+impl LoadVerdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            LoadVerdict::Ok => "ok",
+            LoadVerdict::Violated => "VIOLATED",
+            LoadVerdict::NotRun => "not run",
+        }
+    }
+
+    /// Judges the header's load fields; violations seen during the run
+    /// count even when the final check never ran.
+    pub fn judge(w: &WorkloadState) -> Self {
+        if w.load_violations > 0 || w.final_check == final_check::VIOLATED {
+            LoadVerdict::Violated
+        } else if w.final_check == final_check::OK {
+            if w.final_tally == w.final_locked_total { LoadVerdict::Ok } else { LoadVerdict::Violated }
+        } else {
+            LoadVerdict::NotRun
+        }
+    }
+}
+
+/// The run's exit code given how it ended and the load check: a violated
+/// check is never success, even when the guest exited 0.
+pub fn exit_code_with_load_check(code: ExitCode, verdict: LoadVerdict) -> ExitCode {
+    match verdict {
+        LoadVerdict::Violated => code.worst(ExitCode::GuestFailure),
+        LoadVerdict::Ok | LoadVerdict::NotRun => code,
+    }
+}
+
+/// Everything measured in one run, as the end-of-run reports use it.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    pub cpu_count: usize,
+    pub bucket_count: usize,
+    /// The workload as the guest ran it (last header read).
+    pub workload: Option<WorkloadState>,
+    pub epochs: Vec<EpochRows>,
+}
+
+impl Measurement {
+    pub fn from_reader(reader: &TelemetryReader) -> Self {
+        let layout = reader.layout();
+        let epochs = reader
+            .epochs()
+            .map(|e| {
+                let cpus: Vec<CpuRow> = e
+                    .cpus
+                    .iter()
+                    .enumerate()
+                    .map(|(cpu, entry)| {
+                        let mut row = CpuRow::empty(Some(cpu), layout.bucket_count);
+                        if let Some(s) = &entry.snapshot {
+                            row.samples = s.samples;
+                            row.missed = s.missed;
+                            row.irq = s.irq.clone();
+                            row.thread = s.thread.clone();
+                            row.worst = s.worst.clone();
+                        }
+                        row.problem = match (&entry.snapshot, &entry.problem) {
+                            (None, Some(p)) => Some(format!("no consistent copy: {p}")),
+                            (None, None) => Some("never read".to_string()),
+                            (Some(_), Some(p)) => Some(format!("figures from an earlier read: {p}")),
+                            (Some(_), None) => None,
+                        };
+                        row
+                    })
+                    .collect();
+                let mut all = CpuRow::empty(None, layout.bucket_count);
+                for row in &cpus {
+                    all.absorb(row);
+                }
+                EpochRows { info: e.info, cpus, all }
+            })
+            .collect();
+        Self {
+            cpu_count: layout.cpu_count,
+            bucket_count: layout.bucket_count,
+            workload: reader.workload().cloned(),
+            epochs,
+        }
+    }
+
+    /// Whether any sample was recorded (the reports are printed only then).
+    pub fn measured(&self) -> bool {
+        self.epochs.iter().any(|e| e.all.samples > 0 || e.all.thread.count() > 0)
+    }
+
+    pub fn load_verdict(&self) -> LoadVerdict {
+        self.workload.as_ref().map_or(LoadVerdict::NotRun, LoadVerdict::judge)
+    }
+
+    /// Per CPU, every epoch merged: the whole run, as one cyclictest run
+    /// would have measured it.
+    pub fn per_cpu_whole_run(&self) -> Vec<CpuRow> {
+        (0..self.cpu_count)
+            .map(|cpu| {
+                let mut row = CpuRow::empty(Some(cpu), self.bucket_count);
+                for e in &self.epochs {
+                    if let Some(r) = e.cpus.get(cpu) {
+                        row.absorb(r);
+                    }
+                }
+                row
+            })
+            .collect()
+    }
+
+    /// All CPUs, merged over the `Mode` epochs of each mode (switching
+    /// epochs left out), in mode order: what "mainline" and "rt" measured.
+    pub fn per_mode(&self) -> Vec<(LockMode, Vec<u64>, CpuRow)> {
+        let mut out: Vec<(LockMode, Vec<u64>, CpuRow)> = Vec::new();
+        for e in self.epochs.iter().filter(|e| e.info.kind == switcher::telemetry::EpochKind::Mode) {
+            let i = match out.iter().position(|(m, ..)| *m == e.info.mode) {
+                Some(i) => i,
+                None => {
+                    out.push((e.info.mode, Vec::new(), CpuRow::empty(None, self.bucket_count)));
+                    out.len() - 1
+                }
+            };
+            out[i].1.push(e.info.index);
+            out[i].2.absorb(&e.all);
+        }
+        out
+    }
+}
+
+/// The workload line: what ran (as the guest reports it).
+pub fn workload_line(w: &WorkloadState) -> String {
+    let load = match w.load {
+        LoadKind::None => "load none".to_string(),
+        kind => format!("load {}, {} threads per CPU, cs {} us", kind.name(), w.load_threads, w.cs_us),
+    };
+    let scaled = if w.scaled { "defaults scaled for emulated ring 0" } else { "defaults not scaled" };
+    format!("workload: {load}, interval {} us ({scaled})", w.interval_us)
+}
+
+/// The load-check line.
+pub fn load_check_line(w: Option<&WorkloadState>) -> String {
+    let Some(w) = w else {
+        return "load check: not run (no telemetry from the guest)".to_string();
+    };
+    let verdict = LoadVerdict::judge(w);
+    let detail = match w.final_check {
+        final_check::PENDING => "final check not run".to_string(),
+        _ => format!("final tally {} vs locked total {}", w.final_tally, w.final_locked_total),
+    };
+    format!("load check: {} ({} load ops, {} violations; {detail})", verdict.name(), w.load_ops, w.load_violations)
+}
+
+/// The guest's side of the boot calibration (from its status page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestInfo {
+    pub calib_ps_per_iter: u64,
+    pub calib_iterations: u64,
+    pub calib_tsc_ticks: u64,
+    pub kernel_version: String,
+}
+
+/// What the run was and how it ended, besides the telemetry.
+#[derive(Clone, Debug)]
+pub struct RunInfo<'a> {
+    pub config: &'a RunConfig,
+    pub tsc_khz: u32,
+    /// The host's speed on the calibration loop (ps per iteration).
+    pub host_ps_per_iter: Option<u64>,
+    pub guest: Option<GuestInfo>,
+    /// Milliseconds from start to the guest's ready hypercall.
+    pub ready_ms: Option<f64>,
+    pub elapsed_s: f64,
+    /// How the run ended, in words.
+    pub outcome: String,
+    pub exit_code: ExitCode,
+}
+
+impl RunInfo<'_> {
+    pub fn emulated(&self) -> Option<bool> {
+        match (&self.guest, self.host_ps_per_iter) {
+            (Some(g), Some(h)) => Some(crate::host_speed::is_emulated(g.calib_ps_per_iter, h)),
+            _ => None,
+        }
+    }
+
+    /// One line for titles: `2 vCPUs, mainline, load locks (x2, cs 100 us), interval 1000 us`.
+    pub fn describe(&self, m: &Measurement) -> String {
+        let c = self.config;
+        let load = match &m.workload {
+            Some(w) if w.load == LoadKind::None => "load none".to_string(),
+            Some(w) => format!("load {} (x{}, cs {} us)", w.load.name(), w.load_threads, w.cs_us),
+            None => format!("load {}", LoadKind::from_u32(c.workload.load).map_or("?", LoadKind::name)),
+        };
+        let interval = m.workload.as_ref().map_or(c.workload.interval_us, |w| w.interval_us);
+        format!("{} vCPUs, boot mode {}, {load}, interval {interval} us", c.vcpus, c.mode.name())
+    }
+}
+
+/// Writes the files asked for with --histogram, --plot and --json (last,
+/// so that its exit code counts a failure to write the others); every
+/// file is attempted. Returns the failures.
+pub fn write_outputs(m: &Measurement, info: &RunInfo) -> Vec<ReportError> {
+    let out = &info.config.output;
+    let mut errors = Vec::new();
+    if let Some(path) = &out.histogram
+        && let Err(e) = write_file("--histogram", path, &cyclictest::render(m))
+    {
+        errors.push(e);
+    }
+    if let Some(path) = &out.plot
+        && let Err(e) = plot::render(m, info).and_then(|svg| write_file("--plot", path, &svg))
+    {
+        errors.push(e);
+    }
+    if let Some(path) = &out.json {
+        let mut info = info.clone();
+        if !errors.is_empty() {
+            info.exit_code = info.exit_code.worst(ExitCode::VmmError);
+        }
+        if let Err(e) = json::render(m, &info).and_then(|text| write_file("--json", path, &text)) {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::telemetry::synth::*;
+    use super::*;
+    use switcher::telemetry::EpochKind;
+
+    fn state() -> WorkloadState {
+        WorkloadState {
+            current_epoch: 0,
+            interval_us: 1000,
+            cs_us: 100,
+            load: LoadKind::Locks,
+            load_threads: 2,
+            scaled: false,
+            running: true,
+            load_ops: 10,
+            load_violations: 0,
+            final_check: final_check::PENDING,
+            final_tally: 0,
+            final_locked_total: 0,
+        }
+    }
+
+    #[test]
+    fn load_verdicts() {
+        assert_eq!(LoadVerdict::judge(&state()), LoadVerdict::NotRun);
+        let ok = WorkloadState { final_check: final_check::OK, final_tally: 7, final_locked_total: 7, ..state() };
+        assert_eq!(LoadVerdict::judge(&ok), LoadVerdict::Ok);
+        assert_eq!(LoadVerdict::judge(&WorkloadState { final_locked_total: 6, ..ok.clone() }), LoadVerdict::Violated);
+        assert_eq!(LoadVerdict::judge(&WorkloadState { load_violations: 1, ..ok.clone() }), LoadVerdict::Violated);
+        assert_eq!(LoadVerdict::judge(&WorkloadState { load_violations: 1, ..state() }), LoadVerdict::Violated);
+        let bad = WorkloadState { final_check: final_check::VIOLATED, ..state() };
+        assert_eq!(LoadVerdict::judge(&bad), LoadVerdict::Violated);
+        assert!(load_check_line(Some(&bad)).contains("VIOLATED"));
+        assert!(load_check_line(None).contains("not run"));
+        assert_eq!(exit_code_with_load_check(ExitCode::Ok, LoadVerdict::Violated), ExitCode::GuestFailure);
+        assert_eq!(exit_code_with_load_check(ExitCode::TripleFault, LoadVerdict::Violated), ExitCode::TripleFault);
+        assert_eq!(exit_code_with_load_check(ExitCode::Ok, LoadVerdict::NotRun), ExitCode::Ok);
+        assert_eq!(exit_code_with_load_check(ExitCode::Ok, LoadVerdict::Ok), ExitCode::Ok);
+    }
+
+    #[test]
+    fn output_files_are_written_and_failures_reported() {
+        let dir = std::env::temp_dir().join(format!("rtswitch-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (j, h, p) = (dir.join("a.json"), dir.join("a.hist"), dir.join("a.svg"));
+        let args = ["--json", j.to_str().unwrap(), "--histogram", h.to_str().unwrap(), "--plot", p.to_str().unwrap()];
+        let config = json::tests::config(&args);
+        let m = json::tests::measurement();
+        assert!(write_outputs(&m, &json::tests::info(&config)).is_empty());
+        assert!(std::fs::read_to_string(&h).unwrap().starts_with("# Histogram\n"));
+        assert!(std::fs::read_to_string(&p).unwrap().contains("</svg>"));
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(v["outcome"]["exit_code"], 0);
+        // An unwritable --histogram is reported, and the JSON says the run failed.
+        let bad = dir.join("missing/a.hist");
+        let args = ["--json", j.to_str().unwrap(), "--histogram", bad.to_str().unwrap()];
+        let config = json::tests::config(&args);
+        let errors = write_outputs(&m, &json::tests::info(&config));
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].to_string().contains("--histogram"), "{}", errors[0]);
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(v["outcome"]["exit_code"], ExitCode::VmmError.code());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn measurement_merges_cpus_epochs_and_modes() {
+        let (mem, layout) = region(2, 100);
+        let mut h = header(&layout);
+        h.current_epoch = 2;
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 10);
+        h.epochs[1] = epoch(1, LockMode::Mainline, EpochKind::Switching, 20);
+        h.epochs[2] = epoch(2, LockMode::Rt, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1], &[10, 20]);
+        write_record(&mem, &layout, 0, 1, &[1], &[30]);
+        write_record(&mem, &layout, 1, 0, &[1], &[200]);
+        write_record(&mem, &layout, 2, 1, &[1], &[5]);
+        let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
+        r.harvest();
+        let m = Measurement::from_reader(&r);
+        assert!(m.measured());
+        assert_eq!(m.epochs.len(), 3);
+        assert_eq!(m.epochs[0].all.thread.count(), 3);
+        assert_eq!(m.epochs[0].all.samples, 3);
+        assert_eq!(m.epochs[0].all.worst.as_ref().unwrap().thread_ns, 30_500);
+        let whole = m.per_cpu_whole_run();
+        assert_eq!(whole[0].thread.count(), 3);
+        assert_eq!(whole[1].thread.count(), 2);
+        let modes = m.per_mode();
+        assert_eq!(modes.len(), 2);
+        assert_eq!((modes[0].0, modes[0].1.clone(), modes[0].2.thread.count()), (LockMode::Mainline, vec![0], 3));
+        assert_eq!((modes[1].0, modes[1].2.thread.count()), (LockMode::Rt, 1));
+    }
+}

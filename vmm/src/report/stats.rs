@@ -1,0 +1,358 @@
+//! Histogram math: latency histograms with 1 µs buckets plus an overflow
+//! count, their summary statistics, percentiles and merging.
+//!
+//! A percentile is read from the buckets, so it is exact to the bucket:
+//! `Percentile::Us(n)` means the sample of that rank lies in `[n, n+1)` µs.
+//! When the rank falls among the overflowed samples its value is unknown
+//! beyond "at least the histogram range": `Percentile::AtLeast(range_us)`,
+//! never a made-up number.
+//!
+//! Pure host code: no guest memory, no I/O.
+
+use serde::Serialize;
+use switcher::telemetry::HistSummary;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StatsError {
+    #[error(
+        "histogram counts disagree: {buckets} samples in buckets + {overflow} overflows != count {count}; the record \
+         is inconsistent and was not used"
+    )]
+    CountMismatch { buckets: u64, overflow: u64, count: u64 },
+    #[error("histogram of {count} samples has min {min_ns} ns above max {max_ns} ns; the record was not used")]
+    MinAboveMax { count: u64, min_ns: u64, max_ns: u64 },
+    #[error("empty histogram with a non-empty summary (sum {sum_ns} ns, max {max_ns} ns); the record was not used")]
+    EmptyNotClear { sum_ns: u64, max_ns: u64 },
+    #[error("cannot merge histograms of {0} and {1} buckets (different --hist-max-us)")]
+    BucketMismatch(usize, usize),
+}
+
+/// One latency histogram: 1 µs buckets `[i, i+1)` µs, then an overflow
+/// count for samples of `buckets.len()` µs or more (counted in the
+/// summary fields too).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Histogram {
+    buckets: Vec<u64>,
+    overflow: u64,
+    count: u64,
+    sum_ns: u64,
+    /// `None` while empty.
+    min_ns: Option<u64>,
+    max_ns: u64,
+}
+
+/// A percentile read from a histogram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Percentile {
+    /// The sample of that rank lies in `[us, us + 1)` µs.
+    Us(u64),
+    /// The sample of that rank overflowed: it is at least this many µs
+    /// (the histogram range), how much more is unknown.
+    AtLeast(u64),
+}
+
+impl Percentile {
+    /// The µs value (for `AtLeast`, the lower bound).
+    pub fn us(self) -> u64 {
+        match self {
+            Percentile::Us(v) | Percentile::AtLeast(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Display for Percentile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Padding applies to the whole text, so tables line up.
+        let s = match self {
+            Percentile::Us(v) => v.to_string(),
+            Percentile::AtLeast(v) => format!(">={v}"),
+        };
+        f.pad(&s)
+    }
+}
+
+/// JSON form: `{"us": 12, "at_least": false}`; `at_least: true` means the
+/// percentile is in the overflow and `us` is the histogram range.
+impl Serialize for Percentile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Percentile", 2)?;
+        st.serialize_field("us", &self.us())?;
+        st.serialize_field("at_least", &matches!(self, Percentile::AtLeast(_)))?;
+        st.end()
+    }
+}
+
+/// The figures every report shows for one histogram (µs unless `_ns`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LatencyStats {
+    pub count: u64,
+    pub overflow: u64,
+    pub min_ns: Option<u64>,
+    pub max_ns: Option<u64>,
+    pub sum_ns: u64,
+    /// Truncated to whole µs, like cyclictest.
+    pub min_us: Option<u64>,
+    pub avg_us: Option<f64>,
+    pub p50: Option<Percentile>,
+    pub p99: Option<Percentile>,
+    pub p99_9: Option<Percentile>,
+    pub max_us: Option<u64>,
+}
+
+impl Histogram {
+    /// An empty histogram of `bucket_count` 1 µs buckets.
+    pub fn new(bucket_count: usize) -> Self {
+        Self { buckets: vec![0; bucket_count], overflow: 0, count: 0, sum_ns: 0, min_ns: None, max_ns: 0 }
+    }
+
+    /// A histogram from a guest record's summary and buckets, checked for
+    /// consistency (bucket sum + overflow == count, min <= max).
+    pub fn from_record(summary: &HistSummary, buckets: &[u32]) -> Result<Self, StatsError> {
+        let in_buckets: u64 = buckets.iter().map(|&b| u64::from(b)).sum();
+        if in_buckets.checked_add(summary.overflow) != Some(summary.count) {
+            return Err(StatsError::CountMismatch {
+                buckets: in_buckets,
+                overflow: summary.overflow,
+                count: summary.count,
+            });
+        }
+        let min_ns = if summary.count == 0 {
+            if summary.sum_ns != 0 || summary.max_ns != 0 {
+                return Err(StatsError::EmptyNotClear { sum_ns: summary.sum_ns, max_ns: summary.max_ns });
+            }
+            None
+        } else {
+            if summary.min_ns > summary.max_ns {
+                return Err(StatsError::MinAboveMax {
+                    count: summary.count,
+                    min_ns: summary.min_ns,
+                    max_ns: summary.max_ns,
+                });
+            }
+            Some(summary.min_ns)
+        };
+        Ok(Self {
+            buckets: buckets.iter().map(|&b| u64::from(b)).collect(),
+            overflow: summary.overflow,
+            count: summary.count,
+            sum_ns: summary.sum_ns,
+            min_ns,
+            max_ns: summary.max_ns,
+        })
+    }
+
+    /// Adds one sample (for tests and synthetic data).
+    pub fn record_ns(&mut self, ns: u64) {
+        let us = (ns / 1000) as usize;
+        match self.buckets.get_mut(us) {
+            Some(b) => *b += 1,
+            None => self.overflow += 1,
+        }
+        self.count += 1;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        self.min_ns = Some(self.min_ns.map_or(ns, |m| m.min(ns)));
+        self.max_ns = self.max_ns.max(ns);
+    }
+
+    /// Adds `other`'s samples to this histogram.
+    pub fn merge(&mut self, other: &Histogram) -> Result<(), StatsError> {
+        if self.buckets.len() != other.buckets.len() {
+            return Err(StatsError::BucketMismatch(self.buckets.len(), other.buckets.len()));
+        }
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a += b;
+        }
+        self.overflow += other.overflow;
+        self.count += other.count;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
+        self.min_ns = match (self.min_ns, other.min_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.max_ns = self.max_ns.max(other.max_ns);
+        Ok(())
+    }
+
+    pub fn bucket_count(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn buckets(&self) -> &[u64] {
+        &self.buckets
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn overflow(&self) -> u64 {
+        self.overflow
+    }
+
+    pub fn sum_ns(&self) -> u64 {
+        self.sum_ns
+    }
+
+    pub fn min_ns(&self) -> Option<u64> {
+        self.min_ns
+    }
+
+    /// `None` while empty.
+    pub fn max_ns(&self) -> Option<u64> {
+        (self.count > 0).then_some(self.max_ns)
+    }
+
+    pub fn avg_ns(&self) -> Option<f64> {
+        (self.count > 0).then(|| self.sum_ns as f64 / self.count as f64)
+    }
+
+    /// The non-empty buckets as `(µs, count)`.
+    pub fn non_empty(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.buckets.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| (i as u64, *c))
+    }
+
+    /// The `p`-th percentile (0 < p <= 100, to 1 ppm), nearest rank: the
+    /// smallest value with at least `ceil(p% of count)` samples at or below it.
+    /// `None` for an empty histogram.
+    pub fn percentile(&self, p: f64) -> Option<Percentile> {
+        if self.count == 0 {
+            return None;
+        }
+        // Integer math on parts per million: 99.9% of 1000 is rank 999,
+        // where float math gives 999.0000000000001 and so rank 1000.
+        let ppm = (p * 10_000.0).round().clamp(0.0, 1e6) as u128;
+        let rank = ((ppm * u128::from(self.count)).div_ceil(1_000_000) as u64).clamp(1, self.count);
+        let mut seen = 0u64;
+        for (us, c) in self.buckets.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(Percentile::Us(us as u64));
+            }
+        }
+        Some(Percentile::AtLeast(self.buckets.len() as u64))
+    }
+
+    pub fn stats(&self) -> LatencyStats {
+        LatencyStats {
+            count: self.count,
+            overflow: self.overflow,
+            min_ns: self.min_ns,
+            max_ns: self.max_ns(),
+            sum_ns: self.sum_ns,
+            min_us: self.min_ns.map(|n| n / 1000),
+            avg_us: self.avg_ns().map(|n| n / 1000.0),
+            p50: self.percentile(50.0),
+            p99: self.percentile(99.0),
+            p99_9: self.percentile(99.9),
+            max_us: self.max_ns().map(|n| n / 1000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist_of(us_samples: &[u64], buckets: usize) -> Histogram {
+        let mut h = Histogram::new(buckets);
+        for &us in us_samples {
+            h.record_ns(us * 1000 + 300);
+        }
+        h
+    }
+
+    #[test]
+    fn percentiles_of_a_uniform_distribution() {
+        // 1..=1000 µs, one sample each.
+        let samples: Vec<u64> = (1..=1000).collect();
+        let h = hist_of(&samples, 2000);
+        assert_eq!(h.percentile(50.0), Some(Percentile::Us(500)));
+        assert_eq!(h.percentile(99.0), Some(Percentile::Us(990)));
+        assert_eq!(h.percentile(99.9), Some(Percentile::Us(999)));
+        assert_eq!(h.percentile(100.0), Some(Percentile::Us(1000)));
+        assert_eq!(h.percentile(0.0001), Some(Percentile::Us(1)));
+        let s = h.stats();
+        assert_eq!(s.min_us, Some(1));
+        assert_eq!(s.max_us, Some(1000));
+        assert_eq!(s.count, 1000);
+        assert!((s.avg_us.unwrap() - 500.8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn percentiles_of_a_skewed_distribution() {
+        // 990 samples at 5 µs, 9 at 50 µs, 1 at 700 µs.
+        let mut samples = vec![5; 990];
+        samples.extend([50; 9]);
+        samples.push(700);
+        let h = hist_of(&samples, 1000);
+        assert_eq!(h.percentile(50.0), Some(Percentile::Us(5)));
+        assert_eq!(h.percentile(99.0), Some(Percentile::Us(5)));
+        assert_eq!(h.percentile(99.1), Some(Percentile::Us(50)));
+        assert_eq!(h.percentile(99.9), Some(Percentile::Us(50)));
+        assert_eq!(h.percentile(100.0), Some(Percentile::Us(700)));
+    }
+
+    #[test]
+    fn empty_histogram_has_no_figures() {
+        let h = Histogram::new(100);
+        assert_eq!(h.percentile(50.0), None);
+        let s = h.stats();
+        assert_eq!((s.count, s.min_us, s.max_us, s.avg_us, s.p99), (0, None, None, None, None));
+        assert_eq!(h.non_empty().count(), 0);
+    }
+
+    #[test]
+    fn overflowed_percentiles_are_lower_bounds() {
+        let h = hist_of(&[150, 200, 5000], 100);
+        assert_eq!(h.overflow(), 3);
+        assert_eq!(h.percentile(50.0), Some(Percentile::AtLeast(100)));
+        assert_eq!(h.percentile(99.9), Some(Percentile::AtLeast(100)));
+        assert_eq!(h.stats().max_us, Some(5000), "max comes from the summary, not the buckets");
+        assert_eq!(Percentile::AtLeast(100).to_string(), ">=100");
+        assert_eq!(format!("{:>6}", Percentile::AtLeast(100)), " >=100");
+        // Half in range, half over: p50 in range, p99 over.
+        let h = hist_of(&[1, 2, 300, 400], 100);
+        assert_eq!(h.percentile(50.0), Some(Percentile::Us(2)));
+        assert_eq!(h.percentile(99.0), Some(Percentile::AtLeast(100)));
+    }
+
+    #[test]
+    fn merge_adds_buckets_and_keeps_extremes() {
+        let mut a = hist_of(&[3, 3, 4], 10);
+        let b = hist_of(&[1, 20], 10);
+        a.merge(&b).unwrap();
+        assert_eq!(a.count(), 5);
+        assert_eq!(a.overflow(), 1);
+        assert_eq!(a.non_empty().collect::<Vec<_>>(), vec![(1, 1), (3, 2), (4, 1)]);
+        assert_eq!(a.min_ns(), Some(1300));
+        assert_eq!(a.max_ns(), Some(20300));
+        let mut e = Histogram::new(10);
+        e.merge(&a).unwrap();
+        assert_eq!(e, a, "merging into an empty histogram copies");
+        e.merge(&Histogram::new(10)).unwrap();
+        assert_eq!(e, a, "merging an empty histogram changes nothing");
+        assert_eq!(e.merge(&Histogram::new(11)), Err(StatsError::BucketMismatch(10, 11)));
+    }
+
+    #[test]
+    fn records_are_checked() {
+        let mut buckets = vec![0u32; 10];
+        buckets[2] = 3;
+        let ok = HistSummary { count: 4, sum_ns: 20_000, min_ns: 2_000, max_ns: 11_000, overflow: 1 };
+        let h = Histogram::from_record(&ok, &buckets).unwrap();
+        assert_eq!(h.percentile(50.0), Some(Percentile::Us(2)));
+        assert!(matches!(
+            Histogram::from_record(&HistSummary { count: 5, ..ok }, &buckets),
+            Err(StatsError::CountMismatch { .. })
+        ));
+        assert!(matches!(
+            Histogram::from_record(&HistSummary { min_ns: 12_000, ..ok }, &buckets),
+            Err(StatsError::MinAboveMax { .. })
+        ));
+        assert!(Histogram::from_record(&HistSummary::EMPTY, &[0; 10]).unwrap().stats().min_us.is_none());
+        assert!(Histogram::from_record(&HistSummary { max_ns: 5, ..HistSummary::EMPTY }, &[0; 10]).is_err());
+        // A count that overflows u64 with the bucket sum is refused, not wrapped.
+        assert!(Histogram::from_record(&HistSummary { overflow: u64::MAX, ..ok }, &buckets).is_err());
+    }
+}

@@ -1,0 +1,189 @@
+//! The latency table printed at the end of every run that measured: per
+//! epoch and CPU, and all CPUs of each epoch, then the worst samples, the
+//! workload and the load check.
+//!
+//! ```text
+//! rtswitch: latency summary (us; percentiles from 1 us buckets, ">=N": in the overflow beyond N us)
+//!   epoch mode     cpu  samples missed |  IRQ  min    avg  p50  p99 p99.9  max ovf | thread min ...
+//!       0 mainline   0     2950      0 |         2    3.1    3    8    20   45   0 |          9 ...
+//!       0 mainline all     5900      0 |  ...
+//! ```
+//! Columns are separated by whitespace (and `|` between the groups) so a
+//! script can split rows; a missing figure (no samples) is `-`.
+
+use std::fmt::Write;
+
+use super::stats::{Histogram, Percentile};
+use super::{CpuRow, EpochRows, Measurement, load_check_line, workload_line};
+
+const GROUP: [&str; 7] = ["min", "avg", "p50", "p99", "p99.9", "max", "ovf"];
+
+fn opt<T: ToString>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".to_string(), |v| v.to_string())
+}
+
+fn group(h: &Histogram) -> [String; 7] {
+    let s = h.stats();
+    let pct = |p: Option<Percentile>| opt(p);
+    [
+        opt(s.min_us),
+        s.avg_us.map_or_else(|| "-".to_string(), |a| format!("{a:.1}")),
+        pct(s.p50),
+        pct(s.p99),
+        pct(s.p99_9),
+        opt(s.max_us),
+        s.overflow.to_string(),
+    ]
+}
+
+/// Short epoch label: the mode, `sw:` before it for a switching epoch.
+pub fn mode_label(e: &EpochRows) -> String {
+    match e.info.kind {
+        switcher::telemetry::EpochKind::Mode => e.info.mode.name().to_string(),
+        switcher::telemetry::EpochKind::Switching => format!("sw:{}", e.info.mode.name()),
+    }
+}
+
+/// The whole block, lines separated by `\n`, the first prefixed `rtswitch: `.
+pub fn render(m: &Measurement) -> String {
+    let range = m.bucket_count;
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    for e in &m.epochs {
+        let label = mode_label(e);
+        let mut push = |r: &CpuRow| {
+            let mut row = vec![
+                e.info.index.to_string(),
+                label.clone(),
+                r.cpu.map_or_else(|| "all".to_string(), |c| c.to_string()),
+                r.samples.to_string(),
+                r.missed.to_string(),
+                "|".to_string(),
+            ];
+            row.extend(group(&r.irq));
+            row.push("|".to_string());
+            row.extend(group(&r.thread));
+            rows.push(row);
+        };
+        for r in &e.cpus {
+            push(r);
+        }
+        if e.cpus.len() > 1 {
+            push(&e.all);
+        }
+    }
+    let mut head = vec!["epoch", "mode", "cpu", "samples", "missed", "|"];
+    head.extend(GROUP);
+    head.push("|");
+    head.extend(GROUP);
+    let head: Vec<String> = head.into_iter().map(str::to_string).collect();
+    let mut widths: Vec<usize> = head.iter().map(String::len).collect();
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let mut out = String::from(" ");
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
+            // Mode left-aligned, numbers right-aligned.
+            if i == 1 {
+                let _ = write!(out, " {c:<w$}");
+            } else {
+                let _ = write!(out, " {c:>w$}");
+            }
+        }
+        out
+    };
+    // Group titles over the first column of each group.
+    let start = |col: usize| -> usize { 1 + widths[..col].iter().map(|w| w + 1).sum::<usize>() + 1 };
+    let (irq_at, thread_at) = (start(6), start(14));
+    let titles = format!("{:irq_at$}{:<w$}{}", "", "IRQ latency", "thread latency", w = thread_at - irq_at);
+
+    let mut out = format!(
+        "rtswitch: latency summary (us; percentiles from 1 us buckets; \">={range}\": in the overflow, beyond the \
+         {range} us histogram range)\n"
+    );
+    let _ = writeln!(out, "{}", titles.trim_end());
+    let _ = writeln!(out, "{}", line(&head));
+    for r in &rows {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    for e in &m.epochs {
+        if let Some(w) = &e.all.worst {
+            let cpu = e
+                .cpus
+                .iter()
+                .find(|c| c.worst.as_ref().is_some_and(|cw| cw == w))
+                .and_then(|c| c.cpu)
+                .map_or_else(String::new, |c| format!(" on cpu {c}"));
+            let _ = writeln!(
+                out,
+                "  epoch {} worst thread latency: {} us{cpu} (IRQ {} us), interrupting '{}' with {} switchable \
+                 lock(s) held, preempt count {}",
+                e.info.index,
+                w.thread_ns / 1000,
+                w.irq_ns / 1000,
+                w.task,
+                w.locks_held,
+                w.preempt_count
+            );
+        }
+        for c in &e.cpus {
+            if let (Some(cpu), Some(p)) = (c.cpu, &c.problem) {
+                let _ = writeln!(out, "  epoch {} cpu {cpu}: {p}", e.info.index);
+            }
+        }
+    }
+    if let Some(w) = &m.workload {
+        let _ = writeln!(out, "  {}", workload_line(w));
+    }
+    let _ = write!(out, "  {}", load_check_line(m.workload.as_ref()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use switcher::abi::LockMode;
+    use switcher::telemetry::EpochKind;
+
+    use super::super::telemetry::TelemetryReader;
+    use super::super::telemetry::synth::*;
+    use super::*;
+
+    #[test]
+    fn table_has_a_row_per_cpu_and_epoch_and_the_checks() {
+        let (mem, layout) = region(2, 100);
+        let mut h = header(&layout);
+        h.current_epoch = 1;
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 10);
+        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 0);
+        h.load_violations = 2;
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1, 2], &[10, 250]);
+        write_record(&mem, &layout, 0, 1, &[1], &[30]);
+        write_record(&mem, &layout, 1, 0, &[1], &[5]);
+        // cpu 1 of epoch 1 stuck mid-update.
+        write_record_seq(&mem, &layout, 1, 1, &[1], &[5], 7);
+        let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
+        r.harvest();
+        let text = render(&Measurement::from_reader(&r));
+        println!("{text}");
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|c| c.first().is_some_and(|f| f.parse::<u64>().is_ok()))
+            .collect();
+        assert_eq!(rows.len(), 6, "2 epochs x (2 cpus + all)");
+        // epoch 0, all CPUs: 3 samples; thread max 250 us overflows the 100 us range.
+        let all0 = &rows[2];
+        assert_eq!(&all0[..5], ["0", "mainline", "all", "3", "2"]);
+        let thread = &all0[14..21];
+        assert_eq!(thread, ["10", "97.2", "30", ">=100", ">=100", "250", "1"].as_slice(), "{all0:?}");
+        assert_eq!(&rows[4][..4], ["1", "rt", "1", "0"]);
+        assert!(rows[4].contains(&"-"));
+        assert!(text.contains("epoch 1 cpu 1: no consistent copy"));
+        assert!(text.contains("epoch 0 worst thread latency: 250 us on cpu 0"));
+        assert!(text.contains("load check: VIOLATED"));
+        assert!(text.contains("workload: load locks, 2 threads per CPU, cs 100 us, interval 1000 us"));
+    }
+}

@@ -1,0 +1,735 @@
+//! Reads the guest's latency telemetry region (`switcher::telemetry`) while
+//! the guest runs, and keeps every epoch it has seen.
+//!
+//! Runs on the control thread (`runner`'s event loop): once a second for
+//! the live status, and once more after the run. [`TelemetryReader::harvest`]
+//! may be called at any time, also while the vCPUs are held.
+//!
+//! Everything read from the guest is untrusted:
+//! - offsets come from the VMM's own [`Layout`]; the header's dimensions
+//!   must equal it or the whole region is rejected, so a guest cannot make
+//!   the VMM read outside the region;
+//! - a CPU record is copied under its seqlock (bounded retries) and kept
+//!   only if the copy is consistent: a record that never stabilises, or
+//!   whose counts disagree, is reported as such and the last good copy of
+//!   it (if any) is kept instead;
+//! - epoch headers must name the slot they sit in, a known mode and kind,
+//!   and an epoch no newer than the current one.
+//!
+//! ```text
+//!  per record:   seq1 = load(seq)  -- odd? retry
+//!                copy record
+//!                fence; seq2 = load(seq)  -- seq1 != seq2? retry
+//!                validate copy  -- keep, or report why not
+//! ```
+//! A closed epoch (`end_tsc != 0`) whose every CPU record was read is
+//! frozen: its slot may be reused by a later epoch without losing it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
+
+use switcher::abi::{ABI_MAGIC, LockMode};
+use switcher::telemetry::{
+    CpuLatencyHeader, EPOCH_SLOTS, EpochHeader, EpochKind, Layout, LoadKind, TASK_NAME_LEN, TelemetryHeader,
+    WorstSample, final_check,
+};
+use vm_memory::{ByteValued, Bytes, GuestAddress};
+
+use super::stats::Histogram;
+use crate::vstate::memory::{Abi, GuestMemory};
+
+/// Copies of one record tried before it is reported as unstable.
+const SEQ_RETRIES: u32 = 200;
+/// Retries that only spin before the reader starts yielding its CPU (the
+/// writer is a vCPU thread that may be descheduled mid-update).
+const SEQ_SPINS: u32 = 20;
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum TelemetryError {
+    #[error(
+        "telemetry header says {field} = {found}, but the VMM placed {expected}; the guest and VMM disagree on the \
+         telemetry layout (rebuild both from the same tree)"
+    )]
+    Dimension { field: &'static str, found: u64, expected: u64 },
+    #[error("telemetry region at {addr:#x} cannot be read from guest memory: {what}; this is a VMM bug")]
+    Memory { addr: u64, what: String },
+    #[error("telemetry header has an invalid {field} ({value}); the guest wrote garbage, its latency data is ignored")]
+    HeaderField { field: &'static str, value: u64 },
+    #[error("epoch slot {slot}: {why}; the slot is ignored")]
+    Epoch { slot: usize, why: String },
+    #[error("cpu {cpu} record of epoch {epoch}: {why}")]
+    Record { epoch: u64, cpu: usize, why: String },
+}
+
+/// What the header says about the workload as the guest runs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkloadState {
+    pub current_epoch: u64,
+    pub interval_us: u32,
+    pub cs_us: u32,
+    pub load: LoadKind,
+    pub load_threads: u32,
+    /// Defaults were scaled because ring 0 is emulated.
+    pub scaled: bool,
+    /// The measurement threads run.
+    pub running: bool,
+    pub load_ops: u64,
+    pub load_violations: u64,
+    /// A `final_check` value.
+    pub final_check: u32,
+    pub final_tally: u64,
+    pub final_locked_total: u64,
+}
+
+/// The identity of an epoch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochInfo {
+    pub index: u64,
+    pub mode: LockMode,
+    pub kind: EpochKind,
+    pub start_tsc: u64,
+    /// 0 while open.
+    pub end_tsc: u64,
+}
+
+impl EpochInfo {
+    pub fn closed(&self) -> bool {
+        self.end_tsc != 0
+    }
+
+    /// `mainline`, `rt`, or `switching from mainline`.
+    pub fn label(&self) -> String {
+        match self.kind {
+            EpochKind::Mode => self.mode.name().to_string(),
+            EpochKind::Switching => format!("switching from {}", self.mode.name()),
+        }
+    }
+}
+
+/// The worst thread-latency sample of an epoch on one CPU.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Worst {
+    pub deadline_tsc: u64,
+    pub thread_ns: u64,
+    pub irq_ns: u64,
+    pub locks_held: u32,
+    pub preempt_count: u32,
+    /// The task the timer interrupted (printable ASCII only).
+    pub task: String,
+}
+
+/// A consistent copy of one CPU's record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuSnapshot {
+    pub samples: u64,
+    pub missed: u64,
+    pub irq: Histogram,
+    pub thread: Histogram,
+    /// `None` until the CPU has a sample.
+    pub worst: Option<Worst>,
+}
+
+/// One CPU of an epoch as the VMM has seen it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CpuEntry {
+    /// The last consistent copy read.
+    pub snapshot: Option<CpuSnapshot>,
+    /// Why the latest read was not used (unstable seqlock, inconsistent
+    /// counts); `None` when the latest read is `snapshot`.
+    pub problem: Option<String>,
+}
+
+/// Every CPU of one epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochRecord {
+    pub info: EpochInfo,
+    pub cpus: Vec<CpuEntry>,
+    /// Closed and completely read: never read again.
+    pub frozen: bool,
+}
+
+impl EpochRecord {
+    /// Samples recorded on every CPU (from the kept copies).
+    pub fn samples(&self) -> u64 {
+        self.cpus.iter().filter_map(|c| c.snapshot.as_ref()).map(|s| s.samples).sum()
+    }
+}
+
+/// What one [`TelemetryReader::harvest`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Harvest {
+    /// The guest has not initialised the region (yet).
+    NotInitialised,
+    /// Read; `problems` records or slots were not usable this time.
+    Read { problems: usize },
+    /// The header was invalid; nothing was read.
+    Rejected(TelemetryError),
+}
+
+/// The VMM's reader of one telemetry region.
+pub struct TelemetryReader {
+    mem: Arc<GuestMemory>,
+    addr: u64,
+    layout: Layout,
+    workload: Option<WorkloadState>,
+    epochs: BTreeMap<u64, EpochRecord>,
+    /// The last problem logged, so that a persistent one is logged once.
+    last_logged: Option<String>,
+    buf: Vec<u8>,
+}
+
+impl TelemetryReader {
+    pub fn new(mem: Arc<GuestMemory>, addr: u64, layout: Layout) -> Self {
+        Self {
+            mem,
+            addr,
+            layout,
+            workload: None,
+            epochs: BTreeMap::new(),
+            last_logged: None,
+            buf: vec![0; layout.cpu_stride()],
+        }
+    }
+
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The workload state from the last valid header read.
+    pub fn workload(&self) -> Option<&WorkloadState> {
+        self.workload.as_ref()
+    }
+
+    /// Every epoch seen, by index.
+    pub fn epochs(&self) -> impl Iterator<Item = &EpochRecord> {
+        self.epochs.values()
+    }
+
+    pub fn epoch(&self, index: u64) -> Option<&EpochRecord> {
+        self.epochs.get(&index)
+    }
+
+    /// Reads the header and every CPU record of every used epoch slot.
+    pub fn harvest(&mut self) -> Harvest {
+        let header = match self.mem.read_obj::<Abi<TelemetryHeader>>(GuestAddress(self.addr)) {
+            Ok(h) => h.0,
+            Err(e) => return self.rejected(TelemetryError::Memory { addr: self.addr, what: e.to_string() }),
+        };
+        if header.magic != ABI_MAGIC {
+            return Harvest::NotInitialised;
+        }
+        let workload = match self.check_header(&header) {
+            Ok(w) => w,
+            Err(e) => return self.rejected(e),
+        };
+        let current = workload.current_epoch;
+        self.workload = Some(workload);
+        let mut problems = Vec::new();
+        for (slot, eh) in header.epochs.iter().enumerate() {
+            if eh.index == EpochHeader::UNUSED.index {
+                continue;
+            }
+            match self.check_epoch(slot, eh, current) {
+                Ok(info) => self.read_epoch(slot, info, &mut problems),
+                Err(e) => problems.push(e),
+            }
+        }
+        let n = problems.len();
+        match problems.first() {
+            Some(first) => self.log_once(first.to_string(), n),
+            None => self.last_logged = None,
+        }
+        Harvest::Read { problems: n }
+    }
+
+    fn rejected(&mut self, e: TelemetryError) -> Harvest {
+        self.log_once(e.to_string(), 1);
+        Harvest::Rejected(e)
+    }
+
+    fn log_once(&mut self, msg: String, count: usize) {
+        if self.last_logged.as_deref() != Some(msg.as_str()) {
+            if count > 1 {
+                log::warn!("latency telemetry: {msg} (and {} more problems)", count - 1);
+            } else {
+                log::warn!("latency telemetry: {msg}");
+            }
+            self.last_logged = Some(msg);
+        }
+    }
+
+    fn check_header(&self, h: &TelemetryHeader) -> Result<WorkloadState, TelemetryError> {
+        let dims = [
+            ("cpu_count", u64::from(h.cpu_count), self.layout.cpu_count as u64),
+            ("bucket_count", u64::from(h.bucket_count), self.layout.bucket_count as u64),
+            ("epoch_slots", u64::from(h.epoch_slots), EPOCH_SLOTS as u64),
+            ("cpu_stride", u64::from(h.cpu_stride), self.layout.cpu_stride() as u64),
+        ];
+        for (field, found, expected) in dims {
+            if found != expected {
+                return Err(TelemetryError::Dimension { field, found, expected });
+            }
+        }
+        let load = LoadKind::from_u32(h.load)
+            .ok_or(TelemetryError::HeaderField { field: "load", value: u64::from(h.load) })?;
+        if h.final_check > final_check::VIOLATED {
+            return Err(TelemetryError::HeaderField { field: "final_check", value: u64::from(h.final_check) });
+        }
+        for (field, v) in [("scaled", h.scaled), ("running", h.running)] {
+            if v > 1 {
+                return Err(TelemetryError::HeaderField { field, value: u64::from(v) });
+            }
+        }
+        Ok(WorkloadState {
+            current_epoch: h.current_epoch,
+            interval_us: h.interval_us,
+            cs_us: h.cs_us,
+            load,
+            load_threads: h.load_threads,
+            scaled: h.scaled == 1,
+            running: h.running == 1,
+            load_ops: h.load_ops,
+            load_violations: h.load_violations,
+            final_check: h.final_check,
+            final_tally: h.final_tally,
+            final_locked_total: h.final_locked_total,
+        })
+    }
+
+    fn check_epoch(&self, slot: usize, eh: &EpochHeader, current: u64) -> Result<EpochInfo, TelemetryError> {
+        let bad = |why: String| TelemetryError::Epoch { slot, why };
+        if eh.index % EPOCH_SLOTS as u64 != slot as u64 {
+            return Err(bad(format!(
+                "holds epoch {} which belongs in slot {}",
+                eh.index,
+                eh.index % EPOCH_SLOTS as u64
+            )));
+        }
+        if eh.index > current {
+            return Err(bad(format!("holds epoch {} newer than the current epoch {current}", eh.index)));
+        }
+        let mode = LockMode::from_u32(eh.mode).ok_or_else(|| bad(format!("unknown mode {}", eh.mode)))?;
+        let kind = EpochKind::from_u32(eh.kind).ok_or_else(|| bad(format!("unknown kind {}", eh.kind)))?;
+        let info = EpochInfo { index: eh.index, mode, kind, start_tsc: eh.start_tsc, end_tsc: eh.end_tsc };
+        if let Some(known) = self.epochs.get(&eh.index) {
+            let k = known.info;
+            if (k.mode, k.kind, k.start_tsc) != (mode, kind, eh.start_tsc) {
+                return Err(bad(format!("epoch {} changed identity since it was first read", eh.index)));
+            }
+        }
+        Ok(info)
+    }
+
+    fn read_epoch(&mut self, slot: usize, info: EpochInfo, problems: &mut Vec<TelemetryError>) {
+        let cpu_count = self.layout.cpu_count;
+        let record = self.epochs.entry(info.index).or_insert_with(|| EpochRecord {
+            info,
+            cpus: vec![CpuEntry::default(); cpu_count],
+            frozen: false,
+        });
+        if record.frozen {
+            return;
+        }
+        record.info = info;
+        let mut complete = true;
+        for cpu in 0..cpu_count {
+            let offset = self.addr + self.layout.record(slot, cpu) as u64;
+            let entry = &mut record.cpus[cpu];
+            match read_record(&self.mem, offset, &self.layout, &mut self.buf) {
+                Ok(snapshot) => {
+                    entry.snapshot = Some(snapshot);
+                    entry.problem = None;
+                }
+                Err(why) => {
+                    complete = false;
+                    problems.push(TelemetryError::Record { epoch: info.index, cpu, why: why.clone() });
+                    entry.problem = Some(why);
+                }
+            }
+        }
+        record.frozen = info.closed() && complete;
+    }
+}
+
+/// Copies one CPU record under its seqlock and decodes it.
+fn read_record(mem: &GuestMemory, addr: u64, layout: &Layout, buf: &mut [u8]) -> Result<CpuSnapshot, String> {
+    let at = GuestAddress(addr);
+    for attempt in 0..SEQ_RETRIES {
+        if attempt >= SEQ_SPINS {
+            std::thread::yield_now();
+        } else if attempt > 0 {
+            std::hint::spin_loop();
+        }
+        let seq1: u64 = mem.load(at, Ordering::Acquire).map_err(|e| format!("cannot read its seq: {e}"))?;
+        if seq1 & 1 == 1 {
+            continue;
+        }
+        mem.read_slice(buf, at).map_err(|e| format!("cannot copy it: {e}"))?;
+        // Order the copy before the second seq load (seqlock reader side).
+        fence(Ordering::Acquire);
+        let seq2: u64 = mem.load(at, Ordering::Relaxed).map_err(|e| format!("cannot read its seq: {e}"))?;
+        if seq1 == seq2 {
+            return decode_record(buf, layout);
+        }
+    }
+    Err(format!("never stable in {SEQ_RETRIES} reads (seqlock kept changing or stayed odd)"))
+}
+
+/// Decodes and checks a consistent copy of a record.
+fn decode_record(buf: &[u8], layout: &Layout) -> Result<CpuSnapshot, String> {
+    let header_len = std::mem::size_of::<CpuLatencyHeader>();
+    let h = Abi::<CpuLatencyHeader>::from_slice(&buf[..header_len]).ok_or("record too short")?.0;
+    let buckets = |offset: usize| -> Vec<u32> {
+        buf[offset..offset + 4 * layout.bucket_count]
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    let irq = Histogram::from_record(&h.irq, &buckets(layout.irq_buckets())).map_err(|e| format!("IRQ: {e}"))?;
+    let thread =
+        Histogram::from_record(&h.thread, &buckets(layout.thread_buckets())).map_err(|e| format!("thread: {e}"))?;
+    let worst = (h.thread.count > 0).then(|| decode_worst(&h.worst));
+    Ok(CpuSnapshot { samples: h.samples, missed: h.missed, irq, thread, worst })
+}
+
+fn decode_worst(w: &WorstSample) -> Worst {
+    let name = &w.task_name[..w.task_name.iter().position(|&b| b == 0).unwrap_or(TASK_NAME_LEN)];
+    let task = name.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect();
+    Worst {
+        deadline_tsc: w.deadline_tsc,
+        thread_ns: w.thread_ns,
+        irq_ns: w.irq_ns,
+        locks_held: w.locks_held,
+        preempt_count: w.preempt_count,
+        task,
+    }
+}
+
+/// Builders of synthetic telemetry regions, for tests here and in the
+/// other report modules.
+#[cfg(test)]
+pub mod synth {
+    use switcher::telemetry::HistSummary;
+
+    use super::*;
+    use crate::vstate::memory;
+
+    pub const ADDR: u64 = 4 << 20;
+
+    pub fn region(cpus: usize, buckets: usize) -> (Arc<GuestMemory>, Layout) {
+        (memory::create(16 << 20).unwrap(), Layout { cpu_count: cpus, bucket_count: buckets })
+    }
+
+    pub fn header(layout: &Layout) -> TelemetryHeader {
+        TelemetryHeader {
+            magic: ABI_MAGIC,
+            cpu_count: layout.cpu_count as u32,
+            bucket_count: layout.bucket_count as u32,
+            epoch_slots: EPOCH_SLOTS as u32,
+            cpu_stride: layout.cpu_stride() as u32,
+            current_epoch: 0,
+            interval_us: 1000,
+            cs_us: 100,
+            load: LoadKind::Locks as u32,
+            load_threads: 2,
+            scaled: 0,
+            running: 1,
+            load_ops: 5000,
+            load_violations: 0,
+            final_check: final_check::PENDING,
+            _reserved: 0,
+            final_tally: 0,
+            final_locked_total: 0,
+            epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],
+        }
+    }
+
+    pub fn write_header(mem: &GuestMemory, h: &TelemetryHeader) {
+        mem.write_obj(Abi(*h), GuestAddress(ADDR)).unwrap();
+    }
+
+    /// A histogram's summary and buckets from samples in µs (+ 500 ns).
+    pub fn hist(layout: &Layout, us: &[u64]) -> (HistSummary, Vec<u32>) {
+        let mut s = HistSummary::EMPTY;
+        let mut b = vec![0u32; layout.bucket_count];
+        for &u in us {
+            let ns = u * 1000 + 500;
+            match b.get_mut(u as usize) {
+                Some(x) => *x += 1,
+                None => s.overflow += 1,
+            }
+            s.count += 1;
+            s.sum_ns += ns;
+            s.min_ns = s.min_ns.min(ns);
+            s.max_ns = s.max_ns.max(ns);
+        }
+        (s, b)
+    }
+
+    /// Writes a CPU record with the given IRQ and thread samples (µs).
+    pub fn write_record(mem: &GuestMemory, layout: &Layout, slot: usize, cpu: usize, irq: &[u64], thread: &[u64]) {
+        write_record_seq(mem, layout, slot, cpu, irq, thread, 2);
+    }
+
+    /// [`write_record`] with a given seqlock value.
+    pub fn write_record_seq(
+        mem: &GuestMemory,
+        layout: &Layout,
+        slot: usize,
+        cpu: usize,
+        irq: &[u64],
+        thread: &[u64],
+        seq: u64,
+    ) {
+        let (irq_s, irq_b) = hist(layout, irq);
+        let (thr_s, thr_b) = hist(layout, thread);
+        let mut name = [0u8; TASK_NAME_LEN];
+        name[..5].copy_from_slice(b"load0");
+        let h = CpuLatencyHeader {
+            seq,
+            samples: thread.len() as u64,
+            missed: 1,
+            irq: irq_s,
+            thread: thr_s,
+            worst: WorstSample {
+                deadline_tsc: 123,
+                thread_ns: thr_s.max_ns,
+                irq_ns: 700,
+                locks_held: 1,
+                preempt_count: 1,
+                task_name: name,
+            },
+        };
+        let at = ADDR + layout.record(slot, cpu) as u64;
+        mem.write_obj(Abi(h), GuestAddress(at)).unwrap();
+        let words = |b: &[u32]| b.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
+        mem.write_slice(&words(&irq_b), GuestAddress(at + layout.irq_buckets() as u64)).unwrap();
+        mem.write_slice(&words(&thr_b), GuestAddress(at + layout.thread_buckets() as u64)).unwrap();
+    }
+
+    pub fn epoch(index: u64, mode: LockMode, kind: EpochKind, end_tsc: u64) -> EpochHeader {
+        EpochHeader { index, mode: mode as u32, kind: kind as u32, start_tsc: 1000 + index, end_tsc }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::synth::*;
+    use super::*;
+    use crate::report::stats::Percentile;
+
+    fn reader(mem: &Arc<GuestMemory>, layout: Layout) -> TelemetryReader {
+        TelemetryReader::new(mem.clone(), ADDR, layout)
+    }
+
+    #[test]
+    fn uninitialised_region_is_not_an_error() {
+        let (mem, layout) = region(2, 100);
+        let mut r = reader(&mem, layout);
+        assert_eq!(r.harvest(), Harvest::NotInitialised);
+        assert_eq!(r.epochs().count(), 0);
+    }
+
+    #[test]
+    fn reads_every_cpu_of_every_used_slot() {
+        let (mem, layout) = region(2, 100);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[2, 3, 3], &[10, 12, 500]);
+        write_record(&mem, &layout, 0, 1, &[1], &[7]);
+        let mut r = reader(&mem, layout);
+        assert_eq!(r.harvest(), Harvest::Read { problems: 0 });
+        let e = r.epoch(0).unwrap();
+        assert_eq!(e.info.mode, LockMode::Mainline);
+        assert!(!e.frozen);
+        let c0 = e.cpus[0].snapshot.as_ref().unwrap();
+        assert_eq!(c0.samples, 3);
+        assert_eq!(c0.thread.overflow(), 1);
+        assert_eq!(c0.thread.percentile(50.0), Some(Percentile::Us(12)));
+        assert_eq!(c0.irq.stats().max_us, Some(3));
+        let w = c0.worst.as_ref().unwrap();
+        assert_eq!((w.task.as_str(), w.thread_ns, w.locks_held), ("load0", 500_500, 1));
+        assert_eq!(e.samples(), 4);
+        assert_eq!(r.workload().unwrap().load, LoadKind::Locks);
+    }
+
+    #[test]
+    fn wrong_dimensions_are_rejected() {
+        let (mem, layout) = region(2, 100);
+        let mut r = reader(&mem, layout);
+        for tweak in [
+            |h: &mut TelemetryHeader| h.cpu_count = 64,
+            |h: &mut TelemetryHeader| h.bucket_count = 1 << 30,
+            |h: &mut TelemetryHeader| h.epoch_slots = 9,
+            |h: &mut TelemetryHeader| h.cpu_stride += 64,
+        ] {
+            let mut h = header(&layout);
+            tweak(&mut h);
+            write_header(&mem, &h);
+            assert!(matches!(r.harvest(), Harvest::Rejected(TelemetryError::Dimension { .. })));
+        }
+        let mut h = header(&layout);
+        h.load = 7;
+        write_header(&mem, &h);
+        assert!(matches!(r.harvest(), Harvest::Rejected(TelemetryError::HeaderField { field: "load", .. })));
+        let mut h = header(&layout);
+        h.final_check = 3;
+        write_header(&mem, &h);
+        assert!(matches!(r.harvest(), Harvest::Rejected(TelemetryError::HeaderField { .. })));
+        assert_eq!(r.epochs().count(), 0);
+    }
+
+    #[test]
+    fn bad_epoch_headers_are_skipped() {
+        let (mem, layout) = region(1, 50);
+        let mut h = header(&layout);
+        h.current_epoch = 1;
+        h.epochs[0] = epoch(1, LockMode::Rt, EpochKind::Mode, 0); // epoch 1 belongs in slot 1
+        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 0);
+        h.epochs[2] = epoch(6, LockMode::Rt, EpochKind::Mode, 0); // newer than current
+        h.epochs[3] = EpochHeader { mode: 5, ..epoch(3, LockMode::Rt, EpochKind::Mode, 0) };
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 1, 0, &[1], &[1]);
+        let mut r = reader(&mem, layout);
+        assert_eq!(r.harvest(), Harvest::Read { problems: 3 });
+        assert_eq!(r.epochs().map(|e| e.info.index).collect::<Vec<_>>(), vec![1]);
+    }
+
+    #[test]
+    fn inconsistent_records_are_never_used() {
+        let (mem, layout) = region(1, 50);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1, 2], &[3, 4]);
+        let mut r = reader(&mem, layout);
+        r.harvest();
+        let good = r.epoch(0).unwrap().cpus[0].snapshot.clone().unwrap();
+        // A bucket changes without its count: the sums disagree.
+        let bucket = ADDR + (layout.record(0, 0) + layout.thread_buckets() + 4 * 3) as u64;
+        mem.write_obj(9u32, GuestAddress(bucket)).unwrap();
+        assert_eq!(r.harvest(), Harvest::Read { problems: 1 });
+        let entry = &r.epoch(0).unwrap().cpus[0];
+        assert!(entry.problem.as_ref().unwrap().contains("thread"), "{:?}", entry.problem);
+        assert_eq!(entry.snapshot.as_ref(), Some(&good), "the last good copy is kept");
+    }
+
+    #[test]
+    fn a_record_stuck_mid_update_is_reported_unstable() {
+        let (mem, layout) = region(1, 50);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1], &[1]);
+        mem.write_obj(3u64, GuestAddress(ADDR + layout.record(0, 0) as u64)).unwrap();
+        let mut r = reader(&mem, layout);
+        assert_eq!(r.harvest(), Harvest::Read { problems: 1 });
+        let entry = &r.epoch(0).unwrap().cpus[0];
+        assert!(entry.snapshot.is_none());
+        assert!(entry.problem.as_ref().unwrap().contains("never stable"));
+    }
+
+    #[test]
+    fn a_concurrent_writer_never_yields_torn_copies() {
+        let (mem, layout) = region(1, 64);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[], &[]);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (mem, stop) = (mem.clone(), stop.clone());
+            std::thread::spawn(move || {
+                // Seqlock writer: seq odd, then the record, then seq even.
+                let rec = ADDR + layout.record(0, 0) as u64;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    mem.store(2 * n + 1, GuestAddress(rec), Ordering::Release).unwrap();
+                    fence(Ordering::Release);
+                    let samples: Vec<u64> = (0..=n % 60).collect();
+                    write_record_seq(&mem, &layout, 0, 0, &samples, &samples, 2 * n + 1);
+                    mem.store(2 * n + 2, GuestAddress(rec), Ordering::Release).unwrap();
+                    n += 1;
+                }
+            })
+        };
+        let mut r = reader(&mem, layout);
+        let mut good = 0;
+        for _ in 0..2000 {
+            r.harvest();
+            let entry = &r.epoch(0).unwrap().cpus[0];
+            if let Some(p) = &entry.problem {
+                assert!(p.contains("never stable"), "a torn copy got past the seqlock: {p}");
+                continue;
+            }
+            // A kept copy is one whole state: samples 0..=k, one per bucket.
+            let s = entry.snapshot.as_ref().unwrap();
+            let k = s.samples;
+            assert_eq!(s.thread.count(), k);
+            assert_eq!(s.irq.count(), k);
+            assert_eq!(s.thread.non_empty().collect::<Vec<_>>(), (0..k).map(|u| (u, 1)).collect::<Vec<_>>());
+            good += 1;
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        assert!(good > 0);
+    }
+
+    #[test]
+    fn closed_epochs_survive_slot_reuse() {
+        let (mem, layout) = region(1, 50);
+        let mut h = header(&layout);
+        h.current_epoch = 1;
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 5000);
+        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1, 1], &[40, 41]);
+        write_record(&mem, &layout, 1, 0, &[1], &[2]);
+        let mut r = reader(&mem, layout);
+        r.harvest();
+        assert!(r.epoch(0).unwrap().frozen);
+        assert!(!r.epoch(1).unwrap().frozen);
+        // Epoch 4 reuses slot 0.
+        h.current_epoch = 4;
+        h.epochs[0] = epoch(4, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 6000);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[9], &[9]);
+        assert_eq!(r.harvest(), Harvest::Read { problems: 0 });
+        let idx: Vec<u64> = r.epochs().map(|e| e.info.index).collect();
+        assert_eq!(idx, vec![0, 1, 4]);
+        assert_eq!(r.epoch(0).unwrap().cpus[0].snapshot.as_ref().unwrap().thread.stats().max_us, Some(41));
+        assert_eq!(r.epoch(4).unwrap().cpus[0].snapshot.as_ref().unwrap().thread.stats().max_us, Some(9));
+        assert!(r.epoch(1).unwrap().frozen);
+    }
+
+    #[test]
+    fn an_epoch_that_changes_identity_is_refused() {
+        let (mem, layout) = region(1, 50);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1], &[1]);
+        let mut r = reader(&mem, layout);
+        r.harvest();
+        h.epochs[0].mode = LockMode::Rt as u32;
+        write_header(&mem, &h);
+        assert_eq!(r.harvest(), Harvest::Read { problems: 1 });
+        assert_eq!(r.epoch(0).unwrap().info.mode, LockMode::Mainline);
+    }
+
+    #[test]
+    fn a_region_at_the_end_of_memory_is_read_safely() {
+        // Placed so that only the header fits: records are out of memory.
+        let (mem, layout) = region(1, 50);
+        let addr = (16 << 20) - Layout::header_size() as u64;
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        mem.write_obj(Abi(h), GuestAddress(addr)).unwrap();
+        let mut r = TelemetryReader::new(mem.clone(), addr, layout);
+        assert_eq!(r.harvest(), Harvest::Read { problems: 1 });
+        assert!(r.epoch(0).unwrap().cpus[0].problem.as_ref().unwrap().contains("cannot"));
+    }
+}
