@@ -169,7 +169,10 @@ pub struct TelemetryHeader {
     pub load_violations: u64,
     /// A [`final_check`] value.
     pub final_check: u32,
-    pub _reserved: u32,
+    /// Bumped by the VMM to reset the statistics (`reset-latency`): each
+    /// measurement thread, on seeing a new value, empties its own record of
+    /// the current epoch (under its seqlock) before its next sample.
+    pub reset_gen: u32,
     /// At the final check: sum of the threads' own tallies, and the sum of
     /// the counters kept under the locks (must be equal).
     pub final_tally: u64,

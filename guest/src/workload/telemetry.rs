@@ -23,7 +23,7 @@
 use core::ptr::{self, addr_of_mut};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
-use switcher::abi::{ABI_MAGIC, LockMode};
+use switcher::abi::{ABI_MAGIC, LockMode, MAX_CPUS};
 use switcher::telemetry::{
     CpuLatencyHeader, EPOCH_SLOTS, EpochHeader, EpochKind, HistSummary, Layout, RECORD_ALIGN, TASK_NAME_LEN,
     TelemetryHeader,
@@ -147,7 +147,7 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
         load_ops: 0,
         load_violations: 0,
         final_check: switcher::telemetry::final_check::PENDING,
-        _reserved: 0,
+        reset_gen: 0,
         final_tally: 0,
         final_locked_total: 0,
         epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],
@@ -168,6 +168,32 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
     unsafe { ptr::write_volatile(addr_of_mut!((*h).epochs[0]), epoch0) };
     atomic64!((*h).magic).store(ABI_MAGIC, Ordering::Release);
     true
+}
+
+/// Per CPU: the last `reset_gen` acted on.
+static SEEN_RESET: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+
+/// Empties one record, as its only writer, under its seqlock.
+fn reset_record(rec: *mut CpuLatencyHeader, layout: &Layout) {
+    let seq = atomic64!((*rec).seq);
+    let start = seq.load(Ordering::Relaxed);
+    seq.store(start | 1, Ordering::Relaxed);
+    fence(Ordering::Release);
+    let empty = CpuLatencyHeader {
+        seq: start | 1,
+        samples: 0,
+        missed: 0,
+        irq: HistSummary::EMPTY,
+        thread: HistSummary::EMPTY,
+        worst: Default::default(),
+    };
+    // SAFETY: the record and its histograms lie inside the region; this
+    // CPU's measurement thread is its only writer and holds the seqlock.
+    unsafe {
+        ptr::write_volatile(rec, empty);
+        ptr::write_bytes(rec.cast::<u8>().add(layout.irq_buckets()), 0, 2 * 4 * layout.bucket_count);
+    }
+    seq.store((start | 1) + 1, Ordering::Release);
 }
 
 /// Resets every CPU record of epoch slot `slot`: seq 0, empty summaries,
@@ -247,6 +273,12 @@ pub fn record_sample(cpu: usize, s: &Sample) {
     }
     let layout = layout();
     let rec = record(current_slot(), cpu);
+    let reset_gen = atomic32!((*header()).reset_gen).load(Ordering::Acquire);
+    if let Some(seen) = SEEN_RESET.get(cpu)
+        && seen.swap(reset_gen, Ordering::Relaxed) != reset_gen
+    {
+        reset_record(rec, &layout);
+    }
     let seq = atomic64!((*rec).seq);
     let start = seq.load(Ordering::Relaxed);
     seq.store(start | 1, Ordering::Relaxed);

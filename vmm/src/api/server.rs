@@ -196,7 +196,8 @@ impl ApiServer {
         }
         let flushed = flush(c);
         if eof || flushed.is_err() || c.output.len() > MAX_OUTPUT_BYTES {
-            self.drop_client(fd);
+            // The caller stops watching the fd, then drops the client (in
+            // that order: epoll needs the fd still open to forget it).
             out.closed = true;
             return out;
         }
@@ -224,7 +225,6 @@ impl ApiServer {
         };
         c.output.extend_from_slice(text.as_bytes());
         if flush(c).is_err() || c.output.len() > MAX_OUTPUT_BYTES {
-            self.drop_client(fd);
             return SendOutcome::Closed(fd);
         }
         SendOutcome::Open { fd, wants_write: !c.output.is_empty() }
@@ -250,7 +250,8 @@ pub enum SendOutcome {
         fd: RawFd,
         wants_write: bool,
     },
-    /// Dropped (write error or too much pending output): forget the fd.
+    /// Unusable (write error or too much pending output): stop watching the
+    /// fd, then `drop_client` it.
     Closed(RawFd),
 }
 
@@ -416,6 +417,7 @@ mod tests {
         drop(reader);
         let fd = *server.clients.keys().next().unwrap();
         assert!(server.read(fd).closed);
+        server.drop_client(fd);
         assert_eq!(server.client_count(), 0);
     }
 }

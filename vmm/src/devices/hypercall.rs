@@ -13,6 +13,8 @@ pub enum Hypercall {
     Panic(GuestPanic),
     Ready,
     CpuOnline(u32),
+    /// The switch mailbox changed to this state.
+    Switch(u32),
 }
 
 /// A guest panic as the VMM reports it.
@@ -41,7 +43,7 @@ pub enum HypercallError {
 
 /// Whether `port` is one of the hypercall ports.
 pub fn is_hypercall_port(port: u16) -> bool {
-    matches!(port, port::HC_EXIT | port::HC_PANIC | port::HC_READY | port::HC_CPU_ONLINE)
+    matches!(port, port::HC_EXIT | port::HC_PANIC | port::HC_READY | port::HC_CPU_ONLINE | port::HC_SWITCH)
 }
 
 /// Decodes an `out` to a hypercall port. `mem` is read for the panic record.
@@ -59,6 +61,7 @@ pub fn decode(mem: &GuestMemory, cpu: u32, port_nr: u16, data: &[u8]) -> Result<
         port::HC_EXIT => Hypercall::Exit(value),
         port::HC_PANIC => Hypercall::Panic(read_panic(mem, cpu, u64::from(value))),
         port::HC_READY => Hypercall::Ready,
+        port::HC_SWITCH => Hypercall::Switch(value),
         _ => Hypercall::CpuOnline(value),
     })
 }

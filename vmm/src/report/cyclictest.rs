@@ -104,6 +104,66 @@ mod tests {
     }
 
     #[test]
+    fn idle_and_overflow_only_cpus_keep_their_columns() {
+        use switcher::abi::LockMode;
+        use switcher::telemetry::EpochKind;
+
+        use super::super::telemetry::TelemetryReader;
+        use super::super::telemetry::synth::*;
+
+        // cpu 0: in range; cpu 1: no samples; cpu 2: only overflows (range 50 µs).
+        let (mem, layout) = region(3, 50);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1, 1], &[3, 3, 49]);
+        write_record(&mem, &layout, 0, 1, &[], &[]);
+        write_record(&mem, &layout, 0, 2, &[1, 1], &[50, 7000]);
+        let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
+        r.harvest();
+        let text = render(&Measurement::from_reader(&r));
+        println!("{text}");
+        let p = parse(&text);
+        assert_eq!(p.rows.keys().copied().collect::<Vec<_>>(), vec![3, 49], "only non-empty rows, in order");
+        assert_eq!(p.rows[&3], vec![2, 0, 0]);
+        assert_eq!(p.rows[&49], vec![1, 0, 0]);
+        assert!(text.contains("\n000003 000002\t000000\t000000\n"), "{text}");
+        assert_eq!(p.footer["Total"], vec![3, 0, 0]);
+        assert_eq!(p.footer["Min Latencies"], vec![3, 0, 50], "an idle CPU shows 0");
+        assert_eq!(p.footer["Max Latencies"], vec![49, 0, 7000], "max counts overflowed samples");
+        assert_eq!(p.footer["Avg Latencies"], vec![18, 0, 3525]);
+        assert_eq!(p.footer["Histogram Overflows"], vec![0, 0, 2]);
+        assert_eq!(p.threads, vec!["0:", "1:", "2: # 00002 others"]);
+        // Bucket sums + overflows == samples, per CPU.
+        for (cpu, row) in Measurement::from_reader(&r).per_cpu_whole_run().iter().enumerate() {
+            let in_rows: u64 = p.rows.values().map(|c| c[cpu]).sum();
+            assert_eq!(in_rows + p.footer["Histogram Overflows"][cpu], row.samples);
+        }
+    }
+
+    #[test]
+    fn a_run_without_samples_is_still_the_format() {
+        use switcher::abi::LockMode;
+        use switcher::telemetry::EpochKind;
+
+        use super::super::telemetry::TelemetryReader;
+        use super::super::telemetry::synth::*;
+
+        let (mem, layout) = region(2, 20);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Rt, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
+        r.harvest();
+        let text = render(&Measurement::from_reader(&r));
+        let p = parse(&text);
+        assert!(p.rows.is_empty(), "{text}");
+        assert_eq!(p.footer["Max Latencies"], vec![0, 0]);
+        assert_eq!(p.footer["Histogram Overflows"], vec![0, 0]);
+        assert_eq!(p.threads, vec!["0:", "1:"]);
+    }
+
+    #[test]
     fn a_parser_reads_back_what_the_writer_wrote() {
         let m = measurement();
         let text = render(&m);

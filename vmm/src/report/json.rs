@@ -21,6 +21,8 @@ pub struct RunReport {
     pub epochs: Vec<Epoch>,
     pub modes: Vec<ModeTotal>,
     pub load_check: LoadCheck,
+    /// Every runtime mode switch, in order.
+    pub switches: Vec<crate::switch::SwitchRecord>,
     pub outcome: Outcome,
 }
 
@@ -180,6 +182,26 @@ fn cpu(r: &CpuRow, e: &EpochRows) -> Cpu {
 }
 
 /// Builds the report.
+/// Every epoch's per-CPU and all-CPU figures (also `query-latency`).
+pub fn epochs(m: &Measurement) -> Vec<Epoch> {
+    m.epochs
+        .iter()
+        .map(|e| Epoch {
+            index: e.info.index,
+            mode: e.info.mode.name(),
+            kind: match e.info.kind {
+                EpochKind::Mode => "mode",
+                EpochKind::Switching => "switching",
+            },
+            label: e.info.label(),
+            start_tsc: e.info.start_tsc,
+            end_tsc: e.info.closed().then_some(e.info.end_tsc),
+            cpus: e.cpus.iter().map(|r| cpu(r, e)).collect(),
+            all: cpu(&e.all, e),
+        })
+        .collect()
+}
+
 pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
     let c = info.config;
     let opt = |v: u32| (v != 0).then_some(v);
@@ -213,23 +235,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         load_ops: w.load_ops,
         current_epoch: w.current_epoch,
     });
-    let epochs = m
-        .epochs
-        .iter()
-        .map(|e| Epoch {
-            index: e.info.index,
-            mode: e.info.mode.name(),
-            kind: match e.info.kind {
-                EpochKind::Mode => "mode",
-                EpochKind::Switching => "switching",
-            },
-            label: e.info.label(),
-            start_tsc: e.info.start_tsc,
-            end_tsc: e.info.closed().then_some(e.info.end_tsc),
-            cpus: e.cpus.iter().map(|r| cpu(r, e)).collect(),
-            all: cpu(&e.all, e),
-        })
-        .collect();
+    let epochs = epochs(m);
     let modes = m
         .per_mode()
         .into_iter()
@@ -268,6 +274,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         epochs,
         modes,
         load_check,
+        switches: info.switches.clone(),
         outcome: Outcome {
             exit_code: info.exit_code.code(),
             exit_name: format!("{:?}", info.exit_code),
@@ -340,6 +347,7 @@ pub mod tests {
             elapsed_s: 3.2,
             outcome: "guest shut down cleanly".into(),
             exit_code: ExitCode::Ok,
+            switches: Vec::new(),
         }
     }
 

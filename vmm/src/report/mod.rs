@@ -284,6 +284,8 @@ pub struct RunInfo<'a> {
     /// How the run ended, in words.
     pub outcome: String,
     pub exit_code: ExitCode,
+    /// The runtime switches of the run.
+    pub switches: Vec<crate::switch::SwitchRecord>,
 }
 
 impl RunInfo<'_> {

@@ -336,6 +336,78 @@ mod tests {
     }
 
     #[test]
+    fn percentile_ranks_at_the_edges() {
+        // One sample: every percentile is that sample.
+        let one = hist_of(&[42], 100);
+        for p in [0.0, 0.0001, 50.0, 99.9, 100.0] {
+            assert_eq!(one.percentile(p), Some(Percentile::Us(42)), "p{p}");
+        }
+        // Nearest rank on 10 samples 0..=9 µs: p10 is rank 1, p11 rank 2, p90 rank 9, p91 rank 10.
+        let ten = hist_of(&(0..10).collect::<Vec<_>>(), 100);
+        assert_eq!(ten.percentile(10.0), Some(Percentile::Us(0)));
+        assert_eq!(ten.percentile(11.0), Some(Percentile::Us(1)));
+        assert_eq!(ten.percentile(90.0), Some(Percentile::Us(8)));
+        assert_eq!(ten.percentile(91.0), Some(Percentile::Us(9)));
+        // Out-of-range requests clamp to the first and last rank.
+        assert_eq!(ten.percentile(-5.0), Some(Percentile::Us(0)));
+        assert_eq!(ten.percentile(250.0), Some(Percentile::Us(9)));
+        // p99.9 of 1000 samples is rank 999, not 1000 (no float drift).
+        let mut s = vec![1; 999];
+        s.push(7);
+        assert_eq!(hist_of(&s, 100).percentile(99.9), Some(Percentile::Us(1)));
+        // Large counts do not overflow the rank computation.
+        let mut big = Histogram::new(10);
+        big.buckets[3] = u64::MAX / 4;
+        big.count = u64::MAX / 4;
+        assert_eq!(big.percentile(99.9), Some(Percentile::Us(3)));
+    }
+
+    #[test]
+    fn overflow_starts_exactly_at_the_range() {
+        let mut h = Histogram::new(100);
+        h.record_ns(99_999); // [99, 100) µs: the last bucket
+        h.record_ns(100_000); // 100 µs: the first overflow
+        assert_eq!(h.buckets()[99], 1);
+        assert_eq!(h.overflow(), 1);
+        assert_eq!(h.count(), 2);
+        assert_eq!(h.percentile(50.0), Some(Percentile::Us(99)));
+        assert_eq!(h.percentile(51.0), Some(Percentile::AtLeast(100)));
+        assert_eq!(h.stats().max_us, Some(100));
+        // Min, max and the average count the overflowed samples, exactly.
+        let h = hist_of(&[2, 1000], 10);
+        assert_eq!((h.min_ns(), h.max_ns(), h.overflow()), (Some(2300), Some(1_000_300), 1));
+        assert_eq!(h.avg_ns(), Some(501_300.0));
+        let all_over = hist_of(&[500, 600], 10);
+        assert_eq!(all_over.non_empty().count(), 0);
+        assert_eq!(all_over.stats().p50, Some(Percentile::AtLeast(10)));
+        assert_eq!(all_over.stats().min_us, Some(500));
+    }
+
+    #[test]
+    fn merged_histograms_give_the_percentiles_of_all_samples() {
+        // Two CPUs with different distributions, incl. overflows: merging
+        // is the same as recording every sample into one histogram, in any order.
+        let a: Vec<u64> = (0..500).map(|i| i % 37).collect();
+        let mut b: Vec<u64> = (0..300).map(|i| 20 + i % 90).collect();
+        b.extend([150, 400, 99]);
+        let both: Vec<u64> = a.iter().chain(&b).copied().collect();
+        let one = hist_of(&both, 120);
+        let mut ab = hist_of(&a, 120);
+        ab.merge(&hist_of(&b, 120)).unwrap();
+        let mut ba = hist_of(&b, 120);
+        ba.merge(&hist_of(&a, 120)).unwrap();
+        assert_eq!(ab, one);
+        assert_eq!(ba, one);
+        for p in [1.0, 50.0, 90.0, 99.0, 99.5, 99.9, 100.0] {
+            assert_eq!(ab.percentile(p), one.percentile(p), "p{p}");
+        }
+        assert_eq!(ab.stats(), one.stats());
+        assert_eq!(ab.overflow(), 2);
+        assert_eq!(ab.percentile(100.0), Some(Percentile::AtLeast(120)));
+        assert_eq!(ab.stats().max_us, Some(400));
+    }
+
+    #[test]
     fn records_are_checked() {
         let mut buckets = vec![0u32; 10];
         buckets[2] = 3;

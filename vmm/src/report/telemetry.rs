@@ -210,6 +210,30 @@ impl TelemetryReader {
         self.epochs.get(&index)
     }
 
+    /// `reset-latency`: asks every measurement thread to empty its record
+    /// of the current epoch (`TelemetryHeader::reset_gen`) and forgets the
+    /// epochs already closed, so that what is reported next starts now.
+    pub fn request_reset(&mut self) -> Result<(), TelemetryError> {
+        let field = self.addr + std::mem::offset_of!(TelemetryHeader, reset_gen) as u64;
+        let header = self
+            .mem
+            .read_obj::<Abi<TelemetryHeader>>(GuestAddress(self.addr))
+            .map_err(|e| TelemetryError::Memory { addr: self.addr, what: e.to_string() })?
+            .0;
+        if header.magic != ABI_MAGIC {
+            return Err(TelemetryError::Memory {
+                addr: self.addr,
+                what: "the guest has not initialised it yet".into(),
+            });
+        }
+        self.mem
+            .write_obj(header.reset_gen.wrapping_add(1), GuestAddress(field))
+            .map_err(|e| TelemetryError::Memory { addr: field, what: e.to_string() })?;
+        self.epochs.retain(|&index, _| index >= header.current_epoch);
+        self.epochs.remove(&header.current_epoch);
+        Ok(())
+    }
+
     /// Reads the header and every CPU record of every used epoch slot.
     pub fn harvest(&mut self) -> Harvest {
         let header = match self.mem.read_obj::<Abi<TelemetryHeader>>(GuestAddress(self.addr)) {
@@ -438,7 +462,7 @@ pub mod synth {
             load_ops: 5000,
             load_violations: 0,
             final_check: final_check::PENDING,
-            _reserved: 0,
+            reset_gen: 0,
             final_tally: 0,
             final_locked_total: 0,
             epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],

@@ -32,6 +32,7 @@ use switcher::telemetry::Layout;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
+use crate::api::server::ApiServer;
 use crate::cli::RunConfig;
 use crate::devices::hypercall::{GuestPanic, Hypercall};
 use crate::devices::serial::Console;
@@ -39,6 +40,7 @@ use crate::exit_code::ExitCode;
 use crate::report::status::StatusPrinter;
 use crate::report::telemetry::TelemetryReader;
 use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo};
+use crate::switch::{Coordinator, SwitchLimits};
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, GuestMemory};
 use crate::vstate::vcpu::{self, VcpuContext, VcpuEvent, VcpuHandle};
@@ -66,6 +68,8 @@ pub enum RunError {
     TooManyVcpus { max: usize },
     #[error("host setup failed: {0}: {1}")]
     Host(&'static str, std::io::Error),
+    #[error(transparent)]
+    Api(#[from] crate::api::server::ApiError),
     #[error("event loop failed: {0}")]
     EventLoop(String),
 }
@@ -74,7 +78,9 @@ impl RunError {
     pub fn exit_code(&self) -> ExitCode {
         match self {
             RunError::Kernel(_) | RunError::Sites(_) => ExitCode::InvalidKernel,
-            RunError::TooManyVcpus { .. } | RunError::TelemetryTooBig { .. } => ExitCode::BadArguments,
+            RunError::TooManyVcpus { .. } | RunError::TelemetryTooBig { .. } | RunError::Api(_) => {
+                ExitCode::BadArguments
+            }
             RunError::Serial(crate::devices::serial::SerialError::Open(..)) => ExitCode::BadArguments,
             _ => ExitCode::VmmError,
         }
@@ -154,6 +160,17 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     }
     memory::write_boot_structures(&mem, &boot_info, config.memory_bytes)?;
 
+    // Bound before any other thread exists (the 0600 umask is process-wide).
+    let api = match &config.api_sock {
+        Some(path) => {
+            let server = ApiServer::bind(path)?;
+            eprintln!("rtswitch: control socket at {} (QMP)", path.display());
+            Some(server)
+        }
+        None => None,
+    };
+    let limits = SwitchLimits { quiesce: config.switch_timeout, ..SwitchLimits::default() };
+    let coordinator = Coordinator::new(sites, config.mode, limits, started);
     let signal_evt = signals::install().map_err(|e| RunError::Host("signal handlers", e))?;
     vcpu::register_kick_handler()
         .map_err(|e| RunError::Host("vCPU kick signal handler", std::io::Error::from_raw_os_error(e.errno())))?;
@@ -185,6 +202,9 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         signal_evt,
         vm.tsc_khz,
         telemetry,
+        gate,
+        api,
+        coordinator,
     )?;
     let controller = Arc::new(Mutex::new(controller));
     let mut em = EventManager::<Arc<Mutex<Controller>>>::new().map_err(|e| RunError::EventLoop(e.to_string()))?;
@@ -197,6 +217,9 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     }
     let mut ctl = lock(&controller);
     ctl.stop_vcpus();
+    let reason =
+        ctl.outcome.as_ref().map(|o| ctl.outcome_text(o, ctl.started.elapsed().as_secs_f64())).unwrap_or_default();
+    ctl.announce_shutdown(&reason);
     console.flush();
     Ok(ctl.report(config))
 }
@@ -227,6 +250,8 @@ fn place_telemetry(config: &RunConfig, kernel_end: u64) -> Result<TelemetryPlace
 
 /// How often the status timer fires.
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
+
+mod control;
 
 fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
     c.lock().unwrap_or_else(|p| p.into_inner())
@@ -259,6 +284,17 @@ struct Controller {
     status_timer: TimerFd,
     guest_info: Option<GuestInfo>,
     host_ps_per_iter: Option<u64>,
+    /// The stop-machine gate the vCPU threads pass before every KVM_RUN.
+    gate: Arc<HoldGate>,
+    /// The control socket, when `--api-sock` was given.
+    api: Option<ApiServer>,
+    /// Runtime switches (`switch`), and the client waiting for one.
+    coordinator: Coordinator,
+    switch_waiter: Option<control::SwitchWaiter>,
+    /// Deadline of the switch in progress.
+    switch_timer: TimerFd,
+    /// `--switch-every`.
+    switch_every_timer: Option<TimerFd>,
 }
 
 impl Controller {
@@ -275,7 +311,18 @@ impl Controller {
         signal: EventFd,
         tsc_khz: u32,
         telemetry: TelemetryPlacement,
+        gate: Arc<HoldGate>,
+        api: Option<ApiServer>,
+        coordinator: Coordinator,
     ) -> Result<Self, RunError> {
+        let switch_every_timer = match config.switch_every {
+            Some(period) => {
+                let mut t = TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?;
+                t.reset(period, Some(period)).map_err(|e| RunError::Host("timerfd", e.into()))?;
+                Some(t)
+            }
+            None => None,
+        };
         let duration_timer = match config.duration {
             Some(d) => {
                 let mut t = TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?;
@@ -313,6 +360,12 @@ impl Controller {
             status_timer,
             guest_info: None,
             host_ps_per_iter: None,
+            gate,
+            api,
+            coordinator,
+            switch_waiter: None,
+            switch_timer: TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?,
+            switch_every_timer,
         })
     }
 
@@ -365,6 +418,8 @@ impl Controller {
                 self.say(&p.to_string());
                 self.finish(Outcome::GuestPanic(p));
             }
+            // Routed to the switch coordinator by `process`.
+            Hypercall::Switch(_) => {}
         }
     }
 
@@ -531,6 +586,7 @@ impl Controller {
             elapsed_s: ran,
             outcome: self.outcome_text(&outcome, ran),
             exit_code: code,
+            switches: self.coordinator.history().to_vec(),
         };
         for e in report::write_outputs(&measurement, &info) {
             self.say(&e.to_string());
@@ -542,12 +598,26 @@ impl Controller {
 }
 
 impl MutEventSubscriber for Controller {
-    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
         let fd = events.fd();
-        if fd == self.wake.as_raw_fd() {
+        if self.is_api_fd(fd) {
+            self.on_api_event(fd, events.event_set(), ops);
+        } else if fd == self.switch_timer.as_raw_fd() {
+            let _ = self.switch_timer.wait();
+            self.on_switch_deadline(ops);
+        } else if self.switch_every_timer.as_ref().is_some_and(|t| t.as_raw_fd() == fd) {
+            if let Some(t) = self.switch_every_timer.as_mut() {
+                let _ = t.wait();
+            }
+            self.on_switch_every(ops);
+        } else if fd == self.wake.as_raw_fd() {
             let _ = self.wake.read();
             while let Ok(ev) = self.events.try_recv() {
-                self.on_vcpu_event(ev);
+                if let VcpuEvent::Hypercall { call: Hypercall::Switch(_), .. } = ev {
+                    self.on_guest_switch_notify(ops);
+                } else {
+                    self.on_vcpu_event(ev);
+                }
             }
             if self.finished_vcpus == self.cpu_count && self.outcome.is_none() {
                 self.finish(Outcome::VcpuFault { cpu: 0, what: "every vCPU stopped without the guest exiting".into() });
@@ -586,6 +656,13 @@ impl MutEventSubscriber for Controller {
         ];
         if let Some(t) = &self.duration_timer {
             fds.push(t.as_raw_fd());
+        }
+        fds.push(self.switch_timer.as_raw_fd());
+        if let Some(t) = &self.switch_every_timer {
+            fds.push(t.as_raw_fd());
+        }
+        if let Some(fd) = self.api_listener_fd() {
+            fds.push(fd);
         }
         for fd in fds {
             if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
