@@ -29,6 +29,7 @@ mod calibrate;
 mod cmdline;
 mod console;
 mod control;
+mod faults;
 mod hypercall;
 mod irq;
 #[allow(dead_code)] // Pure PI/waiter-list logic: the reference `Model` is for host tests only.
@@ -119,7 +120,7 @@ fn boot_cpu(cpu_count: u32) -> ! {
         mode.name()
     );
     let cmdline = boot_info::cmdline();
-    let (args, no_pi) = parse_args(&cmdline);
+    let (args, no_pi, hold_lock_ms) = parse_args(&cmdline);
     // Before any switchable lock is taken (the secondaries are still held).
     sync::registry::get().init(mode);
     if no_pi {
@@ -146,24 +147,28 @@ fn boot_cpu(cpu_count: u32) -> ! {
 
     control::start();
     run_ready_action(args);
+    if let Some(ms) = hold_lock_ms {
+        faults::hold_lock(ms);
+    }
     workload::start();
     sched::idle_loop()
 }
 
 /// Parses the guest arguments and reports the words it ignores.
-/// Returns the action to take once ready and whether `no-pi` was given.
-fn parse_args(cmdline: &[u8]) -> (ReadyAction, bool) {
+/// Returns the action to take once ready, whether `no-pi` was given, and
+/// the `hold-lock=MS` fault, if any.
+fn parse_args(cmdline: &[u8]) -> (ReadyAction, bool, Option<u32>) {
     let end = cmdline.iter().position(|&b| b == 0).unwrap_or(cmdline.len());
     let Ok(text) = core::str::from_utf8(&cmdline[..end]) else {
         println!("ignoring guest arguments: not UTF-8");
-        return (ReadyAction::Idle, false);
+        return (ReadyAction::Idle, false, None);
     };
     let args = Args::parse(text);
-    let (action, no_pi) = (args.action, args.no_pi);
+    let (action, no_pi, hold) = (args.action, args.no_pi, args.hold_lock_ms);
     for word in args.unknown() {
         println!("ignoring unknown guest argument '{word}'");
     }
-    (action, no_pi)
+    (action, no_pi, hold)
 }
 
 /// What the guest arguments ask for once the guest is ready.

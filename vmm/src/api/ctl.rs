@@ -124,6 +124,19 @@ pub fn human(cmd: &CtlCommand, ret: &Value) -> String {
     }
 }
 
+/// A latency figure: a number of µs, or a percentile `{"us", "at_least"}`
+/// (`>=N` when it lies in the histogram's overflow).
+fn latency_cell(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::Object(o)) => {
+            let us = o.get("us").and_then(Value::as_u64).map_or("?".into(), |u| u.to_string());
+            if o.get("at_least").and_then(Value::as_bool) == Some(true) { format!(">={us}") } else { us }
+        }
+        _ => "-".into(),
+    }
+}
+
 fn latency_table(ret: &Value) -> String {
     let mut out = format!(
         "{:>5} {:<10} {:>4} {:>9} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}",
@@ -134,9 +147,7 @@ fn latency_table(ret: &Value) -> String {
         let rows = e.get("cpus").and_then(Value::as_array).cloned().unwrap_or_default();
         for r in rows.iter().chain(e.get("all")) {
             let cpu = r.get("cpu").and_then(Value::as_u64).map_or("all".to_string(), |c| c.to_string());
-            let us = |h: &str, k: &str| {
-                r.get(h).and_then(|x| x.get(k)).and_then(Value::as_u64).map_or("-".into(), |v| v.to_string())
-            };
+            let us = |h: &str, k: &str| latency_cell(r.get(h).and_then(|x| x.get(k)));
             out.push_str(&format!(
                 "\n{:>5} {:<10} {:>4} {:>9} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}",
                 e.get("index").and_then(Value::as_u64).unwrap_or(0),
@@ -144,11 +155,11 @@ fn latency_table(ret: &Value) -> String {
                 cpu,
                 r.get("samples").and_then(Value::as_u64).unwrap_or(0),
                 r.get("missed").and_then(Value::as_u64).unwrap_or(0),
-                us("irq", "p50_us"),
-                us("irq", "p99_us"),
+                us("irq", "p50"),
+                us("irq", "p99"),
                 us("irq", "max_us"),
-                us("thread", "p50_us"),
-                us("thread", "p99_us"),
+                us("thread", "p50"),
+                us("thread", "p99"),
                 us("thread", "max_us"),
             ));
         }
@@ -179,8 +190,8 @@ mod tests {
         assert!(human(&CtlCommand::Latency, &json!({})).contains("no latency samples"));
         let t = human(
             &CtlCommand::Latency,
-            &json!({"epochs":[{"index":0,"label":"mainline","cpus":[{"cpu":0,"samples":5,"thread":{"p99_us":7}}]}]}),
+            &json!({"epochs":[{"index":0,"label":"mainline","cpus":[{"cpu":0,"samples":5,"thread":{"p99":{"us":7,"at_least":false},"p50":{"us":10000,"at_least":true}}}]}]}),
         );
-        assert!(t.contains("mainline") && t.contains(" 7"), "{t}");
+        assert!(t.contains("mainline") && t.contains(" 7") && t.contains(">=10000"), "{t}");
     }
 }

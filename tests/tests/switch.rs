@@ -1,0 +1,335 @@
+//! The runtime switch through the real control socket of a real VM.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rtswitch::api::client::Session;
+use rtswitch_tests::{ExitCode, Scratch, require_kvm, rtswitch_bin, run_rtswitch};
+use serde_json::{Value, json};
+
+const BOOT_LIMIT: Duration = Duration::from_secs(60);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A VMM running in the background, killed if the test fails.
+struct Vmm {
+    child: Option<Child>,
+    sock: PathBuf,
+    _dir: Scratch,
+}
+
+impl Vmm {
+    fn start(name: &str, extra: &[&str]) -> Self {
+        require_kvm();
+        let dir = Scratch::new(name);
+        let sock = dir.0.join("api.sock");
+        let log = dir.0.join("out.log");
+        let err = dir.0.join("err.log");
+        let mut args = vec!["run", "--vcpus", "2", "--api-sock", sock.to_str().expect("utf-8 path")];
+        args.extend_from_slice(extra);
+        let child = Command::new(rtswitch_bin())
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::create(&err).expect("log file"))
+            .spawn()
+            .expect("start rtswitch");
+        let vmm = Self { child: Some(child), sock, _dir: dir };
+        vmm.wait_ready();
+        vmm
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            if self.sock.exists()
+                && let Ok(mut s) = Session::connect(&self.sock, REPLY_TIMEOUT)
+                && let Ok(r) = s.execute(json!({"execute": "query-status"}), &mut |_| {})
+                && r["return"]["ready"] == json!(true)
+            {
+                return;
+            }
+            assert!(start.elapsed() < BOOT_LIMIT, "the VMM never became ready:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn session(&self) -> Session {
+        Session::connect(&self.sock, REPLY_TIMEOUT).expect("connect to the control socket")
+    }
+
+    fn output(&self) -> String {
+        let dir = self.sock.parent().expect("socket dir");
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            std::fs::read_to_string(dir.join("out.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.join("err.log")).unwrap_or_default()
+        )
+    }
+
+    /// Sends quit and waits for the VMM to exit; returns its exit code
+    /// and output, after checking that it removed its socket.
+    fn quit(mut self) -> (i32, String) {
+        let _ = self.session().execute(json!({"execute": "quit"}), &mut |_| {});
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if start.elapsed() > BOOT_LIMIT {
+                let _ = child.kill();
+                panic!("the VMM did not exit after quit:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!self.sock.exists(), "the VMM left its socket file behind");
+        (status.code().unwrap_or(-1), self.output())
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn exec(s: &mut Session, cmd: Value) -> Value {
+    s.execute(cmd, &mut |_| {}).expect("a reply")
+}
+
+fn set_mode(s: &mut Session, mode: &str) -> Value {
+    exec(s, json!({"execute": "set-mode", "arguments": {"mode": mode}}))
+}
+
+#[test]
+fn toggle_under_lock_load_through_the_socket() {
+    let vmm = Vmm::start("toggle", &["--load", "locks", "--mode", "mainline"]);
+    let mut s = vmm.session();
+    let m = exec(&mut s, json!({"execute": "query-mode"}));
+    assert_eq!(m["return"]["mode"], "mainline", "{m}");
+    assert_eq!(m["return"]["sites_mode"], "mainline", "{m}");
+
+    let r = set_mode(&mut s, "rt");
+    assert_eq!(r["return"]["mode"], "rt", "{r}\n{}", vmm.output());
+    assert_eq!(r["return"]["changed"], true);
+    assert!(r["return"]["sites_patched"].as_u64().unwrap_or(0) > 0, "{r}");
+    for k in ["freeze_us", "blackout_us", "total_us"] {
+        assert!(r["return"][k].is_u64(), "{k} missing: {r}");
+    }
+    let m = exec(&mut s, json!({"execute": "query-mode"}));
+    assert_eq!(m["return"]["mode"], "rt");
+    assert_eq!(m["return"]["sites_mode"], "rt", "the site bytes follow the mode: {m}");
+    assert_eq!(m["return"]["guest_mode"], "rt", "{m}");
+
+    // Same mode again: a no-op success.
+    let r = set_mode(&mut s, "rt");
+    assert_eq!(r["return"]["changed"], false, "{r}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let r = set_mode(&mut s, "mainline");
+    assert_eq!(r["return"]["mode"], "mainline", "{r}\n{}", vmm.output());
+    let m = exec(&mut s, json!({"execute": "query-mode"}));
+    assert_eq!(m["return"]["sites_mode"], "mainline");
+
+    let sw = exec(&mut s, json!({"execute": "query-switches"}));
+    let list = sw["return"]["switches"].as_array().expect("a list").clone();
+    assert_eq!(list.len(), 2, "{sw}");
+    assert!(list.iter().all(|r| r["ok"] == true), "{sw}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let lat = exec(&mut s, json!({"execute": "query-latency"}));
+    let epochs = lat["return"]["epochs"].as_array().expect("epochs").clone();
+    let labels: Vec<String> = epochs.iter().map(|e| e["label"].as_str().unwrap_or("").to_string()).collect();
+    assert!(labels.iter().any(|l| l == "mainline"), "{labels:?}");
+    assert!(labels.iter().any(|l| l == "rt"), "{labels:?}");
+    assert!(labels.iter().any(|l| l.starts_with("switching")), "{labels:?}");
+
+    let (code, out) = vmm.quit();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("load check: ok"), "{out}");
+}
+
+#[test]
+fn toggle_with_the_ctl_command() {
+    let vmm = Vmm::start("ctl", &["--load", "locks"]);
+    let sock = vmm.sock.to_str().expect("utf-8").to_string();
+    let ctl = |args: &[&str]| {
+        let mut a = vec!["ctl", "--api-sock", sock.as_str()];
+        a.extend_from_slice(args);
+        run_rtswitch(&a, REPLY_TIMEOUT)
+    };
+    ctl(&["mode", "rt"]).assert_code(ExitCode::Ok).assert_contains("switched to rt").assert_contains("blackout");
+    ctl(&["status"]).assert_code(ExitCode::Ok).assert_contains("mode rt");
+    ctl(&["switches"]).assert_code(ExitCode::Ok).assert_contains("mainline -> rt");
+    ctl(&["latency"]).assert_code(ExitCode::Ok).assert_contains("rt");
+    let raw = ctl(&["--json", "raw", r#"{"execute":"query-mode"}"#]);
+    raw.assert_code(ExitCode::Ok);
+    let v: Value = serde_json::from_str(raw.stdout.trim()).expect("--json prints the reply");
+    assert_eq!(v["return"]["mode"], "rt");
+    ctl(&["raw", r#"{"execute":"no-such-command"}"#])
+        .assert_code(ExitCode::GuestFailure)
+        .assert_contains("CommandNotFound");
+    ctl(&["quit"]).assert_code(ExitCode::Ok);
+    let (code, out) = vmm.quit();
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Raw line-level QMP over the socket, as any QMP client would see it.
+fn raw_client(sock: &Path) -> (std::os::unix::net::UnixStream, std::io::BufReader<std::os::unix::net::UnixStream>) {
+    let s = std::os::unix::net::UnixStream::connect(sock).expect("connect");
+    s.set_read_timeout(Some(REPLY_TIMEOUT)).expect("timeout");
+    let r = std::io::BufReader::new(s.try_clone().expect("clone"));
+    (s, r)
+}
+
+fn read_json(r: &mut impl std::io::BufRead) -> Value {
+    loop {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).expect("read") > 0, "the server closed the connection");
+        let v: Value = serde_json::from_str(line.trim_end()).expect("one JSON object per line");
+        if v.get("event").is_none() {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn qmp_behaviour() {
+    use std::io::Write;
+    let vmm = Vmm::start("qmp", &["--load", "none"]);
+    let mode = std::fs::metadata(&vmm.sock).expect("socket").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the control socket is private");
+
+    let (mut w, mut r) = raw_client(&vmm.sock);
+    let greeting = read_json(&mut r);
+    assert!(greeting["QMP"]["version"].is_object(), "{greeting}");
+    assert_eq!(greeting["QMP"]["capabilities"], json!([]));
+
+    w.write_all(b"{\"execute\":\"query-status\",\"id\":1}\n").expect("write");
+    let v = read_json(&mut r);
+    assert_eq!(v["error"]["class"], "CommandNotFound", "{v}");
+    assert!(v["error"]["desc"].as_str().unwrap_or("").contains("qmp_capabilities"));
+    assert_eq!(v["id"], 1);
+
+    w.write_all(b"{\"execute\":\"qmp_capabilities\"}\n").expect("write");
+    assert_eq!(read_json(&mut r), json!({"return": {}}));
+
+    w.write_all(b"{\"execute\":\"query-status\",\"id\":{\"nested\":[1,2]}}\n").expect("write");
+    let v = read_json(&mut r);
+    assert_eq!(v["id"], json!({"nested": [1, 2]}), "the id is echoed as sent");
+    assert_eq!(v["return"]["running"], true);
+
+    w.write_all(b"{\"execute\":\"frobnicate\",\"id\":\"x\"}\n").expect("write");
+    let v = read_json(&mut r);
+    assert_eq!(v["error"]["class"], "CommandNotFound");
+    assert_eq!(v["id"], "x");
+
+    w.write_all(b"{this is not json\n").expect("write");
+    let v = read_json(&mut r);
+    assert_eq!(v["error"]["class"], "GenericError");
+
+    w.write_all(b"{\"execute\":\"set-mode\",\"arguments\":{\"mode\":\"turbo\"}}\n").expect("write");
+    assert!(read_json(&mut r)["error"]["desc"].as_str().unwrap_or("").contains("turbo"));
+
+    // A second client at the same time.
+    let mut other = vmm.session();
+    assert_eq!(exec(&mut other, json!({"execute": "query-mode"}))["return"]["mode"], "mainline");
+
+    // query-commands lists what is documented.
+    w.write_all(b"{\"execute\":\"query-commands\"}\n").expect("write");
+    let v = read_json(&mut r);
+    let names: Vec<&str> = v["return"].as_array().expect("list").iter().filter_map(|c| c["name"].as_str()).collect();
+    for c in ["query-status", "query-mode", "set-mode", "query-latency", "reset-latency", "query-switches", "quit"] {
+        assert!(names.contains(&c), "{c} missing from {names:?}");
+    }
+
+    // A client that disconnects in the middle of a switch.
+    w.write_all(b"{\"execute\":\"set-mode\",\"arguments\":{\"mode\":\"rt\"}}\n").expect("write");
+    drop(r);
+    drop(w);
+    let start = Instant::now();
+    loop {
+        let m = exec(&mut other, json!({"execute": "query-mode"}));
+        if m["return"]["mode"] == "rt" && m["return"]["switching"].is_null() {
+            break;
+        }
+        assert!(start.elapsed() < REPLY_TIMEOUT, "the abandoned switch never completed: {m}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The VM still answers after all of that.
+    assert_eq!(exec(&mut other, json!({"execute": "query-status"}))["return"]["running"], true);
+    let (code, out) = vmm.quit();
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_task_holding_a_lock_makes_the_switch_fail_cleanly() {
+    let vmm =
+        Vmm::start("holdfail", &["--load", "none", "--switch-timeout-ms", "300", "--guest-arg", "hold-lock=2500"]);
+    let mut s = vmm.session();
+    let before = exec(&mut s, json!({"execute": "query-mode"}));
+    let r = set_mode(&mut s, "rt");
+    let desc = r["error"]["desc"].as_str().unwrap_or_default().to_string();
+    assert!(desc.contains("lock-hog"), "the error names the task: {r}\n{}", vmm.output());
+    assert!(desc.contains("nothing was patched"), "{r}");
+    let after = exec(&mut s, json!({"execute": "query-mode"}));
+    assert_eq!(after["return"]["mode"], before["return"]["mode"]);
+    assert_eq!(after["return"]["sites_mode"], "mainline", "no site byte changed: {after}");
+    assert_eq!(exec(&mut s, json!({"execute": "query-status"}))["return"]["running"], true);
+    // Once the hog lets go, the same switch succeeds.
+    let start = Instant::now();
+    loop {
+        let r = set_mode(&mut s, "rt");
+        if r["return"]["mode"] == "rt" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the switch never succeeded: {r}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sw = exec(&mut s, json!({"execute": "query-switches"}));
+    let list = sw["return"]["switches"].as_array().expect("list");
+    assert!(list.iter().any(|r| r["ok"] == false) && list.iter().any(|r| r["ok"] == true), "{sw}");
+    let (code, out) = vmm.quit();
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn switch_every_alternates_epochs() {
+    require_kvm();
+    let dir = Scratch::new("every");
+    let json_path = dir.0.join("r.json");
+    let r = run_rtswitch(
+        &[
+            "run",
+            "--vcpus",
+            "2",
+            "--load",
+            "locks",
+            "--switch-every",
+            "700",
+            "--duration",
+            "4",
+            "--quiet",
+            "--json",
+            json_path.to_str().expect("utf-8"),
+        ],
+        Duration::from_secs(120),
+    );
+    r.assert_code(ExitCode::Ok);
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written")).expect("valid JSON");
+    let switches = v["switches"].as_array().expect("switches in the JSON");
+    assert!(switches.len() >= 3, "{}", r.stderr);
+    assert!(switches.iter().all(|s| s["ok"] == true), "{switches:?}");
+    let modes: Vec<&str> = v["epochs"].as_array().expect("epochs").iter().filter_map(|e| e["label"].as_str()).collect();
+    assert!(
+        modes.iter().filter(|m| **m == "rt").count() >= 1 && modes.iter().filter(|m| **m == "mainline").count() >= 2,
+        "{modes:?}"
+    );
+    r.assert_contains("load check: ok");
+}
