@@ -18,6 +18,7 @@ pub mod report;
 pub mod runner;
 pub mod signals;
 pub mod switch;
+pub mod switch_bench;
 pub mod vstate;
 
 /// Page-aligned storage for the embedded kernel image.

@@ -29,6 +29,7 @@ fn main() -> std::process::ExitCode {
             }
         },
         Command::Ctl(args) => rtswitch::api::ctl::run(&args),
+        Command::BenchSwitch(args) => rtswitch::switch_bench::run(&args),
     };
     code.into()
 }

@@ -145,8 +145,6 @@ pub struct VmAccess<'a> {
     /// Kicks every vCPU out of guest mode.
     pub kick_all: &'a dyn Fn(),
     pub all_vcpus_mask: u64,
-    /// Reads the telemetry while the vCPUs are held.
-    pub harvest: &'a mut dyn FnMut(),
 }
 
 pub struct Coordinator {
@@ -170,6 +168,10 @@ impl Coordinator {
 
     pub fn in_progress(&self) -> Option<LockMode> {
         self.active.as_ref().map(|a| a.to)
+    }
+
+    pub fn limits(&self) -> SwitchLimits {
+        self.limits
     }
 
     pub fn history(&self) -> &[SwitchRecord] {
@@ -273,9 +275,6 @@ impl Coordinator {
                 write_u32(vm.mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::CANCELLED);
             }
         }
-        if held.is_ok() {
-            (vm.harvest)();
-        }
         vm.gate.open();
         active.blackout_us = t_close.elapsed().as_micros() as u64;
         active.phase = Phase::Resuming;
@@ -339,6 +338,78 @@ impl Coordinator {
         self.history.push(record.clone());
         Finished { origin: a.origin, record }
     }
+}
+
+/// Holds every vCPU and releases it, changing nothing: what the blackout
+/// of a switch costs on this platform without its checks and patch.
+/// Returns the blackout in µs, or which vCPUs did not stop.
+pub fn pause_resume(gate: &HoldGate, kick_all: &dyn Fn(), all_mask: u64, limit: Duration) -> Result<u64, String> {
+    let t = Instant::now();
+    gate.close();
+    kick_all();
+    let held = gate.wait_all_held(all_mask, t + limit);
+    gate.open();
+    let us = t.elapsed().as_micros() as u64;
+    held.map(|()| us)
+        .map_err(|missing| format!("vCPU(s) {} did not stop within {} ms", mask_list(missing), limit.as_millis()))
+}
+
+/// min / p50 / p99 / max of a set of µs figures (nearest rank).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Spread {
+    pub min_us: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl Spread {
+    pub fn of(values: &mut [u64]) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_unstable();
+        let rank = |pm: usize| values[(values.len() * pm).div_ceil(1000).clamp(1, values.len()) - 1];
+        Some(Self { min_us: values[0], p50_us: rank(500), p99_us: rank(990), max_us: values[values.len() - 1] })
+    }
+
+    pub fn describe_ms(&self) -> String {
+        format!(
+            "{:.3} / {:.3} / {:.3} / {:.3} ms",
+            self.min_us as f64 / 1e3,
+            self.p50_us as f64 / 1e3,
+            self.p99_us as f64 / 1e3,
+            self.max_us as f64 / 1e3
+        )
+    }
+}
+
+/// The end-of-run lines about the switches (none when there were none).
+pub fn summary(records: &[SwitchRecord]) -> Option<String> {
+    if records.is_empty() {
+        return None;
+    }
+    let ok: Vec<&SwitchRecord> = records.iter().filter(|r| r.ok).collect();
+    let mut out = format!(
+        "mode switches: {} requested, {} completed, {} failed (nothing changed)",
+        records.len(),
+        ok.len(),
+        records.len() - ok.len()
+    );
+    let spread = |f: fn(&SwitchRecord) -> u64| Spread::of(&mut ok.iter().map(|r| f(r)).collect::<Vec<_>>());
+    for (name, s) in [
+        ("freeze  ", spread(|r| r.timings.freeze_us)),
+        ("blackout", spread(|r| r.timings.blackout_us)),
+        ("total   ", spread(|r| r.timings.total_us)),
+    ] {
+        if let Some(s) = s {
+            out.push_str(&format!("\n  {name} min / p50 / p99 / max: {}", s.describe_ms()));
+        }
+    }
+    for r in records.iter().filter(|r| !r.ok).take(5) {
+        out.push_str(&format!("\n  switch #{} {} -> {} failed: {}", r.seq, r.from, r.to, r.reason));
+    }
+    Some(out)
 }
 
 /// The checks that must all pass, with every vCPU held, before any byte is
@@ -415,6 +486,34 @@ pub fn record_json(r: &SwitchRecord) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_uses_nearest_rank() {
+        let s = Spread::of(&mut (1..=100).collect::<Vec<u64>>()).unwrap();
+        assert_eq!((s.min_us, s.p50_us, s.p99_us, s.max_us), (1, 50, 99, 100));
+        assert_eq!(Spread::of(&mut []), None);
+        let one = Spread::of(&mut [7]).unwrap();
+        assert_eq!((one.min_us, one.p50_us, one.p99_us, one.max_us), (7, 7, 7, 7));
+    }
+
+    #[test]
+    fn summary_counts_failures() {
+        let rec = |seq, ok: bool| SwitchRecord {
+            seq,
+            from: "mainline",
+            to: "rt",
+            ok,
+            reason: if ok { String::new() } else { "deadline".into() },
+            timings: SwitchTimings { freeze_us: 1000 * seq, blackout_us: 300, total_us: 2000 * seq },
+            sites_patched: if ok { 41 } else { 0 },
+            requested_at_s: 0.0,
+        };
+        assert_eq!(summary(&[]), None);
+        let s = summary(&[rec(1, true), rec(2, false), rec(3, true)]).unwrap();
+        assert!(s.contains("3 requested, 2 completed, 1 failed"), "{s}");
+        assert!(s.contains("blackout min / p50 / p99 / max: 0.300"), "{s}");
+        assert!(s.contains("switch #2 mainline -> rt failed: deadline"), "{s}");
+    }
 
     #[test]
     fn failure_messages_name_the_blocker() {

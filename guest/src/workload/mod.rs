@@ -30,7 +30,7 @@ mod measure;
 mod params;
 mod telemetry;
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use switcher::abi::{LockMode, MAX_CPUS};
 use switcher::telemetry::{EPOCH_SLOTS, EpochKind, LoadKind};
@@ -119,6 +119,8 @@ fn starter(_: usize) {
     let mut load_ids = [None; MAX_TASKS];
     measure::start(p.interval_us, cpus, &mut measure_ids);
     telemetry::set_running(true);
+    sched::spawn("epoch-prep", PREP_PRIO, 0, prep_thread, 0);
+    request_prep(telemetry::current_epoch() + 1);
     let n = load::start(p.load, p.cs_us, p.load_threads, cpus, &mut load_ids);
     let mut st = STATE.lock_irqsave();
     st.measure = measure_ids;
@@ -252,7 +254,32 @@ fn print_summary() {
 /// new epoch index (None without telemetry).
 #[allow(dead_code)] // Used by the runtime switch (next issue).
 pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
-    telemetry::open_epoch(mode, kind)
+    let index = telemetry::open_epoch(mode, kind)?;
+    request_prep(index + 1);
+    Some(index)
+}
+
+/// Priority of the slot preparer: above the load, below measurement.
+const PREP_PRIO: u8 = 20;
+/// Epoch index whose slot the preparer should zero next, plus 1 (0: none).
+static PREP_REQUEST: AtomicU64 = AtomicU64::new(0);
+static PREP_WQ: sched::WaitQueue = sched::WaitQueue::new("epoch-prep");
+
+/// Asks the preparer to zero the slot epoch `index` will use.
+fn request_prep(index: u64) {
+    PREP_REQUEST.store(index + 1, Ordering::Release);
+    PREP_WQ.wake_all();
+}
+
+/// The preparer thread (`telemetry::Prep`): zeroes the next epoch's slot
+/// in the background, so that opening an epoch during a switch is cheap.
+fn prep_thread(_: usize) {
+    sched::freezer::exempt_current();
+    loop {
+        PREP_WQ.wait_until(|| PREP_REQUEST.load(Ordering::Acquire) != 0);
+        let index = PREP_REQUEST.swap(0, Ordering::AcqRel) - 1;
+        telemetry::prepare_slot((index % switcher::telemetry::EPOCH_SLOTS as u64) as usize);
+    }
 }
 
 /// The load kind the workload runs (None before `init`).

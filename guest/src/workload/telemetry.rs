@@ -159,15 +159,35 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
         ptr::write_volatile(h, header);
     }
     BASE.store(addr as usize, Ordering::Release);
-    for slot in 0..EPOCH_SLOTS {
-        zero_slot(slot);
-    }
+    // Slot 0 now; the others when their epochs open (`Prep`).
+    finish_slot(0);
     let start_tsc = crate::sched::now_tsc();
     let epoch0 = EpochHeader { index: 0, mode: mode as u32, kind: EpochKind::Mode as u32, start_tsc, end_tsc: 0 };
     // SAFETY: inside the region's header (validated above).
     unsafe { ptr::write_volatile(addr_of_mut!((*h).epochs[0]), epoch0) };
     atomic64!((*h).magic).store(ABI_MAGIC, Ordering::Release);
     true
+}
+
+/// Zeroes `words` u64s at `dst` with one `rep stosq`: a single instruction
+/// where ring 0 is emulated, instead of a loop of thousands (the two
+/// histograms of a record are `2 * 4 * bucket_count` bytes = `bucket_count`
+/// words).
+///
+/// # Safety
+/// `dst` must be valid for writes of `words` u64s and 8-byte aligned.
+unsafe fn zero_words(dst: *mut u64, words: usize) {
+    // SAFETY: the caller guarantees the destination range; rep stosq
+    // writes exactly rcx qwords upward from rdi (DF is clear in Rust code).
+    unsafe {
+        core::arch::asm!(
+            "rep stosq",
+            inout("rdi") dst => _,
+            inout("rcx") words => _,
+            in("rax") 0u64,
+            options(nostack, preserves_flags),
+        );
+    }
 }
 
 /// Per CPU: the last `reset_gen` acted on.
@@ -191,32 +211,99 @@ fn reset_record(rec: *mut CpuLatencyHeader, layout: &Layout) {
     // CPU's measurement thread is its only writer and holds the seqlock.
     unsafe {
         ptr::write_volatile(rec, empty);
-        ptr::write_bytes(rec.cast::<u8>().add(layout.irq_buckets()), 0, 2 * 4 * layout.bucket_count);
+        zero_words(rec.cast::<u8>().add(layout.irq_buckets()).cast::<u64>(), layout.bucket_count);
     }
     seq.store((start | 1) + 1, Ordering::Release);
 }
 
-/// Resets every CPU record of epoch slot `slot`: seq 0, empty summaries,
-/// zeroed buckets. Only with no writer (module doc).
-fn zero_slot(slot: usize) {
-    let layout = layout();
-    let empty = CpuLatencyHeader {
-        seq: 0,
-        samples: 0,
-        missed: 0,
-        irq: HistSummary::EMPTY,
-        thread: HistSummary::EMPTY,
-        worst: Default::default(),
-    };
-    for cpu in 0..layout.cpu_count {
+/// Background preparation of the next epoch slot.
+///
+/// Zeroing a slot's histograms is tens of thousands of stores: on a host
+/// that emulates ring 0, tens of milliseconds. So it is not done when an
+/// epoch opens (in the middle of a mode switch) but ahead of time: after an
+/// epoch opens in slot s, the preparer thread zeroes slot s+1 in small
+/// chunks (each under `PREP`, a raw lock held for ~100 stores), and
+/// `open_epoch` takes whatever is left. The slot being prepared holds the
+/// epoch 3 before the current one, which the VMM has read and kept by then
+/// (it reads once per switch, and every switch opens two epochs).
+struct Prep {
+    /// Slot being (or been) prepared; `usize::MAX`: none.
+    slot: usize,
+    /// Zeroing units done: `cpu * (bucket_count + 1) + word`, word 0 being
+    /// the record header.
+    done: usize,
+}
+
+static PREP: crate::sync::raw::RawSpinLock<Prep> =
+    crate::sync::raw::RawSpinLock::new("telemetry.prep", Prep { slot: usize::MAX, done: 0 });
+/// Words zeroed per chunk.
+const PREP_CHUNK: usize = 128;
+
+fn prep_units(layout: &Layout) -> usize {
+    layout.cpu_count * (layout.bucket_count + 1)
+}
+
+/// Zeroes units `[from, to)` of slot `slot` (see [`Prep::done`]).
+fn zero_units(slot: usize, from: usize, to: usize, layout: &Layout) {
+    let per = layout.bucket_count + 1;
+    let mut u = from;
+    while u < to {
+        let (cpu, word) = (u / per, u % per);
         let rec = record(slot, cpu);
-        // SAFETY: the record and its two histograms lie inside the region
-        // (`Layout::record` + `cpu_stride`), which has no writer now.
-        unsafe {
-            ptr::write_volatile(rec, empty);
-            ptr::write_bytes(rec.cast::<u8>().add(layout.irq_buckets()), 0, 2 * 4 * layout.bucket_count);
+        if word == 0 {
+            let empty = CpuLatencyHeader {
+                seq: 0,
+                samples: 0,
+                missed: 0,
+                irq: HistSummary::EMPTY,
+                thread: HistSummary::EMPTY,
+                worst: Default::default(),
+            };
+            // SAFETY: the record lies inside the region; the slot has no
+            // writer (it is not the current epoch's, and `PREP` is held).
+            unsafe { ptr::write_volatile(rec, empty) };
+            u += 1;
+            continue;
         }
+        let n = (to - u).min(per - word);
+        // SAFETY: words `word - 1 .. word - 1 + n` of this record's
+        // histograms (bucket_count words in all) lie inside the region.
+        unsafe { zero_words(rec.cast::<u8>().add(layout.irq_buckets()).cast::<u64>().add(word - 1), n) };
+        u += n;
     }
+}
+
+/// The preparer's work: zero `slot` chunk by chunk, giving up if an epoch
+/// opened there meanwhile (`open_epoch` finishes the job itself).
+pub fn prepare_slot(slot: usize) {
+    let layout = layout();
+    let total = prep_units(&layout);
+    {
+        let mut p = PREP.lock_irqsave();
+        p.slot = slot;
+        p.done = 0;
+    }
+    loop {
+        let mut p = PREP.lock_irqsave();
+        if p.slot != slot || p.done >= total {
+            return;
+        }
+        let to = (p.done + PREP_CHUNK).min(total);
+        zero_units(slot, p.done, to, &layout);
+        p.done = to;
+    }
+}
+
+/// Zeroes what the preparer has not yet zeroed of `slot` (all of it when
+/// it was preparing another slot), then stops the preparer on it.
+fn finish_slot(slot: usize) {
+    let layout = layout();
+    let total = prep_units(&layout);
+    let mut p = PREP.lock_irqsave();
+    let from = if p.slot == slot { p.done } else { 0 };
+    p.slot = usize::MAX;
+    drop(p);
+    zero_units(slot, from, total, &layout);
 }
 
 /// The CPU record of `cpu` in epoch slot `slot`.
@@ -354,7 +441,7 @@ pub fn set_final_check(tally: u64, locked_total: u64, check: u32) {
 
 /// Closes the current epoch (end TSC now) and opens the next one in
 /// `mode`, `kind`, in slot `(index + 1) % EPOCH_SLOTS` with zeroed
-/// records. Call only with every task frozen (no measurement thread in a
+/// records (mostly zeroed ahead of time by the preparer: [`Prep`]). Call only with every task frozen (no measurement thread in a
 /// record update); the runtime switch does. Returns the new epoch index.
 pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
     if !is_active() {
@@ -369,7 +456,7 @@ pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
     let slot = (next % EPOCH_SLOTS as u64) as usize;
     // Mark the slot unused while its records are reset, then publish it.
     atomic64!((*h).epochs[slot].index).store(u64::MAX, Ordering::Release);
-    zero_slot(slot);
+    finish_slot(slot);
     let epoch = EpochHeader { index: u64::MAX, mode: mode as u32, kind: kind as u32, start_tsc: now, end_tsc: 0 };
     // SAFETY: inside the header; no reader relies on a slot with index MAX.
     unsafe { ptr::write_volatile(addr_of_mut!((*h).epochs[slot]), epoch) };

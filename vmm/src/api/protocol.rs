@@ -63,11 +63,16 @@ pub enum Command {
     QueryCommands,
     QueryStatus,
     QueryMode,
-    SetMode { mode: LockMode },
+    SetMode {
+        mode: LockMode,
+    },
     QueryLatency,
     ResetLatency,
     QuerySwitches,
     Quit,
+    /// Holds every vCPU out of guest mode and releases it, patching
+    /// nothing: the platform floor of a switch's blackout (benchmarks).
+    XPauseResume,
 }
 
 /// Every command name, as `query-commands` lists them.
@@ -82,6 +87,7 @@ pub const COMMANDS: &[&str] = &[
     "reset-latency",
     "query-switches",
     "quit",
+    "x-pause-resume",
 ];
 
 /// A parsed request: the command and the `id` to echo.
@@ -171,6 +177,7 @@ fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command, Qm
         "reset-latency" => Command::ResetLatency,
         "query-switches" => Command::QuerySwitches,
         "quit" => Command::Quit,
+        "x-pause-resume" => Command::XPauseResume,
         other => return Err(QmpError::not_found(format!("The command {other} has not been found"))),
     };
     if let Some(extra) = args.keys().next() {

@@ -105,6 +105,7 @@ impl Controller {
             Command::QueryLatency => Ok(self.latency_json()),
             Command::ResetLatency => self.reset_latency(),
             Command::QuerySwitches => Ok(json!({"switches": self.coordinator.history()})),
+            Command::XPauseResume => self.pause_resume(),
             Command::Quit => {
                 self.request_shutdown("quit command on the control socket".into());
                 Ok(json!({}))
@@ -173,6 +174,22 @@ impl Controller {
         })
     }
 
+    fn pause_resume(&mut self) -> Result<Value, QmpError> {
+        if let Some(t) = self.coordinator.in_progress() {
+            return Err(QmpError::generic(format!("a mode switch is in progress (to {}); try again", t.name())));
+        }
+        if self.ready_at.is_none() || self.shutdown_reason.is_some() {
+            return Err(QmpError::generic("the guest is not running"));
+        }
+        let vcpus = &self.vcpus;
+        let kick_all = || kick_each(vcpus);
+        let limit = self.coordinator.limits().vcpu_stop;
+        match crate::switch::pause_resume(&self.gate, &kick_all, vcpu_mask(vcpus.len()), limit) {
+            Ok(us) => Ok(json!({"blackout_us": us})),
+            Err(e) => Err(QmpError::generic(e)),
+        }
+    }
+
     fn reset_latency(&mut self) -> Result<Value, QmpError> {
         match self.telemetry.request_reset() {
             Ok(()) => Ok(json!({})),
@@ -225,17 +242,9 @@ impl Controller {
 
     /// HC_SWITCH from the guest.
     pub(super) fn on_guest_switch_notify(&mut self, ops: &mut EventOps) {
-        let Controller { coordinator, mem, gate, vcpus, telemetry, .. } = self;
-        let kick_all = || {
-            for v in vcpus.iter() {
-                v.kick();
-            }
-        };
-        let all_mask = if vcpus.len() >= 64 { u64::MAX } else { (1u64 << vcpus.len()) - 1 };
-        let mut harvest = || {
-            telemetry.harvest();
-        };
-        let mut access = VmAccess { mem, gate, kick_all: &kick_all, all_vcpus_mask: all_mask, harvest: &mut harvest };
+        let Controller { coordinator, mem, gate, vcpus, .. } = self;
+        let kick_all = || kick_each(vcpus);
+        let mut access = VmAccess { mem, gate, kick_all: &kick_all, all_vcpus_mask: vcpu_mask(vcpus.len()) };
         let step = coordinator.on_guest_notify(&mut access);
         self.on_switch_step(step, ops);
     }
@@ -259,6 +268,9 @@ impl Controller {
 
     fn on_switch_finished(&mut self, f: Finished, ops: &mut EventOps) {
         let _ = self.switch_timer.clear();
+        // Each switch opens two epochs; reading now, once per switch, keeps
+        // every closed epoch before its ring slot is reused.
+        self.telemetry.harvest();
         let r = &f.record;
         let line = switch_line(r);
         if r.ok {
@@ -332,6 +344,18 @@ pub(super) fn switch_line(r: &SwitchRecord) -> String {
     } else {
         format!("switch #{} {} -> {} FAILED: {}", r.seq, r.from, r.to, r.reason)
     }
+}
+
+/// Kicks every vCPU out of guest mode.
+fn kick_each(vcpus: &[crate::vstate::vcpu::VcpuHandle]) {
+    for v in vcpus {
+        v.kick();
+    }
+}
+
+/// The bit mask naming `n` vCPUs.
+fn vcpu_mask(n: usize) -> u64 {
+    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
 }
 
 fn watch(ops: &mut EventOps, fd: RawFd, wants_write: bool) {

@@ -572,6 +572,9 @@ impl Controller {
         } else if config.workload.enabled != 0 && self.ready_at.is_some() {
             self.say("no latency samples: the guest never started its measurement threads");
         }
+        if let Some(text) = crate::switch::summary(self.coordinator.history()) {
+            self.say(&text);
+        }
         let verdict = measurement.load_verdict();
         if verdict == LoadVerdict::Violated {
             self.say("the load's consistency check FAILED: a switchable lock did not protect its data");
