@@ -36,6 +36,8 @@ pub enum Command {
     Ctl(CtlArgs),
     /// Benchmark the runtime switch: N switches under load and idle, beside the platform floor.
     BenchSwitch(crate::switch_bench::SwitchBenchArgs),
+    /// Hammer the runtime switch of a VM for a while and tally what happened.
+    Stress(crate::stress::StressArgs),
 }
 
 #[derive(Debug, Args)]

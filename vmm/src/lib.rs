@@ -17,6 +17,7 @@ pub mod loader;
 pub mod report;
 pub mod runner;
 pub mod signals;
+pub mod stress;
 pub mod switch;
 pub mod switch_bench;
 pub mod vstate;

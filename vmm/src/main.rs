@@ -30,6 +30,7 @@ fn main() -> std::process::ExitCode {
         },
         Command::Ctl(args) => rtswitch::api::ctl::run(&args),
         Command::BenchSwitch(args) => rtswitch::switch_bench::run(&args),
+        Command::Stress(args) => rtswitch::stress::run(&args),
     };
     code.into()
 }

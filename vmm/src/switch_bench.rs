@@ -10,13 +10,12 @@
 //! checks and no patch, the platform floor of a blackout, measured in the
 //! same run.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
 
+use crate::api::child::{ChildVm, ChildVmError};
 use crate::api::client::{ClientError, Session};
 use crate::exit_code::ExitCode;
 use crate::switch::Spread;
@@ -40,10 +39,8 @@ pub struct SwitchBenchArgs {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("cannot start `{0}`: {1}")]
-    Spawn(String, std::io::Error),
-    #[error("the benchmark VM did not become ready within {0:?}")]
-    NotReady(Duration),
+    #[error(transparent)]
+    Vm(#[from] ChildVmError),
     #[error("control socket: {0}")]
     Client(#[from] ClientError),
     #[error("the VM refused {what}: {reply}")]
@@ -62,56 +59,21 @@ struct Phase {
     cs_us: Option<u64>,
 }
 
-struct Vm {
-    child: Child,
-    sock: PathBuf,
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.sock);
-    }
-}
-
-const READY_LIMIT: Duration = Duration::from_secs(60);
 const REPLY_LIMIT: Duration = Duration::from_secs(60);
 
-fn start_vm(args: &SwitchBenchArgs, load: &str, tag: &str) -> Result<Vm, BenchError> {
-    let exe = std::env::current_exe().map_err(|e| BenchError::Spawn("rtswitch".into(), e))?;
-    let sock = std::env::temp_dir().join(format!("rtswitch-bench-{tag}-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&sock);
-    let mut cmd = Command::new(&exe);
-    cmd.args(["run", "--quiet", "--serial", "none", "--load", load, "--vcpus", &args.vcpus.to_string()])
-        .arg("--api-sock")
-        .arg(&sock)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+fn start_vm(args: &SwitchBenchArgs, load: &str) -> Result<(ChildVm, Session), BenchError> {
+    let sock = std::env::temp_dir().join(format!("rtswitch-bench-{load}-{}.sock", std::process::id()));
+    let mut vm_args = vec!["--load".to_string(), load.to_string(), "--vcpus".into(), args.vcpus.to_string()];
     if let Some(cs) = args.cs_us {
-        cmd.args(["--cs-us", &cs.to_string()]);
+        vm_args.extend(["--cs-us".to_string(), cs.to_string()]);
     }
-    let child = cmd.spawn().map_err(|e| BenchError::Spawn(exe.display().to_string(), e))?;
-    let vm = Vm { child, sock };
-    let start = Instant::now();
-    loop {
-        if let Ok(mut s) = Session::connect(&vm.sock, REPLY_LIMIT)
-            && let Ok(r) = s.execute(json!({"execute": "query-status"}), &mut |_| {})
-            && r["return"]["ready"] == json!(true)
-        {
-            return Ok(vm);
-        }
-        if start.elapsed() > READY_LIMIT {
-            return Err(BenchError::NotReady(READY_LIMIT));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let vm = ChildVm::start(&sock, &vm_args)?;
+    let session = vm.wait_ready(REPLY_LIMIT)?;
+    Ok((vm, session))
 }
 
 fn run_phase(args: &SwitchBenchArgs, load: &str) -> Result<Phase, BenchError> {
-    let vm = start_vm(args, load, load)?;
-    let mut s = Session::connect(&vm.sock, REPLY_LIMIT)?;
+    let (_vm, mut s) = start_vm(args, load)?;
     let mut p = Phase::default();
     let lat = s.execute(json!({"execute": "query-latency"}), &mut |_| {})?;
     p.cs_us = lat["return"]["workload"]

@@ -6,6 +6,7 @@
 //! event sources of the control loop (`runner`), like the vCPU events and
 //! timers; commands are executed there, and a `set-mode` is answered when
 //! the switch it started completes or fails.
+pub mod child;
 pub mod client;
 pub mod ctl;
 pub mod protocol;

@@ -1,0 +1,85 @@
+//! A VM run by this same binary in a child process, driven through its
+//! control socket: what `bench-switch` and `stress` measure and hammer.
+//! The child is killed and its socket removed when this is dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::client::Session;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChildVmError {
+    #[error("cannot start `{0} run`: {1}")]
+    Spawn(String, std::io::Error),
+    #[error("the VM did not become ready within {0:?}")]
+    NotReady(Duration),
+}
+
+pub struct ChildVm {
+    child: Child,
+    sock: PathBuf,
+}
+
+/// Bound on a child VM becoming ready.
+pub const READY_LIMIT: Duration = Duration::from_secs(60);
+
+impl ChildVm {
+    /// Starts `rtswitch run --quiet --serial none --api-sock SOCK ARGS...`.
+    pub fn start(sock: &Path, args: &[String]) -> Result<Self, ChildVmError> {
+        let exe = std::env::current_exe().map_err(|e| ChildVmError::Spawn("rtswitch".into(), e))?;
+        let _ = std::fs::remove_file(sock);
+        let child = Command::new(&exe)
+            .args(["run", "--quiet", "--serial", "none", "--api-sock"])
+            .arg(sock)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| ChildVmError::Spawn(exe.display().to_string(), e))?;
+        Ok(Self { child, sock: sock.to_path_buf() })
+    }
+
+    /// Waits until the guest is ready; returns a negotiated session.
+    pub fn wait_ready(&self, reply_timeout: Duration) -> Result<Session, ChildVmError> {
+        let start = Instant::now();
+        while start.elapsed() < READY_LIMIT {
+            if let Ok(mut s) = Session::connect(&self.sock, reply_timeout)
+                && let Ok(r) = s.execute(json!({"execute": "query-status"}), &mut |_| {})
+                && r["return"]["ready"] == json!(true)
+            {
+                return Ok(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(ChildVmError::NotReady(READY_LIMIT))
+    }
+
+    pub fn sock(&self) -> &Path {
+        &self.sock
+    }
+
+    /// Waits for the child to exit (after `quit`); its exit code, or
+    /// `None` if it is still running after `limit` or was killed.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ChildVm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.sock);
+    }
+}

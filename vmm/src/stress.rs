@@ -1,0 +1,294 @@
+//! `rtswitch stress`: hammers the runtime switch of a real VM for a while
+//! and tallies what happened (the long-running form of the switch-stress
+//! tests in `tests/`).
+//!
+//! It starts `rtswitch run --api-sock ... --load locks --json ...` (this
+//! binary), then until `--duration` passes: requests switches at random
+//! intervals, and between them races queries, `reset-latency` and clients
+//! that connect and vanish mid-switch. At the end it quits the VM and
+//! checks: every switch accounted for (requested == completed + failed with
+//! a reason), the guest's mode and the site bytes equal to the last
+//! completed switch, the load's consistency check ok, the VM exit code 0.
+//! Exit code 0 only if every check holds.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::api::child::ChildVm;
+use crate::exit_code::ExitCode;
+
+#[derive(Debug, Args, Clone)]
+pub struct StressArgs {
+    /// How long to hammer, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub duration: u64,
+    /// vCPUs of the VM.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub vcpus: u32,
+    /// Longest random pause between two switches, in ms.
+    #[arg(long, default_value_t = 50)]
+    pub max_gap_ms: u64,
+    /// Critical section of the lock load in µs.
+    #[arg(long, default_value_t = 1000)]
+    pub cs_us: u32,
+    /// Seed of the random schedule (printed, so a run can be repeated).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// xorshift64*: a small, seedable generator (no crate needed).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+#[derive(Default, Debug)]
+struct Tally {
+    requested: u64,
+    completed: u64,
+    failed: u64,
+    no_ops: u64,
+    /// Requests refused because another switch was running.
+    busy: u64,
+    queries: u64,
+    resets: u64,
+    abandoned_clients: u64,
+    errors: Vec<String>,
+}
+
+impl Tally {
+    fn check(&mut self, ok: bool, what: String) {
+        if !ok {
+            self.errors.push(what);
+        }
+    }
+}
+
+/// Runs `rtswitch stress`.
+pub fn run(args: &StressArgs) -> ExitCode {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+    });
+    eprintln!(
+        "rtswitch stress: {} s on {} vCPUs, lock load cs {} us, seed {seed}",
+        args.duration, args.vcpus, args.cs_us
+    );
+    let dir = std::env::temp_dir().join(format!("rtswitch-stress-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        eprintln!("rtswitch stress: cannot create {}: {e}", dir.display());
+        return ExitCode::VmmError;
+    }
+    let json_path = dir.join("result.json");
+    let sock = dir.join("api.sock");
+    let vm_args: Vec<String> = [
+        "--load",
+        "locks",
+        "--vcpus",
+        &args.vcpus.to_string(),
+        "--cs-us",
+        &args.cs_us.to_string(),
+        "--interval-us",
+        &(args.cs_us * 5).max(1000).to_string(),
+        "--hist-max-us",
+        "50000",
+        "--switch-timeout-ms",
+        "5000",
+        "--json",
+        &json_path.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let started =
+        ChildVm::start(&sock, &vm_args).and_then(|vm| vm.wait_ready(Duration::from_secs(60)).map(|s| (vm, s)));
+    let (mut vm, mut session) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("rtswitch stress: {e}");
+            return ExitCode::VmmError;
+        }
+    };
+    let mut rng = Rng(seed);
+    let mut tally = Tally::default();
+    let mut last_mode = "mainline".to_string();
+    let start = Instant::now();
+    let total = Duration::from_secs(args.duration);
+    let tty = std::io::stderr().is_terminal();
+    let mut last_progress = Instant::now();
+    while start.elapsed() < total {
+        match rng.below(10) {
+            // Mostly switches.
+            0..=5 => {
+                let target = if rng.below(2) == 0 { "rt" } else { "mainline" };
+                tally.requested += 1;
+                match session.execute(json!({"execute": "set-mode", "arguments": {"mode": target}}), &mut |_| {}) {
+                    Ok(r) if r["return"]["changed"] == json!(false) => {
+                        tally.requested -= 1;
+                        tally.no_ops += 1;
+                    }
+                    Ok(r) if r.get("return").is_some() => {
+                        tally.completed += 1;
+                        last_mode = target.to_string();
+                    }
+                    Ok(r) if r["error"]["desc"].as_str().is_some_and(|d| d.contains("already in progress")) => {
+                        // Refused as busy (an abandoned client's switch runs):
+                        // not a switch attempt.
+                        tally.requested -= 1;
+                        tally.busy += 1;
+                    }
+                    Ok(r) => {
+                        tally.failed += 1;
+                        let reason = r["error"]["desc"].as_str().unwrap_or_default();
+                        tally.check(!reason.is_empty(), format!("a failed switch without a reason: {r}"));
+                    }
+                    Err(e) => tally.errors.push(format!("set-mode: {e}")),
+                }
+            }
+            6 | 7 => {
+                tally.queries += 1;
+                let cmd = ["query-status", "query-mode", "query-latency", "query-switches"][rng.below(4) as usize];
+                if let Err(e) = session.execute(json!({"execute": cmd}), &mut |_| {}) {
+                    tally.errors.push(format!("{cmd}: {e}"));
+                }
+            }
+            8 => {
+                tally.resets += 1;
+                if let Err(e) = session.execute(json!({"execute": "reset-latency"}), &mut |_| {}) {
+                    tally.errors.push(format!("reset-latency: {e}"));
+                }
+            }
+            _ => {
+                // A client that asks for a switch and vanishes.
+                if let Ok(mut s) = UnixStream::connect(&sock) {
+                    let _ = s.write_all(
+                        b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"set-mode\",\"arguments\":{\"mode\":\"rt\"}}\n",
+                    );
+                    tally.abandoned_clients += 1;
+                }
+                // Its switch may run now: wait until the VM is idle again.
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(10) {
+                    match session.execute(json!({"execute": "query-mode"}), &mut |_| {}) {
+                        Ok(m) if m["return"]["switching"].is_null() => {
+                            last_mode = m["return"]["mode"].as_str().unwrap_or("?").to_string();
+                            break;
+                        }
+                        Ok(_) => std::thread::sleep(Duration::from_millis(5)),
+                        Err(e) => {
+                            tally.errors.push(format!("query-mode: {e}"));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(args.max_gap_ms + 1)));
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            let line = format!(
+                "stress: {:>4}/{} s, {} switches ({} failed), {} queries, {} errors",
+                start.elapsed().as_secs(),
+                args.duration,
+                tally.completed,
+                tally.failed,
+                tally.queries,
+                tally.errors.len()
+            );
+            if tty {
+                eprint!("\r{line}");
+            } else if start.elapsed().as_secs().is_multiple_of(10) {
+                eprintln!("{line}");
+            }
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+    // Final state checks through the socket.
+    let history = session.execute(json!({"execute": "query-switches"}), &mut |_| {}).unwrap_or(Value::Null);
+    let list = history["return"]["switches"].as_array().cloned().unwrap_or_default();
+    let ok = list.iter().filter(|r| r["ok"] == json!(true)).count() as u64;
+    let bad = list.len() as u64 - ok;
+    tally.check(
+        bad == list.iter().filter(|r| !r["reason"].as_str().unwrap_or("").is_empty()).count() as u64,
+        "a failed switch in the history has no reason".into(),
+    );
+    // The VM also ran switches for abandoned clients: its history counts them.
+    tally.check(
+        ok >= tally.completed && bad >= tally.failed,
+        format!("history has {ok} completed / {bad} failed, the client saw {} / {}", tally.completed, tally.failed),
+    );
+    let mode = session.execute(json!({"execute": "query-mode"}), &mut |_| {}).unwrap_or(Value::Null);
+    let m = &mode["return"];
+    tally.check(
+        m["mode"] == json!(last_mode),
+        format!("final mode {} but the last switch went to {last_mode}", m["mode"]),
+    );
+    tally.check(
+        m["sites_mode"] == m["mode"],
+        format!("site bytes say {} while the mode is {}", m["sites_mode"], m["mode"]),
+    );
+    tally.check(
+        m["guest_mode"] == m["mode"],
+        format!("the guest says {} while the mode is {}", m["guest_mode"], m["mode"]),
+    );
+    let _ = session.execute(json!({"execute": "quit"}), &mut |_| {});
+    let code = vm.wait_exit(Duration::from_secs(60));
+    tally.check(code == Some(0), format!("the VM exited with {code:?}"));
+    let report: Value =
+        std::fs::read_to_string(&json_path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+    let load = report["load_check"]["result"].as_str().unwrap_or("missing").to_string();
+    tally.check(load == "ok", format!("load consistency check: {load}"));
+    let _ = std::fs::remove_dir_all(&dir);
+
+    println!("stress tally (seed {seed}, {:.1} s):", start.elapsed().as_secs_f64());
+    println!(
+        "  switches requested by this client: {} ({} completed, {} failed with a reason)",
+        tally.requested, tally.completed, tally.failed
+    );
+    println!("  switches in the VM's history: {} ({ok} completed, {bad} failed)", list.len());
+    println!("  no-op requests (already in that mode): {}, refused as busy: {}", tally.no_ops, tally.busy);
+    println!(
+        "  queries: {}, latency resets: {}, clients abandoned mid-switch: {}",
+        tally.queries, tally.resets, tally.abandoned_clients
+    );
+    println!(
+        "  final mode {} (site bytes {}, guest {}); load check {load}",
+        m["mode"], m["sites_mode"], m["guest_mode"]
+    );
+    println!("  invariant violations and errors: {}", tally.errors.len());
+    for e in tally.errors.iter().take(20) {
+        println!("    - {e}");
+    }
+    if tally.errors.is_empty() { ExitCode::Ok } else { ExitCode::GuestFailure }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rng_is_deterministic_and_bounded() {
+        let (mut a, mut b) = (Rng(42), Rng(42));
+        for _ in 0..1000 {
+            let x = a.below(7);
+            assert_eq!(x, b.below(7));
+            assert!(x < 7);
+        }
+        assert_eq!(Rng(1).below(0), 0);
+    }
+}
