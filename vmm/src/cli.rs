@@ -118,6 +118,9 @@ pub struct RunArgs {
     /// Deadline for the guest to reach quiescence in a switch, in ms.
     #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub switch_timeout_ms: u64,
+    /// Deadline for every vCPU to stop (leave guest mode) in a switch, in ms.
+    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub vcpu_stop_timeout_ms: u64,
 }
 
 /// The latency workload (cyclictest/timerlat-like) the guest runs.
@@ -218,6 +221,7 @@ pub struct RunConfig {
     pub api_sock: Option<PathBuf>,
     pub switch_every: Option<Duration>,
     pub switch_timeout: Duration,
+    pub vcpu_stop_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -267,6 +271,7 @@ impl RunArgs {
             api_sock: self.api_sock,
             switch_every: self.switch_every.map(Duration::from_millis),
             switch_timeout: Duration::from_millis(self.switch_timeout_ms),
+            vcpu_stop_timeout: Duration::from_millis(self.vcpu_stop_timeout_ms),
         })
     }
 }

@@ -169,7 +169,8 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         }
         None => None,
     };
-    let limits = SwitchLimits { quiesce: config.switch_timeout, ..SwitchLimits::default() };
+    let limits =
+        SwitchLimits { quiesce: config.switch_timeout, vcpu_stop: config.vcpu_stop_timeout, ..SwitchLimits::default() };
     let coordinator = Coordinator::new(sites, config.mode, limits, started);
     let signal_evt = signals::install().map_err(|e| RunError::Host("signal handlers", e))?;
     vcpu::register_kick_handler()
