@@ -20,3 +20,24 @@
 
 pub mod pi;
 pub mod prio_list;
+
+/// A tiny xorshift64 PRNG for the property-style host tests (no crates).
+#[cfg(test)]
+mod test_rng {
+    pub struct XorShift(pub u64);
+
+    impl XorShift {
+        pub fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+
+        pub fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+}

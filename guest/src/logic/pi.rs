@@ -986,22 +986,7 @@ mod tests {
         assert_eq!(compute_effective_prio(&m, A), 8);
     }
 
-    /// Tiny xorshift64 PRNG (no crates).
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use super::super::test_rng::XorShift;
 
     /// Independently of the walk: would `task` blocking on `lock` close a
     /// cycle? If so, the cycle as `walk_chain` reports it.

@@ -344,22 +344,7 @@ impl<const N: usize> Iterator for Iter<'_, N> {
 mod tests {
     use super::*;
 
-    /// Tiny xorshift64 PRNG (no crates).
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    use super::super::test_rng::XorShift;
 
     /// The list's contents, in order, into a fixed buffer.
     fn contents<const N: usize>(list: &PrioList<N>) -> ([(usize, Prio); N], usize) {
