@@ -20,7 +20,7 @@
 //! A CANCELLED seen while still freezing (the VMM's deadline passed) thaws
 //! at once: nothing was patched, the mode is unchanged.
 
-use core::sync::atomic::{AtomicU32, Ordering, fence};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use switcher::abi::{ABI_MAGIC, LockMode, SWITCH_MAILBOX_ADDR, SwitchMailbox, mailbox_state, port, vector};
 use switcher::telemetry::EpochKind;
@@ -64,9 +64,17 @@ pub fn init(mode: LockMode) {
     mbox_write!(magic, ABI_MAGIC);
 }
 
-/// Whether the VMM has posted a request (or a cancel) to act on.
+/// The last request (seq) this guest answered with COMPLETE.
+static ANSWERED_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Whether the VMM has posted a request, or cancelled one before this
+/// guest even saw it (which still needs an acknowledgement).
 pub fn pending() -> bool {
-    mbox_read!(state) == mailbox_state::REQUESTED
+    match mbox_read!(state) {
+        mailbox_state::REQUESTED => true,
+        mailbox_state::CANCELLED => mbox_read!(seq) != ANSWERED_SEQ.load(Ordering::Relaxed),
+        _ => false,
+    }
 }
 
 /// From the HOST_REQUEST handler: the VMM changed the mailbox.
@@ -87,19 +95,38 @@ fn notify_vmm(state: u32) {
     outl(port::HC_SWITCH, state);
 }
 
+/// Moves the mailbox state from `from` to `to` unless the VMM changed it
+/// meanwhile (its cancel on a deadline must never be overwritten).
+fn advance_state(from: u32, to: u32) -> bool {
+    // SAFETY: `state` is an aligned u32 of the mailbox page (ABI memory,
+    // identity-mapped RW), shared with the VMM, which only stores to it.
+    let state = unsafe { core::sync::atomic::AtomicU32::from_ptr(core::ptr::addr_of_mut!((*mailbox()).state)) };
+    state.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+}
+
 /// Runs one switch request to its end (control thread).
 pub fn run() {
+    let seq = mbox_read!(seq);
+    ANSWERED_SEQ.store(seq, Ordering::Relaxed);
     let target = LockMode::from_u32(mbox_read!(target));
     let from = registry::get().mode();
     mbox_write!(seen_tsc, sched::now_tsc());
-    mbox_write!(state, mailbox_state::FREEZING);
+    if !advance_state(mailbox_state::REQUESTED, mailbox_state::FREEZING) {
+        // Cancelled before we started: nothing to undo; acknowledge.
+        notify_vmm(mailbox_state::COMPLETE);
+        return;
+    }
     workload::open_epoch(from, EpochKind::Switching);
     freezer::request();
 
     let quiescent = freeze_until_quiescent();
     if quiescent {
         mbox_write!(quiescent_tsc, sched::now_tsc());
-        notify_vmm(mailbox_state::QUIESCENT);
+        if advance_state(mailbox_state::FREEZING, mailbox_state::QUIESCENT) {
+            fence(Ordering::SeqCst);
+            outl(port::HC_SWITCH, mailbox_state::QUIESCENT);
+        }
+        // The VMM's verdict, or its cancel if its deadline passed first.
         wait_for(|| matches!(mbox_read!(state), mailbox_state::DONE | mailbox_state::CANCELLED));
     }
     let verdict = mbox_read!(state);
