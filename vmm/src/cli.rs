@@ -38,6 +38,8 @@ pub enum Command {
     BenchSwitch(crate::switch_bench::SwitchBenchArgs),
     /// Hammer the runtime switch of a VM for a while and tally what happened.
     Stress(crate::stress::StressArgs),
+    /// Latency benchmark: mainline vs rt under lock load, beside the cpu-load floor (four runs).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]

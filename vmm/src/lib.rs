@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod arch;
+pub mod bench;
 pub mod cli;
 pub mod devices;
 pub mod exit_code;

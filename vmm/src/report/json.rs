@@ -1,5 +1,5 @@
 //! `--json FILE`: the whole result of a run. The schema is documented in
-//! `SCHEMA.md` beside this file; field names are stable, new fields may be
+//! README.md ("Output files"); field names are stable, new fields may be
 //! added (bump [`SCHEMA_VERSION`] only for incompatible changes).
 
 use serde::Serialize;
