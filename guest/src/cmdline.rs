@@ -14,10 +14,13 @@
 //! | `deadlock`     | rt mode: two tasks deadlock on two locks (panic)   |
 //! | `no-pi`        | flag: rtmutexes without priority inheritance       |
 //! | `hold-lock=MS` | a task holds a switchable lock MS ms (fault test)  |
+//! | `irq-off-spin=MS`, `corrupt-mailbox`, `corrupt-telemetry`, `bad-hypercalls`, `bad-panic-record`, `panic-in-switch` | fault injection (`faults`) |
 //! | `sched-demo`   | runs the scheduler demo (`sched::selftest::demo`)  |
 //!
 //! When several are given, the last one wins. Unknown words are reported
 //! and ignored.
+
+use crate::faults::Faults;
 
 /// What CPU 0 does after the ready hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,8 +48,8 @@ pub struct Args<'a> {
     pub action: ReadyAction,
     /// `no-pi`: rtmutexes without priority inheritance (test honesty check).
     pub no_pi: bool,
-    /// `hold-lock=MS`: a task holds a switchable lock for MS ms (`faults`).
-    pub hold_lock_ms: Option<u32>,
+    /// Fault injections (`hold-lock=MS`, `irq-off-spin=MS`, ...: `faults`).
+    pub faults: Faults,
     words: core::str::SplitAsciiWhitespace<'a>,
 }
 
@@ -55,18 +58,17 @@ impl<'a> Args<'a> {
     pub fn parse(cmdline: &'a str) -> Self {
         let action = cmdline.split_ascii_whitespace().filter_map(parse_word).next_back().unwrap_or(ReadyAction::Idle);
         let no_pi = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_PI);
-        let hold_lock_ms = cmdline.split_ascii_whitespace().filter_map(hold_lock).next_back();
-        Self { action, no_pi, hold_lock_ms, words: cmdline.split_ascii_whitespace() }
+        let mut faults = Faults::default();
+        for w in cmdline.split_ascii_whitespace() {
+            faults.parse_word(w);
+        }
+        Self { action, no_pi, faults, words: cmdline.split_ascii_whitespace() }
     }
 
     /// The words that are not guest arguments.
     pub fn unknown(self) -> impl Iterator<Item = &'a str> {
-        self.words.filter(|w| parse_word(w).is_none() && *w != FLAG_NO_PI && hold_lock(w).is_none())
+        self.words.filter(|w| parse_word(w).is_none() && *w != FLAG_NO_PI && !Faults::default().parse_word(w))
     }
-}
-
-fn hold_lock(word: &str) -> Option<u32> {
-    word.strip_prefix("hold-lock=").and_then(|n| n.parse().ok())
 }
 
 fn parse_word(word: &str) -> Option<ReadyAction> {

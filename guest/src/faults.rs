@@ -1,22 +1,121 @@
-//! Fault injection for the runtime-switch tests (guest arguments; off by
-//! default).
+//! Fault injection for the runtime-switch tests (guest arguments; all off
+//! by default; parsed into [`Faults`] by `cmdline`).
 //!
 //! - `hold-lock=MS`: a task 'lock-hog' takes a `SpinLock` and keeps it for
 //!   MS milliseconds, busy, never passing a safe point; then it lets go and
 //!   exits. A switch requested meanwhile cannot quiesce: it must fail after
 //!   its deadline, naming this task, and change nothing.
+//! - `irq-off-spin=MS`: a task 'irq-off-spin' on the last CPU busy-loops
+//!   with interrupts disabled for MS milliseconds (no timer, no IPI reaches
+//!   that CPU). A switch requested meanwhile cannot quiesce: it must be
+//!   cancelled at its deadline with nothing patched; afterwards one succeeds.
+//! - `corrupt-mailbox`: 100 ms after boot a task scribbles garbage over the
+//!   switch mailbox for 300 ms (magic included; states outside the
+//!   protocol) and makes HC_SWITCH calls with garbage values; the garbage
+//!   stays. The VMM must ignore the notifications with a logged reason and
+//!   refuse (or survive) later switch requests.
+//! - `corrupt-telemetry`: 300 ms after boot a task overwrites the telemetry
+//!   header's dimensions (cpu_count, bucket_count, epoch_slots, cpu_stride)
+//!   and load kind with garbage, keeping the magic. The VMM must reject the
+//!   region with a logged reason and keep running; the guest's own writers
+//!   use their boot-time layout, not the header, so it stays sound.
+//! - `bad-hypercalls`: right after the ready hypercall, CPU 0 writes to
+//!   unknown ports, writes hypercall ports with the wrong width, reads them,
+//!   reports a CPU index that does not exist, says ready again, and
+//!   notifies a switch that nobody asked for. The VMM logs each and goes on.
+//! - `bad-panic-record`: then makes the panic hypercall with a record
+//!   address outside guest memory: the VMM must report a panic it could not
+//!   read (exit code GuestPanic), not read outside guest memory.
+//! - `panic-in-switch`: the switch thread panics in the middle of a switch
+//!   (after the VMM patched the sites, before the CPUs serialize and the
+//!   tasks thaw). The VMM must report the panic and exit with GuestPanic,
+//!   removing its control socket.
 
+use core::ptr::addr_of_mut;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use switcher::abi::{SWITCH_MAILBOX_ADDR, SwitchMailbox, port};
+use switcher::telemetry::TelemetryHeader;
+
+use crate::arch::port::{outb, outl};
 use crate::sched;
 use crate::sync::spinlock::SpinLock;
 
-static HOG_LOCK: SpinLock<u64> = SpinLock::new("fault.hog", 0);
-
-/// Starts the lock hog on the last CPU (CPU 0 runs the control thread).
-pub fn hold_lock(ms: u32) {
-    let cpu = crate::boot_info::cpu_count().saturating_sub(1);
-    crate::println!("fault injection: 'lock-hog' holds a lock for {ms} ms on cpu {cpu}");
-    sched::spawn("lock-hog", 5, cpu, hog, ms as usize);
+/// The fault injections asked for on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    pub hold_lock_ms: Option<u32>,
+    pub irq_off_spin_ms: Option<u32>,
+    pub corrupt_mailbox: bool,
+    pub corrupt_telemetry: bool,
+    pub bad_hypercalls: bool,
+    pub bad_panic_record: bool,
+    pub panic_in_switch: bool,
 }
+
+impl Faults {
+    /// Takes `word` if it names a fault; false otherwise.
+    pub fn parse_word(&mut self, word: &str) -> bool {
+        let ms = |prefix: &str| word.strip_prefix(prefix).and_then(|n| n.parse::<u32>().ok());
+        if let Some(n) = ms("hold-lock=") {
+            self.hold_lock_ms = Some(n);
+        } else if let Some(n) = ms("irq-off-spin=") {
+            self.irq_off_spin_ms = Some(n);
+        } else {
+            match word {
+                "corrupt-mailbox" => self.corrupt_mailbox = true,
+                "corrupt-telemetry" => self.corrupt_telemetry = true,
+                "bad-hypercalls" => self.bad_hypercalls = true,
+                "bad-panic-record" => self.bad_panic_record = true,
+                "panic-in-switch" => self.panic_in_switch = true,
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+static PANIC_IN_SWITCH: AtomicBool = AtomicBool::new(false);
+
+/// Arms the faults that act inside other code (before the control thread
+/// can take a switch).
+pub fn arm(f: &Faults) {
+    PANIC_IN_SWITCH.store(f.panic_in_switch, Ordering::Relaxed);
+}
+
+/// Whether the switch thread must panic in the middle of a switch.
+pub fn panic_in_switch() -> bool {
+    PANIC_IN_SWITCH.load(Ordering::Relaxed)
+}
+
+/// Starts the faults that are tasks or one-off actions (CPU 0, after the
+/// ready hypercall and the control thread's start).
+pub fn start(f: &Faults) {
+    let last = crate::boot_info::cpu_count().saturating_sub(1);
+    if let Some(ms) = f.hold_lock_ms {
+        crate::println!("fault injection: 'lock-hog' holds a lock for {ms} ms on cpu {last}");
+        sched::spawn("lock-hog", 5, last, hog, ms as usize);
+    }
+    if let Some(ms) = f.irq_off_spin_ms {
+        crate::println!("fault injection: 'irq-off-spin' spins {ms} ms with interrupts off on cpu {last}");
+        sched::spawn("irq-off-spin", 5, last, irq_off_spin, ms as usize);
+    }
+    if f.corrupt_mailbox {
+        sched::spawn("mbox-scribbler", 5, last, scribble_mailbox, 0);
+    }
+    if f.corrupt_telemetry {
+        sched::spawn("telem-scribbler", 5, last, scribble_telemetry, 0);
+    }
+    if f.bad_hypercalls {
+        bad_hypercalls();
+    }
+    if f.bad_panic_record {
+        crate::println!("fault injection: panic hypercall with a record outside guest memory");
+        outl(port::HC_PANIC, 0xffff_fff0);
+    }
+}
+
+static HOG_LOCK: SpinLock<u64> = SpinLock::new("fault.hog", 0);
 
 fn hog(ms: usize) {
     let mut g = HOG_LOCK.lock();
@@ -27,4 +126,98 @@ fn hog(ms: usize) {
     }
     drop(g);
     crate::println!("fault injection: 'lock-hog' released its lock");
+}
+
+fn irq_off_spin(ms: usize) {
+    let end = sched::now_tsc() + sched::us_to_tsc(ms as u64 * 1000);
+    let was = crate::arch::cpu::save_and_disable_interrupts();
+    while sched::now_tsc() < end {
+        core::hint::spin_loop();
+    }
+    crate::arch::cpu::restore_interrupts(was);
+    crate::println!("fault injection: 'irq-off-spin' enabled interrupts again");
+}
+
+/// xorshift64: garbage that differs every call.
+fn garbage(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// A value that is not a mailbox state of the protocol (those are < 16).
+fn bad_state(state: &mut u64) -> u32 {
+    (garbage(state) as u32) | 0x100
+}
+
+fn scribble_mailbox(_: usize) {
+    sched::sleep_us(100_000);
+    crate::println!("fault injection: scribbling over the switch mailbox");
+    let m = SWITCH_MAILBOX_ADDR as *mut SwitchMailbox;
+    let mut g = sched::now_tsc() | 1;
+    let end = sched::now_tsc() + sched::us_to_tsc(300_000);
+    while sched::now_tsc() < end {
+        // SAFETY: the mailbox page is ABI memory, identity-mapped RW; the
+        // writes are volatile (the VMM reads it concurrently). Scribbling
+        // over it is the point of this fault.
+        unsafe {
+            addr_of_mut!((*m).magic).write_volatile(garbage(&mut g));
+            addr_of_mut!((*m).seq).write_volatile(garbage(&mut g));
+            addr_of_mut!((*m).target).write_volatile(garbage(&mut g) as u32);
+            addr_of_mut!((*m).state).write_volatile(bad_state(&mut g));
+            addr_of_mut!((*m).mode).write_volatile(garbage(&mut g) as u32);
+            addr_of_mut!((*m).blocker_cpu).write_volatile(garbage(&mut g) as u32);
+            addr_of_mut!((*m).blocker_name).write_volatile([0xff; 16]);
+            addr_of_mut!((*m).blocker_locks).write_volatile(garbage(&mut g) as u32);
+        }
+        outl(port::HC_SWITCH, garbage(&mut g) as u32);
+        sched::sleep_us(1000);
+    }
+    crate::println!("fault injection: switch mailbox left corrupted");
+}
+
+fn scribble_telemetry(_: usize) {
+    sched::sleep_us(300_000);
+    let h = crate::boot_info::telemetry_addr() as *mut TelemetryHeader;
+    let mut g = sched::now_tsc() | 1;
+    // SAFETY: the telemetry region is identity-mapped RW guest memory; the
+    // guest's writers use their boot-time layout, not these header fields.
+    unsafe {
+        addr_of_mut!((*h).cpu_count).write_volatile(garbage(&mut g) as u32 | 0x8000_0000);
+        addr_of_mut!((*h).bucket_count).write_volatile(garbage(&mut g) as u32);
+        addr_of_mut!((*h).epoch_slots).write_volatile(garbage(&mut g) as u32);
+        addr_of_mut!((*h).cpu_stride).write_volatile(garbage(&mut g) as u32);
+        addr_of_mut!((*h).load).write_volatile(garbage(&mut g) as u32 | 0x100);
+    }
+    crate::println!("fault injection: telemetry header corrupted");
+}
+
+/// 16- and 32-bit port accesses the kernel never makes otherwise.
+fn outw(port: u16, value: u16) {
+    // SAFETY: a write to a VMM port; no memory effects on the guest.
+    unsafe { core::arch::asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: a read from a VMM port; no memory effects on the guest.
+    unsafe {
+        core::arch::asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+fn bad_hypercalls() {
+    crate::println!("fault injection: bad hypercalls");
+    outl(0x514, 0xdead_beef); // unknown port next to the hypercalls
+    outl(0x5ff, 1);
+    outb(port::HC_EXIT, 1); // wrong widths: must not be taken as exit/panic
+    outw(port::HC_PANIC, 0x1234);
+    outb(port::HC_SWITCH, 3);
+    let read = inl(port::HC_READY);
+    outl(port::HC_CPU_ONLINE, 999); // no such CPU
+    outl(port::HC_READY, 0); // ready again
+    outl(port::HC_SWITCH, 3); // a switch nobody asked for
+    crate::println!("fault injection: bad hypercalls done (read {read:#x} from the ready port)");
 }

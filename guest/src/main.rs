@@ -120,7 +120,7 @@ fn boot_cpu(cpu_count: u32) -> ! {
         mode.name()
     );
     let cmdline = boot_info::cmdline();
-    let (args, no_pi, hold_lock_ms) = parse_args(&cmdline);
+    let (args, no_pi, faults) = parse_args(&cmdline);
     // Before any switchable lock is taken (the secondaries are still held).
     sync::registry::get().init(mode);
     if no_pi {
@@ -145,30 +145,29 @@ fn boot_cpu(cpu_count: u32) -> ! {
     workload::init(&calibration);
     hypercall::ready();
 
+    faults::arm(&faults);
     control::start();
     run_ready_action(args);
-    if let Some(ms) = hold_lock_ms {
-        faults::hold_lock(ms);
-    }
+    faults::start(&faults);
     workload::start();
     sched::idle_loop()
 }
 
 /// Parses the guest arguments and reports the words it ignores.
 /// Returns the action to take once ready, whether `no-pi` was given, and
-/// the `hold-lock=MS` fault, if any.
-fn parse_args(cmdline: &[u8]) -> (ReadyAction, bool, Option<u32>) {
+/// the fault injections asked for.
+fn parse_args(cmdline: &[u8]) -> (ReadyAction, bool, faults::Faults) {
     let end = cmdline.iter().position(|&b| b == 0).unwrap_or(cmdline.len());
     let Ok(text) = core::str::from_utf8(&cmdline[..end]) else {
         println!("ignoring guest arguments: not UTF-8");
-        return (ReadyAction::Idle, false, None);
+        return (ReadyAction::Idle, false, faults::Faults::default());
     };
     let args = Args::parse(text);
-    let (action, no_pi, hold) = (args.action, args.no_pi, args.hold_lock_ms);
+    let (action, no_pi, faults) = (args.action, args.no_pi, args.faults);
     for word in args.unknown() {
         println!("ignoring unknown guest argument '{word}'");
     }
-    (action, no_pi, hold)
+    (action, no_pi, faults)
 }
 
 /// What the guest arguments ask for once the guest is ready.

@@ -135,6 +135,9 @@ pub fn run() {
         _ => from,
     };
     if verdict == mailbox_state::DONE {
+        if crate::faults::panic_in_switch() {
+            panic!("fault injection panic-in-switch: the sites are patched, the tasks still frozen");
+        }
         serialize_all_cpus();
         registry::get().set_mode(mode);
         mbox_write!(mode, mode as u32);

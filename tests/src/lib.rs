@@ -6,6 +6,7 @@
 //! killed and the test fails saying so, so no test can hang CI.
 
 pub mod guest_logic;
+pub mod vm;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -40,6 +40,18 @@ pub enum LoaderError {
          give more --memory or link the kernel at {min:#x} or above"
     )]
     SegmentOutside { index: usize, start: u64, end: u64, min: u64, mem: u64 },
+    #[error(
+        "kernel segments {first} [{first_start:#x}, {first_end:#x}) and {second} [{second_start:#x}, {second_end:#x}) \
+         overlap in guest memory"
+    )]
+    SegmentsOverlap {
+        first: usize,
+        first_start: u64,
+        first_end: u64,
+        second: usize,
+        second_start: u64,
+        second_end: u64,
+    },
     #[error("kernel entry point {0:#x} is not inside an executable loadable segment")]
     BadEntry(u64),
     #[error(
@@ -93,6 +105,9 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
     let mut end = 0u64;
     let mut entry_ok = false;
     let mut loads = 0;
+    // [start, end) of every non-empty loadable segment, to refuse overlaps:
+    // a later segment would silently overwrite an earlier one's bytes.
+    let mut placed: Vec<(u64, u64, usize)> = Vec::new();
     for (index, ph) in file.elf_program_headers().iter().enumerate() {
         if ph.p_type(endian) != PT_LOAD {
             continue;
@@ -120,6 +135,19 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
                 min: KERNEL_LOAD_ADDR,
                 mem: memory_bytes,
             });
+        }
+        if let Some(&(s, e, other)) = placed.iter().find(|&&(s, e, _)| start < e && s < seg_end) {
+            return Err(LoaderError::SegmentsOverlap {
+                first: other,
+                first_start: s,
+                first_end: e,
+                second: index,
+                second_start: start,
+                second_end: seg_end,
+            });
+        }
+        if memsz > 0 {
+            placed.push((start, seg_end, index));
         }
         if ph.p_flags(endian) & PF_X != 0 && (start..seg_end).contains(&entry) {
             entry_ok = true;
@@ -219,6 +247,28 @@ mod tests {
         let err = validate(crate::DEFAULT_KERNEL, 1 << 20).unwrap_err();
         assert!(matches!(err, LoaderError::SegmentOutside { .. }), "{err}");
         assert!(err.to_string().contains("does not fit guest memory"));
+    }
+
+    #[test]
+    fn refuses_overlapping_segments() {
+        // Move the second non-empty PT_LOAD onto the middle of the first
+        // (Elf64_Phdr: p_type +0, p_vaddr +16, p_paddr +24, p_memsz +40).
+        let mut image = crate::DEFAULT_KERNEL.to_vec();
+        let u64_at = |img: &[u8], off: usize| u64::from_le_bytes(img[off..off + 8].try_into().unwrap());
+        let phoff = u64_at(&image, 0x20) as usize;
+        let (phentsize, phnum) = (image[0x36] as usize, image[0x38] as usize);
+        let loads: Vec<usize> = (0..phnum)
+            .map(|i| phoff + i * phentsize)
+            .filter(|&ph| image[ph..ph + 4] == PT_LOAD.to_le_bytes() && u64_at(&image, ph + 40) > 0)
+            .collect();
+        let target = u64_at(&image, loads[0] + 24) + u64_at(&image, loads[0] + 40) / 2;
+        image[loads[1] + 16..loads[1] + 24].copy_from_slice(&target.to_le_bytes());
+        image[loads[1] + 24..loads[1] + 32].copy_from_slice(&target.to_le_bytes());
+        let err = validate(&image, 128 << 20).unwrap_err();
+        assert!(matches!(err, LoaderError::SegmentsOverlap { .. }), "{err}");
+        assert!(err.to_string().contains("overlap in guest memory"), "{err}");
+        // Segments that touch end to end are fine (the embedded kernel's).
+        assert!(validate(crate::DEFAULT_KERNEL, 128 << 20).is_ok());
     }
 
     #[test]

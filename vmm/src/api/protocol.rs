@@ -314,6 +314,18 @@ mod tests {
     }
 
     #[test]
+    fn float_ids_are_echoed_as_the_same_number() {
+        // Found by the hostile-input test: without correctly rounded float
+        // parsing, this id came back as 6.599152259630962e+279.
+        for text in ["6.59915225963096e+279", "-7.624773414498155e-265", "0.1", "1e308"] {
+            let sent: Value = serde_json::from_str(text).unwrap();
+            let r = parse(&format!(r#"{{"execute":"nope","id":[{text}]}}"#)).unwrap_err();
+            let reply: Value = serde_json::from_str(&reply_err(&r.error, r.id.as_ref())).unwrap();
+            assert_eq!(reply["id"], json!([sent]), "{text}");
+        }
+    }
+
+    #[test]
     fn replies_and_events_are_single_json_lines() {
         let g = greeting();
         let v: Value = serde_json::from_str(g.trim_end()).unwrap();

@@ -1,0 +1,216 @@
+//! A VMM running in the background with its control socket, for the tests
+//! that talk to a live VM (stress, hostile input, fault injection).
+//!
+//! Every wait has a deadline; the VMM is killed when the handle is dropped
+//! (a failing test never leaves a VM behind).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rtswitch::api::client::Session;
+use serde_json::{Value, json};
+
+use crate::{Scratch, require_kvm, rtswitch_bin};
+
+/// How long a VM may take to boot, and a reply to come.
+pub const BOOT_LIMIT: Duration = Duration::from_secs(60);
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `rtswitch run --api-sock ... --json ...` in the background.
+pub struct BackgroundVmm {
+    child: Option<Child>,
+    pub sock: PathBuf,
+    pub json: PathBuf,
+    dir: Scratch,
+}
+
+impl BackgroundVmm {
+    /// Starts `rtswitch run --quiet --api-sock S --json J ARGS` and waits
+    /// until the guest is ready.
+    pub fn start(name: &str, args: &[&str]) -> Self {
+        let vmm = Self::spawn(name, args);
+        vmm.wait_ready();
+        vmm
+    }
+
+    /// Starts it without waiting for the guest.
+    pub fn spawn(name: &str, args: &[&str]) -> Self {
+        require_kvm();
+        let dir = Scratch::new(name);
+        let sock = dir.0.join("api.sock");
+        let json = dir.0.join("run.json");
+        let mut all = vec![
+            "run".to_string(),
+            "--quiet".into(),
+            "--api-sock".into(),
+            sock.display().to_string(),
+            "--json".into(),
+            json.display().to_string(),
+        ];
+        all.extend(args.iter().map(|s| s.to_string()));
+        let child = Command::new(rtswitch_bin())
+            .args(&all)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(dir.0.join("out.log")).expect("log file"))
+            .stderr(std::fs::File::create(dir.0.join("err.log")).expect("log file"))
+            .spawn()
+            .expect("start rtswitch");
+        Self { child: Some(child), sock, json, dir }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir.0
+    }
+
+    /// Threads of the VMM process now (`/proc/PID/task`).
+    pub fn thread_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.pid())).map(|d| d.count()).unwrap_or(0)
+    }
+
+    /// Waits until `query-status` says ready.
+    pub fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            if self.sock.exists()
+                && let Ok(mut s) = Session::connect(&self.sock, REPLY_TIMEOUT)
+                && let Ok(r) = s.execute(json!({"execute": "query-status"}), &mut |_| {})
+                && r["return"]["ready"] == json!(true)
+            {
+                return;
+            }
+            self.assert_alive("booting");
+            assert!(start.elapsed() < BOOT_LIMIT, "the VMM never became ready:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Fails the test if the VMM has exited.
+    pub fn assert_alive(&self, when: &str) {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Field 3 is the state; Z (zombie) means it exited and is not reaped.
+        let state = status.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("?");
+        assert!(!status.is_empty() && state != "Z" && state != "X", "the VMM exited ({when}):\n{}", self.output());
+    }
+
+    pub fn session(&self) -> Session {
+        Session::connect(&self.sock, REPLY_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to the control socket: {e}\n{}", self.output()))
+    }
+
+    /// What the VMM printed so far (guest console, then its own lines).
+    pub fn output(&self) -> String {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            std::fs::read_to_string(self.dir.0.join("out.log")).unwrap_or_default(),
+            std::fs::read_to_string(self.dir.0.join("err.log")).unwrap_or_default()
+        )
+    }
+
+    /// Waits (at most `limit`) for the VMM to exit by itself; returns its
+    /// exit code and output.
+    pub fn wait_exit(&mut self, limit: Duration) -> (i32, String) {
+        let mut child = self.child.take().expect("running");
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the VMM did not exit within {limit:?}; killed it:\n{}", self.output());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        (status.code().unwrap_or(-1), self.output())
+    }
+
+    /// Sends `quit`, waits for the exit, checks that the socket file is
+    /// gone; returns the exit code, the output and the `--json` report.
+    pub fn quit(self) -> (i32, String, Value) {
+        let reply = self.session().execute(json!({"execute": "quit"}), &mut |_| {});
+        assert!(reply.is_ok_and(|r| r.get("return").is_some()), "quit was not accepted:\n{}", self.output());
+        self.quit_after_request()
+    }
+
+    /// As [`Self::quit`], when `quit` was already sent.
+    pub fn quit_after_request(mut self) -> (i32, String, Value) {
+        let (code, out) = self.wait_exit(BOOT_LIMIT);
+        assert!(!self.sock.exists(), "the VMM left its socket file behind:\n{out}");
+        let report =
+            std::fs::read_to_string(&self.json).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+        (code, out, report)
+    }
+}
+
+impl Drop for BackgroundVmm {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs one command; panics (with the command) when no reply comes.
+pub fn exec(s: &mut Session, cmd: Value) -> Value {
+    let shown = cmd.to_string();
+    s.execute(cmd, &mut |_| {}).unwrap_or_else(|e| panic!("no reply to {shown}: {e}"))
+}
+
+pub fn set_mode(s: &mut Session, mode: &str) -> Value {
+    exec(s, json!({"execute": "set-mode", "arguments": {"mode": mode}}))
+}
+
+/// The other mode.
+pub fn other(mode: &str) -> &'static str {
+    if mode == "rt" { "mainline" } else { "rt" }
+}
+
+/// Asserts the VMM's, the guest's and the site bytes' modes agree and
+/// equal `expected`; returns the `query-mode` reply.
+pub fn assert_mode(s: &mut Session, expected: &str) -> Value {
+    let m = exec(s, json!({"execute": "query-mode"}));
+    let r = &m["return"];
+    assert_eq!(r["mode"], expected, "VMM mode: {m}");
+    assert_eq!(r["sites_mode"], expected, "site bytes disagree with the mode: {m}");
+    assert_eq!(r["guest_mode"], expected, "guest mode disagrees: {m}");
+    assert!(r["switching"].is_null(), "a switch is still in progress: {m}");
+    m
+}
+
+/// Checks a `switches` list (from `query-switches` or the JSON report):
+/// numbered 1..=n in order, each a success or a failure with a reason,
+/// successes chaining from one mode to the other starting at `boot_mode`.
+/// Returns (succeeded, failed) and the mode after the last success.
+pub fn check_switch_history(list: &[Value], boot_mode: &str) -> (usize, usize, String) {
+    let mut mode = boot_mode.to_string();
+    let (mut ok, mut failed) = (0, 0);
+    for (i, r) in list.iter().enumerate() {
+        assert_eq!(r["seq"], json!(i as u64 + 1), "switch records out of order or missing at #{i}: {r}");
+        assert_eq!(r["from"], mode.as_str(), "switch #{} starts from the wrong mode: {r}", i + 1);
+        assert_eq!(r["to"], other(&mode), "switch #{} is not a toggle: {r}", i + 1);
+        match r["ok"].as_bool() {
+            Some(true) => {
+                assert_eq!(r["reason"], "", "{r}");
+                assert!(r["sites_patched"].as_u64().unwrap_or(0) > 0, "a success patched nothing: {r}");
+                ok += 1;
+                mode = other(&mode).to_string();
+            }
+            Some(false) => {
+                let reason = r["reason"].as_str().unwrap_or("");
+                assert!(!reason.trim().is_empty(), "a failed switch without a reason: {r}");
+                assert_eq!(r["sites_patched"], 0, "a failed switch patched sites: {r}");
+                failed += 1;
+            }
+            None => panic!("switch record without ok: {r}"),
+        }
+    }
+    (ok, failed, mode)
+}

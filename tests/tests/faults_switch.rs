@@ -1,0 +1,157 @@
+//! Fault injection around the runtime switch (issue 6): guest options
+//! (`guest/src/faults.rs`, off by default) that misbehave on purpose; the
+//! VMM must fail cleanly (nothing patched), keep running, or report and
+//! exit with the documented code, never crash or hang.
+
+use std::time::{Duration, Instant};
+
+use rtswitch_tests::ExitCode;
+use rtswitch_tests::vm::{BOOT_LIMIT, BackgroundVmm, assert_mode, exec, set_mode};
+use serde_json::json;
+
+fn code(c: ExitCode) -> i32 {
+    i32::from(c.code())
+}
+
+/// A switch requested while a CPU spins with interrupts off is cancelled
+/// at its deadline with nothing patched; once the CPU is back, it works.
+#[test]
+fn a_cpu_spinning_with_interrupts_off_makes_the_switch_cancel() {
+    let vmm = BackgroundVmm::start(
+        "irqoff",
+        &["--vcpus", "2", "--load", "none", "--switch-timeout-ms", "300", "--guest-arg", "irq-off-spin=3000"],
+    );
+    let mut s = vmm.session();
+    let r = set_mode(&mut s, "rt");
+    let desc = r["error"]["desc"].as_str().unwrap_or_default();
+    assert!(desc.contains("irq-off-spin") && desc.contains("nothing was patched"), "{r}\n{}", vmm.output());
+    assert_mode(&mut s, "mainline");
+    assert_eq!(exec(&mut s, json!({"execute": "query-status"}))["return"]["running"], true);
+    // After the spin the same switch succeeds.
+    let start = Instant::now();
+    loop {
+        let r = set_mode(&mut s, "rt");
+        if r["return"]["mode"] == "rt" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "the switch never succeeded: {r}\n{}", vmm.output());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_mode(&mut s, "rt");
+    let (c, out, _) = vmm.quit();
+    assert_eq!(c, 0, "{out}");
+    assert!(out.contains("'irq-off-spin' enabled interrupts again"), "{out}");
+}
+
+/// Garbage in the switch mailbox and unsolicited switch notifications:
+/// ignored with a logged reason; a later request is refused cleanly.
+#[test]
+fn a_corrupted_mailbox_is_rejected_and_the_vm_keeps_running() {
+    let vmm = BackgroundVmm::start("mbox", &["--vcpus", "2", "--load", "locks", "--guest-arg", "corrupt-mailbox"]);
+    let mut s = vmm.session();
+    // Wait for the scribbler to finish (it runs 100..400 ms after boot).
+    let start = Instant::now();
+    while !vmm.output().contains("switch mailbox left corrupted") {
+        assert!(start.elapsed() < Duration::from_secs(30), "the scribbler never finished:\n{}", vmm.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for target in ["rt", "mainline", "rt"] {
+        let r = set_mode(&mut s, target);
+        let desc = r["error"]["desc"].as_str().unwrap_or_default();
+        assert!(
+            r["return"].is_object() || desc.contains("mailbox is not initialised"),
+            "set-mode {target} on a corrupted mailbox: {r}"
+        );
+    }
+    let m = exec(&mut s, json!({"execute": "query-mode"}));
+    assert_eq!(m["return"]["sites_mode"], m["return"]["mode"], "{m}");
+    assert_eq!(exec(&mut s, json!({"execute": "query-status"}))["return"]["running"], true);
+    let (c, out, _) = vmm.quit();
+    assert_eq!(c, 0, "{out}");
+    assert!(out.contains("with no switch in progress; ignored"), "the bogus notifications are logged:\n{out}");
+    assert!(out.contains("load check: ok"), "{out}");
+}
+
+/// A telemetry header with garbage dimensions is rejected with a logged
+/// reason; switching and the run go on.
+#[test]
+fn a_corrupted_telemetry_header_is_rejected_and_the_vm_keeps_running() {
+    let vmm = BackgroundVmm::start("telem", &["--vcpus", "2", "--load", "locks", "--guest-arg", "corrupt-telemetry"]);
+    let mut s = vmm.session();
+    let start = Instant::now();
+    while !vmm.output().contains("telemetry header corrupted") {
+        assert!(start.elapsed() < Duration::from_secs(30), "the scribbler never ran:\n{}", vmm.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = set_mode(&mut s, "rt");
+    assert!(r["return"]["mode"] == "rt" || r["error"]["desc"].is_string(), "{r}");
+    let lat = exec(&mut s, json!({"execute": "query-latency"}));
+    assert!(lat["return"].is_object(), "{lat}");
+    let m = exec(&mut s, json!({"execute": "query-mode"}));
+    assert_eq!(m["return"]["sites_mode"], m["return"]["mode"], "{m}");
+    let (c, out, _) = vmm.quit();
+    assert!(c == 0 || c == code(ExitCode::GuestFailure), "exit code {c}:\n{out}");
+    assert!(out.contains("latency telemetry:"), "the rejection is logged:\n{out}");
+    assert!(!out.contains("panicked"), "{out}");
+}
+
+/// Unknown ports, wrong widths, reads, a CPU that does not exist, ready
+/// twice, an unsolicited switch notification: logged, and the VM goes on.
+#[test]
+fn bad_hypercalls_are_logged_and_ignored() {
+    let vmm = BackgroundVmm::start("badhc", &["--vcpus", "2", "--load", "none", "--guest-arg", "bad-hypercalls"]);
+    let mut s = vmm.session();
+    let start = Instant::now();
+    while !vmm.output().contains("bad hypercalls done") {
+        assert!(start.elapsed() < Duration::from_secs(30), "the bad hypercalls never ran:\n{}", vmm.output());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = set_mode(&mut s, "rt");
+    assert_eq!(r["return"]["mode"], "rt", "{r}\n{}", vmm.output());
+    assert_mode(&mut s, "rt");
+    let (c, out, _) = vmm.quit();
+    assert_eq!(c, 0, "{out}");
+    for needle in [
+        "unknown I/O port 0x514",
+        "takes a 4-byte value, got 1 bytes",
+        "takes a 4-byte value, got 2 bytes",
+        "returns all ones",
+        "reported cpu 999 online; ignored",
+        "reported ready again; ignored",
+        "with no switch in progress; ignored",
+        "(read 0xffffffff from the ready port)",
+    ] {
+        assert!(out.contains(needle), "expected {needle:?} in the output:\n{out}");
+    }
+}
+
+/// A panic hypercall whose record lies outside guest memory: reported as
+/// such, exit code GuestPanic.
+#[test]
+fn a_panic_record_outside_memory_is_reported_not_read() {
+    let mut vmm =
+        BackgroundVmm::spawn("badpanic", &["--vcpus", "2", "--load", "none", "--guest-arg", "bad-panic-record"]);
+    let (c, out) = vmm.wait_exit(BOOT_LIMIT);
+    assert_eq!(c, code(ExitCode::GuestPanic), "{out}");
+    assert!(out.contains("panic record address 0xfffffff0 is outside guest memory"), "{out}");
+    assert!(!vmm.sock.exists(), "socket left behind");
+}
+
+/// The guest panics in the middle of a switch: the client gets an error
+/// (or the connection closes), the VMM reports the panic, exits with
+/// GuestPanic and removes its socket.
+#[test]
+fn a_guest_panic_in_the_middle_of_a_switch() {
+    let mut vmm =
+        BackgroundVmm::start("panicsw", &["--vcpus", "2", "--load", "locks", "--guest-arg", "panic-in-switch"]);
+    let mut s = vmm.session();
+    match s.execute(json!({"execute": "set-mode", "arguments": {"mode": "rt"}}), &mut |_| {}) {
+        Ok(r) => assert!(r["error"]["desc"].as_str().unwrap_or("").contains("shut down"), "{r}"),
+        Err(rtswitch::api::client::ClientError::Closed) => {}
+        Err(e) => panic!("set-mode during a panicking switch: {e}"),
+    }
+    let (c, out) = vmm.wait_exit(BOOT_LIMIT);
+    assert_eq!(c, code(ExitCode::GuestPanic), "{out}");
+    assert!(out.contains("guest panic on cpu 0") && out.contains("panic-in-switch"), "{out}");
+    assert!(!vmm.sock.exists(), "the VMM left its socket file behind:\n{out}");
+}
