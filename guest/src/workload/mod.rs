@@ -147,6 +147,18 @@ fn wait_until(deadline_tsc: u64, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A percentile for the console: `>=N` when it lies in the overflow.
+struct Percentile {
+    us: u64,
+    range_us: u64,
+}
+
+impl core::fmt::Display for Percentile {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.us >= self.range_us { write!(f, ">={}", self.range_us) } else { write!(f, "{}", self.us) }
+    }
+}
+
 /// The control thread, on shutdown: stops the workload (bounded), prints
 /// the per-CPU summary and runs the load's final check. Idempotent enough
 /// for a second call (it finds nothing left to stop).
@@ -228,7 +240,8 @@ fn print_summary() {
             let min = |s: &switcher::telemetry::HistSummary| if s.count == 0 { 0 } else { s.min_ns / 1000 };
             let end = r.worst.task_name.iter().position(|&b| b == 0).unwrap_or(r.worst.task_name.len());
             let worst_task = core::str::from_utf8(&r.worst.task_name[..end]).unwrap_or("?");
-            let [p50, p99] = telemetry::thread_percentiles_us(slot, cpu, [500, 990]);
+            let [p50, p99] = telemetry::thread_percentiles_us(slot, cpu, [500, 990])
+                .map(|us| Percentile { us, range_us: telemetry::bucket_count() as u64 });
             println!(
                 "cpu{cpu}: epoch {} ({mode}): {} samples, {} missed; irq min/avg/max {}/{}/{} us; thread min/avg/max \
                  {}/{}/{} us, p50 {p50} p99 {p99} ({} overflows); worst: '{worst_task}', {} locks held, preempt count {}",

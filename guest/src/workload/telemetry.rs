@@ -484,6 +484,11 @@ pub fn snapshot(slot: usize, cpu: usize) -> Option<(EpochHeader, CpuLatencyHeade
     }
 }
 
+/// 1 µs buckets per histogram (the range of a percentile).
+pub fn bucket_count() -> usize {
+    BUCKETS.load(Ordering::Relaxed)
+}
+
 /// The thread-latency percentiles `per_mille` (ascending) of one CPU in
 /// one epoch slot, in µs: the first bucket whose cumulative count reaches
 /// the rank; `bucket_count` when the rank lies in the overflow. One pass
