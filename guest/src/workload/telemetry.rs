@@ -222,8 +222,9 @@ fn reset_record(rec: *mut CpuLatencyHeader, layout: &Layout) {
 /// that emulates ring 0, tens of milliseconds. So it is not done when an
 /// epoch opens (in the middle of a mode switch) but ahead of time: after an
 /// epoch opens in slot s, the preparer thread zeroes slot s+1 in small
-/// chunks (each under `PREP`, a raw lock held for ~100 stores), and
-/// `open_epoch` takes whatever is left. The slot being prepared holds the
+/// chunks (each under `PREP`, a raw lock held for 64 stores), and
+/// `open_epoch` takes whatever is left. The lock keeps interrupts on (only
+/// threads use it): a timer interrupt is never held back by the zeroing. The slot being prepared holds the
 /// epoch 3 before the current one, which the VMM has read and kept by then
 /// (it reads once per switch, and every switch opens two epochs).
 struct Prep {
@@ -237,7 +238,7 @@ struct Prep {
 static PREP: crate::sync::raw::RawSpinLock<Prep> =
     crate::sync::raw::RawSpinLock::new("telemetry.prep", Prep { slot: usize::MAX, done: 0 });
 /// Words zeroed per chunk.
-const PREP_CHUNK: usize = 128;
+const PREP_CHUNK: usize = 64;
 
 fn prep_units(layout: &Layout) -> usize {
     layout.cpu_count * (layout.bucket_count + 1)
@@ -279,12 +280,12 @@ pub fn prepare_slot(slot: usize) {
     let layout = layout();
     let total = prep_units(&layout);
     {
-        let mut p = PREP.lock_irqsave();
+        let mut p = PREP.lock();
         p.slot = slot;
         p.done = 0;
     }
     loop {
-        let mut p = PREP.lock_irqsave();
+        let mut p = PREP.lock();
         if p.slot != slot || p.done >= total {
             return;
         }
@@ -299,7 +300,7 @@ pub fn prepare_slot(slot: usize) {
 fn finish_slot(slot: usize) {
     let layout = layout();
     let total = prep_units(&layout);
-    let mut p = PREP.lock_irqsave();
+    let mut p = PREP.lock();
     let from = if p.slot == slot { p.done } else { 0 };
     p.slot = usize::MAX;
     drop(p);
