@@ -164,6 +164,20 @@ pub fn exec(s: &mut Session, cmd: Value) -> Value {
     s.execute(cmd, &mut |_| {}).unwrap_or_else(|e| panic!("no reply to {shown}: {e}"))
 }
 
+/// Repeats `set-mode` (200 ms apart) until it succeeds, failing the test
+/// after `limit`: for switches that must work once an obstacle is gone.
+pub fn switch_until_ok(s: &mut Session, mode: &str, limit: Duration, vmm: &BackgroundVmm) {
+    let start = Instant::now();
+    loop {
+        let r = set_mode(s, mode);
+        if r["return"]["mode"] == mode {
+            return;
+        }
+        assert!(start.elapsed() < limit, "the switch to {mode} never succeeded: {r}\n{}", vmm.output());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn set_mode(s: &mut Session, mode: &str) -> Value {
     exec(s, json!({"execute": "set-mode", "arguments": {"mode": mode}}))
 }

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use rtswitch_tests::ExitCode;
-use rtswitch_tests::vm::{BOOT_LIMIT, BackgroundVmm, assert_mode, exec, set_mode};
+use rtswitch_tests::vm::{BOOT_LIMIT, BackgroundVmm, assert_mode, exec, set_mode, switch_until_ok};
 use serde_json::json;
 
 fn code(c: ExitCode) -> i32 {
@@ -28,15 +28,7 @@ fn a_cpu_spinning_with_interrupts_off_makes_the_switch_cancel() {
     assert_mode(&mut s, "mainline");
     assert_eq!(exec(&mut s, json!({"execute": "query-status"}))["return"]["running"], true);
     // After the spin the same switch succeeds.
-    let start = Instant::now();
-    loop {
-        let r = set_mode(&mut s, "rt");
-        if r["return"]["mode"] == "rt" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "the switch never succeeded: {r}\n{}", vmm.output());
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    switch_until_ok(&mut s, "rt", Duration::from_secs(30), &vmm);
     assert_mode(&mut s, "rt");
     let (c, out, _) = vmm.quit();
     assert_eq!(c, 0, "{out}");

@@ -1,114 +1,16 @@
 //! The runtime switch through the real control socket of a real VM.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rtswitch::api::client::Session;
-use rtswitch_tests::{ExitCode, Scratch, require_kvm, rtswitch_bin, run_rtswitch};
+use rtswitch_tests::vm::{BackgroundVmm, REPLY_TIMEOUT, exec, set_mode, switch_until_ok};
+use rtswitch_tests::{ExitCode, Scratch, require_kvm, run_rtswitch};
 use serde_json::{Value, json};
-
-const BOOT_LIMIT: Duration = Duration::from_secs(60);
-const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A VMM running in the background, killed if the test fails.
-struct Vmm {
-    child: Option<Child>,
-    sock: PathBuf,
-    _dir: Scratch,
-}
-
-impl Vmm {
-    fn start(name: &str, extra: &[&str]) -> Self {
-        require_kvm();
-        let dir = Scratch::new(name);
-        let sock = dir.0.join("api.sock");
-        let log = dir.0.join("out.log");
-        let err = dir.0.join("err.log");
-        let mut args = vec!["run", "--vcpus", "2", "--api-sock", sock.to_str().expect("utf-8 path")];
-        args.extend_from_slice(extra);
-        let child = Command::new(rtswitch_bin())
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log).expect("log file"))
-            .stderr(std::fs::File::create(&err).expect("log file"))
-            .spawn()
-            .expect("start rtswitch");
-        let vmm = Self { child: Some(child), sock, _dir: dir };
-        vmm.wait_ready();
-        vmm
-    }
-
-    fn wait_ready(&self) {
-        let start = Instant::now();
-        loop {
-            if self.sock.exists()
-                && let Ok(mut s) = Session::connect(&self.sock, REPLY_TIMEOUT)
-                && let Ok(r) = s.execute(json!({"execute": "query-status"}), &mut |_| {})
-                && r["return"]["ready"] == json!(true)
-            {
-                return;
-            }
-            assert!(start.elapsed() < BOOT_LIMIT, "the VMM never became ready:\n{}", self.output());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn session(&self) -> Session {
-        Session::connect(&self.sock, REPLY_TIMEOUT).expect("connect to the control socket")
-    }
-
-    fn output(&self) -> String {
-        let dir = self.sock.parent().expect("socket dir");
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            std::fs::read_to_string(dir.join("out.log")).unwrap_or_default(),
-            std::fs::read_to_string(dir.join("err.log")).unwrap_or_default()
-        )
-    }
-
-    /// Sends quit and waits for the VMM to exit; returns its exit code
-    /// and output, after checking that it removed its socket.
-    fn quit(mut self) -> (i32, String) {
-        let _ = self.session().execute(json!({"execute": "quit"}), &mut |_| {});
-        let mut child = self.child.take().expect("running");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if start.elapsed() > BOOT_LIMIT {
-                let _ = child.kill();
-                panic!("the VMM did not exit after quit:\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(!self.sock.exists(), "the VMM left its socket file behind");
-        (status.code().unwrap_or(-1), self.output())
-    }
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn exec(s: &mut Session, cmd: Value) -> Value {
-    s.execute(cmd, &mut |_| {}).expect("a reply")
-}
-
-fn set_mode(s: &mut Session, mode: &str) -> Value {
-    exec(s, json!({"execute": "set-mode", "arguments": {"mode": mode}}))
-}
 
 #[test]
 fn toggle_under_lock_load_through_the_socket() {
-    let vmm = Vmm::start("toggle", &["--load", "locks", "--mode", "mainline"]);
+    let vmm = BackgroundVmm::start("toggle", &["--vcpus", "2", "--load", "locks", "--mode", "mainline"]);
     let mut s = vmm.session();
     let m = exec(&mut s, json!({"execute": "query-mode"}));
     assert_eq!(m["return"]["mode"], "mainline", "{m}");
@@ -149,14 +51,14 @@ fn toggle_under_lock_load_through_the_socket() {
     assert!(labels.iter().any(|l| l == "rt"), "{labels:?}");
     assert!(labels.iter().any(|l| l.starts_with("switching")), "{labels:?}");
 
-    let (code, out) = vmm.quit();
+    let (code, out, _) = vmm.quit();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("load check: ok"), "{out}");
 }
 
 #[test]
 fn toggle_with_the_ctl_command() {
-    let vmm = Vmm::start("ctl", &["--load", "locks"]);
+    let vmm = BackgroundVmm::start("ctl", &["--vcpus", "2", "--load", "locks"]);
     let sock = vmm.sock.to_str().expect("utf-8").to_string();
     let ctl = |args: &[&str]| {
         let mut a = vec!["ctl", "--api-sock", sock.as_str()];
@@ -175,7 +77,7 @@ fn toggle_with_the_ctl_command() {
         .assert_code(ExitCode::GuestFailure)
         .assert_contains("CommandNotFound");
     ctl(&["quit"]).assert_code(ExitCode::Ok);
-    let (code, out) = vmm.quit();
+    let (code, out, _) = vmm.quit();
     assert_eq!(code, 0, "{out}");
 }
 
@@ -201,7 +103,7 @@ fn read_json(r: &mut impl std::io::BufRead) -> Value {
 #[test]
 fn qmp_behaviour() {
     use std::io::Write;
-    let vmm = Vmm::start("qmp", &["--load", "none"]);
+    let vmm = BackgroundVmm::start("qmp", &["--vcpus", "2", "--load", "none"]);
     let mode = std::fs::metadata(&vmm.sock).expect("socket").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the control socket is private");
 
@@ -263,14 +165,16 @@ fn qmp_behaviour() {
     }
     // The VM still answers after all of that.
     assert_eq!(exec(&mut other, json!({"execute": "query-status"}))["return"]["running"], true);
-    let (code, out) = vmm.quit();
+    let (code, out, _) = vmm.quit();
     assert_eq!(code, 0, "{out}");
 }
 
 #[test]
 fn a_task_holding_a_lock_makes_the_switch_fail_cleanly() {
-    let vmm =
-        Vmm::start("holdfail", &["--load", "none", "--switch-timeout-ms", "300", "--guest-arg", "hold-lock=2500"]);
+    let vmm = BackgroundVmm::start(
+        "holdfail",
+        &["--vcpus", "2", "--load", "none", "--switch-timeout-ms", "300", "--guest-arg", "hold-lock=2500"],
+    );
     let mut s = vmm.session();
     let before = exec(&mut s, json!({"execute": "query-mode"}));
     let r = set_mode(&mut s, "rt");
@@ -282,19 +186,11 @@ fn a_task_holding_a_lock_makes_the_switch_fail_cleanly() {
     assert_eq!(after["return"]["sites_mode"], "mainline", "no site byte changed: {after}");
     assert_eq!(exec(&mut s, json!({"execute": "query-status"}))["return"]["running"], true);
     // Once the hog lets go, the same switch succeeds.
-    let start = Instant::now();
-    loop {
-        let r = set_mode(&mut s, "rt");
-        if r["return"]["mode"] == "rt" {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(30), "the switch never succeeded: {r}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    switch_until_ok(&mut s, "rt", Duration::from_secs(30), &vmm);
     let sw = exec(&mut s, json!({"execute": "query-switches"}));
     let list = sw["return"]["switches"].as_array().expect("list");
     assert!(list.iter().any(|r| r["ok"] == false) && list.iter().any(|r| r["ok"] == true), "{sw}");
-    let (code, out) = vmm.quit();
+    let (code, out, _) = vmm.quit();
     assert_eq!(code, 0, "{out}");
 }
 
