@@ -9,6 +9,9 @@
 //!   with interrupts disabled for MS milliseconds (no timer, no IPI reaches
 //!   that CPU). A switch requested meanwhile cannot quiesce: it must be
 //!   cancelled at its deadline with nothing patched; afterwards one succeeds.
+//! - `stall=MS`: a task 'stall' on the last CPU spins with preemption off
+//!   (interrupts on) for MS milliseconds: that CPU's watchdog thread cannot
+//!   run, so the guest's watchdog and the VMM's both report the stall.
 //! - `corrupt-mailbox`: 100 ms after boot a task scribbles garbage over the
 //!   switch mailbox for 300 ms (magic included; states outside the
 //!   protocol) and makes HC_SWITCH calls with garbage values; the garbage
@@ -46,6 +49,7 @@ use crate::sync::spinlock::SpinLock;
 pub struct Faults {
     pub hold_lock_ms: Option<u32>,
     pub irq_off_spin_ms: Option<u32>,
+    pub stall_ms: Option<u32>,
     pub corrupt_mailbox: bool,
     pub corrupt_telemetry: bool,
     pub bad_hypercalls: bool,
@@ -61,6 +65,8 @@ impl Faults {
             self.hold_lock_ms = Some(n);
         } else if let Some(n) = ms("irq-off-spin=") {
             self.irq_off_spin_ms = Some(n);
+        } else if let Some(n) = ms("stall=") {
+            self.stall_ms = Some(n);
         } else {
             match word {
                 "corrupt-mailbox" => self.corrupt_mailbox = true,
@@ -100,6 +106,10 @@ pub fn start(f: &Faults) {
         crate::println!("fault injection: 'irq-off-spin' spins {ms} ms with interrupts off on cpu {last}");
         sched::spawn("irq-off-spin", 5, last, irq_off_spin, ms as usize);
     }
+    if let Some(ms) = f.stall_ms {
+        crate::println!("fault injection: 'stall' spins {ms} ms with preemption off on cpu {last}");
+        sched::spawn("stall", 5, last, stall, ms as usize);
+    }
     if f.corrupt_mailbox {
         sched::spawn("mbox-scribbler", 5, last, scribble_mailbox, 0);
     }
@@ -136,6 +146,18 @@ fn irq_off_spin(ms: usize) {
     }
     crate::arch::cpu::restore_interrupts(was);
     crate::println!("fault injection: 'irq-off-spin' enabled interrupts again");
+}
+
+/// Spins with preemption disabled (interrupts on): the CPU's watchdog thread
+/// cannot run, so the watchdog reports this task.
+fn stall(ms: usize) {
+    let end = sched::now_tsc() + sched::us_to_tsc(ms as u64 * 1000);
+    sched::preempt_disable();
+    while sched::now_tsc() < end {
+        core::hint::spin_loop();
+    }
+    sched::preempt_enable();
+    crate::println!("fault injection: 'stall' let go of its CPU");
 }
 
 /// xorshift64: garbage that differs every call.

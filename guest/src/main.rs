@@ -42,6 +42,7 @@ mod selftest;
 mod smp;
 mod status;
 mod sync;
+mod watchdog;
 mod workload;
 
 use arch::{cpu, idt};
@@ -147,6 +148,7 @@ fn boot_cpu(cpu_count: u32) -> ! {
 
     faults::arm(&faults);
     control::start();
+    watchdog::start(cpu_count);
     run_ready_action(args);
     faults::start(&faults);
     workload::start();

@@ -11,6 +11,7 @@
 //! 0x0000_4000  PANIC_RECORD_ADDR  PanicRecord (guest writes before HC_PANIC)
 //! 0x0000_5000  LOCK_REGISTRY_ADDR LockRegistry (guest keeps it live, VMM reads)
 //! 0x0000_6000  SWITCH_MAILBOX_ADDR SwitchMailbox (the runtime-switch protocol)
+//! 0x0000_7000  HEARTBEAT_ADDR     [CpuHeartbeat; MAX_CPUS] (guest watchdog, VMM reads)
 //! 0x0001_0000  PML4_ADDR          identity page tables (PML4, PDPT, PDs), 2 MiB pages
 //! 0x0010_0000  KERNEL_LOAD_ADDR   the guest ELF's lowest PT_LOAD segment
 //! ```
@@ -54,6 +55,7 @@ pub const GUEST_STATUS_ADDR: u64 = 0x3000;
 pub const PANIC_RECORD_ADDR: u64 = 0x4000;
 pub const LOCK_REGISTRY_ADDR: u64 = 0x5000;
 pub const SWITCH_MAILBOX_ADDR: u64 = 0x6000;
+pub const HEARTBEAT_ADDR: u64 = 0x7000;
 /// PML4, then one PDPT, then as many page directories as memory needs.
 pub const PML4_ADDR: u64 = 0x1_0000;
 /// Page tables must end below the kernel.
@@ -398,6 +400,32 @@ pub mod mailbox_state {
     pub const COMPLETE: u32 = 6;
 }
 
+/// One CPU's watchdog state, at `HEARTBEAT_ADDR + cpu * size_of::<CpuHeartbeat>()`.
+///
+/// A per-CPU watchdog thread (priority just below the measurement threads)
+/// bumps `beats` every [`HEARTBEAT_PERIOD_MS`]. When a CPU's timer interrupt
+/// finds the last beat older than [`STALL_REPORT_MS`], it records what the
+/// CPU is running (`task_name`, `preempt_count`, `locks_held`, `stalled` = 1)
+/// and the guest reports it; the VMM, seeing `beats` stand still, reports it
+/// too (with these details when the guest could record them: a CPU with
+/// interrupts off records nothing).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuHeartbeat {
+    pub beats: u64,
+    pub last_beat_tsc: u64,
+    pub stalled: u32,
+    pub preempt_count: u32,
+    pub locks_held: u32,
+    pub _reserved: u32,
+    pub task_name: [u8; 16],
+}
+
+/// Watchdog beat period.
+pub const HEARTBEAT_PERIOD_MS: u64 = 200;
+/// A CPU whose watchdog thread has not run for this long is reported stuck.
+pub const STALL_REPORT_MS: u64 = 2000;
+
 /// Guest argument that makes the guest run its self-test suite and exit
 /// with status 0 only if every test passed (`rtswitch run --selftest`).
 pub const GUEST_ARG_SELFTEST: &str = "selftest";
@@ -452,6 +480,8 @@ const _: () = {
     assert!(core::mem::size_of::<PanicRecord>() <= 4096);
     assert!(core::mem::size_of::<LockRegistry>() == 56);
     assert!(core::mem::size_of::<SwitchMailbox>() == 88);
+    assert!(core::mem::size_of::<CpuHeartbeat>() == 48);
+    assert!(core::mem::size_of::<CpuHeartbeat>() * MAX_CPUS <= 4096);
 };
 
 #[cfg(test)]

@@ -147,3 +147,32 @@ fn a_guest_panic_in_the_middle_of_a_switch() {
     assert!(out.contains("guest panic on cpu 0") && out.contains("panic-in-switch"), "{out}");
     assert!(!vmm.sock.exists(), "the VMM left its socket file behind:\n{out}");
 }
+
+/// A CPU stuck with preemption off (interrupts on): the guest's watchdog
+/// and the VMM's both report it, naming the task; the run still ends
+/// cleanly once the task lets go.
+#[test]
+fn a_stalled_cpu_is_reported_by_both_watchdogs() {
+    rtswitch_tests::require_kvm();
+    let r = rtswitch_tests::run_rtswitch(
+        &[
+            "run",
+            "--vcpus",
+            "2",
+            "--load",
+            "none",
+            "--duration",
+            "8",
+            "--watchdog-secs",
+            "2",
+            "--guest-arg",
+            "stall=5000",
+        ],
+        Duration::from_secs(120),
+    );
+    r.assert_code(ExitCode::Ok)
+        .assert_contains("watchdog: cpu 1 stuck for")
+        .assert_contains("in task 'stall' (preempt count 1")
+        .assert_contains("rtswitch: watchdog: cpu 1 made no progress for")
+        .assert_contains("rtswitch: watchdog: cpu 1 makes progress again");
+}

@@ -120,6 +120,9 @@ pub struct RunArgs {
     /// Deadline for the guest to reach quiescence in a switch, in ms.
     #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
     pub switch_timeout_ms: u64,
+    /// Report a CPU whose guest watchdog thread has not run for this many seconds (0: off).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub watchdog_secs: u64,
     /// Deadline for every vCPU to stop (leave guest mode) in a switch, in ms.
     #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub vcpu_stop_timeout_ms: u64,
@@ -224,6 +227,7 @@ pub struct RunConfig {
     pub switch_every: Option<Duration>,
     pub switch_timeout: Duration,
     pub vcpu_stop_timeout: Duration,
+    pub watchdog: Duration,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -274,6 +278,7 @@ impl RunArgs {
             switch_every: self.switch_every.map(Duration::from_millis),
             switch_timeout: Duration::from_millis(self.switch_timeout_ms),
             vcpu_stop_timeout: Duration::from_millis(self.vcpu_stop_timeout_ms),
+            watchdog: Duration::from_secs(self.watchdog_secs),
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod stress;
 pub mod switch;
 pub mod switch_bench;
 pub mod vstate;
+pub mod watchdog;
 
 /// Page-aligned storage for the embedded kernel image.
 #[repr(C, align(4096))]

@@ -182,6 +182,7 @@ pub fn on_timer_interrupt() {
     let this = percpu::this();
     let cpu = this.cpu_id() as usize;
     PROBES[cpu].on_timer_entry(now);
+    crate::watchdog::on_timer_interrupt(cpu, now);
     let mut rq = RQS[cpu].lock();
     let armed = rq.armed_deadline_tsc;
     if armed != 0 && now >= armed {
@@ -202,7 +203,9 @@ pub fn on_timer_interrupt() {
     }
     // A fired TSC-deadline timer disarms itself: re-arm unless the next
     // deadline is the one still pending (a spurious or early vector).
-    let next = rq.next_deadline();
+    // The watchdog's check deadline keeps the timer armed on a CPU whose
+    // tasks cannot run (nothing else would ever fire the timer there).
+    let next = crate::watchdog::with_check_deadline(cpu, rq.next_deadline());
     rq.armed_deadline_tsc = next;
     if next != 0 && (next != armed || now >= armed) {
         apic::set_tsc_deadline(next);

@@ -45,6 +45,7 @@ use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, GuestMemory};
 use crate::vstate::vcpu::{self, VcpuContext, VcpuEvent, VcpuHandle};
 use crate::vstate::vm;
+use crate::watchdog::Watchdog;
 use crate::{host_speed, loader, signals};
 
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +297,8 @@ struct Controller {
     switch_timer: TimerFd,
     /// `--switch-every`.
     switch_every_timer: Option<TimerFd>,
+    /// Lockup reports from the guest's heartbeats.
+    watchdog: Watchdog,
 }
 
 impl Controller {
@@ -367,6 +370,7 @@ impl Controller {
             switch_waiter: None,
             switch_timer: TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?,
             switch_every_timer,
+            watchdog: Watchdog::new(config.vcpus, config.watchdog),
         })
     }
 
@@ -530,6 +534,11 @@ impl Controller {
         self.telemetry.harvest();
         if self.shutdown_reason.is_some() || self.outcome.is_some() {
             return;
+        }
+        if self.ready_at.is_some() {
+            for line in self.watchdog.check(&self.mem) {
+                self.say(&line);
+            }
         }
         let (elapsed, mark) = (self.started.elapsed(), self.console.output_mark());
         let columns = report::status::terminal_columns();
