@@ -4,13 +4,14 @@
 //! ```text
 //!  request(target)           mailbox {seq, target, REQUESTED}, MSI + kick vCPU 0
 //!    guest freezes tasks  -> mailbox FREEZING ... QUIESCENT, HC_SWITCH
-//!  on_guest_quiescent():     close the gate, kick every vCPU, wait until all are held
-//!                            (blackout starts), re-check: mailbox, lock registry
+//!  on_guest_notify(),        close the gate, kick every vCPU, wait until all are held
+//!   state QUIESCENT:         (blackout starts), re-check: mailbox, lock registry
 //!                            (held == 0, waiters == 0), every site's bytes (plan);
 //!                            patch all sites, mailbox DONE (or CANCELLED: nothing
-//!                            written), harvest telemetry, open the gate (blackout ends)
-//!    guest serializes CPUs, thaws, opens a latency epoch -> mailbox COMPLETE, HC_SWITCH
-//!  on_guest_complete():      record timings, reply, MODE_SWITCHED / SWITCH_FAILED
+//!                            written), open the gate (blackout ends)
+//!    guest serializes CPUs, thaws -> mailbox COMPLETE, HC_SWITCH (then opens the new mode's epoch)
+//!  on_guest_notify(),        record timings; the control thread replies and emits
+//!   state COMPLETE:          MODE_SWITCHED / SWITCH_FAILED
 //!  on_deadline():            quiesce deadline passed: mailbox CANCELLED (nothing
 //!                            patched), error names the task the guest waited for
 //! ```
@@ -476,11 +477,6 @@ fn write_u64(mem: &GuestMemory, field: usize, v: u64) {
     if let Err(e) = mem.write_obj(v, GuestAddress(abi::SWITCH_MAILBOX_ADDR + field as u64)) {
         log::error!("cannot write the switch mailbox: {e}");
     }
-}
-
-/// The event payload / reply for a finished switch.
-pub fn record_json(r: &SwitchRecord) -> serde_json::Value {
-    serde_json::to_value(r).unwrap_or(serde_json::Value::Null)
 }
 
 #[cfg(test)]
