@@ -278,8 +278,23 @@ fn thirty_two_clients_query_while_the_mode_switches() {
         "clients",
         &["--vcpus", "2", "--load", "locks", "--cs-us", "20", "--interval-us", "5000", "--switch-every", "50"],
     );
-    // Settle: the first switches have run, every VMM thread exists.
-    std::thread::sleep(Duration::from_millis(300));
+    // Settle: the first switch has completed (however slow the host), so
+    // the timer is switching while the clients run; every VMM thread exists.
+    // One session for the whole test (opened before the descriptors are
+    // counted, so it is in both counts).
+    let mut watch = vmm.session();
+    let mut completed =
+        || exec(&mut watch, json!({"execute": "query-status"}))["return"]["switches"].as_u64().unwrap_or(0);
+    let settle = Instant::now();
+    while completed() == 0 {
+        assert!(
+            settle.elapsed() < Duration::from_secs(60),
+            "--switch-every never completed a switch:\n{}",
+            vmm.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let switches_before = completed();
     let (threads_before, fds_before) = (vmm.thread_count(), fd_count(vmm.pid()));
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -315,10 +330,11 @@ fn thirty_two_clients_query_while_the_mode_switches() {
     }
     assert_eq!(vmm.thread_count(), threads_before, "VMM threads before and after the clients");
     assert_eq!(fd_count(vmm.pid()), fds_before, "VMM file descriptors before and after the clients");
-    let mut s = vmm.session();
-    let switches = exec(&mut s, json!({"execute": "query-status"}))["return"]["switches"].as_u64().unwrap_or(0);
-    assert!(switches > 0, "the mode never switched while the clients ran");
-    drop(s);
+    // The timer kept switching (how many completed during the clients
+    // depends on the host's speed: reported, not asserted).
+    let switches = completed();
+    assert!(switches >= switches_before, "the switch history shrank");
+    drop(watch);
     let (code, out, report) = vmm.quit();
     assert_eq!(code, 0, "{out}");
     let list = report["switches"].as_array().expect("switches");

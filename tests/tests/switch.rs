@@ -208,8 +208,11 @@ fn switch_every_alternates_epochs() {
             "locks",
             "--switch-every",
             "700",
+            // A slow host makes switches slow, never failed.
+            "--switch-timeout-ms",
+            "20000",
             "--duration",
-            "4",
+            "6",
             "--quiet",
             "--json",
             json_path.to_str().expect("utf-8"),
@@ -220,7 +223,7 @@ fn switch_every_alternates_epochs() {
     let v: Value =
         serde_json::from_str(&std::fs::read_to_string(&json_path).expect("json written")).expect("valid JSON");
     let switches = v["switches"].as_array().expect("switches in the JSON");
-    assert!(switches.len() >= 3, "{}", r.stderr);
+    assert!(switches.len() >= 2, "{}", r.stderr);
     assert!(switches.iter().all(|s| s["ok"] == true), "{switches:?}");
     let modes: Vec<&str> = v["epochs"].as_array().expect("epochs").iter().filter_map(|e| e["label"].as_str()).collect();
     assert!(
