@@ -34,7 +34,19 @@ fn serialize() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-const LOAD: &[&str] = &["--load", "locks", "--cs-us", "20", "--interval-us", "5000", "--load-threads", "2"];
+// A generous quiesce deadline: a slow host makes switches slow, not failed.
+const LOAD: &[&str] = &[
+    "--load",
+    "locks",
+    "--cs-us",
+    "20",
+    "--interval-us",
+    "5000",
+    "--load-threads",
+    "2",
+    "--switch-timeout-ms",
+    "20000",
+];
 
 fn stress_switches() -> usize {
     std::env::var("RTSWITCH_STRESS_SWITCHES").ok().and_then(|s| s.parse().ok()).unwrap_or(1000)
