@@ -72,6 +72,16 @@ impl BackgroundVmm {
         std::fs::read_dir(format!("/proc/{}/task", self.pid())).map(|d| d.count()).unwrap_or(0)
     }
 
+    /// Waits until the VMM's output contains `needle`, failing the test with
+    /// `what` after `limit`.
+    pub fn wait_for_output(&self, needle: &str, limit: Duration, what: &str) {
+        let start = Instant::now();
+        while !self.output().contains(needle) {
+            assert!(start.elapsed() < limit, "{what}:\n{}", self.output());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits until `query-status` says ready.
     pub fn wait_ready(&self) {
         let start = Instant::now();

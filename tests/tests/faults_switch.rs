@@ -3,7 +3,7 @@
 //! VMM must fail cleanly (nothing patched), keep running, or report and
 //! exit with the documented code, never crash or hang.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rtswitch_tests::ExitCode;
 use rtswitch_tests::vm::{BOOT_LIMIT, BackgroundVmm, assert_mode, exec, set_mode, switch_until_ok};
@@ -42,11 +42,7 @@ fn a_corrupted_mailbox_is_rejected_and_the_vm_keeps_running() {
     let vmm = BackgroundVmm::start("mbox", &["--vcpus", "2", "--load", "locks", "--guest-arg", "corrupt-mailbox"]);
     let mut s = vmm.session();
     // Wait for the scribbler to finish (it runs 100..400 ms after boot).
-    let start = Instant::now();
-    while !vmm.output().contains("switch mailbox left corrupted") {
-        assert!(start.elapsed() < Duration::from_secs(30), "the scribbler never finished:\n{}", vmm.output());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    vmm.wait_for_output("switch mailbox left corrupted", Duration::from_secs(30), "the scribbler never finished");
     for target in ["rt", "mainline", "rt"] {
         let r = set_mode(&mut s, target);
         let desc = r["error"]["desc"].as_str().unwrap_or_default();
@@ -70,11 +66,7 @@ fn a_corrupted_mailbox_is_rejected_and_the_vm_keeps_running() {
 fn a_corrupted_telemetry_header_is_rejected_and_the_vm_keeps_running() {
     let vmm = BackgroundVmm::start("telem", &["--vcpus", "2", "--load", "locks", "--guest-arg", "corrupt-telemetry"]);
     let mut s = vmm.session();
-    let start = Instant::now();
-    while !vmm.output().contains("telemetry header corrupted") {
-        assert!(start.elapsed() < Duration::from_secs(30), "the scribbler never ran:\n{}", vmm.output());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    vmm.wait_for_output("telemetry header corrupted", Duration::from_secs(30), "the scribbler never ran");
     let r = set_mode(&mut s, "rt");
     assert!(r["return"]["mode"] == "rt" || r["error"]["desc"].is_string(), "{r}");
     let lat = exec(&mut s, json!({"execute": "query-latency"}));
@@ -93,11 +85,7 @@ fn a_corrupted_telemetry_header_is_rejected_and_the_vm_keeps_running() {
 fn bad_hypercalls_are_logged_and_ignored() {
     let vmm = BackgroundVmm::start("badhc", &["--vcpus", "2", "--load", "none", "--guest-arg", "bad-hypercalls"]);
     let mut s = vmm.session();
-    let start = Instant::now();
-    while !vmm.output().contains("bad hypercalls done") {
-        assert!(start.elapsed() < Duration::from_secs(30), "the bad hypercalls never ran:\n{}", vmm.output());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    vmm.wait_for_output("bad hypercalls done", Duration::from_secs(30), "the bad hypercalls never ran");
     let r = set_mode(&mut s, "rt");
     assert_eq!(r["return"]["mode"], "rt", "{r}\n{}", vmm.output());
     assert_mode(&mut s, "rt");
