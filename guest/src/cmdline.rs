@@ -13,6 +13,7 @@
 //! | `selftest`     | runs the self-test suite, exits with its verdict   |
 //! | `deadlock`     | rt mode: two tasks deadlock on two locks (panic)   |
 //! | `no-pi`        | flag: rtmutexes without priority inheritance       |
+//! | `no-spin`      | flag: rtmutexes without adaptive spinning (benchmark) |
 //! | `hold-lock=MS` | a task holds a switchable lock MS ms (fault test)  |
 //! | `irq-off-spin=MS`, `corrupt-mailbox`, `corrupt-telemetry`, `bad-hypercalls`, `bad-panic-record`, `panic-in-switch` | fault injection (`faults`) |
 //! | `sched-demo`   | runs the scheduler demo (`sched::selftest::demo`)  |
@@ -42,12 +43,16 @@ pub enum ReadyAction {
 
 /// Flags that modify the kernel rather than pick an action.
 pub const FLAG_NO_PI: &str = "no-pi";
+/// Flag: rtmutex waiters sleep at once instead of spinning while the owner runs.
+pub const FLAG_NO_SPIN: &str = "no-spin";
 
 /// The parsed command line.
 pub struct Args<'a> {
     pub action: ReadyAction,
     /// `no-pi`: rtmutexes without priority inheritance (test honesty check).
     pub no_pi: bool,
+    /// `no-spin`: rtmutexes without adaptive spinning (lock-throughput benchmark).
+    pub no_spin: bool,
     /// Fault injections (`hold-lock=MS`, `irq-off-spin=MS`, ...: `faults`).
     pub faults: Faults,
     words: core::str::SplitAsciiWhitespace<'a>,
@@ -58,16 +63,19 @@ impl<'a> Args<'a> {
     pub fn parse(cmdline: &'a str) -> Self {
         let action = cmdline.split_ascii_whitespace().filter_map(parse_word).next_back().unwrap_or(ReadyAction::Idle);
         let no_pi = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_PI);
+        let no_spin = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_SPIN);
         let mut faults = Faults::default();
         for w in cmdline.split_ascii_whitespace() {
             faults.parse_word(w);
         }
-        Self { action, no_pi, faults, words: cmdline.split_ascii_whitespace() }
+        Self { action, no_pi, no_spin, faults, words: cmdline.split_ascii_whitespace() }
     }
 
     /// The words that are not guest arguments.
     pub fn unknown(self) -> impl Iterator<Item = &'a str> {
-        self.words.filter(|w| parse_word(w).is_none() && *w != FLAG_NO_PI && !Faults::default().parse_word(w))
+        self.words.filter(|w| {
+            parse_word(w).is_none() && *w != FLAG_NO_PI && *w != FLAG_NO_SPIN && !Faults::default().parse_word(w)
+        })
     }
 }
 

@@ -121,10 +121,10 @@ fn boot_cpu(cpu_count: u32) -> ! {
         mode.name()
     );
     let cmdline = boot_info::cmdline();
-    let (args, no_pi, faults) = parse_args(&cmdline);
+    let (args, flags, faults) = parse_args(&cmdline);
     // Before any switchable lock is taken (the secondaries are still held).
     sync::registry::get().init(mode);
-    if no_pi {
+    if flags.no_pi {
         selftest::disable_pi();
     }
     mm::paging::build(boot_info::memory_bytes(), &sched::stack_guard_pages());
@@ -135,6 +135,10 @@ fn boot_cpu(cpu_count: u32) -> ! {
 
     let calibration = calibrate::measure(tsc_khz);
     sync::rt::calibrate_spin(calibration.ps_per_iter);
+    if flags.no_spin {
+        println!("adaptive spinning DISABLED (guest argument no-spin): contended rtmutexes sleep at once");
+        sync::rt::disable_spinning();
+    }
     cpu::halt_until(|| smp::all_online(cpu_count) || irq::shutdown_requested());
     if !smp::all_online(cpu_count) {
         // The VMM gave up on the boot (e.g. a signal) before every CPU came up.
@@ -156,20 +160,27 @@ fn boot_cpu(cpu_count: u32) -> ! {
 }
 
 /// Parses the guest arguments and reports the words it ignores.
-/// Returns the action to take once ready, whether `no-pi` was given, and
+/// Returns the action to take once ready, the kernel flags given, and
 /// the fault injections asked for.
-fn parse_args(cmdline: &[u8]) -> (ReadyAction, bool, faults::Faults) {
+fn parse_args(cmdline: &[u8]) -> (ReadyAction, Flags, faults::Faults) {
     let end = cmdline.iter().position(|&b| b == 0).unwrap_or(cmdline.len());
     let Ok(text) = core::str::from_utf8(&cmdline[..end]) else {
         println!("ignoring guest arguments: not UTF-8");
-        return (ReadyAction::Idle, false, faults::Faults::default());
+        return (ReadyAction::Idle, Flags::default(), faults::Faults::default());
     };
     let args = Args::parse(text);
-    let (action, no_pi, faults) = (args.action, args.no_pi, args.faults);
+    let (action, flags, faults) = (args.action, Flags { no_pi: args.no_pi, no_spin: args.no_spin }, args.faults);
     for word in args.unknown() {
         println!("ignoring unknown guest argument '{word}'");
     }
-    (action, no_pi, faults)
+    (action, flags, faults)
+}
+
+/// Guest arguments that modify the kernel rather than pick an action.
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    no_pi: bool,
+    no_spin: bool,
 }
 
 /// What the guest arguments ask for once the guest is ready.

@@ -30,7 +30,7 @@ use crate::sched::{self, freezer};
 use crate::sync::registry;
 use crate::{boot_info, workload};
 
-/// Census period while freezing.
+/// Census period while freezing (at least: see `freeze_until_quiescent`).
 const CENSUS_US: u64 = 500;
 
 static SERIALIZE_ACKS: AtomicU32 = AtomicU32::new(0);
@@ -156,6 +156,7 @@ fn freeze_until_quiescent() -> bool {
         if mbox_read!(state) == mailbox_state::CANCELLED {
             return false;
         }
+        let started = sched::now_tsc();
         let census = freezer::census();
         let reg = registry::get();
         match census.blocker {
@@ -167,7 +168,12 @@ fn freeze_until_quiescent() -> bool {
             Some(t) => publish_blocker(t.name(), t.cpu(), t.switch_locks_held.load(Ordering::Relaxed)),
             None => publish_blocker("(lock registry)", 0, reg.held() as u32),
         }
-        sched::sleep_us(CENSUS_US);
+        // The control thread outranks every task on CPU 0, and those tasks
+        // must run to reach their safe points: it sleeps at least as long
+        // as its census took, so that it never takes more than half of CPU
+        // 0 (where ring 0 is emulated a census costs milliseconds).
+        let took = sched::now_tsc().saturating_sub(started);
+        sched::sleep_until(sched::now_tsc() + sched::us_to_tsc(CENSUS_US).max(took));
     }
 }
 

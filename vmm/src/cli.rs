@@ -34,11 +34,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Talk to a running VMM over its control socket (QMP).
     Ctl(CtlArgs),
-    /// Benchmark the runtime switch: N switches under load and idle, beside the platform floor.
-    BenchSwitch(crate::switch_bench::SwitchBenchArgs),
     /// Hammer the runtime switch of a VM for a while and tally what happened.
     Stress(crate::stress::StressArgs),
-    /// Latency benchmark: mainline vs rt under lock load, beside the cpu-load floor (four runs).
+    /// The benchmark suite: boot, latency, lock throughput, switch cost and its scaling; table, JSON, plots.
     Bench(crate::bench::BenchArgs),
 }
 

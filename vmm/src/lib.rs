@@ -20,7 +20,6 @@ pub mod runner;
 pub mod signals;
 pub mod stress;
 pub mod switch;
-pub mod switch_bench;
 pub mod vstate;
 pub mod watchdog;
 

@@ -29,9 +29,8 @@ fn main() -> std::process::ExitCode {
             }
         },
         Command::Ctl(args) => rtswitch::api::ctl::run(&args),
-        Command::BenchSwitch(args) => rtswitch::switch_bench::run(&args),
         Command::Stress(args) => rtswitch::stress::run(&args),
-        Command::Bench(args) => rtswitch::bench::run_latency_bench(&args),
+        Command::Bench(args) => rtswitch::bench::run(&args),
     };
     code.into()
 }

@@ -22,7 +22,7 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use super::task::{TASK_SLOTS, Task, TaskState, current, task_by_slot};
+use super::task::{Task, TaskState, current, spawned_slots, task_by_slot};
 use super::waitqueue::WaitQueue;
 
 static FREEZE_REQUESTED: AtomicBool = AtomicBool::new(false);
@@ -109,11 +109,15 @@ pub struct Census {
     pub blocker: Option<&'static Task>,
 }
 
-/// Looks at every live task except the caller.
+/// Looks at every live spawned task except the caller (the idle tasks
+/// are exempt), stopping at the first that is not quiescent: while one is
+/// busy the counts are not needed, and a census runs every few hundred µs
+/// on CPU 0, where every instruction it saves is time a task there needs
+/// to reach its safe point.
 pub fn census() -> Census {
     let me = current();
     let mut c = Census { frozen: 0, asleep: 0, blocker: None };
-    for slot in 0..TASK_SLOTS {
+    for slot in 0..spawned_slots() {
         let t = task_by_slot(slot);
         if core::ptr::eq(t, me) || !matches!(t.state(), TaskState::Runnable | TaskState::Blocked) {
             continue;
@@ -123,9 +127,8 @@ pub fn census() -> Census {
             Standing::AsleepLockFree => c.asleep += 1,
             Standing::Exempt => {}
             Standing::Busy => {
-                if c.blocker.is_none() {
-                    c.blocker = Some(t);
-                }
+                c.blocker = Some(t);
+                return c;
             }
         }
     }

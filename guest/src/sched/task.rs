@@ -38,7 +38,7 @@ use crate::arch::percpu;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use switcher::abi::MAX_CPUS;
 
 /// Spawnable kernel threads (idle tasks not counted).
@@ -320,6 +320,17 @@ pub fn current() -> &'static Task {
 /// [`Task::slot`] and of [`task_by_slot`].
 pub const TASK_SLOTS: usize = SLOTS;
 
+/// One past the highest spawned-thread slot ever claimed: slots at and
+/// above it (below `MAX_TASKS`) have never held a task.
+static SPAWNED_HIGH: AtomicUsize = AtomicUsize::new(0);
+
+/// Spawned-thread slots `0..spawned_slots()` are the only ones that ever
+/// held a task (the per-CPU idle tasks live at `MAX_TASKS..`): what a scan
+/// of every spawned thread needs to look at.
+pub fn spawned_slots() -> usize {
+    SPAWNED_HIGH.load(Ordering::Acquire)
+}
+
 /// The task in table slot `slot` (whatever its state). Lock code names
 /// tasks by slot in its waiter lists.
 pub fn task_by_slot(slot: usize) -> &'static Task {
@@ -337,13 +348,14 @@ pub fn task(id: TaskId) -> Option<&'static Task> {
 /// its CPU (reaped: its joiner, if any, sees the generation change).
 pub(super) fn claim_slot() -> Option<&'static Task> {
     for want in [TaskState::Free, TaskState::Dead] {
-        for t in &TASKS[..MAX_TASKS] {
+        for (i, t) in TASKS[..MAX_TASKS].iter().enumerate() {
             let word = t.word.load(Ordering::Acquire);
             if word as u8 != want as u8 || (want == TaskState::Dead && t.on_cpu.load(Ordering::Acquire)) {
                 continue;
             }
             let claimed = (word & !0xff).wrapping_add(0x100) | TaskState::Claimed as u32;
             if t.word.compare_exchange(word, claimed, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                SPAWNED_HIGH.fetch_max(i + 1, Ordering::AcqRel);
                 return Some(t);
             }
         }

@@ -118,7 +118,14 @@ pub fn calibrate_spin(ps_per_iter: u64) {
     SPIN_BUDGET.store(iters as u32, Ordering::Relaxed);
 }
 
-/// The adaptive-spin budget in iterations.
+/// Turns adaptive spinning off (`no-spin` guest argument): a contended
+/// locker goes straight to the slow path and sleeps. For the lock
+/// throughput benchmark, which compares both.
+pub fn disable_spinning() {
+    SPIN_BUDGET.store(0, Ordering::Relaxed);
+}
+
+/// The adaptive-spin budget in iterations (0: spinning off).
 pub fn spin_budget() -> u32 {
     SPIN_BUDGET.load(Ordering::Relaxed)
 }

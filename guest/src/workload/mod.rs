@@ -286,8 +286,8 @@ fn request_prep(index: u64) {
 
 /// The preparer thread (`telemetry::Prep`): zeroes the next epoch's slot
 /// in the background, so that opening an epoch during a switch is cheap.
+/// Freezable: it parks between chunks during a switch (see `prepare_slot`).
 fn prep_thread(_: usize) {
-    sched::freezer::exempt_current();
     loop {
         PREP_WQ.wait_until(|| PREP_REQUEST.load(Ordering::Acquire) != 0);
         let index = PREP_REQUEST.swap(0, Ordering::AcqRel) - 1;

@@ -285,6 +285,11 @@ pub fn prepare_slot(slot: usize) {
         p.done = 0;
     }
     loop {
+        // Between chunks: a safe point (no lock held). A switch's freeze
+        // parks the preparer here rather than waiting for the whole slot:
+        // it outranks the load threads on its CPU, and they must run to
+        // reach their own safe points.
+        crate::sched::freezer::try_to_freeze();
         let mut p = PREP.lock();
         if p.slot != slot || p.done >= total {
             return;

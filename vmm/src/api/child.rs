@@ -1,5 +1,5 @@
 //! A VM run by this same binary in a child process, driven through its
-//! control socket: what `bench-switch` and `stress` measure and hammer.
+//! control socket: what `bench` and `stress` measure and hammer.
 //! The child is killed and its socket removed when this is dropped.
 
 use std::path::{Path, PathBuf};

@@ -171,6 +171,8 @@ impl Controller {
         json!({
             "epochs": report::json::epochs(&m),
             "workload": m.workload.as_ref().map(report::workload_line),
+            "load_ops": m.workload.as_ref().map(|w| w.load_ops),
+            "load_violations": m.workload.as_ref().map(|w| w.load_violations),
         })
     }
 

@@ -1,0 +1,87 @@
+//! One `rtswitch run` (this executable) in a child process, bounded in
+//! time, whose `--json` report the benchmark reads: how the latency and
+//! boot families run their VMs.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// What one child run left behind.
+#[derive(Debug)]
+pub struct ChildRun {
+    /// The exit status (`None`: killed at the time limit, or never started).
+    pub exit_code: Option<i32>,
+    pub elapsed_s: f64,
+    /// The parsed `--json` report, or why there is none (with the run's last lines).
+    pub report: Result<Value, String>,
+}
+
+/// Runs `exe ARGS... --json JSON`, kills it after `limit`, reads and removes the JSON file.
+pub fn run_to_json(exe: &Path, args: &[String], json: &Path, limit: Duration) -> ChildRun {
+    let started = Instant::now();
+    let _ = std::fs::remove_file(json);
+    let mut child = match Command::new(exe)
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            return ChildRun {
+                exit_code: None,
+                elapsed_s: 0.0,
+                report: Err(format!("cannot start {}: {e}", exe.display())),
+            };
+        }
+    };
+    let reader = child.stderr.take().map(|mut err| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        })
+    });
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if started.elapsed() > limit => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(_) => break None,
+        }
+    };
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let stderr = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    let tail = {
+        let lines: Vec<&str> = stderr.lines().collect();
+        lines[lines.len().saturating_sub(6)..].join("\n    ")
+    };
+    let Some(status) = status else {
+        let _ = std::fs::remove_file(json);
+        return ChildRun {
+            exit_code: None,
+            elapsed_s,
+            report: Err(format!("did not exit within {} s; killed. Last lines:\n    {tail}", limit.as_secs())),
+        };
+    };
+    let report = std::fs::read_to_string(json)
+        .map_err(|e| format!("no --json file ({e})"))
+        .and_then(|text| serde_json::from_str::<Value>(&text).map_err(|e| format!("--json does not parse: {e}")));
+    let _ = std::fs::remove_file(json);
+    let report = match (status.code(), report) {
+        (Some(0), r) => r,
+        (_, Ok(v)) => Ok(v),
+        (code, Err(e)) => Err(format!("exit status {code:?}; {e}. Last lines:\n    {tail}")),
+    };
+    ChildRun { exit_code: status.code(), elapsed_s, report }
+}

@@ -1,0 +1,817 @@
+//! `rtswitch bench`: the benchmark suite (README.md, "Results"). One
+//! invocation runs, one family after another, real VMs of this same
+//! executable and prints one table:
+//!
+//! - boot: process start -> guest ready over N boots ([`boot`]);
+//! - latency: thread and IRQ latency under `--load none|cpu|locks` in
+//!   mainline and rt, with the ratios ([`latency`]);
+//! - lock throughput in mainline and rt, with rt's adaptive spinning on and
+//!   off ([`throughput`]);
+//! - switch: freeze / blackout / total over N switches under the lock load
+//!   beside the platform floor, and idle ([`switching`]);
+//! - scale: switch blackout and total at 1, 2, 4 and 8 vCPUs.
+//!
+//! It writes the whole result as JSON and one SVG plot per family
+//! ([`plots`]) into `--out`. A benchmark measures: it never fails because
+//! the host was slow. Its exit status says whether every part ran (the
+//! worst failure), never whether a target was met.
+
+pub mod boot;
+pub mod child;
+pub mod latency;
+pub mod plots;
+pub mod progress;
+pub mod switching;
+pub mod table;
+pub mod throughput;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use switcher::abi::MAX_CPUS;
+
+use self::boot::Boot;
+use self::latency::{Comparison, LatencyConfig, RunOutcome};
+use self::progress::Progress;
+use self::switching::{Phase, PhaseConfig, PhaseSpreads};
+use self::table::{cells, grid, opt};
+use self::throughput::{ThroughputConfig, ThroughputRun};
+use crate::cli::{DEFAULT_VCPUS, MAX_HIST_MAX_US};
+use crate::exit_code::ExitCode;
+
+/// Histogram range of the latency runs: wide, so that a mainline p99
+/// under lock load stays a figure rather than an overflow.
+pub const DEFAULT_BENCH_HIST_MAX_US: u32 = 100_000;
+/// Schema version of the suite's JSON.
+pub const BENCH_JSON_VERSION: u32 = 2;
+/// Target: blackout p50 under the lock load.
+pub const TARGET_BLACKOUT_P50_US: u64 = 100;
+/// Target: idle set-mode round trip p50.
+pub const TARGET_IDLE_RTT_P50_US: u64 = 1000;
+
+const MAX_BENCH_SECS: f64 = 3600.0;
+
+/// The families, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    Boot,
+    Latency,
+    Throughput,
+    Switch,
+    Scale,
+}
+
+/// `rtswitch bench` options. Unset counts and durations take the full
+/// suite's defaults, or `--quick`'s.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// The short suite: the same families with fewer and shorter runs (under 2 minutes).
+    #[arg(long)]
+    pub quick: bool,
+    /// Directory for bench.json and the plots (latency.svg, switch.svg, scale.svg); created if missing.
+    #[arg(long, value_name = "DIR", default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Run only these families (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "FAMILY,...")]
+    pub only: Vec<Family>,
+    /// vCPUs of the boot, latency, throughput and switch VMs (1..=64).
+    #[arg(long, default_value_t = DEFAULT_VCPUS, value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
+    pub vcpus: u32,
+    /// Boots measured (default 10).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub boots: Option<u32>,
+    /// Seconds per latency run; six runs (default 20, --quick 5).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub duration: Option<f64>,
+    /// Measurement period of the latency runs in µs (default: the guest's).
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    pub interval_us: Option<u32>,
+    /// Critical section of the latency and switch runs' lock load in µs (default: the guest's).
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub cs_us: Option<u32>,
+    /// Histogram range of the latency runs in µs.
+    #[arg(long, value_name = "US", default_value_t = DEFAULT_BENCH_HIST_MAX_US, value_parser = clap::value_parser!(u32).range(10..=MAX_HIST_MAX_US as i64))]
+    pub hist_max_us: u32,
+    /// Seconds of each lock-throughput window; three runs (default 6, --quick 3).
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub throughput_secs: Option<u32>,
+    /// Critical section of the lock-throughput load in µs.
+    #[arg(long, value_name = "US", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub throughput_cs_us: u32,
+    /// Switches (and as many pause+resume rounds) under the lock load, and again idle (default 200, --quick 40).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub switches: Option<u32>,
+    /// Pause after each switch in ms (the guest prepares the next latency epoch meanwhile).
+    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub gap_ms: u64,
+    /// vCPU counts of the scale family (comma-separated).
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1u32, 2, 4, 8], value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
+    pub scale_vcpus: Vec<u32>,
+    /// Switches per vCPU count in the scale family (default 30, --quick 8).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=100_000))]
+    pub scale_switches: Option<u32>,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if !secs.is_finite() || secs <= 0.0 || secs > MAX_BENCH_SECS {
+        return Err(format!("'{s}' must be more than 0 and at most {MAX_BENCH_SECS} seconds"));
+    }
+    Ok(secs)
+}
+
+/// The suite's settings, every default resolved.
+#[derive(Clone, Debug, Serialize)]
+pub struct SuiteConfig {
+    pub quick: bool,
+    pub families: Vec<Family>,
+    pub vcpus: u32,
+    pub boots: u32,
+    pub latency: LatencyConfig,
+    pub throughput: ThroughputConfig,
+    pub switch: PhaseConfig,
+    pub scale_vcpus: Vec<u32>,
+    pub scale_switches: u32,
+}
+
+impl SuiteConfig {
+    pub fn from_args(a: &BenchArgs) -> Self {
+        let q = a.quick;
+        let families = if a.only.is_empty() {
+            vec![Family::Boot, Family::Latency, Family::Throughput, Family::Switch, Family::Scale]
+        } else {
+            let mut f = a.only.clone();
+            f.sort_by_key(|f| *f as u8);
+            f.dedup();
+            f
+        };
+        Self {
+            quick: q,
+            families,
+            vcpus: a.vcpus,
+            boots: a.boots.unwrap_or(10),
+            latency: LatencyConfig {
+                duration_s: a.duration.unwrap_or(if q { 5.0 } else { 20.0 }),
+                vcpus: a.vcpus,
+                interval_us: a.interval_us,
+                cs_us: a.cs_us,
+                hist_max_us: a.hist_max_us,
+            },
+            throughput: ThroughputConfig {
+                vcpus: a.vcpus,
+                cs_us: a.throughput_cs_us,
+                load_threads: 2,
+                warmup_s: 1,
+                window_s: a.throughput_secs.unwrap_or(if q { 3 } else { 6 }),
+            },
+            switch: PhaseConfig {
+                vcpus: a.vcpus,
+                load: "locks",
+                cs_us: a.cs_us,
+                count: a.switches.unwrap_or(if q { 40 } else { 200 }),
+                gap_ms: a.gap_ms,
+            },
+            scale_vcpus: a.scale_vcpus.clone(),
+            scale_switches: a.scale_switches.unwrap_or(if q { 8 } else { 30 }),
+        }
+    }
+
+    fn has(&self, f: Family) -> bool {
+        self.families.contains(&f)
+    }
+
+    /// The steps, each with its estimated seconds (measured on the
+    /// project's host: emulated ring 0, 2 shared cores).
+    fn estimates(&self) -> Vec<(Family, f64)> {
+        let mut v = Vec::new();
+        if self.has(Family::Boot) {
+            v.push((Family::Boot, f64::from(self.boots) * 0.7));
+        }
+        if self.has(Family::Latency) {
+            v.push((Family::Latency, 6.0 * (self.latency.duration_s + 1.2)));
+        }
+        if self.has(Family::Throughput) {
+            v.push((Family::Throughput, 3.0 * f64::from(self.throughput.warmup_s + self.throughput.window_s + 2)));
+        }
+        let gap = self.switch.gap_ms as f64 / 1e3;
+        if self.has(Family::Switch) {
+            let n = f64::from(self.switch.count);
+            v.push((Family::Switch, n * (gap + 0.09) + n * (gap + 0.015) + 3.0));
+        }
+        if self.has(Family::Scale) {
+            let n = f64::from(self.scale_switches);
+            let per: f64 = self.scale_vcpus.iter().map(|&c| n * (gap + 0.05 * f64::from(c).max(1.0)) + 1.5).sum();
+            v.push((Family::Scale, per));
+        }
+        v
+    }
+}
+
+/// The host, as far as it can be read.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostInfo {
+    pub cpu_model: Option<String>,
+    pub cpus: Option<usize>,
+    pub kernel: Option<String>,
+    /// KVM modules loaded (`kvm_intel`, `kvm_amd`, `kvm_pvm`).
+    pub kvm_modules: Vec<String>,
+    /// From the guest's boot calibration in the first latency run.
+    pub ring0_emulated: Option<bool>,
+    /// Guest ring-0 time per calibration iteration over the host's.
+    pub ring0_slowdown: Option<f64>,
+}
+
+impl HostInfo {
+    fn read() -> Self {
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        });
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string());
+        let kvm_modules = ["kvm_intel", "kvm_amd", "kvm_pvm"]
+            .iter()
+            .filter(|m| Path::new("/sys/module").join(m).exists())
+            .map(|m| m.to_string())
+            .collect();
+        Self {
+            cpu_model,
+            cpus: std::thread::available_parallelism().ok().map(|n| n.get()),
+            kernel,
+            kvm_modules,
+            ring0_emulated: None,
+            ring0_slowdown: None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mods = if self.kvm_modules.is_empty() { "none found".to_string() } else { self.kvm_modules.join(", ") };
+        let ring0 = match (self.ring0_emulated, self.ring0_slowdown) {
+            (Some(true), Some(r)) => format!(
+                "guest ring 0 EMULATED ({r:.0}x slower than native): absolute figures are not bare-metal KVM \
+                 figures, the ratios are the claim"
+            ),
+            (Some(false), _) => "guest ring 0 runs natively".to_string(),
+            _ => "guest ring-0 speed not measured (no latency run)".to_string(),
+        };
+        format!(
+            "host: {}, {} CPUs, Linux {}, KVM module {mods}; {ring0}",
+            self.cpu_model.as_deref().unwrap_or("unknown CPU"),
+            opt(self.cpus),
+            self.kernel.as_deref().unwrap_or("?")
+        )
+    }
+}
+
+/// The boot family's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct BootResult {
+    pub vcpus: u32,
+    pub boots: Vec<Boot>,
+    pub min_ms: Option<f64>,
+    pub p50_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+}
+
+/// The latency family's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyResult {
+    pub runs: Vec<RunOutcome>,
+    pub comparisons: Vec<Comparison>,
+    /// rt thread p99 / mainline thread p99 per load.
+    pub rt_over_mainline: Vec<(String, Option<latency::Ratio>)>,
+}
+
+/// The throughput family's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct ThroughputResult {
+    pub runs: Vec<ThroughputRun>,
+    pub rt_over_mainline: Option<f64>,
+    pub rt_no_spin_over_mainline: Option<f64>,
+    pub spin_on_over_off: Option<f64>,
+}
+
+/// One switch phase's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseResult {
+    pub config: PhaseConfig,
+    /// Why the phase has no figures.
+    pub error: Option<String>,
+    pub spreads: Option<PhaseSpreads>,
+    /// Every figure, in µs, in the order measured.
+    pub values: Option<Phase>,
+}
+
+impl PhaseResult {
+    fn of(config: PhaseConfig, r: Result<Phase, switching::SwitchBenchError>) -> Self {
+        match r {
+            Ok(p) => Self { config, error: None, spreads: Some(p.spreads()), values: Some(p) },
+            Err(e) => Self { config, error: Some(e.to_string()), spreads: None, values: None },
+        }
+    }
+
+    fn failed_switches(&self) -> usize {
+        self.values.as_ref().map_or(0, |p| p.failed.len())
+    }
+}
+
+/// The switch family's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchResult {
+    pub under_load: PhaseResult,
+    pub idle: PhaseResult,
+}
+
+/// What the suite wrote where.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Outputs {
+    pub json: Option<PathBuf>,
+    pub plots: Vec<PathBuf>,
+    pub errors: Vec<String>,
+}
+
+/// The whole suite's result: `bench.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Suite {
+    pub bench_version: u32,
+    pub rtswitch_version: &'static str,
+    pub command: String,
+    pub started_unix_s: u64,
+    pub elapsed_s: f64,
+    pub host: HostInfo,
+    pub config: SuiteConfig,
+    pub boot: Option<BootResult>,
+    pub latency: Option<LatencyResult>,
+    pub throughput: Option<ThroughputResult>,
+    pub switch: Option<SwitchResult>,
+    pub scale: Option<Vec<PhaseResult>>,
+    /// Parts that did not run or gave no figure, in words.
+    pub failures: Vec<String>,
+    pub exit_code: u8,
+}
+
+/// Runs the suite, prints the table, writes the JSON and the plots.
+pub fn run(args: &BenchArgs) -> ExitCode {
+    let exe = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("rtswitch bench: cannot find this executable to run it: {e}");
+            return ExitCode::VmmError;
+        }
+    };
+    if let Err(e) = std::fs::create_dir_all(&args.out) {
+        eprintln!(
+            "rtswitch bench: cannot create --out directory {}: {e}; pick a writable directory",
+            args.out.display()
+        );
+        return ExitCode::VmmError;
+    }
+    let cfg = SuiteConfig::from_args(args);
+    let steps = cfg.estimates();
+    let total_est: f64 = steps.iter().map(|s| s.1).sum();
+    eprintln!(
+        "rtswitch bench: {} suite, families {}, estimated {} on this project's host",
+        if cfg.quick { "quick" } else { "full" },
+        cfg.families.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(", "),
+        progress::clock(total_est)
+    );
+    let started = Instant::now();
+    let started_unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let bar = Progress::new(total_est);
+    let est = |f: Family| steps.iter().find(|s| s.0 == f).map_or(1.0, |s| s.1);
+    let tmp = |what: &str| std::env::temp_dir().join(format!("rtswitch-bench-{}-{what}.json", std::process::id()));
+
+    let boot = cfg.has(Family::Boot).then(|| {
+        let each = est(Family::Boot) / f64::from(cfg.boots);
+        let boots: Vec<Boot> = (0..cfg.boots)
+            .map(|i| {
+                bar.begin(format!("boot {}/{}", i + 1, cfg.boots), each);
+                let b = boot::boot_once(&exe, cfg.vcpus, &tmp("boot"));
+                bar.end();
+                b
+            })
+            .collect();
+        let s = boot::spread(&boots);
+        BootResult { vcpus: cfg.vcpus, min_ms: s.map(|s| s.0), p50_ms: s.map(|s| s.1), max_ms: s.map(|s| s.2), boots }
+    });
+
+    let latency = cfg.has(Family::Latency).then(|| {
+        let each = est(Family::Latency) / latency::RUNS.len() as f64;
+        let runs: Vec<RunOutcome> = latency::RUNS
+            .iter()
+            .map(|&(mode, load)| {
+                bar.begin(format!("latency: {mode} + {load}, {} s", cfg.latency.duration_s), each);
+                let r = latency::run_one(&exe, &cfg.latency, mode, load, &tmp("latency"));
+                if r.exit_code != Some(0) {
+                    bar.note(&format!("rtswitch bench: latency run {mode} + {load} exited with {:?}", r.exit_code));
+                }
+                bar.end();
+                r
+            })
+            .collect();
+        let comparisons = latency::comparisons(&runs);
+        let rt_over_mainline =
+            latency::LOADS.iter().map(|l| (l.to_string(), latency::rt_over_mainline(&runs, l))).collect();
+        LatencyResult { runs, comparisons, rt_over_mainline }
+    });
+
+    let throughput = cfg.has(Family::Throughput).then(|| {
+        let each = est(Family::Throughput) / throughput::CONFIGS.len() as f64;
+        let runs: Vec<ThroughputRun> = throughput::CONFIGS
+            .iter()
+            .map(|&c| {
+                bar.begin(format!("lock throughput: {}, {} s", c.0, cfg.throughput.window_s), each);
+                let r = throughput::run_one(&cfg.throughput, c);
+                bar.end();
+                r
+            })
+            .collect();
+        ThroughputResult {
+            rt_over_mainline: throughput::ratio(&runs, 1, 0),
+            rt_no_spin_over_mainline: throughput::ratio(&runs, 2, 0),
+            spin_on_over_off: throughput::ratio(&runs, 1, 2),
+            runs,
+        }
+    });
+
+    let phase = |config: PhaseConfig, title: String, est: f64| {
+        bar.begin(title, est);
+        let steps = 2 * config.count;
+        let r = switching::run_phase(&config, &mut |done| bar.sub(done, steps));
+        bar.end();
+        PhaseResult::of(config, r)
+    };
+    let switch = cfg.has(Family::Switch).then(|| {
+        let n = f64::from(cfg.switch.count);
+        let gap = cfg.switch.gap_ms as f64 / 1e3;
+        let (load_est, idle_est) = (n * (gap + 0.09) + 2.0, n * (gap + 0.015) + 1.0);
+        let under_load =
+            phase(cfg.switch.clone(), format!("switch: {} under the lock load", cfg.switch.count), load_est);
+        let idle_cfg = PhaseConfig { load: "none", ..cfg.switch.clone() };
+        let idle = phase(idle_cfg, format!("switch: {} idle", cfg.switch.count), idle_est);
+        SwitchResult { under_load, idle }
+    });
+
+    let scale = cfg.has(Family::Scale).then(|| {
+        let n = f64::from(cfg.scale_switches);
+        let gap = cfg.switch.gap_ms as f64 / 1e3;
+        cfg.scale_vcpus
+            .iter()
+            .map(|&vcpus| {
+                let c = PhaseConfig { vcpus, count: cfg.scale_switches, ..cfg.switch.clone() };
+                phase(c, format!("scale: {vcpus} vCPUs"), n * (gap + 0.05 * f64::from(vcpus)) + 1.5)
+            })
+            .collect::<Vec<_>>()
+    });
+    bar.finish();
+
+    let mut host = HostInfo::read();
+    if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(RunOutcome::figures)) {
+        host.ring0_emulated = f.emulated;
+        host.ring0_slowdown = f.calib_ratio;
+    }
+    let mut suite = Suite {
+        bench_version: BENCH_JSON_VERSION,
+        rtswitch_version: env!("CARGO_PKG_VERSION"),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        started_unix_s,
+        elapsed_s: started.elapsed().as_secs_f64(),
+        host,
+        config: cfg,
+        boot,
+        latency,
+        throughput,
+        switch,
+        scale,
+        failures: Vec::new(),
+        exit_code: 0,
+    };
+    let (failures, mut code) = failures(&suite);
+    suite.failures = failures;
+    suite.exit_code = code.code();
+    print!("{}", render(&suite));
+    let outputs = write_outputs(&suite, &args.out);
+    for e in &outputs.errors {
+        eprintln!("rtswitch bench: {e}");
+        code = code.worst(ExitCode::VmmError);
+    }
+    if let Some(j) = &outputs.json {
+        let plots: Vec<String> = outputs.plots.iter().map(|p| p.display().to_string()).collect();
+        println!("wrote {} and {}", j.display(), if plots.is_empty() { "no plots".into() } else { plots.join(", ") });
+    }
+    code
+}
+
+/// What did not run or gave no figure, and the exit code it makes.
+fn failures(s: &Suite) -> (Vec<String>, ExitCode) {
+    let mut v = Vec::new();
+    let mut code = ExitCode::Ok;
+    if let Some(b) = &s.boot {
+        for (i, boot) in b.boots.iter().enumerate() {
+            if let Some(e) = &boot.error {
+                v.push(format!("boot {}: {e}", i + 1));
+                code = code.worst(ExitCode::VmmError);
+            }
+        }
+    }
+    if let Some(l) = &s.latency {
+        for r in &l.runs {
+            if let Err(e) = &r.figures {
+                v.push(format!("latency {}: {e}", r.name()));
+                code = code.worst(ExitCode::VmmError);
+            } else if r.exit_code != Some(0) {
+                v.push(format!("latency {}: exit status {:?}", r.name(), r.exit_code));
+                code = code.worst(ExitCode::GuestFailure);
+            }
+        }
+    }
+    if let Some(t) = &s.throughput {
+        for r in &t.runs {
+            if let Some(e) = &r.error {
+                v.push(format!("lock throughput {}: {e}", r.name));
+                code = code.worst(ExitCode::GuestFailure);
+            }
+        }
+    }
+    let mut phase = |name: String, p: &PhaseResult| {
+        if let Some(e) = &p.error {
+            v.push(format!("{name}: {e}"));
+            code = code.worst(ExitCode::VmmError);
+        } else if p.failed_switches() > 0 {
+            let first = p.values.as_ref().and_then(|x| x.failed.first()).cloned().unwrap_or_default();
+            v.push(format!("{name}: {} switch(es) failed, the first: {first}", p.failed_switches()));
+        }
+    };
+    if let Some(sw) = &s.switch {
+        phase("switch under load".into(), &sw.under_load);
+        phase("switch idle".into(), &sw.idle);
+    }
+    for p in s.scale.iter().flatten() {
+        phase(format!("scale {} vCPUs", p.config.vcpus), p);
+    }
+    (v, code)
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1e3)
+}
+
+/// The printed table.
+pub fn render(s: &Suite) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "rtswitch benchmark suite ({}; rtswitch {}; {} of wall time)\n{}\n",
+        if s.config.quick { "--quick" } else { "full" },
+        s.rtswitch_version,
+        progress::clock(s.elapsed_s),
+        s.host.describe()
+    ));
+    if let Some(b) = &s.boot {
+        let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
+        let ok = b.boots.iter().filter(|x| x.error.is_none()).count();
+        out.push_str(&format!(
+            "\nboot: process start -> guest ready, {} vCPUs, no workload, {ok} of {} boots: min {} / p50 {} / max {} ms\n",
+            b.vcpus,
+            b.boots.len(),
+            f(b.min_ms),
+            f(b.p50_ms),
+            f(b.max_ms)
+        ));
+    }
+    if let Some(l) = &s.latency {
+        let c = &s.config.latency;
+        // The workload as the lock-load runs ran it (the `none` runs have no load threads).
+        let first = l.runs.iter().filter(|r| r.load == "locks").find_map(RunOutcome::figures);
+        out.push_str(&format!(
+            "\nlatency (us, all CPUs merged; {} s per run, {} vCPUs, interval {} us, cs {} us, {} load threads per CPU{}; \
+             p50/p99 from 1 us buckets):\n",
+            c.duration_s,
+            c.vcpus,
+            opt(first.and_then(|f| f.interval_us)),
+            opt(first.and_then(|f| f.cs_us)),
+            opt(first.and_then(|f| f.load_threads)),
+            if first.and_then(|f| f.scaled) == Some(true) { ", guest defaults scaled for emulated ring 0" } else { "" }
+        ));
+        out.push_str(&latency::render(&l.runs, &l.comparisons));
+    }
+    if let Some(t) = &s.throughput {
+        out.push_str(&format!(
+            "\nlock throughput (lock operations per second, all CPUs, {} s window after {} s warm-up):\n",
+            s.config.throughput.window_s, s.config.throughput.warmup_s
+        ));
+        out.push_str(&throughput::render(&s.config.throughput, &t.runs));
+    }
+    if let Some(sw) = &s.switch {
+        let c = &sw.under_load.config;
+        out.push_str(&format!(
+            "\nswitch ({} switches per phase, {} ms apart, {} vCPUs, {} lock call sites; ms):\n",
+            c.count,
+            c.gap_ms,
+            c.vcpus,
+            opt(sw.under_load.values.as_ref().and_then(|p| p.sites))
+        ));
+        let mut rows = vec![cells(&["", "min", "p50", "p99", "max"])];
+        for (title, p) in [("under the lock load", &sw.under_load), ("idle (--load none)", &sw.idle)] {
+            let cs = p.values.as_ref().and_then(|v| v.cs_us).map(|c| format!(", cs {c} us")).unwrap_or_default();
+            let failed = p.failed_switches();
+            let failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
+            rows.push(vec![
+                format!("{title}{cs}{failed}:"),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ]);
+            match &p.spreads {
+                Some(x) => {
+                    for (name, v) in [
+                        ("freeze (request -> quiescent)", x.freeze),
+                        ("blackout (vCPUs held)", x.blackout),
+                        ("total (request -> guest ack)", x.total),
+                        ("set-mode round trip (client)", x.client_rtt),
+                        ("floor: pause+resume blackout", x.floor_blackout),
+                        ("floor: pause+resume round trip", x.floor_rtt),
+                    ] {
+                        rows.push(switching::spread_row(&format!("  {name}"), v));
+                    }
+                }
+                None => rows.push(vec![format!("  no figures: {}", p.error.as_deref().unwrap_or("?"))]),
+            }
+        }
+        out.push_str(&grid(&rows, &[0]));
+        let load = sw.under_load.spreads.as_ref();
+        if let Some(b) = load.and_then(|x| x.blackout) {
+            let met = if b.p50_us <= TARGET_BLACKOUT_P50_US { "met" } else { "NOT MET" };
+            let floor = load.and_then(|x| x.floor_blackout).map_or_else(|| "-".to_string(), |f| f.p50_us.to_string());
+            out.push_str(&format!(
+                "  blackout p50 under load {} us (platform floor {floor} us): target <= {TARGET_BLACKOUT_P50_US} us: {met}\n",
+                b.p50_us
+            ));
+        }
+        if let (Some(t), Some(cs)) = (load.and_then(|x| x.total), sw.under_load.values.as_ref().and_then(|v| v.cs_us)) {
+            let bound = cs + 2000;
+            let met = if t.max_us <= bound { "met" } else { "NOT MET" };
+            out.push_str(&format!(
+                "  total under load max {} ms: target <= cs + 2 ms = {}: {met}\n",
+                ms(t.max_us),
+                ms(bound)
+            ));
+        }
+        if let Some(r) = sw.idle.spreads.as_ref().and_then(|x| x.client_rtt) {
+            let met = if r.p50_us <= TARGET_IDLE_RTT_P50_US { "met" } else { "NOT MET" };
+            out.push_str(&format!("  idle set-mode round trip p50 {} ms: target <= 1 ms: {met}\n", ms(r.p50_us)));
+        }
+    }
+    if let Some(sc) = &s.scale {
+        out.push_str(&format!(
+            "\nscale (switches under the lock load per vCPU count, {} each, on {} host CPUs; ms):\n",
+            s.config.scale_switches,
+            opt(s.host.cpus)
+        ));
+        let mut rows = vec![cells(&[
+            "vCPUs",
+            "|",
+            "blackout p50",
+            "p99",
+            "|",
+            "total p50",
+            "p99",
+            "|",
+            "floor p50",
+            "|",
+            "switches",
+            "failed",
+        ])];
+        for p in sc {
+            let x = p.spreads.as_ref();
+            let g = |f: fn(&PhaseSpreads) -> Option<crate::switch::Spread>, p99: bool| {
+                x.and_then(f).map_or_else(|| "-".to_string(), |s| ms(if p99 { s.p99_us } else { s.p50_us }))
+            };
+            rows.push(vec![
+                p.config.vcpus.to_string(),
+                "|".into(),
+                g(|s| s.blackout, false),
+                g(|s| s.blackout, true),
+                "|".into(),
+                g(|s| s.total, false),
+                g(|s| s.total, true),
+                "|".into(),
+                g(|s| s.floor_blackout, false),
+                "|".into(),
+                p.values.as_ref().map_or_else(|| "-".to_string(), |v| v.total.len().to_string()),
+                if p.error.is_some() { "all".to_string() } else { p.failed_switches().to_string() },
+            ]);
+        }
+        out.push_str(&grid(&rows, &[]));
+    }
+    if !s.failures.is_empty() {
+        out.push_str(&format!("\n{} problem(s):\n", s.failures.len()));
+        for f in &s.failures {
+            out.push_str(&format!("  {f}\n"));
+        }
+    }
+    out
+}
+
+/// Writes `bench.json` and the plots into `dir`; every file is attempted.
+pub fn write_outputs(s: &Suite, dir: &Path) -> Outputs {
+    let mut o = Outputs::default();
+    let write = |name: &str, text: Result<String, String>, o: &mut Outputs| {
+        let path = dir.join(name);
+        match text.and_then(|t| std::fs::write(&path, t).map_err(|e| e.to_string())) {
+            Ok(()) => {
+                if name.ends_with(".svg") {
+                    o.plots.push(path);
+                } else {
+                    o.json = Some(path);
+                }
+            }
+            Err(e) => {
+                o.errors.push(format!("cannot write {}: {e}; check that the directory is writable", path.display()))
+            }
+        }
+    };
+    if let Some(l) = &s.latency {
+        write("latency.svg", plot_latency(l).map_err(|e| e.to_string()), &mut o);
+    }
+    if let Some(sw) = &s.switch {
+        write("switch.svg", plot_switch(sw).map_err(|e| e.to_string()), &mut o);
+    }
+    if let Some(sc) = &s.scale {
+        write("scale.svg", plot_scale(sc).map_err(|e| e.to_string()), &mut o);
+    }
+    let json = serde_json::to_string_pretty(s).map(|mut t| {
+        t.push('\n');
+        t
+    });
+    write("bench.json", json.map_err(|e| e.to_string()), &mut o);
+    o
+}
+
+fn plot_latency(l: &LatencyResult) -> Result<String, plots::PlotError> {
+    let panels: Vec<plots::HistPanel> = ["mainline", "rt"]
+        .iter()
+        .map(|mode| plots::HistPanel {
+            title: format!("{mode}: thread latency, all CPUs"),
+            series: l
+                .runs
+                .iter()
+                .filter(|r| r.mode == *mode)
+                .filter_map(|r| {
+                    let f = r.figures()?;
+                    Some(plots::HistSeries {
+                        label: format!(
+                            "--load {}: p50 {} us, p99 {} us, max {} us",
+                            r.load,
+                            opt(f.thread_p50),
+                            opt(f.thread_p99),
+                            opt(f.thread_max_us)
+                        ),
+                        buckets: f.thread_buckets.clone(),
+                        overflow: f.thread_overflow,
+                        range_us: f.hist_max_us.unwrap_or(u64::from(DEFAULT_BENCH_HIST_MAX_US)),
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    plots::latency_svg("rtswitch bench: timer latency, mainline vs rt, by load", &panels)
+}
+
+fn plot_switch(sw: &SwitchResult) -> Result<String, plots::PlotError> {
+    let p = sw.under_load.values.clone().unwrap_or_default();
+    let series = vec![
+        plots::Distribution { label: "freeze (request -> quiescent)".into(), values_us: p.freeze },
+        plots::Distribution { label: "blackout (vCPUs held)".into(), values_us: p.blackout },
+        plots::Distribution { label: "total (request -> guest ack)".into(), values_us: p.total },
+        plots::Distribution { label: "platform floor: pause+resume blackout".into(), values_us: p.floor_blackout },
+    ];
+    plots::switch_svg(
+        &format!(
+            "rtswitch bench: {} switches under the lock load, {} vCPUs",
+            sw.under_load.config.count, sw.under_load.config.vcpus
+        ),
+        &series,
+    )
+}
+
+fn plot_scale(sc: &[PhaseResult]) -> Result<String, plots::PlotError> {
+    let points: Vec<plots::ScalePoint> = sc
+        .iter()
+        .map(|p| {
+            let x = p.spreads.as_ref();
+            plots::ScalePoint {
+                vcpus: p.config.vcpus,
+                blackout_p50_us: x.and_then(|s| s.blackout).map(|s| s.p50_us),
+                blackout_p99_us: x.and_then(|s| s.blackout).map(|s| s.p99_us),
+                total_p50_us: x.and_then(|s| s.total).map(|s| s.p50_us),
+                total_p99_us: x.and_then(|s| s.total).map(|s| s.p99_us),
+            }
+        })
+        .collect();
+    plots::scale_svg("rtswitch bench: switch cost vs vCPU count (under the lock load)", &points)
+}

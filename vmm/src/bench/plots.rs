@@ -1,0 +1,648 @@
+//! SVG plots of the benchmark suite: latency histograms per lock mode,
+//! the switch-time distribution as empirical CDFs, and the switch cost
+//! against the vCPU count.
+//!
+//! Drawn like `--plot` (`crate::report::plot`): plotters' SVG backend
+//! only, so text stays SVG `<text>` (no font rendering, no system fonts).
+//! Histograms are drawn in the round bins of
+//! [`bin_width`](crate::report::plot::bin_width) on a log count axis;
+//! durations spanning microseconds to seconds are drawn on log10 axes.
+//! Input with nothing to draw still gives a valid SVG that says "no data".
+
+use std::fmt::{Display, Write};
+
+use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::report::plot::bin_width;
+
+/// A plot that could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// plotters failed while drawing.
+    #[error("cannot draw the {plot} plot: {why}")]
+    Draw {
+        /// Which plot: "latency", "switch" or "scale".
+        plot: &'static str,
+        /// plotters' error.
+        why: String,
+    },
+}
+
+/// One latency histogram: 1 µs buckets as (bucket start µs, count),
+/// ascending, only non-empty ones; `overflow` samples were beyond
+/// `range_us` (they cannot be placed on the x axis: the legend counts them).
+#[derive(Debug, Clone)]
+pub struct HistSeries {
+    /// Legend text (the suite puts p50/p99 in it).
+    pub label: String,
+    /// (bucket start µs, samples), ascending, non-empty buckets only.
+    pub buckets: Vec<(u64, u64)>,
+    /// Samples beyond `range_us`.
+    pub overflow: u64,
+    /// The histogram's range in µs.
+    pub range_us: u64,
+}
+
+/// A panel of [`latency_svg`]: its title and its series.
+#[derive(Debug, Clone)]
+pub struct HistPanel {
+    /// The panel's caption.
+    pub title: String,
+    /// One histogram per load.
+    pub series: Vec<HistSeries>,
+}
+
+/// A distribution of durations in µs (unsorted; may be empty: drawn as
+/// nothing, the legend says "no data").
+#[derive(Debug, Clone)]
+pub struct Distribution {
+    /// Legend text.
+    pub label: String,
+    /// The durations, µs, in any order.
+    pub values_us: Vec<u64>,
+}
+
+/// Switch cost at one vCPU count (`None`: not measured, e.g. that VM
+/// failed; the point is skipped).
+#[derive(Debug, Clone)]
+pub struct ScalePoint {
+    /// The VM's vCPU count.
+    pub vcpus: u32,
+    /// Median blackout, µs.
+    pub blackout_p50_us: Option<u64>,
+    /// 99th percentile blackout, µs.
+    pub blackout_p99_us: Option<u64>,
+    /// Median total switch time, µs.
+    pub total_p50_us: Option<u64>,
+    /// 99th percentile total switch time, µs.
+    pub total_p99_us: Option<u64>,
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Drawn = Result<(), String>;
+
+const WIDTH: u32 = 1100;
+const TITLE_HEIGHT: u32 = 50;
+const PANEL_HEIGHT: u32 = 420;
+const CHART_SIZE: (u32, u32) = (WIDTH, 650);
+/// Where an empty histogram bin is drawn on the log count axis.
+const ZERO_LEVEL: f64 = 0.5;
+/// Okabe-Ito colours (distinguishable with colour blindness), by series index.
+const COLORS: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];
+
+fn color(i: usize) -> RGBColor {
+    COLORS[i % COLORS.len()]
+}
+
+fn why(e: impl Display) -> String {
+    e.to_string()
+}
+
+/// The SVG text of a `size` canvas titled `title`, its body drawn by `body`.
+fn render(
+    plot: &'static str,
+    size: (u32, u32),
+    title: &str,
+    body: impl FnOnce(&Area<'_>) -> Drawn,
+) -> Result<String, PlotError> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
+        let drawn = root
+            .fill(&WHITE)
+            .map_err(why)
+            .and_then(|()| root.titled(title, ("sans-serif", 22)).map_err(why))
+            .and_then(|area| body(&area))
+            .and_then(|()| root.present().map_err(why));
+        drawn.map_err(|why| PlotError::Draw { plot, why })?;
+    }
+    Ok(svg)
+}
+
+/// "no data" in the middle of `area`.
+fn no_data(area: &Area<'_>) -> Drawn {
+    let (w, h) = area.dim_in_pixel();
+    let style = TextStyle::from(("sans-serif", 24).into_font()).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center));
+    area.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), style)).map_err(why)
+}
+
+/// Latency histograms: one panel per lock mode (the suite passes
+/// "mainline" and "rt"), each with one series per load. Counts on a log y
+/// axis, the same in every panel; x in µs from 0 to the largest bucket
+/// present in any panel, the same in every panel so that they compare,
+/// drawn in the round bins of [`bin_width`] when wide. A legend entry per
+/// series, with the overflowed samples counted.
+///
+/// # Errors
+/// [`PlotError::Draw`] if plotters fails (it does not for any input the tests know of).
+pub fn latency_svg(title: &str, panels: &[HistPanel]) -> Result<String, PlotError> {
+    let rows = panels.len().max(1);
+    let height = PANEL_HEIGHT.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX)).saturating_add(TITLE_HEIGHT);
+    render("latency", (WIDTH, height), title, |area| {
+        let Some(last) =
+            panels.iter().flat_map(|p| &p.series).flat_map(|s| &s.buckets).filter(|b| b.1 > 0).map(|b| b.0).max()
+        else {
+            // Nothing to scale the axes on: the panels' captions and "no data".
+            if panels.is_empty() {
+                return no_data(area);
+            }
+            let scale = Scale { width: 1, end_us: 0, y_max: 2.0 };
+            return area.split_evenly((rows, 1)).iter().zip(panels).try_for_each(|(a, p)| latency_panel(a, p, &scale));
+        };
+        let span = last.saturating_add(1);
+        let width = bin_width(span);
+        let end_us = span.checked_next_multiple_of(width).unwrap_or(span);
+        let y_max = panels
+            .iter()
+            .flat_map(|p| &p.series)
+            .flat_map(|s| bins(&s.buckets, width, end_us))
+            .map(|(_, n)| n)
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64
+            * 2.0;
+        let scale = Scale { width, end_us, y_max };
+        area.split_evenly((rows, 1)).iter().zip(panels).try_for_each(|(a, p)| latency_panel(a, p, &scale))
+    })
+}
+
+/// The axes every latency panel shares.
+struct Scale {
+    /// Display bin width, µs.
+    width: u64,
+    /// The x axis ends here (a multiple of `width`), µs.
+    end_us: u64,
+    /// Top of the count axis.
+    y_max: f64,
+}
+
+/// `(bin start µs, samples)` for every bin of `width` µs below `end_us`;
+/// none when the histogram is empty.
+fn bins(buckets: &[(u64, u64)], width: u64, end_us: u64) -> Vec<(u64, u64)> {
+    if buckets.iter().all(|b| b.1 == 0) {
+        return Vec::new();
+    }
+    let mut out: Vec<(u64, u64)> = (0..end_us / width).map(|i| (i * width, 0)).collect();
+    for &(us, n) in buckets {
+        if let Some(bin) = usize::try_from(us / width).ok().and_then(|i| out.get_mut(i)) {
+            bin.1 = bin.1.saturating_add(n);
+        }
+    }
+    out
+}
+
+fn hist_legend(s: &HistSeries) -> String {
+    let mut text = s.label.clone();
+    if s.buckets.iter().all(|b| b.1 == 0) {
+        text.push_str(" (no data)");
+    }
+    if s.overflow > 0 {
+        let _ = write!(text, ", {} beyond {} µs (not drawn)", s.overflow, s.range_us);
+    }
+    text
+}
+
+fn latency_panel(area: &Area<'_>, panel: &HistPanel, scale: &Scale) -> Drawn {
+    let Scale { width, end_us, y_max } = *scale;
+    let x_max = (end_us as f64 * 1.05).max(10.0);
+    let y_desc = match width {
+        1 => "samples per 1 µs bucket (log scale)".to_string(),
+        w => format!("samples per {w} µs bin (log scale)"),
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..x_max, (ZERO_LEVEL..y_max).log_scale())
+        .map_err(why)?;
+    let y_fmt = |v: &f64| if *v < 1.0 { "0".to_string() } else { format!("{v:.0}") };
+    let x_fmt = |v: &f64| format!("{v:.0}");
+    chart
+        .configure_mesh()
+        .x_desc("latency (µs)")
+        .y_desc(y_desc)
+        .x_label_formatter(&x_fmt)
+        .y_label_formatter(&y_fmt)
+        .draw()
+        .map_err(why)?;
+    let mut drawn = false;
+    for (i, s) in panel.series.iter().enumerate() {
+        let bins = bins(&s.buckets, width, end_us);
+        drawn |= !bins.is_empty();
+        let style = color(i).stroke_width(2);
+        // A step line: each bin [start, start + width) flat at its count.
+        let points = bins.into_iter().flat_map(|(start, n)| {
+            let y = if n == 0 { ZERO_LEVEL } else { n as f64 };
+            [(start as f64, y), ((start + width) as f64, y)]
+        });
+        chart
+            .draw_series(LineSeries::new(points, style))
+            .map_err(why)?
+            .label(hist_legend(s))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+    }
+    if !drawn {
+        no_data(&chart.plotting_area().strip_coord_spec())?;
+    }
+    if !panel.series.is_empty() {
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(why)?;
+    }
+    Ok(())
+}
+
+/// The powers of ten around `lo..=hi` (both at least 1), at least a decade apart.
+fn decades(lo: u64, hi: u64) -> (f64, f64) {
+    let mut start = 1u64;
+    while let Some(next) = start.checked_mul(10).filter(|&n| n <= lo.max(1)) {
+        start = next;
+    }
+    let mut end = start.saturating_mul(10);
+    while end < hi && end != u64::MAX {
+        end = end.saturating_mul(10);
+    }
+    (start as f64, end as f64)
+}
+
+/// `us` as "250 µs", "1.5 ms", "2 s".
+fn fmt_us(us: f64) -> String {
+    let us = if (us - us.round()).abs() < 1e-6 * us.abs().max(1.0) { us.round() } else { us };
+    let (v, unit) = if us >= 1e6 {
+        (us / 1e6, "s")
+    } else if us >= 1e3 {
+        (us / 1e3, "ms")
+    } else {
+        (us, "µs")
+    };
+    let text = format!("{v:.2}");
+    format!("{} {unit}", text.trim_end_matches('0').trim_end_matches('.'))
+}
+
+/// The empirical CDF of `sorted` as a step line ending at `x_end`.
+fn ecdf(sorted: &[u64], x_end: f64) -> Vec<(f64, f64)> {
+    let n = sorted.len() as f64;
+    let mut points = Vec::new();
+    let mut i = 0;
+    while let Some(&v) = sorted.get(i) {
+        let j = i + sorted[i..].partition_point(|&x| x == v);
+        points.push((v as f64, i as f64 / n));
+        points.push((v as f64, j as f64 / n));
+        i = j;
+    }
+    if let Some(&(_, y)) = points.last() {
+        points.push((x_end, y));
+    }
+    points
+}
+
+/// Switch-time distribution: the empirical CDF of each series (y: the
+/// fraction of switches at or below x) on a log10 x axis in µs, 0 drawn
+/// at 1 µs. The suite passes freeze, blackout, total (under load) and
+/// the platform floor blackout. The legend gives each series' sample
+/// count; p50 and p99 are marked by horizontal lines.
+///
+/// # Errors
+/// [`PlotError::Draw`] if plotters fails (it does not for any input the tests know of).
+pub fn switch_svg(title: &str, series: &[Distribution]) -> Result<String, PlotError> {
+    render("switch", CHART_SIZE, title, |area| {
+        let sorted: Vec<Vec<u64>> = series
+            .iter()
+            .map(|d| {
+                let mut v: Vec<u64> = d.values_us.iter().map(|&us| us.max(1)).collect();
+                v.sort_unstable();
+                v
+            })
+            .collect();
+        let lo = sorted.iter().filter_map(|v| v.first()).min();
+        let hi = sorted.iter().filter_map(|v| v.last()).max();
+        let (x_lo, x_hi) = match (lo, hi) {
+            (Some(&lo), Some(&hi)) => decades(lo, hi),
+            _ => (1.0, 1e6),
+        };
+        let mut chart = ChartBuilder::on(area)
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x_lo..x_hi).log_scale(), 0f64..1.02)
+            .map_err(why)?;
+        let x_fmt = |v: &f64| fmt_us(*v);
+        let y_fmt = |v: &f64| format!("{v:.1}");
+        chart
+            .configure_mesh()
+            .x_desc("duration (log scale)")
+            .y_desc("fraction of switches at or below")
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .draw()
+            .map_err(why)?;
+        let grey = RGBColor(150, 150, 150);
+        for (name, y) in [("p50", 0.5), ("p99", 0.99)] {
+            chart.draw_series(LineSeries::new([(x_lo, y), (x_hi, y)], grey.stroke_width(1))).map_err(why)?;
+            let style =
+                TextStyle::from(("sans-serif", 13).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Top));
+            chart.draw_series(std::iter::once(Text::new(name, (x_lo * 1.1, y - 0.01), style))).map_err(why)?;
+        }
+        for (i, (d, values)) in series.iter().zip(&sorted).enumerate() {
+            let style = color(i).stroke_width(2);
+            let label = match values.len() {
+                0 => format!("{} (no data)", d.label),
+                n => format!("{} (n = {n})", d.label),
+            };
+            chart
+                .draw_series(LineSeries::new(ecdf(values, x_hi), style))
+                .map_err(why)?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        }
+        if sorted.iter().all(Vec::is_empty) {
+            no_data(&chart.plotting_area().strip_coord_spec())?;
+        }
+        if !series.is_empty() {
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(why)?;
+        }
+        Ok(())
+    })
+}
+
+/// A series of [`scale_svg`]: name, value, colour, p99 (dashed, triangles) or p50.
+type Metric = (&'static str, fn(&ScalePoint) -> Option<u64>, RGBColor, bool);
+
+const METRICS: [Metric; 4] = [
+    ("blackout p50", |p| p.blackout_p50_us, RGBColor(0, 114, 178), false),
+    ("blackout p99", |p| p.blackout_p99_us, RGBColor(0, 114, 178), true),
+    ("total p50", |p| p.total_p50_us, RGBColor(213, 94, 0), false),
+    ("total p99", |p| p.total_p99_us, RGBColor(213, 94, 0), true),
+];
+
+/// Blackout and total switch time against the vCPU count: x = vCPUs on
+/// a log2 axis covering the points given, y in µs on a log10 axis; four
+/// line series with point markers (blackout p50 and p99 in blue, total
+/// p50 and p99 in orange; p99 dashed with triangles) and a legend. A
+/// value that was not measured is skipped (its line is broken there);
+/// the vCPU counts with no value at all are named under the title.
+///
+/// # Errors
+/// [`PlotError::Draw`] if plotters fails (it does not for any input the tests know of).
+pub fn scale_svg(title: &str, points: &[ScalePoint]) -> Result<String, PlotError> {
+    render("scale", CHART_SIZE, title, |area| {
+        let mut points = points.to_vec();
+        points.sort_by_key(|p| p.vcpus);
+        let x = |p: &ScalePoint| f64::from(p.vcpus.max(1));
+        let values: Vec<u64> =
+            points.iter().flat_map(|p| METRICS.map(|m| (m.1)(p))).flatten().map(|v| v.max(1)).collect();
+        let (y_lo, y_hi) = match (values.iter().min(), values.iter().max()) {
+            (Some(&lo), Some(&hi)) => decades(lo, hi),
+            _ => (1.0, 1e6),
+        };
+        let (x_lo, x_hi) = match (points.first(), points.last()) {
+            (Some(first), Some(last)) => (x(first) / 1.3, x(last) * 1.3),
+            _ => (1.0 / 1.3, 8.0 * 1.3),
+        };
+        let missing: Vec<String> =
+            points.iter().filter(|p| METRICS.iter().all(|m| (m.1)(p).is_none())).map(|p| p.vcpus.to_string()).collect();
+        let mut builder = ChartBuilder::on(area);
+        if !missing.is_empty() {
+            builder.caption(format!("not measured at {} vCPUs", missing.join(", ")), ("sans-serif", 16));
+        }
+        let mut chart = builder
+            .margin(16)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d((x_lo..x_hi).log_scale().base(2.0), (y_lo..y_hi).log_scale())
+            .map_err(why)?;
+        // Integral labels only, one per vCPU count of a power-of-two grid.
+        let x_fmt = |v: &f64| if (v - v.round()).abs() < 1e-9 { format!("{v:.0}") } else { String::new() };
+        let y_fmt = |v: &f64| fmt_us(*v);
+        chart
+            .configure_mesh()
+            .x_labels(points.len().max(4))
+            .x_desc("vCPUs (log2 scale)")
+            .y_desc("switch time (log scale)")
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .draw()
+            .map_err(why)?;
+        for &(name, value, color, p99) in &METRICS {
+            let line = color.stroke_width(2);
+            let at = |p: &ScalePoint| value(p).map(|v| (x(p), v.max(1) as f64));
+            // The line, broken where a value is missing.
+            for segment in points.split(|p| value(p).is_none()) {
+                let xy = segment.iter().filter_map(at);
+                if p99 {
+                    chart.draw_series(DashedLineSeries::new(xy, 8, 5, line)).map_err(why)?;
+                } else {
+                    chart.draw_series(LineSeries::new(xy, line)).map_err(why)?;
+                }
+            }
+            let label = if values.is_empty() { format!("{name} (no data)") } else { name.to_string() };
+            let xy: Vec<(f64, f64)> = points.iter().filter_map(at).collect();
+            let dot = color.filled();
+            // p99: triangles and a dashed line; p50: circles and a solid line.
+            if p99 {
+                chart
+                    .draw_series(xy.iter().map(|&at| TriangleMarker::new(at, 6, dot)))
+                    .map_err(why)?
+                    .label(label)
+                    .legend(move |(x, y)| {
+                        EmptyElement::at((x, y))
+                            + DashedPathElement::new(vec![(0, 0), (24, 0)], 6, 4, line)
+                            + TriangleMarker::new((12, 0), 6, dot)
+                    });
+            } else {
+                chart.draw_series(xy.iter().map(|&at| Circle::new(at, 4, dot))).map_err(why)?.label(label).legend(
+                    move |(x, y)| {
+                        EmptyElement::at((x, y))
+                            + PathElement::new(vec![(0, 0), (24, 0)], line)
+                            + Circle::new((12, 0), 4, dot)
+                    },
+                );
+            }
+        }
+        if values.is_empty() {
+            no_data(&chart.plotting_area().strip_coord_spec())?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(why)?;
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(label: &str, buckets: &[(u64, u64)], overflow: u64) -> HistSeries {
+        HistSeries { label: label.to_string(), buckets: buckets.to_vec(), overflow, range_us: 1000 }
+    }
+
+    fn is_svg(svg: &str) -> bool {
+        svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>")
+    }
+
+    #[test]
+    fn latency_has_a_panel_per_mode_and_a_line_per_load() {
+        let panel = |title: &str| HistPanel {
+            title: title.to_string(),
+            series: vec![
+                hist("none: p50 3 µs, p99 9 µs", &[(2, 10), (3, 50), (9, 1)], 0),
+                hist("cpu: p50 4 µs, p99 20 µs", &[(3, 5), (4, 40), (20, 2)], 0),
+                hist("locks: p50 5 µs, p99 700 µs", &[(5, 30), (700, 1)], 3),
+            ],
+        };
+        let svg = latency_svg("bench latency", &[panel("mainline"), panel("rt")]).unwrap();
+        assert!(is_svg(&svg), "{}", &svg[..80.min(svg.len())]);
+        for text in ["bench latency", "mainline", "rt", "none: p50 3 µs", "cpu: p50 4 µs", "locks: p50 5 µs"] {
+            assert!(svg.contains(text), "{text}");
+        }
+        assert!(svg.contains("3 beyond 1000 µs"));
+        assert!(svg.contains("samples per 5 µs bin"), "701 µs wide: binned by 5 µs");
+        assert!(svg.matches("<polyline").count() >= 6, "a line per load in each panel");
+    }
+
+    #[test]
+    fn latency_bins_sum_sparse_buckets() {
+        assert_eq!(bins(&[(0, 1), (4, 2), (5, 3), (11, 4)], 5, 15), [(0, 3), (5, 3), (10, 4)]);
+        assert_eq!(bins(&[(0, 1), (99, 2)], 5, 15), [(0, 1), (5, 0), (10, 0)], "beyond the axis: dropped");
+        assert!(bins(&[], 1, 10).is_empty());
+    }
+
+    #[test]
+    fn latency_degenerate_inputs_say_no_data() {
+        let empty = HistPanel { title: "rt".to_string(), series: vec![hist("none", &[], 5)] };
+        let bare = HistPanel { title: "mainline".to_string(), series: vec![] };
+        for panels in [vec![], vec![bare.clone()], vec![empty.clone(), bare], vec![empty]] {
+            let svg = latency_svg("t", &panels).unwrap();
+            assert!(is_svg(&svg) && svg.contains("no data"), "{panels:?}");
+        }
+        let single = HistPanel { title: "rt".to_string(), series: vec![hist("zero", &[(0, 1)], 0)] };
+        assert!(is_svg(&latency_svg("t", &[single]).unwrap()));
+        let far = HistPanel { title: "rt".to_string(), series: vec![hist("far", &[(u64::MAX, u64::MAX)], 0)] };
+        assert!(is_svg(&latency_svg("t", &[far]).unwrap()));
+    }
+
+    #[test]
+    fn switch_draws_a_cdf_per_series() {
+        let d = |label: &str, values_us: Vec<u64>| Distribution { label: label.to_string(), values_us };
+        let series = [
+            d("freeze", vec![30, 10, 20, 20]),
+            d("blackout", vec![0, 150, 2000]),
+            d("total under load", vec![120_000, 900_000, 40_000]),
+            d("floor blackout", vec![]),
+        ];
+        let svg = switch_svg("switch time", &series).unwrap();
+        assert!(is_svg(&svg));
+        for text in
+            ["switch time", "freeze (n = 4)", "blackout (n = 3)", "total under load", "floor blackout (no data)"]
+        {
+            assert!(svg.contains(text), "{text}");
+        }
+        assert!(svg.contains("1 µs") && svg.contains("1 s"), "axis from 1 µs (0 clamped) to 1 s");
+        assert_eq!(
+            ecdf(&[10, 20, 20, 30], 100.0),
+            [(10.0, 0.0), (10.0, 0.25), (20.0, 0.25), (20.0, 0.75), (30.0, 0.75), (30.0, 1.0), (100.0, 1.0)]
+        );
+    }
+
+    #[test]
+    fn switch_degenerate_inputs_say_no_data() {
+        let empty = Distribution { label: "freeze".to_string(), values_us: vec![] };
+        for series in [vec![], vec![empty]] {
+            let svg = switch_svg("t", &series).unwrap();
+            assert!(is_svg(&svg) && svg.contains("no data"));
+        }
+        for values_us in [vec![0], vec![7], vec![0, 0, 0], vec![u64::MAX]] {
+            let one = Distribution { label: "one".to_string(), values_us };
+            assert!(is_svg(&switch_svg("t", &[one]).unwrap()));
+        }
+    }
+
+    #[test]
+    fn axis_helpers_round_to_decades_and_units() {
+        assert_eq!(decades(1, 1), (1.0, 10.0));
+        assert_eq!(decades(7, 1_000_000), (1.0, 1e6));
+        assert_eq!(decades(150, 2000), (100.0, 1e4));
+        assert_eq!(decades(0, 0), (1.0, 10.0));
+        assert_eq!(fmt_us(1.0), "1 µs");
+        assert_eq!(fmt_us(250.0), "250 µs");
+        assert_eq!(fmt_us(1500.0), "1.5 ms");
+        assert_eq!(fmt_us(999.999_999_9), "1 ms");
+        assert_eq!(fmt_us(1e6), "1 s");
+    }
+
+    fn point(vcpus: u32, base: u64) -> ScalePoint {
+        ScalePoint {
+            vcpus,
+            blackout_p50_us: Some(base),
+            blackout_p99_us: Some(base * 3),
+            total_p50_us: Some(base * 100),
+            total_p99_us: Some(base * 400),
+        }
+    }
+
+    #[test]
+    fn scale_draws_four_series_against_vcpus() {
+        let mut gap = point(4, 30);
+        gap.total_p99_us = None;
+        let failed = ScalePoint {
+            vcpus: 8,
+            blackout_p50_us: None,
+            blackout_p99_us: None,
+            total_p50_us: None,
+            total_p99_us: None,
+        };
+        let svg = scale_svg("switch cost vs vCPUs", &[point(2, 20), point(1, 10), gap, failed]).unwrap();
+        assert!(is_svg(&svg));
+        for text in ["switch cost vs vCPUs", "blackout p50", "blackout p99", "total p50", "total p99"] {
+            assert!(svg.contains(text), "{text}");
+        }
+        assert!(svg.contains("not measured at 8 vCPUs"));
+        assert!(svg.contains("vCPUs (log2 scale)"));
+    }
+
+    #[test]
+    fn scale_degenerate_inputs_say_no_data() {
+        let none = ScalePoint {
+            vcpus: 0,
+            blackout_p50_us: None,
+            blackout_p99_us: None,
+            total_p50_us: None,
+            total_p99_us: None,
+        };
+        for points in [vec![], vec![none]] {
+            let svg = scale_svg("t", &points).unwrap();
+            assert!(is_svg(&svg) && svg.contains("no data"));
+        }
+        let zero = ScalePoint { vcpus: 1, ..point(1, 0) };
+        for points in [vec![point(1, 5)], vec![zero], vec![point(4, 5), point(4, 6)]] {
+            assert!(is_svg(&scale_svg("t", &points).unwrap()));
+        }
+    }
+}

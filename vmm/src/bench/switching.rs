@@ -1,0 +1,161 @@
+//! The switch and scale families of `rtswitch bench`: what a runtime
+//! switch costs, measured on a real VM through the real control socket.
+//!
+//! One phase is one VM (`rtswitch run --api-sock ...`, this executable):
+//! N `set-mode` toggles, each followed by a pause (the guest prepares the
+//! next latency epoch's memory in the background meanwhile), recording
+//! freeze, blackout and total as the VMM measured them and the round trip
+//! the client saw; then N `x-pause-resume` calls: the VMM holding and
+//! releasing every vCPU with no checks and no patch, the platform floor of
+//! a blackout, measured in the same VM. A switch that fails (the guest did
+//! not quiesce in time, ...) is counted with its reason, not hidden, and the
+//! phase goes on.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::api::child::{ChildVm, ChildVmError};
+use crate::api::client::{ClientError, Session};
+use crate::switch::Spread;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchBenchError {
+    #[error(transparent)]
+    Vm(#[from] ChildVmError),
+    #[error("control socket: {0}; the VM may have exited (run it alone with `rtswitch run --api-sock` to see why)")]
+    Client(#[from] ClientError),
+    #[error("the VM refused {what}: {reply}")]
+    Refused { what: &'static str, reply: String },
+}
+
+/// One phase's settings.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseConfig {
+    pub vcpus: u32,
+    /// `locks` or `none`.
+    pub load: &'static str,
+    /// Critical section of the lock load (`None`: the guest's default).
+    pub cs_us: Option<u32>,
+    /// Switches, then as many pause+resume rounds.
+    pub count: u32,
+    /// Pause after each switch.
+    pub gap_ms: u64,
+}
+
+/// Deadline for the guest to quiesce in one switch: generous, so that a
+/// busy host makes switches slow rather than failed (a benchmark measures,
+/// it does not judge the host).
+const SWITCH_TIMEOUT_MS: u32 = 20_000;
+/// Bound on one reply.
+const REPLY_LIMIT: Duration = Duration::from_secs(60);
+
+/// One phase's figures, in µs (successful switches only).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Phase {
+    pub freeze: Vec<u64>,
+    pub blackout: Vec<u64>,
+    pub total: Vec<u64>,
+    pub client_rtt: Vec<u64>,
+    pub floor_blackout: Vec<u64>,
+    pub floor_rtt: Vec<u64>,
+    /// The critical section the guest ran (from its workload line).
+    pub cs_us: Option<u64>,
+    /// Lock call sites one switch rewrote.
+    pub sites: Option<u64>,
+    /// Switches that failed, with the VMM's reason.
+    pub failed: Vec<String>,
+}
+
+/// min / p50 / p99 / max of each figure.
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseSpreads {
+    pub freeze: Option<Spread>,
+    pub blackout: Option<Spread>,
+    pub total: Option<Spread>,
+    pub client_rtt: Option<Spread>,
+    pub floor_blackout: Option<Spread>,
+    pub floor_rtt: Option<Spread>,
+}
+
+impl Phase {
+    pub fn spreads(&self) -> PhaseSpreads {
+        let s = |v: &Vec<u64>| Spread::of(&mut v.clone());
+        PhaseSpreads {
+            freeze: s(&self.freeze),
+            blackout: s(&self.blackout),
+            total: s(&self.total),
+            client_rtt: s(&self.client_rtt),
+            floor_blackout: s(&self.floor_blackout),
+            floor_rtt: s(&self.floor_rtt),
+        }
+    }
+}
+
+fn start_vm(cfg: &PhaseConfig) -> Result<(ChildVm, Session), SwitchBenchError> {
+    let sock =
+        std::env::temp_dir().join(format!("rtswitch-bench-{}-{}-{}.sock", cfg.load, cfg.vcpus, std::process::id()));
+    let mut vm_args: Vec<String> = ["--load", cfg.load, "--vcpus"].iter().map(|s| s.to_string()).collect();
+    vm_args.push(cfg.vcpus.to_string());
+    vm_args.extend(["--switch-timeout-ms".to_string(), SWITCH_TIMEOUT_MS.to_string()]);
+    if let Some(cs) = cfg.cs_us {
+        vm_args.extend(["--cs-us".to_string(), cs.to_string()]);
+    }
+    let vm = ChildVm::start(&sock, &vm_args)?;
+    let session = vm.wait_ready(REPLY_LIMIT)?;
+    Ok((vm, session))
+}
+
+/// Runs one phase; `progress` is called after each switch and round with
+/// how many of the `2 * count` steps are done.
+pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Phase, SwitchBenchError> {
+    let (_vm, mut s) = start_vm(cfg)?;
+    let mut p = Phase::default();
+    let lat = s.execute(json!({"execute": "query-latency"}), &mut |_| {})?;
+    p.cs_us = lat["return"]["workload"]
+        .as_str()
+        .and_then(|w| w.split("cs ").nth(1))
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok());
+    let mut mode = "rt";
+    for i in 0..cfg.count {
+        let t = Instant::now();
+        let r = s.execute(json!({"execute": "set-mode", "arguments": {"mode": mode}}), &mut |_| {})?;
+        let rtt = t.elapsed().as_micros() as u64;
+        if let Some(ret) = r.get("return") {
+            p.client_rtt.push(rtt);
+            for (v, k) in [(&mut p.freeze, "freeze_us"), (&mut p.blackout, "blackout_us"), (&mut p.total, "total_us")] {
+                v.push(ret[k].as_u64().unwrap_or(0));
+            }
+            p.sites = ret["sites_patched"].as_u64().or(p.sites);
+            mode = if mode == "rt" { "mainline" } else { "rt" };
+        } else {
+            let why = r["error"]["desc"].as_str().map_or_else(|| r.to_string(), str::to_string);
+            p.failed.push(why);
+        }
+        progress(i + 1);
+        std::thread::sleep(Duration::from_millis(cfg.gap_ms));
+    }
+    for i in 0..cfg.count {
+        let t = Instant::now();
+        let r = s.execute(json!({"execute": "x-pause-resume"}), &mut |_| {})?;
+        p.floor_rtt.push(t.elapsed().as_micros() as u64);
+        let us = r["return"]["blackout_us"]
+            .as_u64()
+            .ok_or_else(|| SwitchBenchError::Refused { what: "a pause+resume", reply: r.to_string() })?;
+        p.floor_blackout.push(us);
+        progress(cfg.count + i + 1);
+    }
+    let _ = s.execute(json!({"execute": "quit"}), &mut |_| {});
+    Ok(p)
+}
+
+/// One row of a spread table: name, then min / p50 / p99 / max in ms.
+pub fn spread_row(name: &str, s: Option<Spread>) -> Vec<String> {
+    let ms = |us: u64| format!("{:.3}", us as f64 / 1e3);
+    match s {
+        Some(s) => vec![name.to_string(), ms(s.min_us), ms(s.p50_us), ms(s.p99_us), ms(s.max_us)],
+        None => vec![name.to_string(), "-".into(), "-".into(), "-".into(), "-".into()],
+    }
+}
