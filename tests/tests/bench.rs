@@ -1,0 +1,142 @@
+//! The benchmark suite (issue 7), end to end on real VMs, shrunk to a
+//! few seconds per family: every family runs, the table has each section,
+//! the JSON holds every family's figures and agrees with the table, the
+//! plots are SVG, and the adaptive-spinning switch really reaches the
+//! guest. It asserts behaviour, never speed: figures are whatever this
+//! host gives.
+
+use std::time::Duration;
+
+use rtswitch_tests::{ExitCode, Scratch, require_kvm, run_rtswitch};
+use serde_json::Value;
+
+/// Every VM of the shrunk suite is short; the whole run takes ~30 s here.
+const LIMIT: Duration = Duration::from_secs(300);
+
+#[test]
+fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
+    require_kvm();
+    let dir = Scratch::new("bench-suite");
+    let out = dir.0.join("out");
+    let r = run_rtswitch(
+        &[
+            "bench",
+            "--quick",
+            "--out",
+            out.to_str().unwrap(),
+            "--boots",
+            "2",
+            "--duration",
+            "1",
+            "--throughput-secs",
+            "1",
+            "--switches",
+            "4",
+            "--gap-ms",
+            "20",
+            "--scale-vcpus",
+            "1,2",
+            "--scale-switches",
+            "2",
+        ],
+        LIMIT,
+    );
+    r.assert_code(ExitCode::Ok);
+    for section in [
+        "rtswitch benchmark suite (--quick;",
+        "host: ",
+        "boot: process start -> guest ready, 2 vCPUs, no workload, 2 of 2 boots: min ",
+        "latency (us, all CPUs merged; 1 s per run",
+        "rt gain under lock load (mainline + locks / rt + locks): p99 ",
+        "rt against the cpu floor (rt + locks / rt + cpu): p99 ",
+        "lock throughput (lock operations per second",
+        "rt, no adaptive spinning",
+        "switch (4 switches per phase, 20 ms apart, 2 vCPUs, ",
+        "floor: pause+resume blackout",
+        "scale (switches under the lock load per vCPU count, 2 each",
+    ] {
+        r.assert_contains(section);
+    }
+    for run in ["mainline + none", "rt + none", "mainline + cpu", "rt + cpu", "mainline + locks", "rt + locks"] {
+        let row = r.stdout.lines().find(|l| l.trim_start().starts_with(run)).unwrap_or_else(|| panic!("no {run} row"));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells.last(), Some(&"0"), "{run} exit status: {row}");
+    }
+
+    let text = std::fs::read_to_string(out.join("bench.json")).expect("bench.json written");
+    let v: Value = serde_json::from_str(&text).expect("bench.json parses");
+    assert_eq!(v["bench_version"], 2);
+    assert_eq!(v["failures"], serde_json::json!([]), "{text}");
+    assert!(v["host"]["ring0_emulated"].as_bool().is_some(), "ring-0 speed not recorded");
+    let boots = v["boot"]["boots"].as_array().expect("boots");
+    assert_eq!(boots.len(), 2);
+    assert!(boots.iter().all(|b| b["ready_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
+    let runs = v["latency"]["runs"].as_array().expect("latency runs");
+    assert_eq!(runs.len(), 6);
+    for run in runs {
+        assert_eq!(run["exit_code"], 0, "{run}");
+        assert!(run["figures"]["samples"].as_u64().is_some_and(|n| n > 0), "no samples: {run}");
+    }
+    // The table's rt + locks p99 is the JSON's.
+    let p99 = runs[5]["figures"]["thread_p99"]["us"].as_u64().expect("rt + locks p99");
+    let row = r.stdout.lines().find(|l| l.trim_start().starts_with("rt + locks")).expect("rt + locks row");
+    assert_eq!(row.split_whitespace().nth(7), Some(p99.to_string().as_str()), "{row}");
+
+    let tput = v["throughput"]["runs"].as_array().expect("throughput runs");
+    assert_eq!(tput.len(), 3);
+    for t in tput {
+        assert!(t["ops_per_s"].as_f64().is_some_and(|x| x > 0.0), "no lock throughput: {t}");
+        assert_eq!(t["violations"], 0, "{t}");
+        assert_eq!(t["exit_code"], 0, "{t}");
+    }
+    assert_eq!(tput[2]["adaptive_spinning"], false);
+
+    for phase in [&v["switch"]["under_load"], &v["switch"]["idle"]] {
+        let vals = &phase["values"];
+        assert_eq!(vals["total"].as_array().map(Vec::len), Some(4), "{phase}");
+        assert_eq!(vals["floor_blackout"].as_array().map(Vec::len), Some(4), "{phase}");
+        let s = &phase["spreads"]["blackout"];
+        assert!(s["min_us"].as_u64() <= s["p50_us"].as_u64() && s["p50_us"].as_u64() <= s["max_us"].as_u64());
+    }
+    let scale = v["scale"].as_array().expect("scale");
+    assert_eq!(scale.iter().map(|p| p["config"]["vcpus"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+
+    for (plot, needle) in [("latency.svg", "--load locks"), ("switch.svg", "blackout"), ("scale.svg", "vCPU")] {
+        let svg = std::fs::read_to_string(out.join(plot)).unwrap_or_else(|e| panic!("{plot} not written: {e}"));
+        assert!(svg.starts_with("<svg") || svg.contains("<svg"), "{plot} is not SVG");
+        assert!(svg.contains(needle), "{plot} lacks '{needle}'");
+    }
+}
+
+#[test]
+fn the_no_spin_guest_flag_turns_adaptive_spinning_off() {
+    require_kvm();
+    let r = run_rtswitch(
+        &["run", "--mode", "rt", "--no-workload", "--duration", "0.3", "--guest-arg", "no-spin", "--quiet"],
+        Duration::from_secs(60),
+    );
+    r.assert_code(ExitCode::Ok).assert_contains("adaptive spinning DISABLED (guest argument no-spin)");
+    let r = run_rtswitch(
+        &["run", "--mode", "rt", "--no-workload", "--duration", "0.3", "--quiet"],
+        Duration::from_secs(60),
+    );
+    r.assert_code(ExitCode::Ok).assert_not_contains("adaptive spinning DISABLED");
+}
+
+#[test]
+fn bad_bench_options_are_refused() {
+    for bad in [
+        &["bench", "--only", "nothing"][..],
+        &["bench", "--boots", "0"],
+        &["bench", "--switches", "1"],
+        &["bench", "--scale-vcpus", "0"],
+        &["bench", "--duration", "-1"],
+    ] {
+        let r = run_rtswitch(bad, Duration::from_secs(30));
+        r.assert_code(ExitCode::BadArguments);
+    }
+    let dir = Scratch::new("bench-bad-out");
+    let file = dir.file("not-a-dir", b"x");
+    let r = run_rtswitch(&["bench", "--only", "boot", "--out", file.to_str().unwrap()], Duration::from_secs(30));
+    r.assert_code(ExitCode::VmmError).assert_contains("cannot create --out directory");
+}
