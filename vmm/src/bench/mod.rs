@@ -199,11 +199,11 @@ impl SuiteConfig {
         let gap = self.switch.gap_ms as f64 / 1e3;
         if self.has(Family::Switch) {
             let n = f64::from(self.switch.count);
-            v.push((Family::Switch, n * (gap + 0.09) + n * (gap + 0.015) + 3.0));
+            v.push((Family::Switch, n * (gap + 0.025) + n * (gap + 0.012) + 3.0));
         }
         if self.has(Family::Scale) {
             let n = f64::from(self.scale_switches);
-            let per: f64 = self.scale_vcpus.iter().map(|&c| n * (gap + 0.05 * f64::from(c).max(1.0)) + 1.5).sum();
+            let per: f64 = self.scale_vcpus.iter().map(|&c| n * (gap + 0.01 * f64::from(c).max(1.0)) + 1.5).sum();
             v.push((Family::Scale, per));
         }
         v
@@ -351,6 +351,8 @@ pub struct Suite {
     pub scale: Option<Vec<PhaseResult>>,
     /// Parts that did not run or gave no figure, in words.
     pub failures: Vec<String>,
+    /// Wall time of each family that ran, seconds.
+    pub family_s: Vec<(Family, f64)>,
     pub exit_code: u8,
 }
 
@@ -385,6 +387,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let est = |f: Family| steps.iter().find(|s| s.0 == f).map_or(1.0, |s| s.1);
     let tmp = |what: &str| std::env::temp_dir().join(format!("rtswitch-bench-{}-{what}.json", std::process::id()));
 
+    let mut family_s: Vec<(Family, f64)> = Vec::new();
+    let t = Instant::now();
     let boot = cfg.has(Family::Boot).then(|| {
         let each = est(Family::Boot) / f64::from(cfg.boots);
         let boots: Vec<Boot> = (0..cfg.boots)
@@ -399,6 +403,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         BootResult { vcpus: cfg.vcpus, min_ms: s.map(|s| s.0), p50_ms: s.map(|s| s.1), max_ms: s.map(|s| s.2), boots }
     });
 
+    family_s.push((Family::Boot, t.elapsed().as_secs_f64()));
+    let t = Instant::now();
     let latency = cfg.has(Family::Latency).then(|| {
         let each = est(Family::Latency) / latency::RUNS.len() as f64;
         let runs: Vec<RunOutcome> = latency::RUNS
@@ -419,6 +425,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         LatencyResult { runs, comparisons, rt_over_mainline }
     });
 
+    family_s.push((Family::Latency, t.elapsed().as_secs_f64()));
+    let t = Instant::now();
     let throughput = cfg.has(Family::Throughput).then(|| {
         let each = est(Family::Throughput) / throughput::CONFIGS.len() as f64;
         let runs: Vec<ThroughputRun> = throughput::CONFIGS
@@ -445,10 +453,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         bar.end();
         PhaseResult::of(config, r)
     };
+    family_s.push((Family::Throughput, t.elapsed().as_secs_f64()));
+    let t = Instant::now();
     let switch = cfg.has(Family::Switch).then(|| {
         let n = f64::from(cfg.switch.count);
         let gap = cfg.switch.gap_ms as f64 / 1e3;
-        let (load_est, idle_est) = (n * (gap + 0.09) + 2.0, n * (gap + 0.015) + 1.0);
+        let (load_est, idle_est) = (n * (gap + 0.025) + 2.0, n * (gap + 0.012) + 1.0);
         let under_load =
             phase(cfg.switch.clone(), format!("switch: {} under the lock load", cfg.switch.count), load_est);
         let idle_cfg = PhaseConfig { load: "none", ..cfg.switch.clone() };
@@ -456,6 +466,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         SwitchResult { under_load, idle }
     });
 
+    family_s.push((Family::Switch, t.elapsed().as_secs_f64()));
+    let t = Instant::now();
     let scale = cfg.has(Family::Scale).then(|| {
         let n = f64::from(cfg.scale_switches);
         let gap = cfg.switch.gap_ms as f64 / 1e3;
@@ -463,12 +475,14 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             .iter()
             .map(|&vcpus| {
                 let c = PhaseConfig { vcpus, count: cfg.scale_switches, ..cfg.switch.clone() };
-                phase(c, format!("scale: {vcpus} vCPUs"), n * (gap + 0.05 * f64::from(vcpus)) + 1.5)
+                phase(c, format!("scale: {vcpus} vCPUs"), n * (gap + 0.01 * f64::from(vcpus)) + 1.5)
             })
             .collect::<Vec<_>>()
     });
+    family_s.push((Family::Scale, t.elapsed().as_secs_f64()));
     bar.finish();
 
+    let cfg_families = cfg.families.clone();
     let mut host = HostInfo::read();
     if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(RunOutcome::figures)) {
         host.ring0_emulated = f.emulated;
@@ -488,6 +502,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         switch,
         scale,
         failures: Vec::new(),
+        family_s: family_s.into_iter().filter(|(f, _)| cfg_families.contains(f)).collect(),
         exit_code: 0,
     };
     let (failures, mut code) = failures(&suite);
