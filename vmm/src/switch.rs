@@ -263,7 +263,17 @@ impl Coordinator {
                 mask_list(missing),
                 self.limits.vcpu_stop.as_millis()
             )),
-            Ok(()) => check_and_patch(&self.sites, vm.mem, active.seq, active.from, active.to),
+            Ok(()) => {
+                let t_held = Instant::now();
+                let r = check_and_patch(&self.sites, vm.mem, active.seq, active.from, active.to);
+                log::debug!(
+                    "switch seq {}: vCPUs stopped in {} us, checks and patch took {} us",
+                    active.seq,
+                    t_held.duration_since(t_close).as_micros(),
+                    t_held.elapsed().as_micros()
+                );
+                r
+            }
         };
         match outcome {
             Ok(n) => {
