@@ -38,7 +38,24 @@ fn control_thread(_: usize) {
         modeswitch::run();
     }
     crate::workload::shutdown();
+    report_spinning();
     shutdown()
+}
+
+/// How the rtmutex's adaptive spins ended, and what the host stole.
+fn report_spinning() {
+    let (took, off_cpu, preempted, budget) = crate::sync::rt::spin_stats();
+    if took + off_cpu + preempted + budget > 0 {
+        println!(
+            "rtmutex adaptive spinning: {took} spins took the lock, {off_cpu} stopped (owner off its CPU or waiters \
+             queued), {preempted} stopped (owner's vCPU preempted by the host), {budget} ran out of budget"
+        );
+    }
+    if crate::arch::steal::enabled() {
+        let cpus = crate::boot_info::cpu_count() as usize;
+        let total: u64 = (0..cpus).map(crate::arch::steal::steal_ns).sum();
+        println!("steal time: {} ms stolen by the host over {cpus} vCPUs", total / 1_000_000);
+    }
 }
 
 /// Prints "shutting down" and makes the exit hypercall with status 0.

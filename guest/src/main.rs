@@ -135,6 +135,13 @@ fn boot_cpu(cpu_count: u32) -> ! {
 
     let calibration = calibrate::measure(tsc_khz);
     sync::rt::calibrate_spin(calibration.ps_per_iter);
+    if arch::steal::enabled() {
+        println!(
+            "steal time: on (KVM marks a preempted vCPU; rtmutex spinners stop on an owner whose vCPU is not running)"
+        );
+    } else {
+        println!("steal time: not offered by the hypervisor (rtmutex spinners cannot see a preempted vCPU)");
+    }
     if flags.no_spin {
         println!("adaptive spinning DISABLED (guest argument no-spin): contended rtmutexes sleep at once");
         sync::rt::disable_spinning();

@@ -75,3 +75,35 @@ fn boot_mode_is_patched_and_reported() {
         assert_eq!(nums[0], nums[1], "every verified site is patched to the boot mode: {line}");
     }
 }
+
+/// The `rtmutex adaptive spinning: ...` counts a run printed at shutdown:
+/// (took the lock, owner off CPU, owner's vCPU preempted, out of budget).
+fn spin_counts(r: &RunResult) -> Option<[u64; 4]> {
+    let line = r.stdout.lines().find(|l| l.starts_with("rtmutex adaptive spinning: "))?;
+    let nums: Vec<u64> = line.split(|c: char| !c.is_ascii_digit()).filter_map(|w| w.parse().ok()).collect();
+    Some([nums[0], nums[1], nums[2], nums[3]])
+}
+
+#[test]
+fn contended_rtmutexes_spin_adaptively_unless_told_not_to() {
+    require_kvm();
+    let args =
+        ["run", "--vcpus", "2", "--mode", "rt", "--load", "locks", "--cs-us", "20", "--duration", "2", "--quiet"];
+    let r = run_rtswitch(&args, LIMIT);
+    r.assert_code(ExitCode::Ok).assert_contains("load check: ok");
+    // Steal time is reported either way: on where KVM offers it (the
+    // vCPU-preempted hint the spinners read), or said to be missing.
+    assert!(
+        r.stdout.contains("steal time: on") || r.stdout.contains("steal time: not offered"),
+        "no steal-time line\n{}",
+        r.stdout
+    );
+    let counts = spin_counts(&r).unwrap_or_else(|| panic!("no adaptive-spinning line under lock load\n{}", r.stdout));
+    assert!(counts.iter().sum::<u64>() > 0, "no contended lock spun: {counts:?}");
+
+    let mut no_spin = args.to_vec();
+    no_spin.extend(["--guest-arg", "no-spin"]);
+    let r = run_rtswitch(&no_spin, LIMIT);
+    r.assert_code(ExitCode::Ok).assert_contains("load check: ok");
+    assert_eq!(spin_counts(&r), None, "a spinner ran with spinning off\n{}", r.stdout);
+}

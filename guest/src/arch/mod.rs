@@ -9,13 +9,16 @@ pub mod idt;
 pub mod msr;
 pub mod percpu;
 pub mod port;
+pub mod steal;
 mod trap;
 
-/// Brings up this CPU: per-CPU data (GS base), GDT/TSS, IDT, x2APIC.
+/// Brings up this CPU: per-CPU data (GS base), GDT/TSS, IDT, x2APIC,
+/// KVM steal time (where offered).
 /// Interrupts stay off; the caller enables them when it idles.
 pub fn init_cpu(cpu: usize) {
     percpu::init(cpu);
     gdt::init(cpu);
     idt::load();
     apic::init();
+    steal::init(cpu);
 }

@@ -35,7 +35,7 @@
 //! locks need none, which keeps the lock layout small and shared with
 //! mainline mode.
 
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
 
 use super::raw::RawSpinLock;
 use super::registry;
@@ -166,23 +166,52 @@ pub extern "C" fn lock(lock: *const LockCore) -> u64 {
     1
 }
 
-/// Adaptive spinning: while the owner is on a CPU and nobody is queued,
-/// it will likely release soon; spin a bounded number of iterations.
+/// How adaptive spins ended (reported at shutdown: [`spin_stats`]).
+static SPIN_TOOK: AtomicU64 = AtomicU64::new(0);
+static SPIN_OWNER_OFF_CPU: AtomicU64 = AtomicU64::new(0);
+static SPIN_VCPU_PREEMPTED: AtomicU64 = AtomicU64::new(0);
+static SPIN_OUT_OF_BUDGET: AtomicU64 = AtomicU64::new(0);
+
+/// Adaptive spins so far: (took the lock, stopped because the owner left
+/// its CPU or others queued, stopped because the owner's vCPU was
+/// preempted on the host, ran out of budget).
+pub fn spin_stats() -> (u64, u64, u64, u64) {
+    let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    (l(&SPIN_TOOK), l(&SPIN_OWNER_OFF_CPU), l(&SPIN_VCPU_PREEMPTED), l(&SPIN_OUT_OF_BUDGET))
+}
+
+/// Adaptive spinning: while the owner is on a CPU whose vCPU runs, and
+/// nobody is queued, it will likely release soon; spin a bounded number
+/// of iterations. An owner whose vCPU the host has scheduled out cannot
+/// release until it runs again: spinning on it only burns this vCPU.
 fn spin_while_owner_runs(lock: &LockCore, me: &Task) -> bool {
     let budget = spin_budget();
+    if budget == 0 {
+        return false;
+    }
     let mut i = 0;
     while i < budget {
         let word = lock.owner.load(Ordering::Relaxed);
         if word == 0 {
             if lock.owner.compare_exchange(0, addr(me), Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                SPIN_TOOK.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
-        } else if word & HAS_WAITERS != 0 || !owner_task(word).is_some_and(|o| o.on_cpu.load(Ordering::Relaxed)) {
-            return false;
+        } else {
+            let owner = owner_task(word);
+            if word & HAS_WAITERS != 0 || !owner.is_some_and(|o| o.on_cpu.load(Ordering::Relaxed)) {
+                SPIN_OWNER_OFF_CPU.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            if owner.is_some_and(|o| crate::arch::steal::vcpu_preempted(o.cpu() as usize)) {
+                SPIN_VCPU_PREEMPTED.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
         }
         core::hint::spin_loop();
         i += 1;
     }
+    SPIN_OUT_OF_BUDGET.fetch_add(1, Ordering::Relaxed);
     false
 }
 

@@ -825,6 +825,7 @@ fn plot_scale(sc: &[PhaseResult]) -> Result<String, plots::PlotError> {
                 blackout_p99_us: x.and_then(|s| s.blackout).map(|s| s.p99_us),
                 total_p50_us: x.and_then(|s| s.total).map(|s| s.p50_us),
                 total_p99_us: x.and_then(|s| s.total).map(|s| s.p99_us),
+                floor_p50_us: x.and_then(|s| s.floor_blackout).map(|s| s.p50_us),
             }
         })
         .collect();

@@ -79,6 +79,8 @@ pub struct ScalePoint {
     pub total_p50_us: Option<u64>,
     /// 99th percentile total switch time, µs.
     pub total_p99_us: Option<u64>,
+    /// Median platform floor (pause + resume of every vCPU, no patch), µs.
+    pub floor_p50_us: Option<u64>,
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -390,17 +392,19 @@ pub fn switch_svg(title: &str, series: &[Distribution]) -> Result<String, PlotEr
 /// A series of [`scale_svg`]: name, value, colour, p99 (dashed, triangles) or p50.
 type Metric = (&'static str, fn(&ScalePoint) -> Option<u64>, RGBColor, bool);
 
-const METRICS: [Metric; 4] = [
+const METRICS: [Metric; 5] = [
     ("blackout p50", |p| p.blackout_p50_us, RGBColor(0, 114, 178), false),
     ("blackout p99", |p| p.blackout_p99_us, RGBColor(0, 114, 178), true),
     ("total p50", |p| p.total_p50_us, RGBColor(213, 94, 0), false),
     ("total p99", |p| p.total_p99_us, RGBColor(213, 94, 0), true),
+    ("platform floor p50 (pause+resume)", |p| p.floor_p50_us, RGBColor(120, 120, 120), false),
 ];
 
 /// Blackout and total switch time against the vCPU count: x = vCPUs on
-/// a log2 axis covering the points given, y in µs on a log10 axis; four
+/// a log2 axis covering the points given, y in µs on a log10 axis; five
 /// line series with point markers (blackout p50 and p99 in blue, total
-/// p50 and p99 in orange; p99 dashed with triangles) and a legend. A
+/// p50 and p99 in orange, p99 dashed with triangles; the platform floor's
+/// p50 in grey) and a legend. A
 /// value that was not measured is skipped (its line is broken there);
 /// the vCPU counts with no value at all are named under the title.
 ///
@@ -604,6 +608,7 @@ mod tests {
             blackout_p99_us: Some(base * 3),
             total_p50_us: Some(base * 100),
             total_p99_us: Some(base * 400),
+            floor_p50_us: Some(base / 2),
         }
     }
 
@@ -617,6 +622,7 @@ mod tests {
             blackout_p99_us: None,
             total_p50_us: None,
             total_p99_us: None,
+            floor_p50_us: None,
         };
         let svg = scale_svg("switch cost vs vCPUs", &[point(2, 20), point(1, 10), gap, failed]).unwrap();
         assert!(is_svg(&svg));
@@ -635,6 +641,7 @@ mod tests {
             blackout_p99_us: None,
             total_p50_us: None,
             total_p99_us: None,
+            floor_p50_us: None,
         };
         for points in [vec![], vec![none]] {
             let svg = scale_svg("t", &points).unwrap();
