@@ -38,6 +38,8 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
             "1,2",
             "--scale-switches",
             "2",
+            "--json",
+            dir.0.join("suite.json").to_str().unwrap(),
         ],
         LIMIT,
     );
@@ -66,6 +68,9 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
     let text = std::fs::read_to_string(out.join("bench.json")).expect("bench.json written");
     let v: Value = serde_json::from_str(&text).expect("bench.json parses");
     assert_eq!(v["bench_version"], 2);
+    let copy: Value = serde_json::from_str(&std::fs::read_to_string(dir.0.join("suite.json")).expect("--json written"))
+        .expect("--json parses");
+    assert_eq!(copy, v, "--json and OUT/bench.json differ");
     assert_eq!(v["failures"], serde_json::json!([]), "{text}");
     assert!(v["host"]["ring0_emulated"].as_bool().is_some(), "ring-0 speed not recorded");
     let boots = v["boot"]["boots"].as_array().expect("boots");

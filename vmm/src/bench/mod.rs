@@ -74,6 +74,9 @@ pub struct BenchArgs {
     /// Directory for bench.json and the plots (latency.svg, switch.svg, scale.svg); created if missing.
     #[arg(long, value_name = "DIR", default_value = "bench-results")]
     pub out: PathBuf,
+    /// Also write the suite's JSON to this file (OUT/bench.json is always written).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
     /// Run only these families (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "FAMILY,...")]
     pub only: Vec<Family>,
@@ -509,7 +512,18 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     suite.failures = failures;
     suite.exit_code = code.code();
     print!("{}", render(&suite));
-    let outputs = write_outputs(&suite, &args.out);
+    let mut outputs = write_outputs(&suite, &args.out);
+    if let Some(path) = &args.json {
+        let written = serde_json::to_string_pretty(&suite)
+            .map_err(|e| e.to_string())
+            .and_then(|t| std::fs::write(path, t + "\n").map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            outputs.errors.push(format!(
+                "cannot write --json file {}: {e}; check that its directory exists and is writable",
+                path.display()
+            ));
+        }
+    }
     for e in &outputs.errors {
         eprintln!("rtswitch bench: {e}");
         code = code.worst(ExitCode::VmmError);
