@@ -11,12 +11,11 @@
 
 use std::fmt::{Display, Write};
 
-use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::plot::bin_width;
+use crate::report::histpanel::{self, Area, no_data};
 
 /// A plot that could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -83,15 +82,12 @@ pub struct ScalePoint {
     pub floor_p50_us: Option<u64>,
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Drawn = Result<(), String>;
 
 const WIDTH: u32 = 1100;
 const TITLE_HEIGHT: u32 = 50;
 const PANEL_HEIGHT: u32 = 420;
 const CHART_SIZE: (u32, u32) = (WIDTH, 650);
-/// Where an empty histogram bin is drawn on the log count axis.
-const ZERO_LEVEL: f64 = 0.5;
 /// Okabe-Ito colours (distinguishable with colour blindness), by series index.
 const COLORS: [RGBColor; 7] = [
     RGBColor(0, 114, 178),
@@ -132,18 +128,12 @@ fn render(
     Ok(svg)
 }
 
-/// "no data" in the middle of `area`.
-fn no_data(area: &Area<'_>) -> Drawn {
-    let (w, h) = area.dim_in_pixel();
-    let style = TextStyle::from(("sans-serif", 24).into_font()).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center));
-    area.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), style)).map_err(why)
-}
-
 /// Latency histograms: one panel per lock mode (the suite passes
 /// "mainline" and "rt"), each with one series per load. Counts on a log y
 /// axis, the same in every panel; x in µs from 0 to the largest bucket
 /// present in any panel, the same in every panel so that they compare,
-/// drawn in the round bins of [`bin_width`] when wide. A legend entry per
+/// drawn in the round bins of
+/// [`bin_width`](crate::report::plot::bin_width) when wide. A legend entry per
 /// series, with the overflowed samples counted.
 ///
 /// # Errors
@@ -152,41 +142,30 @@ pub fn latency_svg(title: &str, panels: &[HistPanel]) -> Result<String, PlotErro
     let rows = panels.len().max(1);
     let height = PANEL_HEIGHT.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX)).saturating_add(TITLE_HEIGHT);
     render("latency", (WIDTH, height), title, |area| {
-        let Some(last) =
-            panels.iter().flat_map(|p| &p.series).flat_map(|s| &s.buckets).filter(|b| b.1 > 0).map(|b| b.0).max()
-        else {
-            // Nothing to scale the axes on: the panels' captions and "no data".
-            if panels.is_empty() {
-                return no_data(area);
-            }
-            let scale = Scale { width: 1, end_us: 0, y_max: 2.0 };
-            return area.split_evenly((rows, 1)).iter().zip(panels).try_for_each(|(a, p)| latency_panel(a, p, &scale));
-        };
-        let span = last.saturating_add(1);
-        let width = bin_width(span);
-        let end_us = span.checked_next_multiple_of(width).unwrap_or(span);
-        let y_max = panels
+        if panels.is_empty() {
+            return no_data(area);
+        }
+        // One x axis and one count axis for all panels, so that they compare.
+        let last =
+            panels.iter().flat_map(|p| &p.series).flat_map(|s| &s.buckets).filter(|b| b.1 > 0).map(|b| b.0).max();
+        let scale = histpanel::Scale::up_to(last.unwrap_or(0));
+        let lines: Vec<Vec<histpanel::Line>> = panels
             .iter()
-            .flat_map(|p| &p.series)
-            .flat_map(|s| bins(&s.buckets, width, end_us))
-            .map(|(_, n)| n)
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64
-            * 2.0;
-        let scale = Scale { width, end_us, y_max };
-        area.split_evenly((rows, 1)).iter().zip(panels).try_for_each(|(a, p)| latency_panel(a, p, &scale))
+            .map(|p| {
+                let line = |(i, s): (usize, &HistSeries)| histpanel::Line {
+                    label: hist_legend(s),
+                    color: color(i).to_rgba(),
+                    bins: bins(&s.buckets, scale.width, scale.end_us),
+                };
+                p.series.iter().enumerate().map(line).collect()
+            })
+            .collect();
+        let scale = scale.fit(lines.iter().flatten().flat_map(|l| &l.bins).map(|&(_, n)| n));
+        area.split_evenly((rows, 1))
+            .iter()
+            .zip(panels.iter().zip(&lines))
+            .try_for_each(|(a, (p, lines))| histpanel::draw(a, &p.title, 18, scale, lines))
     })
-}
-
-/// The axes every latency panel shares.
-struct Scale {
-    /// Display bin width, µs.
-    width: u64,
-    /// The x axis ends here (a multiple of `width`), µs.
-    end_us: u64,
-    /// Top of the count axis.
-    y_max: f64,
 }
 
 /// `(bin start µs, samples)` for every bin of `width` µs below `end_us`;
@@ -213,61 +192,6 @@ fn hist_legend(s: &HistSeries) -> String {
         let _ = write!(text, ", {} beyond {} µs (not drawn)", s.overflow, s.range_us);
     }
     text
-}
-
-fn latency_panel(area: &Area<'_>, panel: &HistPanel, scale: &Scale) -> Drawn {
-    let Scale { width, end_us, y_max } = *scale;
-    let x_max = (end_us as f64 * 1.05).max(10.0);
-    let y_desc = match width {
-        1 => "samples per 1 µs bucket (log scale)".to_string(),
-        w => format!("samples per {w} µs bin (log scale)"),
-    };
-    let mut chart = ChartBuilder::on(area)
-        .caption(&panel.title, ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..x_max, (ZERO_LEVEL..y_max).log_scale())
-        .map_err(why)?;
-    let y_fmt = |v: &f64| if *v < 1.0 { "0".to_string() } else { format!("{v:.0}") };
-    let x_fmt = |v: &f64| format!("{v:.0}");
-    chart
-        .configure_mesh()
-        .x_desc("latency (µs)")
-        .y_desc(y_desc)
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&y_fmt)
-        .draw()
-        .map_err(why)?;
-    let mut drawn = false;
-    for (i, s) in panel.series.iter().enumerate() {
-        let bins = bins(&s.buckets, width, end_us);
-        drawn |= !bins.is_empty();
-        let style = color(i).stroke_width(2);
-        // A step line: each bin [start, start + width) flat at its count.
-        let points = bins.into_iter().flat_map(|(start, n)| {
-            let y = if n == 0 { ZERO_LEVEL } else { n as f64 };
-            [(start as f64, y), ((start + width) as f64, y)]
-        });
-        chart
-            .draw_series(LineSeries::new(points, style))
-            .map_err(why)?
-            .label(hist_legend(s))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-    }
-    if !drawn {
-        no_data(&chart.plotting_area().strip_coord_spec())?;
-    }
-    if !panel.series.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(why)?;
-    }
-    Ok(())
 }
 
 /// The powers of ten around `lo..=hi` (both at least 1), at least a decade apart.

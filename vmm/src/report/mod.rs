@@ -8,13 +8,16 @@
 //!   the progress line;
 //! - `summary`: the table printed at the end of every run that measured;
 //! - `json`, `cyclictest`, `plot`: the `--json`, `--histogram` and `--plot`
-//!   files.
+//!   files;
+//! - `histpanel`: one latency-histogram panel, as `--plot` and the
+//!   benchmark suite's latency plot draw it.
 //!
 //! Everything here runs on the control thread (`runner`'s event loop);
 //! nothing blocks on the guest. [`Measurement`] is the model the end-of-run
 //! reports share: per epoch, per CPU and all CPUs, built from the reader.
 
 pub mod cyclictest;
+pub(crate) mod histpanel;
 pub mod json;
 pub mod plot;
 pub mod stats;

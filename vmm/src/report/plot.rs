@@ -9,17 +9,17 @@
 //! µs, named on the y axis) so that a sparse tail stays readable. A bin
 //! with no sample is drawn at the bottom of the log axis. Overflowed
 //! samples (beyond the histogram range) cannot be placed on the x axis;
-//! the legend counts them.
+//! the legend counts them. Each panel is drawn by `histpanel`, as the
+//! benchmark suite's latency panels are.
 
 use plotters::prelude::*;
 
+use super::histpanel::{self, Area, Line, Scale};
 use super::stats::Histogram;
 use super::summary::mode_label;
 use super::{Measurement, ReportError, RunInfo};
 
 const SIZE: (u32, u32) = (1100, 900);
-/// Where an empty bin is drawn on the log axis.
-const ZERO_LEVEL: f64 = 0.5;
 /// Most bins drawn across the x axis.
 pub const MAX_BINS: u64 = 250;
 
@@ -52,8 +52,6 @@ pub fn render(m: &Measurement, info: &RunInfo) -> Result<String, ReportError> {
     Ok(svg)
 }
 
-type Series<'a> = (String, &'a Histogram);
-
 fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let root = SVGBackend::with_string(svg, SIZE).into_drawing_area();
@@ -69,6 +67,9 @@ fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String>
     Ok(())
 }
 
+/// An epoch's histogram and its legend text.
+type Series<'a> = (String, &'a Histogram);
+
 fn legend(e: &super::EpochRows, h: &Histogram) -> String {
     let s = h.stats();
     let pct = s.p99.map_or_else(|| "-".to_string(), |p| p.to_string());
@@ -80,61 +81,22 @@ fn legend(e: &super::EpochRows, h: &Histogram) -> String {
     text
 }
 
-fn panel(
-    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
-    caption: &str,
-    series: &[Series],
-) -> Result<(), String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    // x: up to just past the highest non-empty bucket of any series.
+/// One panel, its x axis up to just past the highest non-empty bucket of
+/// any series, a line per series in the colours of [`Palette99`].
+fn panel(area: &Area<'_>, caption: &str, series: &[Series]) -> Result<(), String> {
     let last = series.iter().filter_map(|(_, h)| h.non_empty().last().map(|(us, _)| us)).max().unwrap_or(0);
-    let width = bin_width(last + 1);
-    let end_us = (last + 1).next_multiple_of(width);
-    let binned: Vec<Vec<(u64, u64)>> = series.iter().map(|(_, h)| bins(h, width, end_us)).collect();
-    let x_max = (end_us as f64 * 1.05).max(10.0);
-    let y_max = binned.iter().flatten().map(|(_, c)| *c).max().unwrap_or(1).max(1) as f64 * 2.0;
-    let y_desc = match width {
-        1 => "samples per 1 µs bucket (log scale)".to_string(),
-        w => format!("samples per {w} µs bin (log scale)"),
-    };
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, ("sans-serif", 16))
-        .margin(12)
-        .x_label_area_size(45)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..x_max, (ZERO_LEVEL..y_max).log_scale())
-        .map_err(|e| err(&e))?;
-    let y_fmt = |v: &f64| if *v < 1.0 { "0".to_string() } else { format!("{v:.0}") };
-    let x_fmt = |v: &f64| format!("{v:.0}");
-    chart
-        .configure_mesh()
-        .x_desc("latency (µs)")
-        .y_desc(y_desc)
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&y_fmt)
-        .draw()
-        .map_err(|e| err(&e))?;
-    for (i, ((label, _), bins)) in series.iter().zip(&binned).enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        // A step line: each bin [start, start + width) flat at its count.
-        let points = bins.iter().flat_map(|&(start, c)| {
-            let y = if c == 0 { ZERO_LEVEL } else { c as f64 };
-            [(start as f64, y), ((start + width) as f64, y)]
-        });
-        chart
-            .draw_series(LineSeries::new(points, color.stroke_width(2)))
-            .map_err(|e| err(&e))?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| err(&e))?;
-    Ok(())
+    let scale = Scale::up_to(last);
+    let lines: Vec<Line> = series
+        .iter()
+        .enumerate()
+        .map(|(i, (label, h))| Line {
+            label: label.clone(),
+            color: Palette99::pick(i).to_rgba(),
+            bins: bins(h, scale.width, scale.end_us),
+        })
+        .collect();
+    let scale = scale.fit(lines.iter().flat_map(|l| &l.bins).map(|&(_, n)| n));
+    histpanel::draw(area, caption, 16, scale, &lines)
 }
 
 #[cfg(test)]
