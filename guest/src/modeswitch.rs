@@ -110,6 +110,11 @@ pub fn run() {
     ANSWERED_SEQ.store(seq, Ordering::Relaxed);
     let target = LockMode::from_u32(mbox_read!(target));
     let from = registry::get().mode();
+    // This switch's stamps only (0: step not reached).
+    mbox_write!(quiescent_tsc, 0);
+    mbox_write!(verdict_tsc, 0);
+    mbox_write!(serialized_tsc, 0);
+    mbox_write!(thawed_tsc, 0);
     mbox_write!(seen_tsc, sched::now_tsc());
     if !advance_state(mailbox_state::REQUESTED, mailbox_state::FREEZING) {
         // Cancelled before we started: nothing to undo; acknowledge.
@@ -130,6 +135,7 @@ pub fn run() {
         wait_for(|| matches!(mbox_read!(state), mailbox_state::DONE | mailbox_state::CANCELLED));
     }
     let verdict = mbox_read!(state);
+    mbox_write!(verdict_tsc, sched::now_tsc());
     let mode = match (verdict, target) {
         (mailbox_state::DONE, Some(t)) => t,
         _ => from,
@@ -139,6 +145,7 @@ pub fn run() {
             panic!("fault injection panic-in-switch: the sites are patched, the tasks still frozen");
         }
         serialize_all_cpus();
+        mbox_write!(serialized_tsc, sched::now_tsc());
         registry::get().set_mode(mode);
         mbox_write!(mode, mode as u32);
     }

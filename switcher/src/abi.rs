@@ -362,10 +362,14 @@ pub struct SwitchMailbox {
     pub frozen: u32,
     pub asleep: u32,
     pub _reserved: u32,
-    /// Guest TSC stamps: request seen, quiescent, thawed.
+    /// Guest TSC stamps of the switch's steps (0: not reached): request
+    /// seen, quiescent, thawed, ...
     pub seen_tsc: u64,
     pub quiescent_tsc: u64,
     pub thawed_tsc: u64,
+    /// ... the VMM's verdict seen, every other CPU serialized.
+    pub verdict_tsc: u64,
+    pub serialized_tsc: u64,
 }
 
 impl SwitchMailbox {
@@ -385,6 +389,8 @@ impl SwitchMailbox {
             seen_tsc: 0,
             quiescent_tsc: 0,
             thawed_tsc: 0,
+            verdict_tsc: 0,
+            serialized_tsc: 0,
         }
     }
 }
@@ -479,7 +485,9 @@ const _: () = {
     assert!(core::mem::size_of::<PanicRecord>() == 32 + PANIC_FILE_LEN + PANIC_MSG_LEN);
     assert!(core::mem::size_of::<PanicRecord>() <= 4096);
     assert!(core::mem::size_of::<LockRegistry>() == 56);
-    assert!(core::mem::size_of::<SwitchMailbox>() == 88);
+    // 88 in ABI 3 as first published; verdict_tsc and serialized_tsc were
+    // appended (a kernel that leaves them 0 just reports no phases).
+    assert!(core::mem::size_of::<SwitchMailbox>() == 104);
     assert!(core::mem::size_of::<CpuHeartbeat>() == 48);
     assert!(core::mem::size_of::<CpuHeartbeat>() * MAX_CPUS <= 4096);
 };

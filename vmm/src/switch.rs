@@ -50,6 +50,44 @@ pub struct SwitchTimings {
     pub total_us: u64,
 }
 
+/// Where the guest's part of a completed switch went, from the TSC stamps
+/// it leaves in the mailbox (µs). The stamps are guest input: a set that
+/// is missing a step or runs backwards gives no phases.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct GuestPhases {
+    /// Request seen -> quiescent: the freeze proper.
+    pub guest_freeze_us: u64,
+    /// Quiescent -> the verdict seen: the hypercall, the VMM's stop-machine
+    /// (the blackout) and the control thread waking up.
+    pub verdict_us: u64,
+    /// Verdict -> every other CPU serialized (IPIs acknowledged).
+    pub serialize_us: u64,
+    /// Serialized -> every task thawed.
+    pub thaw_us: u64,
+    /// The rest of the total: the request reaching the guest's control
+    /// thread and the acknowledgement reaching the VMM.
+    pub messaging_us: u64,
+}
+
+impl GuestPhases {
+    /// From the mailbox's stamps, `tsc_khz` and the switch's total.
+    pub fn from_stamps(m: &SwitchMailbox, tsc_khz: u32, total_us: u64) -> Option<Self> {
+        let t = [m.seen_tsc, m.quiescent_tsc, m.verdict_tsc, m.serialized_tsc, m.thawed_tsc];
+        if tsc_khz == 0 || t[0] == 0 || t.windows(2).any(|w| w[1] < w[0]) {
+            return None;
+        }
+        let us = |a: u64, b: u64| (b - a).saturating_mul(1000) / u64::from(tsc_khz);
+        let guest = us(t[0], t[4]);
+        Some(Self {
+            guest_freeze_us: us(t[0], t[1]),
+            verdict_us: us(t[1], t[2]),
+            serialize_us: us(t[2], t[3]),
+            thaw_us: us(t[3], t[4]),
+            messaging_us: total_us.saturating_sub(guest),
+        })
+    }
+}
+
 /// One switch, as `query-switches` and the report show it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SwitchRecord {
@@ -65,6 +103,8 @@ pub struct SwitchRecord {
     pub sites_patched: usize,
     /// Seconds since the run started, when requested.
     pub requested_at_s: f64,
+    /// The guest's steps of a completed switch (`None`: failed, or stamps unusable).
+    pub phases: Option<GuestPhases>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -156,11 +196,13 @@ pub struct Coordinator {
     history: Vec<SwitchRecord>,
     limits: SwitchLimits,
     run_started: Instant,
+    /// The guest's TSC frequency: its mailbox stamps to µs.
+    tsc_khz: u32,
 }
 
 impl Coordinator {
-    pub fn new(sites: SiteTable, mode: LockMode, limits: SwitchLimits, run_started: Instant) -> Self {
-        Self { sites, mode, next_seq: 1, active: None, history: Vec::new(), limits, run_started }
+    pub fn new(sites: SiteTable, mode: LockMode, limits: SwitchLimits, run_started: Instant, tsc_khz: u32) -> Self {
+        Self { sites, mode, next_seq: 1, active: None, history: Vec::new(), limits, run_started, tsc_khz }
     }
 
     pub fn mode(&self) -> LockMode {
@@ -332,19 +374,21 @@ impl Coordinator {
         {
             log::warn!("guest reports mode {} after a switch to {}", m.mode, a.to.name());
         }
+        let total_us = a.requested.elapsed().as_micros() as u64;
+        let phases = match (&mbox, a.failure.is_none()) {
+            (Some(m), true) => GuestPhases::from_stamps(m, self.tsc_khz, total_us),
+            _ => None,
+        };
         let record = SwitchRecord {
             seq: a.seq,
             from: a.from.name(),
             to: a.to.name(),
             ok: a.failure.is_none(),
             reason: a.failure.unwrap_or_default(),
-            timings: SwitchTimings {
-                freeze_us: a.freeze_us,
-                blackout_us: a.blackout_us,
-                total_us: a.requested.elapsed().as_micros() as u64,
-            },
+            timings: SwitchTimings { freeze_us: a.freeze_us, blackout_us: a.blackout_us, total_us },
             sites_patched: a.sites_patched,
             requested_at_s: a.requested_at_s,
+            phases,
         };
         self.history.push(record.clone());
         Finished { origin: a.origin, record }
@@ -503,6 +547,29 @@ mod tests {
     }
 
     #[test]
+    fn guest_phases_come_from_sane_stamps_only() {
+        let mut m = SwitchMailbox::zeroed();
+        // 1 GHz: one tick is 1 ns.
+        (m.seen_tsc, m.quiescent_tsc, m.verdict_tsc, m.serialized_tsc, m.thawed_tsc) =
+            (1_000_000, 3_000_000, 3_500_000, 4_000_000, 4_250_000);
+        let p = GuestPhases::from_stamps(&m, 1_000_000, 5000).unwrap();
+        assert_eq!(
+            (p.guest_freeze_us, p.verdict_us, p.serialize_us, p.thaw_us, p.messaging_us),
+            (2000, 500, 500, 250, 1750)
+        );
+        // A step not reached, stamps running backwards, or no TSC rate: no phases.
+        let mut missing = m;
+        missing.serialized_tsc = 0;
+        assert_eq!(GuestPhases::from_stamps(&missing, 1_000_000, 5000), None);
+        let mut backwards = m;
+        backwards.thawed_tsc = 2;
+        assert_eq!(GuestPhases::from_stamps(&backwards, 1_000_000, 5000), None);
+        assert_eq!(GuestPhases::from_stamps(&m, 0, 5000), None);
+        // A guest part longer than the host's total leaves no messaging time.
+        assert_eq!(GuestPhases::from_stamps(&m, 1_000_000, 10).map(|p| p.messaging_us), Some(0));
+    }
+
+    #[test]
     fn summary_counts_failures() {
         let rec = |seq, ok: bool| SwitchRecord {
             seq,
@@ -513,6 +580,7 @@ mod tests {
             timings: SwitchTimings { freeze_us: 1000 * seq, blackout_us: 300, total_us: 2000 * seq },
             sites_patched: if ok { 41 } else { 0 },
             requested_at_s: 0.0,
+            phases: None,
         };
         assert_eq!(summary(&[]), None);
         let s = summary(&[rec(1, true), rec(2, false), rec(3, true)]).unwrap();

@@ -62,6 +62,14 @@ pub struct Phase {
     pub floor_rtt: Vec<u64>,
     /// The critical section the guest ran (from its workload line).
     pub cs_us: Option<u64>,
+    /// The guest's steps of each switch (its mailbox stamps; see
+    /// `switch::GuestPhases`): freeze proper, quiescent -> verdict,
+    /// serialize, thaw, host<->guest messaging.
+    pub guest_freeze: Vec<u64>,
+    pub verdict: Vec<u64>,
+    pub serialize: Vec<u64>,
+    pub thaw: Vec<u64>,
+    pub messaging: Vec<u64>,
     /// Lock call sites one switch rewrote.
     pub sites: Option<u64>,
     /// Switches that failed, with the VMM's reason.
@@ -77,6 +85,11 @@ pub struct PhaseSpreads {
     pub client_rtt: Option<Spread>,
     pub floor_blackout: Option<Spread>,
     pub floor_rtt: Option<Spread>,
+    pub guest_freeze: Option<Spread>,
+    pub verdict: Option<Spread>,
+    pub serialize: Option<Spread>,
+    pub thaw: Option<Spread>,
+    pub messaging: Option<Spread>,
 }
 
 impl Phase {
@@ -89,6 +102,11 @@ impl Phase {
             client_rtt: s(&self.client_rtt),
             floor_blackout: s(&self.floor_blackout),
             floor_rtt: s(&self.floor_rtt),
+            guest_freeze: s(&self.guest_freeze),
+            verdict: s(&self.verdict),
+            serialize: s(&self.serialize),
+            thaw: s(&self.thaw),
+            messaging: s(&self.messaging),
         }
     }
 }
@@ -129,6 +147,18 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
                 v.push(ret[k].as_u64().unwrap_or(0));
             }
             p.sites = ret["sites_patched"].as_u64().or(p.sites);
+            let ph = &ret["phases"];
+            for (v, k) in [
+                (&mut p.guest_freeze, "guest_freeze_us"),
+                (&mut p.verdict, "verdict_us"),
+                (&mut p.serialize, "serialize_us"),
+                (&mut p.thaw, "thaw_us"),
+                (&mut p.messaging, "messaging_us"),
+            ] {
+                if let Some(us) = ph[k].as_u64() {
+                    v.push(us);
+                }
+            }
             mode = if mode == "rt" { "mainline" } else { "rt" };
         } else {
             let why = r["error"]["desc"].as_str().map_or_else(|| r.to_string(), str::to_string);
