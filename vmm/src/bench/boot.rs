@@ -39,15 +39,3 @@ pub fn boot_once(exe: &Path, vcpus: u32, json: &Path) -> Boot {
     };
     Boot { ready_ms: if error.is_none() { ready_ms } else { None }, exit_code: r.exit_code, error }
 }
-
-/// min / p50 / max of the boots that worked, in ms.
-pub fn spread(boots: &[Boot]) -> Option<(f64, f64, f64)> {
-    let mut v: Vec<f64> = boots.iter().filter_map(|b| b.ready_ms).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    // Nearest rank, as everywhere else in the reports.
-    let p50 = v[v.len().div_ceil(2) - 1];
-    Some((v[0], p50, v[v.len() - 1]))
-}

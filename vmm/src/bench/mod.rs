@@ -199,18 +199,53 @@ impl SuiteConfig {
         if self.has(Family::Throughput) {
             v.push((Family::Throughput, 3.0 * f64::from(self.throughput.warmup_s + self.throughput.window_s + 2)));
         }
-        let gap = self.switch.gap_ms as f64 / 1e3;
         if self.has(Family::Switch) {
-            let n = f64::from(self.switch.count);
-            v.push((Family::Switch, n * (gap + 0.025) + n * (gap + 0.012) + 3.0));
+            v.push((Family::Switch, self.switch_phases().iter().map(|c| self.phase_est(c)).sum()));
         }
         if self.has(Family::Scale) {
-            let n = f64::from(self.scale_switches);
-            let per: f64 = self.scale_vcpus.iter().map(|&c| n * (gap + 0.01 * f64::from(c).max(1.0)) + 1.5).sum();
-            v.push((Family::Scale, per));
+            v.push((Family::Scale, self.scale_phases().iter().map(|c| self.phase_est(c)).sum()));
         }
         v
     }
+
+    /// The switch family's two phases: under the lock load, then idle.
+    fn switch_phases(&self) -> [PhaseConfig; 2] {
+        [self.switch.clone(), PhaseConfig { load: "none", ..self.switch.clone() }]
+    }
+
+    /// The scale family's phases: one per vCPU count, under the lock load.
+    fn scale_phases(&self) -> Vec<PhaseConfig> {
+        let c = |vcpus| PhaseConfig { vcpus, count: self.scale_switches, ..self.switch.clone() };
+        self.scale_vcpus.iter().map(|&v| c(v)).collect()
+    }
+
+    /// Estimated seconds of one switch phase: its pauses, each switch (more
+    /// vCPUs to freeze and stop under load), the VM's boot and floor rounds.
+    fn phase_est(&self, c: &PhaseConfig) -> f64 {
+        let per_switch = if c.load == "none" { 0.012 } else { 0.0125 * f64::from(c.vcpus) };
+        f64::from(c.count) * (c.gap_ms as f64 / 1e3 + per_switch) + 1.5
+    }
+}
+
+/// Runs `work` when `family` was asked for, recording its wall time.
+fn timed<T>(cfg: &SuiteConfig, family: Family, times: &mut Vec<(Family, f64)>, work: impl FnOnce() -> T) -> Option<T> {
+    if !cfg.has(family) {
+        return None;
+    }
+    let t = Instant::now();
+    let r = work();
+    times.push((family, t.elapsed().as_secs_f64()));
+    Some(r)
+}
+
+/// min / p50 (nearest rank) / max of `v`, in any order.
+pub fn min_p50_max(v: &[f64]) -> Option<(f64, f64, f64)> {
+    let mut v = v.to_vec();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some((v[0], v[v.len().div_ceil(2) - 1], v[v.len() - 1]))
 }
 
 /// The host, as far as it can be read.
@@ -391,8 +426,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let tmp = |what: &str| std::env::temp_dir().join(format!("rtswitch-bench-{}-{what}.json", std::process::id()));
 
     let mut family_s: Vec<(Family, f64)> = Vec::new();
-    let t = Instant::now();
-    let boot = cfg.has(Family::Boot).then(|| {
+    let boot = timed(&cfg, Family::Boot, &mut family_s, || {
         let each = est(Family::Boot) / f64::from(cfg.boots);
         let boots: Vec<Boot> = (0..cfg.boots)
             .map(|i| {
@@ -402,13 +436,11 @@ pub fn run(args: &BenchArgs) -> ExitCode {
                 b
             })
             .collect();
-        let s = boot::spread(&boots);
+        let s = min_p50_max(&boots.iter().filter_map(|b| b.ready_ms).collect::<Vec<_>>());
         BootResult { vcpus: cfg.vcpus, min_ms: s.map(|s| s.0), p50_ms: s.map(|s| s.1), max_ms: s.map(|s| s.2), boots }
     });
 
-    family_s.push((Family::Boot, t.elapsed().as_secs_f64()));
-    let t = Instant::now();
-    let latency = cfg.has(Family::Latency).then(|| {
+    let latency = timed(&cfg, Family::Latency, &mut family_s, || {
         let each = est(Family::Latency) / latency::RUNS.len() as f64;
         let runs: Vec<RunOutcome> = latency::RUNS
             .iter()
@@ -428,9 +460,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         LatencyResult { runs, comparisons, rt_over_mainline }
     });
 
-    family_s.push((Family::Latency, t.elapsed().as_secs_f64()));
-    let t = Instant::now();
-    let throughput = cfg.has(Family::Throughput).then(|| {
+    let throughput = timed(&cfg, Family::Throughput, &mut family_s, || {
         let each = est(Family::Throughput) / throughput::CONFIGS.len() as f64;
         let runs: Vec<ThroughputRun> = throughput::CONFIGS
             .iter()
@@ -449,43 +479,31 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         }
     });
 
-    let phase = |config: PhaseConfig, title: String, est: f64| {
-        bar.begin(title, est);
+    let phase = |config: PhaseConfig, title: String| {
+        bar.begin(title, cfg.phase_est(&config));
         let steps = 2 * config.count;
         let r = switching::run_phase(&config, &mut |done| bar.sub(done, steps));
         bar.end();
         PhaseResult::of(config, r)
     };
-    family_s.push((Family::Throughput, t.elapsed().as_secs_f64()));
-    let t = Instant::now();
-    let switch = cfg.has(Family::Switch).then(|| {
-        let n = f64::from(cfg.switch.count);
-        let gap = cfg.switch.gap_ms as f64 / 1e3;
-        let (load_est, idle_est) = (n * (gap + 0.025) + 2.0, n * (gap + 0.012) + 1.0);
-        let under_load =
-            phase(cfg.switch.clone(), format!("switch: {} under the lock load", cfg.switch.count), load_est);
-        let idle_cfg = PhaseConfig { load: "none", ..cfg.switch.clone() };
-        let idle = phase(idle_cfg, format!("switch: {} idle", cfg.switch.count), idle_est);
+    let switch = timed(&cfg, Family::Switch, &mut family_s, || {
+        let [load, idle] = cfg.switch_phases();
+        let under_load = phase(load, format!("switch: {} under the lock load", cfg.switch.count));
+        let idle = phase(idle, format!("switch: {} idle", cfg.switch.count));
         SwitchResult { under_load, idle }
     });
 
-    family_s.push((Family::Switch, t.elapsed().as_secs_f64()));
-    let t = Instant::now();
-    let scale = cfg.has(Family::Scale).then(|| {
-        let n = f64::from(cfg.scale_switches);
-        let gap = cfg.switch.gap_ms as f64 / 1e3;
-        cfg.scale_vcpus
-            .iter()
-            .map(|&vcpus| {
-                let c = PhaseConfig { vcpus, count: cfg.scale_switches, ..cfg.switch.clone() };
-                phase(c, format!("scale: {vcpus} vCPUs"), n * (gap + 0.01 * f64::from(vcpus)) + 1.5)
+    let scale = timed(&cfg, Family::Scale, &mut family_s, || {
+        cfg.scale_phases()
+            .into_iter()
+            .map(|c| {
+                let title = format!("scale: {} vCPUs", c.vcpus);
+                phase(c, title)
             })
             .collect::<Vec<_>>()
     });
-    family_s.push((Family::Scale, t.elapsed().as_secs_f64()));
     bar.finish();
 
-    let cfg_families = cfg.families.clone();
     let mut host = HostInfo::read();
     if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(RunOutcome::figures)) {
         host.ring0_emulated = f.emulated;
@@ -505,7 +523,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         switch,
         scale,
         failures: Vec::new(),
-        family_s: family_s.into_iter().filter(|(f, _)| cfg_families.contains(f)).collect(),
+        family_s,
         exit_code: 0,
     };
     let (failures, mut code) = failures(&suite);
@@ -849,4 +867,17 @@ fn plot_scale(sc: &[PhaseResult]) -> Result<String, plots::PlotError> {
         })
         .collect();
     plots::scale_svg("rtswitch bench: switch cost vs vCPU count (under the lock load)", &points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_p50_max_is_nearest_rank() {
+        assert_eq!(min_p50_max(&[]), None);
+        assert_eq!(min_p50_max(&[3.0]), Some((3.0, 3.0, 3.0)));
+        assert_eq!(min_p50_max(&[4.0, 1.0, 3.0, 2.0]), Some((1.0, 2.0, 4.0)));
+        assert_eq!(min_p50_max(&[5.0, 1.0, 3.0]), Some((1.0, 3.0, 5.0)));
+    }
 }

@@ -144,16 +144,6 @@ pub fn ratio(runs: &[ThroughputRun], a: usize, b: usize) -> Option<f64> {
     }
 }
 
-/// min / median / max of the one-second rates.
-pub fn per_second_spread(r: &ThroughputRun) -> Option<(f64, f64, f64)> {
-    let mut v = r.per_second.clone();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    Some((v[0], v[(v.len() - 1) / 2], v[v.len() - 1]))
-}
-
 /// The family's table.
 pub fn render(cfg: &ThroughputConfig, runs: &[ThroughputRun]) -> String {
     use super::table::{cells, grid};
@@ -161,7 +151,8 @@ pub fn render(cfg: &ThroughputConfig, runs: &[ThroughputRun]) -> String {
         vec![cells(&["locks", "ops/s", "|", "1 s min", "median", "max", "|", "ops", "window s", "violations"])];
     for r in runs {
         let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.0}"));
-        let (lo, med, hi) = per_second_spread(r).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
+        let (lo, med, hi) =
+            super::min_p50_max(&r.per_second).map_or((None, None, None), |(a, b, c)| (Some(a), Some(b), Some(c)));
         rows.push(vec![
             r.name.to_string(),
             f(r.ops_per_s),
