@@ -82,6 +82,11 @@ pub fn tsc_khz() -> u64 {
     read!(tsc_khz)
 }
 
+/// The LAPIC timer's input rate in kHz as the VMM configured it (0: unknown).
+pub fn apic_timer_khz() -> u64 {
+    u64::from(read!(apic_timer_khz))
+}
+
 /// Checked in [`init`]; `Mainline` before that.
 pub fn initial_mode() -> LockMode {
     LockMode::from_u32(read!(initial_mode)).unwrap_or(LockMode::Mainline)

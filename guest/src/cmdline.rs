@@ -7,13 +7,14 @@
 //! | `panic`        | panics ("panic requested by guest argument")       |
 //! | `fault=pf`     | reads an unmapped address (page fault report)      |
 //! | `fault=ud`     | executes `ud2` (invalid opcode report)             |
-//! | `triple-fault` | loads an empty IDT and hits `ud2` (triple fault)   |
+//! | `triple-fault` | clears every IDT gate and hits `ud2` (triple fault) |
 //! | `exit=N`       | exits with status N                                |
 //! | `sched-demo`   | runs the scheduler demo                            |
 //! | `selftest`     | runs the self-test suite, exits with its verdict   |
 //! | `deadlock`     | rt mode: two tasks deadlock on two locks (panic)   |
 //! | `no-pi`        | flag: rtmutexes without priority inheritance       |
 //! | `no-spin`      | flag: rtmutexes without adaptive spinning (benchmark) |
+//! | `idle=poll`    | flag: idle CPUs poll at CPL3 instead of halting (costs a host core each) |
 //! | `hold-lock=MS` | a task holds a switchable lock MS ms (fault test)  |
 //! | `irq-off-spin=MS`, `corrupt-mailbox`, `corrupt-telemetry`, `bad-hypercalls`, `bad-panic-record`, `panic-in-switch` | fault injection (`faults`) |
 //! | `sched-demo`   | runs the scheduler demo (`sched::selftest::demo`)  |
@@ -45,6 +46,8 @@ pub enum ReadyAction {
 pub const FLAG_NO_PI: &str = "no-pi";
 /// Flag: rtmutex waiters sleep at once instead of spinning while the owner runs.
 pub const FLAG_NO_SPIN: &str = "no-spin";
+/// Flag: idle CPUs poll instead of halting in the ring-0 shim.
+pub const FLAG_IDLE_POLL: &str = "idle=poll";
 
 /// The parsed command line.
 pub struct Args<'a> {
@@ -53,6 +56,8 @@ pub struct Args<'a> {
     pub no_pi: bool,
     /// `no-spin`: rtmutexes without adaptive spinning (lock-throughput benchmark).
     pub no_spin: bool,
+    /// `idle=poll`: idle CPUs poll for work instead of halting.
+    pub idle_poll: bool,
     /// Fault injections (`hold-lock=MS`, `irq-off-spin=MS`, ...: `faults`).
     pub faults: Faults,
     words: core::str::SplitAsciiWhitespace<'a>,
@@ -64,17 +69,20 @@ impl<'a> Args<'a> {
         let action = cmdline.split_ascii_whitespace().filter_map(parse_word).next_back().unwrap_or(ReadyAction::Idle);
         let no_pi = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_PI);
         let no_spin = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_SPIN);
+        let idle_poll = cmdline.split_ascii_whitespace().any(|w| w == FLAG_IDLE_POLL);
         let mut faults = Faults::default();
         for w in cmdline.split_ascii_whitespace() {
             faults.parse_word(w);
         }
-        Self { action, no_pi, no_spin, faults, words: cmdline.split_ascii_whitespace() }
+        Self { action, no_pi, no_spin, idle_poll, faults, words: cmdline.split_ascii_whitespace() }
     }
 
     /// The words that are not guest arguments.
     pub fn unknown(self) -> impl Iterator<Item = &'a str> {
         self.words.filter(|w| {
-            parse_word(w).is_none() && *w != FLAG_NO_PI && *w != FLAG_NO_SPIN && !Faults::default().parse_word(w)
+            parse_word(w).is_none()
+                && ![FLAG_NO_PI, FLAG_NO_SPIN, FLAG_IDLE_POLL].contains(w)
+                && !Faults::default().parse_word(w)
         })
     }
 }

@@ -1,36 +1,30 @@
-//! Serial console on the 16550 UART at COM1, shared by all CPUs.
+//! The console: a paravirtual write hypercall (`doorbell::CONSOLE`), one
+//! VM exit per message instead of one per byte (as Xen PV's `console_io`;
+//! a UART is port I/O, which CPL3 cannot do, and a byte per exit would
+//! cost a millisecond per line).
 //!
-//! One lock serializes whole messages (a `println!` is never interleaved
-//! with another CPU's). The lock word holds the owner's CPU id, and the
-//! holder runs with interrupts off, so an interrupt handler on the same CPU
-//! can never wait for a lock its own CPU holds.
+//! A message is formatted into a buffer on the caller's stack first, with
+//! nothing held; if it fits ([`LINE_MAX`] bytes, the common case) it is
+//! written in one hypercall, which the VMM writes out whole: such messages
+//! of different CPUs never interleave. Only a longer message (a register
+//! dump) takes the console lock, masked, and is written in pieces under
+//! it (two long messages never interleave; a short one may land between
+//! the pieces of a long one).
 //!
-//! The panic path ([`print_panic`]) never deadlocks: if this CPU already
-//! owns the lock (it faulted while printing) or the owner does not let go
-//! within [`PANIC_LOCK_WAIT_MS`] (it may be stopped or dead), it prints
-//! anyway.
-//!
-//! FIFO discipline: with the FIFO enabled, "transmit holding register
-//! empty" means 16 bytes may be written, so the line status is read once
-//! per 16 bytes, not once per byte (each `in` is an exit to the VMM).
+//! The lock word holds the owner's CPU id, and the holder runs masked, so
+//! an interrupt handler on the same CPU can never wait for a lock its own
+//! CPU holds. The panic path ([`print_panic`]) never deadlocks: if this CPU
+//! already owns the lock (it faulted while printing) or the owner does not
+//! let go within [`PANIC_LOCK_WAIT_MS`] (it may be stopped or dead), it
+//! prints anyway.
 
-use crate::arch::cpu;
-use crate::arch::percpu;
-use crate::arch::port::{inb, outb};
-use crate::boot_info;
+use crate::arch::{cpu, percpu};
+use crate::{boot_info, hypercall};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, Ordering};
-use switcher::abi::port::SERIAL_COM1;
 
-const IER: u16 = 1;
-const FCR: u16 = 2;
-const LCR: u16 = 3;
-const LSR: u16 = 5;
-const LSR_THR_EMPTY: u8 = 0x20;
-const LCR_8N1: u8 = 0x03;
-const FCR_ENABLE_AND_CLEAR: u8 = 0x07;
-/// With the FIFO enabled, an empty THR means 16 bytes may be written.
-const FIFO_DEPTH: usize = 16;
+/// Longest message written in one piece.
+const LINE_MAX: usize = 512;
 
 /// How long the panic path waits for another CPU to release the lock.
 const PANIC_LOCK_WAIT_MS: u64 = 100;
@@ -44,34 +38,60 @@ const UNKNOWN_CPU: u32 = u32::MAX - 1;
 /// CPU id of the lock holder, or [`UNLOCKED`].
 static OWNER: AtomicU32 = AtomicU32::new(UNLOCKED);
 
-/// Programs the UART: no interrupts, 8N1, FIFO on. CPU 0, once, at boot.
-pub fn init() {
-    outb(SERIAL_COM1 + IER, 0x00);
-    outb(SERIAL_COM1 + LCR, LCR_8N1);
-    outb(SERIAL_COM1 + FCR, FCR_ENABLE_AND_CLEAR);
+/// A message buffer; `overflowed` once a piece did not fit.
+struct Line {
+    buf: [u8; LINE_MAX],
+    len: usize,
+    overflowed: bool,
 }
 
-struct Uart;
-
-impl Write for Uart {
+impl Write for Line {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        for chunk in s.as_bytes().chunks(FIFO_DEPTH) {
-            while inb(SERIAL_COM1 + LSR) & LSR_THR_EMPTY == 0 {
-                core::hint::spin_loop();
-            }
-            for &b in chunk {
-                outb(SERIAL_COM1, b);
-            }
+        let n = s.len().min(LINE_MAX - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        if n < s.len() {
+            self.overflowed = true;
+            return Err(fmt::Error);
         }
         Ok(())
+    }
+}
+
+/// Writes through the hypercall, a full buffer at a time (under the lock).
+struct Pieces {
+    line: Line,
+}
+
+impl Write for Pieces {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for chunk in s.as_bytes().chunks(LINE_MAX) {
+            if self.line.len + chunk.len() > LINE_MAX {
+                self.flush();
+            }
+            self.line.buf[self.line.len..self.line.len + chunk.len()].copy_from_slice(chunk);
+            self.line.len += chunk.len();
+        }
+        Ok(())
+    }
+}
+
+impl Pieces {
+    fn flush(&mut self) {
+        hypercall::console_write(&self.line.buf[..self.line.len]);
+        self.line.len = 0;
     }
 }
 
 /// Prints `args` as one message. Not for the panic path (use
 /// [`print_panic`]). Valid once this CPU's per-CPU data is set up.
 pub fn print(args: fmt::Arguments) {
-    let interrupts_were_on = cpu::interrupts_enabled();
-    cpu::disable_interrupts();
+    let mut line = Line { buf: [0; LINE_MAX], len: 0, overflowed: false };
+    if line.write_fmt(args).is_ok() && !line.overflowed {
+        hypercall::console_write(&line.buf[..line.len]);
+        return;
+    }
+    let interrupts_were_on = cpu::save_and_disable_interrupts();
     let me = percpu::cpu_id();
     loop {
         if OWNER.load(Ordering::Relaxed) == UNLOCKED
@@ -81,14 +101,18 @@ pub fn print(args: fmt::Arguments) {
         }
         core::hint::spin_loop();
     }
-    let _ = Uart.write_fmt(args);
+    write_pieces(args);
     OWNER.store(UNLOCKED, Ordering::Release);
-    if interrupts_were_on {
-        cpu::enable_interrupts();
-    }
+    cpu::restore_interrupts(interrupts_were_on);
 }
 
-/// Prints `args` from a panic or fatal exception, with interrupts off:
+fn write_pieces(args: fmt::Arguments) {
+    let mut pieces = Pieces { line: Line { buf: [0; LINE_MAX], len: 0, overflowed: false } };
+    let _ = pieces.write_fmt(args);
+    pieces.flush();
+}
+
+/// Prints `args` from a panic or fatal exception (either ring), masked:
 /// takes the lock if it can within a bounded time, prints regardless.
 pub fn print_panic(args: fmt::Arguments) {
     cpu::disable_interrupts();
@@ -112,7 +136,7 @@ pub fn print_panic(args: fmt::Arguments) {
         }
         core::hint::spin_loop();
     };
-    let _ = Uart.write_fmt(args);
+    write_pieces(args);
     if acquired {
         OWNER.store(UNLOCKED, Ordering::Release);
     }

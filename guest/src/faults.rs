@@ -14,7 +14,7 @@
 //!   run, so the guest's watchdog and the VMM's both report the stall.
 //! - `corrupt-mailbox`: 100 ms after boot a task scribbles garbage over the
 //!   switch mailbox for 300 ms (magic included; states outside the
-//!   protocol) and makes HC_SWITCH calls with garbage values; the garbage
+//!   protocol) and makes switch hypercalls with garbage values; the garbage
 //!   stays. The VMM must ignore the notifications with a logged reason and
 //!   refuse (or survive) later switch requests.
 //! - `corrupt-telemetry`: 300 ms after boot a task overwrites the telemetry
@@ -23,9 +23,11 @@
 //!   region with a logged reason and keep running; the guest's own writers
 //!   use their boot-time layout, not the header, so it stays sound.
 //! - `bad-hypercalls`: right after the ready hypercall, CPU 0 writes to
-//!   unknown ports, writes hypercall ports with the wrong width, reads them,
-//!   reports a CPU index that does not exist, says ready again, and
-//!   notifies a switch that nobody asked for. The VMM logs each and goes on.
+//!   unknown doorbell registers, writes registers with the wrong width,
+//!   reads them, reports a CPU index that does not exist, says ready again,
+//!   notifies a switch that nobody asked for, and asks the console to
+//!   print from outside guest memory and more than it may at once. The
+//!   VMM logs each and goes on.
 //! - `bad-panic-record`: then makes the panic hypercall with a record
 //!   address outside guest memory: the VMM must report a panic it could not
 //!   read (exit code GuestPanic), not read outside guest memory.
@@ -37,10 +39,10 @@
 use core::ptr::addr_of_mut;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use switcher::abi::{SWITCH_MAILBOX_ADDR, SwitchMailbox, port};
+use switcher::abi::{SWITCH_MAILBOX_ADDR, SwitchMailbox, doorbell};
 use switcher::telemetry::TelemetryHeader;
 
-use crate::arch::port::{outb, outl};
+use crate::hypercall::raw_access;
 use crate::sched;
 use crate::sync::spinlock::SpinLock;
 
@@ -121,7 +123,7 @@ pub fn start(f: &Faults) {
     }
     if f.bad_panic_record {
         crate::println!("fault injection: panic hypercall with a record outside guest memory");
-        outl(port::HC_PANIC, 0xffff_fff0);
+        raw_access(doorbell::PANIC, 8, 0xffff_fff0, true);
     }
 }
 
@@ -193,7 +195,7 @@ fn scribble_mailbox(_: usize) {
             addr_of_mut!((*m).blocker_name).write_volatile([0xff; 16]);
             addr_of_mut!((*m).blocker_locks).write_volatile(garbage(&mut g) as u32);
         }
-        outl(port::HC_SWITCH, garbage(&mut g) as u32);
+        raw_access(doorbell::SWITCH, 8, garbage(&mut g), true);
         sched::sleep_us(1000);
     }
     crate::println!("fault injection: switch mailbox left corrupted");
@@ -215,31 +217,19 @@ fn scribble_telemetry(_: usize) {
     crate::println!("fault injection: telemetry header corrupted");
 }
 
-/// 16- and 32-bit port accesses the kernel never makes otherwise.
-fn outw(port: u16, value: u16) {
-    // SAFETY: a write to a VMM port; no memory effects on the guest.
-    unsafe { core::arch::asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
-}
-
-fn inl(port: u16) -> u32 {
-    let value: u32;
-    // SAFETY: a read from a VMM port; no memory effects on the guest.
-    unsafe {
-        core::arch::asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
-    };
-    value
-}
-
 fn bad_hypercalls() {
     crate::println!("fault injection: bad hypercalls");
-    outl(0x514, 0xdead_beef); // unknown port next to the hypercalls
-    outl(0x5ff, 1);
-    outb(port::HC_EXIT, 1); // wrong widths: must not be taken as exit/panic
-    outw(port::HC_PANIC, 0x1234);
-    outb(port::HC_SWITCH, 3);
-    let read = inl(port::HC_READY);
-    outl(port::HC_CPU_ONLINE, 999); // no such CPU
-    outl(port::HC_READY, 0); // ready again
-    outl(port::HC_SWITCH, 3); // a switch nobody asked for
-    crate::println!("fault injection: bad hypercalls done (read {read:#x} from the ready port)");
+    raw_access(doorbell::END, 8, 0xdead_beef, true); // unknown register next to the others
+    raw_access(0xff8, 8, 1, true);
+    raw_access(doorbell::EXIT + 1, 8, 1, true); // misaligned
+    raw_access(doorbell::EXIT, 1, 1, true); // wrong widths: must not be taken as exit/panic
+    raw_access(doorbell::PANIC, 2, 0x1234, true);
+    raw_access(doorbell::SWITCH, 4, 3, true);
+    let read = raw_access(doorbell::READY, 8, 0, false);
+    raw_access(doorbell::CPU_ONLINE, 8, 999, true); // no such CPU
+    raw_access(doorbell::READY, 8, 0, true); // ready again
+    raw_access(doorbell::SWITCH, 8, 3, true); // a switch nobody asked for
+    raw_access(doorbell::CONSOLE, 8, doorbell::console_value(0xffff_ff00_0000, 16), true); // outside memory
+    raw_access(doorbell::CONSOLE, 8, doorbell::console_value(0x10_0000, doorbell::CONSOLE_MAX + 1), true); // too long
+    crate::println!("fault injection: bad hypercalls done (read {read:#x} from the ready register)");
 }

@@ -1,8 +1,10 @@
 //! Interrupt handlers of the kernel (vectors 32..=255), called by the arch
-//! trap dispatcher with interrupts off. They are short: note, count, wake,
-//! EOI. Around them, the hard-IRQ depth is raised (`sched::in_irq`), and
-//! on the way out a pending reschedule is acted on if the interrupted code
-//! is preemptible (`sched::irq_exit_and_preempt`): that is where a task
+//! layer (`arch::irqflags`, a hook set at boot) masked: when the interrupt
+//! arrives on an unmasked CPU, or when the CPU unmasks after it was
+//! deferred. They are short: note, count, wake, EOI. Around them, the
+//! hard-IRQ depth is raised (`sched::in_irq`); after a batch of them the
+//! arch layer runs `sched::irq_exit_work`, where a pending reschedule is
+//! acted on if the interrupted code is preemptible: that is where a task
 //! woken by the timer or an IPI preempts the one running.
 //!
 //! | vector        | source                         | action                    |
@@ -34,11 +36,11 @@ pub fn shutdown_requested() -> bool {
     SHUTDOWN_REQUESTED.load(Ordering::Acquire) || boot_info::host_request() == host_request::SHUTDOWN
 }
 
-/// Handles one interrupt vector (not an exception, not NMI).
+/// Handles one interrupt vector (not an exception, not NMI). Masked.
 pub fn handle(vector: u8) {
     sched::irq_enter();
     dispatch(vector);
-    sched::irq_exit_and_preempt();
+    sched::irq_exit();
 }
 
 fn dispatch(vector: u8) {

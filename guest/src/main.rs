@@ -1,24 +1,28 @@
 //! rtswitch guest kernel: entry point and boot sequence.
 //!
-//! Every vCPU starts at `_start` at the same time, in long mode, with
-//! interrupts off, `rdi` = boot info and `rsi` = CPU index (see
-//! `switcher::abi`). Each picks its boot stack, sets up its CPU
-//! (`arch::init_cpu`), and then:
+//! Every vCPU starts at `_start` at the same time, in long mode at CPL0,
+//! with interrupts off, `rdi` = boot info and `rsi` = CPU index (see
+//! `switcher::abi`). Each picks its boot stack, runs the short CPL0
+//! prologue (`arch::prologue`: GDT/TSS, GS base, early IDT gates) and
+//! drops to CPL3, where the whole kernel runs from then on
+//! (`kernel_main`): it brings up its CPU (`arch::init_cpu`: IDTs, LAPIC),
+//! and then:
 //!
 //! - CPU 0 prints the banner, builds and loads the kernel's page tables
-//!   (`mm::paging`), starts its scheduler (its boot context becomes its
-//!   idle task), releases the others (`smp`), comes online, calibrates its
-//!   speed, waits for every CPU, publishes the GuestStatus page, makes the
-//!   ready hypercall (having resolved the workload and initialised the
-//!   telemetry region: `workload::init`), starts the control thread
-//!   (which acts on the VMM's shutdown request), acts on the guest
-//!   arguments, starts the latency workload if enabled, and idles;
+//!   (`mm::paging`; the load is a shim call), starts its scheduler (its
+//!   boot context becomes its idle task), releases the others (`smp`),
+//!   comes online, calibrates its speed (at CPL3, where the kernel runs)
+//!   and the APIC timer, waits for every CPU, publishes the GuestStatus
+//!   page, makes the ready hypercall (having resolved the workload and
+//!   initialised the telemetry region: `workload::init`), starts the
+//!   control thread (which acts on the VMM's shutdown request), acts on the
+//!   guest arguments, starts the latency workload if enabled, and idles;
 //! - CPUs n > 0 wait for release, load the page tables, start their
 //!   scheduler, come online and idle.
 //!
 //! A CPU starts its scheduler before it reports online, so once CPU 0 sees
-//! every CPU online it may spawn threads on any of them. Idle is `sti;
-//! hlt` (`sched::idle_loop`), never a spin.
+//! every CPU online it may spawn threads on any of them. Idle halts in the
+//! ring-0 shim (`sched::idle_loop`), never a spin, unless `idle=poll`.
 #![no_std]
 #![no_main]
 
@@ -47,6 +51,7 @@ mod workload;
 
 use arch::{cpu, idt};
 use cmdline::{Args, ReadyAction};
+use core::sync::atomic::{AtomicBool, Ordering};
 use switcher::abi::{self, BootInfo};
 
 /// Boot stack size per CPU.
@@ -78,19 +83,33 @@ core::arch::global_asm!(
     "imul rax, rax, {stack_size}",
     "add rsp, rax",
     "xor ebp, ebp",
-    "call {main}",
+    "call {prologue}",
     "3:",
     "cli",
     "hlt",
     "jmp 3b",
     max_cpus = const abi::MAX_CPUS,
     stack_size = const BOOT_STACK_SIZE,
-    main = sym kernel_main,
+    prologue = sym kernel_prologue,
 );
 
-extern "C" fn kernel_main(boot_info: *const BootInfo, cpu: u64) -> ! {
+/// CPL0: the prologue, then `kernel_main` at CPL3.
+extern "C" fn kernel_prologue(boot_info: u64, cpu: u64) -> ! {
+    arch::prologue(cpu as usize, boot_info, kernel_main)
+}
+
+/// Whether PV EOI is on (CPU 0's bring-up; for the boot line).
+static PV_EOI: AtomicBool = AtomicBool::new(false);
+
+/// CPL3, every CPU, right after the prologue.
+extern "C" fn kernel_main(boot_info: u64, cpu: u64) -> ! {
     let cpu = cpu as u32;
-    arch::init_cpu(cpu as usize);
+    arch::irqflags::set_hooks(irq::handle, sched::irq_exit_work);
+    let pv_eoi = arch::init_cpu(cpu as usize);
+    if cpu == 0 {
+        PV_EOI.store(pv_eoi, Ordering::Relaxed);
+    }
+    let boot_info = boot_info as *const BootInfo;
     if let Err(e) = boot_info::init(boot_info) {
         panic!("bad boot info at {boot_info:p}: {e}");
     }
@@ -109,7 +128,6 @@ extern "C" fn kernel_main(boot_info: *const BootInfo, cpu: u64) -> ! {
 
 /// CPU 0's boot sequence, up to the ready hypercall and beyond.
 fn boot_cpu(cpu_count: u32) -> ! {
-    console::init();
     let mode = boot_info::initial_mode();
     let tsc_khz = boot_info::tsc_khz();
     println!(
@@ -127,13 +145,26 @@ fn boot_cpu(cpu_count: u32) -> ! {
     if flags.no_pi {
         selftest::disable_pi();
     }
+    if flags.idle_poll {
+        println!("idle=poll: idle CPUs poll for work at CPL3 instead of halting (each vCPU keeps a host core busy)");
+        sched::set_idle_poll(true);
+    }
     mm::paging::build(boot_info::memory_bytes(), &sched::stack_guard_pages());
     mm::paging::load();
     sched::init_cpu(0);
     smp::online(0);
     smp::release_secondaries();
 
+    let timer = arch::apic::calibrate_timer();
     let calibration = calibrate::measure(tsc_khz);
+    let (timer_measured_khz, timer_khz) = timer.finish(tsc_khz, boot_info::apic_timer_khz());
+    println!(
+        "apic: xAPIC through MMIO, one-shot timer at {} kHz (measured {} kHz{}), EOI {}",
+        timer_khz,
+        timer_measured_khz,
+        if timer_khz == timer_measured_khz { "" } else { ", the VMM's nominal rate used" },
+        if PV_EOI.load(Ordering::Relaxed) { "paravirtual (KVM PV EOI)" } else { "through MMIO" }
+    );
     sync::rt::calibrate_spin(calibration.ps_per_iter);
     if arch::steal::enabled() {
         println!(
@@ -176,7 +207,8 @@ fn parse_args(cmdline: &[u8]) -> (ReadyAction, Flags, faults::Faults) {
         return (ReadyAction::Idle, Flags::default(), faults::Faults::default());
     };
     let args = Args::parse(text);
-    let (action, flags, faults) = (args.action, Flags { no_pi: args.no_pi, no_spin: args.no_spin }, args.faults);
+    let flags = Flags { no_pi: args.no_pi, no_spin: args.no_spin, idle_poll: args.idle_poll };
+    let (action, faults) = (args.action, args.faults);
     for word in args.unknown() {
         println!("ignoring unknown guest argument '{word}'");
     }
@@ -188,6 +220,7 @@ fn parse_args(cmdline: &[u8]) -> (ReadyAction, Flags, faults::Faults) {
 struct Flags {
     no_pi: bool,
     no_spin: bool,
+    idle_poll: bool,
 }
 
 /// What the guest arguments ask for once the guest is ready.
@@ -207,12 +240,12 @@ fn run_ready_action(action: ReadyAction) {
             unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
         }
         ReadyAction::TripleFault => {
-            println!("guest argument triple-fault: empty IDT, then ud2");
-            idt::load_empty();
-            // SAFETY: with no IDT, #UD -> #GP -> #DF -> triple fault: the
-            // VMM sees a shutdown exit, which this argument is there to
-            // test. Not `int3`: where ring 0 is emulated, a software
-            // interrupt through a bad IDT is an emulation failure
+            println!("guest argument triple-fault: every IDT gate cleared, then ud2");
+            idt::clear_all();
+            // SAFETY: with no gate present, #UD -> #NP -> #DF -> triple
+            // fault: the VMM sees a shutdown exit, which this argument is
+            // there to test. Not `int3`: where ring 0 is emulated, a
+            // software interrupt through a bad IDT is an emulation failure
             // (KVM_EXIT_INTERNAL_ERROR), not a triple fault.
             unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
         }

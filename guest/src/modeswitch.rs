@@ -22,13 +22,13 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
-use switcher::abi::{ABI_MAGIC, LockMode, SWITCH_MAILBOX_ADDR, SwitchMailbox, mailbox_state, port, vector};
+use switcher::abi::{ABI_MAGIC, LockMode, SWITCH_MAILBOX_ADDR, SwitchMailbox, mailbox_state, vector};
 use switcher::telemetry::EpochKind;
 
-use crate::arch::{apic, cpu, percpu, port::outl};
+use crate::arch::{apic, cpu, percpu};
 use crate::sched::{self, freezer};
 use crate::sync::registry;
-use crate::{boot_info, workload};
+use crate::{boot_info, hypercall, workload};
 
 /// Census period while freezing (at least: see `freeze_until_quiescent`).
 const CENSUS_US: u64 = 500;
@@ -91,8 +91,7 @@ pub fn on_serialize_ipi() {
 
 fn notify_vmm(state: u32) {
     mbox_write!(state, state);
-    fence(Ordering::SeqCst);
-    outl(port::HC_SWITCH, state);
+    hypercall::switch_changed(state);
 }
 
 /// Moves the mailbox state from `from` to `to` unless the VMM changed it
@@ -128,8 +127,7 @@ pub fn run() {
     if quiescent {
         mbox_write!(quiescent_tsc, sched::now_tsc());
         if advance_state(mailbox_state::FREEZING, mailbox_state::QUIESCENT) {
-            fence(Ordering::SeqCst);
-            outl(port::HC_SWITCH, mailbox_state::QUIESCENT);
+            hypercall::switch_changed(mailbox_state::QUIESCENT);
         }
         // The VMM's verdict, or its cancel if its deadline passed first.
         wait_for(|| matches!(mbox_read!(state), mailbox_state::DONE | mailbox_state::CANCELLED));

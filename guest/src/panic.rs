@@ -35,11 +35,6 @@ static PANIC_DEPTH: AtomicU32 = AtomicU32::new(1);
 /// Deeper, only the hypercall is made: the report path itself is failing.
 const MAX_REPORTS: u32 = 2;
 
-/// Whether some CPU is panicking (an NMI then means "stop").
-pub fn in_progress() -> bool {
-    PANIC_CPU.load(Ordering::Acquire) != NOBODY
-}
-
 #[panic_handler]
 fn panic(info: &PanicInfo) -> ! {
     cpu::disable_interrupts();
@@ -94,12 +89,13 @@ fn publish(addr: u64, record: &PanicRecord) {
 }
 
 /// Sends an NMI to every other CPU whose APIC (hence IDT) is up; their
-/// NMI handler sees the panic and halts. CPUs still booting are left
-/// alone: an NMI before their IDT would triple-fault them.
+/// NMI handler (ring 0) sees the panic and halts. CPUs still booting are
+/// left alone: an NMI before their IDT would triple-fault them.
 fn stop_other_cpus(me: u32) {
     if !percpu::try_this().is_some_and(|p| p.apic_enabled()) {
         return;
     }
+    crate::arch::nmi_means_stop();
     let cpus = (boot_info::cpu_count() as usize).min(MAX_CPUS);
     for cpu in (0..cpus).filter(|&c| c as u32 != me) {
         let other = percpu::of(cpu);

@@ -12,9 +12,17 @@
 //! 0x0000_5000  LOCK_REGISTRY_ADDR LockRegistry (guest keeps it live, VMM reads)
 //! 0x0000_6000  SWITCH_MAILBOX_ADDR SwitchMailbox (the runtime-switch protocol)
 //! 0x0000_7000  HEARTBEAT_ADDR     [CpuHeartbeat; MAX_CPUS] (guest watchdog, VMM reads)
+//! 0x0000_8000  SHIM_STATS_ADDR    [ShimStats; MAX_CPUS] (ring-0 shim entries, VMM reads)
 //! 0x0001_0000  PML4_ADDR          identity page tables (PML4, PDPT, PDs), 2 MiB pages
 //! 0x0010_0000  KERNEL_LOAD_ADDR   the guest ELF's lowest PT_LOAD segment
+//!  ...         guest memory ends (at most 3 GiB)
+//! 0xFEE0_0000  LAPIC_ADDR         the local APIC (xAPIC MMIO, KVM's in-kernel LAPIC)
+//! 0xFEF0_0000  DOORBELL_ADDR      the hypercall doorbell: no memory slot backs it
 //! ```
+//!
+//! The boot page tables also map the 2 MiB page holding the LAPIC and the
+//! doorbell (uncached), and every page is user-accessible: the kernel runs
+//! at CPL3 after its first instructions (see "Privilege" below).
 //!
 //! # Boot protocol
 //!
@@ -23,10 +31,20 @@
 //! `rsi` = CPU index (0-based, equal to the x2APIC id), `rsp` = 0: the guest
 //! picks its own stack from the CPU index.
 //!
+//! # Privilege
+//!
+//! The guest kernel runs deprivileged: it starts at CPL0, loads its GDT,
+//! TSS and IDT and drops to CPL3, where every line of the kernel runs from
+//! then on. Nothing in this ABI needs CPL0: the doorbell and the LAPIC are
+//! MMIO, the shared pages are plain memory.
+//!
 //! # Hypercalls
 //!
-//! A hypercall is a 32-bit `out` to one of the ports below (`out dx, eax`).
-//! Each port has one meaning; the 32-bit value is its argument.
+//! A hypercall is one 8-byte write to a register of the doorbell page
+//! ([`DOORBELL_ADDR`] + a [`doorbell`] offset): no memory slot backs the
+//! page, so the write exits to the VMM (`KVM_EXIT_MMIO`) from any privilege
+//! level. Each register has one meaning; the 64-bit value is its argument.
+//! The VMM checks width, offset and value of every access.
 //!
 //! # ELF note
 //!
@@ -38,7 +56,7 @@
 /// "RTSWITCH" in little-endian ASCII: identifies every structure of this ABI.
 pub const ABI_MAGIC: u64 = u64::from_le_bytes(*b"RTSWITCH");
 /// Bumped on any incompatible change of a structure or a protocol here.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// ELF note name (with its NUL, as ELF notes store it).
 pub const NOTE_NAME: &[u8] = b"rtswitch\0";
@@ -56,32 +74,108 @@ pub const PANIC_RECORD_ADDR: u64 = 0x4000;
 pub const LOCK_REGISTRY_ADDR: u64 = 0x5000;
 pub const SWITCH_MAILBOX_ADDR: u64 = 0x6000;
 pub const HEARTBEAT_ADDR: u64 = 0x7000;
+/// Per-CPU counts of ring-0 shim entries, by service ([`ShimStats`]).
+pub const SHIM_STATS_ADDR: u64 = 0x8000;
 /// PML4, then one PDPT, then as many page directories as memory needs.
 pub const PML4_ADDR: u64 = 0x1_0000;
 /// Page tables must end below the kernel.
 pub const PAGE_TABLES_END: u64 = 0x10_0000;
 /// Lowest address a kernel segment may be loaded at.
 pub const KERNEL_LOAD_ADDR: u64 = 0x10_0000;
+/// Guest memory ends at or below this (the MMIO hole starts here).
+pub const MEMORY_LIMIT: u64 = 0xC000_0000;
+/// The local APIC's MMIO page (xAPIC mode, KVM's default base).
+pub const LAPIC_ADDR: u64 = 0xFEE0_0000;
+/// The hypercall doorbell page (see [`doorbell`]).
+pub const DOORBELL_ADDR: u64 = 0xFEF0_0000;
+/// The 2 MiB page holding [`LAPIC_ADDR`] and [`DOORBELL_ADDR`].
+pub const MMIO_2M_PAGE: u64 = 0xFEE0_0000;
 
 /// Selectors of the boot GDT.
 pub const BOOT_CODE_SELECTOR: u16 = 0x08;
 pub const BOOT_DATA_SELECTOR: u16 = 0x10;
 
-/// Hypercall ports (32-bit `out`).
-pub mod port {
-    /// 16550 UART (COM1), 8 registers.
-    pub const SERIAL_COM1: u16 = 0x3f8;
+/// The hypercall doorbell's registers: byte offsets into the page at
+/// [`super::DOORBELL_ADDR`]. Each takes one 8-byte write.
+pub mod doorbell {
+    /// Width of every doorbell write.
+    pub const WIDTH: usize = 8;
     /// Guest exit: value = exit status (0 = success).
-    pub const HC_EXIT: u16 = 0x500;
+    pub const EXIT: u64 = 0x00;
     /// Guest panic: value = guest-physical address of a `PanicRecord`.
-    pub const HC_PANIC: u16 = 0x504;
+    pub const PANIC: u64 = 0x08;
     /// Guest ready: every CPU is online; `GuestStatus` is filled in.
-    pub const HC_READY: u16 = 0x508;
+    pub const READY: u64 = 0x10;
     /// One CPU is online: value = CPU index.
-    pub const HC_CPU_ONLINE: u16 = 0x50c;
+    pub const CPU_ONLINE: u64 = 0x18;
     /// The switch mailbox changed: value = the `mailbox_state` the guest
     /// just published (QUIESCENT or COMPLETE).
-    pub const HC_SWITCH: u16 = 0x510;
+    pub const SWITCH: u64 = 0x20;
+    /// Console output: value = [`console_value`] of a guest-physical
+    /// address and a length of at most [`CONSOLE_MAX`] bytes: the VMM
+    /// copies those bytes to the console (one exit per message, not per
+    /// byte, as Xen PV's `console_io`).
+    pub const CONSOLE: u64 = 0x28;
+    /// One past the last register.
+    pub const END: u64 = 0x30;
+    /// Longest console write.
+    pub const CONSOLE_MAX: usize = 4096;
+
+    /// The CONSOLE value for `len` bytes at guest-physical `addr`
+    /// (`addr` below 2^48, `len` below 2^16).
+    pub const fn console_value(addr: u64, len: usize) -> u64 {
+        ((len as u64) << 48) | (addr & 0xffff_ffff_ffff)
+    }
+
+    /// Splits a CONSOLE value into (address, length).
+    pub const fn console_parts(value: u64) -> (u64, usize) {
+        (value & 0xffff_ffff_ffff, (value >> 48) as usize)
+    }
+
+    /// Name of a register, for messages.
+    pub fn name(offset: u64) -> Option<&'static str> {
+        Some(match offset {
+            EXIT => "exit",
+            PANIC => "panic",
+            READY => "ready",
+            CPU_ONLINE => "cpu-online",
+            SWITCH => "switch",
+            CONSOLE => "console",
+            _ => return None,
+        })
+    }
+}
+
+/// The ring-0 shim's services (the guest kernel's only ring-0 entries after
+/// boot), as counted per CPU in [`ShimStats`].
+pub mod shim {
+    /// Idle: halt until an interrupt (ring-0 IDT loaded around `sti; hlt`).
+    pub const HALT: usize = 0;
+    /// Write an allow-listed MSR.
+    pub const WRMSR: usize = 1;
+    /// Read an allow-listed MSR.
+    pub const RDMSR: usize = 2;
+    /// Load the kernel's own page tables (CR3, EFER.NXE, CR0.WP).
+    pub const SET_PAGE_TABLES: usize = 3;
+    /// Stop this CPU for good (panic, exit).
+    pub const STOP: usize = 4;
+    /// Number of services (slots in [`super::ShimStats::entries`]).
+    pub const SERVICES: usize = 5;
+    /// Slots in [`super::ShimStats::entries`] (room for services to come).
+    pub const SLOTS: usize = 8;
+    /// Service names, by number.
+    pub const NAMES: [&str; SERVICES] = ["halt", "wrmsr", "rdmsr", "set-page-tables", "stop"];
+}
+
+/// One CPU's ring-0 shim entries, at `SHIM_STATS_ADDR + cpu * 64`: the
+/// shim's gate counts each entry, by service, before it acts on it;
+/// `rejected` counts entries refused (unknown service, bad argument).
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShimStats {
+    pub entries: [u64; shim::SERVICES],
+    pub rejected: u64,
+    pub _reserved: [u64; shim::SLOTS - shim::SERVICES - 1],
 }
 
 /// Exit status the guest reports for an orderly shutdown the VMM asked for.
@@ -197,7 +291,9 @@ pub struct BootInfo {
     pub telemetry_size: u64,
     /// 1 µs buckets per latency histogram in the telemetry region.
     pub hist_buckets: u32,
-    pub _reserved: u32,
+    /// The LAPIC timer's input clock in kHz as the VMM configured KVM
+    /// (0: unknown; the guest calibrates it against the TSC either way).
+    pub apic_timer_khz: u32,
     /// The latency workload to run.
     pub workload: crate::telemetry::WorkloadRequest,
     /// Space-separated guest arguments (`--guest-arg`), NUL-terminated.
@@ -220,7 +316,7 @@ impl BootInfo {
             telemetry_addr: 0,
             telemetry_size: 0,
             hist_buckets: 0,
-            _reserved: 0,
+            apic_timer_khz: 0,
             workload: crate::telemetry::WorkloadRequest {
                 interval_us: 0,
                 cs_us: 0,
@@ -269,9 +365,9 @@ pub struct GuestStatus {
     pub magic: u64,
     /// Bit N set when CPU N is online.
     pub online_mask: u64,
-    /// Ring-0 calibration loop: iterations run.
+    /// Calibration loop (run where the kernel runs: CPL3): iterations run.
     pub calib_iterations: u64,
-    /// Ring-0 calibration loop: TSC ticks those iterations took.
+    /// Calibration loop: TSC ticks those iterations took.
     pub calib_tsc_ticks: u64,
     /// Picoseconds per calibration iteration (derived by the guest).
     pub calib_ps_per_iter: u64,
@@ -490,6 +586,10 @@ const _: () = {
     assert!(core::mem::size_of::<SwitchMailbox>() == 104);
     assert!(core::mem::size_of::<CpuHeartbeat>() == 48);
     assert!(core::mem::size_of::<CpuHeartbeat>() * MAX_CPUS <= 4096);
+    assert!(core::mem::size_of::<ShimStats>() == 64);
+    assert!(core::mem::size_of::<ShimStats>() * MAX_CPUS <= 4096);
+    assert!(MEMORY_LIMIT <= MMIO_2M_PAGE);
+    assert!(LAPIC_ADDR >= MMIO_2M_PAGE && DOORBELL_ADDR < MMIO_2M_PAGE + (2 << 20));
 };
 
 #[cfg(test)]
@@ -515,6 +615,14 @@ mod tests {
         desc[8..12].copy_from_slice(&ABI_VERSION.to_le_bytes());
         assert_eq!(AbiNote::decode(&desc), Some(AbiNote::CURRENT));
         assert_eq!(AbiNote::decode(&desc[..15]), None);
+    }
+
+    #[test]
+    fn console_value_round_trips() {
+        let v = doorbell::console_value(0x12_3456, 4096);
+        assert_eq!(doorbell::console_parts(v), (0x12_3456, 4096));
+        assert_eq!(doorbell::name(doorbell::CONSOLE), Some("console"));
+        assert_eq!(doorbell::name(doorbell::END), None);
     }
 
     #[test]

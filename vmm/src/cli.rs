@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use switcher::abi::{CMDLINE_LEN, GUEST_ARG_SELFTEST, LockMode, MAX_CPUS};
 use switcher::telemetry::{LoadKind, WorkloadRequest};
 
-use crate::devices::serial::SerialOutput;
+use crate::devices::console::SerialOutput;
 
 pub const DEFAULT_VCPUS: u32 = 2;
 pub const DEFAULT_MEMORY_MIB: u64 = 128;

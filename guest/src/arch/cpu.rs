@@ -1,46 +1,72 @@
-//! Single CPU instructions and features: interrupt flag, halting, TSC,
-//! control registers, and the CPUID checks this kernel depends on.
+//! Single CPU instructions and features: the current privilege level,
+//! interrupt masking (the soft mask of `irqflags`), halting, TSC, control
+//! registers, and the CPUID checks this kernel depends on.
+//!
+//! The kernel runs at CPL3, where CLI/STI/HLT/MOV CRn fault: masking is
+//! the per-CPU soft mask, halting and control registers go through the
+//! ring-0 shim. The functions here say which ring they need.
 
+use super::{irqflags, shim};
 use raw_cpuid::CpuId;
 
-/// RFLAGS.IF.
-const RFLAGS_IF: u64 = 1 << 9;
-
-/// Disables interrupts.
+/// The privilege level this code runs at (CS.RPL).
 #[inline]
+pub fn current_cpl() -> u8 {
+    let cs: u16;
+    // SAFETY: reading CS has no side effects.
+    unsafe { core::arch::asm!("mov {:x}, cs", out(reg) cs, options(nomem, nostack, preserves_flags)) };
+    (cs & 3) as u8
+}
+
+/// Masks interrupts on this CPU (the soft mask).
+#[inline(always)]
 pub fn disable_interrupts() {
-    // SAFETY: `cli` only clears RFLAGS.IF; it has no memory effects, and
-    // acts as a compiler barrier (no `nomem`) so code after it is not
-    // hoisted above.
-    unsafe { core::arch::asm!("cli", options(nostack)) };
+    irqflags::disable();
 }
 
-/// Enables interrupts and halts until the next one, as one sequence: the
-/// `sti` interrupt shadow covers the `hlt`, so an interrupt that became
-/// pending after the caller's check (done with interrupts off) still wakes
-/// this `hlt` instead of being taken before it. Returns with interrupts on.
+/// Unmasks interrupts on this CPU, running those that came meanwhile.
+#[inline(always)]
+pub fn enable_interrupts() {
+    irqflags::enable();
+}
+
+/// Whether interrupts are unmasked on this CPU.
+#[inline(always)]
+pub fn interrupts_enabled() -> bool {
+    !irqflags::disabled()
+}
+
+/// Masks interrupts; returns whether they were unmasked (irqsave).
+#[inline(always)]
+pub fn save_and_disable_interrupts() -> bool {
+    irqflags::save()
+}
+
+/// Unmasks interrupts if `enabled` (the value saved by
+/// [`save_and_disable_interrupts`]).
+#[inline(always)]
+pub fn restore_interrupts(enabled: bool) {
+    irqflags::restore(enabled);
+}
+
+/// Halts until an interrupt arrives (returns at once if one is pending).
+/// Call masked: the interrupt runs when the caller unmasks. An entry into
+/// the ring-0 shim (counted as `halt`).
 #[inline]
-pub fn enable_interrupts_and_halt() {
-    // SAFETY: `sti; hlt` parks the CPU until an interrupt; handlers return
-    // here. No `nomem`: state changed by handlers must be re-read after.
-    unsafe { core::arch::asm!("sti", "hlt", options(nostack)) };
+pub fn idle_halt() {
+    shim::halt();
 }
 
-/// Disables interrupts and halts forever (NMIs wake it only to halt again).
+/// Halts this CPU forever, in either ring (NMIs wake it only to halt again).
 pub fn halt_forever() -> ! {
+    if current_cpl() == 3 {
+        shim::stop();
+    }
     loop {
-        // SAFETY: halting with interrupts off parks this CPU for good.
+        // SAFETY: CPL0 (checked above): halting with interrupts off parks
+        // this CPU for good.
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
     }
-}
-
-/// Whether interrupts are enabled (RFLAGS.IF).
-#[inline]
-pub fn interrupts_enabled() -> bool {
-    let rflags: u64;
-    // SAFETY: `pushfq; pop` reads RFLAGS through the stack the asm owns.
-    unsafe { core::arch::asm!("pushfq", "pop {}", out(reg) rflags, options(nomem, preserves_flags)) };
-    rflags & RFLAGS_IF != 0
 }
 
 /// Reads the TSC, ordered against the instructions around it (`lfence`
@@ -48,7 +74,8 @@ pub fn interrupts_enabled() -> bool {
 #[inline]
 pub fn rdtsc_ordered() -> u64 {
     let (lo, hi): (u32, u32);
-    // SAFETY: lfence/rdtsc read the time-stamp counter; no memory effects.
+    // SAFETY: lfence/rdtsc read the time-stamp counter (allowed at CPL3:
+    // CR4.TSD is off); no memory effects.
     unsafe {
         core::arch::asm!("lfence", "rdtsc", "lfence", out("eax") lo, out("edx") hi,
             options(nomem, nostack, preserves_flags));
@@ -56,32 +83,15 @@ pub fn rdtsc_ordered() -> u64 {
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
-/// CR2: the linear address of the last page fault.
+/// CR2: the linear address of the last page fault. CPL0 only (the
+/// exception path runs there).
 #[inline]
 pub fn read_cr2() -> u64 {
+    debug_assert_eq!(current_cpl(), 0);
     let cr2: u64;
-    // SAFETY: reading CR2 has no side effects.
+    // SAFETY: reading CR2 at CPL0 has no side effects.
     unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack, preserves_flags)) };
     cr2
-}
-
-/// Reads RFLAGS.IF and disables interrupts: the "save" of irqsave.
-#[inline]
-pub fn save_and_disable_interrupts() -> bool {
-    let rflags: u64;
-    // SAFETY: `pushfq; pop; cli` reads RFLAGS through the stack the asm
-    // owns and clears IF. A compiler barrier (no `nomem`), like `cli`.
-    unsafe { core::arch::asm!("pushfq", "pop {}", "cli", out(reg) rflags) };
-    rflags & RFLAGS_IF != 0
-}
-
-/// Re-enables interrupts if `enabled` (the value saved by
-/// [`save_and_disable_interrupts`]).
-#[inline]
-pub fn restore_interrupts(enabled: bool) {
-    if enabled {
-        enable_interrupts();
-    }
 }
 
 /// CR0.WP: supervisor writes honour read-only pages.
@@ -90,11 +100,13 @@ const CR0_WP: u64 = 1 << 16;
 const EFER_NXE: u64 = 1 << 11;
 
 /// Turns on what the kernel's page tables rely on (EFER.NXE, CR0.WP) and
-/// loads `pml4` into CR3 (which flushes the TLB).
+/// loads `pml4` into CR3 (which flushes the TLB). The shim's
+/// SET_PAGE_TABLES service, at CPL0.
 ///
 /// # Safety
-/// `pml4` must be a complete page-table hierarchy that maps everything
-/// this CPU uses (code, stacks, per-CPU data, tables) at the same address.
+/// CPL0; `pml4` must be a complete page-table hierarchy that maps
+/// everything this CPU uses (code, stacks, per-CPU data, tables) at the
+/// same address.
 pub unsafe fn load_page_tables(pml4: u64) {
     // SAFETY: NXE must be on before a table with bit 63 set is walked, WP
     // only tightens permissions; the caller vouches for the tables.
@@ -114,39 +126,23 @@ pub fn has_nx() -> bool {
     CpuId::new().get_extended_processor_and_feature_identifiers().is_some_and(|f| f.has_execute_disable())
 }
 
-/// Whether CPUID reports the APIC timer's TSC-deadline mode (CPUID.1:ECX bit 24).
-pub fn has_tsc_deadline() -> bool {
-    CpuId::new().get_feature_info().is_some_and(|f| f.has_tsc_deadline())
-}
-
-/// Whether CPUID reports x2APIC support (CPUID.1:ECX bit 21).
-pub fn has_x2apic() -> bool {
-    CpuId::new().get_feature_info().is_some_and(|f| f.has_x2apic())
-}
-
-/// Enables interrupts.
-#[inline]
-pub fn enable_interrupts() {
-    // SAFETY: `sti` sets RFLAGS.IF; the IDT and APIC are set up before any
-    // caller runs with interrupts on. Compiler barrier (no `nomem`).
-    unsafe { core::arch::asm!("sti", options(nostack)) };
-}
-
-/// Halts (interrupts on) until `done()` holds, checking it with interrupts
-/// off so that a wake-up between the check and the `hlt` is not lost.
-/// Returns with interrupts off.
+/// Halts (unmasked between tries) until `done()` holds, checking it masked
+/// so that a wake-up between the check and the halt is not lost (the shim
+/// does not halt while a vector is pending). Returns masked.
 pub fn halt_until(mut done: impl FnMut() -> bool) {
     loop {
         disable_interrupts();
         if done() {
             return;
         }
-        enable_interrupts_and_halt();
+        idle_halt();
+        enable_interrupts();
     }
 }
 
-/// Executes a serializing instruction (`cpuid`): instruction fetch after it
-/// sees code modified before it (cross-modifying code, SDM vol. 3 8.1.3).
+/// Executes a serializing instruction (`cpuid`, allowed at CPL3):
+/// instruction fetch after it sees code modified before it
+/// (cross-modifying code, SDM vol. 3 8.1.3).
 pub fn serialize() {
     // SAFETY: cpuid leaf 0 only reads identification registers; rbx is
     // saved and restored around it because LLVM reserves it.

@@ -1,40 +1,50 @@
-//! The IDT (one table for all CPUs) and its 256 assembly entry stubs.
-//!
-//! Every vector has a 16-byte stub that makes the stack uniform: it pushes
-//! 0 where the CPU pushed no error code, then the vector number, and jumps
-//! to `isr_common`, which saves all general-purpose registers and calls
-//! [`super::trap::dispatch`] with a pointer to the resulting [`TrapFrame`]:
+//! The two IDTs (one of each for all CPUs) and the frame every stub builds.
 //!
 //! ```text
-//!   ss, rsp, rflags, cs, rip     pushed by the CPU
-//!   error code (or 0)            pushed by the CPU or the stub
-//!   vector                       pushed by the stub
-//!   rax .. r15                   pushed by isr_common
+//!  vector    kernel IDT (loaded while the kernel runs)   halt IDT (loaded by the shim around sti; hlt)
+//!  0..32     ring-0 interrupt gates: exception reports   the same
+//!            (#UD: the shim gate; NMI, #DF, #MC on IST)
+//!  32..256   DPL-3 trap gates: `entry` (soft mask)       ring-0 interrupt gates: record the vector
 //! ```
 //!
-//! The kernel uses no SSE/x87 (soft-float target), so no FPU state is saved.
+//! Why two: the kernel runs at CPL3, and an interrupt taken there must run
+//! its handler at CPL3 through a *trap* gate (an interrupt gate would clear
+//! IF, and CPL3 cannot set it again). The shim halts an idle CPU at CPL0,
+//! and an interrupt taken at CPL0 through a gate aimed at DPL-3 code is not
+//! architecturally defined (#GP on real hardware), so the shim loads the
+//! halt IDT around its `sti; hlt`: there an interrupt is only recorded as
+//! pending, and the kernel runs it at CPL3 when it unmasks.
 //!
-//! The table is filled by every CPU with the same values (atomic stores):
-//! no CPU waits for another before loading it, which matters where ring 0
-//! is emulated and a wait would spin.
+//! Exceptions go to ring 0 in both tables: they are all fatal here, ring 0
+//! can read CR2 for a page fault, and the privilege change puts the report
+//! on the CPU's own ring-0 stack even when a task stack overflowed.
+//!
+//! Filling: the boot prologue (CPL0, emulated on some hosts: every
+//! instruction counts) writes only the gates that early boot can need and
+//! loads the kernel IDT; each CPU then fills both tables at CPL3 with the
+//! same values (atomic stores, no CPU waits for another) before it enables
+//! its APIC.
 
-use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
+use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS, USER_CS};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 pub const VECTORS: usize = 256;
-const STUB_SIZE: usize = 16;
 
 /// Vectors of the CPU exceptions this kernel names.
 pub mod exception {
     pub const NMI: u8 = 2;
+    pub const INVALID_OPCODE: u8 = 6;
     pub const DOUBLE_FAULT: u8 = 8;
+    pub const GENERAL_PROTECTION: u8 = 13;
     pub const PAGE_FAULT: u8 = 14;
     pub const MACHINE_CHECK: u8 = 18;
     /// Vectors 0..32 are reserved for exceptions.
     pub const COUNT: u8 = 32;
 }
 
-/// The stack at `isr_common`'s call into Rust, lowest address first.
+/// The stack every stub builds before it calls into Rust, lowest address
+/// first: general-purpose registers, then the vector and error code (0
+/// where the CPU pushes none), then the CPU's interrupt frame.
 #[repr(C)]
 #[derive(Debug)]
 pub struct TrapFrame {
@@ -62,88 +72,66 @@ pub struct TrapFrame {
     pub ss: u64,
 }
 
-// The stubs. Vectors whose exceptions push an error code (8, 10-14, 17,
-// 21, 29, 30: bit mask 0x6022_7d00) skip the `push 0`. Each stub is at most
-// 12 bytes (push imm8, push imm32, jmp rel32) and aligned to 16, so stub N
-// is at isr_stubs + 16 * N; `load` checks the total length.
-//
-// Alignment: the CPU aligns RSP to 16 before pushing its 5-word frame;
-// with the error code, the vector and 15 registers the stack holds 22
-// words at the call, so RSP is 16-byte aligned there, as the ABI wants.
-core::arch::global_asm!(
-    ".section .text.isr, \"ax\"",
-    ".global isr_stubs",
-    ".global isr_stubs_end",
-    ".balign 16",
-    "isr_stubs:",
-    ".set vec, 0",
-    ".rept 256",
-    ".balign 16",
-    ".if vec < 32",
-    ".if ((0x60227d00 >> vec) & 1) == 0",
-    "push 0",
-    ".endif",
-    ".else",
-    "push 0",
-    ".endif",
-    "push vec",
-    "jmp isr_common",
-    ".set vec, vec + 1",
-    ".endr",
-    ".balign 16",
-    "isr_stubs_end:",
-    "",
-    "isr_common:",
-    "push rax",
-    "push rbx",
-    "push rcx",
-    "push rdx",
-    "push rsi",
-    "push rdi",
-    "push rbp",
-    "push r8",
-    "push r9",
-    "push r10",
-    "push r11",
-    "push r12",
-    "push r13",
-    "push r14",
-    "push r15",
-    "mov rdi, rsp",
-    "cld",
-    "call {dispatch}",
-    "pop r15",
-    "pop r14",
-    "pop r13",
-    "pop r12",
-    "pop r11",
-    "pop r10",
-    "pop r9",
-    "pop r8",
-    "pop rbp",
-    "pop rdi",
-    "pop rsi",
-    "pop rdx",
-    "pop rcx",
-    "pop rbx",
-    "pop rax",
-    "add rsp, 16",
-    "iretq",
-    dispatch = sym super::trap::dispatch,
-);
-
-unsafe extern "C" {
-    static isr_stubs: u8;
-    static isr_stubs_end: u8;
-}
+/// Words of [`TrapFrame`] below the CPU's frame (registers, vector, error code).
+pub const FRAME_SAVED_WORDS: usize = 17;
+const _: () = assert!(core::mem::size_of::<TrapFrame>() == (FRAME_SAVED_WORDS + 5) * 8);
 
 /// Two words per gate.
-static IDT: [AtomicU64; VECTORS * 2] = [const { AtomicU64::new(0) }; VECTORS * 2];
+static KERNEL_IDT: [AtomicU64; VECTORS * 2] = [const { AtomicU64::new(0) }; VECTORS * 2];
+static HALT_IDT: [AtomicU64; VECTORS * 2] = [const { AtomicU64::new(0) }; VECTORS * 2];
 
-/// Present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
+/// An `lidt` operand (limit, then base) laid out so that the base is an
+/// aligned atomic: the operand starts at `limit`, 6 bytes into the struct.
+#[repr(C, align(16))]
+pub struct IdtPointer {
+    _pad: [u16; 3],
+    limit: u16,
+    base: AtomicU64,
+}
+
+impl IdtPointer {
+    const fn new() -> Self {
+        Self { _pad: [0; 3], limit: (VECTORS * 16 - 1) as u16, base: AtomicU64::new(0) }
+    }
+}
+
+/// The `lidt` operands of the two tables, at `&X.limit` (the shim's halt
+/// path loads them by symbol: `KERNEL_IDTR + 6`, `HALT_IDTR + 6`).
+#[unsafe(no_mangle)]
+pub(super) static KERNEL_IDTR: IdtPointer = IdtPointer::new();
+#[unsafe(no_mangle)]
+pub(super) static HALT_IDTR: IdtPointer = IdtPointer::new();
+/// Offset of the `lidt` operand in an [`IdtPointer`].
+pub const IDTR_OPERAND_OFFSET: usize = core::mem::offset_of!(IdtPointer, limit);
+
+/// Gate type/attribute bytes: present, DPL 0, 64-bit interrupt gate (IF
+/// cleared on entry) or trap gate (IF kept).
 const INTERRUPT_GATE: u64 = 0x8e;
+const TRAP_GATE: u64 = 0x8f;
 
-/// The IST slot a vector runs on (0 = the current stack).
+/// Where each vector's gate points, in each table (the stubs live in
+/// `entry` and `shim`).
+struct Targets {
+    /// Ring-0 exception stub of vector `v` (16 bytes apart), v < 32.
+    exception: u64,
+    /// The shim gate (#UD).
+    shim_gate: u64,
+    /// CPL3 interrupt stub of vector `v` (16 bytes apart, from vector 32).
+    irq3: u64,
+    /// Ring-0 recording stub of vector `v` (32 bytes apart, from vector 32).
+    record0: u64,
+}
+
+fn targets() -> Targets {
+    Targets {
+        exception: super::shim::exception_stubs_base(),
+        shim_gate: super::shim::gate_address(),
+        irq3: super::entry::irq_stubs_base(),
+        record0: super::shim::record_stubs_base(),
+    }
+}
+
+/// The IST slot a vector runs on (0 = the stack the entry picks).
 fn ist_for(vector: u8) -> u8 {
     match vector {
         exception::DOUBLE_FAULT => IST_DOUBLE_FAULT,
@@ -153,47 +141,84 @@ fn ist_for(vector: u8) -> u8 {
     }
 }
 
-/// The two IDT words of an interrupt gate to `handler`.
-fn gate(handler: u64, ist: u8) -> [u64; 2] {
+/// The two IDT words of a gate.
+fn gate(handler: u64, selector: u16, ist: u8, kind: u64) -> [u64; 2] {
     let low = (handler & 0xffff)
-        | (u64::from(KERNEL_CS) << 16)
+        | (u64::from(selector) << 16)
         | (u64::from(ist) << 32)
-        | (INTERRUPT_GATE << 40)
+        | (kind << 40)
         | (((handler >> 16) & 0xffff) << 48);
     [low, handler >> 32]
 }
 
-/// Fills the shared IDT (same values on every CPU) and loads it here.
-pub fn load() {
-    let base = &raw const isr_stubs as u64;
-    let end = &raw const isr_stubs_end as u64;
-    assert_eq!(end - base, (VECTORS * STUB_SIZE) as u64, "IDT stubs are not 16 bytes apart");
-    for vector in 0..VECTORS {
-        let [low, high] = gate(base + (vector * STUB_SIZE) as u64, ist_for(vector as u8));
-        IDT[2 * vector].store(low, Ordering::Relaxed);
-        IDT[2 * vector + 1].store(high, Ordering::Relaxed);
-    }
-    // SAFETY: the IDT is static, complete, and points at the stubs above.
-    unsafe { lidt(IDT.as_ptr() as u64, (core::mem::size_of_val(&IDT) - 1) as u16) };
+/// The gate of exception `vector` (ring 0, both tables).
+fn exception_gate(t: &Targets, vector: u8) -> [u64; 2] {
+    let handler = if vector == exception::INVALID_OPCODE {
+        t.shim_gate
+    } else {
+        t.exception + u64::from(vector) * super::shim::EXCEPTION_STUB_SIZE as u64
+    };
+    gate(handler, KERNEL_CS, ist_for(vector), INTERRUPT_GATE)
 }
 
-/// Loads an empty IDT: the next exception becomes a triple fault. For the
-/// `triple-fault` guest argument, which tests that the VMM reports it.
-pub fn load_empty() {
-    // SAFETY: deliberately invalid; the caller wants the CPU to shut down.
-    unsafe { lidt(0, 0) };
+fn store(table: &[AtomicU64; VECTORS * 2], vector: usize, [low, high]: [u64; 2]) {
+    table[2 * vector].store(low, Ordering::Relaxed);
+    table[2 * vector + 1].store(high, Ordering::Relaxed);
+}
+
+/// Boot prologue (CPL0): the gates early boot can need (the shim gate, the
+/// fatal faults, NMI) and `lidt` of the kernel table. The rest of the
+/// table is filled at CPL3 by [`fill`] before the APIC delivers anything.
+pub fn init_early() {
+    let t = targets();
+    for v in [
+        exception::INVALID_OPCODE,
+        exception::NMI,
+        exception::DOUBLE_FAULT,
+        exception::GENERAL_PROTECTION,
+        exception::PAGE_FAULT,
+    ] {
+        store(&KERNEL_IDT, usize::from(v), exception_gate(&t, v));
+    }
+    KERNEL_IDTR.base.store(KERNEL_IDT.as_ptr() as u64, Ordering::Relaxed);
+    HALT_IDTR.base.store(HALT_IDT.as_ptr() as u64, Ordering::Relaxed);
+    // SAFETY: CPL0 (prologue); the table is static and its pointer's base
+    // was just written; vectors not yet filled are not present and nothing
+    // raises them before `fill` (the APIC is still disabled).
+    unsafe { lidt(&KERNEL_IDTR) };
+}
+
+/// Fills both tables completely (same values on every CPU). CPL3, before
+/// this CPU's APIC is enabled.
+pub fn fill() {
+    let t = targets();
+    for v in 0..exception::COUNT {
+        let g = exception_gate(&t, v);
+        store(&KERNEL_IDT, usize::from(v), g);
+        store(&HALT_IDT, usize::from(v), g);
+    }
+    for v in usize::from(exception::COUNT)..VECTORS {
+        let irq3 = t.irq3 + (v * super::entry::IRQ_STUB_SIZE) as u64;
+        store(&KERNEL_IDT, v, gate(irq3, USER_CS, 0, TRAP_GATE));
+        let rec = t.record0 + ((v - usize::from(exception::COUNT)) * super::shim::RECORD_STUB_SIZE) as u64;
+        store(&HALT_IDT, v, gate(rec, KERNEL_CS, 0, INTERRUPT_GATE));
+    }
+}
+
+/// Clears every gate of both tables: the next exception becomes a triple
+/// fault (#UD -> #NP -> #DF, none present). For the `triple-fault` guest
+/// argument, which tests that the VMM reports it. The tables are kernel
+/// memory, writable at CPL3 like the rest of the kernel's data.
+pub fn clear_all() {
+    for w in KERNEL_IDT.iter().chain(HALT_IDT.iter()) {
+        w.store(0, Ordering::SeqCst);
+    }
 }
 
 /// # Safety
-/// `base`/`limit` must describe a valid IDT for as long as it is loaded,
-/// or the caller must want the resulting fault.
-unsafe fn lidt(base: u64, limit: u16) {
-    #[repr(C, packed)]
-    struct Pointer {
-        limit: u16,
-        base: u64,
-    }
-    let pointer = Pointer { limit, base };
-    // SAFETY: per the function contract.
-    unsafe { core::arch::asm!("lidt [{}]", in(reg) &raw const pointer, options(readonly, nostack, preserves_flags)) };
+/// CPL0; `p` must describe a valid IDT for as long as it is loaded.
+unsafe fn lidt(p: &IdtPointer) {
+    let operand = &raw const p.limit;
+    // SAFETY: per the function contract; the operand is limit then base.
+    unsafe { core::arch::asm!("lidt [{}]", in(reg) operand, options(readonly, nostack, preserves_flags)) };
 }

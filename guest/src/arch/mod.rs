@@ -1,24 +1,80 @@
-//! x86-64 specifics behind a small interface: the rest of the kernel calls
-//! [`init_cpu`] once per CPU and uses `apic`, `cpu` and `percpu`; MSR
-//! numbers, descriptor formats and entry stubs stay in here.
+//! x86-64 specifics behind a small interface, and the boundary between the
+//! deprivileged kernel and the few things it runs at CPL0.
+//!
+//! The kernel runs at CPL3, Xen-PV style (DESIGN: "Guest kernel model"):
+//!
+//! ```text
+//!  _start (CPL0) ── prologue: GDT+TSS, GS base, the early IDT gates, xAPIC mode
+//!        │          (a few hundred instructions: ring 0 may be emulated)
+//!        └─iretq──> kernel (CPL3): init_cpu fills the IDTs, enables the LAPIC;
+//!                   everything else, for good
+//!  kernel ──ud2 gate──> shim (CPL0): halt, allow-listed MSRs, page tables, stop;
+//!                       every entry counted per CPU and service (`shim`)
+//!  interrupt at CPL3 ──trap gate──> entry (CPL3): soft mask (`irqflags`)
+//!  exception ──interrupt gate──> shim (CPL0): fatal report (`trap`)
+//! ```
+//!
+//! The rest of the kernel uses `apic`, `cpu`, `irqflags` and `percpu`;
+//! MSR numbers, descriptor formats, entry stubs and the shim stay in here.
 
 pub mod apic;
 pub mod cpu;
+mod entry;
 pub mod gdt;
 pub mod idt;
+pub mod irqflags;
 pub mod msr;
 pub mod percpu;
-pub mod port;
+pub mod shim;
 pub mod steal;
 mod trap;
 
-/// Brings up this CPU: per-CPU data (GS base), GDT/TSS, IDT, x2APIC,
-/// KVM steal time (where offered).
-/// Interrupts stay off; the caller enables them when it idles.
-pub fn init_cpu(cpu: usize) {
-    percpu::init(cpu);
+pub use trap::nmi_means_stop;
+
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+
+/// The boot prologue of CPU `cpu`, at CPL0: GDT and TSS, the GS base, the
+/// IDT's early gates, the LAPIC in xAPIC mode at its default base; then
+/// drops to CPL3 for good, calling `entry(boot_info, cpu)` there on the
+/// same stack.
+pub fn prologue(cpu: usize, boot_info: u64, entry: extern "C" fn(u64, u64) -> !) -> ! {
     gdt::init(cpu);
-    idt::load();
+    percpu::init(cpu);
+    idt::init_early();
+    xapic_mode();
+    // SAFETY: CPL0, GDT/TSS loaded, GS base set; `entry` never returns.
+    unsafe { gdt::drop_to_cpl3(entry, boot_info, cpu as u64) }
+}
+
+/// Puts the LAPIC in xAPIC mode at `LAPIC_ADDR` (KVM's reset state; a
+/// hypervisor that left it in x2APIC mode gets it taken out, through
+/// "disabled" as the architecture requires). CPL0.
+fn xapic_mode() {
+    // SAFETY: CPL0; IA32_APIC_BASE exists on every CPU with an APIC, and
+    // the writes only move it between the architectural states.
+    unsafe {
+        let base = msr::rdmsr(msr::IA32_APIC_BASE);
+        let want = switcher::abi::LAPIC_ADDR | APIC_BASE_ENABLE | (base & APIC_BASE_BSP);
+        if base != want {
+            if base & APIC_BASE_X2APIC != 0 {
+                msr::wrmsr(msr::IA32_APIC_BASE, base & !(APIC_BASE_X2APIC | APIC_BASE_ENABLE));
+            }
+            msr::wrmsr(msr::IA32_APIC_BASE, want);
+        }
+    }
+}
+
+/// Brings up this CPU at CPL3: fills the IDTs, enables the LAPIC (from
+/// here on interrupts arrive; the soft mask, still set, defers them), and
+/// registers KVM's PV EOI word and steal-time area where offered (two
+/// shim WRMSRs). Returns whether PV EOI is on.
+pub fn init_cpu(cpu: usize) -> bool {
+    debug_assert_eq!(cpu::current_cpl(), 3);
+    idt::fill();
     apic::init();
+    let pv_eoi = apic::init_pv_eoi(cpu);
     steal::init(cpu);
+    pv_eoi
 }

@@ -3,8 +3,9 @@
 //! Each CPU's [`PerCpu`] lives in a static array slot; `IA32_GS_BASE`
 //! points at it, and its first field points at itself, so `mov rax,
 //! gs:[0]` yields a plain pointer to this CPU's data in one instruction.
-//! This kernel never enters ring 3, so there is no `swapgs`: GS base stays
-//! fixed from [`init`] on.
+//! The GS base is written once, at CPL0 in the boot prologue, and is the
+//! same in both rings (the kernel at CPL3, the shim at CPL0): there is no
+//! `swapgs`, and a GS-relative access works in either ring.
 //!
 //! Only the owning CPU writes its slot's identity fields (once, in
 //! [`init`]); counters are atomics so that other CPUs (and later the
@@ -21,7 +22,7 @@
 use super::msr::{self, IA32_GS_BASE};
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use switcher::abi::MAX_CPUS;
+use switcher::abi::{MAX_CPUS, SHIM_STATS_ADDR, ShimStats};
 
 /// Interrupt counters of one CPU.
 pub struct IrqCounters {
@@ -39,6 +40,23 @@ pub struct IrqCounters {
 #[repr(C, align(64))]
 pub struct PerCpu {
     self_ptr: AtomicPtr<PerCpu>,
+    /// The soft interrupt mask (`arch::irqflags`): 1 while this CPU's
+    /// kernel code has "interrupts disabled". Hardware IF stays on at CPL3;
+    /// an interrupt that arrives while this is set is only recorded in
+    /// `irq_pending` and runs when the mask drops. Starts masked.
+    pub irq_masked: AtomicU32,
+    /// Set whenever a vector is recorded in `irq_pending` (or work is
+    /// requested for the next unmask): the unmask fast path tests this one
+    /// word.
+    pub irq_pending_any: AtomicU32,
+    /// Vectors that arrived while masked (bit N = vector N), not yet run
+    /// and not yet acknowledged (EOI) at the LAPIC.
+    pub irq_pending: [AtomicU64; 4],
+    /// This CPU's [`ShimStats`] in the ABI page the VMM reads; the ring-0
+    /// shim's gate counts every entry through it.
+    pub shim_stats: AtomicPtr<ShimStats>,
+    /// KVM's PV EOI word (bit 0 set by KVM: the next EOI may be skipped).
+    pub pv_eoi: AtomicU64,
     cpu_id: AtomicU32,
     apic_id: AtomicU32,
     /// Set once this CPU's x2APIC is on: IPIs may be sent from it.
@@ -74,6 +92,11 @@ impl PerCpu {
     const fn new() -> Self {
         Self {
             self_ptr: AtomicPtr::new(ptr::null_mut()),
+            irq_masked: AtomicU32::new(1),
+            irq_pending_any: AtomicU32::new(0),
+            irq_pending: [const { AtomicU64::new(0) }; 4],
+            shim_stats: AtomicPtr::new(ptr::null_mut()),
+            pv_eoi: AtomicU64::new(0),
             cpu_id: AtomicU32::new(0),
             apic_id: AtomicU32::new(0),
             apic_enabled: AtomicBool::new(false),
@@ -122,13 +145,17 @@ impl PerCpu {
 
 static PERCPU: [PerCpu; MAX_CPUS] = [const { PerCpu::new() }; MAX_CPUS];
 
-/// Points GS base at CPU `cpu`'s slot. First thing every CPU does.
+/// Points GS base at CPU `cpu`'s slot. First thing every CPU does, at
+/// CPL0 (boot prologue).
 pub fn init(cpu: usize) {
     let slot = &PERCPU[cpu];
     slot.self_ptr.store(ptr::from_ref(slot).cast_mut(), Ordering::Relaxed);
     slot.cpu_id.store(cpu as u32, Ordering::Relaxed);
+    let stats = (SHIM_STATS_ADDR as usize + cpu * core::mem::size_of::<ShimStats>()) as *mut ShimStats;
+    slot.shim_stats.store(stats, Ordering::Relaxed);
     // SAFETY: IA32_GS_BASE exists on every x86-64 CPU; the slot is static,
-    // so GS stays valid forever, and nothing used GS before this.
+    // so GS stays valid forever, and nothing used GS before this. CPL0:
+    // the boot prologue calls this before it drops to CPL3.
     unsafe { msr::wrmsr(IA32_GS_BASE, ptr::from_ref(slot) as u64) };
 }
 
@@ -152,11 +179,22 @@ pub fn cpu_id() -> u32 {
 }
 
 /// This CPU's data if GS base points at a slot, `None` otherwise (too
-/// early in boot). Slower than [`this`] (an MSR read): for panic paths,
-/// which must not trust anything.
+/// early in boot). For panic paths, which must not trust anything: at CPL3
+/// the GS base is set (the prologue sets it before it drops there) and
+/// `gs:[0]` is checked against the table; at CPL0 the MSR is read.
 pub fn try_this() -> Option<&'static PerCpu> {
-    // SAFETY: IA32_GS_BASE exists on every x86-64 CPU; reading it is pure.
-    let gs = unsafe { msr::rdmsr(IA32_GS_BASE) } as usize;
+    let gs = if super::cpu::current_cpl() == 3 {
+        let p: usize;
+        // SAFETY: at CPL3 GS base points at a static slot (see above);
+        // reading its first word has no side effects.
+        unsafe {
+            core::arch::asm!("mov {}, qword ptr gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags))
+        };
+        p
+    } else {
+        // SAFETY: at CPL0, IA32_GS_BASE exists on every x86-64 CPU; reading it is pure.
+        (unsafe { msr::rdmsr(IA32_GS_BASE) }) as usize
+    };
     let base = PERCPU.as_ptr() as usize;
     let size = core::mem::size_of::<PerCpu>();
     let offset = gs.checked_sub(base)?;
@@ -221,4 +259,13 @@ gs_read!(current_ptr, *const (), reg, "", current, "This CPU's current task poin
 #[inline(always)]
 pub fn need_resched() -> bool {
     need_resched_byte() != 0
+}
+
+/// Offsets of the fields the entry assembly reaches through `gs:`.
+pub mod offset {
+    use super::PerCpu;
+    pub const IRQ_MASKED: usize = core::mem::offset_of!(PerCpu, irq_masked);
+    pub const IRQ_PENDING_ANY: usize = core::mem::offset_of!(PerCpu, irq_pending_any);
+    pub const IRQ_PENDING: usize = core::mem::offset_of!(PerCpu, irq_pending);
+    pub const SHIM_STATS: usize = core::mem::offset_of!(PerCpu, shim_stats);
 }

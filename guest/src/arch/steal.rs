@@ -11,10 +11,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use switcher::abi::MAX_CPUS;
 
-use super::msr;
+use super::{msr, shim};
 
-/// `MSR_KVM_STEAL_TIME`: guest-physical address of the area | enable bit.
-const MSR_KVM_STEAL_TIME: u32 = 0x4b56_4d03;
 const KVM_MSR_ENABLED: u64 = 1;
 /// CPUID leaf of KVM's signature and the one of its feature bits.
 const KVM_CPUID_SIGNATURE: u32 = 0x4000_0000;
@@ -56,8 +54,9 @@ fn offered() -> bool {
     kvm && sig.eax >= KVM_CPUID_FEATURES && raw_cpuid::cpuid!(KVM_CPUID_FEATURES).eax & KVM_FEATURE_STEAL_TIME != 0
 }
 
-/// Registers this CPU's area with the hypervisor (once per CPU, at bring-up);
-/// returns whether steal time is on.
+/// Registers this CPU's area with the hypervisor (once per CPU, at
+/// bring-up, through the ring-0 shim's WRMSR); returns whether steal time
+/// is on.
 pub fn init(cpu: usize) -> bool {
     if cpu >= MAX_CPUS || !offered() {
         return false;
@@ -65,10 +64,12 @@ pub fn init(cpu: usize) -> bool {
     // Guest memory is identity-mapped: the static's address is its
     // guest-physical address.
     let addr = AREAS[cpu].0.get() as u64;
-    // SAFETY: CPUID says KVM offers MSR_KVM_STEAL_TIME; the value is the
-    // 64-byte aligned guest-physical address of a static area that lives
-    // for the whole run and that nothing else writes.
-    unsafe { msr::wrmsr(MSR_KVM_STEAL_TIME, addr | KVM_MSR_ENABLED) };
+    // CPUID says KVM offers MSR_KVM_STEAL_TIME; the value is the 64-byte
+    // aligned guest-physical address of a static area that lives for the
+    // whole run and that nothing else writes (the shim checks both).
+    if !shim::wrmsr(msr::MSR_KVM_STEAL_TIME, addr | KVM_MSR_ENABLED) {
+        return false;
+    }
     ENABLED.store(true, Ordering::Relaxed);
     true
 }

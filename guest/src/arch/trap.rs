@@ -1,11 +1,13 @@
-//! Trap dispatch: where every IDT stub lands. CPU exceptions are fatal
-//! (register dump, then the panic path); NMIs stop the CPU during a panic
-//! and are counted otherwise; every other vector goes to `crate::irq`.
+//! Exceptions and NMIs, at ring 0 (both IDTs send vectors 0..32 to the
+//! shim's exception stubs, and a #UD that is not the shim gate comes here
+//! too). CPU exceptions are fatal (register dump, then the panic path,
+//! from ring 0); NMIs stop the CPU during a panic and are counted
+//! otherwise. Interrupt vectors (32..256) never come here: see `entry`.
 
 use super::idt::{TrapFrame, exception};
 use super::{cpu, percpu};
 use core::fmt;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Mnemonic and name of each exception vector (as the Intel SDM names them).
 const EXCEPTIONS: [(&str, &str); exception::COUNT as usize] = [
@@ -43,21 +45,27 @@ const EXCEPTIONS: [(&str, &str); exception::COUNT as usize] = [
     ("#31", "Reserved"),
 ];
 
-/// Called by `isr_common` with interrupts off (all gates are interrupt
-/// gates). Returning resumes the interrupted code with `iretq`.
-pub(super) extern "C" fn dispatch(frame: &mut TrapFrame) {
+/// Called by the shim's exception stubs at CPL0, IF off (interrupt gates).
+/// Returning resumes the interrupted code with `iretq`.
+pub(super) extern "C" fn ring0_trap(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
     if vector == exception::NMI {
-        if crate::panic::in_progress() {
+        if PANIC_IN_PROGRESS.load(Ordering::Acquire) {
             // The stop signal of a panic on another CPU.
             cpu::halt_forever();
         }
         percpu::this().irq.nmi.fetch_add(1, Ordering::Relaxed);
-    } else if vector < exception::COUNT {
-        fatal_exception(frame);
     } else {
-        crate::irq::handle(vector);
+        fatal_exception(frame);
     }
+}
+
+/// Set by the kernel's panic path before it sends the stop NMIs.
+static PANIC_IN_PROGRESS: AtomicBool = AtomicBool::new(false);
+
+/// From now on an NMI stops the CPU it reaches (a panic is under way).
+pub fn nmi_means_stop() {
+    PANIC_IN_PROGRESS.store(true, Ordering::Release);
 }
 
 /// Prints the exception and every register, then panics (which reports to
@@ -65,6 +73,7 @@ pub(super) extern "C" fn dispatch(frame: &mut TrapFrame) {
 fn fatal_exception(frame: &TrapFrame) -> ! {
     let vector = frame.vector as u8;
     let (mnemonic, name) = EXCEPTIONS[usize::from(vector)];
+    // CR2 is readable here: this runs at CPL0.
     let cr2 = (vector == exception::PAGE_FAULT).then(cpu::read_cr2);
     let cpu = percpu::try_this().map(|p| p.cpu_id());
     crate::console::print_panic(format_args!("{}", Report { frame, mnemonic, name, cr2, cpu }));
@@ -98,7 +107,8 @@ impl fmt::Display for Report<'_> {
             "exception {} ({}), vector {}, error code {:#x}",
             self.mnemonic, self.name, r.vector, r.error_code
         )?;
-        writeln!(f, "  RIP {:#018x}  CS {:#06x}  RFLAGS {:#010x}", r.rip, r.cs, r.rflags)?;
+        let ring = if r.cs & 3 == 3 { "kernel at CPL3" } else { "ring-0 shim" };
+        writeln!(f, "  RIP {:#018x}  CS {:#06x} ({ring})  RFLAGS {:#010x}", r.rip, r.cs, r.rflags)?;
         write!(f, "  RSP {:#018x}  SS {:#06x}", r.rsp, r.ss)?;
         if let Some(cr2) = self.cr2 {
             write!(f, "  CR2 {cr2:#018x}")?;

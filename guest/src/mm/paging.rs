@@ -1,8 +1,13 @@
 //! The kernel's own page tables, replacing the VMM's boot identity map.
 //!
 //! Identity mapped (virtual = guest-physical), one hierarchy shared by all
-//! CPUs: CPU 0 builds it ([`build`]) before it releases the others; every
-//! CPU then loads it ([`load`]: EFER.NXE, CR0.WP, CR3).
+//! CPUs: CPU 0 builds it ([`build`], at CPL3) before it releases the
+//! others; every CPU then loads it ([`load`]: the ring-0 shim's
+//! SET_PAGE_TABLES sets EFER.NXE, CR0.WP, CR3).
+//!
+//! Every mapping is user-accessible (U at every level): the kernel runs at
+//! CPL3, so "kernel memory" is user memory to the MMU. What protects text
+//! and rodata is the read-only bit, which binds CPL3 always.
 //!
 //! ```text
 //! 0x0000_0000  null page                not present (null derefs fault)
@@ -13,19 +18,22 @@
 //!                                        task-stack guard pages: not present
 //! .. next 2 MiB boundary                RW NX   (4 KiB)
 //! .. memory_bytes                       RW NX   (2 MiB pages; 4 KiB for a tail)
+//! LAPIC_ADDR, DOORBELL_ADDR             RW NX uncached (4 KiB each)
 //! everything else                       not present
 //! ```
 //!
 //! Table memory is static (.bss): one PML4, one PDPT, up to 4 page
 //! directories (4 GiB) and [`KERNEL_PTS`] page tables for the 2 MiB
-//! regions the kernel image touches, plus one for an unaligned tail.
+//! regions the kernel image touches, plus one for an unaligned tail and
+//! one for the MMIO pages.
 //! The hierarchy is written once, before any CPU loads it, and never
 //! changed; CR4.PGE is off, so there are no global entries to flush.
 //! The hypervisor may still write text (patch sites): guest permissions
 //! do not apply to it.
 
-use crate::arch::cpu;
+use crate::arch::{cpu, shim};
 use crate::sched::GuardPages;
+use switcher::abi::{DOORBELL_ADDR, LAPIC_ADDR, MMIO_2M_PAGE};
 
 const PAGE: u64 = 4096;
 const LARGE: u64 = 2 << 20;
@@ -34,12 +42,18 @@ const ENTRIES: usize = 512;
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const WRITE_THROUGH: u64 = 1 << 3;
+const CACHE_DISABLE: u64 = 1 << 4;
 const HUGE: u64 = 1 << 7;
 const NO_EXECUTE: u64 = 1 << 63;
 
-const RW_NX: u64 = PRESENT | WRITABLE | NO_EXECUTE;
-const RO_NX: u64 = PRESENT | NO_EXECUTE;
-const RO_X: u64 = PRESENT;
+const RW_NX: u64 = PRESENT | WRITABLE | USER | NO_EXECUTE;
+const RO_NX: u64 = PRESENT | USER | NO_EXECUTE;
+const RO_X: u64 = PRESENT | USER;
+const MMIO: u64 = RW_NX | WRITE_THROUGH | CACHE_DISABLE;
+/// A table entry pointing at a lower table.
+const TABLE: u64 = PRESENT | WRITABLE | USER;
 
 /// Page directories: memory up to 4 GiB.
 const MAX_PDS: usize = 4;
@@ -58,9 +72,11 @@ struct Tables {
     pdpt: Table,
     pds: [Table; MAX_PDS],
     pts: [Table; KERNEL_PTS + 1],
+    mmio: Table,
 }
 
-static mut TABLES: Tables = Tables { pml4: EMPTY, pdpt: EMPTY, pds: [EMPTY; MAX_PDS], pts: [EMPTY; KERNEL_PTS + 1] };
+static mut TABLES: Tables =
+    Tables { pml4: EMPTY, pdpt: EMPTY, pds: [EMPTY; MAX_PDS], pts: [EMPTY; KERNEL_PTS + 1], mmio: EMPTY };
 
 unsafe extern "C" {
     static __text_start: u8;
@@ -84,9 +100,10 @@ pub fn build(memory_bytes: u64, guards: &GuardPages) {
     let rodata = (&raw const __rodata_start) as u64..(&raw const __rodata_end) as u64;
     let data = (&raw const __data_start) as u64..(&raw const __kernel_end) as u64;
     assert!(
-        memory_bytes <= MAX_PDS as u64 * GIB,
-        "{} MiB of memory: the page tables map at most 4 GiB",
-        memory_bytes >> 20
+        memory_bytes <= switcher::abi::MEMORY_LIMIT,
+        "{} MiB of memory: guest memory must end below the MMIO hole at {:#x}",
+        memory_bytes >> 20,
+        switcher::abi::MEMORY_LIMIT
     );
     assert!(data.end <= memory_bytes, "the kernel ends past guest memory");
     // 4 KiB pages from 0 up to the 2 MiB boundary after the kernel.
@@ -99,8 +116,7 @@ pub fn build(memory_bytes: u64, guards: &GuardPages) {
     let tables = &raw mut TABLES;
     // SAFETY: as above.
     let t = unsafe { &mut *tables };
-    // Page tables: [0, small_end), range by range (tight loops: this runs
-    // in emulated ring 0 on some hosts, ~1 us per instruction).
+    // Page tables: [0, small_end), range by range.
     let pt_entry = |t: &mut Tables, page: u64| -> *mut u64 {
         let index = (page / PAGE) as usize;
         &raw mut t.pts[index / ENTRIES].0[index % ENTRIES]
@@ -127,7 +143,7 @@ pub fn build(memory_bytes: u64, guards: &GuardPages) {
         let base = region * LARGE;
         let (pd, slot) = ((region / ENTRIES as u64) as usize, (region % ENTRIES as u64) as usize);
         t.pds[pd].0[slot] = if (region as usize) < kernel_pts {
-            (&raw const t.pts[region as usize]) as u64 | PRESENT | WRITABLE
+            (&raw const t.pts[region as usize]) as u64 | TABLE
         } else if base + LARGE <= memory_bytes {
             base | HUGE | RW_NX
         } else {
@@ -138,19 +154,29 @@ pub fn build(memory_bytes: u64, guards: &GuardPages) {
                 let page = base + j as u64 * PAGE;
                 *e = if page < memory_bytes { page | RW_NX } else { 0 };
             }
-            tail_pt as u64 | PRESENT | WRITABLE
+            tail_pt as u64 | TABLE
         };
     }
-    for pd in 0..memory_bytes.div_ceil(GIB) as usize {
-        t.pdpt.0[pd] = (&raw const t.pds[pd]) as u64 | PRESENT | WRITABLE;
+    // The LAPIC and the doorbell: one table for their 2 MiB region.
+    for page in [LAPIC_ADDR, DOORBELL_ADDR] {
+        t.mmio.0[((page - MMIO_2M_PAGE) / PAGE) as usize] = page | MMIO;
     }
-    t.pml4.0[0] = (&raw const t.pdpt) as u64 | PRESENT | WRITABLE;
+    let mmio_region = MMIO_2M_PAGE / LARGE;
+    let mmio_pd = (mmio_region / ENTRIES as u64) as usize;
+    t.pds[mmio_pd].0[(mmio_region % ENTRIES as u64) as usize] = (&raw const t.mmio) as u64 | TABLE;
+    for pd in 0..memory_bytes.div_ceil(GIB) as usize {
+        t.pdpt.0[pd] = (&raw const t.pds[pd]) as u64 | TABLE;
+    }
+    t.pdpt.0[mmio_pd] = (&raw const t.pds[mmio_pd]) as u64 | TABLE;
+    t.pml4.0[0] = (&raw const t.pdpt) as u64 | TABLE;
 }
 
-/// Loads the tables on this CPU. After [`build`] (CPU 0 before release).
+/// Loads the tables on this CPU (a shim call). After [`build`] (CPU 0
+/// before release): the tables map everything a CPU uses (text, rodata,
+/// data, bss, stacks, the ABI pages, the LAPIC, the doorbell) at its
+/// address.
 pub fn load() {
-    // SAFETY: `build` completed before any caller runs (CPU 0 itself, or
-    // a CPU it released after), and the tables map everything a CPU uses
-    // (text, rodata, data, bss, stacks, the ABI pages) at its address.
-    unsafe { cpu::load_page_tables((&raw const TABLES.pml4) as u64) };
+    // SAFETY: only the address is taken (no reference to the static).
+    let root = unsafe { &raw const TABLES.pml4 } as u64;
+    assert!(shim::set_page_tables(root), "the ring-0 shim refused the kernel's page tables at {root:#x}");
 }

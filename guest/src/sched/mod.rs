@@ -44,13 +44,13 @@ mod waitqueue;
 // workload use it; not every name has a user in every build.
 #[allow(unused_imports)]
 pub use preempt::{
-    in_irq, irq_enter, irq_exit_and_preempt, might_sleep, preempt_count, preempt_disable, preempt_enable,
+    in_irq, irq_enter, irq_exit, irq_exit_work, might_sleep, preempt_count, preempt_disable, preempt_enable,
     preempt_enable_no_resched, preemptible,
 };
 #[allow(unused_imports)]
 pub use scheduler::{
-    idle_loop, init_cpu, join, prepare_block, schedule, set_current_blocked, set_current_running, set_prio, spawn,
-    wake_up, yield_now,
+    idle_loop, init_cpu, join, prepare_block, schedule, set_current_blocked, set_current_running, set_idle_poll,
+    set_prio, spawn, wake_up, yield_now,
 };
 #[allow(unused_imports)]
 pub use selftest::selftest_preemption;

@@ -5,7 +5,8 @@
 //! preempt count and IRQ depth are 0; then a pending need_resched is acted
 //! on at three points:
 //! - [`preempt_enable`] dropping the count to 0 (with interrupts on);
-//! - the return from an interrupt (`irq_exit_and_preempt`);
+//! - the return from an interrupt, and an unmask that ran deferred
+//!   interrupts (`irq_exit_work`);
 //! - the idle loop.
 //!
 //! Every task switches out with preempt count 0 and IRQ depth 0, so the
@@ -48,7 +49,7 @@ pub fn preempt_count() -> u32 {
 }
 
 /// Whether the running code may be preempted: preempt count 0, not in
-/// hard-IRQ context, interrupts on.
+/// hard-IRQ context, interrupts unmasked.
 pub fn preemptible() -> bool {
     percpu::preempt_count() == 0 && percpu::irq_depth() == 0 && cpu::interrupts_enabled()
 }
@@ -65,13 +66,19 @@ pub fn irq_enter() {
     percpu::irq_depth_inc();
 }
 
-/// Leaving a hard-IRQ handler, after its EOI: if the interrupted code is
-/// preemptible (count 0; it had interrupts on, or the interrupt could not
-/// have come) and a reschedule is pending, switch now. The interrupted
-/// task's frame stays on its stack until it is switched back in.
+/// Leaving a hard-IRQ handler, after its EOI.
 #[inline(always)]
-pub fn irq_exit_and_preempt() {
+pub fn irq_exit() {
     percpu::irq_depth_dec();
+}
+
+/// The interrupt exit work (`arch::irqflags` runs it, masked, after a
+/// batch of handlers, before the unmask): if the interrupted code is
+/// preemptible (count 0, not itself a handler: it was unmasked, or the
+/// interrupt would have waited) and a reschedule is pending, switch now.
+/// The interrupted task's frame stays on its stack until it is switched
+/// back in.
+pub fn irq_exit_work() {
     if percpu::need_resched() && percpu::preempt_count() == 0 && percpu::irq_depth() == 0 {
         scheduler::schedule_irqs_off_preempt();
     }

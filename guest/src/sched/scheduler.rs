@@ -43,11 +43,11 @@ use super::runqueue::RunQueue;
 use super::switch::{initial_stack, sched_context_switch};
 use super::task::{self, MAX_PRIO, MAX_TASKS, MIN_PRIO, Task, TaskId, TaskState, current, init_claimed, stack_top};
 use super::waitqueue::WaitQueue;
-use crate::arch::{apic, cpu, percpu};
+use crate::arch::{apic, cpu, irqflags, percpu};
 use crate::boot_info;
 use crate::sync::raw::RawSpinLock;
 use core::ptr;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, Ordering};
 use switcher::abi::{MAX_CPUS, vector};
 
 /// Run queue of each CPU.
@@ -72,7 +72,6 @@ enum Switch {
 /// Every CPU, once, before it reports online (so that CPU 0 may spawn on
 /// any online CPU).
 pub fn init_cpu(cpu: u32) {
-    apic::timer_init();
     let idle = task::init_idle(cpu as usize);
     let mut rq = RQS[cpu as usize].lock_irqsave();
     rq.curr = idle;
@@ -156,15 +155,36 @@ pub(super) fn preempt_schedule() {
     cpu::enable_interrupts();
 }
 
+/// Whether idle CPUs poll instead of halting (guest argument `idle=poll`).
+static IDLE_POLL: AtomicBool = AtomicBool::new(false);
+
+/// Makes idle CPUs poll for work at CPL3 instead of halting in the shim:
+/// an interrupt then reaches a busy CPU at CPL3 (no wake-up from the
+/// ring-0 halt), at the price of a host core per vCPU (Linux's
+/// `idle=poll`, which RT setups use for the same reason).
+pub fn set_idle_poll(poll: bool) {
+    IDLE_POLL.store(poll, Ordering::Relaxed);
+}
+
 /// The idle loop of this CPU (its boot context, after boot): runs the
-/// scheduler when something is runnable, else `sti; hlt`.
+/// scheduler when something is runnable, else halts in the ring-0 shim
+/// (masked: an interrupt that arrives wakes the halt and runs at the
+/// unmask), or polls with `idle=poll`.
 pub fn idle_loop() -> ! {
+    let poll = IDLE_POLL.load(Ordering::Relaxed);
     loop {
         cpu::disable_interrupts();
         if percpu::need_resched() {
             schedule_loop(Switch::Preempt);
+            cpu::enable_interrupts();
+        } else if poll {
+            cpu::enable_interrupts();
+            while !percpu::need_resched() {
+                core::hint::spin_loop();
+            }
         } else {
-            cpu::enable_interrupts_and_halt();
+            cpu::idle_halt();
+            cpu::enable_interrupts();
         }
     }
 }
@@ -214,14 +234,15 @@ pub fn set_current_running() {
 }
 
 /// Asks CPU `cpu` to reschedule. Caller holds `RQS[cpu]`; `irqs_were_on`
-/// tells whether the caller's context had interrupts on (else a local
-/// request needs a self-IPI to be noticed promptly).
+/// tells whether the caller's context had interrupts unmasked (else a
+/// local request must be noticed at its unmask: the interrupt exit work
+/// is requested for it, as a self-IPI would).
 fn resched_cpu(cpu: u32, irqs_were_on: bool) {
     let this = percpu::this();
     if cpu == this.cpu_id() {
         this.need_resched.store(true, Ordering::Relaxed);
         if !irqs_were_on && percpu::irq_depth() == 0 {
-            apic::send_self_ipi(vector::RESCHED_IPI);
+            irqflags::request_exit_work();
         }
         return;
     }

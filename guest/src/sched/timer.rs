@@ -2,8 +2,8 @@
 //! timer interrupt that wakes sleepers.
 //!
 //! Each CPU keeps its sleepers on its run queue's timer list (sorted by
-//! deadline) and programs its x2APIC TSC-deadline timer, one-shot, to the
-//! earliest one. A sleeper is Blocked with `wake_deadline_tsc != 0`; the
+//! deadline) and programs its LAPIC one-shot timer (`arch::apic`: a TSC
+//! deadline converted to timer ticks, one MMIO write) to the earliest one. A sleeper is Blocked with `wake_deadline_tsc != 0`; the
 //! timer interrupt (or an early `wake_up`) takes it off the list and makes
 //! it Runnable. There is no periodic tick.
 //!
@@ -201,13 +201,14 @@ pub fn on_timer_interrupt() {
             resched = true;
         }
     }
-    // A fired TSC-deadline timer disarms itself: re-arm unless the next
-    // deadline is the one still pending (a spurious or early vector).
+    // The one-shot timer is idle once it has fired: re-arm for the next
+    // deadline (also when this one came early: a conversion from TSC to
+    // timer ticks, or a deadline beyond the counter's range).
     // The watchdog's check deadline keeps the timer armed on a CPU whose
     // tasks cannot run (nothing else would ever fire the timer there).
     let next = crate::watchdog::with_check_deadline(cpu, rq.next_deadline());
     rq.armed_deadline_tsc = next;
-    if next != 0 && (next != armed || now >= armed) {
+    if next != 0 {
         apic::set_tsc_deadline(next);
     }
     if resched {

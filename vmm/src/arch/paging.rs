@@ -1,12 +1,21 @@
 //! Identity page tables for boot: PML4 -> one PDPT -> page directories of
-//! 2 MiB pages, covering guest memory and nothing else (an access past the
-//! end of memory faults in the guest instead of reaching the VMM).
+//! 2 MiB pages, covering guest memory and the 2 MiB MMIO page of the LAPIC
+//! and the hypercall doorbell (uncached), and nothing else (an access past
+//! the end of memory faults in the guest instead of reaching the VMM).
+//! Every entry is user-accessible: the guest kernel drops to CPL3 within
+//! its first instructions and runs there on these tables until it loads
+//! its own.
 
-use switcher::abi::{PAGE_TABLES_END, PML4_ADDR};
+use switcher::abi::{MEMORY_LIMIT, MMIO_2M_PAGE, PAGE_TABLES_END, PML4_ADDR};
 
 const PRESENT: u64 = 1 << 0;
 const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const WRITE_THROUGH: u64 = 1 << 3;
+const CACHE_DISABLE: u64 = 1 << 4;
 const HUGE: u64 = 1 << 7;
+/// Flags of every table entry and page.
+const ENTRY: u64 = PRESENT | WRITABLE | USER;
 const PAGE_4K: u64 = 0x1000;
 const PAGE_2M: u64 = 0x20_0000;
 const GIB: u64 = 1 << 30;
@@ -21,31 +30,36 @@ pub struct PageTable {
 /// The page-table builder refuses memory it cannot map in its fixed area.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PagingError {
-    #[error("guest memory of {0} bytes needs more page directories than fit below the kernel; use less --memory")]
+    #[error("guest memory of {0} bytes reaches into the MMIO hole at 3 GiB; use less --memory")]
     TooMuchMemory(u64),
 }
 
-/// The tables that identity-map `[0, memory_bytes)` (rounded up to 2 MiB).
+/// The tables that identity-map `[0, memory_bytes)` (rounded up to 2 MiB)
+/// and the MMIO page.
 pub fn identity_map(memory_bytes: u64) -> Result<Vec<PageTable>, PagingError> {
-    let pages_2m = memory_bytes.div_ceil(PAGE_2M);
-    let dirs = memory_bytes.div_ceil(GIB).max(1);
-    let pdpt_addr = PML4_ADDR + PAGE_4K;
-    let first_pd = pdpt_addr + PAGE_4K;
-    if dirs > 512 || first_pd + dirs * PAGE_4K > PAGE_TABLES_END {
+    if memory_bytes > MEMORY_LIMIT {
         return Err(PagingError::TooMuchMemory(memory_bytes));
     }
+    let pages_2m = memory_bytes.div_ceil(PAGE_2M);
+    let mmio_dir = MMIO_2M_PAGE / GIB;
+    let dirs = memory_bytes.div_ceil(GIB).max(mmio_dir + 1);
+    let pdpt_addr = PML4_ADDR + PAGE_4K;
+    let first_pd = pdpt_addr + PAGE_4K;
+    debug_assert!(first_pd + dirs * PAGE_4K <= PAGE_TABLES_END);
     let mut pml4 = Box::new([0u64; 512]);
-    pml4[0] = pdpt_addr | PRESENT | WRITABLE;
+    pml4[0] = pdpt_addr | ENTRY;
     let mut pdpt = Box::new([0u64; 512]);
     let mut tables = Vec::with_capacity(2 + dirs as usize);
     for d in 0..dirs {
         let pd_addr = first_pd + d * PAGE_4K;
-        pdpt[d as usize] = pd_addr | PRESENT | WRITABLE;
+        pdpt[d as usize] = pd_addr | ENTRY;
         let mut pd = Box::new([0u64; 512]);
         for (i, e) in pd.iter_mut().enumerate() {
             let page = d * 512 + i as u64;
             if page < pages_2m {
-                *e = (page * PAGE_2M) | PRESENT | WRITABLE | HUGE;
+                *e = (page * PAGE_2M) | ENTRY | HUGE;
+            } else if page * PAGE_2M == MMIO_2M_PAGE {
+                *e = MMIO_2M_PAGE | ENTRY | HUGE | WRITE_THROUGH | CACHE_DISABLE;
             }
         }
         tables.push(PageTable { addr: pd_addr, entries: pd });
@@ -75,6 +89,19 @@ fn translate(tables: &[PageTable], va: u64) -> Option<u64> {
     Some((e2 & !(PAGE_2M - 1) & !(1 << 7)) | (va & (PAGE_2M - 1)))
 }
 
+/// Whether every level of the walk for `va` allows user access.
+#[cfg(test)]
+fn user_accessible(tables: &[PageTable], va: u64) -> bool {
+    let find = |addr: u64| tables.iter().find(|t| t.addr == addr);
+    let Some(pml4) = find(PML4_ADDR) else { return false };
+    let e4 = pml4.entries[((va >> 39) & 511) as usize];
+    let Some(pdpt) = find(e4 & !0xfff) else { return false };
+    let e3 = pdpt.entries[((va >> 30) & 511) as usize];
+    let Some(pd) = find(e3 & !0xfff) else { return false };
+    let e2 = pd.entries[((va >> 21) & 511) as usize];
+    [e4, e3, e2].iter().all(|e| e & USER != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,22 +115,34 @@ mod tests {
         }
         assert_eq!(translate(&t, mem.next_multiple_of(PAGE_2M)), None);
         assert_eq!(translate(&t, 0x7fff_0000_0000), None);
+        assert!(user_accessible(&t, 0x10_0000), "the kernel runs at CPL3");
+    }
+
+    #[test]
+    fn maps_the_lapic_and_the_doorbell_uncached() {
+        let t = identity_map(128 << 20).unwrap();
+        for va in [switcher::abi::LAPIC_ADDR, switcher::abi::DOORBELL_ADDR] {
+            assert_eq!(translate(&t, va), Some(va));
+            assert!(user_accessible(&t, va));
+        }
+        assert_eq!(translate(&t, MMIO_2M_PAGE - 1), None);
+        assert_eq!(translate(&t, 3 * GIB), None);
     }
 
     #[test]
     fn multi_gib_memory_uses_several_directories() {
         let mem = 3 * GIB;
         let t = identity_map(mem).unwrap();
-        assert_eq!(t.len(), 2 + 3);
+        assert_eq!(t.len(), 2 + 4, "three for memory, one for the MMIO page");
         assert_eq!(translate(&t, 2 * GIB + 0x1234), Some(2 * GIB + 0x1234));
         assert_eq!(translate(&t, 3 * GIB), None);
     }
 
     #[test]
     fn tables_stay_below_the_kernel() {
-        for t in identity_map(16 * GIB).unwrap() {
+        for t in identity_map(MEMORY_LIMIT).unwrap() {
             assert!(t.addr >= PML4_ADDR && t.addr + PAGE_4K <= PAGE_TABLES_END);
         }
-        assert_eq!(identity_map(1 << 40), Err(PagingError::TooMuchMemory(1 << 40)));
+        assert_eq!(identity_map(MEMORY_LIMIT + 1), Err(PagingError::TooMuchMemory(MEMORY_LIMIT + 1)));
     }
 }

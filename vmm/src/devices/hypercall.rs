@@ -1,10 +1,16 @@
-//! Decoding the guest's hypercalls (32-bit `out` to the ports in
-//! `switcher::abi::port`) into events for the VMM. Every value is checked:
-//! a guest can write anything to any port.
+//! Decoding the guest's hypercalls (8-byte writes to the registers of the
+//! doorbell page, `switcher::abi::doorbell`, which reach the VMM as
+//! `KVM_EXIT_MMIO` because no memory slot backs the page) into events for
+//! the VMM. Every access is checked: a guest can read or write anything,
+//! of any width, anywhere in the page.
 
-use switcher::abi::{self, PanicRecord, port};
+use switcher::abi::{self, DOORBELL_ADDR, PanicRecord, doorbell};
+use vm_memory::{Bytes, GuestAddress};
 
 use crate::vstate::memory::{GuestMemory, read_abi};
+
+/// Size of the doorbell page.
+pub const DOORBELL_SIZE: u64 = 0x1000;
 
 /// A hypercall, decoded and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +21,8 @@ pub enum Hypercall {
     CpuOnline(u32),
     /// The switch mailbox changed to this state.
     Switch(u32),
+    /// Console output (at most `CONSOLE_MAX` bytes, copied out of guest memory).
+    Console(Vec<u8>),
 }
 
 /// A guest panic as the VMM reports it.
@@ -35,35 +43,51 @@ impl std::fmt::Display for GuestPanic {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum HypercallError {
-    #[error("hypercall port {port:#x} takes a 4-byte value, got {len} bytes")]
-    BadWidth { port: u16, len: usize },
-    #[error("unknown hypercall port {0:#x}")]
-    UnknownPort(u16),
+    #[error("doorbell register {register:#x} ({name}) takes an 8-byte write, got {len} bytes")]
+    BadWidth { register: u64, name: &'static str, len: usize },
+    #[error("no doorbell register at offset {0:#x} (registers: 0x0..{end:#x}, 8 bytes apart)", end = doorbell::END)]
+    UnknownRegister(u64),
+    #[error("console write of {len} bytes at {addr:#x} is outside guest memory")]
+    ConsoleOutside { addr: u64, len: usize },
+    #[error("console write of {0} bytes is longer than the {max} a write may carry", max = doorbell::CONSOLE_MAX)]
+    ConsoleTooLong(usize),
 }
 
-/// Whether `port` is one of the hypercall ports.
-pub fn is_hypercall_port(port: u16) -> bool {
-    matches!(port, port::HC_EXIT | port::HC_PANIC | port::HC_READY | port::HC_CPU_ONLINE | port::HC_SWITCH)
+/// Whether guest-physical `addr` lies in the doorbell page.
+pub fn is_doorbell(addr: u64) -> bool {
+    (DOORBELL_ADDR..DOORBELL_ADDR + DOORBELL_SIZE).contains(&addr)
 }
 
-/// Decodes an `out` to a hypercall port. `mem` is read for the panic record.
-pub fn decode(mem: &GuestMemory, cpu: u32, port_nr: u16, data: &[u8]) -> Result<Hypercall, HypercallError> {
-    if !is_hypercall_port(port_nr) {
-        return Err(HypercallError::UnknownPort(port_nr));
-    }
-    let value = match <[u8; 4]>::try_from(data) {
-        Ok(b) => u32::from_le_bytes(b),
-        Err(_) => {
-            return Err(HypercallError::BadWidth { port: port_nr, len: data.len() });
-        }
+/// Decodes a write of `data` to doorbell address `addr`. `mem` is read for
+/// the panic record and console output.
+pub fn decode(mem: &GuestMemory, cpu: u32, addr: u64, data: &[u8]) -> Result<Hypercall, HypercallError> {
+    let register = addr.wrapping_sub(DOORBELL_ADDR);
+    let Some(name) = doorbell::name(register) else {
+        return Err(HypercallError::UnknownRegister(register));
     };
-    Ok(match port_nr {
-        port::HC_EXIT => Hypercall::Exit(value),
-        port::HC_PANIC => Hypercall::Panic(read_panic(mem, cpu, u64::from(value))),
-        port::HC_READY => Hypercall::Ready,
-        port::HC_SWITCH => Hypercall::Switch(value),
-        _ => Hypercall::CpuOnline(value),
+    let value = match <[u8; doorbell::WIDTH]>::try_from(data) {
+        Ok(b) => u64::from_le_bytes(b),
+        Err(_) => return Err(HypercallError::BadWidth { register, name, len: data.len() }),
+    };
+    Ok(match register {
+        doorbell::EXIT => Hypercall::Exit(value as u32),
+        doorbell::PANIC => Hypercall::Panic(read_panic(mem, cpu, value)),
+        doorbell::READY => Hypercall::Ready,
+        doorbell::SWITCH => Hypercall::Switch(value as u32),
+        doorbell::CONSOLE => Hypercall::Console(read_console(mem, value)?),
+        _ => Hypercall::CpuOnline(value as u32),
     })
+}
+
+/// The bytes of a console write, checked against the bound and guest memory.
+fn read_console(mem: &GuestMemory, value: u64) -> Result<Vec<u8>, HypercallError> {
+    let (addr, len) = doorbell::console_parts(value);
+    if len > doorbell::CONSOLE_MAX {
+        return Err(HypercallError::ConsoleTooLong(len));
+    }
+    let mut buf = vec![0u8; len];
+    mem.read_slice(&mut buf, GuestAddress(addr)).map_err(|_| HypercallError::ConsoleOutside { addr, len })?;
+    Ok(buf)
 }
 
 /// Reads the panic record at `addr`; a record that is missing or lies about
@@ -97,7 +121,6 @@ fn read_panic(mem: &GuestMemory, cpu: u32, addr: u64) -> GuestPanic {
 mod tests {
     use super::*;
     use crate::vstate::memory::{Abi, create};
-    use vm_memory::{Bytes, GuestAddress};
 
     fn record(msg: &str, msg_len: u32) -> PanicRecord {
         let mut r = PanicRecord::zeroed();
@@ -112,21 +135,48 @@ mod tests {
         r
     }
 
+    fn at(register: u64) -> u64 {
+        DOORBELL_ADDR + register
+    }
+
     #[test]
     fn decodes_simple_calls() {
         let mem = create(16 << 20).unwrap();
-        assert_eq!(decode(&mem, 0, port::HC_EXIT, &3u32.to_le_bytes()), Ok(Hypercall::Exit(3)));
-        assert_eq!(decode(&mem, 0, port::HC_READY, &0u32.to_le_bytes()), Ok(Hypercall::Ready));
-        assert_eq!(decode(&mem, 0, port::HC_CPU_ONLINE, &2u32.to_le_bytes()), Ok(Hypercall::CpuOnline(2)));
-        assert_eq!(decode(&mem, 0, port::HC_EXIT, &[1]), Err(HypercallError::BadWidth { port: port::HC_EXIT, len: 1 }));
-        assert_eq!(decode(&mem, 0, 0x777, &[0; 4]), Err(HypercallError::UnknownPort(0x777)));
+        assert_eq!(decode(&mem, 0, at(doorbell::EXIT), &3u64.to_le_bytes()), Ok(Hypercall::Exit(3)));
+        assert_eq!(decode(&mem, 0, at(doorbell::READY), &0u64.to_le_bytes()), Ok(Hypercall::Ready));
+        assert_eq!(decode(&mem, 0, at(doorbell::CPU_ONLINE), &2u64.to_le_bytes()), Ok(Hypercall::CpuOnline(2)));
+        assert_eq!(
+            decode(&mem, 0, at(doorbell::EXIT), &[1]),
+            Err(HypercallError::BadWidth { register: doorbell::EXIT, name: "exit", len: 1 })
+        );
+        assert_eq!(decode(&mem, 0, at(0x777), &[0; 8]), Err(HypercallError::UnknownRegister(0x777)));
+        assert_eq!(decode(&mem, 0, at(doorbell::EXIT + 1), &[0; 8]), Err(HypercallError::UnknownRegister(1)));
+        assert!(is_doorbell(at(0xfff)) && !is_doorbell(at(0x1000)) && !is_doorbell(DOORBELL_ADDR - 1));
+    }
+
+    #[test]
+    fn console_writes_are_bounded_and_checked() {
+        let mem = create(16 << 20).unwrap();
+        mem.write_slice(b"hello", GuestAddress(0x20_0000)).unwrap();
+        let v = doorbell::console_value(0x20_0000, 5);
+        assert_eq!(decode(&mem, 0, at(doorbell::CONSOLE), &v.to_le_bytes()), Ok(Hypercall::Console(b"hello".to_vec())));
+        let outside = doorbell::console_value((16 << 20) - 2, 5);
+        assert_eq!(
+            decode(&mem, 0, at(doorbell::CONSOLE), &outside.to_le_bytes()),
+            Err(HypercallError::ConsoleOutside { addr: (16 << 20) - 2, len: 5 })
+        );
+        let long = doorbell::console_value(0x20_0000, doorbell::CONSOLE_MAX + 1);
+        assert_eq!(
+            decode(&mem, 0, at(doorbell::CONSOLE), &long.to_le_bytes()),
+            Err(HypercallError::ConsoleTooLong(doorbell::CONSOLE_MAX + 1))
+        );
     }
 
     #[test]
     fn decodes_a_panic_record() {
         let mem = create(16 << 20).unwrap();
         mem.write_obj(Abi(record("boom", 4)), GuestAddress(abi::PANIC_RECORD_ADDR)).unwrap();
-        let Ok(Hypercall::Panic(p)) = decode(&mem, 0, port::HC_PANIC, &(abi::PANIC_RECORD_ADDR as u32).to_le_bytes())
+        let Ok(Hypercall::Panic(p)) = decode(&mem, 0, at(doorbell::PANIC), &abi::PANIC_RECORD_ADDR.to_le_bytes())
         else {
             panic!("not a panic");
         };
@@ -137,16 +187,16 @@ mod tests {
     fn lying_panic_records_are_reported_not_trusted() {
         let mem = create(16 << 20).unwrap();
         mem.write_obj(Abi(record("boom", u32::MAX)), GuestAddress(abi::PANIC_RECORD_ADDR)).unwrap();
-        let Ok(Hypercall::Panic(p)) = decode(&mem, 0, port::HC_PANIC, &(abi::PANIC_RECORD_ADDR as u32).to_le_bytes())
+        let Ok(Hypercall::Panic(p)) = decode(&mem, 0, at(doorbell::PANIC), &abi::PANIC_RECORD_ADDR.to_le_bytes())
         else {
             panic!("not a panic");
         };
         assert!(p.message.contains("truncated"));
-        let Ok(Hypercall::Panic(p)) = decode(&mem, 0, port::HC_PANIC, &u32::MAX.to_le_bytes()) else {
+        let Ok(Hypercall::Panic(p)) = decode(&mem, 0, at(doorbell::PANIC), &u64::MAX.to_le_bytes()) else {
             panic!("not a panic");
         };
         assert!(p.message.contains("outside guest memory"));
-        let Ok(Hypercall::Panic(p)) = decode(&mem, 0, port::HC_PANIC, &0x8000u32.to_le_bytes()) else {
+        let Ok(Hypercall::Panic(p)) = decode(&mem, 0, at(doorbell::PANIC), &0x9000u64.to_le_bytes()) else {
             panic!("not a panic");
         };
         assert!(p.message.contains("bad magic"));

@@ -1,3 +1,3 @@
-//! Port-I/O devices: the 16550 UART and the hypercall ports.
+//! Devices: the paravirtual console and the hypercall doorbell (MMIO).
+pub mod console;
 pub mod hypercall;
-pub mod serial;

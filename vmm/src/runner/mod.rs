@@ -34,8 +34,8 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use crate::api::server::ApiServer;
 use crate::cli::RunConfig;
+use crate::devices::console::Console;
 use crate::devices::hypercall::{GuestPanic, Hypercall};
-use crate::devices::serial::Console;
 use crate::exit_code::ExitCode;
 use crate::report::status::StatusPrinter;
 use crate::report::telemetry::TelemetryReader;
@@ -59,7 +59,7 @@ pub enum RunError {
     #[error("kernel lock call sites: {0}")]
     Sites(#[from] switcher::patch::PatchError),
     #[error(transparent)]
-    Serial(#[from] crate::devices::serial::SerialError),
+    Serial(#[from] crate::devices::console::SerialError),
     #[error(
         "the latency telemetry needs {need_mib} MiB above the kernel (ends at {kernel_end:#x}) but guest memory is \
          {mem_mib} MiB; raise --memory or lower --hist-max-us"
@@ -82,7 +82,7 @@ impl RunError {
             RunError::TooManyVcpus { .. } | RunError::TelemetryTooBig { .. } | RunError::Api(_) => {
                 ExitCode::BadArguments
             }
-            RunError::Serial(crate::devices::serial::SerialError::Open(..)) => ExitCode::BadArguments,
+            RunError::Serial(crate::devices::console::SerialError::Open(..)) => ExitCode::BadArguments,
             _ => ExitCode::VmmError,
         }
     }
@@ -145,11 +145,11 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let rewritten = plan.apply(&text)?;
     eprintln!("rtswitch: mode {}: {} lock call sites verified, {rewritten} patched", config.mode.name(), sites.len());
 
-    let (console, serial_irq) = Console::new(&config.serial)?;
-    let console = Arc::new(console);
-    let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry, &serial_irq)?;
+    let console = Arc::new(Console::new(&config.serial)?);
+    let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry)?;
 
     let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), config.mode);
+    boot_info.apic_timer_khz = vm::APIC_TIMER_KHZ;
     let telemetry = place_telemetry(config, kernel.end)?;
     boot_info.telemetry_addr = telemetry.addr;
     boot_info.telemetry_size = telemetry.layout.size() as u64;
@@ -425,6 +425,8 @@ impl Controller {
             }
             // Routed to the switch coordinator by `process`.
             Hypercall::Switch(_) => {}
+            // Written out by the vCPU thread itself.
+            Hypercall::Console(_) => {}
         }
     }
 

@@ -1,8 +1,9 @@
 //! vCPU threads.
 //!
 //! One host thread per vCPU, named `vcpu<N>`, runs `KVM_RUN` in a loop and
-//! handles the exits that reach userspace (port I/O for the UART and the
-//! hypercalls; anything else is logged with its details). What the VMM
+//! handles the exits that reach userspace (MMIO writes to the hypercall
+//! doorbell, console output among them; anything else is logged with its
+//! details). What the VMM
 //! must act on is sent to the control thread as a [`VcpuEvent`] over a
 //! channel, with an EventFd to wake its epoll loop.
 //!
@@ -29,11 +30,10 @@ use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::devices::console::Console;
 use crate::devices::hypercall::{self, Hypercall};
-use crate::devices::serial::{Console, SERIAL_PORT_COUNT};
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::GuestMemory;
-use switcher::abi::port::SERIAL_COM1;
 
 /// What a vCPU thread tells the control thread.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,17 +188,12 @@ fn run_loop(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext, stop: &AtomicBool) {
 
 fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut u64) -> Next {
     match exit {
-        VcpuExit::IoOut(port, data) if is_serial(port) => {
-            ctx.console.write((port - SERIAL_COM1) as u8, data.first().copied().unwrap_or(0));
-            Next::Continue
-        }
-        VcpuExit::IoIn(port, data) if is_serial(port) => {
-            let v = ctx.console.read((port - SERIAL_COM1) as u8);
-            data.fill(v);
-            Next::Continue
-        }
-        VcpuExit::IoOut(port, data) if hypercall::is_hypercall_port(port) => {
-            match hypercall::decode(&ctx.mem, cpu, port, data) {
+        VcpuExit::MmioWrite(addr, data) if hypercall::is_doorbell(addr) => {
+            match hypercall::decode(&ctx.mem, cpu, addr, data) {
+                Ok(Hypercall::Console(bytes)) => {
+                    ctx.console.write(&bytes);
+                    Next::Continue
+                }
                 Ok(call) => {
                     let last = matches!(call, Hypercall::Exit(_) | Hypercall::Panic(_));
                     ctx.send(VcpuEvent::Hypercall { cpu, call });
@@ -210,25 +205,17 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
                 }
             }
         }
-        VcpuExit::IoOut(port, data) => {
-            log_unexpected(cpu, unexpected, format_args!("write of {data:02x?} to unknown I/O port {port:#x} ignored"));
-            Next::Continue
-        }
-        VcpuExit::IoIn(port, data) => {
-            data.fill(0xff);
-            log_unexpected(
-                cpu,
-                unexpected,
-                format_args!("read of {} bytes from unknown I/O port {port:#x} returns all ones", data.len()),
-            );
-            Next::Continue
-        }
         VcpuExit::MmioRead(addr, data) => {
             data.fill(0xff);
+            let what = if hypercall::is_doorbell(addr) {
+                "of the hypercall doorbell (write-only)"
+            } else {
+                "(no device there)"
+            };
             log_unexpected(
                 cpu,
                 unexpected,
-                format_args!("MMIO read of {} bytes at {addr:#x} (no device there) returns all ones", data.len()),
+                format_args!("MMIO read of {} bytes at {addr:#x} {what} returns all ones", data.len()),
             );
             Next::Continue
         }
@@ -237,6 +224,23 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
                 cpu,
                 unexpected,
                 format_args!("MMIO write of {data:02x?} at {addr:#x} (no device there) ignored"),
+            );
+            Next::Continue
+        }
+        VcpuExit::IoOut(port, data) => {
+            log_unexpected(
+                cpu,
+                unexpected,
+                format_args!("write of {data:02x?} to I/O port {port:#x} (there are none) ignored"),
+            );
+            Next::Continue
+        }
+        VcpuExit::IoIn(port, data) => {
+            data.fill(0xff);
+            log_unexpected(
+                cpu,
+                unexpected,
+                format_args!("read of {} bytes from I/O port {port:#x} (there are none) returns all ones", data.len()),
             );
             Next::Continue
         }
@@ -272,10 +276,6 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
             Next::Continue
         }
     }
-}
-
-fn is_serial(port: u16) -> bool {
-    (SERIAL_COM1..SERIAL_COM1 + SERIAL_PORT_COUNT).contains(&port)
 }
 
 /// Logs an unexpected exit; after the first 16 on a vCPU only every 1024th,

@@ -4,10 +4,16 @@
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, kvm_mp_state, kvm_userspace_memory_region};
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
-use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::{cpuid, regs};
 use crate::vstate::memory::GuestMemory;
+
+/// The LAPIC timer's input clock in kHz: KVM's in-kernel LAPIC runs it at
+/// one tick per nanosecond unless the VMM asks otherwise
+/// (`KVM_CAP_X86_APIC_BUS_CYCLES_NS`, which rtswitch leaves alone). The
+/// guest checks it against the TSC at boot and uses its own measurement
+/// if the two disagree.
+pub const APIC_TIMER_KHZ: u32 = 1_000_000;
 
 /// Intel VMX needs a 3-page TSS region it uses for real-mode emulation;
 /// placed in the 32-bit hole, away from guest memory.
@@ -57,7 +63,7 @@ pub fn open_kvm() -> Result<Kvm, VmError> {
 }
 
 /// Creates the VM over `mem` and `vcpu_count` vCPUs at `entry`.
-pub fn create(kvm: Kvm, mem: &GuestMemory, vcpu_count: u32, entry: u64, serial_irq: &EventFd) -> Result<Vm, VmError> {
+pub fn create(kvm: Kvm, mem: &GuestMemory, vcpu_count: u32, entry: u64) -> Result<Vm, VmError> {
     let fd = ioctl("KVM_CREATE_VM", kvm.create_vm())?;
     ioctl("KVM_SET_TSS_ADDR", fd.set_tss_address(KVM_TSS_ADDRESS))?;
     ioctl("KVM_CREATE_IRQCHIP", fd.create_irq_chip())?;
@@ -74,7 +80,6 @@ pub fn create(kvm: Kvm, mem: &GuestMemory, vcpu_count: u32, entry: u64, serial_i
         // keeps (in an Arc) until after the VM and its vCPUs are gone.
         ioctl("KVM_SET_USER_MEMORY_REGION", unsafe { fd.set_user_memory_region(r) })?;
     }
-    ioctl("KVM_IRQFD (serial)", fd.register_irqfd(serial_irq, crate::devices::serial::COM1_GSI))?;
 
     let supported = ioctl("KVM_GET_SUPPORTED_CPUID", kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES))?;
     let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
@@ -99,7 +104,7 @@ pub fn create(kvm: Kvm, mem: &GuestMemory, vcpu_count: u32, entry: u64, serial_i
     Ok(Vm { kvm, fd, vcpus, tsc_khz })
 }
 
-/// Sends MSI `vector` to the LAPIC with x2APIC id `cpu` (fixed delivery,
+/// Sends MSI `vector` to the LAPIC with APIC id `cpu` (fixed delivery,
 /// physical destination).
 pub fn send_msi(vm: &VmFd, cpu: u32, vector: u8) -> Result<(), VmError> {
     let msi = kvm_bindings::kvm_msi {

@@ -1,6 +1,9 @@
-//! The guest console: a 16550 UART (vm-superio) at COM1, whose output goes
-//! to stdout, a file or nowhere (`--serial`). Its interrupt line is an
-//! EventFd registered as an irqfd on GSI 4.
+//! The guest console: the paravirtual console write hypercall
+//! (`switcher::abi::doorbell::CONSOLE`: a buffer of guest memory per
+//! exit, each written out whole), whose output goes to stdout, a file or
+//! nowhere (`--serial`). There is no UART: the guest kernel runs at CPL3,
+//! where port I/O faults, and a byte per exit would cost about a
+//! millisecond per line.
 
 use std::fs::File;
 use std::io::{self, LineWriter, Write};
@@ -9,14 +12,6 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use vm_superio::{Serial, Trigger};
-use vmm_sys_util::eventfd::EventFd;
-
-/// COM1's legacy IRQ line.
-pub const COM1_GSI: u32 = 4;
-/// Registers of a 16550.
-pub const SERIAL_PORT_COUNT: u16 = 8;
 
 /// Where the guest console goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,23 +36,10 @@ impl FromStr for SerialOutput {
     }
 }
 
-/// vm-superio's interrupt trigger over an EventFd.
-#[derive(Debug)]
-pub struct EventFdTrigger(pub EventFd);
-
-impl Trigger for EventFdTrigger {
-    type E = io::Error;
-    fn trigger(&self) -> io::Result<()> {
-        self.0.write(1)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum SerialError {
     #[error("cannot open serial output file {0}: {1}")]
     Open(String, io::Error),
-    #[error("cannot create the serial interrupt eventfd: {0}")]
-    EventFd(io::Error),
 }
 
 /// A writer that remembers whether its output ends at a line boundary, so
@@ -87,14 +69,12 @@ impl Write for LineTracker {
     }
 }
 
-pub type SerialDevice = Serial<EventFdTrigger, vm_superio::serial::NoEvents, LineTracker>;
-
 /// How long a VMM line waits for the guest to finish its console line.
 const LINE_WAIT: Duration = Duration::from_millis(20);
 
-/// The UART shared by the vCPU threads.
+/// The console shared by the vCPU threads.
 pub struct Console {
-    serial: Mutex<SerialDevice>,
+    out: Mutex<LineTracker>,
     at_line_start: Arc<AtomicBool>,
     /// Whether the console shares the terminal with the VMM's stderr.
     interleaves: bool,
@@ -102,7 +82,7 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(output: &SerialOutput) -> Result<(Self, EventFd), SerialError> {
+    pub fn new(output: &SerialOutput) -> Result<Self, SerialError> {
         let out: Box<dyn Write + Send> = match output {
             SerialOutput::Stdout => Box::new(io::stdout()),
             SerialOutput::None => Box::new(io::sink()),
@@ -110,15 +90,12 @@ impl Console {
                 Box::new(LineWriter::new(File::create(p).map_err(|e| SerialError::Open(p.display().to_string(), e))?))
             }
         };
-        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError::EventFd)?;
-        let irq_for_kvm = irq.try_clone().map_err(SerialError::EventFd)?;
         let at_line_start = Arc::new(AtomicBool::new(true));
         let mark = Arc::new(AtomicU64::new(0));
         let interleaves = *output == SerialOutput::Stdout;
         let tracker =
             LineTracker { inner: out, at_line_start: at_line_start.clone(), mark: interleaves.then(|| mark.clone()) };
-        let serial = Serial::new(EventFdTrigger(irq), tracker);
-        Ok((Self { serial: Mutex::new(serial), at_line_start, interleaves, mark }, irq_for_kvm))
+        Ok(Self { out: Mutex::new(tracker), at_line_start, interleaves, mark })
     }
 
     /// A number that changes whenever anything reaches the terminal
@@ -136,38 +113,37 @@ impl Console {
         if self.interleaves {
             let deadline = Instant::now() + LINE_WAIT;
             loop {
-                let serial = self.lock();
+                let out = self.lock();
                 if self.at_line_start.load(Ordering::Relaxed) || Instant::now() >= deadline {
                     let _ = io::stdout().flush();
                     eprintln!("{line}");
-                    drop(serial);
+                    drop(out);
                     return;
                 }
-                drop(serial);
+                drop(out);
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
         eprintln!("{line}");
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, SerialDevice> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LineTracker> {
         // A poisoned lock only means another vCPU thread panicked mid-write;
-        // the UART state is still usable.
-        self.serial.lock().unwrap_or_else(|p| p.into_inner())
+        // the writer is still usable.
+        self.out.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn write(&self, offset: u8, value: u8) {
-        if let Err(e) = self.lock().write(offset, value) {
-            log::warn!("serial write to register {offset} failed: {e:?}");
+    /// Writes one guest console message, whole (no other message can
+    /// come in between).
+    pub fn write(&self, bytes: &[u8]) {
+        let mut out = self.lock();
+        if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+            log::warn!("guest console output failed: {e}");
         }
     }
 
-    pub fn read(&self, offset: u8) -> u8 {
-        self.lock().read(offset)
-    }
-
     pub fn flush(&self) {
-        let _ = self.lock().writer_mut().flush();
+        let _ = self.lock().flush();
     }
 }
 
@@ -187,10 +163,9 @@ mod tests {
     #[test]
     fn writes_reach_the_file() {
         let dir = std::env::temp_dir().join(format!("rtswitch-serial-{}", std::process::id()));
-        let (console, _irq) = Console::new(&SerialOutput::File(dir.clone())).unwrap();
-        for b in b"hello\n" {
-            console.write(0, *b);
-        }
+        let console = Console::new(&SerialOutput::File(dir.clone())).unwrap();
+        console.write(b"hel");
+        console.write(b"lo\n");
         console.flush();
         assert_eq!(std::fs::read_to_string(&dir).unwrap(), "hello\n");
         let _ = std::fs::remove_file(dir);
