@@ -14,6 +14,7 @@
 //! | WAKEUP_IPI    | boot handshake                 | count                     |
 //! | HOST_REQUEST  | the VMM (MSI)                  | note shutdown, wake control and the switch |
 //! | SERIALIZE_IPI | the switch thread, after a patch | serialize, acknowledge  |
+//! | 0x50, 0x90, 0xe0 | self-tests (self-IPIs)      | log the order they ran in |
 //! | SPURIOUS      | the APIC                       | count, no EOI             |
 //! | anything else | nobody                         | count, not fatal          |
 //!
@@ -23,7 +24,7 @@
 //! work for an interrupt handler).
 
 use crate::arch::{apic, percpu};
-use crate::{boot_info, control, modeswitch, sched};
+use crate::{boot_info, control, modeswitch, sched, selftest_ring3};
 use core::sync::atomic::{AtomicBool, Ordering};
 use switcher::abi::{host_request, vector};
 
@@ -60,6 +61,7 @@ fn dispatch(vector: u8) {
             counters.wakeup_ipi.fetch_add(1, Ordering::Relaxed);
         }
         vector::SERIALIZE_IPI => modeswitch::on_serialize_ipi(),
+        v if selftest_ring3::is_test_vector(v) => selftest_ring3::on_test_vector(v),
         vector::HOST_REQUEST => {
             counters.host_request.fetch_add(1, Ordering::Relaxed);
             // A switch request, a switch verdict, or a shutdown.

@@ -43,6 +43,7 @@ mod modeswitch;
 mod panic;
 mod sched;
 mod selftest;
+mod selftest_ring3;
 mod smp;
 mod status;
 mod sync;

@@ -20,7 +20,7 @@ use switcher::abi::LockMode;
 use crate::sched::{self, TaskId, now_tsc, sleep_us, us_to_tsc};
 use crate::sync::spinlock::SpinLock;
 use crate::sync::{registry, rt};
-use crate::{boot_info, hypercall, println};
+use crate::{boot_info, hypercall, println, selftest_ring3};
 
 /// Priority of the test runner: above every task a test spawns.
 pub const RUNNER_PRIO: u8 = 95;
@@ -46,6 +46,12 @@ const TESTS: &[Test] = &[
     Test { name: "rt: PI chain", only: Some(LockMode::Rt), run: rt_pi_chain },
     Test { name: "rt: hand-off to the top waiter", only: Some(LockMode::Rt), run: rt_handoff_order },
     Test { name: "lock registry idle", only: None, run: registry_idle },
+    Test { name: "soft mask: deferred, not lost", only: None, run: selftest_ring3::soft_mask_defers },
+    Test { name: "soft mask: nesting", only: None, run: selftest_ring3::soft_mask_nests },
+    Test { name: "soft mask: replay order", only: None, run: selftest_ring3::soft_mask_replay_order },
+    Test { name: "shim: entries counted", only: None, run: selftest_ring3::shim_counts_entries },
+    Test { name: "shim: none on lock fast paths", only: None, run: selftest_ring3::no_shim_on_lock_fast_paths },
+    Test { name: "shim: none in measurement activations", only: None, run: selftest_ring3::no_shim_in_measurement },
 ];
 
 /// Spawns the runner (from CPU 0's boot path once the scheduler runs).

@@ -153,7 +153,6 @@ pub fn send_nmi(apic_id: u32) {
 }
 
 /// Raises `vector` on this CPU.
-#[allow(dead_code)] // API: the soft mask's exit-work request replaced its one user.
 pub fn send_self_ipi(vector: u8) {
     send(0, ICR_SELF | ICR_DELIVERY_FIXED | ICR_LEVEL_ASSERT | u32::from(vector));
 }

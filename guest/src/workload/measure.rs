@@ -58,36 +58,39 @@ fn measure_thread(cpu: usize) {
     let probe = sched::this_cpu_probe();
     let mut next = now_tsc() + interval;
     while !super::stopping() {
-        probe.watch(next);
-        sleep_until(next);
-        let now = now_tsc();
-        let capture = probe.take(next);
-        let late = now.saturating_sub(next);
-        let missed = late / interval;
-        let thread_ns = tsc_to_ns(late, khz);
-        let mut sample = Sample {
-            deadline_tsc: next,
-            thread_ns,
-            irq_ns: None,
-            missed,
-            locks_held: 0,
-            preempt_count: 0,
-            task_name: "",
-        };
-        if let Some(c) = capture {
-            sample.irq_ns = Some(tsc_to_ns(c.entry_tsc.saturating_sub(next), khz));
-            sample.locks_held = c.locks_held;
-            sample.preempt_count = c.preempt_count;
-            if !c.task.is_null() {
-                // SAFETY: the probe stores `current` pointers, which point
-                // into the static task table. The name is a `&'static str`
-                // set when that slot was spawned (a respawn of the slot
-                // meanwhile would only garble the name).
-                sample.task_name = unsafe { &*c.task.cast::<Task>() }.name();
-            }
-        }
+        let sample = activation(probe, next, interval, khz);
         telemetry::record_sample(cpu, &sample);
-        next += (missed + 1) * interval;
+        next += (sample.missed + 1) * interval;
     }
     probe.watch(0);
+}
+
+/// One activation: sleeps until `next` (absolute TSC) and measures how
+/// late the timer IRQ and this thread came. The whole measurement path
+/// (timer armed by one MMIO write, the IRQ at CPL3, the wake-up, the
+/// context switch, this code) enters the ring-0 shim nowhere: a self-test
+/// counts it.
+pub fn activation(probe: &sched::TimerProbe, next: u64, interval: u64, khz: u64) -> Sample {
+    probe.watch(next);
+    sleep_until(next);
+    let now = now_tsc();
+    let capture = probe.take(next);
+    let late = now.saturating_sub(next);
+    let missed = late / interval.max(1);
+    let thread_ns = tsc_to_ns(late, khz);
+    let mut sample =
+        Sample { deadline_tsc: next, thread_ns, irq_ns: None, missed, locks_held: 0, preempt_count: 0, task_name: "" };
+    if let Some(c) = capture {
+        sample.irq_ns = Some(tsc_to_ns(c.entry_tsc.saturating_sub(next), khz));
+        sample.locks_held = c.locks_held;
+        sample.preempt_count = c.preempt_count;
+        if !c.task.is_null() {
+            // SAFETY: the probe stores `current` pointers, which point
+            // into the static task table. The name is a `&'static str`
+            // set when that slot was spawned (a respawn of the slot
+            // meanwhile would only garble the name).
+            sample.task_name = unsafe { &*c.task.cast::<Task>() }.name();
+        }
+    }
+    sample
 }

@@ -39,6 +39,7 @@ use crate::calibrate::Calibration;
 use crate::sched::{self, MAX_TASKS, TaskId, TaskState, now_tsc, sleep_us, us_to_tsc};
 use crate::sync::raw::RawSpinLock;
 use crate::{boot_info, println};
+pub use measure::activation;
 pub use params::Params;
 
 /// Priority of the one-shot starter thread (below the measurement threads).
