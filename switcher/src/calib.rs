@@ -9,7 +9,7 @@
 /// [`CALIB_TARGET_NS`]; never more than [`CALIB_MAX_ITERATIONS`].
 pub const CALIB_START_ITERATIONS: u64 = 256;
 pub const CALIB_MAX_ITERATIONS: u64 = 1 << 26;
-pub const CALIB_TARGET_NS: u64 = 2_000_000;
+pub const CALIB_TARGET_NS: u64 = 500_000;
 
 /// A guest this many times slower than the host on the same loop runs its
 /// ring 0 in an emulator (see DESIGN.md, "This host").

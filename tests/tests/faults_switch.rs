@@ -79,8 +79,10 @@ fn a_corrupted_telemetry_header_is_rejected_and_the_vm_keeps_running() {
     assert!(!out.contains("panicked"), "{out}");
 }
 
-/// Unknown ports, wrong widths, reads, a CPU that does not exist, ready
-/// twice, an unsolicited switch notification: logged, and the VM goes on.
+/// Unknown doorbell registers, misaligned and wrong-width writes, reads, a
+/// CPU that does not exist, ready twice, an unsolicited switch
+/// notification, console writes outside memory and too long: logged, and
+/// the VM goes on.
 #[test]
 fn bad_hypercalls_are_logged_and_ignored() {
     let vmm = BackgroundVmm::start("badhc", &["--vcpus", "2", "--load", "none", "--guest-arg", "bad-hypercalls"]);
@@ -92,14 +94,19 @@ fn bad_hypercalls_are_logged_and_ignored() {
     let (c, out, _) = vmm.quit();
     assert_eq!(c, 0, "{out}");
     for needle in [
-        "unknown I/O port 0x514",
-        "takes a 4-byte value, got 1 bytes",
-        "takes a 4-byte value, got 2 bytes",
-        "returns all ones",
+        "no doorbell register at offset 0x30",
+        "no doorbell register at offset 0xff8",
+        "no doorbell register at offset 0x1",
+        "doorbell register 0x0 (exit) takes an 8-byte write, got 1 bytes",
+        "doorbell register 0x8 (panic) takes an 8-byte write, got 2 bytes",
+        "doorbell register 0x20 (switch) takes an 8-byte write, got 4 bytes",
+        "of the hypercall doorbell (write-only) returns all ones",
         "reported cpu 999 online; ignored",
         "reported ready again; ignored",
         "with no switch in progress; ignored",
-        "(read 0xffffffff from the ready port)",
+        "console write of 16 bytes at 0xffffff000000 is outside guest memory",
+        "console write of 4097 bytes is longer than the 4096 a write may carry",
+        "(read 0xffffffffffffffff from the ready register)",
     ] {
         assert!(out.contains(needle), "expected {needle:?} in the output:\n{out}");
     }

@@ -25,7 +25,7 @@ use rtswitch_tests::vm::{BackgroundVmm, assert_mode, check_switch_history, exec,
 use serde_json::{Value, json};
 
 /// A small critical section and a 5 ms period keep a switch near 70 ms on
-/// a host whose ring 0 is emulated; still two lock-taking threads per CPU.
+/// a slow or busy host; still two lock-taking threads per CPU.
 /// The stress VMs run one at a time: on a 2-core host, three of them at
 /// once (8 vCPUs) only measure the host's time slicing.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());

@@ -77,7 +77,7 @@ fn toggle_with_the_ctl_command() {
         .assert_code(ExitCode::GuestFailure)
         .assert_contains("CommandNotFound");
     ctl(&["quit"]).assert_code(ExitCode::Ok);
-    let (code, out, _) = vmm.quit();
+    let (code, out, _) = vmm.quit_after_request();
     assert_eq!(code, 0, "{out}");
 }
 

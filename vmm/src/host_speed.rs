@@ -1,5 +1,8 @@
 //! The guest's speed compared with the host's, on the same calibration loop
-//! (`switcher::calib`): how the VMM tells the user that ring 0 is emulated.
+//! (`switcher::calib`), run by the guest where its kernel runs (CPL3): how
+//! the VMM tells the user whether the guest kernel's code runs natively or
+//! is emulated (as guest ring 0 is on some nested hosts, which is why the
+//! kernel runs deprivileged).
 
 use std::time::Instant;
 
@@ -34,20 +37,22 @@ pub fn describe(guest_ps: u64, host_ps: u64) -> String {
     let guest_ns = guest_ps as f64 / 1000.0;
     let host_ns = host_ps as f64 / 1000.0;
     if guest_ps == 0 || host_ps == 0 {
-        return format!("guest speed: {guest_ns:.2} ns per calibration iteration in ring 0 (no comparison available)");
+        return format!(
+            "guest speed: {guest_ns:.2} ns per calibration iteration where the guest kernel runs (CPL3) (no comparison available)"
+        );
     }
     let ratio = guest_ps as f64 / host_ps as f64;
     let verdict = if is_emulated(guest_ps, host_ps) {
-        "ring 0 is EMULATED on this host: guest kernel code runs far slower than native, so absolute latencies are not representative of bare-metal KVM; compare ratios"
+        "the guest kernel's code is EMULATED on this host: it runs far slower than native, so absolute latencies are not representative of bare-metal KVM; compare ratios"
     } else {
-        "ring 0 runs natively"
+        "the guest kernel runs natively"
     };
     format!(
-        "guest speed: {guest_ns:.2} ns per calibration iteration in ring 0, host native {host_ns:.2} ns ({ratio:.1}x): {verdict}"
+        "guest speed: {guest_ns:.2} ns per calibration iteration where the guest kernel runs (CPL3), host native {host_ns:.2} ns ({ratio:.1}x): {verdict}"
     )
 }
 
-/// Whether the guest's ring 0 is emulated, judged by the speed ratio.
+/// Whether the guest kernel's code is emulated, judged by the speed ratio.
 pub fn is_emulated(guest_ps: u64, host_ps: u64) -> bool {
     host_ps > 0 && guest_ps / host_ps >= EMULATED_RING0_RATIO
 }

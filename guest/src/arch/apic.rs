@@ -158,34 +158,46 @@ pub fn send_self_ipi(vector: u8) {
 }
 
 /// Measures the timer's rate against the TSC over a window the caller
-/// spends elsewhere (CPU 0 at boot: `start`, other work, then `finish`).
+/// spends elsewhere (CPU 0 at boot: [`calibrate_timer`], other work, then
+/// [`TimerCalibration::finish`]). Each MMIO access is bracketed by TSC
+/// reads, so that a vCPU preempted by the host in the middle of one widens
+/// the measurement's error bounds instead of skewing it.
 pub struct TimerCalibration {
-    start_tsc: u64,
+    /// TSC just before and just after the write that started the count.
+    start: (u64, u64),
 }
 
 /// Starts the timer counting down from its maximum, masked, on this CPU.
 pub fn calibrate_timer() -> TimerCalibration {
     write(REG_LVT_TIMER, LVT_MASKED | u32::from(vector::TIMER));
+    let before = cpu::rdtsc_ordered();
     write(REG_TIMER_INITIAL, u32::MAX);
-    TimerCalibration { start_tsc: cpu::rdtsc_ordered() }
+    TimerCalibration { start: (before, cpu::rdtsc_ordered()) }
 }
 
 impl TimerCalibration {
     /// Ends the measurement; sets the rate the timer is programmed with:
-    /// `nominal_khz` (what the VMM configured, 0 if unknown) when the
-    /// measurement agrees with it within 2%, else the measured one. Returns
-    /// (measured kHz, kHz in use). The timer is left stopped, unmasked.
+    /// `nominal_khz` (what the VMM configured, 0 if unknown) when it lies
+    /// within the measurement's bounds (widened by 2%), else the measured
+    /// rate. Returns (measured kHz, kHz in use). The timer is left stopped
+    /// and unmasked.
     pub fn finish(self, tsc_khz: u64, nominal_khz: u64) -> (u64, u64) {
+        let before = cpu::rdtsc_ordered();
         let current = read(REG_TIMER_CURRENT);
-        let tsc = cpu::rdtsc_ordered().saturating_sub(self.start_tsc).max(1);
+        let after = cpu::rdtsc_ordered();
         write(REG_TIMER_INITIAL, 0);
         write(REG_LVT_TIMER, u32::from(vector::TIMER));
-        let ticks = u64::from(u32::MAX - current);
-        let measured_khz = (u128::from(ticks) * u128::from(tsc_khz) / u128::from(tsc)) as u64;
-        let agrees = nominal_khz != 0 && measured_khz.abs_diff(nominal_khz) * 50 <= nominal_khz;
-        let khz = if agrees || measured_khz == 0 { nominal_khz.max(1) } else { measured_khz };
-        set_timer_khz(khz, tsc_khz);
-        (measured_khz, khz)
+        let ticks = u128::from(u32::MAX - current);
+        let khz = |tsc: u64| (ticks * u128::from(tsc_khz) / u128::from(tsc.max(1))) as u64;
+        // The count ran between the write (in start.0..start.1) and the
+        // read (in before..after).
+        let fastest = khz(before.saturating_sub(self.start.1));
+        let slowest = khz(after.saturating_sub(self.start.0));
+        let measured = khz(((before + after) / 2).saturating_sub((self.start.0 + self.start.1) / 2));
+        let agrees = nominal_khz != 0 && nominal_khz * 50 <= fastest * 51 && nominal_khz * 50 >= slowest * 49;
+        let in_use = if agrees || measured == 0 { nominal_khz.max(1) } else { measured };
+        set_timer_khz(in_use, tsc_khz);
+        (measured, in_use)
     }
 }
 

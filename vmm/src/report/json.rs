@@ -57,6 +57,8 @@ pub struct Guest {
     /// Guest ps/iteration over the host's.
     pub calib_ratio: Option<f64>,
     pub emulated: Option<bool>,
+    /// Ring-0 shim entries per CPU and service over the run.
+    pub shim: crate::vstate::shim_stats::ShimEntries,
 }
 
 /// The workload as the guest ran it (defaults resolved).
@@ -225,6 +227,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         calib_tsc_ticks: g.calib_tsc_ticks,
         calib_ratio: info.host_ps_per_iter.filter(|&h| h > 0).map(|h| g.calib_ps_per_iter as f64 / h as f64),
         emulated: info.emulated(),
+        shim: info.shim.clone(),
     });
     let workload = m.workload.as_ref().map(|w| Workload {
         load: w.load.name(),
@@ -344,6 +347,7 @@ pub mod tests {
                 kernel_version: "rtswitch-guest 0.1.0".into(),
             }),
             ready_ms: Some(12.5),
+            shim: Default::default(),
             elapsed_s: 3.2,
             outcome: "guest shut down cleanly".into(),
             exit_code: ExitCode::Ok,

@@ -283,6 +283,8 @@ pub struct RunInfo<'a> {
     pub guest: Option<GuestInfo>,
     /// Milliseconds from start to the guest's ready hypercall.
     pub ready_ms: Option<f64>,
+    /// The guest's ring-0 shim entries at the end of the run.
+    pub shim: crate::vstate::shim_stats::ShimEntries,
     pub elapsed_s: f64,
     /// How the run ended, in words.
     pub outcome: String,

@@ -144,6 +144,7 @@ impl Controller {
             "vcpus": self.cpu_count,
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "switches": self.coordinator.history().len(),
+            "shim": crate::vstate::shim_stats::ShimEntries::read(&self.mem, self.cpu_count),
         })
     }
 

@@ -576,6 +576,8 @@ impl Controller {
                 reg.waiters
             ));
         }
+        let shim = crate::vstate::shim_stats::ShimEntries::read(&self.mem, self.cpu_count);
+        self.say(&shim.to_string());
         let mut code = outcome.exit_code();
         self.telemetry.harvest();
         let measurement = Measurement::from_reader(&self.telemetry);
@@ -598,6 +600,7 @@ impl Controller {
             host_ps_per_iter: self.host_ps_per_iter,
             guest: self.guest_info.clone(),
             ready_ms: self.ready_at.map(|d| d.as_secs_f64() * 1e3),
+            shim,
             elapsed_s: ran,
             outcome: self.outcome_text(&outcome, ran),
             exit_code: code,

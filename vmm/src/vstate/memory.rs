@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use switcher::abi::{BOOT_GDT_ADDR, BootInfo, GuestStatus, LockRegistry, PanicRecord, SwitchMailbox};
+use switcher::abi::{BOOT_GDT_ADDR, BootInfo, GuestStatus, LockRegistry, PanicRecord, ShimStats, SwitchMailbox};
 use switcher::patch::GuestText;
 use switcher::telemetry::{CpuLatencyHeader, TelemetryHeader};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
@@ -33,6 +33,8 @@ unsafe impl ByteValued for Abi<PanicRecord> {}
 unsafe impl ByteValued for Abi<LockRegistry> {}
 // SAFETY: as above.
 unsafe impl ByteValued for Abi<SwitchMailbox> {}
+// SAFETY: as above.
+unsafe impl ByteValued for Abi<ShimStats> {}
 // SAFETY: as above (telemetry structures, sizes asserted in
 // switcher::telemetry).
 unsafe impl ByteValued for Abi<TelemetryHeader> {}
