@@ -337,7 +337,7 @@ extern "C" fn service(frame: &mut TrapFrame) {
             let (msr, value) = (frame.rdi as u32, frame.rsi);
             let allowed = WRITABLE_MSRS.iter().any(|&(m, align)| {
                 let addr = value & !1;
-                m == msr && (value == 0 || (addr % align == 0 && in_kernel(addr, align)))
+                m == msr && (value == 0 || (addr.is_multiple_of(align) && in_kernel(addr, align)))
             });
             // SAFETY: CPL0; the MSR and value passed the allow-list above.
             allowed.then(|| unsafe { msr::wrmsr(msr, value) }).map(|()| 0)
@@ -353,7 +353,9 @@ extern "C" fn service(frame: &mut TrapFrame) {
             let bss = &raw const __bss_start as u64..&raw const __bss_end as u64;
             // SAFETY: CPL0; the root is a page of the kernel's .bss, where
             // its page tables live (mm::paging builds a complete map there).
-            (root % 4096 == 0 && bss.contains(&root)).then(|| unsafe { super::cpu::load_page_tables(root) }).map(|()| 0)
+            (root.is_multiple_of(4096) && bss.contains(&root))
+                .then(|| unsafe { super::cpu::load_page_tables(root) })
+                .map(|()| 0)
         }
         shim::STOP => super::cpu::halt_forever(),
         _ => None,

@@ -132,10 +132,12 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         Some(path) => loader::read_kernel_file(path)?,
         None => crate::DEFAULT_KERNEL.to_vec(),
     };
-    // Validate before allocating: a refused kernel costs nothing.
+    // The VM's slow setup runs meanwhile (`vm::PendingVm`); a refused
+    // kernel costs an untouched mapping and a VM that is dropped.
+    let mem = memory::create(config.memory_bytes)?;
+    let pending = vm::start(kvm, mem.clone())?;
     loader::validate(&image, config.memory_bytes)?;
     let sites = SiteTable::from_elf(&image)?;
-    let mem = memory::create(config.memory_bytes)?;
     let kernel = loader::load(&mem, &image, config.memory_bytes)?;
     log::info!("kernel loaded: entry {:#x}, end {:#x}", kernel.entry, kernel.end);
     // Boot-time mode selection: the same all-or-nothing patcher as the
@@ -146,7 +148,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     eprintln!("rtswitch: mode {}: {} lock call sites verified, {rewritten} patched", config.mode.name(), sites.len());
 
     let console = Arc::new(Console::new(&config.serial)?);
-    let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry)?;
+    let mut vm = pending.finish(config.vcpus, kernel.entry)?;
 
     let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), config.mode);
     boot_info.apic_timer_khz = vm::APIC_TIMER_KHZ;
