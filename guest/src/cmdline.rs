@@ -14,6 +14,7 @@
 //! | `deadlock`     | rt mode: two tasks deadlock on two locks (panic)   |
 //! | `no-pi`        | flag: rtmutexes without priority inheritance       |
 //! | `no-spin`      | flag: rtmutexes without adaptive spinning (benchmark) |
+//! | `platform-costs` | flag: time the platform's primitives at boot and print them (`costs`) |
 //! | `idle=poll`    | flag: idle CPUs poll at CPL3 instead of halting (costs a host core each) |
 //! | `hold-lock=MS` | a task holds a switchable lock MS ms (fault test)  |
 //! | `irq-off-spin=MS`, `corrupt-mailbox`, `corrupt-telemetry`, `bad-hypercalls`, `bad-panic-record`, `panic-in-switch` | fault injection (`faults`) |
@@ -48,6 +49,8 @@ pub const FLAG_NO_PI: &str = "no-pi";
 pub const FLAG_NO_SPIN: &str = "no-spin";
 /// Flag: idle CPUs poll instead of halting in the ring-0 shim.
 pub const FLAG_IDLE_POLL: &str = "idle=poll";
+/// Flag: time the platform's primitives once ready (`costs`).
+pub const FLAG_PLATFORM_COSTS: &str = "platform-costs";
 
 /// The parsed command line.
 pub struct Args<'a> {
@@ -58,6 +61,8 @@ pub struct Args<'a> {
     pub no_spin: bool,
     /// `idle=poll`: idle CPUs poll for work instead of halting.
     pub idle_poll: bool,
+    /// `platform-costs`: time the platform's primitives once ready.
+    pub platform_costs: bool,
     /// Fault injections (`hold-lock=MS`, `irq-off-spin=MS`, ...: `faults`).
     pub faults: Faults,
     words: core::str::SplitAsciiWhitespace<'a>,
@@ -70,18 +75,19 @@ impl<'a> Args<'a> {
         let no_pi = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_PI);
         let no_spin = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_SPIN);
         let idle_poll = cmdline.split_ascii_whitespace().any(|w| w == FLAG_IDLE_POLL);
+        let platform_costs = cmdline.split_ascii_whitespace().any(|w| w == FLAG_PLATFORM_COSTS);
         let mut faults = Faults::default();
         for w in cmdline.split_ascii_whitespace() {
             faults.parse_word(w);
         }
-        Self { action, no_pi, no_spin, idle_poll, faults, words: cmdline.split_ascii_whitespace() }
+        Self { action, no_pi, no_spin, idle_poll, platform_costs, faults, words: cmdline.split_ascii_whitespace() }
     }
 
     /// The words that are not guest arguments.
     pub fn unknown(self) -> impl Iterator<Item = &'a str> {
         self.words.filter(|w| {
             parse_word(w).is_none()
-                && ![FLAG_NO_PI, FLAG_NO_SPIN, FLAG_IDLE_POLL].contains(w)
+                && ![FLAG_NO_PI, FLAG_NO_SPIN, FLAG_IDLE_POLL, FLAG_PLATFORM_COSTS].contains(w)
                 && !Faults::default().parse_word(w)
         })
     }

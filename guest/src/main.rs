@@ -33,6 +33,7 @@ mod calibrate;
 mod cmdline;
 mod console;
 mod control;
+mod costs;
 mod faults;
 mod hypercall;
 mod irq;
@@ -189,6 +190,10 @@ fn boot_cpu(cpu_count: u32) -> ! {
     workload::init(&calibration);
     hypercall::ready();
 
+    if flags.platform_costs {
+        cpu::enable_interrupts();
+        costs::run();
+    }
     faults::arm(&faults);
     control::start();
     watchdog::start(cpu_count);
@@ -208,7 +213,12 @@ fn parse_args(cmdline: &[u8]) -> (ReadyAction, Flags, faults::Faults) {
         return (ReadyAction::Idle, Flags::default(), faults::Faults::default());
     };
     let args = Args::parse(text);
-    let flags = Flags { no_pi: args.no_pi, no_spin: args.no_spin, idle_poll: args.idle_poll };
+    let flags = Flags {
+        no_pi: args.no_pi,
+        no_spin: args.no_spin,
+        idle_poll: args.idle_poll,
+        platform_costs: args.platform_costs,
+    };
     let (action, faults) = (args.action, args.faults);
     for word in args.unknown() {
         println!("ignoring unknown guest argument '{word}'");
@@ -222,6 +232,7 @@ struct Flags {
     no_pi: bool,
     no_spin: bool,
     idle_poll: bool,
+    platform_costs: bool,
 }
 
 /// What the guest arguments ask for once the guest is ready.

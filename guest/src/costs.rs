@@ -1,0 +1,104 @@
+//! `platform-costs` guest argument: times, once the guest is ready, the
+//! primitives the deprivileged kernel is built on, on CPU 0 (busy, at
+//! CPL3), and prints the spread of each (TSC-timed, 200 samples):
+//!
+//! ```text
+//! cost xapic timer write: p50 24846 ns, p90 30126 ns, p99 67806 ns, min 23303 ns
+//! ```
+//!
+//! They are what every latency figure is made of on the host at hand: an
+//! xAPIC MMIO access, a trip through the ring-0 shim, a CPUID, a doorbell
+//! exit to the VMM, an IPI and a timer interrupt delivered at CPL3. The
+//! benchmark suite runs it to put the host's costs beside its figures.
+//!
+//! The delivery times need a mark from the handlers: the test vectors'
+//! handler and the timer interrupt store their entry TSC in
+//! [`HANDLER_ENTRY_TSC`] while a measurement runs.
+
+use crate::arch::{apic, cpu, shim};
+use crate::println;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+const SAMPLES: usize = 200;
+
+/// Entry TSC of the last handler that ran while [`MARKING`] was set.
+static HANDLER_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
+/// Set while a delivery time is measured.
+static MARKING: AtomicBool = AtomicBool::new(false);
+
+/// From a handler (the timer's, the test vectors'): its entry TSC, if a
+/// delivery is being timed. One relaxed load otherwise.
+#[inline]
+pub fn mark_handler_entry(entry_tsc: u64) {
+    if MARKING.load(Ordering::Relaxed) {
+        HANDLER_ENTRY_TSC.store(entry_tsc, Ordering::Release);
+    }
+}
+
+fn report(name: &str, samples: &mut [u64; SAMPLES]) {
+    samples.sort_unstable();
+    let khz = crate::boot_info::tsc_khz().max(1);
+    let ns = |t: u64| t.saturating_mul(1_000_000) / khz;
+    println!(
+        "cost {name}: p50 {} ns, p90 {} ns, p99 {} ns, min {} ns",
+        ns(samples[SAMPLES / 2]),
+        ns(samples[SAMPLES * 9 / 10]),
+        ns(samples[SAMPLES * 99 / 100]),
+        ns(samples[0])
+    );
+}
+
+/// Times `f` (the TSC reads around it included: see the `rdtsc` line).
+fn time(name: &str, mut f: impl FnMut()) {
+    let mut s = [0u64; SAMPLES];
+    for x in s.iter_mut() {
+        let t = cpu::rdtsc_ordered();
+        f();
+        *x = cpu::rdtsc_ordered() - t;
+    }
+    report(name, &mut s);
+}
+
+/// Times from `start()` (which returns the reference TSC) to the entry of
+/// the handler it causes, this CPU spinning unmasked at CPL3 meanwhile.
+fn delivery(name: &str, mut start: impl FnMut() -> u64) {
+    let mut s = [0u64; SAMPLES];
+    for x in s.iter_mut() {
+        HANDLER_ENTRY_TSC.store(0, Ordering::Release);
+        MARKING.store(true, Ordering::Release);
+        let reference = start();
+        while HANDLER_ENTRY_TSC.load(Ordering::Acquire) == 0 {
+            core::hint::spin_loop();
+        }
+        MARKING.store(false, Ordering::Release);
+        *x = HANDLER_ENTRY_TSC.load(Ordering::Acquire).saturating_sub(reference);
+    }
+    report(name, &mut s);
+}
+
+/// Runs every measurement (CPU 0, unmasked, before the workload starts).
+pub fn run() {
+    time("rdtsc", || {});
+    time("xapic timer write", || apic::set_tsc_deadline(cpu::rdtsc_ordered() + 1_000_000_000));
+    apic::set_tsc_deadline(0);
+    time("xapic eoi write (nothing in service)", apic::eoi);
+    time("ring-0 shim round trip (rdmsr)", || {
+        let _ = shim::rdmsr(crate::arch::msr::IA32_APIC_BASE);
+    });
+    time("cpuid", cpu::serialize);
+    let empty = switcher::abi::doorbell::console_value(crate::arch::percpu::this() as *const _ as u64, 0);
+    time("doorbell exit to the VMM (empty console write)", || {
+        crate::hypercall::raw_access(switcher::abi::doorbell::CONSOLE, 8, empty, true);
+    });
+    delivery("self IPI -> handler at CPL3 (busy CPU)", || {
+        let t = cpu::rdtsc_ordered();
+        apic::send_self_ipi(crate::selftest_ring3::TEST_VECTORS[0]);
+        t
+    });
+    let period = crate::sched::us_to_tsc(200);
+    delivery("timer deadline -> handler at CPL3 (busy CPU)", || {
+        let deadline = cpu::rdtsc_ordered() + period;
+        apic::set_tsc_deadline(deadline);
+        deadline
+    });
+}
