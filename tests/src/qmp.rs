@@ -17,6 +17,8 @@ pub struct RawQmp {
     r: BufReader<UnixStream>,
     /// Events read while waiting for replies, oldest first.
     pub events: Vec<Value>,
+    /// Bytes of the last message read (its line, CRLF included).
+    pub last_len: usize,
 }
 
 impl RawQmp {
@@ -25,7 +27,7 @@ impl RawQmp {
         let w = UnixStream::connect(sock).unwrap_or_else(|e| panic!("connect to {}: {e}", sock.display()));
         w.set_read_timeout(Some(REPLY_TIMEOUT)).expect("timeout");
         let r = BufReader::new(w.try_clone().expect("clone"));
-        let mut c = Self { w, r, events: Vec::new() };
+        let mut c = Self { w, r, events: Vec::new(), last_len: 0 };
         let greeting = c.next();
         assert!(greeting.get("QMP").is_some(), "no greeting: {greeting}");
         (c, greeting)
@@ -55,6 +57,7 @@ impl RawQmp {
         if n == 0 {
             return None;
         }
+        self.last_len = n;
         assert!(line.ends_with(b"\r\n"), "a message not ended by CRLF: {:?}", String::from_utf8_lossy(&line));
         Some(serde_json::from_slice(&line).unwrap_or_else(|e| {
             panic!("the VMM sent a line that is not JSON ({e}): {:?}", String::from_utf8_lossy(&line))
