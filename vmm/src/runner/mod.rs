@@ -602,8 +602,8 @@ impl Controller {
         }
         if measurement.forgotten > 0 {
             self.say(&format!(
-                "latency: the table lists the newest {} epochs; {} earlier ones are in the per-mode totals (and the \
-                 --json report's modes[])",
+                "latency: the table lists the newest {} epochs; {} earlier ones count in its \"all <mode>\" rows \
+                 (every epoch of each mode) and the --json report's modes[]",
                 measurement.epochs.len(),
                 measurement.forgotten
             ));
