@@ -28,7 +28,7 @@ impl RawQmp {
         w.set_read_timeout(Some(REPLY_TIMEOUT)).expect("timeout");
         let r = BufReader::new(w.try_clone().expect("clone"));
         let mut c = Self { w, r, events: Vec::new(), last_len: 0 };
-        let greeting = c.next();
+        let greeting = c.message();
         assert!(greeting.get("QMP").is_some(), "no greeting: {greeting}");
         (c, greeting)
     }
@@ -46,12 +46,12 @@ impl RawQmp {
     }
 
     /// The next message, whatever it is.
-    pub fn next(&mut self) -> Value {
-        self.try_next().unwrap_or_else(|| panic!("the VMM closed the connection"))
+    pub fn message(&mut self) -> Value {
+        self.try_message().unwrap_or_else(|| panic!("the VMM closed the connection"))
     }
 
     /// The next message; `None` when the connection is closed.
-    pub fn try_next(&mut self) -> Option<Value> {
+    pub fn try_message(&mut self) -> Option<Value> {
         let mut line = Vec::new();
         let n = self.r.read_until(b'\n', &mut line).expect("read a message (none within the timeout?)");
         if n == 0 {
@@ -67,7 +67,7 @@ impl RawQmp {
     /// The next message that is not an event (events are kept).
     pub fn reply(&mut self) -> Value {
         loop {
-            let v = self.next();
+            let v = self.message();
             if v.get("event").is_none() {
                 return v;
             }
@@ -83,7 +83,7 @@ impl RawQmp {
         let start = Instant::now();
         loop {
             assert!(start.elapsed() < limit, "no {name} event within {limit:?}; saw {:?}", self.events);
-            let v = self.next();
+            let v = self.message();
             if v["event"] == name {
                 return v;
             }

@@ -25,7 +25,7 @@ fn early_client(vmm: &BackgroundVmm) -> RawQmp {
 fn shutdown(mut vmm: BackgroundVmm, mut c: RawQmp, code: i32) -> Value {
     let event = c.event("SHUTDOWN", BOOT_LIMIT);
     assert!(event["timestamp"]["seconds"].is_u64(), "{event}");
-    assert!(c.try_next().is_none(), "the connection stays open after SHUTDOWN");
+    assert!(c.try_message().is_none(), "the connection stays open after SHUTDOWN");
     let (got, out) = vmm.wait_exit(BOOT_LIMIT);
     assert_eq!(got, code, "{out}");
     event["data"].clone()
@@ -37,7 +37,7 @@ fn quit_is_host_qmp_quit_and_answered_before_the_event() {
     let mut c = early_client(&vmm);
     c.send(br#"{"execute":"quit","id":"q"}"#);
     // As QEMU: the reply, then the event.
-    assert_eq!(c.next(), json!({"return": {}, "id": "q"}));
+    assert_eq!(c.message(), json!({"return": {}, "id": "q"}));
     assert_eq!(shutdown(vmm, c, 0), json!({"guest": false, "reason": "host-qmp-quit"}));
 }
 

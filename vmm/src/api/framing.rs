@@ -221,11 +221,8 @@ impl Framer {
                     self.state = State::Idle;
                     self.idle(b, out);
                 }
-                _ if b < 0x20 || b >= 0xFE => {
-                    if b != b'\t' {
-                        self.state = State::Idle;
-                    }
-                }
+                b'\t' => {}
+                _ if !(0x20..0xFE).contains(&b) => self.state = State::Idle,
                 _ => {}
             },
         }

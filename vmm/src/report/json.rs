@@ -269,7 +269,6 @@ pub fn epoch_totals(m: &Measurement, retained_max: usize) -> EpochTotals {
 }
 
 /// Builds the report.
-
 pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
     let c = info.config;
     let opt = |v: u32| (v != 0).then_some(v);

@@ -171,7 +171,7 @@ mod tests {
     use super::*;
 
     fn rec(seq: u64) -> SwitchRecord {
-        let ok = seq % 10 != 0;
+        let ok = !seq.is_multiple_of(10);
         SwitchRecord {
             seq,
             from: if seq % 2 == 1 { "mainline" } else { "rt" },
