@@ -85,7 +85,8 @@ fn toggle_with_the_ctl_command() {
     assert_eq!(code, 0, "{out}");
 }
 
-/// Raw line-level QMP over the socket, as any QMP client would see it.
+/// Raw QMP over the socket, as any QMP client would see it (replies are
+/// one per line).
 fn raw_client(sock: &Path) -> (std::os::unix::net::UnixStream, std::io::BufReader<std::os::unix::net::UnixStream>) {
     let s = std::os::unix::net::UnixStream::connect(sock).expect("connect");
     s.set_read_timeout(Some(REPLY_TIMEOUT)).expect("timeout");
@@ -135,7 +136,8 @@ fn qmp_behaviour() {
     assert_eq!(v["error"]["class"], "CommandNotFound");
     assert_eq!(v["id"], "x");
 
-    w.write_all(b"{this is not json\n").expect("write");
+    // Invalid JSON, once its braces balance (a newline does not end it).
+    w.write_all(b"{this is not json\n}").expect("write");
     let v = read_json(&mut r);
     assert_eq!(v["error"]["class"], "GenericError");
 
