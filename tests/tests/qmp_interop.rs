@@ -122,7 +122,10 @@ fn python() -> &'static Path {
         );
         assert!(out.status.success(), "{}", how_to_fix("`pip install qemu.qmp` failed", &out));
         let _ = std::fs::remove_dir_all(&venv);
-        std::fs::rename(&scratch, &venv).expect("moving the new virtualenv in place");
+        if std::fs::rename(&scratch, &venv).is_err() {
+            // Another test run put its own in place meanwhile.
+            let _ = std::fs::remove_dir_all(&scratch);
+        }
         assert!(has_qemu_qmp(&venv_python), "qemu.qmp is not importable from {} after pip install", venv.display());
         venv_python
     })
