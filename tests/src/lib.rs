@@ -6,6 +6,7 @@
 //! killed and the test fails saying so, so no test can hang CI.
 
 pub mod guest_logic;
+pub mod qmp;
 pub mod vm;
 
 use std::io::Read;
@@ -14,6 +15,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// Exit codes of `rtswitch ctl` (README.md, "Exit codes"; vmm/src/api/ctl.rs).
+pub use rtswitch::api::ctl::CtlExit;
 /// Exit codes of `rtswitch` (README.md, "Exit codes"; vmm/src/exit_code.rs).
 pub use rtswitch::exit_code::ExitCode;
 
@@ -79,6 +82,21 @@ impl RunResult {
             self.code(),
             Some(i32::from(expected.code())),
             "expected exit code {} ({expected:?}); got {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            expected.code(),
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts `rtswitch ctl`'s exit code, printing the whole output when
+    /// it differs.
+    pub fn assert_ctl(&self, expected: CtlExit) -> &Self {
+        assert_eq!(
+            self.code(),
+            Some(i32::from(expected.code())),
+            "expected ctl exit code {} ({expected:?}); got {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             expected.code(),
             self.status,
             self.stdout,

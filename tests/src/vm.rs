@@ -209,15 +209,22 @@ pub fn assert_mode(s: &mut Session, expected: &str) -> Value {
     m
 }
 
-/// Checks a `switches` list (from `query-switches` or the JSON report):
-/// numbered 1..=n in order, each a success or a failure with a reason,
-/// successes chaining from one mode to the other starting at `boot_mode`.
-/// Returns (succeeded, failed) and the mode after the last success.
+/// Checks a `switches` list (from `query-switches` pages or the JSON
+/// report): numbered consecutively in order from 1 (or, when the oldest
+/// records were forgotten, from the first listed), each a success or a
+/// failure with a reason, successes chaining from one mode to the other
+/// starting at `boot_mode` (or the first listed record's `from`).
+/// Returns (succeeded, failed) among them and the mode after the last
+/// success.
 pub fn check_switch_history(list: &[Value], boot_mode: &str) -> (usize, usize, String) {
-    let mut mode = boot_mode.to_string();
+    let first = list.first().and_then(|r| r["seq"].as_u64()).unwrap_or(1);
+    let mut mode = match list.first() {
+        Some(r) if first > 1 => r["from"].as_str().expect("a from mode").to_string(),
+        _ => boot_mode.to_string(),
+    };
     let (mut ok, mut failed) = (0, 0);
     for (i, r) in list.iter().enumerate() {
-        assert_eq!(r["seq"], json!(i as u64 + 1), "switch records out of order or missing at #{i}: {r}");
+        assert_eq!(r["seq"], json!(first + i as u64), "switch records out of order or missing at #{i}: {r}");
         assert_eq!(r["from"], mode.as_str(), "switch #{} starts from the wrong mode: {r}", i + 1);
         assert_eq!(r["to"], other(&mode), "switch #{} is not a toggle: {r}", i + 1);
         match r["ok"].as_bool() {

@@ -245,7 +245,7 @@ fn load_kind_run(load: &str) {
         load,
         &["--load", load, "--quiet", "--histogram", hist.to_str().unwrap(), "--plot", plot.to_str().unwrap()],
     );
-    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["schema_version"], 2);
     assert_eq!(v["config"]["load"], load);
     assert_eq!(v["workload"]["load"], load);
     assert_eq!(v["outcome"]["exit_code"], 0);

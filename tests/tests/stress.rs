@@ -110,10 +110,18 @@ fn client_toggles(name: &str, vcpus: u32, switches: usize) -> Tally {
 
     // Every switch accounted for, as the VMM saw them.
     let final_mode = assert_mode(&mut s, mode);
-    let sw = exec(&mut s, json!({"execute": "query-switches"}));
-    let list = sw["return"]["switches"].as_array().expect("a switch list").clone();
-    assert_eq!(list.len(), tally.requested, "requested {} switches; the VMM recorded {}", tally.requested, list.len());
+    let history = s.switch_list().expect("query-switches pages");
+    let list = history.records;
+    let recorded = history.totals["recorded"].as_u64().expect("totals.recorded") as usize;
+    assert_eq!(recorded, tally.requested, "requested {} switches; the VMM recorded {recorded}", tally.requested);
+    assert_eq!(list.len() as u64 + history.totals["forgotten"].as_u64().unwrap_or(0), recorded as u64);
     let (ok, failed, last) = check_switch_history(&list, "mainline");
+    let (ok, failed) = if list.len() == recorded {
+        (ok, failed)
+    } else {
+        let t = &history.totals;
+        (t["completed"].as_u64().unwrap_or(0) as usize, t["failed"].as_u64().unwrap_or(0) as usize)
+    };
     assert_eq!((ok, failed), (tally.succeeded, tally.failed), "the history and the replies disagree");
     assert_eq!(last, mode, "the mode is not the last successful switch's: {final_mode}");
     assert!(
@@ -154,9 +162,11 @@ impl Drop for StopOnDrop<'_> {
 /// sample continuity.
 fn audit_report(report: &Value, requested: usize, succeeded: usize, out: &str) {
     let switches = report["switches"].as_array().unwrap_or_else(|| panic!("no switches in the JSON report\n{out}"));
-    assert_eq!(switches.len(), requested, "JSON switch count");
-    let (ok, _, _) = check_switch_history(switches, "mainline");
-    assert_eq!(ok, succeeded);
+    let totals = &report["switch_totals"];
+    assert_eq!(totals["recorded"], json!(requested), "JSON switch count: {totals}");
+    assert_eq!(totals["completed"], json!(succeeded), "JSON completed count: {totals}");
+    assert_eq!(switches.len() as u64 + totals["forgotten"].as_u64().unwrap_or(0), requested as u64);
+    check_switch_history(switches, "mainline");
     let lc = &report["load_check"];
     assert_eq!(lc["result"], "ok", "{lc}");
     assert_eq!(lc["violations"], 0, "{lc}");
@@ -304,14 +314,15 @@ fn switch_every_races_with_a_random_client() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let st1 = exec(&mut s, json!({"execute": "query-status"}));
-        let h = exec(&mut s, json!({"execute": "query-switches"}));
+        let h = s.switch_list().expect("query-switches pages");
         let m = exec(&mut s, json!({"execute": "query-mode"}));
         let st2 = exec(&mut s, json!({"execute": "query-status"}));
-        let list = h["return"]["switches"].as_array().expect("list").clone();
+        let list = h.records;
+        let recorded = &h.totals["recorded"];
         if st1["return"]["switching"].is_null()
             && m["return"]["switching"].is_null()
-            && st1["return"]["switches"] == json!(list.len())
-            && st2["return"]["switches"] == json!(list.len())
+            && &st1["return"]["switches"] == recorded
+            && &st2["return"]["switches"] == recorded
         {
             let (_, _, last) = check_switch_history(&list, "mainline");
             assert_eq!(m["return"]["mode"], last.as_str(), "{m}");
@@ -346,6 +357,6 @@ fn switch_every_races_with_a_random_client() {
     eprintln!(
         "switch-every race (seed {seed:#x}): {} switches ({ok} ok, {failed} failed); client: {real} real, {noop} no-op, \
          {busy} busy, {abandoned} abandoned set-modes, {resets} resets, {queries} queries",
-        switches.len()
+        report["switch_totals"]["recorded"]
     );
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rtswitch_tests::vm::{BackgroundVmm, REPLY_TIMEOUT, exec, set_mode, switch_until_ok};
-use rtswitch_tests::{ExitCode, Scratch, require_kvm, run_rtswitch};
+use rtswitch_tests::{CtlExit, ExitCode, Scratch, require_kvm, run_rtswitch};
 use serde_json::{Value, json};
 
 #[test]
@@ -65,23 +65,28 @@ fn toggle_with_the_ctl_command() {
         a.extend_from_slice(args);
         run_rtswitch(&a, REPLY_TIMEOUT)
     };
-    ctl(&["mode", "rt"]).assert_code(ExitCode::Ok).assert_contains("switched to rt").assert_contains("blackout");
-    ctl(&["status"]).assert_code(ExitCode::Ok).assert_contains("mode rt");
-    ctl(&["switches"]).assert_code(ExitCode::Ok).assert_contains("mainline -> rt");
-    ctl(&["latency"]).assert_code(ExitCode::Ok).assert_contains("rt");
+    ctl(&["mode", "rt"]).assert_ctl(CtlExit::Ok).assert_contains("switched to rt").assert_contains("blackout");
+    ctl(&["status"]).assert_ctl(CtlExit::Ok).assert_contains("mode rt");
+    ctl(&["switches"]).assert_ctl(CtlExit::Ok).assert_contains("mainline -> rt").assert_contains("1 switches in all");
+    ctl(&["switches", "--since", "1", "--limit", "1"]).assert_ctl(CtlExit::Ok).assert_contains("mainline -> rt");
+    ctl(&["latency"]).assert_ctl(CtlExit::Ok).assert_contains("rt").assert_contains("all mainline");
+    ctl(&["latency", "--last", "1"]).assert_ctl(CtlExit::Ok).assert_contains("earlier epochs not shown");
     let raw = ctl(&["--json", "raw", r#"{"execute":"query-mode"}"#]);
-    raw.assert_code(ExitCode::Ok);
+    raw.assert_ctl(CtlExit::Ok);
     let v: Value = serde_json::from_str(raw.stdout.trim()).expect("--json prints the reply");
     assert_eq!(v["return"]["mode"], "rt");
     ctl(&["raw", r#"{"execute":"no-such-command"}"#])
-        .assert_code(ExitCode::GuestFailure)
+        .assert_ctl(CtlExit::ErrorReply)
         .assert_contains("CommandNotFound");
-    ctl(&["quit"]).assert_code(ExitCode::Ok);
+    ctl(&["raw", "[1]"]).assert_ctl(CtlExit::BadArguments);
+    ctl(&["switches", "--limit", "3"]).assert_ctl(CtlExit::BadArguments);
+    ctl(&["quit"]).assert_ctl(CtlExit::Ok);
     let (code, out, _) = vmm.quit_after_request();
     assert_eq!(code, 0, "{out}");
 }
 
-/// Raw line-level QMP over the socket, as any QMP client would see it.
+/// Raw QMP over the socket, as any QMP client would see it (replies are
+/// one per line).
 fn raw_client(sock: &Path) -> (std::os::unix::net::UnixStream, std::io::BufReader<std::os::unix::net::UnixStream>) {
     let s = std::os::unix::net::UnixStream::connect(sock).expect("connect");
     s.set_read_timeout(Some(REPLY_TIMEOUT)).expect("timeout");
@@ -131,7 +136,8 @@ fn qmp_behaviour() {
     assert_eq!(v["error"]["class"], "CommandNotFound");
     assert_eq!(v["id"], "x");
 
-    w.write_all(b"{this is not json\n").expect("write");
+    // Invalid JSON, once its braces balance (a newline does not end it).
+    w.write_all(b"{this is not json\n}").expect("write");
     let v = read_json(&mut r);
     assert_eq!(v["error"]["class"], "GenericError");
 

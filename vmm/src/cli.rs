@@ -64,16 +64,37 @@ pub enum CtlCommand {
     },
     /// Run state, mode, uptime.
     Status,
-    /// Latency per epoch and CPU.
-    Latency,
+    /// Latency per epoch and CPU (the newest epochs), and every mode's totals.
+    Latency {
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Clear the latency statistics (a new measurement starts).
     ResetLatency,
     /// History of mode switches with their timings.
-    Switches,
+    Switches {
+        #[command(flatten)]
+        page: PageArgs,
+    },
     /// Shut the guest down and end the VMM.
     Quit,
     /// Send one raw QMP command, e.g. '{"execute":"query-mode"}'.
     Raw { json: String },
+}
+
+/// Which part of a long list `ctl switches` and `ctl latency` show
+/// (default: the newest).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PageArgs {
+    /// Show the newest N entries.
+    #[arg(long, value_name = "N", conflicts_with = "since")]
+    pub last: Option<u64>,
+    /// Show entries from number N on (switch seq, epoch index).
+    #[arg(long, value_name = "N")]
+    pub since: Option<u64>,
+    /// With --since: at most N entries.
+    #[arg(long, value_name = "N", requires = "since")]
+    pub limit: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -28,7 +28,8 @@ fn main() -> std::process::ExitCode {
                 ExitCode::BadArguments
             }
         },
-        Command::Ctl(args) => rtswitch::api::ctl::run(&args),
+        // Its own exit codes (README, "Exit codes"); 2 for bad arguments too.
+        Command::Ctl(args) => return rtswitch::api::ctl::run(&args).into(),
         Command::Stress(args) => rtswitch::stress::run(&args),
         Command::Bench(args) => rtswitch::bench::run(&args),
     };

@@ -20,6 +20,9 @@
 //! request for the current mode is a no-op success. Failure always means
 //! "nothing changed": no byte is written unless every check passed.
 
+pub mod distribution;
+pub mod history;
+
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -27,6 +30,7 @@ use switcher::abi::{self, LockMode, LockRegistry, SwitchMailbox, mailbox_state};
 use switcher::patch::{PatchError, SiteTable};
 use vm_memory::{Bytes, GuestAddress};
 
+use self::history::SwitchHistory;
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, Abi, GuestMemory, Text};
 
@@ -193,7 +197,8 @@ pub struct Coordinator {
     mode: LockMode,
     next_seq: u64,
     active: Option<Active>,
-    history: Vec<SwitchRecord>,
+    /// Every switch that ended: the newest records and exact totals.
+    history: SwitchHistory,
     limits: SwitchLimits,
     run_started: Instant,
     /// The guest's TSC frequency: its mailbox stamps to µs.
@@ -202,7 +207,7 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn new(sites: SiteTable, mode: LockMode, limits: SwitchLimits, run_started: Instant, tsc_khz: u32) -> Self {
-        Self { sites, mode, next_seq: 1, active: None, history: Vec::new(), limits, run_started, tsc_khz }
+        Self { sites, mode, next_seq: 1, active: None, history: SwitchHistory::default(), limits, run_started, tsc_khz }
     }
 
     pub fn mode(&self) -> LockMode {
@@ -217,7 +222,7 @@ impl Coordinator {
         self.limits
     }
 
-    pub fn history(&self) -> &[SwitchRecord] {
+    pub fn history(&self) -> &SwitchHistory {
         &self.history
     }
 
@@ -439,30 +444,30 @@ impl Spread {
     }
 }
 
-/// The end-of-run lines about the switches (none when there were none).
-pub fn summary(records: &[SwitchRecord]) -> Option<String> {
-    if records.is_empty() {
+/// The end-of-run lines about the switches (none when there were none):
+/// exact counts, timings over every completed switch (percentiles to
+/// within 1.6 %), and the last failures still on record.
+pub fn summary(history: &SwitchHistory) -> Option<String> {
+    let t = history.totals();
+    if t.recorded == 0 {
         return None;
     }
-    let ok: Vec<&SwitchRecord> = records.iter().filter(|r| r.ok).collect();
     let mut out = format!(
         "mode switches: {} requested, {} completed, {} failed (nothing changed)",
-        records.len(),
-        ok.len(),
-        records.len() - ok.len()
+        t.recorded, t.completed, t.failed
     );
-    let spread = |f: fn(&SwitchRecord) -> u64| Spread::of(&mut ok.iter().map(|r| f(r)).collect::<Vec<_>>());
-    for (name, s) in [
-        ("freeze  ", spread(|r| r.timings.freeze_us)),
-        ("blackout", spread(|r| r.timings.blackout_us)),
-        ("total   ", spread(|r| r.timings.total_us)),
-    ] {
-        if let Some(s) = s {
-            out.push_str(&format!("\n  {name} min / p50 / p99 / max: {}", s.describe_ms()));
+    for (name, d) in history.timings() {
+        if let Some(s) = d.spread() {
+            out.push_str(&format!("\n  {name:<8} min / p50 / p99 / max: {}", s.describe_ms()));
         }
     }
-    for r in records.iter().filter(|r| !r.ok).take(5) {
+    let failures: Vec<&SwitchRecord> = history.retained().filter(|r| !r.ok).collect();
+    for r in failures.iter().rev().take(5).rev() {
         out.push_str(&format!("\n  switch #{} {} -> {} failed: {}", r.seq, r.from, r.to, r.reason));
+    }
+    let unlisted = t.failed - failures.len().min(5) as u64;
+    if unlisted > 0 {
+        out.push_str(&format!("\n  ({unlisted} earlier failures not shown)"));
     }
     Some(out)
 }
@@ -582,8 +587,12 @@ mod tests {
             requested_at_s: 0.0,
             phases: None,
         };
-        assert_eq!(summary(&[]), None);
-        let s = summary(&[rec(1, true), rec(2, false), rec(3, true)]).unwrap();
+        let mut h = SwitchHistory::default();
+        assert_eq!(summary(&h), None);
+        for r in [rec(1, true), rec(2, false), rec(3, true)] {
+            h.push(r);
+        }
+        let s = summary(&h).unwrap();
         assert!(s.contains("3 requested, 2 completed, 1 failed"), "{s}");
         assert!(s.contains("blackout min / p50 / p99 / max: 0.300"), "{s}");
         assert!(s.contains("switch #2 mainline -> rt failed: deadline"), "{s}");

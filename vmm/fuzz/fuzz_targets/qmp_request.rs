@@ -1,18 +1,26 @@
-//! Fuzzes the control protocol's request parser: any bytes, split into
-//! lines as the server splits them, must parse to a request or to an error
-//! reply that is itself one valid JSON line — never a panic.
+//! Fuzzes the control protocol's input path: any bytes, framed as the
+//! server frames them (`framing`), must yield requests or error replies
+//! that are each one valid JSON line — never a panic, and never a pending
+//! text beyond the documented bound.
 //!
 //! Run (nightly, not in CI): `cd vmm && cargo +nightly fuzz run qmp_request`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rtswitch::api::protocol::{MAX_LINE_BYTES, parse_request, reply_err, reply_ok};
+use rtswitch::api::framing::{Frame, Framer};
+use rtswitch::api::protocol::{QmpError, parse_request, reply_err, reply_ok};
 
 fuzz_target!(|data: &[u8]| {
-    for line in data.split(|&b| b == b'\n').filter(|l| l.len() <= MAX_LINE_BYTES) {
-        let reply = match parse_request(line) {
-            Ok(req) => reply_ok(serde_json::json!({}), req.id.as_ref()),
-            Err(rejected) => reply_err(&rejected.error, rejected.id.as_ref()),
+    let mut framer = Framer::new();
+    let mut frames = Vec::new();
+    framer.push_all(data, &mut frames);
+    for frame in frames {
+        let reply = match frame {
+            Frame::Error(e) => reply_err(&QmpError::generic(e.to_string()), None),
+            Frame::Text(text) => match parse_request(&text) {
+                Ok(req) => reply_ok(serde_json::json!({}), req.id.as_ref()),
+                Err(rejected) => reply_err(&rejected.error, rejected.id.as_ref()),
+            },
         };
         assert!(reply.ends_with("\r\n") && !reply.trim_end().contains('\n'), "a reply is one line");
         let parsed: Result<serde_json::Value, _> = serde_json::from_str(reply.trim_end());

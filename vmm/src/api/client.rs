@@ -93,6 +93,40 @@ impl Session {
     }
 }
 
+/// Every switch record a VMM still keeps, and its exact totals.
+#[derive(Clone, Debug, Default)]
+pub struct SwitchList {
+    /// Oldest first.
+    pub records: Vec<Value>,
+    /// `query-switches`' `totals` of the last page read.
+    pub totals: Value,
+}
+
+/// Pages of `query-switches` read for one [`Session::switch_list`] at most.
+const MAX_PAGES: usize = 64;
+
+impl Session {
+    /// Reads every retained switch record, page by page (`since`,
+    /// `limit`), until a page leaves nothing out after it.
+    pub fn switch_list(&mut self) -> Result<SwitchList, ClientError> {
+        let mut list = SwitchList::default();
+        let mut since = 0u64;
+        for _ in 0..MAX_PAGES {
+            let args = json!({"since": since, "limit": crate::api::protocol::SWITCH_PAGE.max});
+            let r = self.execute(json!({"execute": "query-switches", "arguments": args}), &mut |_| {})?;
+            let ret = r.get("return").ok_or_else(|| ClientError::BadReply(r.to_string()))?;
+            let page = ret["switches"].as_array().ok_or_else(|| ClientError::BadReply(r.to_string()))?;
+            list.records.extend(page.iter().cloned());
+            list.totals = ret["totals"].clone();
+            match page.last().and_then(|last| last["seq"].as_u64()) {
+                Some(seq) if ret["omitted"]["after"].as_u64().unwrap_or(0) > 0 => since = seq + 1,
+                _ => break,
+            }
+        }
+        Ok(list)
+    }
+}
+
 /// Parses a `raw` argument into a request object.
 pub fn parse_raw(text: &str) -> Result<Value, ClientError> {
     match serde_json::from_str::<Value>(text) {

@@ -1,22 +1,85 @@
 //! `rtswitch ctl`: runs one command against a VMM's control socket and
 //! prints the reply, human-readable by default (`--json`: the raw reply).
-//! The exit code is non-zero when the reply is an error.
+//! Its exit codes are its own ([`CtlExit`], README "Exit codes"), not
+//! `rtswitch run`'s.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::client::{self, ClientError, Session};
-use crate::cli::{CtlArgs, CtlCommand, Mode};
-use crate::exit_code::ExitCode;
+use crate::cli::{CtlArgs, CtlCommand, Mode, PageArgs};
+
+/// How `rtswitch ctl` ended, as its exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CtlExit {
+    /// The command succeeded (a `return` reply).
+    Ok = 0,
+    /// The VMM answered with an error: the command was refused or failed
+    /// (e.g. a switch that could not complete; nothing changed).
+    ErrorReply = 1,
+    /// The command line was invalid (also: a `raw` argument that is not a
+    /// JSON object).
+    BadArguments = 2,
+    /// Nothing to talk to: the socket cannot be connected to.
+    NoConnection = 3,
+    /// The VMM hung up before replying, or sent something that is not QMP.
+    Protocol = 4,
+    /// No reply within `--timeout`.
+    Timeout = 5,
+}
+
+impl CtlExit {
+    /// Every code, for documentation and tests.
+    pub const ALL: [CtlExit; 6] = [
+        CtlExit::Ok,
+        CtlExit::ErrorReply,
+        CtlExit::BadArguments,
+        CtlExit::NoConnection,
+        CtlExit::Protocol,
+        CtlExit::Timeout,
+    ];
+
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The code for a failure to get a reply.
+    pub fn of(e: &ClientError) -> Self {
+        match e {
+            ClientError::Connect(..) => CtlExit::NoConnection,
+            ClientError::Io(_) | ClientError::Closed | ClientError::BadReply(_) => CtlExit::Protocol,
+            ClientError::Timeout(_) => CtlExit::Timeout,
+            ClientError::BadRaw(..) => CtlExit::BadArguments,
+        }
+    }
+}
+
+impl From<CtlExit> for std::process::ExitCode {
+    fn from(c: CtlExit) -> Self {
+        std::process::ExitCode::from(c.code())
+    }
+}
 
 /// Runs `rtswitch ctl ...`.
-pub fn run(args: &CtlArgs) -> ExitCode {
+pub fn run(args: &CtlArgs) -> CtlExit {
     match try_run(args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("rtswitch ctl: error: {e}");
-            ExitCode::VmmError
+            CtlExit::of(&e)
         }
     }
+}
+
+/// `query-switches`/`query-latency` paging arguments from the options.
+fn page(p: &PageArgs) -> Map<String, Value> {
+    let mut args = Map::new();
+    for (name, v) in [("last", p.last), ("since", p.since), ("limit", p.limit)] {
+        if let Some(v) = v {
+            args.insert(name.into(), json!(v));
+        }
+    }
+    args
 }
 
 fn request(cmd: &CtlCommand) -> Result<Value, ClientError> {
@@ -29,15 +92,19 @@ fn request(cmd: &CtlCommand) -> Result<Value, ClientError> {
             json!({"execute": "set-mode", "arguments": {"mode": m}})
         }
         CtlCommand::Status => json!({"execute": "query-status"}),
-        CtlCommand::Latency => json!({"execute": "query-latency"}),
+        CtlCommand::Latency { page: p } => {
+            let mut args = page(p);
+            args.insert("cpus".into(), json!(true));
+            json!({"execute": "query-latency", "arguments": args})
+        }
         CtlCommand::ResetLatency => json!({"execute": "reset-latency"}),
-        CtlCommand::Switches => json!({"execute": "query-switches"}),
+        CtlCommand::Switches { page: p } => json!({"execute": "query-switches", "arguments": page(p)}),
         CtlCommand::Quit => json!({"execute": "quit"}),
         CtlCommand::Raw { json } => client::parse_raw(json)?,
     })
 }
 
-fn try_run(args: &CtlArgs) -> Result<ExitCode, ClientError> {
+fn try_run(args: &CtlArgs) -> Result<CtlExit, ClientError> {
     let req = request(&args.command)?;
     let mut session = Session::connect(&args.api_sock, args.timeout)?;
     let reply = session.execute(req, &mut |_| {})?;
@@ -50,13 +117,35 @@ fn try_run(args: &CtlArgs) -> Result<ExitCode, ClientError> {
             let desc = err.get("desc").and_then(Value::as_str).unwrap_or("(no description)");
             eprintln!("rtswitch ctl: {class}: {desc}");
         }
-        return Ok(ExitCode::GuestFailure);
+        return Ok(CtlExit::ErrorReply);
     }
     if !args.json {
         let ret = reply.get("return").cloned().unwrap_or(Value::Null);
         println!("{}", human(&args.command, &ret));
     }
-    Ok(ExitCode::Ok)
+    Ok(CtlExit::Ok)
+}
+
+/// "N earlier ..., M later ... not shown" from a reply's `omitted`.
+fn omitted_line(ret: &Value, what: &str) -> Option<String> {
+    let o = &ret["omitted"];
+    let n = |k: &str| o[k].as_u64().unwrap_or(0);
+    let mut parts = Vec::new();
+    if n("before") > 0 {
+        parts.push(format!("{} earlier", n("before")));
+    }
+    if n("after") > 0 {
+        parts.push(format!("{} later", n("after")));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    let mut line = format!("({} {what} not shown; page with --last N or --since N --limit M", parts.join(", "));
+    if n("unavailable") > 0 {
+        line.push_str(&format!("; {} asked for are no longer kept", n("unavailable")));
+    }
+    line.push(')');
+    Some(line)
 }
 
 fn f(v: &Value, key: &str) -> f64 {
@@ -93,7 +182,7 @@ pub fn human(cmd: &CtlCommand, ret: &Value) -> String {
             f(ret, "uptime_s"),
             ret.get("switches").and_then(Value::as_u64).unwrap_or(0)
         ),
-        CtlCommand::Switches => {
+        CtlCommand::Switches { .. } => {
             let list = ret.get("switches").and_then(Value::as_array).cloned().unwrap_or_default();
             let mut out = format!(
                 "{:>4} {:>8} -> {:<8} {:>6} {:>10} {:>12} {:>10}  reason",
@@ -113,11 +202,33 @@ pub fn human(cmd: &CtlCommand, ret: &Value) -> String {
                 ));
             }
             if list.is_empty() {
-                out.push_str("\n(no switches yet)");
+                out.push_str("\n(no switches listed)");
+            }
+            let t = &ret["totals"];
+            if let Some(n) = t["recorded"].as_u64() {
+                out.push_str(&format!(
+                    "\n{n} switches in all: {} completed, {} failed",
+                    t["completed"].as_u64().unwrap_or(0),
+                    t["failed"].as_u64().unwrap_or(0)
+                ));
+                if let Some(total) = t["total_us"].as_object() {
+                    let ms = |k: &str| total.get(k).and_then(Value::as_f64).unwrap_or(0.0) / 1e3;
+                    out.push_str(&format!(
+                        "; total min / p50 / p99 / max {:.3} / {:.3} / {:.3} / {:.3} ms",
+                        ms("min_us"),
+                        ms("p50_us"),
+                        ms("p99_us"),
+                        ms("max_us")
+                    ));
+                }
+            }
+            if let Some(line) = omitted_line(ret, "switches") {
+                out.push('\n');
+                out.push_str(&line);
             }
             out
         }
-        CtlCommand::Latency => latency_table(ret),
+        CtlCommand::Latency { .. } => latency_table(ret),
         CtlCommand::ResetLatency => "latency statistics reset".into(),
         CtlCommand::Quit => "the VMM is shutting the guest down".into(),
         CtlCommand::Raw { .. } => serde_json::to_string_pretty(ret).unwrap_or_default(),
@@ -167,7 +278,28 @@ fn latency_table(ret: &Value) -> String {
     if epochs.is_empty() {
         out.push_str("\n(no latency samples yet)");
     }
-    out.push_str("\n(all figures in µs)");
+    for m in ret.get("modes").and_then(Value::as_array).into_iter().flatten() {
+        let us = |h: &str, k: &str| latency_cell(m.get(h).and_then(|x| x.get(k)));
+        out.push_str(&format!(
+            "\n  all {:<10} {:>4} {:>9} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}   ({} epochs)",
+            s(m, "mode"),
+            "all",
+            m.get("samples").and_then(Value::as_u64).unwrap_or(0),
+            m.get("missed").and_then(Value::as_u64).unwrap_or(0),
+            us("irq", "p50"),
+            us("irq", "p99"),
+            us("irq", "max_us"),
+            us("thread", "p50"),
+            us("thread", "p99"),
+            us("thread", "max_us"),
+            m.get("epoch_count").and_then(Value::as_u64).unwrap_or(0),
+        ));
+    }
+    if let Some(line) = omitted_line(ret, "epochs") {
+        out.push('\n');
+        out.push_str(&line);
+    }
+    out.push_str("\n(all figures in µs; \"all <mode>\": every epoch of that mode)");
     out
 }
 
@@ -186,12 +318,46 @@ mod tests {
 
     #[test]
     fn human_tables_tolerate_missing_fields() {
-        assert!(human(&CtlCommand::Switches, &json!({})).contains("no switches"));
-        assert!(human(&CtlCommand::Latency, &json!({})).contains("no latency samples"));
+        let switches = CtlCommand::Switches { page: PageArgs::default() };
+        let latency = CtlCommand::Latency { page: PageArgs::default() };
+        assert!(human(&switches, &json!({})).contains("no switches"));
+        assert!(human(&latency, &json!({})).contains("no latency samples"));
         let t = human(
-            &CtlCommand::Latency,
+            &latency,
             &json!({"epochs":[{"index":0,"label":"mainline","cpus":[{"cpu":0,"samples":5,"thread":{"p99":{"us":7,"at_least":false},"p50":{"us":10000,"at_least":true}}}]}]}),
         );
         assert!(t.contains("mainline") && t.contains(" 7") && t.contains(">=10000"), "{t}");
+    }
+
+    #[test]
+    fn pages_say_what_they_leave_out() {
+        let switches = CtlCommand::Switches { page: PageArgs::default() };
+        let r = json!({"switches": [{"seq": 40, "from": "rt", "to": "mainline", "ok": true}],
+            "totals": {"recorded": 41, "completed": 40, "failed": 1, "total_us": {"min_us": 1000, "p50_us": 2000,
+            "p99_us": 3000, "max_us": 4000}}, "omitted": {"before": 39, "after": 1, "unavailable": 0}});
+        let t = human(&switches, &r);
+        assert!(t.contains("41 switches in all: 40 completed, 1 failed"), "{t}");
+        assert!(t.contains("39 earlier, 1 later switches not shown"), "{t}");
+        assert!(t.contains("2.000 / 3.000 / 4.000 ms"), "{t}");
+        let latency = CtlCommand::Latency { page: PageArgs::default() };
+        let r = json!({"epochs": [], "modes": [{"mode": "rt", "samples": 9, "epoch_count": 3,
+            "thread": {"p99": {"us": 5, "at_least": false}}}], "omitted": {"before": 2, "after": 0}});
+        let t = human(&latency, &r);
+        assert!(t.contains("all rt") && t.contains("(3 epochs)") && t.contains("2 earlier epochs"), "{t}");
+    }
+
+    #[test]
+    fn exit_codes_are_distinct_and_zero_only_for_ok() {
+        let mut seen = std::collections::HashSet::new();
+        for c in CtlExit::ALL {
+            assert!(seen.insert(c.code()), "{c:?} reuses a code");
+            assert_eq!(c.code() == 0, c == CtlExit::Ok);
+        }
+        let timeout = ClientError::Timeout(std::time::Duration::from_secs(1));
+        assert_eq!(CtlExit::of(&timeout), CtlExit::Timeout);
+        assert_eq!(CtlExit::of(&ClientError::Closed), CtlExit::Protocol);
+        let refused = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(CtlExit::of(&ClientError::Connect("/x".into(), refused)), CtlExit::NoConnection);
+        assert_eq!(CtlExit::of(&client::parse_raw("[1]").unwrap_err()), CtlExit::BadArguments);
     }
 }

@@ -1,4 +1,5 @@
-//! The control API: a QMP-compatible Unix socket (`server`, `protocol`)
+//! The control API: a QMP-compatible Unix socket (`server`; `framing` cuts
+//! JSON texts out of the byte stream, `protocol` says what they mean)
 //! served by the control thread, and its command-line client (`client`,
 //! `rtswitch ctl`).
 //!
@@ -9,5 +10,6 @@
 pub mod child;
 pub mod client;
 pub mod ctl;
+pub mod framing;
 pub mod protocol;
 pub mod server;

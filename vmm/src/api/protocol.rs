@@ -1,5 +1,6 @@
-//! The control protocol: QMP (QEMU Machine Protocol) framing and messages,
-//! so that existing QMP clients work unchanged.
+//! The control protocol: QMP (QEMU Machine Protocol) messages, so that
+//! existing QMP clients work unchanged. Framing (where one JSON text ends
+//! in the byte stream) is `framing`; this is what a text means.
 //!
 //! ```text
 //! server: {"QMP": {"version": {...}, "capabilities": []}}        greeting
@@ -10,17 +11,23 @@
 //! server: {"event": "MODE_SWITCHED", "data": {...}, "timestamp": {"seconds": s, "microseconds": us}}
 //! ```
 //!
-//! Messages are JSON objects, one per line (a line may not exceed
-//! [`MAX_LINE_BYTES`]). Everything here is pure: parsing a line yields a
-//! [`Request`] or the error reply to send; nothing can fail the caller.
-//! Error classes and texts follow QEMU's where QEMU has the same case.
+//! A request is read in two steps, as QEMU does: the envelope
+//! ([`parse_envelope`]: a JSON object with a string `execute`, optional
+//! object `arguments` and any `id`), then, once the client has negotiated,
+//! the command and its arguments ([`parse_command`]). Before negotiation
+//! every command but `qmp_capabilities` gets QEMU's `CommandNotFound`
+//! "Expecting capabilities negotiation", whatever its arguments.
+//! Everything here is pure: parsing yields a request or the error reply to
+//! send; nothing can fail the caller. Error classes and texts follow
+//! QEMU's where QEMU has the same case. Replies are single lines ending in
+//! CRLF, as QEMU writes them.
 
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 use switcher::abi::LockMode;
 
-/// Longest request line accepted; a longer one gets an error reply and is
-/// discarded up to its newline.
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Longest reply the server sends (paging keeps every reply below it).
+pub const MAX_REPLY_BYTES: usize = 256 * 1024;
 
 /// QMP error classes used here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +62,29 @@ impl QmpError {
     }
 }
 
+/// Which part of a long list a query returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Page {
+    /// The newest `n` entries.
+    Last(u64),
+    /// At most `limit` entries from number `since` on, oldest first.
+    Since { since: u64, limit: u64 },
+}
+
+/// The page sizes of one paged query.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageLimits {
+    /// Entries returned when no paging argument is given (`last`).
+    pub default: u64,
+    /// Largest `last` or `limit` accepted.
+    pub max: u64,
+}
+
+/// `query-switches`: switch records.
+pub const SWITCH_PAGE: PageLimits = PageLimits { default: 32, max: 256 };
+/// `query-latency`: epochs.
+pub const EPOCH_PAGE: PageLimits = PageLimits { default: 8, max: 64 };
+
 /// The commands, with their arguments checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
@@ -66,9 +96,17 @@ pub enum Command {
     SetMode {
         mode: LockMode,
     },
-    QueryLatency,
+    /// Epochs of the page (all-CPU rows; per-CPU rows too with `cpus`),
+    /// and the exact totals.
+    QueryLatency {
+        page: Page,
+        cpus: bool,
+    },
     ResetLatency,
-    QuerySwitches,
+    /// Switch records of the page, and the exact totals.
+    QuerySwitches {
+        page: Page,
+    },
     Quit,
     /// Holds every vCPU out of guest mode and releases it, patching
     /// nothing: the platform floor of a switch's blackout (benchmarks).
@@ -90,6 +128,14 @@ pub const COMMANDS: &[&str] = &[
     "x-pause-resume",
 ];
 
+/// The outer layer of a request: what to run, with what, and the `id`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Envelope {
+    pub name: String,
+    pub args: Map<String, Value>,
+    pub id: Option<Value>,
+}
+
 /// A parsed request: the command and the `id` to echo.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Request {
@@ -105,14 +151,86 @@ pub struct Rejected {
     pub id: Option<Value>,
 }
 
-/// Parses one request line (without its newline).
-pub fn parse_request(line: &[u8]) -> Result<Request, Rejected> {
+/// A JSON value read strictly: a key twice in one object is an error (as
+/// in QEMU: `{"execute":"query-status","execute":"quit"}` must not run
+/// either command).
+struct Strict(Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(Strict(e)) = seq.next_element()? {
+            v.push(e);
+        }
+        Ok(Value::Array(v))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut obj = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if obj.contains_key(&key) {
+                return Err(de::Error::custom(format_args!("duplicate key '{key}'")));
+            }
+            let Strict(v) = map.next_value()?;
+            obj.insert(key, v);
+        }
+        Ok(Value::Object(obj))
+    }
+}
+
+/// Parses one JSON text (as `framing` cut it out) into its envelope.
+pub fn parse_envelope(text: &[u8]) -> Result<Envelope, Rejected> {
     let reject = |error: QmpError, id: Option<Value>| Rejected { error, id };
-    let text = std::str::from_utf8(line)
+    let text = std::str::from_utf8(text)
         .map_err(|e| reject(QmpError::generic(format!("JSON parse error, invalid UTF-8: {e}")), None))?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| reject(QmpError::generic(format!("JSON parse error, {e}")), None))?;
-    let Value::Object(mut obj) = value else {
+    if text.trim_start().starts_with('\'') {
+        return Err(reject(
+            QmpError::generic("JSON parse error, single-quoted strings (a QEMU extension) are not accepted; use '\"'"),
+            None,
+        ));
+    }
+    let value = serde_json::from_str::<Strict>(text).map_err(|e| {
+        let hint =
+            if text.contains('\'') { " (single-quoted strings, a QEMU extension, are not accepted)" } else { "" };
+        reject(QmpError::generic(format!("JSON parse error, {e}{hint}")), None)
+    })?;
+    let Value::Object(mut obj) = value.0 else {
         return Err(reject(QmpError::generic("QMP input must be a JSON object"), None));
     };
     let id = obj.remove("id");
@@ -130,13 +248,51 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Rejected> {
     if let Some(extra) = obj.keys().next() {
         return Err(reject(QmpError::generic(format!("QMP input member '{extra}' is unexpected")), id));
     }
-    match parse_command(&name, args) {
-        Ok(command) => Ok(Request { command, id }),
-        Err(error) => Err(reject(error, id)),
+    Ok(Envelope { name, args, id })
+}
+
+/// Parses one JSON text into a request (envelope and command).
+pub fn parse_request(text: &[u8]) -> Result<Request, Rejected> {
+    let env = parse_envelope(text)?;
+    match parse_command(&env.name, env.args) {
+        Ok(command) => Ok(Request { command, id: env.id }),
+        Err(error) => Err(Rejected { error, id: env.id }),
     }
 }
 
-fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command, QmpError> {
+/// An integer argument in `range`, if given.
+fn int_arg(
+    args: &mut Map<String, Value>,
+    name: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Option<u64>, QmpError> {
+    let Some(v) = args.remove(name) else { return Ok(None) };
+    let out_of_range =
+        || QmpError::generic(format!("Parameter '{name}' must be between {} and {}", range.start(), range.end()));
+    match v {
+        Value::Number(n) if n.is_u64() => n.as_u64().filter(|x| range.contains(x)).map(Some).ok_or_else(out_of_range),
+        Value::Number(n) if n.is_i64() => Err(out_of_range()),
+        _ => Err(QmpError::generic(format!("Invalid parameter type for '{name}', expected: integer"))),
+    }
+}
+
+/// `last`, or `since` with an optional `limit`; `limits.default` newest
+/// entries when none is given.
+fn page_args(args: &mut Map<String, Value>, limits: PageLimits) -> Result<Page, QmpError> {
+    let last = int_arg(args, "last", 1..=limits.max)?;
+    let since = int_arg(args, "since", 0..=u64::MAX)?;
+    let limit = int_arg(args, "limit", 1..=limits.max)?;
+    match (last, since, limit) {
+        (Some(_), Some(_), _) => Err(QmpError::generic("Parameters 'last' and 'since' cannot be used together")),
+        (_, None, Some(_)) => Err(QmpError::generic("Parameter 'limit' needs 'since'")),
+        (Some(n), None, None) => Ok(Page::Last(n)),
+        (None, Some(since), limit) => Ok(Page::Since { since, limit: limit.unwrap_or(limits.default) }),
+        (None, None, None) => Ok(Page::Last(limits.default)),
+    }
+}
+
+/// Checks a command's arguments (the envelope already read).
+pub fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command, QmpError> {
     let command = match name {
         "qmp_capabilities" => {
             // QEMU accepts an optional "enable" list of capabilities; none
@@ -173,9 +329,17 @@ fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command, Qm
             };
             Command::SetMode { mode }
         }
-        "query-latency" => Command::QueryLatency,
+        "query-latency" => {
+            let page = page_args(&mut args, EPOCH_PAGE)?;
+            let cpus = match args.remove("cpus") {
+                None => false,
+                Some(Value::Bool(b)) => b,
+                Some(_) => return Err(QmpError::generic("Invalid parameter type for 'cpus', expected: boolean")),
+            };
+            Command::QueryLatency { page, cpus }
+        }
         "reset-latency" => Command::ResetLatency,
-        "query-switches" => Command::QuerySwitches,
+        "query-switches" => Command::QuerySwitches { page: page_args(&mut args, SWITCH_PAGE)? },
         "quit" => Command::Quit,
         "x-pause-resume" => Command::XPauseResume,
         other => return Err(QmpError::not_found(format!("The command {other} has not been found"))),
@@ -184,6 +348,63 @@ fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command, Qm
         return Err(QmpError::generic(format!("Parameter '{extra}' is unexpected")));
     }
     Ok(command)
+}
+
+/// Why the VM shut down, as QEMU's `SHUTDOWN` event says it
+/// (`ShutdownCause` in QEMU's qapi/run-state.json; `host-duration` is
+/// rtswitch's own).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownCause {
+    /// The `quit` command.
+    HostQmpQuit,
+    /// SIGINT or SIGTERM.
+    HostSignal,
+    /// `--duration` passed.
+    HostDuration,
+    /// The VMM could not go on (a vCPU could not run).
+    HostError,
+    /// The guest shut down (or exited) by itself.
+    GuestShutdown,
+    /// The guest panicked.
+    GuestPanic,
+    /// The guest triple-faulted (QEMU resets then, or with -no-reboot
+    /// stops with this cause).
+    GuestReset,
+}
+
+impl ShutdownCause {
+    /// Every cause, for documentation and tests.
+    pub const ALL: [ShutdownCause; 7] = [
+        ShutdownCause::HostQmpQuit,
+        ShutdownCause::HostSignal,
+        ShutdownCause::HostDuration,
+        ShutdownCause::HostError,
+        ShutdownCause::GuestShutdown,
+        ShutdownCause::GuestPanic,
+        ShutdownCause::GuestReset,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownCause::HostQmpQuit => "host-qmp-quit",
+            ShutdownCause::HostSignal => "host-signal",
+            ShutdownCause::HostDuration => "host-duration",
+            ShutdownCause::HostError => "host-error",
+            ShutdownCause::GuestShutdown => "guest-shutdown",
+            ShutdownCause::GuestPanic => "guest-panic",
+            ShutdownCause::GuestReset => "guest-reset",
+        }
+    }
+
+    /// Whether the guest asked for it (QEMU's `guest` field).
+    pub fn by_guest(self) -> bool {
+        matches!(self, ShutdownCause::GuestShutdown | ShutdownCause::GuestPanic | ShutdownCause::GuestReset)
+    }
+
+    /// The `SHUTDOWN` event's data.
+    pub fn event_data(self) -> Value {
+        json!({"guest": self.by_guest(), "reason": self.as_str()})
+    }
 }
 
 /// The error for any command but `qmp_capabilities` before negotiation.
@@ -304,6 +525,67 @@ mod tests {
         assert_eq!(e(r#"{"execute":"quit","arguments":{"now":true}}"#).desc, "Parameter 'now' is unexpected");
         assert!(e(r#"{"execute":"qmp_capabilities","arguments":{"enable":["oob"]}}"#).desc.contains("not available"));
         assert!(parse_request(b"\xff\xfe").unwrap_err().error.desc.contains("UTF-8"));
+        assert!(e("'x'").desc.contains("single-quoted"));
+        assert!(e("{'execute':'quit'}").desc.contains("single-quoted"));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let e = |s: &str| parse(s).unwrap_err().error.desc;
+        assert!(e(r#"{"execute":"query-status","execute":"quit"}"#).contains("duplicate key 'execute'"));
+        assert!(e(r#"{"execute":"quit","id":{"a":1,"a":2}}"#).contains("duplicate key 'a'"));
+        assert!(parse(r#"{"execute":"quit","id":[{"a":1},{"a":2}]}"#).is_ok());
+    }
+
+    #[test]
+    fn the_envelope_is_read_before_the_command() {
+        // Before negotiation the server only looks at the envelope: a
+        // command with bad arguments is still a valid envelope.
+        let env = parse_envelope(br#"{"execute":"set-mode","arguments":{"mode":7},"id":3}"#).unwrap();
+        assert_eq!((env.name.as_str(), env.id), ("set-mode", Some(json!(3))));
+        assert!(parse_command(&env.name, env.args).is_err());
+    }
+
+    #[test]
+    fn paging_arguments() {
+        let cmd = |s: &str| parse(s).map(|r| r.command).map_err(|r| r.error.desc);
+        let sw = |p| Ok(Command::QuerySwitches { page: p });
+        assert_eq!(cmd(r#"{"execute":"query-switches"}"#), sw(Page::Last(SWITCH_PAGE.default)));
+        assert_eq!(cmd(r#"{"execute":"query-switches","arguments":{"last":5}}"#), sw(Page::Last(5)));
+        assert_eq!(
+            cmd(r#"{"execute":"query-switches","arguments":{"since":0,"limit":256}}"#),
+            sw(Page::Since { since: 0, limit: 256 })
+        );
+        assert_eq!(
+            cmd(r#"{"execute":"query-switches","arguments":{"since":9}}"#),
+            sw(Page::Since { since: 9, limit: SWITCH_PAGE.default })
+        );
+        assert_eq!(
+            cmd(r#"{"execute":"query-latency","arguments":{"last":2,"cpus":true}}"#),
+            Ok(Command::QueryLatency { page: Page::Last(2), cpus: true })
+        );
+        assert_eq!(
+            cmd(r#"{"execute":"query-latency"}"#),
+            Ok(Command::QueryLatency { page: Page::Last(EPOCH_PAGE.default), cpus: false })
+        );
+        for (args, why) in [
+            (r#"{"last":0}"#, "between 1 and 256"),
+            (r#"{"last":257}"#, "between 1 and 256"),
+            (r#"{"last":-1}"#, "between 1 and 256"),
+            (r#"{"last":1.5}"#, "expected: integer"),
+            (r#"{"last":"3"}"#, "expected: integer"),
+            (r#"{"since":1,"limit":0}"#, "between 1 and 256"),
+            (r#"{"last":1,"since":1}"#, "cannot be used together"),
+            (r#"{"limit":5}"#, "needs 'since'"),
+            (r#"{"cpus":true}"#, "'cpus' is unexpected"),
+        ] {
+            let got = cmd(&format!(r#"{{"execute":"query-switches","arguments":{args}}}"#));
+            assert!(got.as_ref().is_err_and(|d| d.contains(why)), "{args}: {got:?}");
+        }
+        let got = cmd(r#"{"execute":"query-latency","arguments":{"limit":65,"since":0}}"#);
+        assert!(got.is_err_and(|d| d.contains("between 1 and 64")));
+        let got = cmd(r#"{"execute":"query-latency","arguments":{"cpus":1}}"#);
+        assert!(got.is_err_and(|d| d.contains("expected: boolean")));
     }
 
     #[test]

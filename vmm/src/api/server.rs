@@ -1,34 +1,49 @@
-//! The control socket: a Unix stream socket speaking QMP (`protocol`),
-//! served from the VMM's control thread (the event-manager loop in
-//! `runner`), never blocking it.
+//! The control socket: a Unix stream socket speaking QMP (`framing`,
+//! `protocol`), served from the VMM's control thread (the event-manager
+//! loop in `runner`), never blocking it.
 //!
 //! - The socket is created with mode 0600. An existing path is refused,
 //!   unless it is a stale socket (nobody accepts on it), which is replaced.
 //!   The path is removed when the server is dropped.
-//! - Every client is non-blocking. Input is split into lines of at most
-//!   `MAX_LINE_BYTES`; a longer line gets an error reply and is skipped up
-//!   to its newline. Output that cannot be written at once is buffered (up
-//!   to [`MAX_OUTPUT_BYTES`], past which the client is dropped as too
-//!   slow) and flushed when the socket becomes writable.
+//! - Every client is non-blocking and has its own [`Framer`]: requests are
+//!   JSON objects cut out of the byte stream, not lines.
+//! - Fair: one wakeup reads at most [`READ_BUDGET`] bytes from a client
+//!   and handles at most [`MESSAGES_PER_WAKEUP`] of its messages; bytes
+//!   left over wait in the client's (bounded) input and are taken on the
+//!   next turn of the loop (the backlog event), after the other clients,
+//!   timers and vCPU events had theirs.
+//! - Output that cannot be written at once waits in the client's outbox,
+//!   flushed when the socket becomes writable. A client whose outbox grows
+//!   past [`MAX_OUTBOX_BYTES`] has stopped reading: it is dropped, with a
+//!   log line; the others are not affected.
 //! - Negotiation (`qmp_capabilities`) is handled here; the caller only sees
 //!   commands from negotiated clients.
 //!
 //! Clients are named by a [`ClientId`] that is never reused (file
 //! descriptors are), so a reply for a client that left goes nowhere.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::protocol::{self, Command, MAX_LINE_BYTES, Request};
+use vmm_sys_util::eventfd::EventFd;
 
-/// Output buffered for one client before it is dropped as too slow.
-pub const MAX_OUTPUT_BYTES: usize = 4 << 20;
-/// Clients served at once; more are refused with an error line.
+use super::framing::{Frame, Framer};
+use super::protocol::{self, Command, QmpError, Request};
+
+/// Replies and events queued for one client before it is dropped as not
+/// reading (four times the largest reply).
+pub const MAX_OUTBOX_BYTES: usize = 4 * protocol::MAX_REPLY_BYTES;
+/// Clients served at once; more are refused with an error reply.
 pub const MAX_CLIENTS: usize = 64;
+/// Bytes read from one client in one wakeup.
+pub const READ_BUDGET: usize = 16 * 1024;
+/// Messages (requests and refused input) handled per client and wakeup.
+pub const MESSAGES_PER_WAKEUP: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,11 +66,104 @@ pub struct ClientId(pub u64);
 struct Client {
     id: ClientId,
     stream: UnixStream,
+    framer: Framer,
+    /// Bytes read but not framed yet (the wakeup's message budget ran
+    /// out): at most one read budget.
     input: Vec<u8>,
-    /// Skipping an oversized line up to its newline.
-    discarding: bool,
-    output: Vec<u8>,
+    /// The peer closed its side (or reading failed): dropped once `input`
+    /// is handled.
+    eof: bool,
+    outbox: VecDeque<u8>,
     negotiated: bool,
+}
+
+impl Client {
+    fn queue(&mut self, text: &str) {
+        self.outbox.extend(text.as_bytes());
+    }
+
+    /// Frames pending input until the wakeup's message budget is spent;
+    /// answers refused input and negotiation itself.
+    fn take_messages(&mut self, budget: &mut usize, requests: &mut Vec<(ClientId, Request)>) {
+        let mut input = std::mem::take(&mut self.input);
+        let mut frames = Vec::new();
+        let mut used = 0;
+        for &b in &input {
+            if *budget == 0 {
+                break;
+            }
+            used += 1;
+            self.framer.push(b, &mut frames);
+            for frame in frames.drain(..) {
+                *budget = budget.saturating_sub(1);
+                self.handle(frame, requests);
+            }
+        }
+        input.drain(..used);
+        self.input = input;
+    }
+
+    fn handle(&mut self, frame: Frame, requests: &mut Vec<(ClientId, Request)>) {
+        let text = match frame {
+            Frame::Error(e) => return self.queue(&protocol::reply_err(&QmpError::generic(e.to_string()), None)),
+            Frame::Text(t) => t,
+        };
+        let env = match protocol::parse_envelope(&text) {
+            Ok(env) => env,
+            Err(r) => return self.queue(&protocol::reply_err(&r.error, r.id.as_ref())),
+        };
+        // As QEMU: before negotiation only qmp_capabilities exists.
+        if !self.negotiated && env.name != "qmp_capabilities" {
+            return self.queue(&protocol::reply_err(&protocol::not_negotiated(), env.id.as_ref()));
+        }
+        match protocol::parse_command(&env.name, env.args) {
+            Err(e) => self.queue(&protocol::reply_err(&e, env.id.as_ref())),
+            Ok(Command::QmpCapabilities) if !self.negotiated => {
+                self.negotiated = true;
+                self.queue(&protocol::reply_ok(serde_json::json!({}), env.id.as_ref()));
+            }
+            Ok(Command::QmpCapabilities) => {
+                self.queue(&protocol::reply_err(&protocol::already_negotiated(), env.id.as_ref()))
+            }
+            Ok(command) => requests.push((self.id, Request { command, id: env.id })),
+        }
+    }
+
+    /// Writes as much of the outbox as the socket takes.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.outbox.is_empty() {
+            let (chunk, _) = self.outbox.as_slices();
+            match self.stream.write(chunk) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => {
+                    self.outbox.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes; whether the client is still usable (its socket works and
+    /// it reads what it is sent).
+    fn flush_ok(&mut self) -> bool {
+        if let Err(e) = self.flush() {
+            log::debug!("control socket: client {} is gone: {e}", self.id.0);
+            return false;
+        }
+        if self.outbox.len() > MAX_OUTBOX_BYTES {
+            log::warn!(
+                "control socket: dropping client {}: {} bytes of replies and events wait unread (limit \
+                 {MAX_OUTBOX_BYTES}); it stopped reading its socket",
+                self.id.0,
+                self.outbox.len()
+            );
+            return false;
+        }
+        true
+    }
 }
 
 /// What reading from a client produced.
@@ -74,6 +182,8 @@ pub struct ApiServer {
     path: PathBuf,
     clients: BTreeMap<RawFd, Client>,
     next_id: u64,
+    /// Signalled while a client has input left over from its last turn.
+    backlog: EventFd,
 }
 
 impl ApiServer {
@@ -99,8 +209,9 @@ impl ApiServer {
         let listener = bound.map_err(|e| ApiError::Bind(shown.clone(), e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| ApiError::Setup(shown.clone(), e))?;
-        listener.set_nonblocking(true).map_err(|e| ApiError::Setup(shown, e))?;
-        Ok(Self { listener, path: path.to_path_buf(), clients: BTreeMap::new(), next_id: 1 })
+        listener.set_nonblocking(true).map_err(|e| ApiError::Setup(shown.clone(), e))?;
+        let backlog = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| ApiError::Setup(shown, e))?;
+        Ok(Self { listener, path: path.to_path_buf(), clients: BTreeMap::new(), next_id: 1, backlog })
     }
 
     pub fn path(&self) -> &Path {
@@ -109,6 +220,11 @@ impl ApiServer {
 
     pub fn listener_fd(&self) -> RawFd {
         self.listener.as_raw_fd()
+    }
+
+    /// The event that says some client has input left from its last turn.
+    pub fn backlog_fd(&self) -> RawFd {
+        self.backlog.as_raw_fd()
     }
 
     /// Whether `fd` is one of this server's client sockets.
@@ -128,7 +244,8 @@ impl ApiServer {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     if self.clients.len() >= MAX_CLIENTS {
-                        let err = protocol::QmpError::generic(format!("too many clients (at most {MAX_CLIENTS})"));
+                        let err = QmpError::generic(format!("too many clients (at most {MAX_CLIENTS})"));
+                        let _ = stream.set_nonblocking(true);
                         let _ = stream.write_all(protocol::reply_err(&err, None).as_bytes());
                         continue;
                     }
@@ -143,13 +260,14 @@ impl ApiServer {
                     let mut c = Client {
                         id,
                         stream,
+                        framer: Framer::new(),
                         input: Vec::new(),
-                        discarding: false,
-                        output: Vec::new(),
+                        eof: false,
+                        outbox: VecDeque::new(),
                         negotiated: false,
                     };
-                    c.output.extend_from_slice(protocol::greeting().as_bytes());
-                    let _ = flush(&mut c);
+                    c.queue(&protocol::greeting());
+                    let _ = c.flush();
                     self.clients.insert(fd, c);
                     fds.push(fd);
                 }
@@ -164,45 +282,59 @@ impl ApiServer {
         fds
     }
 
-    /// Reads what client `fd` sent, answers negotiation and malformed
-    /// input itself, and returns its commands.
+    /// Client `fd`'s turn: handles its left-over input, then reads (at
+    /// most a budget), answers negotiation and refused input itself, and
+    /// returns its commands.
     pub fn read(&mut self, fd: RawFd) -> ReadOutcome {
         let mut out = ReadOutcome::default();
         let Some(c) = self.clients.get_mut(&fd) else {
             out.closed = true;
             return out;
         };
+        let mut budget = MESSAGES_PER_WAKEUP;
+        c.take_messages(&mut budget, &mut out.requests);
         let mut buf = [0u8; 4096];
-        let mut eof = false;
-        loop {
+        let mut read = 0;
+        while c.input.is_empty() && !c.eof && budget > 0 && read < READ_BUDGET {
             match c.stream.read(&mut buf) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
+                Ok(0) => c.eof = true,
                 Ok(n) => {
-                    absorb(c, &buf[..n], &mut out.requests);
-                    if c.output.len() > MAX_OUTPUT_BYTES {
-                        break;
-                    }
+                    read += n;
+                    c.input.extend_from_slice(&buf[..n]);
+                    c.take_messages(&mut budget, &mut out.requests);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    eof = true;
-                    break;
+                Err(e) => {
+                    log::debug!("control socket: reading client {} failed: {e}", c.id.0);
+                    c.eof = true;
+                    c.input.clear();
                 }
             }
         }
-        let flushed = flush(c);
-        if eof || flushed.is_err() || c.output.len() > MAX_OUTPUT_BYTES {
+        let usable = c.flush_ok();
+        if !c.input.is_empty() && usable {
+            // The rest waits for the loop's next turn.
+            if let Err(e) = self.backlog.write(1) {
+                log::error!("control socket: cannot signal left-over input: {e}");
+            }
+        }
+        if !usable || (c.eof && c.input.is_empty()) {
             // The caller stops watching the fd, then drops the client (in
             // that order: epoll needs the fd still open to forget it).
             out.closed = true;
             return out;
         }
-        out.wants_write = !c.output.is_empty();
+        out.wants_write = !c.outbox.is_empty();
         out
+    }
+
+    /// The backlog event fired: every client with left-over input gets a
+    /// turn. Returns each one's fd and outcome.
+    pub fn take_backlog(&mut self) -> Vec<(RawFd, ReadOutcome)> {
+        let _ = self.backlog.read();
+        let fds: Vec<RawFd> = self.clients.iter().filter(|(_, c)| !c.input.is_empty()).map(|(fd, _)| *fd).collect();
+        fds.into_iter().map(|fd| (fd, self.read(fd))).collect()
     }
 
     /// Sends `text` to client `id` if it is still connected. Returns the
@@ -223,11 +355,11 @@ impl ApiServer {
         let Some(c) = self.clients.get_mut(&fd) else {
             return SendOutcome::Closed(fd);
         };
-        c.output.extend_from_slice(text.as_bytes());
-        if flush(c).is_err() || c.output.len() > MAX_OUTPUT_BYTES {
+        c.queue(text);
+        if !c.flush_ok() {
             return SendOutcome::Closed(fd);
         }
-        SendOutcome::Open { fd, wants_write: !c.output.is_empty() }
+        SendOutcome::Open { fd, wants_write: !c.outbox.is_empty() }
     }
 
     /// The client's socket is writable: flush what is pending.
@@ -239,6 +371,20 @@ impl ApiServer {
     pub fn drop_client(&mut self, fd: RawFd) {
         if let Some(c) = self.clients.remove(&fd) {
             log::debug!("control socket: client {} disconnected", c.id.0);
+        }
+    }
+
+    /// At the end of the run: waits (at most `limit`) until every client
+    /// has taken what is queued for it (the SHUTDOWN event), so that it is
+    /// not lost when the sockets close.
+    pub fn flush_all(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            self.clients.retain(|_, c| c.flush().is_ok());
+            if self.clients.values().all(|c| c.outbox.is_empty()) || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
         }
     }
 }
@@ -261,71 +407,6 @@ impl Drop for ApiServer {
             log::warn!("cannot remove the control socket {}: {e}", self.path.display());
         }
     }
-}
-
-/// Splits `data` into lines; answers negotiation and bad lines directly.
-fn absorb(c: &mut Client, data: &[u8], requests: &mut Vec<(ClientId, Request)>) {
-    for &b in data {
-        if b == b'\n' {
-            if c.discarding {
-                c.discarding = false;
-            } else {
-                let line = std::mem::take(&mut c.input);
-                handle_line(c, &line, requests);
-            }
-            continue;
-        }
-        if c.discarding {
-            continue;
-        }
-        if c.input.len() >= MAX_LINE_BYTES {
-            c.input.clear();
-            c.discarding = true;
-            let err = protocol::QmpError::generic(format!("request line longer than {MAX_LINE_BYTES} bytes"));
-            c.output.extend_from_slice(protocol::reply_err(&err, None).as_bytes());
-            continue;
-        }
-        c.input.push(b);
-    }
-}
-
-fn handle_line(c: &mut Client, line: &[u8], requests: &mut Vec<(ClientId, Request)>) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.iter().all(u8::is_ascii_whitespace) {
-        return;
-    }
-    match protocol::parse_request(line) {
-        Err(r) => c.output.extend_from_slice(protocol::reply_err(&r.error, r.id.as_ref()).as_bytes()),
-        Ok(req) => match (&req.command, c.negotiated) {
-            (Command::QmpCapabilities, false) => {
-                c.negotiated = true;
-                c.output.extend_from_slice(protocol::reply_ok(serde_json::json!({}), req.id.as_ref()).as_bytes());
-            }
-            (Command::QmpCapabilities, true) => c
-                .output
-                .extend_from_slice(protocol::reply_err(&protocol::already_negotiated(), req.id.as_ref()).as_bytes()),
-            (_, false) => {
-                c.output.extend_from_slice(protocol::reply_err(&protocol::not_negotiated(), req.id.as_ref()).as_bytes())
-            }
-            (_, true) => requests.push((c.id, req)),
-        },
-    }
-}
-
-/// Writes as much pending output as the socket takes.
-fn flush(c: &mut Client) -> io::Result<()> {
-    while !c.output.is_empty() {
-        match c.stream.write(&c.output) {
-            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => {
-                c.output.drain(..n);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -383,13 +464,16 @@ mod tests {
         reader.read_line(&mut line).unwrap();
         assert!(line.contains("\"QMP\""));
 
-        client.write_all(b"{\"execute\":\"query-status\",\"id\":1}\n").unwrap();
+        // Before negotiation every other command, even with bad
+        // arguments, is "not found", as in QEMU.
+        client.write_all(br#"{"execute":"set-mode","arguments":{"mode":5},"id":1}"#).unwrap();
         assert!(pump(&mut server).is_empty());
         line.clear();
         reader.read_line(&mut line).unwrap();
-        assert!(line.contains("Expecting capabilities negotiation"), "{line}");
+        assert!(line.contains("Expecting capabilities negotiation") && line.contains(r#""id":1"#), "{line}");
 
-        client.write_all(b"{\"execute\":\"qmp_capabilities\"}\n{\"execute\":\"query-status\",\"id\":2}\n").unwrap();
+        // No newlines, two objects in one write.
+        client.write_all(br#"{"execute":"qmp_capabilities"}{"execute":"query-status","id":2}"#).unwrap();
         let reqs = pump(&mut server);
         assert_eq!(reqs.len(), 1);
         assert_eq!(reqs[0].1.command, Command::QueryStatus);
@@ -397,21 +481,21 @@ mod tests {
         reader.read_line(&mut line).unwrap();
         assert_eq!(line.trim_end(), r#"{"return":{}}"#);
 
-        let big = vec![b'x'; MAX_LINE_BYTES + 10];
+        let big = vec![b'['; crate::api::framing::MAX_MESSAGE_BYTES + 10];
         client.write_all(&big).unwrap();
-        client.write_all(b"\n{\"execute\":\"quit\"}\n").unwrap();
+        client.write_all(b"\x01{\"execute\":\"quit\"}").unwrap();
         let mut reqs = Vec::new();
-        for _ in 0..50 {
+        for _ in 0..100 {
             reqs.extend(pump(&mut server));
             if !reqs.is_empty() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        assert_eq!(reqs.len(), 1, "the line after an oversized one is still served");
+        assert_eq!(reqs.len(), 1, "the message after an oversized one is still served");
         line.clear();
         reader.read_line(&mut line).unwrap();
-        assert!(line.contains("longer than"), "{line}");
+        assert!(line.contains("longer than") || line.contains("deeper than"), "{line}");
 
         drop(client);
         drop(reader);
@@ -419,5 +503,71 @@ mod tests {
         assert!(server.read(fd).closed);
         server.drop_client(fd);
         assert_eq!(server.client_count(), 0);
+    }
+
+    #[test]
+    fn one_turn_handles_a_bounded_number_of_messages() {
+        let path = scratch("fair");
+        let mut server = ApiServer::bind(&path).unwrap();
+        let mut client = UnixStream::connect(&path).unwrap();
+        server.accept();
+        let fd = *server.clients.keys().next().unwrap();
+        let n = 3 * MESSAGES_PER_WAKEUP + 1;
+        let mut burst = br#"{"execute":"qmp_capabilities"}"#.to_vec();
+        for i in 0..n {
+            burst.extend_from_slice(format!(r#"{{"execute":"query-mode","id":{i}}}"#).as_bytes());
+        }
+        client.write_all(&burst).unwrap();
+        let first = server.read(fd);
+        assert_eq!(first.requests.len(), MESSAGES_PER_WAKEUP - 1, "capabilities counts too");
+        // The rest is taken on later turns, signalled by the backlog event.
+        let mut ids = first.requests.iter().map(|(_, r)| r.id.clone()).collect::<Vec<_>>();
+        for _ in 0..10 {
+            let mut polled = libc::pollfd { fd: server.backlog_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut polled, 1, 0) };
+            if ready != 1 {
+                break;
+            }
+            for (_, out) in server.take_backlog() {
+                assert!(out.requests.len() <= MESSAGES_PER_WAKEUP);
+                ids.extend(out.requests.into_iter().map(|(_, r)| r.id));
+            }
+        }
+        let want: Vec<_> = (0..n).map(|i| Some(serde_json::json!(i))).collect();
+        assert_eq!(ids, want, "every request, once, in order");
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_dropped_alone() {
+        let path = scratch("slow");
+        let mut server = ApiServer::bind(&path).unwrap();
+        let slow = UnixStream::connect(&path).unwrap();
+        let mut reader = BufReader::new(UnixStream::connect(&path).unwrap());
+        server.accept();
+        let fds: Vec<RawFd> = server.clients.keys().copied().collect();
+        for c in server.clients.values_mut() {
+            c.negotiated = true;
+        }
+        let event =
+            protocol::event("MODE_SWITCHED", serde_json::json!({"pad": "x".repeat(1000)}), std::time::UNIX_EPOCH);
+        let mut closed = Vec::new();
+        for i in 0..(2 * MAX_OUTBOX_BYTES / event.len()) {
+            for out in server.broadcast(&event) {
+                if let SendOutcome::Closed(fd) = out {
+                    closed.push(fd);
+                    server.drop_client(fd);
+                }
+            }
+            // The reading client keeps up.
+            let mut line = String::new();
+            if i == 0 {
+                reader.read_line(&mut line).unwrap();
+            }
+            reader.read_line(&mut line).unwrap();
+        }
+        assert_eq!(closed, vec![fds[0]], "the client that never read is dropped, the other is not");
+        assert_eq!(server.client_count(), 1);
+        drop(slow);
     }
 }

@@ -96,11 +96,12 @@ fn pct(v: &Value) -> Option<Pct> {
 }
 
 impl RunFigures {
-    /// Reads a run report (`rtswitch run --json`, schema_version 1): all
+    /// Reads a run report (`rtswitch run --json`, schema_version 1 or 2): all
     /// CPUs merged over the boot mode's epochs (`modes[]`).
     pub fn from_report(v: &Value) -> Result<Self, String> {
         let version = v["schema_version"].as_u64();
-        if version != Some(1) {
+        // Version 2 bounded the epoch and switch lists; modes[] (read here) is unchanged.
+        if !matches!(version, Some(1 | 2)) {
             return Err(format!("unsupported schema_version {}", v["schema_version"]));
         }
         let mode = v["config"]["mode"].as_str().ok_or("no config.mode")?;
@@ -513,7 +514,7 @@ mod tests {
         assert_eq!((f.thread_overflow, f.hist_max_us), (2, Some(100_000)));
         assert_eq!((f.cs_us, f.scaled, f.emulated), (Some(5000), Some(true), Some(true)));
         let mut v = report("rt", 1, (1, false), 1, "ok");
-        v["schema_version"] = json!(2);
+        v["schema_version"] = json!(3);
         assert!(RunFigures::from_report(&v).unwrap_err().contains("schema_version"));
         let mut v = report("rt", 1, (1, false), 1, "ok");
         v["modes"] = json!([]);

@@ -1,6 +1,11 @@
 //! `--json FILE`: the whole result of a run. The schema is documented in
 //! README.md ("Output files"); field names are stable, new fields may be
 //! added (bump [`SCHEMA_VERSION`] only for incompatible changes).
+//!
+//! Version 2 (bounded history): `epochs` and `switches` list the newest
+//! epochs and switch records only; `epoch_totals` and `switch_totals`
+//! count everything, and `modes` are exact over every epoch (`epoch_count`;
+//! `epochs` lists the indices still in `epochs`).
 
 use serde::Serialize;
 use switcher::telemetry::{EpochKind, LoadKind, final_check};
@@ -9,7 +14,7 @@ use super::stats::{Histogram, LatencyStats};
 use super::telemetry::Worst;
 use super::{CpuRow, EpochRows, LoadVerdict, Measurement, ReportError, RunInfo};
 
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize)]
 pub struct RunReport {
@@ -18,12 +23,29 @@ pub struct RunReport {
     pub host: Host,
     pub guest: Option<Guest>,
     pub workload: Option<Workload>,
+    /// The newest epochs (at most `epoch_totals.retained_max`).
     pub epochs: Vec<Epoch>,
+    pub epoch_totals: EpochTotals,
+    /// Exact over every epoch of each mode.
     pub modes: Vec<ModeTotal>,
     pub load_check: LoadCheck,
-    /// Every runtime mode switch, in order.
+    /// The newest runtime mode switches (at most 1024), in order.
     pub switches: Vec<crate::switch::SwitchRecord>,
+    /// Every switch of the run, counted.
+    pub switch_totals: crate::switch::history::SwitchTotals,
     pub outcome: Outcome,
+}
+
+/// How many epochs there were, and how many `epochs` lists.
+#[derive(Debug, Serialize)]
+pub struct EpochTotals {
+    /// Epochs seen (since the last `reset-latency`).
+    pub seen: u64,
+    pub listed: u64,
+    /// The oldest epochs, not listed (their samples are in `modes`).
+    pub forgotten: u64,
+    /// Most epochs listed.
+    pub retained_max: u64,
 }
 
 /// The command line as given (`null`: the guest's default).
@@ -84,7 +106,9 @@ pub struct Epoch {
     pub start_tsc: u64,
     /// `null` while the epoch is open.
     pub end_tsc: Option<u64>,
-    pub cpus: Vec<Cpu>,
+    /// Per CPU (left out of `query-latency` replies unless asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<Vec<Cpu>>,
     pub all: Cpu,
 }
 
@@ -105,8 +129,10 @@ pub struct Cpu {
 pub struct Hist {
     #[serde(flatten)]
     pub stats: LatencyStats,
-    /// Non-empty 1 µs buckets as `[us, count]`, ascending.
-    pub buckets: Vec<[u64; 2]>,
+    /// Non-empty 1 µs buckets as `[us, count]`, ascending (in the run's
+    /// report; `query-latency` leaves them out).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buckets: Option<Vec<[u64; 2]>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -123,6 +149,9 @@ pub struct WorstSample {
 #[derive(Debug, Serialize)]
 pub struct ModeTotal {
     pub mode: &'static str,
+    /// Every epoch of this mode (exact).
+    pub epoch_count: u64,
+    /// Those still listed in detail, by index.
     pub epochs: Vec<u64>,
     pub samples: u64,
     pub missed: u64,
@@ -150,8 +179,22 @@ pub struct Outcome {
     pub elapsed_s: f64,
 }
 
-fn hist(h: &Histogram) -> Hist {
-    Hist { stats: h.stats(), buckets: h.non_empty().map(|(us, c)| [us, c]).collect() }
+/// What an epoch's or a mode's entry holds besides the all-CPU figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Detail {
+    /// Per-CPU rows.
+    pub cpus: bool,
+    /// Histogram buckets.
+    pub buckets: bool,
+}
+
+impl Detail {
+    /// Everything: the run's report.
+    pub const FULL: Detail = Detail { cpus: true, buckets: true };
+}
+
+fn hist(h: &Histogram, d: Detail) -> Hist {
+    Hist { stats: h.stats(), buckets: d.buckets.then(|| h.non_empty().map(|(us, c)| [us, c]).collect()) }
 }
 
 fn worst(w: &Worst, cpu: Option<usize>) -> WorstSample {
@@ -166,7 +209,7 @@ fn worst(w: &Worst, cpu: Option<usize>) -> WorstSample {
     }
 }
 
-fn cpu(r: &CpuRow, e: &EpochRows) -> Cpu {
+fn cpu(r: &CpuRow, e: &EpochRows, d: Detail) -> Cpu {
     // The all-CPUs worst names the CPU it came from.
     let worst_cpu = r.cpu.or_else(|| {
         let w = r.worst.as_ref()?;
@@ -176,34 +219,58 @@ fn cpu(r: &CpuRow, e: &EpochRows) -> Cpu {
         cpu: r.cpu,
         samples: r.samples,
         missed: r.missed,
-        irq: hist(&r.irq),
-        thread: hist(&r.thread),
+        irq: hist(&r.irq, d),
+        thread: hist(&r.thread, d),
         worst: r.worst.as_ref().map(|w| worst(w, worst_cpu)),
         problem: r.problem.clone(),
     }
 }
 
-/// Builds the report.
-/// Every epoch's per-CPU and all-CPU figures (also `query-latency`).
+/// One epoch's all-CPU figures, and what `d` asks for (also `query-latency`).
+pub fn epoch_entry(e: &EpochRows, d: Detail) -> Epoch {
+    Epoch {
+        index: e.info.index,
+        mode: e.info.mode.name(),
+        kind: match e.info.kind {
+            EpochKind::Mode => "mode",
+            EpochKind::Switching => "switching",
+        },
+        label: e.info.label(),
+        start_tsc: e.info.start_tsc,
+        end_tsc: e.info.closed().then_some(e.info.end_tsc),
+        cpus: d.cpus.then(|| e.cpus.iter().map(|r| cpu(r, e, d)).collect()),
+        all: cpu(&e.all, e, d),
+    }
+}
+
+/// Every listed epoch in full.
 pub fn epochs(m: &Measurement) -> Vec<Epoch> {
-    m.epochs
-        .iter()
-        .map(|e| Epoch {
-            index: e.info.index,
-            mode: e.info.mode.name(),
-            kind: match e.info.kind {
-                EpochKind::Mode => "mode",
-                EpochKind::Switching => "switching",
-            },
-            label: e.info.label(),
-            start_tsc: e.info.start_tsc,
-            end_tsc: e.info.closed().then_some(e.info.end_tsc),
-            cpus: e.cpus.iter().map(|r| cpu(r, e)).collect(),
-            all: cpu(&e.all, e),
+    m.epochs.iter().map(|e| epoch_entry(e, Detail::FULL)).collect()
+}
+
+/// Every mode's exact totals (also `query-latency`, without buckets).
+pub fn mode_totals(m: &Measurement, d: Detail) -> Vec<ModeTotal> {
+    m.per_mode()
+        .into_iter()
+        .map(|t| ModeTotal {
+            mode: t.mode.name(),
+            epoch_count: t.epochs,
+            epochs: t.listed,
+            samples: t.all.samples,
+            missed: t.all.missed,
+            irq: hist(&t.all.irq, d),
+            thread: hist(&t.all.thread, d),
         })
         .collect()
 }
 
+/// How many epochs `m` has and lists.
+pub fn epoch_totals(m: &Measurement, retained_max: usize) -> EpochTotals {
+    let listed = m.epochs.len() as u64;
+    EpochTotals { seen: m.forgotten + listed, listed, forgotten: m.forgotten, retained_max: retained_max as u64 }
+}
+
+/// Builds the report.
 pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
     let c = info.config;
     let opt = |v: u32| (v != 0).then_some(v);
@@ -239,18 +306,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         current_epoch: w.current_epoch,
     });
     let epochs = epochs(m);
-    let modes = m
-        .per_mode()
-        .into_iter()
-        .map(|(mode, epochs, row)| ModeTotal {
-            mode: mode.name(),
-            epochs,
-            samples: row.samples,
-            missed: row.missed,
-            irq: hist(&row.irq),
-            thread: hist(&row.thread),
-        })
-        .collect();
+    let modes = mode_totals(m, Detail::FULL);
     let w = m.workload.as_ref();
     let load_check = LoadCheck {
         result: match m.load_verdict() {
@@ -275,9 +331,11 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         guest,
         workload,
         epochs,
+        epoch_totals: epoch_totals(m, info.retained_epochs),
         modes,
         load_check,
-        switches: info.switches.clone(),
+        switches: info.switches.retained().cloned().collect(),
+        switch_totals: info.switches.totals(),
         outcome: Outcome {
             exit_code: info.exit_code.code(),
             exit_name: format!("{:?}", info.exit_code),
@@ -351,7 +409,8 @@ pub mod tests {
             elapsed_s: 3.2,
             outcome: "guest shut down cleanly".into(),
             exit_code: ExitCode::Ok,
-            switches: Vec::new(),
+            switches: crate::switch::history::SwitchHistory::default(),
+            retained_epochs: 64,
         }
     }
 
@@ -361,7 +420,11 @@ pub mod tests {
         let m = measurement();
         let text = render(&m, &info(&config)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["schema_version"], 1);
+        assert_eq!(v["schema_version"], 2);
+        assert_eq!(v["epoch_totals"], serde_json::json!({"seen": 2, "listed": 2, "forgotten": 0, "retained_max": 64}));
+        assert_eq!(v["switch_totals"]["recorded"], 0);
+        assert_eq!(v["modes"][0]["epoch_count"], 1);
+        assert_eq!(v["modes"][0]["epochs"], serde_json::json!([0]));
         assert_eq!(v["config"]["cs_us"], 300);
         assert_eq!(v["config"]["interval_us"], serde_json::Value::Null);
         assert_eq!(v["config"]["mode"], "mainline");

@@ -28,10 +28,10 @@ pub mod telemetry;
 use std::path::Path;
 
 use switcher::abi::LockMode;
-use switcher::telemetry::{LoadKind, final_check};
+use switcher::telemetry::{EpochKind, LoadKind, final_check};
 
 use self::stats::Histogram;
-use self::telemetry::{EpochInfo, TelemetryReader, WorkloadState, Worst};
+use self::telemetry::{CpuEntry, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState, Worst};
 use crate::cli::RunConfig;
 use crate::exit_code::ExitCode;
 
@@ -66,6 +66,26 @@ pub struct CpuRow {
 }
 
 impl CpuRow {
+    /// A CPU's row from the reader's entry, saying why figures are
+    /// missing or old.
+    fn from_entry(cpu: usize, entry: &CpuEntry, buckets: usize) -> Self {
+        let mut row = CpuRow::empty(Some(cpu), buckets);
+        if let Some(s) = &entry.snapshot {
+            row.samples = s.samples;
+            row.missed = s.missed;
+            row.irq = s.irq.clone();
+            row.thread = s.thread.clone();
+            row.worst = s.worst.clone();
+        }
+        row.problem = match (&entry.snapshot, &entry.problem) {
+            (None, Some(p)) => Some(format!("no consistent copy: {p}")),
+            (None, None) => Some("never read".to_string()),
+            (Some(_), Some(p)) => Some(format!("figures from an earlier read: {p}")),
+            (Some(_), None) => None,
+        };
+        row
+    }
+
     fn empty(cpu: Option<usize>, buckets: usize) -> Self {
         Self {
             cpu,
@@ -97,6 +117,64 @@ impl CpuRow {
 pub struct EpochRows {
     pub info: EpochInfo,
     pub cpus: Vec<CpuRow>,
+    pub all: CpuRow,
+}
+
+impl EpochRows {
+    /// The rows of one epoch as the reader keeps it.
+    pub fn from_record(e: &EpochRecord, buckets: usize) -> Self {
+        let cpus: Vec<CpuRow> =
+            e.cpus.iter().enumerate().map(|(cpu, entry)| CpuRow::from_entry(cpu, entry, buckets)).collect();
+        EpochRows { info: e.info, all: merged(&cpus, buckets), cpus }
+    }
+}
+
+/// Every epoch of one mode and kind, merged (the reader's exact totals).
+#[derive(Clone, Debug)]
+pub struct GroupRows {
+    pub mode: LockMode,
+    pub kind: EpochKind,
+    /// Epochs merged.
+    pub epochs: u64,
+    pub cpus: Vec<CpuRow>,
+    pub all: CpuRow,
+}
+
+impl GroupRows {
+    fn from_group(g: &EpochGroup, buckets: usize) -> Self {
+        let cpus: Vec<CpuRow> = g
+            .cpus
+            .iter()
+            .enumerate()
+            .map(|(cpu, snap)| {
+                let entry = CpuEntry { snapshot: snap.clone(), problem: None };
+                let mut row = CpuRow::from_entry(cpu, &entry, buckets);
+                row.problem = None;
+                row
+            })
+            .collect();
+        GroupRows { mode: g.mode, kind: g.kind, epochs: g.epochs, all: merged(&cpus, buckets), cpus }
+    }
+}
+
+/// The all-CPUs row of `cpus`.
+fn merged(cpus: &[CpuRow], buckets: usize) -> CpuRow {
+    let mut all = CpuRow::empty(None, buckets);
+    for row in cpus {
+        all.absorb(row);
+    }
+    all
+}
+
+/// What "mainline" or "rt" measured over the whole run.
+#[derive(Clone, Debug)]
+pub struct ModeRows {
+    pub mode: LockMode,
+    /// Every `Mode` epoch of this mode (exact, forgotten ones included).
+    pub epochs: u64,
+    /// Those still listed in detail.
+    pub listed: Vec<u64>,
+    /// All CPUs, all those epochs.
     pub all: CpuRow,
 }
 
@@ -151,69 +229,54 @@ pub struct Measurement {
     pub bucket_count: usize,
     /// The workload as the guest ran it (last header read).
     pub workload: Option<WorkloadState>,
+    /// The epochs kept in detail (the newest), oldest first.
     pub epochs: Vec<EpochRows>,
+    /// Every epoch since the start (or the last `reset-latency`), merged
+    /// per mode and kind: the exact totals.
+    pub groups: Vec<GroupRows>,
+    /// Epochs no longer kept in detail (the oldest; they are in `groups`).
+    pub forgotten: u64,
 }
 
 impl Measurement {
     pub fn from_reader(reader: &TelemetryReader) -> Self {
-        let layout = reader.layout();
-        let epochs = reader
-            .epochs()
-            .map(|e| {
-                let cpus: Vec<CpuRow> = e
-                    .cpus
-                    .iter()
-                    .enumerate()
-                    .map(|(cpu, entry)| {
-                        let mut row = CpuRow::empty(Some(cpu), layout.bucket_count);
-                        if let Some(s) = &entry.snapshot {
-                            row.samples = s.samples;
-                            row.missed = s.missed;
-                            row.irq = s.irq.clone();
-                            row.thread = s.thread.clone();
-                            row.worst = s.worst.clone();
-                        }
-                        row.problem = match (&entry.snapshot, &entry.problem) {
-                            (None, Some(p)) => Some(format!("no consistent copy: {p}")),
-                            (None, None) => Some("never read".to_string()),
-                            (Some(_), Some(p)) => Some(format!("figures from an earlier read: {p}")),
-                            (Some(_), None) => None,
-                        };
-                        row
-                    })
-                    .collect();
-                let mut all = CpuRow::empty(None, layout.bucket_count);
-                for row in &cpus {
-                    all.absorb(row);
-                }
-                EpochRows { info: e.info, cpus, all }
-            })
-            .collect();
+        Self::from_reader_listing(reader, |_| true)
+    }
+
+    /// The totals, with only the detailed epochs `listed` picks (cheaper:
+    /// the control socket's pages).
+    pub fn from_reader_listing(reader: &TelemetryReader, listed: impl Fn(u64) -> bool) -> Self {
+        let buckets = reader.layout().bucket_count;
+        let epochs =
+            reader.epochs().filter(|e| listed(e.info.index)).map(|e| EpochRows::from_record(e, buckets)).collect();
+        let groups = reader.totals().iter().map(|g| GroupRows::from_group(g, buckets)).collect();
         Self {
-            cpu_count: layout.cpu_count,
-            bucket_count: layout.bucket_count,
+            cpu_count: reader.layout().cpu_count,
+            bucket_count: buckets,
             workload: reader.workload().cloned(),
             epochs,
+            groups,
+            forgotten: reader.forgotten(),
         }
     }
 
     /// Whether any sample was recorded (the reports are printed only then).
     pub fn measured(&self) -> bool {
-        self.epochs.iter().any(|e| e.all.samples > 0 || e.all.thread.count() > 0)
+        self.groups.iter().any(|g| g.all.samples > 0 || g.all.thread.count() > 0)
     }
 
     pub fn load_verdict(&self) -> LoadVerdict {
         self.workload.as_ref().map_or(LoadVerdict::NotRun, LoadVerdict::judge)
     }
 
-    /// Per CPU, every epoch merged: the whole run, as one cyclictest run
-    /// would have measured it.
+    /// Per CPU, every epoch merged (forgotten ones included): the whole
+    /// run, as one cyclictest run would have measured it.
     pub fn per_cpu_whole_run(&self) -> Vec<CpuRow> {
         (0..self.cpu_count)
             .map(|cpu| {
                 let mut row = CpuRow::empty(Some(cpu), self.bucket_count);
-                for e in &self.epochs {
-                    if let Some(r) = e.cpus.get(cpu) {
+                for g in &self.groups {
+                    if let Some(r) = g.cpus.get(cpu) {
                         row.absorb(r);
                     }
                 }
@@ -222,22 +285,25 @@ impl Measurement {
             .collect()
     }
 
-    /// All CPUs, merged over the `Mode` epochs of each mode (switching
-    /// epochs left out), in mode order: what "mainline" and "rt" measured.
-    pub fn per_mode(&self) -> Vec<(LockMode, Vec<u64>, CpuRow)> {
-        let mut out: Vec<(LockMode, Vec<u64>, CpuRow)> = Vec::new();
-        for e in self.epochs.iter().filter(|e| e.info.kind == switcher::telemetry::EpochKind::Mode) {
-            let i = match out.iter().position(|(m, ..)| *m == e.info.mode) {
-                Some(i) => i,
-                None => {
-                    out.push((e.info.mode, Vec::new(), CpuRow::empty(None, self.bucket_count)));
-                    out.len() - 1
-                }
-            };
-            out[i].1.push(e.info.index);
-            out[i].2.absorb(&e.all);
-        }
-        out
+    /// All CPUs, merged over every `Mode` epoch of each mode (switching
+    /// epochs left out, forgotten ones included), in the order the modes
+    /// first ran: what "mainline" and "rt" measured.
+    pub fn per_mode(&self) -> Vec<ModeRows> {
+        self.groups
+            .iter()
+            .filter(|g| g.kind == EpochKind::Mode)
+            .map(|g| ModeRows {
+                mode: g.mode,
+                epochs: g.epochs,
+                listed: self
+                    .epochs
+                    .iter()
+                    .filter(|e| e.info.kind == EpochKind::Mode && e.info.mode == g.mode)
+                    .map(|e| e.info.index)
+                    .collect(),
+                all: g.all.clone(),
+            })
+            .collect()
     }
 }
 
@@ -289,8 +355,10 @@ pub struct RunInfo<'a> {
     /// How the run ended, in words.
     pub outcome: String,
     pub exit_code: ExitCode,
-    /// The runtime switches of the run.
-    pub switches: Vec<crate::switch::SwitchRecord>,
+    /// The runtime switches of the run (the newest records, exact totals).
+    pub switches: crate::switch::history::SwitchHistory,
+    /// Most epochs kept in detail (the telemetry reader's ring).
+    pub retained_epochs: usize,
 }
 
 impl RunInfo<'_> {
@@ -434,7 +502,10 @@ mod tests {
         assert_eq!(whole[1].thread.count(), 2);
         let modes = m.per_mode();
         assert_eq!(modes.len(), 2);
-        assert_eq!((modes[0].0, modes[0].1.clone(), modes[0].2.thread.count()), (LockMode::Mainline, vec![0], 3));
-        assert_eq!((modes[1].0, modes[1].2.thread.count()), (LockMode::Rt, 1));
+        assert_eq!(
+            (modes[0].mode, modes[0].epochs, modes[0].listed.clone(), modes[0].all.thread.count()),
+            (LockMode::Mainline, 1, vec![0], 3)
+        );
+        assert_eq!((modes[1].mode, modes[1].all.thread.count()), (LockMode::Rt, 1));
     }
 }

@@ -139,7 +139,14 @@ mod tests {
     #[test]
     fn empty_measurement_still_draws() {
         let config = config(&[]);
-        let m = Measurement { cpu_count: 1, bucket_count: 100, workload: None, epochs: vec![] };
+        let m = Measurement {
+            cpu_count: 1,
+            bucket_count: 100,
+            workload: None,
+            epochs: vec![],
+            groups: vec![],
+            forgotten: 0,
+        };
         assert!(render(&m, &info(&config)).unwrap().contains("</svg>"));
     }
 }

@@ -127,7 +127,7 @@ impl StatusPrinter {
             return None;
         }
         self.last_progress = Some(elapsed);
-        let samples: u64 = reader.epochs().map(|e| e.samples()).sum();
+        let samples = reader.total_samples();
         let secs = elapsed.as_secs();
         let of = match self.duration {
             Some(d) => {

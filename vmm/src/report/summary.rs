@@ -47,28 +47,34 @@ pub fn mode_label(e: &EpochRows) -> String {
 /// The whole block, lines separated by `\n`, the first prefixed `rtswitch: `.
 pub fn render(m: &Measurement) -> String {
     let range = m.bucket_count;
+    let row = |epoch: String, label: &str, r: &CpuRow| {
+        let mut row = vec![
+            epoch,
+            label.to_string(),
+            r.cpu.map_or_else(|| "all".to_string(), |c| c.to_string()),
+            r.samples.to_string(),
+            r.missed.to_string(),
+            "|".to_string(),
+        ];
+        row.extend(group(&r.irq));
+        row.push("|".to_string());
+        row.extend(group(&r.thread));
+        row
+    };
     let mut rows: Vec<Vec<String>> = Vec::new();
     for e in &m.epochs {
         let label = mode_label(e);
-        let mut push = |r: &CpuRow| {
-            let mut row = vec![
-                e.info.index.to_string(),
-                label.clone(),
-                r.cpu.map_or_else(|| "all".to_string(), |c| c.to_string()),
-                r.samples.to_string(),
-                r.missed.to_string(),
-                "|".to_string(),
-            ];
-            row.extend(group(&r.irq));
-            row.push("|".to_string());
-            row.extend(group(&r.thread));
-            rows.push(row);
-        };
         for r in &e.cpus {
-            push(r);
+            rows.push(row(e.info.index.to_string(), &label, r));
         }
         if e.cpus.len() > 1 {
-            push(&e.all);
+            rows.push(row(e.info.index.to_string(), &label, &e.all));
+        }
+    }
+    // Older epochs are no longer listed: every epoch of each mode, merged.
+    if m.forgotten > 0 {
+        for t in m.per_mode() {
+            rows.push(row("all".to_string(), t.mode.name(), &t.all));
         }
     }
     let mut head = vec!["epoch", "mode", "cpu", "samples", "missed", "|"];
@@ -185,5 +191,34 @@ mod tests {
         assert!(text.contains("epoch 0 worst thread latency: 250 us on cpu 0"));
         assert!(text.contains("load check: VIOLATED"));
         assert!(text.contains("workload: load locks, 2 threads per CPU, cs 100 us, interval 1000 us"));
+        assert!(!text.contains(" all mainline "), "no totals rows while every epoch is listed");
+    }
+
+    #[test]
+    fn forgotten_epochs_show_up_in_per_mode_total_rows() {
+        let (mem, layout) = region(1, 100);
+        let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
+        let mut h = header(&layout);
+        let n = r.retain() as u64 + 10;
+        for i in 0..n {
+            h.current_epoch = i;
+            let mode = if i % 2 == 0 { LockMode::Mainline } else { LockMode::Rt };
+            h.epochs[(i % 4) as usize] = epoch(i, mode, EpochKind::Mode, 0);
+            if i > 0 {
+                h.epochs[((i - 1) % 4) as usize].end_tsc = 9000 + i;
+            }
+            write_header(&mem, &h);
+            write_record(&mem, &layout, (i % 4) as usize, 0, &[1], &[7]);
+            r.harvest();
+        }
+        let text = render(&Measurement::from_reader(&r));
+        let totals: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .filter(|c| c.first() == Some(&"all"))
+            .collect();
+        assert_eq!(totals.len(), 2, "{text}");
+        assert_eq!(&totals[0][..4], ["all", "mainline", "all", &(n / 2).to_string()]);
+        assert_eq!(&totals[1][..4], ["all", "rt", "all", &(n / 2).to_string()]);
     }
 }

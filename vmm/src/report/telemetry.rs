@@ -1,5 +1,8 @@
 //! Reads the guest's latency telemetry region (`switcher::telemetry`) while
-//! the guest runs, and keeps every epoch it has seen.
+//! the guest runs, and keeps what it has seen: the newest epochs in detail
+//! (a bounded ring, [`retained_epochs`]) and every epoch's samples merged
+//! per mode and kind ([`EpochGroup`]), so that memory stays bounded and
+//! the totals exact however long the VM runs and however often it switches.
 //!
 //! Runs on the control thread (`runner`'s event loop): once a second for
 //! the live status, and once more after the run. [`TelemetryReader::harvest`]
@@ -23,7 +26,16 @@
 //!                validate copy  -- keep, or report why not
 //! ```
 //! A closed epoch (`end_tsc != 0`) whose every CPU record was read is
-//! frozen: its slot may be reused by a later epoch without losing it.
+//! frozen: its slot may be reused by a later epoch without losing it, and
+//! its samples are merged into its group's totals at once. When more than
+//! [`retained_epochs`] epochs are kept, the oldest is forgotten (dropped
+//! from the detail; an epoch the guest might still update never is).
+//!
+//! ```text
+//!  index:   0 ........ F-1 | F ............. current
+//!           forgotten       | retained (detail, <= retained_epochs())
+//!  groups:  every epoch 0 ..= current, merged per (mode, kind)
+//! ```
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -38,6 +50,22 @@ use vm_memory::{ByteValued, Bytes, GuestAddress};
 
 use super::stats::Histogram;
 use crate::vstate::memory::{Abi, GuestMemory};
+
+/// Most epochs kept in detail.
+pub const MAX_RETAINED_EPOCHS: usize = 64;
+/// Fewest epochs kept in detail, however large their histograms.
+pub const MIN_RETAINED_EPOCHS: usize = 4;
+/// Memory the detailed epochs' histograms may take (bounds how many are
+/// kept between the two above).
+const RETAINED_EPOCH_MEMORY: usize = 64 << 20;
+
+/// How many epochs are kept in detail for `layout`: as many as fit in
+/// 64 MiB of histograms, between [`MIN_RETAINED_EPOCHS`] and
+/// [`MAX_RETAINED_EPOCHS`] (64 for 2 vCPUs and the default 10000 buckets).
+pub fn retained_epochs(layout: &Layout) -> usize {
+    let bytes = layout.cpu_count.max(1) * 2 * layout.bucket_count.max(1) * std::mem::size_of::<u64>();
+    (RETAINED_EPOCH_MEMORY / bytes).clamp(MIN_RETAINED_EPOCHS, MAX_RETAINED_EPOCHS)
+}
 
 /// Copies of one record tried before it is reported as unstable.
 const SEQ_RETRIES: u32 = 200;
@@ -130,6 +158,63 @@ pub struct CpuSnapshot {
     pub worst: Option<Worst>,
 }
 
+impl CpuSnapshot {
+    /// Adds another copy's samples (merging epochs).
+    fn absorb(&mut self, other: &CpuSnapshot) {
+        self.samples += other.samples;
+        self.missed += other.missed;
+        // One bucket count per run: merging cannot fail.
+        if let Err(e) = self.irq.merge(&other.irq).and_then(|()| self.thread.merge(&other.thread)) {
+            log::error!("latency telemetry: {e}");
+        }
+        if other.worst.as_ref().is_some_and(|w| self.worst.as_ref().is_none_or(|m| w.thread_ns > m.thread_ns)) {
+            self.worst = other.worst.clone();
+        }
+    }
+}
+
+/// Every epoch of one mode and kind, merged per CPU: exact totals.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochGroup {
+    pub mode: LockMode,
+    pub kind: EpochKind,
+    /// Epochs merged.
+    pub epochs: u64,
+    /// The first of them (groups are listed in this order).
+    pub first_index: u64,
+    /// Per CPU; `None` while no consistent copy of that CPU was merged.
+    pub cpus: Vec<Option<CpuSnapshot>>,
+}
+
+impl EpochGroup {
+    fn absorb(&mut self, e: &EpochRecord) {
+        self.epochs += 1;
+        self.first_index = self.first_index.min(e.info.index);
+        for (total, entry) in self.cpus.iter_mut().zip(&e.cpus) {
+            match (total, &entry.snapshot) {
+                (Some(t), Some(s)) => t.absorb(s),
+                (t @ None, Some(s)) => *t = Some(s.clone()),
+                (_, None) => {}
+            }
+        }
+    }
+}
+
+/// Merges `e` into its group in `groups` (created if new).
+fn absorb_into(groups: &mut Vec<EpochGroup>, e: &EpochRecord) {
+    let (mode, kind) = (e.info.mode, e.info.kind);
+    let i = match groups.iter().position(|g| (g.mode, g.kind) == (mode, kind)) {
+        Some(i) => i,
+        None => {
+            let cpus = vec![None; e.cpus.len()];
+            groups.push(EpochGroup { mode, kind, epochs: 0, first_index: e.info.index, cpus });
+            groups.len() - 1
+        }
+    };
+    groups[i].absorb(e);
+    groups.sort_by_key(|g| g.first_index);
+}
+
 /// One CPU of an epoch as the VMM has seen it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CpuEntry {
@@ -147,6 +232,8 @@ pub struct EpochRecord {
     pub cpus: Vec<CpuEntry>,
     /// Closed and completely read: never read again.
     pub frozen: bool,
+    /// Its samples are in the reader's group totals (done once frozen).
+    merged: bool,
 }
 
 impl EpochRecord {
@@ -173,7 +260,16 @@ pub struct TelemetryReader {
     addr: u64,
     layout: Layout,
     workload: Option<WorkloadState>,
+    /// The newest epochs, in detail.
     epochs: BTreeMap<u64, EpochRecord>,
+    /// How many `epochs` may hold.
+    retain: usize,
+    /// Frozen (and forgotten) epochs merged per mode and kind.
+    merged: Vec<EpochGroup>,
+    /// Epochs dropped from `epochs` (their samples are in `merged`).
+    forgotten: u64,
+    /// Epochs below this index were forgotten or reset: never read again.
+    floor: u64,
     /// The last problem logged, so that a persistent one is logged once.
     last_logged: Option<String>,
     buf: Vec<u8>,
@@ -187,6 +283,10 @@ impl TelemetryReader {
             layout,
             workload: None,
             epochs: BTreeMap::new(),
+            retain: retained_epochs(&layout),
+            merged: Vec::new(),
+            forgotten: 0,
+            floor: 0,
             last_logged: None,
             buf: vec![0; layout.cpu_stride()],
         }
@@ -201,9 +301,36 @@ impl TelemetryReader {
         self.workload.as_ref()
     }
 
-    /// Every epoch seen, by index.
-    pub fn epochs(&self) -> impl Iterator<Item = &EpochRecord> {
+    /// The epochs kept in detail (the newest), by index.
+    pub fn epochs(&self) -> impl DoubleEndedIterator<Item = &EpochRecord> {
         self.epochs.values()
+    }
+
+    /// How many epochs are kept in detail at most.
+    pub fn retain(&self) -> usize {
+        self.retain
+    }
+
+    /// Epochs no longer kept in detail (the oldest; their samples are in
+    /// the totals).
+    pub fn forgotten(&self) -> u64 {
+        self.forgotten
+    }
+
+    /// Every epoch seen since the start (or the last reset), merged per
+    /// mode and kind, in the order of their first epoch: the exact totals.
+    pub fn totals(&self) -> Vec<EpochGroup> {
+        let mut groups = self.merged.clone();
+        for e in self.epochs.values().filter(|e| !e.merged) {
+            absorb_into(&mut groups, e);
+        }
+        groups
+    }
+
+    /// Samples recorded in every epoch seen (cheaper than [`Self::totals`]).
+    pub fn total_samples(&self) -> u64 {
+        let merged: u64 = self.merged.iter().flat_map(|g| &g.cpus).flatten().map(|s| s.samples).sum();
+        merged + self.epochs.values().filter(|e| !e.merged).map(EpochRecord::samples).sum::<u64>()
     }
 
     pub fn epoch(&self, index: u64) -> Option<&EpochRecord> {
@@ -229,8 +356,10 @@ impl TelemetryReader {
         self.mem
             .write_obj(header.reset_gen.wrapping_add(1), GuestAddress(field))
             .map_err(|e| TelemetryError::Memory { addr: field, what: e.to_string() })?;
-        self.epochs.retain(|&index, _| index >= header.current_epoch);
-        self.epochs.remove(&header.current_epoch);
+        self.epochs.clear();
+        self.merged.clear();
+        self.forgotten = 0;
+        self.floor = header.current_epoch;
         Ok(())
     }
 
@@ -251,7 +380,7 @@ impl TelemetryReader {
         self.workload = Some(workload);
         let mut problems = Vec::new();
         for (slot, eh) in header.epochs.iter().enumerate() {
-            if eh.index == EpochHeader::UNUSED.index {
+            if eh.index == EpochHeader::UNUSED.index || eh.index < self.floor {
                 continue;
             }
             match self.check_epoch(slot, eh, current) {
@@ -259,12 +388,33 @@ impl TelemetryReader {
                 Err(e) => problems.push(e),
             }
         }
+        self.forget_old(current);
         let n = problems.len();
         match problems.first() {
             Some(first) => self.log_once(first.to_string(), n),
             None => self.last_logged = None,
         }
         Harvest::Read { problems: n }
+    }
+
+    /// Drops the oldest epochs beyond the ring's size, never one the guest
+    /// may still write (the current one, or one whose slot it has not
+    /// reused yet and that was not completely read).
+    fn forget_old(&mut self, current: u64) {
+        while self.epochs.len() > self.retain {
+            let Some((&index, oldest)) = self.epochs.first_key_value() else { break };
+            let final_ = oldest.frozen || index + EPOCH_SLOTS as u64 <= current;
+            if index >= current || !final_ {
+                break;
+            }
+            if let Some(e) = self.epochs.remove(&index) {
+                if !e.merged {
+                    absorb_into(&mut self.merged, &e);
+                }
+                self.forgotten += 1;
+                self.floor = index + 1;
+            }
+        }
     }
 
     fn rejected(&mut self, e: TelemetryError) -> Harvest {
@@ -351,6 +501,7 @@ impl TelemetryReader {
             info,
             cpus: vec![CpuEntry::default(); cpu_count],
             frozen: false,
+            merged: false,
         });
         if record.frozen {
             return;
@@ -373,6 +524,10 @@ impl TelemetryReader {
             }
         }
         record.frozen = info.closed() && complete;
+        if record.frozen {
+            record.merged = true;
+            absorb_into(&mut self.merged, record);
+        }
     }
 }
 
@@ -727,6 +882,70 @@ mod tests {
         assert_eq!(r.epoch(0).unwrap().cpus[0].snapshot.as_ref().unwrap().thread.stats().max_us, Some(41));
         assert_eq!(r.epoch(4).unwrap().cpus[0].snapshot.as_ref().unwrap().thread.stats().max_us, Some(9));
         assert!(r.epoch(1).unwrap().frozen);
+    }
+
+    #[test]
+    fn old_epochs_are_forgotten_and_the_totals_stay_exact() {
+        let (mem, layout) = region(2, 50);
+        let mut r = reader(&mem, layout);
+        let n = r.retain() as u64 * 3 + 5;
+        let mut h = header(&layout);
+        for i in 0..n {
+            // Epoch i opens in slot i % 4 and closes the one before it.
+            h.current_epoch = i;
+            let mode = if i % 2 == 0 { LockMode::Mainline } else { LockMode::Rt };
+            h.epochs[(i % 4) as usize] = epoch(i, mode, EpochKind::Mode, 0);
+            if i > 0 {
+                h.epochs[((i - 1) % 4) as usize].end_tsc = 5000 + i;
+            }
+            write_header(&mem, &h);
+            // Epoch i: i % 7 + 1 samples on cpu 0, one on cpu 1.
+            let samples: Vec<u64> = (0..=i % 7).collect();
+            write_record(&mem, &layout, (i % 4) as usize, 0, &samples, &samples);
+            write_record(&mem, &layout, (i % 4) as usize, 1, &[3], &[40]);
+            assert_eq!(r.harvest(), Harvest::Read { problems: 0 });
+            assert!(r.epochs().count() <= r.retain());
+        }
+        assert_eq!(r.forgotten(), n - r.retain() as u64);
+        assert_eq!(r.epochs().next().unwrap().info.index, r.forgotten());
+        let want = |m: u64| (0..n).filter(|i| i % 2 == m).map(|i| i % 7 + 2).sum::<u64>();
+        let totals = r.totals();
+        assert_eq!(totals.len(), 2);
+        for (g, m) in totals.iter().zip([0, 1]) {
+            assert_eq!(g.epochs, (0..n).filter(|i| i % 2 == m).count() as u64);
+            let samples: u64 = g.cpus.iter().flatten().map(|c| c.samples).sum();
+            let counted: u64 = g.cpus.iter().flatten().map(|c| c.thread.count()).sum();
+            assert_eq!((samples, counted), (want(m), want(m)), "{:?}", g.mode);
+        }
+        assert_eq!(r.total_samples(), want(0) + want(1));
+        // A reset starts over: nothing forgotten, nothing in the totals
+        // but what the current epoch records from now on.
+        r.request_reset().unwrap();
+        assert_eq!((r.forgotten(), r.totals().len(), r.epochs().count()), (0, 0, 0));
+        write_record(&mem, &layout, ((n - 1) % 4) as usize, 0, &[1], &[1]);
+        write_record(&mem, &layout, ((n - 1) % 4) as usize, 1, &[], &[]);
+        r.harvest();
+        assert_eq!(r.epochs().map(|e| e.info.index).collect::<Vec<_>>(), vec![n - 1]);
+        assert_eq!(r.total_samples(), 1);
+    }
+
+    #[test]
+    fn an_epoch_the_guest_may_still_write_is_never_forgotten() {
+        let (mem, layout) = region(1, 50);
+        let mut r = reader(&mem, layout);
+        let mut h = header(&layout);
+        let n = r.retain() as u64 + 3;
+        for i in 0..n {
+            h.current_epoch = i;
+            h.epochs[(i % 4) as usize] = epoch(i, LockMode::Mainline, EpochKind::Mode, 0);
+            write_header(&mem, &h);
+            // Never closed and its records are stuck: not frozen.
+            write_record_seq(&mem, &layout, (i % 4) as usize, 0, &[1], &[1], 1);
+            r.harvest();
+        }
+        // Only epochs whose slot the guest reused (4 behind) may go.
+        assert_eq!(r.forgotten(), 3);
+        assert!(r.epochs().all(|e| e.info.index + 4 > n - 1 || !e.frozen));
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! request `id` are kept until the coordinator reports the switch finished;
 //! a client that left by then simply gets nothing (the switch still
 //! completes and is recorded).
+//!
+//! Every reply is bounded however long the VM runs: the lists
+//! (`query-switches`, `query-latency`) return one page of a bounded ring,
+//! with exact totals and counts of what the page leaves out, and a reply
+//! that would still exceed `MAX_REPLY_BYTES` is refused with an error
+//! rather than sent. No command here blocks the loop beyond the switch's
+//! own bounded phases (`x-pause-resume` waits at most the vCPU stop
+//! deadline).
 
 use std::os::fd::RawFd;
 use std::time::SystemTime;
@@ -16,12 +24,20 @@ use serde_json::{Value, json};
 use switcher::abi::{self, LockMode, LockRegistry};
 
 use super::Controller;
-use crate::api::protocol::{self, COMMANDS, Command, QmpError, Request};
-use crate::api::server::{ApiServer, ClientId, SendOutcome};
+use crate::api::protocol::{self, COMMANDS, Command, MAX_REPLY_BYTES, Page, QmpError, Request, ShutdownCause};
+use crate::api::server::{ApiServer, ClientId, ReadOutcome, SendOutcome};
+use crate::report::json::Detail;
 use crate::report::{self, Measurement};
 use crate::switch::{Finished, Origin, Step, SwitchRecord, VmAccess};
 use crate::vstate::memory::{self, Text};
 use crate::vstate::vm;
+
+/// Bytes of epochs one `query-latency` reply holds at most (the rest of
+/// the page is counted as left out).
+const LATENCY_PAGE_BYTES: usize = MAX_REPLY_BYTES - 32 * 1024;
+/// How long the end of the run waits for clients to take the SHUTDOWN
+/// event.
+const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Who waits for the reply of the switch in progress.
 pub(super) struct SwitchWaiter {
@@ -30,14 +46,15 @@ pub(super) struct SwitchWaiter {
 }
 
 impl Controller {
-    /// The fds of the control socket (listener) to watch at start.
-    pub(super) fn api_listener_fd(&self) -> Option<RawFd> {
-        self.api.as_ref().map(|a| a.listener_fd())
+    /// The fds of the control socket (listener, backlog event) to watch
+    /// at start.
+    pub(super) fn api_fds(&self) -> Vec<RawFd> {
+        self.api.as_ref().map(|a| vec![a.listener_fd(), a.backlog_fd()]).unwrap_or_default()
     }
 
     /// Whether `fd` belongs to the control socket.
     pub(super) fn is_api_fd(&self, fd: RawFd) -> bool {
-        self.api.as_ref().is_some_and(|a| a.listener_fd() == fd || a.is_client(fd))
+        self.api.as_ref().is_some_and(|a| a.listener_fd() == fd || a.backlog_fd() == fd || a.is_client(fd))
     }
 
     /// Listener or client socket activity.
@@ -52,20 +69,34 @@ impl Controller {
             }
             return;
         }
+        if fd == api.backlog_fd() {
+            // Clients whose last turn left input: their next turn.
+            for (client_fd, outcome) in api.take_backlog() {
+                self.on_read(client_fd, outcome, ops);
+            }
+            return;
+        }
         if set.contains(EventSet::OUT) {
             let out = api.writable(fd);
             apply_send(api, ops, out);
         }
         if set.intersects(EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR) {
             let outcome = api.read(fd);
+            self.on_read(fd, outcome, ops);
+        }
+    }
+
+    /// What one client's turn produced: its watch, then its commands.
+    fn on_read(&mut self, fd: RawFd, outcome: ReadOutcome, ops: &mut EventOps) {
+        if let Some(api) = self.api.as_mut() {
             if outcome.closed {
                 forget(api, ops, fd);
             } else {
                 watch(ops, fd, outcome.wants_write);
             }
-            for (client, req) in outcome.requests {
-                self.on_request(client, req, ops);
-            }
+        }
+        for (client, req) in outcome.requests {
+            self.on_request(client, req, ops);
         }
     }
 
@@ -102,12 +133,12 @@ impl Controller {
             Command::QueryCommands => Ok(Value::Array(COMMANDS.iter().map(|c| json!({"name": c})).collect())),
             Command::QueryStatus => Ok(self.status_json()),
             Command::QueryMode => Ok(self.mode_json()),
-            Command::QueryLatency => Ok(self.latency_json()),
+            Command::QueryLatency { page, cpus } => Ok(self.latency_json(page, cpus)),
             Command::ResetLatency => self.reset_latency(),
-            Command::QuerySwitches => Ok(json!({"switches": self.coordinator.history()})),
+            Command::QuerySwitches { page } => Ok(self.switches_json(page)),
             Command::XPauseResume => self.pause_resume(),
             Command::Quit => {
-                self.request_shutdown("quit command on the control socket".into());
+                self.request_shutdown(ShutdownCause::HostQmpQuit, "quit command on the control socket".into());
                 Ok(json!({}))
             }
             Command::SetMode { mode } => match self.start_switch(mode, Origin::Client(client.0), ops) {
@@ -120,10 +151,20 @@ impl Controller {
                 Err(e) => Err(QmpError::generic(e)),
             },
         };
-        let text = match result {
+        let mut text = match result {
             Ok(v) => protocol::reply_ok(v, id.as_ref()),
             Err(e) => protocol::reply_err(&e, id.as_ref()),
         };
+        if text.len() > MAX_REPLY_BYTES {
+            // Paging keeps replies far below the bound; this is a bug.
+            log::error!("control socket: a reply of {} bytes was refused (bound {MAX_REPLY_BYTES})", text.len());
+            let e = QmpError::generic(format!(
+                "the reply would be {} bytes, over the {MAX_REPLY_BYTES}-byte bound; ask for a smaller page (and \
+                 report this)",
+                text.len()
+            ));
+            text = protocol::reply_err(&e, id.as_ref());
+        }
         self.send(client, &text, ops);
     }
 
@@ -143,7 +184,7 @@ impl Controller {
             "switching": self.coordinator.in_progress().map(LockMode::name),
             "vcpus": self.cpu_count,
             "uptime_s": self.started.elapsed().as_secs_f64(),
-            "switches": self.coordinator.history().len(),
+            "switches": self.coordinator.history().recorded(),
             "shim": crate::vstate::shim_stats::ShimEntries::read(&self.mem, self.cpu_count),
         })
     }
@@ -166,11 +207,68 @@ impl Controller {
         })
     }
 
-    fn latency_json(&mut self) -> Value {
+    /// `query-switches`: one page of the switch history, its exact
+    /// totals, and what the page leaves out.
+    fn switches_json(&self, page: Page) -> Value {
+        let history = self.coordinator.history();
+        let p = history.page(page);
+        json!({"switches": p.records, "totals": history.totals(), "omitted": p.omitted})
+    }
+
+    /// `query-latency`: one page of the epochs kept in detail (all-CPU
+    /// rows; per-CPU rows with `cpus`), every mode's exact totals, and what
+    /// the page leaves out. The page is cut to [`LATENCY_PAGE_BYTES`].
+    fn latency_json(&mut self, page: Page, cpus: bool) -> Value {
         self.telemetry.harvest();
-        let m = Measurement::from_reader(&self.telemetry);
+        let retained: Vec<u64> = self.telemetry.epochs().map(|e| e.info.index).collect();
+        let forgotten = self.telemetry.forgotten();
+        let first = retained.first().copied();
+        // The page's range within the retained epochs, and what it asked
+        // for that is gone.
+        let (mut lo, mut hi, unavailable) = match page {
+            Page::Last(n) => (retained.len().saturating_sub(n as usize), retained.len(), 0),
+            Page::Since { since, limit } => {
+                let lo = retained.iter().take_while(|&&i| i < since).count();
+                let gone = first.map_or(0, |f| f.saturating_sub(since).min(forgotten));
+                (lo, (lo + limit as usize).min(retained.len()), gone)
+            }
+        };
+        let listed = &retained[lo..hi];
+        let m = Measurement::from_reader_listing(&self.telemetry, |i| listed.contains(&i));
+        let detail = Detail { cpus, buckets: false };
+        let mut epochs: Vec<String> = m
+            .epochs
+            .iter()
+            .map(|e| serde_json::to_string(&report::json::epoch_entry(e, detail)).unwrap_or_default())
+            .collect();
+        // Within the byte budget: keep the newest of a `last` page, the
+        // oldest of a `since` page.
+        while epochs.iter().map(|e| e.len() + 1).sum::<usize>() > LATENCY_PAGE_BYTES && epochs.len() > 1 {
+            if matches!(page, Page::Last(_)) {
+                epochs.remove(0);
+                lo += 1;
+            } else {
+                epochs.pop();
+                hi -= 1;
+            }
+        }
+        let epochs: Vec<Value> = epochs.iter().filter_map(|e| serde_json::from_str(e).ok()).collect();
+        let no_cpus = Detail { cpus: false, buckets: false };
         json!({
-            "epochs": report::json::epochs(&m),
+            "epochs": epochs,
+            "per_cpu": cpus,
+            "modes": report::json::mode_totals(&m, no_cpus),
+            "totals": {
+                "seen": forgotten + retained.len() as u64,
+                "retained": retained.len(),
+                "forgotten": forgotten,
+                "retained_max": self.telemetry.retain(),
+            },
+            "omitted": {
+                "before": forgotten + lo as u64,
+                "after": retained.len() - hi,
+                "unavailable": unavailable,
+            },
             "workload": m.workload.as_ref().map(report::workload_line),
             "load_ops": m.workload.as_ref().map(|w| w.load_ops),
             "load_violations": m.workload.as_ref().map(|w| w.load_violations),
@@ -317,17 +415,18 @@ impl Controller {
     }
 
     /// At the end of the run, outside the event loop: tells every client
-    /// the VM is gone (and a client waiting for a switch that it failed).
-    /// Writes are best effort: the sockets close right after.
-    pub(super) fn announce_shutdown(&mut self, reason: &str) {
+    /// the VM is gone (QEMU's `SHUTDOWN` event, with why), and a client
+    /// waiting for a switch that it failed; waits a little for the clients
+    /// to take it before the sockets close.
+    pub(super) fn announce_shutdown(&mut self, cause: ShutdownCause) {
         let waiter = self.switch_waiter.take();
         let Some(api) = self.api.as_mut() else { return };
         if let Some(w) = waiter {
             let e = QmpError::generic("the VM shut down before the switch completed");
             let _ = api.send(w.client, &protocol::reply_err(&e, w.id.as_ref()));
         }
-        let _ =
-            api.broadcast(&protocol::event("SHUTDOWN", json!({"guest": true, "reason": reason}), SystemTime::now()));
+        let _ = api.broadcast(&protocol::event("SHUTDOWN", cause.event_data(), SystemTime::now()));
+        api.flush_all(SHUTDOWN_FLUSH);
     }
 }
 

@@ -32,6 +32,7 @@ use switcher::telemetry::Layout;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
+use crate::api::protocol::ShutdownCause;
 use crate::api::server::ApiServer;
 use crate::cli::RunConfig;
 use crate::devices::console::Console;
@@ -221,9 +222,8 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     }
     let mut ctl = lock(&controller);
     ctl.stop_vcpus();
-    let reason =
-        ctl.outcome.as_ref().map(|o| ctl.outcome_text(o, ctl.started.elapsed().as_secs_f64())).unwrap_or_default();
-    ctl.announce_shutdown(&reason);
+    let cause = ctl.shutdown_cause();
+    ctl.announce_shutdown(cause);
     console.flush();
     Ok(ctl.report(config))
 }
@@ -280,6 +280,8 @@ struct Controller {
     ready_at: Option<Duration>,
     boot_started: Instant,
     shutdown_reason: Option<String>,
+    /// Why the host asked the guest to shut down (the SHUTDOWN event).
+    shutdown_request: Option<ShutdownCause>,
     finished_vcpus: u32,
     outcome: Option<Outcome>,
     /// The latency telemetry, read once a second and after the run.
@@ -359,6 +361,7 @@ impl Controller {
             ready_at: None,
             boot_started: Instant::now(),
             shutdown_reason: None,
+            shutdown_request: None,
             finished_vcpus: 0,
             outcome: None,
             telemetry: reader,
@@ -485,10 +488,11 @@ impl Controller {
     }
 
     /// Asks the guest to shut down (idempotent) and arms the grace timer.
-    fn request_shutdown(&mut self, reason: String) {
+    fn request_shutdown(&mut self, cause: ShutdownCause, reason: String) {
         if self.shutdown_reason.is_some() {
             return;
         }
+        self.shutdown_request = Some(cause);
         self.say(&format!("{reason}: asking the guest to shut down"));
         self.shutdown_reason = Some(reason);
         let field = abi::BOOT_INFO_ADDR + std::mem::offset_of!(BootInfo, host_request) as u64;
@@ -499,6 +503,20 @@ impl Controller {
         if let Err(e) = self.grace_timer.reset(self.shutdown_timeout, None) {
             log::error!("cannot arm the shutdown grace timer: {e}; stopping now");
             self.finish(Outcome::ShutdownTimeout);
+        }
+    }
+
+    /// Why the run ended, as the SHUTDOWN event says it: what the guest
+    /// did, or what the host asked of it.
+    fn shutdown_cause(&self) -> ShutdownCause {
+        match (&self.outcome, self.shutdown_request) {
+            (Some(Outcome::GuestPanic(_)), _) => ShutdownCause::GuestPanic,
+            (Some(Outcome::TripleFault { .. }), _) => ShutdownCause::GuestReset,
+            (Some(Outcome::VcpuFault { .. }), _) => ShutdownCause::HostError,
+            (Some(Outcome::Forced), _) => ShutdownCause::HostSignal,
+            (_, Some(asked)) => asked,
+            (Some(Outcome::ShutdownTimeout), None) => ShutdownCause::HostError,
+            (Some(Outcome::GuestExit(_)) | None, None) => ShutdownCause::GuestShutdown,
         }
     }
 
@@ -588,6 +606,14 @@ impl Controller {
         } else if config.workload.enabled != 0 && self.ready_at.is_some() {
             self.say("no latency samples: the guest never started its measurement threads");
         }
+        if measurement.forgotten > 0 {
+            self.say(&format!(
+                "latency: the table lists the newest {} epochs; {} earlier ones count in its \"all <mode>\" rows \
+                 (every epoch of each mode) and the --json report's modes[]",
+                measurement.epochs.len(),
+                measurement.forgotten
+            ));
+        }
         if let Some(text) = crate::switch::summary(self.coordinator.history()) {
             self.say(&text);
         }
@@ -606,7 +632,8 @@ impl Controller {
             elapsed_s: ran,
             outcome: self.outcome_text(&outcome, ran),
             exit_code: code,
-            switches: self.coordinator.history().to_vec(),
+            switches: self.coordinator.history().clone(),
+            retained_epochs: self.telemetry.retain(),
         };
         for e in report::write_outputs(&measurement, &info) {
             self.say(&e.to_string());
@@ -648,14 +675,14 @@ impl MutEventSubscriber for Controller {
                 self.say("second signal: stopping the guest now");
                 self.finish(Outcome::Forced);
             } else {
-                self.request_shutdown("signal received".into());
+                self.request_shutdown(ShutdownCause::HostSignal, "signal received".into());
             }
         } else if self.duration_timer.as_ref().is_some_and(|t| t.as_raw_fd() == fd) {
             if let Some(t) = self.duration_timer.as_mut() {
                 let _ = t.wait();
             }
             let secs = self.started.elapsed().as_secs_f64();
-            self.request_shutdown(format!("--duration reached after {secs:.3} s"));
+            self.request_shutdown(ShutdownCause::HostDuration, format!("--duration reached after {secs:.3} s"));
         } else if fd == self.status_timer.as_raw_fd() {
             let _ = self.status_timer.wait();
             self.on_status_tick();
@@ -681,9 +708,7 @@ impl MutEventSubscriber for Controller {
         if let Some(t) = &self.switch_every_timer {
             fds.push(t.as_raw_fd());
         }
-        if let Some(fd) = self.api_listener_fd() {
-            fds.push(fd);
-        }
+        fds.extend(self.api_fds());
         for fd in fds {
             if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
                 log::error!("cannot watch fd {fd}: {e:?}");
