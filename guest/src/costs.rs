@@ -8,7 +8,8 @@
 //!
 //! They are what every latency figure is made of on the host at hand: an
 //! xAPIC MMIO access, a trip through the ring-0 shim, a CPUID, a doorbell
-//! exit to the VMM, an IPI and a timer interrupt delivered at CPL3. The
+//! exit to the VMM, an IPI and a timer interrupt delivered at CPL3, and the
+//! wake-up of a CPU halted in the shim (an idle CPU's floor). The
 //! benchmark suite runs it to put the host's costs beside its figures.
 //!
 //! The delivery times need a mark from the handlers: the test vectors'
@@ -99,6 +100,20 @@ pub fn run() {
     delivery("timer deadline -> handler at CPL3 (busy CPU)", || {
         let deadline = cpu::rdtsc_ordered() + period;
         apic::set_tsc_deadline(deadline);
+        deadline
+    });
+    delivery("timer deadline -> handler at CPL3 (CPU halted in the shim: idle wake-up)", || {
+        let deadline = cpu::rdtsc_ordered() + period;
+        apic::set_tsc_deadline(deadline);
+        // Halt until the timer's handler has run (another interrupt may
+        // wake the halt first: halt again).
+        while HANDLER_ENTRY_TSC.load(Ordering::Acquire) == 0 {
+            cpu::disable_interrupts();
+            if HANDLER_ENTRY_TSC.load(Ordering::Acquire) == 0 {
+                cpu::idle_halt();
+            }
+            cpu::enable_interrupts();
+        }
         deadline
     });
 }

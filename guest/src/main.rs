@@ -187,7 +187,7 @@ fn boot_cpu(cpu_count: u32) -> ! {
     status::publish(smp::online_mask(), &calibration, mode);
     let ps = calibration.ps_per_iter;
     println!("calibration: {}.{} ns per iteration ({} iterations)", ps / 1000, ps % 1000 / 100, calibration.iterations);
-    workload::init(&calibration);
+    workload::init();
     hypercall::ready();
 
     if flags.platform_costs {

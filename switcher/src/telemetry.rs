@@ -73,7 +73,7 @@ impl LoadKind {
 }
 
 /// What the VMM asks for (in `BootInfo::workload`); 0 means "default":
-/// the guest picks it, scaled when its ring 0 is emulated, and publishes
+/// the guest picks it and publishes
 /// what it chose in [`TelemetryHeader`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -159,8 +159,7 @@ pub struct TelemetryHeader {
     pub cs_us: u32,
     pub load: u32,
     pub load_threads: u32,
-    /// 1 when defaults were scaled because ring 0 is emulated.
-    pub scaled: u32,
+    pub _reserved0: u32,
     /// 1 once the measurement threads run.
     pub running: u32,
     /// Load operations done (critical sections or busy rounds), all threads.

@@ -153,10 +153,10 @@ pub struct WorkloadArgs {
     /// Load beside the measurement threads: none, locks (threads holding shared SpinLocks) or cpu (same work, no lock).
     #[arg(long, value_enum, default_value_t = Load::Locks)]
     pub load: Load,
-    /// Measurement period in µs (cyclictest -i). Default: 1000, scaled up where ring 0 is emulated.
+    /// Measurement period in µs (cyclictest -i). Default: 1000.
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
     pub interval_us: Option<u32>,
-    /// Critical-section length of the load threads in µs. Default: 100, scaled up where ring 0 is emulated.
+    /// Critical-section length of the load threads in µs. Default: 500 (well above the latency floor, well below the period).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub cs_us: Option<u32>,
     /// Load threads per CPU (default 2).

@@ -2,8 +2,17 @@
 //! never patched (PREEMPT_RT's `raw_spinlock_t`). The scheduler, timers,
 //! run queues and wait queues use it.
 //!
-//! A fair ticket lock: `next` hands out tickets (`lock xadd`), `owner` is
-//! the ticket being served; only the holder advances `owner`.
+//! A test-and-test-and-set lock whose waiters hold nothing while they
+//! wait: a waiter spins on a plain load with preemption and interrupts as
+//! its caller had them, and only to try the lock (one `xchg`) does it
+//! disable preemption (and mask interrupts, for `lock_irqsave`). So a
+//! timer interrupt or a higher-priority task still reaches a CPU whose task
+//! waits for a raw lock whose holder's vCPU the host has descheduled
+//! (lock-holder preemption, the reason paravirtual spinlocks exist),
+//! instead of waiting out the host's time slice behind it. A ticket lock
+//! could not allow that (a waiter keeps its place in the queue, and an
+//! interrupt handler on its CPU taking the same lock would wait behind it
+//! forever). The price is fairness: a waiter may be overtaken.
 //!
 //! Invariants:
 //! - Held with preemption disabled: [`RawSpinLock::lock`] raises this CPU's
@@ -17,17 +26,19 @@
 //! - Never sleep while holding one (asserted by `might_sleep`).
 //!
 //! Fast path (uncontended lock + unlock): about 12 + 8 instructions.
+//! Callers already in a preempt-disabled or masked context (a raw lock
+//! nested in another) keep that context while they wait: only what the
+//! acquisition itself adds is given back during the wait.
 
 use crate::arch::{cpu, percpu};
 use crate::sched;
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU16, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
-/// A ticket spinlock with a name (reported by `might_sleep`).
+/// A spinlock with a name (reported by `might_sleep`).
 pub struct RawSpinLock<T> {
-    next: AtomicU16,
-    owner: AtomicU16,
+    locked: AtomicBool,
     name: &'static str,
     data: UnsafeCell<T>,
 }
@@ -41,7 +52,7 @@ unsafe impl<T: Send> Send for RawSpinLock<T> {}
 
 impl<T> RawSpinLock<T> {
     pub const fn new(name: &'static str, data: T) -> Self {
-        Self { next: AtomicU16::new(0), owner: AtomicU16::new(0), name, data: UnsafeCell::new(data) }
+        Self { locked: AtomicBool::new(false), name, data: UnsafeCell::new(data) }
     }
 
     /// The name given to [`RawSpinLock::new`].
@@ -53,33 +64,56 @@ impl<T> RawSpinLock<T> {
     /// Whether some CPU holds the lock (a snapshot, for assertions).
     #[allow(dead_code)] // API (assertions).
     pub fn is_locked(&self) -> bool {
-        self.next.load(Ordering::Relaxed) != self.owner.load(Ordering::Relaxed)
+        self.locked.load(Ordering::Relaxed)
     }
 
     /// Disables preemption and takes the lock.
     #[inline]
     pub fn lock(&self) -> RawSpinGuard<'_, T> {
-        sched::preempt_disable();
-        self.acquire();
+        loop {
+            sched::preempt_disable();
+            if self.try_acquire() {
+                break;
+            }
+            sched::preempt_enable();
+            self.wait_until_free();
+        }
+        self.note_acquired();
         RawSpinGuard { lock: self }
     }
 
-    /// Disables interrupts (saving their state) and preemption, and takes
-    /// the lock: for data that hard-IRQ handlers touch too.
+    /// Masks interrupts (saving their state), disables preemption, and
+    /// takes the lock: for data that hard-IRQ handlers touch too.
     #[inline]
     pub fn lock_irqsave(&self) -> RawSpinIrqGuard<'_, T> {
-        let irqs_were_on = cpu::save_and_disable_interrupts();
-        sched::preempt_disable();
-        self.acquire();
+        let irqs_were_on = loop {
+            let irqs_were_on = cpu::save_and_disable_interrupts();
+            sched::preempt_disable();
+            if self.try_acquire() {
+                break irqs_were_on;
+            }
+            cpu::restore_interrupts(irqs_were_on);
+            sched::preempt_enable();
+            self.wait_until_free();
+        };
+        self.note_acquired();
         RawSpinIrqGuard { lock: self, irqs_were_on }
     }
 
-    #[inline]
-    fn acquire(&self) {
-        let ticket = self.next.fetch_add(1, Ordering::Acquire);
-        while self.owner.load(Ordering::Acquire) != ticket {
+    #[inline(always)]
+    fn try_acquire(&self) -> bool {
+        !self.locked.swap(true, Ordering::Acquire)
+    }
+
+    #[cold]
+    fn wait_until_free(&self) {
+        while self.locked.load(Ordering::Relaxed) {
             core::hint::spin_loop();
         }
+    }
+
+    #[inline(always)]
+    fn note_acquired(&self) {
         percpu::raw_locks_inc();
         let name = self.name;
         let packed = ((name.as_ptr() as u64) << 32) | (name.len() as u64 & 0xffff_ffff);
@@ -89,9 +123,7 @@ impl<T> RawSpinLock<T> {
     #[inline]
     fn release(&self) {
         percpu::raw_locks_dec();
-        // Only the holder writes `owner`: a plain increment suffices.
-        let owner = self.owner.load(Ordering::Relaxed);
-        self.owner.store(owner.wrapping_add(1), Ordering::Release);
+        self.locked.store(false, Ordering::Release);
     }
 }
 

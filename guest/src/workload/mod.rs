@@ -35,7 +35,6 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use switcher::abi::{LockMode, MAX_CPUS};
 use switcher::telemetry::{EPOCH_SLOTS, EpochKind, LoadKind};
 
-use crate::calibrate::Calibration;
 use crate::sched::{self, MAX_TASKS, TaskId, TaskState, now_tsc, sleep_us, us_to_tsc};
 use crate::sync::raw::RawSpinLock;
 use crate::{boot_info, println};
@@ -88,12 +87,12 @@ pub fn interval_us() -> u32 {
 }
 
 /// CPU 0, at boot before HC_READY: resolves the parameters from the boot
-/// info and the calibration, prints them, and initialises the telemetry
+/// info, prints them, and initialises the telemetry
 /// region (also when the workload is disabled: the VMM then sees
 /// `running == 0`).
-pub fn init(calibration: &Calibration) {
+pub fn init() {
     let req = boot_info::workload();
-    let params = Params::resolve(&req, calibration.ps_per_iter, boot_info::cpu_count());
+    let params = Params::resolve(&req, boot_info::cpu_count());
     if params.enabled {
         params.print();
     }

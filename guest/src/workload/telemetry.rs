@@ -142,7 +142,7 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
         cs_us: params.cs_us,
         load: params.load as u32,
         load_threads: params.load_threads,
-        scaled: u32::from(params.scaled),
+        _reserved0: 0,
         running: 0,
         load_ops: 0,
         load_violations: 0,

@@ -34,7 +34,7 @@ pub const TARGET_FLOOR_RATIO: f64 = 1.5;
 pub struct LatencyConfig {
     pub duration_s: f64,
     pub vcpus: u32,
-    /// `None`: the guest's default (scaled where ring 0 is emulated).
+    /// `None`: the guest's default.
     pub interval_us: Option<u32>,
     pub cs_us: Option<u32>,
     pub hist_max_us: u32,
@@ -85,7 +85,6 @@ pub struct RunFigures {
     pub interval_us: Option<u64>,
     pub cs_us: Option<u64>,
     pub load_threads: Option<u64>,
-    pub scaled: Option<bool>,
     pub emulated: Option<bool>,
     /// Guest ring-0 time per calibration iteration over the host's.
     pub calib_ratio: Option<f64>,
@@ -131,7 +130,6 @@ impl RunFigures {
             interval_us: w["interval_us"].as_u64(),
             cs_us: w["cs_us"].as_u64(),
             load_threads: w["load_threads"].as_u64(),
-            scaled: w["scaled"].as_bool(),
             emulated: v["guest"]["emulated"].as_bool(),
             calib_ratio: v["guest"]["calib_ratio"].as_f64(),
         })
@@ -450,7 +448,7 @@ mod tests {
             "schema_version": 1,
             "config": {"mode": mode, "load": "locks", "hist_max_us": 100000},
             "guest": {"emulated": true, "calib_ratio": 2440.4},
-            "workload": {"interval_us": 10000, "cs_us": 5000, "load_threads": 2, "scaled": true},
+            "workload": {"interval_us": 10000, "cs_us": 5000, "load_threads": 2},
             "modes": [{
                 "mode": mode, "epochs": [0], "samples": 1980, "missed": 3,
                 "irq": {"p50": {"us": 400, "at_least": false}, "p99": {"us": 1300, "at_least": false}, "max_us": 2000},
@@ -512,7 +510,7 @@ mod tests {
         assert_eq!((f.irq_p50.map(|p| p.us), f.irq_max_us), (Some(400), Some(2000)));
         assert_eq!(f.thread_buckets, vec![(700, 1000), (2600, 20)]);
         assert_eq!((f.thread_overflow, f.hist_max_us), (2, Some(100_000)));
-        assert_eq!((f.cs_us, f.scaled, f.emulated), (Some(5000), Some(true), Some(true)));
+        assert_eq!((f.cs_us, f.emulated), (Some(5000), Some(true)));
         let mut v = report("rt", 1, (1, false), 1, "ok");
         v["schema_version"] = json!(3);
         assert!(RunFigures::from_report(&v).unwrap_err().contains("schema_version"));

@@ -48,6 +48,8 @@ pub const DEFAULT_BENCH_HIST_MAX_US: u32 = 100_000;
 pub const BENCH_JSON_VERSION: u32 = 2;
 /// Target: blackout p50 under the lock load.
 pub const TARGET_BLACKOUT_P50_US: u64 = 100;
+/// Target: process start to guest ready, p50, at most this many ms.
+pub const TARGET_BOOT_P50_MS: f64 = 15.0;
 /// Target: idle set-mode round trip p50.
 pub const TARGET_IDLE_RTT_P50_US: u64 = 1000;
 
@@ -187,7 +189,7 @@ impl SuiteConfig {
     }
 
     /// The steps, each with its estimated seconds (measured on the
-    /// project's host: emulated ring 0, 2 shared cores).
+    /// project's host: 2 shared cores).
     fn estimates(&self) -> Vec<(Family, f64)> {
         let mut v = Vec::new();
         if self.has(Family::Boot) {
@@ -256,10 +258,50 @@ pub struct HostInfo {
     pub kernel: Option<String>,
     /// KVM modules loaded (`kvm_intel`, `kvm_amd`, `kvm_pvm`).
     pub kvm_modules: Vec<String>,
-    /// From the guest's boot calibration in the first latency run.
-    pub ring0_emulated: Option<bool>,
-    /// Guest ring-0 time per calibration iteration over the host's.
-    pub ring0_slowdown: Option<f64>,
+    /// From the guest's boot calibration in the first latency run: whether
+    /// the guest kernel's code (at CPL3) runs emulated.
+    pub kernel_emulated: Option<bool>,
+    /// Guest time per calibration iteration (at CPL3) over the host's.
+    pub kernel_slowdown: Option<f64>,
+    /// The platform's primitives as the guest timed them
+    /// (`--guest-arg platform-costs`): name, p50 and p99 in ns.
+    pub platform_costs: Vec<PlatformCost>,
+}
+
+/// One primitive's cost on the host at hand.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlatformCost {
+    pub what: String,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+}
+
+/// Boots a guest with `platform-costs` and reads the `cost ...` lines it
+/// prints (empty if the run fails: the suite goes on without them).
+fn platform_costs(exe: &Path, vcpus: u32) -> Vec<PlatformCost> {
+    let out = std::process::Command::new(exe)
+        .args(["run", "--no-workload", "--quiet", "--duration", "0.2", "--vcpus", &vcpus.to_string()])
+        .args(["--guest-arg", "platform-costs"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    let Ok(out) = out else { return Vec::new() };
+    parse_platform_costs(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `cost NAME: p50 N ns, p90 N ns, p99 N ns, min N ns` lines.
+fn parse_platform_costs(text: &str) -> Vec<PlatformCost> {
+    let field = |s: &str, key: &str| -> Option<u64> {
+        let rest = &s[s.find(key)? + key.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    text.lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix("cost ")?;
+            let (what, nums) = rest.split_once(": ")?;
+            Some(PlatformCost { what: what.to_string(), p50_ns: field(nums, "p50 ")?, p99_ns: field(nums, "p99 ")? })
+        })
+        .collect()
 }
 
 impl HostInfo {
@@ -281,27 +323,45 @@ impl HostInfo {
             cpus: std::thread::available_parallelism().ok().map(|n| n.get()),
             kernel,
             kvm_modules,
-            ring0_emulated: None,
-            ring0_slowdown: None,
+            kernel_emulated: None,
+            kernel_slowdown: None,
+            platform_costs: Vec::new(),
         }
     }
 
     fn describe(&self) -> String {
         let mods = if self.kvm_modules.is_empty() { "none found".to_string() } else { self.kvm_modules.join(", ") };
-        let ring0 = match (self.ring0_emulated, self.ring0_slowdown) {
+        let speed = match (self.kernel_emulated, self.kernel_slowdown) {
             (Some(true), Some(r)) => format!(
-                "guest ring 0 EMULATED ({r:.0}x slower than native): absolute figures are not bare-metal KVM \
-                 figures, the ratios are the claim"
+                "the guest kernel's code (CPL3) is EMULATED ({r:.0}x slower than native): absolute figures are not \
+                 bare-metal KVM figures, the ratios are the claim"
             ),
-            (Some(false), _) => "guest ring 0 runs natively".to_string(),
-            _ => "guest ring-0 speed not measured (no latency run)".to_string(),
+            (Some(false), Some(r)) => {
+                format!("the guest kernel (CPL3) runs natively ({r:.1}x the host's time per iteration)")
+            }
+            _ => "guest kernel speed not measured (no latency run)".to_string(),
         };
-        format!(
-            "host: {}, {} CPUs, Linux {}, KVM module {mods}; {ring0}",
+        let mut s = format!(
+            "host: {}, {} CPUs, Linux {}, KVM module {mods}; {speed}",
             self.cpu_model.as_deref().unwrap_or("unknown CPU"),
             opt(self.cpus),
             self.kernel.as_deref().unwrap_or("?")
-        )
+        );
+        if !self.platform_costs.is_empty() {
+            s.push_str(
+                "
+platform costs, as the guest times them at CPL3 (us, p50 / p99):",
+            );
+            for c in &self.platform_costs {
+                s.push_str(&format!(
+                    "\n  {:<72} {:>8.1} {:>8.1}",
+                    c.what,
+                    c.p50_ns as f64 / 1e3,
+                    c.p99_ns as f64 / 1e3
+                ));
+            }
+        }
+        s
     }
 }
 
@@ -425,6 +485,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let est = |f: Family| steps.iter().find(|s| s.0 == f).map_or(1.0, |s| s.1);
     let tmp = |what: &str| std::env::temp_dir().join(format!("rtswitch-bench-{}-{what}.json", std::process::id()));
 
+    bar.begin("platform costs".to_string(), 1.0);
+    let costs = platform_costs(&exe, cfg.vcpus);
+    bar.end();
     let mut family_s: Vec<(Family, f64)> = Vec::new();
     let boot = timed(&cfg, Family::Boot, &mut family_s, || {
         let each = est(Family::Boot) / f64::from(cfg.boots);
@@ -506,9 +569,10 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 
     let mut host = HostInfo::read();
     if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(RunOutcome::figures)) {
-        host.ring0_emulated = f.emulated;
-        host.ring0_slowdown = f.calib_ratio;
+        host.kernel_emulated = f.emulated;
+        host.kernel_slowdown = f.calib_ratio;
     }
+    host.platform_costs = costs;
     let mut suite = Suite {
         bench_version: BENCH_JSON_VERSION,
         rtswitch_version: env!("CARGO_PKG_VERSION"),
@@ -628,20 +692,25 @@ pub fn render(s: &Suite) -> String {
             f(b.p50_ms),
             f(b.max_ms)
         ));
+        let met = match b.p50_ms {
+            Some(p) if p <= TARGET_BOOT_P50_MS => "met",
+            Some(_) => "NOT MET",
+            None => "unknown",
+        };
+        out.push_str(&format!("  boot p50 {} ms: target <= {TARGET_BOOT_P50_MS} ms: {met}\n", f(b.p50_ms)));
     }
     if let Some(l) = &s.latency {
         let c = &s.config.latency;
         // The workload as the lock-load runs ran it (the `none` runs have no load threads).
         let first = l.runs.iter().filter(|r| r.load == "locks").find_map(RunOutcome::figures);
         out.push_str(&format!(
-            "\nlatency (us, all CPUs merged; {} s per run, {} vCPUs, interval {} us, cs {} us, {} load threads per CPU{}; \
+            "\nlatency (us, all CPUs merged; {} s per run, {} vCPUs, interval {} us, cs {} us, {} load threads per CPU; \
              p50/p99 from 1 us buckets):\n",
             c.duration_s,
             c.vcpus,
             opt(first.and_then(|f| f.interval_us)),
             opt(first.and_then(|f| f.cs_us)),
             opt(first.and_then(|f| f.load_threads)),
-            if first.and_then(|f| f.scaled) == Some(true) { ", guest defaults scaled for emulated ring 0" } else { "" }
         ));
         out.push_str(&latency::render(&l.runs, &l.comparisons));
     }
@@ -872,6 +941,14 @@ fn plot_scale(sc: &[PhaseResult]) -> Result<String, plots::PlotError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platform_costs_are_read_from_the_guest_lines() {
+        let text = "cpu 0 online\ncost xapic timer write: p50 24846 ns, p90 30126 ns, p99 67806 ns, min 23303 ns\ncost bad line\n";
+        let c = parse_platform_costs(text);
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].what.as_str(), c[0].p50_ns, c[0].p99_ns), ("xapic timer write", 24846, 67806));
+    }
 
     #[test]
     fn min_p50_max_is_nearest_rank() {

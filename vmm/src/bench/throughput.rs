@@ -13,6 +13,9 @@
 
 use std::time::{Duration, Instant};
 
+/// Target: rt lock throughput (with adaptive spinning) at least this share of mainline's.
+pub const TARGET_RT_OVER_MAINLINE: f64 = 0.8;
+
 use serde::Serialize;
 use serde_json::json;
 
@@ -182,6 +185,15 @@ pub fn render(cfg: &ThroughputConfig, runs: &[ThroughputRun]) -> String {
         cfg.vcpus,
         cfg.cs_us,
         cfg.load_threads
+    ));
+    let met = match ratio(runs, 1, 0) {
+        Some(r) if r >= TARGET_RT_OVER_MAINLINE => "met",
+        Some(_) => "NOT MET",
+        None => "unknown",
+    };
+    out.push_str(&format!(
+        "  rt lock throughput {} of mainline: target >= {TARGET_RT_OVER_MAINLINE}x: {met}\n",
+        x(ratio(runs, 1, 0))
     ));
     out
 }

@@ -90,7 +90,6 @@ pub struct Workload {
     pub interval_us: u32,
     pub cs_us: u32,
     pub load_threads: u32,
-    pub scaled: bool,
     pub load_ops: u64,
     pub current_epoch: u64,
 }
@@ -301,7 +300,6 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         interval_us: w.interval_us,
         cs_us: w.cs_us,
         load_threads: w.load_threads,
-        scaled: w.scaled,
         load_ops: w.load_ops,
         current_epoch: w.current_epoch,
     });

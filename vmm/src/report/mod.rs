@@ -313,8 +313,7 @@ pub fn workload_line(w: &WorkloadState) -> String {
         LoadKind::None => "load none".to_string(),
         kind => format!("load {}, {} threads per CPU, cs {} us", kind.name(), w.load_threads, w.cs_us),
     };
-    let scaled = if w.scaled { "defaults scaled for emulated ring 0" } else { "defaults not scaled" };
-    format!("workload: {load}, interval {} us ({scaled})", w.interval_us)
+    format!("workload: {load}, interval {} us", w.interval_us)
 }
 
 /// The load-check line.
@@ -423,7 +422,6 @@ mod tests {
             cs_us: 100,
             load: LoadKind::Locks,
             load_threads: 2,
-            scaled: false,
             running: true,
             load_ops: 10,
             load_violations: 0,

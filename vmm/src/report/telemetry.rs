@@ -98,8 +98,6 @@ pub struct WorkloadState {
     pub cs_us: u32,
     pub load: LoadKind,
     pub load_threads: u32,
-    /// Defaults were scaled because ring 0 is emulated.
-    pub scaled: bool,
     /// The measurement threads run.
     pub running: bool,
     pub load_ops: u64,
@@ -450,7 +448,7 @@ impl TelemetryReader {
         if h.final_check > final_check::VIOLATED {
             return Err(TelemetryError::HeaderField { field: "final_check", value: u64::from(h.final_check) });
         }
-        for (field, v) in [("scaled", h.scaled), ("running", h.running)] {
+        for (field, v) in [("running", h.running)] {
             if v > 1 {
                 return Err(TelemetryError::HeaderField { field, value: u64::from(v) });
             }
@@ -461,7 +459,6 @@ impl TelemetryReader {
             cs_us: h.cs_us,
             load,
             load_threads: h.load_threads,
-            scaled: h.scaled == 1,
             running: h.running == 1,
             load_ops: h.load_ops,
             load_violations: h.load_violations,
@@ -612,7 +609,7 @@ pub mod synth {
             cs_us: 100,
             load: LoadKind::Locks as u32,
             load_threads: 2,
-            scaled: 0,
+            _reserved0: 0,
             running: 1,
             load_ops: 5000,
             load_violations: 0,
