@@ -1,12 +1,14 @@
-//! The control thread: CPU 0's top-priority kernel thread that acts on the
+//! The control thread: CPU 0's kernel thread that acts on the
 //! VMM's requests: runtime mode switches (`modeswitch`) and shutdown. It
 //! sleeps on a wait queue that the HOST_REQUEST interrupt wakes, so a
 //! request is handled even while other threads keep CPU 0 busy (idle would
 //! never run then). It is exempt from the freezer (it runs the switch) and
 //! never takes a switchable lock.
 //!
-//! It runs at `sched::MAX_PRIO`; workload threads should stay below it
-//! (FIFO among equals: an equal-priority busy thread would delay it).
+//! It runs at [`CONTROL_PRIO`], just below the measurement threads (which
+//! nothing may keep from their CPU) and above everything else; workload
+//! threads should stay below it (FIFO among equals: an equal-priority busy
+//! thread would delay it).
 //!
 //! On shutdown it first stops the latency workload (`workload::shutdown`:
 //! stop flag, bounded wait for its threads, per-CPU summary, the load's
@@ -15,11 +17,14 @@
 use crate::{irq, modeswitch, println, sched};
 use switcher::abi::EXIT_STATUS_OK;
 
+/// Just below the measurement threads (`sched::MAX_PRIO`).
+pub const CONTROL_PRIO: u8 = sched::MAX_PRIO - 1;
+
 static REQUESTS: sched::WaitQueue = sched::WaitQueue::new("control");
 
 /// Starts the control thread on CPU 0.
 pub fn start() {
-    sched::spawn("control", sched::MAX_PRIO, 0, control_thread, 0);
+    sched::spawn("control", CONTROL_PRIO, 0, control_thread, 0);
 }
 
 /// From the HOST_REQUEST handler: wake the control thread.

@@ -27,8 +27,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::telemetry::{self, Sample};
 use crate::sched::{self, Task, now_tsc, sleep_until, us_to_tsc};
 
-/// Below the control thread (`sched::MAX_PRIO`), above everything else.
-pub const MEASURE_PRIO: u8 = sched::MAX_PRIO - 1;
+/// The highest priority in the guest: nothing (the switch's control
+/// thread included) keeps a measurement thread from its CPU.
+pub const MEASURE_PRIO: u8 = sched::MAX_PRIO;
 
 /// The period in TSC ticks and TSC kHz (set before the threads start).
 static INTERVAL_TSC: AtomicU64 = AtomicU64::new(0);

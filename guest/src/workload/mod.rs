@@ -42,7 +42,7 @@ pub use measure::activation;
 pub use params::Params;
 
 /// Priority of the one-shot starter thread (below the measurement threads).
-const STARTER_PRIO: u8 = measure::MEASURE_PRIO - 1;
+const STARTER_PRIO: u8 = measure::MEASURE_PRIO - 2;
 /// Bound on waiting for the workload threads to stop at shutdown.
 const STOP_TIMEOUT_US: u64 = 3_000_000;
 /// Poll period while waiting for them.
@@ -268,7 +268,11 @@ fn print_summary() {
 #[allow(dead_code)] // Used by the runtime switch (next issue).
 pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
     let index = telemetry::open_epoch(mode, kind)?;
-    request_prep(index + 1);
+    // Not during a freeze: the woken preparer would be one more task the
+    // switch waits for; the next epoch's opening zeroes what is left.
+    if !sched::freezer::freezing() {
+        request_prep(index + 1);
+    }
     Some(index)
 }
 

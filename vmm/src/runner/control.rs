@@ -369,9 +369,6 @@ impl Controller {
 
     fn on_switch_finished(&mut self, f: Finished, ops: &mut EventOps) {
         let _ = self.switch_timer.clear();
-        // Each switch opens two epochs; reading now, once per switch, keeps
-        // every closed epoch before its ring slot is reused.
-        self.telemetry.harvest();
         let r = &f.record;
         let line = switch_line(r);
         if r.ok {
@@ -398,6 +395,10 @@ impl Controller {
             self.send(w.client, &text, ops);
         }
         self.emit(if r.ok { "MODE_SWITCHED" } else { "SWITCH_FAILED" }, data, ops);
+        // Each switch opens two epochs; reading now, once per switch, keeps
+        // every closed epoch before its ring slot is reused. After the
+        // reply: reading every record takes a while, the client need not wait.
+        self.telemetry.harvest();
     }
 
     /// `--switch-every` timer: toggle.

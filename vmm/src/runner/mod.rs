@@ -129,16 +129,16 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     if config.vcpus as usize > max {
         return Err(RunError::TooManyVcpus { max });
     }
-    let image = match &config.kernel {
-        Some(path) => loader::read_kernel_file(path)?,
-        None => crate::DEFAULT_KERNEL.to_vec(),
+    // The embedded kernel is used in place (a copy costs milliseconds of
+    // page faults on some hosts).
+    let image: std::borrow::Cow<'static, [u8]> = match &config.kernel {
+        Some(path) => loader::read_kernel_file(path)?.into(),
+        None => crate::DEFAULT_KERNEL.into(),
     };
-    // The VM's slow setup runs meanwhile (`vm::PendingVm`); a refused
-    // kernel costs an untouched mapping and a VM that is dropped.
-    let mem = memory::create(config.memory_bytes)?;
-    let pending = vm::start(kvm, mem.clone())?;
+    // Validate before allocating: a refused kernel costs nothing.
     loader::validate(&image, config.memory_bytes)?;
     let sites = SiteTable::from_elf(&image)?;
+    let mem = memory::create(config.memory_bytes)?;
     let kernel = loader::load(&mem, &image, config.memory_bytes)?;
     log::info!("kernel loaded: entry {:#x}, end {:#x}", kernel.entry, kernel.end);
     // Boot-time mode selection: the same all-or-nothing patcher as the
@@ -149,7 +149,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     eprintln!("rtswitch: mode {}: {} lock call sites verified, {rewritten} patched", config.mode.name(), sites.len());
 
     let console = Arc::new(Console::new(&config.serial)?);
-    let mut vm = pending.finish(config.vcpus, kernel.entry)?;
+    let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry)?;
 
     let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), config.mode);
     boot_info.apic_timer_khz = vm::APIC_TIMER_KHZ;

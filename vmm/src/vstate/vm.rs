@@ -5,8 +5,6 @@ use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, kvm_mp_state, k
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
-use std::sync::Arc;
-
 use crate::arch::{cpuid, regs};
 use crate::vstate::memory::GuestMemory;
 
@@ -31,8 +29,6 @@ pub enum VmError {
     MissingCap(&'static str),
     #[error("KVM ioctl {0} failed: {1}")]
     Ioctl(&'static str, kvm_ioctls::Error),
-    #[error("cannot set up the VM on a helper thread: {0}")]
-    Thread(String),
 }
 
 fn ioctl<T>(name: &'static str, r: Result<T, kvm_ioctls::Error>) -> Result<T, VmError> {
@@ -66,44 +62,23 @@ pub fn open_kvm() -> Result<Kvm, VmError> {
     Ok(kvm)
 }
 
-/// A VM being created: its memory slots are registered on a helper
-/// thread while the caller goes on (loading the kernel, building the boot
-/// structures): the first memory slot of a VM is slow to register on some
-/// hosts (about 7 ms on this project's nested KVM, whatever its size; a
-/// later slot takes a tenth of a millisecond). [`PendingVm::finish`] joins
-/// it and creates the vCPUs.
-pub struct PendingVm {
-    kvm: Kvm,
-    setup: std::thread::JoinHandle<Result<VmFd, VmError>>,
-}
-
-/// Starts creating the VM over `mem`: VM, TSS area, in-kernel irqchip and
-/// memory slots (on a helper thread, see [`PendingVm`]).
-pub fn start(kvm: Kvm, mem: Arc<GuestMemory>) -> Result<PendingVm, VmError> {
+/// Creates the VM over `mem` and `vcpu_count` vCPUs at `entry`.
+///
+/// The memory slots are registered before the in-kernel irqchip exists:
+/// on some hosts a memory slot registered after it is slow (about 7 ms on
+/// this project's nested KVM, against 0.2 ms before it: the update then
+/// waits for the irqchip's readers), and that was most of the VMM's boot.
+pub fn create(kvm: Kvm, mem: &GuestMemory, vcpu_count: u32, entry: u64) -> Result<Vm, VmError> {
     let fd = ioctl("KVM_CREATE_VM", kvm.create_vm())?;
-    let setup = std::thread::Builder::new()
-        .name("vm-setup".into())
-        .spawn(move || {
-            ioctl("KVM_SET_TSS_ADDR", fd.set_tss_address(KVM_TSS_ADDRESS))?;
-            ioctl("KVM_CREATE_IRQCHIP", fd.create_irq_chip())?;
-            register_memory(&fd, &mem)?;
-            Ok(fd)
-        })
-        .map_err(|e| VmError::Thread(e.to_string()))?;
-    Ok(PendingVm { kvm, setup })
-}
-
-impl PendingVm {
-    /// Waits for the VM's setup and creates `vcpu_count` vCPUs at `entry`.
-    pub fn finish(self, vcpu_count: u32, entry: u64) -> Result<Vm, VmError> {
-        let fd = self.setup.join().map_err(|_| VmError::Thread("the VM setup thread panicked".into()))??;
-        let vcpus = create_vcpus(&self.kvm, &fd, vcpu_count, entry)?;
-        let tsc_khz = match vcpus.first() {
-            Some(v) => ioctl("KVM_GET_TSC_KHZ", v.get_tsc_khz())?,
-            None => 0,
-        };
-        Ok(Vm { kvm: self.kvm, fd, vcpus, tsc_khz })
-    }
+    register_memory(&fd, mem)?;
+    ioctl("KVM_SET_TSS_ADDR", fd.set_tss_address(KVM_TSS_ADDRESS))?;
+    ioctl("KVM_CREATE_IRQCHIP", fd.create_irq_chip())?;
+    let vcpus = create_vcpus(&kvm, &fd, vcpu_count, entry)?;
+    let tsc_khz = match vcpus.first() {
+        Some(v) => ioctl("KVM_GET_TSC_KHZ", v.get_tsc_khz())?,
+        None => 0,
+    };
+    Ok(Vm { kvm, fd, vcpus, tsc_khz })
 }
 
 /// One memory slot per region of `mem`.
