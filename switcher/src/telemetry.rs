@@ -159,7 +159,11 @@ pub struct TelemetryHeader {
     pub cs_us: u32,
     pub load: u32,
     pub load_threads: u32,
-    pub _reserved0: u32,
+    /// Written by the VMM after each read of the region: the low 32 bits
+    /// of `current_epoch` then (every earlier epoch still in a slot has
+    /// been read). The guest reuses an epoch's slot only once the VMM has
+    /// read that epoch (waiting a bounded time; see `unread_recycled`).
+    pub vmm_read_epoch: u32,
     /// 1 once the measurement threads run.
     pub running: u32,
     /// Load operations done (critical sections or busy rounds), all threads.
@@ -176,6 +180,10 @@ pub struct TelemetryHeader {
     /// the counters kept under the locks (must be equal).
     pub final_tally: u64,
     pub final_locked_total: u64,
+    /// Epochs whose slot the guest had to reuse before the VMM read them
+    /// (their samples are missing from the reports; must stay 0).
+    pub unread_recycled: u32,
+    pub _reserved1: u32,
     pub epochs: [EpochHeader; EPOCH_SLOTS],
 }
 
@@ -280,7 +288,7 @@ const _: () = {
     assert!(core::mem::size_of::<WorstSample>() == 48);
     assert!(core::mem::size_of::<CpuLatencyHeader>() == 24 + 80 + 48);
     assert!(core::mem::size_of::<WorkloadRequest>() == 24);
-    assert!(core::mem::size_of::<TelemetryHeader>() == 96 + 32 * EPOCH_SLOTS);
+    assert!(core::mem::size_of::<TelemetryHeader>() == 104 + 32 * EPOCH_SLOTS);
 };
 
 #[cfg(test)]

@@ -295,7 +295,7 @@ fn prep_thread(_: usize) {
     loop {
         PREP_WQ.wait_until(|| PREP_REQUEST.load(Ordering::Acquire) != 0);
         let index = PREP_REQUEST.swap(0, Ordering::AcqRel) - 1;
-        telemetry::prepare_slot((index % switcher::telemetry::EPOCH_SLOTS as u64) as usize);
+        telemetry::prepare_slot(index);
     }
 }
 

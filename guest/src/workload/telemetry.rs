@@ -142,7 +142,7 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
         cs_us: params.cs_us,
         load: params.load as u32,
         load_threads: params.load_threads,
-        _reserved0: 0,
+        vmm_read_epoch: 0,
         running: 0,
         load_ops: 0,
         load_violations: 0,
@@ -150,6 +150,8 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
         reset_gen: 0,
         final_tally: 0,
         final_locked_total: 0,
+        unread_recycled: 0,
+        _reserved1: 0,
         epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],
     };
     // SAFETY: `check_region` proved [addr, addr + size()) is guest memory
@@ -274,13 +276,28 @@ fn zero_units(slot: usize, from: usize, to: usize, layout: &Layout) {
     }
 }
 
-/// The preparer's work: zero `slot` chunk by chunk, giving up if an epoch
-/// opened there meanwhile (`open_epoch` finishes the job itself).
-pub fn prepare_slot(slot: usize) {
+/// The preparer's work: zero the slot epoch `epoch` will use, chunk by
+/// chunk, giving up once that epoch has opened (its opening zeroes what is
+/// left) or the VMM is too slow to read the slot's previous epoch.
+pub fn prepare_slot(epoch: u64) {
+    let slot = (epoch % EPOCH_SLOTS as u64) as usize;
+    // Never zero an epoch the VMM has not read yet; if it is slow, the
+    // opening of `epoch` zeroes the slot itself (after its own bounded wait).
+    if !wait_until_slot_free(epoch, PREP_WAIT_US) {
+        return;
+    }
     let layout = layout();
     let total = prep_units(&layout);
+    // An epoch that has opened meanwhile (the preparer ran late) had its
+    // slot zeroed by its opening and is being recorded now: never touch
+    // it. `open_epoch` publishes the new epoch only after `finish_slot`,
+    // which takes the same lock, so the check under the lock is exact.
+    let opened = || atomic64!((*header()).current_epoch).load(Ordering::Acquire) >= epoch;
     {
         let mut p = PREP.lock();
+        if opened() {
+            return;
+        }
         p.slot = slot;
         p.done = 0;
     }
@@ -291,13 +308,42 @@ pub fn prepare_slot(slot: usize) {
         // reach their own safe points.
         crate::sched::freezer::try_to_freeze();
         let mut p = PREP.lock();
-        if p.slot != slot || p.done >= total {
+        if p.slot != slot || p.done >= total || opened() {
             return;
         }
         let to = (p.done + PREP_CHUNK).min(total);
         zero_units(slot, p.done, to, &layout);
         p.done = to;
     }
+}
+
+/// How long opening an epoch waits for the VMM to read the epoch whose
+/// slot it reuses (the VMM reads at every switch request and completion,
+/// so this is only ever waited for on a host that starves the VMM).
+const UNREAD_WAIT_US: u64 = 50_000;
+/// How long the background preparer waits for it before leaving the slot
+/// to the epoch's opening.
+const PREP_WAIT_US: u64 = 20_000;
+
+/// Whether epoch `epoch` may take its slot: the epoch that held it before
+/// (`epoch - EPOCH_SLOTS`) has been read by the VMM.
+fn slot_free_for(epoch: u64) -> bool {
+    let Some(previous) = epoch.checked_sub(EPOCH_SLOTS as u64) else { return true };
+    let read = atomic32!((*header()).vmm_read_epoch).load(Ordering::Acquire);
+    (read.wrapping_sub(previous as u32) as i32) > 0
+}
+
+/// Sleeps (in 200 µs steps) until [`slot_free_for`]`(epoch)`, at most
+/// `limit_us`; returns whether it is.
+fn wait_until_slot_free(epoch: u64, limit_us: u64) -> bool {
+    let deadline = crate::sched::now_tsc() + crate::sched::us_to_tsc(limit_us);
+    while !slot_free_for(epoch) {
+        if crate::sched::now_tsc() >= deadline {
+            return false;
+        }
+        crate::sched::sleep_us(200);
+    }
+    true
 }
 
 /// Zeroes what the preparer has not yet zeroed of `slot` (all of it when
@@ -454,6 +500,10 @@ pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
         return None;
     }
     let h = header();
+    let next = atomic64!((*h).current_epoch).load(Ordering::Relaxed) + 1;
+    if !wait_until_slot_free(next, UNREAD_WAIT_US) {
+        atomic32!((*h).unread_recycled).fetch_add(1, Ordering::Relaxed);
+    }
     let now = crate::sched::now_tsc();
     let index = atomic64!((*h).current_epoch).load(Ordering::Relaxed);
     let old = (index % EPOCH_SLOTS as u64) as usize;

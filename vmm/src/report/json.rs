@@ -92,6 +92,8 @@ pub struct Workload {
     pub load_threads: u32,
     pub load_ops: u64,
     pub current_epoch: u64,
+    /// Epochs the guest recycled before the VMM read them (must be 0).
+    pub epochs_recycled_unread: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -302,6 +304,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         load_threads: w.load_threads,
         load_ops: w.load_ops,
         current_epoch: w.current_epoch,
+        epochs_recycled_unread: w.unread_recycled,
     });
     let epochs = epochs(m);
     let modes = mode_totals(m, Detail::FULL);

@@ -313,7 +313,11 @@ pub fn workload_line(w: &WorkloadState) -> String {
         LoadKind::None => "load none".to_string(),
         kind => format!("load {}, {} threads per CPU, cs {} us", kind.name(), w.load_threads, w.cs_us),
     };
-    format!("workload: {load}, interval {} us", w.interval_us)
+    let lost = match w.unread_recycled {
+        0 => String::new(),
+        n => format!("; {n} epoch(s) recycled by the guest before the VMM read them: their samples are missing"),
+    };
+    format!("workload: {load}, interval {} us{lost}", w.interval_us)
 }
 
 /// The load-check line.
@@ -428,6 +432,7 @@ mod tests {
             final_check: final_check::PENDING,
             final_tally: 0,
             final_locked_total: 0,
+            unread_recycled: 0,
         }
     }
 

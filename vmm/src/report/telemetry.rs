@@ -106,6 +106,8 @@ pub struct WorkloadState {
     pub final_check: u32,
     pub final_tally: u64,
     pub final_locked_total: u64,
+    /// Epochs the guest had to recycle before the VMM read them.
+    pub unread_recycled: u32,
 }
 
 /// The identity of an epoch.
@@ -387,6 +389,12 @@ impl TelemetryReader {
             }
         }
         self.forget_old(current);
+        // Tell the guest every earlier epoch still in a slot has been read:
+        // it may reuse their slots (it waits for this before it does).
+        let field = self.addr + std::mem::offset_of!(TelemetryHeader, vmm_read_epoch) as u64;
+        if let Err(e) = self.mem.write_obj(current as u32, GuestAddress(field)) {
+            problems.push(TelemetryError::Memory { addr: field, what: e.to_string() });
+        }
         let n = problems.len();
         match problems.first() {
             Some(first) => self.log_once(first.to_string(), n),
@@ -465,6 +473,7 @@ impl TelemetryReader {
             final_check: h.final_check,
             final_tally: h.final_tally,
             final_locked_total: h.final_locked_total,
+            unread_recycled: h.unread_recycled,
         })
     }
 
@@ -609,7 +618,7 @@ pub mod synth {
             cs_us: 100,
             load: LoadKind::Locks as u32,
             load_threads: 2,
-            _reserved0: 0,
+            vmm_read_epoch: 0,
             running: 1,
             load_ops: 5000,
             load_violations: 0,
@@ -617,6 +626,8 @@ pub mod synth {
             reset_gen: 0,
             final_tally: 0,
             final_locked_total: 0,
+            unread_recycled: 0,
+            _reserved1: 0,
             epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],
         }
     }

@@ -313,6 +313,10 @@ impl Controller {
         }
         let seq = self.coordinator.request(target, origin, &self.mem).map_err(|e| e.to_string())?;
         if let Some(seq) = seq {
+            // The switch opens two epochs, each reusing the slot of an
+            // older one: read them now, so that the guest need not wait
+            // for it (it reuses a slot only once the VMM has read it).
+            self.telemetry.harvest();
             log::info!("switch #{seq} to {} requested", target.name());
             self.notify_guest_switch();
             self.arm_switch_deadline();
