@@ -102,7 +102,7 @@ pub fn run() {
         apic::set_tsc_deadline(deadline);
         deadline
     });
-    delivery("timer deadline -> handler at CPL3 (CPU halted in the shim: idle wake-up)", || {
+    delivery("timer deadline -> handler at CPL3 (CPU halted in the shim, idle wake-up)", || {
         let deadline = cpu::rdtsc_ordered() + period;
         apic::set_tsc_deadline(deadline);
         // Halt until the timer's handler has run (another interrupt may

@@ -1,6 +1,6 @@
-//! The calibration loop: one fixed instruction sequence, run by the guest in
-//! ring 0 at boot and by the VMM natively on the host, so that the two
-//! figures compare the same work.
+//! The calibration loop: one fixed instruction sequence, run by the guest
+//! where its kernel runs (CPL3) at boot and by the VMM natively on the
+//! host, so that the two figures compare the same work.
 //!
 //! The loop is two instructions per iteration (`dec`, `jnz`), written in
 //! assembly so that no compiler can change its shape.
@@ -9,10 +9,11 @@
 /// [`CALIB_TARGET_NS`]; never more than [`CALIB_MAX_ITERATIONS`].
 pub const CALIB_START_ITERATIONS: u64 = 256;
 pub const CALIB_MAX_ITERATIONS: u64 = 1 << 26;
-pub const CALIB_TARGET_NS: u64 = 500_000;
+pub const CALIB_TARGET_NS: u64 = 250_000;
 
 /// A guest this many times slower than the host on the same loop runs its
-/// ring 0 in an emulator (see DESIGN.md, "This host").
+/// kernel's code in an emulator (as nested KVM does with guest ring 0 on
+/// some hosts).
 pub const EMULATED_RING0_RATIO: u64 = 20;
 
 /// Runs the calibration loop `iterations` times (at least once).
