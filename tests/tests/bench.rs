@@ -67,12 +67,20 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
 
     let text = std::fs::read_to_string(out.join("bench.json")).expect("bench.json written");
     let v: Value = serde_json::from_str(&text).expect("bench.json parses");
-    assert_eq!(v["bench_version"], 2);
+    assert_eq!(v["bench_version"], 3);
     let copy: Value = serde_json::from_str(&std::fs::read_to_string(dir.0.join("suite.json")).expect("--json written"))
         .expect("--json parses");
     assert_eq!(copy, v, "--json and OUT/bench.json differ");
     assert_eq!(v["failures"], serde_json::json!([]), "{text}");
-    assert!(v["host"]["ring0_emulated"].as_bool().is_some(), "ring-0 speed not recorded");
+    assert!(v["host"]["kernel_emulated"].as_bool().is_some(), "the guest kernel's speed not recorded");
+    let costs = v["host"]["platform_costs"].as_array().expect("platform costs");
+    assert!(
+        costs
+            .iter()
+            .any(|c| c["what"].as_str().is_some_and(|w| w.contains("idle wake-up")) && c["p50_ns"].as_u64() > Some(0)),
+        "no idle wake-up among the platform costs: {costs:?}"
+    );
+    r.assert_contains("boot p50").assert_contains("rt lock throughput");
     let boots = v["boot"]["boots"].as_array().expect("boots");
     assert_eq!(boots.len(), 2);
     assert!(boots.iter().all(|b| b["ready_ms"].as_f64().is_some_and(|ms| ms > 0.0)));

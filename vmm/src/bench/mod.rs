@@ -45,7 +45,7 @@ use crate::exit_code::ExitCode;
 /// under lock load stays a figure rather than an overflow.
 pub const DEFAULT_BENCH_HIST_MAX_US: u32 = 100_000;
 /// Schema version of the suite's JSON.
-pub const BENCH_JSON_VERSION: u32 = 2;
+pub const BENCH_JSON_VERSION: u32 = 3;
 /// Target: blackout p50 under the lock load.
 pub const TARGET_BLACKOUT_P50_US: u64 = 100;
 /// Target: process start to guest ready, p50, at most this many ms.
