@@ -73,12 +73,14 @@ pub fn irq_exit() {
 }
 
 /// The interrupt exit work (`arch::irqflags` runs it, masked, after a
-/// batch of handlers, before the unmask): if the interrupted code is
+/// batch of handlers, before the unmask, and at an unmask that asked for
+/// it): the reschedule IPIs this CPU deferred are sent; if the interrupted code is
 /// preemptible (count 0, not itself a handler: it was unmasked, or the
 /// interrupt would have waited) and a reschedule is pending, switch now.
 /// The interrupted task's frame stays on its stack until it is switched
 /// back in.
 pub fn irq_exit_work() {
+    scheduler::flush_deferred_ipis();
     if percpu::need_resched() && percpu::preempt_count() == 0 && percpu::irq_depth() == 0 {
         scheduler::schedule_irqs_off_preempt();
     }

@@ -47,7 +47,7 @@ use crate::arch::{apic, cpu, irqflags, percpu};
 use crate::boot_info;
 use crate::sync::raw::RawSpinLock;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use switcher::abi::{MAX_CPUS, vector};
 
 /// Run queue of each CPU.
@@ -248,7 +248,28 @@ fn resched_cpu(cpu: u32, irqs_were_on: bool) {
     }
     let target = percpu::of(cpu as usize);
     if !target.need_resched.swap(true, Ordering::AcqRel) {
-        apic::send_ipi(target.apic_id(), vector::RESCHED_IPI);
+        // Sent at this CPU's unmask (`flush_deferred_ipis`), not here: the
+        // caller holds a run-queue lock with interrupts masked, and an IPI
+        // is an exit to the hypervisor (tens of µs on some hosts) that
+        // would lengthen that masked region.
+        DEFERRED_IPIS[this.cpu_id() as usize].fetch_or(1 << cpu, Ordering::Relaxed);
+        irqflags::request_exit_work();
+    }
+}
+
+/// Remote reschedule IPIs each CPU owes (bit N: CPU N), sent once it
+/// unmasks.
+static DEFERRED_IPIS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Sends the reschedule IPIs this CPU deferred (interrupt exit work, masked,
+/// after the locks that made them are released).
+pub(super) fn flush_deferred_ipis() {
+    let this = percpu::this();
+    let mut mask = DEFERRED_IPIS[this.cpu_id() as usize].swap(0, Ordering::Relaxed);
+    while mask != 0 {
+        let cpu = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        apic::send_ipi(percpu::of(cpu).apic_id(), vector::RESCHED_IPI);
     }
 }
 
