@@ -55,10 +55,18 @@ pub fn disable() {
 /// Unmasks interrupts on this CPU and runs whatever arrived while masked.
 #[inline(always)]
 pub fn enable() {
+    if unmask() {
+        replay_on_unmask();
+    }
+}
+
+/// Drops the mask; returns whether anything was recorded meanwhile. The
+/// store comes first: an interrupt after it is taken directly, so a
+/// vector recorded before it is seen by the load (the same CPU wrote it).
+#[inline(always)]
+fn unmask() -> bool {
     let any: u32;
-    // SAFETY: this CPU's own per-CPU words through GS. The store comes
-    // first: an interrupt after it is taken directly, so a vector recorded
-    // before it is seen by the load (the same CPU wrote it).
+    // SAFETY: this CPU's own per-CPU words through GS.
     unsafe {
         core::arch::asm!(
             "mov dword ptr gs:[{m}], 0",
@@ -69,9 +77,7 @@ pub fn enable() {
             options(nostack, preserves_flags),
         )
     };
-    if any != 0 {
-        replay_on_unmask();
-    }
+    any != 0
 }
 
 /// Whether interrupts are masked on this CPU.
@@ -122,19 +128,7 @@ fn replay_on_unmask() {
     loop {
         disable();
         replay_pending();
-        let any: u32;
-        // SAFETY: as in `enable`: drop the mask, then look again.
-        unsafe {
-            core::arch::asm!(
-                "mov dword ptr gs:[{m}], 0",
-                "mov {any:e}, dword ptr gs:[{p}]",
-                m = const offset::IRQ_MASKED,
-                p = const offset::IRQ_PENDING_ANY,
-                any = out(reg) any,
-                options(nostack, preserves_flags),
-            )
-        };
-        if any == 0 {
+        if !unmask() {
             return;
         }
     }

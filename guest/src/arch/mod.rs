@@ -17,6 +17,20 @@
 //! The rest of the kernel uses `apic`, `cpu`, `irqflags` and `percpu`;
 //! MSR numbers, descriptor formats, entry stubs and the shim stay in here.
 
+/// The assembly that saves the 15 general-purpose registers below an
+/// interrupt frame in `idt::TrapFrame` order (rax pushed first), and the
+/// one that restores them: shared by the CPL3 entry and the ring-0 shim.
+macro_rules! push_gprs {
+    () => {
+        "push rax\npush rbx\npush rcx\npush rdx\npush rsi\npush rdi\npush rbp\npush r8\npush r9\npush r10\npush r11\npush r12\npush r13\npush r14\npush r15"
+    };
+}
+macro_rules! pop_gprs {
+    () => {
+        "pop r15\npop r14\npop r13\npop r12\npop r11\npop r10\npop r9\npop r8\npop rbp\npop rdi\npop rsi\npop rdx\npop rcx\npop rbx\npop rax"
+    };
+}
+
 pub mod apic;
 pub mod cpu;
 mod entry;
