@@ -144,6 +144,7 @@ fn boot_cpu(cpu_count: u32) -> ! {
     let (args, flags, faults) = parse_args(&cmdline);
     // Before any switchable lock is taken (the secondaries are still held).
     sync::registry::get().init(mode);
+    sync::lock_table::init();
     if flags.no_pi {
         selftest::disable_pi();
     }

@@ -13,6 +13,8 @@
 //! 0x0000_6000  SWITCH_MAILBOX_ADDR SwitchMailbox (the runtime-switch protocol)
 //! 0x0000_7000  HEARTBEAT_ADDR     [CpuHeartbeat; MAX_CPUS] (guest watchdog, VMM reads)
 //! 0x0000_8000  SHIM_STATS_ADDR    [ShimStats; MAX_CPUS] (ring-0 shim entries, VMM reads)
+//! 0x0000_9000  LOCK_TABLE_ADDR    LockTable: every switchable lock's address (guest registers, VMM checks)
+//! 0x0000_b000  TASK_NAMES_ADDR    [TaskName; TASK_NAME_SLOTS] (2 pages: names for owner words)
 //! 0x0001_0000  PML4_ADDR          identity page tables (PML4, PDPT, PDs), 2 MiB pages
 //! 0x0010_0000  KERNEL_LOAD_ADDR   the guest ELF's lowest PT_LOAD segment
 //!  ...         guest memory ends (at most 3 GiB)
@@ -76,6 +78,10 @@ pub const SWITCH_MAILBOX_ADDR: u64 = 0x6000;
 pub const HEARTBEAT_ADDR: u64 = 0x7000;
 /// Per-CPU counts of ring-0 shim entries, by service ([`ShimStats`]).
 pub const SHIM_STATS_ADDR: u64 = 0x8000;
+/// The guest's table of switchable locks ([`LockTable`]).
+pub const LOCK_TABLE_ADDR: u64 = 0x9000;
+/// The guest's task directory ([`TaskName`] per task slot), two pages.
+pub const TASK_NAMES_ADDR: u64 = 0xb000;
 /// PML4, then one PDPT, then as many page directories as memory needs.
 pub const PML4_ADDR: u64 = 0x1_0000;
 /// Page tables must end below the kernel.
@@ -415,12 +421,81 @@ pub struct LockRegistry {
     /// The mode the guest believes it is in ([`LockMode`] as u32).
     pub mode: u32,
     pub _reserved: u32,
+    /// Tasks inside a switchable lock's slow path right now (spinning or
+    /// queued for a lock, or woken to take one): the switch requires 0.
+    pub slowpath: u64,
 }
 
 impl LockRegistry {
     pub const fn zeroed() -> Self {
-        Self { magic: 0, held: 0, waiters: 0, acquisitions: 0, contended: 0, pi_boosts: 0, mode: 0, _reserved: 0 }
+        Self {
+            magic: 0,
+            held: 0,
+            waiters: 0,
+            acquisitions: 0,
+            contended: 0,
+            pi_boosts: 0,
+            mode: 0,
+            _reserved: 0,
+            slowpath: 0,
+        }
     }
+}
+
+/// What the VMM reads of a switchable lock (the guest's `LockCore`): the
+/// owner word (8 bytes at [`lock_word::OWNER`]: 0 free, else the owning
+/// task's address, bit 0 [`lock_word::HAS_WAITERS`] set while waiters are
+/// queued, possibly with no owner) and the waiter-list handle (2 bytes at
+/// [`lock_word::WAITERS`], 0 when none). A lock is free in both modes
+/// exactly when both are 0.
+pub mod lock_word {
+    pub const OWNER: u64 = 0;
+    pub const WAITERS: u64 = 8;
+    pub const HAS_WAITERS: u64 = 1;
+}
+
+/// Entries in the [`LockTable`].
+pub const LOCK_TABLE_CAPACITY: usize = 127;
+/// Length of a lock or task name in the ABI (NUL-padded, truncated).
+pub const ABI_NAME_LEN: usize = 24;
+
+/// One registered switchable lock.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LockEntry {
+    /// Guest-physical address of the lock (its `LockCore`).
+    pub addr: u64,
+    pub name: [u8; ABI_NAME_LEN],
+}
+
+/// Every switchable lock the guest has used, at [`LOCK_TABLE_ADDR`]: a lock
+/// registers itself (once, before it is first taken), so that, with every
+/// vCPU held, the VMM can check every lock word before it patches, rather
+/// than trust counters. Only the guest writes it; the VMM bounds-checks it
+/// (`count`, each address) before it reads a lock word.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct LockTable {
+    /// [`ABI_MAGIC`] once initialised.
+    pub magic: u64,
+    /// Entries in use (registration appends; entries are never removed).
+    pub count: u32,
+    pub _reserved: u32,
+    pub entries: [LockEntry; LOCK_TABLE_CAPACITY],
+}
+
+/// Task slots in the task directory (spawned tasks and idle tasks).
+pub const TASK_NAME_SLOTS: usize = 192;
+
+/// One task slot's identity, for naming the owner an owner word points at:
+/// at `TASK_NAMES_ADDR + slot * 32`, written by the guest when the slot is
+/// (re)used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TaskName {
+    /// The task's address (what owner words hold), 0 for an unused slot.
+    pub addr: u64,
+    pub name: [u8; ABI_NAME_LEN],
 }
 
 /// The runtime-switch mailbox at [`SWITCH_MAILBOX_ADDR`] (DESIGN.md, "The
@@ -580,7 +655,11 @@ const _: () = {
     assert!(core::mem::size_of::<GuestStatus>() == 48 + KERNEL_VERSION_LEN);
     assert!(core::mem::size_of::<PanicRecord>() == 32 + PANIC_FILE_LEN + PANIC_MSG_LEN);
     assert!(core::mem::size_of::<PanicRecord>() <= 4096);
-    assert!(core::mem::size_of::<LockRegistry>() == 56);
+    assert!(core::mem::size_of::<LockRegistry>() == 64);
+    assert!(core::mem::size_of::<LockEntry>() == 32);
+    assert!(core::mem::size_of::<LockTable>() <= 4096);
+    assert!(core::mem::size_of::<TaskName>() * TASK_NAME_SLOTS <= 2 * 4096);
+    assert!(TASK_NAMES_ADDR + 2 * 4096 <= PML4_ADDR);
     // 88 in ABI 3 as first published; verdict_tsc and serialized_tsc were
     // appended (a kernel that leaves them 0 just reports no phases).
     assert!(core::mem::size_of::<SwitchMailbox>() == 104);

@@ -65,9 +65,17 @@ pub fn exempt_current() {
     current().nofreeze.store(true, Ordering::Relaxed);
 }
 
-/// Starts a freeze (the switch thread).
+/// Starts a freeze (the switch thread), and wakes every task that sleeps
+/// queued for a switchable lock: one that holds no other backs out of its
+/// wait and freezes (the lock code), one that does goes back to sleep.
 pub fn request() {
     FREEZE_REQUESTED.store(true, Ordering::Release);
+    for slot in 0..spawned_slots() {
+        let t = task_by_slot(slot);
+        if !t.blocked_on.load(Ordering::Acquire).is_null() {
+            super::scheduler::wake_up(t);
+        }
+    }
 }
 
 /// Ends the freeze and wakes every frozen task.
@@ -91,7 +99,7 @@ pub fn standing(t: &Task) -> Standing {
         return Standing::Exempt;
     }
     let held = t.switch_locks_held.load(Ordering::Acquire);
-    let waiting = !t.blocked_on.load(Ordering::Acquire).is_null();
+    let waiting = !t.blocked_on.load(Ordering::Acquire).is_null() || t.in_lock_slowpath.load(Ordering::Acquire);
     if t.frozen.load(Ordering::Acquire) && held == 0 {
         return Standing::Frozen;
     }

@@ -29,9 +29,20 @@ pub fn preempt_disable() {
 #[inline(always)]
 pub fn preempt_enable() {
     percpu::preempt_count_dec();
-    if percpu::preempt_count() == 0 && percpu::need_resched() {
+    let count = percpu::preempt_count();
+    if count == 0 && percpu::need_resched() {
         scheduler::preempt_schedule();
+    } else if count > i32::MAX as u32 {
+        preempt_underflow();
     }
+}
+
+/// An unbalanced `preempt_enable`: a guest panic naming the task.
+#[cold]
+#[inline(never)]
+fn preempt_underflow() -> ! {
+    let task = if percpu::current_ptr().is_null() { "<no task>" } else { current().name() };
+    panic!("preempt count below zero on cpu {} in task '{task}': an unbalanced preempt_enable", percpu::cpu_id());
 }
 
 /// Re-enables preemption without the resched check (for code that is
@@ -40,6 +51,9 @@ pub fn preempt_enable() {
 #[inline(always)]
 pub fn preempt_enable_no_resched() {
     percpu::preempt_count_dec();
+    if percpu::preempt_count() > i32::MAX as u32 {
+        preempt_underflow();
+    }
 }
 
 /// This CPU's preempt count.

@@ -143,6 +143,9 @@ pub struct Task {
     pub nofreeze: AtomicBool,
     /// Parked in the freezer right now.
     pub frozen: AtomicBool,
+    /// Inside a switchable lock's slow path (spinning or queued for it):
+    /// busy for the freezer (lock code).
+    pub in_lock_slowpath: AtomicBool,
     name: UnsafeCell<&'static str>,
     pub(super) sched: UnsafeCell<SchedNode>,
     pub(super) wait: UnsafeCell<WaitNode>,
@@ -166,6 +169,7 @@ impl Task {
             blocked_on: AtomicPtr::new(ptr::null_mut()),
             nofreeze: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
+            in_lock_slowpath: AtomicBool::new(false),
             name: UnsafeCell::new(""),
             sched: UnsafeCell::new(SchedNode {
                 next: ptr::null(),
@@ -299,6 +303,7 @@ pub(super) fn init_idle(cpu: usize) -> &'static Task {
     // SAFETY: only CPU `cpu` touches its idle slot, once, before it is
     // published through the per-CPU `current` pointer.
     unsafe { *idle.name.get() = "idle" };
+    publish_name(MAX_TASKS + cpu, idle, "idle");
     idle.cpu.store(cpu as u32, Ordering::Relaxed);
     idle.set_state(TaskState::Runnable);
     idle.on_cpu.store(true, Ordering::Relaxed);
@@ -387,6 +392,25 @@ pub(super) fn init_claimed(t: &'static Task, name: &'static str, prio: u8, cpu: 
     t.blocked_on.store(ptr::null_mut(), Ordering::Relaxed);
     t.nofreeze.store(false, Ordering::Relaxed);
     t.frozen.store(false, Ordering::Relaxed);
+    t.in_lock_slowpath.store(false, Ordering::Relaxed);
+    publish_name(t.id().slot(), t, name);
+}
+
+const _: () = assert!(SLOTS == switcher::abi::TASK_NAME_SLOTS, "the task directory has a slot per task slot");
+
+/// Writes slot `slot`'s entry of the task directory the VMM reads
+/// (`switcher::abi::TaskName`): the address owner words hold, and the name.
+fn publish_name(slot: usize, t: &Task, name: &str) {
+    let mut entry = switcher::abi::TaskName { addr: 0, name: [0; switcher::abi::ABI_NAME_LEN] };
+    let n = name.len().min(entry.name.len());
+    entry.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+    entry.addr = ptr::from_ref(t) as u64;
+    let at = (switcher::abi::TASK_NAMES_ADDR as usize + slot * core::mem::size_of::<switcher::abi::TaskName>())
+        as *mut switcher::abi::TaskName;
+    // SAFETY: the task directory is ABI memory reserved for it (identity
+    // mapped, two pages, asserted to hold every slot); only the slot's
+    // owner writes its entry, the VMM only reads.
+    unsafe { at.write_volatile(entry) };
 }
 
 /// Frees `id`'s slot if it is dead and off its CPU; `true` if the slot no

@@ -3,9 +3,12 @@
 //!   paths;
 //! - `spinlock`: the switchable `SpinLock<T>`, reaching its implementation
 //!   through patchable call sites (`site`): `mainline` (preempt-disable +
-//!   ticket spin) or `rt` (rtmutex with priority inheritance);
-//! - `registry`: the live held/waiter counts the VMM reads.
+//!   owner-word spin) or `rt` (rtmutex with priority inheritance);
+//! - `registry`: the live held/waiter counts the VMM reads;
+//! - `lock_table`: every switchable lock's address, for the VMM's check of
+//!   the lock words themselves.
 
+pub mod lock_table;
 pub mod mainline;
 pub mod raw;
 pub mod registry;

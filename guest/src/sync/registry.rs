@@ -22,6 +22,7 @@ pub struct Registry {
     pi_boosts: AtomicU64,
     mode: AtomicU32,
     _reserved: AtomicU32,
+    slowpath: AtomicU64,
 }
 
 const _: () = assert!(core::mem::size_of::<Registry>() == core::mem::size_of::<switcher::abi::LockRegistry>());
@@ -43,6 +44,7 @@ impl Registry {
         self.acquisitions.store(0, Ordering::Relaxed);
         self.contended.store(0, Ordering::Relaxed);
         self.pi_boosts.store(0, Ordering::Relaxed);
+        self.slowpath.store(0, Ordering::Relaxed);
         self.mode.store(mode as u32, Ordering::Relaxed);
         self.magic.store(ABI_MAGIC, Ordering::Release);
     }
@@ -69,6 +71,14 @@ impl Registry {
     #[inline]
     pub fn waiter_dequeued(&self) {
         self.waiters.fetch_sub(1, Ordering::Release);
+    }
+
+    pub fn slowpath_entered(&self) {
+        self.slowpath.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn slowpath_left(&self) {
+        self.slowpath.fetch_sub(1, Ordering::AcqRel);
     }
 
     pub fn pi_boosted(&self) {

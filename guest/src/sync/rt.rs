@@ -12,11 +12,16 @@
 //!   lock that owner waits for -> ..., raising every owner to the waiter's
 //!   priority (`logic::pi::walk_chain`, bounded depth); a chain that comes
 //!   back to the waiter is a deadlock, a guest panic that names the cycle.
-//! - Unlock with waiters hands the lock directly to the top waiter (the
-//!   owner word goes from the unlocker to the waiter, never through "free"),
-//!   so a lower-priority task can never steal it from a higher-priority
-//!   waiter; then the unlocker drops back to the priority its remaining
-//!   locks justify (`deboost`).
+//! - Unlock with waiters leaves the lock ownerless but marked contended
+//!   and wakes the top waiter, which takes it itself (as in Linux): the
+//!   task that takes a lock is always the one that accounts for it, so no
+//!   census can ever see a lock owned by a task that looks asleep. While
+//!   ownerless, the lock goes to the top waiter, or to a newcomer that
+//!   outranks it (a lower-priority task never overtakes a waiter); the
+//!   unlocker drops back to the priority its remaining locks justify.
+//! - A waiter that holds no other switchable lock leaves the wait when a
+//!   freeze starts (dequeued, the owner's chain deboosted), freezes, and
+//!   tries again after the thaw.
 //!
 //! Owner word (`LockCore::owner`):
 //!
@@ -24,6 +29,8 @@
 //!   0                         free
 //!   task address              owned, no waiters  (fast unlock: CAS to 0)
 //!   task address | HAS_WAITERS owned, waiters queued (unlock takes PI_LOCK)
+//!   HAS_WAITERS               no owner, waiters queued: the top waiter was
+//!                             woken to take it
 //! ```
 //!
 //! All waiter lists and every task's PI state are protected by one raw
@@ -162,8 +169,7 @@ pub extern "C" fn lock(lock: *const LockCore) -> u64 {
     if spin_while_owner_runs(lock, me) {
         return 1;
     }
-    lock_slow(lock, me);
-    1
+    if lock_slow(lock, me) { 1 } else { super::spinlock::BACKED_OUT }
 }
 
 /// How adaptive spins ended (reported at shutdown: [`spin_stats`]).
@@ -215,26 +221,96 @@ fn spin_while_owner_runs(lock: &LockCore, me: &Task) -> bool {
     false
 }
 
-fn lock_slow(lock: &LockCore, me: &'static Task) {
+/// Returns false when the task left the wait for a freeze (without the
+/// lock): the caller backs out of the implementation.
+fn lock_slow(lock: &LockCore, me: &'static Task) -> bool {
     sched::might_sleep("rt lock");
+    super::spinlock::slowpath_enter(me);
+    let mut queued = false;
     let mut pi = PI_LOCK.lock_irqsave();
-    // Take it if it became free; otherwise mark it contended, atomically
-    // with respect to the owner's fast-path unlock (a CAS that now fails).
     loop {
-        let word = lock.owner.load(Ordering::Relaxed);
-        if word == 0 {
-            if lock.owner.compare_exchange(0, addr(me), Ordering::Acquire, Ordering::Relaxed).is_ok() {
-                return;
-            }
-        } else if word & HAS_WAITERS != 0
-            || lock.owner.compare_exchange(word, word | HAS_WAITERS, Ordering::Relaxed, Ordering::Relaxed).is_ok()
-        {
+        if try_take(&mut pi, lock, me, queued) {
             break;
         }
+        // A freeze started and this task holds nothing else: leave the
+        // wait and this implementation (the caller freezes and calls again
+        // through the call site, which may select the other one by then).
+        // The switch then waits for at most the critical section in
+        // progress, not for the queue behind it.
+        if sched::freezer::freezing() && me.switch_locks_held.load(Ordering::Relaxed) == 0 {
+            if queued {
+                dequeue_waiter(&mut pi, lock, me);
+            }
+            drop(pi);
+            super::spinlock::slowpath_exit(me);
+            return false;
+        }
+        if !queued {
+            enqueue_waiter(&mut pi, lock, me);
+            queued = true;
+            continue;
+        }
+        // Sleep until the unlocker (or the freezer) wakes us. The state is
+        // set under PI_LOCK, so the wake-up cannot be lost between the
+        // check above and the sleep.
+        sched::set_current_blocked();
+        drop(pi);
+        sched::schedule();
+        pi = PI_LOCK.lock_irqsave();
     }
+    drop(pi);
+    super::spinlock::slowpath_exit(me);
+    true
+}
+
+/// Takes `lock` if it has no owner and this task may: it is the top
+/// waiter (`queued`), or nobody waits, or it outranks the top waiter
+/// (who has not run to take it yet). Under PI_LOCK. The task that takes
+/// a lock is always the task that accounts for it: nobody is ever made
+/// owner on its behalf while it sleeps.
+fn try_take(pi: &mut PiState, lock: &LockCore, me: &'static Task, queued: bool) -> bool {
+    let word = lock.owner.load(Ordering::Relaxed);
+    if word & !HAS_WAITERS != 0 {
+        return false;
+    }
+    let my_slot = me.id().slot();
+    let slot = lock.waiters.slot();
+    let top = slot.and_then(|s| pi.table[s].waiters.top());
+    match (queued, top) {
+        (true, Some((t, _))) if t != my_slot => return false,
+        (false, Some((_, top_prio))) if me.prio() <= top_prio => return false,
+        _ => {}
+    }
+    let mut more = false;
+    if let Some(s) = slot {
+        if queued {
+            let _ = pi.table[s].waiters.remove(my_slot);
+            me.blocked_on.store(core::ptr::null_mut(), Ordering::Release);
+            registry::get().waiter_dequeued();
+        }
+        more = !pi.table[s].waiters.is_empty();
+        if !more {
+            detach_list(pi, lock, s);
+        }
+    }
+    lock.owner.store(addr(me) | if more { HAS_WAITERS } else { 0 }, Ordering::Release);
+    if more && PI_ENABLED.load(Ordering::Relaxed) {
+        // Inherit from the waiters still queued.
+        let mut g = KernelPi { state: pi };
+        if let Err(e) = pi::adjust_prio(&mut g, PiTask(my_slot as u16)) {
+            report_pi_error(pi, &e);
+        }
+    }
+    true
+}
+
+/// Queues this task as a waiter of `lock` (marking it contended) and walks
+/// the PI chain. Under PI_LOCK.
+fn enqueue_waiter(pi: &mut PiState, lock: &LockCore, me: &'static Task) {
+    lock.owner.fetch_or(HAS_WAITERS, Ordering::Relaxed);
     let slot = match lock.waiters.slot() {
         Some(s) => s,
-        None => attach_list(&mut pi, lock),
+        None => attach_list(pi, lock),
     };
     let my_slot = me.id().slot();
     if let Err(e) = pi.table[slot].waiters.insert(my_slot, me.prio()) {
@@ -243,22 +319,48 @@ fn lock_slow(lock: &LockCore, me: &'static Task) {
     me.blocked_on.store(lock as *const LockCore as *mut (), Ordering::Release);
     registry::get().waiter_queued();
     if PI_ENABLED.load(Ordering::Relaxed)
-        && let Err(e) = pi::walk_chain(&mut KernelPi { state: &mut pi }, PiTask(my_slot as u16), LockId(slot as u16))
+        && let Err(e) = pi::walk_chain(&mut KernelPi { state: pi }, PiTask(my_slot as u16), LockId(slot as u16))
     {
-        report_pi_error(&pi, &e);
+        report_pi_error(pi, &e);
     }
-    // Sleep until the unlocker hands the lock over (it sets the owner word
-    // to us and wakes us). The state is set under PI_LOCK, so the hand-off's
-    // wake-up cannot be lost between unlock and sleep.
-    loop {
-        sched::set_current_blocked();
-        drop(pi);
-        sched::schedule();
-        pi = PI_LOCK.lock_irqsave();
-        if lock.owner.load(Ordering::Acquire) & !HAS_WAITERS == addr(me) {
-            break;
+}
+
+/// This task leaves `lock`'s waiter list without the lock (a freeze
+/// started): the owner's chain drops the boost it gave, and if the lock has
+/// no owner the next waiter is woken (it is its turn now). Under PI_LOCK.
+fn dequeue_waiter(pi: &mut PiState, lock: &LockCore, me: &'static Task) {
+    let Some(slot) = lock.waiters.slot() else { return };
+    let _ = pi.table[slot].waiters.remove(me.id().slot());
+    me.blocked_on.store(core::ptr::null_mut(), Ordering::Release);
+    registry::get().waiter_dequeued();
+    let owner = owner_task(lock.owner.load(Ordering::Relaxed));
+    let next = pi.table[slot].waiters.top_id();
+    if next.is_none() {
+        detach_list(pi, lock, slot);
+        lock.owner.fetch_and(!HAS_WAITERS, Ordering::Release);
+    }
+    if PI_ENABLED.load(Ordering::Relaxed) {
+        let mut g = KernelPi { state: pi };
+        let r = match (next, owner) {
+            (Some(_), _) => pi::propagate_from_lock(&mut g, LockId(slot as u16)).map(|_| ()),
+            (None, Some(o)) => pi::adjust_prio(&mut g, PiTask(o.id().slot() as u16)).map(|_| ()),
+            (None, None) => Ok(()),
+        };
+        if let Err(e) = r {
+            report_pi_error(pi, &e);
         }
     }
+    if owner.is_none()
+        && let Some(n) = next
+    {
+        sched::wake_up(sched::task_by_slot(n));
+    }
+}
+
+/// Returns `lock`'s waiter list to the table (it has no waiters left).
+fn detach_list(pi: &mut PiState, lock: &LockCore, slot: usize) {
+    pi.table[slot].lock = core::ptr::null();
+    lock.waiters.0.store(0, Ordering::Release);
 }
 
 /// Gives `lock` a free waiter list from the table.
@@ -278,7 +380,10 @@ pub extern "C" fn try_lock(lock: *const LockCore) -> u64 {
     u64::from(lock.owner.compare_exchange(0, addr(me()), Ordering::Acquire, Ordering::Relaxed).is_ok())
 }
 
-/// Releases the lock: to nobody when uncontended, else to the top waiter.
+/// Releases the lock. Uncontended: the owner word goes to 0. With
+/// waiters: it goes to "no owner, waiters queued" and the top waiter is
+/// woken to take the lock itself (`try_take`); the unlocker drops back to
+/// the priority its remaining locks justify.
 pub extern "C" fn unlock(lock: *const LockCore) -> u64 {
     // SAFETY: as for `lock`.
     let lock = unsafe { &*lock };
@@ -287,39 +392,25 @@ pub extern "C" fn unlock(lock: *const LockCore) -> u64 {
         return 0;
     }
     let mut pi = PI_LOCK.lock_irqsave();
-    let Some(slot) = lock.waiters.slot() else {
+    if lock.owner.load(Ordering::Relaxed) != addr(me) | HAS_WAITERS {
         panic!(
             "rt unlock of '{}' by '{}': owner word {:#x} is not ours",
             lock.name(),
             me.name(),
             lock.owner.load(Ordering::Relaxed)
         );
-    };
-    let Some((next_slot, _)) = pi.table[slot].waiters.pop() else {
+    }
+    let Some(next) = lock.waiters.slot().and_then(|s| pi.table[s].waiters.top_id()) else {
         panic!("rt unlock of '{}': marked contended without waiters", lock.name());
     };
-    registry::get().waiter_dequeued();
-    let next = sched::task_by_slot(next_slot);
-    next.blocked_on.store(core::ptr::null_mut(), Ordering::Release);
-    let more = !pi.table[slot].waiters.is_empty();
-    if !more {
-        pi.table[slot].lock = core::ptr::null();
-        lock.waiters.0.store(0, Ordering::Release);
-    }
-    lock.owner.store(addr(next) | if more { HAS_WAITERS } else { 0 }, Ordering::Release);
+    lock.owner.store(HAS_WAITERS, Ordering::Release);
     if PI_ENABLED.load(Ordering::Relaxed) {
-        let mut g = KernelPi { state: &mut pi };
-        // The new owner inherits from the waiters still queued; we drop
-        // back to what our remaining locks justify.
-        if let Err(e) = pi::adjust_prio(&mut g, PiTask(next_slot as u16)) {
-            report_pi_error(&pi, &e);
-        }
         let mut g = KernelPi { state: &mut pi };
         if let Err(e) = pi::deboost(&mut g, PiTask(me.id().slot() as u16)) {
             report_pi_error(&pi, &e);
         }
     }
-    sched::wake_up(next);
+    sched::wake_up(sched::task_by_slot(next));
     // Dropping PI_LOCK re-enables preemption: if the deboost made a waiting
     // higher-priority task the best choice here, we are preempted now.
     drop(pi);

@@ -2,24 +2,27 @@
 //!
 //! Which implementation runs is decided by the bytes at each call site
 //! (`site.rs`), not by a flag: mainline (`mainline.rs`: preempt-disable +
-//! ticket spin) or rt (`rt.rs`: rtmutex with priority inheritance). Both
-//! share one layout, [`LockCore`], and agree on what a *free* lock is:
+//! spin on the owner word) or rt (`rt.rs`: rtmutex with priority
+//! inheritance). Both share one layout, [`LockCore`], and agree on what a
+//! *free* lock is:
 //!
 //! ```text
-//!   owner == 0 && next == serving && no waiters
+//!   owner == 0 && no waiter list
 //! ```
 //!
 //! A lock is free in one mode exactly when it is free in the other, which is
 //! what makes a switch with every lock free safe.
 //!
 //! Common bookkeeping lives here, around the patched calls: the per-task
-//! count of held switchable locks, the shared registry (held count), and the
-//! rule that hard-IRQ code never takes a switchable lock (a guest panic).
+//! count of held switchable locks (an underflow is a guest panic naming the
+//! task), the shared registry (held count, tasks inside a lock slow path),
+//! the lock table the VMM checks lock words against, and the rule that
+//! hard-IRQ code never takes a switchable lock (a guest panic).
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use switcher::abi::sites::LockOp;
 
@@ -27,18 +30,18 @@ use super::site::switch_call;
 use super::{mainline, registry};
 use crate::sched;
 
-/// The state both implementations share (see the module doc).
+/// The state both implementations share (see the module doc). The VMM
+/// reads the first two fields of every registered lock (`lock_table`):
+/// their offsets are ABI (`switcher::abi::lock_word`).
 #[repr(C)]
 pub struct LockCore {
     /// Owning task's address, 0 when free. rt: bit 0 set while waiters are
-    /// queued (`rt::HAS_WAITERS`).
+    /// queued (`rt::HAS_WAITERS`), possibly with no owner.
     pub(super) owner: AtomicUsize,
-    /// Mainline ticket lock: the next ticket to hand out...
-    pub(super) next: AtomicU32,
-    /// ...and the ticket being served.
-    pub(super) serving: AtomicU32,
     /// rt: waiters, highest priority first (protected by the PI lock).
     pub(super) waiters: super::rt::WaiterList,
+    /// In the lock table (`lock_table`).
+    pub(super) registered: core::sync::atomic::AtomicBool,
     /// For diagnostics (deadlock reports, might_sleep messages).
     pub(super) name: &'static str,
 }
@@ -47,9 +50,8 @@ impl LockCore {
     pub const fn new(name: &'static str) -> Self {
         Self {
             owner: AtomicUsize::new(0),
-            next: AtomicU32::new(0),
-            serving: AtomicU32::new(0),
             waiters: super::rt::WaiterList::new(),
+            registered: core::sync::atomic::AtomicBool::new(false),
             name,
         }
     }
@@ -60,11 +62,13 @@ impl LockCore {
 
     /// Whether the lock is free in both modes' terms.
     pub fn is_free(&self) -> bool {
-        self.owner.load(Ordering::Acquire) == 0
-            && self.next.load(Ordering::Acquire) == self.serving.load(Ordering::Acquire)
-            && self.waiters.is_empty()
+        self.owner.load(Ordering::Acquire) == 0 && self.waiters.is_empty()
     }
 }
+
+/// What a lock implementation returns when it left its wait for a freeze
+/// without the lock (the caller freezes and tries again).
+pub const BACKED_OUT: u64 = 2;
 
 /// A switchable lock protecting a `T`.
 pub struct SpinLock<T> {
@@ -91,7 +95,17 @@ impl<T> SpinLock<T> {
     #[inline(always)]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         assert_not_irq(&self.core);
-        let contended = switch_call!(LockOp::Lock, mainline::lock, &self.core as *const LockCore);
+        let mut contended;
+        loop {
+            contended = switch_call!(LockOp::Lock, mainline::lock, &self.core as *const LockCore);
+            if contended != BACKED_OUT {
+                break;
+            }
+            // The implementation left its wait for a freeze, holding
+            // nothing: freeze here, outside any lock code, then call again
+            // through the (possibly re-patched) call site.
+            sched::freezer::try_to_freeze();
+        }
         acquired(contended != 0);
         SpinLockGuard { lock: self, _not_send: PhantomData }
     }
@@ -140,7 +154,17 @@ impl<T> DerefMut for SpinLockGuard<'_, T> {
     }
 }
 
+const _: () = {
+    assert!(core::mem::offset_of!(LockCore, owner) as u64 == switcher::abi::lock_word::OWNER);
+    assert!(core::mem::offset_of!(LockCore, waiters) as u64 == switcher::abi::lock_word::WAITERS);
+    assert!(super::rt::HAS_WAITERS as u64 == switcher::abi::lock_word::HAS_WAITERS);
+};
+
+#[inline(always)]
 fn assert_not_irq(core: &LockCore) {
+    if !core.registered.load(Ordering::Relaxed) {
+        super::lock_table::register(core);
+    }
     if sched::in_irq() {
         panic!("switchable lock '{}' taken in hard-IRQ context", core.name);
     }
@@ -163,5 +187,22 @@ fn acquired(contended: bool) {
 #[inline]
 fn released() {
     registry::get().released();
-    sched::current().switch_locks_held.fetch_sub(1, Ordering::Relaxed);
+    let me = sched::current();
+    if me.switch_locks_held.fetch_sub(1, Ordering::Relaxed) == 0 {
+        panic!("task '{}' released a switchable lock it does not hold (held count below zero)", me.name());
+    }
+}
+
+/// A task enters a lock's slow path (spinning or queuing for it): the
+/// freezer counts it busy, and the VMM refuses to patch while any task is
+/// inside one (the registry's count).
+pub(super) fn slowpath_enter(me: &sched::Task) {
+    me.in_lock_slowpath.store(true, Ordering::Release);
+    registry::get().slowpath_entered();
+}
+
+/// The task leaves the slow path (with the lock, or to freeze).
+pub(super) fn slowpath_exit(me: &sched::Task) {
+    registry::get().slowpath_left();
+    me.in_lock_slowpath.store(false, Ordering::Release);
 }
