@@ -6,7 +6,9 @@
 //!    guest freezes tasks  -> mailbox FREEZING ... QUIESCENT, HC_SWITCH
 //!  on_guest_notify(),        close the gate, kick every vCPU, wait until all are held
 //!   state QUIESCENT:         (blackout starts), re-check: mailbox, lock registry
-//!                            (held == 0, waiters == 0), every site's bytes (plan);
+//!                            (held == 0, waiters == 0), every registered lock word
+//!                            free and no task in a lock slow path (`locks`),
+//!                            every site's bytes (plan);
 //!                            patch all sites, mailbox DONE (or CANCELLED: nothing
 //!                            written), open the gate (blackout ends)
 //!    guest serializes CPUs, thaws -> mailbox COMPLETE, HC_SWITCH (then opens the new mode's epoch)
@@ -22,6 +24,7 @@
 
 pub mod distribution;
 pub mod history;
+pub mod locks;
 
 use std::time::{Duration, Instant};
 
@@ -498,6 +501,9 @@ fn check_and_patch(
             reg.held, reg.waiters
         ));
     }
+    // The counters are advisory; the lock words are the truth.
+    locks::check(mem)
+        .map_err(|e| format!("the guest claimed quiescence but {e}; nothing was patched, the mode is unchanged"))?;
     let text = Text(mem);
     let plan = sites.plan(&text, from, to).map_err(|e: PatchError| e.to_string())?;
     plan.apply(&text).map_err(|e| format!("patching failed after every check passed: {e}"))

@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use switcher::abi::{BOOT_GDT_ADDR, BootInfo, GuestStatus, LockRegistry, PanicRecord, ShimStats, SwitchMailbox};
+use switcher::abi::{
+    BOOT_GDT_ADDR, BootInfo, GuestStatus, LockRegistry, LockTable, PanicRecord, ShimStats, SwitchMailbox, TaskName,
+};
 use switcher::patch::GuestText;
 use switcher::telemetry::{CpuLatencyHeader, TelemetryHeader};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
@@ -35,6 +37,10 @@ unsafe impl ByteValued for Abi<LockRegistry> {}
 unsafe impl ByteValued for Abi<SwitchMailbox> {}
 // SAFETY: as above.
 unsafe impl ByteValued for Abi<ShimStats> {}
+// SAFETY: as above.
+unsafe impl ByteValued for Abi<LockTable> {}
+// SAFETY: as above.
+unsafe impl ByteValued for Abi<TaskName> {}
 // SAFETY: as above (telemetry structures, sizes asserted in
 // switcher::telemetry).
 unsafe impl ByteValued for Abi<TelemetryHeader> {}
