@@ -31,6 +31,15 @@
 //! - `bad-panic-record`: then makes the panic hypercall with a record
 //!   address outside guest memory: the VMM must report a panic it could not
 //!   read (exit code GuestPanic), not read outside guest memory.
+//! - `handoff-delay=US`: an rtmutex waiter, once woken to take the lock,
+//!   stays busy US µs before it does: a switch requested meanwhile must
+//!   wait for it (it is inside the lock's slow path) or back it out, never
+//!   patch over the lock.
+//! - `text-write`: CPU 0 writes one byte of its own text (the same value
+//!   it holds) through a writable alias of the page: the guest's page
+//!   tables do not stop it, the hypervisor must (the text is a read-only
+//!   memory slot), ending the run with the text-write exit code and the
+//!   address.
 //! - `panic-in-switch`: the switch thread panics in the middle of a switch
 //!   (after the VMM patched the sites, before the CPUs serialize and the
 //!   tasks thaw). The VMM must report the panic and exit with GuestPanic,
@@ -57,6 +66,8 @@ pub struct Faults {
     pub bad_hypercalls: bool,
     pub bad_panic_record: bool,
     pub panic_in_switch: bool,
+    pub text_write: bool,
+    pub handoff_delay_us: Option<u32>,
 }
 
 impl Faults {
@@ -69,6 +80,8 @@ impl Faults {
             self.irq_off_spin_ms = Some(n);
         } else if let Some(n) = ms("stall=") {
             self.stall_ms = Some(n);
+        } else if let Some(n) = ms("handoff-delay=") {
+            self.handoff_delay_us = Some(n);
         } else {
             match word {
                 "corrupt-mailbox" => self.corrupt_mailbox = true,
@@ -76,6 +89,7 @@ impl Faults {
                 "bad-hypercalls" => self.bad_hypercalls = true,
                 "bad-panic-record" => self.bad_panic_record = true,
                 "panic-in-switch" => self.panic_in_switch = true,
+                "text-write" => self.text_write = true,
                 _ => return false,
             }
         }
@@ -89,6 +103,10 @@ static PANIC_IN_SWITCH: AtomicBool = AtomicBool::new(false);
 /// can take a switch).
 pub fn arm(f: &Faults) {
     PANIC_IN_SWITCH.store(f.panic_in_switch, Ordering::Relaxed);
+    if let Some(us) = f.handoff_delay_us {
+        crate::println!("fault injection: woken rtmutex waiters wait {us} us before taking the lock");
+        crate::sync::rt::set_wake_delay_us(us);
+    }
 }
 
 /// Whether the switch thread must panic in the middle of a switch.
@@ -120,6 +138,9 @@ pub fn start(f: &Faults) {
     }
     if f.bad_hypercalls {
         bad_hypercalls();
+    }
+    if f.text_write {
+        text_write();
     }
     if f.bad_panic_record {
         crate::println!("fault injection: panic hypercall with a record outside guest memory");
@@ -215,6 +236,21 @@ fn scribble_telemetry(_: usize) {
         addr_of_mut!((*h).load).write_volatile(garbage(&mut g) as u32 | 0x100);
     }
     crate::println!("fault injection: telemetry header corrupted");
+}
+
+fn text_write() {
+    let target = text_write as *const () as u64;
+    let alias = crate::mm::paging::alias_writable(target) + (target & 0xfff);
+    crate::println!("fault injection: writing one byte of text at {target:#x} through a writable alias");
+    // SAFETY: the alias maps the text page writable; the byte written is
+    // the one already there, so even a hypervisor that let it through
+    // would leave the code unchanged. Stopping the write is what this
+    // fault injection tests.
+    unsafe {
+        let p = alias as *mut u8;
+        p.write_volatile(p.read_volatile());
+    }
+    crate::println!("fault injection: the text write went through: the hypervisor did not stop it");
 }
 
 fn bad_hypercalls() {

@@ -43,3 +43,16 @@ fn guest_exit_status_maps_to_guest_failure() {
     let r = run_rtswitch(&["run", "--vcpus", "1", "--guest-arg", "exit=3"], LIMIT);
     r.assert_code(ExitCode::GuestFailure).assert_contains("guest exited with status 3");
 }
+
+/// The guest's text is a read-only memory slot: a write through a writable
+/// alias (which the guest's own page tables allow) still ends the run, with
+/// the text-write exit code and the address.
+#[test]
+fn a_write_to_guest_text_is_stopped_by_the_hypervisor() {
+    require_kvm();
+    let r = run_rtswitch(&["run", "--vcpus", "2", "--no-workload", "--guest-arg", "text-write"], LIMIT);
+    r.assert_code(ExitCode::TextWrite)
+        .assert_contains("wrote 1 byte(s) to its own text at 0x")
+        .assert_contains("keeps read-only");
+    assert!(!r.stdout.contains("the text write went through"), "the write reached the text:\n{}", r.stdout);
+}

@@ -26,11 +26,14 @@ pub enum ExitCode {
     ShutdownTimeout = 7,
     /// KVM could not run a vCPU (internal error, failed entry, emulation failure).
     VcpuFault = 8,
+    /// The guest wrote to its own text, which the hypervisor keeps
+    /// read-only (only the VMM patches it).
+    TextWrite = 9,
 }
 
 impl ExitCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ExitCode; 9] = [
+    pub const ALL: [ExitCode; 10] = [
         ExitCode::Ok,
         ExitCode::GuestFailure,
         ExitCode::BadArguments,
@@ -40,6 +43,7 @@ impl ExitCode {
         ExitCode::InvalidKernel,
         ExitCode::ShutdownTimeout,
         ExitCode::VcpuFault,
+        ExitCode::TextWrite,
     ];
 
     pub fn code(self) -> u8 {
@@ -61,7 +65,7 @@ impl ExitCode {
                 ExitCode::GuestFailure => 1,
                 ExitCode::ShutdownTimeout => 2,
                 ExitCode::GuestPanic => 3,
-                ExitCode::VcpuFault => 4,
+                ExitCode::VcpuFault | ExitCode::TextWrite => 4,
                 ExitCode::TripleFault => 5,
                 ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError => 6,
             }

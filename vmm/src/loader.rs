@@ -9,6 +9,9 @@ use std::io::Cursor;
 
 use linux_loader::loader::{KernelLoader, elf::Elf};
 use object::elf::{EM_X86_64, ET_EXEC, PF_X, PT_LOAD};
+
+/// Guest page size.
+const PAGE: u64 = 4096;
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{Endianness, FileKind};
 use switcher::abi::{AbiNote, KERNEL_LOAD_ADDR, NOTE_NAME, NOTE_TYPE_ABI};
@@ -72,6 +75,9 @@ pub struct KernelInfo {
     pub entry: u64,
     /// End of the highest segment in memory (bss included).
     pub end: u64,
+    /// The whole pages of the executable segment that holds the entry (its
+    /// text): the VMM maps them read-only for the guest.
+    pub text: std::ops::Range<u64>,
 }
 
 /// Checks that `image` is a kernel this VMM can boot in `memory_bytes`.
@@ -104,6 +110,7 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
     let entry = header.e_entry(endian);
     let mut end = 0u64;
     let mut entry_ok = false;
+    let mut text = 0..0;
     let mut loads = 0;
     // [start, end) of every non-empty loadable segment, to refuse overlaps:
     // a later segment would silently overwrite an earlier one's bytes.
@@ -151,6 +158,9 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
         }
         if ph.p_flags(endian) & PF_X != 0 && (start..seg_end).contains(&entry) {
             entry_ok = true;
+            // Whole pages only: a page shared with another segment stays writable.
+            let (lo, hi) = (start.next_multiple_of(PAGE), seg_end / PAGE * PAGE);
+            text = if lo < hi { lo..hi } else { 0..0 };
         }
         end = end.max(seg_end);
     }
@@ -161,7 +171,7 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
         return Err(LoaderError::BadEntry(entry));
     }
     check_abi_note(&file)?;
-    Ok(KernelInfo { entry, end })
+    Ok(KernelInfo { entry, end, text })
 }
 
 fn check_abi_note(file: &ElfFile64<Endianness>) -> Result<(), LoaderError> {
@@ -211,6 +221,7 @@ mod tests {
         let info = validate(crate::DEFAULT_KERNEL, 128 << 20).unwrap();
         assert!(info.entry >= KERNEL_LOAD_ADDR);
         assert!(info.end > info.entry);
+        assert!(info.text.contains(&info.entry) && info.text.start % PAGE == 0 && info.text.end % PAGE == 0);
     }
 
     #[test]

@@ -171,6 +171,25 @@ pub fn build(memory_bytes: u64, guards: &GuardPages) {
     t.pml4.0[0] = (&raw const t.pdpt) as u64 | TABLE;
 }
 
+/// A page of the MMIO region's table that maps nothing (the LAPIC and the
+/// doorbell are its only pages): the `text-write` fault injection maps a
+/// text page writable there.
+pub const ALIAS_VA: u64 = MMIO_2M_PAGE + 0x10_1000;
+
+/// Maps the page at guest-physical `pa` writable at [`ALIAS_VA`] and
+/// returns that address: a second, writable view of a page the kernel maps
+/// read-only (fault injection only: a write through it must be stopped by
+/// the hypervisor, not by these tables). The entry was never present, so
+/// no stale TLB entry can hide it.
+pub fn alias_writable(pa: u64) -> u64 {
+    let index = ((ALIAS_VA - MMIO_2M_PAGE) / PAGE) as usize;
+    // SAFETY: one entry of the MMIO table, which maps nothing else there;
+    // the tables are kernel memory (writable at CPL3), and the MMU reads
+    // the entry only when the alias is first used, after this store.
+    unsafe { (&raw mut TABLES.mmio.0[index]).write_volatile((pa & !(PAGE - 1)) | RW_NX) };
+    ALIAS_VA
+}
+
 /// Loads the tables on this CPU (a shim call). After [`build`] (CPU 0
 /// before release): the tables map everything a CPU uses (text, rodata,
 /// data, bss, stacks, the ABI pages, the LAPIC, the doorbell) at its

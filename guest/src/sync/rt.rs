@@ -172,6 +172,27 @@ pub extern "C" fn lock(lock: *const LockCore) -> u64 {
     if lock_slow(lock, me) { 1 } else { super::spinlock::BACKED_OUT }
 }
 
+/// Fault injection (`handoff-delay=US`): a woken waiter stays this long
+/// between its wake-up and taking the lock, busy (the window in which an
+/// unlocker-side hand-off once left a lock owned by a task that looked
+/// asleep to the freezer).
+static WAKE_DELAY_US: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the fault injection's delay (0: off).
+pub fn set_wake_delay_us(us: u32) {
+    WAKE_DELAY_US.store(us, Ordering::Relaxed);
+}
+
+fn wake_delay() {
+    let us = WAKE_DELAY_US.load(Ordering::Relaxed);
+    if us != 0 {
+        let end = sched::now_tsc() + sched::us_to_tsc(u64::from(us));
+        while sched::now_tsc() < end {
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// How adaptive spins ended (reported at shutdown: [`spin_stats`]).
 static SPIN_TOOK: AtomicU64 = AtomicU64::new(0);
 static SPIN_OWNER_OFF_CPU: AtomicU64 = AtomicU64::new(0);
@@ -256,6 +277,7 @@ fn lock_slow(lock: &LockCore, me: &'static Task) -> bool {
         sched::set_current_blocked();
         drop(pi);
         sched::schedule();
+        wake_delay();
         pi = PI_LOCK.lock_irqsave();
     }
     drop(pi);

@@ -106,6 +106,7 @@ enum Outcome {
     GuestExit(u32),
     GuestPanic(GuestPanic),
     TripleFault { cpu: u32 },
+    TextWrite { cpu: u32, addr: u64 },
     VcpuFault { cpu: u32, what: String },
     ShutdownTimeout,
     Forced,
@@ -117,6 +118,7 @@ impl Outcome {
             Outcome::GuestExit(s) => ExitCode::from_guest_status(*s),
             Outcome::GuestPanic(_) => ExitCode::GuestPanic,
             Outcome::TripleFault { .. } => ExitCode::TripleFault,
+            Outcome::TextWrite { .. } => ExitCode::TextWrite,
             Outcome::VcpuFault { .. } => ExitCode::VcpuFault,
             Outcome::ShutdownTimeout | Outcome::Forced => ExitCode::ShutdownTimeout,
         }
@@ -149,7 +151,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     eprintln!("rtswitch: mode {}: {} lock call sites verified, {rewritten} patched", config.mode.name(), sites.len());
 
     let console = Arc::new(Console::new(&config.serial)?);
-    let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry)?;
+    let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry, kernel.text.clone())?;
 
     let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), config.mode);
     boot_info.apic_timer_khz = vm::APIC_TIMER_KHZ;
@@ -190,6 +192,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
             events: tx.clone(),
             wake: wake.clone(),
             gate: gate.clone(),
+            text: kernel.text.clone(),
         };
         handles.push(vcpu::spawn(cpu as u32, fd, ctx).map_err(|e| RunError::Host("spawning a vCPU thread", e))?);
     }
@@ -399,6 +402,12 @@ impl Controller {
                 ));
                 self.finish(Outcome::TripleFault { cpu });
             }
+            VcpuEvent::TextWrite { cpu, addr, len } => {
+                self.say(&format!(
+                    "guest fault: cpu {cpu} wrote {len} byte(s) to its own text at {addr:#x}, which the hypervisor keeps read-only (only the VMM patches it)"
+                ));
+                self.finish(Outcome::TextWrite { cpu, addr });
+            }
             VcpuEvent::Fault { cpu, what } => {
                 self.say(&format!("vcpu{cpu} cannot run: {what}"));
                 self.finish(Outcome::VcpuFault { cpu, what });
@@ -513,6 +522,7 @@ impl Controller {
             (Some(Outcome::GuestPanic(_)), _) => ShutdownCause::GuestPanic,
             (Some(Outcome::TripleFault { .. }), _) => ShutdownCause::GuestReset,
             (Some(Outcome::VcpuFault { .. }), _) => ShutdownCause::HostError,
+            (Some(Outcome::TextWrite { .. }), _) => ShutdownCause::GuestPanic,
             (Some(Outcome::Forced), _) => ShutdownCause::HostSignal,
             (_, Some(asked)) => asked,
             (Some(Outcome::ShutdownTimeout), None) => ShutdownCause::HostError,
@@ -541,6 +551,9 @@ impl Controller {
             }
             Outcome::VcpuFault { cpu, .. } => {
                 format!("run ended: vcpu{cpu} could not run, after {ran:.3} s")
+            }
+            Outcome::TextWrite { cpu, addr } => {
+                format!("run ended by a write to guest text at {addr:#x} on cpu {cpu} after {ran:.3} s")
             }
             Outcome::ShutdownTimeout => format!(
                 "the guest did not shut down within {:.1} s of being asked{why}; stopped it",

@@ -46,6 +46,12 @@ pub enum VcpuEvent {
     TripleFault {
         cpu: u32,
     },
+    /// The guest wrote to its text (a read-only memory slot).
+    TextWrite {
+        cpu: u32,
+        addr: u64,
+        len: usize,
+    },
     /// KVM could not run the vCPU; `what` has the details.
     Fault {
         cpu: u32,
@@ -127,6 +133,8 @@ pub struct VcpuContext {
     pub wake: Arc<EventFd>,
     /// The stop-machine gate (`hold`).
     pub gate: Arc<HoldGate>,
+    /// The guest's text: a read-only memory slot; a write there exits.
+    pub text: std::ops::Range<u64>,
 }
 
 impl VcpuContext {
@@ -218,6 +226,10 @@ fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut
                 format_args!("MMIO read of {} bytes at {addr:#x} {what} returns all ones", data.len()),
             );
             Next::Continue
+        }
+        VcpuExit::MmioWrite(addr, data) if ctx.text.contains(&addr) => {
+            ctx.send(VcpuEvent::TextWrite { cpu, addr, len: data.len() });
+            Next::Finish
         }
         VcpuExit::MmioWrite(addr, data) => {
             log_unexpected(

@@ -1,7 +1,9 @@
 //! The KVM VM: in-kernel irqchip, one memory slot over all guest memory,
 //! and vCPUs configured to start in long mode (see `arch`).
 
-use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE, kvm_mp_state, kvm_userspace_memory_region};
+use kvm_bindings::{
+    KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, KVM_MP_STATE_RUNNABLE, kvm_mp_state, kvm_userspace_memory_region,
+};
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
@@ -68,9 +70,23 @@ pub fn open_kvm() -> Result<Kvm, VmError> {
 /// on some hosts a memory slot registered after it is slow (about 7 ms on
 /// this project's nested KVM, against 0.2 ms before it: the update then
 /// waits for the irqchip's readers), and that was most of the VMM's boot.
-pub fn create(kvm: Kvm, mem: &GuestMemory, vcpu_count: u32, entry: u64) -> Result<Vm, VmError> {
+///
+/// `text` (whole pages) becomes a memory slot of its own with
+/// `KVM_MEM_READONLY`: a guest write there exits to the VMM
+/// (`KVM_EXIT_MMIO`), which reports it; only the VMM changes the guest's
+/// text, through its own mapping.
+pub fn create(
+    kvm: Kvm,
+    mem: &GuestMemory,
+    vcpu_count: u32,
+    entry: u64,
+    text: std::ops::Range<u64>,
+) -> Result<Vm, VmError> {
+    if !kvm.check_extension(Cap::ReadonlyMem) {
+        return Err(VmError::MissingCap("KVM_CAP_READONLY_MEM"));
+    }
     let fd = ioctl("KVM_CREATE_VM", kvm.create_vm())?;
-    register_memory(&fd, mem)?;
+    register_memory(&fd, mem, text)?;
     ioctl("KVM_SET_TSS_ADDR", fd.set_tss_address(KVM_TSS_ADDRESS))?;
     ioctl("KVM_CREATE_IRQCHIP", fd.create_irq_chip())?;
     let vcpus = create_vcpus(&kvm, &fd, vcpu_count, entry)?;
@@ -81,20 +97,34 @@ pub fn create(kvm: Kvm, mem: &GuestMemory, vcpu_count: u32, entry: u64) -> Resul
     Ok(Vm { kvm, fd, vcpus, tsc_khz })
 }
 
-/// One memory slot per region of `mem`.
-fn register_memory(fd: &VmFd, mem: &GuestMemory) -> Result<(), VmError> {
-    for (slot, region) in mem.iter().enumerate() {
+/// The memory slots: each region of `mem`, cut around `text`, which gets
+/// a read-only slot of its own.
+fn register_memory(fd: &VmFd, mem: &GuestMemory, text: std::ops::Range<u64>) -> Result<(), VmError> {
+    let mut slot = 0u32;
+    for region in mem.iter() {
+        let base = region.start_addr().0;
+        let end = base + region.len();
         let host = region.as_ptr() as u64;
-        let r = kvm_userspace_memory_region {
-            slot: slot as u32,
-            guest_phys_addr: region.start_addr().0,
-            memory_size: region.len(),
-            userspace_addr: host,
-            flags: 0,
+        let ro = text.start.max(base)..text.end.min(end);
+        let pieces = if ro.start < ro.end {
+            vec![(base..ro.start, 0), (ro.clone(), KVM_MEM_READONLY), (ro.end..end, 0)]
+        } else {
+            vec![(base..end, 0)]
         };
-        // SAFETY: the region is a live mapping owned by `mem`, which the VMM
-        // keeps (in an Arc) until after the VM and its vCPUs are gone.
-        ioctl("KVM_SET_USER_MEMORY_REGION", unsafe { fd.set_user_memory_region(r) })?;
+        for (range, flags) in pieces.into_iter().filter(|(r, _)| r.start < r.end) {
+            let r = kvm_userspace_memory_region {
+                slot,
+                guest_phys_addr: range.start,
+                memory_size: range.end - range.start,
+                userspace_addr: host + (range.start - base),
+                flags,
+            };
+            // SAFETY: the range lies inside a live mapping owned by `mem`,
+            // which the VMM keeps (in an Arc) until after the VM and its
+            // vCPUs are gone.
+            ioctl("KVM_SET_USER_MEMORY_REGION", unsafe { fd.set_user_memory_region(r) })?;
+            slot += 1;
+        }
     }
     Ok(())
 }
