@@ -221,7 +221,11 @@ mod tests {
         let info = validate(crate::DEFAULT_KERNEL, 128 << 20).unwrap();
         assert!(info.entry >= KERNEL_LOAD_ADDR);
         assert!(info.end > info.entry);
-        assert!(info.text.contains(&info.entry) && info.text.start % PAGE == 0 && info.text.end % PAGE == 0);
+        assert!(
+            info.text.contains(&info.entry)
+                && info.text.start.is_multiple_of(PAGE)
+                && info.text.end.is_multiple_of(PAGE)
+        );
     }
 
     #[test]
