@@ -39,6 +39,7 @@ struct Test {
 const TESTS: &[Test] = &[
     Test { name: "mutual exclusion", only: None, run: mutual_exclusion },
     Test { name: "try_lock", only: None, run: try_lock },
+    Test { name: "try_lock under contention from another CPU", only: None, run: try_lock_contended },
     Test { name: "preemption by a timer-woken thread", only: None, run: preemption },
     Test { name: "mainline: holder not preempted", only: Some(LockMode::Mainline), run: mainline_holder_not_preempted },
     Test { name: "rt: holder preemptible", only: Some(LockMode::Rt), run: rt_holder_preemptible },
@@ -207,6 +208,68 @@ fn try_lock() -> Result<(), &'static str> {
     check(TRY.try_lock().is_some(), "try_lock failed after the holder released")
 }
 
+// ---- try_lock under contention ------------------------------------------
+
+static TRY_PAIR: SpinLock<Pair> = SpinLock::new("selftest.try-contended", Pair { a: 0, b: 0 });
+/// Per side: try_lock successes, failures, and critical sections done.
+static TRY_WON: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static TRY_LOST: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static TRY_SECTIONS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static TRY_BROKEN: AtomicU64 = AtomicU64::new(0);
+const TRY_ROUNDS: usize = 3_000;
+
+/// One side: try_lock; on success a short section that checks and updates
+/// the pair; on failure a blocking lock and the same section. The other
+/// side does the same on another CPU at the same time.
+fn try_contender(side: usize) {
+    for _ in 0..TRY_ROUNDS {
+        let mut g = match TRY_PAIR.try_lock() {
+            Some(g) => {
+                TRY_WON[side].fetch_add(1, Ordering::Relaxed);
+                g
+            }
+            None => {
+                TRY_LOST[side].fetch_add(1, Ordering::Relaxed);
+                TRY_PAIR.lock()
+            }
+        };
+        if g.a != g.b {
+            TRY_BROKEN.fetch_add(1, Ordering::Relaxed);
+        }
+        g.a += 1;
+        busy_us(2);
+        g.b += 1;
+        TRY_SECTIONS[side].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// try_lock with real contention from another CPU: it fails while the
+/// other side holds the lock, succeeds otherwise, and never lets both in.
+fn try_lock_contended() -> Result<(), &'static str> {
+    if boot_info::cpu_count() < 2 {
+        return Ok(()); // needs a second CPU to contend
+    }
+    for i in 0..2 {
+        TRY_WON[i].store(0, Ordering::Relaxed);
+        TRY_LOST[i].store(0, Ordering::Relaxed);
+        TRY_SECTIONS[i].store(0, Ordering::Relaxed);
+    }
+    TRY_BROKEN.store(0, Ordering::Relaxed);
+    let before = {
+        let g = TRY_PAIR.lock();
+        g.a
+    };
+    let ids = [sched::spawn("try-0", 10, 0, try_contender, 0), sched::spawn("try-1", 10, 1, try_contender, 1)];
+    join_all(&ids);
+    let after = TRY_PAIR.lock().a;
+    let won: u64 = TRY_WON.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    let lost: u64 = TRY_LOST.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    check(TRY_BROKEN.load(Ordering::Relaxed) == 0, "try_lock let two tasks into the critical section")?;
+    check(after - before == 2 * TRY_ROUNDS as u64, "lost updates under try_lock contention")?;
+    check(won > 0 && lost > 0, "no contention seen: try_lock never failed (or never succeeded) with two CPUs")?;
+    check(TRY_WON.iter().all(|w| w.load(Ordering::Relaxed) > 0), "one CPU's try_lock never succeeded against the other")
+}
+
 // ---- preemption ---------------------------------------------------------
 
 fn preemption() -> Result<(), &'static str> {
@@ -275,6 +338,7 @@ static INV_HOG_DONE: AtomicBool = AtomicBool::new(false);
 /// 1: high got the lock before medium's hog ended; 0: after; 2: not yet.
 static INV_HIGH_BEFORE_HOG: AtomicU32 = AtomicU32::new(2);
 static INV_LOW_PRIO_SEEN: AtomicU32 = AtomicU32::new(0);
+static INV_LOW_PRIO_AFTER: AtomicU32 = AtomicU32::new(0);
 static INV_HIGH_TASK: AtomicUsize = AtomicUsize::new(usize::MAX);
 const INV_CS_US: u64 = 10_000;
 const INV_HOG_US: u64 = 80_000;
@@ -285,6 +349,7 @@ fn inv_low(_: usize) {
     busy_us(INV_CS_US);
     INV_LOW_PRIO_SEEN.store(u32::from(sched::current().prio()), Ordering::SeqCst);
     drop(g);
+    INV_LOW_PRIO_AFTER.store(u32::from(sched::current().prio()), Ordering::SeqCst);
 }
 
 fn inv_high(_: usize) {
@@ -306,6 +371,7 @@ fn rt_priority_inversion() -> Result<(), &'static str> {
     INV_HOG_DONE.store(false, Ordering::SeqCst);
     INV_HIGH_BEFORE_HOG.store(2, Ordering::SeqCst);
     INV_LOW_PRIO_SEEN.store(0, Ordering::SeqCst);
+    INV_LOW_PRIO_AFTER.store(0, Ordering::SeqCst);
     let cpu = other_cpu();
     let low = sched::spawn("inv-low", 10, cpu, inv_low, 0);
     if !wait_for(|| INV_LOW_LOCKED.load(Ordering::SeqCst)) {
@@ -322,7 +388,8 @@ fn rt_priority_inversion() -> Result<(), &'static str> {
         INV_HIGH_BEFORE_HOG.load(Ordering::SeqCst) == 1,
         "high got the lock only after medium's hog: priority inversion",
     )?;
-    check(INV_LOW_PRIO_SEEN.load(Ordering::SeqCst) == 30, "the lock holder was not boosted to the waiter's priority")
+    check(INV_LOW_PRIO_SEEN.load(Ordering::SeqCst) == 30, "the lock holder was not boosted to the waiter's priority")?;
+    check(INV_LOW_PRIO_AFTER.load(Ordering::SeqCst) == 10, "the holder kept its boost after the unlock (no de-boost)")
 }
 
 // ---- rt: PI chain -------------------------------------------------------
@@ -333,6 +400,11 @@ static CHAIN_C_LOCKED: AtomicBool = AtomicBool::new(false);
 static CHAIN_B_LOCKED: AtomicBool = AtomicBool::new(false);
 static CHAIN_RELEASE: AtomicBool = AtomicBool::new(false);
 static CHAIN_A_DONE: AtomicBool = AtomicBool::new(false);
+/// B's priority after releasing L2 (still holding L1, A waiting), after
+/// releasing L1; C's after releasing L2.
+static CHAIN_B_AFTER_L2: AtomicU32 = AtomicU32::new(0);
+static CHAIN_B_AFTER_L1: AtomicU32 = AtomicU32::new(0);
+static CHAIN_C_AFTER: AtomicU32 = AtomicU32::new(0);
 
 fn chain_c(_: usize) {
     let g = CHAIN_L2.lock();
@@ -341,6 +413,7 @@ fn chain_c(_: usize) {
         busy_us(200);
     }
     drop(g);
+    CHAIN_C_AFTER.store(u32::from(sched::current().prio()), Ordering::SeqCst);
 }
 
 fn chain_b(_: usize) {
@@ -348,7 +421,9 @@ fn chain_b(_: usize) {
     CHAIN_B_LOCKED.store(true, Ordering::SeqCst);
     let g2 = CHAIN_L2.lock();
     drop(g2);
+    CHAIN_B_AFTER_L2.store(u32::from(sched::current().prio()), Ordering::SeqCst);
     drop(g1);
+    CHAIN_B_AFTER_L1.store(u32::from(sched::current().prio()), Ordering::SeqCst);
 }
 
 fn chain_a(_: usize) {
@@ -361,6 +436,9 @@ fn chain_a(_: usize) {
 fn rt_pi_chain() -> Result<(), &'static str> {
     for f in [&CHAIN_C_LOCKED, &CHAIN_B_LOCKED, &CHAIN_RELEASE, &CHAIN_A_DONE] {
         f.store(false, Ordering::SeqCst);
+    }
+    for p in [&CHAIN_B_AFTER_L2, &CHAIN_B_AFTER_L1, &CHAIN_C_AFTER] {
+        p.store(0, Ordering::SeqCst);
     }
     let cpu = other_cpu();
     let c = sched::spawn("chain-c", 10, cpu, chain_c, 0);
@@ -381,7 +459,13 @@ fn rt_pi_chain() -> Result<(), &'static str> {
     check(b_ok, "B never took L1")?;
     check(CHAIN_A_DONE.load(Ordering::SeqCst), "A never got L1")?;
     check(b_prio == 40, "B (owner of L1, which A waits for) was not boosted to A's priority")?;
-    check(c_prio == 40 && boosted, "C (owner of L2, which B waits for) was not boosted along the chain")
+    check(c_prio == 40 && boosted, "C (owner of L2, which B waits for) was not boosted along the chain")?;
+    check(CHAIN_C_AFTER.load(Ordering::SeqCst) == 10, "C kept its boost after releasing L2")?;
+    check(
+        CHAIN_B_AFTER_L2.load(Ordering::SeqCst) == 40,
+        "B lost the boost A gives it through L1 when it released L2 (A still waited for L1)",
+    )?;
+    check(CHAIN_B_AFTER_L1.load(Ordering::SeqCst) == 15, "B kept its boost after releasing L1")
 }
 
 // ---- rt: hand-off order -------------------------------------------------

@@ -100,6 +100,9 @@ fn contended_rtmutexes_spin_adaptively_unless_told_not_to() {
     );
     let counts = spin_counts(&r).unwrap_or_else(|| panic!("no adaptive-spinning line under lock load\n{}", r.stdout));
     assert!(counts.iter().sum::<u64>() > 0, "no contended lock spun: {counts:?}");
+    // The first count: spins that ended with the spinner taking the lock
+    // (what adaptive spinning is for), not only spins that gave up.
+    assert!(counts[0] > 0, "no adaptive spin ever took the lock: {counts:?}\n{}", r.stdout);
 
     let mut no_spin = args.to_vec();
     no_spin.extend(["--guest-arg", "no-spin"]);
