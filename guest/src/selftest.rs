@@ -520,7 +520,7 @@ fn rt_handoff_order() -> Result<(), &'static str> {
 fn registry_idle() -> Result<(), &'static str> {
     let cores =
         [PAIR.core(), TRY.core(), HOLD.core(), PI_LOCK_L.core(), CHAIN_L1.core(), CHAIN_L2.core(), ORDER_LOCK.core()];
-    check(cores.iter().all(|c| c.is_free()), "a test lock is not free (owner, tickets or waiters left behind)")?;
+    check(cores.iter().all(|c| c.is_free()), "a test lock is not free (owner or waiters left behind)")?;
     let reg = registry::get();
     check(reg.held() == 0, "the registry counts held switchable locks with every test idle")?;
     check(reg.waiters() == 0, "the registry counts waiters with every test idle")?;
