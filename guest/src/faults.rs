@@ -35,6 +35,10 @@
 //!   stays busy US µs before it does: a switch requested meanwhile must
 //!   wait for it (it is inside the lock's slow path) or back it out, never
 //!   patch over the lock.
+//! - `lock-queue=N`: N tasks (alternating CPUs, equal priority) take one
+//!   switchable lock in turn, each holding it 30 ms, busy: a queue of
+//!   waiters behind one section. A switch's freeze must wait for the
+//!   section in progress only (the waiters back out), not for the queue.
 //! - `text-write`: CPU 0 writes one byte of its own text (the same value
 //!   it holds) through a writable alias of the page: the guest's page
 //!   tables do not stop it, the hypervisor must (the text is a read-only
@@ -68,6 +72,7 @@ pub struct Faults {
     pub panic_in_switch: bool,
     pub text_write: bool,
     pub handoff_delay_us: Option<u32>,
+    pub lock_queue: Option<u32>,
 }
 
 impl Faults {
@@ -80,6 +85,8 @@ impl Faults {
             self.irq_off_spin_ms = Some(n);
         } else if let Some(n) = ms("stall=") {
             self.stall_ms = Some(n);
+        } else if let Some(n) = ms("lock-queue=") {
+            self.lock_queue = Some(n.min(16));
         } else if let Some(n) = ms("handoff-delay=") {
             self.handoff_delay_us = Some(n);
         } else {
@@ -138,6 +145,13 @@ pub fn start(f: &Faults) {
     }
     if f.bad_hypercalls {
         bad_hypercalls();
+    }
+    if let Some(n) = f.lock_queue {
+        crate::println!("fault injection: {n} tasks queue for one lock, each holding it {QUEUE_HOLD_US} us");
+        let cpus = crate::boot_info::cpu_count();
+        for i in 0..n {
+            sched::spawn("lock-queue", 5, i % cpus, queue_member, 0);
+        }
     }
     if f.text_write {
         text_write();
@@ -236,6 +250,23 @@ fn scribble_telemetry(_: usize) {
         addr_of_mut!((*h).load).write_volatile(garbage(&mut g) as u32 | 0x100);
     }
     crate::println!("fault injection: telemetry header corrupted");
+}
+
+static QUEUE_LOCK: SpinLock<u64> = SpinLock::new("fault.queue", 0);
+/// How long each `lock-queue` member holds the lock.
+pub const QUEUE_HOLD_US: u64 = 30_000;
+
+fn queue_member(_: usize) {
+    loop {
+        let mut g = QUEUE_LOCK.lock();
+        let end = sched::now_tsc() + sched::us_to_tsc(QUEUE_HOLD_US);
+        while sched::now_tsc() < end {
+            *g += 1;
+            core::hint::spin_loop();
+        }
+        drop(g);
+        sched::sleep_us(1000);
+    }
 }
 
 fn text_write() {

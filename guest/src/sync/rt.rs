@@ -414,6 +414,12 @@ pub extern "C" fn unlock(lock: *const LockCore) -> u64 {
         return 0;
     }
     let mut pi = PI_LOCK.lock_irqsave();
+    // The waiters may all have left (backed out for a freeze) between the
+    // failed fast unlock and PI_LOCK: then it is a plain release.
+    if lock.owner.load(Ordering::Relaxed) == addr(me) {
+        lock.owner.store(0, Ordering::Release);
+        return 0;
+    }
     if lock.owner.load(Ordering::Relaxed) != addr(me) | HAS_WAITERS {
         panic!(
             "rt unlock of '{}' by '{}': owner word {:#x} is not ours",
