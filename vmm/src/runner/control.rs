@@ -313,10 +313,6 @@ impl Controller {
         }
         let seq = self.coordinator.request(target, origin, &self.mem).map_err(|e| e.to_string())?;
         if let Some(seq) = seq {
-            // The switch opens two epochs, each reusing the slot of an
-            // older one: read them now, so that the guest need not wait
-            // for it (it reuses a slot only once the VMM has read it).
-            self.telemetry.harvest();
             log::info!("switch #{seq} to {} requested", target.name());
             self.notify_guest_switch();
             self.arm_switch_deadline();
@@ -399,9 +395,12 @@ impl Controller {
             self.send(w.client, &text, ops);
         }
         self.emit(if r.ok { "MODE_SWITCHED" } else { "SWITCH_FAILED" }, data, ops);
-        // Each switch opens two epochs; reading now, once per switch, keeps
-        // every closed epoch before its ring slot is reused. After the
-        // reply: reading every record takes a while, the client need not wait.
+        // Each switch opens two epochs, each reusing the slot of the epoch
+        // four before it; reading now, once per switch, reads every epoch
+        // the next switch's two will reuse before it asks for them (the
+        // guest waits for that read otherwise: `vmm_read_epoch`). After
+        // the reply: reading every record takes a while, the client need
+        // not wait.
         self.telemetry.harvest();
     }
 
