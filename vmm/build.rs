@@ -2,6 +2,11 @@
 //! the same cargo that builds the VMM, into its own target directory, and
 //! hands its path to the VMM as `RTSWITCH_GUEST_ELF` so that `main.rs` can
 //! embed it as the default kernel.
+//!
+//! The guest target is installed here if the toolchain lacks it (`rustup
+//! target add`, said on stderr): rustup does not install a
+//! `rust-toolchain.toml` target by itself where `RUSTUP_AUTO_INSTALL=0`,
+//! and the README's commands must work on a fresh machine with rustup.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -27,6 +32,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
 
+    ensure_guest_target();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // The linker script comes from guest/build.rs.
     let rustflags = ["-Crelocation-model=static", "-Cforce-frame-pointers=yes"].join("\x1f");
@@ -83,4 +89,42 @@ fn main() {
         panic!("the guest build succeeded but {} is missing", elf.display());
     }
     println!("cargo:rustc-env=RTSWITCH_GUEST_ELF={}", elf.display());
+}
+
+/// Installs the guest target for the toolchain in use if it is missing.
+fn ensure_guest_target() {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(root) = &sysroot
+        && root.join("lib").join("rustlib").join(GUEST_TARGET).is_dir()
+    {
+        return;
+    }
+    let toolchain = std::env::var("RUSTUP_TOOLCHAIN").ok();
+    eprintln!(
+        "rtswitch build: the {GUEST_TARGET} target is not installed for this toolchain; installing it with rustup{}",
+        toolchain.as_deref().map(|t| format!(" (toolchain {t})")).unwrap_or_default()
+    );
+    println!("cargo:warning=installing the {GUEST_TARGET} target with rustup (needed to build the guest kernel)");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["target", "add", GUEST_TARGET]);
+    if let Some(t) = &toolchain {
+        cmd.args(["--toolchain", t]);
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => {}
+        Ok(s) => panic!(
+            "`rustup target add {GUEST_TARGET}` failed ({s}); install the target by hand \
+             (rustup target add {GUEST_TARGET}) and build again"
+        ),
+        Err(e) => panic!(
+            "the guest kernel needs the {GUEST_TARGET} target, which this toolchain lacks, and rustup could not \
+             be run to install it ({e}): install rustup (https://rustup.rs) or add the target to your toolchain"
+        ),
+    }
 }
