@@ -1,4 +1,4 @@
-//! The runtime mode switch, guest side (DESIGN.md, "The runtime switch";
+//! The runtime mode switch, guest side (docs/ARCHITECTURE.md, "The runtime switch";
 //! the mailbox protocol is drawn at `switcher::abi::SwitchMailbox`).
 //!
 //! Run by the control thread (CPU 0, top priority, `nofreeze`) when the VMM

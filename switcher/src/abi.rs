@@ -498,7 +498,7 @@ pub struct TaskName {
     pub name: [u8; ABI_NAME_LEN],
 }
 
-/// The runtime-switch mailbox at [`SWITCH_MAILBOX_ADDR`] (DESIGN.md, "The
+/// The runtime-switch mailbox at [`SWITCH_MAILBOX_ADDR`] (docs/ARCHITECTURE.md, "The
 /// runtime switch"). Who writes which `state`:
 ///
 /// ```text

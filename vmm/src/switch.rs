@@ -1,5 +1,5 @@
 //! The runtime mode switch, VMM side: a stop-machine driven from the
-//! hypervisor (DESIGN.md, "The runtime switch"). Runs on the control thread.
+//! hypervisor (docs/ARCHITECTURE.md, "The runtime switch"). Runs on the control thread.
 //!
 //! ```text
 //!  request(target)           mailbox {seq, target, REQUESTED}, MSI + kick vCPU 0

@@ -1,7 +1,7 @@
 //! x86-64 specifics behind a small interface, and the boundary between the
 //! deprivileged kernel and the few things it runs at CPL0.
 //!
-//! The kernel runs at CPL3, Xen-PV style (DESIGN: "Guest kernel model"):
+//! The kernel runs at CPL3, Xen-PV style (docs/ARCHITECTURE.md, "The guest kernel model"):
 //!
 //! ```text
 //!  _start (CPL0) ── prologue: GDT+TSS, GS base, the early IDT gates, xAPIC mode

@@ -1,8 +1,8 @@
 //! KVM's steal-time area (`MSR_KVM_STEAL_TIME`), one per CPU: while this
 //! vCPU's thread is scheduled out on the host, KVM sets its `preempted`
 //! byte. The rtmutex's adaptive spinning reads it so as not to spin on an
-//! owner whose vCPU is not running (DESIGN.md: spin "while the owner is on a
-//! CPU and its vCPU is not preempted"), the same hint Linux's
+//! owner whose vCPU is not running (docs/ARCHITECTURE.md, "The guest kernel model": spin while the
+//! owner runs and its vCPU is not preempted), the same hint Linux's
 //! `vcpu_is_preempted()` gives its own adaptive spinners. Where the
 //! hypervisor does not offer steal time, every vCPU reads as running.
 

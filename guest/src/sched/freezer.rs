@@ -1,5 +1,5 @@
 //! The freezer: task-level quiescence for the runtime mode switch
-//! (DESIGN.md, "The runtime switch", level 1).
+//! (docs/ARCHITECTURE.md, "The runtime switch", level 1).
 //!
 //! While a freeze is requested, a task that reaches a *safe point* parks
 //! there until the thaw. Safe points are where a task holds no switchable

@@ -1,6 +1,6 @@
 //! The scheduler: fixed-priority kernel threads on per-CPU run queues,
-//! preemption, sleeping, blocking and waking (DESIGN.md, "Guest kernel
-//! model").
+//! preemption, sleeping, blocking and waking (docs/ARCHITECTURE.md, "The guest
+//! kernel model").
 //!
 //! Model:
 //! - Kernel threads with priorities 1..=99 (higher runs first, FIFO among

@@ -1,4 +1,4 @@
-//! Locks (DESIGN.md, "Guest kernel model", lock classes):
+//! Locks (docs/ARCHITECTURE.md, "The guest kernel model", lock classes):
 //! - `raw`: the never-switched raw spinlock of the scheduler and interrupt
 //!   paths;
 //! - `spinlock`: the switchable `SpinLock<T>`, reaching its implementation

@@ -1,5 +1,5 @@
 //! The measurement threads: per CPU, one thread at [`MEASURE_PRIO`]
-//! pinned there, cyclictest/timerlat style (DESIGN.md, "Latency
+//! pinned there, cyclictest/timerlat style (README.md, "Latency
 //! measurement").
 //!
 //! ```text

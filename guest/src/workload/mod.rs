@@ -1,4 +1,4 @@
-//! The latency workload (issue 4; DESIGN.md, "Latency measurement"): a
+//! The latency workload (issue 4; README.md, "Latency measurement"): a
 //! cyclictest/timerlat-like measurement thread per CPU (`measure`), the
 //! load beside it (`load`), its parameters (`params`) and the telemetry
 //! region the VMM reads (`telemetry`).

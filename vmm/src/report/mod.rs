@@ -1,5 +1,5 @@
 //! Latency reports: what the VMM makes of the guest's telemetry region
-//! (DESIGN.md, "Latency measurement").
+//! (README.md, "Latency measurement").
 //!
 //! - `telemetry`: reads the region from guest memory (seqlocked records,
 //!   epoch ring) and keeps every epoch seen;
