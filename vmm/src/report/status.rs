@@ -104,12 +104,10 @@ impl StatusPrinter {
             let key = (epoch.info.index, cpu);
             let now = (s.thread.count(), s.thread.sum_ns(), s.irq.count(), s.irq.sum_ns());
             let before = self.prev.insert(key, now).unwrap_or((0, 0, 0, 0));
-            let act =
-                |n: u64, n0: u64, sum: u64, sum0: u64| (n > n0).then(|| (sum.saturating_sub(sum0)) / (n - n0) / 1000);
-            let thread_act = act(now.0, before.0, now.1, before.1);
-            let irq_act = act(now.2, before.2, now.3, before.3);
+            let (thread_act, irq_act) = last_sample_us(s, now, before);
             lines.push(format!(
-                "T:{cpu:2} (cpu {cpu:2}) I:{} C:{:7} {} IRQ {}",
+                "T:{cpu:2} (cpu {cpu:2}) P:{:2} I:{} C:{:7} {} IRQ {}",
+                measure_prio(w),
                 w.interval_us,
                 s.samples,
                 figures(&s.thread, thread_act),
@@ -142,6 +140,27 @@ impl StatusPrinter {
             .map_or_else(String::new, |e| format!(", epoch {} ({})", e.info.index, e.info.label()));
         Some(vec![format!("rtswitch: progress: {of}, {samples} samples{epoch}")])
     }
+}
+
+/// The measurement threads' priority, cyclictest's `P:`.
+// TODO(issue 14, telemetry ABI): `w.measure_prio` once the lead's
+// `WorkloadState::measure_prio` is on main; the guest runs them at 99 (its
+// top priority) until then.
+fn measure_prio(_w: &super::telemetry::WorkloadState) -> u32 {
+    99
+}
+
+/// `Act` for thread and IRQ latency, µs: the latest sample.
+// TODO(issue 14, telemetry ABI): the snapshot's `last_thread_ns` /
+// `last_irq_ns` once the lead's fields are on main. Until then: the average
+// of the samples since the previous line (exact when one came).
+fn last_sample_us(
+    _s: &super::telemetry::CpuSnapshot,
+    now: (u64, u64, u64, u64),
+    before: (u64, u64, u64, u64),
+) -> (Option<u64>, Option<u64>) {
+    let act = |n: u64, n0: u64, sum: u64, sum0: u64| (n > n0).then(|| (sum.saturating_sub(sum0)) / (n - n0) / 1000);
+    (act(now.0, before.0, now.1, before.1), act(now.2, before.2, now.3, before.3))
 }
 
 /// The width of the terminal on stderr, if it is one.
@@ -196,7 +215,7 @@ mod tests {
         assert!(lines[0].starts_with("rtswitch: 1 s, epoch 0 (mainline), load locks x2 cs 100 us"), "{}", lines[0]);
         assert_eq!(
             lines[1],
-            "T: 0 (cpu  0) I:1000 C:      2 Min:     10 Act:   20 Avg:   20 Max:      30 IRQ Min:      1 Act:    2 \
+            "T: 0 (cpu  0) P:99 I:1000 C:      2 Min:     10 Act:   20 Avg:   20 Max:      30 IRQ Min:      1 Act:    2 \
              Avg:    2 Max:       3"
         );
         // New samples: Act is their average; no ANSI off a terminal.
