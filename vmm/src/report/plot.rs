@@ -93,13 +93,17 @@ fn per_mode(m: &Measurement) -> Vec<(String, &CpuRow)> {
         .groups
         .iter()
         .filter(|g| g.kind == EpochKind::Mode)
-        .map(|g| (format!("{} ({} epoch{})", g.mode.name(), g.epochs, if g.epochs == 1 { "" } else { "s" }), &g.all))
+        .map(|g| (format!("{} ({})", g.mode.name(), epochs(g.epochs)), &g.all))
         .collect();
     let switching: Vec<&GroupRows> = m.groups.iter().filter(|g| g.kind == EpochKind::Switching).collect();
     for g in switching.iter().filter(|g| g.all.samples > 0 || g.all.thread.count() > 0) {
-        series.push((format!("switching from {} ({} epochs)", g.mode.name(), g.epochs), &g.all));
+        series.push((format!("switching from {} ({})", g.mode.name(), epochs(g.epochs)), &g.all));
     }
     series
+}
+
+fn epochs(n: u64) -> String {
+    format!("{n} epoch{}", if n == 1 { "" } else { "s" })
 }
 
 fn legend(name: &str, h: &Histogram) -> String {
