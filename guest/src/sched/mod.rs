@@ -38,6 +38,7 @@ pub mod selftest;
 mod switch;
 mod task;
 mod timer;
+pub mod trace;
 mod waitqueue;
 
 // The kernel-core API (issue 3): lock code (sync/), self-tests and the

@@ -103,6 +103,7 @@ fn schedule_once(how: Switch) {
         return;
     }
     rq.curr = next;
+    super::trace::switch(this.cpu_id(), next);
     next.on_cpu.store(true, Ordering::Relaxed);
     this.current.store(ptr::from_ref(next).cast_mut().cast(), Ordering::Relaxed);
     this.switches.fetch_add(1, Ordering::Relaxed);
@@ -280,6 +281,7 @@ pub(super) fn wake_locked(rq: &mut RunQueue, t: &Task) -> bool {
         return false;
     }
     t.set_state(TaskState::Runnable);
+    super::trace::wake(t);
     rq.timer_cancel(t);
     // SAFETY: the caller holds the run-queue lock of t's CPU.
     let queued = unsafe { t.node().on_rq };

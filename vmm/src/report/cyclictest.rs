@@ -1,6 +1,9 @@
 //! `--histogram FILE`: thread latency (what cyclictest measures) in
 //! rt-tests 2.4's `cyclictest -h` output format (`print_hist`), one column
-//! per CPU, so that existing cyclictest tooling reads it:
+//! per measuring CPU (cyclictest's threads, in CPU order; a CPU left out of
+//! `--measure-cpus` has none), so that existing cyclictest tooling reads
+//! it. Rows are the 1 µs buckets (`--histogram` is refused with a wider
+//! `--bucket-us`, see `outputs`):
 //!
 //! ```text
 //! # Histogram
@@ -20,7 +23,8 @@
 //! Row `i` counts the samples in `[i, i+1)` µs: every row is written,
 //! all-zero ones included, as rt-tests 2.4 does, so the row index is the
 //! latency. A thread's overflow line lists the cycle numbers the guest
-//! logged (per measurement thread, from 0) and then ` # N others` for the
+//! logged (per measurement thread, from 0; ascending, at most
+//! `telemetry::MAX_OVERFLOW_CYCLES`) and then ` # N others` for the
 //! overflows it did not log, as cyclictest does when its log is full. A CPU
 //! without samples shows 0 for its min/avg/max. Latencies are truncated to
 //! whole µs; `Avg` is the exact ns sum over the samples, truncated.
@@ -81,8 +85,10 @@ pub fn render(cpus: &[CpuRow], bucket_count: usize, irq: bool) -> String {
     for (i, c) in cols.iter().enumerate() {
         let _ = write!(out, "# Thread {i}:");
         let overflow = c.hist.overflow();
-        let logged = &c.overflow_cycles[..c.overflow_cycles.len().min(overflow as usize)];
-        for cycle in logged {
+        let mut logged = c.overflow_cycles.to_vec();
+        logged.sort_unstable();
+        logged.truncate(overflow as usize);
+        for cycle in &logged {
             let _ = write!(out, " {cycle:05}");
         }
         if (logged.len() as u64) < overflow {
@@ -234,6 +240,7 @@ mod tests {
         assert_eq!(rt.footer["Max Latencies"], vec![5, 7]);
         assert_eq!(all.footer["Total"], vec![3, 3]);
         assert_eq!(all.footer["Avg Latencies"], vec![(10_500 * 2 + 250_500 + 5_500) / 4 / 1000, 14]);
-        assert_eq!(mainline.threads, vec!["0: # 00001 others", "1:"]);
+        // The synthetic record logs its overflow at cycle 0.
+        assert_eq!(mainline.threads, vec!["0: 00000", "1:"]);
     }
 }

@@ -31,9 +31,10 @@
 //! `nodename` the host the VM ran on (`uname -n`), `release` the guest
 //! kernel's version, `version` the lock mode(s) the file holds, `machine`
 //! `x86_64`, `realtime` 1 for the rt mode (rtmutex locks: PREEMPT_RT's
-//! regime), 0 for mainline or both modes merged. One `thread` per vCPU
-//! (its measurement thread; `cpu` the vCPU, `node` 0): `histogram` the
-//! non-empty 1 µs buckets (overflows are not in it, as in cyclictest),
+//! regime), 0 for mainline or both modes merged. One `thread` per
+//! measuring vCPU, numbered from 0 in CPU order (`cpu` the vCPU, `node` 0): `histogram` the
+//! non-empty buckets keyed by their lower edge in µs (1 µs buckets unless
+//! `--bucket-us`; overflows are not in it, as in cyclictest),
 //! `cycles` the samples, `min`/`max` in µs truncated, `avg` in µs with two
 //! decimals (exact ns sum over the samples); a thread without samples has
 //! 0 for all three. `resolution_in_ns` is 0: values are µs.
@@ -231,7 +232,7 @@ mod tests {
     fn no_samples_is_an_empty_histogram_as_cyclictest_writes_it() {
         let m = measurement();
         let mut cpus = m.per_cpu_mode(Some(LockMode::Rt));
-        cpus[0] = CpuRow::empty(Some(0), m.bucket_count);
+        cpus[0] = CpuRow::empty(Some(0), (m.bucket_count, 1));
         let text = render(&cpus, &header(Selection::All));
         assert!(text.contains("\"histogram\": {      },\n      \"cycles\": 0,\n      \"min\": 0,\n      \"max\": 0,\n      \"avg\": 0.00,"), "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();

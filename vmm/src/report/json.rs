@@ -283,7 +283,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         interval_us: opt(c.workload.interval_us),
         cs_us: opt(c.workload.cs_us),
         load_threads: opt(c.workload.load_threads),
-        hist_max_us: c.hist_buckets,
+        hist_max_us: c.hist_buckets * c.workload.bucket_us.max(1),
         duration_s: c.duration.map(|d| d.as_secs_f64()),
         workload_enabled: c.workload.enabled != 0,
     };

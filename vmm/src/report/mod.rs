@@ -24,8 +24,10 @@ pub(crate) mod histpanel;
 pub mod json;
 pub mod outputs;
 pub mod plot;
+pub mod result;
 pub mod stats;
 pub mod status;
+pub mod stop;
 pub mod summary;
 pub mod telemetry;
 
@@ -34,6 +36,7 @@ use std::path::Path;
 use switcher::abi::LockMode;
 use switcher::telemetry::{EpochKind, LoadKind, final_check};
 
+pub use self::result::RunResult;
 use self::stats::Histogram;
 use self::telemetry::{CpuEntry, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState, Worst};
 use crate::cli::RunConfig;
@@ -54,19 +57,36 @@ pub fn write_file(what: &'static str, path: &Path, text: &str) -> Result<(), Rep
     std::fs::write(path, text).map_err(|err| ReportError::Write { what, path: path.display().to_string(), err })
 }
 
+/// The histograms' dimensions in one run: bucket count and width (µs).
+pub type HistShape = (usize, u64);
+
+fn empty_hist(shape: HistShape) -> Histogram {
+    Histogram::with_bucket_us(shape.0, shape.1)
+}
+
 /// One CPU (or all CPUs) of one epoch.
 #[derive(Clone, Debug)]
 pub struct CpuRow {
     /// `None` for the all-CPUs row.
     pub cpu: Option<usize>,
     pub samples: u64,
+    /// Periods without an activation (skipped, or overdue: `overdue`).
     pub missed: u64,
+    /// Of `missed`: periods still waiting for their stalled thread.
+    pub overdue: u64,
     pub irq: Histogram,
     pub thread: Histogram,
+    /// Every elapsed period (coordinated-omission corrected).
+    pub corrected: Histogram,
     pub worst: Option<Worst>,
-    /// Cycle numbers (per measurement thread, from 0, as cyclictest counts
-    /// them) of the first thread-latency overflows the guest logged,
-    /// ascending; `thread.overflow()` is the total count.
+    /// Host steal time over the recorded periods.
+    pub steal_ns: u64,
+    /// Largest thread latency minus its period's steal time.
+    pub max_net_ns: u64,
+    /// The last activation (cyclictest `Act`).
+    pub last_thread_ns: u64,
+    pub last_irq_ns: u64,
+    /// Cycle numbers of thread-latency overflows (bounded).
     pub overflow_cycles: Vec<u64>,
     /// Why this CPU's figures are missing or older than the end of the
     /// run (e.g. its record never stabilised); `None` when current.
@@ -76,15 +96,21 @@ pub struct CpuRow {
 impl CpuRow {
     /// A CPU's row from the reader's entry, saying why figures are
     /// missing or old.
-    fn from_entry(cpu: usize, entry: &CpuEntry, buckets: usize) -> Self {
-        let mut row = CpuRow::empty(Some(cpu), buckets);
+    fn from_entry(cpu: usize, entry: &CpuEntry, shape: HistShape) -> Self {
+        let mut row = CpuRow::empty(Some(cpu), shape);
         if let Some(s) = &entry.snapshot {
             row.samples = s.samples;
             row.missed = s.missed;
+            row.overdue = s.overdue;
             row.irq = s.irq.clone();
             row.thread = s.thread.clone();
+            row.corrected = s.corrected.clone();
             row.worst = s.worst.clone();
-            row.overflow_cycles = overflow_cycles(s);
+            row.steal_ns = s.steal_ns;
+            row.max_net_ns = s.max_net_ns;
+            row.last_thread_ns = s.last_thread_ns;
+            row.last_irq_ns = s.last_irq_ns;
+            row.overflow_cycles = s.overflow_cycles.clone();
         }
         row.problem = match (&entry.snapshot, &entry.problem) {
             (None, Some(p)) => Some(format!("no consistent copy: {p}")),
@@ -95,43 +121,52 @@ impl CpuRow {
         row
     }
 
-    fn empty(cpu: Option<usize>, buckets: usize) -> Self {
+    fn empty(cpu: Option<usize>, shape: HistShape) -> Self {
         Self {
             cpu,
             samples: 0,
             missed: 0,
-            irq: Histogram::new(buckets),
-            thread: Histogram::new(buckets),
+            overdue: 0,
+            irq: empty_hist(shape),
+            thread: empty_hist(shape),
+            corrected: empty_hist(shape),
             worst: None,
+            steal_ns: 0,
+            max_net_ns: 0,
+            last_thread_ns: 0,
+            last_irq_ns: 0,
             overflow_cycles: Vec::new(),
             problem: None,
         }
     }
 
-    /// Adds another row's samples (all-CPUs rows, per-mode merges).
+    /// Adds another row's samples (all-CPUs rows, per-mode merges; `other`
+    /// is the later one when they are epochs of one CPU).
     pub fn absorb(&mut self, other: &CpuRow) {
         self.samples += other.samples;
         self.missed += other.missed;
+        self.overdue += other.overdue;
         // Same bucket count throughout one run: merging cannot fail.
-        if let Err(e) = self.irq.merge(&other.irq).and_then(|()| self.thread.merge(&other.thread)) {
+        if let Err(e) = self
+            .irq
+            .merge(&other.irq)
+            .and_then(|()| self.thread.merge(&other.thread))
+            .and_then(|()| self.corrected.merge(&other.corrected))
+        {
             log::error!("latency report: {e}");
         }
+        self.steal_ns = self.steal_ns.saturating_add(other.steal_ns);
+        self.max_net_ns = self.max_net_ns.max(other.max_net_ns);
+        if other.samples > 0 {
+            self.last_thread_ns = other.last_thread_ns;
+            self.last_irq_ns = other.last_irq_ns;
+        }
+        let room = telemetry::MAX_OVERFLOW_CYCLES.saturating_sub(self.overflow_cycles.len());
+        self.overflow_cycles.extend(other.overflow_cycles.iter().take(room));
         if other.worst.as_ref().is_some_and(|w| self.worst.as_ref().is_none_or(|m| w.thread_ns > m.thread_ns)) {
             self.worst = other.worst.clone();
         }
-        if !other.overflow_cycles.is_empty() {
-            self.overflow_cycles.extend_from_slice(&other.overflow_cycles);
-            self.overflow_cycles.sort_unstable();
-            self.overflow_cycles.dedup();
-        }
     }
-}
-
-/// The overflow cycle numbers a snapshot carries.
-// TODO(issue 14, telemetry ABI): `s.overflow_cycles.clone()` once the
-// reader's `CpuSnapshot` has the field (the lead adds it on main).
-fn overflow_cycles(_s: &telemetry::CpuSnapshot) -> Vec<u64> {
-    Vec::new()
 }
 
 /// One epoch: per-CPU rows and their merge.
@@ -144,10 +179,10 @@ pub struct EpochRows {
 
 impl EpochRows {
     /// The rows of one epoch as the reader keeps it.
-    pub fn from_record(e: &EpochRecord, buckets: usize) -> Self {
+    pub fn from_record(e: &EpochRecord, shape: HistShape) -> Self {
         let cpus: Vec<CpuRow> =
-            e.cpus.iter().enumerate().map(|(cpu, entry)| CpuRow::from_entry(cpu, entry, buckets)).collect();
-        EpochRows { info: e.info, all: merged(&cpus, buckets), cpus }
+            e.cpus.iter().enumerate().map(|(cpu, entry)| CpuRow::from_entry(cpu, entry, shape)).collect();
+        EpochRows { info: e.info, all: merged(&cpus, shape), cpus }
     }
 }
 
@@ -163,25 +198,25 @@ pub struct GroupRows {
 }
 
 impl GroupRows {
-    fn from_group(g: &EpochGroup, buckets: usize) -> Self {
+    fn from_group(g: &EpochGroup, shape: HistShape) -> Self {
         let cpus: Vec<CpuRow> = g
             .cpus
             .iter()
             .enumerate()
             .map(|(cpu, snap)| {
                 let entry = CpuEntry { snapshot: snap.clone(), problem: None };
-                let mut row = CpuRow::from_entry(cpu, &entry, buckets);
+                let mut row = CpuRow::from_entry(cpu, &entry, shape);
                 row.problem = None;
                 row
             })
             .collect();
-        GroupRows { mode: g.mode, kind: g.kind, epochs: g.epochs, all: merged(&cpus, buckets), cpus }
+        GroupRows { mode: g.mode, kind: g.kind, epochs: g.epochs, all: merged(&cpus, shape), cpus }
     }
 }
 
 /// The all-CPUs row of `cpus`.
-fn merged(cpus: &[CpuRow], buckets: usize) -> CpuRow {
-    let mut all = CpuRow::empty(None, buckets);
+fn merged(cpus: &[CpuRow], shape: HistShape) -> CpuRow {
+    let mut all = CpuRow::empty(None, shape);
     for row in cpus {
         all.absorb(row);
     }
@@ -249,6 +284,8 @@ pub fn exit_code_with_load_check(code: ExitCode, verdict: LoadVerdict) -> ExitCo
 pub struct Measurement {
     pub cpu_count: usize,
     pub bucket_count: usize,
+    /// Bucket width in µs.
+    pub bucket_us: u64,
     /// The workload as the guest ran it (last header read).
     pub workload: Option<WorkloadState>,
     /// The epochs kept in detail (the newest), oldest first.
@@ -269,12 +306,15 @@ impl Measurement {
     /// the control socket's pages).
     pub fn from_reader_listing(reader: &TelemetryReader, listed: impl Fn(u64) -> bool) -> Self {
         let buckets = reader.layout().bucket_count;
+        let bucket_us = reader.workload().map_or(1, |w| u64::from(w.bucket_us.max(1)));
+        let shape = (buckets, bucket_us);
         let epochs =
-            reader.epochs().filter(|e| listed(e.info.index)).map(|e| EpochRows::from_record(e, buckets)).collect();
-        let groups = reader.totals().iter().map(|g| GroupRows::from_group(g, buckets)).collect();
+            reader.epochs().filter(|e| listed(e.info.index)).map(|e| EpochRows::from_record(e, shape)).collect();
+        let groups = reader.totals().iter().map(|g| GroupRows::from_group(g, shape)).collect();
         Self {
             cpu_count: reader.layout().cpu_count,
             bucket_count: buckets,
+            bucket_us,
             workload: reader.workload().cloned(),
             epochs,
             groups,
@@ -296,7 +336,7 @@ impl Measurement {
     pub fn per_cpu_whole_run(&self) -> Vec<CpuRow> {
         (0..self.cpu_count)
             .map(|cpu| {
-                let mut row = CpuRow::empty(Some(cpu), self.bucket_count);
+                let mut row = CpuRow::empty(Some(cpu), (self.bucket_count, self.bucket_us));
                 for g in &self.groups {
                     if let Some(r) = g.cpus.get(cpu) {
                         row.absorb(r);
@@ -324,7 +364,7 @@ impl Measurement {
     pub fn per_cpu_mode(&self, mode: Option<LockMode>) -> Vec<CpuRow> {
         (0..self.cpu_count)
             .map(|cpu| {
-                let mut row = CpuRow::empty(Some(cpu), self.bucket_count);
+                let mut row = CpuRow::empty(Some(cpu), (self.bucket_count, self.bucket_us));
                 for g in self.groups.iter().filter(|g| g.kind == EpochKind::Mode && mode.is_none_or(|m| g.mode == m)) {
                     if let Some(r) = g.cpus.get(cpu) {
                         row.absorb(r);
@@ -333,6 +373,13 @@ impl Measurement {
                 row
             })
             .collect()
+    }
+
+    /// The rows of the CPUs that ran a measurement thread (cyclictest's
+    /// threads; all of them when the guest never said).
+    pub fn measuring(&self, rows: Vec<CpuRow>) -> Vec<CpuRow> {
+        let Some(w) = &self.workload else { return rows };
+        rows.into_iter().filter(|r| r.cpu.is_some_and(|c| w.measures(c))).collect()
     }
 
     /// All CPUs, merged over every `Mode` epoch of each mode (switching
@@ -445,7 +492,7 @@ pub fn write_outputs(m: &Measurement, info: &RunInfo) -> Written {
     let mut w = Written::default();
     if let Some(base) = &out.histogram {
         for (path, sel) in outputs::files_for(base, out.histogram_mode, m) {
-            let text = cyclictest::render(&m.per_cpu_mode(sel.mode()), m.bucket_count, out.histogram_irq);
+            let text = cyclictest::render(&m.measuring(m.per_cpu_mode(sel.mode())), m.bucket_count, out.histogram_irq);
             wrote(&mut w, "--histogram", &path, sel, m, &text);
         }
     }
@@ -461,7 +508,7 @@ pub fn write_outputs(m: &Measurement, info: &RunInfo) -> Written {
                 guest_release: info.guest.as_ref().map(|g| g.kernel_version.clone()),
                 selection: sel,
             };
-            let text = cyclictest_json::render(&m.per_cpu_mode(sel.mode()), &header);
+            let text = cyclictest_json::render(&m.measuring(m.per_cpu_mode(sel.mode())), &header);
             wrote(&mut w, "--cyclictest-json", &path, sel, m, &text);
         }
     }
@@ -527,6 +574,13 @@ mod tests {
             final_tally: 0,
             final_locked_total: 0,
             unread_recycled: 0,
+            measure_prio: 99,
+            bucket_us: 1,
+            stop_above_us: 0,
+            measure_cpus: 1,
+            load_cpus: 1,
+            cycles: vec![0],
+            stopped: false,
         }
     }
 

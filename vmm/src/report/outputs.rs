@@ -21,7 +21,8 @@
 //! removed at once, so a run that ends early leaves no empty file behind;
 //! an existing file is opened without truncation and left as it was. The
 //! files are written only at the end of the run. `--plot` must end in
-//! `.svg` (the only format drawn).
+//! `.svg` (the only format drawn). `--histogram` needs 1 µs buckets (its
+//! row index is the latency in µs): it is refused with `--bucket-us` > 1.
 
 use std::collections::BTreeSet;
 use std::fs::OpenOptions;
@@ -83,6 +84,11 @@ pub enum OutputError {
     NotWritable { option: &'static str, path: String, err: std::io::Error },
     #[error("--plot {path}: rtswitch draws SVG only; name the file with the .svg extension")]
     PlotFormat { path: String },
+    #[error(
+        "--histogram {path}: cyclictest's -h format has a row per µs, which --bucket-us {bucket_us} cannot fill; \
+         use --bucket-us 1, or --cyclictest-json / --json, whose histograms name each bucket's lower edge"
+    )]
+    HistogramBuckets { path: String, bucket_us: u32 },
     #[error("{first} and {second} both name {path}; give each output its own file")]
     SamePath { first: &'static str, second: &'static str, path: String },
 }
@@ -127,8 +133,14 @@ fn candidates(base: &Path, mode: HistogramMode) -> Vec<PathBuf> {
     }
 }
 
-/// Checks every output path before the VM boots (see the module comment).
-pub fn check(out: &OutputArgs) -> Result<(), OutputError> {
+/// Checks every output path before the VM boots (see the module comment);
+/// `bucket_us` is the run's histogram bucket width (`--bucket-us`).
+pub fn check(out: &OutputArgs, bucket_us: u32) -> Result<(), OutputError> {
+    if let Some(p) = &out.histogram
+        && bucket_us > 1
+    {
+        return Err(OutputError::HistogramBuckets { path: p.display().to_string(), bucket_us });
+    }
     if let Some(p) = &out.plot
         && !p.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"))
     {
@@ -240,23 +252,27 @@ mod tests {
             cyclictest_json: Some(dir.join("c.json")),
             ..Default::default()
         };
-        check(&out).unwrap();
+        check(&out, 1).unwrap();
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "no file left behind");
         // An existing file is kept as it is.
         std::fs::write(&h, "keep").unwrap();
-        check(&out).unwrap();
+        check(&out, 1).unwrap();
         assert_eq!(std::fs::read_to_string(&h).unwrap(), "keep");
 
         let bad = OutputArgs { plot: Some(dir.join("p.png")), ..Default::default() };
-        let e = check(&bad).unwrap_err().to_string();
+        let e = check(&bad, 1).unwrap_err().to_string();
         assert!(e.contains("SVG only") && e.contains(".svg"), "{e}");
         let bad = OutputArgs { json: Some(dir.join("missing/r.json")), ..Default::default() };
-        let e = check(&bad).unwrap_err().to_string();
+        let e = check(&bad, 1).unwrap_err().to_string();
         assert!(e.starts_with("--json ") && e.contains("does not exist"), "{e}");
         let bad = OutputArgs { histogram: Some(dir.clone()), ..Default::default() };
-        assert!(check(&bad).unwrap_err().to_string().contains("is a directory"));
+        assert!(check(&bad, 1).unwrap_err().to_string().contains("is a directory"));
         let bad = OutputArgs { json: Some(h.clone()), histogram: Some(h.clone()), ..Default::default() };
-        assert!(check(&bad).unwrap_err().to_string().contains("both name"));
+        assert!(check(&bad, 1).unwrap_err().to_string().contains("both name"));
+        let hist = OutputArgs { histogram: Some(dir.join("h")), ..Default::default() };
+        assert!(check(&hist, 5).unwrap_err().to_string().contains("--bucket-us 5"));
+        let json = OutputArgs { cyclictest_json: Some(dir.join("c.json")), ..Default::default() };
+        check(&json, 5).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -268,6 +284,6 @@ mod tests {
             return;
         }
         let bad = OutputArgs { json: Some(PathBuf::from("/proc/r.json")), ..Default::default() };
-        assert!(check(&bad).unwrap_err().to_string().contains("cannot be written"));
+        assert!(check(&bad, 1).unwrap_err().to_string().contains("cannot be written"));
     }
 }

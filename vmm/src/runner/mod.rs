@@ -39,7 +39,7 @@ use crate::devices::console::Console;
 use crate::devices::hypercall::{GuestPanic, Hypercall};
 use crate::exit_code::ExitCode;
 use crate::report::status::StatusPrinter;
-use crate::report::telemetry::TelemetryReader;
+use crate::report::telemetry::{StopInfo, TelemetryReader};
 use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo};
 use crate::switch::{Coordinator, SwitchLimits};
 use crate::vstate::hold::HoldGate;
@@ -306,6 +306,10 @@ struct Controller {
     switch_every_timer: Option<TimerFd>,
     /// Lockup reports from the guest's heartbeats.
     watchdog: Watchdog,
+    /// `--stop-above`: the report of the sample that stopped the run.
+    stop: Option<StopInfo>,
+    /// The interval warning was printed.
+    keepup_warned: bool,
 }
 
 impl Controller {
@@ -379,6 +383,8 @@ impl Controller {
             switch_timer: TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?,
             switch_every_timer,
             watchdog: Watchdog::new(config.vcpus, config.watchdog),
+            stop: None,
+            keepup_warned: false,
         })
     }
 
@@ -441,6 +447,51 @@ impl Controller {
             Hypercall::Switch(_) => {}
             // Written out by the vCPU thread itself.
             Hypercall::Console(_) => {}
+            Hypercall::StopAbove(n) => self.on_stop_above(n),
+        }
+    }
+
+    /// `--stop-above`: prints the cause of the sample that crossed the
+    /// threshold (the guest's stop report) and ends the run.
+    fn on_stop_above(&mut self, cpu: u32) {
+        if self.stop.is_some() {
+            return;
+        }
+        let threshold = self.telemetry.workload().map_or(0, |w| w.stop_above_us);
+        let Some(info) = self.telemetry.stop_report() else {
+            log::warn!("vcpu{cpu} signalled --stop-above without a complete stop report; ignored");
+            return;
+        };
+        let locks = crate::switch::locks::held_by(&self.mem, info.task_addr);
+        for line in report::stop::render(&info, threshold, self.tsc_khz, &locks).lines() {
+            self.say(line);
+        }
+        let reason = format!("--stop-above {threshold} us crossed on cpu {}", info.cpu);
+        self.stop = Some(info);
+        self.request_shutdown(ShutdownCause::GuestShutdown, reason);
+    }
+
+    /// Once, when the guest misses most periods of the first second: the
+    /// interval is shorter than this host lets the guest keep.
+    fn check_keepup(&mut self) {
+        if self.keepup_warned {
+            return;
+        }
+        let m = Measurement::from_reader_listing(&self.telemetry, |_| false);
+        let Some(w) = m.workload.as_ref().filter(|w| w.running) else { return };
+        let rows = m.per_cpu_whole_run();
+        let (samples, missed): (u64, u64) =
+            rows.iter().map(|r| (r.samples, r.missed)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let periods = samples + missed;
+        if periods < 20 {
+            return;
+        }
+        self.keepup_warned = true;
+        if missed * 4 > periods {
+            self.say(&format!(
+                "warning: the guest misses {missed} of {periods} periods at --interval-us {}: this host cannot keep                  that interval (every period costs a timer interrupt and a wake-up, which exit to the hypervisor);                  the figures count the misses, but a longer --interval-us measures more",
+                w.interval_us
+            ));
         }
     }
 
@@ -574,6 +625,7 @@ impl Controller {
             for line in self.watchdog.check(&self.mem) {
                 self.say(&line);
             }
+            self.check_keepup();
         }
         let (elapsed, mark) = (self.started.elapsed(), self.console.output_mark());
         let columns = report::status::terminal_columns();
@@ -635,6 +687,18 @@ impl Controller {
             self.say("the load's consistency check FAILED: a switchable lock did not protect its data");
         }
         code = report::exit_code_with_load_check(code, verdict);
+        // A stall the guest flagged after the last status tick counts too.
+        for line in self.watchdog.check(&self.mem) {
+            self.say(&line);
+        }
+        let result = report::RunResult::judge(
+            &measurement,
+            config.workload.enabled != 0 && self.ready_at.is_some(),
+            self.watchdog.stalls(),
+            self.stop.as_ref(),
+        );
+        self.say(&result.line());
+        code = code.worst(result.exit_code());
         let info = RunInfo {
             config,
             tsc_khz: self.tsc_khz,
