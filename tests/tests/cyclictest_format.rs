@@ -339,3 +339,43 @@ fn rtswitch_and_real_cyclictest_files_read_the_same() {
     }
     assert_eq!(b, a, "--cyclictest-json has cyclictest --json's keys and value types");
 }
+
+/// cyclictest's threads are the measuring CPUs: with `--measure-cpus 1`
+/// the files have one column / one thread, on CPU 1. `--histogram` (1 µs
+/// rows) is refused before the boot with a wider `--bucket-us`.
+#[test]
+fn only_measuring_cpus_are_threads_and_wide_buckets_are_refused() {
+    let dir = Scratch::new("ct-measure-cpus");
+    let (h, c) = (dir.0.join("h.txt"), dir.0.join("c.json"));
+    let range = RANGE.to_string();
+    let r = rtswitch(&[
+        "run",
+        "--vcpus",
+        "2",
+        "--duration",
+        "1.5",
+        "--serial",
+        "none",
+        "--quiet",
+        "--measure-cpus",
+        "1",
+        "--hist-max-us",
+        &range,
+        "--histogram",
+        h.to_str().unwrap(),
+        "--cyclictest-json",
+        c.to_str().unwrap(),
+    ]);
+    let hist = parse(&read(&h, &r), "--histogram --measure-cpus 1");
+    assert_eq!(hist.columns(), 1, "one measuring CPU, one column");
+    assert!(hist.footer("Total")[0] + hist.footer("Histogram Overflows")[0] > 0, "CPU 1 measured");
+    let cj: Value = serde_json::from_str(&read(&c, &r)).unwrap();
+    assert_eq!(cj["num_threads"], 1);
+    assert_eq!(cj["thread"]["0"]["cpu"], 1, "thread 0 is the measurement thread of CPU 1");
+
+    let r = run_rtswitch(
+        &["run", "--duration", "5", "--serial", "none", "--bucket-us", "5", "--histogram", h.to_str().unwrap()],
+        LIMIT,
+    );
+    r.assert_code(ExitCode::BadArguments).assert_contains("--bucket-us 5").assert_not_contains("guest ready");
+}
