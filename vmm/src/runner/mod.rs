@@ -457,6 +457,7 @@ impl Controller {
         if self.stop.is_some() {
             return;
         }
+        self.telemetry.harvest();
         let threshold = self.telemetry.workload().map_or(0, |w| w.stop_above_us);
         let Some(info) = self.telemetry.stop_report() else {
             log::warn!("vcpu{cpu} signalled --stop-above without a complete stop report; ignored");
