@@ -29,11 +29,14 @@ pub enum ExitCode {
     /// The guest wrote to its own text, which the hypervisor keeps
     /// read-only (only the VMM patches it).
     TextWrite = 9,
+    /// A VMM thread made a system call its seccomp filter does not allow
+    /// (`vmm/src/seccomp.rs`); the message names the thread and the call.
+    SeccompViolation = 10,
 }
 
 impl ExitCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ExitCode; 10] = [
+    pub const ALL: [ExitCode; 11] = [
         ExitCode::Ok,
         ExitCode::GuestFailure,
         ExitCode::BadArguments,
@@ -44,6 +47,7 @@ impl ExitCode {
         ExitCode::ShutdownTimeout,
         ExitCode::VcpuFault,
         ExitCode::TextWrite,
+        ExitCode::SeccompViolation,
     ];
 
     pub fn code(self) -> u8 {
@@ -67,7 +71,7 @@ impl ExitCode {
                 ExitCode::GuestPanic => 3,
                 ExitCode::VcpuFault | ExitCode::TextWrite => 4,
                 ExitCode::TripleFault => 5,
-                ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError => 6,
+                ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError | ExitCode::SeccompViolation => 6,
             }
         }
         if rank(other) > rank(self) { other } else { self }
