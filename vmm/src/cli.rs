@@ -146,6 +146,16 @@ pub struct RunArgs {
     /// Deadline for every vCPU to stop (leave guest mode) in a switch, in ms.
     #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub vcpu_stop_timeout_ms: u64,
+    /// Per-thread seccomp filters (README "Sandbox"); off only for debugging.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
+    pub seccomp: OnOff,
+}
+
+/// `--seccomp` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// The latency workload (cyclictest/timerlat-like) the guest runs.
@@ -275,6 +285,8 @@ pub struct RunConfig {
     pub switch_timeout: Duration,
     pub vcpu_stop_timeout: Duration,
     pub watchdog: Duration,
+    /// `--seccomp on` (the default).
+    pub seccomp: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -375,6 +387,7 @@ impl RunArgs {
             switch_timeout: Duration::from_millis(self.switch_timeout_ms),
             vcpu_stop_timeout: Duration::from_millis(self.vcpu_stop_timeout_ms),
             watchdog: Duration::from_secs(self.watchdog_secs),
+            seccomp: self.seccomp == OnOff::On,
         })
     }
 }
@@ -421,6 +434,13 @@ mod tests {
             }
         );
         assert_eq!(c.hist_buckets, DEFAULT_HIST_MAX_US);
+        assert!(c.seccomp);
+    }
+
+    #[test]
+    fn seccomp_off() {
+        assert!(!parse(&["--seccomp", "off"]).unwrap().seccomp);
+        assert!(parse(&["--seccomp", "maybe"]).is_err());
     }
 
     #[test]

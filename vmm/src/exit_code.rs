@@ -29,6 +29,9 @@ pub enum ExitCode {
     /// The guest wrote to its own text, which the hypervisor keeps
     /// read-only (only the VMM patches it).
     TextWrite = 9,
+    /// A VMM thread made a system call its seccomp filter does not allow
+    /// (`vmm/src/seccomp.rs`); the message names the thread and the call.
+    SeccompViolation = 10,
     /// The guest ran, but the measurement is not ok: a measuring CPU with
     /// no sample, a load that did no operation, or a watchdog stall (the
     /// reasons are in the summary and the JSON `result`).
@@ -39,7 +42,7 @@ pub enum ExitCode {
 
 impl ExitCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ExitCode; 12] = [
+    pub const ALL: [ExitCode; 13] = [
         ExitCode::Ok,
         ExitCode::GuestFailure,
         ExitCode::BadArguments,
@@ -50,6 +53,7 @@ impl ExitCode {
         ExitCode::ShutdownTimeout,
         ExitCode::VcpuFault,
         ExitCode::TextWrite,
+        ExitCode::SeccompViolation,
         ExitCode::MeasurementNotOk,
         ExitCode::StoppedAbove,
     ];
@@ -77,7 +81,7 @@ impl ExitCode {
                 ExitCode::GuestPanic => 5,
                 ExitCode::VcpuFault | ExitCode::TextWrite => 6,
                 ExitCode::TripleFault => 7,
-                ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError => 8,
+                ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError | ExitCode::SeccompViolation => 8,
             }
         }
         if rank(other) > rank(self) { other } else { self }

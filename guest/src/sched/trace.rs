@@ -57,7 +57,7 @@ fn record(cpu: u32, kind: u32, arg: u32, name: [u64; 2]) {
     let Some(ring) = RINGS.get(cpu as usize) else { return };
     let i = ring.head.fetch_add(1, Ordering::Relaxed) % TRACE_LEN;
     let s = &ring.slots[i];
-    s.tsc.store(super::now_tsc(), Ordering::Relaxed);
+    s.tsc.store(crate::arch::cpu::rdtsc_ordered(), Ordering::Relaxed);
     s.kind_arg.store((u64::from(kind) << 32) | u64::from(arg), Ordering::Relaxed);
     s.name[0].store(name[0], Ordering::Relaxed);
     s.name[1].store(name[1], Ordering::Relaxed);

@@ -459,6 +459,10 @@ pub struct RunInfo<'a> {
     pub switches: crate::switch::history::SwitchHistory,
     /// Most epochs kept in detail (the telemetry reader's ring).
     pub retained_epochs: usize,
+    /// The run's result (ok / not ok and why).
+    pub result: RunResult,
+    /// `--stop-above`: the report of the sample that stopped the run.
+    pub stop: Option<telemetry::StopInfo>,
 }
 
 impl RunInfo<'_> {

@@ -726,7 +726,7 @@ impl CpuSnapshot {
 }
 
 /// The `--stop-above` report, decoded.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StopInfo {
     pub cpu: u32,
     pub thread_ns: u64,

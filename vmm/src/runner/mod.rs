@@ -41,6 +41,7 @@ use crate::exit_code::ExitCode;
 use crate::report::status::StatusPrinter;
 use crate::report::telemetry::{StopInfo, TelemetryReader};
 use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo};
+use crate::seccomp::{self, Sandbox};
 use crate::switch::{Coordinator, SwitchLimits};
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, GuestMemory};
@@ -74,6 +75,8 @@ pub enum RunError {
     Api(#[from] crate::api::server::ApiError),
     #[error("event loop failed: {0}")]
     EventLoop(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 impl RunError {
@@ -182,6 +185,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     vcpu::register_kick_handler()
         .map_err(|e| RunError::Host("vCPU kick signal handler", std::io::Error::from_raw_os_error(e.errno())))?;
     let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| RunError::Host("eventfd", e))?);
+    let sandbox = Arc::new(Sandbox::new(config.seccomp)?);
     let (tx, rx) = channel();
     let gate = Arc::new(HoldGate::new());
     let mut handles = Vec::with_capacity(vm.vcpus.len());
@@ -193,6 +197,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
             wake: wake.clone(),
             gate: gate.clone(),
             text: kernel.text.clone(),
+            sandbox: sandbox.clone(),
         };
         handles.push(vcpu::spawn(cpu as u32, fd, ctx).map_err(|e| RunError::Host("spawning a vCPU thread", e))?);
     }
@@ -217,6 +222,9 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let controller = Arc::new(Mutex::new(controller));
     let mut em = EventManager::<Arc<Mutex<Controller>>>::new().map_err(|e| RunError::EventLoop(e.to_string()))?;
     em.add_subscriber(controller.clone());
+    // Setup is over: from here on the control thread makes only the calls
+    // its filter allows (`seccomp`).
+    sandbox.enter(seccomp::Thread::Control)?;
     loop {
         if lock(&controller).outcome.is_some() {
             break;
@@ -457,6 +465,7 @@ impl Controller {
         if self.stop.is_some() {
             return;
         }
+        self.telemetry.harvest();
         let threshold = self.telemetry.workload().map_or(0, |w| w.stop_above_us);
         let Some(info) = self.telemetry.stop_report() else {
             log::warn!("vcpu{cpu} signalled --stop-above without a complete stop report; ignored");
@@ -711,6 +720,8 @@ impl Controller {
             exit_code: code,
             switches: self.coordinator.history().clone(),
             retained_epochs: self.telemetry.retain(),
+            result,
+            stop: self.stop.clone(),
         };
         let written = report::write_outputs(&measurement, &info);
         for line in &written.notes {
