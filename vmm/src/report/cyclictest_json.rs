@@ -28,7 +28,8 @@
 //! rtswitch's version; `start_time` the VMM's start and `end_time` the
 //! time of writing, in UTC; `return_code` the run's exit code; `sysinfo`
 //! describes the measured system, the guest: `sysname` `rtswitch`,
-//! `nodename` the host the VM ran on (`uname -n`), `release` the guest
+//! `nodename` the host the VM ran on (`uname -n`, read from
+//! `/proc/sys/kernel/hostname`), `release` the guest
 //! kernel's version, `version` the lock mode(s) the file holds, `machine`
 //! `x86_64`, `realtime` 1 for the rt mode (rtmutex locks: PREEMPT_RT's
 //! regime), 0 for mainline or both modes merged. One `thread` per
@@ -113,17 +114,15 @@ pub fn render(cpus: &[CpuRow], h: &Header) -> String {
     o
 }
 
-/// `uname -n`: the host the VM ran on.
+/// `uname -n`: the host the VM ran on. Read from procfs, not with
+/// `uname(2)`: the control thread's seccomp filter allows opening and
+/// reading files (it writes the reports) but not `uname`.
 fn nodename() -> String {
-    // SAFETY: utsname is plain bytes; uname only writes into the struct
-    // we pass, which lives across the call.
-    let mut u: libc::utsname = unsafe { std::mem::zeroed() };
-    // SAFETY: as above; a failure leaves the zeroed struct.
-    if unsafe { libc::uname(&mut u) } != 0 {
-        return "unknown".to_string();
-    }
-    let bytes: Vec<u8> = u.nodename.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
-    String::from_utf8_lossy(&bytes).into_owned()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim_end().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// cyclictest's time format (`%a, %d %b %Y %H:%M:%S %z`), in UTC.
