@@ -37,77 +37,6 @@ fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
 }
 
-/// Switches every 200 ms for 5 s under a lock load whose critical sections
-/// (2 ms, preemption off in mainline) dominate what the guest itself can
-/// do to a measurement thread. Every Mode-epoch sample, its period's host
-/// steal time taken out, stays below a bound derived from the critical
-/// section alone; what the switch does (freeze, blackout with every vCPU
-/// held, serialization) lands in the Switching epochs.
-#[test]
-fn switch_stalls_stay_in_the_switching_epochs() {
-    let dir = Scratch::new("trust-switch");
-    let cs_us = 2000u64;
-    let interval_us = 2000u64;
-    let (r, v) = run_json(
-        &dir,
-        "switch",
-        &[
-            "--duration",
-            "5",
-            "--switch-every",
-            "200",
-            "--cs-us",
-            &cs_us.to_string(),
-            "--interval-us",
-            &interval_us.to_string(),
-            "--hist-max-us",
-            "100000",
-        ],
-    );
-    // A watchdog stall on a starved host would make the result "not ok";
-    // the behaviour checked here is the attribution, not the host.
-    assert!(
-        matches!(r.code(), Some(0) | Some(11)),
-        "the run failed (code {:?}):\n{}",
-        r.code(),
-        r.stderr
-    );
-    let switches = u(&v["switch_totals"]["completed"]);
-    assert!(switches >= 10, "only {switches} switches completed in 5 s:\n{}", r.stderr);
-    // Worst the guest can do to a measurement thread in a Mode epoch: wait
-    // out one critical section held with preemption off (mainline), the
-    // one queued behind it, and a period of timer and wake-up slack.
-    let bound_ns = (3 * cs_us + interval_us) * 1000;
-    let mut mode_samples = 0;
-    let mut switching_samples = 0;
-    for e in v["epochs"].as_array().expect("epochs") {
-        for c in e["cpus"].as_array().expect("cpus") {
-            let samples = u(&c["samples"]);
-            if e["kind"] == "switching" {
-                switching_samples += samples;
-                continue;
-            }
-            mode_samples += samples;
-            let net = u(&c["max_net_ns"]);
-            assert!(
-                net <= bound_ns,
-                "epoch {} ({}) cpu {}: a sample of {} us with {} us of host steal in its period ({} us net) exceeds \
-                 the {} us bound of the load's critical section; the worst sample: {}",
-                e["index"],
-                e["label"],
-                c["cpu"],
-                u(&c["thread"]["max_ns"]) / 1000,
-                c["worst"]["steal_ns"],
-                net / 1000,
-                bound_ns / 1000,
-                c["worst"]
-            );
-        }
-    }
-    assert!(mode_samples > 100, "too few mode-epoch samples ({mode_samples}) to say anything");
-    assert!(switching_samples > 0, "no sample in any switching epoch: the guard epoch is empty");
-}
-
 /// `hold-lock=4000`: a task keeps CPU 1 with preemption off for 4 s, so its
 /// measurement thread cannot run. Its missed periods are counted (about
 /// one per millisecond of the stall), and the run is "not ok".
@@ -192,4 +121,82 @@ fn measurement_options_reach_the_guest() {
     let bad = run_rtswitch(&["run", "--vcpus", "2", "--measure-cpus", "3"], LIMIT);
     bad.assert_code(ExitCode::BadArguments);
     bad.assert_contains("--measure-cpus");
+}
+
+/// The switch's own stalls stay in the Switching epochs, under load and
+/// many switches. A switch step keeps the other CPUs masked for 80 ms
+/// after the verdict (`serialize-stall`), so their measurement threads are
+/// late by up to that for deadlines inside the switch. Those samples
+/// belong to the Switching epoch (their deadlines lie in it), and the next
+/// Mode epoch opens only once every CPU has completed a full period after
+/// the thaw: no Mode-epoch sample carries the stall. With samples filed by
+/// the epoch current when they were recorded, and the Mode epoch opened
+/// one period after the switch (the code before issue 14), they landed in
+/// the Mode epochs and this test failed.
+///
+/// The bound is derived from the load: a measurement thread in a Mode
+/// epoch waits at most for critical sections held with preemption off
+/// (mainline), with a wide margin (10 of them) for what this noisy,
+/// nested host does that the guest's steal time cannot see (the outer
+/// host's preemption of this host's CPUs); the injected stall is well
+/// above it.
+#[test]
+fn switch_stalls_stay_in_the_switching_epochs() {
+    let dir = Scratch::new("trust-sstall");
+    let cs_us = 3000u64;
+    let interval_us = 4000u64;
+    let stall_us = 80_000u64;
+    let (r, v) = run_json(
+        &dir,
+        "sstall",
+        &[
+            "--duration",
+            "5",
+            "--switch-every",
+            "300",
+            "--cs-us",
+            &cs_us.to_string(),
+            "--interval-us",
+            &interval_us.to_string(),
+            "--hist-max-us",
+            "100000",
+            "--guest-arg",
+            &format!("serialize-stall={stall_us}"),
+        ],
+    );
+    // A watchdog stall on a starved host makes the result "not ok"; what
+    // is checked here is the attribution, not the host.
+    assert!(matches!(r.code(), Some(0) | Some(11)), "the run failed (code {:?}):\n{}", r.code(), r.stderr);
+    assert!(u(&v["switch_totals"]["completed"]) >= 5, "too few switches:\n{}", r.stderr);
+    let bound_ns = 10 * cs_us * 1000;
+    let (mut mode_samples, mut stalled_in_switching) = (0, 0);
+    for e in v["epochs"].as_array().expect("epochs") {
+        for c in e["cpus"].as_array().expect("cpus") {
+            if u(&c["samples"]) == 0 {
+                continue;
+            }
+            let net = u(&c["max_net_ns"]);
+            if e["kind"] == "switching" {
+                if net >= stall_us * 1000 / 2 {
+                    stalled_in_switching += 1;
+                }
+                continue;
+            }
+            mode_samples += u(&c["samples"]);
+            assert!(
+                net <= bound_ns,
+                "epoch {} ({}) cpu {}: a {} us sample ({} us net of host steal) in a Mode epoch, above the {} us \
+                 bound of the load: the switch's stall landed there; worst: {}",
+                e["index"],
+                e["label"],
+                c["cpu"],
+                u(&c["thread"]["max_ns"]) / 1000,
+                net / 1000,
+                bound_ns / 1000,
+                c["worst"]
+            );
+        }
+    }
+    assert!(mode_samples > 100, "too few mode-epoch samples ({mode_samples}) to say anything");
+    assert!(stalled_in_switching > 0, "the injected stall shows in no switching epoch: the test injected nothing");
 }
