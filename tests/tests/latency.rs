@@ -64,16 +64,17 @@ fn summary_table(r: &RunResult) -> Vec<TableRow> {
         .take_while(|c| c.first().is_some_and(|f| !f.starts_with("rtswitch:")))
         .filter(|c| c.first().is_some_and(|f| f.parse::<u64>().is_ok()))
         .map(|c| {
-            assert_eq!(c.len(), 21, "a table row has 21 cells: {c:?}");
-            assert_eq!((c[5], c[13]), ("|", "|"), "group separators: {c:?}");
+            assert_eq!(c.len(), 22, "a table row has 22 cells: {c:?}");
+            assert_eq!((c[6], c[14]), ("|", "|"), "group separators: {c:?}");
+            assert!(c[5].parse::<f64>().is_ok(), "steal_ms is a number: {c:?}");
             TableRow {
                 epoch: c[0].parse().unwrap(),
                 mode: c[1].to_string(),
                 cpu: if c[2] == "all" { None } else { Some(c[2].parse().unwrap()) },
                 samples: c[3].parse().unwrap(),
                 missed: c[4].parse().unwrap(),
-                irq: c[6..13].iter().map(|s| s.to_string()).collect(),
-                thread: c[14..21].iter().map(|s| s.to_string()).collect(),
+                irq: c[7..14].iter().map(|s| s.to_string()).collect(),
+                thread: c[15..22].iter().map(|s| s.to_string()).collect(),
             }
         })
         .collect();
