@@ -491,6 +491,7 @@ impl Controller {
         let rows = m.per_cpu_whole_run();
         let (samples, missed): (u64, u64) =
             rows.iter().map(|r| (r.samples, r.missed)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let steal_ms = rows.iter().map(|r| r.steal_ns).sum::<u64>() / 1_000_000;
         let periods = samples + missed;
         if periods < 20 {
             return;
@@ -498,7 +499,10 @@ impl Controller {
         self.keepup_warned = true;
         if missed * 4 > periods {
             self.say(&format!(
-                "warning: the guest misses {missed} of {periods} periods at --interval-us {}: this host cannot keep                  that interval (every period costs a timer interrupt and a wake-up, which exit to the hypervisor);                  the figures count the misses, but a longer --interval-us measures more",
+                "warning: the guest missed {missed} of {periods} periods at --interval-us {} (host steal time so \
+                 far: {steal_ms} ms over the vCPUs): when the host does not steal, this interval is shorter than \
+                 this host lets the guest keep (each period costs a timer interrupt and a wake-up, which exit to \
+                 the hypervisor); the figures count the misses, a longer --interval-us measures more",
                 w.interval_us
             ));
         }
