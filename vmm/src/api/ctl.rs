@@ -3,6 +3,10 @@
 //! Its exit codes are its own ([`CtlExit`], README "Exit codes"), not
 //! `rtswitch run`'s.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
 use serde_json::{Map, Value, json};
 
 use super::client::{self, ClientError, Session};
@@ -105,9 +109,18 @@ fn request(cmd: &CtlCommand) -> Result<Value, ClientError> {
 }
 
 fn try_run(args: &CtlArgs) -> Result<CtlExit, ClientError> {
+    let Some(sock) = args.api_sock.as_deref() else {
+        eprintln!("rtswitch ctl: error: --api-sock PATH is required (the socket of `rtswitch run --api-sock PATH`)");
+        return Ok(CtlExit::BadArguments);
+    };
     let req = request(&args.command)?;
-    let mut session = Session::connect(&args.api_sock, args.timeout)?;
-    let reply = session.execute(req, &mut |_| {})?;
+    let mut session = Session::connect(sock, args.timeout)?;
+    let reply = if matches!(args.command, CtlCommand::Mode { .. }) {
+        let mut cancel = CancelOnInterrupt::install(sock);
+        session.execute_polled(req, &mut |_| {}, &mut || cancel.poll())?
+    } else {
+        session.execute(req, &mut |_| {})?
+    };
     if args.json {
         println!("{reply}");
     }
@@ -125,6 +138,66 @@ fn try_run(args: &CtlArgs) -> Result<CtlExit, ClientError> {
     }
     Ok(CtlExit::Ok)
 }
+
+/// SIGINT/SIGTERM seen by `ctl mode` (the handler only counts).
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_interrupt(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if INTERRUPTS.fetch_add(1, Ordering::Relaxed) >= 1 {
+        // SAFETY: _exit(2) is async-signal-safe; a second Ctrl-C stops
+        // ctl at once, as the help says (the switch goes on in the VMM).
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Ctrl-C while `ctl mode` waits: cancel the switch (`x-cancel-switch` on
+/// a second connection), then keep waiting for its reply.
+struct CancelOnInterrupt<'a> {
+    sock: &'a Path,
+    sent: bool,
+}
+
+impl<'a> CancelOnInterrupt<'a> {
+    fn install(sock: &'a Path) -> Self {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            if let Err(e) = vmm_sys_util::signal::register_signal_handler(sig, on_interrupt) {
+                log::warn!("cannot catch signal {sig}: {e}; Ctrl-C will not cancel the switch");
+            }
+        }
+        Self { sock, sent: false }
+    }
+
+    fn poll(&mut self) {
+        if self.sent || INTERRUPTS.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.sent = true;
+        let r = Session::connect(self.sock, CANCEL_TIMEOUT)
+            .and_then(|mut s| s.execute(json!({"execute": "x-cancel-switch"}), &mut |_| {}));
+        match r {
+            Ok(reply) => {
+                let ret = &reply["return"];
+                if ret["cancelled"].as_bool() == Some(true) {
+                    eprintln!(
+                        "rtswitch ctl: interrupted: switch #{} cancelled, waiting for the guest to thaw in the old \
+                         mode (Ctrl-C again: stop waiting)",
+                        ret["seq"]
+                    );
+                } else {
+                    let why = ret["reason"].as_str().or(reply["error"]["desc"].as_str()).unwrap_or("?");
+                    eprintln!(
+                        "rtswitch ctl: interrupted, but the switch cannot be cancelled: {why}; waiting for it to end \
+                         (Ctrl-C again: stop waiting)"
+                    );
+                }
+            }
+            Err(e) => eprintln!("rtswitch ctl: interrupted, but cannot ask to cancel the switch: {e}"),
+        }
+    }
+}
+
+/// How long the cancel request may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// "N earlier ..., M later ... not shown" from a reply's `omitted`.
 fn omitted_line(ret: &Value, what: &str) -> Option<String> {
