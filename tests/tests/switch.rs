@@ -49,7 +49,7 @@ fn toggle_under_lock_load_through_the_socket() {
     let labels: Vec<String> = epochs.iter().map(|e| e["label"].as_str().unwrap_or("").to_string()).collect();
     assert!(labels.iter().any(|l| l == "mainline"), "{labels:?}");
     assert!(labels.iter().any(|l| l == "rt"), "{labels:?}");
-    assert!(labels.iter().any(|l| l.starts_with("switching")), "{labels:?}");
+    assert!(labels.iter().any(|l| l == "sw:mainline" || l == "sw:rt"), "{labels:?}");
 
     let (code, out, _) = vmm.quit();
     assert_eq!(code, 0, "{out}");

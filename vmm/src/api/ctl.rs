@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::client::{self, ClientError, Session};
 use crate::cli::{CtlArgs, CtlCommand, Mode, PageArgs};
+use crate::report::summary::{Figure, columns, ratio_line};
 
 /// How `rtswitch ctl` ended, as its exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -322,57 +323,66 @@ fn latency_cell(v: Option<&Value>) -> String {
 }
 
 fn latency_table(ret: &Value) -> String {
-    let mut out = format!(
-        "{:>5} {:<10} {:>4} {:>9} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}",
-        "epoch", "mode", "cpu", "samples", "missed", "irq p50", "irq p99", "irq max", "thr p50", "thr p99", "thr max"
-    );
-    let epochs = ret.get("epochs").and_then(Value::as_array).cloned().unwrap_or_default();
-    for e in &epochs {
-        let rows = e.get("cpus").and_then(Value::as_array).cloned().unwrap_or_default();
-        for r in rows.iter().chain(e.get("all")) {
-            let cpu = r.get("cpu").and_then(Value::as_u64).map_or("all".to_string(), |c| c.to_string());
-            let us = |h: &str, k: &str| latency_cell(r.get(h).and_then(|x| x.get(k)));
-            out.push_str(&format!(
-                "\n{:>5} {:<10} {:>4} {:>9} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}",
-                e.get("index").and_then(Value::as_u64).unwrap_or(0),
-                s(e, "label"),
-                cpu,
-                r.get("samples").and_then(Value::as_u64).unwrap_or(0),
-                r.get("missed").and_then(Value::as_u64).unwrap_or(0),
-                us("irq", "p50"),
-                us("irq", "p99"),
-                us("irq", "max_us"),
-                us("thread", "p50"),
-                us("thread", "p99"),
-                us("thread", "max_us"),
-            ));
-        }
-    }
-    if epochs.is_empty() {
-        out.push_str("\n(no latency samples yet)");
-    }
-    for m in ret.get("modes").and_then(Value::as_array).into_iter().flatten() {
-        let us = |h: &str, k: &str| latency_cell(m.get(h).and_then(|x| x.get(k)));
-        out.push_str(&format!(
-            "\n  all {:<10} {:>4} {:>9} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}   ({} epochs)",
-            s(m, "mode"),
-            "all",
-            m.get("samples").and_then(Value::as_u64).unwrap_or(0),
-            m.get("missed").and_then(Value::as_u64).unwrap_or(0),
+    let head =
+        ["epoch", "mode", "cpu", "samples", "missed", "|", "irq p50", "p99", "max", "|", "thread p50", "p99", "max"];
+    let mut rows: Vec<Vec<String>> = vec![head.iter().map(|h| h.to_string()).collect()];
+    let row = |epoch: String, label: &str, r: &Value| -> Vec<String> {
+        let us = |h: &str, k: &str| latency_cell(r.get(h).and_then(|x| x.get(k)));
+        vec![
+            epoch,
+            label.to_string(),
+            r.get("cpu").and_then(Value::as_u64).map_or("all".to_string(), |c| c.to_string()),
+            r.get("samples").and_then(Value::as_u64).unwrap_or(0).to_string(),
+            r.get("missed").and_then(Value::as_u64).unwrap_or(0).to_string(),
+            "|".into(),
             us("irq", "p50"),
             us("irq", "p99"),
             us("irq", "max_us"),
+            "|".into(),
             us("thread", "p50"),
             us("thread", "p99"),
             us("thread", "max_us"),
-            m.get("epoch_count").and_then(Value::as_u64).unwrap_or(0),
-        ));
+        ]
+    };
+    let epochs = ret.get("epochs").and_then(Value::as_array).cloned().unwrap_or_default();
+    for e in &epochs {
+        let index = e.get("index").and_then(Value::as_u64).unwrap_or(0).to_string();
+        let cpus = e.get("cpus").and_then(Value::as_array).cloned().unwrap_or_default();
+        for r in cpus.iter().chain(e.get("all")) {
+            rows.push(row(index.clone(), s(e, "label"), r));
+        }
+    }
+    let modes = ret.get("modes").and_then(Value::as_array).cloned().unwrap_or_default();
+    for m in &modes {
+        let mut r = row("all".into(), s(m, "mode"), m);
+        r.push(format!("({} epochs)", m.get("epoch_count").and_then(Value::as_u64).unwrap_or(0)));
+        rows.push(r);
+    }
+    let mut out = columns(&rows, &[1, 13]).join("\n");
+    if epochs.is_empty() {
+        out.push_str("\n(no latency samples yet)");
+    }
+    let thread = |mode: &str| -> Option<[Figure; 3]> {
+        let t = &modes.iter().find(|m| s(m, "mode") == mode)?["thread"];
+        let pct = |k: &str| {
+            let p = &t[k];
+            Some((p["us"].as_f64()?, p["at_least"].as_bool() == Some(true)))
+        };
+        Some([pct("p50"), pct("p99"), t["max_ns"].as_f64().map(|n| (n / 1000.0, false))])
+    };
+    if let (Some(rt), Some(ml)) = (thread("rt"), thread("mainline"))
+        && let Some(line) = ratio_line(rt, ml)
+    {
+        out.push_str(&format!("\n  {line}"));
     }
     if let Some(line) = omitted_line(ret, "epochs") {
         out.push('\n');
         out.push_str(&line);
     }
-    out.push_str("\n(all figures in µs; \"all <mode>\": every epoch of that mode)");
+    out.push_str(
+        "\n(all figures in µs; \"sw:<mode>\": a switching epoch, from that mode; \"all <mode>\": every epoch of that \
+         mode merged)",
+    );
     out
 }
 
@@ -417,6 +427,37 @@ mod tests {
             "thread": {"p99": {"us": 5, "at_least": false}}}], "omitted": {"before": 2, "after": 0}});
         let t = human(&latency, &r);
         assert!(t.contains("all rt") && t.contains("(3 epochs)") && t.contains("2 earlier epochs"), "{t}");
+    }
+
+    #[test]
+    fn latency_table_stays_aligned_and_gives_the_ratio() {
+        let latency = CtlCommand::Latency { page: PageArgs::default() };
+        let p = |us: u64| json!({"us": us, "at_least": false});
+        let row = |cpu: Value, n: u64, p50: u64, max: u64| {
+            json!({"cpu": cpu, "samples": n, "missed": 0, "irq": {"p50": p(1), "p99": p(2), "max_us": 3},
+                "thread": {"p50": p(p50), "p99": p(p50 * 2), "max_us": max, "max_ns": max * 1000}})
+        };
+        let r = json!({
+            "epochs": [
+                {"index": 0, "label": "mainline", "cpus": [row(json!(0), 900, 200, 1000)], "all": row(Value::Null, 900, 200, 1000)},
+                {"index": 1, "label": "sw:mainline", "cpus": [row(json!(0), 3, 150, 300)], "all": row(Value::Null, 3, 150, 300)},
+                {"index": 2, "label": "rt", "cpus": [row(json!(0), 12345, 100, 4000)], "all": row(Value::Null, 12345, 100, 4000)}],
+            "modes": [
+                {"mode": "mainline", "epoch_count": 1, "samples": 900, "thread": {"p50": p(200), "p99": p(400), "max_us": 1000, "max_ns": 1_000_000}},
+                {"mode": "rt", "epoch_count": 1, "samples": 12345, "thread": {"p50": p(100), "p99": {"us": 10000, "at_least": true}, "max_us": 4000, "max_ns": 4_000_000}}]});
+        let t = human(&latency, &r);
+        println!("{t}");
+        let lines: Vec<&str> = t.lines().take(9).collect();
+        let bar = lines[0].find('|').expect("a group bar");
+        assert!(lines.iter().all(|l| l.find('|') == Some(bar)), "every row's first '|' in one column:\n{t}");
+        assert!(lines.iter().all(|l| l.len() <= lines[0].len() + 12), "{t}");
+        assert!(t.contains("sw:mainline"), "{t}");
+        assert!(
+            t.contains(
+                "rt / mainline thread latency (every epoch of each mode merged): p50 0.50x, p99 >=25.00x, max 4.00x"
+            ),
+            "{t}"
+        );
     }
 
     #[test]
