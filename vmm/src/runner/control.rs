@@ -434,8 +434,15 @@ impl Controller {
     }
 
     /// `--switch-every` timer: toggle.
-    pub(super) fn on_switch_every(&mut self, ops: &mut EventOps) {
-        if self.coordinator.in_progress().is_some() || self.ready_at.is_none() {
+    /// `expirations`: timer periods since the last read.
+    pub(super) fn on_switch_every(&mut self, expirations: u64, ops: &mut EventOps) {
+        if self.ready_at.is_none() {
+            return;
+        }
+        let busy = self.coordinator.in_progress().is_some();
+        if let Some((_, ticks)) = self.switch_every.as_mut()
+            && !ticks.on_timer(expirations, busy)
+        {
             return;
         }
         let target = match self.coordinator.mode() {
