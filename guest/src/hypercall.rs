@@ -44,6 +44,11 @@ pub fn switch_changed(state: u32) {
     hypercall(doorbell::SWITCH, u64::from(state));
 }
 
+/// `--stop-above`: CPU `cpu` wrote the stop report (telemetry header).
+pub fn stop_above(cpu: u32) {
+    hypercall(doorbell::STOP_ABOVE, u64::from(cpu));
+}
+
 /// Writes `bytes` (at most `CONSOLE_MAX`) to the console in one exit.
 pub fn console_write(bytes: &[u8]) {
     debug_assert!(bytes.len() <= doorbell::CONSOLE_MAX);

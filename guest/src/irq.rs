@@ -39,6 +39,7 @@ pub fn shutdown_requested() -> bool {
 
 /// Handles one interrupt vector (not an exception, not NMI). Masked.
 pub fn handle(vector: u8) {
+    sched::trace::irq(percpu::cpu_id(), vector, crate::arch::irqflags::replaying());
     sched::irq_enter();
     dispatch(vector);
     sched::irq_exit();

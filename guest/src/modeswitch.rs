@@ -5,7 +5,7 @@
 //! posts a request:
 //!
 //! ```text
-//!  REQUESTED -> FREEZING   start the freezer, open a Switching latency epoch
+//!  REQUESTED -> FREEZING   open a Switching latency epoch, start the freezer
 //!  FREEZING                census every 100 µs; publish the first task still
 //!                          busy (blocker_*) so the VMM can name it on timeout
 //!  -> QUIESCENT            every task frozen or asleep lock-free, registry
@@ -14,7 +14,11 @@
 //!  DONE | CANCELLED        every other CPU executes a serializing instruction
 //!                          (SERIALIZE_IPI, acknowledged) before any task runs
 //!                          patched code; thaw; mode updated
-//!  -> COMPLETE             HC_SWITCH; one period later a new Mode epoch opens
+//!  -> COMPLETE             HC_SWITCH; once every measuring CPU has completed
+//!                          a full period after the thaw (bounded wait), a
+//!                          new Mode epoch opens: the switch's own stalls
+//!                          stay in the Switching epoch (samples go to the
+//!                          epoch that holds their deadline)
 //! ```
 //!
 //! A CANCELLED seen while still freezing (the VMM's deadline passed) thaws
@@ -120,8 +124,10 @@ pub fn run() {
         notify_vmm(mailbox_state::COMPLETE);
         return;
     }
-    freezer::request();
+    // The Switching epoch opens before anything of the switch runs: every
+    // deadline from here on is the switch's until the guard below.
     workload::open_epoch(from, EpochKind::Switching);
+    freezer::request();
 
     let quiescent = freeze_until_quiescent();
     if quiescent {
@@ -148,11 +154,38 @@ pub fn run() {
         mbox_write!(mode, mode as u32);
     }
     freezer::thaw();
-    mbox_write!(thawed_tsc, sched::now_tsc());
+    let thawed = sched::now_tsc();
+    mbox_write!(thawed_tsc, thawed);
     notify_vmm(mailbox_state::COMPLETE);
-    // Periods that overlapped the switch stay in the Switching epoch.
-    sched::sleep_us(u64::from(workload::interval_us()));
+    wait_full_period_after(thawed);
     workload::open_epoch(mode, EpochKind::Mode);
+}
+
+/// Longest wait for the guard (in periods, and at least this many µs): a
+/// CPU whose measurement thread cannot run (stalled) does not hold the
+/// next Mode epoch back for longer; its overdue periods are counted anyway.
+const GUARD_PERIODS: u64 = 20;
+const GUARD_MIN_US: u64 = 50_000;
+
+/// The Switching epoch's guard: sleeps until every measuring CPU has
+/// recorded an activation whose deadline lies at least one full period
+/// after `thawed` (so its whole period ran in the new mode), bounded.
+fn wait_full_period_after(thawed: u64) {
+    let interval_us = u64::from(workload::interval_us());
+    if interval_us == 0 {
+        return;
+    }
+    let interval = sched::us_to_tsc(interval_us);
+    let cpus = workload::measure_cpus();
+    let done = || {
+        (0..boot_info::cpu_count() as usize)
+            .filter(|&c| c < 64 && cpus & (1 << c) != 0)
+            .all(|c| workload::last_deadline(c) >= thawed + interval)
+    };
+    let limit = sched::now_tsc() + sched::us_to_tsc((GUARD_PERIODS * interval_us).max(GUARD_MIN_US));
+    while !done() && sched::now_tsc() < limit {
+        sched::sleep_us(interval_us / 2 + 1);
+    }
 }
 
 /// Freezes until quiescent; false if the VMM cancelled first.

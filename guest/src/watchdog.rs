@@ -96,6 +96,8 @@ pub fn on_timer_interrupt(cpu: usize, now: u64) {
         core::ptr::addr_of_mut!((*slot).preempt_count).write_volatile(preempt);
         core::ptr::addr_of_mut!((*slot).locks_held).write_volatile(locks);
         core::ptr::addr_of_mut!((*slot).stalled).write_volatile(1);
+        let stalls = core::ptr::addr_of!((*slot).stalls).read_volatile();
+        core::ptr::addr_of_mut!((*slot).stalls).write_volatile(stalls.wrapping_add(1));
     }
     crate::println!(
         "watchdog: cpu {cpu} stuck for {} ms in task '{}' (preempt count {preempt}, {locks} switchable lock(s) held)",

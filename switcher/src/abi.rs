@@ -58,7 +58,7 @@
 /// "RTSWITCH" in little-endian ASCII: identifies every structure of this ABI.
 pub const ABI_MAGIC: u64 = u64::from_le_bytes(*b"RTSWITCH");
 /// Bumped on any incompatible change of a structure or a protocol here.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// ELF note name (with its NUL, as ELF notes store it).
 pub const NOTE_NAME: &[u8] = b"rtswitch\0";
@@ -122,8 +122,11 @@ pub mod doorbell {
     /// copies those bytes to the console (one exit per message, not per
     /// byte, as Xen PV's `console_io`).
     pub const CONSOLE: u64 = 0x28;
+    /// `--stop-above`: a sample crossed the threshold; value = the CPU.
+    /// The stop report is complete in the telemetry header.
+    pub const STOP_ABOVE: u64 = 0x30;
     /// One past the last register.
-    pub const END: u64 = 0x30;
+    pub const END: u64 = 0x38;
     /// Longest console write.
     pub const CONSOLE_MAX: usize = 4096;
 
@@ -147,6 +150,7 @@ pub mod doorbell {
             CPU_ONLINE => "cpu-online",
             SWITCH => "switch",
             CONSOLE => "console",
+            STOP_ABOVE => "stop-above",
             _ => return None,
         })
     }
@@ -329,7 +333,11 @@ impl BootInfo {
                 load: 0,
                 load_threads: 0,
                 enabled: 0,
-                _reserved: 0,
+                measure_prio: 0,
+                measure_cpus: 0,
+                load_cpus: 0,
+                bucket_us: 0,
+                stop_above_us: 0,
             },
             cmdline: [0; CMDLINE_LEN],
         }
@@ -594,7 +602,9 @@ pub struct CpuHeartbeat {
     pub stalled: u32,
     pub preempt_count: u32,
     pub locks_held: u32,
-    pub _reserved: u32,
+    /// Stalls the guest flagged on this CPU so far (`stalled` clears when
+    /// the CPU makes progress again; this count stays).
+    pub stalls: u32,
     pub task_name: [u8; 16],
 }
 
@@ -650,7 +660,7 @@ impl PanicRecord {
 // The layout is part of the ABI: it must not change by accident.
 const _: () = {
     assert!(core::mem::size_of::<AbiNote>() == 16);
-    assert!(core::mem::size_of::<BootInfo>() == 64 + 24 + 24 + CMDLINE_LEN);
+    assert!(core::mem::size_of::<BootInfo>() == 64 + 24 + 48 + CMDLINE_LEN);
     assert!(core::mem::size_of::<BootInfo>() <= 4096);
     assert!(core::mem::size_of::<GuestStatus>() == 48 + KERNEL_VERSION_LEN);
     assert!(core::mem::size_of::<PanicRecord>() == 32 + PANIC_FILE_LEN + PANIC_MSG_LEN);

@@ -9,11 +9,34 @@
 //! for slot in 0..epoch_slots:           epoch ring: slot = epoch index % epoch_slots
 //!   for cpu in 0..cpu_count:            one record per CPU, `cpu_stride` bytes each
 //!     CpuLatencyHeader
-//!     irq_buckets:    [u32; bucket_count]   IRQ latency,    bucket i = [i, i+1) µs
-//!     thread_buckets: [u32; bucket_count]   thread latency, bucket i = [i, i+1) µs
+//!     irq_buckets:       [u32; bucket_count]   IRQ latency,    bucket i = [i*b, (i+1)*b) µs
+//!     thread_buckets:    [u32; bucket_count]   thread latency, bucket i = [i*b, (i+1)*b) µs
+//!     corrected_buckets: [u32; bucket_count]   thread latency of every elapsed period
+//!                                              (coordinated-omission corrected)
 //! ```
-//! Samples of `bucket_count` µs or more are counted in `overflow` (and in
-//! min/max/sum), not in a bucket.
+//! `b` is the header's `bucket_us`. Samples of `bucket_count * b` µs or
+//! more are counted in `overflow` (and in min/max/sum), not in a bucket.
+//!
+//! # Epoch attribution
+//!
+//! A sample belongs to the epoch whose window `[start_tsc, end_tsc)` holds
+//! its *deadline*, not to the epoch current when it is recorded: a
+//! measurement thread woken late after a switch records into the epoch
+//! that was current at its deadline (still in the ring: the VMM reads it
+//! again at every harvest while its slot holds it). Each period a late
+//! activation skipped (`missed`) goes to the epoch holding that period's
+//! deadline too.
+//!
+//! # Periods that have not ended yet
+//!
+//! `CpuMeasureState::next_deadline_tsc` is the deadline a CPU's
+//! measurement thread waits for. Periods whose deadlines have passed by
+//! the header's `now_tsc` (or by an epoch's `end_tsc`) without an
+//! activation are *overdue*: a reader counts them as missed in the epochs
+//! holding their deadlines ([`overdue_periods`]), so a CPU whose thread
+//! cannot run at all still shows its missed periods. Once the thread runs
+//! it records them itself and advances `next_deadline_tsc`: they are never
+//! counted twice.
 //!
 //! # Consistency
 //!
@@ -35,6 +58,26 @@ use crate::abi::ABI_MAGIC;
 
 /// Epoch slots in the ring.
 pub const EPOCH_SLOTS: usize = 4;
+/// Cycle numbers of thread-latency overflows kept per record (cyclictest
+/// `-h` lists them; beyond these only the count is kept).
+pub const OVERFLOW_LOG: usize = 8;
+/// Entries of the per-CPU scheduler trace copied into a [`StopReport`].
+pub const TRACE_LEN: usize = 32;
+
+/// The workload's defaults (what the guest runs for a 0 in
+/// [`WorkloadRequest`]); the VMM sizes its histograms from them.
+pub mod defaults {
+    /// Measurement period (cyclictest's customary `-i 1000`).
+    pub const INTERVAL_US: u32 = 1000;
+    /// Load critical section.
+    pub const CS_US: u32 = 500;
+    /// Load threads per CPU.
+    pub const LOAD_THREADS: u32 = 2;
+    /// Measurement thread priority: the guest's highest (`MAX_PRIO`).
+    pub const MEASURE_PRIO: u32 = 99;
+    /// Histogram bucket width.
+    pub const BUCKET_US: u32 = 1;
+}
 /// Bytes of the task name recorded with the worst sample.
 pub const TASK_NAME_LEN: usize = 16;
 /// Alignment of the header's end and of every CPU record.
@@ -88,7 +131,19 @@ pub struct WorkloadRequest {
     pub load_threads: u32,
     /// Whether to run the workload at all (1) or not (0: boot only).
     pub enabled: u32,
-    pub _reserved: u32,
+    /// Priority of the measurement threads (1..=99; 0: the default, the
+    /// guest's highest). Below the control thread (98) the switch and
+    /// housekeeping can delay them: that is what the option is for.
+    pub measure_prio: u32,
+    /// CPUs that run a measurement thread (bit n = CPU n; 0: all).
+    pub measure_cpus: u64,
+    /// CPUs that run load threads (bit n = CPU n; 0: all).
+    pub load_cpus: u64,
+    /// Histogram bucket width in µs (0: 1 µs).
+    pub bucket_us: u32,
+    /// Stop at the first thread-latency sample above this many µs and
+    /// write a [`StopReport`] (0: never; cyclictest `-b`, rtla `-a`).
+    pub stop_above_us: u32,
 }
 
 /// Kind of an epoch.
@@ -97,7 +152,8 @@ pub struct WorkloadRequest {
 pub enum EpochKind {
     /// Running in one mode.
     Mode = 0,
-    /// Periods that overlapped a mode switch.
+    /// Periods that overlapped a mode switch, from its request until
+    /// every measuring CPU has completed a full period after the thaw.
     Switching = 1,
 }
 
@@ -183,8 +239,144 @@ pub struct TelemetryHeader {
     /// Epochs whose slot the guest had to reuse before the VMM read them
     /// (their samples are missing from the reports; must stay 0).
     pub unread_recycled: u32,
-    pub _reserved1: u32,
+    /// The measurement threads' priority.
+    pub measure_prio: u32,
+    /// Histogram bucket width in µs (>= 1).
+    pub bucket_us: u32,
+    /// Threshold of `--stop-above` in µs (0: off).
+    pub stop_above_us: u32,
+    /// CPUs that measure and CPUs that carry load (bit n = CPU n).
+    pub measure_cpus: u64,
+    pub load_cpus: u64,
+    /// The guest's TSC, raised by every activation and when the last epoch
+    /// closes: the reader's "now" for periods that are overdue.
+    pub now_tsc: u64,
+    /// The measurement period in TSC ticks (overdue periods step by it).
+    pub interval_tsc: u64,
+    /// 1 once a [`StopReport`] is complete (then the VMM stops the run).
+    pub stopped: u32,
+    pub _reserved2: u32,
     pub epochs: [EpochHeader; EPOCH_SLOTS],
+    pub cpus: [CpuMeasureState; crate::abi::MAX_CPUS],
+    pub stop: StopReport,
+}
+
+/// One CPU's measurement thread, outside any epoch (written only by it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuMeasureState {
+    /// The deadline it waits for (0: this CPU does not measure, or has
+    /// not started).
+    pub next_deadline_tsc: u64,
+    /// Activations since it started (cyclictest's cycle count).
+    pub cycles: u64,
+    /// Deadline of its last recorded activation.
+    pub last_deadline_tsc: u64,
+}
+
+/// A scheduler event in the per-CPU trace ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TraceEntry {
+    pub tsc: u64,
+    /// A [`trace_kind`] value.
+    pub kind: u32,
+    /// Kind-specific: the priority of the task switched to or woken, the
+    /// vector of an interrupt.
+    pub arg: u32,
+    /// The task switched to or woken (NUL-padded; empty for interrupts).
+    pub task_name: [u8; TASK_NAME_LEN],
+}
+
+/// Kinds of [`TraceEntry`].
+pub mod trace_kind {
+    /// Unused entry.
+    pub const NONE: u32 = 0;
+    /// Context switch to `task_name` (arg: its priority).
+    pub const SWITCH: u32 = 1;
+    /// `task_name` made runnable (arg: its priority).
+    pub const WAKE: u32 = 2;
+    /// Interrupt handler entered (arg: vector).
+    pub const IRQ: u32 = 3;
+    /// An interrupt arrived while interrupts were soft-masked and was
+    /// deferred to the unmask (arg: vector).
+    pub const IRQ_DEFERRED: u32 = 4;
+}
+
+/// Why a run stopped at `--stop-above`: the first sample above the
+/// threshold and what its CPU was doing (written once, by that CPU's
+/// measurement thread, then `TelemetryHeader::stopped` is set).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopReport {
+    pub cpu: u32,
+    /// Switchable locks the interrupted task held; the CPU's preempt
+    /// count; whether interrupts were soft-masked when the timer fired
+    /// (1) and for how long the timer interrupt was deferred by it.
+    pub locks_held: u32,
+    pub preempt_count: u32,
+    pub irq_masked: u32,
+    pub masked_ns: u64,
+    pub deadline_tsc: u64,
+    pub thread_ns: u64,
+    /// 0 when no timer interrupt served the deadline.
+    pub irq_ns: u64,
+    /// Host steal time on this CPU while the sample's period ran.
+    pub steal_ns: u64,
+    /// Valid entries of `trace` (oldest first).
+    pub trace_len: u32,
+    pub _reserved: u32,
+    /// The interrupted task: its address (what the lock table's owner
+    /// words hold; 0: none) and name.
+    pub task_addr: u64,
+    pub task_name: [u8; TASK_NAME_LEN],
+    pub trace: [TraceEntry; TRACE_LEN],
+}
+
+impl StopReport {
+    pub const EMPTY: Self = Self {
+        cpu: 0,
+        locks_held: 0,
+        preempt_count: 0,
+        irq_masked: 0,
+        masked_ns: 0,
+        deadline_tsc: 0,
+        thread_ns: 0,
+        irq_ns: 0,
+        steal_ns: 0,
+        trace_len: 0,
+        _reserved: 0,
+        task_addr: 0,
+        task_name: [0; TASK_NAME_LEN],
+        trace: [TraceEntry { tsc: 0, kind: 0, arg: 0, task_name: [0; TASK_NAME_LEN] }; TRACE_LEN],
+    };
+}
+
+/// Periods of a thread with period `interval` whose deadlines lie in
+/// `[from, to)`, stepping from `first` (`first`, `first + interval`, ...):
+/// how many overdue periods of a CPU (first = its `next_deadline_tsc`,
+/// overdue until `to` = now) fall into an epoch window starting at `from`.
+pub fn periods_in(first: u64, interval: u64, from: u64, to: u64) -> u64 {
+    if interval == 0 || first == 0 || to <= first || to <= from {
+        return 0;
+    }
+    // First deadline at or after `from`.
+    let start = if first >= from { first } else { first + (from - first).div_ceil(interval) * interval };
+    if start >= to { 0 } else { (to - 1 - start) / interval + 1 }
+}
+
+/// Overdue periods of a CPU in an epoch window `[start, end)` (`end` 0:
+/// still open, up to `now`): deadlines from `next_deadline` that passed
+/// without an activation.
+///
+/// Only a thread at least one whole period late counts as stalled (one
+/// less late is about to run, and will record its deadline as a sample).
+pub fn overdue_periods(next_deadline: u64, interval: u64, start: u64, end: u64, now: u64) -> u64 {
+    if now.saturating_sub(next_deadline) < interval {
+        return 0;
+    }
+    let to = if end == 0 { now } else { end };
+    periods_in(next_deadline, interval, start, to)
 }
 
 /// Summary of one latency histogram.
@@ -218,6 +410,13 @@ pub struct WorstSample {
     pub preempt_count: u32,
     /// Name of the task the timer interrupted (NUL-padded).
     pub task_name: [u8; TASK_NAME_LEN],
+    /// Host steal time on this CPU while the sample's period ran.
+    pub steal_ns: u64,
+    /// How long the timer interrupt waited for a soft unmask (0: it
+    /// arrived unmasked).
+    pub masked_ns: u64,
+    /// The sample's activation number (cyclictest cycle).
+    pub cycle: u64,
 }
 
 /// The fixed part of a CPU record.
@@ -228,11 +427,28 @@ pub struct CpuLatencyHeader {
     pub seq: u64,
     /// Activations recorded.
     pub samples: u64,
-    /// Periods that passed without an activation (the thread woke too late).
+    /// Periods whose deadlines lie in this epoch that passed without an
+    /// activation (the thread woke too late); overdue ones not yet
+    /// included (module doc).
     pub missed: u64,
     pub irq: HistSummary,
     pub thread: HistSummary,
+    /// Thread latency of every elapsed period: each activation's, plus for
+    /// each period it skipped the latency that period saw when the late
+    /// activation finally served it (HdrHistogram's corrected recording).
+    pub corrected: HistSummary,
     pub worst: WorstSample,
+    /// Host steal time on this CPU over the periods recorded here.
+    pub steal_ns: u64,
+    /// Largest thread latency minus the steal time of its period: what
+    /// the guest did, the host's preemption of the vCPU taken out.
+    pub max_net_ns: u64,
+    /// The last activation's latencies (cyclictest's `Act`; IRQ 0 if none).
+    pub last_thread_ns: u64,
+    pub last_irq_ns: u64,
+    /// Cycle numbers of the first [`OVERFLOW_LOG`] thread-latency
+    /// overflows (`thread.overflow` counts all of them).
+    pub overflow_cycles: [u64; OVERFLOW_LOG],
 }
 
 const fn align_up(v: usize, a: usize) -> usize {
@@ -252,7 +468,7 @@ impl Layout {
     }
 
     pub const fn cpu_stride(&self) -> usize {
-        align_up(core::mem::size_of::<CpuLatencyHeader>() + 2 * 4 * self.bucket_count, RECORD_ALIGN)
+        align_up(core::mem::size_of::<CpuLatencyHeader>() + 3 * 4 * self.bucket_count, RECORD_ALIGN)
     }
 
     /// Total bytes of the region.
@@ -274,21 +490,37 @@ impl Layout {
     pub const fn thread_buckets(&self) -> usize {
         core::mem::size_of::<CpuLatencyHeader>() + 4 * self.bucket_count
     }
+
+    /// Offset of the corrected thread-latency buckets in a record.
+    pub const fn corrected_buckets(&self) -> usize {
+        core::mem::size_of::<CpuLatencyHeader>() + 8 * self.bucket_count
+    }
 }
 
 impl TelemetryHeader {
     pub fn is_valid(&self) -> bool {
         self.magic == ABI_MAGIC
     }
+
+    /// The guest's TSC rate in kHz, from the period in µs and in ticks
+    /// (0 before the guest set them).
+    pub fn tsc_khz(&self) -> u64 {
+        (self.interval_tsc.saturating_mul(1000)).checked_div(u64::from(self.interval_us)).unwrap_or(0)
+    }
 }
 
 const _: () = {
     assert!(core::mem::size_of::<EpochHeader>() == 32);
     assert!(core::mem::size_of::<HistSummary>() == 40);
-    assert!(core::mem::size_of::<WorstSample>() == 48);
-    assert!(core::mem::size_of::<CpuLatencyHeader>() == 24 + 80 + 48);
-    assert!(core::mem::size_of::<WorkloadRequest>() == 24);
-    assert!(core::mem::size_of::<TelemetryHeader>() == 104 + 32 * EPOCH_SLOTS);
+    assert!(core::mem::size_of::<WorstSample>() == 72);
+    assert!(core::mem::size_of::<CpuLatencyHeader>() == 24 + 120 + 72 + 32 + 8 * OVERFLOW_LOG);
+    assert!(core::mem::size_of::<WorkloadRequest>() == 48);
+    assert!(core::mem::size_of::<TraceEntry>() == 32);
+    assert!(core::mem::size_of::<StopReport>() == 88 + 32 * TRACE_LEN);
+    assert!(
+        core::mem::size_of::<TelemetryHeader>()
+            == 152 + 32 * EPOCH_SLOTS + 24 * crate::abi::MAX_CPUS + core::mem::size_of::<StopReport>()
+    );
 };
 
 #[cfg(test)]
@@ -304,6 +536,26 @@ mod tests {
         assert_eq!(l.record(0, 1) - l.record(0, 0), l.cpu_stride());
         assert_eq!(l.record(1, 0), l.record(0, 2) + l.cpu_stride());
         assert_eq!(l.size(), l.record(EPOCH_SLOTS - 1, 2) + l.cpu_stride());
+    }
+
+    #[test]
+    fn periods_in_windows() {
+        // Deadlines 100, 110, 120, ... (interval 10).
+        assert_eq!(periods_in(100, 10, 0, 100), 0);
+        assert_eq!(periods_in(100, 10, 0, 101), 1);
+        assert_eq!(periods_in(100, 10, 0, 131), 4);
+        assert_eq!(periods_in(100, 10, 105, 131), 3);
+        assert_eq!(periods_in(100, 10, 110, 120), 1);
+        assert_eq!(periods_in(100, 10, 131, 200), 6);
+        assert_eq!(periods_in(0, 10, 0, 200), 0, "not measuring");
+        // Windows that tile the line count every period once.
+        let total: u64 = [(0, 117), (117, 163), (163, 250)].iter().map(|&(a, b)| periods_in(100, 10, a, b)).sum();
+        assert_eq!(total, periods_in(100, 10, 0, 250));
+        assert_eq!(total, 15);
+        // Open epoch: up to now.
+        assert_eq!(overdue_periods(100, 10, 90, 0, 125), 3);
+        assert_eq!(overdue_periods(100, 10, 90, 115, 300), 2);
+        assert_eq!(overdue_periods(100, 10, 90, 0, 105), 0, "late less than a period: about to run");
     }
 
     #[test]

@@ -120,8 +120,14 @@ impl RunResult {
 
 /// Runs `rtswitch ARGS`, killing it (and failing) after `limit`.
 pub fn run_rtswitch(args: &[&str], limit: Duration) -> RunResult {
+    run_rtswitch_env(args, &[], limit)
+}
+
+/// As [`run_rtswitch`], with `env` added to its environment.
+pub fn run_rtswitch_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> RunResult {
     let mut child = Command::new(rtswitch_bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

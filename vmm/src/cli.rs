@@ -157,6 +157,16 @@ pub struct RunArgs {
     /// Deadline for every vCPU to stop (leave guest mode) in a switch (a bare number is ms; old name --vcpu-stop-timeout-ms).
     #[arg(long, alias = "vcpu-stop-timeout-ms", value_name = "DURATION", default_value = "500ms", value_parser = parse_vcpu_stop_timeout)]
     pub vcpu_stop_timeout: Duration,
+    /// Per-thread seccomp filters (README "Sandbox"); off only for debugging.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
+    pub seccomp: OnOff,
+}
+
+/// `--seccomp` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 /// The latency workload (cyclictest/timerlat-like) the guest runs.
@@ -174,9 +184,24 @@ pub struct WorkloadArgs {
     /// Load threads per CPU (default 2).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
     pub load_threads: Option<u32>,
-    /// Histogram range: 1 µs buckets up to this many µs; slower samples count as overflows.
-    #[arg(long, value_name = "US", default_value_t = DEFAULT_HIST_MAX_US, value_parser = clap::value_parser!(u32).range(10..=MAX_HIST_MAX_US as i64))]
-    pub hist_max_us: u32,
+    /// Histogram range in µs; slower samples count as overflows. Default: 10000, or 10 periods when --interval-us is longer.
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(10..=MAX_HIST_MAX_US as i64))]
+    pub hist_max_us: Option<u32>,
+    /// Histogram bucket width in µs (rtla --bucket-size).
+    #[arg(long, value_name = "US", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub bucket_us: u32,
+    /// Priority of the measurement threads, 1..=99 (cyclictest -p). The guest's control thread runs at 98: below it, the switch can delay measurement.
+    #[arg(long, value_name = "PRIO", default_value_t = 99, value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub priority: u32,
+    /// vCPUs that run a measurement thread, as a list like 0-3,6 (cyclictest -a). Default: all.
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpu_list)]
+    pub measure_cpus: Option<u64>,
+    /// vCPUs that run load threads, as a list like 1,3. Default: all.
+    #[arg(long, value_name = "CPUS", value_parser = parse_cpu_list)]
+    pub load_cpus: Option<u64>,
+    /// Stop at the first thread-latency sample above US µs and print its cause: the interrupted task, its locks, the preempt and interrupt-mask state, steal time and the CPU's last scheduler events (cyclictest -b, rtla -a).
+    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(1..))]
+    pub stop_above: Option<u32>,
     /// Boot only: no measurement threads, no load.
     #[arg(long)]
     pub no_workload: bool,
@@ -259,6 +284,8 @@ pub struct RunConfig {
     pub switch_timeout: Duration,
     pub vcpu_stop_timeout: Duration,
     pub watchdog: Duration,
+    /// `--seccomp on` (the default).
+    pub seccomp: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -271,6 +298,37 @@ pub enum CliError {
     UnknownGuestArg { word: String, key: String, known: String },
     #[error("--guest-arg '{word}': {why}")]
     BadGuestArgValue { word: String, why: String },
+    #[error("{option} names vCPU {cpu}, but the VM has {vcpus} (0..={last})", last = vcpus - 1)]
+    CpuOutOfRange { option: &'static str, cpu: u32, vcpus: u32 },
+    #[error("--hist-max-us {range} is less than one --bucket-us {bucket} bucket")]
+    HistRange { range: u32, bucket: u32 },
+}
+
+/// The default histogram range: 10 ms, or 10 periods of a longer interval.
+pub fn default_hist_max_us(interval_us: Option<u32>) -> u32 {
+    let interval = interval_us.unwrap_or(switcher::telemetry::defaults::INTERVAL_US);
+    DEFAULT_HIST_MAX_US.max(interval.saturating_mul(10)).min(MAX_HIST_MAX_US)
+}
+
+/// A CPU list (`0-3,6`) as a bit mask.
+fn parse_cpu_list(s: &str) -> Result<u64, String> {
+    let mut mask = 0u64;
+    for part in s.split(',') {
+        let (a, b) = part.split_once('-').unwrap_or((part, part));
+        let parse = |x: &str| {
+            x.trim().parse::<u32>().ok().filter(|&c| (c as usize) < MAX_CPUS).ok_or_else(|| {
+                format!("'{x}' in '{s}' is not a vCPU number 0..{MAX_CPUS} (expected a list like 0-3,6)")
+            })
+        };
+        let (a, b) = (parse(a)?, parse(b)?);
+        if a > b {
+            return Err(format!("range '{part}' in '{s}' runs backwards"));
+        }
+        for c in a..=b {
+            mask |= 1 << c;
+        }
+    }
+    Ok(mask)
 }
 
 /// The guest argument keys as `--help` and errors list them
@@ -325,6 +383,20 @@ impl RunArgs {
         if cmdline.len() >= CMDLINE_LEN {
             return Err(CliError::CmdlineTooLong(cmdline.len()));
         }
+        let w = &self.workload;
+        for (option, mask) in [("--measure-cpus", w.measure_cpus), ("--load-cpus", w.load_cpus)] {
+            if let Some(mask) = mask {
+                let beyond = if self.vcpus >= 64 { 0 } else { mask >> self.vcpus };
+                if beyond != 0 {
+                    let cpu = self.vcpus + beyond.trailing_zeros();
+                    return Err(CliError::CpuOutOfRange { option, cpu, vcpus: self.vcpus });
+                }
+            }
+        }
+        let range = w.hist_max_us.unwrap_or_else(|| default_hist_max_us(w.interval_us));
+        if range < w.bucket_us {
+            return Err(CliError::HistRange { range, bucket: w.bucket_us });
+        }
         Ok(RunConfig {
             vcpus: self.vcpus,
             memory_bytes: self.memory << 20,
@@ -341,15 +413,20 @@ impl RunArgs {
                 load_threads: self.workload.load_threads.unwrap_or(0),
                 // The self-tests own the guest's CPUs while they run.
                 enabled: u32::from(!self.workload.no_workload && !self.selftest),
-                _reserved: 0,
+                measure_prio: self.workload.priority,
+                measure_cpus: self.workload.measure_cpus.unwrap_or(0),
+                load_cpus: self.workload.load_cpus.unwrap_or(0),
+                bucket_us: self.workload.bucket_us,
+                stop_above_us: self.workload.stop_above.unwrap_or(0),
             },
-            hist_buckets: self.workload.hist_max_us,
+            hist_buckets: range.div_ceil(self.workload.bucket_us),
             output: self.output,
             api_sock: self.api_sock,
             switch_every: self.switch_every,
             switch_timeout: self.switch_timeout,
             vcpu_stop_timeout: self.vcpu_stop_timeout,
             watchdog: self.watchdog,
+            seccomp: self.seccomp == OnOff::On,
         })
     }
 }
@@ -469,8 +546,24 @@ mod tests {
         assert_eq!(c.duration, None);
         assert_eq!(c.cmdline, "");
         assert_eq!(c.mode, LockMode::Mainline);
-        assert_eq!(c.workload, WorkloadRequest { load: LoadKind::Locks as u32, enabled: 1, ..Default::default() });
+        assert_eq!(
+            c.workload,
+            WorkloadRequest {
+                load: LoadKind::Locks as u32,
+                enabled: 1,
+                measure_prio: 99,
+                bucket_us: 1,
+                ..Default::default()
+            }
+        );
         assert_eq!(c.hist_buckets, DEFAULT_HIST_MAX_US);
+        assert!(c.seccomp);
+    }
+
+    #[test]
+    fn seccomp_off() {
+        assert!(!parse(&["--seccomp", "off"]).unwrap().seccomp);
+        assert!(parse(&["--seccomp", "maybe"]).is_err());
     }
 
     #[test]
@@ -566,7 +659,11 @@ mod tests {
                 load: LoadKind::Cpu as u32,
                 load_threads: 3,
                 enabled: 1,
-                _reserved: 0
+                measure_prio: 99,
+                measure_cpus: 0,
+                load_cpus: 0,
+                bucket_us: 1,
+                stop_above_us: 0,
             }
         );
         assert_eq!(parse(&["--no-workload"]).unwrap().workload.enabled, 0);

@@ -29,11 +29,20 @@ pub enum ExitCode {
     /// The guest wrote to its own text, which the hypervisor keeps
     /// read-only (only the VMM patches it).
     TextWrite = 9,
+    /// A VMM thread made a system call its seccomp filter does not allow
+    /// (`vmm/src/seccomp.rs`); the message names the thread and the call.
+    SeccompViolation = 10,
+    /// The guest ran, but the measurement is not ok: a measuring CPU with
+    /// no sample, a load that did no operation, or a watchdog stall (the
+    /// reasons are in the summary and the JSON `result`).
+    MeasurementNotOk = 11,
+    /// `--stop-above`: a sample crossed the threshold; its cause is printed.
+    StoppedAbove = 12,
 }
 
 impl ExitCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ExitCode; 10] = [
+    pub const ALL: [ExitCode; 13] = [
         ExitCode::Ok,
         ExitCode::GuestFailure,
         ExitCode::BadArguments,
@@ -44,6 +53,9 @@ impl ExitCode {
         ExitCode::ShutdownTimeout,
         ExitCode::VcpuFault,
         ExitCode::TextWrite,
+        ExitCode::SeccompViolation,
+        ExitCode::MeasurementNotOk,
+        ExitCode::StoppedAbove,
     ];
 
     pub fn code(self) -> u8 {
@@ -62,12 +74,14 @@ impl ExitCode {
         fn rank(c: ExitCode) -> u8 {
             match c {
                 ExitCode::Ok => 0,
-                ExitCode::GuestFailure => 1,
-                ExitCode::ShutdownTimeout => 2,
-                ExitCode::GuestPanic => 3,
-                ExitCode::VcpuFault | ExitCode::TextWrite => 4,
-                ExitCode::TripleFault => 5,
-                ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError => 6,
+                ExitCode::StoppedAbove => 1,
+                ExitCode::MeasurementNotOk => 2,
+                ExitCode::GuestFailure => 3,
+                ExitCode::ShutdownTimeout => 4,
+                ExitCode::GuestPanic => 5,
+                ExitCode::VcpuFault | ExitCode::TextWrite => 6,
+                ExitCode::TripleFault => 7,
+                ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError | ExitCode::SeccompViolation => 8,
             }
         }
         if rank(other) > rank(self) { other } else { self }

@@ -5,7 +5,8 @@
 //! Threads: the main thread parses the command line, builds the VM and then
 //! runs the control loop (`runner`, an event-manager epoll loop over
 //! signals, timers and vCPU events); each vCPU has its own thread
-//! (`vstate::vcpu`).
+//! (`vstate::vcpu`). Each thread installs its own seccomp filter once set
+//! up (`seccomp`).
 
 pub mod api;
 pub mod arch;
@@ -17,6 +18,7 @@ pub mod host_speed;
 pub mod loader;
 pub mod report;
 pub mod runner;
+pub mod seccomp;
 pub mod signals;
 pub mod stress;
 pub mod switch;

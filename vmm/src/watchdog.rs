@@ -23,18 +23,31 @@ struct CpuWatch {
     beats: u64,
     changed: Instant,
     reported: bool,
+    /// Stalls the guest's own watchdog flagged (`CpuHeartbeat::stalls`).
+    guest_stalls: u32,
 }
 
 pub struct Watchdog {
     limit: Duration,
     cpus: Vec<CpuWatch>,
+    /// Stalls reported so far (a run with one is "not ok").
+    stalls: Vec<String>,
 }
 
 impl Watchdog {
     /// Watches `cpus` CPUs; `limit` zero turns it off.
     pub fn new(cpus: u32, limit: Duration) -> Self {
         let now = Instant::now();
-        Self { limit, cpus: (0..cpus).map(|_| CpuWatch { beats: 0, changed: now, reported: false }).collect() }
+        Self {
+            limit,
+            cpus: (0..cpus).map(|_| CpuWatch { beats: 0, changed: now, reported: false, guest_stalls: 0 }).collect(),
+            stalls: Vec::new(),
+        }
+    }
+
+    /// Every stall reported so far, one line each.
+    pub fn stalls(&self) -> &[String] {
+        &self.stalls
     }
 
     /// Reads the heartbeats; returns the lines to print.
@@ -47,11 +60,25 @@ impl Watchdog {
         for (cpu, w) in self.cpus.iter_mut().enumerate() {
             let addr = HEARTBEAT_ADDR + (cpu * std::mem::size_of::<CpuHeartbeat>()) as u64;
             let Ok(Beat(hb)) = mem.read_obj::<Beat>(GuestAddress(addr)) else { continue };
+            // The guest's watchdog saw the stall first (after
+            // STALL_REPORT_MS; it printed it): it counts for the result.
+            if hb.stalls != w.guest_stalls && self.stalls.len() < 64 {
+                w.guest_stalls = hb.stalls;
+                let end = hb.task_name.iter().position(|&b| b == 0).unwrap_or(hb.task_name.len());
+                self.stalls.push(format!(
+                    "watchdog: cpu {cpu} stalled: its watchdog thread could not run for {} ms (the guest saw task '{}', \
+                     preempt count {}, {} switchable lock(s) held)",
+                    switcher::abi::STALL_REPORT_MS,
+                    String::from_utf8_lossy(&hb.task_name[..end]),
+                    hb.preempt_count,
+                    hb.locks_held
+                ));
+            }
             if hb.beats != w.beats {
                 if w.reported {
                     out.push(format!("watchdog: cpu {cpu} makes progress again"));
                 }
-                *w = CpuWatch { beats: hb.beats, changed: now, reported: false };
+                *w = CpuWatch { beats: hb.beats, changed: now, reported: false, guest_stalls: w.guest_stalls };
                 continue;
             }
             // Not started yet (0 beats) is not a stall.
@@ -70,10 +97,14 @@ impl Watchdog {
             } else {
                 "it took no timer interrupt either (interrupts off?)".to_string()
             };
-            out.push(format!(
+            let line = format!(
                 "watchdog: cpu {cpu} made no progress for {:.1} s (its watchdog thread did not run): {what}",
                 now.duration_since(w.changed).as_secs_f64()
-            ));
+            );
+            if self.stalls.len() < 64 {
+                self.stalls.push(line.clone());
+            }
+            out.push(line);
         }
         out
     }

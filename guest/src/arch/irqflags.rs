@@ -28,7 +28,8 @@
 //! arch layer does not import the kernel's upper layers.
 
 use super::percpu::{self, offset};
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use switcher::abi::MAX_CPUS;
 
 /// The kernel's interrupt handler (`fn(vector)`, runs masked).
 static HANDLER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
@@ -172,10 +173,25 @@ fn run_exit_work() {
 /// while it runs), then the exit work. Masked.
 pub(super) fn replay_pending() {
     percpu::this().irq_pending_any.store(0, Ordering::Relaxed);
+    let replaying = &REPLAYING[percpu::cpu_id() as usize % MAX_CPUS];
     while let Some(v) = take_highest() {
+        replaying.store(true, Ordering::Relaxed);
         run_handler(v);
+        replaying.store(false, Ordering::Relaxed);
     }
     run_exit_work();
+}
+
+/// Per CPU: a handler runs now for an interrupt that arrived while this
+/// CPU was masked (it was deferred to the unmask).
+static REPLAYING: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Whether the interrupt handler running now on this CPU serves an
+/// interrupt that arrived while interrupts were soft-masked (diagnostics:
+/// the latency probe and the scheduler trace record it).
+#[inline]
+pub fn replaying() -> bool {
+    REPLAYING[percpu::cpu_id() as usize % MAX_CPUS].load(Ordering::Relaxed)
 }
 
 /// One interrupt taken on an unmasked CPU (from `entry`, now masked): its

@@ -22,8 +22,8 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use super::scheduler::{WaitQueue, wake_up};
 use super::task::{Task, TaskState, current, spawned_slots, task_by_slot};
-use super::waitqueue::WaitQueue;
 
 static FREEZE_REQUESTED: AtomicBool = AtomicBool::new(false);
 static THAW: WaitQueue = WaitQueue::new("thaw");
@@ -59,6 +59,18 @@ pub fn freeze_if_lock_free() {
     }
 }
 
+/// The wait with the implicit safe point: defined here, above the wait
+/// queue (`scheduler.rs`), because the safe point is the freezer's.
+impl WaitQueue {
+    /// Blocks the current task until `cond()` holds (checked first, then
+    /// after every wake-up). `cond` runs in task context, unlocked.
+    #[track_caller]
+    pub fn wait_until(&self, cond: impl FnMut() -> bool) {
+        self.wait_until_unfreezable(cond);
+        freeze_if_lock_free();
+    }
+}
+
 /// Exempts the current task from freezing; it must never take a
 /// switchable lock afterwards (`SpinLock` panics if it does).
 pub fn exempt_current() {
@@ -73,7 +85,7 @@ pub fn request() {
     for slot in 0..spawned_slots() {
         let t = task_by_slot(slot);
         if !t.blocked_on.load(Ordering::Acquire).is_null() {
-            super::scheduler::wake_up(t);
+            wake_up(t);
         }
     }
 }

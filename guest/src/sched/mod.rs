@@ -25,12 +25,19 @@
 //! raw wait lock (which then nests outside the run-queue lock), and must
 //! drop that lock before `schedule()`.
 //!
-//! Files: `task` (table, ids, stacks), `runqueue` (per-CPU queue and timer
-//! list), `scheduler` (schedule, wake, spawn, exit), `switch` (assembly),
-//! `preempt` (counts, might_sleep), `timer` (sleep, timer IRQ),
-//! `waitqueue`, `selftest` (preemption test and the `sched-demo`).
+//! Files, lowest layer first (no file imports one above it):
+//! - `task` (table, ids, stacks), `runqueue` (per-CPU queue and timer
+//!   list), `switch` (the context switch in assembly), `preempt` (counts,
+//!   might_sleep), `trace` (the per-CPU scheduler event ring);
+//! - `scheduler` (schedule, wake, priorities, the preemption points
+//!   `preempt_enable` and `irq_exit_work`, and wait queues);
+//! - `freezer` (safe points; the freezable `WaitQueue::wait_until`);
+//! - `lifecycle` (spawn, a task's start and exit, join), `timer` (sleep,
+//!   timer IRQ);
+//! - `selftest` (preemption test and the `sched-demo`).
 
 pub mod freezer;
+mod lifecycle;
 mod preempt;
 mod runqueue;
 mod scheduler;
@@ -38,19 +45,20 @@ pub mod selftest;
 mod switch;
 mod task;
 mod timer;
-mod waitqueue;
+pub mod trace;
 
 // The kernel-core API (issue 3): lock code (sync/), self-tests and the
 // workload use it; not every name has a user in every build.
 #[allow(unused_imports)]
+pub use lifecycle::{join, spawn};
+#[allow(unused_imports)]
 pub use preempt::{
-    in_irq, irq_enter, irq_exit, irq_exit_work, might_sleep, preempt_count, preempt_disable, preempt_enable,
-    preempt_enable_no_resched, preemptible,
+    in_irq, irq_enter, irq_exit, might_sleep, preempt_count, preempt_disable, preempt_enable_no_resched, preemptible,
 };
 #[allow(unused_imports)]
 pub use scheduler::{
-    idle_loop, init_cpu, join, prepare_block, schedule, set_current_blocked, set_current_running, set_idle_poll,
-    set_prio, spawn, wake_up, yield_now,
+    WaitQueue, idle_loop, init_cpu, irq_exit_work, preempt_enable, prepare_block, schedule, set_current_blocked,
+    set_current_running, set_idle_poll, set_prio, wake_up, yield_now,
 };
 #[allow(unused_imports)]
 pub use selftest::selftest_preemption;
@@ -63,5 +71,3 @@ pub use task::{
 pub use timer::{
     TimerCapture, TimerProbe, now_tsc, on_timer_interrupt, sleep_until, sleep_us, this_cpu_probe, tsc_to_us, us_to_tsc,
 };
-#[allow(unused_imports)]
-pub use waitqueue::WaitQueue;

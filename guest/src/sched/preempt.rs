@@ -3,8 +3,9 @@
 //! Per CPU (in `arch::percpu`): the preempt count (0 = preemptible), the
 //! hard-IRQ depth, and need_resched. A CPU may switch tasks only when its
 //! preempt count and IRQ depth are 0; then a pending need_resched is acted
-//! on at three points:
-//! - [`preempt_enable`] dropping the count to 0 (with interrupts on);
+//! on at three points, which call the scheduler and so live in
+//! `scheduler.rs`, above this file (which imports nothing of it):
+//! - `preempt_enable` dropping the count to 0 (with interrupts on);
 //! - the return from an interrupt, and an unmask that ran deferred
 //!   interrupts (`irq_exit_work`);
 //! - the idle loop.
@@ -15,7 +16,7 @@
 //! Cost: `preempt_disable` is 1 instruction (`add dword ptr gs:[n], 1`),
 //! `preempt_enable` 4 on its fast path (sub, jnz, cmp byte, jnz).
 
-use super::{current, scheduler};
+use super::task::current;
 use crate::arch::{cpu, percpu};
 
 /// Disables preemption on this CPU (nests).
@@ -24,23 +25,10 @@ pub fn preempt_disable() {
     percpu::preempt_count_inc();
 }
 
-/// Re-enables preemption; if that makes the CPU preemptible and a
-/// reschedule is pending, schedules now (interrupts permitting).
-#[inline(always)]
-pub fn preempt_enable() {
-    percpu::preempt_count_dec();
-    let count = percpu::preempt_count();
-    if count == 0 && percpu::need_resched() {
-        scheduler::preempt_schedule();
-    } else if count > i32::MAX as u32 {
-        preempt_underflow();
-    }
-}
-
 /// An unbalanced `preempt_enable`: a guest panic naming the task.
 #[cold]
 #[inline(never)]
-fn preempt_underflow() -> ! {
+pub(super) fn preempt_underflow() -> ! {
     let task = if percpu::current_ptr().is_null() { "<no task>" } else { current().name() };
     panic!("preempt count below zero on cpu {} in task '{task}': an unbalanced preempt_enable", percpu::cpu_id());
 }
@@ -84,20 +72,6 @@ pub fn irq_enter() {
 #[inline(always)]
 pub fn irq_exit() {
     percpu::irq_depth_dec();
-}
-
-/// The interrupt exit work (`arch::irqflags` runs it, masked, after a
-/// batch of handlers, before the unmask, and at an unmask that asked for
-/// it): the reschedule IPIs this CPU deferred are sent; if the interrupted code is
-/// preemptible (count 0, not itself a handler: it was unmasked, or the
-/// interrupt would have waited) and a reschedule is pending, switch now.
-/// The interrupted task's frame stays on its stack until it is switched
-/// back in.
-pub fn irq_exit_work() {
-    scheduler::flush_deferred_ipis();
-    if percpu::need_resched() && percpu::preempt_count() == 0 && percpu::irq_depth() == 0 {
-        scheduler::schedule_irqs_off_preempt();
-    }
 }
 
 /// Panics (naming the task and, if one is held, the raw spinlock) when the

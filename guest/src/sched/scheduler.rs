@@ -1,5 +1,7 @@
 //! The scheduler proper: per-CPU run queues, `schedule`, wake-ups,
-//! priority changes, spawning and exiting tasks.
+//! priority changes, the preemption points (`preempt_enable`,
+//! `irq_exit_work`), and wait queues (at the end of this file). Spawning,
+//! starting, exiting and joining tasks: `lifecycle`.
 //!
 //! # Picking
 //! Fixed priorities 1..=99, higher first, FIFO among equals (SCHED_FIFO):
@@ -38,13 +40,11 @@
 //! on its way out (guard drop, interrupt return), or through a self-IPI
 //! when the waker runs with interrupts off outside an IRQ handler.
 
-use super::preempt::might_sleep;
+use super::preempt::{might_sleep, preempt_underflow};
 use super::runqueue::RunQueue;
-use super::switch::{initial_stack, sched_context_switch};
-use super::task::{self, MAX_PRIO, MAX_TASKS, MIN_PRIO, Task, TaskId, TaskState, current, init_claimed, stack_top};
-use super::waitqueue::WaitQueue;
+use super::switch::sched_context_switch;
+use super::task::{self, MAX_PRIO, MIN_PRIO, Task, TaskState, current};
 use crate::arch::{apic, cpu, irqflags, percpu};
-use crate::boot_info;
 use crate::sync::raw::RawSpinLock;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -55,11 +55,11 @@ pub(super) static RQS: [RawSpinLock<RunQueue>; MAX_CPUS] =
     [const { RawSpinLock::new("runqueue", RunQueue::new()) }; MAX_CPUS];
 
 /// Woken whenever a task has died and left its CPU (joiners wait here).
-static EXIT_WQ: WaitQueue = WaitQueue::new("task-exit");
+pub(super) static EXIT_WQ: WaitQueue = WaitQueue::new("task-exit");
 
 /// How the current task leaves the CPU.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Switch {
+pub(super) enum Switch {
     /// Preempted: stays runnable, back to the head of its list.
     Preempt,
     /// Yielded: stays runnable, to the tail of its list.
@@ -103,6 +103,7 @@ fn schedule_once(how: Switch) {
         return;
     }
     rq.curr = next;
+    super::trace::switch(this.cpu_id(), next);
     next.on_cpu.store(true, Ordering::Relaxed);
     this.current.store(ptr::from_ref(next).cast_mut().cast(), Ordering::Relaxed);
     this.switches.fetch_add(1, Ordering::Relaxed);
@@ -120,7 +121,7 @@ fn schedule_once(how: Switch) {
 
 /// After a switch, on the new task's stack: `prev` no longer uses its
 /// stack. Wakes joiners if it died.
-fn finish_switch(prev: &Task) {
+pub(super) fn finish_switch(prev: &Task) {
     let dead = prev.state() == TaskState::Dead;
     prev.on_cpu.store(false, Ordering::Release);
     if dead {
@@ -129,7 +130,7 @@ fn finish_switch(prev: &Task) {
 }
 
 /// Schedules until no reschedule is pending. Interrupts off.
-fn schedule_loop(mut how: Switch) {
+pub(super) fn schedule_loop(mut how: Switch) {
     loop {
         schedule_once(how);
         if !percpu::need_resched() {
@@ -140,19 +141,46 @@ fn schedule_loop(mut how: Switch) {
 }
 
 /// Preemption from the interrupt return path (interrupts off, count 0).
-pub(super) fn schedule_irqs_off_preempt() {
+fn schedule_irqs_off_preempt() {
     schedule_loop(Switch::Preempt);
 }
 
 /// `preempt_enable`'s slow path: count just reached 0 with need_resched.
 #[cold]
-pub(super) fn preempt_schedule() {
+fn preempt_schedule() {
     if percpu::irq_depth() != 0 || !cpu::interrupts_enabled() {
         return;
     }
     cpu::disable_interrupts();
     schedule_loop(Switch::Preempt);
     cpu::enable_interrupts();
+}
+
+/// Re-enables preemption; if that makes the CPU preemptible and a
+/// reschedule is pending, schedules now (interrupts permitting).
+#[inline(always)]
+pub fn preempt_enable() {
+    percpu::preempt_count_dec();
+    let count = percpu::preempt_count();
+    if count == 0 && percpu::need_resched() {
+        preempt_schedule();
+    } else if count > i32::MAX as u32 {
+        preempt_underflow();
+    }
+}
+
+/// The interrupt exit work (`arch::irqflags` runs it, masked, after a
+/// batch of handlers, before the unmask, and at an unmask that asked for
+/// it): the reschedule IPIs this CPU deferred are sent; if the interrupted code is
+/// preemptible (count 0, not itself a handler: it was unmasked, or the
+/// interrupt would have waited) and a reschedule is pending, switch now.
+/// The interrupted task's frame stays on its stack until it is switched
+/// back in.
+pub fn irq_exit_work() {
+    flush_deferred_ipis();
+    if percpu::need_resched() && percpu::preempt_count() == 0 && percpu::irq_depth() == 0 {
+        schedule_irqs_off_preempt();
+    }
 }
 
 /// Whether idle CPUs poll instead of halting (guest argument `idle=poll`).
@@ -237,7 +265,7 @@ pub fn set_current_running() {
 /// tells whether the caller's context had interrupts unmasked (else a
 /// local request must be noticed at its unmask: the interrupt exit work
 /// is requested for it, as a self-IPI would).
-fn resched_cpu(cpu: u32, irqs_were_on: bool) {
+pub(super) fn resched_cpu(cpu: u32, irqs_were_on: bool) {
     let this = percpu::this();
     if cpu == this.cpu_id() {
         this.need_resched.store(true, Ordering::Relaxed);
@@ -263,7 +291,7 @@ static DEFERRED_IPIS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_
 
 /// Sends the reschedule IPIs this CPU deferred (interrupt exit work, masked,
 /// after the locks that made them are released).
-pub(super) fn flush_deferred_ipis() {
+fn flush_deferred_ipis() {
     let this = percpu::this();
     let mut mask = DEFERRED_IPIS[this.cpu_id() as usize].swap(0, Ordering::Relaxed);
     while mask != 0 {
@@ -280,6 +308,7 @@ pub(super) fn wake_locked(rq: &mut RunQueue, t: &Task) -> bool {
         return false;
     }
     t.set_state(TaskState::Runnable);
+    super::trace::wake(t);
     rq.timer_cancel(t);
     // SAFETY: the caller holds the run-queue lock of t's CPU.
     let queued = unsafe { t.node().on_rq };
@@ -334,70 +363,144 @@ pub fn set_prio(t: &Task, prio: u8) {
     }
 }
 
-/// Creates a kernel thread `name` at priority `prio` (1..=99) pinned to
-/// CPU `cpu`, running `entry(arg)`; it becomes Dead when `entry` returns.
-/// Callable from any CPU once `cpu` ran [`init_cpu`]. Preempts (IPI) the
-/// target if the new task outranks what it runs. Panics when the task
-/// table is full or the arguments are out of range.
-pub fn spawn(name: &'static str, prio: u8, cpu: u32, entry: fn(usize), arg: usize) -> TaskId {
-    assert!((MIN_PRIO..=MAX_PRIO).contains(&prio), "spawn '{name}': priority {prio} out of range");
-    assert!(cpu < boot_info::cpu_count(), "spawn '{name}': no cpu {cpu}");
-    let Some(t) = task::claim_slot() else {
-        panic!("spawn '{name}': task table full ({MAX_TASKS} tasks)");
-    };
-    let slot = t.id().slot();
-    // SAFETY: the claimed slot's stack is unused (its previous occupant,
-    // if any, is Dead and off its CPU).
-    let rsp = unsafe { initial_stack(stack_top(slot), entry, arg) };
-    init_claimed(t, name, prio, cpu, rsp);
-    let id = t.id();
-    let mut rq = RQS[cpu as usize].lock_irqsave();
-    t.set_state(TaskState::Runnable);
-    rq.enqueue(t, false);
-    if prio > rq.curr().prio() {
-        resched_cpu(cpu, rq.irqs_were_on());
-    }
-    id
+// --- Wait queues (here, not in a file of their own: they block through
+// `schedule`, and the scheduler wakes joiners through one, EXIT_WQ) ---
+//
+// Wait queues: tasks sleep until a condition holds; wakers make it hold
+// and call [`WaitQueue::wake_one`] / [`WaitQueue::wake_all`].
+//
+// Order: by effective priority at the time of queueing, highest first,
+// FIFO among equals; `wake_one` wakes the first. A queued task's priority
+// may change later (PI) without re-sorting.
+//
+// Protocol (no lost wake-ups; see the module doc):
+// ```text
+// waiter: [q lock] queue self if not queued; Blocked (mb) [unlock]
+//         cond()? -> Runnable, [q lock] unqueue [unlock], return
+//         schedule(), loop
+// waker:  make cond true; [q lock] pop waiter(s) [..] wake_up (rq lock)
+// ```
+// A waker pops the waiters it wakes, so a woken waiter that finds the
+// condition false queues itself again. The queue's raw lock is taken with
+// interrupts off (wakers may be IRQ handlers); it nests outside run-queue
+// locks. The wait with the freezer's safe point on the way out,
+// `WaitQueue::wait_until`, is in `freezer.rs` (above this file).
+struct Waiters {
+    head: *const Task,
 }
 
-/// First Rust code of a new task (from `sched_task_trampoline`, interrupts
-/// off): finish the switch, run `entry(arg)`, exit.
-pub(super) extern "C" fn task_start(prev: *const Task, entry: usize, arg: usize) -> ! {
-    // SAFETY: the context switch passes the task it switched away from.
-    finish_switch(unsafe { &*prev });
-    // SAFETY: `initial_stack` stored a `fn(usize)` as this word.
-    let entry = unsafe { core::mem::transmute::<usize, fn(usize)>(entry) };
-    if percpu::need_resched() {
-        schedule_loop(Switch::Preempt);
+// SAFETY: the pointers point into the static task table; only reached
+// through the queue's lock.
+unsafe impl Send for Waiters {}
+
+impl Waiters {
+    /// Queues `t` by priority (after every waiter of equal or higher).
+    fn insert(&mut self, t: &Task) {
+        let prio = t.prio();
+        // SAFETY: the caller holds the queue lock, which guards the wait
+        // nodes of every task on this queue, and of `t` (about to join).
+        unsafe {
+            let mut link: *mut *const Task = &raw mut self.head;
+            while !(*link).is_null() && (**link).prio() >= prio {
+                link = &raw mut (**link).wait_node().next;
+            }
+            let n = t.wait_node();
+            n.next = *link;
+            n.queued = true;
+            *link = ptr::from_ref(t);
+        }
     }
-    cpu::enable_interrupts();
-    // A task spawned during a freeze starts at a safe point.
-    super::freezer::try_to_freeze();
-    entry(arg);
-    exit_current()
+
+    fn remove(&mut self, t: &Task) {
+        // SAFETY: as in `insert`.
+        unsafe {
+            if !t.wait_node().queued {
+                return;
+            }
+            let mut link: *mut *const Task = &raw mut self.head;
+            while !(*link).is_null() {
+                if ptr::eq(*link, t) {
+                    *link = t.wait_node().next;
+                    break;
+                }
+                link = &raw mut (**link).wait_node().next;
+            }
+            t.wait_node().queued = false;
+            t.wait_node().next = ptr::null();
+        }
+    }
+
+    fn pop(&mut self) -> Option<&'static Task> {
+        if self.head.is_null() {
+            return None;
+        }
+        // SAFETY: as in `insert`; entries point into the static table.
+        unsafe {
+            let t: &'static Task = &*self.head;
+            self.head = t.wait_node().next;
+            t.wait_node().queued = false;
+            t.wait_node().next = ptr::null();
+            Some(t)
+        }
+    }
 }
 
-/// Ends the current task (its entry returned). It must hold nothing.
-fn exit_current() -> ! {
-    let me = current();
-    let held = me.switch_locks_held.load(Ordering::Relaxed);
-    assert!(held == 0, "task '{}' exits holding {held} switchable lock(s)", me.name());
-    might_sleep("task exit");
-    cpu::disable_interrupts();
-    {
-        let _rq = RQS[me.cpu() as usize].lock();
-        me.set_state(TaskState::Dead);
-    }
-    schedule_loop(Switch::Block);
-    unreachable!("dead task '{}' was scheduled again", me.name());
+/// A queue of tasks waiting for a condition.
+pub struct WaitQueue {
+    waiters: RawSpinLock<Waiters>,
 }
 
-/// Waits until task `id` has exited and left its CPU, then frees its slot.
-/// Returns at once if that incarnation is already gone.
-#[track_caller]
-pub fn join(id: TaskId) {
-    if let Some(t) = task::task(id) {
-        assert!(!ptr::eq(t, current()), "task '{}' joins itself", t.name());
+impl WaitQueue {
+    pub const fn new(name: &'static str) -> Self {
+        Self { waiters: RawSpinLock::new(name, Waiters { head: ptr::null() }) }
     }
-    EXIT_WQ.wait_until(|| task::try_free(id));
+
+    /// [`WaitQueue::wait_until`] without the freezer's implicit safe point
+    /// on the way out (the freezer's own wait).
+    pub fn wait_until_unfreezable(&self, mut cond: impl FnMut() -> bool) {
+        might_sleep("WaitQueue::wait_until");
+        if cond() {
+            return;
+        }
+        let me = current();
+        loop {
+            {
+                let mut w = self.waiters.lock_irqsave();
+                // SAFETY: we hold this queue's lock; `me` is on no other.
+                if !unsafe { me.wait_node().queued } {
+                    w.insert(me);
+                }
+                set_current_blocked();
+            }
+            if cond() {
+                break;
+            }
+            schedule();
+        }
+        set_current_running();
+        self.waiters.lock_irqsave().remove(me);
+    }
+
+    /// Wakes the first waiter; `false` if there was none.
+    pub fn wake_one(&self) -> bool {
+        let mut w = self.waiters.lock_irqsave();
+        match w.pop() {
+            Some(t) => {
+                wake_up(t);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Wakes every waiter; returns how many.
+    pub fn wake_all(&self) -> usize {
+        let mut w = self.waiters.lock_irqsave();
+        let mut n = 0;
+        while let Some(t) = w.pop() {
+            wake_up(t);
+            n += 1;
+        }
+        n
+    }
 }

@@ -5,11 +5,11 @@
 //!
 //! The tests share statics: run one at a time (the suite is sequential).
 
+use super::lifecycle::{join, spawn};
 use super::preempt::{in_irq, preempt_count, preemptible};
-use super::scheduler::{join, prepare_block, schedule, set_current_running, set_prio, spawn, wake_up, yield_now};
+use super::scheduler::{WaitQueue, prepare_block, schedule, set_current_running, set_prio, wake_up, yield_now};
 use super::task::{current, task};
 use super::timer::{now_tsc, sleep_until, sleep_us, tsc_to_us, us_to_tsc};
-use super::waitqueue::WaitQueue;
 use crate::arch::percpu;
 use crate::boot_info;
 use crate::println;

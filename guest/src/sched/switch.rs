@@ -10,7 +10,9 @@
 //!
 //! A new task's stack is built by [`initial_stack`] to look like a
 //! switched-out one whose return address is `sched_task_trampoline`, with
-//! r12 = entry and r13 = argument:
+//! r12 = entry, r13 = argument and r14 = the Rust function the trampoline
+//! calls (`lifecycle::task_start`, passed in: this file imports nothing
+//! above it):
 //!
 //! ```text
 //!   top -  8  0              (padding: rsp is 16-aligned at the trampoline)
@@ -20,9 +22,11 @@
 //!   top - 40  rbx = 0
 //!   top - 48  r12 = entry
 //!   top - 56  r13 = arg
-//!   top - 64  r14 = 0
+//!   top - 64  r14 = start
 //!   top - 72  r15 = 0                 <- saved rsp
 //! ```
+
+use super::task::Task;
 
 core::arch::global_asm!(
     ".section .text.sched_switch, \"ax\"",
@@ -51,10 +55,13 @@ core::arch::global_asm!(
     "mov rsi, r12",
     "mov rdx, r13",
     "xor ebp, ebp",
-    "call {task_start}",
+    "call r14",
     "ud2",
-    task_start = sym super::scheduler::task_start,
 );
+
+/// What a new task's trampoline calls: `start(prev, entry, arg)`, with the
+/// task it was switched in from (interrupts off); never returns.
+pub(super) type TaskStart = extern "C" fn(prev: *const Task, entry: usize, arg: usize) -> !;
 
 unsafe extern "C" {
     /// See the module doc. `prev` is a `*const Task`; returns the task
@@ -68,9 +75,10 @@ unsafe extern "C" {
 ///
 /// # Safety
 /// `top` must be the 16-aligned top of a stack nobody uses.
-pub(super) unsafe fn initial_stack(top: usize, entry: fn(usize), arg: usize) -> usize {
+pub(super) unsafe fn initial_stack(top: usize, start: TaskStart, entry: fn(usize), arg: usize) -> usize {
     debug_assert_eq!(top % 16, 0);
-    let frame: [usize; 9] = [0, 0, arg, entry as usize, 0, 0, sched_task_trampoline as *const () as usize, 0, 0];
+    let frame: [usize; 9] =
+        [0, start as usize, arg, entry as usize, 0, 0, sched_task_trampoline as *const () as usize, 0, 0];
     let rsp = top - frame.len() * 8;
     // SAFETY: the caller owns the stack; the frame lies inside it.
     unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), rsp as *mut usize, frame.len()) };

@@ -31,7 +31,7 @@ use super::scheduler::{RQS, schedule, set_current_blocked, wake_locked};
 use super::task::{Task, current};
 use crate::arch::{apic, cpu, percpu};
 use crate::boot_info;
-use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use switcher::abi::MAX_CPUS;
 
 /// One CPU's capture of the timer IRQ that served a watched deadline
@@ -48,6 +48,8 @@ pub struct TimerProbe {
     task: AtomicPtr<()>,
     locks_held: AtomicU32,
     preempt_count: AtomicU32,
+    /// Whether that IRQ had arrived while interrupts were soft-masked.
+    deferred: AtomicBool,
 }
 
 /// What the timer IRQ serving a watched deadline saw at its entry.
@@ -58,6 +60,9 @@ pub struct TimerCapture {
     pub task: *const Task,
     pub locks_held: u32,
     pub preempt_count: u32,
+    /// The IRQ arrived while the interrupted code had interrupts
+    /// soft-masked and ran at its unmask.
+    pub deferred: bool,
 }
 
 impl TimerProbe {
@@ -69,6 +74,7 @@ impl TimerProbe {
             task: AtomicPtr::new(core::ptr::null_mut()),
             locks_held: AtomicU32::new(0),
             preempt_count: AtomicU32::new(0),
+            deferred: AtomicBool::new(false),
         }
     }
 
@@ -92,6 +98,7 @@ impl TimerProbe {
             task: self.task.load(Ordering::Relaxed).cast_const().cast(),
             locks_held: self.locks_held.load(Ordering::Relaxed),
             preempt_count: self.preempt_count.load(Ordering::Relaxed),
+            deferred: self.deferred.load(Ordering::Relaxed),
         })
     }
 
@@ -114,6 +121,7 @@ impl TimerProbe {
         };
         self.locks_held.store(locks, Ordering::Relaxed);
         self.preempt_count.store(percpu::preempt_count(), Ordering::Relaxed);
+        self.deferred.store(crate::arch::irqflags::replaying(), Ordering::Relaxed);
         self.captured_deadline_tsc.store(watch, Ordering::Relaxed);
         self.watch_tsc.store(0, Ordering::Relaxed);
     }

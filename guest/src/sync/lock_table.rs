@@ -11,8 +11,8 @@ use core::sync::atomic::Ordering;
 
 use switcher::abi::{ABI_MAGIC, ABI_NAME_LEN, LOCK_TABLE_ADDR, LOCK_TABLE_CAPACITY, LockEntry, LockTable};
 
+use super::lock_core::LockCore;
 use super::raw::RawSpinLock;
-use super::spinlock::LockCore;
 
 /// Serialises appends (the count and the entry written together).
 static APPEND: RawSpinLock<()> = RawSpinLock::new("lock_table", ());

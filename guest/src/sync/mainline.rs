@@ -16,7 +16,7 @@
 
 use core::sync::atomic::Ordering;
 
-use super::spinlock::{LockCore, slowpath_enter, slowpath_exit};
+use super::lock_core::{BACKED_OUT, LockCore, slowpath_enter, slowpath_exit};
 use crate::sched::{self, freezer};
 
 #[inline(always)]
@@ -44,7 +44,7 @@ pub extern "C" fn lock(lock: *const LockCore) -> u64 {
             // which may select the other implementation by then.
             slowpath_exit(task);
             sched::preempt_enable();
-            return super::spinlock::BACKED_OUT;
+            return BACKED_OUT;
         }
         core::hint::spin_loop();
     }

@@ -1,6 +1,8 @@
 //! Locks (docs/ARCHITECTURE.md, "The guest kernel model", lock classes):
 //! - `raw`: the never-switched raw spinlock of the scheduler and interrupt
 //!   paths;
+//! - `lock_core`: the lock word both switchable implementations share
+//!   (`LockCore`) and their common slow-path bookkeeping;
 //! - `spinlock`: the switchable `SpinLock<T>`, reaching its implementation
 //!   through patchable call sites (`site`): `mainline` (preempt-disable +
 //!   owner-word spin) or `rt` (rtmutex with priority inheritance);
@@ -8,6 +10,7 @@
 //! - `lock_table`: every switchable lock's address, for the VMM's check of
 //!   the lock words themselves.
 
+pub mod lock_core;
 pub mod lock_table;
 pub mod mainline;
 pub mod raw;

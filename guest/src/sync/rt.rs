@@ -42,17 +42,14 @@
 //! locks need none, which keeps the lock layout small and shared with
 //! mainline mode.
 
-use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use super::lock_core::{BACKED_OUT, HAS_WAITERS, LockCore, slowpath_enter, slowpath_exit};
 use super::raw::RawSpinLock;
 use super::registry;
-use super::spinlock::LockCore;
 use crate::logic::pi::{self, LockId, PiError, PiGraph, TaskId as PiTask};
 use crate::logic::prio_list::{Prio, PrioList};
 use crate::sched::{self, Task};
-
-/// Owner-word flag: waiters are queued; unlock must hand off.
-pub const HAS_WAITERS: usize = 1;
 
 /// Contended locks at one time (each has at least one blocked waiter, so
 /// this also bounds nothing the scheduler cares about: tasks are fewer).
@@ -71,26 +68,6 @@ static SPIN_BUDGET: AtomicU32 = AtomicU32::new(64);
 
 /// How long a contended locker spins while the owner runs before it sleeps.
 pub const SPIN_BUDGET_NS: u64 = 50_000;
-
-/// A lock's handle on a waiter list: 0 = none, else table index + 1.
-pub struct WaiterList(AtomicU16);
-
-impl WaiterList {
-    pub const fn new() -> Self {
-        Self(AtomicU16::new(0))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.load(Ordering::Acquire) == 0
-    }
-
-    fn slot(&self) -> Option<usize> {
-        match self.0.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(usize::from(n) - 1),
-        }
-    }
-}
 
 struct Contended {
     lock: *const LockCore,
@@ -169,7 +146,7 @@ pub extern "C" fn lock(lock: *const LockCore) -> u64 {
     if spin_while_owner_runs(lock, me) {
         return 1;
     }
-    if lock_slow(lock, me) { 1 } else { super::spinlock::BACKED_OUT }
+    if lock_slow(lock, me) { 1 } else { BACKED_OUT }
 }
 
 /// Fault injection (`handoff-delay=US`): a woken waiter stays this long
@@ -246,7 +223,7 @@ fn spin_while_owner_runs(lock: &LockCore, me: &Task) -> bool {
 /// lock): the caller backs out of the implementation.
 fn lock_slow(lock: &LockCore, me: &'static Task) -> bool {
     sched::might_sleep("rt lock");
-    super::spinlock::slowpath_enter(me);
+    slowpath_enter(me);
     let mut queued = false;
     let mut pi = PI_LOCK.lock_irqsave();
     loop {
@@ -263,7 +240,7 @@ fn lock_slow(lock: &LockCore, me: &'static Task) -> bool {
                 dequeue_waiter(&mut pi, lock, me);
             }
             drop(pi);
-            super::spinlock::slowpath_exit(me);
+            slowpath_exit(me);
             return false;
         }
         if !queued {
@@ -281,7 +258,7 @@ fn lock_slow(lock: &LockCore, me: &'static Task) -> bool {
         pi = PI_LOCK.lock_irqsave();
     }
     drop(pi);
-    super::spinlock::slowpath_exit(me);
+    slowpath_exit(me);
     true
 }
 

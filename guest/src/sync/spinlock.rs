@@ -22,53 +22,15 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::Ordering;
 
 use switcher::abi::sites::LockOp;
 
+use super::lock_core::BACKED_OUT;
+pub use super::lock_core::LockCore;
 use super::site::switch_call;
 use super::{mainline, registry};
 use crate::sched;
-
-/// The state both implementations share (see the module doc). The VMM
-/// reads the first two fields of every registered lock (`lock_table`):
-/// their offsets are ABI (`switcher::abi::lock_word`).
-#[repr(C)]
-pub struct LockCore {
-    /// Owning task's address, 0 when free. rt: bit 0 set while waiters are
-    /// queued (`rt::HAS_WAITERS`), possibly with no owner.
-    pub(super) owner: AtomicUsize,
-    /// rt: waiters, highest priority first (protected by the PI lock).
-    pub(super) waiters: super::rt::WaiterList,
-    /// In the lock table (`lock_table`).
-    pub(super) registered: core::sync::atomic::AtomicBool,
-    /// For diagnostics (deadlock reports, might_sleep messages).
-    pub(super) name: &'static str,
-}
-
-impl LockCore {
-    pub const fn new(name: &'static str) -> Self {
-        Self {
-            owner: AtomicUsize::new(0),
-            waiters: super::rt::WaiterList::new(),
-            registered: core::sync::atomic::AtomicBool::new(false),
-            name,
-        }
-    }
-
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// Whether the lock is free in both modes' terms.
-    pub fn is_free(&self) -> bool {
-        self.owner.load(Ordering::Acquire) == 0 && self.waiters.is_empty()
-    }
-}
-
-/// What a lock implementation returns when it left its wait for a freeze
-/// without the lock (the caller freezes and tries again).
-pub const BACKED_OUT: u64 = 2;
 
 /// A switchable lock protecting a `T`.
 pub struct SpinLock<T> {
@@ -154,12 +116,6 @@ impl<T> DerefMut for SpinLockGuard<'_, T> {
     }
 }
 
-const _: () = {
-    assert!(core::mem::offset_of!(LockCore, owner) as u64 == switcher::abi::lock_word::OWNER);
-    assert!(core::mem::offset_of!(LockCore, waiters) as u64 == switcher::abi::lock_word::WAITERS);
-    assert!(super::rt::HAS_WAITERS as u64 == switcher::abi::lock_word::HAS_WAITERS);
-};
-
 #[inline(always)]
 fn assert_not_irq(core: &LockCore) {
     if !core.registered.load(Ordering::Relaxed) {
@@ -191,18 +147,4 @@ fn released() {
     if me.switch_locks_held.fetch_sub(1, Ordering::Relaxed) == 0 {
         panic!("task '{}' released a switchable lock it does not hold (held count below zero)", me.name());
     }
-}
-
-/// A task enters a lock's slow path (spinning or queuing for it): the
-/// freezer counts it busy, and the VMM refuses to patch while any task is
-/// inside one (the registry's count).
-pub(super) fn slowpath_enter(me: &sched::Task) {
-    me.in_lock_slowpath.store(true, Ordering::Release);
-    registry::get().slowpath_entered();
-}
-
-/// The task leaves the slow path (with the lock, or to freeze).
-pub(super) fn slowpath_exit(me: &sched::Task) {
-    registry::get().slowpath_left();
-    me.in_lock_slowpath.store(false, Ordering::Release);
 }

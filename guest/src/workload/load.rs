@@ -80,10 +80,10 @@ static KIND: AtomicU32 = AtomicU32::new(LoadKind::None as u32);
 static CS_TICKS: AtomicU64 = AtomicU64::new(0);
 static GAP_US: AtomicU64 = AtomicU64::new(1);
 
-/// Spawns `threads_per_cpu` load threads of `kind` on each of `cpus` CPUs
-/// (stopping early once [`super::stopping`] is set), recording their ids
-/// in `ids`; returns how many were spawned.
-pub fn start(kind: LoadKind, cs_us: u32, threads_per_cpu: u32, cpus: u32, ids: &mut [Option<TaskId>]) -> usize {
+/// Spawns `threads_per_cpu` load threads of `kind` on each CPU of the
+/// mask `cpus` (bit n = CPU n; stopping early once [`super::stopping`] is
+/// set), recording their ids in `ids`; returns how many were spawned.
+pub fn start(kind: LoadKind, cs_us: u32, threads_per_cpu: u32, cpus: u64, ids: &mut [Option<TaskId>]) -> usize {
     if kind == LoadKind::None {
         return 0;
     }
@@ -92,7 +92,7 @@ pub fn start(kind: LoadKind, cs_us: u32, threads_per_cpu: u32, cpus: u32, ids: &
     GAP_US.store(u64::from(cs_us / 4).max(1), Ordering::Relaxed);
     let mut n = 0;
     for k in 0..threads_per_cpu {
-        for cpu in 0..cpus {
+        for cpu in (0..64u32).filter(|c| cpus & (1 << c) != 0) {
             if super::stopping() || n >= ids.len() {
                 return n;
             }

@@ -27,13 +27,16 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use super::telemetry::{self, Sample};
 use crate::sched::{self, Task, now_tsc, sleep_until, us_to_tsc};
 
-/// The highest priority in the guest: nothing (the switch's control
-/// thread included) keeps a measurement thread from its CPU.
+/// The default priority: the highest in the guest, so that nothing (the
+/// switch's control thread included) keeps a measurement thread from its
+/// CPU. `--priority` may set it lower.
 pub const MEASURE_PRIO: u8 = sched::MAX_PRIO;
 
-/// The period in TSC ticks and TSC kHz (set before the threads start).
+/// The period in TSC ticks, TSC kHz and the `--stop-above` threshold in ns
+/// (0: off), set before the threads start.
 static INTERVAL_TSC: AtomicU64 = AtomicU64::new(0);
 static TSC_KHZ: AtomicU64 = AtomicU64::new(1);
+static STOP_ABOVE_NS: AtomicU64 = AtomicU64::new(0);
 
 /// TSC ticks to nanoseconds, integers only (exact below ~2^44 ticks,
 /// hours at any real TSC rate; saturates beyond).
@@ -42,12 +45,21 @@ fn tsc_to_ns(ticks: u64, khz: u64) -> u64 {
     ticks.saturating_mul(1_000_000) / khz
 }
 
-/// Spawns one measurement thread per CPU; returns their ids.
-pub fn start(interval_us: u32, cpus: u32, ids: &mut [Option<sched::TaskId>]) {
-    INTERVAL_TSC.store(us_to_tsc(u64::from(interval_us)).max(1), Ordering::Relaxed);
+/// Spawns one measurement thread on each CPU of `p.measure_cpus` (below
+/// `cpus`); returns their ids.
+pub fn start(p: &super::Params, cpus: u32, ids: &mut [Option<sched::TaskId>]) {
+    let interval = us_to_tsc(u64::from(p.interval_us)).max(1);
+    INTERVAL_TSC.store(interval, Ordering::Relaxed);
+    telemetry::set_interval_tsc(interval);
     TSC_KHZ.store(crate::boot_info::tsc_khz().max(1), Ordering::Relaxed);
-    for cpu in 0..cpus {
-        ids[cpu as usize] = Some(sched::spawn("measure", MEASURE_PRIO, cpu, measure_thread, cpu as usize));
+    STOP_ABOVE_NS.store(u64::from(p.stop_above_us) * 1000, Ordering::Relaxed);
+    for cpu in 0..cpus.min(64) {
+        if p.measure_cpus & (1 << cpu) != 0 {
+            // Its first period starts now, whether or not the thread gets
+            // to run: a CPU that never runs it shows its periods as overdue.
+            telemetry::set_next_deadline(cpu as usize, now_tsc() + interval);
+            ids[cpu as usize] = Some(sched::spawn("measure", p.measure_prio, cpu, measure_thread, cpu as usize));
+        }
     }
 }
 
@@ -56,13 +68,34 @@ fn measure_thread(cpu: usize) {
     sched::freezer::exempt_current();
     let interval = INTERVAL_TSC.load(Ordering::Relaxed);
     let khz = TSC_KHZ.load(Ordering::Relaxed);
+    let stop_above = STOP_ABOVE_NS.load(Ordering::Relaxed);
     let probe = sched::this_cpu_probe();
-    let mut next = now_tsc() + interval;
-    while !super::stopping() {
-        let sample = activation(probe, next, interval, khz);
-        telemetry::record_sample(cpu, &sample);
-        next += (sample.missed + 1) * interval;
+    // The first deadline was set when it was spawned: periods that pass
+    // before it first runs are missed, not skipped silently.
+    let mut next = match telemetry::next_deadline(cpu) {
+        0 => now_tsc() + interval,
+        d => d,
+    };
+    let mut cycle = 0u64;
+    let mut steal_before = crate::arch::steal::steal_ns(cpu);
+    if super::stopping() {
+        // Stopped before it ever ran: every period since its start is overdue.
+        telemetry::record_stalled(cpu, next);
     }
+    while !super::stopping() {
+        let mut sample = activation(probe, next, interval, khz);
+        let steal_now = crate::arch::steal::steal_ns(cpu);
+        sample.steal_ns = steal_now.saturating_sub(steal_before);
+        steal_before = steal_now;
+        sample.cycle = cycle;
+        cycle += 1;
+        next += (sample.missed + 1) * interval;
+        telemetry::record_sample(cpu, &sample, next);
+        if stop_above != 0 && sample.thread_ns > stop_above && telemetry::write_stop(cpu, &sample) {
+            crate::hypercall::stop_above(cpu as u32);
+        }
+    }
+    telemetry::set_next_deadline(cpu, 0);
     probe.watch(0);
 }
 
@@ -79,13 +112,26 @@ pub fn activation(probe: &sched::TimerProbe, next: u64, interval: u64, khz: u64)
     let late = now.saturating_sub(next);
     let missed = late / interval.max(1);
     let thread_ns = tsc_to_ns(late, khz);
-    let mut sample =
-        Sample { deadline_tsc: next, thread_ns, irq_ns: None, missed, locks_held: 0, preempt_count: 0, task_name: "" };
+    let mut sample = Sample {
+        deadline_tsc: next,
+        thread_ns,
+        irq_ns: None,
+        missed,
+        locks_held: 0,
+        preempt_count: 0,
+        task_name: "",
+        task_addr: 0,
+        deferred: false,
+        steal_ns: 0,
+        cycle: 0,
+    };
     if let Some(c) = capture {
         sample.irq_ns = Some(tsc_to_ns(c.entry_tsc.saturating_sub(next), khz));
         sample.locks_held = c.locks_held;
         sample.preempt_count = c.preempt_count;
+        sample.deferred = c.deferred;
         if !c.task.is_null() {
+            sample.task_addr = c.task as u64;
             // SAFETY: the probe stores `current` pointers, which point
             // into the static task table. The name is a `&'static str`
             // set when that slot was spawned (a respawn of the slot

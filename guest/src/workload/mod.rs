@@ -40,6 +40,7 @@ use crate::sync::raw::RawSpinLock;
 use crate::{boot_info, println};
 pub use measure::activation;
 pub use params::Params;
+pub use telemetry::last_deadline;
 
 /// Priority of the one-shot starter thread (below the measurement threads).
 const STARTER_PRIO: u8 = measure::MEASURE_PRIO - 2;
@@ -117,16 +118,26 @@ fn starter(_: usize) {
     let cpus = boot_info::cpu_count();
     let mut measure_ids = [None; MAX_CPUS];
     let mut load_ids = [None; MAX_TASKS];
-    measure::start(p.interval_us, cpus, &mut measure_ids);
+    measure::start(&p, cpus, &mut measure_ids);
     telemetry::set_running(true);
     sched::spawn("epoch-prep", PREP_PRIO, 0, prep_thread, 0);
     request_prep(telemetry::current_epoch() + 1);
-    let n = load::start(p.load, p.cs_us, p.load_threads, cpus, &mut load_ids);
+    let n = load::start(p.load, p.cs_us, p.load_threads, p.load_cpus & cpu_mask(cpus), &mut load_ids);
     let mut st = STATE.lock_irqsave();
     st.measure = measure_ids;
     st.load = load_ids;
     st.load_count = n;
     st.started = true;
+}
+
+/// The bits of CPUs `0..cpus`.
+fn cpu_mask(cpus: u32) -> u64 {
+    if cpus >= 64 { u64::MAX } else { (1u64 << cpus) - 1 }
+}
+
+/// The CPUs that run a measurement thread (0 when the workload is off).
+pub fn measure_cpus() -> u64 {
+    STATE.lock_irqsave().params.as_ref().filter(|p| p.enabled).map_or(0, |p| p.measure_cpus)
 }
 
 /// Whether task `id` has exited and left its CPU (or is gone).
@@ -184,6 +195,9 @@ pub fn shutdown() {
     let all = || measure_ids.iter().chain(load_ids[..load_count].iter()).flatten();
     let stopped = wait_until(deadline, || all().all(|&id| has_exited(id)));
     telemetry::set_running(false);
+    // The last epoch's window ends here: a CPU whose measurement thread
+    // never got to run shows its overdue periods up to now.
+    telemetry::close_current_epoch();
     if stopped {
         for &id in all() {
             sched::join(id);
@@ -241,7 +255,7 @@ fn print_summary() {
             let end = r.worst.task_name.iter().position(|&b| b == 0).unwrap_or(r.worst.task_name.len());
             let worst_task = core::str::from_utf8(&r.worst.task_name[..end]).unwrap_or("?");
             let [p50, p99] = telemetry::thread_percentiles_us(slot, cpu, [500, 990])
-                .map(|us| Percentile { us, range_us: telemetry::bucket_count() as u64 });
+                .map(|us| Percentile { us, range_us: telemetry::bucket_count() as u64 * telemetry::bucket_us() });
             println!(
                 "cpu{cpu}: epoch {} ({mode}): {} samples, {} missed; irq min/avg/max {}/{}/{} us; thread min/avg/max \
                  {}/{}/{} us, p50 {p50} p99 {p99} ({} overflows); worst: '{worst_task}', {} locks held, preempt count {}",

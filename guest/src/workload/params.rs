@@ -19,11 +19,11 @@
 //! that emulate guest ring 0, so nothing is scaled for the host's speed
 //! (this kernel once ran in ring 0 and scaled its defaults 10x there).
 
-use switcher::telemetry::{LoadKind, WorkloadRequest};
+use switcher::telemetry::{LoadKind, WorkloadRequest, defaults};
 
-pub const DEFAULT_INTERVAL_US: u32 = 1000;
-pub const DEFAULT_CS_US: u32 = 500;
-pub const DEFAULT_LOAD_THREADS: u32 = 2;
+pub const DEFAULT_INTERVAL_US: u32 = defaults::INTERVAL_US;
+pub const DEFAULT_CS_US: u32 = defaults::CS_US;
+pub const DEFAULT_LOAD_THREADS: u32 = defaults::LOAD_THREADS;
 /// The workload as it runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Params {
@@ -34,6 +34,16 @@ pub struct Params {
     pub load_threads: u32,
     /// Load threads per CPU were cut to fit the task table.
     pub threads_clamped: bool,
+    /// Priority of the measurement threads (1..=99).
+    pub measure_prio: u8,
+    /// CPUs that measure, CPUs that carry load (bit n = CPU n; only
+    /// online CPUs' bits are set).
+    pub measure_cpus: u64,
+    pub load_cpus: u64,
+    /// Histogram bucket width in µs (>= 1).
+    pub bucket_us: u32,
+    /// `--stop-above` threshold in µs (0: off).
+    pub stop_above_us: u32,
 }
 
 /// Task slots kept free for everything but the workload (control thread,
@@ -51,9 +61,19 @@ impl Params {
             LoadKind::None
         });
         let cpus = cpus.max(1) as usize;
-        let fit = (crate::sched::MAX_TASKS.saturating_sub(RESERVED_TASKS + cpus) / cpus) as u32;
+        let online = if cpus >= 64 { u64::MAX } else { (1u64 << cpus) - 1 };
+        let set = |mask: u64| if mask == 0 { online } else { mask & online };
+        let (measure_cpus, load_cpus) = (set(req.measure_cpus), set(req.load_cpus));
+        let loaded = load_cpus.count_ones().max(1) as usize;
+        let fit = (crate::sched::MAX_TASKS.saturating_sub(RESERVED_TASKS + cpus) / loaded) as u32;
         let wanted = if load == LoadKind::None { 0 } else { pick(req.load_threads, DEFAULT_LOAD_THREADS) };
+        let max_prio = u32::from(crate::sched::MAX_PRIO);
         Self {
+            measure_prio: pick(req.measure_prio, defaults::MEASURE_PRIO).clamp(1, max_prio) as u8,
+            measure_cpus,
+            load_cpus,
+            bucket_us: pick(req.bucket_us, defaults::BUCKET_US),
+            stop_above_us: req.stop_above_us,
             enabled: req.enabled != 0,
             interval_us: pick(req.interval_us, DEFAULT_INTERVAL_US),
             cs_us: pick(req.cs_us, DEFAULT_CS_US),
@@ -67,12 +87,17 @@ impl Params {
     pub fn print(&self) {
         let cut = if self.threads_clamped { " (load threads cut to fit the task table)" } else { "" };
         crate::println!(
-            "workload: load {}, {} threads/cpu, interval {} us, cs {} us{}",
+            "workload: load {}, {} threads/cpu, interval {} us, cs {} us, measurement prio {}{}",
             self.load.name(),
             self.load_threads,
             self.interval_us,
             self.cs_us,
+            self.measure_prio,
             cut
         );
+        let all = self.measure_cpus & self.load_cpus == self.measure_cpus && self.measure_cpus == self.load_cpus;
+        if !all || self.measure_cpus.count_ones() < crate::boot_info::cpu_count() {
+            crate::println!("workload: measuring cpus {:#x}, load on cpus {:#x}", self.measure_cpus, self.load_cpus);
+        }
     }
 }

@@ -10,9 +10,11 @@
 //!   workload runs without telemetry ([`is_active`] is false).
 //! - Each CPU record has one writer, that CPU's measurement thread
 //!   ([`record_sample`]); it holds the seqlock (odd `seq`) for the whole
-//!   update. Epoch headers, `current_epoch` and record zeroing change only
-//!   at [`init`] (before any measurement thread exists) and in
-//!   [`open_epoch`] (every task frozen), so they need no protocol.
+//!   update, which goes to the epoch whose window holds the sample's
+//!   deadline ([`record_sample`]). Epoch headers, `current_epoch` and
+//!   record zeroing change only at [`init`] (before any measurement thread
+//!   exists), in [`open_epoch`] (the control thread; a slot is published
+//!   by its index only once zeroed) and when the last epoch closes.
 //! - The header's magic is stored last, with Release, so a reader that
 //!   sees it sees a complete header.
 //!
@@ -25,8 +27,8 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
 use switcher::abi::{ABI_MAGIC, LockMode, MAX_CPUS};
 use switcher::telemetry::{
-    CpuLatencyHeader, EPOCH_SLOTS, EpochHeader, EpochKind, HistSummary, Layout, RECORD_ALIGN, TASK_NAME_LEN,
-    TelemetryHeader,
+    CpuLatencyHeader, CpuMeasureState, EPOCH_SLOTS, EpochHeader, EpochKind, HistSummary, Layout, OVERFLOW_LOG,
+    RECORD_ALIGN, StopReport, TASK_NAME_LEN, TRACE_LEN, TelemetryHeader, TraceEntry, periods_in,
 };
 
 use super::params::Params;
@@ -37,6 +39,10 @@ use crate::{boot_info, println};
 static BASE: AtomicUsize = AtomicUsize::new(0);
 static CPUS: AtomicUsize = AtomicUsize::new(0);
 static BUCKETS: AtomicUsize = AtomicUsize::new(0);
+/// Bucket width in ns, and the measurement period in TSC ticks (set by
+/// [`init`] and [`set_interval_tsc`]).
+static BUCKET_NS: AtomicU64 = AtomicU64::new(1000);
+static INTERVAL_TSC: AtomicU64 = AtomicU64::new(0);
 
 unsafe extern "C" {
     /// End of the kernel image (linker script).
@@ -49,12 +55,21 @@ pub struct Sample {
     pub thread_ns: u64,
     /// IRQ latency, if a timer IRQ served the deadline.
     pub irq_ns: Option<u64>,
-    /// Periods skipped before this activation.
+    /// Periods skipped before this activation (their deadlines follow
+    /// `deadline_tsc`, one interval apart).
     pub missed: u64,
     /// What the timer IRQ interrupted (for the worst sample).
     pub locks_held: u32,
     pub preempt_count: u32,
     pub task_name: &'static str,
+    /// The interrupted task's address (0: none).
+    pub task_addr: u64,
+    /// The timer IRQ arrived while interrupts were soft-masked.
+    pub deferred: bool,
+    /// Host steal time on this CPU since the previous activation.
+    pub steal_ns: u64,
+    /// Activation number (cyclictest's cycle).
+    pub cycle: u64,
 }
 
 /// Whether the region was validated and initialised.
@@ -118,6 +133,7 @@ fn check_region(addr: u64, size: u64, layout: &Layout) -> Result<(), &'static st
 pub fn init(params: &Params, mode: LockMode) -> bool {
     let cpus = boot_info::cpu_count() as usize;
     let buckets = boot_info::hist_buckets() as usize;
+    BUCKET_NS.store(u64::from(params.bucket_us.max(1)) * 1000, Ordering::Relaxed);
     let (addr, size) = (boot_info::telemetry_addr(), boot_info::telemetry_size());
     // No overflow: at most 2^32 buckets * 8 bytes * 64 CPUs * 4 slots.
     let layout = Layout { cpu_count: cpus, bucket_count: buckets };
@@ -151,8 +167,18 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
         final_tally: 0,
         final_locked_total: 0,
         unread_recycled: 0,
-        _reserved1: 0,
+        measure_prio: u32::from(params.measure_prio),
+        bucket_us: params.bucket_us.max(1),
+        stop_above_us: params.stop_above_us,
+        measure_cpus: params.measure_cpus,
+        load_cpus: params.load_cpus,
+        now_tsc: 0,
+        interval_tsc: crate::sched::us_to_tsc(u64::from(params.interval_us)).max(1),
+        _reserved2: 0,
+        stopped: 0,
         epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],
+        cpus: [CpuMeasureState::default(); MAX_CPUS],
+        stop: StopReport::EMPTY,
     };
     // SAFETY: `check_region` proved [addr, addr + size()) is guest memory
     // above the kernel, reserved for this region; nothing in the guest
@@ -171,10 +197,15 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
     true
 }
 
+/// Words (u64) of a record's three histograms (`3 * 4 * bucket_count`
+/// bytes, rounded up: the record stride is 64-byte aligned, so the last
+/// half word is padding inside the record).
+fn hist_words(layout: &Layout) -> usize {
+    (3 * layout.bucket_count).div_ceil(2)
+}
+
 /// Zeroes `words` u64s at `dst` with one `rep stosq`: a single instruction
-/// where ring 0 is emulated, instead of a loop of thousands (the two
-/// histograms of a record are `2 * 4 * bucket_count` bytes = `bucket_count`
-/// words).
+/// where ring 0 is emulated, instead of a loop of thousands.
 ///
 /// # Safety
 /// `dst` must be valid for writes of `words` u64s and 8-byte aligned.
@@ -192,6 +223,32 @@ unsafe fn zero_words(dst: *mut u64, words: usize) {
     }
 }
 
+/// A record with no samples.
+const EMPTY_RECORD: CpuLatencyHeader = CpuLatencyHeader {
+    seq: 0,
+    samples: 0,
+    missed: 0,
+    irq: HistSummary::EMPTY,
+    thread: HistSummary::EMPTY,
+    corrected: HistSummary::EMPTY,
+    worst: switcher::telemetry::WorstSample {
+        deadline_tsc: 0,
+        thread_ns: 0,
+        irq_ns: 0,
+        locks_held: 0,
+        preempt_count: 0,
+        task_name: [0; TASK_NAME_LEN],
+        steal_ns: 0,
+        masked_ns: 0,
+        cycle: 0,
+    },
+    steal_ns: 0,
+    max_net_ns: 0,
+    last_thread_ns: 0,
+    last_irq_ns: 0,
+    overflow_cycles: [0; OVERFLOW_LOG],
+};
+
 /// Per CPU: the last `reset_gen` acted on.
 static SEEN_RESET: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
@@ -201,19 +258,12 @@ fn reset_record(rec: *mut CpuLatencyHeader, layout: &Layout) {
     let start = seq.load(Ordering::Relaxed);
     seq.store(start | 1, Ordering::Relaxed);
     fence(Ordering::Release);
-    let empty = CpuLatencyHeader {
-        seq: start | 1,
-        samples: 0,
-        missed: 0,
-        irq: HistSummary::EMPTY,
-        thread: HistSummary::EMPTY,
-        worst: Default::default(),
-    };
+    let empty = CpuLatencyHeader { seq: start | 1, ..EMPTY_RECORD };
     // SAFETY: the record and its histograms lie inside the region; this
     // CPU's measurement thread is its only writer and holds the seqlock.
     unsafe {
         ptr::write_volatile(rec, empty);
-        zero_words(rec.cast::<u8>().add(layout.irq_buckets()).cast::<u64>(), layout.bucket_count);
+        zero_words(rec.cast::<u8>().add(layout.irq_buckets()).cast::<u64>(), hist_words(layout));
     }
     seq.store((start | 1) + 1, Ordering::Release);
 }
@@ -232,7 +282,7 @@ fn reset_record(rec: *mut CpuLatencyHeader, layout: &Layout) {
 struct Prep {
     /// Slot being (or been) prepared; `usize::MAX`: none.
     slot: usize,
-    /// Zeroing units done: `cpu * (bucket_count + 1) + word`, word 0 being
+    /// Zeroing units done: `cpu * (hist_words + 1) + word`, word 0 being
     /// the record header.
     done: usize,
 }
@@ -243,25 +293,18 @@ static PREP: crate::sync::raw::RawSpinLock<Prep> =
 const PREP_CHUNK: usize = 64;
 
 fn prep_units(layout: &Layout) -> usize {
-    layout.cpu_count * (layout.bucket_count + 1)
+    layout.cpu_count * (hist_words(layout) + 1)
 }
 
 /// Zeroes units `[from, to)` of slot `slot` (see [`Prep::done`]).
 fn zero_units(slot: usize, from: usize, to: usize, layout: &Layout) {
-    let per = layout.bucket_count + 1;
+    let per = hist_words(layout) + 1;
     let mut u = from;
     while u < to {
         let (cpu, word) = (u / per, u % per);
         let rec = record(slot, cpu);
         if word == 0 {
-            let empty = CpuLatencyHeader {
-                seq: 0,
-                samples: 0,
-                missed: 0,
-                irq: HistSummary::EMPTY,
-                thread: HistSummary::EMPTY,
-                worst: Default::default(),
-            };
+            let empty = EMPTY_RECORD;
             // SAFETY: the record lies inside the region; the slot has no
             // writer (it is not the current epoch's, and `PREP` is held).
             unsafe { ptr::write_volatile(rec, empty) };
@@ -270,7 +313,7 @@ fn zero_units(slot: usize, from: usize, to: usize, layout: &Layout) {
         }
         let n = (to - u).min(per - word);
         // SAFETY: words `word - 1 .. word - 1 + n` of this record's
-        // histograms (bucket_count words in all) lie inside the region.
+        // histograms (`hist_words` in all) lie inside the record.
         unsafe { zero_words(rec.cast::<u8>().add(layout.irq_buckets()).cast::<u64>().add(word - 1), n) };
         u += n;
     }
@@ -371,16 +414,13 @@ pub fn current_epoch() -> u64 {
     atomic64!((*header()).current_epoch).load(Ordering::Acquire)
 }
 
-fn current_slot() -> usize {
-    (atomic64!((*header()).current_epoch).load(Ordering::Acquire) % EPOCH_SLOTS as u64) as usize
-}
-
-/// Adds one sample to a histogram summary and its bucket array.
+/// Adds one sample to a histogram summary and its bucket array; returns
+/// whether it overflowed the bucket range.
 ///
 /// # Safety
 /// `s` and `buckets` (`bucket_count` u32s) lie inside the region, in a
 /// record whose seqlock the caller holds.
-unsafe fn add(s: *mut HistSummary, buckets: *mut u32, bucket_count: usize, ns: u64) {
+unsafe fn add(s: *mut HistSummary, buckets: *mut u32, bucket_count: usize, ns: u64) -> bool {
     let count = atomic64!((*s).count);
     count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
     let sum = atomic64!((*s).sum_ns);
@@ -393,44 +433,138 @@ unsafe fn add(s: *mut HistSummary, buckets: *mut u32, bucket_count: usize, ns: u
     if ns > max.load(Ordering::Relaxed) {
         max.store(ns, Ordering::Relaxed);
     }
-    let us = (ns / 1000) as usize;
-    if us >= bucket_count {
+    let bucket = (ns / BUCKET_NS.load(Ordering::Relaxed).max(1)) as usize;
+    if bucket >= bucket_count {
         let overflow = atomic64!((*s).overflow);
         overflow.store(overflow.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        true
     } else {
-        // SAFETY: `us < bucket_count`: inside the caller's bucket array.
-        let b = unsafe { AtomicU32::from_ptr(buckets.add(us)) };
+        // SAFETY: `bucket < bucket_count`: inside the caller's bucket array.
+        let b = unsafe { AtomicU32::from_ptr(buckets.add(bucket)) };
         b.store(b.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        false
     }
 }
 
-/// Records one activation of CPU `cpu`'s measurement thread (its only
-/// writer) into the current epoch, under the record's seqlock.
-pub fn record_sample(cpu: usize, s: &Sample) {
-    if !is_active() {
-        return;
+/// Sets the period the epoch attribution of missed periods steps by
+/// (before the measurement threads start).
+pub fn set_interval_tsc(ticks: u64) {
+    INTERVAL_TSC.store(ticks, Ordering::Relaxed);
+}
+
+/// An epoch that may be written: its index, slot, window start and end
+/// (0 while open).
+#[derive(Clone, Copy)]
+struct Window {
+    index: u64,
+    slot: usize,
+    start: u64,
+    end: u64,
+}
+
+/// The epoch whose window holds `tsc`, among the current one and the two
+/// before it (never the oldest slot: it is the one the next epoch reuses);
+/// the oldest of those when `tsc` is earlier still.
+fn window_for(tsc: u64) -> Window {
+    let h = header();
+    let current = atomic64!((*h).current_epoch).load(Ordering::Acquire);
+    let mut found = None;
+    for back in 0..(EPOCH_SLOTS as u64 - 1) {
+        let Some(index) = current.checked_sub(back) else { break };
+        let slot = (index % EPOCH_SLOTS as u64) as usize;
+        if atomic64!((*h).epochs[slot].index).load(Ordering::Acquire) != index {
+            break;
+        }
+        let start = atomic64!((*h).epochs[slot].start_tsc).load(Ordering::Relaxed);
+        let end = atomic64!((*h).epochs[slot].end_tsc).load(Ordering::Relaxed);
+        found = Some(Window { index, slot, start, end });
+        if tsc >= start {
+            break;
+        }
     }
+    found.unwrap_or(Window { index: current, slot: (current % EPOCH_SLOTS as u64) as usize, start: 0, end: 0 })
+}
+
+/// The window after `w`, if it has opened.
+fn window_after(w: &Window) -> Option<Window> {
+    let h = header();
+    let index = w.index + 1;
+    if atomic64!((*h).current_epoch).load(Ordering::Acquire) < index {
+        return None;
+    }
+    let slot = (index % EPOCH_SLOTS as u64) as usize;
+    if atomic64!((*h).epochs[slot].index).load(Ordering::Acquire) != index {
+        return None;
+    }
+    let start = atomic64!((*h).epochs[slot].start_tsc).load(Ordering::Relaxed);
+    let end = atomic64!((*h).epochs[slot].end_tsc).load(Ordering::Relaxed);
+    Some(Window { index, slot, start, end })
+}
+
+/// Runs `f` on CPU `cpu`'s record of `w` under the record's seqlock (this
+/// CPU's measurement thread is its only writer).
+fn with_record(cpu: usize, w: &Window, f: impl FnOnce(*mut CpuLatencyHeader, &Layout)) {
     let layout = layout();
-    let rec = record(current_slot(), cpu);
-    let reset_gen = atomic32!((*header()).reset_gen).load(Ordering::Acquire);
-    if let Some(seen) = SEEN_RESET.get(cpu)
-        && seen.swap(reset_gen, Ordering::Relaxed) != reset_gen
-    {
-        reset_record(rec, &layout);
-    }
+    let rec = record(w.slot, cpu);
     let seq = atomic64!((*rec).seq);
     let start = seq.load(Ordering::Relaxed);
     seq.store(start | 1, Ordering::Relaxed);
     // Readers that see any of the stores below see the odd seq.
     fence(Ordering::Release);
+    f(rec, &layout);
+    seq.store((start | 1) + 1, Ordering::Release);
+}
+
+/// The corrected histogram of a record.
+///
+/// # Safety
+/// `rec` is a record inside the region whose seqlock the caller holds.
+unsafe fn add_corrected(rec: *mut CpuLatencyHeader, layout: &Layout, ns: u64) {
+    // SAFETY: the caller's guarantee; the corrected buckets are inside it.
+    unsafe {
+        let b = rec.cast::<u8>().add(layout.corrected_buckets()).cast::<u32>();
+        add(addr_of_mut!((*rec).corrected), b, layout.bucket_count, ns);
+    }
+}
+
+/// Records one activation of CPU `cpu`'s measurement thread (the only
+/// writer of its records) into the epoch whose window holds its deadline,
+/// and each period it skipped into the epoch holding that period's
+/// deadline (switcher::telemetry, "Epoch attribution"), each record under
+/// its seqlock. Also advances the CPU's [`CpuMeasureState`] to `next` (the
+/// deadline it waits for now).
+pub fn record_sample(cpu: usize, s: &Sample, next: u64) {
+    if !is_active() || cpu >= CPUS.load(Ordering::Relaxed) {
+        return;
+    }
+    let h = header();
+    // First the state, then the records: a reader between the two sees
+    // the skipped periods neither as overdue nor as recorded (never twice).
+    atomic64!((*h).cpus[cpu].next_deadline_tsc).store(next, Ordering::Release);
+    atomic64!((*h).cpus[cpu].cycles).store(s.cycle + 1, Ordering::Relaxed);
+    atomic64!((*h).cpus[cpu].last_deadline_tsc).store(s.deadline_tsc, Ordering::Release);
+    raise_now(crate::sched::now_tsc());
+    let reset_gen = atomic32!((*h).reset_gen).load(Ordering::Acquire);
+    if let Some(seen) = SEEN_RESET.get(cpu)
+        && seen.swap(reset_gen, Ordering::Relaxed) != reset_gen
+    {
+        let w = window_for(u64::MAX);
+        reset_record(record(w.slot, cpu), &layout());
+    }
+    let w = window_for(s.deadline_tsc);
+    with_record(cpu, &w, |rec, layout| record_activation(rec, layout, s));
+    if s.missed != 0 {
+        record_missed(cpu, s, w);
+    }
+}
+
+/// The activation itself, into its deadline's record (seqlock held).
+fn record_activation(rec: *mut CpuLatencyHeader, layout: &Layout, s: &Sample) {
     let samples = atomic64!((*rec).samples);
     samples.store(samples.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    if s.missed != 0 {
-        let missed = atomic64!((*rec).missed);
-        missed.store(missed.load(Ordering::Relaxed) + s.missed, Ordering::Relaxed);
-    }
     let base = rec.cast::<u8>();
-    // SAFETY: the summaries and both histograms are inside this record
+    let overflowed;
+    // SAFETY: the summaries and the histograms are inside this record
     // (Layout offsets), and this CPU holds its seqlock.
     unsafe {
         if let Some(irq_ns) = s.irq_ns {
@@ -438,25 +572,198 @@ pub fn record_sample(cpu: usize, s: &Sample) {
             add(addr_of_mut!((*rec).irq), b, layout.bucket_count, irq_ns);
         }
         let b = base.add(layout.thread_buckets()).cast::<u32>();
-        add(addr_of_mut!((*rec).thread), b, layout.bucket_count, s.thread_ns);
+        overflowed = add(addr_of_mut!((*rec).thread), b, layout.bucket_count, s.thread_ns);
+        add_corrected(rec, layout, s.thread_ns);
     }
+    if overflowed {
+        // `overflow` already counts this one.
+        let n = atomic64!((*rec).thread.overflow).load(Ordering::Relaxed) as usize;
+        if (1..=OVERFLOW_LOG).contains(&n) {
+            atomic64!((*rec).overflow_cycles[n - 1]).store(s.cycle, Ordering::Relaxed);
+        }
+    }
+    let steal = atomic64!((*rec).steal_ns);
+    steal.store(steal.load(Ordering::Relaxed).saturating_add(s.steal_ns), Ordering::Relaxed);
+    let net = s.thread_ns.saturating_sub(s.steal_ns);
+    let max_net = atomic64!((*rec).max_net_ns);
+    if net > max_net.load(Ordering::Relaxed) {
+        max_net.store(net, Ordering::Relaxed);
+    }
+    atomic64!((*rec).last_thread_ns).store(s.thread_ns, Ordering::Relaxed);
+    atomic64!((*rec).last_irq_ns).store(s.irq_ns.unwrap_or(0), Ordering::Relaxed);
     let worst = atomic64!((*rec).worst.thread_ns);
     if s.thread_ns > worst.load(Ordering::Relaxed) {
-        let mut name = [0u8; TASK_NAME_LEN];
-        let n = s.task_name.len().min(TASK_NAME_LEN);
-        name[..n].copy_from_slice(&s.task_name.as_bytes()[..n]);
         let w = switcher::telemetry::WorstSample {
             deadline_tsc: s.deadline_tsc,
             thread_ns: s.thread_ns,
             irq_ns: s.irq_ns.unwrap_or(0),
             locks_held: s.locks_held,
             preempt_count: s.preempt_count,
-            task_name: name,
+            task_name: name_bytes(s.task_name),
+            steal_ns: s.steal_ns,
+            masked_ns: if s.deferred { s.irq_ns.unwrap_or(0) } else { 0 },
+            cycle: s.cycle,
         };
         // SAFETY: inside this record, under its seqlock.
         unsafe { ptr::write_volatile(addr_of_mut!((*rec).worst), w) };
     }
-    seq.store((start | 1) + 1, Ordering::Release);
+}
+
+fn name_bytes(name: &str) -> [u8; TASK_NAME_LEN] {
+    let mut out = [0u8; TASK_NAME_LEN];
+    let n = name.len().min(TASK_NAME_LEN);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+/// The periods a late activation skipped (deadlines `deadline + j *
+/// interval`, j = 1..=missed), each counted as missed in the epoch that
+/// holds its deadline, with the latency it saw (the activation's minus
+/// `j` periods) in that epoch's corrected histogram.
+fn record_missed(cpu: usize, s: &Sample, first_window: Window) {
+    let interval = INTERVAL_TSC.load(Ordering::Relaxed).max(1);
+    let step_ns = interval.saturating_mul(1_000_000) / boot_info::tsc_khz().max(1);
+    let first_ns = s.thread_ns.saturating_sub(step_ns);
+    record_periods(cpu, s.deadline_tsc + interval, s.missed, first_ns, first_window);
+}
+
+/// A measurement thread that stops while periods are overdue (it could
+/// not run until the workload stopped): those periods, up to now, are
+/// missed, each with at least the time it waited.
+pub fn record_stalled(cpu: usize, next: u64) {
+    if !is_active() || cpu >= CPUS.load(Ordering::Relaxed) || next == 0 {
+        return;
+    }
+    let interval = INTERVAL_TSC.load(Ordering::Relaxed).max(1);
+    let now = crate::sched::now_tsc();
+    if now <= next {
+        return;
+    }
+    let n = (now - next).div_ceil(interval);
+    let first_ns = (now - next).saturating_mul(1_000_000) / boot_info::tsc_khz().max(1);
+    atomic64!((*header()).cpus[cpu].next_deadline_tsc).store(0, Ordering::Release);
+    record_periods(cpu, next, n, first_ns, window_for(next));
+}
+
+/// `n` missed periods with deadlines `first + j * interval` (j = 0..n),
+/// each counted in the epoch holding its deadline (from `first_window`
+/// on), with latency `first_ns - j * interval` in the corrected histogram.
+fn record_periods(cpu: usize, first: u64, n: u64, first_ns: u64, first_window: Window) {
+    let interval = INTERVAL_TSC.load(Ordering::Relaxed).max(1);
+    let step_ns = interval.saturating_mul(1_000_000) / boot_info::tsc_khz().max(1);
+    let last = first + n.saturating_sub(1) * interval;
+    if n == 0 {
+        return;
+    }
+    let mut win = first_window;
+    let mut j = 0u64;
+    loop {
+        let after = window_after(&win);
+        // The last window that has opened takes every deadline left (one
+        // being opened right now has not published its start yet).
+        let to = if win.end == 0 || after.is_none() { u64::MAX } else { win.end };
+        let from = if win.index == first_window.index { 0 } else { win.start };
+        let here = periods_in(first, interval, from, to.min(last + 1));
+        if here != 0 {
+            let from_j = j;
+            with_record(cpu, &win, |rec, layout| {
+                let missed = atomic64!((*rec).missed);
+                missed.store(missed.load(Ordering::Relaxed) + here, Ordering::Relaxed);
+                // Bounded work: past this many, each waited longer than
+                // any histogram range (counted once more at the range's end).
+                for k in from_j..from_j + here.min(100_000) {
+                    // SAFETY: this CPU's record, under its seqlock.
+                    unsafe { add_corrected(rec, layout, first_ns.saturating_sub(k.saturating_mul(step_ns))) };
+                }
+            });
+            j += here;
+        }
+        match after {
+            Some(next) if j < n => win = next,
+            _ => break,
+        }
+    }
+}
+
+/// Raises the header's `now_tsc` to `tsc` (activations and watchdog
+/// beats: the readers' clock for overdue periods).
+pub fn raise_now(tsc: u64) {
+    if is_active() {
+        atomic64!((*header()).now_tsc).fetch_max(tsc, Ordering::Relaxed);
+    }
+}
+
+/// CPU `cpu`'s measurement thread waits for `deadline` (0: it stopped).
+pub fn set_next_deadline(cpu: usize, deadline: u64) {
+    if is_active() && cpu < CPUS.load(Ordering::Relaxed) {
+        atomic64!((*header()).cpus[cpu].next_deadline_tsc).store(deadline, Ordering::Release);
+    }
+}
+
+/// The deadline CPU `cpu`'s measurement thread waits for (0: none).
+pub fn next_deadline(cpu: usize) -> u64 {
+    if !is_active() || cpu >= CPUS.load(Ordering::Relaxed) {
+        return 0;
+    }
+    atomic64!((*header()).cpus[cpu].next_deadline_tsc).load(Ordering::Acquire)
+}
+
+/// Deadline of CPU `cpu`'s last recorded activation (0: none yet).
+pub fn last_deadline(cpu: usize) -> u64 {
+    if !is_active() || cpu >= CPUS.load(Ordering::Relaxed) {
+        return 0;
+    }
+    atomic64!((*header()).cpus[cpu].last_deadline_tsc).load(Ordering::Acquire)
+}
+
+/// Writes the `--stop-above` report for sample `s` of CPU `cpu`, once per
+/// run (the first CPU to cross wins); returns whether this call wrote it.
+pub fn write_stop(cpu: usize, s: &Sample) -> bool {
+    if !is_active() {
+        return false;
+    }
+    let h = header();
+    // 0 -> 2 (being written) -> 1 (complete): one writer.
+    if atomic32!((*h).stopped).compare_exchange(0, 2, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        return false;
+    }
+    let mut trace = [TraceEntry::default(); TRACE_LEN];
+    let n = crate::sched::trace::snapshot(cpu as u32, &mut trace);
+    let report = StopReport {
+        cpu: cpu as u32,
+        locks_held: s.locks_held,
+        preempt_count: s.preempt_count,
+        irq_masked: u32::from(s.deferred),
+        masked_ns: if s.deferred { s.irq_ns.unwrap_or(0) } else { 0 },
+        deadline_tsc: s.deadline_tsc,
+        thread_ns: s.thread_ns,
+        irq_ns: s.irq_ns.unwrap_or(0),
+        steal_ns: s.steal_ns,
+        trace_len: n as u32,
+        _reserved: 0,
+        task_addr: s.task_addr,
+        task_name: name_bytes(s.task_name),
+        trace,
+    };
+    // SAFETY: inside the validated header; only this writer (claimed above).
+    unsafe { ptr::write_volatile(addr_of_mut!((*h).stop), report) };
+    atomic32!((*h).stopped).store(1, Ordering::Release);
+    true
+}
+
+/// Closes the current epoch at shutdown (end TSC now), after the
+/// measurement threads stopped: its window is final, and a CPU whose
+/// thread never ran shows its overdue periods up to here.
+pub fn close_current_epoch() {
+    if !is_active() {
+        return;
+    }
+    let h = header();
+    let index = atomic64!((*h).current_epoch).load(Ordering::Acquire);
+    let slot = (index % EPOCH_SLOTS as u64) as usize;
+    let now = crate::sched::now_tsc();
+    raise_now(now);
+    atomic64!((*h).epochs[slot].end_tsc).store(now, Ordering::Release);
 }
 
 /// Publishes that the measurement threads run.
@@ -493,8 +800,12 @@ pub fn set_final_check(tally: u64, locked_total: u64, check: u32) {
 
 /// Closes the current epoch (end TSC now) and opens the next one in
 /// `mode`, `kind`, in slot `(index + 1) % EPOCH_SLOTS` with zeroed
-/// records (mostly zeroed ahead of time by the preparer: [`Prep`]). Call only with every task frozen (no measurement thread in a
-/// record update); the runtime switch does. Returns the new epoch index.
+/// records (mostly zeroed ahead of time by the preparer: [`Prep`]). One
+/// caller at a time (the control thread). Measurement threads may record
+/// meanwhile: they write only epochs whose slot is published with its
+/// index ([`window_for`]), and the new slot is published only once zeroed,
+/// with its start at or after every deadline recorded so far. Returns the
+/// new epoch index.
 pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
     if !is_active() {
         return None;
@@ -572,5 +883,10 @@ pub fn thread_percentiles_us<const N: usize>(slot: usize, cpu: usize, per_mille:
     for o in &mut out[next..] {
         *o = layout.bucket_count as u64;
     }
-    out
+    out.map(|b| b * bucket_us())
+}
+
+/// Histogram bucket width in µs.
+pub fn bucket_us() -> u64 {
+    (BUCKET_NS.load(Ordering::Relaxed) / 1000).max(1)
 }

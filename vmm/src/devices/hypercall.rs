@@ -23,6 +23,8 @@ pub enum Hypercall {
     Switch(u32),
     /// Console output (at most `CONSOLE_MAX` bytes, copied out of guest memory).
     Console(Vec<u8>),
+    /// `--stop-above`: the stop report is complete; value = the CPU.
+    StopAbove(u32),
 }
 
 /// A guest panic as the VMM reports it.
@@ -75,6 +77,7 @@ pub fn decode(mem: &GuestMemory, cpu: u32, addr: u64, data: &[u8]) -> Result<Hyp
         doorbell::READY => Hypercall::Ready,
         doorbell::SWITCH => Hypercall::Switch(value as u32),
         doorbell::CONSOLE => Hypercall::Console(read_console(mem, value)?),
+        doorbell::STOP_ABOVE => Hypercall::StopAbove(value as u32),
         _ => Hypercall::CpuOnline(value as u32),
     })
 }

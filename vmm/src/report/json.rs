@@ -34,6 +34,10 @@ pub struct RunReport {
     /// Every switch of the run, counted.
     pub switch_totals: crate::switch::history::SwitchTotals,
     pub outcome: Outcome,
+    /// `ok`, `not ok` (with `reasons`) or `stopped above threshold`.
+    pub result: super::RunResult,
+    /// `--stop-above`: the sample that stopped the run and its cause.
+    pub stop: Option<super::telemetry::StopInfo>,
 }
 
 /// How many epochs there were, and how many `epochs` lists.
@@ -94,6 +98,13 @@ pub struct Workload {
     pub current_epoch: u64,
     /// Epochs the guest recycled before the VMM read them (must be 0).
     pub epochs_recycled_unread: u32,
+    /// Measurement thread priority, histogram bucket width (µs), the
+    /// measured and the loaded CPUs (bit n = CPU n), `--stop-above` (µs, 0: off).
+    pub measure_prio: u32,
+    pub bucket_us: u32,
+    pub measure_cpus: u64,
+    pub load_cpus: u64,
+    pub stop_above_us: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -118,9 +129,23 @@ pub struct Cpu {
     /// `null` for the all-CPUs entry.
     pub cpu: Option<usize>,
     pub samples: u64,
+    /// Periods without an activation (skipped, or still overdue).
     pub missed: u64,
+    /// Of `missed`: periods still waiting for a stalled thread.
+    pub overdue: u64,
+    /// Host steal time over the recorded periods.
+    pub steal_ns: u64,
+    /// Largest thread latency minus its period's steal time.
+    pub max_net_ns: u64,
+    /// The last activation (cyclictest `Act`).
+    pub last_thread_ns: u64,
     pub irq: Hist,
     pub thread: Hist,
+    /// Every elapsed period, missed ones at the latency that ended them
+    /// (coordinated-omission corrected).
+    pub corrected: Hist,
+    /// Activation numbers of thread-latency overflows (the first few).
+    pub overflow_cycles: Vec<u64>,
     pub worst: Option<WorstSample>,
     /// Why the figures are missing or from an earlier read.
     pub problem: Option<String>,
@@ -130,7 +155,7 @@ pub struct Cpu {
 pub struct Hist {
     #[serde(flatten)]
     pub stats: LatencyStats,
-    /// Non-empty 1 µs buckets as `[us, count]`, ascending (in the run's
+    /// Non-empty buckets as `[us at the bucket's start, count]`, ascending (in the run's
     /// report; `query-latency` leaves them out).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub buckets: Option<Vec<[u64; 2]>>,
@@ -145,6 +170,11 @@ pub struct WorstSample {
     pub task: String,
     pub locks_held: u32,
     pub preempt_count: u32,
+    /// Host steal time in the sample's period.
+    pub steal_ns: u64,
+    /// How long the timer IRQ waited for an unmask (0: not deferred).
+    pub masked_ns: u64,
+    pub cycle: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -156,8 +186,10 @@ pub struct ModeTotal {
     pub epochs: Vec<u64>,
     pub samples: u64,
     pub missed: u64,
+    pub steal_ns: u64,
     pub irq: Hist,
     pub thread: Hist,
+    pub corrected: Hist,
 }
 
 #[derive(Debug, Serialize)]
@@ -207,6 +239,9 @@ fn worst(w: &Worst, cpu: Option<usize>) -> WorstSample {
         task: w.task.clone(),
         locks_held: w.locks_held,
         preempt_count: w.preempt_count,
+        steal_ns: w.steal_ns,
+        masked_ns: w.masked_ns,
+        cycle: w.cycle,
     }
 }
 
@@ -220,8 +255,14 @@ fn cpu(r: &CpuRow, e: &EpochRows, d: Detail) -> Cpu {
         cpu: r.cpu,
         samples: r.samples,
         missed: r.missed,
+        overdue: r.overdue,
+        steal_ns: r.steal_ns,
+        max_net_ns: r.max_net_ns,
+        last_thread_ns: r.last_thread_ns,
         irq: hist(&r.irq, d),
         thread: hist(&r.thread, d),
+        corrected: hist(&r.corrected, d),
+        overflow_cycles: r.overflow_cycles.clone(),
         worst: r.worst.as_ref().map(|w| worst(w, worst_cpu)),
         problem: r.problem.clone(),
     }
@@ -259,8 +300,10 @@ pub fn mode_totals(m: &Measurement, d: Detail) -> Vec<ModeTotal> {
             epochs: t.listed,
             samples: t.all.samples,
             missed: t.all.missed,
+            steal_ns: t.all.steal_ns,
             irq: hist(&t.all.irq, d),
             thread: hist(&t.all.thread, d),
+            corrected: hist(&t.all.corrected, d),
         })
         .collect()
 }
@@ -283,7 +326,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         interval_us: opt(c.workload.interval_us),
         cs_us: opt(c.workload.cs_us),
         load_threads: opt(c.workload.load_threads),
-        hist_max_us: c.hist_buckets,
+        hist_max_us: c.hist_buckets * c.workload.bucket_us.max(1),
         duration_s: c.duration.map(|d| d.as_secs_f64()),
         workload_enabled: c.workload.enabled != 0,
     };
@@ -305,6 +348,11 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         load_ops: w.load_ops,
         current_epoch: w.current_epoch,
         epochs_recycled_unread: w.unread_recycled,
+        measure_prio: w.measure_prio,
+        bucket_us: w.bucket_us,
+        measure_cpus: w.measure_cpus,
+        load_cpus: w.load_cpus,
+        stop_above_us: w.stop_above_us,
     });
     let epochs = epochs(m);
     let modes = mode_totals(m, Detail::FULL);
@@ -343,6 +391,8 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
             how: info.outcome.clone(),
             elapsed_s: info.elapsed_s,
         },
+        result: info.result.clone(),
+        stop: info.stop.clone(),
     }
 }
 
@@ -412,6 +462,8 @@ pub mod tests {
             exit_code: ExitCode::Ok,
             switches: crate::switch::history::SwitchHistory::default(),
             retained_epochs: 64,
+            result: super::super::RunResult { result: "ok", reasons: vec![] },
+            stop: None,
         }
     }
 
@@ -455,13 +507,16 @@ pub mod tests {
         assert_eq!(v["modes"][1]["thread"]["count"], 3);
         assert_eq!(v["load_check"]["result"], "ok");
         assert_eq!(v["outcome"]["exit_code"], 0);
+        assert_eq!(v["result"]["result"], "ok");
+        assert_eq!(e0["all"]["steal_ns"], 0);
+        assert_eq!(e0["all"]["corrected"]["count"], e0["all"]["thread"]["count"]);
         // The table shows the same figures.
         let table = summary::render(&m);
         let all0 = table.lines().find(|l| l.split_whitespace().take(3).eq(["0", "mainline", "all"])).unwrap();
         let cells: Vec<&str> = all0.split_whitespace().collect();
         let all = &e0["all"]["thread"];
-        assert_eq!(cells[14], all["min_us"].to_string());
-        assert_eq!(cells[19], all["max_us"].to_string());
-        assert_eq!(cells[20], all["overflow"].to_string());
+        assert_eq!(cells[15], all["min_us"].to_string());
+        assert_eq!(cells[20], all["max_us"].to_string());
+        assert_eq!(cells[21], all["overflow"].to_string());
     }
 }

@@ -20,8 +20,10 @@ pub mod cyclictest;
 pub(crate) mod histpanel;
 pub mod json;
 pub mod plot;
+pub mod result;
 pub mod stats;
 pub mod status;
+pub mod stop;
 pub mod summary;
 pub mod telemetry;
 
@@ -30,6 +32,7 @@ use std::path::Path;
 use switcher::abi::LockMode;
 use switcher::telemetry::{EpochKind, LoadKind, final_check};
 
+pub use self::result::RunResult;
 use self::stats::Histogram;
 use self::telemetry::{CpuEntry, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState, Worst};
 use crate::cli::RunConfig;
@@ -50,16 +53,37 @@ pub fn write_file(what: &'static str, path: &Path, text: &str) -> Result<(), Rep
     std::fs::write(path, text).map_err(|err| ReportError::Write { what, path: path.display().to_string(), err })
 }
 
+/// The histograms' dimensions in one run: bucket count and width (µs).
+pub type HistShape = (usize, u64);
+
+fn empty_hist(shape: HistShape) -> Histogram {
+    Histogram::with_bucket_us(shape.0, shape.1)
+}
+
 /// One CPU (or all CPUs) of one epoch.
 #[derive(Clone, Debug)]
 pub struct CpuRow {
     /// `None` for the all-CPUs row.
     pub cpu: Option<usize>,
     pub samples: u64,
+    /// Periods without an activation (skipped, or overdue: `overdue`).
     pub missed: u64,
+    /// Of `missed`: periods still waiting for their stalled thread.
+    pub overdue: u64,
     pub irq: Histogram,
     pub thread: Histogram,
+    /// Every elapsed period (coordinated-omission corrected).
+    pub corrected: Histogram,
     pub worst: Option<Worst>,
+    /// Host steal time over the recorded periods.
+    pub steal_ns: u64,
+    /// Largest thread latency minus its period's steal time.
+    pub max_net_ns: u64,
+    /// The last activation (cyclictest `Act`).
+    pub last_thread_ns: u64,
+    pub last_irq_ns: u64,
+    /// Cycle numbers of thread-latency overflows (bounded).
+    pub overflow_cycles: Vec<u64>,
     /// Why this CPU's figures are missing or older than the end of the
     /// run (e.g. its record never stabilised); `None` when current.
     pub problem: Option<String>,
@@ -68,14 +92,21 @@ pub struct CpuRow {
 impl CpuRow {
     /// A CPU's row from the reader's entry, saying why figures are
     /// missing or old.
-    fn from_entry(cpu: usize, entry: &CpuEntry, buckets: usize) -> Self {
-        let mut row = CpuRow::empty(Some(cpu), buckets);
+    fn from_entry(cpu: usize, entry: &CpuEntry, shape: HistShape) -> Self {
+        let mut row = CpuRow::empty(Some(cpu), shape);
         if let Some(s) = &entry.snapshot {
             row.samples = s.samples;
             row.missed = s.missed;
+            row.overdue = s.overdue;
             row.irq = s.irq.clone();
             row.thread = s.thread.clone();
+            row.corrected = s.corrected.clone();
             row.worst = s.worst.clone();
+            row.steal_ns = s.steal_ns;
+            row.max_net_ns = s.max_net_ns;
+            row.last_thread_ns = s.last_thread_ns;
+            row.last_irq_ns = s.last_irq_ns;
+            row.overflow_cycles = s.overflow_cycles.clone();
         }
         row.problem = match (&entry.snapshot, &entry.problem) {
             (None, Some(p)) => Some(format!("no consistent copy: {p}")),
@@ -86,26 +117,48 @@ impl CpuRow {
         row
     }
 
-    fn empty(cpu: Option<usize>, buckets: usize) -> Self {
+    fn empty(cpu: Option<usize>, shape: HistShape) -> Self {
         Self {
             cpu,
             samples: 0,
             missed: 0,
-            irq: Histogram::new(buckets),
-            thread: Histogram::new(buckets),
+            overdue: 0,
+            irq: empty_hist(shape),
+            thread: empty_hist(shape),
+            corrected: empty_hist(shape),
             worst: None,
+            steal_ns: 0,
+            max_net_ns: 0,
+            last_thread_ns: 0,
+            last_irq_ns: 0,
+            overflow_cycles: Vec::new(),
             problem: None,
         }
     }
 
-    /// Adds another row's samples (all-CPUs rows, per-mode merges).
+    /// Adds another row's samples (all-CPUs rows, per-mode merges; `other`
+    /// is the later one when they are epochs of one CPU).
     pub fn absorb(&mut self, other: &CpuRow) {
         self.samples += other.samples;
         self.missed += other.missed;
+        self.overdue += other.overdue;
         // Same bucket count throughout one run: merging cannot fail.
-        if let Err(e) = self.irq.merge(&other.irq).and_then(|()| self.thread.merge(&other.thread)) {
+        if let Err(e) = self
+            .irq
+            .merge(&other.irq)
+            .and_then(|()| self.thread.merge(&other.thread))
+            .and_then(|()| self.corrected.merge(&other.corrected))
+        {
             log::error!("latency report: {e}");
         }
+        self.steal_ns = self.steal_ns.saturating_add(other.steal_ns);
+        self.max_net_ns = self.max_net_ns.max(other.max_net_ns);
+        if other.samples > 0 {
+            self.last_thread_ns = other.last_thread_ns;
+            self.last_irq_ns = other.last_irq_ns;
+        }
+        let room = telemetry::MAX_OVERFLOW_CYCLES.saturating_sub(self.overflow_cycles.len());
+        self.overflow_cycles.extend(other.overflow_cycles.iter().take(room));
         if other.worst.as_ref().is_some_and(|w| self.worst.as_ref().is_none_or(|m| w.thread_ns > m.thread_ns)) {
             self.worst = other.worst.clone();
         }
@@ -122,10 +175,10 @@ pub struct EpochRows {
 
 impl EpochRows {
     /// The rows of one epoch as the reader keeps it.
-    pub fn from_record(e: &EpochRecord, buckets: usize) -> Self {
+    pub fn from_record(e: &EpochRecord, shape: HistShape) -> Self {
         let cpus: Vec<CpuRow> =
-            e.cpus.iter().enumerate().map(|(cpu, entry)| CpuRow::from_entry(cpu, entry, buckets)).collect();
-        EpochRows { info: e.info, all: merged(&cpus, buckets), cpus }
+            e.cpus.iter().enumerate().map(|(cpu, entry)| CpuRow::from_entry(cpu, entry, shape)).collect();
+        EpochRows { info: e.info, all: merged(&cpus, shape), cpus }
     }
 }
 
@@ -141,25 +194,25 @@ pub struct GroupRows {
 }
 
 impl GroupRows {
-    fn from_group(g: &EpochGroup, buckets: usize) -> Self {
+    fn from_group(g: &EpochGroup, shape: HistShape) -> Self {
         let cpus: Vec<CpuRow> = g
             .cpus
             .iter()
             .enumerate()
             .map(|(cpu, snap)| {
                 let entry = CpuEntry { snapshot: snap.clone(), problem: None };
-                let mut row = CpuRow::from_entry(cpu, &entry, buckets);
+                let mut row = CpuRow::from_entry(cpu, &entry, shape);
                 row.problem = None;
                 row
             })
             .collect();
-        GroupRows { mode: g.mode, kind: g.kind, epochs: g.epochs, all: merged(&cpus, buckets), cpus }
+        GroupRows { mode: g.mode, kind: g.kind, epochs: g.epochs, all: merged(&cpus, shape), cpus }
     }
 }
 
 /// The all-CPUs row of `cpus`.
-fn merged(cpus: &[CpuRow], buckets: usize) -> CpuRow {
-    let mut all = CpuRow::empty(None, buckets);
+fn merged(cpus: &[CpuRow], shape: HistShape) -> CpuRow {
+    let mut all = CpuRow::empty(None, shape);
     for row in cpus {
         all.absorb(row);
     }
@@ -227,6 +280,8 @@ pub fn exit_code_with_load_check(code: ExitCode, verdict: LoadVerdict) -> ExitCo
 pub struct Measurement {
     pub cpu_count: usize,
     pub bucket_count: usize,
+    /// Bucket width in µs.
+    pub bucket_us: u64,
     /// The workload as the guest ran it (last header read).
     pub workload: Option<WorkloadState>,
     /// The epochs kept in detail (the newest), oldest first.
@@ -247,12 +302,15 @@ impl Measurement {
     /// the control socket's pages).
     pub fn from_reader_listing(reader: &TelemetryReader, listed: impl Fn(u64) -> bool) -> Self {
         let buckets = reader.layout().bucket_count;
+        let bucket_us = reader.workload().map_or(1, |w| u64::from(w.bucket_us.max(1)));
+        let shape = (buckets, bucket_us);
         let epochs =
-            reader.epochs().filter(|e| listed(e.info.index)).map(|e| EpochRows::from_record(e, buckets)).collect();
-        let groups = reader.totals().iter().map(|g| GroupRows::from_group(g, buckets)).collect();
+            reader.epochs().filter(|e| listed(e.info.index)).map(|e| EpochRows::from_record(e, shape)).collect();
+        let groups = reader.totals().iter().map(|g| GroupRows::from_group(g, shape)).collect();
         Self {
             cpu_count: reader.layout().cpu_count,
             bucket_count: buckets,
+            bucket_us,
             workload: reader.workload().cloned(),
             epochs,
             groups,
@@ -274,7 +332,7 @@ impl Measurement {
     pub fn per_cpu_whole_run(&self) -> Vec<CpuRow> {
         (0..self.cpu_count)
             .map(|cpu| {
-                let mut row = CpuRow::empty(Some(cpu), self.bucket_count);
+                let mut row = CpuRow::empty(Some(cpu), (self.bucket_count, self.bucket_us));
                 for g in &self.groups {
                     if let Some(r) = g.cpus.get(cpu) {
                         row.absorb(r);
@@ -362,6 +420,10 @@ pub struct RunInfo<'a> {
     pub switches: crate::switch::history::SwitchHistory,
     /// Most epochs kept in detail (the telemetry reader's ring).
     pub retained_epochs: usize,
+    /// The run's result (ok / not ok and why).
+    pub result: RunResult,
+    /// `--stop-above`: the report of the sample that stopped the run.
+    pub stop: Option<telemetry::StopInfo>,
 }
 
 impl RunInfo<'_> {
@@ -433,6 +495,13 @@ mod tests {
             final_tally: 0,
             final_locked_total: 0,
             unread_recycled: 0,
+            measure_prio: 99,
+            bucket_us: 1,
+            stop_above_us: 0,
+            measure_cpus: 1,
+            load_cpus: 1,
+            cycles: vec![0],
+            stopped: false,
         }
     }
 

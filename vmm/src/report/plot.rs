@@ -142,6 +142,7 @@ mod tests {
         let m = Measurement {
             cpu_count: 1,
             bucket_count: 100,
+            bucket_us: 1,
             workload: None,
             epochs: vec![],
             groups: vec![],

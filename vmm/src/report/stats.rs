@@ -27,12 +27,14 @@ pub enum StatsError {
     BucketMismatch(usize, usize),
 }
 
-/// One latency histogram: 1 µs buckets `[i, i+1)` µs, then an overflow
-/// count for samples of `buckets.len()` µs or more (counted in the
-/// summary fields too).
+/// One latency histogram: buckets `[i*b, (i+1)*b)` µs (`b` =
+/// `bucket_us`, 1 unless `--bucket-us` set it), then an overflow count
+/// for samples of `buckets.len() * b` µs or more (counted in the summary
+/// fields too).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Histogram {
     buckets: Vec<u64>,
+    bucket_us: u64,
     overflow: u64,
     count: u64,
     sum_ns: u64,
@@ -103,7 +105,36 @@ pub struct LatencyStats {
 impl Histogram {
     /// An empty histogram of `bucket_count` 1 µs buckets.
     pub fn new(bucket_count: usize) -> Self {
-        Self { buckets: vec![0; bucket_count], overflow: 0, count: 0, sum_ns: 0, min_ns: None, max_ns: 0 }
+        Self::with_bucket_us(bucket_count, 1)
+    }
+
+    /// An empty histogram of `bucket_count` buckets `bucket_us` µs wide.
+    pub fn with_bucket_us(bucket_count: usize, bucket_us: u64) -> Self {
+        Self {
+            buckets: vec![0; bucket_count],
+            bucket_us: bucket_us.max(1),
+            overflow: 0,
+            count: 0,
+            sum_ns: 0,
+            min_ns: None,
+            max_ns: 0,
+        }
+    }
+
+    /// The same samples in buckets of `bucket_us` µs (a record's width).
+    pub fn in_buckets_of(mut self, bucket_us: u64) -> Self {
+        self.bucket_us = bucket_us.max(1);
+        self
+    }
+
+    /// Width of a bucket in µs.
+    pub fn bucket_us(&self) -> u64 {
+        self.bucket_us
+    }
+
+    /// The histogram's range in µs (samples at or above it overflow).
+    pub fn range_us(&self) -> u64 {
+        self.buckets.len() as u64 * self.bucket_us
     }
 
     /// A histogram from a guest record's summary and buckets, checked for
@@ -134,6 +165,7 @@ impl Histogram {
         };
         Ok(Self {
             buckets: buckets.iter().map(|&b| u64::from(b)).collect(),
+            bucket_us: 1,
             overflow: summary.overflow,
             count: summary.count,
             sum_ns: summary.sum_ns,
@@ -144,7 +176,7 @@ impl Histogram {
 
     /// Adds one sample (for tests and synthetic data).
     pub fn record_ns(&mut self, ns: u64) {
-        let us = (ns / 1000) as usize;
+        let us = (ns / 1000 / self.bucket_us) as usize;
         match self.buckets.get_mut(us) {
             Some(b) => *b += 1,
             None => self.overflow += 1,
@@ -157,7 +189,7 @@ impl Histogram {
 
     /// Adds `other`'s samples to this histogram.
     pub fn merge(&mut self, other: &Histogram) -> Result<(), StatsError> {
-        if self.buckets.len() != other.buckets.len() {
+        if self.buckets.len() != other.buckets.len() || self.bucket_us != other.bucket_us {
             return Err(StatsError::BucketMismatch(self.buckets.len(), other.buckets.len()));
         }
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
@@ -207,9 +239,9 @@ impl Histogram {
         (self.count > 0).then(|| self.sum_ns as f64 / self.count as f64)
     }
 
-    /// The non-empty buckets as `(µs, count)`.
+    /// The non-empty buckets as `(µs at the bucket's start, count)`.
     pub fn non_empty(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.buckets.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| (i as u64, *c))
+        self.buckets.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| (i as u64 * self.bucket_us, *c))
     }
 
     /// The `p`-th percentile (0 < p <= 100, to 1 ppm), nearest rank: the
@@ -227,10 +259,10 @@ impl Histogram {
         for (us, c) in self.buckets.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return Some(Percentile::Us(us as u64));
+                return Some(Percentile::Us(us as u64 * self.bucket_us));
             }
         }
-        Some(Percentile::AtLeast(self.buckets.len() as u64))
+        Some(Percentile::AtLeast(self.range_us()))
     }
 
     pub fn stats(&self) -> LatencyStats {

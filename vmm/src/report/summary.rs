@@ -113,7 +113,8 @@ fn figures(h: &Histogram) -> [Figure; 3] {
 
 /// The whole block, lines separated by `\n`, the first prefixed `rtswitch: `.
 pub fn render(m: &Measurement) -> String {
-    let range = m.bucket_count;
+    let range = m.bucket_count as u64 * m.bucket_us;
+    let bucket = m.bucket_us;
     let row = |epoch: String, label: &str, r: &CpuRow| {
         let mut row = vec![
             epoch,
@@ -121,6 +122,7 @@ pub fn render(m: &Measurement) -> String {
             r.cpu.map_or_else(|| "all".to_string(), |c| c.to_string()),
             r.samples.to_string(),
             r.missed.to_string(),
+            format!("{:.1}", r.steal_ns as f64 / 1e6),
             "|".to_string(),
         ];
         row.extend(group(&r.irq));
@@ -151,7 +153,7 @@ pub fn render(m: &Measurement) -> String {
         (Some(rt), Some(ml)) => ratio_line(rt, ml),
         _ => None,
     };
-    let mut head = vec!["epoch", "mode", "cpu", "samples", "missed", "|"];
+    let mut head = vec!["epoch", "mode", "cpu", "samples", "missed", "steal_ms", "|"];
     head.extend(GROUP);
     head.push("|");
     head.extend(GROUP);
@@ -167,12 +169,12 @@ pub fn render(m: &Measurement) -> String {
     let lines = columns(&rows, &[1]);
     // Group titles over the first column of each group.
     let start = |col: usize| -> usize { 1 + widths[..col].iter().map(|w| w + 1).sum::<usize>() + 1 };
-    let (irq_at, thread_at) = (start(6), start(14));
+    let (irq_at, thread_at) = (start(7), start(15));
     let titles = format!("{:irq_at$}{:<w$}{}", "", "IRQ latency", "thread latency", w = thread_at - irq_at);
 
     let mut out = format!(
-        "rtswitch: latency summary (us; percentiles from 1 us buckets; \">={range}\": in the overflow, beyond the \
-         {range} us histogram range)\n"
+        "rtswitch: latency summary (us; percentiles from {bucket} us buckets; \">={range}\": in the overflow, beyond \
+         the {range} us histogram range; steal_ms: host steal time, the vCPU runnable but not running)\n"
     );
     let _ = writeln!(out, "{}", titles.trim_end());
     for l in &lines {
@@ -189,16 +191,31 @@ pub fn render(m: &Measurement) -> String {
                 .find(|c| c.worst.as_ref().is_some_and(|cw| cw == w))
                 .and_then(|c| c.cpu)
                 .map_or_else(String::new, |c| format!(" on cpu {c}"));
+            let masked = if w.masked_ns > 0 { ", the timer IRQ deferred by masked interrupts" } else { "" };
             let _ = writeln!(
                 out,
-                "  epoch {} worst thread latency: {} us{cpu} (IRQ {} us), interrupting '{}' with {} switchable \
-                 lock(s) held, preempt count {}",
+                "  epoch {} worst thread latency: {} us{cpu} (IRQ {} us, host steal {} us in its period{masked}), \
+                 interrupting '{}' with {} switchable lock(s) held, preempt count {}",
                 e.info.index,
                 w.thread_ns / 1000,
                 w.irq_ns / 1000,
+                w.steal_ns / 1000,
                 w.task,
                 w.locks_held,
                 w.preempt_count
+            );
+        }
+        let c = e.all.corrected.stats();
+        if c.count > 0 && e.all.missed > 0 {
+            let _ = writeln!(
+                out,
+                "  epoch {} every period (missed ones at the latency that ended them, coordinated omission \
+                 corrected): {} periods, p50 {} p99 {} max {} us",
+                e.info.index,
+                c.count,
+                opt(c.p50),
+                opt(c.p99),
+                opt(c.max_us)
             );
         }
         for c in &e.cpus {
@@ -250,7 +267,8 @@ mod tests {
         // epoch 0, all CPUs: 3 samples; thread max 250 us overflows the 100 us range.
         let all0 = &rows[2];
         assert_eq!(&all0[..5], ["0", "mainline", "all", "3", "2"]);
-        let thread = &all0[14..21];
+        assert_eq!(all0[5], "0.0", "steal_ms");
+        let thread = &all0[15..22];
         assert_eq!(thread, ["10", "97.2", "30", ">=100", ">=100", "250", "1"].as_slice(), "{all0:?}");
         assert_eq!(&rows[4][..4], ["1", "rt", "1", "0"]);
         assert!(rows[4].contains(&"-"));
@@ -266,7 +284,7 @@ mod tests {
             .unwrap_or("")
             .split_whitespace()
             .collect();
-        assert_eq!(&all[..6], ["all", "mainline", "all", "3", "2", "|"], "{text}");
+        assert_eq!(&all[..7], ["all", "mainline", "all", "3", "2", "0.0", "|"], "{text}");
         assert!(
             text.contains(
                 "rt / mainline thread latency (every epoch of each mode merged): p50 0.17x, p99 <=0.05x, max 0.02x"

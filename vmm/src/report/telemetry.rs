@@ -25,9 +25,20 @@
 //!                fence; seq2 = load(seq)  -- seq1 != seq2? retry
 //!                validate copy  -- keep, or report why not
 //! ```
-//! A closed epoch (`end_tsc != 0`) whose every CPU record was read is
-//! frozen: its slot may be reused by a later epoch without losing it, and
-//! its samples are merged into its group's totals at once. When more than
+//! A sample goes to the epoch that holds its deadline, so the guest may
+//! still write the epoch before the current one (a measurement thread
+//! woken late after an epoch opened). A closed epoch is frozen once the
+//! guest can no longer write it (two epochs newer have opened, or the
+//! workload stopped) and every CPU record was read after that: its slot
+//! may be reused without losing it, and its samples are merged into its
+//! group's totals at once. The VMM tells the guest which epochs it has
+//! read in that final state (`vmm_read_epoch`); the guest reuses a slot
+//! only after that.
+//!
+//! Missed periods: a record counts the periods its CPU's thread skipped
+//! and recorded; the reader adds the *overdue* ones (deadlines that passed
+//! without an activation yet: `switcher::telemetry::overdue_periods`), so
+//! a CPU whose thread cannot run at all shows them too. When more than
 //! [`retained_epochs`] epochs are kept, the oldest is forgotten (dropped
 //! from the detail; an epoch the guest might still update never is).
 //!
@@ -43,8 +54,8 @@ use std::sync::atomic::{Ordering, fence};
 
 use switcher::abi::{ABI_MAGIC, LockMode};
 use switcher::telemetry::{
-    CpuLatencyHeader, EPOCH_SLOTS, EpochHeader, EpochKind, Layout, LoadKind, TASK_NAME_LEN, TelemetryHeader,
-    WorstSample, final_check,
+    CpuLatencyHeader, EPOCH_SLOTS, EpochHeader, EpochKind, Layout, LoadKind, OVERFLOW_LOG, StopReport, TASK_NAME_LEN,
+    TelemetryHeader, WorstSample, final_check, overdue_periods, trace_kind,
 };
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
@@ -63,7 +74,7 @@ const RETAINED_EPOCH_MEMORY: usize = 64 << 20;
 /// 64 MiB of histograms, between [`MIN_RETAINED_EPOCHS`] and
 /// [`MAX_RETAINED_EPOCHS`] (64 for 2 vCPUs and the default 10000 buckets).
 pub fn retained_epochs(layout: &Layout) -> usize {
-    let bytes = layout.cpu_count.max(1) * 2 * layout.bucket_count.max(1) * std::mem::size_of::<u64>();
+    let bytes = layout.cpu_count.max(1) * 3 * layout.bucket_count.max(1) * std::mem::size_of::<u64>();
     (RETAINED_EPOCH_MEMORY / bytes).clamp(MIN_RETAINED_EPOCHS, MAX_RETAINED_EPOCHS)
 }
 
@@ -108,6 +119,26 @@ pub struct WorkloadState {
     pub final_locked_total: u64,
     /// Epochs the guest had to recycle before the VMM read them.
     pub unread_recycled: u32,
+    /// The measurement threads' priority (cyclictest `P:`).
+    pub measure_prio: u32,
+    /// Histogram bucket width in µs.
+    pub bucket_us: u32,
+    /// `--stop-above` threshold in µs (0: off).
+    pub stop_above_us: u32,
+    /// CPUs that measure and CPUs that carry load (bit n = CPU n).
+    pub measure_cpus: u64,
+    pub load_cpus: u64,
+    /// Activations per CPU since the start (cyclictest `C:`).
+    pub cycles: Vec<u64>,
+    /// A `--stop-above` report is complete.
+    pub stopped: bool,
+}
+
+impl WorkloadState {
+    /// Whether CPU `cpu` runs a measurement thread.
+    pub fn measures(&self, cpu: usize) -> bool {
+        cpu < 64 && self.measure_cpus & (1 << cpu) != 0
+    }
 }
 
 /// The identity of an epoch.
@@ -146,31 +177,73 @@ pub struct Worst {
     pub preempt_count: u32,
     /// The task the timer interrupted (printable ASCII only).
     pub task: String,
+    /// Host steal time on the CPU while the sample's period ran.
+    pub steal_ns: u64,
+    /// How long the timer IRQ waited for a soft unmask (0: not deferred).
+    pub masked_ns: u64,
+    /// The sample's activation number.
+    pub cycle: u64,
 }
 
 /// A consistent copy of one CPU's record.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CpuSnapshot {
     pub samples: u64,
+    /// Periods without an activation: those the thread skipped and
+    /// recorded, plus `overdue`.
     pub missed: u64,
+    /// Of `missed`: periods whose deadlines passed (in this epoch's window)
+    /// while the thread has not run since (a stalled CPU).
+    pub overdue: u64,
     pub irq: Histogram,
     pub thread: Histogram,
+    /// Thread latency of every elapsed period (coordinated-omission
+    /// corrected): each activation, each skipped period with the latency
+    /// it saw, and each overdue period with at least the time it has waited.
+    pub corrected: Histogram,
     /// `None` until the CPU has a sample.
     pub worst: Option<Worst>,
+    /// Host steal time on this CPU over the recorded periods.
+    pub steal_ns: u64,
+    /// Largest thread latency minus its period's steal time.
+    pub max_net_ns: u64,
+    /// The last activation's latencies (cyclictest `Act`).
+    pub last_thread_ns: u64,
+    pub last_irq_ns: u64,
+    /// Cycle numbers of thread-latency overflows (the first few of each
+    /// epoch; `thread.overflow()` counts them all).
+    pub overflow_cycles: Vec<u64>,
 }
 
+/// Overflow cycle numbers kept per CPU when epochs merge.
+pub const MAX_OVERFLOW_CYCLES: usize = 64;
+
 impl CpuSnapshot {
-    /// Adds another copy's samples (merging epochs).
+    /// Adds another copy's samples (merging epochs; `other` is the later).
     fn absorb(&mut self, other: &CpuSnapshot) {
         self.samples += other.samples;
         self.missed += other.missed;
+        self.overdue += other.overdue;
         // One bucket count per run: merging cannot fail.
-        if let Err(e) = self.irq.merge(&other.irq).and_then(|()| self.thread.merge(&other.thread)) {
+        if let Err(e) = self
+            .irq
+            .merge(&other.irq)
+            .and_then(|()| self.thread.merge(&other.thread))
+            .and_then(|()| self.corrected.merge(&other.corrected))
+        {
             log::error!("latency telemetry: {e}");
         }
         if other.worst.as_ref().is_some_and(|w| self.worst.as_ref().is_none_or(|m| w.thread_ns > m.thread_ns)) {
             self.worst = other.worst.clone();
         }
+        self.steal_ns = self.steal_ns.saturating_add(other.steal_ns);
+        self.max_net_ns = self.max_net_ns.max(other.max_net_ns);
+        if other.samples > 0 {
+            self.last_thread_ns = other.last_thread_ns;
+            self.last_irq_ns = other.last_irq_ns;
+        }
+        let room = MAX_OVERFLOW_CYCLES.saturating_sub(self.overflow_cycles.len());
+        self.overflow_cycles.extend(other.overflow_cycles.iter().take(room));
     }
 }
 
@@ -385,15 +458,16 @@ impl TelemetryReader {
                 continue;
             }
             match self.check_epoch(slot, eh, current) {
-                Ok(info) => self.read_epoch(slot, info, &mut problems),
+                Ok(info) => self.read_epoch(slot, info, &header, &mut problems),
                 Err(e) => problems.push(e),
             }
         }
         self.forget_old(current);
-        // Tell the guest every earlier epoch still in a slot has been read:
-        // it may reuse their slots (it waits for this before it does).
+        // Tell the guest every epoch before the previous one has been read
+        // in its final state (it writes only the current and the previous
+        // epoch): it may reuse their slots (it waits for this before it does).
         let field = self.addr + std::mem::offset_of!(TelemetryHeader, vmm_read_epoch) as u64;
-        if let Err(e) = self.mem.write_obj(current as u32, GuestAddress(field)) {
+        if let Err(e) = self.mem.write_obj(current.saturating_sub(1) as u32, GuestAddress(field)) {
             problems.push(TelemetryError::Memory { addr: field, what: e.to_string() });
         }
         let n = problems.len();
@@ -475,7 +549,23 @@ impl TelemetryReader {
             final_tally: h.final_tally,
             final_locked_total: h.final_locked_total,
             unread_recycled: h.unread_recycled,
+            measure_prio: h.measure_prio,
+            bucket_us: h.bucket_us.max(1),
+            stop_above_us: h.stop_above_us,
+            measure_cpus: h.measure_cpus,
+            load_cpus: h.load_cpus,
+            cycles: h.cpus.iter().take(self.layout.cpu_count).map(|c| c.cycles).collect(),
+            stopped: h.stopped == 1,
         })
+    }
+
+    /// The `--stop-above` report, once the guest has completed it.
+    pub fn stop_report(&self) -> Option<StopInfo> {
+        let header = self.mem.read_obj::<Abi<TelemetryHeader>>(GuestAddress(self.addr)).ok()?.0;
+        if header.magic != ABI_MAGIC || header.stopped != 1 {
+            return None;
+        }
+        Some(StopInfo::decode(&header.stop, self.layout.cpu_count))
     }
 
     fn check_epoch(&self, slot: usize, eh: &EpochHeader, current: u64) -> Result<EpochInfo, TelemetryError> {
@@ -502,7 +592,7 @@ impl TelemetryReader {
         Ok(info)
     }
 
-    fn read_epoch(&mut self, slot: usize, info: EpochInfo, problems: &mut Vec<TelemetryError>) {
+    fn read_epoch(&mut self, slot: usize, info: EpochInfo, h: &TelemetryHeader, problems: &mut Vec<TelemetryError>) {
         let cpu_count = self.layout.cpu_count;
         let record = self.epochs.entry(info.index).or_insert_with(|| EpochRecord {
             info,
@@ -515,11 +605,20 @@ impl TelemetryReader {
         }
         record.info = info;
         let mut complete = true;
+        let bucket_us = u64::from(h.bucket_us.max(1));
         for cpu in 0..cpu_count {
             let offset = self.addr + self.layout.record(slot, cpu) as u64;
             let entry = &mut record.cpus[cpu];
             match read_record(&self.mem, offset, &self.layout, &mut self.buf) {
-                Ok(snapshot) => {
+                Ok(mut snapshot) => {
+                    snapshot.set_bucket_us(bucket_us);
+                    let next = h.cpus.get(cpu).map_or(0, |c| c.next_deadline_tsc);
+                    let overdue = if h.running == 1 || info.closed() {
+                        overdue_periods(next, h.interval_tsc, info.start_tsc, info.end_tsc, h.now_tsc)
+                    } else {
+                        0
+                    };
+                    snapshot.add_overdue(overdue, next, h.interval_tsc, info.end_tsc.max(h.now_tsc), h.tsc_khz());
                     entry.snapshot = Some(snapshot);
                     entry.problem = None;
                 }
@@ -530,7 +629,9 @@ impl TelemetryReader {
                 }
             }
         }
-        record.frozen = info.closed() && complete;
+        // Final once the guest can no longer write it (module doc).
+        let unwritable = info.index + 2 <= h.current_epoch || h.running == 0;
+        record.frozen = info.closed() && complete && unwritable;
         if record.frozen {
             record.merged = true;
             absorb_into(&mut self.merged, record);
@@ -575,14 +676,124 @@ fn decode_record(buf: &[u8], layout: &Layout) -> Result<CpuSnapshot, String> {
     let irq = Histogram::from_record(&h.irq, &buckets(layout.irq_buckets())).map_err(|e| format!("IRQ: {e}"))?;
     let thread =
         Histogram::from_record(&h.thread, &buckets(layout.thread_buckets())).map_err(|e| format!("thread: {e}"))?;
+    let corrected = Histogram::from_record(&h.corrected, &buckets(layout.corrected_buckets()))
+        .map_err(|e| format!("corrected: {e}"))?;
     let worst = (h.thread.count > 0).then(|| decode_worst(&h.worst));
-    Ok(CpuSnapshot { samples: h.samples, missed: h.missed, irq, thread, worst })
+    let logged = (h.thread.overflow as usize).min(OVERFLOW_LOG);
+    Ok(CpuSnapshot {
+        samples: h.samples,
+        missed: h.missed,
+        overdue: 0,
+        irq,
+        thread,
+        corrected,
+        worst,
+        steal_ns: h.steal_ns,
+        max_net_ns: h.max_net_ns,
+        last_thread_ns: h.last_thread_ns,
+        last_irq_ns: h.last_irq_ns,
+        overflow_cycles: h.overflow_cycles[..logged].to_vec(),
+    })
+}
+
+impl CpuSnapshot {
+    fn set_bucket_us(&mut self, bucket_us: u64) {
+        for hist in [&mut self.irq, &mut self.thread, &mut self.corrected] {
+            *hist = std::mem::replace(hist, Histogram::new(0)).in_buckets_of(bucket_us);
+        }
+    }
+
+    /// Counts `overdue` periods (deadlines from `next` one `interval` TSC
+    /// ticks apart, still waiting at `now`) as missed, and in the
+    /// corrected histogram with the time each has waited so far (a lower
+    /// bound of the latency it will see).
+    fn add_overdue(&mut self, overdue: u64, next: u64, interval: u64, now: u64, tsc_khz: u64) {
+        if overdue == 0 || tsc_khz == 0 {
+            return;
+        }
+        self.overdue = overdue;
+        self.missed += overdue;
+        // Bounded work however long the stall: past this many periods
+        // each one waited longer than any histogram range anyway.
+        const MAX_EXACT: u64 = 100_000;
+        for k in 0..overdue.min(MAX_EXACT) {
+            let d = next + k * interval;
+            self.corrected.record_ns(now.saturating_sub(d).saturating_mul(1_000_000) / tsc_khz);
+        }
+        for _ in MAX_EXACT..overdue {
+            self.corrected.record_ns(u64::MAX / 2);
+        }
+    }
+}
+
+/// The `--stop-above` report, decoded.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StopInfo {
+    pub cpu: u32,
+    pub thread_ns: u64,
+    /// `None`: no timer IRQ served the deadline.
+    pub irq_ns: Option<u64>,
+    pub steal_ns: u64,
+    pub locks_held: u32,
+    pub preempt_count: u32,
+    /// The timer IRQ arrived while interrupts were soft-masked, and how
+    /// long it waited for the unmask.
+    pub irq_masked: bool,
+    pub masked_ns: u64,
+    pub deadline_tsc: u64,
+    /// The interrupted task (address: what lock owner words hold; 0: none).
+    pub task: String,
+    pub task_addr: u64,
+    /// The CPU's last scheduler events, oldest first: `(tsc, what)`.
+    pub trace: Vec<(u64, String)>,
+}
+
+impl StopInfo {
+    fn decode(r: &StopReport, cpu_count: usize) -> Self {
+        let n = (r.trace_len as usize).min(r.trace.len());
+        let trace = r.trace[..n]
+            .iter()
+            .map(|e| {
+                let name = printable(&e.task_name);
+                let what = match e.kind {
+                    trace_kind::SWITCH => format!("switch to '{name}' (prio {})", e.arg),
+                    trace_kind::WAKE => format!("wake '{name}' (prio {})", e.arg),
+                    trace_kind::IRQ => format!("irq vector {:#x}", e.arg),
+                    trace_kind::IRQ_DEFERRED => format!("irq vector {:#x}, deferred by the soft mask", e.arg),
+                    k => format!("unknown event {k}"),
+                };
+                (e.tsc, what)
+            })
+            .collect();
+        Self {
+            cpu: r.cpu.min(cpu_count.saturating_sub(1) as u32),
+            thread_ns: r.thread_ns,
+            irq_ns: (r.irq_ns != 0).then_some(r.irq_ns),
+            steal_ns: r.steal_ns,
+            locks_held: r.locks_held,
+            preempt_count: r.preempt_count,
+            irq_masked: r.irq_masked != 0,
+            masked_ns: r.masked_ns,
+            deadline_tsc: r.deadline_tsc,
+            task: printable(&r.task_name),
+            task_addr: r.task_addr,
+            trace,
+        }
+    }
+}
+
+/// A NUL-padded name as printable ASCII.
+fn printable(name: &[u8]) -> String {
+    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+    name.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect()
 }
 
 fn decode_worst(w: &WorstSample) -> Worst {
-    let name = &w.task_name[..w.task_name.iter().position(|&b| b == 0).unwrap_or(TASK_NAME_LEN)];
-    let task = name.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect();
+    let task = printable(&w.task_name[..TASK_NAME_LEN]);
     Worst {
+        steal_ns: w.steal_ns,
+        masked_ns: w.masked_ns,
+        cycle: w.cycle,
         deadline_tsc: w.deadline_tsc,
         thread_ns: w.thread_ns,
         irq_ns: w.irq_ns,
@@ -628,8 +839,18 @@ pub mod synth {
             final_tally: 0,
             final_locked_total: 0,
             unread_recycled: 0,
-            _reserved1: 0,
+            measure_prio: 99,
+            bucket_us: 1,
+            stop_above_us: 0,
+            measure_cpus: (1u64 << layout.cpu_count) - 1,
+            load_cpus: (1u64 << layout.cpu_count) - 1,
+            now_tsc: 0,
+            interval_tsc: 1_000_000,
+            stopped: 0,
+            _reserved2: 0,
             epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],
+            cpus: [switcher::telemetry::CpuMeasureState::default(); switcher::abi::MAX_CPUS],
+            stop: StopReport::EMPTY,
         }
     }
 
@@ -680,6 +901,7 @@ pub mod synth {
             missed: 1,
             irq: irq_s,
             thread: thr_s,
+            corrected: thr_s,
             worst: WorstSample {
                 deadline_tsc: 123,
                 thread_ns: thr_s.max_ns,
@@ -687,13 +909,22 @@ pub mod synth {
                 locks_held: 1,
                 preempt_count: 1,
                 task_name: name,
+                steal_ns: 0,
+                masked_ns: 0,
+                cycle: 0,
             },
+            steal_ns: 0,
+            max_net_ns: thr_s.max_ns,
+            last_thread_ns: 0,
+            last_irq_ns: 0,
+            overflow_cycles: [0; switcher::telemetry::OVERFLOW_LOG],
         };
         let at = ADDR + layout.record(slot, cpu) as u64;
         mem.write_obj(Abi(h), GuestAddress(at)).unwrap();
         let words = |b: &[u32]| b.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>();
         mem.write_slice(&words(&irq_b), GuestAddress(at + layout.irq_buckets() as u64)).unwrap();
         mem.write_slice(&words(&thr_b), GuestAddress(at + layout.thread_buckets() as u64)).unwrap();
+        mem.write_slice(&words(&thr_b), GuestAddress(at + layout.corrected_buckets() as u64)).unwrap();
     }
 
     pub fn epoch(index: u64, mode: LockMode, kind: EpochKind, end_tsc: u64) -> EpochHeader {
@@ -877,8 +1108,21 @@ mod tests {
         write_record(&mem, &layout, 1, 0, &[1], &[2]);
         let mut r = reader(&mem, layout);
         r.harvest();
-        assert!(r.epoch(0).unwrap().frozen);
+        // Closed, but the guest may still record late samples into the
+        // epoch before the current one: not final yet.
+        assert!(!r.epoch(0).unwrap().frozen);
         assert!(!r.epoch(1).unwrap().frozen);
+        // A late sample lands in epoch 0 after it closed; the next read
+        // (two epochs on) sees it and freezes the epoch.
+        h.current_epoch = 2;
+        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 5500);
+        h.epochs[2] = epoch(2, LockMode::Mainline, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1, 1, 1], &[40, 41, 42]);
+        r.harvest();
+        assert!(r.epoch(0).unwrap().frozen);
+        assert_eq!(r.epoch(0).unwrap().cpus[0].snapshot.as_ref().unwrap().samples, 3);
+        write_record(&mem, &layout, 0, 0, &[1, 1], &[40, 41]);
         // Epoch 4 reuses slot 0.
         h.current_epoch = 4;
         h.epochs[0] = epoch(4, LockMode::Mainline, EpochKind::Mode, 0);
@@ -887,8 +1131,8 @@ mod tests {
         write_record(&mem, &layout, 0, 0, &[9], &[9]);
         assert_eq!(r.harvest(), Harvest::Read { problems: 0 });
         let idx: Vec<u64> = r.epochs().map(|e| e.info.index).collect();
-        assert_eq!(idx, vec![0, 1, 4]);
-        assert_eq!(r.epoch(0).unwrap().cpus[0].snapshot.as_ref().unwrap().thread.stats().max_us, Some(41));
+        assert_eq!(idx, vec![0, 1, 2, 4]);
+        assert_eq!(r.epoch(0).unwrap().cpus[0].snapshot.as_ref().unwrap().thread.stats().max_us, Some(42));
         assert_eq!(r.epoch(4).unwrap().cpus[0].snapshot.as_ref().unwrap().thread.stats().max_us, Some(9));
         assert!(r.epoch(1).unwrap().frozen);
     }

@@ -39,8 +39,9 @@ use crate::devices::console::Console;
 use crate::devices::hypercall::{GuestPanic, Hypercall};
 use crate::exit_code::ExitCode;
 use crate::report::status::StatusPrinter;
-use crate::report::telemetry::TelemetryReader;
+use crate::report::telemetry::{StopInfo, TelemetryReader};
 use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo};
+use crate::seccomp::{self, Sandbox};
 use crate::switch::{Coordinator, SwitchLimits};
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, GuestMemory};
@@ -74,6 +75,8 @@ pub enum RunError {
     Api(#[from] crate::api::server::ApiError),
     #[error("event loop failed: {0}")]
     EventLoop(String),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 impl RunError {
@@ -182,6 +185,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     vcpu::register_kick_handler()
         .map_err(|e| RunError::Host("vCPU kick signal handler", std::io::Error::from_raw_os_error(e.errno())))?;
     let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| RunError::Host("eventfd", e))?);
+    let sandbox = Arc::new(Sandbox::new(config.seccomp)?);
     let (tx, rx) = channel();
     let gate = Arc::new(HoldGate::new());
     let mut handles = Vec::with_capacity(vm.vcpus.len());
@@ -193,6 +197,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
             wake: wake.clone(),
             gate: gate.clone(),
             text: kernel.text.clone(),
+            sandbox: sandbox.clone(),
         };
         handles.push(vcpu::spawn(cpu as u32, fd, ctx).map_err(|e| RunError::Host("spawning a vCPU thread", e))?);
     }
@@ -217,6 +222,9 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let controller = Arc::new(Mutex::new(controller));
     let mut em = EventManager::<Arc<Mutex<Controller>>>::new().map_err(|e| RunError::EventLoop(e.to_string()))?;
     em.add_subscriber(controller.clone());
+    // Setup is over: from here on the control thread makes only the calls
+    // its filter allows (`seccomp`).
+    sandbox.enter(seccomp::Thread::Control)?;
     loop {
         if lock(&controller).outcome.is_some() {
             break;
@@ -308,6 +316,10 @@ struct Controller {
     switch_every: Option<(std::time::Duration, pacing::Ticks)>,
     /// Lockup reports from the guest's heartbeats.
     watchdog: Watchdog,
+    /// `--stop-above`: the report of the sample that stopped the run.
+    stop: Option<StopInfo>,
+    /// The interval warning was printed.
+    keepup_warned: bool,
 }
 
 impl Controller {
@@ -385,6 +397,8 @@ impl Controller {
             switch_every_timer,
             switch_every: config.switch_every.map(|p| (p, pacing::Ticks::default())),
             watchdog: Watchdog::new(config.vcpus, config.watchdog),
+            stop: None,
+            keepup_warned: false,
         })
     }
 
@@ -447,6 +461,52 @@ impl Controller {
             Hypercall::Switch(_) => {}
             // Written out by the vCPU thread itself.
             Hypercall::Console(_) => {}
+            Hypercall::StopAbove(n) => self.on_stop_above(n),
+        }
+    }
+
+    /// `--stop-above`: prints the cause of the sample that crossed the
+    /// threshold (the guest's stop report) and ends the run.
+    fn on_stop_above(&mut self, cpu: u32) {
+        if self.stop.is_some() {
+            return;
+        }
+        self.telemetry.harvest();
+        let threshold = self.telemetry.workload().map_or(0, |w| w.stop_above_us);
+        let Some(info) = self.telemetry.stop_report() else {
+            log::warn!("vcpu{cpu} signalled --stop-above without a complete stop report; ignored");
+            return;
+        };
+        let locks = crate::switch::locks::held_by(&self.mem, info.task_addr);
+        for line in report::stop::render(&info, threshold, self.tsc_khz, &locks).lines() {
+            self.say(line);
+        }
+        let reason = format!("--stop-above {threshold} us crossed on cpu {}", info.cpu);
+        self.stop = Some(info);
+        self.request_shutdown(ShutdownCause::GuestShutdown, reason);
+    }
+
+    /// Once, when the guest misses most periods of the first second: the
+    /// interval is shorter than this host lets the guest keep.
+    fn check_keepup(&mut self) {
+        if self.keepup_warned {
+            return;
+        }
+        let m = Measurement::from_reader_listing(&self.telemetry, |_| false);
+        let Some(w) = m.workload.as_ref().filter(|w| w.running) else { return };
+        let rows = m.per_cpu_whole_run();
+        let (samples, missed): (u64, u64) =
+            rows.iter().map(|r| (r.samples, r.missed)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let periods = samples + missed;
+        if periods < 20 {
+            return;
+        }
+        self.keepup_warned = true;
+        if missed * 4 > periods {
+            self.say(&format!(
+                "warning: the guest misses {missed} of {periods} periods at --interval-us {}: this host cannot keep                  that interval (every period costs a timer interrupt and a wake-up, which exit to the hypervisor);                  the figures count the misses, but a longer --interval-us measures more",
+                w.interval_us
+            ));
         }
     }
 
@@ -580,6 +640,7 @@ impl Controller {
             for line in self.watchdog.check(&self.mem) {
                 self.say(&line);
             }
+            self.check_keepup();
         }
         let (elapsed, mark) = (self.started.elapsed(), self.console.output_mark());
         let columns = report::status::terminal_columns();
@@ -646,6 +707,18 @@ impl Controller {
             self.say("the load's consistency check FAILED: a switchable lock did not protect its data");
         }
         code = report::exit_code_with_load_check(code, verdict);
+        // A stall the guest flagged after the last status tick counts too.
+        for line in self.watchdog.check(&self.mem) {
+            self.say(&line);
+        }
+        let result = report::RunResult::judge(
+            &measurement,
+            config.workload.enabled != 0 && self.ready_at.is_some(),
+            self.watchdog.stalls(),
+            self.stop.as_ref(),
+        );
+        self.say(&result.line());
+        code = code.worst(result.exit_code());
         let info = RunInfo {
             config,
             tsc_khz: self.tsc_khz,
@@ -658,6 +731,8 @@ impl Controller {
             exit_code: code,
             switches: self.coordinator.history().clone(),
             retained_epochs: self.telemetry.retain(),
+            result,
+            stop: self.stop.clone(),
         };
         for e in report::write_outputs(&measurement, &info) {
             self.say(&e.to_string());

@@ -72,6 +72,26 @@ fn owner_name(mem: &GuestMemory, addr: u64) -> Owner {
         .map_or(Owner::Unknown(addr), |t| Owner::Task(name(&t.name)))
 }
 
+/// The names of the registered locks whose owner word names the task at
+/// `task_addr` (diagnostics: `--stop-above`); empty when the table is
+/// unreadable. Bounds-checked like [`check`].
+pub fn held_by(mem: &GuestMemory, task_addr: u64) -> Vec<String> {
+    let Some(table) = memory::read_abi::<LockTable>(mem, abi::LOCK_TABLE_ADDR) else { return Vec::new() };
+    if table.magic != ABI_MAGIC || task_addr == 0 {
+        return Vec::new();
+    }
+    let count = (table.count as usize).min(abi::LOCK_TABLE_CAPACITY);
+    table.entries[..count]
+        .iter()
+        .filter(|e| e.addr.is_multiple_of(8))
+        .filter(|e| {
+            mem.read_obj::<u64>(GuestAddress(e.addr.wrapping_add(lock_word::OWNER)))
+                .is_ok_and(|w| w & !lock_word::HAS_WAITERS == task_addr)
+        })
+        .map(|e| name(&e.name))
+        .collect()
+}
+
 /// Checks every registered lock word and the slow-path count; `Ok(n)` with
 /// the number of locks checked.
 pub fn check(mem: &GuestMemory) -> Result<usize, LockWordError> {

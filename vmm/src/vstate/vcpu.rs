@@ -135,6 +135,8 @@ pub struct VcpuContext {
     pub gate: Arc<HoldGate>,
     /// The guest's text: a read-only memory slot; a write there exits.
     pub text: std::ops::Range<u64>,
+    /// This thread's seccomp filter, installed before the first KVM_RUN.
+    pub sandbox: Arc<crate::seccomp::Sandbox>,
 }
 
 impl VcpuContext {
@@ -166,6 +168,10 @@ enum Next {
 fn run_loop(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext, stop: &AtomicBool) {
     KVM_RUN.with(|r| r.set(fd.get_kvm_run() as *mut kvm_run));
     let mut unexpected = 0u64;
+    if let Err(e) = ctx.sandbox.enter(crate::seccomp::Thread::Vcpu(cpu)) {
+        ctx.send(VcpuEvent::Fault { cpu, what: e.to_string() });
+        stop.store(true, Ordering::Release);
+    }
     while !stop.load(Ordering::Acquire) {
         ctx.gate.pass(cpu, stop);
         if stop.load(Ordering::Acquire) {

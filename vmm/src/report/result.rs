@@ -1,0 +1,72 @@
+//! The run's result: "ok", or "not ok" with its reasons, beside the exit
+//! code. A run whose guest shut down cleanly is still not ok when its
+//! measurement cannot be trusted: a measuring CPU without a single sample
+//! (its thread never ran), a load that did no operation, a watchdog stall.
+//! `--stop-above` ending the run is its own result.
+
+use serde::Serialize;
+
+use super::Measurement;
+use super::telemetry::StopInfo;
+use crate::exit_code::ExitCode;
+
+/// What the run's measurement amounts to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunResult {
+    /// "ok", "not ok" or "stopped above threshold".
+    pub result: &'static str,
+    /// Why not ok (empty when ok).
+    pub reasons: Vec<String>,
+}
+
+impl RunResult {
+    /// Judges a run; `workload` says whether a workload was asked for and
+    /// the guest got to run it.
+    pub fn judge(m: &Measurement, workload: bool, stalls: &[String], stop: Option<&StopInfo>) -> Self {
+        let mut reasons = Vec::new();
+        if workload && let Some(w) = m.workload.as_ref() {
+            for row in m.per_cpu_whole_run() {
+                let Some(cpu) = row.cpu else { continue };
+                if w.measures(cpu) && row.samples == 0 {
+                    reasons.push(format!(
+                        "cpu {cpu} has no latency sample ({} missed periods): its measurement thread never ran",
+                        row.missed
+                    ));
+                }
+            }
+            if w.load != switcher::telemetry::LoadKind::None && w.load_ops == 0 {
+                reasons.push(format!("the {} load did no operation", w.load.name()));
+            }
+        } else if workload {
+            reasons.push("the guest never published its measurement (no telemetry)".to_string());
+        }
+        reasons.extend(stalls.iter().cloned());
+        let result = if !reasons.is_empty() {
+            "not ok"
+        } else if stop.is_some() {
+            "stopped above threshold"
+        } else {
+            "ok"
+        };
+        Self { result, reasons }
+    }
+
+    /// The exit code this result asks for (combined with the run's own by
+    /// `ExitCode::worst`).
+    pub fn exit_code(&self) -> ExitCode {
+        match self.result {
+            "not ok" => ExitCode::MeasurementNotOk,
+            "stopped above threshold" => ExitCode::StoppedAbove,
+            _ => ExitCode::Ok,
+        }
+    }
+
+    /// The summary line.
+    pub fn line(&self) -> String {
+        if self.reasons.is_empty() {
+            format!("result: {}", self.result)
+        } else {
+            format!("result: {}: {}", self.result, self.reasons.join("; "))
+        }
+    }
+}

@@ -1,0 +1,407 @@
+//! The sandbox: a seccomp filter per thread of `rtswitch run`, installed by
+//! each thread once its setup is done, that allows only the system calls
+//! that thread makes from then on (README.md, "Sandbox").
+//!
+//! Threads of a run and where each installs its filter:
+//! - **vCPU threads** (`vcpu<N>`, `vstate::vcpu`): first thing in the run
+//!   loop, before the first `KVM_RUN`. Their fds (vCPU, console, wake
+//!   eventfd) were opened by the main thread.
+//! - **the control thread** (the main thread, `runner`): after the VM is
+//!   built, the vCPU threads started and the event loop set up, just before
+//!   the loop's first `epoll_wait`. It serves the QMP socket (bound during
+//!   setup), the timers, the switch, and writes the reports at the end.
+//!
+//! No other thread exists in a run. `rtswitch bench`, `stress` and `ctl`
+//! install no filter: they start child `rtswitch run` processes (which
+//! filter themselves) or are plain clients; nothing here runs a guest.
+//!
+//! The allow-lists come from `strace -f` of real runs (a plain run;
+//! `--switch-every` with the QMP socket and `ctl` traffic of every command,
+//! bad input included; `--json`, `--histogram`, `--plot`; `--serial
+//! file:`; shutdown by `--duration`, `quit`, SIGINT, and a guest panic),
+//! taking each thread's calls from the point its filter goes in, plus a
+//! few that the allocator or the C library may make on paths those runs
+//! did not take (each marked "may" below). `ioctl` is allowed by request
+//! number only: a vCPU thread may run its vCPU and read its registers, the
+//! control thread may send an MSI and ask about the terminal.
+//!
+//! A call outside the list raises SIGSYS (`SECCOMP_RET_TRAP`); the handler
+//! prints the thread's name and the call's number and ends the process with
+//! exit code 10 ([`ExitCode::SeccompViolation`]), since a VMM whose thread
+//! did something it never does may be compromised or broken. `--seccomp
+//! off` skips the filters, for debugging.
+//!
+//! Test only: `RTSWITCH_SECCOMP_TEST_TRIP=vcpu` (vCPU 0) or `=control` makes
+//! that thread call `socket(2)`, which no list allows, right after its
+//! filter is in (`tests/tests/seccomp.rs`). Nothing else reads it.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+};
+
+use crate::exit_code::ExitCode;
+
+/// The environment variable of the test-only trigger (module comment).
+pub const TEST_TRIP_ENV: &str = "RTSWITCH_SECCOMP_TEST_TRIP";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error(
+        "building the seccomp filter of the {thread} thread failed: {source}; this is a bug, run with --seccomp off"
+    )]
+    Build { thread: &'static str, source: seccompiler::Error },
+    #[error("installing the seccomp filter of thread {thread} failed: {source}; run with --seccomp off to go without")]
+    Install { thread: String, source: seccompiler::Error },
+    #[error("installing the SIGSYS handler failed: {0}; run with --seccomp off to go without")]
+    Handler(std::io::Error),
+    #[error("{TEST_TRIP_ENV}={0:?} is not a thread: use vcpu or control (a test-only trigger)")]
+    BadTrip(String),
+}
+
+/// A thread of a run, as far as its filter goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thread {
+    Vcpu(u32),
+    Control,
+}
+
+impl Thread {
+    fn name(self) -> String {
+        match self {
+            Thread::Vcpu(cpu) => format!("vcpu{cpu}"),
+            Thread::Control => "control".into(),
+        }
+    }
+}
+
+/// The filters of one run, built before any thread installs one.
+#[derive(Debug)]
+pub struct Sandbox {
+    /// `None`: `--seccomp off`.
+    filters: Option<(BpfProgram, BpfProgram)>,
+    /// The test-only trigger (module comment).
+    trip: Option<Thread>,
+}
+
+impl Sandbox {
+    /// Builds the filters and installs the SIGSYS handler (`enabled`), or
+    /// a sandbox that filters nothing (`--seccomp off`).
+    pub fn new(enabled: bool) -> Result<Self, SeccompError> {
+        let trip = match std::env::var(TEST_TRIP_ENV) {
+            Ok(v) if v == "vcpu" => Some(Thread::Vcpu(0)),
+            Ok(v) if v == "control" => Some(Thread::Control),
+            Ok(v) => return Err(SeccompError::BadTrip(v)),
+            Err(_) => None,
+        };
+        if !enabled {
+            log::warn!("seccomp filters are off (--seccomp off)");
+            return Ok(Self { filters: None, trip });
+        }
+        let vcpu = compile("vCPU", vcpu_rules())?;
+        let control = compile("control", control_rules())?;
+        install_sigsys_handler().map_err(SeccompError::Handler)?;
+        Ok(Self { filters: Some((vcpu, control)), trip })
+    }
+
+    /// Installs `thread`'s filter on the calling thread (from then on, for
+    /// good) and records its name for the SIGSYS message.
+    pub fn enter(&self, thread: Thread) -> Result<(), SeccompError> {
+        if let Some((vcpu, control)) = &self.filters {
+            set_thread_name(&thread.name());
+            let prog = match thread {
+                Thread::Vcpu(_) => vcpu,
+                Thread::Control => control,
+            };
+            seccompiler::apply_filter(prog)
+                .map_err(|source| SeccompError::Install { thread: thread.name(), source })?;
+            log::debug!("seccomp filter installed on thread {}", thread.name());
+        }
+        if self.trip == Some(thread) {
+            trip();
+        }
+        Ok(())
+    }
+}
+
+/// Test only: a call that no allow-list has (a network socket: a VMM has no
+/// business opening one once it runs). With the filters on this does not
+/// return.
+fn trip() {
+    log::warn!("{TEST_TRIP_ENV}: calling socket(2), which no seccomp filter allows");
+    // SAFETY: socket(2) takes no pointers; the fd it may return (filters
+    // off) is closed at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0) };
+    if fd >= 0 {
+        // SAFETY: `fd` was just returned by socket(2) and is ours.
+        unsafe { libc::close(fd) };
+    }
+}
+
+// --- The allow-lists ------------------------------------------------------
+
+/// Every thread: memory (the allocator maps, grows and trims its arenas:
+/// `mmap`, `mprotect`, `munmap`, `madvise`; "may": `brk`, `mremap`),
+/// locks and channels (`futex`), logging and output (`write`; "may":
+/// `writev`), signal return (`rt_sigreturn`: the vCPU kick, SIGINT),
+/// time where the vDSO cannot serve it ("may": `clock_gettime`,
+/// `clock_nanosleep`, `nanosleep`, `sched_yield`), and the way out (a
+/// thread's end: `rt_sigprocmask`, `sigaltstack`, `munmap`, `madvise`,
+/// `exit`; the process's: `exit_group`, also what the SIGSYS handler calls).
+const COMMON: &[i64] = &[
+    libc::SYS_brk,
+    libc::SYS_mmap,
+    libc::SYS_mprotect,
+    libc::SYS_munmap,
+    libc::SYS_mremap,
+    libc::SYS_madvise,
+    libc::SYS_futex,
+    libc::SYS_write,
+    libc::SYS_writev,
+    libc::SYS_close,
+    libc::SYS_rt_sigreturn,
+    libc::SYS_rt_sigprocmask,
+    libc::SYS_sigaltstack,
+    libc::SYS_clock_gettime,
+    libc::SYS_clock_nanosleep,
+    libc::SYS_nanosleep,
+    libc::SYS_sched_yield,
+    libc::SYS_exit,
+    libc::SYS_exit_group,
+];
+
+/// vCPU threads, besides [`COMMON`]: nothing but `ioctl` ([`vcpu_ioctls`]).
+/// Their writes are the guest console (stdout or the `--serial` file) and
+/// the control thread's wake eventfd; their `close` is the vCPU fd when the
+/// thread ends.
+const VCPU: &[i64] = &[];
+
+/// The control thread, besides [`COMMON`]: the event loop (`epoll_wait`,
+/// `epoll_ctl`, `read` of eventfds and timerfds, `timerfd_settime`), the
+/// QMP socket (`accept4`, `recvfrom`, `sendto`, `read`, `close`; "may":
+/// `recvmsg`, `sendmsg`, `shutdown`, `getsockopt`, `fcntl`), kicking vCPUs
+/// (`pthread_kill`: `getpid`, `tgkill`), and the end of the run: the
+/// report files (`openat`; "may": `fstat`, `newfstatat`, `statx`, `lseek`,
+/// `fsync`), removing the socket (`unlink`), and `getrandom` ("may": a hash
+/// map's keys).
+const CONTROL: &[i64] = &[
+    libc::SYS_epoll_wait,
+    libc::SYS_epoll_pwait,
+    libc::SYS_epoll_ctl,
+    libc::SYS_read,
+    libc::SYS_timerfd_settime,
+    libc::SYS_timerfd_gettime,
+    libc::SYS_accept4,
+    libc::SYS_recvfrom,
+    libc::SYS_sendto,
+    libc::SYS_recvmsg,
+    libc::SYS_sendmsg,
+    libc::SYS_shutdown,
+    libc::SYS_getsockopt,
+    libc::SYS_fcntl,
+    libc::SYS_getpid,
+    libc::SYS_gettid,
+    libc::SYS_tgkill,
+    libc::SYS_openat,
+    libc::SYS_fstat,
+    libc::SYS_newfstatat,
+    libc::SYS_statx,
+    libc::SYS_lseek,
+    libc::SYS_fsync,
+    libc::SYS_unlink,
+    libc::SYS_getrandom,
+];
+
+/// KVM ioctl request numbers, from the kernel's `<linux/kvm.h>` (as
+/// kvm-ioctls declares them; it does not export them).
+mod kvm_nr {
+    use kvm_bindings::{KVMIO, kvm_msi, kvm_regs};
+    use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr};
+
+    ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+    ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+    ioctl_iow_nr!(KVM_SIGNAL_MSI, KVMIO, 0xa5, kvm_msi);
+}
+
+/// A vCPU thread runs its vCPU and reads its registers once, at its end
+/// (the debug line with the final RIP).
+fn vcpu_ioctls() -> Vec<u64> {
+    vec![kvm_nr::KVM_RUN(), kvm_nr::KVM_GET_REGS()]
+}
+
+/// The control thread sends MSIs (`KVM_SIGNAL_MSI`: the host request
+/// interrupt), makes accepted QMP connections non-blocking (`FIONBIO`), and
+/// asks about stderr's terminal for the status line (`TIOCGWINSZ`; "may":
+/// `TCGETS`, `isatty`).
+fn control_ioctls() -> Vec<u64> {
+    vec![kvm_nr::KVM_SIGNAL_MSI(), libc::FIONBIO, libc::TIOCGWINSZ, libc::TCGETS]
+}
+
+fn vcpu_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::Error> {
+    rules(&[COMMON, VCPU], &vcpu_ioctls())
+}
+
+fn control_rules() -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::Error> {
+    rules(&[COMMON, CONTROL], &control_ioctls())
+}
+
+/// The rule map: each call in `lists` allowed whatever its arguments,
+/// `ioctl` only with one of `ioctls` as its request (argument 1).
+fn rules(lists: &[&[i64]], ioctls: &[u64]) -> Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::Error> {
+    let mut map: BTreeMap<i64, Vec<SeccompRule>> =
+        lists.iter().flat_map(|l| l.iter()).map(|&nr| (nr, vec![])).collect();
+    let ioctl_rules = ioctls
+        .iter()
+        .map(|&req| {
+            let cond = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)?;
+            SeccompRule::new(vec![cond])
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    map.insert(libc::SYS_ioctl, ioctl_rules);
+    Ok(map)
+}
+
+fn compile(
+    thread: &'static str,
+    rules: Result<BTreeMap<i64, Vec<SeccompRule>>, seccompiler::Error>,
+) -> Result<BpfProgram, SeccompError> {
+    let build = || -> Result<BpfProgram, seccompiler::Error> {
+        let filter = SeccompFilter::new(rules?, SeccompAction::Trap, SeccompAction::Allow, TargetArch::x86_64)?;
+        Ok(filter.try_into()?)
+    };
+    build().map_err(|source| SeccompError::Build { thread, source })
+}
+
+// --- SIGSYS ---------------------------------------------------------------
+
+thread_local! {
+    /// The thread's name for the SIGSYS message, NUL-padded; set before
+    /// its filter goes in, read by the handler (no allocation, no lock).
+    static THREAD_NAME: Cell<[u8; 16]> = const { Cell::new([0; 16]) };
+}
+
+fn set_thread_name(name: &str) {
+    let mut buf = [0u8; 16];
+    let n = name.len().min(buf.len());
+    buf[..n].copy_from_slice(&name.as_bytes()[..n]);
+    THREAD_NAME.with(|t| t.set(buf));
+}
+
+fn install_sigsys_handler() -> std::io::Result<()> {
+    vmm_sys_util::signal::register_signal_handler(libc::SIGSYS, on_sigsys)
+        .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))
+}
+
+/// The offset of `si_syscall` in a SIGSYS `siginfo_t` on x86-64 (after
+/// `si_signo`, `si_errno`, `si_code`, padding, and `si_call_addr`), which
+/// the `libc` crate does not expose.
+const SI_SYSCALL_OFFSET: usize = 24;
+
+/// Prints which thread made which forbidden call and ends the process.
+/// Only async-signal-safe work: a stack buffer, write(2), _exit(2), both
+/// allowed by every filter.
+extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let nr = if info.is_null() {
+        -1
+    } else {
+        // SAFETY: the kernel passes a valid siginfo_t for SIGSYS (SA_SIGINFO),
+        // whose si_syscall is an int at this offset on x86-64.
+        unsafe { info.cast::<u8>().add(SI_SYSCALL_OFFSET).cast::<libc::c_int>().read_unaligned() }
+    };
+    let name = THREAD_NAME.with(|t| t.get());
+    let mut msg = Msg::default();
+    msg.push(b"rtswitch: seccomp: thread ");
+    let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    msg.push(if len == 0 { b"?" } else { &name[..len] });
+    msg.push(b" made system call ");
+    msg.push_num(i64::from(nr));
+    msg.push(b", which its filter does not allow; the VMM stops (exit code ");
+    msg.push_num(i64::from(ExitCode::SeccompViolation.code()));
+    msg.push(
+        b"). Run with --seccomp off to debug, and report it: vmm/src/seccomp.rs lists what each thread may call\n",
+    );
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; the buffer is
+    // ours and `msg.len` bytes of it are initialised.
+    unsafe {
+        libc::write(libc::STDERR_FILENO, msg.buf.as_ptr().cast(), msg.len);
+        libc::_exit(i32::from(ExitCode::SeccompViolation.code()));
+    }
+}
+
+/// A fixed buffer for the handler's message.
+struct Msg {
+    buf: [u8; 320],
+    len: usize,
+}
+
+impl Default for Msg {
+    fn default() -> Self {
+        Self { buf: [0; 320], len: 0 }
+    }
+}
+
+impl Msg {
+    fn push(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+    }
+
+    fn push_num(&mut self, v: i64) {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        let mut u = v.unsigned_abs();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (u % 10) as u8;
+            u /= 10;
+            if u == 0 {
+                break;
+            }
+        }
+        if v < 0 {
+            self.push(b"-");
+        }
+        self.push(&digits[i..]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_request_numbers_match_the_kernel_headers() {
+        assert_eq!(kvm_nr::KVM_RUN(), 0xae80);
+        assert_eq!(kvm_nr::KVM_GET_REGS(), 0x8090_ae81);
+        assert_eq!(kvm_nr::KVM_SIGNAL_MSI(), 0x4020_aea5);
+    }
+
+    #[test]
+    fn both_filters_compile() {
+        compile("vCPU", vcpu_rules()).unwrap();
+        compile("control", control_rules()).unwrap();
+    }
+
+    #[test]
+    fn every_filter_allows_what_the_sigsys_handler_calls() {
+        for l in [VCPU, CONTROL] {
+            let all: Vec<i64> = COMMON.iter().chain(l).copied().collect();
+            assert!(all.contains(&libc::SYS_write) && all.contains(&libc::SYS_exit_group));
+            assert!(!all.contains(&libc::SYS_socket), "the test trigger's call must stay forbidden");
+        }
+    }
+
+    #[test]
+    fn message_numbers() {
+        let mut m = Msg::default();
+        m.push_num(0);
+        m.push(b" ");
+        m.push_num(41);
+        m.push(b" ");
+        m.push_num(-1);
+        assert_eq!(&m.buf[..m.len], b"0 41 -1");
+    }
+}
