@@ -69,7 +69,8 @@ reports it. A second Ctrl-C stops ctl at once without waiting.";
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum CtlCommand {
-    /// Switch the guest's locking mode (replies when the switch has completed or failed).
+    /// Switch the guest's locking mode (replies when the switch has completed or failed; Ctrl-C cancels it).
+    #[command(after_long_help = CTL_AFTER_HELP)]
     Mode {
         #[arg(value_enum)]
         mode: Mode,
@@ -646,6 +647,12 @@ mod tests {
         }
         let ctl = cmd.find_subcommand_mut("ctl").unwrap().render_long_help().to_string();
         assert!(ctl.contains("[default: 30s]") && ctl.contains("Ctrl-C"), "{ctl}");
+        let ctl = cmd.find_subcommand_mut("ctl").unwrap();
+        let mode = ctl.find_subcommand_mut("mode").unwrap().render_long_help().to_string();
+        assert!(mode.contains("x-cancel-switch") && mode.contains("changes nothing"), "{mode}");
+        let bench = Cli::try_parse_from(["rtswitch", "bench", "--duration", "1500ms"]).unwrap();
+        let Command::Bench(b) = bench.command else { panic!("not bench") };
+        assert_eq!(b.duration, Some(1.5));
     }
 
     #[test]

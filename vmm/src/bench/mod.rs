@@ -89,8 +89,8 @@ pub struct BenchArgs {
     /// Boots measured (default 10).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub boots: Option<u32>,
-    /// Seconds per latency run; six runs (default 20, --quick 5).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    /// Length of each latency run (`5s`; a bare number is seconds); six runs (default 20s, --quick 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_secs)]
     pub duration: Option<f64>,
     /// Measurement period of the latency runs in µs (default: the guest's).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
@@ -124,12 +124,11 @@ pub struct BenchArgs {
     pub scale_switches: Option<u32>,
 }
 
+/// A duration option of the suite (`5s`, `500ms`; a bare number is seconds), in seconds.
 fn parse_secs(s: &str) -> Result<f64, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !secs.is_finite() || secs <= 0.0 || secs > MAX_BENCH_SECS {
-        return Err(format!("'{s}' must be more than 0 and at most {MAX_BENCH_SECS} seconds"));
-    }
-    Ok(secs)
+    let max = std::time::Duration::from_secs_f64(MAX_BENCH_SECS);
+    crate::cli::parse_duration_in(s, crate::cli::Unit::Secs, std::time::Duration::from_millis(1), max)
+        .map(|d| d.as_secs_f64())
 }
 
 /// The suite's settings, every default resolved.
