@@ -76,7 +76,10 @@ fn ctrl_c_on_ctl_mode_cancels_the_switch_and_options_go_after_the_subcommand() {
         .assert_contains("mode mainline");
     run_rtswitch(&["ctl", "status"], REPLY_TIMEOUT).assert_ctl(CtlExit::BadArguments).assert_contains("--api-sock");
     let (c, out, _) = vmm.quit();
-    assert_eq!(c, 0, "{out}");
+    // The hog starves cpu 1's measurement for 6 s: the run may say so.
+    let ok = [ExitCode::Ok, ExitCode::MeasurementNotOk].map(|e| i32::from(e.code()));
+    assert!(ok.contains(&c), "exit {c}:\n{out}");
+    assert!(out.contains("load check: ok"), "{out}");
 }
 
 /// README: `reset-latency` forgets the closed epochs and the totals; what
