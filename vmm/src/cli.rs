@@ -92,7 +92,10 @@ pub enum CtlCommand {
     /// Shut the guest down and end the VMM.
     Quit,
     /// Send one raw QMP command, e.g. '{"execute":"query-mode"}'.
-    Raw { json: String },
+    Raw {
+        #[arg(value_name = "JSON")]
+        request: String,
+    },
 }
 
 /// Which part of a long list `ctl switches` and `ctl latency` show
@@ -604,6 +607,10 @@ mod tests {
         }
         let c = ctl(&["latency", "--last", "3", "--json", "--api-sock", "/tmp/s"]);
         assert!(c.json && matches!(c.command, CtlCommand::Latency { page: PageArgs { last: Some(3), .. } }));
+        let c = ctl(&["raw", r#"{"execute":"query-mode"}"#, "--json"]);
+        assert!(c.json && matches!(&c.command, CtlCommand::Raw { request } if request.contains("query-mode")));
+        let c = ctl(&["--json", "raw", "{}"]);
+        assert!(c.json && matches!(&c.command, CtlCommand::Raw { request } if request == "{}"));
         let c = ctl(&["status"]);
         assert_eq!((c.api_sock, c.json, c.timeout), (None, false, Duration::from_secs(30)));
     }

@@ -105,7 +105,7 @@ fn request(cmd: &CtlCommand) -> Result<Value, ClientError> {
         CtlCommand::ResetLatency => json!({"execute": "reset-latency"}),
         CtlCommand::Switches { page: p } => json!({"execute": "query-switches", "arguments": page(p)}),
         CtlCommand::Quit => json!({"execute": "quit"}),
-        CtlCommand::Raw { json } => client::parse_raw(json)?,
+        CtlCommand::Raw { request } => client::parse_raw(request)?,
     })
 }
 
