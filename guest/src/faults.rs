@@ -35,6 +35,11 @@
 //!   stays busy US µs before it does: a switch requested meanwhile must
 //!   wait for it (it is inside the lock's slow path) or back it out, never
 //!   patch over the lock.
+//! - `serialize-stall=US`: every CPU that serializes for a switch keeps
+//!   interrupts masked US µs after it acknowledged (a slow switch step on
+//!   the other CPUs, after the verdict): the measurement thread there is
+//!   late by up to US µs for deadlines inside the switch. Those samples
+//!   must land in the Switching epoch, never in the next Mode epoch.
 //! - `lock-queue=N`: N tasks (alternating CPUs, equal priority) take one
 //!   switchable lock in turn, each holding it 30 ms, busy: a queue of
 //!   waiters behind one section. A switch's freeze must wait for the
@@ -73,6 +78,7 @@ pub struct Faults {
     pub text_write: bool,
     pub handoff_delay_us: Option<u32>,
     pub lock_queue: Option<u32>,
+    pub serialize_stall_us: Option<u32>,
 }
 
 impl Faults {
@@ -87,6 +93,8 @@ impl Faults {
             self.stall_ms = Some(n);
         } else if let Some(n) = ms("lock-queue=") {
             self.lock_queue = Some(n.min(16));
+        } else if let Some(n) = ms("serialize-stall=") {
+            self.serialize_stall_us = Some(n.min(1_000_000));
         } else if let Some(n) = ms("handoff-delay=") {
             self.handoff_delay_us = Some(n);
         } else {
@@ -105,11 +113,21 @@ impl Faults {
 }
 
 static PANIC_IN_SWITCH: AtomicBool = AtomicBool::new(false);
+static SERIALIZE_STALL_US: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// µs a CPU stays masked after acknowledging a switch's serialize IPI.
+pub fn serialize_stall_us() -> u32 {
+    SERIALIZE_STALL_US.load(Ordering::Relaxed)
+}
 
 /// Arms the faults that act inside other code (before the control thread
 /// can take a switch).
 pub fn arm(f: &Faults) {
     PANIC_IN_SWITCH.store(f.panic_in_switch, Ordering::Relaxed);
+    if let Some(us) = f.serialize_stall_us {
+        crate::println!("fault injection: CPUs stay masked {us} us after a switch's serialize IPI");
+        SERIALIZE_STALL_US.store(us, Ordering::Relaxed);
+    }
     if let Some(us) = f.handoff_delay_us {
         crate::println!("fault injection: woken rtmutex waiters wait {us} us before taking the lock");
         crate::sync::rt::set_wake_delay_us(us);

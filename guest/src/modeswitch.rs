@@ -91,6 +91,14 @@ pub fn on_serialize_ipi() {
     cpu::serialize();
     SERIALIZE_ACKS.fetch_add(1, Ordering::AcqRel);
     VERDICT.wake_all();
+    let stall = crate::faults::serialize_stall_us();
+    if stall != 0 {
+        // Fault injection: a slow switch step here, masked (IRQ context).
+        let end = sched::now_tsc() + sched::us_to_tsc(u64::from(stall));
+        while sched::now_tsc() < end {
+            core::hint::spin_loop();
+        }
+    }
 }
 
 fn notify_vmm(state: u32) {

@@ -179,9 +179,14 @@ fn check_histogram(path: &Path, v: &Value) {
         let vals = h.footer.get(key).unwrap_or_else(|| panic!("no '# {key}:' line:\n{text}"));
         assert_eq!(vals.len(), VCPUS, "'# {key}:' has one column per CPU:\n{text}");
     }
+    let range = v["config"]["hist_max_us"].as_u64().unwrap();
+    assert!(
+        h.rows.keys().copied().eq(0..range),
+        "every row 0..{} is written, all-zero ones too (rt-tests 2.4)",
+        range - 1
+    );
     for (bucket, counts) in &h.rows {
         assert_eq!(counts.len(), VCPUS, "row {bucket} has one column per CPU");
-        assert!(counts.iter().any(|&c| c > 0), "all-zero row {bucket} is left out");
     }
     let cpus = v["epochs"][0]["cpus"].as_array().expect("epoch 0 cpus");
     for (cpu, j) in cpus.iter().enumerate() {
@@ -358,7 +363,7 @@ fn status_line_once_a_second_unless_quiet() {
     assert!((1..=3).contains(&headers.len()), "status headers {headers:?}\n{}", r.stderr);
     assert!(headers.windows(2).all(|w| w[0] < w[1]), "one status block per second: {headers:?}");
     for cpu in 0..VCPUS {
-        let tag = format!("T:{cpu:2} (cpu {cpu:2}) I:");
+        let tag = format!("T:{cpu:2} (cpu {cpu:2}) P:99 I:");
         let n = r.stderr.lines().filter(|l| l.starts_with(&tag)).count();
         assert_eq!(n, headers.len(), "one {tag:?} line per status block\n{}", r.stderr);
     }
@@ -369,38 +374,36 @@ fn status_line_once_a_second_unless_quiet() {
     q.assert_not_contains("T: 0 (cpu  0)").assert_not_contains("progress:").assert_contains("latency summary");
 }
 
-/// Output files that cannot be written: a clear message per file, every
-/// file attempted, the documented exit code (VmmError), no panic.
+/// Output paths are checked before the boot: a path that cannot be
+/// written, or a --plot that is not .svg, is refused at once (exit code 2,
+/// BadArguments), no VM is started and no file is left behind.
 #[test]
-fn bad_output_paths_give_a_clear_error_and_exit_code() {
+fn bad_output_paths_are_refused_before_the_boot() {
     require_kvm();
     let dir = Scratch::new("latency-bad-paths");
     let good = dir.0.join("ok.hist");
-    let r = run_rtswitch(
-        &[
-            "run",
-            "--vcpus",
-            "2",
-            "--duration",
-            "0.5",
-            "--serial",
-            "none",
-            "--quiet",
-            "--json",
-            "/nonexistent/dir/x.json",
-            "--plot",
-            "/nonexistent/dir/x.svg",
-            "--histogram",
-            good.to_str().unwrap(),
-        ],
-        LIMIT,
-    );
-    r.assert_code(ExitCode::VmmError)
-        .assert_contains("cannot write --json file /nonexistent/dir/x.json")
-        .assert_contains("cannot write --plot file /nonexistent/dir/x.svg")
-        .assert_contains("check that its directory exists")
-        .assert_contains("latency summary")
-        .assert_contains("exit code 5 (VmmError)")
-        .assert_not_contains("panicked");
-    assert!(std::fs::read_to_string(&good).unwrap().starts_with("# Histogram\n"), "the writable file is still written");
+    let common = ["run", "--vcpus", "2", "--duration", "5", "--serial", "none", "--quiet"];
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--json", "/nonexistent/dir/x.json"],
+            "--json /nonexistent/dir/x.json: its directory /nonexistent/dir does not exist",
+        ),
+        (
+            &["--plot", "/tmp/x.png"],
+            "--plot /tmp/x.png: rtswitch draws SVG only; name the file with the .svg extension",
+        ),
+        (&["--cyclictest-json", "/nonexistent/c.json"], "--cyclictest-json /nonexistent/c.json: its directory"),
+    ];
+    for (bad, message) in cases {
+        let args: Vec<&str> =
+            common.iter().copied().chain(bad.iter().copied()).chain(["--histogram", good.to_str().unwrap()]).collect();
+        let r = run_rtswitch(&args, LIMIT);
+        r.assert_code(ExitCode::BadArguments)
+            .assert_contains(message)
+            .assert_not_contains("guest ready")
+            .assert_not_contains("latency summary")
+            .assert_not_contains("panicked");
+        assert!(r.elapsed < Duration::from_secs(4), "refused before the boot, not after the 5 s run: {:?}", r.elapsed);
+        assert!(!good.exists(), "no file is written or left behind");
+    }
 }

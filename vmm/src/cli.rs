@@ -9,6 +9,7 @@ use switcher::abi::{CMDLINE_LEN, GUEST_ARG_SELFTEST, LockMode, MAX_CPUS};
 use switcher::telemetry::{LoadKind, WorkloadRequest};
 
 use crate::devices::console::SerialOutput;
+use crate::report::outputs::HistogramMode;
 
 pub const DEFAULT_VCPUS: u32 = 2;
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
@@ -220,12 +221,24 @@ pub struct OutputArgs {
     /// Write the whole result as JSON (schema in README.md).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write thread latency in cyclictest's -h histogram format.
+    /// Write thread latency in cyclictest's (rt-tests 2.4) -h format: one file per mode (FILE.mainline.EXT and FILE.rt.EXT when both ran, FILE when one did), or as --histogram-mode selects.
     #[arg(long, value_name = "FILE")]
     pub histogram: Option<PathBuf>,
-    /// Write latency histograms as an SVG plot.
+    /// Which mode epochs --histogram and --cyclictest-json hold: per-mode (one file per mode that ran), mainline, rt, or all (both modes merged into FILE). Switching epochs are never included.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = HistogramMode::PerMode)]
+    pub histogram_mode: HistogramMode,
+    /// Add IRQ-latency columns to --histogram, after the thread-latency columns (column k >= CPUs is CPU k-CPUs's IRQ latency).
+    #[arg(long)]
+    pub histogram_irq: bool,
+    /// Write cyclictest's (rt-tests 2.4) --json format, per mode like --histogram.
+    #[arg(long, value_name = "FILE")]
+    pub cyclictest_json: Option<PathBuf>,
+    /// Write latency histograms as an SVG plot, one series per mode (the extension must be .svg).
     #[arg(long, value_name = "FILE.svg")]
     pub plot: Option<PathBuf>,
+    /// With --plot: one series per epoch instead of one per mode.
+    #[arg(long, requires = "plot")]
+    pub plot_per_epoch: bool,
 }
 
 /// `--load` values.

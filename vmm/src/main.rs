@@ -22,7 +22,15 @@ fn main() -> std::process::ExitCode {
     };
     let code = match cli.command {
         Command::Run(args) => match args.into_config() {
-            Ok(config) => rtswitch::runner::run(config, started),
+            // Output paths are checked before the boot: a long run is not
+            // wasted on a file that cannot be written.
+            Ok(config) => match rtswitch::report::outputs::check(&config.output, config.workload.bucket_us) {
+                Ok(()) => rtswitch::runner::run(config, started),
+                Err(e) => {
+                    eprintln!("rtswitch: error: {e}");
+                    ExitCode::BadArguments
+                }
+            },
             Err(e) => {
                 eprintln!("rtswitch: error: {e}");
                 ExitCode::BadArguments

@@ -7,8 +7,10 @@
 //! - `status`: the live status block (once a second) or, with `--quiet`,
 //!   the progress line;
 //! - `summary`: the table printed at the end of every run that measured;
-//! - `json`, `cyclictest`, `plot`: the `--json`, `--histogram` and `--plot`
-//!   files;
+//! - `json`, `cyclictest`, `cyclictest_json`, `plot`: the `--json`,
+//!   `--histogram`, `--cyclictest-json` and `--plot` files;
+//! - `outputs`: which files a run writes (one per mode, or a selection),
+//!   and the check of every output path before the VM boots;
 //! - `histpanel`: one latency-histogram panel, as `--plot` and the
 //!   benchmark suite's latency plot draw it.
 //!
@@ -17,8 +19,10 @@
 //! reports share: per epoch, per CPU and all CPUs, built from the reader.
 
 pub mod cyclictest;
+pub mod cyclictest_json;
 pub(crate) mod histpanel;
 pub mod json;
+pub mod outputs;
 pub mod plot;
 pub mod result;
 pub mod stats;
@@ -343,6 +347,41 @@ impl Measurement {
             .collect()
     }
 
+    /// The modes that ran at least one `Mode` epoch, in the order they
+    /// first ran (switching epochs do not count).
+    pub fn modes_run(&self) -> Vec<LockMode> {
+        let mut modes = Vec::new();
+        for g in self.groups.iter().filter(|g| g.kind == EpochKind::Mode) {
+            if !modes.contains(&g.mode) {
+                modes.push(g.mode);
+            }
+        }
+        modes
+    }
+
+    /// Per CPU, merged over every `Mode` epoch of `mode` (`None`: of both
+    /// modes), forgotten epochs included, switching epochs left out.
+    pub fn per_cpu_mode(&self, mode: Option<LockMode>) -> Vec<CpuRow> {
+        (0..self.cpu_count)
+            .map(|cpu| {
+                let mut row = CpuRow::empty(Some(cpu), (self.bucket_count, self.bucket_us));
+                for g in self.groups.iter().filter(|g| g.kind == EpochKind::Mode && mode.is_none_or(|m| g.mode == m)) {
+                    if let Some(r) = g.cpus.get(cpu) {
+                        row.absorb(r);
+                    }
+                }
+                row
+            })
+            .collect()
+    }
+
+    /// The rows of the CPUs that ran a measurement thread (cyclictest's
+    /// threads; all of them when the guest never said).
+    pub fn measuring(&self, rows: Vec<CpuRow>) -> Vec<CpuRow> {
+        let Some(w) = &self.workload else { return rows };
+        rows.into_iter().filter(|r| r.cpu.is_some_and(|c| w.measures(c))).collect()
+    }
+
     /// All CPUs, merged over every `Mode` epoch of each mode (switching
     /// epochs left out, forgotten ones included), in the order the modes
     /// first ran: what "mainline" and "rt" measured.
@@ -447,32 +486,76 @@ impl RunInfo<'_> {
     }
 }
 
-/// Writes the files asked for with --histogram, --plot and --json (last,
-/// so that its exit code counts a failure to write the others); every
-/// file is attempted. Returns the failures.
-pub fn write_outputs(m: &Measurement, info: &RunInfo) -> Vec<ReportError> {
+/// Writes the files asked for with --histogram, --cyclictest-json, --plot
+/// and --json (last, so that its exit code counts a failure to write the
+/// others); every file is attempted. Returns the failures, and a line per
+/// cyclictest-format file written (their names depend on the modes that
+/// ran) for the caller to print.
+pub fn write_outputs(m: &Measurement, info: &RunInfo) -> Written {
     let out = &info.config.output;
-    let mut errors = Vec::new();
-    if let Some(path) = &out.histogram
-        && let Err(e) = write_file("--histogram", path, &cyclictest::render(m))
-    {
-        errors.push(e);
+    let mut w = Written::default();
+    if let Some(base) = &out.histogram {
+        for (path, sel) in outputs::files_for(base, out.histogram_mode, m) {
+            let text = cyclictest::render(&m.measuring(m.per_cpu_mode(sel.mode())), m.bucket_count, out.histogram_irq);
+            wrote(&mut w, "--histogram", &path, sel, m, &text);
+        }
+    }
+    if let Some(base) = &out.cyclictest_json {
+        let end = std::time::SystemTime::now();
+        for (path, sel) in outputs::files_for(base, out.histogram_mode, m) {
+            let code = if w.errors.is_empty() { info.exit_code } else { info.exit_code.worst(ExitCode::VmmError) };
+            let header = cyclictest_json::Header {
+                cmdline: std::env::args().collect::<Vec<_>>().join(" "),
+                start: end.checked_sub(std::time::Duration::from_secs_f64(info.elapsed_s.max(0.0))).unwrap_or(end),
+                end,
+                return_code: i32::from(code.code()),
+                guest_release: info.guest.as_ref().map(|g| g.kernel_version.clone()),
+                selection: sel,
+            };
+            let text = cyclictest_json::render(&m.measuring(m.per_cpu_mode(sel.mode())), &header);
+            wrote(&mut w, "--cyclictest-json", &path, sel, m, &text);
+        }
     }
     if let Some(path) = &out.plot
         && let Err(e) = plot::render(m, info).and_then(|svg| write_file("--plot", path, &svg))
     {
-        errors.push(e);
+        w.errors.push(e);
     }
     if let Some(path) = &out.json {
         let mut info = info.clone();
-        if !errors.is_empty() {
+        if !w.errors.is_empty() {
             info.exit_code = info.exit_code.worst(ExitCode::VmmError);
         }
         if let Err(e) = json::render(m, &info).and_then(|text| write_file("--json", path, &text)) {
-            errors.push(e);
+            w.errors.push(e);
         }
     }
-    errors
+    w
+}
+
+/// What [`write_outputs`] did.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// One line per cyclictest-format file written: its name and what it holds.
+    pub notes: Vec<String>,
+    pub errors: Vec<ReportError>,
+}
+
+/// Writes one cyclictest-format file and notes it (with what it holds).
+fn wrote(w: &mut Written, what: &'static str, path: &Path, sel: outputs::Selection, m: &Measurement, text: &str) {
+    match write_file(what, path, text) {
+        Ok(()) => {
+            let epochs: u64 = m
+                .groups
+                .iter()
+                .filter(|g| g.kind == EpochKind::Mode && sel.mode().is_none_or(|mode| g.mode == mode))
+                .map(|g| g.epochs)
+                .sum();
+            let note = if epochs == 0 { ": no such epoch in this run, no samples" } else { "" };
+            w.notes.push(format!("wrote {what} {} ({}, {epochs} mode epoch(s){note})", path.display(), sel.name()));
+        }
+        Err(e) => w.errors.push(e),
+    }
 }
 
 #[cfg(test)]
@@ -531,8 +614,15 @@ mod tests {
         let args = ["--json", j.to_str().unwrap(), "--histogram", h.to_str().unwrap(), "--plot", p.to_str().unwrap()];
         let config = json::tests::config(&args);
         let m = json::tests::measurement();
-        assert!(write_outputs(&m, &json::tests::info(&config)).is_empty());
-        assert!(std::fs::read_to_string(&h).unwrap().starts_with("# Histogram\n"));
+        let written = write_outputs(&m, &json::tests::info(&config));
+        assert!(written.errors.is_empty());
+        // Both modes ran: one histogram per mode, named by the rule; none under the name given.
+        assert!(!h.exists());
+        for mode in ["mainline", "rt"] {
+            let f = dir.join(format!("a.{mode}.hist"));
+            assert!(std::fs::read_to_string(&f).unwrap().starts_with("# Histogram\n000000 "));
+            assert!(written.notes.iter().any(|n| n.starts_with(&format!("wrote --histogram {}", f.display()))));
+        }
         assert!(std::fs::read_to_string(&p).unwrap().contains("</svg>"));
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
         assert_eq!(v["outcome"]["exit_code"], 0);
@@ -540,9 +630,10 @@ mod tests {
         let bad = dir.join("missing/a.hist");
         let args = ["--json", j.to_str().unwrap(), "--histogram", bad.to_str().unwrap()];
         let config = json::tests::config(&args);
-        let errors = write_outputs(&m, &json::tests::info(&config));
-        assert_eq!(errors.len(), 1);
+        let errors = write_outputs(&m, &json::tests::info(&config)).errors;
+        assert_eq!(errors.len(), 2, "one per mode file: {errors:?}");
         assert!(errors[0].to_string().contains("--histogram"), "{}", errors[0]);
+        assert!(errors[1].to_string().contains("a.rt.hist"), "{}", errors[1]);
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
         assert_eq!(v["outcome"]["exit_code"], ExitCode::VmmError.code());
         let _ = std::fs::remove_dir_all(&dir);

@@ -1,6 +1,9 @@
 //! `--plot FILE.svg`: thread latency (top) and IRQ latency (bottom)
-//! histograms, all CPUs merged, one series per epoch (legend: epoch, mode,
-//! samples, p99, max), counts on a log scale, x in µs.
+//! histograms, all CPUs merged, counts on a log scale, x in µs. One series
+//! per mode, merged over that mode's `Mode` epochs (legend: mode, epochs,
+//! samples, p99, max), and one for all switching epochs merged when they
+//! hold samples; with `--plot-per-epoch`, one series per listed epoch
+//! instead (legend: epoch, mode, samples, p99, max).
 //!
 //! Drawn with plotters' SVG backend only: text is emitted as SVG `<text>`
 //! (no font rendering, no system fonts needed). The 1 µs buckets are
@@ -17,7 +20,8 @@ use plotters::prelude::*;
 use super::histpanel::{self, Area, Line, Scale};
 use super::stats::Histogram;
 use super::summary::mode_label;
-use super::{Measurement, ReportError, RunInfo};
+use super::{CpuRow, GroupRows, Measurement, ReportError, RunInfo};
+use switcher::telemetry::EpochKind;
 
 const SIZE: (u32, u32) = (1100, 900);
 /// Most bins drawn across the x axis.
@@ -59,22 +63,54 @@ fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String>
     let title = format!("rtswitch latency: {}", info.describe(m));
     let root = root.titled(&title, ("sans-serif", 22)).map_err(|e| err(&e))?;
     let panels = root.split_evenly((2, 1));
-    let thread: Vec<Series> = m.epochs.iter().map(|e| (legend(e, &e.all.thread), &e.all.thread)).collect();
-    let irq: Vec<Series> = m.epochs.iter().map(|e| (legend(e, &e.all.irq), &e.all.irq)).collect();
+    let (thread, irq): (Vec<Series>, Vec<Series>) = if info.config.output.plot_per_epoch {
+        m.epochs
+            .iter()
+            .map(|e| {
+                let name = format!("epoch {} {}", e.info.index, mode_label(e));
+                ((legend(&name, &e.all.thread), &e.all.thread), (legend(&name, &e.all.irq), &e.all.irq))
+            })
+            .unzip()
+    } else {
+        per_mode(m)
+            .iter()
+            .map(|(name, row)| ((legend(name, &row.thread), &row.thread), (legend(name, &row.irq), &row.irq)))
+            .unzip()
+    };
     panel(&panels[0], "thread latency (timer deadline to measurement thread running), all CPUs", &thread)?;
     panel(&panels[1], "IRQ latency (timer deadline to interrupt handler entry), all CPUs", &irq)?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
 
-/// An epoch's histogram and its legend text.
+/// A series' histogram and its legend text.
 type Series<'a> = (String, &'a Histogram);
 
-fn legend(e: &super::EpochRows, h: &Histogram) -> String {
+/// The default series: each mode over its mode epochs, then every
+/// switching epoch merged (when any holds a sample).
+fn per_mode(m: &Measurement) -> Vec<(String, &CpuRow)> {
+    let mut series: Vec<(String, &CpuRow)> = m
+        .groups
+        .iter()
+        .filter(|g| g.kind == EpochKind::Mode)
+        .map(|g| (format!("{} ({})", g.mode.name(), epochs(g.epochs)), &g.all))
+        .collect();
+    let switching: Vec<&GroupRows> = m.groups.iter().filter(|g| g.kind == EpochKind::Switching).collect();
+    for g in switching.iter().filter(|g| g.all.samples > 0 || g.all.thread.count() > 0) {
+        series.push((format!("switching from {} ({})", g.mode.name(), epochs(g.epochs)), &g.all));
+    }
+    series
+}
+
+fn epochs(n: u64) -> String {
+    format!("{n} epoch{}", if n == 1 { "" } else { "s" })
+}
+
+fn legend(name: &str, h: &Histogram) -> String {
     let s = h.stats();
     let pct = s.p99.map_or_else(|| "-".to_string(), |p| p.to_string());
     let max = s.max_us.map_or_else(|| "-".to_string(), |v| v.to_string());
-    let mut text = format!("epoch {} {}: {} samples, p99 {pct} us, max {max} us", e.info.index, mode_label(e), s.count);
+    let mut text = format!("{name}: {} samples, p99 {pct} us, max {max} us", s.count);
     if s.overflow > 0 {
         text.push_str(&format!(", {} beyond {} us", s.overflow, h.bucket_count()));
     }
@@ -105,8 +141,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plot_is_a_non_empty_svg_with_a_series_per_epoch() {
+    fn plot_is_a_non_empty_svg_with_a_series_per_mode() {
         let config = config(&["--hist-max-us", "100", "--plot", "x.svg"]);
+        let svg = render(&measurement(), &info(&config)).unwrap();
+        assert!(svg.contains("mainline (1 epoch): 4 samples"), "{svg}");
+        assert!(svg.contains("rt (1 epoch): 3 samples"));
+        assert!(!svg.contains("epoch 0 "));
+        assert!(svg.matches("<polyline").count() >= 4, "a line per mode in each panel");
+    }
+
+    #[test]
+    fn plot_per_epoch_draws_a_series_per_epoch() {
+        let config = config(&["--hist-max-us", "100", "--plot", "x.svg", "--plot-per-epoch"]);
         let svg = render(&measurement(), &info(&config)).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
         assert!(svg.trim_end().ends_with("</svg>"));

@@ -4,11 +4,14 @@
 //!
 //! ```text
 //! rtswitch: 3 s, epoch 0 (mainline), load locks x2 cs 100 us, 12345 load ops, 0 violations
-//! T: 0 (cpu  0) I:1000 C:   2950 Min:      2 Act:   40 Avg:   35 Max:      512 IRQ Min:      1 Act:    3 Avg:    2 Max:       30
+//! T: 0 (cpu  0) P:99 I:1000 C:   2950 Min:      2 Act:   40 Avg:   35 Max:      512 IRQ Min:      1 Act:    3 Avg:    2 Max:       30
 //! ```
-//! Thread latency first, then IRQ latency, in µs (truncated, like
-//! cyclictest). `Act` is the average of the samples since the previous
-//! line (the telemetry keeps no single latest sample); `-` when none came.
+//! As cyclictest prints it: `T` the measurement thread (one per measuring
+//! CPU, numbered from 0; CPUs that do not measure get no line), then its
+//! CPU where cyclictest prints the thread id, `P` its priority, `I` the
+//! interval, `C` the activations; thread latency first, then IRQ latency,
+//! in µs (truncated, like cyclictest); `Act` the latest sample, `-`
+//! before the first.
 //!
 //! On a terminal the block is redrawn in place (ANSI cursor up), unless
 //! anything else was printed since (guest console, VMM lines): then it is
@@ -18,7 +21,6 @@
 //! replaces the block: every second in place on a terminal, every
 //! [`PROGRESS_EVERY_PLAIN`] appended elsewhere.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::Duration;
 
@@ -38,14 +40,12 @@ pub struct StatusPrinter {
     /// Terminal rows of the last block drawn, and the console mark right
     /// after it.
     last_frame: Option<(usize, u64)>,
-    /// Per (epoch, cpu): thread count and sum at the previous tick, for `Act`.
-    prev: BTreeMap<(u64, usize), (u64, u64, u64, u64)>,
     last_progress: Option<Duration>,
 }
 
 impl StatusPrinter {
     pub fn new(quiet: bool, tty: bool, duration: Option<Duration>) -> Self {
-        Self { quiet, tty, duration, last_frame: None, prev: BTreeMap::new(), last_progress: None }
+        Self { quiet, tty, duration, last_frame: None, last_progress: None }
     }
 
     /// The text to print for this tick (`None`: nothing), after a
@@ -96,20 +96,20 @@ impl StatusPrinter {
             w.load_ops,
             w.load_violations
         )];
-        for (cpu, entry) in epoch.cpus.iter().enumerate() {
+        let measuring = epoch.cpus.iter().enumerate().filter(|(cpu, _)| w.measures(*cpu));
+        for (thread, (cpu, entry)) in measuring.enumerate() {
             let Some(s) = &entry.snapshot else {
-                lines.push(format!("T:{cpu:2} (cpu {cpu:2}) no consistent record yet"));
+                lines.push(format!("T:{thread:2} (cpu {cpu:2}) no consistent record yet"));
                 continue;
             };
-            let key = (epoch.info.index, cpu);
-            let now = (s.thread.count(), s.thread.sum_ns(), s.irq.count(), s.irq.sum_ns());
-            let before = self.prev.insert(key, now).unwrap_or((0, 0, 0, 0));
-            let act =
-                |n: u64, n0: u64, sum: u64, sum0: u64| (n > n0).then(|| (sum.saturating_sub(sum0)) / (n - n0) / 1000);
-            let thread_act = act(now.0, before.0, now.1, before.1);
-            let irq_act = act(now.2, before.2, now.3, before.3);
+            // cyclictest's Act: the latest sample (none yet: `-`).
+            let (thread_act, irq_act) = match s.samples {
+                0 => (None, None),
+                _ => (Some(s.last_thread_ns / 1000), Some(s.last_irq_ns / 1000)),
+            };
             lines.push(format!(
-                "T:{cpu:2} (cpu {cpu:2}) I:{} C:{:7} {} IRQ {}",
+                "T:{thread:2} (cpu {cpu:2}) P:{:2} I:{} C:{:7} {} IRQ {}",
+                w.measure_prio,
                 w.interval_us,
                 s.samples,
                 figures(&s.thread, thread_act),
@@ -185,9 +185,27 @@ mod tests {
         (r, mem, layout)
     }
 
+    /// Sets a record's latest sample (`write_record` leaves it 0).
+    fn set_last(
+        mem: &crate::vstate::memory::GuestMemory,
+        layout: &switcher::telemetry::Layout,
+        cpu: usize,
+        thread_us: u64,
+        irq_us: u64,
+    ) {
+        use switcher::telemetry::CpuLatencyHeader;
+        use vm_memory::{Bytes, GuestAddress};
+        let at = ADDR + layout.record(0, cpu) as u64;
+        let field = |off: usize| GuestAddress(at + off as u64);
+        mem.write_obj(thread_us * 1000 + 400, field(std::mem::offset_of!(CpuLatencyHeader, last_thread_ns))).unwrap();
+        mem.write_obj(irq_us * 1000 + 400, field(std::mem::offset_of!(CpuLatencyHeader, last_irq_ns))).unwrap();
+    }
+
     #[test]
     fn status_lines_are_cyclictest_like_and_plain_off_a_terminal() {
         let (mut r, mem, layout) = setup();
+        set_last(&mem, &layout, 0, 30, 3);
+        r.harvest();
         let mut p = StatusPrinter::new(false, false, Some(Duration::from_secs(3)));
         let text = p.tick(&r, Duration::from_secs(1), 0, None).unwrap();
         p.printed(5);
@@ -196,16 +214,37 @@ mod tests {
         assert!(lines[0].starts_with("rtswitch: 1 s, epoch 0 (mainline), load locks x2 cs 100 us"), "{}", lines[0]);
         assert_eq!(
             lines[1],
-            "T: 0 (cpu  0) I:1000 C:      2 Min:     10 Act:   20 Avg:   20 Max:      30 IRQ Min:      1 Act:    2 \
+            "T: 0 (cpu  0) P:99 I:1000 C:      2 Min:     10 Act:   30 Avg:   20 Max:      30 IRQ Min:      1 Act:    3 \
              Avg:    2 Max:       3"
         );
-        // New samples: Act is their average; no ANSI off a terminal.
+        // New samples: Act is the latest one; no ANSI off a terminal.
         write_record(&mem, &layout, 0, 0, &[1, 3, 5], &[10, 30, 100]);
+        set_last(&mem, &layout, 0, 10, 1);
         r.harvest();
         let text = p.tick(&r, Duration::from_secs(2), 5, None).unwrap();
         assert!(!text.contains('\x1b'));
-        assert!(text.lines().nth(1).unwrap().contains("Act:  100"), "{text}");
-        assert!(text.lines().nth(2).unwrap().contains("Act:    -"), "{text}");
+        assert!(text.lines().nth(1).unwrap().contains("Act:   10"), "{text}");
+        assert!(text.lines().nth(1).unwrap().contains("IRQ Min:      1 Act:    1"), "{text}");
+    }
+
+    #[test]
+    fn only_measuring_cpus_get_a_line_numbered_as_threads() {
+        let (mem, layout) = region(3, 1000);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Rt, EpochKind::Mode, 0);
+        h.measure_cpus = 0b110;
+        h.measure_prio = 80;
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 1, &[1], &[10]);
+        write_record(&mem, &layout, 0, 2, &[], &[]);
+        let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
+        r.harvest();
+        let text = StatusPrinter::new(false, false, None).tick(&r, Duration::from_secs(1), 0, None).unwrap();
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("T: 0 (cpu  1) P:80 I:1000 C:      1"), "{text}");
+        assert!(lines[1].starts_with("T: 1 (cpu  2) P:80 "), "{text}");
+        assert!(lines[1].contains("Act:    -"), "no sample yet: {text}");
     }
 
     #[test]

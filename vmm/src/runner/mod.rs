@@ -734,7 +734,11 @@ impl Controller {
             result,
             stop: self.stop.clone(),
         };
-        for e in report::write_outputs(&measurement, &info) {
+        let written = report::write_outputs(&measurement, &info);
+        for line in &written.notes {
+            self.say(line);
+        }
+        for e in written.errors {
             self.say(&e.to_string());
             code = code.worst(ExitCode::VmmError);
         }

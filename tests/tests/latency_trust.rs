@@ -1,0 +1,202 @@
+//! Latency figures a cyclictest or rtla user can trust (issue 14), end to
+//! end on the real VM:
+//! - the switch's own stalls stay in the Switching epochs: a run that
+//!   switches many times under a long-critical-section lock load has no
+//!   Mode-epoch sample above a bound derived from that critical section
+//!   (host steal time, which the guest measures per sample, taken out);
+//! - a CPU that cannot run its measurement thread shows its missed periods
+//!   and makes the run "not ok" (exit code 11);
+//! - `--stop-above` stops at the first sample above the threshold and
+//!   prints its cause (exit code 12), also in the JSON;
+//! - the options cyclictest users reach for reach the guest (priority,
+//!   measured and loaded CPU sets, bucket width).
+//!
+//! Every run is bounded in time; assertions are about behaviour, never
+//! about how fast this host is.
+
+use std::time::Duration;
+
+use rtswitch_tests::{ExitCode, RunResult, Scratch, require_kvm, run_rtswitch};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+fn run_json(dir: &Scratch, name: &str, args: &[&str]) -> (RunResult, Value) {
+    require_kvm();
+    let json = dir.0.join(format!("{name}.json"));
+    let mut all = vec!["run", "--serial", "none", "--quiet", "--json", json.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let r = run_rtswitch(&all, LIMIT);
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|e| panic!("--json {} was not written: {e}\n{}", json.display(), r.stderr));
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("--json does not parse: {e}\n{text}"));
+    (r, v)
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+}
+
+/// `hold-lock=4000`: a task keeps CPU 1 with preemption off for 4 s, so its
+/// measurement thread cannot run. Its missed periods are counted (about
+/// one per millisecond of the stall), and the run is "not ok".
+#[test]
+fn a_stalled_cpu_shows_its_missed_periods_and_is_not_ok() {
+    let dir = Scratch::new("trust-stall");
+    let (r, v) = run_json(&dir, "stall", &["--duration", "3", "--guest-arg", "hold-lock=4000"]);
+    r.assert_code(ExitCode::MeasurementNotOk);
+    r.assert_contains("result: not ok");
+    assert_eq!(v["result"]["result"], "not ok");
+    assert!(!v["result"]["reasons"].as_array().unwrap().is_empty());
+    let cpu1_missed: u64 = v["epochs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| u(&e["cpus"][1]["missed"]))
+        .sum();
+    // The hog holds CPU 1 from boot for the whole 3 s run: at least 2 s of
+    // 1 ms periods are missed whatever else the host does.
+    assert!(cpu1_missed >= 2000, "cpu 1 shows only {cpu1_missed} missed periods:\n{}", r.stderr);
+}
+
+/// `--stop-above`: the first sample above the threshold stops the run and
+/// its cause is printed: the interrupted task, its locks, preempt and
+/// interrupt-mask state, steal time, and the CPU's last scheduler events.
+#[test]
+fn stop_above_prints_the_cause_of_the_spike() {
+    let dir = Scratch::new("trust-stop");
+    // 1 µs: the first sample crosses it (nothing here answers in under 1 µs).
+    let (r, v) = run_json(&dir, "stop", &["--duration", "20", "--stop-above", "1"]);
+    r.assert_code(ExitCode::StoppedAbove);
+    r.assert_contains("stop-above: cpu ");
+    r.assert_contains("interrupted ");
+    r.assert_contains("preempt count");
+    r.assert_contains("host steal time in the period");
+    r.assert_contains("last scheduler events on cpu");
+    assert!(r.elapsed < Duration::from_secs(15), "the run did not stop early: {:?}", r.elapsed);
+    let stop = &v["stop"];
+    assert!(u(&stop["thread_ns"]) > 1000, "{stop}");
+    assert!(!stop["trace"].as_array().unwrap().is_empty(), "no scheduler events: {stop}");
+    assert_eq!(v["result"]["result"], "stopped above threshold");
+}
+
+/// The cyclictest-style options reach the guest: priority, the measured
+/// and loaded CPU sets, the bucket width.
+#[test]
+fn measurement_options_reach_the_guest() {
+    let dir = Scratch::new("trust-opts");
+    let (r, v) = run_json(
+        &dir,
+        "opts",
+        &[
+            "--vcpus",
+            "3",
+            "--duration",
+            "2",
+            "--priority",
+            "90",
+            "--measure-cpus",
+            "0,2",
+            "--load-cpus",
+            "1-2",
+            "--bucket-us",
+            "10",
+        ],
+    );
+    r.assert_code(ExitCode::Ok);
+    let w = &v["workload"];
+    assert_eq!(u(&w["measure_prio"]), 90);
+    assert_eq!(u(&w["measure_cpus"]), 0b101);
+    assert_eq!(u(&w["load_cpus"]), 0b110);
+    assert_eq!(u(&w["bucket_us"]), 10);
+    let e0 = &v["epochs"][0];
+    assert!(u(&e0["cpus"][0]["samples"]) > 0 && u(&e0["cpus"][2]["samples"]) > 0);
+    assert_eq!(u(&e0["cpus"][1]["samples"]), 0, "cpu 1 is not measured");
+    assert_eq!(u(&e0["cpus"][1]["missed"]), 0, "an unmeasured cpu misses nothing");
+    // 10 µs buckets: every bucket start is a multiple of 10.
+    for b in e0["all"]["thread"]["buckets"].as_array().unwrap() {
+        assert_eq!(u(&b[0]) % 10, 0, "bucket {b}");
+    }
+    // Bad sets are refused before boot, naming the option.
+    let bad = run_rtswitch(&["run", "--vcpus", "2", "--measure-cpus", "3"], LIMIT);
+    bad.assert_code(ExitCode::BadArguments);
+    bad.assert_contains("--measure-cpus");
+}
+
+/// The switch's own stalls stay in the Switching epochs, under load and
+/// many switches. A switch step keeps the other CPUs masked for 80 ms
+/// after the verdict (`serialize-stall`), so their measurement threads are
+/// late by up to that for deadlines inside the switch. Those samples
+/// belong to the Switching epoch (their deadlines lie in it), and the next
+/// Mode epoch opens only once every CPU has completed a full period after
+/// the thaw: no Mode-epoch sample carries the stall. With samples filed by
+/// the epoch current when they were recorded, and the Mode epoch opened
+/// one period after the switch (the code before issue 14), they landed in
+/// the Mode epochs and this test failed.
+///
+/// The bound is derived from the load: a measurement thread in a Mode
+/// epoch waits at most for critical sections held with preemption off
+/// (mainline), with a wide margin (10 of them) for what this noisy,
+/// nested host does that the guest's steal time cannot see (the outer
+/// host's preemption of this host's CPUs); the injected stall is well
+/// above it.
+#[test]
+fn switch_stalls_stay_in_the_switching_epochs() {
+    let dir = Scratch::new("trust-sstall");
+    let cs_us = 3000u64;
+    let interval_us = 4000u64;
+    let stall_us = 80_000u64;
+    let (r, v) = run_json(
+        &dir,
+        "sstall",
+        &[
+            "--duration",
+            "5",
+            "--switch-every",
+            "300",
+            "--cs-us",
+            &cs_us.to_string(),
+            "--interval-us",
+            &interval_us.to_string(),
+            "--hist-max-us",
+            "100000",
+            "--guest-arg",
+            &format!("serialize-stall={stall_us}"),
+        ],
+    );
+    // A watchdog stall on a starved host makes the result "not ok"; what
+    // is checked here is the attribution, not the host.
+    assert!(matches!(r.code(), Some(0) | Some(11)), "the run failed (code {:?}):\n{}", r.code(), r.stderr);
+    assert!(u(&v["switch_totals"]["completed"]) >= 5, "too few switches:\n{}", r.stderr);
+    let bound_ns = 10 * cs_us * 1000;
+    let (mut mode_samples, mut stalled_in_switching) = (0, 0);
+    for e in v["epochs"].as_array().expect("epochs") {
+        for c in e["cpus"].as_array().expect("cpus") {
+            if u(&c["samples"]) == 0 {
+                continue;
+            }
+            let net = u(&c["max_net_ns"]);
+            if e["kind"] == "switching" {
+                if net >= stall_us * 1000 / 2 {
+                    stalled_in_switching += 1;
+                }
+                continue;
+            }
+            mode_samples += u(&c["samples"]);
+            assert!(
+                net <= bound_ns,
+                "epoch {} ({}) cpu {}: a {} us sample ({} us net of host steal) in a Mode epoch, above the {} us \
+                 bound of the load: the switch's stall landed there; worst: {}",
+                e["index"],
+                e["label"],
+                c["cpu"],
+                u(&c["thread"]["max_ns"]) / 1000,
+                net / 1000,
+                bound_ns / 1000,
+                c["worst"]
+            );
+        }
+    }
+    assert!(mode_samples > 100, "too few mode-epoch samples ({mode_samples}) to say anything");
+    assert!(stalled_in_switching > 0, "the injected stall shows in no switching epoch: the test injected nothing");
+}
