@@ -65,6 +65,7 @@ pub const KEYS: &[Key] = &[
     number("stall", "MS", "fault: a task spins MS ms with preemption off"),
     number("lock-queue", "N", "fault: N tasks queue on one lock"),
     number("handoff-delay", "US", "fault: a woken rtmutex waiter waits US us before taking the lock"),
+    number("serialize-stall", "US", "fault: the switch stalls US us after the verdict, before serializing"),
     flag("corrupt-mailbox", "fault: scribble over the switch mailbox"),
     flag("corrupt-telemetry", "fault: scribble over the telemetry header"),
     flag("bad-hypercalls", "fault: malformed hypercalls"),
@@ -145,5 +146,27 @@ mod tests {
         assert!(matches!(parse("exit=x"), Err(WordError::BadValue(_, "x"))));
         assert!(matches!(parse("fault=zz"), Err(WordError::BadValue(_, "zz"))));
         assert!(matches!(parse("idle=halt"), Err(WordError::BadValue(_, "halt"))));
+    }
+
+    /// The guest's fault parser (`guest/src/faults.rs`) takes its words by
+    /// literal: every one must be a key here, or the VMM refuses it.
+    #[test]
+    fn every_fault_word_the_guest_parses_is_a_key() {
+        let src = include_str!("../../guest/src/faults.rs");
+        let body = &src[src.find("pub fn parse_word").expect("Faults::parse_word")..];
+        let body = &body[..body.find("\n    }\n").expect("its end")];
+        let mut words = Vec::new();
+        for (i, _) in body.match_indices("ms(\"") {
+            let rest = &body[i + 4..];
+            words.push((&rest[..rest.find('=').expect("prefix=")], true));
+        }
+        for line in body.lines().map(str::trim).filter(|l| l.starts_with('"') && l.contains("=>")) {
+            words.push((&line[1..line[1..].find('"').expect("closing quote") + 1], false));
+        }
+        assert!(words.len() >= 12, "the parser's words were not found: {words:?}");
+        for (w, takes_number) in words {
+            let k = key(w).unwrap_or_else(|| panic!("guest fault word '{w}' is not in KEYS"));
+            assert_eq!(matches!(k.takes, Takes::Number { .. }), takes_number, "{w}");
+        }
     }
 }

@@ -48,12 +48,7 @@ fn a_stalled_cpu_shows_its_missed_periods_and_is_not_ok() {
     r.assert_contains("result: not ok");
     assert_eq!(v["result"]["result"], "not ok");
     assert!(!v["result"]["reasons"].as_array().unwrap().is_empty());
-    let cpu1_missed: u64 = v["epochs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| u(&e["cpus"][1]["missed"]))
-        .sum();
+    let cpu1_missed: u64 = v["epochs"].as_array().unwrap().iter().map(|e| u(&e["cpus"][1]["missed"])).sum();
     // The hog holds CPU 1 from boot for the whole 3 s run: at least 2 s of
     // 1 ms periods are missed whatever else the host does.
     assert!(cpu1_missed >= 2000, "cpu 1 shows only {cpu1_missed} missed periods:\n{}", r.stderr);
