@@ -20,8 +20,12 @@
 //! | `irq-off-spin=MS`, `corrupt-mailbox`, `corrupt-telemetry`, `bad-hypercalls`, `bad-panic-record`, `panic-in-switch`, `text-write` | fault injection (`faults`) |
 //! | `sched-demo`   | runs the scheduler demo (`sched::selftest::demo`)  |
 //!
-//! When several are given, the last one wins. Unknown words are reported
-//! and ignored.
+//! When several are given, the last one wins. The keys (and what value
+//! each takes) are `switcher::cmdline::KEYS`, the list the VMM checks
+//! `--guest-arg` against before boot: a word that list refuses, or a listed
+//! key this kernel does not act on, is reported and ignored.
+
+use switcher::cmdline::{self as keys, Word};
 
 use crate::faults::Faults;
 
@@ -43,15 +47,6 @@ pub enum ReadyAction {
     Deadlock,
 }
 
-/// Flags that modify the kernel rather than pick an action.
-pub const FLAG_NO_PI: &str = "no-pi";
-/// Flag: rtmutex waiters sleep at once instead of spinning while the owner runs.
-pub const FLAG_NO_SPIN: &str = "no-spin";
-/// Flag: idle CPUs poll instead of halting in the ring-0 shim.
-pub const FLAG_IDLE_POLL: &str = "idle=poll";
-/// Flag: time the platform's primitives once ready (`costs`).
-pub const FLAG_PLATFORM_COSTS: &str = "platform-costs";
-
 /// The parsed command line.
 pub struct Args<'a> {
     pub action: ReadyAction,
@@ -71,37 +66,61 @@ pub struct Args<'a> {
 impl<'a> Args<'a> {
     /// Parses `cmdline`; [`Args::unknown`] yields the words not understood.
     pub fn parse(cmdline: &'a str) -> Self {
-        let action = cmdline.split_ascii_whitespace().filter_map(parse_word).next_back().unwrap_or(ReadyAction::Idle);
-        let no_pi = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_PI);
-        let no_spin = cmdline.split_ascii_whitespace().any(|w| w == FLAG_NO_SPIN);
-        let idle_poll = cmdline.split_ascii_whitespace().any(|w| w == FLAG_IDLE_POLL);
-        let platform_costs = cmdline.split_ascii_whitespace().any(|w| w == FLAG_PLATFORM_COSTS);
-        let mut faults = Faults::default();
+        let mut args = Self {
+            action: ReadyAction::Idle,
+            no_pi: false,
+            no_spin: false,
+            idle_poll: false,
+            platform_costs: false,
+            faults: Faults::default(),
+            words: cmdline.split_ascii_whitespace(),
+        };
         for w in cmdline.split_ascii_whitespace() {
-            faults.parse_word(w);
+            if let Ok(word) = keys::parse(w) {
+                args.take(w, &word);
+            }
         }
-        Self { action, no_pi, no_spin, idle_poll, platform_costs, faults, words: cmdline.split_ascii_whitespace() }
+        args
     }
 
-    /// The words that are not guest arguments.
+    /// Acts on one word the shared list accepted; false if this kernel
+    /// does nothing with its key.
+    fn take(&mut self, text: &str, word: &Word<'_>) -> bool {
+        if let Some(action) = action(word) {
+            self.action = action;
+            return true;
+        }
+        match word.key.name {
+            keys::NO_PI => self.no_pi = true,
+            keys::NO_SPIN => self.no_spin = true,
+            keys::IDLE => self.idle_poll = true,
+            keys::PLATFORM_COSTS => self.platform_costs = true,
+            _ => return self.faults.parse_word(text),
+        }
+        true
+    }
+
+    /// The words that are not guest arguments (refused by the shared
+    /// list, or listed but not acted on by this kernel).
     pub fn unknown(self) -> impl Iterator<Item = &'a str> {
-        self.words.filter(|w| {
-            parse_word(w).is_none()
-                && ![FLAG_NO_PI, FLAG_NO_SPIN, FLAG_IDLE_POLL, FLAG_PLATFORM_COSTS].contains(w)
-                && !Faults::default().parse_word(w)
+        self.words.filter(|w| match keys::parse(w) {
+            Err(_) => true,
+            Ok(word) => !Args::parse("").take(w, &word),
         })
     }
 }
 
-fn parse_word(word: &str) -> Option<ReadyAction> {
-    match word {
-        "panic" => Some(ReadyAction::Panic),
-        "fault=pf" => Some(ReadyAction::PageFault),
-        "fault=ud" => Some(ReadyAction::InvalidOpcode),
-        "triple-fault" => Some(ReadyAction::TripleFault),
-        "sched-demo" => Some(ReadyAction::SchedDemo),
-        switcher::abi::GUEST_ARG_SELFTEST => Some(ReadyAction::SelfTest),
-        "deadlock" => Some(ReadyAction::Deadlock),
-        _ => word.strip_prefix("exit=").and_then(|n| n.parse().ok()).map(ReadyAction::Exit),
-    }
+/// The ready action a word asks for, if it asks for one.
+fn action(word: &Word<'_>) -> Option<ReadyAction> {
+    Some(match (word.key.name, word.value) {
+        (keys::PANIC, _) => ReadyAction::Panic,
+        (keys::FAULT, Some("pf")) => ReadyAction::PageFault,
+        (keys::FAULT, Some("ud")) => ReadyAction::InvalidOpcode,
+        (keys::TRIPLE_FAULT, _) => ReadyAction::TripleFault,
+        (keys::SCHED_DEMO, _) => ReadyAction::SchedDemo,
+        (keys::SELFTEST, _) => ReadyAction::SelfTest,
+        (keys::DEADLOCK, _) => ReadyAction::Deadlock,
+        (keys::EXIT, _) => ReadyAction::Exit(word.number()?),
+        _ => return None,
+    })
 }

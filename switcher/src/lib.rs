@@ -3,6 +3,8 @@
 //! - [`abi`]: the guest<->host ABI (structures, ports, vectors, memory
 //!   layout), `no_std`, compiled into both the guest kernel and the VMM.
 //! - [`telemetry`]: the latency telemetry region (layout, seqlock, epochs).
+//! - [`cmdline`]: the guest kernel's argument keys (`--guest-arg`), one list
+//!   for the VMM's check and the guest's parser.
 //! - [`calib`]: the speed-calibration loop both sides run, so that the
 //!   guest's ring-0 speed can be compared with the host's native speed.
 //!
@@ -12,6 +14,7 @@
 
 pub mod abi;
 pub mod calib;
+pub mod cmdline;
 #[cfg(feature = "host")]
 pub mod elf;
 #[cfg(feature = "host")]

@@ -161,3 +161,46 @@ fn bad_bench_options_are_refused() {
     let r = run_rtswitch(&["bench", "--only", "boot", "--out", file.to_str().unwrap()], Duration::from_secs(30));
     r.assert_code(ExitCode::VmmError).assert_contains("cannot create --out directory");
 }
+
+/// `--repeat N`: the measurements run N times; each headline figure is
+/// printed with its min / median / max, and the JSON keeps every repeat.
+#[test]
+fn repeat_prints_the_spread_of_each_headline_and_keeps_every_repeat() {
+    require_kvm();
+    let dir = Scratch::new("bench-repeat");
+    let out = dir.0.join("out");
+    let r = run_rtswitch(
+        &[
+            "bench",
+            "--quick",
+            "--only",
+            "boot,switch",
+            "--boots",
+            "2",
+            "--switches",
+            "2",
+            "--gap-ms",
+            "20",
+            "--repeat",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    r.assert_code(ExitCode::Ok);
+    r.assert_contains("spread over 2 repeats (min / median / max of each headline figure");
+    let boot = r.stdout.lines().find(|l| l.trim_start().starts_with("boot p50")).expect("a boot p50 spread row");
+    let cells: Vec<&str> = boot.split_whitespace().collect();
+    assert_eq!(cells.len(), 9, "boot p50 ms min median max | two repeats: {boot}");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).expect("bench.json"))
+        .expect("bench.json parses");
+    let reps = v["repeats"].as_array().expect("repeats[]");
+    assert_eq!(reps.len(), 2, "{v}");
+    assert!(reps.iter().all(|r| r["failures"] == serde_json::json!([])), "{v}");
+    let spread = v["repeat_spread"].as_array().expect("repeat_spread[]");
+    let total =
+        spread.iter().find(|s| s["name"] == "switch under load: total p50").expect("switch total in the spread");
+    assert_eq!(total["values"].as_array().map(Vec::len), Some(2), "{total}");
+    assert!(total["min"].as_f64() <= total["median"].as_f64() && total["median"].as_f64() <= total["max"].as_f64());
+}

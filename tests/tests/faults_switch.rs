@@ -31,7 +31,9 @@ fn a_cpu_spinning_with_interrupts_off_makes_the_switch_cancel() {
     switch_until_ok(&mut s, "rt", Duration::from_secs(30), &vmm);
     assert_mode(&mut s, "rt");
     let (c, out, _) = vmm.quit();
-    assert_eq!(c, 0, "{out}");
+    // 3 s without its watchdog thread: a stall, so "not ok" (exit 11).
+    assert_eq!(c, i32::from(ExitCode::MeasurementNotOk.code()), "{out}");
+    assert!(out.contains("result: not ok"), "{out}");
     assert!(out.contains("'irq-off-spin' enabled interrupts again"), "{out}");
 }
 
@@ -165,7 +167,8 @@ fn a_stalled_cpu_is_reported_by_both_watchdogs() {
         ],
         Duration::from_secs(120),
     );
-    r.assert_code(ExitCode::Ok)
+    r.assert_code(ExitCode::MeasurementNotOk)
+        .assert_contains("result: not ok")
         .assert_contains("watchdog: cpu 1 stuck for")
         .assert_contains("in task 'stall' (preempt count 1")
         .assert_contains("rtswitch: watchdog: cpu 1 made no progress for")

@@ -132,7 +132,7 @@ fn rules(v: &Value) -> Option<Expect> {
             }
             false
         }
-        "quit" | "reset-latency" | "x-pause-resume" => {
+        "quit" | "reset-latency" | "x-pause-resume" | "x-cancel-switch" => {
             if args.is_empty() {
                 return None;
             }

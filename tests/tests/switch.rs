@@ -49,7 +49,7 @@ fn toggle_under_lock_load_through_the_socket() {
     let labels: Vec<String> = epochs.iter().map(|e| e["label"].as_str().unwrap_or("").to_string()).collect();
     assert!(labels.iter().any(|l| l == "mainline"), "{labels:?}");
     assert!(labels.iter().any(|l| l == "rt"), "{labels:?}");
-    assert!(labels.iter().any(|l| l.starts_with("switching")), "{labels:?}");
+    assert!(labels.iter().any(|l| l == "sw:mainline" || l == "sw:rt"), "{labels:?}");
 
     let (code, out, _) = vmm.quit();
     assert_eq!(code, 0, "{out}");
@@ -197,7 +197,10 @@ fn a_task_holding_a_lock_makes_the_switch_fail_cleanly() {
     let list = sw["return"]["switches"].as_array().expect("list");
     assert!(list.iter().any(|r| r["ok"] == false) && list.iter().any(|r| r["ok"] == true), "{sw}");
     let (code, out, _) = vmm.quit();
-    assert_eq!(code, 0, "{out}");
+    // The hog kept CPU 1 from its watchdog for 2.5 s: a stall, so the
+    // run's measurement is "not ok" (README, "Result").
+    assert_eq!(code, i32::from(ExitCode::MeasurementNotOk.code()), "{out}");
+    assert!(out.contains("result: not ok") && out.contains("stalled"), "{out}");
 }
 
 #[test]

@@ -41,24 +41,37 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
+/// `rtswitch ctl`'s options are global: they may come before or after the
+/// subcommand (`ctl --json mode rt` or `ctl mode rt --json`).
 #[derive(Debug, Args)]
+#[command(after_long_help = CTL_AFTER_HELP)]
 pub struct CtlArgs {
-    /// The control socket of a `rtswitch run --api-sock PATH`.
-    #[arg(long, value_name = "PATH")]
-    pub api_sock: PathBuf,
+    /// The control socket of a `rtswitch run --api-sock PATH` (required).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub api_sock: Option<PathBuf>,
     /// Print the raw QMP reply (JSON) instead of a human-readable summary.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
-    /// Seconds to wait for the reply.
-    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_duration)]
+    /// How long to wait for the reply: a duration (`30s`, `500ms`; a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "30s", global = true, value_parser = parse_secs_or_duration)]
     pub timeout: Duration,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
 
+/// What Ctrl-C does to `ctl mode` (also in README "Runtime switch").
+pub const CTL_AFTER_HELP: &str = "\
+Ctrl-C on `ctl mode rt|mainline` while the switch runs cancels it: ctl sends
+`x-cancel-switch` on a second connection and waits for the switch's reply.
+A cancelled switch changes nothing (nothing patched, the guest thaws in the
+old mode; ctl exits 1 with the VMM's error). A switch already past its
+verdict (the call sites patched) cannot be cancelled: it completes, and ctl
+reports it. A second Ctrl-C stops ctl at once without waiting.";
+
 #[derive(Debug, Clone, Subcommand)]
 pub enum CtlCommand {
-    /// Switch the guest's locking mode (replies when the switch has completed or failed).
+    /// Switch the guest's locking mode (replies when the switch has completed or failed; Ctrl-C cancels it).
+    #[command(after_long_help = CTL_AFTER_HELP)]
     Mode {
         #[arg(value_enum)]
         mode: Mode,
@@ -80,7 +93,10 @@ pub enum CtlCommand {
     /// Shut the guest down and end the VMM.
     Quit,
     /// Send one raw QMP command, e.g. '{"execute":"query-mode"}'.
-    Raw { json: String },
+    Raw {
+        #[arg(value_name = "JSON")]
+        request: String,
+    },
 }
 
 /// Which part of a long list `ctl switches` and `ctl latency` show
@@ -112,11 +128,11 @@ pub struct RunArgs {
     /// Where the guest console goes: stdout, none or file:PATH.
     #[arg(long, value_name = "OUT", default_value = "stdout")]
     pub serial: SerialOutput,
-    /// Ask the guest to shut down after this many seconds (fractions allowed).
-    #[arg(long, value_name = "SECS", value_parser = parse_duration)]
+    /// Ask the guest to shut down after this long: `2s`, `1.5s`, `500ms`, `2m` (a bare number is seconds). [default: none, run until the guest exits or a signal]
+    #[arg(long, value_name = "DURATION", value_parser = parse_secs_or_duration)]
     pub duration: Option<Duration>,
-    /// Seconds the guest gets to shut down once asked, before it is stopped.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_duration)]
+    /// How long the guest gets to shut down once asked, before it is stopped (a bare number is seconds).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_secs_or_duration)]
     pub shutdown_timeout: Duration,
     /// Locking regime to boot in: the lock call sites are patched to it before any vCPU runs.
     #[arg(long, value_enum, default_value_t = Mode::Mainline)]
@@ -124,7 +140,7 @@ pub struct RunArgs {
     /// Run the in-guest self-test suite; exit 0 only if every test passed.
     #[arg(long)]
     pub selftest: bool,
-    /// A word for the guest kernel (repeatable), e.g. `panic`, `exit=3`.
+    /// A word for the guest kernel (repeatable), e.g. `panic`, `exit=3`; an unknown key is refused before boot (keys: README "CLI").
     #[arg(long = "guest-arg", value_name = "WORD")]
     pub guest_args: Vec<String>,
     #[command(flatten)]
@@ -134,18 +150,18 @@ pub struct RunArgs {
     /// Serve the QMP control socket at PATH (created 0600, removed at exit).
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
-    /// Toggle the mode every MS milliseconds (the same path as `ctl mode`).
-    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
-    pub switch_every: Option<u64>,
-    /// Deadline for the guest to reach quiescence in a switch, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
-    pub switch_timeout_ms: u64,
-    /// Report a CPU whose guest watchdog thread has not run for this many seconds (0: off).
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
-    pub watchdog_secs: u64,
-    /// Deadline for every vCPU to stop (leave guest mode) in a switch, in ms.
-    #[arg(long, value_name = "MS", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=60_000))]
-    pub vcpu_stop_timeout_ms: u64,
+    /// Toggle the mode at this period (`10ms`..`1d`; a bare number is ms), the same path as `ctl mode`. [default: none, no timer]
+    #[arg(long, value_name = "DURATION", value_parser = parse_switch_every)]
+    pub switch_every: Option<Duration>,
+    /// Deadline for the guest to reach quiescence in a switch (a bare number is ms; old name --switch-timeout-ms).
+    #[arg(long, alias = "switch-timeout-ms", value_name = "DURATION", default_value = "2s", value_parser = parse_switch_timeout)]
+    pub switch_timeout: Duration,
+    /// Report a CPU whose guest watchdog thread has not run this long; 0 turns it off (a bare number is seconds; old name --watchdog-secs).
+    #[arg(long, alias = "watchdog-secs", value_name = "DURATION", default_value = "10s", value_parser = parse_watchdog)]
+    pub watchdog: Duration,
+    /// Deadline for every vCPU to stop (leave guest mode) in a switch (a bare number is ms; old name --vcpu-stop-timeout-ms).
+    #[arg(long, alias = "vcpu-stop-timeout-ms", value_name = "DURATION", default_value = "500ms", value_parser = parse_vcpu_stop_timeout)]
+    pub vcpu_stop_timeout: Duration,
     /// Per-thread seccomp filters (README "Sandbox"); off only for debugging.
     #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
     pub seccomp: OnOff,
@@ -295,6 +311,10 @@ pub enum CliError {
     BadGuestArg(String),
     #[error("--guest-arg values add up to {0} bytes; the guest command line holds at most {max}", max = CMDLINE_LEN - 1)]
     CmdlineTooLong(usize),
+    #[error("--guest-arg '{word}': unknown key '{key}'; the guest kernel knows: {known}")]
+    UnknownGuestArg { word: String, key: String, known: String },
+    #[error("--guest-arg '{word}': {why}")]
+    BadGuestArgValue { word: String, why: String },
     #[error("{option} names vCPU {cpu}, but the VM has {vcpus} (0..={last})", last = vcpus - 1)]
     CpuOutOfRange { option: &'static str, cpu: u32, vcpus: u32 },
     #[error("--hist-max-us {range} is less than one --bucket-us {bucket} bucket")]
@@ -328,11 +348,47 @@ fn parse_cpu_list(s: &str) -> Result<u64, String> {
     Ok(mask)
 }
 
+/// The guest argument keys as `--help` and errors list them
+/// (`switcher::cmdline::KEYS`, the list the guest parses with).
+pub fn guest_arg_keys() -> String {
+    switcher::cmdline::KEYS.iter().map(key_form).collect::<Vec<_>>().join(", ")
+}
+
+fn key_form(k: &switcher::cmdline::Key) -> String {
+    use switcher::cmdline::Takes;
+    match k.takes {
+        Takes::Nothing => k.name.to_string(),
+        Takes::Number { unit } => format!("{}={unit}", k.name),
+        Takes::OneOf(v) => format!("{}={}", k.name, v.join("|")),
+    }
+}
+
+/// Checks one `--guest-arg` against the guest kernel's keys.
+fn check_guest_arg(a: &str) -> Result<(), CliError> {
+    use switcher::cmdline::WordError;
+    let bad = |why: String| CliError::BadGuestArgValue { word: a.to_string(), why };
+    match switcher::cmdline::parse(a) {
+        Ok(_) => Ok(()),
+        Err(WordError::Unknown(key)) => {
+            Err(CliError::UnknownGuestArg { word: a.to_string(), key: key.to_string(), known: guest_arg_keys() })
+        }
+        Err(WordError::UnexpectedValue(k)) => Err(bad(format!("'{}' takes no value; write it alone", k.name))),
+        Err(WordError::MissingValue(k)) | Err(WordError::BadValue(k, _)) => {
+            Err(bad(format!("write it as {}", key_form(k))))
+        }
+    }
+}
+
 impl RunArgs {
     pub fn into_config(self) -> Result<RunConfig, CliError> {
         for a in &self.guest_args {
             if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(CliError::BadGuestArg(a.clone()));
+            }
+            // A custom --kernel has its own arguments: only the embedded
+            // kernel's are known here.
+            if self.kernel.is_none() {
+                check_guest_arg(a)?;
             }
         }
         let mut words: Vec<&str> = Vec::with_capacity(self.guest_args.len() + 1);
@@ -383,21 +439,105 @@ impl RunArgs {
             hist_buckets: range.div_ceil(self.workload.bucket_us),
             output: self.output,
             api_sock: self.api_sock,
-            switch_every: self.switch_every.map(Duration::from_millis),
-            switch_timeout: Duration::from_millis(self.switch_timeout_ms),
-            vcpu_stop_timeout: Duration::from_millis(self.vcpu_stop_timeout_ms),
-            watchdog: Duration::from_secs(self.watchdog_secs),
+            switch_every: self.switch_every,
+            switch_timeout: self.switch_timeout,
+            vcpu_stop_timeout: self.vcpu_stop_timeout,
+            watchdog: self.watchdog,
             seccomp: self.seccomp == OnOff::On,
         })
     }
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !secs.is_finite() || secs <= 0.0 || secs > MAX_DURATION_SECS {
-        return Err(format!("'{s}' must be more than 0 and at most {MAX_DURATION_SECS} seconds"));
+/// Parses a duration option: a number with a unit (`us`/`µs`, `ms`, `s`,
+/// `m`, `h`, `d`; fractions allowed: `1.5s`), or a bare number in the
+/// option's own unit `bare` (the unit the option had before units were
+/// accepted, so old command lines keep their meaning). The result must lie
+/// in `min..=max` (`min` zero: zero allowed).
+pub fn parse_duration_in(s: &str, bare: Unit, min: Duration, max: Duration) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = match unit.trim() {
+        "" => bare,
+        "us" | "µs" => Unit::Micros,
+        "ms" => Unit::Millis,
+        "s" => Unit::Secs,
+        "m" | "min" => Unit::Secs60,
+        "h" => Unit::Hours,
+        "d" => Unit::Days,
+        u => return Err(format!("'{s}': unknown unit '{u}'; use us, ms, s, m, h or d (e.g. 2s, 500ms)")),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration; write e.g. 2s, 500ms, 1.5s"))?;
+    let secs = n * unit.secs();
+    let range = || format!("{} to {}", show(min), show(max));
+    if !secs.is_finite() || secs > max.as_secs_f64() {
+        return Err(format!("'{s}' is out of range: {}", range()));
     }
-    Ok(Duration::from_secs_f64(secs))
+    let d = Duration::from_secs_f64(secs);
+    if d < min || (min.is_zero() && secs < 0.0) || (!min.is_zero() && d.is_zero()) {
+        return Err(format!("'{s}' is out of range: {}", range()));
+    }
+    Ok(d)
+}
+
+/// The unit of a duration option's bare number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Micros,
+    Millis,
+    Secs,
+    Secs60,
+    Hours,
+    Days,
+}
+
+impl Unit {
+    fn secs(self) -> f64 {
+        match self {
+            Unit::Micros => 1e-6,
+            Unit::Millis => 1e-3,
+            Unit::Secs => 1.0,
+            Unit::Secs60 => 60.0,
+            Unit::Hours => 3600.0,
+            Unit::Days => 86400.0,
+        }
+    }
+}
+
+/// A duration the way the options take it (`2s`, `10ms`, `1.5s`).
+pub fn show(d: Duration) -> String {
+    let us = d.as_micros();
+    if us.is_multiple_of(1_000_000) {
+        format!("{}s", us / 1_000_000)
+    } else if us.is_multiple_of(1000) {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
+    }
+}
+
+const NONZERO: Duration = Duration::from_nanos(1);
+
+/// `--duration`, `--shutdown-timeout`, `ctl --timeout`: bare seconds.
+pub fn parse_secs_or_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Unit::Secs, NONZERO, Duration::from_secs_f64(MAX_DURATION_SECS))
+}
+
+/// `--switch-every`: bare ms, 10 ms to a day.
+pub fn parse_switch_every(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Unit::Millis, Duration::from_millis(10), Duration::from_secs(86_400))
+}
+
+fn parse_switch_timeout(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Unit::Millis, Duration::from_millis(1), Duration::from_secs(600))
+}
+
+fn parse_vcpu_stop_timeout(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Unit::Millis, Duration::from_millis(1), Duration::from_secs(60))
+}
+
+fn parse_watchdog(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Unit::Secs, Duration::ZERO, Duration::from_secs(3600))
 }
 
 #[cfg(test)]
@@ -456,6 +596,85 @@ mod tests {
         assert!(Cli::try_parse_from(["rtswitch", "ctl", "--api-sock", "/tmp/x", "mode", "fast"]).is_err());
     }
 
+    fn ctl(args: &[&str]) -> CtlArgs {
+        let mut argv = vec!["rtswitch", "ctl"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).map_err(|e| e.to_string()).unwrap().command {
+            Command::Ctl(c) => c,
+            _ => panic!("not ctl"),
+        }
+    }
+
+    #[test]
+    fn ctl_options_go_before_or_after_the_subcommand() {
+        for argv in [
+            &["--api-sock", "/tmp/s", "--json", "--timeout", "2s", "mode", "rt"][..],
+            &["mode", "rt", "--json", "--api-sock", "/tmp/s", "--timeout", "2"],
+            &["--json", "mode", "rt", "--api-sock", "/tmp/s", "--timeout", "2000ms"],
+        ] {
+            let c = ctl(argv);
+            assert_eq!(c.api_sock.as_deref(), Some(std::path::Path::new("/tmp/s")), "{argv:?}");
+            assert!(c.json, "{argv:?}");
+            assert_eq!(c.timeout, Duration::from_secs(2), "{argv:?}");
+            assert!(matches!(c.command, CtlCommand::Mode { mode: Mode::Rt }));
+        }
+        let c = ctl(&["latency", "--last", "3", "--json", "--api-sock", "/tmp/s"]);
+        assert!(c.json && matches!(c.command, CtlCommand::Latency { page: PageArgs { last: Some(3), .. } }));
+        let c = ctl(&["raw", r#"{"execute":"query-mode"}"#, "--json"]);
+        assert!(c.json && matches!(&c.command, CtlCommand::Raw { request } if request.contains("query-mode")));
+        let c = ctl(&["--json", "raw", "{}"]);
+        assert!(c.json && matches!(&c.command, CtlCommand::Raw { request } if request == "{}"));
+        let c = ctl(&["status"]);
+        assert_eq!((c.api_sock, c.json, c.timeout), (None, false, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn durations_take_units_and_bare_numbers_keep_their_old_unit() {
+        let c = parse(&["--duration", "2s", "--switch-every", "10ms", "--switch-timeout", "2s"]).unwrap();
+        assert_eq!((c.duration, c.switch_every), (Some(Duration::from_secs(2)), Some(Duration::from_millis(10))));
+        assert_eq!(c.switch_timeout, Duration::from_secs(2));
+        // The issue's command line: bare numbers in their old units.
+        let c = parse(&["--switch-every", "2500", "--duration", "10", "--hist-max-us", "100000"]).unwrap();
+        assert_eq!((c.duration, c.switch_every), (Some(Duration::from_secs(10)), Some(Duration::from_millis(2500))));
+        let c = parse(&["--switch-timeout-ms", "300", "--vcpu-stop-timeout-ms", "50", "--watchdog-secs", "3"]).unwrap();
+        assert_eq!(c.switch_timeout, Duration::from_millis(300));
+        assert_eq!(c.vcpu_stop_timeout, Duration::from_millis(50));
+        assert_eq!(c.watchdog, Duration::from_secs(3));
+        let c = parse(&["--duration", "1.5s", "--shutdown-timeout", "500ms", "--watchdog", "0"]).unwrap();
+        assert_eq!((c.duration, c.shutdown_timeout), (Some(Duration::from_millis(1500)), Duration::from_millis(500)));
+        assert_eq!(c.watchdog, Duration::ZERO);
+        assert_eq!(parse(&["--duration", "2m"]).unwrap().duration, Some(Duration::from_secs(120)));
+        assert_eq!(parse(&["--duration", "250us"]).unwrap().duration, Some(Duration::from_micros(250)));
+        let d = parse(&[]).unwrap();
+        assert_eq!((d.switch_timeout, d.vcpu_stop_timeout), (Duration::from_secs(2), Duration::from_millis(500)));
+        assert_eq!((d.watchdog, d.shutdown_timeout), (Duration::from_secs(10), Duration::from_secs(10)));
+        assert!(parse(&["--switch-every", "5ms"]).unwrap_err().contains("10ms to 86400s"));
+        assert!(parse(&["--duration", "2x"]).unwrap_err().contains("unknown unit 'x'"));
+        assert!(parse(&["--duration", "0s"]).is_err());
+        assert!(parse(&["--duration", "-1s"]).is_err());
+        assert!(parse(&["--switch-timeout", "601s"]).is_err());
+        assert_eq!(show(Duration::from_millis(2500)), "2500ms");
+        assert_eq!(show(Duration::from_secs(86_400)), "86400s");
+    }
+
+    #[test]
+    fn help_shows_every_default() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").unwrap().render_long_help().to_string();
+        for d in ["[default: 2s]", "[default: 500ms]", "[default: 10s]", "[default: 2]", "[default: 128]"] {
+            assert!(run.contains(d), "{d} missing in:\n{run}");
+        }
+        let ctl = cmd.find_subcommand_mut("ctl").unwrap().render_long_help().to_string();
+        assert!(ctl.contains("[default: 30s]") && ctl.contains("Ctrl-C"), "{ctl}");
+        let ctl = cmd.find_subcommand_mut("ctl").unwrap();
+        let mode = ctl.find_subcommand_mut("mode").unwrap().render_long_help().to_string();
+        assert!(mode.contains("x-cancel-switch") && mode.contains("changes nothing"), "{mode}");
+        let bench = Cli::try_parse_from(["rtswitch", "bench", "--duration", "1500ms"]).unwrap();
+        let Command::Bench(b) = bench.command else { panic!("not bench") };
+        assert_eq!(b.duration, Some(1.5));
+    }
+
     #[test]
     fn workload_options() {
         let c = parse(&["--load", "cpu", "--interval-us", "2000", "--cs-us", "300", "--load-threads", "3"]).unwrap();
@@ -504,11 +723,26 @@ mod tests {
     }
 
     #[test]
+    fn guest_args_are_checked_against_the_shared_key_list() {
+        assert_eq!(
+            parse(&["--guest-arg", "hold-lock=4000", "--guest-arg", "idle=poll"]).unwrap().cmdline,
+            "hold-lock=4000 idle=poll"
+        );
+        let e = parse(&["--guest-arg", "hold-lok=4000"]).unwrap_err();
+        assert!(e.contains("unknown key 'hold-lok'") && e.contains("hold-lock=MS") && e.contains("no-spin"), "{e}");
+        assert!(parse(&["--guest-arg", "exit"]).unwrap_err().contains("write it as exit=N"));
+        assert!(parse(&["--guest-arg", "fault=xx"]).unwrap_err().contains("fault=pf|ud"));
+        assert!(parse(&["--guest-arg", "panic=1"]).unwrap_err().contains("takes no value"));
+        // Another kernel has its own arguments.
+        assert!(parse(&["--kernel", "/k.elf", "--guest-arg", "whatever"]).is_ok());
+    }
+
+    #[test]
     fn guest_args_are_words() {
         assert_eq!(parse(&["--guest-arg", "panic", "--guest-arg", "exit=3"]).unwrap().cmdline, "panic exit=3");
         assert!(parse(&["--guest-arg", "a b"]).unwrap_err().contains("one non-empty word"));
         assert!(parse(&["--guest-arg", ""]).is_err());
-        let long = "x".repeat(300);
-        assert!(parse(&["--guest-arg", &long]).unwrap_err().contains("at most 255"));
+        let long = format!("exit={}", "1".repeat(300));
+        assert!(parse(&["--guest-arg", &long, "--kernel", "/k"]).unwrap_err().contains("at most 255"));
     }
 }

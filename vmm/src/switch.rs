@@ -186,6 +186,18 @@ pub enum Step {
     Finished(Finished),
 }
 
+/// What [`Coordinator::cancel`] did.
+#[derive(Debug)]
+pub enum Cancel {
+    /// No switch runs.
+    NoSwitch,
+    /// Switch `seq` is past its verdict: it completes (`patched`) or is
+    /// already being cancelled.
+    PastVerdict { seq: u64, patched: bool },
+    /// Switch `seq` is cancelled; `step` tells the guest.
+    Cancelled { seq: u64, step: Step },
+}
+
 /// Everything the coordinator needs of the VM, lent per call.
 pub struct VmAccess<'a> {
     pub mem: &'a GuestMemory,
@@ -340,6 +352,34 @@ impl Coordinator {
         active.blackout_us = t_close.elapsed().as_micros() as u64;
         active.phase = Phase::Resuming;
         active.deadline = Instant::now() + self.limits.guest_ack;
+    }
+
+    /// A client asked to cancel the switch in progress (`x-cancel-switch`,
+    /// `ctl mode` interrupted by Ctrl-C). While the guest is still freezing
+    /// it is cancelled exactly as at its quiesce deadline: mailbox
+    /// CANCELLED, nothing patched, the guest thaws in the old mode, and the
+    /// switch ends (reply and `SWITCH_FAILED`) once the guest acknowledges.
+    /// Past the verdict (sites patched, or already cancelled) nothing can
+    /// be undone: the switch completes as it is.
+    pub fn cancel(&mut self, mem: &GuestMemory) -> Cancel {
+        let Some(active) = self.active.as_mut() else { return Cancel::NoSwitch };
+        if active.phase != Phase::Freezing {
+            return Cancel::PastVerdict { seq: active.seq, patched: active.failure.is_none() };
+        }
+        let mbox = read_mailbox(mem).unwrap_or(SwitchMailbox::zeroed());
+        let waiting = if mbox.seq == active.seq && mbox.state != mailbox_state::QUIESCENT {
+            format!(" (while freezing: {})", blocker(&mbox))
+        } else {
+            String::new()
+        };
+        active.failure = Some(format!(
+            "cancelled by a client (x-cancel-switch) after {} ms{waiting}; nothing was patched, the mode is unchanged",
+            active.requested.elapsed().as_millis()
+        ));
+        write_u32(mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::CANCELLED);
+        active.phase = Phase::Resuming;
+        active.deadline = Instant::now() + self.limits.guest_ack;
+        Cancel::Cancelled { seq: active.seq, step: Step::Notify }
     }
 
     /// The deadline of the switch in progress passed.
@@ -511,17 +551,21 @@ fn check_and_patch(
 
 /// The error for a guest that did not quiesce in time, naming the task.
 fn quiesce_failure(mbox: &SwitchMailbox, limit: Duration) -> String {
+    format!("{} within {} ms; nothing was patched, the mode is unchanged", blocker(mbox), limit.as_millis())
+}
+
+/// What the guest's freeze waits for, from the mailbox.
+fn blocker(mbox: &SwitchMailbox) -> String {
     let name_end = mbox.blocker_name.iter().position(|&b| b == 0).unwrap_or(mbox.blocker_name.len());
     let name = String::from_utf8_lossy(&mbox.blocker_name[..name_end]);
-    let state = match mbox.state {
+    match mbox.state {
         mailbox_state::REQUESTED => "the guest did not start freezing (switch request not seen)".to_string(),
         _ if name.is_empty() => "the guest did not reach quiescence".to_string(),
         _ => format!(
             "task '{name}' on cpu {} did not reach a safe point (it holds {} switchable lock(s))",
             mbox.blocker_cpu, mbox.blocker_locks
         ),
-    };
-    format!("{state} within {} ms; nothing was patched, the mode is unchanged", limit.as_millis())
+    }
 }
 
 fn mask_list(mask: u64) -> String {

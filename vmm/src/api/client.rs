@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -32,16 +32,22 @@ pub struct Session {
     reader: BufReader<UnixStream>,
     next_id: u64,
     timeout: Duration,
+    /// Bytes of a reply line read so far (a read may stop mid-line at a
+    /// [`POLL`] slice).
+    pending: Vec<u8>,
 }
+
+/// How often a waiting [`Session::execute_polled`] calls its `tick`.
+const POLL: Duration = Duration::from_millis(50);
 
 impl Session {
     /// Connects, reads the greeting and negotiates capabilities.
     pub fn connect(path: &Path, timeout: Duration) -> Result<Self, ClientError> {
         let stream = UnixStream::connect(path).map_err(|e| ClientError::Connect(path.display().to_string(), e))?;
-        stream.set_read_timeout(Some(timeout))?;
+        stream.set_read_timeout(Some(POLL.min(timeout)))?;
         let reader = BufReader::new(stream.try_clone()?);
-        let mut s = Self { writer: stream, reader, next_id: 1, timeout };
-        let greeting = s.read_message()?;
+        let mut s = Self { writer: stream, reader, next_id: 1, timeout, pending: Vec::new() };
+        let greeting = s.read_message(&mut || {})?;
         if greeting.get("QMP").is_none() {
             return Err(ClientError::BadReply(greeting.to_string()));
         }
@@ -54,7 +60,18 @@ impl Session {
 
     /// Sends `request` (an object; an `id` is added) and returns the reply
     /// with that id. Events received meanwhile go to `on_event`.
-    pub fn execute(&mut self, mut request: Value, on_event: &mut dyn FnMut(&Value)) -> Result<Value, ClientError> {
+    pub fn execute(&mut self, request: Value, on_event: &mut dyn FnMut(&Value)) -> Result<Value, ClientError> {
+        self.execute_polled(request, on_event, &mut || {})
+    }
+
+    /// [`Self::execute`], calling `tick` every [`POLL`] while it waits
+    /// (`ctl mode` checks for Ctrl-C there).
+    pub fn execute_polled(
+        &mut self,
+        mut request: Value,
+        on_event: &mut dyn FnMut(&Value),
+        tick: &mut dyn FnMut(),
+    ) -> Result<Value, ClientError> {
         let id = format!("ctl-{}", self.next_id);
         self.next_id += 1;
         if let Some(obj) = request.as_object_mut() {
@@ -64,7 +81,7 @@ impl Session {
         line.push('\n');
         self.writer.write_all(line.as_bytes())?;
         loop {
-            let msg = self.read_message()?;
+            let msg = self.read_message(tick)?;
             if msg.get("event").is_some() {
                 on_event(&msg);
                 continue;
@@ -80,15 +97,29 @@ impl Session {
         }
     }
 
-    fn read_message(&mut self) -> Result<Value, ClientError> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Err(ClientError::Closed),
-            Ok(_) => serde_json::from_str(line.trim_end()).map_err(|_| ClientError::BadReply(line.trim_end().into())),
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                Err(ClientError::Timeout(self.timeout))
+    /// The next message, waiting at most the session's timeout.
+    fn read_message(&mut self, tick: &mut dyn FnMut()) -> Result<Value, ClientError> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            match self.reader.read_until(b'\n', &mut self.pending) {
+                Ok(0) => return Err(ClientError::Closed),
+                Ok(_) if self.pending.ends_with(b"\n") => {
+                    let line = std::mem::take(&mut self.pending);
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end();
+                    return serde_json::from_str(text).map_err(|_| ClientError::BadReply(text.into()));
+                }
+                // End of stream in the middle of a line.
+                Ok(_) => return Err(ClientError::Closed),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    if Instant::now() >= deadline {
+                        return Err(ClientError::Timeout(self.timeout));
+                    }
+                    tick();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => tick(),
+                Err(e) => return Err(ClientError::Io(e)),
             }
-            Err(e) => Err(ClientError::Io(e)),
         }
     }
 }

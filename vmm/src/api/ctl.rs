@@ -3,10 +3,15 @@
 //! Its exit codes are its own ([`CtlExit`], README "Exit codes"), not
 //! `rtswitch run`'s.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
 use serde_json::{Map, Value, json};
 
 use super::client::{self, ClientError, Session};
 use crate::cli::{CtlArgs, CtlCommand, Mode, PageArgs};
+use crate::report::summary::{Figure, columns, ratio_line};
 
 /// How `rtswitch ctl` ended, as its exit status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,14 +105,23 @@ fn request(cmd: &CtlCommand) -> Result<Value, ClientError> {
         CtlCommand::ResetLatency => json!({"execute": "reset-latency"}),
         CtlCommand::Switches { page: p } => json!({"execute": "query-switches", "arguments": page(p)}),
         CtlCommand::Quit => json!({"execute": "quit"}),
-        CtlCommand::Raw { json } => client::parse_raw(json)?,
+        CtlCommand::Raw { request } => client::parse_raw(request)?,
     })
 }
 
 fn try_run(args: &CtlArgs) -> Result<CtlExit, ClientError> {
+    let Some(sock) = args.api_sock.as_deref() else {
+        eprintln!("rtswitch ctl: error: --api-sock PATH is required (the socket of `rtswitch run --api-sock PATH`)");
+        return Ok(CtlExit::BadArguments);
+    };
     let req = request(&args.command)?;
-    let mut session = Session::connect(&args.api_sock, args.timeout)?;
-    let reply = session.execute(req, &mut |_| {})?;
+    let mut session = Session::connect(sock, args.timeout)?;
+    let reply = if matches!(args.command, CtlCommand::Mode { .. }) {
+        let mut cancel = CancelOnInterrupt::install(sock);
+        session.execute_polled(req, &mut |_| {}, &mut || cancel.poll())?
+    } else {
+        session.execute(req, &mut |_| {})?
+    };
     if args.json {
         println!("{reply}");
     }
@@ -125,6 +139,66 @@ fn try_run(args: &CtlArgs) -> Result<CtlExit, ClientError> {
     }
     Ok(CtlExit::Ok)
 }
+
+/// SIGINT/SIGTERM seen by `ctl mode` (the handler only counts).
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_interrupt(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if INTERRUPTS.fetch_add(1, Ordering::Relaxed) >= 1 {
+        // SAFETY: _exit(2) is async-signal-safe; a second Ctrl-C stops
+        // ctl at once, as the help says (the switch goes on in the VMM).
+        unsafe { libc::_exit(130) };
+    }
+}
+
+/// Ctrl-C while `ctl mode` waits: cancel the switch (`x-cancel-switch` on
+/// a second connection), then keep waiting for its reply.
+struct CancelOnInterrupt<'a> {
+    sock: &'a Path,
+    sent: bool,
+}
+
+impl<'a> CancelOnInterrupt<'a> {
+    fn install(sock: &'a Path) -> Self {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            if let Err(e) = vmm_sys_util::signal::register_signal_handler(sig, on_interrupt) {
+                log::warn!("cannot catch signal {sig}: {e}; Ctrl-C will not cancel the switch");
+            }
+        }
+        Self { sock, sent: false }
+    }
+
+    fn poll(&mut self) {
+        if self.sent || INTERRUPTS.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.sent = true;
+        let r = Session::connect(self.sock, CANCEL_TIMEOUT)
+            .and_then(|mut s| s.execute(json!({"execute": "x-cancel-switch"}), &mut |_| {}));
+        match r {
+            Ok(reply) => {
+                let ret = &reply["return"];
+                if ret["cancelled"].as_bool() == Some(true) {
+                    eprintln!(
+                        "rtswitch ctl: interrupted: switch #{} cancelled, waiting for the guest to thaw in the old \
+                         mode (Ctrl-C again: stop waiting)",
+                        ret["seq"]
+                    );
+                } else {
+                    let why = ret["reason"].as_str().or(reply["error"]["desc"].as_str()).unwrap_or("?");
+                    eprintln!(
+                        "rtswitch ctl: interrupted, but the switch cannot be cancelled: {why}; waiting for it to end \
+                         (Ctrl-C again: stop waiting)"
+                    );
+                }
+            }
+            Err(e) => eprintln!("rtswitch ctl: interrupted, but cannot ask to cancel the switch: {e}"),
+        }
+    }
+}
+
+/// How long the cancel request may take.
+const CANCEL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// "N earlier ..., M later ... not shown" from a reply's `omitted`.
 fn omitted_line(ret: &Value, what: &str) -> Option<String> {
@@ -249,57 +323,66 @@ fn latency_cell(v: Option<&Value>) -> String {
 }
 
 fn latency_table(ret: &Value) -> String {
-    let mut out = format!(
-        "{:>5} {:<10} {:>4} {:>9} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}",
-        "epoch", "mode", "cpu", "samples", "missed", "irq p50", "irq p99", "irq max", "thr p50", "thr p99", "thr max"
-    );
-    let epochs = ret.get("epochs").and_then(Value::as_array).cloned().unwrap_or_default();
-    for e in &epochs {
-        let rows = e.get("cpus").and_then(Value::as_array).cloned().unwrap_or_default();
-        for r in rows.iter().chain(e.get("all")) {
-            let cpu = r.get("cpu").and_then(Value::as_u64).map_or("all".to_string(), |c| c.to_string());
-            let us = |h: &str, k: &str| latency_cell(r.get(h).and_then(|x| x.get(k)));
-            out.push_str(&format!(
-                "\n{:>5} {:<10} {:>4} {:>9} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}",
-                e.get("index").and_then(Value::as_u64).unwrap_or(0),
-                s(e, "label"),
-                cpu,
-                r.get("samples").and_then(Value::as_u64).unwrap_or(0),
-                r.get("missed").and_then(Value::as_u64).unwrap_or(0),
-                us("irq", "p50"),
-                us("irq", "p99"),
-                us("irq", "max_us"),
-                us("thread", "p50"),
-                us("thread", "p99"),
-                us("thread", "max_us"),
-            ));
-        }
-    }
-    if epochs.is_empty() {
-        out.push_str("\n(no latency samples yet)");
-    }
-    for m in ret.get("modes").and_then(Value::as_array).into_iter().flatten() {
-        let us = |h: &str, k: &str| latency_cell(m.get(h).and_then(|x| x.get(k)));
-        out.push_str(&format!(
-            "\n  all {:<10} {:>4} {:>9} {:>7}  {:>9} {:>9} {:>9}  {:>9} {:>9} {:>9}   ({} epochs)",
-            s(m, "mode"),
-            "all",
-            m.get("samples").and_then(Value::as_u64).unwrap_or(0),
-            m.get("missed").and_then(Value::as_u64).unwrap_or(0),
+    let head =
+        ["epoch", "mode", "cpu", "samples", "missed", "|", "irq p50", "p99", "max", "|", "thread p50", "p99", "max"];
+    let mut rows: Vec<Vec<String>> = vec![head.iter().map(|h| h.to_string()).collect()];
+    let row = |epoch: String, label: &str, r: &Value| -> Vec<String> {
+        let us = |h: &str, k: &str| latency_cell(r.get(h).and_then(|x| x.get(k)));
+        vec![
+            epoch,
+            label.to_string(),
+            r.get("cpu").and_then(Value::as_u64).map_or("all".to_string(), |c| c.to_string()),
+            r.get("samples").and_then(Value::as_u64).unwrap_or(0).to_string(),
+            r.get("missed").and_then(Value::as_u64).unwrap_or(0).to_string(),
+            "|".into(),
             us("irq", "p50"),
             us("irq", "p99"),
             us("irq", "max_us"),
+            "|".into(),
             us("thread", "p50"),
             us("thread", "p99"),
             us("thread", "max_us"),
-            m.get("epoch_count").and_then(Value::as_u64).unwrap_or(0),
-        ));
+        ]
+    };
+    let epochs = ret.get("epochs").and_then(Value::as_array).cloned().unwrap_or_default();
+    for e in &epochs {
+        let index = e.get("index").and_then(Value::as_u64).unwrap_or(0).to_string();
+        let cpus = e.get("cpus").and_then(Value::as_array).cloned().unwrap_or_default();
+        for r in cpus.iter().chain(e.get("all")) {
+            rows.push(row(index.clone(), s(e, "label"), r));
+        }
+    }
+    let modes = ret.get("modes").and_then(Value::as_array).cloned().unwrap_or_default();
+    for m in &modes {
+        let mut r = row("all".into(), s(m, "mode"), m);
+        r.push(format!("({} epochs)", m.get("epoch_count").and_then(Value::as_u64).unwrap_or(0)));
+        rows.push(r);
+    }
+    let mut out = columns(&rows, &[1, 13]).join("\n");
+    if epochs.is_empty() {
+        out.push_str("\n(no latency samples yet)");
+    }
+    let thread = |mode: &str| -> Option<[Figure; 3]> {
+        let t = &modes.iter().find(|m| s(m, "mode") == mode)?["thread"];
+        let pct = |k: &str| {
+            let p = &t[k];
+            Some((p["us"].as_f64()?, p["at_least"].as_bool() == Some(true)))
+        };
+        Some([pct("p50"), pct("p99"), t["max_ns"].as_f64().map(|n| (n / 1000.0, false))])
+    };
+    if let (Some(rt), Some(ml)) = (thread("rt"), thread("mainline"))
+        && let Some(line) = ratio_line(rt, ml)
+    {
+        out.push_str(&format!("\n  {line}"));
     }
     if let Some(line) = omitted_line(ret, "epochs") {
         out.push('\n');
         out.push_str(&line);
     }
-    out.push_str("\n(all figures in µs; \"all <mode>\": every epoch of that mode)");
+    out.push_str(
+        "\n(all figures in µs; \"sw:<mode>\": a switching epoch, from that mode; \"all <mode>\": every epoch of that \
+         mode merged)",
+    );
     out
 }
 
@@ -344,6 +427,37 @@ mod tests {
             "thread": {"p99": {"us": 5, "at_least": false}}}], "omitted": {"before": 2, "after": 0}});
         let t = human(&latency, &r);
         assert!(t.contains("all rt") && t.contains("(3 epochs)") && t.contains("2 earlier epochs"), "{t}");
+    }
+
+    #[test]
+    fn latency_table_stays_aligned_and_gives_the_ratio() {
+        let latency = CtlCommand::Latency { page: PageArgs::default() };
+        let p = |us: u64| json!({"us": us, "at_least": false});
+        let row = |cpu: Value, n: u64, p50: u64, max: u64| {
+            json!({"cpu": cpu, "samples": n, "missed": 0, "irq": {"p50": p(1), "p99": p(2), "max_us": 3},
+                "thread": {"p50": p(p50), "p99": p(p50 * 2), "max_us": max, "max_ns": max * 1000}})
+        };
+        let r = json!({
+            "epochs": [
+                {"index": 0, "label": "mainline", "cpus": [row(json!(0), 900, 200, 1000)], "all": row(Value::Null, 900, 200, 1000)},
+                {"index": 1, "label": "sw:mainline", "cpus": [row(json!(0), 3, 150, 300)], "all": row(Value::Null, 3, 150, 300)},
+                {"index": 2, "label": "rt", "cpus": [row(json!(0), 12345, 100, 4000)], "all": row(Value::Null, 12345, 100, 4000)}],
+            "modes": [
+                {"mode": "mainline", "epoch_count": 1, "samples": 900, "thread": {"p50": p(200), "p99": p(400), "max_us": 1000, "max_ns": 1_000_000}},
+                {"mode": "rt", "epoch_count": 1, "samples": 12345, "thread": {"p50": p(100), "p99": {"us": 10000, "at_least": true}, "max_us": 4000, "max_ns": 4_000_000}}]});
+        let t = human(&latency, &r);
+        println!("{t}");
+        let lines: Vec<&str> = t.lines().take(9).collect();
+        let bar = lines[0].find('|').expect("a group bar");
+        assert!(lines.iter().all(|l| l.find('|') == Some(bar)), "every row's first '|' in one column:\n{t}");
+        assert!(lines.iter().all(|l| l.len() <= lines[0].len() + 12), "{t}");
+        assert!(t.contains("sw:mainline"), "{t}");
+        assert!(
+            t.contains(
+                "rt / mainline thread latency (every epoch of each mode merged): p50 0.50x, p99 >=25.00x, max 4.00x"
+            ),
+            "{t}"
+        );
     }
 
     #[test]

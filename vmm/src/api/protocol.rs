@@ -111,6 +111,8 @@ pub enum Command {
     /// Holds every vCPU out of guest mode and releases it, patching
     /// nothing: the platform floor of a switch's blackout (benchmarks).
     XPauseResume,
+    /// Cancels the switch in progress if it has not reached its verdict.
+    XCancelSwitch,
 }
 
 /// Every command name, as `query-commands` lists them.
@@ -126,6 +128,7 @@ pub const COMMANDS: &[&str] = &[
     "query-switches",
     "quit",
     "x-pause-resume",
+    "x-cancel-switch",
 ];
 
 /// The outer layer of a request: what to run, with what, and the `id`.
@@ -342,6 +345,7 @@ pub fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command
         "query-switches" => Command::QuerySwitches { page: page_args(&mut args, SWITCH_PAGE)? },
         "quit" => Command::Quit,
         "x-pause-resume" => Command::XPauseResume,
+        "x-cancel-switch" => Command::XCancelSwitch,
         other => return Err(QmpError::not_found(format!("The command {other} has not been found"))),
     };
     if let Some(extra) = args.keys().next() {

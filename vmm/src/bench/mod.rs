@@ -21,6 +21,7 @@ pub mod child;
 pub mod latency;
 pub mod plots;
 pub mod progress;
+pub mod repeat;
 pub mod switching;
 pub mod table;
 pub mod throughput;
@@ -88,8 +89,8 @@ pub struct BenchArgs {
     /// Boots measured (default 10).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub boots: Option<u32>,
-    /// Seconds per latency run; six runs (default 20, --quick 5).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    /// Length of each latency run (`5s`; a bare number is seconds); six runs (default 20s, --quick 5s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_secs)]
     pub duration: Option<f64>,
     /// Measurement period of the latency runs in µs (default: the guest's).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
@@ -115,17 +116,19 @@ pub struct BenchArgs {
     /// vCPU counts of the scale family (comma-separated).
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1u32, 2, 4, 8], value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
     pub scale_vcpus: Vec<u32>,
+    /// Run the measurements N times (1..=20) and print each headline figure's spread (min / median / max); the JSON keeps every repeat's figures.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub repeat: u32,
     /// Switches per vCPU count in the scale family (default 30, --quick 8).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=100_000))]
     pub scale_switches: Option<u32>,
 }
 
+/// A duration option of the suite (`5s`, `500ms`; a bare number is seconds), in seconds.
 fn parse_secs(s: &str) -> Result<f64, String> {
-    let secs: f64 = s.parse().map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if !secs.is_finite() || secs <= 0.0 || secs > MAX_BENCH_SECS {
-        return Err(format!("'{s}' must be more than 0 and at most {MAX_BENCH_SECS} seconds"));
-    }
-    Ok(secs)
+    let max = std::time::Duration::from_secs_f64(MAX_BENCH_SECS);
+    crate::cli::parse_duration_in(s, crate::cli::Unit::Secs, std::time::Duration::from_millis(1), max)
+        .map(|d| d.as_secs_f64())
 }
 
 /// The suite's settings, every default resolved.
@@ -140,6 +143,8 @@ pub struct SuiteConfig {
     pub switch: PhaseConfig,
     pub scale_vcpus: Vec<u32>,
     pub scale_switches: u32,
+    /// `--repeat`: how many times the measurements run.
+    pub repeat: u32,
 }
 
 impl SuiteConfig {
@@ -181,6 +186,7 @@ impl SuiteConfig {
             },
             scale_vcpus: a.scale_vcpus.clone(),
             scale_switches: a.scale_switches.unwrap_or(if q { 8 } else { 30 }),
+            repeat: a.repeat,
         }
     }
 
@@ -449,8 +455,12 @@ pub struct Suite {
     pub scale: Option<Vec<PhaseResult>>,
     /// Parts that did not run or gave no figure, in words.
     pub failures: Vec<String>,
-    /// Wall time of each family that ran, seconds.
+    /// Wall time of each family that ran, seconds (the last repeat).
     pub family_s: Vec<(Family, f64)>,
+    /// With `--repeat N` (N > 1): every repeat's headline figures and
+    /// failures, and each figure's spread; empty otherwise.
+    pub repeats: Vec<repeat::Repeat>,
+    pub repeat_spread: Vec<repeat::HeadlineSpread>,
     pub exit_code: u8,
 }
 
@@ -472,7 +482,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     }
     let cfg = SuiteConfig::from_args(args);
     let steps = cfg.estimates();
-    let total_est: f64 = steps.iter().map(|s| s.1).sum();
+    let total_est: f64 = steps.iter().map(|s| s.1).sum::<f64>() * f64::from(cfg.repeat);
     eprintln!(
         "rtswitch bench: {} suite, families {}, estimated {} on this project's host",
         if cfg.quick { "quick" } else { "full" },
@@ -488,110 +498,147 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     bar.begin("platform costs".to_string(), 1.0);
     let costs = platform_costs(&exe, cfg.vcpus);
     bar.end();
-    let mut family_s: Vec<(Family, f64)> = Vec::new();
-    let boot = timed(&cfg, Family::Boot, &mut family_s, || {
-        let each = est(Family::Boot) / f64::from(cfg.boots);
-        let boots: Vec<Boot> = (0..cfg.boots)
-            .map(|i| {
-                bar.begin(format!("boot {}/{}", i + 1, cfg.boots), each);
-                let b = boot::boot_once(&exe, cfg.vcpus, &tmp("boot"));
-                bar.end();
-                b
-            })
-            .collect();
-        let s = min_p50_max(&boots.iter().filter_map(|b| b.ready_ms).collect::<Vec<_>>());
-        BootResult { vcpus: cfg.vcpus, min_ms: s.map(|s| s.0), p50_ms: s.map(|s| s.1), max_ms: s.map(|s| s.2), boots }
-    });
-
-    let latency = timed(&cfg, Family::Latency, &mut family_s, || {
-        let each = est(Family::Latency) / latency::RUNS.len() as f64;
-        let runs: Vec<RunOutcome> = latency::RUNS
-            .iter()
-            .map(|&(mode, load)| {
-                bar.begin(format!("latency: {mode} + {load}, {} s", cfg.latency.duration_s), each);
-                let r = latency::run_one(&exe, &cfg.latency, mode, load, &tmp("latency"));
-                if r.exit_code != Some(0) {
-                    bar.note(&format!("rtswitch bench: latency run {mode} + {load} exited with {:?}", r.exit_code));
-                }
-                bar.end();
-                r
-            })
-            .collect();
-        let comparisons = latency::comparisons(&runs);
-        let rt_over_mainline =
-            latency::LOADS.iter().map(|l| (l.to_string(), latency::rt_over_mainline(&runs, l))).collect();
-        LatencyResult { runs, comparisons, rt_over_mainline }
-    });
-
-    let throughput = timed(&cfg, Family::Throughput, &mut family_s, || {
-        let each = est(Family::Throughput) / throughput::CONFIGS.len() as f64;
-        let runs: Vec<ThroughputRun> = throughput::CONFIGS
-            .iter()
-            .map(|&c| {
-                bar.begin(format!("lock throughput: {}, {} s", c.0, cfg.throughput.window_s), each);
-                let r = throughput::run_one(&cfg.throughput, c);
-                bar.end();
-                r
-            })
-            .collect();
-        ThroughputResult {
-            rt_over_mainline: throughput::ratio(&runs, 1, 0),
-            rt_no_spin_over_mainline: throughput::ratio(&runs, 2, 0),
-            spin_on_over_off: throughput::ratio(&runs, 1, 2),
-            runs,
-        }
-    });
-
-    let phase = |config: PhaseConfig, title: String| {
-        bar.begin(title, cfg.phase_est(&config));
-        let steps = 2 * config.count;
-        let r = switching::run_phase(&config, &mut |done| bar.sub(done, steps));
-        bar.end();
-        PhaseResult::of(config, r)
-    };
-    let switch = timed(&cfg, Family::Switch, &mut family_s, || {
-        let [load, idle] = cfg.switch_phases();
-        let under_load = phase(load, format!("switch: {} under the lock load", cfg.switch.count));
-        let idle = phase(idle, format!("switch: {} idle", cfg.switch.count));
-        SwitchResult { under_load, idle }
-    });
-
-    let scale = timed(&cfg, Family::Scale, &mut family_s, || {
-        cfg.scale_phases()
-            .into_iter()
-            .map(|c| {
-                let title = format!("scale: {} vCPUs", c.vcpus);
-                phase(c, title)
-            })
-            .collect::<Vec<_>>()
-    });
-    bar.finish();
-
     let mut host = HostInfo::read();
-    if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(RunOutcome::figures)) {
-        host.kernel_emulated = f.emulated;
-        host.kernel_slowdown = f.calib_ratio;
-    }
     host.platform_costs = costs;
-    let mut suite = Suite {
-        bench_version: BENCH_JSON_VERSION,
-        rtswitch_version: env!("CARGO_PKG_VERSION"),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        started_unix_s,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        host,
-        config: cfg,
-        boot,
-        latency,
-        throughput,
-        switch,
-        scale,
-        failures: Vec::new(),
-        family_s,
-        exit_code: 0,
+    let mut repeats: Vec<repeat::Repeat> = Vec::new();
+    let mut last: Option<Suite> = None;
+    let mut code = ExitCode::Ok;
+    for rep in 1..=cfg.repeat {
+        if cfg.repeat > 1 {
+            bar.note(&format!("rtswitch bench: repeat {rep} of {}", cfg.repeat));
+        }
+        let mut family_s: Vec<(Family, f64)> = Vec::new();
+        let boot = timed(&cfg, Family::Boot, &mut family_s, || {
+            let each = est(Family::Boot) / f64::from(cfg.boots);
+            let boots: Vec<Boot> = (0..cfg.boots)
+                .map(|i| {
+                    bar.begin(format!("boot {}/{}", i + 1, cfg.boots), each);
+                    let b = boot::boot_once(&exe, cfg.vcpus, &tmp("boot"));
+                    bar.end();
+                    b
+                })
+                .collect();
+            let s = min_p50_max(&boots.iter().filter_map(|b| b.ready_ms).collect::<Vec<_>>());
+            BootResult {
+                vcpus: cfg.vcpus,
+                min_ms: s.map(|s| s.0),
+                p50_ms: s.map(|s| s.1),
+                max_ms: s.map(|s| s.2),
+                boots,
+            }
+        });
+
+        let latency = timed(&cfg, Family::Latency, &mut family_s, || {
+            let each = est(Family::Latency) / latency::RUNS.len() as f64;
+            let runs: Vec<RunOutcome> = latency::RUNS
+                .iter()
+                .map(|&(mode, load)| {
+                    bar.begin(format!("latency: {mode} + {load}, {} s", cfg.latency.duration_s), each);
+                    let r = latency::run_one(&exe, &cfg.latency, mode, load, &tmp("latency"));
+                    if r.exit_code != Some(0) {
+                        bar.note(&format!("rtswitch bench: latency run {mode} + {load} exited with {:?}", r.exit_code));
+                    }
+                    bar.end();
+                    r
+                })
+                .collect();
+            let comparisons = latency::comparisons(&runs);
+            let rt_over_mainline =
+                latency::LOADS.iter().map(|l| (l.to_string(), latency::rt_over_mainline(&runs, l))).collect();
+            LatencyResult { runs, comparisons, rt_over_mainline }
+        });
+
+        let throughput = timed(&cfg, Family::Throughput, &mut family_s, || {
+            let each = est(Family::Throughput) / throughput::CONFIGS.len() as f64;
+            let runs: Vec<ThroughputRun> = throughput::CONFIGS
+                .iter()
+                .map(|&c| {
+                    bar.begin(format!("lock throughput: {}, {} s", c.0, cfg.throughput.window_s), each);
+                    let r = throughput::run_one(&cfg.throughput, c);
+                    bar.end();
+                    r
+                })
+                .collect();
+            ThroughputResult {
+                rt_over_mainline: throughput::ratio(&runs, 1, 0),
+                rt_no_spin_over_mainline: throughput::ratio(&runs, 2, 0),
+                spin_on_over_off: throughput::ratio(&runs, 1, 2),
+                runs,
+            }
+        });
+
+        let phase = |config: PhaseConfig, title: String| {
+            bar.begin(title, cfg.phase_est(&config));
+            let steps = 2 * config.count;
+            let r = switching::run_phase(&config, &mut |done| bar.sub(done, steps));
+            bar.end();
+            PhaseResult::of(config, r)
+        };
+        let switch = timed(&cfg, Family::Switch, &mut family_s, || {
+            let [load, idle] = cfg.switch_phases();
+            let under_load = phase(load, format!("switch: {} under the lock load", cfg.switch.count));
+            let idle = phase(idle, format!("switch: {} idle", cfg.switch.count));
+            SwitchResult { under_load, idle }
+        });
+
+        let scale = timed(&cfg, Family::Scale, &mut family_s, || {
+            cfg.scale_phases()
+                .into_iter()
+                .map(|c| {
+                    let title = format!("scale: {} vCPUs", c.vcpus);
+                    phase(c, title)
+                })
+                .collect::<Vec<_>>()
+        });
+        if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(RunOutcome::figures)) {
+            host.kernel_emulated = f.emulated;
+            host.kernel_slowdown = f.calib_ratio;
+        }
+        let mut suite = Suite {
+            bench_version: BENCH_JSON_VERSION,
+            rtswitch_version: env!("CARGO_PKG_VERSION"),
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            started_unix_s,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            host: host.clone(),
+            config: cfg.clone(),
+            boot,
+            latency,
+            throughput,
+            switch,
+            scale,
+            failures: Vec::new(),
+            family_s,
+            repeats: Vec::new(),
+            repeat_spread: Vec::new(),
+            exit_code: 0,
+        };
+        let (failed, c) = failures(&suite);
+        suite.failures = failed;
+        code = code.worst(c);
+        if cfg.repeat > 1 {
+            repeats.push(repeat::Repeat {
+                index: rep,
+                headlines: repeat::headlines(&suite),
+                failures: suite.failures.clone(),
+            });
+        }
+        last = Some(suite);
+    }
+    bar.finish();
+    let Some(mut suite) = last else {
+        eprintln!("rtswitch bench: --repeat 0 measures nothing; give --repeat 1 or more");
+        return ExitCode::BadArguments;
     };
-    let (failures, mut code) = failures(&suite);
-    suite.failures = failures;
+    suite.elapsed_s = started.elapsed().as_secs_f64();
+    // A part that failed in any repeat is a failure of the suite.
+    for r in repeats.iter().filter(|r| r.index < cfg.repeat) {
+        for f in &r.failures {
+            suite.failures.push(format!("repeat {}: {f}", r.index));
+        }
+    }
+    suite.repeat_spread = repeat::spreads(&repeats);
+    suite.repeats = repeats;
     suite.exit_code = code.code();
     print!("{}", render(&suite));
     let mut outputs = write_outputs(&suite, &args.out);
@@ -828,6 +875,9 @@ pub fn render(s: &Suite) -> String {
             ]);
         }
         out.push_str(&grid(&rows, &[]));
+    }
+    if !s.repeat_spread.is_empty() {
+        out.push_str(&repeat::render(&s.repeat_spread, s.repeats.len()));
     }
     if !s.failures.is_empty() {
         out.push_str(&format!("\n{} problem(s):\n", s.failures.len()));

@@ -113,7 +113,7 @@ pub struct Epoch {
     pub mode: &'static str,
     /// `mode` or `switching` (then `mode` is the mode switched from).
     pub kind: &'static str,
-    /// `mainline`, `rt`, or `switching from mainline`.
+    /// `mainline`, `rt`, or `sw:mainline` (switching from mainline).
     pub label: String,
     pub start_tsc: u64,
     /// `null` while the epoch is open.

@@ -36,12 +36,79 @@ fn group(h: &Histogram) -> [String; 7] {
     ]
 }
 
-/// Short epoch label: the mode, `sw:` before it for a switching epoch.
+/// An epoch's label, the same in the summary, `ctl latency`, the JSON and
+/// the plots: the mode, or `sw:` and the mode switched from for a
+/// switching epoch (`sw:mainline`).
 pub fn mode_label(e: &EpochRows) -> String {
-    match e.info.kind {
-        switcher::telemetry::EpochKind::Mode => e.info.mode.name().to_string(),
-        switcher::telemetry::EpochKind::Switching => format!("sw:{}", e.info.mode.name()),
+    e.info.label()
+}
+
+/// Lays out `rows` (cells, the first row the heading) in columns as wide as
+/// their widest cell, separated by one space after a two-space indent;
+/// columns in `left` are left-aligned, the others right-aligned.
+pub fn columns(rows: &[Vec<String>], left: &[usize]) -> Vec<String> {
+    let mut widths: Vec<usize> = Vec::new();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            let n = c.chars().count();
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(n),
+                None => widths.push(n),
+            }
+        }
     }
+    rows.iter()
+        .map(|r| {
+            let mut out = String::from(" ");
+            for (i, (c, w)) in r.iter().zip(&widths).enumerate() {
+                if left.contains(&i) {
+                    let _ = write!(out, " {c:<w$}");
+                } else {
+                    let _ = write!(out, " {c:>w$}");
+                }
+            }
+            out.trim_end().to_string()
+        })
+        .collect()
+}
+
+/// A latency figure for a ratio: µs, and whether it is only a lower bound
+/// (a percentile in the overflow).
+pub type Figure = Option<(f64, bool)>;
+
+/// `a / b` as `1.48x`; `>=` or `<=` when one side is a lower bound only,
+/// `?` when both are, `-` without both figures.
+pub fn ratio(a: Figure, b: Figure) -> String {
+    match (a, b) {
+        (Some((a, a_min)), Some((b, b_min))) if b > 0.0 => match (a_min, b_min) {
+            (false, false) => format!("{:.2}x", a / b),
+            (true, false) => format!(">={:.2}x", a / b),
+            (false, true) => format!("<={:.2}x", a / b),
+            (true, true) => "?".to_string(),
+        },
+        _ => "-".to_string(),
+    }
+}
+
+/// The rt / mainline line from the two modes' thread-latency figures
+/// (p50, p99, max), when both modes were measured.
+pub fn ratio_line(rt: [Figure; 3], mainline: [Figure; 3]) -> Option<String> {
+    if rt.iter().chain(&mainline).all(Option::is_none) || rt[2].is_none() || mainline[2].is_none() {
+        return None;
+    }
+    Some(format!(
+        "rt / mainline thread latency (every epoch of each mode merged): p50 {}, p99 {}, max {}",
+        ratio(rt[0], mainline[0]),
+        ratio(rt[1], mainline[1]),
+        ratio(rt[2], mainline[2])
+    ))
+}
+
+/// p50, p99 and max of a histogram as ratio figures.
+fn figures(h: &Histogram) -> [Figure; 3] {
+    let s = h.stats();
+    let p = |p: Option<Percentile>| p.map(|p| (p.us() as f64, matches!(p, Percentile::AtLeast(_))));
+    [p(s.p50), p(s.p99), s.max_ns.map(|n| (n as f64 / 1000.0, false))]
 }
 
 /// The whole block, lines separated by `\n`, the first prefixed `rtswitch: `.
@@ -73,12 +140,19 @@ pub fn render(m: &Measurement) -> String {
             rows.push(row(e.info.index.to_string(), &label, &e.all));
         }
     }
-    // Older epochs are no longer listed: every epoch of each mode, merged.
-    if m.forgotten > 0 {
-        for t in m.per_mode() {
+    // Every epoch of each mode merged (forgotten ones included), when the
+    // run has more than one epoch.
+    let per_mode = m.per_mode();
+    if m.forgotten > 0 || m.epochs.len() > 1 {
+        for t in &per_mode {
             rows.push(row("all".to_string(), t.mode.name(), &t.all));
         }
     }
+    let of = |mode| per_mode.iter().find(|t| t.mode == mode).map(|t| figures(&t.all.thread));
+    let ratios = match (of(switcher::abi::LockMode::Rt), of(switcher::abi::LockMode::Mainline)) {
+        (Some(rt), Some(ml)) => ratio_line(rt, ml),
+        _ => None,
+    };
     let mut head = vec!["epoch", "mode", "cpu", "samples", "missed", "steal_ms", "|"];
     head.extend(GROUP);
     head.push("|");
@@ -87,21 +161,12 @@ pub fn render(m: &Measurement) -> String {
     let mut widths: Vec<usize> = head.iter().map(String::len).collect();
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
+            *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: &[String]| -> String {
-        let mut out = String::from(" ");
-        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
-            // Mode left-aligned, numbers right-aligned.
-            if i == 1 {
-                let _ = write!(out, " {c:<w$}");
-            } else {
-                let _ = write!(out, " {c:>w$}");
-            }
-        }
-        out
-    };
+    rows.insert(0, head);
+    // Mode left-aligned, numbers right-aligned.
+    let lines = columns(&rows, &[1]);
     // Group titles over the first column of each group.
     let start = |col: usize| -> usize { 1 + widths[..col].iter().map(|w| w + 1).sum::<usize>() + 1 };
     let (irq_at, thread_at) = (start(7), start(15));
@@ -112,9 +177,11 @@ pub fn render(m: &Measurement) -> String {
          the {range} us histogram range; steal_ms: host steal time, the vCPU runnable but not running)\n"
     );
     let _ = writeln!(out, "{}", titles.trim_end());
-    let _ = writeln!(out, "{}", line(&head));
-    for r in &rows {
-        let _ = writeln!(out, "{}", line(r));
+    for l in &lines {
+        let _ = writeln!(out, "{l}");
+    }
+    if let Some(r) = ratios {
+        let _ = writeln!(out, "  {r}");
     }
     for e in &m.epochs {
         if let Some(w) = &e.all.worst {
@@ -209,7 +276,40 @@ mod tests {
         assert!(text.contains("epoch 0 worst thread latency: 250 us on cpu 0"));
         assert!(text.contains("load check: VIOLATED"));
         assert!(text.contains("workload: load locks, 2 threads per CPU, cs 100 us, interval 1000 us"));
-        assert!(!text.contains(" all mainline "), "no totals rows while every epoch is listed");
+        // Two epochs: a row per mode merged, and the rt / mainline ratio
+        // (thread p50 30 vs 5 us, max 250 vs 5 us; mainline p99 overflowed).
+        let all: Vec<&str> = text
+            .lines()
+            .find(|l| l.trim_start().starts_with("all mainline"))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        assert_eq!(&all[..7], ["all", "mainline", "all", "3", "2", "0.0", "|"], "{text}");
+        assert!(
+            text.contains(
+                "rt / mainline thread latency (every epoch of each mode merged): p50 0.17x, p99 <=0.05x, max 0.02x"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn one_epoch_has_no_per_mode_rows_and_ratios_mark_bounds() {
+        let (mem, layout) = region(1, 100);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1], &[10]);
+        let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
+        r.harvest();
+        let text = render(&Measurement::from_reader(&r));
+        assert!(!text.contains(" all mainline ") && !text.contains("rt / mainline"), "{text}");
+        assert_eq!(ratio(Some((300.0, true)), Some((100.0, false))), ">=3.00x");
+        assert_eq!(ratio(Some((300.0, true)), Some((100.0, true))), "?");
+        assert_eq!(ratio(None, Some((100.0, false))), "-");
+        assert_eq!(ratio(Some((1.0, false)), Some((0.0, false))), "-");
+        let rows = columns(&[vec!["a".into(), "bbb".into()], vec!["sw:mainline".into(), "1".into()]], &[0]);
+        assert_eq!(rows, ["  a           bbb", "  sw:mainline   1"]);
     }
 
     #[test]

@@ -157,11 +157,12 @@ impl EpochInfo {
         self.end_tsc != 0
     }
 
-    /// `mainline`, `rt`, or `switching from mainline`.
+    /// `mainline`, `rt`, or `sw:mainline` (a switching epoch, and the mode
+    /// switched from): one name form in the summary, `ctl`, JSON and plots.
     pub fn label(&self) -> String {
         match self.kind {
             EpochKind::Mode => self.mode.name().to_string(),
-            EpochKind::Switching => format!("switching from {}", self.mode.name()),
+            EpochKind::Switching => format!("sw:{}", self.mode.name()),
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::api::protocol::{self, COMMANDS, Command, MAX_REPLY_BYTES, Page, QmpEr
 use crate::api::server::{ApiServer, ClientId, ReadOutcome, SendOutcome};
 use crate::report::json::Detail;
 use crate::report::{self, Measurement};
-use crate::switch::{Finished, Origin, Step, SwitchRecord, VmAccess};
+use crate::switch::{Cancel, Finished, Origin, Step, SwitchRecord, VmAccess};
 use crate::vstate::memory::{self, Text};
 use crate::vstate::vm;
 
@@ -137,6 +137,16 @@ impl Controller {
             Command::ResetLatency => self.reset_latency(),
             Command::QuerySwitches { page } => Ok(self.switches_json(page)),
             Command::XPauseResume => self.pause_resume(),
+            Command::XCancelSwitch => {
+                let (reply, step) = self.cancel_switch();
+                // Reply first, then tell the guest: the cancelled switch's
+                // own reply follows once the guest has thawed.
+                self.send(client, &protocol::reply_ok(reply, id.as_ref()), ops);
+                if let Some(step) = step {
+                    self.on_switch_step(step, ops);
+                }
+                return;
+            }
             Command::Quit => {
                 self.request_shutdown(ShutdownCause::HostQmpQuit, "quit command on the control socket".into());
                 Ok(json!({}))
@@ -321,6 +331,25 @@ impl Controller {
         Ok(seq)
     }
 
+    /// `x-cancel-switch`: the reply, and the step to take after it.
+    fn cancel_switch(&mut self) -> (Value, Option<Step>) {
+        match self.coordinator.cancel(&self.mem) {
+            Cancel::NoSwitch => (json!({"cancelled": false, "reason": "no switch in progress"}), None),
+            Cancel::PastVerdict { seq, patched } => {
+                let reason = if patched {
+                    "past its verdict: the call sites are patched, it completes"
+                } else {
+                    "already being cancelled"
+                };
+                (json!({"cancelled": false, "seq": seq, "reason": reason}), None)
+            }
+            Cancel::Cancelled { seq, step } => {
+                log::info!("switch #{seq} cancelled by a client");
+                (json!({"cancelled": true, "seq": seq}), Some(step))
+            }
+        }
+    }
+
     /// Interrupts CPU 0 about the mailbox, and kicks vCPU 0 so that the
     /// interrupt is taken now even if it is busy in emulated ring 0.
     fn notify_guest_switch(&self) {
@@ -405,8 +434,15 @@ impl Controller {
     }
 
     /// `--switch-every` timer: toggle.
-    pub(super) fn on_switch_every(&mut self, ops: &mut EventOps) {
-        if self.coordinator.in_progress().is_some() || self.ready_at.is_none() {
+    /// `expirations`: timer periods since the last read.
+    pub(super) fn on_switch_every(&mut self, expirations: u64, ops: &mut EventOps) {
+        if self.ready_at.is_none() {
+            return;
+        }
+        let busy = self.coordinator.in_progress().is_some();
+        if let Some((_, ticks)) = self.switch_every.as_mut()
+            && !ticks.on_timer(expirations, busy)
+        {
             return;
         }
         let target = match self.coordinator.mode() {

@@ -267,6 +267,7 @@ fn place_telemetry(config: &RunConfig, kernel_end: u64) -> Result<TelemetryPlace
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
 
 mod control;
+mod pacing;
 
 fn lock(c: &Mutex<Controller>) -> std::sync::MutexGuard<'_, Controller> {
     c.lock().unwrap_or_else(|p| p.into_inner())
@@ -310,8 +311,9 @@ struct Controller {
     switch_waiter: Option<control::SwitchWaiter>,
     /// Deadline of the switch in progress.
     switch_timer: TimerFd,
-    /// `--switch-every`.
+    /// `--switch-every`, its period and its ticks.
     switch_every_timer: Option<TimerFd>,
+    switch_every: Option<(std::time::Duration, pacing::Ticks)>,
     /// Lockup reports from the guest's heartbeats.
     watchdog: Watchdog,
     /// `--stop-above`: the report of the sample that stopped the run.
@@ -340,6 +342,9 @@ impl Controller {
     ) -> Result<Self, RunError> {
         let switch_every_timer = match config.switch_every {
             Some(period) => {
+                if let Some(w) = pacing::start_warning(period, &config.workload) {
+                    console.report(&format!("rtswitch: {w}"));
+                }
                 let mut t = TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?;
                 t.reset(period, Some(period)).map_err(|e| RunError::Host("timerfd", e.into()))?;
                 Some(t)
@@ -390,6 +395,7 @@ impl Controller {
             switch_waiter: None,
             switch_timer: TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?,
             switch_every_timer,
+            switch_every: config.switch_every.map(|p| (p, pacing::Ticks::default())),
             watchdog: Watchdog::new(config.vcpus, config.watchdog),
             stop: None,
             keepup_warned: false,
@@ -695,6 +701,11 @@ impl Controller {
         if let Some(text) = crate::switch::summary(self.coordinator.history()) {
             self.say(&text);
         }
+        if let Some((period, ticks)) = &self.switch_every
+            && let Some(w) = ticks.end_warning(*period, self.coordinator.history())
+        {
+            self.say(&w);
+        }
         let verdict = measurement.load_verdict();
         if verdict == LoadVerdict::Violated {
             self.say("the load's consistency check FAILED: a switchable lock did not protect its data");
@@ -749,10 +760,8 @@ impl MutEventSubscriber for Controller {
             let _ = self.switch_timer.wait();
             self.on_switch_deadline(ops);
         } else if self.switch_every_timer.as_ref().is_some_and(|t| t.as_raw_fd() == fd) {
-            if let Some(t) = self.switch_every_timer.as_mut() {
-                let _ = t.wait();
-            }
-            self.on_switch_every(ops);
+            let expirations = self.switch_every_timer.as_mut().and_then(|t| t.wait().ok()).unwrap_or(1);
+            self.on_switch_every(expirations, ops);
         } else if fd == self.wake.as_raw_fd() {
             let _ = self.wake.read();
             while let Ok(ev) = self.events.try_recv() {
