@@ -19,7 +19,7 @@ fn bad_cli_arguments_are_refused() {
         (&["run", "--memory", "0"], "--memory"),
         (&["run", "--memory", "100000"], "--memory"),
         (&["run", "--duration=-1"], "--duration"),
-        (&["run", "--duration", "soon"], "not a number of seconds"),
+        (&["run", "--duration", "soon"], "unknown unit 'soon'"),
         (&["run", "--serial", "tty0"], "stdout, none or file:PATH"),
         (&["run", "--guest-arg", "two words"], "one non-empty word"),
         (&["run", "--no-such-flag"], "--no-such-flag"),
