@@ -73,8 +73,10 @@ fn a_filtered_run_switches_serves_ctl_and_writes_its_reports() {
     let hist = files.0.join("hist.txt");
     let plot = files.0.join("plot.svg");
     let (h, p) = (hist.to_str().expect("utf-8"), plot.to_str().expect("utf-8"));
-    let vmm =
-        BackgroundVmm::start("seccomp-on", &["--vcpus", "2", "--switch-every", "50", "--histogram", h, "--plot", p]);
+    let vmm = BackgroundVmm::start(
+        "seccomp-on",
+        &["--vcpus", "2", "--switch-every", "50", "--histogram", h, "--histogram-mode", "all", "--plot", p],
+    );
     // Every thread (control + 2 vCPUs; KVM's own worker, kvm-nx-lpage-recovery,
     // is listed too where the kernel has it) is in filter mode (2), with one filter.
     let threads = thread_seccomp(vmm.pid());

@@ -25,9 +25,14 @@ impl RunResult {
     pub fn judge(m: &Measurement, workload: bool, stalls: &[String], stop: Option<&StopInfo>) -> Self {
         let mut reasons = Vec::new();
         if workload && let Some(w) = m.workload.as_ref() {
-            for row in m.per_cpu_whole_run() {
+            let rows = m.per_cpu_whole_run();
+            // A CPU whose periods passed without a single activation: its
+            // thread never ran. (A CPU with no period at all in the window
+            // measured, e.g. a guest that exits before its workload starts,
+            // or a run stopped right after `reset-latency`, is not a stall.)
+            for row in &rows {
                 let Some(cpu) = row.cpu else { continue };
-                if w.measures(cpu) && row.samples == 0 {
+                if w.measures(cpu) && row.samples == 0 && row.missed > 0 {
                     reasons.push(format!(
                         "cpu {cpu} has no latency sample ({} missed periods): its measurement thread never ran",
                         row.missed
