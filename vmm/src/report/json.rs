@@ -10,9 +10,9 @@
 use serde::Serialize;
 use switcher::telemetry::{EpochKind, LoadKind, final_check};
 
-use super::stats::{Histogram, LatencyStats};
-use super::telemetry::Worst;
 use super::{CpuRow, EpochRows, LoadVerdict, Measurement, ReportError, RunInfo};
+use crate::stats::{Histogram, LatencyStats};
+use crate::vstate::telemetry::Worst;
 
 pub const SCHEMA_VERSION: u32 = 2;
 
@@ -37,7 +37,7 @@ pub struct RunReport {
     /// `ok`, `not ok` (with `reasons`) or `stopped above threshold`.
     pub result: super::RunResult,
     /// `--stop-above`: the sample that stopped the run and its cause.
-    pub stop: Option<super::telemetry::StopInfo>,
+    pub stop: Option<crate::vstate::telemetry::StopInfo>,
 }
 
 /// How many epochs there were, and how many `epochs` lists.
@@ -407,12 +407,12 @@ pub fn render(m: &Measurement, info: &RunInfo) -> Result<String, ReportError> {
 pub mod tests {
     use switcher::abi::LockMode;
 
-    use super::super::telemetry::TelemetryReader;
-    use super::super::telemetry::synth::*;
     use super::super::{GuestInfo, summary};
     use super::*;
     use crate::cli::{Cli, Command, RunConfig};
     use crate::exit_code::ExitCode;
+    use crate::vstate::telemetry::TelemetryReader;
+    use crate::vstate::telemetry::synth::*;
 
     pub fn config(args: &[&str]) -> RunConfig {
         use clap::Parser;

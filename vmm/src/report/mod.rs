@@ -1,9 +1,6 @@
 //! Latency reports: what the VMM makes of the guest's telemetry region
 //! (README.md, "Latency measurement").
 //!
-//! - `telemetry`: reads the region from guest memory (seqlocked records,
-//!   epoch ring) and keeps every epoch seen;
-//! - `stats`: histogram math (percentiles, merging);
 //! - `status`: the live status block (once a second) or, with `--quiet`,
 //!   the progress line;
 //! - `summary`: the table printed at the end of every run that measured;
@@ -16,7 +13,10 @@
 //!
 //! Everything here runs on the control thread (`runner`'s event loop);
 //! nothing blocks on the guest. [`Measurement`] is the model the end-of-run
-//! reports share: per epoch, per CPU and all CPUs, built from the reader.
+//! reports share: per epoch, per CPU and all CPUs, built from the
+//! telemetry reader (`vstate::telemetry`, which reads the region from guest
+//! memory) with the histogram math of `stats`. `report` depends on those,
+//! never the other way.
 
 pub mod cyclictest;
 pub mod cyclictest_json;
@@ -25,11 +25,9 @@ pub mod json;
 pub mod outputs;
 pub mod plot;
 pub mod result;
-pub mod stats;
 pub mod status;
 pub mod stop;
 pub mod summary;
-pub mod telemetry;
 
 use std::path::Path;
 
@@ -37,10 +35,12 @@ use switcher::abi::LockMode;
 use switcher::telemetry::{EpochKind, LoadKind, final_check};
 
 pub use self::result::RunResult;
-use self::stats::Histogram;
-use self::telemetry::{CpuEntry, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState, Worst};
 use crate::cli::RunConfig;
 use crate::exit_code::ExitCode;
+use crate::stats::Histogram;
+use crate::vstate::telemetry::{
+    self, CpuEntry, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState, Worst,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -560,8 +560,8 @@ fn wrote(w: &mut Written, what: &'static str, path: &Path, sel: outputs::Selecti
 
 #[cfg(test)]
 mod tests {
-    use super::telemetry::synth::*;
     use super::*;
+    use crate::vstate::telemetry::synth::*;
     use switcher::telemetry::EpochKind;
 
     fn state() -> WorkloadState {

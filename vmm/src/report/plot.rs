@@ -18,9 +18,9 @@
 use plotters::prelude::*;
 
 use super::histpanel::{self, Area, Line, Scale};
-use super::stats::Histogram;
 use super::summary::mode_label;
 use super::{CpuRow, GroupRows, Measurement, ReportError, RunInfo};
+use crate::stats::Histogram;
 use switcher::telemetry::EpochKind;
 
 const SIZE: (u32, u32) = (1100, 900);
