@@ -39,7 +39,7 @@ use crate::devices::console::Console;
 use crate::devices::hypercall::{GuestPanic, Hypercall};
 use crate::exit_code::ExitCode;
 use crate::report::status::StatusPrinter;
-use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo};
+use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo, RunSettings};
 use crate::seccomp::{self, Sandbox};
 use crate::switch::{Coordinator, SwitchLimits};
 use crate::vstate::hold::HoldGate;
@@ -248,6 +248,19 @@ pub struct TelemetryPlacement {
 
 /// Places the telemetry region at the first 2 MiB boundary above the
 /// kernel image (nothing in the guest uses memory there).
+/// What the reports show of the run's configuration.
+fn report_settings(config: &RunConfig) -> RunSettings {
+    RunSettings {
+        vcpus: config.vcpus,
+        memory_bytes: config.memory_bytes,
+        mode: config.mode,
+        workload: config.workload,
+        hist_buckets: config.hist_buckets,
+        duration: config.duration,
+        outputs: config.output.files(),
+    }
+}
+
 fn place_telemetry(config: &RunConfig, kernel_end: u64) -> Result<TelemetryPlacement, RunError> {
     const ALIGN: u64 = 2 << 20;
     let layout = Layout { cpu_count: config.vcpus as usize, bucket_count: config.hist_buckets as usize };
@@ -713,7 +726,7 @@ impl Controller {
         self.say(&result.line());
         code = code.worst(result.exit_code());
         let info = RunInfo {
-            config,
+            settings: report_settings(config),
             tsc_khz: self.tsc_khz,
             host_ps_per_iter: self.host_ps_per_iter,
             guest: self.guest_info.clone(),
