@@ -36,12 +36,13 @@ use crate::api::protocol::ShutdownCause;
 use crate::api::server::ApiServer;
 use crate::cli::RunConfig;
 use crate::devices::console::Console;
-use crate::devices::hypercall::{GuestPanic, Hypercall};
+use crate::devices::hypercall::{DOORBELL_SIZE, Doorbell, GuestPanic, Hypercall};
 use crate::exit_code::ExitCode;
 use crate::report::status::StatusPrinter;
 use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo, RunSettings};
 use crate::seccomp::{self, Sandbox};
 use crate::switch::{Coordinator, SwitchLimits};
+use crate::vstate::bus::{Bus, BusError};
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, GuestMemory};
 use crate::vstate::telemetry::{StopInfo, TelemetryReader};
@@ -77,6 +78,8 @@ pub enum RunError {
     EventLoop(String),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("device map: {0}")]
+    Bus(#[from] BusError),
 }
 
 impl RunError {
@@ -188,11 +191,13 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let sandbox = Arc::new(Sandbox::new(config.seccomp)?);
     let (tx, rx) = channel();
     let gate = Arc::new(HoldGate::new());
+    let mut mmio = Bus::new();
+    mmio.insert(abi::DOORBELL_ADDR, DOORBELL_SIZE, Arc::new(Doorbell::new(mem.clone(), console.clone())))?;
+    let mmio = Arc::new(mmio);
     let mut handles = Vec::with_capacity(vm.vcpus.len());
     for (cpu, fd) in vm.vcpus.drain(..).enumerate() {
         let ctx = VcpuContext {
-            mem: mem.clone(),
-            console: console.clone(),
+            mmio: mmio.clone(),
             events: tx.clone(),
             wake: wake.clone(),
             gate: gate.clone(),
@@ -292,7 +297,7 @@ struct Controller {
     vm: kvm_ioctls::VmFd,
     mem: Arc<GuestMemory>,
     vcpus: Vec<VcpuHandle>,
-    events: Receiver<VcpuEvent>,
+    events: Receiver<VcpuEvent<Hypercall>>,
     wake: Arc<EventFd>,
     signal: EventFd,
     duration_timer: Option<TimerFd>,
@@ -342,7 +347,7 @@ impl Controller {
         vm: kvm_ioctls::VmFd,
         mem: Arc<GuestMemory>,
         vcpus: Vec<VcpuHandle>,
-        events: Receiver<VcpuEvent>,
+        events: Receiver<VcpuEvent<Hypercall>>,
         wake: Arc<EventFd>,
         signal: EventFd,
         tsc_khz: u32,
@@ -420,9 +425,9 @@ impl Controller {
         }
     }
 
-    fn on_vcpu_event(&mut self, event: VcpuEvent) {
+    fn on_vcpu_event(&mut self, event: VcpuEvent<Hypercall>) {
         match event {
-            VcpuEvent::Hypercall { cpu, call } => self.on_hypercall(cpu, call),
+            VcpuEvent::Device { cpu, event: call } => self.on_hypercall(cpu, call),
             VcpuEvent::TripleFault { cpu } => {
                 self.say(&format!(
                     "rtswitch: guest triple fault on cpu {cpu} (KVM_EXIT_SHUTDOWN): the guest hit an exception it could not handle"
@@ -769,7 +774,7 @@ impl MutEventSubscriber for Controller {
         } else if fd == self.wake.as_raw_fd() {
             let _ = self.wake.read();
             while let Ok(ev) = self.events.try_recv() {
-                if let VcpuEvent::Hypercall { call: Hypercall::Switch(_), .. } = ev {
+                if let VcpuEvent::Device { event: Hypercall::Switch(_), .. } = ev {
                     self.on_guest_switch_notify(ops);
                 } else {
                     self.on_vcpu_event(ev);
