@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use switcher::abi::{self, BootInfo, GuestStatus, LockMode, LockRegistry};
-use switcher::patch::SiteTable;
 use switcher::telemetry::Layout;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
@@ -143,11 +142,11 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         Some(path) => loader::read_kernel_file(path)?.into(),
         None => crate::DEFAULT_KERNEL.into(),
     };
-    // Validate before allocating: a refused kernel costs nothing.
-    loader::validate(&image, config.memory_bytes)?;
-    let sites = SiteTable::from_elf(&image)?;
+    // Parse and validate before allocating: a refused kernel costs nothing.
+    let parsed = loader::parse(&image, config.memory_bytes)?;
     let mem = memory::create(config.memory_bytes)?;
-    let kernel = loader::load(&mem, &image, config.memory_bytes)?;
+    parsed.load(&mem)?;
+    let loader::Kernel { info: kernel, sites, .. } = parsed;
     log::info!("kernel loaded: entry {:#x}, end {:#x}", kernel.entry, kernel.end);
     // Boot-time mode selection: the same all-or-nothing patcher as the
     // runtime switch, before any vCPU exists.
