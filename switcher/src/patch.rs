@@ -103,6 +103,13 @@ impl SiteTable {
     pub fn from_elf(image: &[u8]) -> Result<Self, PatchError> {
         let aligned = AlignedImage::new(image);
         let file = ElfFile64::<Endianness>::parse(aligned.bytes()).map_err(|e| PatchError::Elf(e.to_string()))?;
+        Self::from_elf_file(&file)
+    }
+
+    /// [`from_elf`](Self::from_elf) on an ELF file already parsed, for a
+    /// caller that parses the image once for all it reads (the VMM's
+    /// loader).
+    pub fn from_elf_file(file: &ElfFile64<'_, Endianness>) -> Result<Self, PatchError> {
         let endian = file.endian();
         // Executable segments: [start, end) by physical address, with their
         // file offset for reading the bytes the file holds.
@@ -113,8 +120,8 @@ impl SiteTable {
                 text.push((start, start.saturating_add(ph.p_filesz(endian)), ph.p_offset(endian)));
             }
         }
-        let sites_raw = section_data(&file, SITES_SECTION)?;
-        let impls_raw = section_data(&file, IMPLS_SECTION)?;
+        let sites_raw = section_data(file, SITES_SECTION)?;
+        let impls_raw = section_data(file, IMPLS_SECTION)?;
 
         let mut impls = [[None::<u64>; 2]; LockOp::COUNT];
         for (index, e) in entries(impls_raw, IMPLS_SECTION)?.enumerate() {
@@ -168,8 +175,8 @@ impl SiteTable {
             let site = PatchSite { addr, op, opcode };
             // The file must hold the mainline call: the build's default.
             let off = (seg_off + (addr - seg_start)) as usize;
-            let found: [u8; SITE_LEN] = aligned
-                .bytes()
+            let found: [u8; SITE_LEN] = file
+                .data()
                 .get(off..off + SITE_LEN)
                 .and_then(|b| b.try_into().ok())
                 .ok_or(PatchError::SiteOutsideText { index, addr })?;

@@ -9,7 +9,7 @@ use switcher::abi::{CMDLINE_LEN, GUEST_ARG_SELFTEST, LockMode, MAX_CPUS};
 use switcher::telemetry::{LoadKind, WorkloadRequest};
 
 use crate::devices::console::SerialOutput;
-use crate::report::outputs::HistogramMode;
+use crate::report::outputs::{HistogramMode, OutputFiles};
 
 pub const DEFAULT_VCPUS: u32 = 2;
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
@@ -239,6 +239,21 @@ pub struct OutputArgs {
     /// With --plot: one series per epoch instead of one per mode.
     #[arg(long, requires = "plot")]
     pub plot_per_epoch: bool,
+}
+
+impl OutputArgs {
+    /// The files to write, as the reports take them.
+    pub fn files(&self) -> OutputFiles {
+        OutputFiles {
+            json: self.json.clone(),
+            histogram: self.histogram.clone(),
+            histogram_mode: self.histogram_mode,
+            histogram_irq: self.histogram_irq,
+            cyclictest_json: self.cyclictest_json.clone(),
+            plot: self.plot.clone(),
+            plot_per_epoch: self.plot_per_epoch,
+        }
+    }
 }
 
 /// `--load` values.

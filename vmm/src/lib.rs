@@ -20,6 +20,7 @@ pub mod report;
 pub mod runner;
 pub mod seccomp;
 pub mod signals;
+pub mod stats;
 pub mod stress;
 pub mod switch;
 pub mod vstate;

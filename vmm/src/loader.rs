@@ -1,24 +1,39 @@
-//! Loading the guest kernel: validate the ELF (x86-64, executable, segments
-//! inside guest memory above the boot area, entry in an executable segment,
-//! the rtswitch ABI note), then load it with linux-loader.
+//! Loading the guest kernel. The ELF is parsed once, [`parse`], before
+//! guest memory exists; [`Kernel::load`] then copies it in.
 //!
-//! Validation runs on the whole file before a byte is loaded, so a refused
-//! kernel leaves guest memory untouched and the error names what was wrong.
+//! Which library does what:
+//! - **`object`** parses the image, once, and everything the VMM reads from
+//!   the ELF comes from that one parse: the checks (x86-64, executable,
+//!   segments inside guest memory above the boot area and not overlapping,
+//!   entry in an executable segment, the rtswitch ABI note), what the VMM
+//!   needs to know of the kernel ([`KernelInfo`]: entry, end, text pages),
+//!   and the patch-site tables (`switcher::patch::SiteTable`, read from the
+//!   same parsed file, never from guest memory).
+//! - **`linux-loader`** copies the loadable segments into guest memory at
+//!   their physical addresses (it reads the program headers again to do
+//!   so: that is its interface). Its result (entry, end) is checked
+//!   against the parse, so the two readings of the file cannot disagree
+//!   unnoticed.
+//!
+//! Everything is checked on the whole file before a byte is loaded, so a
+//! refused kernel leaves guest memory untouched and the error names what
+//! was wrong.
 
 use std::io::Cursor;
 
 use linux_loader::loader::{KernelLoader, elf::Elf};
 use object::elf::{EM_X86_64, ET_EXEC, PF_X, PT_LOAD};
-
-/// Guest page size.
-const PAGE: u64 = 4096;
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{Endianness, FileKind};
 use switcher::abi::{AbiNote, KERNEL_LOAD_ADDR, NOTE_NAME, NOTE_TYPE_ABI};
 use switcher::elf::AlignedImage;
+use switcher::patch::{PatchError, SiteTable};
 use vm_memory::GuestAddress;
 
 use crate::vstate::memory::GuestMemory;
+
+/// Guest page size.
+const PAGE: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoaderError {
@@ -65,8 +80,15 @@ pub enum LoaderError {
     BadAbiMagic { found: u64, expected: u64 },
     #[error("kernel speaks rtswitch ABI version {found}, this VMM speaks version {expected}; rebuild the kernel")]
     AbiVersion { found: u32, expected: u32 },
+    #[error("kernel lock call sites: {0}")]
+    Sites(#[from] PatchError),
     #[error("loading the kernel into guest memory failed: {0}")]
     Load(String),
+    #[error(
+        "linux-loader loaded the kernel with entry {loaded_entry:#x} and end {loaded_end:#x}, but the ELF says entry \
+         {entry:#x} and end {end:#x}; the two readings of the file disagree: report this as a bug"
+    )]
+    LoadMismatch { loaded_entry: u64, loaded_end: u64, entry: u64, end: u64 },
 }
 
 /// What the VMM needs to know about a loaded kernel.
@@ -80,8 +102,18 @@ pub struct KernelInfo {
     pub text: std::ops::Range<u64>,
 }
 
-/// Checks that `image` is a kernel this VMM can boot in `memory_bytes`.
-pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderError> {
+/// A guest kernel image, parsed and validated: what the VMM needs of it.
+#[derive(Debug)]
+pub struct Kernel<'a> {
+    image: &'a [u8],
+    pub info: KernelInfo,
+    /// The patch-site tables, read from the ELF.
+    pub sites: SiteTable,
+}
+
+/// Parses `image` (once, with `object`) and checks that it is a kernel this
+/// VMM can boot in `memory_bytes`, its patch-site tables included.
+pub fn parse(image: &[u8], memory_bytes: u64) -> Result<Kernel<'_>, LoaderError> {
     if image.len() < 4 || &image[..4] != b"\x7fELF" {
         return Err(LoaderError::NotElf);
     }
@@ -92,8 +124,15 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
     }
     // object reads ELF structures in place and needs them 8-byte aligned.
     let aligned = AlignedImage::new(image);
-    let image = aligned.bytes();
-    let file = ElfFile64::<Endianness>::parse(image).map_err(|e| LoaderError::Malformed(e.to_string()))?;
+    let file = ElfFile64::<Endianness>::parse(aligned.bytes()).map_err(|e| LoaderError::Malformed(e.to_string()))?;
+    let info = validate(&file, memory_bytes)?;
+    let sites = SiteTable::from_elf_file(&file)?;
+    Ok(Kernel { image, info, sites })
+}
+
+/// The checks of the module comment, on the parsed file.
+fn validate(file: &ElfFile64<'_, Endianness>, memory_bytes: u64) -> Result<KernelInfo, LoaderError> {
+    let image = file.data();
     let header = file.elf_header();
     let endian = file.endian();
     if !header.is_little_endian() {
@@ -170,7 +209,7 @@ pub fn validate(image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderErr
     if !entry_ok {
         return Err(LoaderError::BadEntry(entry));
     }
-    check_abi_note(&file)?;
+    check_abi_note(file)?;
     Ok(KernelInfo { entry, end, text })
 }
 
@@ -199,12 +238,22 @@ fn check_abi_note(file: &ElfFile64<Endianness>) -> Result<(), LoaderError> {
     Err(LoaderError::MissingAbiNote)
 }
 
-/// Validates `image`, then loads it into `mem` at its physical addresses.
-pub fn load(mem: &GuestMemory, image: &[u8], memory_bytes: u64) -> Result<KernelInfo, LoaderError> {
-    let info = validate(image, memory_bytes)?;
-    Elf::load(mem, None, &mut Cursor::new(image), Some(GuestAddress(KERNEL_LOAD_ADDR)))
-        .map_err(|e| LoaderError::Load(e.to_string()))?;
-    Ok(info)
+impl Kernel<'_> {
+    /// Copies the kernel's loadable segments into `mem` at their physical
+    /// addresses (linux-loader), and checks what it loaded against the
+    /// parse: the same entry, and no byte beyond the kernel's end.
+    pub fn load(&self, mem: &GuestMemory) -> Result<(), LoaderError> {
+        let loaded = Elf::load(mem, None, &mut Cursor::new(self.image), Some(GuestAddress(KERNEL_LOAD_ADDR)))
+            .map_err(|e| LoaderError::Load(e.to_string()))?;
+        let (loaded_entry, loaded_end) = (loaded.kernel_load.0, loaded.kernel_end);
+        // linux-loader's end leaves out segments with no file bytes (all
+        // bss), which the parse counts: it may be lower, never higher.
+        if loaded_entry != self.info.entry || loaded_end > self.info.end {
+            let (entry, end) = (self.info.entry, self.info.end);
+            return Err(LoaderError::LoadMismatch { loaded_entry, loaded_end, entry, end });
+        }
+        Ok(())
+    }
 }
 
 /// Reads a kernel file from disk.
@@ -218,7 +267,7 @@ mod tests {
 
     #[test]
     fn embedded_kernel_validates() {
-        let info = validate(crate::DEFAULT_KERNEL, 128 << 20).unwrap();
+        let info = parse(crate::DEFAULT_KERNEL, 128 << 20).unwrap().info;
         assert!(info.entry >= KERNEL_LOAD_ADDR);
         assert!(info.end > info.entry);
         assert!(
@@ -234,32 +283,33 @@ mod tests {
         buf[1..].copy_from_slice(crate::DEFAULT_KERNEL);
         let unaligned = &buf[1..];
         assert_ne!(unaligned.as_ptr().align_offset(8), 0);
-        assert_eq!(validate(unaligned, 128 << 20).unwrap(), validate(crate::DEFAULT_KERNEL, 128 << 20).unwrap());
+        let (a, b) = (parse(unaligned, 128 << 20).unwrap(), parse(crate::DEFAULT_KERNEL, 128 << 20).unwrap());
+        assert_eq!((a.info, a.sites), (b.info, b.sites));
     }
 
     #[test]
     fn refuses_non_elf() {
-        assert!(matches!(validate(b"#!/bin/sh\necho hi\n", 128 << 20), Err(LoaderError::NotElf)));
-        assert!(matches!(validate(b"", 128 << 20), Err(LoaderError::NotElf)));
+        assert!(matches!(parse(b"#!/bin/sh\necho hi\n", 128 << 20), Err(LoaderError::NotElf)));
+        assert!(matches!(parse(b"", 128 << 20), Err(LoaderError::NotElf)));
     }
 
     #[test]
     fn refuses_32_bit() {
         let mut image = crate::DEFAULT_KERNEL.to_vec();
         image[4] = 1; // EI_CLASS = ELFCLASS32
-        assert!(matches!(validate(&image, 128 << 20), Err(LoaderError::Not64Bit)));
+        assert!(matches!(parse(&image, 128 << 20), Err(LoaderError::Not64Bit)));
     }
 
     #[test]
     fn refuses_wrong_machine() {
         let mut image = crate::DEFAULT_KERNEL.to_vec();
         image[18..20].copy_from_slice(&183u16.to_le_bytes()); // EM_AARCH64
-        assert!(matches!(validate(&image, 128 << 20), Err(LoaderError::WrongMachine(183))));
+        assert!(matches!(parse(&image, 128 << 20), Err(LoaderError::WrongMachine(183))));
     }
 
     #[test]
     fn refuses_kernel_that_does_not_fit() {
-        let err = validate(crate::DEFAULT_KERNEL, 1 << 20).unwrap_err();
+        let err = parse(crate::DEFAULT_KERNEL, 1 << 20).unwrap_err();
         assert!(matches!(err, LoaderError::SegmentOutside { .. }), "{err}");
         assert!(err.to_string().contains("does not fit guest memory"));
     }
@@ -279,11 +329,11 @@ mod tests {
         let target = u64_at(&image, loads[0] + 24) + u64_at(&image, loads[0] + 40) / 2;
         image[loads[1] + 16..loads[1] + 24].copy_from_slice(&target.to_le_bytes());
         image[loads[1] + 24..loads[1] + 32].copy_from_slice(&target.to_le_bytes());
-        let err = validate(&image, 128 << 20).unwrap_err();
+        let err = parse(&image, 128 << 20).unwrap_err();
         assert!(matches!(err, LoaderError::SegmentsOverlap { .. }), "{err}");
         assert!(err.to_string().contains("overlap in guest memory"), "{err}");
         // Segments that touch end to end are fine (the embedded kernel's).
-        assert!(validate(crate::DEFAULT_KERNEL, 128 << 20).is_ok());
+        assert!(parse(crate::DEFAULT_KERNEL, 128 << 20).is_ok());
     }
 
     #[test]
@@ -291,7 +341,7 @@ mod tests {
         let mut image = crate::DEFAULT_KERNEL.to_vec();
         let pos = image.windows(9).position(|w| w == NOTE_NAME).expect("the embedded kernel has the note");
         image[pos] = b'X';
-        assert!(matches!(validate(&image, 128 << 20), Err(LoaderError::MissingAbiNote)));
+        assert!(matches!(parse(&image, 128 << 20), Err(LoaderError::MissingAbiNote)));
     }
 
     #[test]
@@ -301,13 +351,15 @@ mod tests {
         // name (9 bytes padded to 12), then magic (8), then version.
         let v = pos + 12 + 8;
         image[v..v + 4].copy_from_slice(&99u32.to_le_bytes());
-        assert!(matches!(validate(&image, 128 << 20), Err(LoaderError::AbiVersion { found: 99, .. })));
+        assert!(matches!(parse(&image, 128 << 20), Err(LoaderError::AbiVersion { found: 99, .. })));
     }
 
     #[test]
     fn loads_into_memory() {
         let mem = crate::vstate::memory::create(128 << 20).unwrap();
-        let info = load(&mem, crate::DEFAULT_KERNEL, 128 << 20).unwrap();
+        let kernel = parse(crate::DEFAULT_KERNEL, 128 << 20).unwrap();
+        kernel.load(&mem).unwrap();
+        let info = kernel.info;
         use vm_memory::Bytes;
         let mut at_entry = [0u8; 16];
         mem.read_slice(&mut at_entry, GuestAddress(info.entry)).unwrap();
@@ -337,8 +389,9 @@ mod site_table_tests {
     #[test]
     fn patching_the_loaded_kernel_round_trips() {
         let mem = memory::create(128 << 20).unwrap();
-        super::load(&mem, crate::DEFAULT_KERNEL, 128 << 20).unwrap();
-        let t = SiteTable::from_elf(crate::DEFAULT_KERNEL).unwrap();
+        let kernel = super::parse(crate::DEFAULT_KERNEL, 128 << 20).unwrap();
+        kernel.load(&mem).unwrap();
+        let t = kernel.sites;
         let text = Text(&mem);
         assert_eq!(t.current_mode(&text), Ok(LockMode::Mainline));
         assert_eq!(t.plan(&text, LockMode::Mainline, LockMode::Rt).unwrap().apply(&text), Ok(t.len()));

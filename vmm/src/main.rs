@@ -24,7 +24,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => match args.into_config() {
             // Output paths are checked before the boot: a long run is not
             // wasted on a file that cannot be written.
-            Ok(config) => match rtswitch::report::outputs::check(&config.output, config.workload.bucket_us) {
+            Ok(config) => match rtswitch::report::outputs::check(&config.output.files(), config.workload.bucket_us) {
                 Ok(()) => rtswitch::runner::run(config, started),
                 Err(e) => {
                     eprintln!("rtswitch: error: {e}");

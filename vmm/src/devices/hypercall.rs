@@ -3,10 +3,19 @@
 //! `KVM_EXIT_MMIO` because no memory slot backs the page) into events for
 //! the VMM. Every access is checked: a guest can read or write anything,
 //! of any width, anywhere in the page.
+//!
+//! [`Doorbell`] is the device the runner maps on the vCPUs' MMIO bus
+//! (`vstate::bus`) at `DOORBELL_ADDR`: console output is written at once,
+//! on the vCPU's thread; every other call goes to the control thread, and
+//! an exit or a panic ends the vCPU's thread.
+
+use std::sync::Arc;
 
 use switcher::abi::{self, DOORBELL_ADDR, PanicRecord, doorbell};
 use vm_memory::{Bytes, GuestAddress};
 
+use super::console::Console;
+use crate::vstate::bus::{AccessError, BusDevice, Done};
 use crate::vstate::memory::{GuestMemory, read_abi};
 
 /// Size of the doorbell page.
@@ -55,9 +64,41 @@ pub enum HypercallError {
     ConsoleTooLong(usize),
 }
 
-/// Whether guest-physical `addr` lies in the doorbell page.
-pub fn is_doorbell(addr: u64) -> bool {
-    (DOORBELL_ADDR..DOORBELL_ADDR + DOORBELL_SIZE).contains(&addr)
+/// The doorbell page as a device on the MMIO bus (see the module comment).
+pub struct Doorbell {
+    mem: Arc<GuestMemory>,
+    console: Arc<Console>,
+}
+
+impl Doorbell {
+    /// `mem` is read for panic records and console output, which goes to
+    /// `console`.
+    pub fn new(mem: Arc<GuestMemory>, console: Arc<Console>) -> Self {
+        Self { mem, console }
+    }
+}
+
+impl BusDevice<Hypercall> for Doorbell {
+    fn name(&self) -> &'static str {
+        "hypercall doorbell"
+    }
+
+    fn read(&self, _cpu: u32, _offset: u64, _data: &mut [u8]) -> Result<(), AccessError> {
+        Err(AccessError::WriteOnly)
+    }
+
+    fn write(&self, cpu: u32, offset: u64, data: &[u8]) -> Result<Done<Hypercall>, AccessError> {
+        let call = decode(&self.mem, cpu, DOORBELL_ADDR.wrapping_add(offset), data)
+            .map_err(|e| AccessError::Device(Box::new(e)))?;
+        Ok(match call {
+            Hypercall::Console(bytes) => {
+                self.console.write(&bytes);
+                Done::Handled
+            }
+            Hypercall::Exit(_) | Hypercall::Panic(_) => Done::NotifyAndStop(call),
+            _ => Done::Notify(call),
+        })
+    }
 }
 
 /// Decodes a write of `data` to doorbell address `addr`. `mem` is read for
@@ -154,7 +195,6 @@ mod tests {
         );
         assert_eq!(decode(&mem, 0, at(0x777), &[0; 8]), Err(HypercallError::UnknownRegister(0x777)));
         assert_eq!(decode(&mem, 0, at(doorbell::EXIT + 1), &[0; 8]), Err(HypercallError::UnknownRegister(1)));
-        assert!(is_doorbell(at(0xfff)) && !is_doorbell(at(0x1000)) && !is_doorbell(DOORBELL_ADDR - 1));
     }
 
     #[test]

@@ -41,7 +41,7 @@
 use std::fmt::Write;
 
 use super::CpuRow;
-use super::stats::Histogram;
+use crate::stats::Histogram;
 
 /// One column: a histogram and the cycle numbers of its logged overflows.
 struct Column<'a> {
@@ -109,9 +109,9 @@ mod tests {
 
     use super::super::Measurement;
     use super::super::json::tests::measurement;
-    use super::super::telemetry::TelemetryReader;
-    use super::super::telemetry::synth::*;
     use super::*;
+    use crate::vstate::telemetry::TelemetryReader;
+    use crate::vstate::telemetry::synth::*;
 
     /// What a cyclictest histogram parser makes of a file.
     #[derive(Debug, Default)]

@@ -10,9 +10,9 @@
 use serde::Serialize;
 use switcher::telemetry::{EpochKind, LoadKind, final_check};
 
-use super::stats::{Histogram, LatencyStats};
-use super::telemetry::Worst;
 use super::{CpuRow, EpochRows, LoadVerdict, Measurement, ReportError, RunInfo};
+use crate::stats::{Histogram, LatencyStats};
+use crate::vstate::telemetry::Worst;
 
 pub const SCHEMA_VERSION: u32 = 2;
 
@@ -37,7 +37,7 @@ pub struct RunReport {
     /// `ok`, `not ok` (with `reasons`) or `stopped above threshold`.
     pub result: super::RunResult,
     /// `--stop-above`: the sample that stopped the run and its cause.
-    pub stop: Option<super::telemetry::StopInfo>,
+    pub stop: Option<crate::vstate::telemetry::StopInfo>,
 }
 
 /// How many epochs there were, and how many `epochs` lists.
@@ -316,7 +316,7 @@ pub fn epoch_totals(m: &Measurement, retained_max: usize) -> EpochTotals {
 
 /// Builds the report.
 pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
-    let c = info.config;
+    let c = &info.settings;
     let opt = |v: u32| (v != 0).then_some(v);
     let config = Config {
         vcpus: c.vcpus,
@@ -407,20 +407,29 @@ pub fn render(m: &Measurement, info: &RunInfo) -> Result<String, ReportError> {
 pub mod tests {
     use switcher::abi::LockMode;
 
-    use super::super::telemetry::TelemetryReader;
-    use super::super::telemetry::synth::*;
-    use super::super::{GuestInfo, summary};
+    use super::super::{GuestInfo, RunSettings, summary};
     use super::*;
-    use crate::cli::{Cli, Command, RunConfig};
     use crate::exit_code::ExitCode;
+    use crate::vstate::telemetry::TelemetryReader;
+    use crate::vstate::telemetry::synth::*;
 
-    pub fn config(args: &[&str]) -> RunConfig {
-        use clap::Parser;
-        let mut argv = vec!["rtswitch", "run"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).unwrap().command {
-            Command::Run(r) => r.into_config().unwrap(),
-            other => panic!("not a run: {other:?}"),
+    /// A run's settings as `rtswitch run --hist-max-us 100` gives them
+    /// (2 vCPUs, mainline, the locks load, guest defaults otherwise).
+    pub fn settings() -> RunSettings {
+        RunSettings {
+            vcpus: 2,
+            memory_bytes: 128 << 20,
+            mode: LockMode::Mainline,
+            workload: switcher::telemetry::WorkloadRequest {
+                load: LoadKind::Locks as u32,
+                enabled: 1,
+                measure_prio: 99,
+                bucket_us: 1,
+                ..Default::default()
+            },
+            hist_buckets: 100,
+            duration: None,
+            outputs: Default::default(),
         }
     }
 
@@ -444,9 +453,9 @@ pub mod tests {
         Measurement::from_reader(&r)
     }
 
-    pub fn info(config: &RunConfig) -> RunInfo<'_> {
+    pub fn info(settings: RunSettings) -> RunInfo {
         RunInfo {
-            config,
+            settings,
             tsc_khz: 2_000_000,
             host_ps_per_iter: Some(300),
             guest: Some(GuestInfo {
@@ -469,9 +478,10 @@ pub mod tests {
 
     #[test]
     fn json_has_the_whole_result_and_agrees_with_the_table() {
-        let config = config(&["--cs-us", "300", "--hist-max-us", "100"]);
+        let mut settings = settings();
+        settings.workload.cs_us = 300;
         let m = measurement();
-        let text = render(&m, &info(&config)).unwrap();
+        let text = render(&m, &info(settings)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["schema_version"], 2);
         assert_eq!(v["epoch_totals"], serde_json::json!({"seen": 2, "listed": 2, "forgotten": 0, "retained_max": 64}));

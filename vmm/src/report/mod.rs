@@ -1,9 +1,6 @@
 //! Latency reports: what the VMM makes of the guest's telemetry region
 //! (README.md, "Latency measurement").
 //!
-//! - `telemetry`: reads the region from guest memory (seqlocked records,
-//!   epoch ring) and keeps every epoch seen;
-//! - `stats`: histogram math (percentiles, merging);
 //! - `status`: the live status block (once a second) or, with `--quiet`,
 //!   the progress line;
 //! - `summary`: the table printed at the end of every run that measured;
@@ -16,7 +13,12 @@
 //!
 //! Everything here runs on the control thread (`runner`'s event loop);
 //! nothing blocks on the guest. [`Measurement`] is the model the end-of-run
-//! reports share: per epoch, per CPU and all CPUs, built from the reader.
+//! reports share: per epoch, per CPU and all CPUs, built from the
+//! telemetry reader (`vstate::telemetry`, which reads the region from guest
+//! memory) with the histogram math of `stats`. `report` depends on those,
+//! never the other way. It does not know the command line either: the
+//! runner passes the run's settings as [`RunSettings`] (with the output
+//! files, [`outputs::OutputFiles`]).
 
 pub mod cyclictest;
 pub mod cyclictest_json;
@@ -25,22 +27,23 @@ pub mod json;
 pub mod outputs;
 pub mod plot;
 pub mod result;
-pub mod stats;
 pub mod status;
 pub mod stop;
 pub mod summary;
-pub mod telemetry;
 
 use std::path::Path;
+use std::time::Duration;
 
 use switcher::abi::LockMode;
-use switcher::telemetry::{EpochKind, LoadKind, final_check};
+use switcher::telemetry::{EpochKind, LoadKind, WorkloadRequest, final_check};
 
+use self::outputs::OutputFiles;
 pub use self::result::RunResult;
-use self::stats::Histogram;
-use self::telemetry::{CpuEntry, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState, Worst};
-use crate::cli::RunConfig;
 use crate::exit_code::ExitCode;
+use crate::stats::Histogram;
+use crate::vstate::telemetry::{
+    self, CpuEntry, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState, Worst,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -439,10 +442,27 @@ pub struct GuestInfo {
     pub kernel_version: String,
 }
 
+/// What the run was asked to do, as the reports show it (the runner
+/// takes it from the command line).
+#[derive(Clone, Debug)]
+pub struct RunSettings {
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    /// The boot mode.
+    pub mode: LockMode,
+    /// The workload request for the guest (zeros: guest defaults).
+    pub workload: WorkloadRequest,
+    /// Histogram buckets (of `workload.bucket_us`).
+    pub hist_buckets: u32,
+    /// `--duration`; `None`: until the guest stops.
+    pub duration: Option<Duration>,
+    pub outputs: OutputFiles,
+}
+
 /// What the run was and how it ended, besides the telemetry.
 #[derive(Clone, Debug)]
-pub struct RunInfo<'a> {
-    pub config: &'a RunConfig,
+pub struct RunInfo {
+    pub settings: RunSettings,
     pub tsc_khz: u32,
     /// The host's speed on the calibration loop (ps per iteration).
     pub host_ps_per_iter: Option<u64>,
@@ -465,7 +485,7 @@ pub struct RunInfo<'a> {
     pub stop: Option<telemetry::StopInfo>,
 }
 
-impl RunInfo<'_> {
+impl RunInfo {
     pub fn emulated(&self) -> Option<bool> {
         match (&self.guest, self.host_ps_per_iter) {
             (Some(g), Some(h)) => Some(crate::host_speed::is_emulated(g.calib_ps_per_iter, h)),
@@ -475,7 +495,7 @@ impl RunInfo<'_> {
 
     /// One line for titles: `2 vCPUs, mainline, load locks (x2, cs 100 us), interval 1000 us`.
     pub fn describe(&self, m: &Measurement) -> String {
-        let c = self.config;
+        let c = &self.settings;
         let load = match &m.workload {
             Some(w) if w.load == LoadKind::None => "load none".to_string(),
             Some(w) => format!("load {} (x{}, cs {} us)", w.load.name(), w.load_threads, w.cs_us),
@@ -492,7 +512,7 @@ impl RunInfo<'_> {
 /// cyclictest-format file written (their names depend on the modes that
 /// ran) for the caller to print.
 pub fn write_outputs(m: &Measurement, info: &RunInfo) -> Written {
-    let out = &info.config.output;
+    let out = &info.settings.outputs;
     let mut w = Written::default();
     if let Some(base) = &out.histogram {
         for (path, sel) in outputs::files_for(base, out.histogram_mode, m) {
@@ -560,8 +580,8 @@ fn wrote(w: &mut Written, what: &'static str, path: &Path, sel: outputs::Selecti
 
 #[cfg(test)]
 mod tests {
-    use super::telemetry::synth::*;
     use super::*;
+    use crate::vstate::telemetry::synth::*;
     use switcher::telemetry::EpochKind;
 
     fn state() -> WorkloadState {
@@ -611,10 +631,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rtswitch-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (j, h, p) = (dir.join("a.json"), dir.join("a.hist"), dir.join("a.svg"));
-        let args = ["--json", j.to_str().unwrap(), "--histogram", h.to_str().unwrap(), "--plot", p.to_str().unwrap()];
-        let config = json::tests::config(&args);
+        let outputs = OutputFiles {
+            json: Some(j.clone()),
+            histogram: Some(h.clone()),
+            plot: Some(p.clone()),
+            ..Default::default()
+        };
         let m = json::tests::measurement();
-        let written = write_outputs(&m, &json::tests::info(&config));
+        let written = write_outputs(&m, &json::tests::info(RunSettings { outputs, ..json::tests::settings() }));
         assert!(written.errors.is_empty());
         // Both modes ran: one histogram per mode, named by the rule; none under the name given.
         assert!(!h.exists());
@@ -628,9 +652,8 @@ mod tests {
         assert_eq!(v["outcome"]["exit_code"], 0);
         // An unwritable --histogram is reported, and the JSON says the run failed.
         let bad = dir.join("missing/a.hist");
-        let args = ["--json", j.to_str().unwrap(), "--histogram", bad.to_str().unwrap()];
-        let config = json::tests::config(&args);
-        let errors = write_outputs(&m, &json::tests::info(&config)).errors;
+        let outputs = OutputFiles { json: Some(j.clone()), histogram: Some(bad), ..Default::default() };
+        let errors = write_outputs(&m, &json::tests::info(RunSettings { outputs, ..json::tests::settings() })).errors;
         assert_eq!(errors.len(), 2, "one per mode file: {errors:?}");
         assert!(errors[0].to_string().contains("--histogram"), "{}", errors[0]);
         assert!(errors[1].to_string().contains("a.rt.hist"), "{}", errors[1]);

@@ -31,7 +31,27 @@ use std::path::{Path, PathBuf};
 use switcher::abi::LockMode;
 
 use super::Measurement;
-use crate::cli::OutputArgs;
+
+/// The files a run writes besides its summary (the command line's output
+/// options, as the runner passes them on).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OutputFiles {
+    /// `--json`.
+    pub json: Option<PathBuf>,
+    /// `--histogram` (cyclictest -h format).
+    pub histogram: Option<PathBuf>,
+    /// `--histogram-mode`: which mode epochs `histogram` and
+    /// `cyclictest_json` hold.
+    pub histogram_mode: HistogramMode,
+    /// `--histogram-irq`: IRQ-latency columns in `histogram`.
+    pub histogram_irq: bool,
+    /// `--cyclictest-json`.
+    pub cyclictest_json: Option<PathBuf>,
+    /// `--plot` (SVG).
+    pub plot: Option<PathBuf>,
+    /// `--plot-per-epoch`: a series per epoch instead of per mode.
+    pub plot_per_epoch: bool,
+}
 
 /// `--histogram-mode` values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -135,7 +155,7 @@ fn candidates(base: &Path, mode: HistogramMode) -> Vec<PathBuf> {
 
 /// Checks every output path before the VM boots (see the module comment);
 /// `bucket_us` is the run's histogram bucket width (`--bucket-us`).
-pub fn check(out: &OutputArgs, bucket_us: u32) -> Result<(), OutputError> {
+pub fn check(out: &OutputFiles, bucket_us: u32) -> Result<(), OutputError> {
     if let Some(p) = &out.histogram
         && bucket_us > 1
     {
@@ -245,7 +265,7 @@ mod tests {
     fn paths_are_checked_without_leaving_files() {
         let dir = scratch("check");
         let h = dir.join("h.txt");
-        let out = OutputArgs {
+        let out = OutputFiles {
             histogram: Some(h.clone()),
             json: Some(dir.join("r.json")),
             plot: Some(dir.join("p.SVG")),
@@ -259,19 +279,19 @@ mod tests {
         check(&out, 1).unwrap();
         assert_eq!(std::fs::read_to_string(&h).unwrap(), "keep");
 
-        let bad = OutputArgs { plot: Some(dir.join("p.png")), ..Default::default() };
+        let bad = OutputFiles { plot: Some(dir.join("p.png")), ..Default::default() };
         let e = check(&bad, 1).unwrap_err().to_string();
         assert!(e.contains("SVG only") && e.contains(".svg"), "{e}");
-        let bad = OutputArgs { json: Some(dir.join("missing/r.json")), ..Default::default() };
+        let bad = OutputFiles { json: Some(dir.join("missing/r.json")), ..Default::default() };
         let e = check(&bad, 1).unwrap_err().to_string();
         assert!(e.starts_with("--json ") && e.contains("does not exist"), "{e}");
-        let bad = OutputArgs { histogram: Some(dir.clone()), ..Default::default() };
+        let bad = OutputFiles { histogram: Some(dir.clone()), ..Default::default() };
         assert!(check(&bad, 1).unwrap_err().to_string().contains("is a directory"));
-        let bad = OutputArgs { json: Some(h.clone()), histogram: Some(h.clone()), ..Default::default() };
+        let bad = OutputFiles { json: Some(h.clone()), histogram: Some(h.clone()), ..Default::default() };
         assert!(check(&bad, 1).unwrap_err().to_string().contains("both name"));
-        let hist = OutputArgs { histogram: Some(dir.join("h")), ..Default::default() };
+        let hist = OutputFiles { histogram: Some(dir.join("h")), ..Default::default() };
         assert!(check(&hist, 5).unwrap_err().to_string().contains("--bucket-us 5"));
-        let json = OutputArgs { cyclictest_json: Some(dir.join("c.json")), ..Default::default() };
+        let json = OutputFiles { cyclictest_json: Some(dir.join("c.json")), ..Default::default() };
         check(&json, 5).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -283,7 +303,7 @@ mod tests {
         if unsafe { libc::geteuid() } == 0 {
             return;
         }
-        let bad = OutputArgs { json: Some(PathBuf::from("/proc/r.json")), ..Default::default() };
+        let bad = OutputFiles { json: Some(PathBuf::from("/proc/r.json")), ..Default::default() };
         assert!(check(&bad, 1).unwrap_err().to_string().contains("cannot be written"));
     }
 }

@@ -18,9 +18,9 @@
 use plotters::prelude::*;
 
 use super::histpanel::{self, Area, Line, Scale};
-use super::stats::Histogram;
 use super::summary::mode_label;
 use super::{CpuRow, GroupRows, Measurement, ReportError, RunInfo};
+use crate::stats::Histogram;
 use switcher::telemetry::EpochKind;
 
 const SIZE: (u32, u32) = (1100, 900);
@@ -50,7 +50,7 @@ fn bins(h: &Histogram, width: u64, end_us: u64) -> Vec<(u64, u64)> {
 
 /// The SVG text.
 pub fn render(m: &Measurement, info: &RunInfo) -> Result<String, ReportError> {
-    let path = info.config.output.plot.as_ref().map_or_else(String::new, |p| p.display().to_string());
+    let path = info.settings.outputs.plot.as_ref().map_or_else(String::new, |p| p.display().to_string());
     let mut svg = String::new();
     draw(m, info, &mut svg).map_err(|why| ReportError::Plot { path, why })?;
     Ok(svg)
@@ -63,7 +63,7 @@ fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String>
     let title = format!("rtswitch latency: {}", info.describe(m));
     let root = root.titled(&title, ("sans-serif", 22)).map_err(|e| err(&e))?;
     let panels = root.split_evenly((2, 1));
-    let (thread, irq): (Vec<Series>, Vec<Series>) = if info.config.output.plot_per_epoch {
+    let (thread, irq): (Vec<Series>, Vec<Series>) = if info.settings.outputs.plot_per_epoch {
         m.epochs
             .iter()
             .map(|e| {
@@ -137,13 +137,15 @@ fn panel(area: &Area<'_>, caption: &str, series: &[Series]) -> Result<(), String
 
 #[cfg(test)]
 mod tests {
-    use super::super::json::tests::{config, info, measurement};
+    use super::super::RunSettings;
+    use super::super::json::tests::{info, measurement, settings};
+    use super::super::outputs::OutputFiles;
     use super::*;
 
     #[test]
     fn plot_is_a_non_empty_svg_with_a_series_per_mode() {
-        let config = config(&["--hist-max-us", "100", "--plot", "x.svg"]);
-        let svg = render(&measurement(), &info(&config)).unwrap();
+        let outputs = OutputFiles { plot: Some("x.svg".into()), ..Default::default() };
+        let svg = render(&measurement(), &info(RunSettings { outputs, ..settings() })).unwrap();
         assert!(svg.contains("mainline (1 epoch): 4 samples"), "{svg}");
         assert!(svg.contains("rt (1 epoch): 3 samples"));
         assert!(!svg.contains("epoch 0 "));
@@ -152,8 +154,8 @@ mod tests {
 
     #[test]
     fn plot_per_epoch_draws_a_series_per_epoch() {
-        let config = config(&["--hist-max-us", "100", "--plot", "x.svg", "--plot-per-epoch"]);
-        let svg = render(&measurement(), &info(&config)).unwrap();
+        let outputs = OutputFiles { plot: Some("x.svg".into()), plot_per_epoch: true, ..Default::default() };
+        let svg = render(&measurement(), &info(RunSettings { outputs, ..settings() })).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..80.min(svg.len())]);
         assert!(svg.trim_end().ends_with("</svg>"));
         assert!(svg.contains("epoch 0 mainline: 4 samples"));
@@ -184,7 +186,6 @@ mod tests {
 
     #[test]
     fn empty_measurement_still_draws() {
-        let config = config(&[]);
         let m = Measurement {
             cpu_count: 1,
             bucket_count: 100,
@@ -194,6 +195,6 @@ mod tests {
             groups: vec![],
             forgotten: 0,
         };
-        assert!(render(&m, &info(&config)).unwrap().contains("</svg>"));
+        assert!(render(&m, &info(settings())).unwrap().contains("</svg>"));
     }
 }

@@ -7,8 +7,8 @@
 use serde::Serialize;
 
 use super::Measurement;
-use super::telemetry::StopInfo;
 use crate::exit_code::ExitCode;
+use crate::vstate::telemetry::StopInfo;
 
 /// What the run's measurement amounts to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -24,8 +24,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use super::stats::Histogram;
-use super::telemetry::TelemetryReader;
+use crate::stats::Histogram;
+use crate::vstate::telemetry::TelemetryReader;
 
 /// Runs shorter than this get no progress line with `--quiet`.
 pub const PROGRESS_MIN_RUN: Duration = Duration::from_secs(5);
@@ -170,8 +170,8 @@ mod tests {
     use switcher::abi::LockMode;
     use switcher::telemetry::EpochKind;
 
-    use super::super::telemetry::synth::*;
     use super::*;
+    use crate::vstate::telemetry::synth::*;
 
     fn setup() -> (TelemetryReader, std::sync::Arc<crate::vstate::memory::GuestMemory>, switcher::telemetry::Layout) {
         let (mem, layout) = region(2, 1000);

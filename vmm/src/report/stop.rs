@@ -13,7 +13,7 @@
 
 use std::fmt::Write;
 
-use super::telemetry::StopInfo;
+use crate::vstate::telemetry::StopInfo;
 
 /// The lines printed for a stop report; `locks` are the names of the
 /// switchable locks the interrupted task held when the VMM looked.

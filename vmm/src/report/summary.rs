@@ -13,8 +13,8 @@
 
 use std::fmt::Write;
 
-use super::stats::{Histogram, Percentile};
 use super::{CpuRow, EpochRows, Measurement, load_check_line, workload_line};
+use crate::stats::{Histogram, Percentile};
 
 const GROUP: [&str; 7] = ["min", "avg", "p50", "p99", "p99.9", "max", "ovf"];
 
@@ -236,9 +236,9 @@ mod tests {
     use switcher::abi::LockMode;
     use switcher::telemetry::EpochKind;
 
-    use super::super::telemetry::TelemetryReader;
-    use super::super::telemetry::synth::*;
     use super::*;
+    use crate::vstate::telemetry::TelemetryReader;
+    use crate::vstate::telemetry::synth::*;
 
     #[test]
     fn table_has_a_row_per_cpu_and_epoch_and_the_checks() {

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
 use switcher::abi::{self, BootInfo, GuestStatus, LockMode, LockRegistry};
-use switcher::patch::SiteTable;
 use switcher::telemetry::Layout;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
@@ -36,15 +35,16 @@ use crate::api::protocol::ShutdownCause;
 use crate::api::server::ApiServer;
 use crate::cli::RunConfig;
 use crate::devices::console::Console;
-use crate::devices::hypercall::{GuestPanic, Hypercall};
+use crate::devices::hypercall::{DOORBELL_SIZE, Doorbell, GuestPanic, Hypercall};
 use crate::exit_code::ExitCode;
 use crate::report::status::StatusPrinter;
-use crate::report::telemetry::{StopInfo, TelemetryReader};
-use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo};
+use crate::report::{self, GuestInfo, LoadVerdict, Measurement, RunInfo, RunSettings};
 use crate::seccomp::{self, Sandbox};
 use crate::switch::{Coordinator, SwitchLimits};
+use crate::vstate::bus::{Bus, BusError};
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, GuestMemory};
+use crate::vstate::telemetry::{StopInfo, TelemetryReader};
 use crate::vstate::vcpu::{self, VcpuContext, VcpuEvent, VcpuHandle};
 use crate::vstate::vm;
 use crate::watchdog::Watchdog;
@@ -77,6 +77,8 @@ pub enum RunError {
     EventLoop(String),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error("device map: {0}")]
+    Bus(#[from] BusError),
 }
 
 impl RunError {
@@ -140,11 +142,11 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         Some(path) => loader::read_kernel_file(path)?.into(),
         None => crate::DEFAULT_KERNEL.into(),
     };
-    // Validate before allocating: a refused kernel costs nothing.
-    loader::validate(&image, config.memory_bytes)?;
-    let sites = SiteTable::from_elf(&image)?;
+    // Parse and validate before allocating: a refused kernel costs nothing.
+    let parsed = loader::parse(&image, config.memory_bytes)?;
     let mem = memory::create(config.memory_bytes)?;
-    let kernel = loader::load(&mem, &image, config.memory_bytes)?;
+    parsed.load(&mem)?;
+    let loader::Kernel { info: kernel, sites, .. } = parsed;
     log::info!("kernel loaded: entry {:#x}, end {:#x}", kernel.entry, kernel.end);
     // Boot-time mode selection: the same all-or-nothing patcher as the
     // runtime switch, before any vCPU exists.
@@ -188,11 +190,13 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let sandbox = Arc::new(Sandbox::new(config.seccomp)?);
     let (tx, rx) = channel();
     let gate = Arc::new(HoldGate::new());
+    let mut mmio = Bus::new();
+    mmio.insert(abi::DOORBELL_ADDR, DOORBELL_SIZE, Arc::new(Doorbell::new(mem.clone(), console.clone())))?;
+    let mmio = Arc::new(mmio);
     let mut handles = Vec::with_capacity(vm.vcpus.len());
     for (cpu, fd) in vm.vcpus.drain(..).enumerate() {
         let ctx = VcpuContext {
-            mem: mem.clone(),
-            console: console.clone(),
+            mmio: mmio.clone(),
             events: tx.clone(),
             wake: wake.clone(),
             gate: gate.clone(),
@@ -248,6 +252,19 @@ pub struct TelemetryPlacement {
 
 /// Places the telemetry region at the first 2 MiB boundary above the
 /// kernel image (nothing in the guest uses memory there).
+/// What the reports show of the run's configuration.
+fn report_settings(config: &RunConfig) -> RunSettings {
+    RunSettings {
+        vcpus: config.vcpus,
+        memory_bytes: config.memory_bytes,
+        mode: config.mode,
+        workload: config.workload,
+        hist_buckets: config.hist_buckets,
+        duration: config.duration,
+        outputs: config.output.files(),
+    }
+}
+
 fn place_telemetry(config: &RunConfig, kernel_end: u64) -> Result<TelemetryPlacement, RunError> {
     const ALIGN: u64 = 2 << 20;
     let layout = Layout { cpu_count: config.vcpus as usize, bucket_count: config.hist_buckets as usize };
@@ -280,7 +297,7 @@ struct Controller {
     vm: kvm_ioctls::VmFd,
     mem: Arc<GuestMemory>,
     vcpus: Vec<VcpuHandle>,
-    events: Receiver<VcpuEvent>,
+    events: Receiver<VcpuEvent<Hypercall>>,
     wake: Arc<EventFd>,
     signal: EventFd,
     duration_timer: Option<TimerFd>,
@@ -331,7 +348,7 @@ impl Controller {
         vm: kvm_ioctls::VmFd,
         mem: Arc<GuestMemory>,
         vcpus: Vec<VcpuHandle>,
-        events: Receiver<VcpuEvent>,
+        events: Receiver<VcpuEvent<Hypercall>>,
         wake: Arc<EventFd>,
         signal: EventFd,
         tsc_khz: u32,
@@ -413,9 +430,9 @@ impl Controller {
         }
     }
 
-    fn on_vcpu_event(&mut self, event: VcpuEvent) {
+    fn on_vcpu_event(&mut self, event: VcpuEvent<Hypercall>) {
         match event {
-            VcpuEvent::Hypercall { cpu, call } => self.on_hypercall(cpu, call),
+            VcpuEvent::Device { cpu, event: call } => self.on_hypercall(cpu, call),
             VcpuEvent::TripleFault { cpu } => {
                 self.say(&format!(
                     "rtswitch: guest triple fault on cpu {cpu} (KVM_EXIT_SHUTDOWN): the guest hit an exception it could not handle"
@@ -724,7 +741,7 @@ impl Controller {
         self.say(&result.line());
         code = code.worst(result.exit_code());
         let info = RunInfo {
-            config,
+            settings: report_settings(config),
             tsc_khz: self.tsc_khz,
             host_ps_per_iter: self.host_ps_per_iter,
             guest: self.guest_info.clone(),
@@ -765,7 +782,7 @@ impl MutEventSubscriber for Controller {
         } else if fd == self.wake.as_raw_fd() {
             let _ = self.wake.read();
             while let Ok(ev) = self.events.try_recv() {
-                if let VcpuEvent::Hypercall { call: Hypercall::Switch(_), .. } = ev {
+                if let VcpuEvent::Device { event: Hypercall::Switch(_), .. } = ev {
                     self.on_guest_switch_notify(ops);
                 } else {
                     self.on_vcpu_event(ev);

@@ -1,11 +1,13 @@
 //! vCPU threads.
 //!
 //! One host thread per vCPU, named `vcpu<N>`, runs `KVM_RUN` in a loop and
-//! handles the exits that reach userspace (MMIO writes to the hypercall
-//! doorbell, console output among them; anything else is logged with its
-//! details). What the VMM
-//! must act on is sent to the control thread as a [`VcpuEvent`] over a
-//! channel, with an EventFd to wake its epoll loop.
+//! handles the exits that reach userspace: MMIO goes to the device that the
+//! MMIO bus (`bus`) maps at its address (the hypercall doorbell; console
+//! output among its calls), a write to the guest's text ends the run, and
+//! anything else is logged with its details. What the VMM must act on is
+//! sent to the control thread as a [`VcpuEvent`] over a channel, with an
+//! EventFd to wake its epoll loop. `E` is what the devices tell the control
+//! thread; this module names no device.
 //!
 //! ```text
 //!   Created --start--> Running --(exit hypercall, panic, triple fault,
@@ -30,17 +32,15 @@ use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::devices::console::Console;
-use crate::devices::hypercall::{self, Hypercall};
+use crate::vstate::bus::{Bus, Done};
 use crate::vstate::hold::HoldGate;
-use crate::vstate::memory::GuestMemory;
 
-/// What a vCPU thread tells the control thread.
+/// What a vCPU thread tells the control thread; `E`: what a device said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VcpuEvent {
-    Hypercall {
+pub enum VcpuEvent<E> {
+    Device {
         cpu: u32,
-        call: Hypercall,
+        event: E,
     },
     /// `KVM_EXIT_SHUTDOWN`: the guest triple-faulted.
     TripleFault {
@@ -126,10 +126,10 @@ impl VcpuHandle {
 }
 
 /// Everything a vCPU thread needs besides its fd.
-pub struct VcpuContext {
-    pub mem: Arc<GuestMemory>,
-    pub console: Arc<Console>,
-    pub events: Sender<VcpuEvent>,
+pub struct VcpuContext<E> {
+    /// The devices by guest-physical address.
+    pub mmio: Arc<Bus<E>>,
+    pub events: Sender<VcpuEvent<E>>,
     pub wake: Arc<EventFd>,
     /// The stop-machine gate (`hold`).
     pub gate: Arc<HoldGate>,
@@ -139,8 +139,8 @@ pub struct VcpuContext {
     pub sandbox: Arc<crate::seccomp::Sandbox>,
 }
 
-impl VcpuContext {
-    fn send(&self, event: VcpuEvent) {
+impl<E> VcpuContext<E> {
+    fn send(&self, event: VcpuEvent<E>) {
         // The control thread outlives the vCPU threads; a failed send only
         // means it is already tearing down.
         let _ = self.events.send(event);
@@ -151,7 +151,7 @@ impl VcpuContext {
 }
 
 /// Starts vCPU `cpu`'s thread, named `vcpu<cpu>`.
-pub fn spawn(cpu: u32, fd: VcpuFd, ctx: VcpuContext) -> std::io::Result<VcpuHandle> {
+pub fn spawn<E: Send + 'static>(cpu: u32, fd: VcpuFd, ctx: VcpuContext<E>) -> std::io::Result<VcpuHandle> {
     let stop = Arc::new(AtomicBool::new(false));
     let thread_stop = stop.clone();
     let thread =
@@ -165,7 +165,7 @@ enum Next {
     Finish,
 }
 
-fn run_loop(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext, stop: &AtomicBool) {
+fn run_loop<E>(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext<E>, stop: &AtomicBool) {
     KVM_RUN.with(|r| r.set(fd.get_kvm_run() as *mut kvm_run));
     let mut unexpected = 0u64;
     if let Err(e) = ctx.sandbox.enter(crate::seccomp::Thread::Vcpu(cpu)) {
@@ -200,37 +200,41 @@ fn run_loop(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext, stop: &AtomicBool) {
     ctx.send(VcpuEvent::Finished { cpu });
 }
 
-fn handle_exit(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext, unexpected: &mut u64) -> Next {
+fn handle_exit<E>(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext<E>, unexpected: &mut u64) -> Next {
     match exit {
-        VcpuExit::MmioWrite(addr, data) if hypercall::is_doorbell(addr) => {
-            match hypercall::decode(&ctx.mem, cpu, addr, data) {
-                Ok(Hypercall::Console(bytes)) => {
-                    ctx.console.write(&bytes);
+        VcpuExit::MmioWrite(addr, data) if let Some((device, offset)) = ctx.mmio.find(addr) => {
+            match device.write(cpu, offset, data) {
+                Ok(Done::Handled) => Next::Continue,
+                Ok(Done::Notify(event)) => {
+                    ctx.send(VcpuEvent::Device { cpu, event });
                     Next::Continue
                 }
-                Ok(call) => {
-                    let last = matches!(call, Hypercall::Exit(_) | Hypercall::Panic(_));
-                    ctx.send(VcpuEvent::Hypercall { cpu, call });
-                    if last { Next::Finish } else { Next::Continue }
+                Ok(Done::NotifyAndStop(event)) => {
+                    ctx.send(VcpuEvent::Device { cpu, event });
+                    Next::Finish
                 }
                 Err(e) => {
-                    log_unexpected(cpu, unexpected, format_args!("bad hypercall: {e}"));
+                    log_unexpected(cpu, unexpected, format_args!("bad write to the {}: {e}", device.name()));
                     Next::Continue
                 }
             }
         }
         VcpuExit::MmioRead(addr, data) => {
-            data.fill(0xff);
-            let what = if hypercall::is_doorbell(addr) {
-                "of the hypercall doorbell (write-only)"
-            } else {
-                "(no device there)"
+            let refused = match ctx.mmio.find(addr) {
+                Some((device, offset)) => match device.read(cpu, offset, data) {
+                    Ok(()) => None,
+                    Err(e) => Some(format!("of the {} ({e})", device.name())),
+                },
+                None => Some("(no device there)".to_string()),
             };
-            log_unexpected(
-                cpu,
-                unexpected,
-                format_args!("MMIO read of {} bytes at {addr:#x} {what} returns all ones", data.len()),
-            );
+            if let Some(what) = refused {
+                data.fill(0xff);
+                log_unexpected(
+                    cpu,
+                    unexpected,
+                    format_args!("MMIO read of {} bytes at {addr:#x} {what} returns all ones", data.len()),
+                );
+            }
             Next::Continue
         }
         VcpuExit::MmioWrite(addr, data) if ctx.text.contains(&addr) => {

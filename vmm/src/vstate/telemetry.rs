@@ -59,7 +59,7 @@ use switcher::telemetry::{
 };
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
-use super::stats::Histogram;
+use crate::stats::Histogram;
 use crate::vstate::memory::{Abi, GuestMemory};
 
 /// Most epochs kept in detail.
@@ -804,7 +804,7 @@ fn decode_worst(w: &WorstSample) -> Worst {
 }
 
 /// Builders of synthetic telemetry regions, for tests here and in the
-/// other report modules.
+/// report modules.
 #[cfg(test)]
 pub mod synth {
     use switcher::telemetry::HistSummary;
@@ -936,7 +936,7 @@ pub mod synth {
 mod tests {
     use super::synth::*;
     use super::*;
-    use crate::report::stats::Percentile;
+    use crate::stats::Percentile;
 
     fn reader(mem: &Arc<GuestMemory>, layout: Layout) -> TelemetryReader {
         TelemetryReader::new(mem.clone(), ADDR, layout)

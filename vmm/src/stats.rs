@@ -7,7 +7,9 @@
 //! beyond "at least the histogram range": `Percentile::AtLeast(range_us)`,
 //! never a made-up number.
 //!
-//! Pure host code: no guest memory, no I/O.
+//! Pure host code: no guest memory, no I/O. Shared by the telemetry reader
+//! (`vstate::telemetry`), which builds histograms from guest records, and
+//! the reports (`report`).
 
 use serde::Serialize;
 use switcher::telemetry::HistSummary;
