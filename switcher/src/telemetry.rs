@@ -272,6 +272,11 @@ pub struct CpuMeasureState {
     pub cycles: u64,
     /// Deadline of its last recorded activation.
     pub last_deadline_tsc: u64,
+    /// The last `TelemetryHeader::reset_gen` this CPU acted on (its record
+    /// of the current epoch was emptied then): until it equals the
+    /// header's, a reader shows that record as empty.
+    pub reset_seen: u32,
+    pub _reserved: u32,
 }
 
 /// A scheduler event in the per-CPU trace ring.
@@ -519,7 +524,7 @@ const _: () = {
     assert!(core::mem::size_of::<StopReport>() == 88 + 32 * TRACE_LEN);
     assert!(
         core::mem::size_of::<TelemetryHeader>()
-            == 152 + 32 * EPOCH_SLOTS + 24 * crate::abi::MAX_CPUS + core::mem::size_of::<StopReport>()
+            == 152 + 32 * EPOCH_SLOTS + 32 * crate::abi::MAX_CPUS + core::mem::size_of::<StopReport>()
     );
 };
 

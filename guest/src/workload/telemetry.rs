@@ -550,6 +550,9 @@ pub fn record_sample(cpu: usize, s: &Sample, next: u64) {
     {
         let w = window_for(u64::MAX);
         reset_record(record(w.slot, cpu), &layout());
+        // Tell the readers the record is empty now (until then they show
+        // it as empty themselves).
+        atomic32!((*h).cpus[cpu].reset_seen).store(reset_gen, Ordering::Release);
     }
     let w = window_for(s.deadline_tsc);
     with_record(cpu, &w, |rec, layout| record_activation(rec, layout, s));

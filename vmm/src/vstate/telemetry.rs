@@ -344,6 +344,9 @@ pub struct TelemetryReader {
     forgotten: u64,
     /// Epochs below this index were forgotten or reset: never read again.
     floor: u64,
+    /// `reset-latency`: the generation asked for, while some CPU has not
+    /// emptied its record yet (its record of epoch `floor` reads as empty).
+    reset_pending: Option<u32>,
     /// The last problem logged, so that a persistent one is logged once.
     last_logged: Option<String>,
     buf: Vec<u8>,
@@ -361,6 +364,7 @@ impl TelemetryReader {
             merged: Vec::new(),
             forgotten: 0,
             floor: 0,
+            reset_pending: None,
             last_logged: None,
             buf: vec![0; layout.cpu_stride()],
         }
@@ -427,9 +431,11 @@ impl TelemetryReader {
                 what: "the guest has not initialised it yet".into(),
             });
         }
+        let generation = header.reset_gen.wrapping_add(1);
         self.mem
-            .write_obj(header.reset_gen.wrapping_add(1), GuestAddress(field))
+            .write_obj(generation, GuestAddress(field))
             .map_err(|e| TelemetryError::Memory { addr: field, what: e.to_string() })?;
+        self.reset_pending = Some(generation);
         self.epochs.clear();
         self.merged.clear();
         self.forgotten = 0;
@@ -451,6 +457,14 @@ impl TelemetryReader {
             Err(e) => return self.rejected(e),
         };
         let current = workload.current_epoch;
+        if let Some(generation) = self.reset_pending {
+            let acked = (0..self.layout.cpu_count)
+                .filter(|&c| workload.measures(c))
+                .all(|c| header.cpus.get(c).is_some_and(|s| s.reset_seen == generation));
+            if acked {
+                self.reset_pending = None;
+            }
+        }
         self.workload = Some(workload);
         let mut problems = Vec::new();
         for (slot, eh) in header.epochs.iter().enumerate() {
@@ -612,6 +626,14 @@ impl TelemetryReader {
             match read_record(&self.mem, offset, &self.layout, &mut self.buf) {
                 Ok(mut snapshot) => {
                     snapshot.set_bucket_us(bucket_us);
+                    // `reset-latency` asked for, not yet done by this CPU:
+                    // what its record holds is from before the reset.
+                    let pending = self.reset_pending;
+                    if pending
+                        .is_some_and(|g| info.index == self.floor && h.cpus.get(cpu).is_some_and(|c| c.reset_seen != g))
+                    {
+                        snapshot = CpuSnapshot::empty(self.layout.bucket_count, bucket_us);
+                    }
                     let next = h.cpus.get(cpu).map_or(0, |c| c.next_deadline_tsc);
                     let overdue = if h.running == 1 || info.closed() {
                         overdue_periods(next, h.interval_tsc, info.start_tsc, info.end_tsc, h.now_tsc)
@@ -697,6 +719,25 @@ fn decode_record(buf: &[u8], layout: &Layout) -> Result<CpuSnapshot, String> {
 }
 
 impl CpuSnapshot {
+    /// No samples.
+    fn empty(buckets: usize, bucket_us: u64) -> Self {
+        let h = || Histogram::with_bucket_us(buckets, bucket_us);
+        Self {
+            samples: 0,
+            missed: 0,
+            overdue: 0,
+            irq: h(),
+            thread: h(),
+            corrected: h(),
+            worst: None,
+            steal_ns: 0,
+            max_net_ns: 0,
+            last_thread_ns: 0,
+            last_irq_ns: 0,
+            overflow_cycles: Vec::new(),
+        }
+    }
+
     fn set_bucket_us(&mut self, bucket_us: u64) {
         for hist in [&mut self.irq, &mut self.thread, &mut self.corrected] {
             *hist = std::mem::replace(hist, Histogram::new(0)).in_buckets_of(bucket_us);
@@ -1175,8 +1216,16 @@ mod tests {
         // but what the current epoch records from now on.
         r.request_reset().unwrap();
         assert_eq!((r.forgotten(), r.totals().len(), r.epochs().count()), (0, 0, 0));
+        // Until each CPU has emptied its record, what it holds is from
+        // before the reset: read as empty.
+        r.harvest();
+        assert_eq!(r.total_samples(), 0, "records not yet emptied by the guest read as empty");
         write_record(&mem, &layout, ((n - 1) % 4) as usize, 0, &[1], &[1]);
         write_record(&mem, &layout, ((n - 1) % 4) as usize, 1, &[], &[]);
+        let mut h = mem.read_obj::<Abi<TelemetryHeader>>(GuestAddress(ADDR)).unwrap().0;
+        h.cpus[0].reset_seen = h.reset_gen;
+        h.cpus[1].reset_seen = h.reset_gen;
+        write_header(&mem, &h);
         r.harvest();
         assert_eq!(r.epochs().map(|e| e.info.index).collect::<Vec<_>>(), vec![n - 1]);
         assert_eq!(r.total_samples(), 1);
