@@ -17,6 +17,14 @@ use std::time::Duration;
 /// Exit codes of `rtswitch ctl` (README.md, "Exit codes"; vmm/src/api/ctl.rs).
 pub use rtswitch::api::ctl::CtlExit;
 use rtswitch::child::Launched;
+/// The run report's shared schema (vmm/src/report/json.rs).
+pub use rtswitch::report::json::ReportView;
+
+/// Reads a `--json` report through the schema bench reads it with,
+/// failing the test if it does not match.
+pub fn report_view(v: &serde_json::Value) -> ReportView {
+    ReportView::from_value(v).unwrap_or_else(|e| panic!("the --json report does not read: {e}\n{v}"))
+}
 /// Exit codes of `rtswitch` (README.md, "Exit codes"; vmm/src/exit_code.rs).
 pub use rtswitch::exit_code::ExitCode;
 

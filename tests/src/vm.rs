@@ -146,6 +146,9 @@ impl BackgroundVmm {
         assert!(!self.sock.exists(), "the VMM left its socket file behind:\n{out}");
         let report =
             std::fs::read_to_string(&self.json).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+        if !report.is_null() {
+            crate::report_view(&report);
+        }
         (code, out, report)
     }
 }
