@@ -38,6 +38,8 @@ pub struct ConfigView {
 
 #[derive(Debug, Default, Deserialize)]
 pub struct GuestView {
+    /// From reset to the guest's ready line.
+    pub ready_ms: Option<f64>,
     pub emulated: Option<bool>,
     pub calib_ratio: Option<f64>,
 }
