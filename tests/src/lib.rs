@@ -9,14 +9,22 @@ pub mod guest_logic;
 pub mod qmp;
 pub mod vm;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Exit codes of `rtswitch ctl` (README.md, "Exit codes"; vmm/src/api/ctl.rs).
 pub use rtswitch::api::ctl::CtlExit;
+use rtswitch::child::Launched;
+/// The run report's shared schema (vmm/src/report/json.rs).
+pub use rtswitch::report::json::ReportView;
+
+/// Reads a `--json` report through the schema bench reads it with,
+/// failing the test if it does not match.
+pub fn report_view(v: &serde_json::Value) -> ReportView {
+    ReportView::from_value(v).unwrap_or_else(|e| panic!("the --json report does not read: {e}\n{v}"))
+}
 /// Exit codes of `rtswitch` (README.md, "Exit codes"; vmm/src/exit_code.rs).
 pub use rtswitch::exit_code::ExitCode;
 
@@ -125,48 +133,23 @@ pub fn run_rtswitch(args: &[&str], limit: Duration) -> RunResult {
 
 /// As [`run_rtswitch`], with `env` added to its environment.
 pub fn run_rtswitch_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> RunResult {
-    let mut child = Command::new(rtswitch_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("could not start the rtswitch binary");
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for rtswitch") {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            let stdout = out_reader.join().unwrap_or_default();
-            let stderr = err_reader.join().unwrap_or_default();
-            panic!(
-                "rtswitch {args:?} did not exit within {limit:?}; killed it\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let done = Launched::spawn(
+        Command::new(rtswitch_bin())
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .expect("could not start the rtswitch binary")
+    .finish(limit);
+    let Some(status) = done.status else {
+        panic!(
+            "rtswitch {args:?} did not exit within {limit:?}; killed it\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            done.stdout, done.stderr
+        );
     };
-    RunResult {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-        elapsed: start.elapsed(),
-    }
+    RunResult { status, stdout: done.stdout, stderr: done.stderr, elapsed: done.elapsed }
 }
 
 /// A scratch directory for one test, removed when dropped.

@@ -5,10 +5,12 @@
 //! (a failing test never leaves a VM behind).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rtswitch::api::child::ready_session;
 use rtswitch::api::client::Session;
+use rtswitch::child::Launched;
 use serde_json::{Value, json};
 
 use crate::{Scratch, require_kvm, rtswitch_bin};
@@ -19,7 +21,7 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `rtswitch run --api-sock ... --json ...` in the background.
 pub struct BackgroundVmm {
-    child: Option<Child>,
+    child: Option<Launched>,
     pub sock: PathBuf,
     pub json: PathBuf,
     dir: Scratch,
@@ -49,18 +51,19 @@ impl BackgroundVmm {
             json.display().to_string(),
         ];
         all.extend(args.iter().map(|s| s.to_string()));
-        let child = Command::new(rtswitch_bin())
-            .args(&all)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(dir.0.join("out.log")).expect("log file"))
-            .stderr(std::fs::File::create(dir.0.join("err.log")).expect("log file"))
-            .spawn()
-            .expect("start rtswitch");
+        let child = Launched::spawn(
+            Command::new(rtswitch_bin())
+                .args(&all)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(dir.0.join("out.log")).expect("log file"))
+                .stderr(std::fs::File::create(dir.0.join("err.log")).expect("log file")),
+        )
+        .expect("start rtswitch");
         Self { child: Some(child), sock, json, dir }
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("running").id()
+        self.child.as_ref().expect("running").pid()
     }
 
     pub fn dir(&self) -> &Path {
@@ -86,11 +89,7 @@ impl BackgroundVmm {
     pub fn wait_ready(&self) {
         let start = Instant::now();
         loop {
-            if self.sock.exists()
-                && let Ok(mut s) = Session::connect(&self.sock, REPLY_TIMEOUT)
-                && let Ok(r) = s.execute(json!({"execute": "query-status"}), &mut |_| {})
-                && r["return"]["ready"] == json!(true)
-            {
+            if self.sock.exists() && ready_session(&self.sock, REPLY_TIMEOUT).is_some() {
                 return;
             }
             self.assert_alive("booting");
@@ -126,17 +125,9 @@ impl BackgroundVmm {
     /// exit code and output.
     pub fn wait_exit(&mut self, limit: Duration) -> (i32, String) {
         let mut child = self.child.take().expect("running");
-        let start = Instant::now();
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("wait") {
-                break s;
-            }
-            if start.elapsed() > limit {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("the VMM did not exit within {limit:?}; killed it:\n{}", self.output());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let Some(status) = child.wait_for(limit) else {
+            child.kill();
+            panic!("the VMM did not exit within {limit:?}; killed it:\n{}", self.output());
         };
         (status.code().unwrap_or(-1), self.output())
     }
@@ -155,6 +146,9 @@ impl BackgroundVmm {
         assert!(!self.sock.exists(), "the VMM left its socket file behind:\n{out}");
         let report =
             std::fs::read_to_string(&self.json).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+        if !report.is_null() {
+            crate::report_view(&report);
+        }
         (code, out, report)
     }
 }
@@ -162,8 +156,7 @@ impl BackgroundVmm {
 impl Drop for BackgroundVmm {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            c.kill();
         }
     }
 }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rtswitch_tests::{ExitCode, RunResult, Scratch, require_kvm, run_rtswitch};
+use rtswitch_tests::{ExitCode, RunResult, Scratch, report_view, require_kvm, run_rtswitch};
 use serde_json::Value;
 
 /// Hard limit per run (killed and failed beyond it); a run takes ~2.5 s.
@@ -38,6 +38,7 @@ fn run_json(dir: &Scratch, name: &str, extra: &[&str]) -> (RunResult, Value) {
     let text = std::fs::read_to_string(&json)
         .unwrap_or_else(|e| panic!("--json {} was not written: {e}\n{}", json.display(), r.stderr));
     let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("--json does not parse: {e}\n{text}"));
+    report_view(&v);
     (r, v)
 }
 
@@ -180,7 +181,7 @@ fn check_histogram(path: &Path, v: &Value) {
         let vals = h.footer.get(key).unwrap_or_else(|| panic!("no '# {key}:' line:\n{text}"));
         assert_eq!(vals.len(), VCPUS, "'# {key}:' has one column per CPU:\n{text}");
     }
-    let range = v["config"]["hist_max_us"].as_u64().unwrap();
+    let range = report_view(v).config.hist_max_us.expect("config.hist_max_us");
     assert!(
         h.rows.keys().copied().eq(0..range),
         "every row 0..{} is written, all-zero ones too (rt-tests 2.4)",
@@ -311,8 +312,9 @@ fn honesty_mainline_critical_section_shows_up_and_is_absent_without_load() {
     let cs = CS_US.to_string();
     let common = ["--mode", "mainline", "--quiet", "--interval-us", "10000", "--cs-us", &cs, "--hist-max-us", "50000"];
     let (_, locks) = run_json(&dir, "locks", &[&common[..], &["--load", "locks"]].concat());
-    assert_eq!(locks["workload"]["cs_us"].as_u64(), Some(CS_US), "the explicit --cs-us is what ran");
-    assert_eq!(locks["workload"]["interval_us"], 10000);
+    let ran = report_view(&locks).workload.expect("workload");
+    assert_eq!(ran.cs_us, Some(CS_US), "the explicit --cs-us is what ran");
+    assert_eq!(ran.interval_us, Some(10000));
     let max = thread_all(&locks)["max_us"].as_u64().expect("thread max");
     assert!(max >= CS_US, "mainline + locks: thread latency max {max} us is below the {CS_US} us critical section");
     let per_cpu_max =
@@ -344,7 +346,7 @@ fn load_check_is_ok_under_locks_in_both_modes() {
         assert_eq!(lc["violations"], 0, "{mode}: {lc}");
         assert!(lc["load_ops"].as_u64().unwrap() > 0, "{mode}: the load ran: {lc}");
         assert_eq!(lc["final_tally"], lc["final_locked_total"], "{mode}: {lc}");
-        assert_eq!(v["config"]["mode"], mode);
+        assert_eq!(report_view(&v).config.mode, mode);
         assert_eq!(v["epochs"][0]["mode"], mode);
     }
 }

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod arch;
 pub mod bench;
+pub mod child;
 pub mod cli;
 pub mod devices;
 pub mod exit_code;

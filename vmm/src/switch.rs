@@ -37,6 +37,46 @@ use self::history::SwitchHistory;
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, Abi, GuestMemory, Text};
 
+/// Why a switch (or a pause-resume) failed. Every switch failure means
+/// nothing changed, and says so; the text is the switch record's `reason`.
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchFailure {
+    /// The hold gate closed but some vCPUs never parked (pause-resume).
+    #[error("vCPU(s) {cpus} did not stop within {ms} ms")]
+    NotHeld { cpus: String, ms: u128 },
+    /// The same, during a switch's stop-machine.
+    #[error("vCPU(s) {cpus} did not stop within {ms} ms; nothing was patched")]
+    NotStopped { cpus: String, ms: u128 },
+    #[error("the switch mailbox is unreadable")]
+    MailboxUnreadable,
+    #[error("the mailbox changed under the switch (seq {seq}, state {state}); nothing was patched")]
+    MailboxChanged { seq: u64, state: u32 },
+    #[error("the lock registry is unreadable")]
+    RegistryUnreadable,
+    #[error("the guest's lock registry is not initialised; nothing was patched")]
+    RegistryUninitialised,
+    #[error(
+        "the guest claimed quiescence but its lock registry shows {held} held and {waiters} waiting; nothing was patched"
+    )]
+    RegistryBusy { held: u64, waiters: u64 },
+    #[error("the guest claimed quiescence but {0}; nothing was patched, the mode is unchanged")]
+    LockWord(#[source] locks::LockWordError),
+    /// A site's bytes were not what the plan expects (nothing written).
+    #[error(transparent)]
+    Plan(PatchError),
+    #[error("patching failed after every check passed: {0}")]
+    Patch(#[source] PatchError),
+    /// The guest's freeze did not finish before the quiesce deadline.
+    #[error("{blocker} within {ms} ms; nothing was patched, the mode is unchanged")]
+    Quiesce { blocker: String, ms: u128 },
+    #[error(
+        "cancelled by a client (x-cancel-switch) after {ms} ms{waiting}; nothing was patched, the mode is unchanged"
+    )]
+    Cancelled { ms: u128, waiting: String },
+    #[error("the guest did not acknowledge the switch within {ms} ms (mailbox state {state})")]
+    NoAck { ms: u128, state: u32 },
+}
+
 /// Who asked for a switch (for the reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -120,6 +160,10 @@ pub enum SwitchError {
     Busy(&'static str),
     #[error("the guest cannot take a switch yet: {0}")]
     NotReady(&'static str),
+    #[error("the guest is still booting; try again when it is ready")]
+    Booting,
+    #[error("the VM is shutting down; no switch now")]
+    ShuttingDown,
 }
 
 /// Deadlines of a switch.
@@ -164,7 +208,7 @@ struct Active {
     blackout_us: u64,
     sites_patched: usize,
     /// Set when the switch was cancelled (nothing patched).
-    failure: Option<String>,
+    failure: Option<SwitchFailure>,
     deadline: Instant,
 }
 
@@ -320,11 +364,9 @@ impl Coordinator {
         (vm.kick_all)();
         let held = vm.gate.wait_all_held(vm.all_vcpus_mask, t_close + self.limits.vcpu_stop);
         let outcome = match held {
-            Err(missing) => Err(format!(
-                "vCPU(s) {} did not stop within {} ms; nothing was patched",
-                mask_list(missing),
-                self.limits.vcpu_stop.as_millis()
-            )),
+            Err(missing) => {
+                Err(SwitchFailure::NotStopped { cpus: mask_list(missing), ms: self.limits.vcpu_stop.as_millis() })
+            }
             Ok(()) => {
                 let t_held = Instant::now();
                 let r = check_and_patch(&self.sites, vm.mem, active.seq, active.from, active.to);
@@ -372,10 +414,7 @@ impl Coordinator {
         } else {
             String::new()
         };
-        active.failure = Some(format!(
-            "cancelled by a client (x-cancel-switch) after {} ms{waiting}; nothing was patched, the mode is unchanged",
-            active.requested.elapsed().as_millis()
-        ));
+        active.failure = Some(SwitchFailure::Cancelled { ms: active.requested.elapsed().as_millis(), waiting });
         write_u32(mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::CANCELLED);
         active.phase = Phase::Resuming;
         active.deadline = Instant::now() + self.limits.guest_ack;
@@ -400,11 +439,10 @@ impl Coordinator {
             Phase::Resuming => {
                 // The guest never acknowledged: record the failure; the
                 // mode is whatever was patched (the guest may be wedged).
-                let why = format!(
-                    "the guest did not acknowledge the switch within {} ms (mailbox state {})",
-                    self.limits.guest_ack.as_millis(),
-                    read_mailbox(mem).map_or(u32::MAX, |m| m.state)
-                );
+                let why = SwitchFailure::NoAck {
+                    ms: self.limits.guest_ack.as_millis(),
+                    state: read_mailbox(mem).map_or(u32::MAX, |m| m.state),
+                };
                 active.failure.get_or_insert(why);
                 Step::Finished(self.finish(mem))
             }
@@ -432,7 +470,7 @@ impl Coordinator {
             from: a.from.name(),
             to: a.to.name(),
             ok: a.failure.is_none(),
-            reason: a.failure.unwrap_or_default(),
+            reason: a.failure.map(|e| e.to_string()).unwrap_or_default(),
             timings: SwitchTimings { freeze_us: a.freeze_us, blackout_us: a.blackout_us, total_us },
             sites_patched: a.sites_patched,
             requested_at_s: a.requested_at_s,
@@ -446,15 +484,19 @@ impl Coordinator {
 /// Holds every vCPU and releases it, changing nothing: what the blackout
 /// of a switch costs on this platform without its checks and patch.
 /// Returns the blackout in µs, or which vCPUs did not stop.
-pub fn pause_resume(gate: &HoldGate, kick_all: &dyn Fn(), all_mask: u64, limit: Duration) -> Result<u64, String> {
+pub fn pause_resume(
+    gate: &HoldGate,
+    kick_all: &dyn Fn(),
+    all_mask: u64,
+    limit: Duration,
+) -> Result<u64, SwitchFailure> {
     let t = Instant::now();
     gate.close();
     kick_all();
     let held = gate.wait_all_held(all_mask, t + limit);
     gate.open();
     let us = t.elapsed().as_micros() as u64;
-    held.map(|()| us)
-        .map_err(|missing| format!("vCPU(s) {} did not stop within {} ms", mask_list(missing), limit.as_millis()))
+    held.map(|()| us).map_err(|missing| SwitchFailure::NotHeld { cpus: mask_list(missing), ms: limit.as_millis() })
 }
 
 /// min / p50 / p99 / max of a set of µs figures (nearest rank).
@@ -523,35 +565,28 @@ fn check_and_patch(
     seq: u64,
     from: LockMode,
     to: LockMode,
-) -> Result<usize, String> {
-    let mbox = read_mailbox(mem).ok_or("the switch mailbox is unreadable")?;
+) -> Result<usize, SwitchFailure> {
+    let mbox = read_mailbox(mem).ok_or(SwitchFailure::MailboxUnreadable)?;
     if mbox.seq != seq || mbox.state != mailbox_state::QUIESCENT {
-        return Err(format!(
-            "the mailbox changed under the switch (seq {}, state {}); nothing was patched",
-            mbox.seq, mbox.state
-        ));
+        return Err(SwitchFailure::MailboxChanged { seq: mbox.seq, state: mbox.state });
     }
-    let reg: LockRegistry = memory::read_abi(mem, abi::LOCK_REGISTRY_ADDR).ok_or("the lock registry is unreadable")?;
+    let reg: LockRegistry = memory::read_abi(mem, abi::LOCK_REGISTRY_ADDR).ok_or(SwitchFailure::RegistryUnreadable)?;
     if reg.magic != abi::ABI_MAGIC {
-        return Err("the guest's lock registry is not initialised; nothing was patched".into());
+        return Err(SwitchFailure::RegistryUninitialised);
     }
     if reg.held != 0 || reg.waiters != 0 {
-        return Err(format!(
-            "the guest claimed quiescence but its lock registry shows {} held and {} waiting; nothing was patched",
-            reg.held, reg.waiters
-        ));
+        return Err(SwitchFailure::RegistryBusy { held: reg.held, waiters: reg.waiters });
     }
     // The counters are advisory; the lock words are the truth.
-    locks::check(mem)
-        .map_err(|e| format!("the guest claimed quiescence but {e}; nothing was patched, the mode is unchanged"))?;
+    locks::check(mem).map_err(SwitchFailure::LockWord)?;
     let text = Text(mem);
-    let plan = sites.plan(&text, from, to).map_err(|e: PatchError| e.to_string())?;
-    plan.apply(&text).map_err(|e| format!("patching failed after every check passed: {e}"))
+    let plan = sites.plan(&text, from, to).map_err(SwitchFailure::Plan)?;
+    plan.apply(&text).map_err(SwitchFailure::Patch)
 }
 
 /// The error for a guest that did not quiesce in time, naming the task.
-fn quiesce_failure(mbox: &SwitchMailbox, limit: Duration) -> String {
-    format!("{} within {} ms; nothing was patched, the mode is unchanged", blocker(mbox), limit.as_millis())
+fn quiesce_failure(mbox: &SwitchMailbox, limit: Duration) -> SwitchFailure {
+    SwitchFailure::Quiesce { blocker: blocker(mbox), ms: limit.as_millis() }
 }
 
 /// What the guest's freeze waits for, from the mailbox.
@@ -655,11 +690,11 @@ mod tests {
         m.blocker_name[..5].copy_from_slice(b"hog-1");
         m.blocker_cpu = 1;
         m.blocker_locks = 1;
-        let s = quiesce_failure(&m, Duration::from_millis(500));
+        let s = quiesce_failure(&m, Duration::from_millis(500)).to_string();
         assert!(s.contains("task 'hog-1' on cpu 1") && s.contains("holds 1") && s.contains("500 ms"), "{s}");
         assert!(s.contains("nothing was patched"));
         m.state = mailbox_state::REQUESTED;
-        assert!(quiesce_failure(&m, Duration::from_millis(5)).contains("request not seen"));
+        assert!(quiesce_failure(&m, Duration::from_millis(5)).to_string().contains("request not seen"));
         assert_eq!(mask_list(0b1010), "1, 3");
     }
 }

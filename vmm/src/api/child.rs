@@ -3,12 +3,13 @@
 //! The child is killed and its socket removed when this is dropped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use super::client::Session;
+use crate::child::Launched;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChildVmError {
@@ -19,7 +20,7 @@ pub enum ChildVmError {
 }
 
 pub struct ChildVm {
-    child: Child,
+    child: Launched,
     sock: PathBuf,
 }
 
@@ -31,15 +32,16 @@ impl ChildVm {
     pub fn start(sock: &Path, args: &[String]) -> Result<Self, ChildVmError> {
         let exe = std::env::current_exe().map_err(|e| ChildVmError::Spawn("rtswitch".into(), e))?;
         let _ = std::fs::remove_file(sock);
-        let child = Command::new(&exe)
-            .args(["run", "--quiet", "--serial", "none", "--api-sock"])
-            .arg(sock)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| ChildVmError::Spawn(exe.display().to_string(), e))?;
+        let child = Launched::spawn(
+            Command::new(&exe)
+                .args(["run", "--quiet", "--serial", "none", "--api-sock"])
+                .arg(sock)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .map_err(|e| ChildVmError::Spawn(exe.display().to_string(), e))?;
         Ok(Self { child, sock: sock.to_path_buf() })
     }
 
@@ -47,10 +49,7 @@ impl ChildVm {
     pub fn wait_ready(&self, reply_timeout: Duration) -> Result<Session, ChildVmError> {
         let start = Instant::now();
         while start.elapsed() < READY_LIMIT {
-            if let Ok(mut s) = Session::connect(&self.sock, reply_timeout)
-                && let Ok(r) = s.execute(json!({"execute": "query-status"}), &mut |_| {})
-                && r["return"]["ready"] == json!(true)
-            {
+            if let Some(s) = ready_session(&self.sock, reply_timeout) {
                 return Ok(s);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -65,21 +64,21 @@ impl ChildVm {
     /// Waits for the child to exit (after `quit`); its exit code, or
     /// `None` if it is still running after `limit` or was killed.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
-        let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
+        self.child.wait_for(limit).and_then(|s| s.code())
     }
 }
 
 impl Drop for ChildVm {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
         let _ = std::fs::remove_file(&self.sock);
     }
+}
+
+/// One try at the VM behind `sock`: a negotiated session if it answers
+/// `query-status` with `ready: true`, else `None` (not up yet, booting).
+pub fn ready_session(sock: &Path, reply_timeout: Duration) -> Option<Session> {
+    let mut s = Session::connect(sock, reply_timeout).ok()?;
+    let r = s.execute(json!({"execute": "query-status"}), &mut |_| {}).ok()?;
+    (r["return"]["ready"] == json!(true)).then_some(s)
 }

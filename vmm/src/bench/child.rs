@@ -2,12 +2,13 @@
 //! time, whose `--json` report the benchmark reads: how the latency and
 //! boot families run their VMs.
 
-use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::child::Launched;
 
 /// What one child run left behind.
 #[derive(Debug)]
@@ -21,18 +22,18 @@ pub struct ChildRun {
 
 /// Runs `exe ARGS... --json JSON`, kills it after `limit`, reads and removes the JSON file.
 pub fn run_to_json(exe: &Path, args: &[String], json: &Path, limit: Duration) -> ChildRun {
-    let started = Instant::now();
     let _ = std::fs::remove_file(json);
-    let mut child = match Command::new(exe)
-        .args(args)
-        .arg("--json")
-        .arg(json)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(c) => c,
+    let launched = Launched::spawn(
+        Command::new(exe)
+            .args(args)
+            .arg("--json")
+            .arg(json)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let done = match launched {
+        Ok(l) => l.finish(limit),
         Err(e) => {
             return ChildRun {
                 exit_code: None,
@@ -41,27 +42,9 @@ pub fn run_to_json(exe: &Path, args: &[String], json: &Path, limit: Duration) ->
             };
         }
     };
-    let reader = child.stderr.take().map(|mut err| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        })
-    });
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if started.elapsed() > limit => {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(_) => break None,
-        }
-    };
-    let elapsed_s = started.elapsed().as_secs_f64();
-    let stderr = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    let elapsed_s = done.elapsed.as_secs_f64();
+    let stderr = done.stderr;
+    let status = done.status;
     let tail = {
         let lines: Vec<&str> = stderr.lines().collect();
         lines[lines.len().saturating_sub(6)..].join("\n    ")

@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use super::child::run_to_json;
 use super::table::{cells, grid, opt};
+use crate::report::json::ReportView;
 
 /// Target: rt thread p99 at least this many times lower than mainline's under `--load locks`.
 pub const TARGET_RT_GAIN: f64 = 10.0;
@@ -47,20 +48,7 @@ pub const RUNS: [(&str, &str); 6] =
 /// The loads, in table order.
 pub const LOADS: [&str; 3] = ["none", "cpu", "locks"];
 
-/// A percentile from a run's JSON: `us`, or at least `us` when it fell in
-/// the overflow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Pct {
-    pub us: u64,
-    pub at_least: bool,
-}
-
-impl std::fmt::Display for Pct {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = if self.at_least { format!(">={}", self.us) } else { self.us.to_string() };
-        f.pad(&s)
-    }
-}
+pub use crate::report::json::Pct;
 
 /// What the benchmark takes from one run's `--json` file.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -90,48 +78,38 @@ pub struct RunFigures {
     pub calib_ratio: Option<f64>,
 }
 
-fn pct(v: &Value) -> Option<Pct> {
-    Some(Pct { us: v.get("us")?.as_u64()?, at_least: v.get("at_least")?.as_bool()? })
-}
-
 impl RunFigures {
     /// Reads a run report (`rtswitch run --json`, schema_version 1 or 2): all
     /// CPUs merged over the boot mode's epochs (`modes[]`).
     pub fn from_report(v: &Value) -> Result<Self, String> {
-        let version = v["schema_version"].as_u64();
-        // Version 2 bounded the epoch and switch lists; modes[] (read here) is unchanged.
-        if !matches!(version, Some(1 | 2)) {
-            return Err(format!("unsupported schema_version {}", v["schema_version"]));
-        }
-        let mode = v["config"]["mode"].as_str().ok_or("no config.mode")?;
-        let modes = v["modes"].as_array().ok_or("no modes[]")?;
-        let total = modes
+        let r = ReportView::from_value(v).map_err(|e| e.to_string())?;
+        let mode = r.config.mode.as_str();
+        let total = r
+            .modes
             .iter()
-            .find(|m| m["mode"] == mode)
+            .find(|m| m.mode == mode)
             .ok_or_else(|| format!("no samples in the boot mode {mode} (modes[] has no entry for it)"))?;
-        let (thread, irq) = (&total["thread"], &total["irq"]);
-        let w = &v["workload"];
+        let (thread, irq) = (&total.thread, &total.irq);
+        let w = r.workload.unwrap_or_default();
+        let g = r.guest.unwrap_or_default();
         Ok(Self {
-            samples: total["samples"].as_u64().ok_or("no modes[].samples")?,
-            missed: total["missed"].as_u64().ok_or("no modes[].missed")?,
-            thread_p50: pct(&thread["p50"]),
-            thread_p99: pct(&thread["p99"]),
-            thread_max_us: thread["max_us"].as_u64(),
-            irq_p50: pct(&irq["p50"]),
-            irq_p99: pct(&irq["p99"]),
-            irq_max_us: irq["max_us"].as_u64(),
-            thread_buckets: thread["buckets"]
-                .as_array()
-                .map(|b| b.iter().filter_map(|pair| Some((pair.get(0)?.as_u64()?, pair.get(1)?.as_u64()?))).collect())
-                .unwrap_or_default(),
-            thread_overflow: thread["overflow"].as_u64().unwrap_or(0),
-            hist_max_us: v["config"]["hist_max_us"].as_u64(),
-            load_check: v["load_check"]["result"].as_str().unwrap_or("unknown").to_string(),
-            interval_us: w["interval_us"].as_u64(),
-            cs_us: w["cs_us"].as_u64(),
-            load_threads: w["load_threads"].as_u64(),
-            emulated: v["guest"]["emulated"].as_bool(),
-            calib_ratio: v["guest"]["calib_ratio"].as_f64(),
+            samples: total.samples,
+            missed: total.missed,
+            thread_p50: thread.p50,
+            thread_p99: thread.p99,
+            thread_max_us: thread.max_us,
+            irq_p50: irq.p50,
+            irq_p99: irq.p99,
+            irq_max_us: irq.max_us,
+            thread_buckets: thread.buckets.iter().map(|&[us, n]| (us, n)).collect(),
+            thread_overflow: thread.overflow,
+            hist_max_us: r.config.hist_max_us,
+            load_check: r.load_check.map_or_else(|| "unknown".to_string(), |l| l.result),
+            interval_us: w.interval_us,
+            cs_us: w.cs_us,
+            load_threads: w.load_threads,
+            emulated: g.emulated,
+            calib_ratio: g.calib_ratio,
         })
     }
 }

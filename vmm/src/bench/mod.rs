@@ -282,17 +282,22 @@ pub struct PlatformCost {
     pub p99_ns: u64,
 }
 
+/// Bound on the `platform-costs` run (it runs for 0.2 s after boot).
+const PLATFORM_COSTS_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Boots a guest with `platform-costs` and reads the `cost ...` lines it
 /// prints (empty if the run fails: the suite goes on without them).
 fn platform_costs(exe: &Path, vcpus: u32) -> Vec<PlatformCost> {
-    let out = std::process::Command::new(exe)
-        .args(["run", "--no-workload", "--quiet", "--duration", "0.2", "--vcpus", &vcpus.to_string()])
-        .args(["--guest-arg", "platform-costs"])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output();
-    let Ok(out) = out else { return Vec::new() };
-    parse_platform_costs(&String::from_utf8_lossy(&out.stdout))
+    let launched = crate::child::Launched::spawn(
+        std::process::Command::new(exe)
+            .args(["run", "--no-workload", "--quiet", "--duration", "0.2", "--vcpus", &vcpus.to_string()])
+            .args(["--guest-arg", "platform-costs"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null()),
+    );
+    let Ok(launched) = launched else { return Vec::new() };
+    parse_platform_costs(&launched.finish(PLATFORM_COSTS_LIMIT).stdout)
 }
 
 /// `cost NAME: p50 N ns, p90 N ns, p99 N ns, min N ns` lines.

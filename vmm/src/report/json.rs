@@ -7,7 +7,7 @@
 //! count everything, and `modes` are exact over every epoch (`epoch_count`;
 //! `epochs` lists the indices still in `epochs`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switcher::telemetry::{EpochKind, LoadKind, final_check};
 
 use super::{CpuRow, EpochRows, LoadVerdict, Measurement, ReportError, RunInfo};
@@ -15,6 +15,104 @@ use crate::stats::{Histogram, LatencyStats};
 use crate::vstate::telemetry::Worst;
 
 pub const SCHEMA_VERSION: u32 = 2;
+
+/// The report as its readers (bench, the tests) see it: the fields they
+/// use, deserialized from [`RunReport`]'s output. Schema versions 1 and 2
+/// both read (they differ only in lists not read here); fields a reader
+/// can do without are optional.
+#[derive(Debug, Deserialize)]
+pub struct ReportView {
+    pub schema_version: u32,
+    pub config: ConfigView,
+    pub guest: Option<GuestView>,
+    pub workload: Option<WorkloadView>,
+    pub modes: Vec<ModeView>,
+    pub load_check: Option<LoadCheckView>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConfigView {
+    pub mode: String,
+    pub hist_max_us: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct GuestView {
+    /// From reset to the guest's ready line.
+    pub ready_ms: Option<f64>,
+    pub emulated: Option<bool>,
+    pub calib_ratio: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct WorkloadView {
+    pub interval_us: Option<u64>,
+    pub cs_us: Option<u64>,
+    pub load_threads: Option<u64>,
+}
+
+/// One entry of `modes[]`: all CPUs over every epoch of the mode.
+#[derive(Debug, Deserialize)]
+pub struct ModeView {
+    pub mode: String,
+    pub samples: u64,
+    pub missed: u64,
+    pub irq: HistView,
+    pub thread: HistView,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HistView {
+    pub p50: Option<Pct>,
+    pub p99: Option<Pct>,
+    pub max_us: Option<u64>,
+    #[serde(default)]
+    pub overflow: u64,
+    /// Non-empty buckets `[us, count]`.
+    #[serde(default)]
+    pub buckets: Vec<[u64; 2]>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoadCheckView {
+    /// `ok`, `violated` or `not_run`.
+    pub result: String,
+}
+
+/// A percentile as the report writes it: `us`, or at least `us` when it
+/// fell in the overflow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pct {
+    pub us: u64,
+    pub at_least: bool,
+}
+
+impl std::fmt::Display for Pct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = if self.at_least { format!(">={}", self.us) } else { self.us.to_string() };
+        f.pad(&s)
+    }
+}
+
+/// Why a `--json` report cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportReadError {
+    #[error("unsupported schema_version {0}; this build reads 1 and 2 (re-run with this rtswitch)")]
+    Version(serde_json::Value),
+    #[error("the report does not match its schema ({0}); was it written by rtswitch run --json?")]
+    Schema(#[from] serde_json::Error),
+}
+
+impl ReportView {
+    /// Reads a parsed report, refusing a schema version this build does not know.
+    pub fn from_value(v: &serde_json::Value) -> Result<Self, ReportReadError> {
+        let version = v.get("schema_version").cloned().unwrap_or(serde_json::Value::Null);
+        if !matches!(version.as_u64(), Some(1 | 2)) {
+            return Err(ReportReadError::Version(version));
+        }
+        Ok(Self::deserialize(v)?)
+    }
+}
 
 #[derive(Debug, Serialize)]
 pub struct RunReport {

@@ -28,7 +28,7 @@ use crate::api::protocol::{self, COMMANDS, Command, MAX_REPLY_BYTES, Page, QmpEr
 use crate::api::server::{ApiServer, ClientId, ReadOutcome, SendOutcome};
 use crate::report::json::Detail;
 use crate::report::{self, Measurement};
-use crate::switch::{Cancel, Finished, Origin, Step, SwitchRecord, VmAccess};
+use crate::switch::{Cancel, Finished, Origin, Step, SwitchError, SwitchRecord, VmAccess};
 use crate::vstate::memory::{self, Text};
 use crate::vstate::vm;
 
@@ -158,7 +158,7 @@ impl Controller {
                     self.switch_waiter = Some(SwitchWaiter { client, id });
                     return;
                 }
-                Err(e) => Err(QmpError::generic(e)),
+                Err(e) => Err(QmpError::generic(e.to_string())),
             },
         };
         let mut text = match result {
@@ -297,7 +297,7 @@ impl Controller {
         let limit = self.coordinator.limits().vcpu_stop;
         match crate::switch::pause_resume(&self.gate, &kick_all, vcpu_mask(vcpus.len()), limit) {
             Ok(us) => Ok(json!({"blackout_us": us})),
-            Err(e) => Err(QmpError::generic(e)),
+            Err(e) => Err(QmpError::generic(e.to_string())),
         }
     }
 
@@ -314,14 +314,14 @@ impl Controller {
         target: LockMode,
         origin: Origin,
         ops: &mut EventOps,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, SwitchError> {
         if self.shutdown_reason.is_some() || self.outcome.is_some() {
-            return Err("the VM is shutting down; no switch now".into());
+            return Err(SwitchError::ShuttingDown);
         }
         if self.ready_at.is_none() {
-            return Err("the guest is still booting; try again when it is ready".into());
+            return Err(SwitchError::Booting);
         }
-        let seq = self.coordinator.request(target, origin, &self.mem).map_err(|e| e.to_string())?;
+        let seq = self.coordinator.request(target, origin, &self.mem)?;
         if let Some(seq) = seq {
             log::info!("switch #{seq} to {} requested", target.name());
             self.notify_guest_switch();

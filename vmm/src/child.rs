@@ -1,0 +1,149 @@
+//! The one launcher for child processes (in practice `rtswitch run ...`
+//! VMs): bench, stress, the API's child VM and the end-to-end tests all
+//! start theirs here.
+//!
+//! The caller configures a [`Command`] (arguments, environment, where
+//! stdin/stdout/stderr go); [`Launched::spawn`] starts it and drains any
+//! piped stdout/stderr on reader threads, so a chatty child never blocks
+//! on a full pipe. Every wait is bounded; a child still running when its
+//! handle is dropped is killed and reaped.
+
+use std::io::Read;
+use std::process::{Child, Command, ExitStatus};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often a bounded wait polls the child.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A started child process.
+pub struct Launched {
+    child: Child,
+    reaped: bool,
+    started: Instant,
+    stdout: Option<JoinHandle<String>>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// How a child ended under [`Launched::finish`].
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status; `None` when it was still running at the limit and
+    /// was killed (or could not be waited for).
+    pub status: Option<ExitStatus>,
+    /// Piped stdout and stderr, whole (empty when not piped).
+    pub stdout: String,
+    pub stderr: String,
+    /// From spawn to exit (or kill).
+    pub elapsed: Duration,
+}
+
+impl Finished {
+    /// The exit code; `None` if killed at the limit or ended by a signal.
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<String>> {
+    pipe.map(|mut p| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = p.read_to_string(&mut s);
+            s
+        })
+    })
+}
+
+impl Launched {
+    /// Starts `cmd`; its piped stdout/stderr (if any) are collected.
+    pub fn spawn(cmd: &mut Command) -> std::io::Result<Self> {
+        let started = Instant::now();
+        let mut child = cmd.spawn()?;
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        Ok(Self { child, reaped: false, started, stdout, stderr })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits at most `limit` for the child to exit by itself; `None` if it
+    /// is still running then (it is left running) or cannot be waited for.
+    pub fn wait_for(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    self.reaped = true;
+                    return Some(status);
+                }
+                Ok(None) if start.elapsed() >= limit => return None,
+                Ok(None) => std::thread::sleep(POLL),
+                Err(e) => {
+                    log::warn!("cannot wait for child process {}: {e}", self.child.id());
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Kills the child (if it still runs) and reaps it.
+    pub fn kill(&mut self) {
+        if !self.reaped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
+    }
+
+    /// Waits at most `limit` for the exit, kills the child past it, and
+    /// returns its status and whole piped output.
+    pub fn finish(mut self, limit: Duration) -> Finished {
+        let status = self.wait_for(limit);
+        if status.is_none() {
+            self.kill();
+        }
+        let elapsed = self.started.elapsed();
+        let join = |h: Option<JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
+        let stdout = join(self.stdout.take());
+        let stderr = join(self.stderr.take());
+        Finished { status, stdout, stderr, elapsed }
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Stdio;
+
+    use super::*;
+
+    #[test]
+    fn captures_output_and_status() {
+        let f = Launched::spawn(
+            Command::new("sh")
+                .args(["-c", "echo out; echo err >&2; exit 3"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        )
+        .expect("sh")
+        .finish(Duration::from_secs(10));
+        assert_eq!(f.code(), Some(3));
+        assert_eq!((f.stdout.as_str(), f.stderr.as_str()), ("out\n", "err\n"));
+    }
+
+    #[test]
+    fn kills_at_the_limit() {
+        let f = Launched::spawn(Command::new("sleep").arg("30").stdout(Stdio::piped()))
+            .expect("sleep")
+            .finish(Duration::from_millis(100));
+        assert!(f.status.is_none() && f.elapsed < Duration::from_secs(10), "{f:?}");
+    }
+}
