@@ -165,8 +165,12 @@ pub fn run() {
     let thawed = sched::now_tsc();
     mbox_write!(thawed_tsc, thawed);
     notify_vmm(mailbox_state::COMPLETE);
-    wait_full_period_after(thawed);
-    workload::open_epoch(mode, EpochKind::Mode);
+    // A request that comes during the guard opens its own switching epoch
+    // at once (the next `run`): no mode epoch in between, whose first
+    // periods would still carry this switch.
+    if wait_full_period_after(thawed) {
+        workload::open_epoch(mode, EpochKind::Mode);
+    }
 }
 
 /// Longest wait for the guard (in periods, and at least this many µs): a
@@ -178,10 +182,12 @@ const GUARD_MIN_US: u64 = 50_000;
 /// The Switching epoch's guard: sleeps until every measuring CPU has
 /// recorded an activation whose deadline lies at least one full period
 /// after `thawed` (so its whole period ran in the new mode), bounded.
-fn wait_full_period_after(thawed: u64) {
+/// Returns false when a new switch request came meanwhile (its switching
+/// epoch follows this one directly).
+fn wait_full_period_after(thawed: u64) -> bool {
     let interval_us = u64::from(workload::interval_us());
     if interval_us == 0 {
-        return;
+        return true;
     }
     let interval = sched::us_to_tsc(interval_us);
     let cpus = workload::measure_cpus();
@@ -192,8 +198,12 @@ fn wait_full_period_after(thawed: u64) {
     };
     let limit = sched::now_tsc() + sched::us_to_tsc((GUARD_PERIODS * interval_us).max(GUARD_MIN_US));
     while !done() && sched::now_tsc() < limit {
+        if pending() || crate::irq::shutdown_requested() {
+            return !pending();
+        }
         sched::sleep_us(interval_us / 2 + 1);
     }
+    true
 }
 
 /// Freezes until quiescent; false if the VMM cancelled first.

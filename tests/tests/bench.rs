@@ -190,7 +190,14 @@ fn repeat_prints_the_spread_of_each_headline_and_keeps_every_repeat() {
     );
     r.assert_code(ExitCode::Ok);
     r.assert_contains("spread over 2 repeats (min / median / max of each headline figure");
-    let boot = r.stdout.lines().find(|l| l.trim_start().starts_with("boot p50")).expect("a boot p50 spread row");
+    // The spread table comes after its title (the targets' verdicts, which
+    // also start with "boot p50", come before it).
+    let boot = r
+        .stdout
+        .lines()
+        .skip_while(|l| !l.contains("spread over 2 repeats"))
+        .find(|l| l.trim_start().starts_with("boot p50"))
+        .expect("a boot p50 spread row");
     let cells: Vec<&str> = boot.split_whitespace().collect();
     assert_eq!(cells.len(), 9, "boot p50 ms min median max | two repeats: {boot}");
     let v: Value = serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).expect("bench.json"))
