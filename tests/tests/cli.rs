@@ -95,7 +95,9 @@ fn reset_latency_forgets_closed_epochs_over_the_socket() {
     let q = || json!({"execute": "query-latency", "arguments": {"last": 64}});
     let before = exec(&mut s, q());
     let seen_before = before["return"]["totals"]["seen"].as_u64().unwrap_or(0);
-    assert!(seen_before >= 5, "mainline, 2 x (switching, new mode): {before}");
+    // mainline, 2 x (switching, new mode); the rt mode epoch only if the
+    // second request came after the first switch's guard.
+    assert!(seen_before >= 4, "mainline, switching, [rt], switching, mainline: {before}");
     run_rtswitch(&["ctl", "reset-latency", "--api-sock", &sock], REPLY_TIMEOUT)
         .assert_ctl(CtlExit::Ok)
         .assert_contains("reset");
