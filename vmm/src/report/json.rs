@@ -569,7 +569,7 @@ pub mod tests {
             exit_code: ExitCode::Ok,
             switches: crate::switch::history::SwitchHistory::default(),
             retained_epochs: 64,
-            result: super::super::RunResult { result: "ok", reasons: vec![] },
+            result: super::super::RunResult { result: super::super::result::Verdict::Ok, reasons: vec![] },
             stop: None,
         }
     }

@@ -10,11 +10,31 @@ use super::Measurement;
 use crate::exit_code::ExitCode;
 use crate::vstate::telemetry::StopInfo;
 
+/// The verdict, as the summary and the JSON (`result.result`) spell it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    #[serde(rename = "ok")]
+    Ok,
+    #[serde(rename = "not ok")]
+    NotOk,
+    #[serde(rename = "stopped above threshold")]
+    StoppedAbove,
+}
+
+impl Verdict {
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::NotOk => "not ok",
+            Verdict::StoppedAbove => "stopped above threshold",
+        }
+    }
+}
+
 /// What the run's measurement amounts to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RunResult {
-    /// "ok", "not ok" or "stopped above threshold".
-    pub result: &'static str,
+    pub result: Verdict,
     /// Why not ok (empty when ok).
     pub reasons: Vec<String>,
 }
@@ -47,11 +67,11 @@ impl RunResult {
         }
         reasons.extend(stalls.iter().cloned());
         let result = if !reasons.is_empty() {
-            "not ok"
+            Verdict::NotOk
         } else if stop.is_some() {
-            "stopped above threshold"
+            Verdict::StoppedAbove
         } else {
-            "ok"
+            Verdict::Ok
         };
         Self { result, reasons }
     }
@@ -60,18 +80,18 @@ impl RunResult {
     /// `ExitCode::worst`).
     pub fn exit_code(&self) -> ExitCode {
         match self.result {
-            "not ok" => ExitCode::MeasurementNotOk,
-            "stopped above threshold" => ExitCode::StoppedAbove,
-            _ => ExitCode::Ok,
+            Verdict::NotOk => ExitCode::MeasurementNotOk,
+            Verdict::StoppedAbove => ExitCode::StoppedAbove,
+            Verdict::Ok => ExitCode::Ok,
         }
     }
 
     /// The summary line.
     pub fn line(&self) -> String {
         if self.reasons.is_empty() {
-            format!("result: {}", self.result)
+            format!("result: {}", self.result.name())
         } else {
-            format!("result: {}: {}", self.result, self.reasons.join("; "))
+            format!("result: {}: {}", self.result.name(), self.reasons.join("; "))
         }
     }
 }
