@@ -6,7 +6,8 @@
 use core::fmt;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
-use switcher::abi::{self, BootInfo, CMDLINE_LEN, LockMode};
+use switcher::abi::{self, BootInfo, CMDLINE_LEN};
+use switcher::profile::Profile;
 
 static BOOT_INFO: AtomicPtr<BootInfo> = AtomicPtr::new(ptr::null_mut());
 
@@ -64,7 +65,7 @@ pub fn init(boot_info: *const BootInfo) -> Result<(), BootInfoError> {
         return Err(BootInfoError::CpuCount(cpus));
     }
     let mode = read!(initial_mode);
-    if LockMode::from_u32(mode).is_none() {
+    if Profile::from_u32(mode).is_none() {
         return Err(BootInfoError::Mode(mode));
     }
     Ok(())
@@ -88,8 +89,8 @@ pub fn apic_timer_khz() -> u64 {
 }
 
 /// Checked in [`init`]; `Mainline` before that.
-pub fn initial_mode() -> LockMode {
-    LockMode::from_u32(read!(initial_mode)).unwrap_or(LockMode::Mainline)
+pub fn initial_mode() -> Profile {
+    Profile::from_u32(read!(initial_mode)).unwrap_or(Profile::MAINLINE)
 }
 
 /// The pending [`abi::host_request`] word (the VMM may change it any time).

@@ -37,6 +37,7 @@ mod costs;
 mod faults;
 mod hypercall;
 mod irq;
+mod irqdev;
 #[allow(dead_code)] // Pure PI/waiter-list logic: the reference `Model` is for host tests only.
 mod logic;
 mod mm;
@@ -45,6 +46,7 @@ mod panic;
 mod sched;
 mod selftest;
 mod selftest_ring3;
+mod site;
 mod smp;
 mod status;
 mod sync;

@@ -26,7 +26,8 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
-use switcher::abi::{ABI_MAGIC, LockMode, SWITCH_MAILBOX_ADDR, SwitchMailbox, mailbox_state, vector};
+use switcher::abi::{ABI_MAGIC, SWITCH_MAILBOX_ADDR, SwitchMailbox, mailbox_state, vector};
+use switcher::profile::Profile;
 use switcher::telemetry::EpochKind;
 
 use crate::arch::{apic, cpu, percpu};
@@ -60,10 +61,10 @@ macro_rules! mbox_write {
 }
 
 /// Publishes the mailbox: the VMM accepts switch requests from now on.
-pub fn init(mode: LockMode) {
+pub fn init(mode: Profile) {
     // SAFETY: as for `mbox_read`; nobody else writes it before `magic`.
     unsafe { mailbox().write_volatile(SwitchMailbox::zeroed()) };
-    mbox_write!(mode, mode as u32);
+    mbox_write!(mode, mode.code());
     fence(Ordering::Release);
     mbox_write!(magic, ABI_MAGIC);
 }
@@ -119,7 +120,7 @@ fn advance_state(from: u32, to: u32) -> bool {
 pub fn run() {
     let seq = mbox_read!(seq);
     ANSWERED_SEQ.store(seq, Ordering::Relaxed);
-    let target = LockMode::from_u32(mbox_read!(target));
+    let target = Profile::from_u32(mbox_read!(target));
     let from = registry::get().mode();
     // This switch's stamps only (0: step not reached).
     mbox_write!(quiescent_tsc, 0);
@@ -159,7 +160,7 @@ pub fn run() {
         serialize_all_cpus();
         mbox_write!(serialized_tsc, sched::now_tsc());
         registry::get().set_mode(mode);
-        mbox_write!(mode, mode as u32);
+        mbox_write!(mode, mode.code());
     }
     freezer::thaw();
     let thawed = sched::now_tsc();

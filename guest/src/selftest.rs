@@ -16,6 +16,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use switcher::abi::LockMode;
+use switcher::profile::{PreemptModel, Profile};
 
 use crate::sched::{self, TaskId, now_tsc, sleep_us, us_to_tsc};
 use crate::sync::spinlock::SpinLock;
@@ -31,29 +32,43 @@ type TestFn = fn() -> Result<(), &'static str>;
 
 struct Test {
     name: &'static str,
-    /// Runs only in this mode (`None`: both).
-    only: Option<LockMode>,
+    /// Runs only in the profiles this accepts.
+    only: fn(Profile) -> bool,
     run: TestFn,
 }
 
 const TESTS: &[Test] = &[
-    Test { name: "mutual exclusion", only: None, run: mutual_exclusion },
-    Test { name: "try_lock", only: None, run: try_lock },
-    Test { name: "try_lock under contention from another CPU", only: None, run: try_lock_contended },
-    Test { name: "preemption by a timer-woken thread", only: None, run: preemption },
-    Test { name: "mainline: holder not preempted", only: Some(LockMode::Mainline), run: mainline_holder_not_preempted },
-    Test { name: "rt: holder preemptible", only: Some(LockMode::Rt), run: rt_holder_preemptible },
-    Test { name: "rt: priority inversion", only: Some(LockMode::Rt), run: rt_priority_inversion },
-    Test { name: "rt: PI chain", only: Some(LockMode::Rt), run: rt_pi_chain },
-    Test { name: "rt: hand-off to the top waiter", only: Some(LockMode::Rt), run: rt_handoff_order },
-    Test { name: "lock registry idle", only: None, run: registry_idle },
-    Test { name: "soft mask: deferred, not lost", only: None, run: selftest_ring3::soft_mask_defers },
-    Test { name: "soft mask: nesting", only: None, run: selftest_ring3::soft_mask_nests },
-    Test { name: "soft mask: replay order", only: None, run: selftest_ring3::soft_mask_replay_order },
-    Test { name: "shim: entries counted", only: None, run: selftest_ring3::shim_counts_entries },
-    Test { name: "shim: none on lock fast paths", only: None, run: selftest_ring3::no_shim_on_lock_fast_paths },
-    Test { name: "shim: none in measurement activations", only: None, run: selftest_ring3::no_shim_in_measurement },
+    Test { name: "mutual exclusion", only: any, run: mutual_exclusion },
+    Test { name: "try_lock", only: any, run: try_lock },
+    Test { name: "try_lock under contention from another CPU", only: any, run: try_lock_contended },
+    Test { name: "preemption by a timer-woken thread", only: any, run: preemption },
+    Test { name: "mainline: holder not preempted", only: mainline_locks, run: mainline_holder_not_preempted },
+    Test { name: "rt: holder preemptible", only: rt_locks_full_preemption, run: rt_holder_preemptible },
+    Test { name: "rt: priority inversion", only: rt_locks_full_preemption, run: rt_priority_inversion },
+    Test { name: "rt: PI chain", only: rt_locks_full_preemption, run: rt_pi_chain },
+    Test { name: "rt: hand-off to the top waiter", only: rt_locks_full_preemption, run: rt_handoff_order },
+    Test { name: "lock registry idle", only: any, run: registry_idle },
+    Test { name: "soft mask: deferred, not lost", only: any, run: selftest_ring3::soft_mask_defers },
+    Test { name: "soft mask: nesting", only: any, run: selftest_ring3::soft_mask_nests },
+    Test { name: "soft mask: replay order", only: any, run: selftest_ring3::soft_mask_replay_order },
+    Test { name: "shim: entries counted", only: any, run: selftest_ring3::shim_counts_entries },
+    Test { name: "shim: none on lock fast paths", only: any, run: selftest_ring3::no_shim_on_lock_fast_paths },
+    Test { name: "shim: none in measurement activations", only: any, run: selftest_ring3::no_shim_in_measurement },
 ];
+
+fn any(_: Profile) -> bool {
+    true
+}
+
+fn mainline_locks(p: Profile) -> bool {
+    p.locks == LockMode::Mainline
+}
+
+/// The rt tests need the holder's critical section to be preemptible at
+/// any point: rtmutexes under full preemption.
+fn rt_locks_full_preemption(p: Profile) -> bool {
+    p.locks == LockMode::Rt && p.preempt == PreemptModel::Full
+}
 
 /// Spawns the runner (from CPU 0's boot path once the scheduler runs).
 pub fn start() {
@@ -64,7 +79,7 @@ fn runner(_: usize) {
     let mode = boot_info::initial_mode();
     println!("selftest: mode {}, {} CPUs", mode.name(), boot_info::cpu_count());
     let (mut passed, mut failed) = (0u32, 0u32);
-    for t in TESTS.iter().filter(|t| t.only.is_none_or(|m| m == mode)) {
+    for t in TESTS.iter().filter(|t| (t.only)(mode)) {
         match (t.run)() {
             Ok(()) => {
                 passed += 1;
@@ -548,7 +563,7 @@ fn deadlock_task(which: usize) {
 /// must detect the cycle and panic naming it. In mainline mode the same
 /// code would spin forever, so the demo refuses to run there.
 pub fn deadlock_demo() {
-    if boot_info::initial_mode() != LockMode::Rt {
+    if boot_info::initial_mode().locks != LockMode::Rt {
         println!("deadlock demo needs --mode rt (mainline spinlocks have no deadlock detection)");
         hypercall::exit(1);
     }

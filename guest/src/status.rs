@@ -3,20 +3,21 @@
 
 use crate::boot_info;
 use crate::calibrate::Calibration;
-use switcher::abi::{self, GuestStatus, KERNEL_VERSION_LEN, LockMode};
+use switcher::abi::{self, GuestStatus, KERNEL_VERSION_LEN};
+use switcher::profile::Profile;
 
 /// This kernel's version, as in the banner and the status page.
 pub const KERNEL_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Fills the status page at `BootInfo::guest_status_addr`, magic last.
 /// The ready hypercall (which fences) must follow.
-pub fn publish(online_mask: u64, calibration: &Calibration, mode: LockMode) {
+pub fn publish(online_mask: u64, calibration: &Calibration, mode: Profile) {
     let mut status = GuestStatus::zeroed();
     status.online_mask = online_mask;
     status.calib_iterations = calibration.iterations;
     status.calib_tsc_ticks = calibration.tsc_ticks;
     status.calib_ps_per_iter = calibration.ps_per_iter;
-    status.mode = mode as u32;
+    status.mode = mode.code();
     let version = KERNEL_VERSION.as_bytes();
     let n = version.len().min(KERNEL_VERSION_LEN);
     status.kernel_version[..n].copy_from_slice(&version[..n]);

@@ -58,7 +58,7 @@
 /// "RTSWITCH" in little-endian ASCII: identifies every structure of this ABI.
 pub const ABI_MAGIC: u64 = u64::from_le_bytes(*b"RTSWITCH");
 /// Bumped on any incompatible change of a structure or a protocol here.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// ELF note name (with its NUL, as ELF notes store it).
 pub const NOTE_NAME: &[u8] = b"rtswitch\0";
@@ -197,6 +197,9 @@ pub mod vector {
     pub const HOST_REQUEST: u8 = 0x40;
     /// Local timer (x2APIC TSC-deadline mode).
     pub const TIMER: u8 = 0x30;
+    /// The device interrupt of `--irq-load` (MSI through an irqfd, one
+    /// route per CPU).
+    pub const DEVICE: u8 = 0x38;
     /// Guest-internal wake-up IPI.
     pub const WAKEUP_IPI: u8 = 0xf0;
     /// Reschedule IPI: the target CPU re-evaluates what to run.
@@ -219,7 +222,7 @@ pub mod host_request {
 
 /// The guest's locking regime.
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LockMode {
     Mainline = 0,
     Rt = 1,
@@ -284,7 +287,7 @@ pub struct BootInfo {
     pub memory_bytes: u64,
     /// TSC frequency in kHz (`KVM_GET_TSC_KHZ`).
     pub tsc_khz: u64,
-    /// Initial lock mode ([`LockMode`] as u32).
+    /// Initial mode ([`crate::profile::Profile::code`]).
     pub initial_mode: u32,
     /// A [`host_request`] value; the VMM writes it, then sends
     /// [`vector::HOST_REQUEST`]. The guest reads it volatile.
@@ -311,14 +314,14 @@ pub struct BootInfo {
 }
 
 impl BootInfo {
-    pub fn new(cpu_count: u32, memory_bytes: u64, tsc_khz: u64, mode: LockMode) -> Self {
+    pub fn new(cpu_count: u32, memory_bytes: u64, tsc_khz: u64, mode: crate::profile::Profile) -> Self {
         Self {
             magic: ABI_MAGIC,
             version: ABI_VERSION,
             cpu_count,
             memory_bytes,
             tsc_khz,
-            initial_mode: mode as u32,
+            initial_mode: mode.code(),
             host_request: host_request::NONE,
             guest_status_addr: GUEST_STATUS_ADDR,
             panic_record_addr: PANIC_RECORD_ADDR,
@@ -338,6 +341,10 @@ impl BootInfo {
                 load_cpus: 0,
                 bucket_us: 0,
                 stop_above_us: 0,
+                irq_rate_hz: 0,
+                irq_work_us: 0,
+                irq_prio: 0,
+                _reserved: 0,
             },
             cmdline: [0; CMDLINE_LEN],
         }
@@ -385,7 +392,7 @@ pub struct GuestStatus {
     pub calib_tsc_ticks: u64,
     /// Picoseconds per calibration iteration (derived by the guest).
     pub calib_ps_per_iter: u64,
-    /// Active lock mode ([`LockMode`] as u32).
+    /// Active mode ([`crate::profile::Profile::code`]).
     pub mode: u32,
     pub _reserved: u32,
     /// Kernel version, NUL-padded ASCII.
@@ -426,7 +433,7 @@ pub struct LockRegistry {
     pub contended: u64,
     /// Priority-inheritance boosts (rt mode).
     pub pi_boosts: u64,
-    /// The mode the guest believes it is in ([`LockMode`] as u32).
+    /// The mode the guest believes it is in ([`crate::profile::Profile::code`]).
     pub mode: u32,
     pub _reserved: u32,
     /// Tasks inside a switchable lock's slow path right now (spinning or
@@ -525,11 +532,11 @@ pub struct SwitchMailbox {
     pub magic: u64,
     /// Request number (the VMM increments it for every request).
     pub seq: u64,
-    /// Requested mode ([`LockMode`] as u32).
+    /// Requested mode ([`crate::profile::Profile::code`]).
     pub target: u32,
     /// A [`mailbox_state`] value.
     pub state: u32,
-    /// The mode the guest runs in ([`LockMode`] as u32), set by the guest.
+    /// The mode the guest runs in ([`crate::profile::Profile::code`]), set by the guest.
     pub mode: u32,
     /// While freezing: CPU of the task the guest still waits for.
     pub blocker_cpu: u32,
@@ -660,7 +667,7 @@ impl PanicRecord {
 // The layout is part of the ABI: it must not change by accident.
 const _: () = {
     assert!(core::mem::size_of::<AbiNote>() == 16);
-    assert!(core::mem::size_of::<BootInfo>() == 64 + 24 + 48 + CMDLINE_LEN);
+    assert!(core::mem::size_of::<BootInfo>() == 64 + 24 + 64 + CMDLINE_LEN);
     assert!(core::mem::size_of::<BootInfo>() <= 4096);
     assert!(core::mem::size_of::<GuestStatus>() == 48 + KERNEL_VERSION_LEN);
     assert!(core::mem::size_of::<PanicRecord>() == 32 + PANIC_FILE_LEN + PANIC_MSG_LEN);
@@ -687,7 +694,7 @@ mod tests {
 
     #[test]
     fn cmdline_round_trips_and_rejects_overflow() {
-        let mut bi = BootInfo::new(2, 64 << 20, 2_000_000, LockMode::Mainline);
+        let mut bi = BootInfo::new(2, 64 << 20, 2_000_000, crate::profile::Profile::MAINLINE);
         assert!(bi.is_valid());
         assert!(bi.set_cmdline("panic exit=3"));
         assert_eq!(bi.cmdline_str(), Some("panic exit=3"));
@@ -740,18 +747,39 @@ pub mod sites {
     pub const OPCODE_CALL_REL32: u8 = 0xe8;
     pub const OPCODE_JMP_REL32: u8 = 0xe9;
 
-    /// The switchable-lock operations.
+    /// The patchable operations. Each belongs to one dimension of the
+    /// kernel's [`crate::profile::Profile`]; its implementations are
+    /// numbered by that dimension's variants.
     #[repr(u32)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-    pub enum LockOp {
+    pub enum SiteOp {
         Lock = 0,
         Unlock = 1,
         TryLock = 2,
+        /// An explicit preemption point in a long kernel loop.
+        CondResched = 3,
+        /// A preemption point before a (possibly blocking) lock acquisition.
+        MightResched = 4,
+        /// `preempt_enable` brought the count to 0 with a reschedule pending.
+        PreemptResched = 5,
+        /// The return from an interrupt with a reschedule pending.
+        IrqExitResched = 6,
+        /// A device interrupt's handler dispatch.
+        IrqDispatch = 7,
     }
 
-    impl LockOp {
-        pub const COUNT: usize = 3;
-        pub const ALL: [LockOp; Self::COUNT] = [LockOp::Lock, LockOp::Unlock, LockOp::TryLock];
+    impl SiteOp {
+        pub const COUNT: usize = 8;
+        pub const ALL: [SiteOp; Self::COUNT] = [
+            SiteOp::Lock,
+            SiteOp::Unlock,
+            SiteOp::TryLock,
+            SiteOp::CondResched,
+            SiteOp::MightResched,
+            SiteOp::PreemptResched,
+            SiteOp::IrqExitResched,
+            SiteOp::IrqDispatch,
+        ];
 
         pub fn from_u32(v: u32) -> Option<Self> {
             Self::ALL.get(v as usize).copied()
@@ -759,9 +787,26 @@ pub mod sites {
 
         pub fn name(self) -> &'static str {
             match self {
-                LockOp::Lock => "lock",
-                LockOp::Unlock => "unlock",
-                LockOp::TryLock => "try_lock",
+                SiteOp::Lock => "lock",
+                SiteOp::Unlock => "unlock",
+                SiteOp::TryLock => "try_lock",
+                SiteOp::CondResched => "cond_resched",
+                SiteOp::MightResched => "might_resched",
+                SiteOp::PreemptResched => "preempt_resched",
+                SiteOp::IrqExitResched => "irq_exit_resched",
+                SiteOp::IrqDispatch => "irq_dispatch",
+            }
+        }
+
+        /// The dimension whose variant selects this operation's implementation.
+        pub fn dimension(self) -> crate::profile::Dimension {
+            use crate::profile::Dimension;
+            match self {
+                SiteOp::Lock | SiteOp::Unlock | SiteOp::TryLock => Dimension::Locks,
+                SiteOp::CondResched | SiteOp::MightResched | SiteOp::PreemptResched | SiteOp::IrqExitResched => {
+                    Dimension::Preempt
+                }
+                SiteOp::IrqDispatch => Dimension::Irq,
             }
         }
     }
@@ -772,7 +817,7 @@ pub mod sites {
     pub struct SwitchSite {
         /// Address of the 5-byte instruction (identity-mapped: also physical).
         pub addr: u64,
-        /// A [`LockOp`] as u32.
+        /// A [`SiteOp`] as u32.
         pub op: u32,
         /// The opcode at the site: [`OPCODE_CALL_REL32`] or [`OPCODE_JMP_REL32`].
         pub opcode: u32,
@@ -783,9 +828,10 @@ pub mod sites {
     #[repr(C)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub struct SwitchImpl {
-        /// A [`LockOp`] as u32.
+        /// A [`SiteOp`] as u32.
         pub op: u32,
-        /// A [`super::LockMode`] as u32.
+        /// The variant of the operation's dimension (for the locks: a
+        /// [`super::LockMode`] as u32).
         pub mode: u32,
         /// Address of the implementation.
         pub target: u64,
@@ -838,8 +884,9 @@ pub mod sites {
 
         #[test]
         fn ops_decode() {
-            assert_eq!(LockOp::from_u32(2), Some(LockOp::TryLock));
-            assert_eq!(LockOp::from_u32(3), None);
+            assert_eq!(SiteOp::from_u32(2), Some(SiteOp::TryLock));
+            assert_eq!(SiteOp::from_u32(7), Some(SiteOp::IrqDispatch));
+            assert_eq!(SiteOp::from_u32(8), None);
         }
     }
 }

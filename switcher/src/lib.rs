@@ -3,6 +3,8 @@
 //! - [`abi`]: the guest<->host ABI (structures, ports, vectors, memory
 //!   layout), `no_std`, compiled into both the guest kernel and the VMM.
 //! - [`telemetry`]: the latency telemetry region (layout, seqlock, epochs).
+//! - [`profile`]: the kernel's mode, a profile over three switchable
+//!   dimensions (locks, preemption model, interrupt threading).
 //! - [`cmdline`]: the guest kernel's argument keys (`--guest-arg`), one list
 //!   for the VMM's check and the guest's parser.
 //! - [`calib`]: the speed-calibration loop both sides run, so that the
@@ -19,4 +21,5 @@ pub mod cmdline;
 pub mod elf;
 #[cfg(feature = "host")]
 pub mod patch;
+pub mod profile;
 pub mod telemetry;

@@ -1,17 +1,26 @@
-//! The patcher: rewrites the guest's switchable-lock call sites from one
-//! mode's implementation to the other's, all or nothing.
+//! The patcher: rewrites the guest's patchable call sites from one
+//! profile's implementations to another's, all or nothing.
+//!
+//! A site is a call of one operation ([`SiteOp`]: a lock operation, a
+//! preemption point, the device-interrupt dispatch); the operation belongs
+//! to one dimension of the kernel's [`Profile`] and has one implementation
+//! per variant of that dimension (two variants may share one, as
+//! PREEMPT_DYNAMIC's no-op static calls do).
 //!
 //! The site table is read from the guest ELF file (trusted, host side; never
 //! from guest memory) and validated: every site is a whole 5-byte
 //! `call/jmp rel32` inside an executable segment, no two sites overlap,
-//! every (operation, mode) has exactly one implementation inside text, and
-//! in the file every site calls its operation's mainline implementation.
+//! every (operation, variant) has exactly one implementation inside text,
+//! in the file every site calls its operation's implementation for the
+//! build profile ([`BUILD_PROFILE`]), and the sites of every dimension tell
+//! each pair of its variants apart (so the current profile can be read
+//! back from guest memory).
 //!
 //! Patching is two phases over guest memory:
 //! 1. [`SiteTable::plan`] reads every site and checks it is exactly the
-//!    expected instruction for the current mode; the first mismatch is an
-//!    error naming the site address, the bytes found and the bytes expected,
-//!    and nothing has been written.
+//!    expected instruction for the current profile; the first mismatch is
+//!    an error naming the site address, the bytes found and the bytes
+//!    expected, and nothing has been written.
 //! 2. [`PatchPlan::apply`] writes the new rel32 of every site.
 //!
 //! The caller guarantees that no vCPU runs guest code between plan and
@@ -21,11 +30,15 @@ use object::elf::{PF_X, PT_LOAD};
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Endianness, Object, ObjectSection};
 
-use crate::abi::LockMode;
 use crate::abi::sites::{
-    IMPLS_SECTION, LockOp, OPCODE_CALL_REL32, OPCODE_JMP_REL32, SITE_LEN, SITES_SECTION, decode_rel32, encode_rel32,
+    IMPLS_SECTION, OPCODE_CALL_REL32, OPCODE_JMP_REL32, SITE_LEN, SITES_SECTION, SiteOp, decode_rel32, encode_rel32,
 };
 use crate::elf::AlignedImage;
+use crate::profile::{Dimension, Profile};
+
+/// The profile the guest is built in: every site in the ELF file calls
+/// its operation's implementation for this profile.
+pub const BUILD_PROFILE: Profile = Profile::MAINLINE;
 
 /// Access to guest memory for patching.
 pub trait GuestText {
@@ -39,7 +52,7 @@ pub trait GuestText {
 pub enum PatchError {
     #[error("guest ELF cannot be parsed: {0}")]
     Elf(String),
-    #[error("guest ELF has no {0} section: it was not built with switchable locks for rtswitch")]
+    #[error("guest ELF has no {0} section: it was not built with switchable call sites for rtswitch")]
     MissingSection(&'static str),
     #[error("guest ELF section {section} is {len} bytes, not a whole number of {entry}-byte entries")]
     BadSectionSize { section: &'static str, len: usize, entry: usize },
@@ -55,8 +68,13 @@ pub enum PatchError {
     Overlap(u64, u64),
     #[error("switch implementation table entry #{index} is malformed: {why}")]
     BadImpl { index: usize, why: String },
-    #[error("no {mode} implementation of {op} in {IMPLS_SECTION}")]
-    MissingImpl { op: &'static str, mode: &'static str },
+    #[error("no {variant} implementation of {op} in {IMPLS_SECTION}")]
+    MissingImpl { op: &'static str, variant: &'static str },
+    #[error(
+        "the guest's {dimension} sites cannot tell {a} from {b} (no site's implementations differ between them): the \
+         kernel cannot switch that dimension"
+    )]
+    Undiscriminated { dimension: &'static str, a: &'static str, b: &'static str },
     #[error("switch site at {addr:#x} ({op}) cannot reach its implementation at {target:#x} with a rel32")]
     OutOfRange { addr: u64, op: &'static str, target: u64 },
     #[error(
@@ -66,36 +84,37 @@ pub enum PatchError {
     Mismatch { addr: u64, op: &'static str, found: [u8; SITE_LEN], expected: [u8; SITE_LEN], mode: &'static str },
     #[error("switch site at {0:#x} is outside guest memory; nothing was patched")]
     OutsideMemory(u64),
-    #[error("switch sites disagree on the current mode: {mainline} call mainline, {rt} call rt, {other} neither")]
-    Inconsistent { mainline: usize, rt: usize, other: usize },
+    #[error(
+        "switch sites disagree on the current {dimension}: the site at {addr:#x} ({op}) calls none of the \
+         implementations the other {dimension} sites allow"
+    )]
+    Inconsistent { dimension: &'static str, addr: u64, op: &'static str },
 }
 
 /// One validated site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PatchSite {
     pub addr: u64,
-    pub op: LockOp,
+    pub op: SiteOp,
     pub opcode: u8,
 }
+
+/// `impls[op][variant]`: implementation address (unused variants 0).
+type Impls = [[u64; Dimension::MAX_VARIANTS]; SiteOp::COUNT];
 
 /// The validated site and implementation tables of one guest kernel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteTable {
     sites: Vec<PatchSite>,
-    /// `impls[op][mode]`: implementation address.
-    impls: [[u64; 2]; LockOp::COUNT],
+    impls: Impls,
 }
 
-/// The writes that switch every site to one mode.
+/// The writes that switch every site to one profile.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatchPlan {
-    pub from: LockMode,
-    pub to: LockMode,
+    pub from: Profile,
+    pub to: Profile,
     writes: Vec<(u64, [u8; SITE_LEN])>,
-}
-
-fn mode_index(mode: LockMode) -> usize {
-    mode as usize
 }
 
 impl SiteTable {
@@ -123,35 +142,43 @@ impl SiteTable {
         let sites_raw = section_data(file, SITES_SECTION)?;
         let impls_raw = section_data(file, IMPLS_SECTION)?;
 
-        let mut impls = [[None::<u64>; 2]; LockOp::COUNT];
+        let mut impls = [[None::<u64>; Dimension::MAX_VARIANTS]; SiteOp::COUNT];
         for (index, e) in entries(impls_raw, IMPLS_SECTION)?.enumerate() {
             let op_raw = u32::from_le_bytes([e[0], e[1], e[2], e[3]]);
-            let mode_raw = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
+            let variant_raw = u32::from_le_bytes([e[4], e[5], e[6], e[7]]);
             let target = u64::from_le_bytes([e[8], e[9], e[10], e[11], e[12], e[13], e[14], e[15]]);
-            let op = LockOp::from_u32(op_raw)
+            let op = SiteOp::from_u32(op_raw)
                 .ok_or_else(|| PatchError::BadImpl { index, why: format!("unknown operation {op_raw}") })?;
-            let mode = LockMode::from_u32(mode_raw)
-                .ok_or_else(|| PatchError::BadImpl { index, why: format!("unknown mode {mode_raw}") })?;
+            let variants = op.dimension().variants();
+            let variant = variants.get(variant_raw as usize).ok_or_else(|| PatchError::BadImpl {
+                index,
+                why: format!(
+                    "{} has no variant {variant_raw} ({} has {})",
+                    op.name(),
+                    op.dimension().name(),
+                    variants.len()
+                ),
+            })?;
             if !text.iter().any(|&(s, e, _)| (s..e).contains(&target)) {
                 return Err(PatchError::BadImpl {
                     index,
                     why: format!("target {target:#x} is outside executable segments"),
                 });
             }
-            let slot = &mut impls[op as usize][mode_index(mode)];
+            let slot = &mut impls[op as usize][variant_raw as usize];
             if slot.is_some() {
                 return Err(PatchError::BadImpl {
                     index,
-                    why: format!("second {} implementation of {}", mode.name(), op.name()),
+                    why: format!("second {variant} implementation of {}", op.name()),
                 });
             }
             *slot = Some(target);
         }
-        let mut resolved = [[0u64; 2]; LockOp::COUNT];
-        for op in LockOp::ALL {
-            for mode in [LockMode::Mainline, LockMode::Rt] {
-                resolved[op as usize][mode_index(mode)] = impls[op as usize][mode_index(mode)]
-                    .ok_or(PatchError::MissingImpl { op: op.name(), mode: mode.name() })?;
+        let mut resolved: Impls = [[0u64; Dimension::MAX_VARIANTS]; SiteOp::COUNT];
+        for op in SiteOp::ALL {
+            for (v, name) in op.dimension().variants().iter().enumerate() {
+                resolved[op as usize][v] =
+                    impls[op as usize][v].ok_or(PatchError::MissingImpl { op: op.name(), variant: name })?;
             }
         }
 
@@ -160,7 +187,7 @@ impl SiteTable {
             let addr = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
             let op_raw = u32::from_le_bytes([e[8], e[9], e[10], e[11]]);
             let opcode_raw = u32::from_le_bytes([e[12], e[13], e[14], e[15]]);
-            let op = LockOp::from_u32(op_raw).ok_or(PatchError::BadOp { index, addr, op: op_raw })?;
+            let op = SiteOp::from_u32(op_raw).ok_or(PatchError::BadOp { index, addr, op: op_raw })?;
             let opcode = match opcode_raw {
                 x if x == u32::from(OPCODE_CALL_REL32) => OPCODE_CALL_REL32,
                 x if x == u32::from(OPCODE_JMP_REL32) => OPCODE_JMP_REL32,
@@ -173,7 +200,7 @@ impl SiteTable {
                 return Err(PatchError::SiteOutsideText { index, addr });
             };
             let site = PatchSite { addr, op, opcode };
-            // The file must hold the mainline call: the build's default.
+            // The file must hold the build profile's call.
             let off = (seg_off + (addr - seg_start)) as usize;
             let found: [u8; SITE_LEN] = file
                 .data()
@@ -181,15 +208,9 @@ impl SiteTable {
                 .and_then(|b| b.try_into().ok())
                 .ok_or(PatchError::SiteOutsideText { index, addr })?;
             let table = SiteTable { sites: Vec::new(), impls: resolved };
-            let expected = table.expected_bytes(&site, LockMode::Mainline)?;
+            let expected = table.expected_bytes(&site, BUILD_PROFILE)?;
             if found != expected {
-                return Err(PatchError::Mismatch {
-                    addr,
-                    op: op.name(),
-                    found,
-                    expected,
-                    mode: LockMode::Mainline.name(),
-                });
+                return Err(PatchError::Mismatch { addr, op: op.name(), found, expected, mode: BUILD_PROFILE.name() });
             }
             sites.push(site);
         }
@@ -199,7 +220,29 @@ impl SiteTable {
                 return Err(PatchError::Overlap(w[0].addr, w[1].addr));
             }
         }
-        Ok(Self { sites, impls: resolved })
+        let table = Self { sites, impls: resolved };
+        table.check_discriminated()?;
+        Ok(table)
+    }
+
+    /// Every pair of variants of every dimension is told apart by some
+    /// site present in the table.
+    fn check_discriminated(&self) -> Result<(), PatchError> {
+        for d in Dimension::ALL {
+            let names = d.variants();
+            for a in 0..names.len() {
+                for b in a + 1..names.len() {
+                    let told = self
+                        .sites
+                        .iter()
+                        .any(|s| s.op.dimension() == d && self.impls[s.op as usize][a] != self.impls[s.op as usize][b]);
+                    if !told {
+                        return Err(PatchError::Undiscriminated { dimension: d.name(), a: names[a], b: names[b] });
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn sites(&self) -> &[PatchSite] {
@@ -214,14 +257,19 @@ impl SiteTable {
         self.sites.is_empty()
     }
 
-    /// Address of `op`'s implementation in `mode`.
-    pub fn implementation(&self, op: LockOp, mode: LockMode) -> u64 {
-        self.impls[op as usize][mode_index(mode)]
+    /// How many sites belong to dimension `d`.
+    pub fn count_in(&self, d: Dimension) -> usize {
+        self.sites.iter().filter(|s| s.op.dimension() == d).count()
     }
 
-    /// The instruction `site` holds when the kernel is in `mode`.
-    pub fn expected_bytes(&self, site: &PatchSite, mode: LockMode) -> Result<[u8; SITE_LEN], PatchError> {
-        let target = self.implementation(site.op, mode);
+    /// Address of `op`'s implementation for `variant` of its dimension.
+    pub fn implementation(&self, op: SiteOp, variant: usize) -> u64 {
+        self.impls[op as usize][variant]
+    }
+
+    /// The instruction `site` holds when the kernel is in `profile`.
+    pub fn expected_bytes(&self, site: &PatchSite, profile: Profile) -> Result<[u8; SITE_LEN], PatchError> {
+        let target = self.implementation(site.op, profile.variant(site.op.dimension()));
         encode_rel32(site.opcode, site.addr, target).ok_or(PatchError::OutOfRange {
             addr: site.addr,
             op: site.op.name(),
@@ -231,7 +279,7 @@ impl SiteTable {
 
     /// Checks every site holds the `from` instruction; returns the writes
     /// that switch them all to `to`. Writes nothing.
-    pub fn plan(&self, mem: &impl GuestText, from: LockMode, to: LockMode) -> Result<PatchPlan, PatchError> {
+    pub fn plan(&self, mem: &impl GuestText, from: Profile, to: Profile) -> Result<PatchPlan, PatchError> {
         let mut writes = Vec::with_capacity(self.sites.len());
         for site in &self.sites {
             let mut found = [0u8; SITE_LEN];
@@ -253,27 +301,33 @@ impl SiteTable {
         Ok(PatchPlan { from, to, writes })
     }
 
-    /// The mode every site is in, or an error if they disagree (or match neither).
-    pub fn current_mode(&self, mem: &impl GuestText) -> Result<LockMode, PatchError> {
-        let (mut mainline, mut rt, mut other) = (0, 0, 0);
-        for site in &self.sites {
-            let mut found = [0u8; SITE_LEN];
-            if !mem.read_text(site.addr, &mut found) {
-                return Err(PatchError::OutsideMemory(site.addr));
-            }
-            match decode_rel32(site.addr, found) {
-                Some((op, t)) if op == site.opcode && t == self.implementation(site.op, LockMode::Mainline) => {
-                    mainline += 1
+    /// The profile every site is in, read back from guest memory, or an
+    /// error naming a site that fits no variant the others allow.
+    pub fn current_profile(&self, mem: &impl GuestText) -> Result<Profile, PatchError> {
+        let mut profile = BUILD_PROFILE;
+        for d in Dimension::ALL {
+            let mut candidates = vec![true; d.variants().len()];
+            for site in self.sites.iter().filter(|s| s.op.dimension() == d) {
+                let mut found = [0u8; SITE_LEN];
+                if !mem.read_text(site.addr, &mut found) {
+                    return Err(PatchError::OutsideMemory(site.addr));
                 }
-                Some((op, t)) if op == site.opcode && t == self.implementation(site.op, LockMode::Rt) => rt += 1,
-                _ => other += 1,
+                let target = match decode_rel32(site.addr, found) {
+                    Some((op, t)) if op == site.opcode => Some(t),
+                    _ => None,
+                };
+                for (v, ok) in candidates.iter_mut().enumerate() {
+                    *ok &= target == Some(self.implementation(site.op, v));
+                }
+                if !candidates.contains(&true) {
+                    return Err(PatchError::Inconsistent { dimension: d.name(), addr: site.addr, op: site.op.name() });
+                }
             }
+            // The table tells every pair apart: one candidate is left.
+            let v = candidates.iter().position(|&ok| ok).unwrap_or(0);
+            profile = profile.with_variant(d, v).unwrap_or(profile);
         }
-        match (mainline, rt, other) {
-            (_, 0, 0) => Ok(LockMode::Mainline),
-            (0, _, 0) => Ok(LockMode::Rt),
-            _ => Err(PatchError::Inconsistent { mainline, rt, other }),
-        }
+        Ok(profile)
     }
 }
 
@@ -348,19 +402,39 @@ mod tests {
 
     const ML_LOCK: u64 = 0x1000;
     const RT_LOCK: u64 = 0x1100;
+    const RESCHED: u64 = 0x1200;
+    const NOP: u64 = 0x1210;
+    const PREEMPT: u64 = 0x1220;
+    const HARD: u64 = 0x1300;
+    const THREADED: u64 = 0x1310;
 
-    fn table(sites: &[(u64, LockOp)]) -> SiteTable {
-        let mut impls = [[0u64; 2]; LockOp::COUNT];
-        for (i, op) in LockOp::ALL.iter().enumerate() {
-            impls[*op as usize] = [ML_LOCK + 0x10 * i as u64, RT_LOCK + 0x10 * i as u64];
+    /// PREEMPT_DYNAMIC's table: none / voluntary / full.
+    fn impls() -> Impls {
+        let mut impls = [[0u64; Dimension::MAX_VARIANTS]; SiteOp::COUNT];
+        for (i, op) in [SiteOp::Lock, SiteOp::Unlock, SiteOp::TryLock].iter().enumerate() {
+            impls[*op as usize] = [ML_LOCK + 0x10 * i as u64, RT_LOCK + 0x10 * i as u64, 0];
         }
+        impls[SiteOp::CondResched as usize] = [RESCHED, RESCHED, NOP];
+        impls[SiteOp::MightResched as usize] = [NOP, RESCHED, NOP];
+        impls[SiteOp::PreemptResched as usize] = [NOP, NOP, PREEMPT];
+        impls[SiteOp::IrqExitResched as usize] = [NOP, NOP, PREEMPT];
+        impls[SiteOp::IrqDispatch as usize] = [HARD, THREADED, 0];
+        impls
+    }
+
+    fn table(sites: &[(u64, SiteOp)]) -> SiteTable {
         SiteTable {
             sites: sites.iter().map(|&(addr, op)| PatchSite { addr, op, opcode: OPCODE_CALL_REL32 }).collect(),
-            impls,
+            impls: impls(),
         }
     }
 
-    fn mem_in(t: &SiteTable, mode: LockMode) -> Mem {
+    /// One site of every operation.
+    fn full_table() -> SiteTable {
+        table(&SiteOp::ALL.iter().enumerate().map(|(i, &op)| (0x2000 + 0x10 * i as u64, op)).collect::<Vec<_>>())
+    }
+
+    fn mem_in(t: &SiteTable, mode: Profile) -> Mem {
         let m = Mem(RefCell::new(vec![0x90; 0x4000]));
         for s in t.sites() {
             m.write_text(s.addr, &t.expected_bytes(s, mode).unwrap());
@@ -368,50 +442,122 @@ mod tests {
         m
     }
 
+    fn target_at(m: &Mem, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 5];
+        m.read_text(addr, &mut b);
+        decode_rel32(addr, b).map(|(_, t)| t)
+    }
+
     #[test]
     fn plan_and_apply_switch_every_site() {
-        let t = table(&[(0x2000, LockOp::Lock), (0x2010, LockOp::Unlock), (0x2020, LockOp::TryLock)]);
-        let m = mem_in(&t, LockMode::Mainline);
-        assert_eq!(t.current_mode(&m), Ok(LockMode::Mainline));
-        let plan = t.plan(&m, LockMode::Mainline, LockMode::Rt).unwrap();
+        let t = table(&[(0x2000, SiteOp::Lock), (0x2010, SiteOp::Unlock), (0x2020, SiteOp::TryLock)]);
+        let m = mem_in(&t, Profile::MAINLINE);
+        let plan = t.plan(&m, Profile::MAINLINE, Profile::RT).unwrap();
         assert_eq!(plan.apply(&m), Ok(3));
-        assert_eq!(t.current_mode(&m), Ok(LockMode::Rt));
-        let mut b = [0u8; 5];
-        m.read_text(0x2000, &mut b);
-        assert_eq!(decode_rel32(0x2000, b), Some((OPCODE_CALL_REL32, RT_LOCK)));
+        assert_eq!(target_at(&m, 0x2000), Some(RT_LOCK));
+        assert_eq!(target_at(&m, 0x2010), Some(RT_LOCK + 0x10));
         // and back
-        t.plan(&m, LockMode::Rt, LockMode::Mainline).unwrap().apply(&m).unwrap();
-        assert_eq!(t.current_mode(&m), Ok(LockMode::Mainline));
+        t.plan(&m, Profile::RT, Profile::MAINLINE).unwrap().apply(&m).unwrap();
+        assert_eq!(target_at(&m, 0x2000), Some(ML_LOCK));
+    }
+
+    #[test]
+    fn every_profile_reads_back_as_itself_after_a_switch_from_any_other() {
+        let t = full_table();
+        assert_eq!(t.check_discriminated(), Ok(()));
+        for from in Profile::all() {
+            for to in Profile::all() {
+                let m = mem_in(&t, from);
+                assert_eq!(t.current_profile(&m), Ok(from));
+                t.plan(&m, from, to).unwrap().apply(&m).unwrap();
+                assert_eq!(t.current_profile(&m), Ok(to), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn preemption_sites_follow_preempt_dynamic() {
+        let t = full_table();
+        use crate::profile::PreemptModel;
+        let at = |p: PreemptModel, op: SiteOp| {
+            let m = mem_in(&t, Profile { preempt: p, ..Profile::MAINLINE });
+            target_at(&m, 0x2000 + 0x10 * op as u64)
+        };
+        assert_eq!(at(PreemptModel::None, SiteOp::CondResched), Some(RESCHED));
+        assert_eq!(at(PreemptModel::None, SiteOp::MightResched), Some(NOP));
+        assert_eq!(at(PreemptModel::Voluntary, SiteOp::MightResched), Some(RESCHED));
+        assert_eq!(at(PreemptModel::Voluntary, SiteOp::IrqExitResched), Some(NOP));
+        assert_eq!(at(PreemptModel::Full, SiteOp::CondResched), Some(NOP));
+        assert_eq!(at(PreemptModel::Full, SiteOp::PreemptResched), Some(PREEMPT));
+        assert_eq!(at(PreemptModel::Full, SiteOp::IrqExitResched), Some(PREEMPT));
+    }
+
+    #[test]
+    fn a_dimension_whose_sites_cannot_tell_variants_apart_is_refused() {
+        // Only cond_resched: none and voluntary look the same.
+        let t = table(&[(0x2000, SiteOp::Lock), (0x2010, SiteOp::CondResched), (0x2020, SiteOp::IrqDispatch)]);
+        assert_eq!(
+            t.check_discriminated(),
+            Err(PatchError::Undiscriminated { dimension: "preempt", a: "none", b: "voluntary" })
+        );
+        let t = table(&[(0x2000, SiteOp::Lock), (0x2010, SiteOp::CondResched), (0x2020, SiteOp::MightResched)]);
+        assert!(matches!(t.check_discriminated(), Err(PatchError::Undiscriminated { dimension: "irq", .. })));
     }
 
     #[test]
     fn one_bad_site_means_nothing_is_written() {
-        let t = table(&[(0x2000, LockOp::Lock), (0x2010, LockOp::Unlock), (0x2020, LockOp::TryLock)]);
-        let m = mem_in(&t, LockMode::Mainline);
-        m.write_text(0x2020, &[0xcc; 5]);
+        let t = full_table();
+        let m = mem_in(&t, Profile::MAINLINE);
+        let bad = 0x2000 + 0x10 * SiteOp::IrqDispatch as u64;
+        m.write_text(bad, &[0xcc; 5]);
         let before = m.0.borrow().clone();
-        let err = t.plan(&m, LockMode::Mainline, LockMode::Rt).unwrap_err();
+        let err = t.plan(&m, Profile::MAINLINE, Profile::RT).unwrap_err();
         assert!(
-            matches!(err, PatchError::Mismatch { addr: 0x2020, found: [0xcc, 0xcc, 0xcc, 0xcc, 0xcc], .. }),
+            matches!(err, PatchError::Mismatch { addr, found: [0xcc, 0xcc, 0xcc, 0xcc, 0xcc], .. } if addr == bad),
             "{err}"
         );
-        assert!(err.to_string().contains("0x2020"), "{err}");
+        assert!(err.to_string().contains(&format!("{bad:#x}")), "{err}");
         assert_eq!(*m.0.borrow(), before, "a failed plan writes nothing");
-        assert!(matches!(t.current_mode(&m), Err(PatchError::Inconsistent { mainline: 2, rt: 0, other: 1 })));
+        assert_eq!(
+            t.current_profile(&m),
+            Err(PatchError::Inconsistent { dimension: "irq", addr: bad, op: "irq_dispatch" })
+        );
+    }
+
+    #[test]
+    fn sites_of_one_dimension_that_disagree_are_inconsistent() {
+        let t = table(&[
+            (0x2000, SiteOp::Lock),
+            (0x2010, SiteOp::Unlock),
+            (0x2020, SiteOp::MightResched),
+            (0x2030, SiteOp::PreemptResched),
+            (0x2040, SiteOp::CondResched),
+            (0x2050, SiteOp::IrqDispatch),
+        ]);
+        let m = mem_in(&t, Profile::MAINLINE);
+        // unlock in rt while lock is in mainline
+        m.write_text(0x2010, &encode_rel32(OPCODE_CALL_REL32, 0x2010, RT_LOCK + 0x10).unwrap());
+        assert_eq!(
+            t.current_profile(&m),
+            Err(PatchError::Inconsistent { dimension: "locks", addr: 0x2010, op: "unlock" })
+        );
     }
 
     #[test]
     fn plan_from_the_wrong_mode_is_refused() {
-        let t = table(&[(0x2000, LockOp::Lock)]);
-        let m = mem_in(&t, LockMode::Rt);
-        assert!(matches!(t.plan(&m, LockMode::Mainline, LockMode::Rt), Err(PatchError::Mismatch { .. })));
+        let t = table(&[(0x2000, SiteOp::Lock)]);
+        let m = mem_in(&t, Profile::RT);
+        assert!(matches!(t.plan(&m, Profile::MAINLINE, Profile::RT), Err(PatchError::Mismatch { .. })));
+        // A profile that differs only in another dimension expects the same lock bytes.
+        let p = Profile { preempt: crate::profile::PreemptModel::None, ..Profile::RT };
+        assert!(t.plan(&m, p, Profile::MAINLINE).is_ok());
     }
 
     #[test]
     fn sites_outside_memory_are_refused() {
-        let t = table(&[(0x10_0000, LockOp::Lock)]);
+        let t = table(&[(0x10_0000, SiteOp::Lock)]);
         let m = Mem(RefCell::new(vec![0; 0x100]));
-        assert_eq!(t.plan(&m, LockMode::Mainline, LockMode::Rt), Err(PatchError::OutsideMemory(0x10_0000)));
+        assert_eq!(t.plan(&m, Profile::MAINLINE, Profile::RT), Err(PatchError::OutsideMemory(0x10_0000)));
     }
 
     #[test]

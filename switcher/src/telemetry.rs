@@ -77,6 +77,10 @@ pub mod defaults {
     pub const MEASURE_PRIO: u32 = 99;
     /// Histogram bucket width.
     pub const BUCKET_US: u32 = 1;
+    /// Device interrupt handler threads (Linux's default for irq threads).
+    pub const IRQ_PRIO: u32 = 50;
+    /// Work per device interrupt.
+    pub const IRQ_WORK_US: u32 = 20;
 }
 /// Bytes of the task name recorded with the worst sample.
 pub const TASK_NAME_LEN: usize = 16;
@@ -144,6 +148,15 @@ pub struct WorkloadRequest {
     /// Stop at the first thread-latency sample above this many µs and
     /// write a [`StopReport`] (0: never; cyclictest `-b`, rtla `-a`).
     pub stop_above_us: u32,
+    /// Device interrupts the VMM raises per second on every CPU
+    /// (`--irq-load`; 0: none, and no handler threads).
+    pub irq_rate_hz: u32,
+    /// Work each device interrupt's handler does, in µs.
+    pub irq_work_us: u32,
+    /// Priority of the handler threads (threaded `irq` mode; 0: the
+    /// default, [`defaults::IRQ_PRIO`]).
+    pub irq_prio: u32,
+    pub _reserved: u32,
 }
 
 /// Kind of an epoch.
@@ -173,7 +186,7 @@ impl EpochKind {
 pub struct EpochHeader {
     /// Epoch number (0 = boot); `u64::MAX` while the slot is unused.
     pub index: u64,
-    /// A `LockMode` as u32 (for `Switching`: the mode switched from).
+    /// A `Profile::code` (for `Switching`: the mode switched from).
     pub mode: u32,
     /// An [`EpochKind`] as u32.
     pub kind: u32,
@@ -255,7 +268,10 @@ pub struct TelemetryHeader {
     pub interval_tsc: u64,
     /// 1 once a [`StopReport`] is complete (then the VMM stops the run).
     pub stopped: u32,
-    pub _reserved2: u32,
+    /// The device interrupt load as it runs (`WorkloadRequest`'s, resolved).
+    pub irq_rate_hz: u32,
+    pub irq_work_us: u32,
+    pub irq_prio: u32,
     pub epochs: [EpochHeader; EPOCH_SLOTS],
     pub cpus: [CpuMeasureState; crate::abi::MAX_CPUS],
     pub stop: StopReport,
@@ -277,6 +293,13 @@ pub struct CpuMeasureState {
     /// header's, a reader shows that record as empty.
     pub reset_seen: u32,
     pub _reserved: u32,
+    /// Device interrupts taken on this CPU (`--irq-load`).
+    pub irq_received: u64,
+    /// Of those, handled in hard-IRQ context ...
+    pub irq_hard: u64,
+    /// ... and handled by this CPU's handler thread (the rest wait for it).
+    pub irq_threaded: u64,
+    pub _reserved2: u64,
 }
 
 /// A scheduler event in the per-CPU trace ring.
@@ -519,12 +542,12 @@ const _: () = {
     assert!(core::mem::size_of::<HistSummary>() == 40);
     assert!(core::mem::size_of::<WorstSample>() == 72);
     assert!(core::mem::size_of::<CpuLatencyHeader>() == 24 + 120 + 72 + 32 + 8 * OVERFLOW_LOG);
-    assert!(core::mem::size_of::<WorkloadRequest>() == 48);
+    assert!(core::mem::size_of::<WorkloadRequest>() == 64);
     assert!(core::mem::size_of::<TraceEntry>() == 32);
     assert!(core::mem::size_of::<StopReport>() == 88 + 32 * TRACE_LEN);
     assert!(
         core::mem::size_of::<TelemetryHeader>()
-            == 152 + 32 * EPOCH_SLOTS + 32 * crate::abi::MAX_CPUS + core::mem::size_of::<StopReport>()
+            == 160 + 32 * EPOCH_SLOTS + 64 * crate::abi::MAX_CPUS + core::mem::size_of::<StopReport>()
     );
 };
 

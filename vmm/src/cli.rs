@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use switcher::abi::{CMDLINE_LEN, GUEST_ARG_SELFTEST, LockMode, MAX_CPUS};
+use switcher::abi::{CMDLINE_LEN, GUEST_ARG_SELFTEST, MAX_CPUS};
+use switcher::profile::Profile;
 use switcher::telemetry::{LoadKind, WorkloadRequest};
 
 use crate::devices::console::SerialOutput;
@@ -73,8 +74,9 @@ pub enum CtlCommand {
     /// Switch the guest's locking mode (replies when the switch has completed or failed; Ctrl-C cancels it).
     #[command(after_long_help = CTL_AFTER_HELP)]
     Mode {
-        #[arg(value_enum)]
-        mode: Mode,
+        /// `mainline`, `rt`, or `locks=..,preempt=..,irq=..` (a dimension left out takes mainline's).
+        #[arg(value_parser = parse_profile, value_name = "PROFILE")]
+        mode: Profile,
     },
     /// Run state, mode, uptime.
     Status,
@@ -134,9 +136,9 @@ pub struct RunArgs {
     /// How long the guest gets to shut down once asked, before it is stopped (a bare number is seconds).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_secs_or_duration)]
     pub shutdown_timeout: Duration,
-    /// Locking regime to boot in: the lock call sites are patched to it before any vCPU runs.
-    #[arg(long, value_enum, default_value_t = Mode::Mainline)]
-    pub mode: Mode,
+    /// Profile to boot in: `mainline`, `rt`, or `locks=mainline|rt,preempt=none|voluntary|full,irq=hard|threaded` (a dimension left out takes mainline's); the call sites are patched to it before any vCPU runs.
+    #[arg(long, visible_alias = "mode", value_name = "PROFILE", default_value = "mainline", value_parser = parse_profile)]
+    pub profile: Profile,
     /// Run the in-guest self-test suite; exit 0 only if every test passed.
     #[arg(long)]
     pub selftest: bool,
@@ -153,6 +155,15 @@ pub struct RunArgs {
     /// Toggle the mode at this period (`10ms`..`1d`; a bare number is ms), the same path as `ctl mode`. [default: none, no timer]
     #[arg(long, value_name = "DURATION", value_parser = parse_switch_every)]
     pub switch_every: Option<Duration>,
+    /// The profile --switch-every toggles to and from the boot profile. [default: rt, or mainline when booting in rt]
+    #[arg(long, value_name = "PROFILE", value_parser = parse_profile)]
+    pub switch_to: Option<Profile>,
+    /// Raise a device interrupt on every vCPU RATE times a second through an irqfd; its handler works WORK_US (default 20) in hard-IRQ context or in a handler thread, as the profile's irq dimension says.
+    #[arg(long, value_name = "RATE[,WORK_US]", value_parser = parse_irq_load)]
+    pub irq_load: Option<IrqLoad>,
+    /// Priority of the device interrupt handler threads (threaded irq mode; 1..=99). [default: 50, below the measurement threads]
+    #[arg(long, value_name = "PRIO", value_parser = clap::value_parser!(u32).range(1..=99))]
+    pub irq_prio: Option<u32>,
     /// Deadline for the guest to reach quiescence in a switch (a bare number is ms; old name --switch-timeout-ms).
     #[arg(long, alias = "switch-timeout-ms", value_name = "DURATION", default_value = "2s", value_parser = parse_switch_timeout)]
     pub switch_timeout: Duration,
@@ -277,22 +288,45 @@ impl From<Load> for LoadKind {
 pub const DEFAULT_HIST_MAX_US: u32 = 10_000;
 pub const MAX_HIST_MAX_US: u32 = 100_000;
 
-/// `--mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    /// Spinning locks, preemption off while held.
-    Mainline,
-    /// rtmutexes: sleeping locks with priority inheritance.
-    Rt,
+/// A profile's spelling (`--profile`, `--switch-to`, `ctl mode`):
+/// `mainline`, `rt`, or `locks=..,preempt=..,irq=..`.
+pub fn parse_profile(s: &str) -> Result<Profile, String> {
+    Profile::parse(s).map_err(|(e, item)| format!("'{item}': {e}"))
 }
 
-impl From<Mode> for LockMode {
-    fn from(m: Mode) -> Self {
-        match m {
-            Mode::Mainline => LockMode::Mainline,
-            Mode::Rt => LockMode::Rt,
-        }
+/// `--irq-load RATE[,WORK_US]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IrqLoad {
+    /// Interrupts per second on every vCPU.
+    pub rate_hz: u32,
+    /// Work per interrupt in µs.
+    pub work_us: u32,
+}
+
+/// Highest `--irq-load` rate: one interrupt every 50 µs per vCPU.
+pub const MAX_IRQ_RATE_HZ: u32 = 20_000;
+
+pub fn parse_irq_load(s: &str) -> Result<IrqLoad, String> {
+    let (rate, work) = match s.split_once(',') {
+        Some((r, w)) => (r, Some(w)),
+        None => (s, None),
+    };
+    let rate_hz: u32 =
+        rate.trim().parse().map_err(|_| format!("rate '{rate}' is not a whole number of interrupts per second"))?;
+    if !(1..=MAX_IRQ_RATE_HZ).contains(&rate_hz) {
+        return Err(format!("rate {rate_hz} is out of range 1..={MAX_IRQ_RATE_HZ} per second"));
     }
+    let work_us = match work {
+        None => switcher::telemetry::defaults::IRQ_WORK_US,
+        Some(w) => w.trim().parse().map_err(|_| format!("work '{w}' is not a whole number of microseconds"))?,
+    };
+    // The work of one second's interrupts must fit in that second.
+    if u64::from(work_us) * u64::from(rate_hz) >= 1_000_000 {
+        return Err(format!(
+            "{rate_hz} interrupts of {work_us} us each a second would take the whole CPU; lower the rate or the work"
+        ));
+    }
+    Ok(IrqLoad { rate_hz, work_us })
 }
 
 /// A validated `run` configuration.
@@ -304,7 +338,11 @@ pub struct RunConfig {
     pub serial: SerialOutput,
     pub duration: Option<Duration>,
     pub shutdown_timeout: Duration,
-    pub mode: LockMode,
+    pub mode: Profile,
+    /// `--switch-every`'s other profile.
+    pub switch_to: Profile,
+    /// `--irq-load`.
+    pub irq_load: Option<IrqLoad>,
     pub cmdline: String,
     /// The workload request for the guest (zeros: guest defaults).
     pub workload: WorkloadRequest,
@@ -436,7 +474,13 @@ impl RunArgs {
             serial: self.serial,
             duration: self.duration,
             shutdown_timeout: self.shutdown_timeout,
-            mode: self.mode.into(),
+            mode: self.profile,
+            switch_to: self.switch_to.unwrap_or(if self.profile == Profile::RT {
+                Profile::MAINLINE
+            } else {
+                Profile::RT
+            }),
+            irq_load: self.irq_load,
             cmdline,
             workload: WorkloadRequest {
                 interval_us: self.workload.interval_us.unwrap_or(0),
@@ -450,6 +494,10 @@ impl RunArgs {
                 load_cpus: self.workload.load_cpus.unwrap_or(0),
                 bucket_us: self.workload.bucket_us,
                 stop_above_us: self.workload.stop_above.unwrap_or(0),
+                irq_rate_hz: self.irq_load.map_or(0, |l| l.rate_hz),
+                irq_work_us: self.irq_load.map_or(0, |l| l.work_us),
+                irq_prio: self.irq_prio.unwrap_or(0),
+                _reserved: 0,
             },
             hist_buckets: range.div_ceil(self.workload.bucket_us),
             output: self.output,
@@ -577,7 +625,7 @@ mod tests {
         assert_eq!(c.serial, SerialOutput::Stdout);
         assert_eq!(c.duration, None);
         assert_eq!(c.cmdline, "");
-        assert_eq!(c.mode, LockMode::Mainline);
+        assert_eq!(c.mode, Profile::MAINLINE);
         assert_eq!(
             c.workload,
             WorkloadRequest {
@@ -607,7 +655,7 @@ mod tests {
         assert!(parse(&["--switch-every", "0"]).is_err());
         let cli = Cli::try_parse_from(["rtswitch", "ctl", "--api-sock", "/tmp/x", "mode", "rt"]).unwrap();
         let Command::Ctl(ctl) = cli.command else { panic!("not ctl") };
-        assert!(matches!(ctl.command, CtlCommand::Mode { mode: Mode::Rt }));
+        assert!(matches!(ctl.command, CtlCommand::Mode { mode: Profile::RT }));
         assert!(Cli::try_parse_from(["rtswitch", "ctl", "--api-sock", "/tmp/x", "mode", "fast"]).is_err());
     }
 
@@ -631,7 +679,7 @@ mod tests {
             assert_eq!(c.api_sock.as_deref(), Some(std::path::Path::new("/tmp/s")), "{argv:?}");
             assert!(c.json, "{argv:?}");
             assert_eq!(c.timeout, Duration::from_secs(2), "{argv:?}");
-            assert!(matches!(c.command, CtlCommand::Mode { mode: Mode::Rt }));
+            assert!(matches!(c.command, CtlCommand::Mode { mode: Profile::RT }));
         }
         let c = ctl(&["latency", "--last", "3", "--json", "--api-sock", "/tmp/s"]);
         assert!(c.json && matches!(c.command, CtlCommand::Latency { page: PageArgs { last: Some(3), .. } }));
@@ -705,6 +753,10 @@ mod tests {
                 measure_cpus: 0,
                 load_cpus: 0,
                 bucket_us: 1,
+                irq_rate_hz: 0,
+                irq_work_us: 0,
+                irq_prio: 0,
+                _reserved: 0,
                 stop_above_us: 0,
             }
         );
@@ -718,9 +770,30 @@ mod tests {
     #[test]
     fn mode_and_selftest() {
         let c = parse(&["--mode", "rt", "--selftest", "--guest-arg", "no-pi"]).unwrap();
-        assert_eq!(c.mode, LockMode::Rt);
+        assert_eq!(c.mode, Profile::RT);
         assert_eq!(c.cmdline, "selftest no-pi");
-        assert!(parse(&["--mode", "fast"]).unwrap_err().contains("--mode"));
+        let e = parse(&["--mode", "fast"]).unwrap_err();
+        assert!(e.contains("--profile") && e.contains("'fast'"), "{e}");
+        let c = parse(&["--profile", "locks=rt,preempt=full,irq=threaded"]).unwrap();
+        assert_eq!((c.mode, c.switch_to), (Profile::RT, Profile::MAINLINE));
+        let c = parse(&["--profile", "preempt=full", "--switch-to", "irq=threaded"]).unwrap();
+        assert_eq!(c.mode.name(), "locks=mainline,preempt=full,irq=hard");
+        assert_eq!(c.switch_to.name(), "locks=mainline,preempt=voluntary,irq=threaded");
+        let e = parse(&["--profile", "preempt=sometimes"]).unwrap_err();
+        assert!(e.contains("preempt is one of none, voluntary, full"), "{e}");
+    }
+
+    #[test]
+    fn irq_load() {
+        let c = parse(&["--irq-load", "2000,40", "--irq-prio", "60"]).unwrap();
+        assert_eq!(c.irq_load, Some(IrqLoad { rate_hz: 2000, work_us: 40 }));
+        assert_eq!((c.workload.irq_rate_hz, c.workload.irq_work_us, c.workload.irq_prio), (2000, 40, 60));
+        let c = parse(&["--irq-load", "500"]).unwrap();
+        assert_eq!(c.irq_load, Some(IrqLoad { rate_hz: 500, work_us: switcher::telemetry::defaults::IRQ_WORK_US }));
+        assert!(parse(&["--irq-load", "0"]).unwrap_err().contains("out of range"));
+        assert!(parse(&["--irq-load", "10000,100"]).unwrap_err().contains("whole CPU"));
+        assert!(parse(&["--irq-load", "fast"]).unwrap_err().contains("whole number"));
+        assert!(parse(&["--irq-prio", "0"]).is_err());
     }
 
     #[test]

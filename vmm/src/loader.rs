@@ -370,20 +370,22 @@ mod tests {
 
 #[cfg(test)]
 mod site_table_tests {
-    use switcher::abi::LockMode;
-    use switcher::abi::sites::LockOp;
+    use switcher::abi::sites::SiteOp;
     use switcher::patch::{PatchError, SiteTable};
+    use switcher::profile::{Dimension, Profile};
 
     use crate::vstate::memory::{self, Text};
 
     #[test]
     fn embedded_kernel_has_valid_site_tables() {
         let t = SiteTable::from_elf(crate::DEFAULT_KERNEL).expect("the embedded kernel's site tables validate");
-        assert!(t.len() >= 3, "expected lock, unlock and try_lock sites, found {}", t.len());
-        for op in LockOp::ALL {
+        for op in SiteOp::ALL {
             assert!(t.sites().iter().any(|s| s.op == op), "no {} site", op.name());
-            assert_ne!(t.implementation(op, LockMode::Mainline), t.implementation(op, LockMode::Rt));
         }
+        for op in [SiteOp::Lock, SiteOp::Unlock, SiteOp::TryLock, SiteOp::IrqDispatch] {
+            assert_ne!(t.implementation(op, 0), t.implementation(op, 1), "{}", op.name());
+        }
+        assert_eq!(Dimension::ALL.iter().map(|&d| t.count_in(d)).sum::<usize>(), t.len());
     }
 
     #[test]
@@ -393,13 +395,20 @@ mod site_table_tests {
         kernel.load(&mem).unwrap();
         let t = kernel.sites;
         let text = Text(&mem);
-        assert_eq!(t.current_mode(&text), Ok(LockMode::Mainline));
-        assert_eq!(t.plan(&text, LockMode::Mainline, LockMode::Rt).unwrap().apply(&text), Ok(t.len()));
-        assert_eq!(t.current_mode(&text), Ok(LockMode::Rt));
+        assert_eq!(t.current_profile(&text), Ok(Profile::MAINLINE));
+        assert_eq!(t.plan(&text, Profile::MAINLINE, Profile::RT).unwrap().apply(&text), Ok(t.len()));
+        assert_eq!(t.current_profile(&text), Ok(Profile::RT));
         // A second mainline->rt plan is refused: the sites are rt now.
-        assert!(matches!(t.plan(&text, LockMode::Mainline, LockMode::Rt), Err(PatchError::Mismatch { .. })));
-        t.plan(&text, LockMode::Rt, LockMode::Mainline).unwrap().apply(&text).unwrap();
-        assert_eq!(t.current_mode(&text), Ok(LockMode::Mainline));
+        assert!(matches!(t.plan(&text, Profile::MAINLINE, Profile::RT), Err(PatchError::Mismatch { .. })));
+        t.plan(&text, Profile::RT, Profile::MAINLINE).unwrap().apply(&text).unwrap();
+        assert_eq!(t.current_profile(&text), Ok(Profile::MAINLINE));
+        // Every profile, reached from every other, reads back as itself.
+        let mut now = Profile::MAINLINE;
+        for to in Profile::all().chain(Profile::all().rev()) {
+            t.plan(&text, now, to).unwrap().apply(&text).unwrap();
+            assert_eq!(t.current_profile(&text), Ok(to));
+            now = to;
+        }
     }
 
     /// Rewrites the first `.switch_sites` entry's field at `field_off`.

@@ -29,8 +29,9 @@ pub mod locks;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switcher::abi::{self, LockMode, LockRegistry, SwitchMailbox, mailbox_state};
+use switcher::abi::{self, LockRegistry, SwitchMailbox, mailbox_state};
 use switcher::patch::{PatchError, SiteTable};
+use switcher::profile::Profile;
 use vm_memory::{Bytes, GuestAddress};
 
 use self::history::SwitchHistory;
@@ -198,8 +199,8 @@ enum Phase {
 #[derive(Debug)]
 struct Active {
     seq: u64,
-    from: LockMode,
-    to: LockMode,
+    from: Profile,
+    to: Profile,
     origin: Origin,
     requested: Instant,
     requested_at_s: f64,
@@ -253,7 +254,7 @@ pub struct VmAccess<'a> {
 
 pub struct Coordinator {
     sites: SiteTable,
-    mode: LockMode,
+    mode: Profile,
     next_seq: u64,
     active: Option<Active>,
     /// Every switch that ended: the newest records and exact totals.
@@ -265,15 +266,15 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(sites: SiteTable, mode: LockMode, limits: SwitchLimits, run_started: Instant, tsc_khz: u32) -> Self {
+    pub fn new(sites: SiteTable, mode: Profile, limits: SwitchLimits, run_started: Instant, tsc_khz: u32) -> Self {
         Self { sites, mode, next_seq: 1, active: None, history: SwitchHistory::default(), limits, run_started, tsc_khz }
     }
 
-    pub fn mode(&self) -> LockMode {
+    pub fn mode(&self) -> Profile {
         self.mode
     }
 
-    pub fn in_progress(&self) -> Option<LockMode> {
+    pub fn in_progress(&self) -> Option<Profile> {
         self.active.as_ref().map(|a| a.to)
     }
 
@@ -295,7 +296,7 @@ impl Coordinator {
     }
 
     /// Starts a switch to `target`. `Ok(None)`: already in `target`.
-    pub fn request(&mut self, target: LockMode, origin: Origin, mem: &GuestMemory) -> Result<Option<u64>, SwitchError> {
+    pub fn request(&mut self, target: Profile, origin: Origin, mem: &GuestMemory) -> Result<Option<u64>, SwitchError> {
         if let Some(a) = &self.active {
             return Err(SwitchError::Busy(a.to.name()));
         }
@@ -311,7 +312,7 @@ impl Coordinator {
         let now = Instant::now();
         // seq and target first, state last: the guest acts on the state.
         write_u64(mem, std::mem::offset_of!(SwitchMailbox, seq), seq);
-        write_u32(mem, std::mem::offset_of!(SwitchMailbox, target), target as u32);
+        write_u32(mem, std::mem::offset_of!(SwitchMailbox, target), target.code());
         write_u32(mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::REQUESTED);
         self.active = Some(Active {
             seq,
@@ -456,7 +457,7 @@ impl Coordinator {
         let mbox = read_mailbox(mem);
         if let Some(m) = mbox
             && a.failure.is_none()
-            && m.mode != a.to as u32
+            && m.mode != a.to.code()
         {
             log::warn!("guest reports mode {} after a switch to {}", m.mode, a.to.name());
         }
@@ -563,8 +564,8 @@ fn check_and_patch(
     sites: &SiteTable,
     mem: &GuestMemory,
     seq: u64,
-    from: LockMode,
-    to: LockMode,
+    from: Profile,
+    to: Profile,
 ) -> Result<usize, SwitchFailure> {
     let mbox = read_mailbox(mem).ok_or(SwitchFailure::MailboxUnreadable)?;
     if mbox.seq != seq || mbox.state != mailbox_state::QUIESCENT {

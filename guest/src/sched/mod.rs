@@ -39,6 +39,7 @@
 pub mod freezer;
 mod lifecycle;
 mod preempt;
+pub mod preempt_sites;
 mod runqueue;
 mod scheduler;
 pub mod selftest;
@@ -56,9 +57,11 @@ pub use preempt::{
     in_irq, irq_enter, irq_exit, might_sleep, preempt_count, preempt_disable, preempt_enable_no_resched, preemptible,
 };
 #[allow(unused_imports)]
+pub use preempt_sites::{cond_resched, irq_exit_work, preempt_enable};
+#[allow(unused_imports)]
 pub use scheduler::{
-    WaitQueue, idle_loop, init_cpu, irq_exit_work, preempt_enable, prepare_block, schedule, set_current_blocked,
-    set_current_running, set_idle_poll, set_prio, wake_up, yield_now,
+    WaitQueue, idle_loop, init_cpu, prepare_block, schedule, set_current_blocked, set_current_running, set_idle_poll,
+    set_prio, wake_up, yield_now,
 };
 #[allow(unused_imports)]
 pub use selftest::selftest_preemption;

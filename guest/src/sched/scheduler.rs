@@ -1,6 +1,6 @@
 //! The scheduler proper: per-CPU run queues, `schedule`, wake-ups,
-//! priority changes, the preemption points (`preempt_enable`,
-//! `irq_exit_work`), and wait queues (at the end of this file). Spawning,
+//! priority changes, what the preemption points call (`preempt_sites`
+//! holds the points themselves), and wait queues (at the end of this file). Spawning,
 //! starting, exiting and joining tasks: `lifecycle`.
 //!
 //! # Picking
@@ -40,7 +40,7 @@
 //! on its way out (guard drop, interrupt return), or through a self-IPI
 //! when the waker runs with interrupts off outside an IRQ handler.
 
-use super::preempt::{might_sleep, preempt_underflow};
+use super::preempt::might_sleep;
 use super::runqueue::RunQueue;
 use super::switch::sched_context_switch;
 use super::task::{self, MAX_PRIO, MIN_PRIO, Task, TaskState, current};
@@ -141,46 +141,21 @@ pub(super) fn schedule_loop(mut how: Switch) {
 }
 
 /// Preemption from the interrupt return path (interrupts off, count 0).
-fn schedule_irqs_off_preempt() {
+pub(super) fn schedule_irqs_off_preempt() {
     schedule_loop(Switch::Preempt);
 }
 
-/// `preempt_enable`'s slow path: count just reached 0 with need_resched.
+/// Preemption at a preemption point (`preempt_enable` reaching 0, or a
+/// `cond_resched`/`might_resched` point): switches if interrupts are on and
+/// the CPU is not in a handler.
 #[cold]
-fn preempt_schedule() {
+pub(super) fn preempt_schedule() {
     if percpu::irq_depth() != 0 || !cpu::interrupts_enabled() {
         return;
     }
     cpu::disable_interrupts();
     schedule_loop(Switch::Preempt);
     cpu::enable_interrupts();
-}
-
-/// Re-enables preemption; if that makes the CPU preemptible and a
-/// reschedule is pending, schedules now (interrupts permitting).
-#[inline(always)]
-pub fn preempt_enable() {
-    percpu::preempt_count_dec();
-    let count = percpu::preempt_count();
-    if count == 0 && percpu::need_resched() {
-        preempt_schedule();
-    } else if count > i32::MAX as u32 {
-        preempt_underflow();
-    }
-}
-
-/// The interrupt exit work (`arch::irqflags` runs it, masked, after a
-/// batch of handlers, before the unmask, and at an unmask that asked for
-/// it): the reschedule IPIs this CPU deferred are sent; if the interrupted code is
-/// preemptible (count 0, not itself a handler: it was unmasked, or the
-/// interrupt would have waited) and a reschedule is pending, switch now.
-/// The interrupted task's frame stays on its stack until it is switched
-/// back in.
-pub fn irq_exit_work() {
-    flush_deferred_ipis();
-    if percpu::need_resched() && percpu::preempt_count() == 0 && percpu::irq_depth() == 0 {
-        schedule_irqs_off_preempt();
-    }
 }
 
 /// Whether idle CPUs poll instead of halting (guest argument `idle=poll`).
@@ -291,7 +266,7 @@ static DEFERRED_IPIS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_
 
 /// Sends the reschedule IPIs this CPU deferred (interrupt exit work, masked,
 /// after the locks that made them are released).
-fn flush_deferred_ipis() {
+pub(super) fn flush_deferred_ipis() {
     let this = percpu::this();
     let mut mask = DEFERRED_IPIS[this.cpu_id() as usize].swap(0, Ordering::Relaxed);
     while mask != 0 {

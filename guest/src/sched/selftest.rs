@@ -40,6 +40,9 @@ fn busy_thread(_: usize) {
     BUSY_RUNNING.store(true, Ordering::SeqCst);
     while !BUSY_STOP.load(Ordering::Relaxed) {
         BUSY_ITERS.fetch_add(1, Ordering::Relaxed);
+        // A long kernel loop's preemption point: under none and
+        // voluntary the woken thread takes the CPU here.
+        super::preempt_sites::cond_resched();
         core::hint::spin_loop();
     }
     BUSY_RUNNING.store(false, Ordering::SeqCst);

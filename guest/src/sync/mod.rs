@@ -16,30 +16,17 @@ pub mod mainline;
 pub mod raw;
 pub mod registry;
 pub mod rt;
-mod site;
 pub mod spinlock;
 
-// The (operation, mode) -> implementation table the VMM patches with:
-// `switcher::abi::sites::SwitchImpl` entries {op: u32, mode: u32, target: u64}.
-core::arch::global_asm!(
-    ".pushsection .switch_impls, \"a\"",
-    ".balign 8",
-    ".long {lock}, {mainline}", ".quad {ml_lock}",
-    ".long {unlock}, {mainline}", ".quad {ml_unlock}",
-    ".long {try_lock}, {mainline}", ".quad {ml_try_lock}",
-    ".long {lock}, {rt}", ".quad {rt_lock}",
-    ".long {unlock}, {rt}", ".quad {rt_unlock}",
-    ".long {try_lock}, {rt}", ".quad {rt_try_lock}",
-    ".popsection",
-    lock = const switcher::abi::sites::LockOp::Lock as u32,
-    unlock = const switcher::abi::sites::LockOp::Unlock as u32,
-    try_lock = const switcher::abi::sites::LockOp::TryLock as u32,
-    mainline = const switcher::abi::LockMode::Mainline as u32,
-    rt = const switcher::abi::LockMode::Rt as u32,
-    ml_lock = sym mainline::lock,
-    ml_unlock = sym mainline::unlock,
-    ml_try_lock = sym mainline::try_lock,
-    rt_lock = sym rt::lock,
-    rt_unlock = sym rt::unlock,
-    rt_try_lock = sym rt::try_lock,
+use switcher::abi::LockMode;
+use switcher::abi::sites::SiteOp;
+
+// The (operation, lock mode) -> implementation table the VMM patches with.
+crate::site::switch_impls!(
+    (SiteOp::Lock, LockMode::Mainline, mainline::lock),
+    (SiteOp::Unlock, LockMode::Mainline, mainline::unlock),
+    (SiteOp::TryLock, LockMode::Mainline, mainline::try_lock),
+    (SiteOp::Lock, LockMode::Rt, rt::lock),
+    (SiteOp::Unlock, LockMode::Rt, rt::unlock),
+    (SiteOp::TryLock, LockMode::Rt, rt::try_lock),
 );

@@ -9,7 +9,8 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use switcher::abi::{ABI_MAGIC, LOCK_REGISTRY_ADDR, LockMode};
+use switcher::abi::{ABI_MAGIC, LOCK_REGISTRY_ADDR};
+use switcher::profile::Profile;
 
 /// Same layout as `switcher::abi::LockRegistry`, with atomic fields.
 #[repr(C)]
@@ -38,14 +39,14 @@ pub fn get() -> &'static Registry {
 
 impl Registry {
     /// Publishes the page (CPU 0 at boot, before any lock is taken).
-    pub fn init(&self, mode: LockMode) {
+    pub fn init(&self, mode: Profile) {
         self.held.store(0, Ordering::Relaxed);
         self.waiters.store(0, Ordering::Relaxed);
         self.acquisitions.store(0, Ordering::Relaxed);
         self.contended.store(0, Ordering::Relaxed);
         self.pi_boosts.store(0, Ordering::Relaxed);
         self.slowpath.store(0, Ordering::Relaxed);
-        self.mode.store(mode as u32, Ordering::Relaxed);
+        self.mode.store(mode.code(), Ordering::Relaxed);
         self.magic.store(ABI_MAGIC, Ordering::Release);
     }
 
@@ -93,12 +94,12 @@ impl Registry {
         self.waiters.load(Ordering::Acquire)
     }
 
-    pub fn mode(&self) -> LockMode {
-        LockMode::from_u32(self.mode.load(Ordering::Relaxed)).unwrap_or(LockMode::Mainline)
+    pub fn mode(&self) -> Profile {
+        Profile::from_u32(self.mode.load(Ordering::Relaxed)).unwrap_or(Profile::MAINLINE)
     }
 
     /// After a runtime switch: the mode the call sites now select.
-    pub fn set_mode(&self, mode: LockMode) {
-        self.mode.store(mode as u32, Ordering::Relaxed);
+    pub fn set_mode(&self, mode: Profile) {
+        self.mode.store(mode.code(), Ordering::Relaxed);
     }
 }

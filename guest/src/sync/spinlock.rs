@@ -1,7 +1,7 @@
 //! `SpinLock<T>`: the switchable lock class.
 //!
 //! Which implementation runs is decided by the bytes at each call site
-//! (`site.rs`), not by a flag: mainline (`mainline.rs`: preempt-disable +
+//! (`crate::site`), not by a flag: mainline (`mainline.rs`: preempt-disable +
 //! spin on the owner word) or rt (`rt.rs`: rtmutex with priority
 //! inheritance). Both share one layout, [`LockCore`], and agree on what a
 //! *free* lock is:
@@ -24,13 +24,13 @@ use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::Ordering;
 
-use switcher::abi::sites::LockOp;
+use switcher::abi::sites::SiteOp;
 
 use super::lock_core::BACKED_OUT;
 pub use super::lock_core::LockCore;
-use super::site::switch_call;
 use super::{mainline, registry};
 use crate::sched;
+use crate::site::{switch_call, switch_call0};
 
 /// A switchable lock protecting a `T`.
 pub struct SpinLock<T> {
@@ -57,9 +57,11 @@ impl<T> SpinLock<T> {
     #[inline(always)]
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         assert_not_irq(&self.core);
+        // A preemption point before a lock that may block (`voluntary`).
+        switch_call0!(SiteOp::MightResched, crate::sched::preempt_sites::resched);
         let mut contended;
         loop {
-            contended = switch_call!(LockOp::Lock, mainline::lock, &self.core as *const LockCore);
+            contended = switch_call!(SiteOp::Lock, mainline::lock, &self.core as *const LockCore);
             if contended != BACKED_OUT {
                 break;
             }
@@ -76,7 +78,7 @@ impl<T> SpinLock<T> {
     #[inline(always)]
     pub fn try_lock(&self) -> Option<SpinLockGuard<'_, T>> {
         assert_not_irq(&self.core);
-        let ok = switch_call!(LockOp::TryLock, mainline::try_lock, &self.core as *const LockCore);
+        let ok = switch_call!(SiteOp::TryLock, mainline::try_lock, &self.core as *const LockCore);
         if ok == 0 {
             return None;
         }
@@ -97,7 +99,7 @@ impl<T> Drop for SpinLockGuard<'_, T> {
     #[inline(always)]
     fn drop(&mut self) {
         released();
-        switch_call!(LockOp::Unlock, mainline::unlock, &self.lock.core as *const LockCore);
+        switch_call!(SiteOp::Unlock, mainline::unlock, &self.lock.core as *const LockCore);
     }
 }
 

@@ -104,11 +104,29 @@ pub fn start(kind: LoadKind, cs_us: u32, threads_per_cpu: u32, cpus: u64, ids: &
     n
 }
 
+/// How often a busy loop passes a `cond_resched` point (a long kernel
+/// loop's explicit preemption point; see `sched::preempt_sites`).
+const RESCHED_EVERY_US: u64 = 50;
+
 /// Busy (on this CPU, preemptible or not as the caller's context is) for
-/// `ticks` TSC ticks.
+/// `ticks` TSC ticks, with a `cond_resched` point every
+/// [`RESCHED_EVERY_US`]: under preemption models none and voluntary a
+/// woken task takes the CPU there if the section is preemptible (an
+/// rtmutex's; never a preempt-disabled mainline one).
 fn busy(ticks: u64) {
-    let end = now_tsc().saturating_add(ticks);
-    while now_tsc() < end {
+    let start = now_tsc();
+    let end = start.saturating_add(ticks);
+    let every = us_to_tsc(RESCHED_EVERY_US).max(1);
+    let mut next = start.saturating_add(every);
+    loop {
+        let now = now_tsc();
+        if now >= end {
+            break;
+        }
+        if now >= next {
+            sched::cond_resched();
+            next = now.saturating_add(every);
+        }
         core::hint::spin_loop();
     }
 }

@@ -28,11 +28,12 @@
 mod load;
 mod measure;
 mod params;
-mod telemetry;
+pub mod telemetry;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-use switcher::abi::{LockMode, MAX_CPUS};
+use switcher::abi::MAX_CPUS;
+use switcher::profile::Profile;
 use switcher::telemetry::{EPOCH_SLOTS, EpochKind, LoadKind};
 
 use crate::sched::{self, MAX_TASKS, TaskId, TaskState, now_tsc, sleep_us, us_to_tsc};
@@ -66,6 +67,8 @@ struct State {
     measure: [Option<TaskId>; MAX_CPUS],
     load: [Option<TaskId>; MAX_TASKS],
     load_count: usize,
+    /// The device interrupt handler threads (`--irq-load`), one per CPU.
+    irq: [Option<TaskId>; MAX_CPUS],
     /// Set by the starter when it is done (ids complete).
     started: bool,
 }
@@ -78,6 +81,7 @@ static STATE: RawSpinLock<State> = RawSpinLock::new(
         measure: [None; MAX_CPUS],
         load: [None; MAX_TASKS],
         load_count: 0,
+        irq: [None; MAX_CPUS],
         started: false,
     },
 );
@@ -118,6 +122,15 @@ fn starter(_: usize) {
     let cpus = boot_info::cpu_count();
     let mut measure_ids = [None; MAX_CPUS];
     let mut load_ids = [None; MAX_TASKS];
+    let mut irq_ids = [None; MAX_CPUS];
+    if p.irq_rate_hz != 0 {
+        // Before the measurement: the device's interrupts may come from
+        // the first moment, and the threads' counts must be worked off.
+        crate::irqdev::configure(p.irq_work_us);
+        for (cpu, id) in irq_ids.iter_mut().enumerate().take(cpus as usize) {
+            *id = Some(sched::spawn("irq/dev", p.irq_prio, cpu as u32, crate::irqdev::thread, cpu));
+        }
+    }
     measure::start(&p, cpus, &mut measure_ids);
     telemetry::set_running(true);
     sched::spawn("epoch-prep", PREP_PRIO, 0, prep_thread, 0);
@@ -127,6 +140,7 @@ fn starter(_: usize) {
     st.measure = measure_ids;
     st.load = load_ids;
     st.load_count = n;
+    st.irq = irq_ids;
     st.started = true;
 }
 
@@ -184,15 +198,16 @@ pub fn shutdown() {
     let deadline = now_tsc().saturating_add(us_to_tsc(STOP_TIMEOUT_US));
     // The starter stops spawning once it sees the flag; wait for its ids.
     wait_until(deadline, || has_exited(starter));
-    let (measure_ids, load_ids, load_count, started) = {
+    let (measure_ids, load_ids, load_count, irq_ids, started) = {
         let st = STATE.lock_irqsave();
-        (st.measure, st.load, st.load_count, st.started)
+        (st.measure, st.load, st.load_count, st.irq, st.started)
     };
+    crate::irqdev::stop();
     if !started {
         println!("workload: the starter did not finish in time; no summary");
         return;
     }
-    let all = || measure_ids.iter().chain(load_ids[..load_count].iter()).flatten();
+    let all = || measure_ids.iter().chain(load_ids[..load_count].iter()).chain(irq_ids.iter()).flatten();
     let stopped = wait_until(deadline, || all().all(|&id| has_exited(id)));
     telemetry::set_running(false);
     // The last epoch's window ends here: a CPU whose measurement thread
@@ -249,7 +264,7 @@ fn print_summary() {
         let slot = (index % EPOCH_SLOTS as u64) as usize;
         for cpu in 0..boot_info::cpu_count() as usize {
             let Some((epoch, r)) = telemetry::snapshot(slot, cpu) else { continue };
-            let mode = LockMode::from_u32(epoch.mode).map_or("?", |m| m.name());
+            let mode = Profile::from_u32(epoch.mode).map_or("?", |m| m.name());
             let avg = |s: &switcher::telemetry::HistSummary| s.sum_ns.checked_div(s.count).unwrap_or(0) / 1000;
             let min = |s: &switcher::telemetry::HistSummary| if s.count == 0 { 0 } else { s.min_ns / 1000 };
             let end = r.worst.task_name.iter().position(|&b| b == 0).unwrap_or(r.worst.task_name.len());
@@ -280,7 +295,7 @@ fn print_summary() {
 /// for the runtime switch. Call only with every task frozen. Returns the
 /// new epoch index (None without telemetry).
 #[allow(dead_code)] // Used by the runtime switch (next issue).
-pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
+pub fn open_epoch(mode: Profile, kind: EpochKind) -> Option<u64> {
     let index = telemetry::open_epoch(mode, kind)?;
     // Not during a freeze: the woken preparer would be one more task the
     // switch waits for; the next epoch's opening zeroes what is left.

@@ -44,6 +44,11 @@ pub struct Params {
     pub bucket_us: u32,
     /// `--stop-above` threshold in µs (0: off).
     pub stop_above_us: u32,
+    /// Device interrupts per second per CPU (0: none, no handler threads),
+    /// each handler's work, and the handler threads' priority.
+    pub irq_rate_hz: u32,
+    pub irq_work_us: u32,
+    pub irq_prio: u8,
 }
 
 /// Task slots kept free for everything but the workload (control thread,
@@ -74,6 +79,9 @@ impl Params {
             load_cpus,
             bucket_us: pick(req.bucket_us, defaults::BUCKET_US),
             stop_above_us: req.stop_above_us,
+            irq_rate_hz: req.irq_rate_hz,
+            irq_work_us: pick(req.irq_work_us, defaults::IRQ_WORK_US),
+            irq_prio: pick(req.irq_prio, defaults::IRQ_PRIO).clamp(1, max_prio) as u8,
             enabled: req.enabled != 0,
             interval_us: pick(req.interval_us, DEFAULT_INTERVAL_US),
             cs_us: pick(req.cs_us, DEFAULT_CS_US),
@@ -95,6 +103,14 @@ impl Params {
             self.measure_prio,
             cut
         );
+        if self.irq_rate_hz != 0 {
+            crate::println!(
+                "workload: device interrupts {} Hz per cpu, {} us of work each, handler threads at prio {}",
+                self.irq_rate_hz,
+                self.irq_work_us,
+                self.irq_prio
+            );
+        }
         let all = self.measure_cpus & self.load_cpus == self.measure_cpus && self.measure_cpus == self.load_cpus;
         if !all || self.measure_cpus.count_ones() < crate::boot_info::cpu_count() {
             crate::println!("workload: measuring cpus {:#x}, load on cpus {:#x}", self.measure_cpus, self.load_cpus);

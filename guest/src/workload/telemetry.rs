@@ -25,7 +25,8 @@
 use core::ptr::{self, addr_of_mut};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 
-use switcher::abi::{ABI_MAGIC, LockMode, MAX_CPUS};
+use switcher::abi::{ABI_MAGIC, MAX_CPUS};
+use switcher::profile::Profile;
 use switcher::telemetry::{
     CpuLatencyHeader, CpuMeasureState, EPOCH_SLOTS, EpochHeader, EpochKind, HistSummary, Layout, OVERFLOW_LOG,
     RECORD_ALIGN, StopReport, TASK_NAME_LEN, TRACE_LEN, TelemetryHeader, TraceEntry, periods_in,
@@ -130,7 +131,7 @@ fn check_region(addr: u64, size: u64, layout: &Layout) -> Result<(), &'static st
 /// Validates the region the boot info names and initialises it (CPU 0,
 /// before any measurement thread exists). Returns whether telemetry is on;
 /// prints why not.
-pub fn init(params: &Params, mode: LockMode) -> bool {
+pub fn init(params: &Params, mode: Profile) -> bool {
     let cpus = boot_info::cpu_count() as usize;
     let buckets = boot_info::hist_buckets() as usize;
     BUCKET_NS.store(u64::from(params.bucket_us.max(1)) * 1000, Ordering::Relaxed);
@@ -174,8 +175,10 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
         load_cpus: params.load_cpus,
         now_tsc: 0,
         interval_tsc: crate::sched::us_to_tsc(u64::from(params.interval_us)).max(1),
-        _reserved2: 0,
         stopped: 0,
+        irq_rate_hz: params.irq_rate_hz,
+        irq_work_us: params.irq_work_us,
+        irq_prio: u32::from(params.irq_prio),
         epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],
         cpus: [CpuMeasureState::default(); MAX_CPUS],
         stop: StopReport::EMPTY,
@@ -190,7 +193,7 @@ pub fn init(params: &Params, mode: LockMode) -> bool {
     // Slot 0 now; the others when their epochs open (`Prep`).
     finish_slot(0);
     let start_tsc = crate::sched::now_tsc();
-    let epoch0 = EpochHeader { index: 0, mode: mode as u32, kind: EpochKind::Mode as u32, start_tsc, end_tsc: 0 };
+    let epoch0 = EpochHeader { index: 0, mode: mode.code(), kind: EpochKind::Mode as u32, start_tsc, end_tsc: 0 };
     // SAFETY: inside the region's header (validated above).
     unsafe { ptr::write_volatile(addr_of_mut!((*h).epochs[0]), epoch0) };
     atomic64!((*h).magic).store(ABI_MAGIC, Ordering::Release);
@@ -776,6 +779,27 @@ pub fn set_running(running: bool) {
     }
 }
 
+/// Which device-interrupt count [`add_irq`] raises.
+pub enum IrqCount {
+    Received,
+    Hard,
+    Threaded,
+}
+
+/// One more device interrupt on CPU `cpu`, by what happened to it.
+pub fn add_irq(cpu: u32, what: IrqCount) {
+    let cpu = cpu as usize;
+    if !is_active() || cpu >= MAX_CPUS {
+        return;
+    }
+    let h = header();
+    match what {
+        IrqCount::Received => atomic64!((*h).cpus[cpu].irq_received).fetch_add(1, Ordering::Relaxed),
+        IrqCount::Hard => atomic64!((*h).cpus[cpu].irq_hard).fetch_add(1, Ordering::Relaxed),
+        IrqCount::Threaded => atomic64!((*h).cpus[cpu].irq_threaded).fetch_add(1, Ordering::Relaxed),
+    };
+}
+
 /// One more load operation (any load thread).
 pub fn add_load_op() {
     if is_active() {
@@ -809,7 +833,7 @@ pub fn set_final_check(tally: u64, locked_total: u64, check: u32) {
 /// index ([`window_for`]), and the new slot is published only once zeroed,
 /// with its start at or after every deadline recorded so far. Returns the
 /// new epoch index.
-pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
+pub fn open_epoch(mode: Profile, kind: EpochKind) -> Option<u64> {
     if !is_active() {
         return None;
     }
@@ -827,7 +851,7 @@ pub fn open_epoch(mode: LockMode, kind: EpochKind) -> Option<u64> {
     // Mark the slot unused while its records are reset, then publish it.
     atomic64!((*h).epochs[slot].index).store(u64::MAX, Ordering::Release);
     finish_slot(slot);
-    let epoch = EpochHeader { index: u64::MAX, mode: mode as u32, kind: kind as u32, start_tsc: now, end_tsc: 0 };
+    let epoch = EpochHeader { index: u64::MAX, mode: mode.code(), kind: kind as u32, start_tsc: now, end_tsc: 0 };
     // SAFETY: inside the header; no reader relies on a slot with index MAX.
     unsafe { ptr::write_volatile(addr_of_mut!((*h).epochs[slot]), epoch) };
     atomic64!((*h).epochs[slot].index).store(next, Ordering::Release);

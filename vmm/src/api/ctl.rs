@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::client::{self, ClientError, Session};
-use crate::cli::{CtlArgs, CtlCommand, Mode, PageArgs};
+use crate::cli::{CtlArgs, CtlCommand, PageArgs};
 use crate::report::summary::{Figure, columns, ratio_line};
 
 /// How `rtswitch ctl` ended, as its exit status.
@@ -90,11 +90,7 @@ fn page(p: &PageArgs) -> Map<String, Value> {
 fn request(cmd: &CtlCommand) -> Result<Value, ClientError> {
     Ok(match cmd {
         CtlCommand::Mode { mode } => {
-            let m = match mode {
-                Mode::Mainline => "mainline",
-                Mode::Rt => "rt",
-            };
-            json!({"execute": "set-mode", "arguments": {"mode": m}})
+            json!({"execute": "set-mode", "arguments": {"mode": mode.name()}})
         }
         CtlCommand::Status => json!({"execute": "query-status"}),
         CtlCommand::Latency { page: p } => {
@@ -393,9 +389,10 @@ mod tests {
     #[test]
     fn human_mode_reply() {
         let r = json!({"mode":"rt","changed":true,"seq":3,"total_us":12500,"freeze_us":10000,"blackout_us":400,"sites_patched":37});
-        let t = human(&CtlCommand::Mode { mode: Mode::Rt }, &r);
+        let t = human(&CtlCommand::Mode { mode: switcher::profile::Profile::RT }, &r);
         assert!(t.contains("switched to rt") && t.contains("12.500 ms") && t.contains("37 lock call sites"), "{t}");
-        let t = human(&CtlCommand::Mode { mode: Mode::Rt }, &json!({"mode":"rt","changed":false}));
+        let t =
+            human(&CtlCommand::Mode { mode: switcher::profile::Profile::RT }, &json!({"mode":"rt","changed":false}));
         assert!(t.contains("already in rt"), "{t}");
     }
 

@@ -24,7 +24,7 @@
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
-use switcher::abi::LockMode;
+use switcher::profile::Profile;
 
 /// Longest reply the server sends (paging keeps every reply below it).
 pub const MAX_REPLY_BYTES: usize = 256 * 1024;
@@ -94,7 +94,7 @@ pub enum Command {
     QueryStatus,
     QueryMode,
     SetMode {
-        mode: LockMode,
+        mode: Profile,
     },
     /// Epochs of the page (all-CPU rows; per-CPU rows too with `cpus`),
     /// and the exact totals.
@@ -319,12 +319,14 @@ pub fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command
         "set-mode" => {
             let mode = match args.remove("mode") {
                 None => return Err(QmpError::generic("Parameter 'mode' is missing")),
-                Some(Value::String(s)) => match s.as_str() {
-                    "mainline" => LockMode::Mainline,
-                    "rt" => LockMode::Rt,
-                    other => {
+                Some(Value::String(s)) => match Profile::parse(&s) {
+                    Ok(p) => p,
+                    Err((why, item)) => {
                         return Err(QmpError::generic(format!(
-                            "Parameter 'mode' does not accept value '{other}' (expected 'mainline' or 'rt')"
+                            "Parameter 'mode' does not accept value '{}' (expected 'mainline', 'rt' or \
+                             'locks=mainline|rt,preempt=none|voluntary|full,irq=hard|threaded'; '{}': {why})",
+                            bounded(&s),
+                            bounded(item)
                         )));
                     }
                 },
@@ -481,6 +483,17 @@ fn line(v: &Value) -> String {
     s
 }
 
+/// A client's string as an error message quotes it: at most 64
+/// characters (the request itself is bounded, but a reply quoting it need
+/// not repeat all of it).
+fn bounded(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}...", &s[..at]),
+        None => s.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,7 +505,7 @@ mod tests {
     #[test]
     fn parses_commands_with_ids() {
         let r = parse(r#"{"execute":"set-mode","arguments":{"mode":"rt"},"id":"abc"}"#).unwrap();
-        assert_eq!(r.command, Command::SetMode { mode: LockMode::Rt });
+        assert_eq!(r.command, Command::SetMode { mode: Profile::RT });
         assert_eq!(r.id, Some(json!("abc")));
         let r = parse(r#"{"execute":"query-status"}"#).unwrap();
         assert_eq!((r.command, r.id), (Command::QueryStatus, None));

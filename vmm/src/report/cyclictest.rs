@@ -104,7 +104,7 @@ pub fn render(cpus: &[CpuRow], bucket_count: usize, irq: bool) -> String {
 mod tests {
     use std::collections::BTreeMap;
 
-    use switcher::abi::LockMode;
+    use switcher::profile::Profile;
     use switcher::telemetry::EpochKind;
 
     use super::super::Measurement;
@@ -149,7 +149,7 @@ mod tests {
     fn reader(cpus: usize, range: usize, records: &[(usize, &[u64], &[u64])]) -> TelemetryReader {
         let (mem, layout) = region(cpus, range);
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
         write_header(&mem, &h);
         for &(cpu, irq, thread) in records {
             write_record(&mem, &layout, 0, cpu, irq, thread);
@@ -229,8 +229,8 @@ mod tests {
     fn a_mode_file_holds_that_modes_epochs_only() {
         // measurement(): epoch 0 mainline, epoch 1 rt, two CPUs, range 100.
         let m = measurement();
-        let mainline = parse(&render(&m.per_cpu_mode(Some(LockMode::Mainline)), m.bucket_count, false));
-        let rt = parse(&render(&m.per_cpu_mode(Some(LockMode::Rt)), m.bucket_count, false));
+        let mainline = parse(&render(&m.per_cpu_mode(Some(Profile::MAINLINE)), m.bucket_count, false));
+        let rt = parse(&render(&m.per_cpu_mode(Some(Profile::RT)), m.bucket_count, false));
         let all = parse(&render(&m.per_cpu_mode(None), m.bucket_count, false));
         assert_eq!(mainline.rows.len(), 100);
         assert_eq!(mainline.footer["Total"], vec![2, 1]);

@@ -64,7 +64,7 @@ pub struct Header {
 /// The file's text.
 pub fn render(cpus: &[CpuRow], h: &Header) -> String {
     let s = |v: &str| serde_json::Value::from(v).to_string();
-    let realtime = u8::from(h.selection == Selection::Mode(switcher::abi::LockMode::Rt));
+    let realtime = u8::from(h.selection == Selection::Mode(switcher::profile::Profile::RT));
     let version = match h.selection {
         Selection::Mode(m) => format!("rtswitch lock mode {}", m.name()),
         Selection::All => "rtswitch lock modes mainline and rt merged".to_string(),
@@ -159,7 +159,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use switcher::abi::LockMode;
+    use switcher::profile::Profile;
 
     use super::super::json::tests::measurement;
     use super::*;
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn the_keys_and_layout_are_cyclictests() {
         let m = measurement();
-        let text = render(&m.per_cpu_mode(Some(LockMode::Mainline)), &header(Selection::Mode(LockMode::Mainline)));
+        let text = render(&m.per_cpu_mode(Some(Profile::MAINLINE)), &header(Selection::Mode(Profile::MAINLINE)));
         println!("{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -221,7 +221,7 @@ mod tests {
         );
         assert!(text.contains("      \"avg\": 90.50,\n"), "{text}");
         assert!(text.ends_with("      \"node\": 0\n    }\n  }\n}\n"), "{text}");
-        let rt = render(&m.per_cpu_mode(Some(LockMode::Rt)), &header(Selection::Mode(LockMode::Rt)));
+        let rt = render(&m.per_cpu_mode(Some(Profile::RT)), &header(Selection::Mode(Profile::RT)));
         let v: serde_json::Value = serde_json::from_str(&rt).unwrap();
         assert_eq!(v["sysinfo"]["realtime"], 1);
         assert_eq!(v["sysinfo"]["version"], "rtswitch lock mode rt");
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn no_samples_is_an_empty_histogram_as_cyclictest_writes_it() {
         let m = measurement();
-        let mut cpus = m.per_cpu_mode(Some(LockMode::Rt));
+        let mut cpus = m.per_cpu_mode(Some(Profile::RT));
         cpus[0] = CpuRow::empty(Some(0), (m.bucket_count, 1));
         let text = render(&cpus, &header(Selection::All));
         assert!(text.contains("\"histogram\": {      },\n      \"cycles\": 0,\n      \"min\": 0,\n      \"max\": 0,\n      \"avg\": 0.00,"), "{text}");

@@ -136,6 +136,22 @@ pub struct RunReport {
     pub result: super::RunResult,
     /// `--stop-above`: the sample that stopped the run and its cause.
     pub stop: Option<crate::vstate::telemetry::StopInfo>,
+    /// `--irq-load`: what the VMM raised and what the guest took.
+    pub irq_load: Option<IrqLoadReport>,
+}
+
+/// The device interrupt load of a run.
+#[derive(Debug, Serialize)]
+pub struct IrqLoadReport {
+    /// Interrupts per second on every vCPU, work per interrupt, handler
+    /// thread priority.
+    pub rate_hz: u32,
+    pub work_us: u32,
+    pub thread_prio: u32,
+    /// The VMM's side: timer periods acted on, missed, failed writes.
+    pub injected: crate::vstate::irq_load::IrqLoadCounts,
+    /// The guest's side, per CPU.
+    pub cpus: Vec<crate::vstate::telemetry::IrqCounts>,
 }
 
 /// How many epochs there were, and how many `epochs` lists.
@@ -491,6 +507,16 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         },
         result: info.result.clone(),
         stop: info.stop.clone(),
+        irq_load: info.irq_load.and_then(|injected| {
+            let w = m.workload.as_ref()?;
+            Some(IrqLoadReport {
+                rate_hz: w.irq_rate_hz,
+                work_us: w.irq_work_us,
+                thread_prio: w.irq_prio,
+                injected,
+                cpus: w.irqs.clone(),
+            })
+        }),
     }
 }
 
@@ -503,7 +529,7 @@ pub fn render(m: &Measurement, info: &RunInfo) -> Result<String, ReportError> {
 
 #[cfg(test)]
 pub mod tests {
-    use switcher::abi::LockMode;
+    use switcher::profile::Profile;
 
     use super::super::{GuestInfo, RunSettings, summary};
     use super::*;
@@ -517,7 +543,7 @@ pub mod tests {
         RunSettings {
             vcpus: 2,
             memory_bytes: 128 << 20,
-            mode: LockMode::Mainline,
+            mode: Profile::MAINLINE,
             workload: switcher::telemetry::WorkloadRequest {
                 load: LoadKind::Locks as u32,
                 enabled: 1,
@@ -536,8 +562,8 @@ pub mod tests {
         let (mem, layout) = region(2, 100);
         let mut h = header(&layout);
         h.current_epoch = 1;
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 10);
-        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 10);
+        h.epochs[1] = epoch(1, Profile::RT, EpochKind::Mode, 0);
         h.final_check = final_check::OK;
         h.final_tally = 42;
         h.final_locked_total = 42;
@@ -571,6 +597,7 @@ pub mod tests {
             retained_epochs: 64,
             result: super::super::RunResult { result: super::super::result::Verdict::Ok, reasons: vec![] },
             stop: None,
+            irq_load: None,
         }
     }
 

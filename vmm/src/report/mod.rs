@@ -34,7 +34,7 @@ pub mod summary;
 use std::path::Path;
 use std::time::Duration;
 
-use switcher::abi::LockMode;
+use switcher::profile::Profile;
 use switcher::telemetry::{EpochKind, LoadKind, WorkloadRequest, final_check};
 
 use self::outputs::OutputFiles;
@@ -192,7 +192,7 @@ impl EpochRows {
 /// Every epoch of one mode and kind, merged (the reader's exact totals).
 #[derive(Clone, Debug)]
 pub struct GroupRows {
-    pub mode: LockMode,
+    pub mode: Profile,
     pub kind: EpochKind,
     /// Epochs merged.
     pub epochs: u64,
@@ -229,7 +229,7 @@ fn merged(cpus: &[CpuRow], shape: HistShape) -> CpuRow {
 /// What "mainline" or "rt" measured over the whole run.
 #[derive(Clone, Debug)]
 pub struct ModeRows {
-    pub mode: LockMode,
+    pub mode: Profile,
     /// Every `Mode` epoch of this mode (exact, forgotten ones included).
     pub epochs: u64,
     /// Those still listed in detail.
@@ -352,7 +352,7 @@ impl Measurement {
 
     /// The modes that ran at least one `Mode` epoch, in the order they
     /// first ran (switching epochs do not count).
-    pub fn modes_run(&self) -> Vec<LockMode> {
+    pub fn modes_run(&self) -> Vec<Profile> {
         let mut modes = Vec::new();
         for g in self.groups.iter().filter(|g| g.kind == EpochKind::Mode) {
             if !modes.contains(&g.mode) {
@@ -364,7 +364,7 @@ impl Measurement {
 
     /// Per CPU, merged over every `Mode` epoch of `mode` (`None`: of both
     /// modes), forgotten epochs included, switching epochs left out.
-    pub fn per_cpu_mode(&self, mode: Option<LockMode>) -> Vec<CpuRow> {
+    pub fn per_cpu_mode(&self, mode: Option<Profile>) -> Vec<CpuRow> {
         (0..self.cpu_count)
             .map(|cpu| {
                 let mut row = CpuRow::empty(Some(cpu), (self.bucket_count, self.bucket_us));
@@ -449,7 +449,7 @@ pub struct RunSettings {
     pub vcpus: u32,
     pub memory_bytes: u64,
     /// The boot mode.
-    pub mode: LockMode,
+    pub mode: Profile,
     /// The workload request for the guest (zeros: guest defaults).
     pub workload: WorkloadRequest,
     /// Histogram buckets (of `workload.bucket_us`).
@@ -483,6 +483,8 @@ pub struct RunInfo {
     pub result: RunResult,
     /// `--stop-above`: the report of the sample that stopped the run.
     pub stop: Option<telemetry::StopInfo>,
+    /// `--irq-load`: what the VMM's injector did.
+    pub irq_load: Option<crate::vstate::irq_load::IrqLoadCounts>,
 }
 
 impl RunInfo {
@@ -578,6 +580,33 @@ fn wrote(w: &mut Written, what: &'static str, path: &Path, sel: outputs::Selecti
     }
 }
 
+/// The `--irq-load` line of the run's end: what the VMM raised, what the
+/// guest took, and where the handlers ran.
+pub fn irq_load_line(
+    rate_hz: u32,
+    sent: &crate::vstate::irq_load::IrqLoadCounts,
+    w: &telemetry::WorkloadState,
+) -> String {
+    let (mut received, mut hard, mut threaded) = (0u64, 0u64, 0u64);
+    for c in &w.irqs {
+        received += c.received;
+        hard += c.hard;
+        threaded += c.threaded;
+    }
+    let cpus = w.irqs.len();
+    format!(
+        "device interrupts (--irq-load {rate_hz} Hz, {} us each): raised {} times on each of {cpus} vCPUs ({} periods \
+         late, {} writes failed); the guest took {received} (the rest coalesced in the LAPIC): {hard} handled in \
+         hard-IRQ context, {threaded} by handler threads at prio {}, {} not yet handled at the end",
+        w.irq_work_us,
+        sent.periods,
+        sent.late_periods,
+        sent.failed,
+        w.irq_prio,
+        received.saturating_sub(hard + threaded)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -605,6 +634,10 @@ mod tests {
             load_cpus: 1,
             cycles: vec![0],
             stopped: false,
+            irq_rate_hz: 0,
+            irq_work_us: 0,
+            irq_prio: 0,
+            irqs: vec![],
         }
     }
 
@@ -667,9 +700,9 @@ mod tests {
         let (mem, layout) = region(2, 100);
         let mut h = header(&layout);
         h.current_epoch = 2;
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 10);
-        h.epochs[1] = epoch(1, LockMode::Mainline, EpochKind::Switching, 20);
-        h.epochs[2] = epoch(2, LockMode::Rt, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 10);
+        h.epochs[1] = epoch(1, Profile::MAINLINE, EpochKind::Switching, 20);
+        h.epochs[2] = epoch(2, Profile::RT, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[1], &[10, 20]);
         write_record(&mem, &layout, 0, 1, &[1], &[30]);
@@ -690,8 +723,8 @@ mod tests {
         assert_eq!(modes.len(), 2);
         assert_eq!(
             (modes[0].mode, modes[0].epochs, modes[0].listed.clone(), modes[0].all.thread.count()),
-            (LockMode::Mainline, 1, vec![0], 3)
+            (Profile::MAINLINE, 1, vec![0], 3)
         );
-        assert_eq!((modes[1].mode, modes[1].all.thread.count()), (LockMode::Rt, 1));
+        assert_eq!((modes[1].mode, modes[1].all.thread.count()), (Profile::RT, 1));
     }
 }

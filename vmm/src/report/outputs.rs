@@ -28,7 +28,7 @@ use std::collections::BTreeSet;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use switcher::abi::LockMode;
+use switcher::profile::Profile;
 
 use super::Measurement;
 
@@ -71,7 +71,7 @@ pub enum HistogramMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Selection {
     /// The `Mode` epochs of one mode.
-    Mode(LockMode),
+    Mode(Profile),
     /// The `Mode` epochs of both modes.
     All,
 }
@@ -79,7 +79,7 @@ pub enum Selection {
 impl Selection {
     /// `Some(mode)` for one mode, `None` for both (as
     /// [`Measurement::per_cpu_mode`] takes it).
-    pub fn mode(self) -> Option<LockMode> {
+    pub fn mode(self) -> Option<Profile> {
         match self {
             Selection::Mode(m) => Some(m),
             Selection::All => None,
@@ -125,10 +125,10 @@ pub fn tagged(base: &Path, tag: &str) -> PathBuf {
 }
 
 /// The files to write for `base` under `mode`, given the modes that ran.
-pub fn files(base: &Path, mode: HistogramMode, modes_run: &[LockMode]) -> Vec<(PathBuf, Selection)> {
+pub fn files(base: &Path, mode: HistogramMode, modes_run: &[Profile]) -> Vec<(PathBuf, Selection)> {
     match mode {
-        HistogramMode::Mainline => vec![(base.to_path_buf(), Selection::Mode(LockMode::Mainline))],
-        HistogramMode::Rt => vec![(base.to_path_buf(), Selection::Mode(LockMode::Rt))],
+        HistogramMode::Mainline => vec![(base.to_path_buf(), Selection::Mode(Profile::MAINLINE))],
+        HistogramMode::Rt => vec![(base.to_path_buf(), Selection::Mode(Profile::RT))],
         HistogramMode::All => vec![(base.to_path_buf(), Selection::All)],
         HistogramMode::PerMode => match modes_run {
             [] => vec![(base.to_path_buf(), Selection::All)],
@@ -147,7 +147,7 @@ pub fn files_for(base: &Path, mode: HistogramMode, m: &Measurement) -> Vec<(Path
 fn candidates(base: &Path, mode: HistogramMode) -> Vec<PathBuf> {
     match mode {
         HistogramMode::PerMode => {
-            vec![base.to_path_buf(), tagged(base, LockMode::Mainline.name()), tagged(base, LockMode::Rt.name())]
+            vec![base.to_path_buf(), tagged(base, Profile::MAINLINE.name()), tagged(base, Profile::RT.name())]
         }
         _ => vec![base.to_path_buf()],
     }
@@ -241,23 +241,23 @@ mod tests {
         assert_eq!(tagged(Path::new("/a/h.txt"), "rt"), PathBuf::from("/a/h.rt.txt"));
         assert_eq!(tagged(Path::new("h"), "mainline"), PathBuf::from("h.mainline"));
         assert_eq!(tagged(Path::new("d.x/h.tar.gz"), "rt"), PathBuf::from("d.x/h.tar.rt.gz"));
-        let both = [LockMode::Mainline, LockMode::Rt];
+        let both = [Profile::MAINLINE, Profile::RT];
         let base = Path::new("h.txt");
         assert_eq!(
             files(base, HistogramMode::PerMode, &both),
             vec![
-                (PathBuf::from("h.mainline.txt"), Selection::Mode(LockMode::Mainline)),
-                (PathBuf::from("h.rt.txt"), Selection::Mode(LockMode::Rt))
+                (PathBuf::from("h.mainline.txt"), Selection::Mode(Profile::MAINLINE)),
+                (PathBuf::from("h.rt.txt"), Selection::Mode(Profile::RT))
             ]
         );
         assert_eq!(
-            files(base, HistogramMode::PerMode, &[LockMode::Rt]),
-            vec![(PathBuf::from("h.txt"), Selection::Mode(LockMode::Rt))]
+            files(base, HistogramMode::PerMode, &[Profile::RT]),
+            vec![(PathBuf::from("h.txt"), Selection::Mode(Profile::RT))]
         );
         assert_eq!(files(base, HistogramMode::All, &both), vec![(PathBuf::from("h.txt"), Selection::All)]);
         assert_eq!(
-            files(base, HistogramMode::Rt, &[LockMode::Mainline]),
-            vec![(PathBuf::from("h.txt"), Selection::Mode(LockMode::Rt))]
+            files(base, HistogramMode::Rt, &[Profile::MAINLINE]),
+            vec![(PathBuf::from("h.txt"), Selection::Mode(Profile::RT))]
         );
     }
 

@@ -167,7 +167,7 @@ fn figures(h: &Histogram, act_us: Option<u64>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use switcher::abi::LockMode;
+    use switcher::profile::Profile;
     use switcher::telemetry::EpochKind;
 
     use super::*;
@@ -176,7 +176,7 @@ mod tests {
     fn setup() -> (TelemetryReader, std::sync::Arc<crate::vstate::memory::GuestMemory>, switcher::telemetry::Layout) {
         let (mem, layout) = region(2, 1000);
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[1, 3], &[10, 30]);
         write_record(&mem, &layout, 0, 1, &[2], &[20]);
@@ -231,7 +231,7 @@ mod tests {
     fn only_measuring_cpus_get_a_line_numbered_as_threads() {
         let (mem, layout) = region(3, 1000);
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Rt, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::RT, EpochKind::Mode, 0);
         h.measure_cpus = 0b110;
         h.measure_prio = 80;
         write_header(&mem, &h);

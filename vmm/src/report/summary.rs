@@ -149,7 +149,7 @@ pub fn render(m: &Measurement) -> String {
         }
     }
     let of = |mode| per_mode.iter().find(|t| t.mode == mode).map(|t| figures(&t.all.thread));
-    let ratios = match (of(switcher::abi::LockMode::Rt), of(switcher::abi::LockMode::Mainline)) {
+    let ratios = match (of(switcher::profile::Profile::RT), of(switcher::profile::Profile::MAINLINE)) {
         (Some(rt), Some(ml)) => ratio_line(rt, ml),
         _ => None,
     };
@@ -233,7 +233,7 @@ pub fn render(m: &Measurement) -> String {
 
 #[cfg(test)]
 mod tests {
-    use switcher::abi::LockMode;
+    use switcher::profile::Profile;
     use switcher::telemetry::EpochKind;
 
     use super::*;
@@ -245,8 +245,8 @@ mod tests {
         let (mem, layout) = region(2, 100);
         let mut h = header(&layout);
         h.current_epoch = 1;
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 10);
-        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 10);
+        h.epochs[1] = epoch(1, Profile::RT, EpochKind::Mode, 0);
         h.load_violations = 2;
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[1, 2], &[10, 250]);
@@ -297,7 +297,7 @@ mod tests {
     fn one_epoch_has_no_per_mode_rows_and_ratios_mark_bounds() {
         let (mem, layout) = region(1, 100);
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[1], &[10]);
         let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
@@ -320,7 +320,7 @@ mod tests {
         let n = r.retain() as u64 + 10;
         for i in 0..n {
             h.current_epoch = i;
-            let mode = if i % 2 == 0 { LockMode::Mainline } else { LockMode::Rt };
+            let mode = if i % 2 == 0 { Profile::MAINLINE } else { Profile::RT };
             h.epochs[(i % 4) as usize] = epoch(i, mode, EpochKind::Mode, 0);
             if i > 0 {
                 h.epochs[((i - 1) % 4) as usize].end_tsc = 9000 + i;

@@ -21,7 +21,8 @@ use std::time::SystemTime;
 
 use event_manager::{EventOps, EventSet, Events};
 use serde_json::{Value, json};
-use switcher::abi::{self, LockMode, LockRegistry};
+use switcher::abi::{self, LockRegistry};
+use switcher::profile::Profile;
 
 use super::Controller;
 use crate::api::protocol::{self, COMMANDS, Command, MAX_REPLY_BYTES, Page, QmpError, Request, ShutdownCause};
@@ -191,7 +192,7 @@ impl Controller {
             "running": self.outcome.is_none(),
             "ready": self.ready_at.is_some(),
             "mode": self.coordinator.mode().name(),
-            "switching": self.coordinator.in_progress().map(LockMode::name),
+            "switching": self.coordinator.in_progress().map(Profile::name),
             "vcpus": self.cpu_count,
             "uptime_s": self.started.elapsed().as_secs_f64(),
             "switches": self.coordinator.history().recorded(),
@@ -200,17 +201,17 @@ impl Controller {
     }
 
     fn mode_json(&self) -> Value {
-        let sites_mode = match self.coordinator.sites().current_mode(&Text(&self.mem)) {
+        let sites_mode = match self.coordinator.sites().current_profile(&Text(&self.mem)) {
             Ok(m) => m.name().to_string(),
             Err(e) => format!("inconsistent: {e}"),
         };
         let guest_mode = memory::read_abi::<LockRegistry>(&self.mem, abi::LOCK_REGISTRY_ADDR)
             .filter(|r| r.magic == abi::ABI_MAGIC)
-            .and_then(|r| LockMode::from_u32(r.mode))
-            .map(LockMode::name);
+            .and_then(|r| Profile::from_u32(r.mode))
+            .map(Profile::name);
         json!({
             "mode": self.coordinator.mode().name(),
-            "switching": self.coordinator.in_progress().map(LockMode::name),
+            "switching": self.coordinator.in_progress().map(Profile::name),
             "sites": self.coordinator.sites().len(),
             "sites_mode": sites_mode,
             "guest_mode": guest_mode,
@@ -311,7 +312,7 @@ impl Controller {
     /// Starts a switch (socket or timer). `Ok(None)`: already in `target`.
     pub(super) fn start_switch(
         &mut self,
-        target: LockMode,
+        target: Profile,
         origin: Origin,
         ops: &mut EventOps,
     ) -> Result<Option<u64>, SwitchError> {
@@ -445,10 +446,9 @@ impl Controller {
         {
             return;
         }
-        let target = match self.coordinator.mode() {
-            LockMode::Mainline => LockMode::Rt,
-            LockMode::Rt => LockMode::Mainline,
-        };
+        // Toggles between the boot profile and --switch-to.
+        let (a, b) = self.switch_every_profiles;
+        let target = if self.coordinator.mode() == b { a } else { b };
         if let Err(e) = self.start_switch(target, Origin::Timer, ops) {
             log::warn!("--switch-every: {e}");
         }

@@ -26,7 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
-use switcher::abi::{self, BootInfo, GuestStatus, LockMode, LockRegistry};
+use switcher::abi::{self, BootInfo, GuestStatus, LockRegistry};
+use switcher::profile::{Dimension, Profile};
 use switcher::telemetry::Layout;
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
@@ -43,6 +44,7 @@ use crate::seccomp::{self, Sandbox};
 use crate::switch::{Coordinator, SwitchLimits};
 use crate::vstate::bus::{Bus, BusError};
 use crate::vstate::hold::HoldGate;
+use crate::vstate::irq_load::IrqInjector;
 use crate::vstate::memory::{self, GuestMemory};
 use crate::vstate::telemetry::{StopInfo, TelemetryReader};
 use crate::vstate::vcpu::{self, VcpuContext, VcpuEvent, VcpuHandle};
@@ -79,6 +81,8 @@ pub enum RunError {
     Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("device map: {0}")]
     Bus(#[from] BusError),
+    #[error(transparent)]
+    IrqLoad(#[from] crate::vstate::irq_load::IrqLoadError),
 }
 
 impl RunError {
@@ -151,12 +155,23 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     // Boot-time mode selection: the same all-or-nothing patcher as the
     // runtime switch, before any vCPU exists.
     let text = memory::Text(&mem);
-    let plan = sites.plan(&text, LockMode::Mainline, config.mode)?;
+    let plan = sites.plan(&text, Profile::MAINLINE, config.mode)?;
     let rewritten = plan.apply(&text)?;
-    eprintln!("rtswitch: mode {}: {} lock call sites verified, {rewritten} patched", config.mode.name(), sites.len());
+    eprintln!(
+        "rtswitch: mode {}: {} lock call sites verified, {rewritten} patched ({} lock, {} preemption, {} interrupt dispatch)",
+        config.mode.name(),
+        sites.len(),
+        sites.count_in(Dimension::Locks),
+        sites.count_in(Dimension::Preempt),
+        sites.count_in(Dimension::Irq)
+    );
 
     let console = Arc::new(Console::new(&config.serial)?);
     let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry, kernel.text.clone())?;
+    let irq_load = match config.irq_load {
+        Some(l) => Some(IrqInjector::new(&vm.fd, config.vcpus, l.rate_hz)?),
+        None => None,
+    };
 
     let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), config.mode);
     boot_info.apic_timer_khz = vm::APIC_TIMER_KHZ;
@@ -222,6 +237,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         gate,
         api,
         coordinator,
+        irq_load,
     )?;
     let controller = Arc::new(Mutex::new(controller));
     let mut em = EventManager::<Arc<Mutex<Controller>>>::new().map_err(|e| RunError::EventLoop(e.to_string()))?;
@@ -337,6 +353,10 @@ struct Controller {
     stop: Option<StopInfo>,
     /// The interval warning was printed.
     keepup_warned: bool,
+    /// The two profiles `--switch-every` toggles between (boot, --switch-to).
+    switch_every_profiles: (Profile, Profile),
+    /// `--irq-load`: the device interrupt injector.
+    irq_load: Option<IrqInjector>,
 }
 
 impl Controller {
@@ -356,6 +376,7 @@ impl Controller {
         gate: Arc<HoldGate>,
         api: Option<ApiServer>,
         coordinator: Coordinator,
+        irq_load: Option<IrqInjector>,
     ) -> Result<Self, RunError> {
         let switch_every_timer = match config.switch_every {
             Some(period) => {
@@ -416,6 +437,8 @@ impl Controller {
             watchdog: Watchdog::new(config.vcpus, config.watchdog),
             stop: None,
             keepup_warned: false,
+            switch_every_profiles: (config.mode, config.switch_to),
+            irq_load,
         })
     }
 
@@ -689,7 +712,7 @@ impl Controller {
         {
             self.say(&format!(
                 "switchable locks ({} mode): {} acquisitions ({} contended), {} PI boosts; at exit {} held, {} waiting",
-                LockMode::from_u32(reg.mode).map_or("unknown", LockMode::name),
+                Profile::from_u32(reg.mode).map_or("unknown", Profile::name),
                 reg.acquisitions,
                 reg.contended,
                 reg.pi_boosts,
@@ -702,6 +725,11 @@ impl Controller {
         let mut code = outcome.exit_code();
         self.telemetry.harvest();
         let measurement = Measurement::from_reader(&self.telemetry);
+        if let Some(dev) = &self.irq_load
+            && let Some(w) = self.telemetry.workload()
+        {
+            self.say(&report::irq_load_line(dev.rate_hz(), &dev.counts(), w));
+        }
         if measurement.measured() {
             self.console.report(&report::summary::render(&measurement));
         } else if config.workload.enabled != 0 && self.ready_at.is_some() {
@@ -754,6 +782,7 @@ impl Controller {
             retained_epochs: self.telemetry.retain(),
             result,
             stop: self.stop.clone(),
+            irq_load: self.irq_load.as_ref().map(IrqInjector::counts),
         };
         let written = report::write_outputs(&measurement, &info);
         for line in &written.notes {
@@ -771,6 +800,12 @@ impl Controller {
 impl MutEventSubscriber for Controller {
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let fd = events.fd();
+        if let Some(dev) = self.irq_load.as_mut()
+            && dev.timer_fd() == fd
+        {
+            dev.on_timer();
+            return;
+        }
         if self.is_api_fd(fd) {
             self.on_api_event(fd, events.event_set(), ops);
         } else if fd == self.switch_timer.as_raw_fd() {
@@ -831,6 +866,7 @@ impl MutEventSubscriber for Controller {
             fds.push(t.as_raw_fd());
         }
         fds.extend(self.api_fds());
+        fds.extend(self.irq_load.as_ref().map(IrqInjector::timer_fd));
         for fd in fds {
             if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
                 log::error!("cannot watch fd {fd}: {e:?}");

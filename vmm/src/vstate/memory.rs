@@ -112,12 +112,13 @@ pub fn write_u32(mem: &GuestMemory, addr: u64, value: u32) -> Result<(), vm_memo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switcher::abi::{BOOT_INFO_ADDR, LockMode, PML4_ADDR};
+    use switcher::abi::{BOOT_INFO_ADDR, PML4_ADDR};
+    use switcher::profile::Profile;
 
     #[test]
     fn boot_structures_land_where_the_abi_says() {
         let mem = create(32 << 20).unwrap();
-        let mut bi = BootInfo::new(2, 32 << 20, 1_000_000, LockMode::Mainline);
+        let mut bi = BootInfo::new(2, 32 << 20, 1_000_000, Profile::MAINLINE);
         assert!(bi.set_cmdline("panic"));
         write_boot_structures(&mem, &bi, 32 << 20).unwrap();
         let back: BootInfo = read_abi(&mem, BOOT_INFO_ADDR).unwrap();

@@ -2,6 +2,7 @@
 //! readers of guest memory (the shim statistics, the latency telemetry).
 pub mod bus;
 pub mod hold;
+pub mod irq_load;
 pub mod memory;
 pub mod shim_stats;
 pub mod telemetry;

@@ -52,7 +52,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 
-use switcher::abi::{ABI_MAGIC, LockMode};
+use switcher::abi::ABI_MAGIC;
+use switcher::profile::Profile;
 use switcher::telemetry::{
     CpuLatencyHeader, EPOCH_SLOTS, EpochHeader, EpochKind, Layout, LoadKind, OVERFLOW_LOG, StopReport, TASK_NAME_LEN,
     TelemetryHeader, WorstSample, final_check, overdue_periods, trace_kind,
@@ -132,6 +133,21 @@ pub struct WorkloadState {
     pub cycles: Vec<u64>,
     /// A `--stop-above` report is complete.
     pub stopped: bool,
+    /// The device interrupt load (`--irq-load`; rate 0: none).
+    pub irq_rate_hz: u32,
+    pub irq_work_us: u32,
+    pub irq_prio: u32,
+    /// Device interrupts per CPU: taken, worked in hard-IRQ context,
+    /// worked by the handler thread.
+    pub irqs: Vec<IrqCounts>,
+}
+
+/// One CPU's device interrupts (guest counts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IrqCounts {
+    pub received: u64,
+    pub hard: u64,
+    pub threaded: u64,
 }
 
 impl WorkloadState {
@@ -145,7 +161,7 @@ impl WorkloadState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EpochInfo {
     pub index: u64,
-    pub mode: LockMode,
+    pub mode: Profile,
     pub kind: EpochKind,
     pub start_tsc: u64,
     /// 0 while open.
@@ -250,7 +266,7 @@ impl CpuSnapshot {
 /// Every epoch of one mode and kind, merged per CPU: exact totals.
 #[derive(Clone, Debug, PartialEq)]
 pub struct EpochGroup {
-    pub mode: LockMode,
+    pub mode: Profile,
     pub kind: EpochKind,
     /// Epochs merged.
     pub epochs: u64,
@@ -570,6 +586,15 @@ impl TelemetryReader {
             load_cpus: h.load_cpus,
             cycles: h.cpus.iter().take(self.layout.cpu_count).map(|c| c.cycles).collect(),
             stopped: h.stopped == 1,
+            irq_rate_hz: h.irq_rate_hz,
+            irq_work_us: h.irq_work_us,
+            irq_prio: h.irq_prio,
+            irqs: h
+                .cpus
+                .iter()
+                .take(self.layout.cpu_count)
+                .map(|c| IrqCounts { received: c.irq_received, hard: c.irq_hard, threaded: c.irq_threaded })
+                .collect(),
         })
     }
 
@@ -594,7 +619,7 @@ impl TelemetryReader {
         if eh.index > current {
             return Err(bad(format!("holds epoch {} newer than the current epoch {current}", eh.index)));
         }
-        let mode = LockMode::from_u32(eh.mode).ok_or_else(|| bad(format!("unknown mode {}", eh.mode)))?;
+        let mode = Profile::from_u32(eh.mode).ok_or_else(|| bad(format!("unknown mode {}", eh.mode)))?;
         let kind = EpochKind::from_u32(eh.kind).ok_or_else(|| bad(format!("unknown kind {}", eh.kind)))?;
         let info = EpochInfo { index: eh.index, mode, kind, start_tsc: eh.start_tsc, end_tsc: eh.end_tsc };
         if let Some(known) = self.epochs.get(&eh.index) {
@@ -888,7 +913,9 @@ pub mod synth {
             now_tsc: 0,
             interval_tsc: 1_000_000,
             stopped: 0,
-            _reserved2: 0,
+            irq_rate_hz: 0,
+            irq_work_us: 0,
+            irq_prio: 0,
             epochs: [EpochHeader::UNUSED; EPOCH_SLOTS],
             cpus: [switcher::telemetry::CpuMeasureState::default(); switcher::abi::MAX_CPUS],
             stop: StopReport::EMPTY,
@@ -968,8 +995,8 @@ pub mod synth {
         mem.write_slice(&words(&thr_b), GuestAddress(at + layout.corrected_buckets() as u64)).unwrap();
     }
 
-    pub fn epoch(index: u64, mode: LockMode, kind: EpochKind, end_tsc: u64) -> EpochHeader {
-        EpochHeader { index, mode: mode as u32, kind: kind as u32, start_tsc: 1000 + index, end_tsc }
+    pub fn epoch(index: u64, mode: Profile, kind: EpochKind, end_tsc: u64) -> EpochHeader {
+        EpochHeader { index, mode: mode.code(), kind: kind as u32, start_tsc: 1000 + index, end_tsc }
     }
 }
 
@@ -995,14 +1022,14 @@ mod tests {
     fn reads_every_cpu_of_every_used_slot() {
         let (mem, layout) = region(2, 100);
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[2, 3, 3], &[10, 12, 500]);
         write_record(&mem, &layout, 0, 1, &[1], &[7]);
         let mut r = reader(&mem, layout);
         assert_eq!(r.harvest(), Harvest::Read { problems: 0 });
         let e = r.epoch(0).unwrap();
-        assert_eq!(e.info.mode, LockMode::Mainline);
+        assert_eq!(e.info.mode, Profile::MAINLINE);
         assert!(!e.frozen);
         let c0 = e.cpus[0].snapshot.as_ref().unwrap();
         assert_eq!(c0.samples, 3);
@@ -1046,10 +1073,10 @@ mod tests {
         let (mem, layout) = region(1, 50);
         let mut h = header(&layout);
         h.current_epoch = 1;
-        h.epochs[0] = epoch(1, LockMode::Rt, EpochKind::Mode, 0); // epoch 1 belongs in slot 1
-        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 0);
-        h.epochs[2] = epoch(6, LockMode::Rt, EpochKind::Mode, 0); // newer than current
-        h.epochs[3] = EpochHeader { mode: 5, ..epoch(3, LockMode::Rt, EpochKind::Mode, 0) };
+        h.epochs[0] = epoch(1, Profile::RT, EpochKind::Mode, 0); // epoch 1 belongs in slot 1
+        h.epochs[1] = epoch(1, Profile::RT, EpochKind::Mode, 0);
+        h.epochs[2] = epoch(6, Profile::RT, EpochKind::Mode, 0); // newer than current
+        h.epochs[3] = EpochHeader { mode: 5, ..epoch(3, Profile::RT, EpochKind::Mode, 0) };
         write_header(&mem, &h);
         write_record(&mem, &layout, 1, 0, &[1], &[1]);
         let mut r = reader(&mem, layout);
@@ -1061,7 +1088,7 @@ mod tests {
     fn inconsistent_records_are_never_used() {
         let (mem, layout) = region(1, 50);
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[1, 2], &[3, 4]);
         let mut r = reader(&mem, layout);
@@ -1080,7 +1107,7 @@ mod tests {
     fn a_record_stuck_mid_update_is_reported_unstable() {
         let (mem, layout) = region(1, 50);
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[1], &[1]);
         mem.write_obj(3u64, GuestAddress(ADDR + layout.record(0, 0) as u64)).unwrap();
@@ -1095,7 +1122,7 @@ mod tests {
     fn a_concurrent_writer_never_yields_torn_copies() {
         let (mem, layout) = region(1, 64);
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[], &[]);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -1142,8 +1169,8 @@ mod tests {
         let (mem, layout) = region(1, 50);
         let mut h = header(&layout);
         h.current_epoch = 1;
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 5000);
-        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 5000);
+        h.epochs[1] = epoch(1, Profile::RT, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[1, 1], &[40, 41]);
         write_record(&mem, &layout, 1, 0, &[1], &[2]);
@@ -1156,8 +1183,8 @@ mod tests {
         // A late sample lands in epoch 0 after it closed; the next read
         // (two epochs on) sees it and freezes the epoch.
         h.current_epoch = 2;
-        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 5500);
-        h.epochs[2] = epoch(2, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[1] = epoch(1, Profile::RT, EpochKind::Mode, 5500);
+        h.epochs[2] = epoch(2, Profile::MAINLINE, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[1, 1, 1], &[40, 41, 42]);
         r.harvest();
@@ -1166,8 +1193,8 @@ mod tests {
         write_record(&mem, &layout, 0, 0, &[1, 1], &[40, 41]);
         // Epoch 4 reuses slot 0.
         h.current_epoch = 4;
-        h.epochs[0] = epoch(4, LockMode::Mainline, EpochKind::Mode, 0);
-        h.epochs[1] = epoch(1, LockMode::Rt, EpochKind::Mode, 6000);
+        h.epochs[0] = epoch(4, Profile::MAINLINE, EpochKind::Mode, 0);
+        h.epochs[1] = epoch(1, Profile::RT, EpochKind::Mode, 6000);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[9], &[9]);
         assert_eq!(r.harvest(), Harvest::Read { problems: 0 });
@@ -1187,7 +1214,7 @@ mod tests {
         for i in 0..n {
             // Epoch i opens in slot i % 4 and closes the one before it.
             h.current_epoch = i;
-            let mode = if i % 2 == 0 { LockMode::Mainline } else { LockMode::Rt };
+            let mode = if i % 2 == 0 { Profile::MAINLINE } else { Profile::RT };
             h.epochs[(i % 4) as usize] = epoch(i, mode, EpochKind::Mode, 0);
             if i > 0 {
                 h.epochs[((i - 1) % 4) as usize].end_tsc = 5000 + i;
@@ -1239,7 +1266,7 @@ mod tests {
         let n = r.retain() as u64 + 3;
         for i in 0..n {
             h.current_epoch = i;
-            h.epochs[(i % 4) as usize] = epoch(i, LockMode::Mainline, EpochKind::Mode, 0);
+            h.epochs[(i % 4) as usize] = epoch(i, Profile::MAINLINE, EpochKind::Mode, 0);
             write_header(&mem, &h);
             // Never closed and its records are stuck: not frozen.
             write_record_seq(&mem, &layout, (i % 4) as usize, 0, &[1], &[1], 1);
@@ -1254,15 +1281,15 @@ mod tests {
     fn an_epoch_that_changes_identity_is_refused() {
         let (mem, layout) = region(1, 50);
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
         write_header(&mem, &h);
         write_record(&mem, &layout, 0, 0, &[1], &[1]);
         let mut r = reader(&mem, layout);
         r.harvest();
-        h.epochs[0].mode = LockMode::Rt as u32;
+        h.epochs[0].mode = Profile::RT.code();
         write_header(&mem, &h);
         assert_eq!(r.harvest(), Harvest::Read { problems: 1 });
-        assert_eq!(r.epoch(0).unwrap().info.mode, LockMode::Mainline);
+        assert_eq!(r.epoch(0).unwrap().info.mode, Profile::MAINLINE);
     }
 
     #[test]
@@ -1271,7 +1298,7 @@ mod tests {
         let (mem, layout) = region(1, 50);
         let addr = (16 << 20) - Layout::header_size() as u64;
         let mut h = header(&layout);
-        h.epochs[0] = epoch(0, LockMode::Mainline, EpochKind::Mode, 0);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
         mem.write_obj(Abi(h), GuestAddress(addr)).unwrap();
         let mut r = TelemetryReader::new(mem.clone(), addr, layout);
         assert_eq!(r.harvest(), Harvest::Read { problems: 1 });
