@@ -3,6 +3,8 @@
 //! - [`abi`]: the guest<->host ABI (structures, ports, vectors, memory
 //!   layout), `no_std`, compiled into both the guest kernel and the VMM.
 //! - [`telemetry`]: the latency telemetry region (layout, seqlock, epochs).
+//! - [`workload`]: the latency workload's request, load kinds and defaults
+//!   (a leaf that [`abi`] and [`telemetry`] share).
 //! - [`cmdline`]: the guest kernel's argument keys (`--guest-arg`), one list
 //!   for the VMM's check and the guest's parser.
 //! - [`calib`]: the speed-calibration loop both sides run, so that the
@@ -20,3 +22,4 @@ pub mod elf;
 #[cfg(feature = "host")]
 pub mod patch;
 pub mod telemetry;
+pub mod workload;
