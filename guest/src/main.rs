@@ -45,6 +45,7 @@ mod panic;
 mod sched;
 mod selftest;
 mod selftest_ring3;
+mod shutdown;
 mod smp;
 mod status;
 mod sync;
@@ -180,7 +181,7 @@ fn boot_cpu(cpu_count: u32) -> ! {
         println!("adaptive spinning DISABLED (guest argument no-spin): contended rtmutexes sleep at once");
         sync::rt::disable_spinning();
     }
-    cpu::halt_until(|| smp::all_online(cpu_count) || irq::shutdown_requested());
+    cpu::halt_until(|| smp::all_online(cpu_count) || shutdown::requested());
     if !smp::all_online(cpu_count) {
         // The VMM gave up on the boot (e.g. a signal) before every CPU came up.
         control::shutdown();
