@@ -35,6 +35,7 @@ mod console;
 mod control;
 mod costs;
 mod faults;
+mod handler_mark;
 mod hypercall;
 mod irq;
 #[allow(dead_code)] // Pure PI/waiter-list logic: the reference `Model` is for host tests only.
