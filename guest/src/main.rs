@@ -34,6 +34,7 @@ mod cmdline;
 mod console;
 mod control;
 mod costs;
+mod doorbell;
 mod faults;
 mod handler_mark;
 mod hypercall;
