@@ -1,8 +1,9 @@
 //! Single CPU instructions, the same in either ring unless they say
 //! otherwise: the current privilege level, the TSC, control registers, the
 //! page-table load, the CPUID checks this kernel depends on, and halting
-//! for good at CPL0. A leaf of `arch`: the per-CPU data, the shim and the
-//! exception path use it; the kernel reaches it through `cpu`.
+//! for good at CPL0. A leaf of `arch`: the per-CPU data, the shim, the
+//! exception path and the console (which that path prints through) use
+//! it; the rest of the kernel reaches it through `cpu`.
 
 use super::msr;
 use raw_cpuid::CpuId;
