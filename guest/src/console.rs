@@ -18,10 +18,11 @@
 //! let go within [`PANIC_LOCK_WAIT_MS`] (it may be stopped or dead), it
 //! prints anyway.
 
-use crate::arch::{cpu, percpu};
-use crate::{boot_info, hypercall};
+use crate::arch::{instr, irqflags, percpu};
+use crate::{boot_info, doorbell};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, Ordering};
+use switcher::abi::doorbell as register;
 
 /// Longest message written in one piece.
 const LINE_MAX: usize = 512;
@@ -78,8 +79,17 @@ impl Write for Pieces {
 
 impl Pieces {
     fn flush(&mut self) {
-        hypercall::console_write(&self.line.buf[..self.line.len]);
+        write_out(&self.line.buf[..self.line.len]);
         self.line.len = 0;
+    }
+}
+
+/// Writes `bytes` (at most `CONSOLE_MAX`) to the console in one exit.
+fn write_out(bytes: &[u8]) {
+    debug_assert!(bytes.len() <= register::CONSOLE_MAX);
+    if !bytes.is_empty() {
+        // Identity mapped: the buffer's address is its guest-physical one.
+        doorbell::ring(register::CONSOLE, register::console_value(bytes.as_ptr() as u64, bytes.len()));
     }
 }
 
@@ -88,10 +98,10 @@ impl Pieces {
 pub fn print(args: fmt::Arguments) {
     let mut line = Line { buf: [0; LINE_MAX], len: 0, overflowed: false };
     if line.write_fmt(args).is_ok() && !line.overflowed {
-        hypercall::console_write(&line.buf[..line.len]);
+        write_out(&line.buf[..line.len]);
         return;
     }
-    let interrupts_were_on = cpu::save_and_disable_interrupts();
+    let interrupts_were_on = irqflags::save();
     let me = percpu::cpu_id();
     loop {
         if OWNER.load(Ordering::Relaxed) == UNLOCKED
@@ -103,7 +113,7 @@ pub fn print(args: fmt::Arguments) {
     }
     write_pieces(args);
     OWNER.store(UNLOCKED, Ordering::Release);
-    cpu::restore_interrupts(interrupts_were_on);
+    irqflags::restore(interrupts_were_on);
 }
 
 fn write_pieces(args: fmt::Arguments) {
@@ -115,13 +125,13 @@ fn write_pieces(args: fmt::Arguments) {
 /// Prints `args` from a panic or fatal exception (either ring), masked:
 /// takes the lock if it can within a bounded time, prints regardless.
 pub fn print_panic(args: fmt::Arguments) {
-    cpu::disable_interrupts();
+    irqflags::disable();
     let me = percpu::try_this().map_or(UNKNOWN_CPU, |p| p.cpu_id());
     let tsc_khz = match boot_info::tsc_khz() {
         0 => FALLBACK_TSC_KHZ,
         khz => khz,
     };
-    let deadline = cpu::rdtsc_ordered().saturating_add(PANIC_LOCK_WAIT_MS * tsc_khz);
+    let deadline = instr::rdtsc_ordered().saturating_add(PANIC_LOCK_WAIT_MS * tsc_khz);
     let acquired = loop {
         let owner = OWNER.load(Ordering::Relaxed);
         if owner == me && me != UNKNOWN_CPU {
@@ -131,7 +141,7 @@ pub fn print_panic(args: fmt::Arguments) {
         if owner == UNLOCKED && OWNER.compare_exchange(UNLOCKED, me, Ordering::Acquire, Ordering::Relaxed).is_ok() {
             break true;
         }
-        if cpu::rdtsc_ordered() > deadline {
+        if instr::rdtsc_ordered() > deadline {
             break false;
         }
         core::hint::spin_loop();

@@ -14,7 +14,7 @@
 //! stop flag, bounded wait for its threads, per-CPU summary, the load's
 //! final check), then exits.
 
-use crate::{irq, modeswitch, println, sched};
+use crate::{modeswitch, println, sched, shutdown};
 use switcher::abi::EXIT_STATUS_OK;
 
 /// Just below the measurement threads (`sched::MAX_PRIO`).
@@ -36,8 +36,8 @@ fn control_thread(_: usize) {
     sched::freezer::exempt_current();
     modeswitch::init(crate::boot_info::initial_mode());
     loop {
-        REQUESTS.wait_until(|| irq::shutdown_requested() || modeswitch::pending());
-        if irq::shutdown_requested() {
+        REQUESTS.wait_until(|| shutdown::requested() || modeswitch::pending());
+        if shutdown::requested() {
             break;
         }
         modeswitch::run();

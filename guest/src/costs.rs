@@ -13,28 +13,13 @@
 //! benchmark suite runs it to put the host's costs beside its figures.
 //!
 //! The delivery times need a mark from the handlers: the test vectors'
-//! handler and the timer interrupt store their entry TSC in
-//! [`HANDLER_ENTRY_TSC`] while a measurement runs.
+//! handler and the timer interrupt store their entry TSC (`handler_mark`)
+//! while a measurement runs.
 
 use crate::arch::{apic, cpu, shim};
-use crate::println;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::{handler_mark, println};
 
 const SAMPLES: usize = 200;
-
-/// Entry TSC of the last handler that ran while [`MARKING`] was set.
-static HANDLER_ENTRY_TSC: AtomicU64 = AtomicU64::new(0);
-/// Set while a delivery time is measured.
-static MARKING: AtomicBool = AtomicBool::new(false);
-
-/// From a handler (the timer's, the test vectors'): its entry TSC, if a
-/// delivery is being timed. One relaxed load otherwise.
-#[inline]
-pub fn mark_handler_entry(entry_tsc: u64) {
-    if MARKING.load(Ordering::Relaxed) {
-        HANDLER_ENTRY_TSC.store(entry_tsc, Ordering::Release);
-    }
-}
 
 fn report(name: &str, samples: &mut [u64; SAMPLES]) {
     samples.sort_unstable();
@@ -65,14 +50,13 @@ fn time(name: &str, mut f: impl FnMut()) {
 fn delivery(name: &str, mut start: impl FnMut() -> u64) {
     let mut s = [0u64; SAMPLES];
     for x in s.iter_mut() {
-        HANDLER_ENTRY_TSC.store(0, Ordering::Release);
-        MARKING.store(true, Ordering::Release);
+        handler_mark::arm();
         let reference = start();
-        while HANDLER_ENTRY_TSC.load(Ordering::Acquire) == 0 {
+        while handler_mark::entry_tsc() == 0 {
             core::hint::spin_loop();
         }
-        MARKING.store(false, Ordering::Release);
-        *x = HANDLER_ENTRY_TSC.load(Ordering::Acquire).saturating_sub(reference);
+        handler_mark::disarm();
+        *x = handler_mark::entry_tsc().saturating_sub(reference);
     }
     report(name, &mut s);
 }
@@ -107,9 +91,9 @@ pub fn run() {
         apic::set_tsc_deadline(deadline);
         // Halt until the timer's handler has run (another interrupt may
         // wake the halt first: halt again).
-        while HANDLER_ENTRY_TSC.load(Ordering::Acquire) == 0 {
+        while handler_mark::entry_tsc() == 0 {
             cpu::disable_interrupts();
-            if HANDLER_ENTRY_TSC.load(Ordering::Acquire) == 0 {
+            if handler_mark::entry_tsc() == 0 {
                 cpu::idle_halt();
             }
             cpu::enable_interrupts();

@@ -21,22 +21,13 @@
 //!
 //! Host requests: the VMM writes `BootInfo::host_request`, then sends
 //! `vector::HOST_REQUEST` to CPU 0. The handler notes a shutdown request
-//! and wakes the control thread (`control`), which prints and exits (not
-//! work for an interrupt handler).
+//! (`shutdown`) and wakes the control thread (`control`), which prints and
+//! exits (not work for an interrupt handler).
 
 use crate::arch::{apic, percpu};
-use crate::{boot_info, control, modeswitch, sched, selftest_ring3};
-use core::sync::atomic::{AtomicBool, Ordering};
+use crate::{boot_info, control, modeswitch, sched, selftest_ring3, shutdown};
+use core::sync::atomic::Ordering;
 use switcher::abi::{host_request, vector};
-
-static SHUTDOWN_REQUESTED: AtomicBool = AtomicBool::new(false);
-
-/// Whether the VMM asked for a shutdown (noted by the handler, or seen in
-/// the boot info directly in case its interrupt came before our APIC was
-/// up and was lost).
-pub fn shutdown_requested() -> bool {
-    SHUTDOWN_REQUESTED.load(Ordering::Acquire) || boot_info::host_request() == host_request::SHUTDOWN
-}
 
 /// Handles one interrupt vector (not an exception, not NMI). Masked.
 pub fn handle(vector: u8) {
@@ -71,7 +62,7 @@ fn dispatch(vector: u8) {
             modeswitch::on_host_request();
             control::on_host_request();
             if boot_info::host_request() == host_request::SHUTDOWN {
-                SHUTDOWN_REQUESTED.store(true, Ordering::Release);
+                shutdown::note_requested();
                 // Before the scheduler runs, CPU 0 waits in halt_until:
                 // wake it if the request landed elsewhere.
                 let cpu0 = percpu::of(0);

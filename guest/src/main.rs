@@ -34,7 +34,9 @@ mod cmdline;
 mod console;
 mod control;
 mod costs;
+mod doorbell;
 mod faults;
+mod handler_mark;
 mod hypercall;
 mod irq;
 mod irqdev;
@@ -46,6 +48,7 @@ mod panic;
 mod sched;
 mod selftest;
 mod selftest_ring3;
+mod shutdown;
 mod site;
 mod smp;
 mod status;
@@ -182,7 +185,7 @@ fn boot_cpu(cpu_count: u32) -> ! {
         println!("adaptive spinning DISABLED (guest argument no-spin): contended rtmutexes sleep at once");
         sync::rt::disable_spinning();
     }
-    cpu::halt_until(|| smp::all_online(cpu_count) || irq::shutdown_requested());
+    cpu::halt_until(|| smp::all_online(cpu_count) || shutdown::requested());
     if !smp::all_online(cpu_count) {
         // The VMM gave up on the boot (e.g. a signal) before every CPU came up.
         control::shutdown();

@@ -199,7 +199,7 @@ fn wait_full_period_after(thawed: u64) -> bool {
     };
     let limit = sched::now_tsc() + sched::us_to_tsc((GUARD_PERIODS * interval_us).max(GUARD_MIN_US));
     while !done() && sched::now_tsc() < limit {
-        if pending() || crate::irq::shutdown_requested() {
+        if pending() || crate::shutdown::requested() {
             return !pending();
         }
         sched::sleep_us(interval_us / 2 + 1);

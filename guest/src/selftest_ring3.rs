@@ -44,7 +44,7 @@ pub fn is_test_vector(vector: u8) -> bool {
 
 /// The test vectors' handler (hard-IRQ context; EOI by the caller).
 pub fn on_test_vector(vector: u8) {
-    crate::costs::mark_handler_entry(crate::arch::cpu::rdtsc_ordered());
+    crate::handler_mark::mark_handler_entry(crate::arch::cpu::rdtsc_ordered());
     if IN_MASKED_REGION.load(Ordering::Relaxed) {
         RAN_INSIDE.fetch_add(1, Ordering::Relaxed);
     }

@@ -308,7 +308,7 @@ pub struct BootInfo {
     /// (0: unknown; the guest calibrates it against the TSC either way).
     pub apic_timer_khz: u32,
     /// The latency workload to run.
-    pub workload: crate::telemetry::WorkloadRequest,
+    pub workload: crate::workload::WorkloadRequest,
     /// Space-separated guest arguments (`--guest-arg`), NUL-terminated.
     pub cmdline: [u8; CMDLINE_LEN],
 }
@@ -330,7 +330,7 @@ impl BootInfo {
             telemetry_size: 0,
             hist_buckets: 0,
             apic_timer_khz: 0,
-            workload: crate::telemetry::WorkloadRequest {
+            workload: crate::workload::WorkloadRequest {
                 interval_us: 0,
                 cs_us: 0,
                 load: 0,

@@ -5,6 +5,8 @@
 //! - [`telemetry`]: the latency telemetry region (layout, seqlock, epochs).
 //! - [`profile`]: the kernel's mode, a profile over three switchable
 //!   dimensions (locks, preemption model, interrupt threading).
+//! - [`workload`]: the latency workload's request, load kinds and defaults
+//!   (a leaf that [`abi`] and [`telemetry`] share).
 //! - [`cmdline`]: the guest kernel's argument keys (`--guest-arg`), one list
 //!   for the VMM's check and the guest's parser.
 //! - [`calib`]: the speed-calibration loop both sides run, so that the
@@ -23,3 +25,4 @@ pub mod elf;
 pub mod patch;
 pub mod profile;
 pub mod telemetry;
+pub mod workload;

@@ -109,26 +109,24 @@ pub const IDTR_OPERAND_OFFSET: usize = core::mem::offset_of!(IdtPointer, limit);
 const INTERRUPT_GATE: u64 = 0x8e;
 const TRAP_GATE: u64 = 0x8f;
 
-/// Where each vector's gate points, in each table (the stubs live in
-/// `entry` and `shim`).
-struct Targets {
-    /// Ring-0 exception stub of vector `v` (16 bytes apart), v < 32.
-    exception: u64,
+/// Where each vector's gate points, in each table. The stubs live in
+/// `entry` and `shim`, above this module: the caller (`arch`) gathers
+/// their addresses and spacing.
+pub struct Targets {
+    /// Ring-0 exception stub of vector 0; vector `v`'s is
+    /// `exception_stride` bytes further per vector, v < 32.
+    pub exception: u64,
+    pub exception_stride: u64,
     /// The shim gate (#UD).
-    shim_gate: u64,
-    /// CPL3 interrupt stub of vector `v` (16 bytes apart, from vector 32).
-    irq3: u64,
-    /// Ring-0 recording stub of vector `v` (32 bytes apart, from vector 32).
-    record0: u64,
-}
-
-fn targets() -> Targets {
-    Targets {
-        exception: super::shim::exception_stubs_base(),
-        shim_gate: super::shim::gate_address(),
-        irq3: super::entry::irq_stubs_base(),
-        record0: super::shim::record_stubs_base(),
-    }
+    pub shim_gate: u64,
+    /// CPL3 interrupt stub of vector 0 if there were one; vector `v`'s
+    /// (from vector 32) is `irq3_stride` bytes further per vector.
+    pub irq3: u64,
+    pub irq3_stride: u64,
+    /// Ring-0 recording stub of vector 32; vector `v`'s is `record_stride`
+    /// bytes further per vector above 32.
+    pub record0: u64,
+    pub record_stride: u64,
 }
 
 /// The IST slot a vector runs on (0 = the stack the entry picks).
@@ -156,7 +154,7 @@ fn exception_gate(t: &Targets, vector: u8) -> [u64; 2] {
     let handler = if vector == exception::INVALID_OPCODE {
         t.shim_gate
     } else {
-        t.exception + u64::from(vector) * super::shim::EXCEPTION_STUB_SIZE as u64
+        t.exception + u64::from(vector) * t.exception_stride
     };
     gate(handler, KERNEL_CS, ist_for(vector), INTERRUPT_GATE)
 }
@@ -169,8 +167,7 @@ fn store(table: &[AtomicU64; VECTORS * 2], vector: usize, [low, high]: [u64; 2])
 /// Boot prologue (CPL0): the gates early boot can need (the shim gate, the
 /// fatal faults, NMI) and `lidt` of the kernel table. The rest of the
 /// table is filled at CPL3 by [`fill`] before the APIC delivers anything.
-pub fn init_early() {
-    let t = targets();
+pub fn init_early(t: &Targets) {
     for v in [
         exception::INVALID_OPCODE,
         exception::NMI,
@@ -178,7 +175,7 @@ pub fn init_early() {
         exception::GENERAL_PROTECTION,
         exception::PAGE_FAULT,
     ] {
-        store(&KERNEL_IDT, usize::from(v), exception_gate(&t, v));
+        store(&KERNEL_IDT, usize::from(v), exception_gate(t, v));
     }
     KERNEL_IDTR.base.store(KERNEL_IDT.as_ptr() as u64, Ordering::Relaxed);
     HALT_IDTR.base.store(HALT_IDT.as_ptr() as u64, Ordering::Relaxed);
@@ -190,17 +187,16 @@ pub fn init_early() {
 
 /// Fills both tables completely (same values on every CPU). CPL3, before
 /// this CPU's APIC is enabled.
-pub fn fill() {
-    let t = targets();
+pub fn fill(t: &Targets) {
     for v in 0..exception::COUNT {
-        let g = exception_gate(&t, v);
+        let g = exception_gate(t, v);
         store(&KERNEL_IDT, usize::from(v), g);
         store(&HALT_IDT, usize::from(v), g);
     }
     for v in usize::from(exception::COUNT)..VECTORS {
-        let irq3 = t.irq3 + (v * super::entry::IRQ_STUB_SIZE) as u64;
+        let irq3 = t.irq3 + v as u64 * t.irq3_stride;
         store(&KERNEL_IDT, v, gate(irq3, USER_CS, 0, TRAP_GATE));
-        let rec = t.record0 + ((v - usize::from(exception::COUNT)) * super::shim::RECORD_STUB_SIZE) as u64;
+        let rec = t.record0 + (v - usize::from(exception::COUNT)) as u64 * t.record_stride;
         store(&HALT_IDT, v, gate(rec, KERNEL_CS, 0, INTERRUPT_GATE));
     }
 }

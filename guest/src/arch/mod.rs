@@ -14,8 +14,13 @@
 //!  exception ──interrupt gate──> shim (CPL0): fatal report (`trap`)
 //! ```
 //!
-//! The rest of the kernel uses `apic`, `cpu`, `irqflags` and `percpu`;
-//! MSR numbers, descriptor formats, entry stubs and the shim stay in here.
+//! The rest of the kernel uses `apic`, `cpu`, `irqflags` and `percpu`
+//! (the console, which the exception path `trap` prints through, uses
+//! `instr` rather than `cpu`, which stands above the shim); MSR numbers,
+//! descriptor formats, entry stubs and the shim stay in here. Layers,
+//! lowest first (no file imports one above it): `msr`, `gdt`, `instr`,
+//! `idt`, `percpu`, `irqflags`; `trap`, `shim`, `entry`; `cpu`, `apic`,
+//! `steal`; this module, which hands `idt` the stubs' addresses.
 
 /// The assembly that saves the 15 general-purpose registers below an
 /// interrupt frame in `idt::TrapFrame` order (rax pushed first), and the
@@ -36,6 +41,7 @@ pub mod cpu;
 mod entry;
 pub mod gdt;
 pub mod idt;
+pub mod instr;
 pub mod irqflags;
 pub mod msr;
 pub mod percpu;
@@ -56,7 +62,7 @@ const APIC_BASE_ENABLE: u64 = 1 << 11;
 pub fn prologue(cpu: usize, boot_info: u64, entry: extern "C" fn(u64, u64) -> !) -> ! {
     gdt::init(cpu);
     percpu::init(cpu);
-    idt::init_early();
+    idt::init_early(&idt_targets());
     xapic_mode();
     // SAFETY: CPL0, GDT/TSS loaded, GS base set; `entry` never returns.
     unsafe { gdt::drop_to_cpl3(entry, boot_info, cpu as u64) }
@@ -80,13 +86,26 @@ fn xapic_mode() {
     }
 }
 
+/// Where the IDT gates point: the stubs of `shim` and `entry`.
+fn idt_targets() -> idt::Targets {
+    idt::Targets {
+        exception: shim::exception_stubs_base(),
+        exception_stride: shim::EXCEPTION_STUB_SIZE as u64,
+        shim_gate: shim::gate_address(),
+        irq3: entry::irq_stubs_base(),
+        irq3_stride: entry::IRQ_STUB_SIZE as u64,
+        record0: shim::record_stubs_base(),
+        record_stride: shim::RECORD_STUB_SIZE as u64,
+    }
+}
+
 /// Brings up this CPU at CPL3: fills the IDTs, enables the LAPIC (from
 /// here on interrupts arrive; the soft mask, still set, defers them), and
 /// registers KVM's PV EOI word and steal-time area where offered (two
 /// shim WRMSRs). Returns whether PV EOI is on.
 pub fn init_cpu(cpu: usize) -> bool {
     debug_assert_eq!(cpu::current_cpl(), 3);
-    idt::fill();
+    idt::fill(&idt_targets());
     apic::init();
     let pv_eoi = apic::init_pv_eoi(cpu);
     steal::init(cpu);

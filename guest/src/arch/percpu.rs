@@ -183,7 +183,7 @@ pub fn cpu_id() -> u32 {
 /// the GS base is set (the prologue sets it before it drops there) and
 /// `gs:[0]` is checked against the table; at CPL0 the MSR is read.
 pub fn try_this() -> Option<&'static PerCpu> {
-    let gs = if super::cpu::current_cpl() == 3 {
+    let gs = if super::instr::current_cpl() == 3 {
         let p: usize;
         // SAFETY: at CPL3 GS base points at a static slot (see above);
         // reading its first word has no side effects.

@@ -50,7 +50,7 @@
 
 use super::idt::{IDTR_OPERAND_OFFSET, TrapFrame};
 use super::percpu::{self, offset};
-use super::{msr, trap};
+use super::{instr, msr, trap};
 use core::sync::atomic::Ordering;
 use switcher::abi::shim;
 
@@ -312,10 +312,10 @@ extern "C" fn service(frame: &mut TrapFrame) {
             // SAFETY: CPL0; the root is a page of the kernel's .bss, where
             // its page tables live (mm::paging builds a complete map there).
             (root.is_multiple_of(4096) && bss.contains(&root))
-                .then(|| unsafe { super::cpu::load_page_tables(root) })
+                .then(|| unsafe { instr::load_page_tables(root) })
                 .map(|()| 0)
         }
-        shim::STOP => super::cpu::halt_forever(),
+        shim::STOP => instr::halt_forever_cpl0(),
         _ => None,
     };
     frame.rax = match result {

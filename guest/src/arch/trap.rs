@@ -5,7 +5,7 @@
 //! otherwise. Interrupt vectors (32..256) never come here: see `entry`.
 
 use super::idt::{TrapFrame, exception};
-use super::{cpu, percpu};
+use super::{instr, percpu};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -52,7 +52,7 @@ pub(super) extern "C" fn ring0_trap(frame: &mut TrapFrame) {
     if vector == exception::NMI {
         if PANIC_IN_PROGRESS.load(Ordering::Acquire) {
             // The stop signal of a panic on another CPU.
-            cpu::halt_forever();
+            instr::halt_forever_cpl0();
         }
         percpu::this().irq.nmi.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -74,7 +74,7 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
     let vector = frame.vector as u8;
     let (mnemonic, name) = EXCEPTIONS[usize::from(vector)];
     // CR2 is readable here: this runs at CPL0.
-    let cr2 = (vector == exception::PAGE_FAULT).then(cpu::read_cr2);
+    let cr2 = (vector == exception::PAGE_FAULT).then(instr::read_cr2);
     let cpu = percpu::try_this().map(|p| p.cpu_id());
     crate::console::print_panic(format_args!("{}", Report { frame, mnemonic, name, cr2, cpu }));
     match cr2 {

@@ -187,7 +187,7 @@ pub fn on_timer_interrupt() {
     // First thing: the entry TSC (also `now` for expiry: a deadline that
     // passes while the lock is taken fires again at once after re-arming).
     let now = now_tsc();
-    crate::costs::mark_handler_entry(now);
+    crate::handler_mark::mark_handler_entry(now);
     let this = percpu::this();
     let cpu = this.cpu_id() as usize;
     PROBES[cpu].on_timer_entry(now);
