@@ -34,7 +34,6 @@ pub fn on_host_request() {
 
 fn control_thread(_: usize) {
     sched::freezer::exempt_current();
-    modeswitch::init(crate::boot_info::initial_mode());
     loop {
         REQUESTS.wait_until(|| shutdown::requested() || modeswitch::pending());
         if shutdown::requested() {

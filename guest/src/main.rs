@@ -194,6 +194,10 @@ fn boot_cpu(cpu_count: u32) -> ! {
     let ps = calibration.ps_per_iter;
     println!("calibration: {}.{} ns per iteration ({} iterations)", ps / 1000, ps % 1000 / 100, calibration.iterations);
     workload::init();
+    // The switch mailbox is published before the VMM hears "ready": a
+    // request that follows at once finds it, and waits for the control
+    // thread (which sees it pending when it starts).
+    modeswitch::init(mode);
     hypercall::ready();
 
     if flags.platform_costs {
