@@ -36,6 +36,17 @@ static PENDING: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static QUEUES: [sched::WaitQueue; MAX_CPUS] = [const { sched::WaitQueue::new("irq/dev") }; MAX_CPUS];
 /// The handler threads leave once their count is worked off.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Per CPU: interrupts taken, worked in hard-IRQ context, worked by the
+/// thread (since boot; published whole to the telemetry, so that those
+/// taken before the telemetry region was up count too).
+static RECEIVED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static HARD: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static THREADED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+fn count(counter: &[AtomicU64; MAX_CPUS], what: telemetry::IrqCount, cpu: usize) {
+    let n = counter[cpu].fetch_add(1, Ordering::Relaxed) + 1;
+    telemetry::publish_irq(cpu, what, n);
+}
 
 /// Sets the work each interrupt costs (before the threads start).
 pub fn configure(work_us: u32) {
@@ -44,14 +55,14 @@ pub fn configure(work_us: u32) {
 
 /// The interrupt (hard-IRQ context, masked; the caller sends the EOI).
 pub fn on_interrupt() {
-    telemetry::add_irq(percpu::cpu_id(), telemetry::IrqCount::Received);
+    count(&RECEIVED, telemetry::IrqCount::Received, percpu::cpu_id() as usize);
     switch_call0!(SiteOp::IrqDispatch, hard);
 }
 
 /// `hard`: the handler's work, here, masked.
 extern "C" fn hard() {
     work();
-    telemetry::add_irq(percpu::cpu_id(), telemetry::IrqCount::Hard);
+    count(&HARD, telemetry::IrqCount::Hard, percpu::cpu_id() as usize);
 }
 
 /// `threaded`: count it for this CPU's thread and wake it.
@@ -82,7 +93,7 @@ pub fn thread(cpu: usize) {
         }
         for _ in 0..n {
             work();
-            telemetry::add_irq(cpu as u32, telemetry::IrqCount::Threaded);
+            count(&THREADED, telemetry::IrqCount::Threaded, cpu);
         }
     }
 }

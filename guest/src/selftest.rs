@@ -42,6 +42,7 @@ const TESTS: &[Test] = &[
     Test { name: "try_lock", only: any, run: try_lock },
     Test { name: "try_lock under contention from another CPU", only: any, run: try_lock_contended },
     Test { name: "preemption by a timer-woken thread", only: any, run: preemption },
+    Test { name: "preemption model in force", only: any, run: preemption_model_in_force },
     Test { name: "mainline: holder not preempted", only: mainline_locks, run: mainline_holder_not_preempted },
     Test { name: "rt: holder preemptible", only: rt_locks_full_preemption, run: rt_holder_preemptible },
     Test { name: "rt: priority inversion", only: rt_locks_full_preemption, run: rt_priority_inversion },
@@ -68,6 +69,20 @@ fn mainline_locks(p: Profile) -> bool {
 /// any point: rtmutexes under full preemption.
 fn rt_locks_full_preemption(p: Profile) -> bool {
     p.locks == LockMode::Rt && p.preempt == PreemptModel::Full
+}
+
+/// The patched preemption points act as the boot profile says: a busy
+/// thread without a single preemption point is preempted by a woken
+/// higher-priority thread under `full` only.
+fn preemption_model_in_force() -> Result<(), &'static str> {
+    let preempted = sched::preempted_without_resched_points(other_cpu())?;
+    match (boot_info::initial_mode().preempt, preempted) {
+        (PreemptModel::Full, true) | (PreemptModel::None | PreemptModel::Voluntary, false) => Ok(()),
+        (PreemptModel::Full, false) => {
+            Err("full preemption: a woken higher-priority thread waited for a busy thread's whole loop")
+        }
+        (_, true) => Err("none/voluntary preemption: a busy thread without preemption points was preempted"),
+    }
 }
 
 /// Spawns the runner (from CPU 0's boot path once the scheduler runs).

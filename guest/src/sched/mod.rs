@@ -64,7 +64,7 @@ pub use scheduler::{
     set_prio, wake_up, yield_now,
 };
 #[allow(unused_imports)]
-pub use selftest::selftest_preemption;
+pub use selftest::{preempted_without_resched_points, selftest_preemption};
 #[allow(unused_imports)]
 pub use task::{
     GuardPages, IDLE_PRIO, MAX_PRIO, MAX_TASKS, MIN_PRIO, STACK_SIZE, TASK_SLOTS, Task, TaskId, TaskState, current,

@@ -31,6 +31,10 @@ const TEST_TIMEOUT_US: u64 = 1_000_000;
 static BUSY_STOP: AtomicBool = AtomicBool::new(false);
 static BUSY_RUNNING: AtomicBool = AtomicBool::new(false);
 static BUSY_ITERS: AtomicU64 = AtomicU64::new(0);
+/// Whether the busy thread passes `cond_resched` points.
+static BUSY_RESCHED: AtomicBool = AtomicBool::new(true);
+/// TSC at which the busy thread stops by itself (0: never).
+static BUSY_UNTIL: AtomicU64 = AtomicU64::new(0);
 /// Latency of the high thread in TSC ticks, plus 1 (0: not run yet).
 static HIGH_LATE: AtomicU64 = AtomicU64::new(0);
 /// Whether the busy thread was mid-loop when the high thread ran.
@@ -38,11 +42,15 @@ static HIGH_SAW_BUSY: AtomicBool = AtomicBool::new(false);
 
 fn busy_thread(_: usize) {
     BUSY_RUNNING.store(true, Ordering::SeqCst);
-    while !BUSY_STOP.load(Ordering::Relaxed) {
+    let resched = BUSY_RESCHED.load(Ordering::SeqCst);
+    let until = BUSY_UNTIL.load(Ordering::SeqCst);
+    while !BUSY_STOP.load(Ordering::Relaxed) && (until == 0 || now_tsc() < until) {
         BUSY_ITERS.fetch_add(1, Ordering::Relaxed);
-        // A long kernel loop's preemption point: under none and
-        // voluntary the woken thread takes the CPU here.
-        super::preempt_sites::cond_resched();
+        if resched {
+            // A long kernel loop's preemption point: under none and
+            // voluntary the woken thread takes the CPU here.
+            super::preempt_sites::cond_resched();
+        }
         core::hint::spin_loop();
     }
     BUSY_RUNNING.store(false, Ordering::SeqCst);
@@ -69,12 +77,10 @@ fn poll_until(timeout_us: u64, mut done: impl FnMut() -> bool) -> bool {
     true
 }
 
-/// On CPU `cpu`: a busy thread at priority 2 spins (never yields); a thread
-/// at priority 90 sleeps until a TSC deadline 2 ms ahead. Passes if the
-/// high thread runs while the busy one is still mid-loop (it preempted
-/// it) within 50 ms of its deadline. Returns that latency in TSC ticks.
-/// The caller must outrank the busy thread if it runs on `cpu`.
-pub fn preemption_latency_on(cpu: u32) -> Result<u64, &'static str> {
+/// Runs a busy thread and a timer-woken high thread on `cpu` (see
+/// [`preemption_latency_on`]); returns the high thread's lateness in TSC
+/// ticks, with `HIGH_SAW_BUSY` telling whether it preempted the busy one.
+fn preemption_run(cpu: u32) -> Result<u64, &'static str> {
     if current().cpu() == cpu && current().prio() <= BUSY_PRIO {
         return Err("the caller must outrank the busy thread on its CPU");
     }
@@ -99,14 +105,41 @@ pub fn preemption_latency_on(cpu: u32) -> Result<u64, &'static str> {
     if !ran {
         return Err("the high-priority thread did not run while a low-priority thread was busy");
     }
+    Ok(HIGH_LATE.load(Ordering::SeqCst) - 1)
+}
+
+/// On CPU `cpu`: a busy thread at priority 2 spins (never yields); a thread
+/// at priority 90 sleeps until a TSC deadline 2 ms ahead. Passes if the
+/// high thread runs while the busy one is still mid-loop (it preempted
+/// it) within 50 ms of its deadline. Returns that latency in TSC ticks.
+/// The caller must outrank the busy thread if it runs on `cpu`.
+pub fn preemption_latency_on(cpu: u32) -> Result<u64, &'static str> {
+    let late = preemption_run(cpu)?;
     if !HIGH_SAW_BUSY.load(Ordering::SeqCst) {
         return Err("the busy thread was not running when the high-priority thread woke");
     }
-    let late = HIGH_LATE.load(Ordering::SeqCst) - 1;
     if tsc_to_us(late) > PREEMPT_BOUND_US {
         return Err("the high-priority thread ran, but later than 50 ms after its deadline");
     }
     Ok(late)
+}
+
+/// How long the busy thread of [`preempted_without_resched_points`]
+/// spins at most.
+const UNPREEMPTED_BUSY_US: u64 = 30_000;
+
+/// The preemption model in force, observed: on CPU `cpu` a busy thread
+/// spins for 30 ms without a single preemption point (no cond_resched, no
+/// lock, no blocking); a thread woken by the timer 2 ms in outranks it.
+/// Returns whether that thread ran while the busy one was still mid-loop:
+/// only a fully preemptible kernel (interrupt-return preemption) lets it.
+pub fn preempted_without_resched_points(cpu: u32) -> Result<bool, &'static str> {
+    BUSY_RESCHED.store(false, Ordering::SeqCst);
+    BUSY_UNTIL.store(now_tsc() + us_to_tsc(UNPREEMPTED_BUSY_US), Ordering::SeqCst);
+    let r = preemption_run(cpu);
+    BUSY_RESCHED.store(true, Ordering::SeqCst);
+    BUSY_UNTIL.store(0, Ordering::SeqCst);
+    r.map(|_| HIGH_SAW_BUSY.load(Ordering::SeqCst))
 }
 
 #[allow(dead_code)] // For the self-test suite (sync/selftest), which reuses it.

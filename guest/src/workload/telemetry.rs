@@ -779,25 +779,25 @@ pub fn set_running(running: bool) {
     }
 }
 
-/// Which device-interrupt count [`add_irq`] raises.
+/// Which device-interrupt count [`publish_irq`] sets.
 pub enum IrqCount {
     Received,
     Hard,
     Threaded,
 }
 
-/// One more device interrupt on CPU `cpu`, by what happened to it.
-pub fn add_irq(cpu: u32, what: IrqCount) {
-    let cpu = cpu as usize;
+/// CPU `cpu`'s device interrupt count `what` is `n` (only that CPU, or
+/// its handler thread, writes it).
+pub fn publish_irq(cpu: usize, what: IrqCount, n: u64) {
     if !is_active() || cpu >= MAX_CPUS {
         return;
     }
     let h = header();
     match what {
-        IrqCount::Received => atomic64!((*h).cpus[cpu].irq_received).fetch_add(1, Ordering::Relaxed),
-        IrqCount::Hard => atomic64!((*h).cpus[cpu].irq_hard).fetch_add(1, Ordering::Relaxed),
-        IrqCount::Threaded => atomic64!((*h).cpus[cpu].irq_threaded).fetch_add(1, Ordering::Relaxed),
-    };
+        IrqCount::Received => atomic64!((*h).cpus[cpu].irq_received).store(n, Ordering::Relaxed),
+        IrqCount::Hard => atomic64!((*h).cpus[cpu].irq_hard).store(n, Ordering::Relaxed),
+        IrqCount::Threaded => atomic64!((*h).cpus[cpu].irq_threaded).store(n, Ordering::Relaxed),
+    }
 }
 
 /// One more load operation (any load thread).

@@ -209,8 +209,10 @@ impl Controller {
             .filter(|r| r.magic == abi::ABI_MAGIC)
             .and_then(|r| Profile::from_u32(r.mode))
             .map(Profile::name);
+        let mode = self.coordinator.mode();
         json!({
-            "mode": self.coordinator.mode().name(),
+            "mode": mode.name(),
+            "profile": {"locks": mode.locks.name(), "preempt": mode.preempt.name(), "irq": mode.irq.name()},
             "switching": self.coordinator.in_progress().map(Profile::name),
             "sites": self.coordinator.sites().len(),
             "sites_mode": sites_mode,
