@@ -145,21 +145,21 @@ pub fn start(f: &Faults) {
     let last = crate::boot_info::cpu_count().saturating_sub(1);
     if let Some(ms) = f.hold_lock_ms {
         crate::println!("fault injection: 'lock-hog' holds a lock for {ms} ms on cpu {last}");
-        sched::spawn("lock-hog", 5, last, hog, ms as usize);
+        sched::spawn("lock-hog", FAULT_PRIO, last, hog, ms as usize);
     }
     if let Some(ms) = f.irq_off_spin_ms {
         crate::println!("fault injection: 'irq-off-spin' spins {ms} ms with interrupts off on cpu {last}");
-        sched::spawn("irq-off-spin", 5, last, irq_off_spin, ms as usize);
+        sched::spawn("irq-off-spin", FAULT_PRIO, last, irq_off_spin, ms as usize);
     }
     if let Some(ms) = f.stall_ms {
         crate::println!("fault injection: 'stall' spins {ms} ms with preemption off on cpu {last}");
-        sched::spawn("stall", 5, last, stall, ms as usize);
+        sched::spawn("stall", FAULT_PRIO, last, stall, ms as usize);
     }
     if f.corrupt_mailbox {
-        sched::spawn("mbox-scribbler", 5, last, scribble_mailbox, 0);
+        sched::spawn("mbox-scribbler", FAULT_PRIO, last, scribble_mailbox, 0);
     }
     if f.corrupt_telemetry {
-        sched::spawn("telem-scribbler", 5, last, scribble_telemetry, 0);
+        sched::spawn("telem-scribbler", FAULT_PRIO, last, scribble_telemetry, 0);
     }
     if f.bad_hypercalls {
         bad_hypercalls();
@@ -168,7 +168,7 @@ pub fn start(f: &Faults) {
         crate::println!("fault injection: {n} tasks queue for one lock, each holding it {QUEUE_HOLD_US} us");
         let cpus = crate::boot_info::cpu_count();
         for i in 0..n {
-            sched::spawn("lock-queue", 5, i % cpus, queue_member, 0);
+            sched::spawn("lock-queue", FAULT_PRIO, i % cpus, queue_member, 0);
         }
     }
     if f.text_write {
@@ -179,6 +179,13 @@ pub fn start(f: &Faults) {
         raw_access(doorbell::PANIC, 8, 0xffff_fff0, true);
     }
 }
+
+/// Priority of the fault-injection tasks: above the load threads (10,
+/// 11, ...), below the control thread and the measurement threads. Under
+/// the default lock load a CPU is never idle once the preemption model
+/// is not `full` (a woken load thread waits for the running one to sleep,
+/// then runs at once), so a task below the load would never run.
+const FAULT_PRIO: u8 = 30;
 
 static HOG_LOCK: SpinLock<u64> = SpinLock::new("fault.hog", 0);
 
