@@ -346,22 +346,22 @@ fn worst(w: &Worst, cpu: Option<usize>) -> WorstSample {
 fn cpu(r: &CpuRow, e: &EpochRows, d: Detail) -> Cpu {
     // The all-CPUs worst names the CPU it came from.
     let worst_cpu = r.cpu.or_else(|| {
-        let w = r.worst.as_ref()?;
-        e.cpus.iter().find(|c| c.worst.as_ref() == Some(w)).and_then(|c| c.cpu)
+        let w = r.figures.worst.as_ref()?;
+        e.cpus.iter().find(|c| c.figures.worst.as_ref() == Some(w)).and_then(|c| c.cpu)
     });
     Cpu {
         cpu: r.cpu,
-        samples: r.samples,
-        missed: r.missed,
-        overdue: r.overdue,
-        steal_ns: r.steal_ns,
-        max_net_ns: r.max_net_ns,
-        last_thread_ns: r.last_thread_ns,
-        irq: hist(&r.irq, d),
-        thread: hist(&r.thread, d),
-        corrected: hist(&r.corrected, d),
-        overflow_cycles: r.overflow_cycles.clone(),
-        worst: r.worst.as_ref().map(|w| worst(w, worst_cpu)),
+        samples: r.figures.samples,
+        missed: r.figures.missed,
+        overdue: r.figures.overdue,
+        steal_ns: r.figures.steal_ns,
+        max_net_ns: r.figures.max_net_ns,
+        last_thread_ns: r.figures.last_thread_ns,
+        irq: hist(&r.figures.irq, d),
+        thread: hist(&r.figures.thread, d),
+        corrected: hist(&r.figures.corrected, d),
+        overflow_cycles: r.figures.overflow_cycles.clone(),
+        worst: r.figures.worst.as_ref().map(|w| worst(w, worst_cpu)),
         problem: r.problem.clone(),
     }
 }
@@ -396,12 +396,12 @@ pub fn mode_totals(m: &Measurement, d: Detail) -> Vec<ModeTotal> {
             mode: t.mode.name(),
             epoch_count: t.epochs,
             epochs: t.listed,
-            samples: t.all.samples,
-            missed: t.all.missed,
-            steal_ns: t.all.steal_ns,
-            irq: hist(&t.all.irq, d),
-            thread: hist(&t.all.thread, d),
-            corrected: hist(&t.all.corrected, d),
+            samples: t.all.figures.samples,
+            missed: t.all.figures.missed,
+            steal_ns: t.all.figures.steal_ns,
+            irq: hist(&t.all.figures.irq, d),
+            thread: hist(&t.all.figures.thread, d),
+            corrected: hist(&t.all.figures.corrected, d),
         })
         .collect()
 }

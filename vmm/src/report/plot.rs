@@ -68,13 +68,21 @@ fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String>
             .iter()
             .map(|e| {
                 let name = format!("epoch {} {}", e.info.index, mode_label(e));
-                ((legend(&name, &e.all.thread), &e.all.thread), (legend(&name, &e.all.irq), &e.all.irq))
+                (
+                    (legend(&name, &e.all.figures.thread), &e.all.figures.thread),
+                    (legend(&name, &e.all.figures.irq), &e.all.figures.irq),
+                )
             })
             .unzip()
     } else {
         per_mode(m)
             .iter()
-            .map(|(name, row)| ((legend(name, &row.thread), &row.thread), (legend(name, &row.irq), &row.irq)))
+            .map(|(name, row)| {
+                (
+                    (legend(name, &row.figures.thread), &row.figures.thread),
+                    (legend(name, &row.figures.irq), &row.figures.irq),
+                )
+            })
             .unzip()
     };
     panel(&panels[0], "thread latency (timer deadline to measurement thread running), all CPUs", &thread)?;
@@ -96,7 +104,7 @@ fn per_mode(m: &Measurement) -> Vec<(String, &CpuRow)> {
         .map(|g| (format!("{} ({})", g.mode.name(), epochs(g.epochs)), &g.all))
         .collect();
     let switching: Vec<&GroupRows> = m.groups.iter().filter(|g| g.kind == EpochKind::Switching).collect();
-    for g in switching.iter().filter(|g| g.all.samples > 0 || g.all.thread.count() > 0) {
+    for g in switching.iter().filter(|g| g.all.figures.samples > 0 || g.all.figures.thread.count() > 0) {
         series.push((format!("switching from {} ({})", g.mode.name(), epochs(g.epochs)), &g.all));
     }
     series

@@ -52,10 +52,10 @@ impl RunResult {
             // or a run stopped right after `reset-latency`, is not a stall.)
             for row in &rows {
                 let Some(cpu) = row.cpu else { continue };
-                if w.measures(cpu) && row.samples == 0 && row.missed > 0 {
+                if w.measures(cpu) && row.figures.samples == 0 && row.figures.missed > 0 {
                     reasons.push(format!(
                         "cpu {cpu} has no latency sample ({} missed periods): its measurement thread never ran",
-                        row.missed
+                        row.figures.missed
                     ));
                 }
             }
