@@ -579,8 +579,8 @@ mod tests {
             assert!(written.notes.iter().any(|n| n.starts_with(&format!("wrote --histogram {}", f.display()))));
         }
         assert!(std::fs::read_to_string(&p).unwrap().contains("</svg>"));
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
-        assert_eq!(v["outcome"]["exit_code"], 0);
+        let v = json::RunReport::parse(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(v.outcome.exit_code, 0);
         // An unwritable --histogram is reported, and the JSON says the run failed.
         let bad = dir.join("missing/a.hist");
         let outputs = OutputFiles { json: Some(j.clone()), histogram: Some(bad), ..Default::default() };
@@ -588,8 +588,8 @@ mod tests {
         assert_eq!(errors.len(), 2, "one per mode file: {errors:?}");
         assert!(errors[0].to_string().contains("--histogram"), "{}", errors[0]);
         assert!(errors[1].to_string().contains("a.rt.hist"), "{}", errors[1]);
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
-        assert_eq!(v["outcome"]["exit_code"], ExitCode::VmmError.code());
+        let v = json::RunReport::parse(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(v.outcome.exit_code, ExitCode::VmmError.code());
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -4,14 +4,14 @@
 //! (its thread never ran), a load that did no operation, a watchdog stall.
 //! `--stop-above` ending the run is its own result.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Measurement;
 use crate::exit_code::ExitCode;
 use crate::vstate::telemetry::StopInfo;
 
 /// The verdict, as the summary and the JSON (`result.result`) spell it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
     #[serde(rename = "ok")]
     Ok,
@@ -32,7 +32,7 @@ impl Verdict {
 }
 
 /// What the run's measurement amounts to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunResult {
     pub result: Verdict,
     /// Why not ok (empty when ok).

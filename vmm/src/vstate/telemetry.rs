@@ -769,7 +769,7 @@ impl CpuSnapshot {
 }
 
 /// The `--stop-above` report, decoded.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StopInfo {
     pub cpu: u32,
     pub thread_ns: u64,
