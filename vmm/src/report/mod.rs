@@ -4,12 +4,14 @@
 //! - `status`: the live status block (once a second) or, with `--quiet`,
 //!   the progress line;
 //! - `summary`: the table printed at the end of every run that measured;
-//! - `json`, `cyclictest`, `cyclictest_json`, `plot`: the `--json`,
-//!   `--histogram`, `--cyclictest-json` and `--plot` files;
+//! - `json`, `cyclictest`, `cyclictest_json`: the `--json`,
+//!   `--histogram` and `--cyclictest-json` files;
 //! - `outputs`: which files a run writes (one per mode, or a selection),
-//!   and the check of every output path before the VM boots;
-//! - `histpanel`: one latency-histogram panel, as `--plot` and the
-//!   benchmark suite's latency plot draw it.
+//!   and the check of every output path before the VM boots.
+//!
+//! The `--plot` file is drawn above the core (`crate::plot`): the
+//! command line's dispatch hands its renderer in as a [`Plotter`], so
+//! nothing here imports the plotting code.
 //!
 //! Everything here runs on the control thread (`runner`'s event loop);
 //! nothing blocks on the guest. [`Measurement`] is the model the end-of-run
@@ -22,10 +24,8 @@
 
 pub mod cyclictest;
 pub mod cyclictest_json;
-pub(crate) mod histpanel;
 pub mod json;
 pub mod outputs;
-pub mod plot;
 pub mod result;
 pub mod status;
 pub mod stop;
@@ -58,6 +58,26 @@ pub enum ReportError {
 pub fn write_file(what: &'static str, path: &Path, text: &str) -> Result<(), ReportError> {
     std::fs::write(path, text).map_err(|err| ReportError::Write { what, path: path.display().to_string(), err })
 }
+
+/// Draws the `--plot` file: its SVG text. The plotting code sits above
+/// the core (`crate::plot::run::render`); a run without one refuses
+/// `--plot` when it writes its outputs.
+#[derive(Clone, Copy)]
+pub struct Plotter(pub fn(&Measurement, &RunInfo) -> Result<String, ReportError>);
+
+impl std::fmt::Debug for Plotter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Plotter")
+    }
+}
+
+impl PartialEq for Plotter {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Plotter {}
 
 /// The histograms' dimensions in one run: bucket count and width (µs).
 pub type HistShape = (usize, u64);
@@ -467,10 +487,17 @@ pub fn write_outputs(m: &Measurement, info: &RunInfo) -> Written {
             wrote(&mut w, "--cyclictest-json", &path, sel, m, &text);
         }
     }
-    if let Some(path) = &out.plot
-        && let Err(e) = plot::render(m, info).and_then(|svg| write_file("--plot", path, &svg))
-    {
-        w.errors.push(e);
+    if let Some(path) = &out.plot {
+        let svg = match out.plotter {
+            Some(Plotter(render)) => render(m, info),
+            None => Err(ReportError::Plot {
+                path: path.display().to_string(),
+                why: "this program was given no plotter".to_string(),
+            }),
+        };
+        if let Err(e) = svg.and_then(|svg| write_file("--plot", path, &svg)) {
+            w.errors.push(e);
+        }
     }
     if let Some(path) = &out.json {
         let mut info = info.clone();
@@ -562,10 +589,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rtswitch-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (j, h, p) = (dir.join("a.json"), dir.join("a.hist"), dir.join("a.svg"));
+        let plotter = Some(Plotter(|_, _| Ok("<svg></svg>".to_string())));
         let outputs = OutputFiles {
             json: Some(j.clone()),
             histogram: Some(h.clone()),
             plot: Some(p.clone()),
+            plotter,
             ..Default::default()
         };
         let m = json::tests::measurement();
@@ -583,9 +612,11 @@ mod tests {
         assert_eq!(v.outcome.exit_code, 0);
         // An unwritable --histogram is reported, and the JSON says the run failed.
         let bad = dir.join("missing/a.hist");
-        let outputs = OutputFiles { json: Some(j.clone()), histogram: Some(bad), ..Default::default() };
+        let outputs =
+            OutputFiles { json: Some(j.clone()), histogram: Some(bad), plot: Some(p.clone()), ..Default::default() };
         let errors = write_outputs(&m, &json::tests::info(RunSettings { outputs, ..json::tests::settings() })).errors;
-        assert_eq!(errors.len(), 2, "one per mode file: {errors:?}");
+        assert_eq!(errors.len(), 3, "one per mode file, and the plot with no plotter: {errors:?}");
+        assert!(errors[2].to_string().contains("no plotter"), "{}", errors[2]);
         assert!(errors[0].to_string().contains("--histogram"), "{}", errors[0]);
         assert!(errors[1].to_string().contains("a.rt.hist"), "{}", errors[1]);
         let v = json::RunReport::parse(&std::fs::read_to_string(&j).unwrap()).unwrap();

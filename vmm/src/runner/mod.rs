@@ -261,7 +261,7 @@ fn report_settings(config: &RunConfig) -> RunSettings {
         workload: config.workload,
         hist_buckets: config.hist_buckets,
         duration: config.duration,
-        outputs: config.output.files(),
+        outputs: config.outputs(),
     }
 }
 

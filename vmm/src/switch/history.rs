@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::SwitchRecord;
 use super::distribution::{Distribution, Summary};
-use crate::api::protocol::Page;
+use crate::page::Page;
 
 /// Switch records kept for listing (about 300 bytes each).
 pub const HISTORY_CAPACITY: usize = 1024;
