@@ -17,13 +17,23 @@ use std::time::Duration;
 /// Exit codes of `rtswitch ctl` (README.md, "Exit codes"; vmm/src/api/ctl.rs).
 pub use rtswitch::api::ctl::CtlExit;
 use rtswitch::child::Launched;
-/// The run report's shared schema (vmm/src/report/json.rs).
-pub use rtswitch::report::json::ReportView;
+/// The run report's schema, which the VMM writes and bench reads (vmm/src/report/json.rs).
+pub use rtswitch::report::json::RunReport;
+/// A switch record, as the run report and `query-switches` list it.
+pub use rtswitch::switch::SwitchRecord;
 
-/// Reads a `--json` report through the schema bench reads it with,
-/// failing the test if it does not match.
-pub fn report_view(v: &serde_json::Value) -> ReportView {
-    ReportView::from_value(v).unwrap_or_else(|e| panic!("the --json report does not read: {e}\n{v}"))
+/// Reads a `--json` report's text through its schema, failing the test
+/// if it does not match.
+pub fn parse_report(text: &str) -> RunReport {
+    RunReport::parse(text).unwrap_or_else(|e| panic!("the --json report does not read: {e}\n{text}"))
+}
+
+/// Reads the `--json` report at `path`, failing the test (with the run's
+/// stderr) when it was not written or does not match its schema.
+pub fn read_report(path: &Path, stderr: &str) -> RunReport {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("--json {} was not written: {e}\n{stderr}", path.display()));
+    parse_report(&text)
 }
 /// Exit codes of `rtswitch` (README.md, "Exit codes"; vmm/src/exit_code.rs).
 pub use rtswitch::exit_code::ExitCode;

@@ -13,7 +13,7 @@ use rtswitch::api::client::Session;
 use rtswitch::child::Launched;
 use serde_json::{Value, json};
 
-use crate::{Scratch, require_kvm, rtswitch_bin};
+use crate::{RunReport, Scratch, SwitchRecord, require_kvm, rtswitch_bin};
 
 /// How long a VM may take to boot, and a reply to come.
 pub const BOOT_LIMIT: Duration = Duration::from_secs(60);
@@ -133,22 +133,19 @@ impl BackgroundVmm {
     }
 
     /// Sends `quit`, waits for the exit, checks that the socket file is
-    /// gone; returns the exit code, the output and the `--json` report.
-    pub fn quit(self) -> (i32, String, Value) {
+    /// gone; returns the exit code, the output and the `--json` report
+    /// (`None`: not written; one that does not match its schema fails the test).
+    pub fn quit(self) -> (i32, String, Option<RunReport>) {
         let reply = self.session().execute(json!({"execute": "quit"}), &mut |_| {});
         assert!(reply.is_ok_and(|r| r.get("return").is_some()), "quit was not accepted:\n{}", self.output());
         self.quit_after_request()
     }
 
     /// As [`Self::quit`], when `quit` was already sent.
-    pub fn quit_after_request(mut self) -> (i32, String, Value) {
+    pub fn quit_after_request(mut self) -> (i32, String, Option<RunReport>) {
         let (code, out) = self.wait_exit(BOOT_LIMIT);
         assert!(!self.sock.exists(), "the VMM left its socket file behind:\n{out}");
-        let report =
-            std::fs::read_to_string(&self.json).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
-        if !report.is_null() {
-            crate::report_view(&report);
-        }
+        let report = std::fs::read_to_string(&self.json).ok().map(|t| crate::parse_report(&t));
         (code, out, report)
     }
 }
@@ -202,39 +199,40 @@ pub fn assert_mode(s: &mut Session, expected: &str) -> Value {
     m
 }
 
-/// Checks a `switches` list (from `query-switches` pages or the JSON
-/// report): numbered consecutively in order from 1 (or, when the oldest
-/// records were forgotten, from the first listed), each a success or a
-/// failure with a reason, successes chaining from one mode to the other
-/// starting at `boot_mode` (or the first listed record's `from`).
-/// Returns (succeeded, failed) among them and the mode after the last
-/// success.
-pub fn check_switch_history(list: &[Value], boot_mode: &str) -> (usize, usize, String) {
-    let first = list.first().and_then(|r| r["seq"].as_u64()).unwrap_or(1);
+/// Checks a `switches` list (from `query-switches` pages, read with
+/// [`switch_records`], or the JSON report): numbered consecutively in order
+/// from 1 (or, when the oldest records were forgotten, from the first
+/// listed), each a success or a failure with a reason, successes chaining
+/// from one mode to the other starting at `boot_mode` (or the first listed
+/// record's `from`). Returns (succeeded, failed) among them and the mode
+/// after the last success.
+pub fn check_switch_history(list: &[SwitchRecord], boot_mode: &str) -> (usize, usize, String) {
+    let first = list.first().map_or(1, |r| r.seq);
     let mut mode = match list.first() {
-        Some(r) if first > 1 => r["from"].as_str().expect("a from mode").to_string(),
+        Some(r) if first > 1 => r.from.clone(),
         _ => boot_mode.to_string(),
     };
     let (mut ok, mut failed) = (0, 0);
     for (i, r) in list.iter().enumerate() {
-        assert_eq!(r["seq"], json!(first + i as u64), "switch records out of order or missing at #{i}: {r}");
-        assert_eq!(r["from"], mode.as_str(), "switch #{} starts from the wrong mode: {r}", i + 1);
-        assert_eq!(r["to"], other(&mode), "switch #{} is not a toggle: {r}", i + 1);
-        match r["ok"].as_bool() {
-            Some(true) => {
-                assert_eq!(r["reason"], "", "{r}");
-                assert!(r["sites_patched"].as_u64().unwrap_or(0) > 0, "a success patched nothing: {r}");
-                ok += 1;
-                mode = other(&mode).to_string();
-            }
-            Some(false) => {
-                let reason = r["reason"].as_str().unwrap_or("");
-                assert!(!reason.trim().is_empty(), "a failed switch without a reason: {r}");
-                assert_eq!(r["sites_patched"], 0, "a failed switch patched sites: {r}");
-                failed += 1;
-            }
-            None => panic!("switch record without ok: {r}"),
+        assert_eq!(r.seq, first + i as u64, "switch records out of order or missing at #{i}: {r:?}");
+        assert_eq!(r.from, mode, "switch #{} starts from the wrong mode: {r:?}", i + 1);
+        assert_eq!(r.to, other(&mode), "switch #{} is not a toggle: {r:?}", i + 1);
+        if r.ok {
+            assert_eq!(r.reason, "", "{r:?}");
+            assert!(r.sites_patched > 0, "a success patched nothing: {r:?}");
+            ok += 1;
+            mode = other(&mode).to_string();
+        } else {
+            assert!(!r.reason.trim().is_empty(), "a failed switch without a reason: {r:?}");
+            assert_eq!(r.sites_patched, 0, "a failed switch patched sites: {r:?}");
+            failed += 1;
         }
     }
     (ok, failed, mode)
+}
+
+/// The records of `query-switches` pages, read as the switch record they
+/// are written from.
+pub fn switch_records(list: Vec<Value>) -> Vec<SwitchRecord> {
+    serde_json::from_value(Value::Array(list)).unwrap_or_else(|e| panic!("a switch record does not read: {e}"))
 }

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rtswitch_tests::{ExitCode, RunResult, Scratch, require_kvm, run_rtswitch};
+use rtswitch::report::json::ModeTotal;
+use rtswitch_tests::{ExitCode, RunReport, RunResult, Scratch, read_report, require_kvm, run_rtswitch};
 use serde_json::Value;
 
 /// Hard limit per run (killed and failed beyond it).
@@ -120,13 +121,8 @@ fn read(path: &Path, r: &RunResult) -> String {
 }
 
 /// `modes[]` of the `--json` file by name.
-fn mode<'a>(v: &'a Value, name: &str) -> &'a Value {
-    v["modes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["mode"] == name)
-        .unwrap_or_else(|| panic!("no mode {name} in {}", v["modes"]))
+fn mode<'a>(v: &'a RunReport, name: &str) -> &'a ModeTotal {
+    v.mode(name).unwrap_or_else(|| panic!("no mode {name} in {:?}", v.modes))
 }
 
 /// One boot mode: `--histogram FILE` is FILE itself, every row 0..RANGE-1,
@@ -164,23 +160,21 @@ fn histogram_of_a_single_mode_run_is_rt_tests_format() {
     let hist = parse(&read(&h, &r), "rtswitch --histogram");
     assert_eq!(hist.rows.len(), RANGE, "rows 0..{}", RANGE - 1);
     assert_eq!(hist.columns(), 2 * VCPUS, "thread columns, then IRQ columns");
-    let v: Value = serde_json::from_str(&read(&j, &r)).unwrap();
+    let v = read_report(&j, &r.stderr);
     let rt = mode(&v, "rt");
-    let samples = rt["samples"].as_u64().unwrap();
+    let samples = rt.samples;
     let thread_total: u64 = (0..VCPUS).map(|c| hist.footer("Total")[c] + hist.footer("Histogram Overflows")[c]).sum();
     assert_eq!(thread_total, samples, "thread columns: rows + overflows = the rt samples of --json");
     let irq_total: u64 =
         (VCPUS..2 * VCPUS).map(|c| hist.footer("Total")[c] + hist.footer("Histogram Overflows")[c]).sum();
-    assert_eq!(irq_total, rt["irq"]["count"].as_u64().unwrap(), "IRQ columns: rows + overflows = IRQ samples");
+    assert_eq!(irq_total, rt.irq.stats.count, "IRQ columns: rows + overflows = IRQ samples");
     let max = (0..VCPUS).map(|c| hist.footer("Max Latencies")[c]).max();
-    assert_eq!(max, rt["thread"]["max_us"].as_u64(), "thread max");
-    for cpu in 0..VCPUS {
-        let buckets: BTreeMap<u64, u64> = v["epochs"][0]["cpus"][cpu]["thread"]["buckets"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|b| (b[0].as_u64().unwrap(), b[1].as_u64().unwrap()))
-            .collect();
+    assert_eq!(max, rt.thread.stats.max_us, "thread max");
+    let cpus = v.epochs[0].cpus.as_deref().expect("epoch 0 cpus");
+    assert_eq!(cpus.len(), VCPUS);
+    for (cpu, entry) in cpus.iter().enumerate() {
+        let buckets: BTreeMap<u64, u64> =
+            entry.thread.buckets.as_ref().expect("buckets").iter().map(|&[us, n]| (us, n)).collect();
         for (us, row) in hist.rows.iter().enumerate() {
             assert_eq!(
                 row[cpu],
@@ -229,8 +223,8 @@ fn a_run_with_both_modes_writes_one_file_per_mode() {
         "--cyclictest-json",
         c.to_str().unwrap(),
     ]);
-    let v: Value = serde_json::from_str(&read(&j, &r)).unwrap();
-    assert!(v["switch_totals"]["completed"].as_u64().unwrap() >= 1, "a switch completed:\n{}", r.stderr);
+    let v = read_report(&j, &r.stderr);
+    assert!(v.switch_totals.completed >= 1, "a switch completed:\n{}", r.stderr);
     assert!(!h.exists() && !c.exists(), "both modes ran: no file under the name given");
     for name in ["mainline", "rt"] {
         let path = dir.0.join(format!("h.{name}.txt"));
@@ -238,11 +232,7 @@ fn a_run_with_both_modes_writes_one_file_per_mode() {
         assert_eq!(hist.rows.len(), RANGE);
         assert_eq!(hist.columns(), VCPUS);
         let total: u64 = (0..VCPUS).map(|c| hist.footer("Total")[c] + hist.footer("Histogram Overflows")[c]).sum();
-        assert_eq!(
-            total,
-            mode(&v, name)["samples"].as_u64().unwrap(),
-            "{name}: the mode's samples, switching epochs left out"
-        );
+        assert_eq!(total, mode(&v, name).samples, "{name}: the mode's samples, switching epochs left out");
         r.assert_contains(&format!("wrote --histogram {}", path.display()));
         let cj: Value = serde_json::from_str(&read(&dir.0.join(format!("c.{name}.json")), &r)).unwrap();
         let cycles: u64 = (0..VCPUS).map(|c| cj["thread"][c.to_string()]["cycles"].as_u64().unwrap()).sum();

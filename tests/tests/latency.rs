@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use rtswitch_tests::{ExitCode, RunResult, Scratch, report_view, require_kvm, run_rtswitch};
-use serde_json::Value;
+use rtswitch::report::json::{Cpu, Hist};
+use rtswitch::stats::Percentile;
+use rtswitch_tests::{ExitCode, RunReport, RunResult, Scratch, read_report, require_kvm, run_rtswitch};
 
 /// Hard limit per run (killed and failed beyond it); a run takes ~2.5 s.
 const LIMIT: Duration = Duration::from_secs(60);
@@ -22,9 +23,9 @@ const VCPUS: usize = 2;
 /// Guest seconds per run.
 const DURATION: &str = "2";
 
-/// One run with `extra` options; returns the result and the parsed
-/// `--json` file (written into `dir`).
-fn run_json(dir: &Scratch, name: &str, extra: &[&str]) -> (RunResult, Value) {
+/// One run with `extra` options; returns the result and the
+/// `--json` report (written into `dir`).
+fn run_json(dir: &Scratch, name: &str, extra: &[&str]) -> (RunResult, RunReport) {
     require_kvm();
     let json = dir.0.join(format!("{name}.json"));
     let vcpus = VCPUS.to_string();
@@ -35,10 +36,7 @@ fn run_json(dir: &Scratch, name: &str, extra: &[&str]) -> (RunResult, Value) {
     args.extend_from_slice(extra);
     let r = run_rtswitch(&args, LIMIT);
     r.assert_code(ExitCode::Ok);
-    let text = std::fs::read_to_string(&json)
-        .unwrap_or_else(|e| panic!("--json {} was not written: {e}\n{}", json.display(), r.stderr));
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("--json does not parse: {e}\n{text}"));
-    report_view(&v);
+    let v = read_report(&json, &r.stderr);
     (r, v)
 }
 
@@ -83,44 +81,41 @@ fn summary_table(r: &RunResult) -> Vec<TableRow> {
     rows
 }
 
-/// A JSON percentile as the table prints it: `N`, or `>=N` in the overflow.
-fn pct(p: &Value) -> String {
-    match (p["us"].as_u64(), p["at_least"].as_bool()) {
-        (Some(us), Some(false)) => us.to_string(),
-        (Some(us), Some(true)) => format!(">={us}"),
-        _ => "-".to_string(),
-    }
-}
-
-/// A JSON histogram's figures as the table prints them.
-fn group(h: &Value) -> Vec<String> {
-    let n = |v: &Value| v.as_u64().map_or_else(|| "-".to_string(), |v| v.to_string());
+/// A JSON histogram's figures as the table prints them (`-`: none;
+/// `>=N`: a percentile in the overflow).
+fn group(h: &Hist) -> Vec<String> {
+    let n = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let pct = |p: Option<Percentile>| p.map_or_else(|| "-".to_string(), |p| p.to_string());
+    let s = &h.stats;
     vec![
-        n(&h["min_us"]),
-        h["avg_us"].as_f64().map_or_else(|| "-".to_string(), |a| format!("{a:.1}")),
-        pct(&h["p50"]),
-        pct(&h["p99"]),
-        pct(&h["p99_9"]),
-        n(&h["max_us"]),
-        n(&h["overflow"]),
+        n(s.min_us),
+        s.avg_us.map_or_else(|| "-".to_string(), |a| format!("{a:.1}")),
+        pct(s.p50),
+        pct(s.p99),
+        pct(s.p99_9),
+        n(s.max_us),
+        n(Some(s.overflow)),
     ]
 }
 
+/// The per-CPU entries of the report's first epoch.
+fn epoch0_cpus(v: &RunReport) -> &[Cpu] {
+    v.epochs[0].cpus.as_deref().expect("epoch 0 cpus")
+}
+
 /// Every table row agrees with the JSON entry of its epoch and CPU.
-fn table_agrees_with_json(rows: &[TableRow], v: &Value) {
-    let epochs = v["epochs"].as_array().expect("epochs[]");
+fn table_agrees_with_json(rows: &[TableRow], v: &RunReport) {
     for row in rows {
-        let e =
-            epochs.iter().find(|e| e["index"] == row.epoch).unwrap_or_else(|| panic!("epoch {} in JSON", row.epoch));
-        assert_eq!(e["mode"].as_str(), Some(row.mode.trim_start_matches("sw:")), "{row:?}");
+        let e = v.epochs.iter().find(|e| e.index == row.epoch).unwrap_or_else(|| panic!("epoch {} in JSON", row.epoch));
+        assert_eq!(e.mode, row.mode.trim_start_matches("sw:"), "{row:?}");
         let entry = match row.cpu {
-            Some(c) => &e["cpus"][c],
-            None => &e["all"],
+            Some(c) => &e.cpus.as_deref().expect("cpus")[c],
+            None => &e.all,
         };
-        assert_eq!(entry["samples"].as_u64(), Some(row.samples), "samples of {row:?}");
-        assert_eq!(entry["missed"].as_u64(), Some(row.missed), "missed of {row:?}");
-        assert_eq!(group(&entry["thread"]), row.thread, "thread latency of {row:?} vs JSON {}", entry["thread"]);
-        assert_eq!(group(&entry["irq"]), row.irq, "IRQ latency of {row:?} vs JSON {}", entry["irq"]);
+        assert_eq!(entry.samples, row.samples, "samples of {row:?}");
+        assert_eq!(entry.missed, row.missed, "missed of {row:?}");
+        assert_eq!(group(&entry.thread), row.thread, "thread latency of {row:?} vs JSON {:?}", entry.thread);
+        assert_eq!(group(&entry.irq), row.irq, "IRQ latency of {row:?} vs JSON {:?}", entry.irq);
     }
 }
 
@@ -173,7 +168,7 @@ fn parse_cyclictest_hist(text: &str) -> CyclictestHist {
 
 /// The `--histogram` file: cyclictest's format, one column per CPU,
 /// consistent with itself and with the JSON's thread latency.
-fn check_histogram(path: &Path, v: &Value) {
+fn check_histogram(path: &Path, v: &RunReport) {
     let text = std::fs::read_to_string(path).expect("the --histogram file exists");
     let h = parse_cyclictest_hist(&text);
     assert!(!h.rows.is_empty(), "no histogram rows:\n{text}");
@@ -181,7 +176,7 @@ fn check_histogram(path: &Path, v: &Value) {
         let vals = h.footer.get(key).unwrap_or_else(|| panic!("no '# {key}:' line:\n{text}"));
         assert_eq!(vals.len(), VCPUS, "'# {key}:' has one column per CPU:\n{text}");
     }
-    let range = report_view(v).config.hist_max_us.expect("config.hist_max_us");
+    let range = u64::from(v.config.hist_max_us);
     assert!(
         h.rows.keys().copied().eq(0..range),
         "every row 0..{} is written, all-zero ones too (rt-tests 2.4)",
@@ -190,16 +185,16 @@ fn check_histogram(path: &Path, v: &Value) {
     for (bucket, counts) in &h.rows {
         assert_eq!(counts.len(), VCPUS, "row {bucket} has one column per CPU");
     }
-    let cpus = v["epochs"][0]["cpus"].as_array().expect("epoch 0 cpus");
-    for (cpu, j) in cpus.iter().enumerate() {
+    for (cpu, j) in epoch0_cpus(v).iter().enumerate() {
         let in_buckets: u64 = h.rows.values().map(|c| c[cpu]).sum();
         let overflows = h.footer["Histogram Overflows"][cpu];
-        let samples = j["samples"].as_u64().unwrap();
+        let samples = j.samples;
+        let thread = &j.thread.stats;
         assert_eq!(in_buckets + overflows, samples, "cpu {cpu}: bucket sum + overflows == samples\n{text}");
-        assert_eq!(j["thread"]["count"].as_u64(), Some(samples), "cpu {cpu}: one thread sample per activation");
-        assert_eq!(Some(h.footer["Max Latencies"][cpu]), j["thread"]["max_us"].as_u64(), "cpu {cpu} max");
-        assert_eq!(Some(h.footer["Min Latencies"][cpu]), j["thread"]["min_us"].as_u64(), "cpu {cpu} min");
-        let avg = j["thread"]["avg_us"].as_f64().unwrap();
+        assert_eq!(thread.count, samples, "cpu {cpu}: one thread sample per activation");
+        assert_eq!(Some(h.footer["Max Latencies"][cpu]), thread.max_us, "cpu {cpu} max");
+        assert_eq!(Some(h.footer["Min Latencies"][cpu]), thread.min_us, "cpu {cpu} min");
+        let avg = thread.avg_us.unwrap();
         assert_eq!(h.footer["Avg Latencies"][cpu], avg as u64, "cpu {cpu} avg (truncated)");
         if let Some(total) = h.footer.get("Total") {
             assert_eq!(total[cpu], in_buckets, "cpu {cpu}: '# Total:' is the in-range samples");
@@ -252,19 +247,18 @@ fn load_kind_run(load: &str) {
         load,
         &["--load", load, "--quiet", "--histogram", hist.to_str().unwrap(), "--plot", plot.to_str().unwrap()],
     );
-    assert_eq!(v["schema_version"], 2);
-    assert_eq!(v["config"]["load"], load);
-    assert_eq!(v["workload"]["load"], load);
-    assert_eq!(v["outcome"]["exit_code"], 0);
-    let epochs = v["epochs"].as_array().unwrap();
-    assert_eq!(epochs.len(), 1, "no switch: one epoch");
-    let cpus = epochs[0]["cpus"].as_array().unwrap();
+    assert_eq!(v.schema_version, 2);
+    assert_eq!(v.config.load, load);
+    assert_eq!(v.workload.as_ref().expect("workload").load, load);
+    assert_eq!(v.outcome.exit_code, 0);
+    assert_eq!(v.epochs.len(), 1, "no switch: one epoch");
+    let cpus = epoch0_cpus(&v);
     assert_eq!(cpus.len(), VCPUS);
     for (i, c) in cpus.iter().enumerate() {
-        assert_eq!(c["cpu"], i);
-        let samples = c["samples"].as_u64().unwrap();
+        assert_eq!(c.cpu, Some(i));
+        let samples = c.samples;
         assert!(samples >= 10, "cpu {i} has only {samples} samples with --load {load}:\n{}", r.stderr);
-        assert_eq!(c["problem"], Value::Null, "cpu {i}: {}", c["problem"]);
+        assert_eq!(c.problem, None, "cpu {i}");
     }
     let rows = summary_table(&r);
     assert_eq!(rows.len(), VCPUS + 1, "one row per CPU and the all row");
@@ -272,11 +266,11 @@ fn load_kind_run(load: &str) {
         assert!(rows.iter().any(|row| row.cpu == Some(cpu) && row.samples > 0), "cpu {cpu} in the table");
     }
     table_agrees_with_json(&rows, &v);
-    let all = &epochs[0]["all"];
-    let sum: u64 = cpus.iter().map(|c| c["samples"].as_u64().unwrap()).sum();
-    assert_eq!(all["samples"].as_u64(), Some(sum), "the all row sums the CPUs");
-    let max = cpus.iter().map(|c| c["thread"]["max_us"].as_u64().unwrap()).max();
-    assert_eq!(all["thread"]["max_us"].as_u64(), max, "the all row's max is the CPUs' max");
+    let all = &v.epochs[0].all;
+    let sum: u64 = cpus.iter().map(|c| c.samples).sum();
+    assert_eq!(all.samples, sum, "the all row sums the CPUs");
+    let max = cpus.iter().map(|c| c.thread.stats.max_us.unwrap()).max();
+    assert_eq!(all.thread.stats.max_us, max, "the all row's max is the CPUs' max");
     check_histogram(&hist, &v);
     check_plot(&plot);
 }
@@ -297,8 +291,8 @@ fn load_locks_samples_every_cpu_and_the_reports_agree() {
 }
 
 /// The thread latency across all CPUs from the JSON's boot epoch.
-fn thread_all(v: &Value) -> &Value {
-    &v["epochs"][0]["all"]["thread"]
+fn thread_all(v: &RunReport) -> &rtswitch::stats::LatencyStats {
+    &v.epochs[0].all.thread.stats
 }
 
 /// The critical section must show up: in mainline mode a measurement
@@ -312,19 +306,18 @@ fn honesty_mainline_critical_section_shows_up_and_is_absent_without_load() {
     let cs = CS_US.to_string();
     let common = ["--mode", "mainline", "--quiet", "--interval-us", "10000", "--cs-us", &cs, "--hist-max-us", "50000"];
     let (_, locks) = run_json(&dir, "locks", &[&common[..], &["--load", "locks"]].concat());
-    let ran = report_view(&locks).workload.expect("workload");
-    assert_eq!(ran.cs_us, Some(CS_US), "the explicit --cs-us is what ran");
-    assert_eq!(ran.interval_us, Some(10000));
-    let max = thread_all(&locks)["max_us"].as_u64().expect("thread max");
+    let ran = locks.workload.as_ref().expect("workload");
+    assert_eq!(u64::from(ran.cs_us), CS_US, "the explicit --cs-us is what ran");
+    assert_eq!(ran.interval_us, 10000);
+    let max = thread_all(&locks).max_us.expect("thread max");
     assert!(max >= CS_US, "mainline + locks: thread latency max {max} us is below the {CS_US} us critical section");
-    let per_cpu_max =
-        locks["epochs"][0]["cpus"].as_array().unwrap().iter().filter_map(|c| c["thread"]["max_us"].as_u64());
+    let per_cpu_max = epoch0_cpus(&locks).iter().filter_map(|c| c.thread.stats.max_us);
     assert_eq!(per_cpu_max.max(), Some(max));
 
     let (_, none) = run_json(&dir, "none", &[&common[..], &["--load", "none"]].concat());
-    let p50 = &thread_all(&none)["p50"];
-    assert_eq!(p50["at_least"], false, "--load none: p50 overflowed the 50 ms range: {p50}");
-    let p50 = p50["us"].as_u64().unwrap();
+    let p50 = thread_all(&none).p50.expect("thread p50");
+    assert!(!p50.at_least(), "--load none: p50 overflowed the 50 ms range: {p50}");
+    let p50 = p50.us();
     assert!(p50 < CS_US / 2, "--load none: thread latency p50 {p50} us is not far below {CS_US} us");
 }
 
@@ -340,14 +333,14 @@ fn load_check_is_ok_under_locks_in_both_modes() {
         });
         assert!(line.trim_start().starts_with("load check: ok ("), "{mode}: {line}");
         assert!(line.contains(" 0 violations"), "{mode}: {line}");
-        let lc = &v["load_check"];
-        assert_eq!(lc["result"], "ok", "{mode}: {lc}");
-        assert_eq!(lc["final_check"], "ok", "{mode}: {lc}");
-        assert_eq!(lc["violations"], 0, "{mode}: {lc}");
-        assert!(lc["load_ops"].as_u64().unwrap() > 0, "{mode}: the load ran: {lc}");
-        assert_eq!(lc["final_tally"], lc["final_locked_total"], "{mode}: {lc}");
-        assert_eq!(report_view(&v).config.mode, mode);
-        assert_eq!(v["epochs"][0]["mode"], mode);
+        let lc = &v.load_check;
+        assert_eq!(lc.result, "ok", "{mode}: {lc:?}");
+        assert_eq!(lc.final_check.as_deref(), Some("ok"), "{mode}: {lc:?}");
+        assert_eq!(lc.violations, Some(0), "{mode}: {lc:?}");
+        assert!(lc.load_ops.unwrap() > 0, "{mode}: the load ran: {lc:?}");
+        assert_eq!(lc.final_tally, lc.final_locked_total, "{mode}: {lc:?}");
+        assert_eq!(v.config.mode, mode);
+        assert_eq!(v.epochs[0].mode, mode);
     }
 }
 

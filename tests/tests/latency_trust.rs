@@ -16,25 +16,25 @@
 
 use std::time::Duration;
 
-use rtswitch_tests::{ExitCode, RunResult, Scratch, require_kvm, run_rtswitch};
-use serde_json::Value;
+use rtswitch::report::json::{Cpu, Epoch};
+use rtswitch::report::result::Verdict;
+use rtswitch_tests::{ExitCode, RunReport, RunResult, Scratch, read_report, require_kvm, run_rtswitch};
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-fn run_json(dir: &Scratch, name: &str, args: &[&str]) -> (RunResult, Value) {
+fn run_json(dir: &Scratch, name: &str, args: &[&str]) -> (RunResult, RunReport) {
     require_kvm();
     let json = dir.0.join(format!("{name}.json"));
     let mut all = vec!["run", "--serial", "none", "--quiet", "--json", json.to_str().unwrap()];
     all.extend_from_slice(args);
     let r = run_rtswitch(&all, LIMIT);
-    let text = std::fs::read_to_string(&json)
-        .unwrap_or_else(|e| panic!("--json {} was not written: {e}\n{}", json.display(), r.stderr));
-    let v: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("--json does not parse: {e}\n{text}"));
+    let v = read_report(&json, &r.stderr);
     (r, v)
 }
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or_else(|| panic!("not an unsigned integer: {v}"))
+/// An epoch's per-CPU entries.
+fn cpus(e: &Epoch) -> &[Cpu] {
+    e.cpus.as_deref().unwrap_or_else(|| panic!("epoch {} lists no CPUs", e.index))
 }
 
 /// `hold-lock=4000`: a task keeps CPU 1 with preemption off for 4 s, so its
@@ -46,9 +46,9 @@ fn a_stalled_cpu_shows_its_missed_periods_and_is_not_ok() {
     let (r, v) = run_json(&dir, "stall", &["--duration", "3", "--guest-arg", "hold-lock=4000"]);
     r.assert_code(ExitCode::MeasurementNotOk);
     r.assert_contains("result: not ok");
-    assert_eq!(v["result"]["result"], "not ok");
-    assert!(!v["result"]["reasons"].as_array().unwrap().is_empty());
-    let cpu1_missed: u64 = v["epochs"].as_array().unwrap().iter().map(|e| u(&e["cpus"][1]["missed"])).sum();
+    assert_eq!(v.result.result, Verdict::NotOk);
+    assert!(!v.result.reasons.is_empty());
+    let cpu1_missed: u64 = v.epochs.iter().map(|e| cpus(e)[1].missed).sum();
     // The hog holds CPU 1 from boot for the whole 3 s run: at least 2 s of
     // 1 ms periods are missed whatever else the host does.
     assert!(cpu1_missed >= 2000, "cpu 1 shows only {cpu1_missed} missed periods:\n{}", r.stderr);
@@ -69,10 +69,10 @@ fn stop_above_prints_the_cause_of_the_spike() {
     r.assert_contains("host steal time in the period");
     r.assert_contains("last scheduler events on cpu");
     assert!(r.elapsed < Duration::from_secs(15), "the run did not stop early: {:?}", r.elapsed);
-    let stop = &v["stop"];
-    assert!(u(&stop["thread_ns"]) > 1000, "{stop}");
-    assert!(!stop["trace"].as_array().unwrap().is_empty(), "no scheduler events: {stop}");
-    assert_eq!(v["result"]["result"], "stopped above threshold");
+    let stop = v.stop.as_ref().expect("the stop report in the JSON");
+    assert!(stop.thread_ns > 1000, "{stop:?}");
+    assert!(!stop.trace.is_empty(), "no scheduler events: {stop:?}");
+    assert_eq!(v.result.result, Verdict::StoppedAbove);
 }
 
 /// The cyclictest-style options reach the guest: priority, the measured
@@ -99,18 +99,15 @@ fn measurement_options_reach_the_guest() {
         ],
     );
     r.assert_code(ExitCode::Ok);
-    let w = &v["workload"];
-    assert_eq!(u(&w["measure_prio"]), 90);
-    assert_eq!(u(&w["measure_cpus"]), 0b101);
-    assert_eq!(u(&w["load_cpus"]), 0b110);
-    assert_eq!(u(&w["bucket_us"]), 10);
-    let e0 = &v["epochs"][0];
-    assert!(u(&e0["cpus"][0]["samples"]) > 0 && u(&e0["cpus"][2]["samples"]) > 0);
-    assert_eq!(u(&e0["cpus"][1]["samples"]), 0, "cpu 1 is not measured");
-    assert_eq!(u(&e0["cpus"][1]["missed"]), 0, "an unmeasured cpu misses nothing");
+    let w = v.workload.as_ref().expect("workload");
+    assert_eq!((w.measure_prio, w.measure_cpus, w.load_cpus, w.bucket_us), (90, 0b101, 0b110, 10));
+    let e0 = cpus(&v.epochs[0]);
+    assert!(e0[0].samples > 0 && e0[2].samples > 0);
+    assert_eq!(e0[1].samples, 0, "cpu 1 is not measured");
+    assert_eq!(e0[1].missed, 0, "an unmeasured cpu misses nothing");
     // 10 µs buckets: every bucket start is a multiple of 10.
-    for b in e0["all"]["thread"]["buckets"].as_array().unwrap() {
-        assert_eq!(u(&b[0]) % 10, 0, "bucket {b}");
+    for b in v.epochs[0].all.thread.buckets.as_ref().expect("buckets") {
+        assert_eq!(b[0] % 10, 0, "bucket {b:?}");
     }
     // Bad sets are refused before boot, naming the option.
     let bad = run_rtswitch(&["run", "--vcpus", "2", "--measure-cpus", "3"], LIMIT);
@@ -162,35 +159,36 @@ fn switch_stalls_stay_in_the_switching_epochs() {
     // A watchdog stall on a starved host makes the result "not ok"; what
     // is checked here is the attribution, not the host.
     assert!(matches!(r.code(), Some(0) | Some(11)), "the run failed (code {:?}):\n{}", r.code(), r.stderr);
-    assert!(u(&v["switch_totals"]["completed"]) >= 5, "too few switches:\n{}", r.stderr);
+    assert!(v.switch_totals.completed >= 5, "too few switches:\n{}", r.stderr);
     let bound_ns = 10 * cs_us * 1000;
     let (mut mode_samples, mut stalled_in_switching) = (0, 0);
-    for e in v["epochs"].as_array().expect("epochs") {
-        for c in e["cpus"].as_array().expect("cpus") {
-            if u(&c["samples"]) == 0 {
+    for e in &v.epochs {
+        for c in cpus(e) {
+            if c.samples == 0 {
                 continue;
             }
-            let net = u(&c["max_net_ns"]);
-            if e["kind"] == "switching" {
+            let net = c.max_net_ns;
+            let max_ns = c.thread.stats.max_ns.unwrap_or(0);
+            if e.kind == "switching" {
                 // The whole latency: the host may well preempt a vCPU
                 // that spins 80 ms, which makes part of it steal time.
-                if u(&c["thread"]["max_ns"]) >= stall_us * 1000 / 2 {
+                if max_ns >= stall_us * 1000 / 2 {
                     stalled_in_switching += 1;
                 }
                 continue;
             }
-            mode_samples += u(&c["samples"]);
+            mode_samples += c.samples;
             assert!(
                 net <= bound_ns,
-                "epoch {} ({}) cpu {}: a {} us sample ({} us net of host steal) in a Mode epoch, above the {} us \
-                 bound of the load: the switch's stall landed there; worst: {}",
-                e["index"],
-                e["label"],
-                c["cpu"],
-                u(&c["thread"]["max_ns"]) / 1000,
+                "epoch {} ({}) cpu {:?}: a {} us sample ({} us net of host steal) in a Mode epoch, above the {} us \
+                 bound of the load: the switch's stall landed there; worst: {:?}",
+                e.index,
+                e.label,
+                c.cpu,
+                max_ns / 1000,
                 net / 1000,
                 bound_ns / 1000,
-                c["worst"]
+                c.worst
             );
         }
     }

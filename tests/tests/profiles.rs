@@ -237,24 +237,22 @@ fn random_profile_switches_under_load_keep_every_invariant() {
     let (code, out, report) = vmm.quit();
     assert_eq!(code, 0, "the run did not end cleanly:\n{out}");
     assert!(out.contains("load check: ok"), "lock invariants:\n{out}");
-    let lc = &report["load_check"];
-    assert_eq!((&lc["result"], &lc["violations"]), (&json!("ok"), &json!(0)), "{lc}");
-    assert_eq!(lc["final_tally"], lc["final_locked_total"], "lost or duplicated updates: {lc}");
+    let report = report.unwrap_or_else(|| panic!("no --json report:\n{out}"));
+    let lc = &report.load_check;
+    assert_eq!((lc.result.as_str(), lc.violations), ("ok", Some(0)), "{lc:?}");
+    assert_eq!(lc.final_tally, lc.final_locked_total, "lost or duplicated updates: {lc:?}");
     // No device interrupt lost: each one taken was handled, in hard-IRQ
     // context or by a thread (or still pending at the stop).
     let (_, took, hard, thr, left) = irq_line(&out);
     assert!(took > 0 && hard > 0, "{out}");
     assert_eq!(hard + thr + left, took, "{out}");
-    let irq = &report["irq_load"];
-    let cpus = irq["cpus"].as_array().expect("irq_load.cpus");
-    let sum = |k: &str| cpus.iter().map(|c| c[k].as_u64().unwrap_or(0)).sum::<u64>();
-    assert_eq!(sum("received"), took, "{irq}");
+    let irq = report.irq_load.as_ref().expect("irq_load in the report");
+    assert_eq!(irq.cpus.iter().map(|c| c.received).sum::<u64>(), took, "{irq:?}");
+    assert_eq!(irq.cpus.iter().map(|c| c.hard).sum::<u64>(), hard, "{irq:?}");
     // Every epoch names a profile.
-    let epochs = report["epochs"].as_array().expect("epochs");
     let valid: std::collections::BTreeSet<String> = all_profiles().into_iter().collect();
-    for e in epochs {
-        let m = e["mode"].as_str().unwrap_or("?");
-        assert!(valid.contains(m), "epoch with an unknown profile: {e}");
+    for e in &report.epochs {
+        assert!(valid.contains(&e.mode), "epoch {} with an unknown profile {}", e.index, e.mode);
     }
     eprintln!(
         "{n} random profile switches ({ok} ok, {failed} failed) over {} profiles; {took} device interrupts: {hard} hard, \

@@ -156,7 +156,8 @@ fn drive(api: &str) {
     // The script sent quit: the VM ends cleanly and its report agrees.
     let (code, out, report) = vmm.quit_after_request();
     assert_eq!(code, 0, "{out}");
-    assert_eq!(report["switch_totals"]["completed"], 3, "{}", report["switch_totals"]);
+    let report = report.unwrap_or_else(|| panic!("no JSON report\n{out}"));
+    assert_eq!(report.switch_totals.completed, 3, "{:?}", report.switch_totals);
 }
 
 #[test]

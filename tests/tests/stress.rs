@@ -21,8 +21,10 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rtswitch_tests::vm::{BackgroundVmm, assert_mode, check_switch_history, exec, other, set_mode};
-use serde_json::{Value, json};
+use rtswitch::report::json::Cpu;
+use rtswitch_tests::RunReport;
+use rtswitch_tests::vm::{BackgroundVmm, assert_mode, check_switch_history, exec, other, set_mode, switch_records};
+use serde_json::json;
 
 /// A small critical section and a 5 ms period keep a switch near 70 ms on
 /// a slow or busy host; still two lock-taking threads per CPU.
@@ -111,7 +113,7 @@ fn client_toggles(name: &str, vcpus: u32, switches: usize) -> Tally {
     // Every switch accounted for, as the VMM saw them.
     let final_mode = assert_mode(&mut s, mode);
     let history = s.switch_list().expect("query-switches pages");
-    let list = history.records;
+    let list = switch_records(history.records);
     let recorded = history.totals["recorded"].as_u64().expect("totals.recorded") as usize;
     assert_eq!(recorded, tally.requested, "requested {} switches; the VMM recorded {recorded}", tally.requested);
     assert_eq!(list.len() as u64 + history.totals["forgotten"].as_u64().unwrap_or(0), recorded as u64);
@@ -136,7 +138,8 @@ fn client_toggles(name: &str, vcpus: u32, switches: usize) -> Tally {
     let (code, out, report) = vmm.quit();
     assert_eq!(code, 0, "the run did not end cleanly:\n{out}");
     assert!(out.contains("load check: ok"), "lock invariants:\n{out}");
-    audit_report(&report, tally.requested, tally.succeeded, &out);
+    let report = report.unwrap_or_else(|| panic!("no JSON report\n{out}"));
+    audit_report(&report, tally.requested, tally.succeeded);
     eprintln!(
         "{name}: {vcpus} vCPUs, {} switches ({} ok, {} failed) in {:.1} s; {} status queries answered meanwhile",
         tally.requested,
@@ -160,19 +163,19 @@ impl Drop for StopOnDrop<'_> {
 
 /// The `--json` report of a client-driven run: switches, load check,
 /// sample continuity.
-fn audit_report(report: &Value, requested: usize, succeeded: usize, out: &str) {
-    let switches = report["switches"].as_array().unwrap_or_else(|| panic!("no switches in the JSON report\n{out}"));
-    let totals = &report["switch_totals"];
-    assert_eq!(totals["recorded"], json!(requested), "JSON switch count: {totals}");
-    assert_eq!(totals["completed"], json!(succeeded), "JSON completed count: {totals}");
-    assert_eq!(switches.len() as u64 + totals["forgotten"].as_u64().unwrap_or(0), requested as u64);
+fn audit_report(report: &RunReport, requested: usize, succeeded: usize) {
+    let switches = &report.switches;
+    let totals = &report.switch_totals;
+    assert_eq!(totals.recorded, requested as u64, "JSON switch count: {totals:?}");
+    assert_eq!(totals.completed, succeeded as u64, "JSON completed count: {totals:?}");
+    assert_eq!(switches.len() as u64 + totals.forgotten, requested as u64);
     check_switch_history(switches, "mainline");
-    let lc = &report["load_check"];
-    assert_eq!(lc["result"], "ok", "{lc}");
-    assert_eq!(lc["violations"], 0, "{lc}");
-    assert_eq!(lc["final_check"], "ok", "{lc}");
-    assert_eq!(lc["final_tally"], lc["final_locked_total"], "lost or duplicated updates: {lc}");
-    assert!(lc["load_ops"].as_u64().unwrap_or(0) > 0, "the load never ran: {lc}");
+    let lc = &report.load_check;
+    assert_eq!(lc.result, "ok", "{lc:?}");
+    assert_eq!(lc.violations, Some(0), "{lc:?}");
+    assert_eq!(lc.final_check.as_deref(), Some("ok"), "{lc:?}");
+    assert_eq!(lc.final_tally, lc.final_locked_total, "lost or duplicated updates: {lc:?}");
+    assert!(lc.load_ops.unwrap_or(0) > 0, "the load never ran: {lc:?}");
     check_sample_continuity(report);
 }
 
@@ -180,24 +183,17 @@ fn audit_report(report: &Value, requested: usize, succeeded: usize, out: &str) {
 /// periods that elapsed from the first epoch's start to the last closed
 /// epoch's end, within 5% (periods straddle epoch boundaries; the first
 /// ones start after the epoch opens).
-fn check_sample_continuity(report: &Value) {
-    let tsc_khz = report["host"]["tsc_khz"].as_f64().expect("tsc_khz");
-    let interval_us = report["config"]["interval_us"].as_f64().expect("interval_us");
-    let epochs = report["epochs"].as_array().expect("epochs");
-    let closed: Vec<&Value> = epochs.iter().filter(|e| e["end_tsc"].is_u64()).collect();
+fn check_sample_continuity(report: &RunReport) {
+    let tsc_khz = f64::from(report.host.tsc_khz);
+    let interval_us = f64::from(report.config.interval_us.expect("interval_us"));
+    let closed: Vec<_> = report.epochs.iter().filter(|e| e.end_tsc.is_some()).collect();
     assert!(closed.len() >= 2, "too few closed epochs: {}", closed.len());
-    let first = closed.iter().filter_map(|e| e["start_tsc"].as_u64()).min().expect("start");
-    let last = closed.iter().filter_map(|e| e["end_tsc"].as_u64()).max().expect("end");
+    let first = closed.iter().map(|e| e.start_tsc).min().expect("start");
+    let last = closed.iter().filter_map(|e| e.end_tsc).max().expect("end");
     let periods = (last - first) as f64 / tsc_khz * 1000.0 / interval_us;
-    let cpus = closed[0]["cpus"].as_array().expect("cpus").len();
-    for cpu in 0..cpus {
-        let counted: u64 = closed
-            .iter()
-            .map(|e| {
-                let c = &e["cpus"][cpu];
-                c["samples"].as_u64().unwrap_or(0) + c["missed"].as_u64().unwrap_or(0)
-            })
-            .sum();
+    let closed: Vec<&[Cpu]> = closed.iter().map(|e| e.cpus.as_deref().expect("cpus")).collect();
+    for cpu in 0..closed[0].len() {
+        let counted: u64 = closed.iter().map(|cpus| cpus.get(cpu).map_or(0, |c| c.samples + c.missed)).sum();
         let ratio = counted as f64 / periods;
         assert!(
             (0.95..=1.05).contains(&ratio),
@@ -317,7 +313,7 @@ fn switch_every_races_with_a_random_client() {
         let h = s.switch_list().expect("query-switches pages");
         let m = exec(&mut s, json!({"execute": "query-mode"}));
         let st2 = exec(&mut s, json!({"execute": "query-status"}));
-        let list = h.records;
+        let list = switch_records(h.records);
         let recorded = &h.totals["recorded"];
         if st1["return"]["switching"].is_null()
             && m["return"]["switching"].is_null()
@@ -350,13 +346,13 @@ fn switch_every_races_with_a_random_client() {
     let (code, out, report) = vmm.quit_after_request();
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("load check: ok"), "{out}");
-    let switches = report["switches"].as_array().expect("switches in the JSON");
-    let (ok, failed, _) = check_switch_history(switches, "mainline");
+    let report = report.unwrap_or_else(|| panic!("no JSON report\n{out}"));
+    let (ok, failed, _) = check_switch_history(&report.switches, "mainline");
     assert!(ok >= 20, "only {ok} switches succeeded in 8 s:\n{out}");
-    assert_eq!(report["load_check"]["result"], "ok");
+    assert_eq!(report.load_check.result, "ok");
     eprintln!(
         "switch-every race (seed {seed:#x}): {} switches ({ok} ok, {failed} failed); client: {real} real, {noop} no-op, \
          {busy} busy, {abandoned} abandoned set-modes, {resets} resets, {queries} queries",
-        report["switch_totals"]["recorded"]
+        report.switch_totals.recorded
     );
 }

@@ -1,46 +1,25 @@
-//! The command line (clap, derive). Every value is range-checked here, so
-//! that the rest of the VMM only sees a valid [`RunConfig`].
+//! The options of `rtswitch run` and `rtswitch ctl` (clap, derive). Every
+//! value is range-checked here, so that the rest of the VMM only sees a
+//! valid [`RunConfig`]. The whole command line (which also dispatches to
+//! the tools, `stress` and `bench`) is `crate::app`'s, above this.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use switcher::abi::{CMDLINE_LEN, GUEST_ARG_SELFTEST, MAX_CPUS};
 use switcher::profile::Profile;
 use switcher::telemetry::{LoadKind, WorkloadRequest};
 
 use crate::devices::console::SerialOutput;
+use crate::limits::{
+    DEFAULT_MEMORY_MIB, DEFAULT_VCPUS, MAX_HIST_MAX_US, MAX_MEMORY_MIB, MIN_MEMORY_MIB, default_hist_max_us,
+};
+use crate::report::Plotter;
 use crate::report::outputs::{HistogramMode, OutputFiles};
+use crate::units::{Unit, parse_duration_in};
 
-pub const DEFAULT_VCPUS: u32 = 2;
-pub const DEFAULT_MEMORY_MIB: u64 = 128;
-pub const MIN_MEMORY_MIB: u64 = 16;
-/// Guest memory stays below the 32-bit MMIO hole (LAPIC, IOAPIC).
-pub const MAX_MEMORY_MIB: u64 = 3072;
 const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "rtswitch",
-    version,
-    about = "Boot a Rust guest kernel under KVM and switch its locking between mainline and rt at runtime"
-)]
-pub struct Cli {
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Boot the guest kernel and run it until it exits, --duration passes, or SIGINT/SIGTERM.
-    Run(Box<RunArgs>),
-    /// Talk to a running VMM over its control socket (QMP).
-    Ctl(CtlArgs),
-    /// Hammer the runtime switch of a VM for a while and tally what happened.
-    Stress(crate::stress::StressArgs),
-    /// The benchmark suite: boot, latency, lock throughput, switch cost and its scaling; table, JSON, plots.
-    Bench(crate::bench::BenchArgs),
-}
 
 /// `rtswitch ctl`'s options are global: they may come before or after the
 /// subcommand (`ctl --json mode rt` or `ctl mode rt --json`).
@@ -263,6 +242,7 @@ impl OutputArgs {
             cyclictest_json: self.cyclictest_json.clone(),
             plot: self.plot.clone(),
             plot_per_epoch: self.plot_per_epoch,
+            plotter: None,
         }
     }
 }
@@ -284,9 +264,6 @@ impl From<Load> for LoadKind {
         }
     }
 }
-
-pub const DEFAULT_HIST_MAX_US: u32 = 10_000;
-pub const MAX_HIST_MAX_US: u32 = 100_000;
 
 /// A profile's spelling (`--profile`, `--switch-to`, `ctl mode`):
 /// `mainline`, `rt`, or `locks=..,preempt=..,irq=..`.
@@ -356,6 +333,16 @@ pub struct RunConfig {
     pub watchdog: Duration,
     /// `--seccomp on` (the default).
     pub seccomp: bool,
+    /// What draws `--plot` (the plotting code is above the core: the
+    /// command line's dispatch sets it; `None` from [`RunArgs::into_config`]).
+    pub plotter: Option<Plotter>,
+}
+
+impl RunConfig {
+    /// The files to write, with what draws the plot.
+    pub fn outputs(&self) -> OutputFiles {
+        OutputFiles { plotter: self.plotter, ..self.output.files() }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -372,12 +359,6 @@ pub enum CliError {
     CpuOutOfRange { option: &'static str, cpu: u32, vcpus: u32 },
     #[error("--hist-max-us {range} is less than one --bucket-us {bucket} bucket")]
     HistRange { range: u32, bucket: u32 },
-}
-
-/// The default histogram range: 10 ms, or 10 periods of a longer interval.
-pub fn default_hist_max_us(interval_us: Option<u32>) -> u32 {
-    let interval = interval_us.unwrap_or(switcher::telemetry::defaults::INTERVAL_US);
-    DEFAULT_HIST_MAX_US.max(interval.saturating_mul(10)).min(MAX_HIST_MAX_US)
 }
 
 /// A CPU list (`0-3,6`) as a bit mask.
@@ -507,75 +488,8 @@ impl RunArgs {
             vcpu_stop_timeout: self.vcpu_stop_timeout,
             watchdog: self.watchdog,
             seccomp: self.seccomp == OnOff::On,
+            plotter: None,
         })
-    }
-}
-
-/// Parses a duration option: a number with a unit (`us`/`µs`, `ms`, `s`,
-/// `m`, `h`, `d`; fractions allowed: `1.5s`), or a bare number in the
-/// option's own unit `bare` (the unit the option had before units were
-/// accepted, so old command lines keep their meaning). The result must lie
-/// in `min..=max` (`min` zero: zero allowed).
-pub fn parse_duration_in(s: &str, bare: Unit, min: Duration, max: Duration) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let unit = match unit.trim() {
-        "" => bare,
-        "us" | "µs" => Unit::Micros,
-        "ms" => Unit::Millis,
-        "s" => Unit::Secs,
-        "m" | "min" => Unit::Secs60,
-        "h" => Unit::Hours,
-        "d" => Unit::Days,
-        u => return Err(format!("'{s}': unknown unit '{u}'; use us, ms, s, m, h or d (e.g. 2s, 500ms)")),
-    };
-    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration; write e.g. 2s, 500ms, 1.5s"))?;
-    let secs = n * unit.secs();
-    let range = || format!("{} to {}", show(min), show(max));
-    if !secs.is_finite() || secs > max.as_secs_f64() {
-        return Err(format!("'{s}' is out of range: {}", range()));
-    }
-    let d = Duration::from_secs_f64(secs);
-    if d < min || (min.is_zero() && secs < 0.0) || (!min.is_zero() && d.is_zero()) {
-        return Err(format!("'{s}' is out of range: {}", range()));
-    }
-    Ok(d)
-}
-
-/// The unit of a duration option's bare number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unit {
-    Micros,
-    Millis,
-    Secs,
-    Secs60,
-    Hours,
-    Days,
-}
-
-impl Unit {
-    fn secs(self) -> f64 {
-        match self {
-            Unit::Micros => 1e-6,
-            Unit::Millis => 1e-3,
-            Unit::Secs => 1.0,
-            Unit::Secs60 => 60.0,
-            Unit::Hours => 3600.0,
-            Unit::Days => 86400.0,
-        }
-    }
-}
-
-/// A duration the way the options take it (`2s`, `10ms`, `1.5s`).
-pub fn show(d: Duration) -> String {
-    let us = d.as_micros();
-    if us.is_multiple_of(1_000_000) {
-        format!("{}s", us / 1_000_000)
-    } else if us.is_multiple_of(1000) {
-        format!("{}ms", us / 1000)
-    } else {
-        format!("{us}us")
     }
 }
 
@@ -605,15 +519,25 @@ fn parse_watchdog(s: &str) -> Result<Duration, String> {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+
+    /// `run` and `ctl` as `rtswitch` takes them (the whole command line,
+    /// with the tools, is `crate::app`'s).
+    #[derive(Debug, Parser)]
+    #[command(name = "rtswitch")]
+    enum Cli {
+        Run(Box<RunArgs>),
+        Ctl(CtlArgs),
+    }
 
     fn parse(args: &[&str]) -> Result<RunConfig, String> {
         let mut argv = vec!["rtswitch", "run"];
         argv.extend_from_slice(args);
-        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-        match cli.command {
-            Command::Run(r) => r.into_config().map_err(|e| e.to_string()),
-            _ => Err("not a run".into()),
+        match Cli::try_parse_from(argv).map_err(|e| e.to_string())? {
+            Cli::Run(r) => r.into_config().map_err(|e| e.to_string()),
+            Cli::Ctl(_) => Err("not a run".into()),
         }
     }
 
@@ -636,7 +560,7 @@ mod tests {
                 ..Default::default()
             }
         );
-        assert_eq!(c.hist_buckets, DEFAULT_HIST_MAX_US);
+        assert_eq!(c.hist_buckets, crate::limits::DEFAULT_HIST_MAX_US);
         assert!(c.seccomp);
     }
 
@@ -653,8 +577,7 @@ mod tests {
         assert_eq!(c.switch_every, Some(Duration::from_secs(1)));
         assert_eq!(c.switch_timeout, Duration::from_millis(500));
         assert!(parse(&["--switch-every", "0"]).is_err());
-        let cli = Cli::try_parse_from(["rtswitch", "ctl", "--api-sock", "/tmp/x", "mode", "rt"]).unwrap();
-        let Command::Ctl(ctl) = cli.command else { panic!("not ctl") };
+        let ctl = ctl(&["--api-sock", "/tmp/x", "mode", "rt"]);
         assert!(matches!(ctl.command, CtlCommand::Mode { mode: Profile::RT }));
         assert!(Cli::try_parse_from(["rtswitch", "ctl", "--api-sock", "/tmp/x", "mode", "fast"]).is_err());
     }
@@ -662,9 +585,9 @@ mod tests {
     fn ctl(args: &[&str]) -> CtlArgs {
         let mut argv = vec!["rtswitch", "ctl"];
         argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).map_err(|e| e.to_string()).unwrap().command {
-            Command::Ctl(c) => c,
-            _ => panic!("not ctl"),
+        match Cli::try_parse_from(argv).map_err(|e| e.to_string()).unwrap() {
+            Cli::Ctl(c) => c,
+            Cli::Run(_) => panic!("not ctl"),
         }
     }
 
@@ -716,26 +639,6 @@ mod tests {
         assert!(parse(&["--duration", "0s"]).is_err());
         assert!(parse(&["--duration", "-1s"]).is_err());
         assert!(parse(&["--switch-timeout", "601s"]).is_err());
-        assert_eq!(show(Duration::from_millis(2500)), "2500ms");
-        assert_eq!(show(Duration::from_secs(86_400)), "86400s");
-    }
-
-    #[test]
-    fn help_shows_every_default() {
-        use clap::CommandFactory;
-        let mut cmd = Cli::command();
-        let run = cmd.find_subcommand_mut("run").unwrap().render_long_help().to_string();
-        for d in ["[default: 2s]", "[default: 500ms]", "[default: 10s]", "[default: 2]", "[default: 128]"] {
-            assert!(run.contains(d), "{d} missing in:\n{run}");
-        }
-        let ctl = cmd.find_subcommand_mut("ctl").unwrap().render_long_help().to_string();
-        assert!(ctl.contains("[default: 30s]") && ctl.contains("Ctrl-C"), "{ctl}");
-        let ctl = cmd.find_subcommand_mut("ctl").unwrap();
-        let mode = ctl.find_subcommand_mut("mode").unwrap().render_long_help().to_string();
-        assert!(mode.contains("x-cancel-switch") && mode.contains("changes nothing"), "{mode}");
-        let bench = Cli::try_parse_from(["rtswitch", "bench", "--duration", "1500ms"]).unwrap();
-        let Command::Bench(b) = bench.command else { panic!("not bench") };
-        assert_eq!(b.duration, Some(1.5));
     }
 
     #[test]

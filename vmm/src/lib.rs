@@ -8,24 +8,36 @@
 //! (`vstate::vcpu`). Each thread installs its own seccomp filter once set
 //! up (`seccomp`).
 
+// The core VMM.
 pub mod api;
 pub mod arch;
-pub mod bench;
 pub mod child;
 pub mod cli;
 pub mod devices;
 pub mod exit_code;
 pub mod host_speed;
+pub mod limits;
 pub mod loader;
+pub mod page;
 pub mod report;
 pub mod runner;
 pub mod seccomp;
 pub mod signals;
 pub mod stats;
-pub mod stress;
 pub mod switch;
+pub mod units;
 pub mod vstate;
 pub mod watchdog;
+
+// Above the core, which never imports them (docs/ARCHITECTURE.md,
+// "Layers"): the plots, the tools, and the command line that reaches them.
+pub mod app;
+pub mod bench;
+pub mod plot;
+pub mod stress;
+
+#[cfg(test)]
+mod layering;
 
 /// Page-aligned storage for the embedded kernel image.
 #[repr(C, align(4096))]

@@ -11,7 +11,7 @@
 //! (`vstate::telemetry`), which builds histograms from guest records, and
 //! the reports (`report`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switcher::telemetry::HistSummary;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,8 +45,11 @@ pub struct Histogram {
     max_ns: u64,
 }
 
-/// A percentile read from a histogram.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A percentile read from a histogram. JSON form: `{"us": 12,
+/// "at_least": false}`; `at_least: true` means the percentile is in the
+/// overflow and `us` is the histogram range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "PercentileJson", from = "PercentileJson")]
 pub enum Percentile {
     /// The sample of that rank lies in `[us, us + 1)` µs.
     Us(u64),
@@ -62,6 +65,30 @@ impl Percentile {
             Percentile::Us(v) | Percentile::AtLeast(v) => v,
         }
     }
+
+    /// In the overflow: at least `us()`.
+    pub fn at_least(self) -> bool {
+        matches!(self, Percentile::AtLeast(_))
+    }
+}
+
+/// [`Percentile`] as the reports write it.
+#[derive(Serialize, Deserialize)]
+struct PercentileJson {
+    us: u64,
+    at_least: bool,
+}
+
+impl From<Percentile> for PercentileJson {
+    fn from(p: Percentile) -> Self {
+        Self { us: p.us(), at_least: p.at_least() }
+    }
+}
+
+impl From<PercentileJson> for Percentile {
+    fn from(p: PercentileJson) -> Self {
+        if p.at_least { Percentile::AtLeast(p.us) } else { Percentile::Us(p.us) }
+    }
 }
 
 impl std::fmt::Display for Percentile {
@@ -75,20 +102,8 @@ impl std::fmt::Display for Percentile {
     }
 }
 
-/// JSON form: `{"us": 12, "at_least": false}`; `at_least: true` means the
-/// percentile is in the overflow and `us` is the histogram range.
-impl Serialize for Percentile {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Percentile", 2)?;
-        st.serialize_field("us", &self.us())?;
-        st.serialize_field("at_least", &matches!(self, Percentile::AtLeast(_)))?;
-        st.end()
-    }
-}
-
 /// The figures every report shows for one histogram (µs unless `_ns`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LatencyStats {
     pub count: u64,
     pub overflow: u64,

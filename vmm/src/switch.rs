@@ -28,7 +28,7 @@ pub mod locks;
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switcher::abi::{self, LockRegistry, SwitchMailbox, mailbox_state};
 use switcher::patch::{PatchError, SiteTable};
 use switcher::profile::Profile;
@@ -88,7 +88,7 @@ pub enum Origin {
 }
 
 /// Timings of one switch, in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchTimings {
     /// Request -> the guest reported quiescence.
     pub freeze_us: u64,
@@ -101,7 +101,7 @@ pub struct SwitchTimings {
 /// Where the guest's part of a completed switch went, from the TSC stamps
 /// it leaves in the mailbox (µs). The stamps are guest input: a set that
 /// is missing a step or runs backwards gives no phases.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestPhases {
     /// Request seen -> quiescent: the freeze proper.
     pub guest_freeze_us: u64,
@@ -137,11 +137,12 @@ impl GuestPhases {
 }
 
 /// One switch, as `query-switches` and the report show it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SwitchRecord {
     pub seq: u64,
-    pub from: &'static str,
-    pub to: &'static str,
+    /// Mode names (`mainline`, `rt`).
+    pub from: String,
+    pub to: String,
     pub ok: bool,
     /// Why it failed (empty on success).
     pub reason: String,
@@ -468,8 +469,8 @@ impl Coordinator {
         };
         let record = SwitchRecord {
             seq: a.seq,
-            from: a.from.name(),
-            to: a.to.name(),
+            from: a.from.name().into(),
+            to: a.to.name().into(),
             ok: a.failure.is_none(),
             reason: a.failure.map(|e| e.to_string()).unwrap_or_default(),
             timings: SwitchTimings { freeze_us: a.freeze_us, blackout_us: a.blackout_us, total_us },
@@ -664,8 +665,8 @@ mod tests {
     fn summary_counts_failures() {
         let rec = |seq, ok: bool| SwitchRecord {
             seq,
-            from: "mainline",
-            to: "rt",
+            from: "mainline".into(),
+            to: "rt".into(),
             ok,
             reason: if ok { String::new() } else { "deadline".into() },
             timings: SwitchTimings { freeze_us: 1000 * seq, blackout_us: 300, total_us: 2000 * seq },

@@ -62,14 +62,9 @@ impl QmpError {
     }
 }
 
-/// Which part of a long list a query returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Page {
-    /// The newest `n` entries.
-    Last(u64),
-    /// At most `limit` entries from number `since` on, oldest first.
-    Since { since: u64, limit: u64 },
-}
+/// Which part of a long list a query returns (the lists' owners below
+/// the API take it too).
+pub use crate::page::Page;
 
 /// The page sizes of one paged query.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

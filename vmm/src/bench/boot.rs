@@ -30,12 +30,7 @@ pub fn boot_once(exe: &Path, vcpus: u32, json: &Path) -> Boot {
             .map(|s| s.to_string())
             .collect();
     let r = run_to_json(exe, &args, json, LIMIT);
-    let ready_ms = r
-        .report
-        .as_ref()
-        .ok()
-        .and_then(|v| crate::report::json::ReportView::from_value(v).ok())
-        .and_then(|v| v.guest?.ready_ms);
+    let ready_ms = r.report.as_ref().ok().and_then(|v| v.guest.as_ref()?.ready_ms);
     let error = match (&r.report, r.exit_code, ready_ms) {
         (Err(e), _, _) => Some(e.clone()),
         (_, Some(0), Some(_)) => None,

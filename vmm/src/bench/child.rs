@@ -6,9 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::child::Launched;
+use crate::report::json::RunReport;
 
 /// What one child run left behind.
 #[derive(Debug)]
@@ -16,8 +15,8 @@ pub struct ChildRun {
     /// The exit status (`None`: killed at the time limit, or never started).
     pub exit_code: Option<i32>,
     pub elapsed_s: f64,
-    /// The parsed `--json` report, or why there is none (with the run's last lines).
-    pub report: Result<Value, String>,
+    /// The `--json` report, or why there is none (with the run's last lines).
+    pub report: Result<RunReport, String>,
 }
 
 /// Runs `exe ARGS... --json JSON`, kills it after `limit`, reads and removes the JSON file.
@@ -59,7 +58,7 @@ pub fn run_to_json(exe: &Path, args: &[String], json: &Path, limit: Duration) ->
     };
     let report = std::fs::read_to_string(json)
         .map_err(|e| format!("no --json file ({e})"))
-        .and_then(|text| serde_json::from_str::<Value>(&text).map_err(|e| format!("--json does not parse: {e}")));
+        .and_then(|text| RunReport::parse(&text).map_err(|e| format!("--json does not read: {e}")));
     let _ = std::fs::remove_file(json);
     let report = match (status.code(), report) {
         (Some(0), r) => r,

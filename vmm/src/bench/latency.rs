@@ -19,11 +19,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::child::run_to_json;
 use super::table::{cells, grid, opt};
-use crate::report::json::ReportView;
+use crate::report::json::RunReport;
+use crate::stats::Percentile;
 
 /// Target: rt thread p99 at least this many times lower than mainline's under `--load locks`.
 pub const TARGET_RT_GAIN: f64 = 10.0;
@@ -48,18 +48,16 @@ pub const RUNS: [(&str, &str); 6] =
 /// The loads, in table order.
 pub const LOADS: [&str; 3] = ["none", "cpu", "locks"];
 
-pub use crate::report::json::Pct;
-
 /// What the benchmark takes from one run's `--json` file.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunFigures {
     pub samples: u64,
     pub missed: u64,
-    pub thread_p50: Option<Pct>,
-    pub thread_p99: Option<Pct>,
+    pub thread_p50: Option<Percentile>,
+    pub thread_p99: Option<Percentile>,
     pub thread_max_us: Option<u64>,
-    pub irq_p50: Option<Pct>,
-    pub irq_p99: Option<Pct>,
+    pub irq_p50: Option<Percentile>,
+    pub irq_p99: Option<Percentile>,
     pub irq_max_us: Option<u64>,
     /// Thread latency histogram (all CPUs merged): non-empty 1 µs buckets
     /// `[us, count]`, samples beyond the range, and the range.
@@ -79,19 +77,15 @@ pub struct RunFigures {
 }
 
 impl RunFigures {
-    /// Reads a run report (`rtswitch run --json`, schema_version 1 or 2): all
-    /// CPUs merged over the boot mode's epochs (`modes[]`).
-    pub fn from_report(v: &Value) -> Result<Self, String> {
-        let r = ReportView::from_value(v).map_err(|e| e.to_string())?;
+    /// Reads a run report (`rtswitch run --json`): all CPUs merged over
+    /// the boot mode's epochs (`modes[]`).
+    pub fn from_report(r: &RunReport) -> Result<Self, String> {
         let mode = r.config.mode.as_str();
-        let total = r
-            .modes
-            .iter()
-            .find(|m| m.mode == mode)
-            .ok_or_else(|| format!("no samples in the boot mode {mode} (modes[] has no entry for it)"))?;
-        let (thread, irq) = (&total.thread, &total.irq);
-        let w = r.workload.unwrap_or_default();
-        let g = r.guest.unwrap_or_default();
+        let total =
+            r.mode(mode).ok_or_else(|| format!("no samples in the boot mode {mode} (modes[] has no entry for it)"))?;
+        let (thread, irq) = (&total.thread.stats, &total.irq.stats);
+        let w = r.workload.as_ref();
+        let g = r.guest.as_ref();
         Ok(Self {
             samples: total.samples,
             missed: total.missed,
@@ -101,15 +95,15 @@ impl RunFigures {
             irq_p50: irq.p50,
             irq_p99: irq.p99,
             irq_max_us: irq.max_us,
-            thread_buckets: thread.buckets.iter().map(|&[us, n]| (us, n)).collect(),
+            thread_buckets: total.thread.buckets.iter().flatten().map(|&[us, n]| (us, n)).collect(),
             thread_overflow: thread.overflow,
-            hist_max_us: r.config.hist_max_us,
-            load_check: r.load_check.map_or_else(|| "unknown".to_string(), |l| l.result),
-            interval_us: w.interval_us,
-            cs_us: w.cs_us,
-            load_threads: w.load_threads,
-            emulated: g.emulated,
-            calib_ratio: g.calib_ratio,
+            hist_max_us: Some(u64::from(r.config.hist_max_us)),
+            load_check: r.load_check.result.clone(),
+            interval_us: w.map(|w| u64::from(w.interval_us)),
+            cs_us: w.map(|w| u64::from(w.cs_us)),
+            load_threads: w.map(|w| u64::from(w.load_threads)),
+            emulated: g.and_then(|g| g.emulated),
+            calib_ratio: g.and_then(|g| g.calib_ratio),
         })
     }
 }
@@ -180,16 +174,17 @@ impl std::fmt::Display for Ratio {
 
 /// `num / den` of two percentiles, with how far it is known; `None` when
 /// it is not (both overflowed, or both below 1 µs).
-pub fn pct_ratio(num: Pct, den: Pct) -> Option<Ratio> {
-    match (num.at_least, den.at_least) {
+pub fn pct_ratio(num: Percentile, den: Percentile) -> Option<Ratio> {
+    let (n, d) = (num.us() as f64, den.us());
+    match (num.at_least(), den.at_least()) {
         (true, true) => None,
-        (true, false) if den.us == 0 => Some(Ratio { value: num.us as f64, bound: Bound::AtLeast }),
-        (true, false) => Some(Ratio { value: num.us as f64 / den.us as f64, bound: Bound::AtLeast }),
-        (false, true) => Some(Ratio { value: num.us as f64 / den.us.max(1) as f64, bound: Bound::AtMost }),
-        (false, false) if den.us == 0 && num.us == 0 => None,
+        (true, false) if d == 0 => Some(Ratio { value: n, bound: Bound::AtLeast }),
+        (true, false) => Some(Ratio { value: n / d as f64, bound: Bound::AtLeast }),
+        (false, true) => Some(Ratio { value: n / d.max(1) as f64, bound: Bound::AtMost }),
+        (false, false) if d == 0 && num.us() == 0 => None,
         // A p99 in the [0, 1) µs bucket: the ratio is at least num / 1.
-        (false, false) if den.us == 0 => Some(Ratio { value: num.us as f64, bound: Bound::AtLeast }),
-        (false, false) => Some(Ratio { value: num.us as f64 / den.us as f64, bound: Bound::Exact }),
+        (false, false) if d == 0 => Some(Ratio { value: n, bound: Bound::AtLeast }),
+        (false, false) => Some(Ratio { value: n / d as f64, bound: Bound::Exact }),
     }
 }
 
@@ -412,37 +407,37 @@ pub fn render(runs: &[RunOutcome], cmp: &[Comparison]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+    use crate::stats::Percentile::{AtLeast, Us};
 
     fn cfg() -> LatencyConfig {
         LatencyConfig { duration_s: 2.5, vcpus: 4, interval_us: Some(2000), cs_us: Some(300), hist_max_us: 100_000 }
     }
 
-    /// A run report as `rtswitch run --json` writes it, reduced to what the benchmark reads.
-    fn report(mode: &str, p50: u64, p99: (u64, bool), max: u64, load_check: &str) -> Value {
-        json!({
-            "schema_version": 1,
-            "config": {"mode": mode, "load": "locks", "hist_max_us": 100000},
-            "guest": {"emulated": true, "calib_ratio": 2440.4},
-            "workload": {"interval_us": 10000, "cs_us": 5000, "load_threads": 2},
-            "modes": [{
-                "mode": mode, "epochs": [0], "samples": 1980, "missed": 3,
-                "irq": {"p50": {"us": 400, "at_least": false}, "p99": {"us": 1300, "at_least": false}, "max_us": 2000},
-                "thread": {
-                    "p50": {"us": p50, "at_least": false},
-                    "p99": {"us": p99.0, "at_least": p99.1},
-                    "max_us": max,
-                    "overflow": 2,
-                    "buckets": [[p50, 1000], [p99.0, 20]]
-                }
-            }],
-            "load_check": {"result": load_check}
-        })
+    /// A run report as `rtswitch run --json` writes it, with the figures the benchmark reads.
+    fn report(mode: &str, p50: u64, p99: (u64, bool), max: u64, load_check: &str) -> RunReport {
+        let mut r = crate::report::json::tests::report();
+        r.config.mode = mode.into();
+        r.config.hist_max_us = 100_000;
+        let g = r.guest.as_mut().expect("the sample report has a guest");
+        (g.emulated, g.calib_ratio) = (Some(true), Some(2440.4));
+        let w = r.workload.as_mut().expect("the sample report has a workload");
+        (w.interval_us, w.cs_us, w.load_threads) = (10_000, 5000, 2);
+        r.load_check.result = load_check.into();
+        let mut total = r.modes[0].clone();
+        (total.mode, total.samples, total.missed) = (mode.into(), 1980, 3);
+        let irq = &mut total.irq.stats;
+        (irq.p50, irq.p99, irq.max_us) = (Some(Us(400)), Some(Us(1300)), Some(2000));
+        let thread = &mut total.thread.stats;
+        thread.p50 = Some(Us(p50));
+        thread.p99 = Some(if p99.1 { AtLeast(p99.0) } else { Us(p99.0) });
+        (thread.max_us, thread.overflow) = (Some(max), 2);
+        total.thread.buckets = Some(vec![[p50, 1000], [p99.0, 20]]);
+        r.modes = vec![total];
+        r
     }
 
-    fn six(reports: [Value; 6]) -> Vec<RunOutcome> {
+    fn six(reports: [RunReport; 6]) -> Vec<RunOutcome> {
         reports
             .iter()
             .zip(RUNS)
@@ -482,24 +477,21 @@ mod tests {
     fn figures_come_from_the_boot_modes_total() {
         let f = RunFigures::from_report(&report("rt", 700, (2600, false), 4400, "ok")).unwrap();
         assert_eq!(f.samples, 1980);
-        assert_eq!(f.thread_p99, Some(Pct { us: 2600, at_least: false }));
+        assert_eq!(f.thread_p99, Some(Us(2600)));
         assert_eq!(f.thread_max_us, Some(4400));
-        assert_eq!(f.irq_p99, Some(Pct { us: 1300, at_least: false }));
-        assert_eq!((f.irq_p50.map(|p| p.us), f.irq_max_us), (Some(400), Some(2000)));
+        assert_eq!(f.irq_p99, Some(Us(1300)));
+        assert_eq!((f.irq_p50.map(Percentile::us), f.irq_max_us), (Some(400), Some(2000)));
         assert_eq!(f.thread_buckets, vec![(700, 1000), (2600, 20)]);
         assert_eq!((f.thread_overflow, f.hist_max_us), (2, Some(100_000)));
         assert_eq!((f.cs_us, f.emulated), (Some(5000), Some(true)));
         let mut v = report("rt", 1, (1, false), 1, "ok");
-        v["schema_version"] = json!(3);
-        assert!(RunFigures::from_report(&v).unwrap_err().contains("schema_version"));
-        let mut v = report("rt", 1, (1, false), 1, "ok");
-        v["modes"] = json!([]);
+        v.modes.clear();
         assert!(RunFigures::from_report(&v).unwrap_err().contains("no samples"));
     }
 
     #[test]
     fn ratios_carry_their_bounds() {
-        let p = |us, at_least| Pct { us, at_least };
+        let p = |us, at_least| if at_least { AtLeast(us) } else { Us(us) };
         assert_eq!(pct_ratio(p(9000, false), p(900, false)), Some(Ratio { value: 10.0, bound: Bound::Exact }));
         assert_eq!(pct_ratio(p(100_000, true), p(500, false)), Some(Ratio { value: 200.0, bound: Bound::AtLeast }));
         assert_eq!(pct_ratio(p(500, false), p(1000, true)), Some(Ratio { value: 0.5, bound: Bound::AtMost }));

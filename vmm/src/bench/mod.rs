@@ -39,8 +39,8 @@ use self::progress::Progress;
 use self::switching::{Phase, PhaseConfig, PhaseSpreads};
 use self::table::{cells, grid, opt};
 use self::throughput::{ThroughputConfig, ThroughputRun};
-use crate::cli::{DEFAULT_VCPUS, MAX_HIST_MAX_US};
 use crate::exit_code::ExitCode;
+use crate::limits::{DEFAULT_VCPUS, MAX_HIST_MAX_US};
 
 /// Histogram range of the latency runs: wide, so that a mainline p99
 /// under lock load stays a figure rather than an overflow.
@@ -127,7 +127,7 @@ pub struct BenchArgs {
 /// A duration option of the suite (`5s`, `500ms`; a bare number is seconds), in seconds.
 fn parse_secs(s: &str) -> Result<f64, String> {
     let max = std::time::Duration::from_secs_f64(MAX_BENCH_SECS);
-    crate::cli::parse_duration_in(s, crate::cli::Unit::Secs, std::time::Duration::from_millis(1), max)
+    crate::units::parse_duration_in(s, crate::units::Unit::Secs, std::time::Duration::from_millis(1), max)
         .map(|d| d.as_secs_f64())
 }
 

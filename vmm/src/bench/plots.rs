@@ -2,10 +2,10 @@
 //! the switch-time distribution as empirical CDFs, and the switch cost
 //! against the vCPU count.
 //!
-//! Drawn like `--plot` (`crate::report::plot`): plotters' SVG backend
+//! Drawn like `--plot` (`crate::plot`): plotters' SVG backend
 //! only, so text stays SVG `<text>` (no font rendering, no system fonts).
 //! Histograms are drawn in the round bins of
-//! [`bin_width`](crate::report::plot::bin_width) on a log count axis;
+//! [`bin_width`](crate::plot::histpanel::bin_width) on a log count axis;
 //! durations spanning microseconds to seconds are drawn on log10 axes.
 //! Input with nothing to draw still gives a valid SVG that says "no data".
 
@@ -15,7 +15,7 @@ use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::report::histpanel::{self, Area, no_data};
+use crate::plot::histpanel::{self, Area, no_data};
 
 /// A plot that could not be drawn.
 #[derive(Debug, thiserror::Error)]
@@ -133,7 +133,7 @@ fn render(
 /// axis, the same in every panel; x in µs from 0 to the largest bucket
 /// present in any panel, the same in every panel so that they compare,
 /// drawn in the round bins of
-/// [`bin_width`](crate::report::plot::bin_width) when wide. A legend entry per
+/// [`bin_width`](crate::plot::histpanel::bin_width) when wide. A legend entry per
 /// series, with the overflowed samples counted.
 ///
 /// # Errors

@@ -60,8 +60,8 @@ pub fn headlines(s: &Suite) -> Vec<Headline> {
             v.push(Headline {
                 name: format!("latency {}: thread p99", r.name()),
                 unit: "us",
-                value: p99.map(|p| p.us as f64),
-                at_least: p99.is_some_and(|p| p.at_least),
+                value: p99.map(|p| p.us() as f64),
+                at_least: p99.is_some_and(|p| p.at_least()),
             });
         }
         for c in &l.comparisons {

@@ -53,9 +53,9 @@ struct Column<'a> {
 /// `bucket_count` rows; IRQ-latency columns after the thread ones with `irq`.
 pub fn render(cpus: &[CpuRow], bucket_count: usize, irq: bool) -> String {
     let mut cols: Vec<Column> =
-        cpus.iter().map(|c| Column { hist: &c.thread, overflow_cycles: &c.overflow_cycles }).collect();
+        cpus.iter().map(|c| Column { hist: &c.figures.thread, overflow_cycles: &c.figures.overflow_cycles }).collect();
     if irq {
-        cols.extend(cpus.iter().map(|c| Column { hist: &c.irq, overflow_cycles: &[] }));
+        cols.extend(cpus.iter().map(|c| Column { hist: &c.figures.irq, overflow_cycles: &[] }));
     }
     let mut out = String::with_capacity(16 + bucket_count * (8 + 7 * cols.len()) + 200);
     out.push_str("# Histogram\n");
@@ -165,7 +165,7 @@ mod tests {
         let r = reader(3, 50, &[(0, &[1, 1, 1], &[3, 3, 49]), (1, &[], &[]), (2, &[1, 1], &[50, 7000])]);
         let m = Measurement::from_reader(&r);
         let mut cpus = m.per_cpu_mode(None);
-        cpus[2].overflow_cycles = vec![4];
+        cpus[2].figures.overflow_cycles = vec![4];
         let text = render(&cpus, m.bucket_count, false);
         println!("{text}");
         let p = parse(&text);
@@ -184,7 +184,7 @@ mod tests {
         assert!(text.contains("# Total: 000000003 000000000 000000000\n"));
         for (cpu, row) in cpus.iter().enumerate() {
             let in_rows: u64 = p.rows.iter().map(|c| c[cpu]).sum();
-            assert_eq!(in_rows + p.footer["Histogram Overflows"][cpu], row.samples);
+            assert_eq!(in_rows + p.footer["Histogram Overflows"][cpu], row.figures.samples);
         }
     }
 
@@ -193,9 +193,9 @@ mod tests {
         let r = reader(1, 10, &[(0, &[1, 1, 1], &[20, 30, 40])]);
         let m = Measurement::from_reader(&r);
         let mut cpus = m.per_cpu_mode(None);
-        cpus[0].overflow_cycles = vec![7, 123_456];
+        cpus[0].figures.overflow_cycles = vec![7, 123_456];
         assert!(render(&cpus, 10, false).contains("\n# Thread 0: 00007 123456 # 00001 others\n"));
-        cpus[0].overflow_cycles = vec![1, 2, 3];
+        cpus[0].figures.overflow_cycles = vec![1, 2, 3];
         assert!(render(&cpus, 10, false).contains("\n# Thread 0: 00001 00002 00003\n\n"));
     }
 

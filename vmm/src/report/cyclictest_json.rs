@@ -93,7 +93,7 @@ pub fn render(cpus: &[CpuRow], h: &Header) -> String {
     o.push_str("  \"resolution_in_ns\": 0,\n");
     o.push_str("  \"thread\": {\n");
     for (i, c) in cpus.iter().enumerate() {
-        let t = &c.thread;
+        let t = &c.figures.thread;
         let _ = writeln!(o, "    \"{i}\": {{");
         o.push_str("      \"histogram\": {");
         let buckets: Vec<String> = t.non_empty().map(|(us, n)| format!("\n        \"{us}\": {n}")).collect();

@@ -6,6 +6,11 @@
 //! epochs and switch records only; `epoch_totals` and `switch_totals`
 //! count everything, and `modes` are exact over every epoch (`epoch_count`;
 //! `epochs` lists the indices still in `epochs`).
+//!
+//! One schema: the types here are what the writer fills ([`build`]) and
+//! what every reader parses ([`RunReport::parse`]: bench, the end-to-end
+//! tests), so a report read back equals the report written. `query-latency`
+//! replies use the same entries ([`epoch_entry`], [`mode_totals`]).
 
 use serde::{Deserialize, Serialize};
 use switcher::telemetry::{EpochKind, LoadKind, final_check};
@@ -16,105 +21,38 @@ use crate::vstate::telemetry::Worst;
 
 pub const SCHEMA_VERSION: u32 = 2;
 
-/// The report as its readers (bench, the tests) see it: the fields they
-/// use, deserialized from [`RunReport`]'s output. Schema versions 1 and 2
-/// both read (they differ only in lists not read here); fields a reader
-/// can do without are optional.
-#[derive(Debug, Deserialize)]
-pub struct ReportView {
-    pub schema_version: u32,
-    pub config: ConfigView,
-    pub guest: Option<GuestView>,
-    pub workload: Option<WorkloadView>,
-    pub modes: Vec<ModeView>,
-    pub load_check: Option<LoadCheckView>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ConfigView {
-    pub mode: String,
-    pub hist_max_us: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct GuestView {
-    /// From reset to the guest's ready line.
-    pub ready_ms: Option<f64>,
-    pub emulated: Option<bool>,
-    pub calib_ratio: Option<f64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-pub struct WorkloadView {
-    pub interval_us: Option<u64>,
-    pub cs_us: Option<u64>,
-    pub load_threads: Option<u64>,
-}
-
-/// One entry of `modes[]`: all CPUs over every epoch of the mode.
-#[derive(Debug, Deserialize)]
-pub struct ModeView {
-    pub mode: String,
-    pub samples: u64,
-    pub missed: u64,
-    pub irq: HistView,
-    pub thread: HistView,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct HistView {
-    pub p50: Option<Pct>,
-    pub p99: Option<Pct>,
-    pub max_us: Option<u64>,
-    #[serde(default)]
-    pub overflow: u64,
-    /// Non-empty buckets `[us, count]`.
-    #[serde(default)]
-    pub buckets: Vec<[u64; 2]>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LoadCheckView {
-    /// `ok`, `violated` or `not_run`.
-    pub result: String,
-}
-
-/// A percentile as the report writes it: `us`, or at least `us` when it
-/// fell in the overflow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pct {
-    pub us: u64,
-    pub at_least: bool,
-}
-
-impl std::fmt::Display for Pct {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = if self.at_least { format!(">={}", self.us) } else { self.us.to_string() };
-        f.pad(&s)
-    }
-}
-
 /// Why a `--json` report cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ReportReadError {
-    #[error("unsupported schema_version {0}; this build reads 1 and 2 (re-run with this rtswitch)")]
+    #[error("unsupported schema_version {0}; this build reads {SCHEMA_VERSION} (re-run with this rtswitch)")]
     Version(serde_json::Value),
     #[error("the report does not match its schema ({0}); was it written by rtswitch run --json?")]
     Schema(#[from] serde_json::Error),
 }
 
-impl ReportView {
+impl RunReport {
     /// Reads a parsed report, refusing a schema version this build does not know.
     pub fn from_value(v: &serde_json::Value) -> Result<Self, ReportReadError> {
         let version = v.get("schema_version").cloned().unwrap_or(serde_json::Value::Null);
-        if !matches!(version.as_u64(), Some(1 | 2)) {
+        if version.as_u64() != Some(u64::from(SCHEMA_VERSION)) {
             return Err(ReportReadError::Version(version));
         }
         Ok(Self::deserialize(v)?)
     }
+
+    /// Reads a report from its text (what `--json` wrote).
+    pub fn parse(text: &str) -> Result<Self, ReportReadError> {
+        Self::from_value(&serde_json::from_str(text)?)
+    }
+
+    /// The exact totals of `mode` (`mainline`, `rt`), if it ran.
+    pub fn mode(&self, mode: &str) -> Option<&ModeTotal> {
+        self.modes.iter().find(|m| m.mode == mode)
+    }
 }
 
-#[derive(Debug, Serialize)]
+/// The whole report: written by [`render`], read by [`RunReport::parse`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunReport {
     pub schema_version: u32,
     pub config: Config,
@@ -141,7 +79,7 @@ pub struct RunReport {
 }
 
 /// The device interrupt load of a run.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IrqLoadReport {
     /// Interrupts per second on every vCPU, work per interrupt, handler
     /// thread priority.
@@ -155,7 +93,7 @@ pub struct IrqLoadReport {
 }
 
 /// How many epochs there were, and how many `epochs` lists.
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochTotals {
     /// Epochs seen (since the last `reset-latency`).
     pub seen: u64,
@@ -167,12 +105,12 @@ pub struct EpochTotals {
 }
 
 /// The command line as given (`null`: the guest's default).
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     pub vcpus: u32,
     pub memory_mib: u64,
-    pub mode: &'static str,
-    pub load: &'static str,
+    pub mode: String,
+    pub load: String,
     pub interval_us: Option<u32>,
     pub cs_us: Option<u32>,
     pub load_threads: Option<u32>,
@@ -181,13 +119,13 @@ pub struct Config {
     pub workload_enabled: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Host {
     pub tsc_khz: u32,
     pub calib_ps_per_iter: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Guest {
     pub kernel_version: String,
     pub ready_ms: Option<f64>,
@@ -202,9 +140,9 @@ pub struct Guest {
 }
 
 /// The workload as the guest ran it (defaults resolved).
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Workload {
-    pub load: &'static str,
+    pub load: String,
     pub interval_us: u32,
     pub cs_us: u32,
     pub load_threads: u32,
@@ -221,24 +159,24 @@ pub struct Workload {
     pub stop_above_us: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Epoch {
     pub index: u64,
-    pub mode: &'static str,
+    pub mode: String,
     /// `mode` or `switching` (then `mode` is the mode switched from).
-    pub kind: &'static str,
+    pub kind: String,
     /// `mainline`, `rt`, or `sw:mainline` (switching from mainline).
     pub label: String,
     pub start_tsc: u64,
     /// `null` while the epoch is open.
     pub end_tsc: Option<u64>,
     /// Per CPU (left out of `query-latency` replies unless asked for).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Vec<Cpu>>,
     pub all: Cpu,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Cpu {
     /// `null` for the all-CPUs entry.
     pub cpu: Option<usize>,
@@ -265,17 +203,17 @@ pub struct Cpu {
     pub problem: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hist {
     #[serde(flatten)]
     pub stats: LatencyStats,
     /// Non-empty buckets as `[us at the bucket's start, count]`, ascending (in the run's
     /// report; `query-latency` leaves them out).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buckets: Option<Vec<[u64; 2]>>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorstSample {
     pub cpu: Option<usize>,
     pub deadline_tsc: u64,
@@ -291,9 +229,9 @@ pub struct WorstSample {
     pub cycle: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModeTotal {
-    pub mode: &'static str,
+    pub mode: String,
     /// Every epoch of this mode (exact).
     pub epoch_count: u64,
     /// Those still listed in detail, by index.
@@ -306,19 +244,19 @@ pub struct ModeTotal {
     pub corrected: Hist,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LoadCheck {
     /// `ok`, `violated` or `not_run`.
-    pub result: &'static str,
+    pub result: String,
     pub load_ops: Option<u64>,
     pub violations: Option<u64>,
     /// `pending`, `ok` or `violated`: the guest's own final check.
-    pub final_check: Option<&'static str>,
+    pub final_check: Option<String>,
     pub final_tally: Option<u64>,
     pub final_locked_total: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub exit_code: u8,
     pub exit_name: String,
@@ -362,22 +300,22 @@ fn worst(w: &Worst, cpu: Option<usize>) -> WorstSample {
 fn cpu(r: &CpuRow, e: &EpochRows, d: Detail) -> Cpu {
     // The all-CPUs worst names the CPU it came from.
     let worst_cpu = r.cpu.or_else(|| {
-        let w = r.worst.as_ref()?;
-        e.cpus.iter().find(|c| c.worst.as_ref() == Some(w)).and_then(|c| c.cpu)
+        let w = r.figures.worst.as_ref()?;
+        e.cpus.iter().find(|c| c.figures.worst.as_ref() == Some(w)).and_then(|c| c.cpu)
     });
     Cpu {
         cpu: r.cpu,
-        samples: r.samples,
-        missed: r.missed,
-        overdue: r.overdue,
-        steal_ns: r.steal_ns,
-        max_net_ns: r.max_net_ns,
-        last_thread_ns: r.last_thread_ns,
-        irq: hist(&r.irq, d),
-        thread: hist(&r.thread, d),
-        corrected: hist(&r.corrected, d),
-        overflow_cycles: r.overflow_cycles.clone(),
-        worst: r.worst.as_ref().map(|w| worst(w, worst_cpu)),
+        samples: r.figures.samples,
+        missed: r.figures.missed,
+        overdue: r.figures.overdue,
+        steal_ns: r.figures.steal_ns,
+        max_net_ns: r.figures.max_net_ns,
+        last_thread_ns: r.figures.last_thread_ns,
+        irq: hist(&r.figures.irq, d),
+        thread: hist(&r.figures.thread, d),
+        corrected: hist(&r.figures.corrected, d),
+        overflow_cycles: r.figures.overflow_cycles.clone(),
+        worst: r.figures.worst.as_ref().map(|w| worst(w, worst_cpu)),
         problem: r.problem.clone(),
     }
 }
@@ -386,11 +324,12 @@ fn cpu(r: &CpuRow, e: &EpochRows, d: Detail) -> Cpu {
 pub fn epoch_entry(e: &EpochRows, d: Detail) -> Epoch {
     Epoch {
         index: e.info.index,
-        mode: e.info.mode.name(),
+        mode: e.info.mode.name().into(),
         kind: match e.info.kind {
             EpochKind::Mode => "mode",
             EpochKind::Switching => "switching",
-        },
+        }
+        .into(),
         label: e.info.label(),
         start_tsc: e.info.start_tsc,
         end_tsc: e.info.closed().then_some(e.info.end_tsc),
@@ -409,15 +348,15 @@ pub fn mode_totals(m: &Measurement, d: Detail) -> Vec<ModeTotal> {
     m.per_mode()
         .into_iter()
         .map(|t| ModeTotal {
-            mode: t.mode.name(),
+            mode: t.mode.name().into(),
             epoch_count: t.epochs,
             epochs: t.listed,
-            samples: t.all.samples,
-            missed: t.all.missed,
-            steal_ns: t.all.steal_ns,
-            irq: hist(&t.all.irq, d),
-            thread: hist(&t.all.thread, d),
-            corrected: hist(&t.all.corrected, d),
+            samples: t.all.figures.samples,
+            missed: t.all.figures.missed,
+            steal_ns: t.all.figures.steal_ns,
+            irq: hist(&t.all.figures.irq, d),
+            thread: hist(&t.all.figures.thread, d),
+            corrected: hist(&t.all.figures.corrected, d),
         })
         .collect()
 }
@@ -435,8 +374,8 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
     let config = Config {
         vcpus: c.vcpus,
         memory_mib: c.memory_bytes >> 20,
-        mode: c.mode.name(),
-        load: LoadKind::from_u32(c.workload.load).map_or("?", LoadKind::name),
+        mode: c.mode.name().into(),
+        load: LoadKind::from_u32(c.workload.load).map_or("?", LoadKind::name).into(),
         interval_us: opt(c.workload.interval_us),
         cs_us: opt(c.workload.cs_us),
         load_threads: opt(c.workload.load_threads),
@@ -455,7 +394,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         shim: info.shim.clone(),
     });
     let workload = m.workload.as_ref().map(|w| Workload {
-        load: w.load.name(),
+        load: w.load.name().into(),
         interval_us: w.interval_us,
         cs_us: w.cs_us,
         load_threads: w.load_threads,
@@ -476,13 +415,17 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
             LoadVerdict::Ok => "ok",
             LoadVerdict::Violated => "violated",
             LoadVerdict::NotRun => "not_run",
-        },
+        }
+        .into(),
         load_ops: w.map(|w| w.load_ops),
         violations: w.map(|w| w.load_violations),
-        final_check: w.map(|w| match w.final_check {
-            final_check::OK => "ok",
-            final_check::VIOLATED => "violated",
-            _ => "pending",
+        final_check: w.map(|w| {
+            match w.final_check {
+                final_check::OK => "ok",
+                final_check::VIOLATED => "violated",
+                _ => "pending",
+            }
+            .into()
         }),
         final_tally: w.map(|w| w.final_tally),
         final_locked_total: w.map(|w| w.final_locked_total),
@@ -534,6 +477,7 @@ pub mod tests {
     use super::super::{GuestInfo, RunSettings, summary};
     use super::*;
     use crate::exit_code::ExitCode;
+    use crate::stats::Percentile;
     use crate::vstate::telemetry::TelemetryReader;
     use crate::vstate::telemetry::synth::*;
 
@@ -601,57 +545,125 @@ pub mod tests {
         }
     }
 
+    /// [`info`] with a switch of each outcome and a `--stop-above` report:
+    /// every part of the schema holds data.
+    pub fn full_info() -> RunInfo {
+        let mut info = info(settings());
+        for (seq, ok) in [(1, true), (2, false)] {
+            info.switches.push(crate::switch::SwitchRecord {
+                seq,
+                from: "mainline".into(),
+                to: "rt".into(),
+                ok,
+                reason: if ok { String::new() } else { "deadline".into() },
+                timings: crate::switch::SwitchTimings { freeze_us: 120, blackout_us: 35, total_us: 400 },
+                sites_patched: if ok { 40 } else { 0 },
+                requested_at_s: 1.25,
+                phases: ok.then_some(crate::switch::GuestPhases {
+                    guest_freeze_us: 100,
+                    verdict_us: 50,
+                    serialize_us: 3,
+                    thaw_us: 7,
+                    messaging_us: 240,
+                }),
+            });
+        }
+        info.shim = crate::vstate::shim_stats::ShimEntries {
+            services: vec!["halt".into(), "wrmsr".into()],
+            cpus: vec![crate::vstate::shim_stats::CpuShimEntries { cpu: 0, entries: vec![812, 2], rejected: 1 }],
+        };
+        info.stop = Some(crate::vstate::telemetry::StopInfo {
+            cpu: 1,
+            thread_ns: 250_300,
+            irq_ns: Some(4_000),
+            steal_ns: 17,
+            locks_held: 1,
+            preempt_count: 2,
+            irq_masked: true,
+            masked_ns: 900,
+            deadline_tsc: 123_456,
+            task: "load0".into(),
+            task_addr: 0xffff_8000_0000_1000,
+            trace: vec![(100, "switch to 'load0' (prio 10)".into()), (200, "irq vector 0xec".into())],
+        });
+        info.result = super::super::RunResult {
+            result: super::super::result::Verdict::StoppedAbove,
+            reasons: vec!["a reason".into()],
+        };
+        info
+    }
+
+    /// The report of [`measurement`] and [`full_info`].
+    pub fn report() -> RunReport {
+        build(&measurement(), &full_info())
+    }
+
+    #[test]
+    fn a_written_report_reads_back_as_written() {
+        let written = report();
+        let text = render(&measurement(), &full_info()).unwrap();
+        let read = RunReport::parse(&text).unwrap();
+        assert_eq!(read, written);
+        // Nothing is lost on the way: written again, the same bytes.
+        let mut again = serde_json::to_string_pretty(&read).unwrap();
+        again.push('\n');
+        assert_eq!(again, text);
+        // `query-latency`'s short entries (no per-CPU rows, no buckets) read too.
+        let m = measurement();
+        let short = epoch_entry(&m.epochs[0], Detail { cpus: false, buckets: false });
+        let back: Epoch = serde_json::from_value(serde_json::to_value(&short).unwrap()).unwrap();
+        assert_eq!((back.cpus.as_ref(), back.all.thread.buckets.as_ref()), (None, None));
+        assert_eq!(back, short);
+        // Another schema version, or another shape, is refused, saying which.
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["schema_version"] = 3.into();
+        assert!(RunReport::from_value(&v).unwrap_err().to_string().contains("unsupported schema_version 3"));
+        let e = RunReport::parse(r#"{"schema_version": 2}"#).unwrap_err();
+        assert!(matches!(e, ReportReadError::Schema(_)), "{e}");
+    }
+
     #[test]
     fn json_has_the_whole_result_and_agrees_with_the_table() {
         let mut settings = settings();
         settings.workload.cs_us = 300;
         let m = measurement();
         let text = render(&m, &info(settings)).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["schema_version"], 2);
-        assert_eq!(v["epoch_totals"], serde_json::json!({"seen": 2, "listed": 2, "forgotten": 0, "retained_max": 64}));
-        assert_eq!(v["switch_totals"]["recorded"], 0);
-        assert_eq!(v["modes"][0]["epoch_count"], 1);
-        assert_eq!(v["modes"][0]["epochs"], serde_json::json!([0]));
-        assert_eq!(v["config"]["cs_us"], 300);
-        assert_eq!(v["config"]["interval_us"], serde_json::Value::Null);
-        assert_eq!(v["config"]["mode"], "mainline");
-        assert_eq!(v["guest"]["emulated"], true);
-        assert_eq!(v["guest"]["calib_ratio"], 2000.0);
-        assert_eq!(v["workload"]["interval_us"], 1000);
-        let e0 = &v["epochs"][0];
-        assert_eq!(
-            (e0["index"].as_u64(), e0["mode"].as_str(), e0["kind"].as_str()),
-            (Some(0), Some("mainline"), Some("mode"))
-        );
-        assert_eq!(e0["end_tsc"], 10);
-        assert_eq!(e0["label"], "mainline");
-        assert_eq!(v["epochs"][1]["end_tsc"], serde_json::Value::Null);
-        let t = &e0["cpus"][0]["thread"];
-        assert_eq!(t["count"], 3);
-        assert_eq!(t["overflow"], 1);
-        assert_eq!(t["buckets"], serde_json::json!([[10, 2]]));
-        assert_eq!(t["p50"], serde_json::json!({"us": 10, "at_least": false}));
-        assert_eq!(t["p99"], serde_json::json!({"us": 100, "at_least": true}));
-        assert_eq!(t["max_us"], 250);
-        assert_eq!(e0["all"]["cpu"], serde_json::Value::Null);
-        assert_eq!(e0["all"]["samples"], 4);
-        assert_eq!(e0["all"]["worst"]["cpu"], 0);
-        assert_eq!(e0["all"]["worst"]["task"], "load0");
-        assert_eq!(v["modes"][1]["mode"], "rt");
-        assert_eq!(v["modes"][1]["thread"]["count"], 3);
-        assert_eq!(v["load_check"]["result"], "ok");
-        assert_eq!(v["outcome"]["exit_code"], 0);
-        assert_eq!(v["result"]["result"], "ok");
-        assert_eq!(e0["all"]["steal_ns"], 0);
-        assert_eq!(e0["all"]["corrected"]["count"], e0["all"]["thread"]["count"]);
+        let v = RunReport::parse(&text).unwrap();
+        assert_eq!(v.schema_version, 2);
+        let totals = &v.epoch_totals;
+        assert_eq!((totals.seen, totals.listed, totals.forgotten, totals.retained_max), (2, 2, 0, 64));
+        assert_eq!(v.switch_totals.recorded, 0);
+        assert_eq!((v.modes[0].epoch_count, &v.modes[0].epochs[..]), (1, &[0][..]));
+        assert_eq!((v.config.cs_us, v.config.interval_us, v.config.mode.as_str()), (Some(300), None, "mainline"));
+        let guest = v.guest.as_ref().unwrap();
+        assert_eq!((guest.emulated, guest.calib_ratio), (Some(true), Some(2000.0)));
+        assert_eq!(v.workload.as_ref().unwrap().interval_us, 1000);
+        let e0 = &v.epochs[0];
+        assert_eq!((e0.index, e0.mode.as_str(), e0.kind.as_str()), (0, "mainline", "mode"));
+        assert_eq!((e0.end_tsc, e0.label.as_str()), (Some(10), "mainline"));
+        assert_eq!(v.epochs[1].end_tsc, None);
+        let t = &e0.cpus.as_ref().unwrap()[0].thread;
+        assert_eq!((t.stats.count, t.stats.overflow), (3, 1));
+        assert_eq!(t.buckets, Some(vec![[10, 2]]));
+        assert_eq!((t.stats.p50, t.stats.p99), (Some(Percentile::Us(10)), Some(Percentile::AtLeast(100))));
+        assert_eq!(t.stats.max_us, Some(250));
+        // The wire form of a percentile.
+        let wire: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(wire["epochs"][0]["cpus"][0]["thread"]["p99"], serde_json::json!({"us": 100, "at_least": true}));
+        let all = &e0.all;
+        assert_eq!((all.cpu, all.samples, all.steal_ns), (None, 4, 0));
+        let worst = all.worst.as_ref().unwrap();
+        assert_eq!((worst.cpu, worst.task.as_str()), (Some(0), "load0"));
+        assert_eq!((v.modes[1].mode.as_str(), v.modes[1].thread.stats.count), ("rt", 3));
+        assert_eq!((v.load_check.result.as_str(), v.outcome.exit_code), ("ok", 0));
+        assert_eq!(v.result.result, super::super::result::Verdict::Ok);
+        assert_eq!(all.corrected.stats.count, all.thread.stats.count);
         // The table shows the same figures.
         let table = summary::render(&m);
         let all0 = table.lines().find(|l| l.split_whitespace().take(3).eq(["0", "mainline", "all"])).unwrap();
         let cells: Vec<&str> = all0.split_whitespace().collect();
-        let all = &e0["all"]["thread"];
-        assert_eq!(cells[15], all["min_us"].to_string());
-        assert_eq!(cells[20], all["max_us"].to_string());
-        assert_eq!(cells[21], all["overflow"].to_string());
+        let all = &all.thread.stats;
+        let n = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+        assert_eq!((cells[15], cells[20], cells[21]), (&*n(all.min_us), &*n(all.max_us), &*all.overflow.to_string()));
     }
 }

@@ -4,12 +4,14 @@
 //! - `status`: the live status block (once a second) or, with `--quiet`,
 //!   the progress line;
 //! - `summary`: the table printed at the end of every run that measured;
-//! - `json`, `cyclictest`, `cyclictest_json`, `plot`: the `--json`,
-//!   `--histogram`, `--cyclictest-json` and `--plot` files;
+//! - `json`, `cyclictest`, `cyclictest_json`: the `--json`,
+//!   `--histogram` and `--cyclictest-json` files;
 //! - `outputs`: which files a run writes (one per mode, or a selection),
-//!   and the check of every output path before the VM boots;
-//! - `histpanel`: one latency-histogram panel, as `--plot` and the
-//!   benchmark suite's latency plot draw it.
+//!   and the check of every output path before the VM boots.
+//!
+//! The `--plot` file is drawn above the core (`crate::plot`): the
+//! command line's dispatch hands its renderer in as a [`Plotter`], so
+//! nothing here imports the plotting code.
 //!
 //! Everything here runs on the control thread (`runner`'s event loop);
 //! nothing blocks on the guest. [`Measurement`] is the model the end-of-run
@@ -22,10 +24,8 @@
 
 pub mod cyclictest;
 pub mod cyclictest_json;
-pub(crate) mod histpanel;
 pub mod json;
 pub mod outputs;
-pub mod plot;
 pub mod result;
 pub mod status;
 pub mod stop;
@@ -40,9 +40,8 @@ use switcher::telemetry::{EpochKind, LoadKind, WorkloadRequest, final_check};
 use self::outputs::OutputFiles;
 pub use self::result::RunResult;
 use crate::exit_code::ExitCode;
-use crate::stats::Histogram;
 use crate::vstate::telemetry::{
-    self, CpuEntry, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState, Worst,
+    self, CpuEntry, CpuSnapshot, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -60,37 +59,37 @@ pub fn write_file(what: &'static str, path: &Path, text: &str) -> Result<(), Rep
     std::fs::write(path, text).map_err(|err| ReportError::Write { what, path: path.display().to_string(), err })
 }
 
+/// Draws the `--plot` file: its SVG text. The plotting code sits above
+/// the core (`crate::plot::run::render`); a run without one refuses
+/// `--plot` when it writes its outputs.
+#[derive(Clone, Copy)]
+pub struct Plotter(pub fn(&Measurement, &RunInfo) -> Result<String, ReportError>);
+
+impl std::fmt::Debug for Plotter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Plotter")
+    }
+}
+
+impl PartialEq for Plotter {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::fn_addr_eq(self.0, other.0)
+    }
+}
+
+impl Eq for Plotter {}
+
 /// The histograms' dimensions in one run: bucket count and width (µs).
 pub type HistShape = (usize, u64);
 
-fn empty_hist(shape: HistShape) -> Histogram {
-    Histogram::with_bucket_us(shape.0, shape.1)
-}
-
-/// One CPU (or all CPUs) of one epoch.
+/// One CPU (or all CPUs) of one epoch: the telemetry reader's figures
+/// (merged with [`CpuSnapshot::absorb`]) and which CPU they are.
 #[derive(Clone, Debug)]
 pub struct CpuRow {
     /// `None` for the all-CPUs row.
     pub cpu: Option<usize>,
-    pub samples: u64,
-    /// Periods without an activation (skipped, or overdue: `overdue`).
-    pub missed: u64,
-    /// Of `missed`: periods still waiting for their stalled thread.
-    pub overdue: u64,
-    pub irq: Histogram,
-    pub thread: Histogram,
-    /// Every elapsed period (coordinated-omission corrected).
-    pub corrected: Histogram,
-    pub worst: Option<Worst>,
-    /// Host steal time over the recorded periods.
-    pub steal_ns: u64,
-    /// Largest thread latency minus its period's steal time.
-    pub max_net_ns: u64,
-    /// The last activation (cyclictest `Act`).
-    pub last_thread_ns: u64,
-    pub last_irq_ns: u64,
-    /// Cycle numbers of thread-latency overflows (bounded).
-    pub overflow_cycles: Vec<u64>,
+    /// Samples, histograms, worst sample, steal time (zero when missing).
+    pub figures: CpuSnapshot,
     /// Why this CPU's figures are missing or older than the end of the
     /// run (e.g. its record never stabilised); `None` when current.
     pub problem: Option<String>,
@@ -102,18 +101,7 @@ impl CpuRow {
     fn from_entry(cpu: usize, entry: &CpuEntry, shape: HistShape) -> Self {
         let mut row = CpuRow::empty(Some(cpu), shape);
         if let Some(s) = &entry.snapshot {
-            row.samples = s.samples;
-            row.missed = s.missed;
-            row.overdue = s.overdue;
-            row.irq = s.irq.clone();
-            row.thread = s.thread.clone();
-            row.corrected = s.corrected.clone();
-            row.worst = s.worst.clone();
-            row.steal_ns = s.steal_ns;
-            row.max_net_ns = s.max_net_ns;
-            row.last_thread_ns = s.last_thread_ns;
-            row.last_irq_ns = s.last_irq_ns;
-            row.overflow_cycles = s.overflow_cycles.clone();
+            row.figures = s.clone();
         }
         row.problem = match (&entry.snapshot, &entry.problem) {
             (None, Some(p)) => Some(format!("no consistent copy: {p}")),
@@ -125,50 +113,13 @@ impl CpuRow {
     }
 
     fn empty(cpu: Option<usize>, shape: HistShape) -> Self {
-        Self {
-            cpu,
-            samples: 0,
-            missed: 0,
-            overdue: 0,
-            irq: empty_hist(shape),
-            thread: empty_hist(shape),
-            corrected: empty_hist(shape),
-            worst: None,
-            steal_ns: 0,
-            max_net_ns: 0,
-            last_thread_ns: 0,
-            last_irq_ns: 0,
-            overflow_cycles: Vec::new(),
-            problem: None,
-        }
+        Self { cpu, figures: CpuSnapshot::empty(shape.0, shape.1), problem: None }
     }
 
     /// Adds another row's samples (all-CPUs rows, per-mode merges; `other`
     /// is the later one when they are epochs of one CPU).
     pub fn absorb(&mut self, other: &CpuRow) {
-        self.samples += other.samples;
-        self.missed += other.missed;
-        self.overdue += other.overdue;
-        // Same bucket count throughout one run: merging cannot fail.
-        if let Err(e) = self
-            .irq
-            .merge(&other.irq)
-            .and_then(|()| self.thread.merge(&other.thread))
-            .and_then(|()| self.corrected.merge(&other.corrected))
-        {
-            log::error!("latency report: {e}");
-        }
-        self.steal_ns = self.steal_ns.saturating_add(other.steal_ns);
-        self.max_net_ns = self.max_net_ns.max(other.max_net_ns);
-        if other.samples > 0 {
-            self.last_thread_ns = other.last_thread_ns;
-            self.last_irq_ns = other.last_irq_ns;
-        }
-        let room = telemetry::MAX_OVERFLOW_CYCLES.saturating_sub(self.overflow_cycles.len());
-        self.overflow_cycles.extend(other.overflow_cycles.iter().take(room));
-        if other.worst.as_ref().is_some_and(|w| self.worst.as_ref().is_none_or(|m| w.thread_ns > m.thread_ns)) {
-            self.worst = other.worst.clone();
-        }
+        self.figures.absorb(&other.figures);
     }
 }
 
@@ -327,7 +278,7 @@ impl Measurement {
 
     /// Whether any sample was recorded (the reports are printed only then).
     pub fn measured(&self) -> bool {
-        self.groups.iter().any(|g| g.all.samples > 0 || g.all.thread.count() > 0)
+        self.groups.iter().any(|g| g.all.figures.samples > 0 || g.all.figures.thread.count() > 0)
     }
 
     pub fn load_verdict(&self) -> LoadVerdict {
@@ -538,10 +489,17 @@ pub fn write_outputs(m: &Measurement, info: &RunInfo) -> Written {
             wrote(&mut w, "--cyclictest-json", &path, sel, m, &text);
         }
     }
-    if let Some(path) = &out.plot
-        && let Err(e) = plot::render(m, info).and_then(|svg| write_file("--plot", path, &svg))
-    {
-        w.errors.push(e);
+    if let Some(path) = &out.plot {
+        let svg = match out.plotter {
+            Some(Plotter(render)) => render(m, info),
+            None => Err(ReportError::Plot {
+                path: path.display().to_string(),
+                why: "this program was given no plotter".to_string(),
+            }),
+        };
+        if let Err(e) = svg.and_then(|svg| write_file("--plot", path, &svg)) {
+            w.errors.push(e);
+        }
     }
     if let Some(path) = &out.json {
         let mut info = info.clone();
@@ -664,10 +622,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rtswitch-report-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let (j, h, p) = (dir.join("a.json"), dir.join("a.hist"), dir.join("a.svg"));
+        let plotter = Some(Plotter(|_, _| Ok("<svg></svg>".to_string())));
         let outputs = OutputFiles {
             json: Some(j.clone()),
             histogram: Some(h.clone()),
             plot: Some(p.clone()),
+            plotter,
             ..Default::default()
         };
         let m = json::tests::measurement();
@@ -681,17 +641,19 @@ mod tests {
             assert!(written.notes.iter().any(|n| n.starts_with(&format!("wrote --histogram {}", f.display()))));
         }
         assert!(std::fs::read_to_string(&p).unwrap().contains("</svg>"));
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
-        assert_eq!(v["outcome"]["exit_code"], 0);
+        let v = json::RunReport::parse(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(v.outcome.exit_code, 0);
         // An unwritable --histogram is reported, and the JSON says the run failed.
         let bad = dir.join("missing/a.hist");
-        let outputs = OutputFiles { json: Some(j.clone()), histogram: Some(bad), ..Default::default() };
+        let outputs =
+            OutputFiles { json: Some(j.clone()), histogram: Some(bad), plot: Some(p.clone()), ..Default::default() };
         let errors = write_outputs(&m, &json::tests::info(RunSettings { outputs, ..json::tests::settings() })).errors;
-        assert_eq!(errors.len(), 2, "one per mode file: {errors:?}");
+        assert_eq!(errors.len(), 3, "one per mode file, and the plot with no plotter: {errors:?}");
+        assert!(errors[2].to_string().contains("no plotter"), "{}", errors[2]);
         assert!(errors[0].to_string().contains("--histogram"), "{}", errors[0]);
         assert!(errors[1].to_string().contains("a.rt.hist"), "{}", errors[1]);
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
-        assert_eq!(v["outcome"]["exit_code"], ExitCode::VmmError.code());
+        let v = json::RunReport::parse(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        assert_eq!(v.outcome.exit_code, ExitCode::VmmError.code());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -713,18 +675,18 @@ mod tests {
         let m = Measurement::from_reader(&r);
         assert!(m.measured());
         assert_eq!(m.epochs.len(), 3);
-        assert_eq!(m.epochs[0].all.thread.count(), 3);
-        assert_eq!(m.epochs[0].all.samples, 3);
-        assert_eq!(m.epochs[0].all.worst.as_ref().unwrap().thread_ns, 30_500);
+        assert_eq!(m.epochs[0].all.figures.thread.count(), 3);
+        assert_eq!(m.epochs[0].all.figures.samples, 3);
+        assert_eq!(m.epochs[0].all.figures.worst.as_ref().unwrap().thread_ns, 30_500);
         let whole = m.per_cpu_whole_run();
-        assert_eq!(whole[0].thread.count(), 3);
-        assert_eq!(whole[1].thread.count(), 2);
+        assert_eq!(whole[0].figures.thread.count(), 3);
+        assert_eq!(whole[1].figures.thread.count(), 2);
         let modes = m.per_mode();
         assert_eq!(modes.len(), 2);
         assert_eq!(
-            (modes[0].mode, modes[0].epochs, modes[0].listed.clone(), modes[0].all.thread.count()),
+            (modes[0].mode, modes[0].epochs, modes[0].listed.clone(), modes[0].all.figures.thread.count()),
             (Profile::MAINLINE, 1, vec![0], 3)
         );
-        assert_eq!((modes[1].mode, modes[1].all.thread.count()), (Profile::RT, 1));
+        assert_eq!((modes[1].mode, modes[1].all.figures.thread.count()), (Profile::RT, 1));
     }
 }

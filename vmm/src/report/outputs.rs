@@ -51,6 +51,8 @@ pub struct OutputFiles {
     pub plot: Option<PathBuf>,
     /// `--plot-per-epoch`: a series per epoch instead of per mode.
     pub plot_per_epoch: bool,
+    /// What draws `plot` (`None`: `--plot` fails to write).
+    pub plotter: Option<super::Plotter>,
 }
 
 /// `--histogram-mode` values.

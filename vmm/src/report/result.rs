@@ -4,14 +4,14 @@
 //! (its thread never ran), a load that did no operation, a watchdog stall.
 //! `--stop-above` ending the run is its own result.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Measurement;
 use crate::exit_code::ExitCode;
 use crate::vstate::telemetry::StopInfo;
 
 /// The verdict, as the summary and the JSON (`result.result`) spell it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verdict {
     #[serde(rename = "ok")]
     Ok,
@@ -32,7 +32,7 @@ impl Verdict {
 }
 
 /// What the run's measurement amounts to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunResult {
     pub result: Verdict,
     /// Why not ok (empty when ok).
@@ -52,10 +52,10 @@ impl RunResult {
             // or a run stopped right after `reset-latency`, is not a stall.)
             for row in &rows {
                 let Some(cpu) = row.cpu else { continue };
-                if w.measures(cpu) && row.samples == 0 && row.missed > 0 {
+                if w.measures(cpu) && row.figures.samples == 0 && row.figures.missed > 0 {
                     reasons.push(format!(
                         "cpu {cpu} has no latency sample ({} missed periods): its measurement thread never ran",
-                        row.missed
+                        row.figures.missed
                     ));
                 }
             }

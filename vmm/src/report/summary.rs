@@ -120,14 +120,14 @@ pub fn render(m: &Measurement) -> String {
             epoch,
             label.to_string(),
             r.cpu.map_or_else(|| "all".to_string(), |c| c.to_string()),
-            r.samples.to_string(),
-            r.missed.to_string(),
-            format!("{:.1}", r.steal_ns as f64 / 1e6),
+            r.figures.samples.to_string(),
+            r.figures.missed.to_string(),
+            format!("{:.1}", r.figures.steal_ns as f64 / 1e6),
             "|".to_string(),
         ];
-        row.extend(group(&r.irq));
+        row.extend(group(&r.figures.irq));
         row.push("|".to_string());
-        row.extend(group(&r.thread));
+        row.extend(group(&r.figures.thread));
         row
     };
     let mut rows: Vec<Vec<String>> = Vec::new();
@@ -148,7 +148,7 @@ pub fn render(m: &Measurement) -> String {
             rows.push(row("all".to_string(), t.mode.name(), &t.all));
         }
     }
-    let of = |mode| per_mode.iter().find(|t| t.mode == mode).map(|t| figures(&t.all.thread));
+    let of = |mode| per_mode.iter().find(|t| t.mode == mode).map(|t| figures(&t.all.figures.thread));
     let ratios = match (of(switcher::profile::Profile::RT), of(switcher::profile::Profile::MAINLINE)) {
         (Some(rt), Some(ml)) => ratio_line(rt, ml),
         _ => None,
@@ -184,11 +184,11 @@ pub fn render(m: &Measurement) -> String {
         let _ = writeln!(out, "  {r}");
     }
     for e in &m.epochs {
-        if let Some(w) = &e.all.worst {
+        if let Some(w) = &e.all.figures.worst {
             let cpu = e
                 .cpus
                 .iter()
-                .find(|c| c.worst.as_ref().is_some_and(|cw| cw == w))
+                .find(|c| c.figures.worst.as_ref().is_some_and(|cw| cw == w))
                 .and_then(|c| c.cpu)
                 .map_or_else(String::new, |c| format!(" on cpu {c}"));
             let masked = if w.masked_ns > 0 { ", the timer IRQ deferred by masked interrupts" } else { "" };
@@ -205,8 +205,8 @@ pub fn render(m: &Measurement) -> String {
                 w.preempt_count
             );
         }
-        let c = e.all.corrected.stats();
-        if c.count > 0 && e.all.missed > 0 {
+        let c = e.all.figures.corrected.stats();
+        if c.count > 0 && e.all.figures.missed > 0 {
             let _ = writeln!(
                 out,
                 "  epoch {} every period (missed ones at the latency that ended them, coordinated omission \

@@ -277,7 +277,7 @@ fn report_settings(config: &RunConfig) -> RunSettings {
         workload: config.workload,
         hist_buckets: config.hist_buckets,
         duration: config.duration,
-        outputs: config.output.files(),
+        outputs: config.outputs(),
     }
 }
 
@@ -536,8 +536,8 @@ impl Controller {
         let Some(w) = m.workload.as_ref().filter(|w| w.running) else { return };
         let rows = m.per_cpu_whole_run();
         let (samples, missed): (u64, u64) =
-            rows.iter().map(|r| (r.samples, r.missed)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let steal_ms = rows.iter().map(|r| r.steal_ns).sum::<u64>() / 1_000_000;
+            rows.iter().map(|r| (r.figures.samples, r.figures.missed)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+        let steal_ms = rows.iter().map(|r| r.figures.steal_ns).sum::<u64>() / 1_000_000;
         let periods = samples + missed;
         if periods < 20 {
             return;

@@ -38,7 +38,7 @@ pub fn start_warning(period: Duration, w: &WorkloadRequest) -> Option<String> {
             "warning: --switch-every {} is shorter than a switch takes with this workload (about {} ms: the \
              critical section it waits out, ~{} ms of switching, and a few measurement periods for the new mode's \
              epoch); ticks that find a switch still running are skipped, and the mode epochs will be short",
-            crate::cli::show(period),
+            crate::units::show(period),
             floor.as_millis(),
             SWITCH_OVERHEAD_US / 1000
         )
@@ -82,7 +82,7 @@ impl Ticks {
             "warning: --switch-every {} was shorter than the switches took{took}: {} of {} ticks found the previous \
              switch still running and were skipped, so the mode toggled less often than asked; use a period above \
              the switch total",
-            crate::cli::show(period),
+            crate::units::show(period),
             self.skipped,
             self.ticks
         ))

@@ -8,7 +8,7 @@
 //!  2^e <= v < 2^(e+1)     bucket 128 + (e-7)*64 + m        m = the 6 bits after v's top bit
 //! ```
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Spread;
 
@@ -29,7 +29,7 @@ pub struct Distribution {
 }
 
 /// A distribution as the reports show it (µs).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub count: u64,
     pub min_us: u64,

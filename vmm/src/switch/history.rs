@@ -13,11 +13,11 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::SwitchRecord;
 use super::distribution::{Distribution, Summary};
-use crate::api::protocol::Page;
+use crate::page::Page;
 
 /// Switch records kept for listing (about 300 bytes each).
 pub const HISTORY_CAPACITY: usize = 1024;
@@ -35,7 +35,7 @@ pub struct SwitchHistory {
 }
 
 /// Exact figures over every switch of the run.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SwitchTotals {
     /// Switches that ended (completed + failed): seq 1 to this.
     pub recorded: u64,
@@ -174,8 +174,8 @@ mod tests {
         let ok = !seq.is_multiple_of(10);
         SwitchRecord {
             seq,
-            from: if seq % 2 == 1 { "mainline" } else { "rt" },
-            to: if seq % 2 == 1 { "rt" } else { "mainline" },
+            from: if seq % 2 == 1 { "mainline" } else { "rt" }.into(),
+            to: if seq % 2 == 1 { "rt" } else { "mainline" }.into(),
             ok,
             reason: if ok { String::new() } else { "deadline".into() },
             timings: SwitchTimings { freeze_us: seq, blackout_us: 1, total_us: 2 * seq },

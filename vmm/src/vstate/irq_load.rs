@@ -33,7 +33,7 @@ pub enum IrqLoadError {
 }
 
 /// What the injector did so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IrqLoadCounts {
     /// Timer periods acted on (one interrupt per vCPU each).
     pub periods: u64,

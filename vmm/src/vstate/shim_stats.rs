@@ -4,13 +4,13 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use switcher::abi::{self, ShimStats, shim};
 
 use crate::vstate::memory::{GuestMemory, read_abi};
 
 /// One CPU's shim entries.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CpuShimEntries {
     pub cpu: u32,
     /// Entries by service, in `switcher::abi::shim::NAMES` order.
@@ -20,10 +20,10 @@ pub struct CpuShimEntries {
 }
 
 /// Every CPU's shim entries.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShimEntries {
     /// The service names, in the order of each CPU's `entries`.
-    pub services: Vec<&'static str>,
+    pub services: Vec<String>,
     pub cpus: Vec<CpuShimEntries>,
 }
 
@@ -38,7 +38,7 @@ impl ShimEntries {
                 CpuShimEntries { cpu, entries: s.entries.to_vec(), rejected: s.rejected }
             })
             .collect();
-        Self { services: shim::NAMES.to_vec(), cpus }
+        Self { services: shim::NAMES.iter().map(|s| s.to_string()).collect(), cpus }
     }
 
     /// Entries of `service` over all CPUs.

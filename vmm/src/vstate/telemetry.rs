@@ -143,7 +143,7 @@ pub struct WorkloadState {
 }
 
 /// One CPU's device interrupts (guest counts).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IrqCounts {
     pub received: u64,
     pub hard: u64,
@@ -235,8 +235,9 @@ pub struct CpuSnapshot {
 pub const MAX_OVERFLOW_CYCLES: usize = 64;
 
 impl CpuSnapshot {
-    /// Adds another copy's samples (merging epochs; `other` is the later).
-    fn absorb(&mut self, other: &CpuSnapshot) {
+    /// Adds another copy's samples (merging epochs, or CPUs into an
+    /// all-CPUs figure; `other` is the later when they are epochs of one CPU).
+    pub fn absorb(&mut self, other: &CpuSnapshot) {
         self.samples += other.samples;
         self.missed += other.missed;
         self.overdue += other.overdue;
@@ -745,7 +746,7 @@ fn decode_record(buf: &[u8], layout: &Layout) -> Result<CpuSnapshot, String> {
 
 impl CpuSnapshot {
     /// No samples.
-    fn empty(buckets: usize, bucket_us: u64) -> Self {
+    pub fn empty(buckets: usize, bucket_us: u64) -> Self {
         let h = || Histogram::with_bucket_us(buckets, bucket_us);
         Self {
             samples: 0,
@@ -793,7 +794,7 @@ impl CpuSnapshot {
 }
 
 /// The `--stop-above` report, decoded.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StopInfo {
     pub cpu: u32,
     pub thread_ns: u64,

@@ -1,5 +1,5 @@
-//! One latency-histogram panel, as `--plot` ([`super::plot`]) and the
-//! benchmark suite's latency plot (`crate::bench::plots`) draw it: x in µs
+//! One latency-histogram panel, as `--plot` ([`super::run`]) and the
+//! benchmark suite's latency plot draw it: x in µs
 //! from 0, counts on a log axis, one step line per series (each bin flat
 //! at its count across its width) with a legend entry. A bin with no
 //! sample is drawn at [`ZERO_LEVEL`], the bottom of the log axis; a panel
@@ -9,23 +9,39 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::plot::bin_width;
-
 /// A drawing area of plotters' SVG backend.
-pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+
+/// Most bins drawn across the x axis.
+pub const MAX_BINS: u64 = 250;
+
+/// The display bin width for an x range of `span_us`: 1 µs while that
+/// gives at most [`MAX_BINS`] bins, else the smallest of 2, 5, 10, 20, 50,
+/// ... µs that does.
+pub fn bin_width(span_us: u64) -> u64 {
+    let mut decade = 1u64;
+    loop {
+        for w in [decade, 2 * decade, 5 * decade] {
+            if span_us.div_ceil(w) <= MAX_BINS {
+                return w;
+            }
+        }
+        decade *= 10;
+    }
+}
 
 /// Where an empty bin is drawn on the log count axis.
-pub(crate) const ZERO_LEVEL: f64 = 0.5;
+pub const ZERO_LEVEL: f64 = 0.5;
 
 /// The axes of a panel; panels that are to compare share one.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Scale {
+pub struct Scale {
     /// Display bin width, µs.
-    pub(crate) width: u64,
+    pub width: u64,
     /// The x axis ends here, µs: a multiple of `width` (unless that overflows).
-    pub(crate) end_us: u64,
+    pub end_us: u64,
     /// Top of the count axis.
-    pub(crate) y_max: f64,
+    pub y_max: f64,
 }
 
 impl Scale {
@@ -33,14 +49,14 @@ impl Scale {
     /// highest non-empty one; 0 when there is none), in bins of
     /// [`bin_width`]; the count axis as for counts of at most 1 until
     /// [`Scale::fit`] raises it.
-    pub(crate) fn up_to(last_us: u64) -> Self {
+    pub fn up_to(last_us: u64) -> Self {
         let span = last_us.saturating_add(1);
         let width = bin_width(span);
         Self { width, end_us: span.checked_next_multiple_of(width).unwrap_or(span), y_max: 2.0 }
     }
 
     /// The same x axis; the count axis up to twice the largest of `counts`.
-    pub(crate) fn fit(self, counts: impl IntoIterator<Item = u64>) -> Self {
+    pub fn fit(self, counts: impl IntoIterator<Item = u64>) -> Self {
         let top = counts.into_iter().max().unwrap_or(1).max(1);
         Self { y_max: top as f64 * 2.0, ..self }
     }
@@ -48,18 +64,18 @@ impl Scale {
 
 /// One series of a panel: a step line and its legend entry.
 #[derive(Clone, Debug)]
-pub(crate) struct Line {
+pub struct Line {
     /// Legend text.
-    pub(crate) label: String,
+    pub label: String,
     /// Line and legend colour.
-    pub(crate) color: RGBAColor,
+    pub color: RGBAColor,
     /// `(bin start µs, samples)` for every bin of the scale's width,
     /// ascending; empty: nothing is drawn (the legend entry stays).
-    pub(crate) bins: Vec<(u64, u64)>,
+    pub bins: Vec<(u64, u64)>,
 }
 
 /// "no data" in the middle of `area`.
-pub(crate) fn no_data(area: &Area<'_>) -> Result<(), String> {
+pub fn no_data(area: &Area<'_>) -> Result<(), String> {
     let (w, h) = area.dim_in_pixel();
     let style = TextStyle::from(("sans-serif", 24).into_font()).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center));
     area.draw(&Text::new("no data", (w as i32 / 2, h as i32 / 2), style)).map_err(|e| e.to_string())
@@ -72,13 +88,7 @@ pub(crate) fn no_data(area: &Area<'_>) -> Result<(), String> {
 ///
 /// # Errors
 /// plotters' error, in words.
-pub(crate) fn draw(
-    area: &Area<'_>,
-    caption: &str,
-    caption_px: u32,
-    scale: Scale,
-    lines: &[Line],
-) -> Result<(), String> {
+pub fn draw(area: &Area<'_>, caption: &str, caption_px: u32, scale: Scale, lines: &[Line]) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     let Scale { width, end_us, y_max } = scale;
     let x_max = (end_us as f64 * 1.05).max(10.0);
@@ -134,6 +144,17 @@ pub(crate) fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_ranges_are_binned_in_round_widths() {
+        assert_eq!(bin_width(1), 1);
+        assert_eq!(bin_width(250), 1);
+        assert_eq!(bin_width(251), 2);
+        assert_eq!(bin_width(1000), 5);
+        assert_eq!(bin_width(2500), 10);
+        assert_eq!(bin_width(10_000), 50);
+        assert_eq!(bin_width(100_000), 500);
+    }
 
     #[test]
     fn scale_bins_the_x_axis_and_fits_the_counts() {

@@ -7,7 +7,8 @@
 //!
 //! Drawn with plotters' SVG backend only: text is emitted as SVG `<text>`
 //! (no font rendering, no system fonts needed). The 1 µs buckets are
-//! drawn as they are while the x range is at most [`MAX_BINS`] µs wide;
+//! drawn as they are while the x range is at most
+//! [`MAX_BINS`](super::histpanel::MAX_BINS) µs wide;
 //! wider ranges are drawn in bins of a round width (2, 5, 10, 20, 50 ...
 //! µs, named on the y axis) so that a sparse tail stays readable. A bin
 //! with no sample is drawn at the bottom of the log axis. Overflowed
@@ -17,30 +18,14 @@
 
 use plotters::prelude::*;
 
-use super::histpanel::{self, Area, Line, Scale};
-use super::summary::mode_label;
-use super::{CpuRow, GroupRows, Measurement, ReportError, RunInfo};
-use crate::stats::Histogram;
 use switcher::telemetry::EpochKind;
 
-const SIZE: (u32, u32) = (1100, 900);
-/// Most bins drawn across the x axis.
-pub const MAX_BINS: u64 = 250;
+use super::histpanel::{self, Area, Line, Scale};
+use crate::report::summary::mode_label;
+use crate::report::{CpuRow, GroupRows, Measurement, ReportError, RunInfo};
+use crate::stats::Histogram;
 
-/// The display bin width for an x range of `span_us`: 1 µs while that
-/// gives at most [`MAX_BINS`] bins, else the smallest of 2, 5, 10, 20, 50,
-/// ... µs that does.
-pub fn bin_width(span_us: u64) -> u64 {
-    let mut decade = 1u64;
-    loop {
-        for w in [decade, 2 * decade, 5 * decade] {
-            if span_us.div_ceil(w) <= MAX_BINS {
-                return w;
-            }
-        }
-        decade *= 10;
-    }
-}
+const SIZE: (u32, u32) = (1100, 900);
 
 /// `(bin start µs, samples)` for every bin up to `end_us`.
 fn bins(h: &Histogram, width: u64, end_us: u64) -> Vec<(u64, u64)> {
@@ -68,13 +53,21 @@ fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String>
             .iter()
             .map(|e| {
                 let name = format!("epoch {} {}", e.info.index, mode_label(e));
-                ((legend(&name, &e.all.thread), &e.all.thread), (legend(&name, &e.all.irq), &e.all.irq))
+                (
+                    (legend(&name, &e.all.figures.thread), &e.all.figures.thread),
+                    (legend(&name, &e.all.figures.irq), &e.all.figures.irq),
+                )
             })
             .unzip()
     } else {
         per_mode(m)
             .iter()
-            .map(|(name, row)| ((legend(name, &row.thread), &row.thread), (legend(name, &row.irq), &row.irq)))
+            .map(|(name, row)| {
+                (
+                    (legend(name, &row.figures.thread), &row.figures.thread),
+                    (legend(name, &row.figures.irq), &row.figures.irq),
+                )
+            })
             .unzip()
     };
     panel(&panels[0], "thread latency (timer deadline to measurement thread running), all CPUs", &thread)?;
@@ -96,7 +89,7 @@ fn per_mode(m: &Measurement) -> Vec<(String, &CpuRow)> {
         .map(|g| (format!("{} ({})", g.mode.name(), epochs(g.epochs)), &g.all))
         .collect();
     let switching: Vec<&GroupRows> = m.groups.iter().filter(|g| g.kind == EpochKind::Switching).collect();
-    for g in switching.iter().filter(|g| g.all.samples > 0 || g.all.thread.count() > 0) {
+    for g in switching.iter().filter(|g| g.all.figures.samples > 0 || g.all.figures.thread.count() > 0) {
         series.push((format!("switching from {} ({})", g.mode.name(), epochs(g.epochs)), &g.all));
     }
     series
@@ -137,10 +130,10 @@ fn panel(area: &Area<'_>, caption: &str, series: &[Series]) -> Result<(), String
 
 #[cfg(test)]
 mod tests {
-    use super::super::RunSettings;
-    use super::super::json::tests::{info, measurement, settings};
-    use super::super::outputs::OutputFiles;
     use super::*;
+    use crate::report::RunSettings;
+    use crate::report::json::tests::{info, measurement, settings};
+    use crate::report::outputs::OutputFiles;
 
     #[test]
     fn plot_is_a_non_empty_svg_with_a_series_per_mode() {
@@ -167,14 +160,7 @@ mod tests {
     }
 
     #[test]
-    fn wide_ranges_are_binned_in_round_widths() {
-        assert_eq!(bin_width(1), 1);
-        assert_eq!(bin_width(250), 1);
-        assert_eq!(bin_width(251), 2);
-        assert_eq!(bin_width(1000), 5);
-        assert_eq!(bin_width(2500), 10);
-        assert_eq!(bin_width(10_000), 50);
-        assert_eq!(bin_width(100_000), 500);
+    fn wide_ranges_are_summed_into_their_bins() {
         let mut h = Histogram::new(100);
         for us in [0, 1, 2, 7, 99] {
             h.record_ns(us * 1000);

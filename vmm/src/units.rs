@@ -1,0 +1,93 @@
+//! Durations as the command line writes them: a number with a unit
+//! (`2s`, `500ms`, `1.5s`), or a bare number in an option's own unit.
+//! Shared by `rtswitch run`'s options (`cli`), the runner's messages and
+//! the benchmark suite, which sit above it.
+
+use std::time::Duration;
+
+/// Parses a duration option: a number with a unit (`us`/`µs`, `ms`, `s`,
+/// `m`, `h`, `d`; fractions allowed: `1.5s`), or a bare number in the
+/// option's own unit `bare` (the unit the option had before units were
+/// accepted, so old command lines keep their meaning). The result must lie
+/// in `min..=max` (`min` zero: zero allowed).
+pub fn parse_duration_in(s: &str, bare: Unit, min: Duration, max: Duration) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let unit = match unit.trim() {
+        "" => bare,
+        "us" | "µs" => Unit::Micros,
+        "ms" => Unit::Millis,
+        "s" => Unit::Secs,
+        "m" | "min" => Unit::Secs60,
+        "h" => Unit::Hours,
+        "d" => Unit::Days,
+        u => return Err(format!("'{s}': unknown unit '{u}'; use us, ms, s, m, h or d (e.g. 2s, 500ms)")),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration; write e.g. 2s, 500ms, 1.5s"))?;
+    let secs = n * unit.secs();
+    let range = || format!("{} to {}", show(min), show(max));
+    if !secs.is_finite() || secs > max.as_secs_f64() {
+        return Err(format!("'{s}' is out of range: {}", range()));
+    }
+    let d = Duration::from_secs_f64(secs);
+    if d < min || (min.is_zero() && secs < 0.0) || (!min.is_zero() && d.is_zero()) {
+        return Err(format!("'{s}' is out of range: {}", range()));
+    }
+    Ok(d)
+}
+
+/// The unit of a duration option's bare number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Micros,
+    Millis,
+    Secs,
+    Secs60,
+    Hours,
+    Days,
+}
+
+impl Unit {
+    fn secs(self) -> f64 {
+        match self {
+            Unit::Micros => 1e-6,
+            Unit::Millis => 1e-3,
+            Unit::Secs => 1.0,
+            Unit::Secs60 => 60.0,
+            Unit::Hours => 3600.0,
+            Unit::Days => 86400.0,
+        }
+    }
+}
+
+/// A duration the way the options take it (`2s`, `10ms`, `1.5s`).
+pub fn show(d: Duration) -> String {
+    let us = d.as_micros();
+    if us.is_multiple_of(1_000_000) {
+        format!("{}s", us / 1_000_000)
+    } else if us.is_multiple_of(1000) {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_with_units_and_show_in_the_largest_whole_one() {
+        let max = Duration::from_secs(60);
+        assert_eq!(parse_duration_in("1.5s", Unit::Millis, Duration::ZERO, max), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration_in("250", Unit::Millis, Duration::ZERO, max), Ok(Duration::from_millis(250)));
+        assert!(
+            parse_duration_in("2 fortnights", Unit::Secs, Duration::ZERO, max).unwrap_err().contains("unknown unit")
+        );
+        assert!(parse_duration_in("61s", Unit::Secs, Duration::ZERO, max).unwrap_err().contains("0s to 60s"));
+        assert_eq!(show(Duration::from_millis(2500)), "2500ms");
+        assert_eq!(show(Duration::from_secs(86_400)), "86400s");
+        assert_eq!(show(Duration::from_micros(1500)), "1500us");
+    }
+}
