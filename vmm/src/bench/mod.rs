@@ -9,13 +9,17 @@
 //!   off ([`throughput`]);
 //! - switch: freeze / blackout / total over N switches under the lock load
 //!   beside the platform floor, and idle ([`switching`]);
-//! - scale: switch blackout and total at 1, 2, 4 and 8 vCPUs.
+//! - scale: switch blackout and total at 1, 2, 4 and 8 vCPUs;
+//! - ablation: thread latency per profile under the lock load and the
+//!   device interrupt load: each dimension of the RT personality alone,
+//!   two, and all three ([`ablation`]).
 //!
 //! It writes the whole result as JSON and one SVG plot per family
 //! ([`plots`]) into `--out`. A benchmark measures: it never fails because
 //! the host was slow. Its exit status says whether every part ran (the
 //! worst failure), never whether a target was met.
 
+pub mod ablation;
 pub mod boot;
 pub mod child;
 pub mod latency;
@@ -33,6 +37,7 @@ use clap::{Args, ValueEnum};
 use serde::Serialize;
 use switcher::abi::MAX_CPUS;
 
+use self::ablation::{AblationConfig, AblationRun};
 use self::boot::Boot;
 use self::latency::{Comparison, LatencyConfig, RunOutcome};
 use self::progress::Progress;
@@ -65,6 +70,7 @@ pub enum Family {
     Throughput,
     Switch,
     Scale,
+    Ablation,
 }
 
 /// `rtswitch bench` options. Unset counts and durations take the full
@@ -95,6 +101,9 @@ pub struct BenchArgs {
     /// Measurement period of the latency runs in µs (default: the guest's).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
     pub interval_us: Option<u32>,
+    /// The device interrupt load of the ablation runs: RATE interrupts a second on every vCPU, WORK_US of handler work each.
+    #[arg(long, value_name = "RATE[,WORK_US]", default_value = "1000,100", value_parser = crate::cli::parse_irq_load)]
+    pub irq_load: crate::cli::IrqLoad,
     /// Critical section of the latency and switch runs' lock load in µs (default: the guest's).
     #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub cs_us: Option<u32>,
@@ -145,13 +154,14 @@ pub struct SuiteConfig {
     pub scale_switches: u32,
     /// `--repeat`: how many times the measurements run.
     pub repeat: u32,
+    pub ablation: AblationConfig,
 }
 
 impl SuiteConfig {
     pub fn from_args(a: &BenchArgs) -> Self {
         let q = a.quick;
         let families = if a.only.is_empty() {
-            vec![Family::Boot, Family::Latency, Family::Throughput, Family::Switch, Family::Scale]
+            vec![Family::Boot, Family::Latency, Family::Throughput, Family::Switch, Family::Scale, Family::Ablation]
         } else {
             let mut f = a.only.clone();
             f.sort_by_key(|f| *f as u8);
@@ -187,6 +197,17 @@ impl SuiteConfig {
             scale_vcpus: a.scale_vcpus.clone(),
             scale_switches: a.scale_switches.unwrap_or(if q { 8 } else { 30 }),
             repeat: a.repeat,
+            ablation: AblationConfig {
+                latency: LatencyConfig {
+                    duration_s: a.duration.unwrap_or(if q { 5.0 } else { 20.0 }),
+                    vcpus: a.vcpus,
+                    interval_us: a.interval_us,
+                    cs_us: a.cs_us,
+                    hist_max_us: a.hist_max_us,
+                },
+                irq_rate_hz: a.irq_load.rate_hz,
+                irq_work_us: a.irq_load.work_us,
+            },
         }
     }
 
@@ -212,6 +233,9 @@ impl SuiteConfig {
         }
         if self.has(Family::Scale) {
             v.push((Family::Scale, self.scale_phases().iter().map(|c| self.phase_est(c)).sum()));
+        }
+        if self.has(Family::Ablation) {
+            v.push((Family::Ablation, ablation::RUNS.len() as f64 * (self.ablation.latency.duration_s + 1.5)));
         }
         v
     }
@@ -458,6 +482,8 @@ pub struct Suite {
     pub throughput: Option<ThroughputResult>,
     pub switch: Option<SwitchResult>,
     pub scale: Option<Vec<PhaseResult>>,
+    /// Thread latency per profile under the lock and interrupt load.
+    pub ablation: Option<Vec<AblationRun>>,
     /// Parts that did not run or gave no figure, in words.
     pub failures: Vec<String>,
     /// Wall time of each family that ran, seconds (the last repeat).
@@ -595,6 +621,23 @@ pub fn run(args: &BenchArgs) -> ExitCode {
                 })
                 .collect::<Vec<_>>()
         });
+        let ablation = timed(&cfg, Family::Ablation, &mut family_s, || {
+            let each = est(Family::Ablation) / ablation::RUNS.len() as f64;
+            let mut runs: Vec<AblationRun> = ablation::RUNS
+                .iter()
+                .map(|&(label, profile)| {
+                    bar.begin(format!("ablation: {label} ({profile}), {} s", cfg.ablation.latency.duration_s), each);
+                    let r = ablation::run_one(&exe, &cfg.ablation, label, profile, &tmp("ablation"));
+                    if r.exit_code != Some(0) {
+                        bar.note(&format!("rtswitch bench: ablation run {label} exited with {:?}", r.exit_code));
+                    }
+                    bar.end();
+                    r
+                })
+                .collect();
+            ablation::fill_gains(&mut runs);
+            runs
+        });
         if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(RunOutcome::figures)) {
             host.kernel_emulated = f.emulated;
             host.kernel_slowdown = f.calib_ratio;
@@ -612,6 +655,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             throughput,
             switch,
             scale,
+            ablation,
             failures: Vec::new(),
             family_s,
             repeats: Vec::new(),
@@ -715,6 +759,15 @@ fn failures(s: &Suite) -> (Vec<String>, ExitCode) {
     }
     for p in s.scale.iter().flatten() {
         phase(format!("scale {} vCPUs", p.config.vcpus), p);
+    }
+    for r in s.ablation.iter().flatten() {
+        if let Err(e) = &r.figures {
+            v.push(format!("ablation {}: {e}", r.label));
+            code = code.worst(ExitCode::VmmError);
+        } else if r.exit_code != Some(0) {
+            v.push(format!("ablation {}: exit status {:?}", r.label, r.exit_code));
+            code = code.worst(ExitCode::GuestFailure);
+        }
     }
     (v, code)
 }
@@ -881,6 +934,15 @@ pub fn render(s: &Suite) -> String {
         }
         out.push_str(&grid(&rows, &[]));
     }
+    if let Some(runs) = &s.ablation {
+        let c = &s.config.ablation;
+        out.push_str(&format!(
+            "\nablation: which dimension buys how much (thread latency, us, all CPUs merged; lock load + --irq-load {},{} \
+             on every vCPU; {} s per run, {} vCPUs; p99 gain = mainline p99 / the run's):\n",
+            c.irq_rate_hz, c.irq_work_us, c.latency.duration_s, c.latency.vcpus
+        ));
+        out.push_str(&ablation::render(runs));
+    }
     if !s.repeat_spread.is_empty() {
         out.push_str(&repeat::render(&s.repeat_spread, s.repeats.len()));
     }
@@ -920,6 +982,9 @@ pub fn write_outputs(s: &Suite, dir: &Path) -> Outputs {
     if let Some(sc) = &s.scale {
         write("scale.svg", plot_scale(sc).map_err(|e| e.to_string()), &mut o);
     }
+    if let Some(runs) = &s.ablation {
+        write("ablation.svg", plot_ablation(runs, &s.config.ablation).map_err(|e| e.to_string()), &mut o);
+    }
     let json = serde_json::to_string_pretty(s).map(|mut t| {
         t.push('\n');
         t
@@ -956,6 +1021,30 @@ fn plot_latency(l: &LatencyResult) -> Result<String, plots::PlotError> {
         })
         .collect();
     plots::latency_svg("rtswitch bench: timer latency, mainline vs rt, by load", &panels)
+}
+
+fn plot_ablation(runs: &[AblationRun], c: &AblationConfig) -> Result<String, plots::PlotError> {
+    let bars: Vec<plots::AblationBar> = runs
+        .iter()
+        .map(|r| {
+            let f = r.figures();
+            let p99 = f.and_then(|f| f.thread_p99);
+            plots::AblationBar {
+                label: r.label.to_string(),
+                p50_us: f.and_then(|f| f.thread_p50).map(|p| p.us()),
+                p99_us: p99.map(|p| p.us()),
+                p99_at_least: p99.is_some_and(|p| p.at_least()),
+                max_us: f.and_then(|f| f.thread_max_us),
+            }
+        })
+        .collect();
+    plots::ablation_svg(
+        &format!(
+            "rtswitch bench: thread latency per profile (lock load + {} device IRQs/s of {} us per vCPU)",
+            c.irq_rate_hz, c.irq_work_us
+        ),
+        &bars,
+    )
 }
 
 fn plot_switch(sw: &SwitchResult) -> Result<String, plots::PlotError> {

@@ -423,6 +423,99 @@ pub fn scale_svg(title: &str, points: &[ScalePoint]) -> Result<String, PlotError
     })
 }
 
+/// One profile of the ablation plot: thread latency p50, p99 and max in
+/// µs (`None`: not measured; a p99 in the overflow is drawn at the range
+/// and its label says so).
+#[derive(Debug, Clone)]
+pub struct AblationBar {
+    /// The profile's short label (the x axis).
+    pub label: String,
+    pub p50_us: Option<u64>,
+    pub p99_us: Option<u64>,
+    pub p99_at_least: bool,
+    pub max_us: Option<u64>,
+}
+
+/// Which dimension buys how much: per profile, thread latency p50, p99
+/// and max as grouped bars on a log µs axis, profiles left to right as
+/// the table lists them.
+///
+/// # Errors
+/// [`PlotError::Draw`] if plotters fails (it does not for any input the tests know of).
+pub fn ablation_svg(title: &str, bars: &[AblationBar]) -> Result<String, PlotError> {
+    type Metric = (&'static str, fn(&AblationBar) -> Option<u64>);
+    const METRICS: [Metric; 3] = [("p50", |b| b.p50_us), ("p99", |b| b.p99_us), ("max", |b| b.max_us)];
+    render("ablation", CHART_SIZE, title, |area| {
+        let values: Vec<u64> =
+            bars.iter().flat_map(|b| METRICS.map(|m| (m.1)(b))).flatten().map(|v| v.max(1)).collect();
+        let (y_lo, y_hi) = match (values.iter().min(), values.iter().max()) {
+            (Some(&lo), Some(&hi)) => decades(lo, hi),
+            _ => (1.0, 1e6),
+        };
+        let n = bars.len().max(1);
+        let mut chart = ChartBuilder::on(area)
+            .margin(16)
+            .x_label_area_size(60)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..n as f64, (y_lo..y_hi).log_scale())
+            .map_err(why)?;
+        let labels: Vec<String> = bars.iter().map(|b| b.label.clone()).collect();
+        // A label at the middle of each profile's group, none elsewhere.
+        let x_fmt = move |v: &f64| {
+            let i = v.floor();
+            if (v - i - 0.5).abs() < 1e-6 { labels.get(i as usize).cloned().unwrap_or_default() } else { String::new() }
+        };
+        let y_fmt = |v: &f64| fmt_us(*v);
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(2 * n + 1)
+            .x_label_formatter(&x_fmt)
+            .y_desc("thread latency (log scale)")
+            .y_label_formatter(&y_fmt)
+            .draw()
+            .map_err(why)?;
+        for (k, &(name, value)) in METRICS.iter().enumerate() {
+            let c = color(k);
+            let rects = bars.iter().enumerate().filter_map(move |(i, b)| {
+                let v = value(b)?.max(1) as f64;
+                let x0 = i as f64 + 0.12 + 0.26 * k as f64;
+                Some(Rectangle::new([(x0, y_lo), (x0 + 0.22, v.min(y_hi))], c.filled()))
+            });
+            chart
+                .draw_series(rects)
+                .map_err(why)?
+                .label(name)
+                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.filled()));
+        }
+        // The figure above each bar.
+        let style = ("sans-serif", 13).into_text_style(area).pos(Pos::new(HPos::Center, VPos::Bottom));
+        for (i, b) in bars.iter().enumerate() {
+            for (k, &(name, value)) in METRICS.iter().enumerate() {
+                if let Some(v) = value(b) {
+                    let at_least = name == "p99" && b.p99_at_least;
+                    let text = format!("{}{}", if at_least { ">=" } else { "" }, fmt_us(v as f64));
+                    let x = i as f64 + 0.23 + 0.26 * k as f64;
+                    chart
+                        .draw_series(std::iter::once(Text::new(text, (x, (v.max(1) as f64).min(y_hi)), style.clone())))
+                        .map_err(why)?;
+                }
+            }
+        }
+        if values.is_empty() {
+            no_data(&chart.plotting_area().strip_coord_spec())?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(why)?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,5 +668,26 @@ mod tests {
         for points in [vec![point(1, 5)], vec![zero], vec![point(4, 5), point(4, 6)]] {
             assert!(is_svg(&scale_svg("t", &points).unwrap()));
         }
+    }
+
+    #[test]
+    fn ablation_draws_three_bars_per_profile_with_labels() {
+        let bar = |label: &str, p50, p99, max| AblationBar {
+            label: label.to_string(),
+            p50_us: Some(p50),
+            p99_us: Some(p99),
+            p99_at_least: false,
+            max_us: Some(max),
+        };
+        let bars = [bar("mainline", 300, 900, 5000), bar("locks", 250, 800, 4000), bar("rt", 40, 120, 900)];
+        let svg = ablation_svg("ablation", &bars).unwrap();
+        assert!(is_svg(&svg));
+        for text in ["ablation", "mainline", "locks", "rt", "p50", "p99", "max", "900 µs", "5 ms"] {
+            assert!(svg.contains(text), "{text}");
+        }
+        assert!(svg.matches("<rect").count() >= 9, "three bars per profile");
+        let none = AblationBar { label: "x".into(), p50_us: None, p99_us: None, p99_at_least: false, max_us: None };
+        let svg = ablation_svg("t", &[none]).unwrap();
+        assert!(is_svg(&svg) && svg.contains("no data"));
     }
 }
