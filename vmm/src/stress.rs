@@ -2,14 +2,17 @@
 //! and tallies what happened (the long-running form of the switch-stress
 //! tests in `tests/`).
 //!
-//! It starts `rtswitch run --api-sock ... --load locks --json ...` (this
-//! binary), then until `--duration` passes: requests switches at random
-//! intervals, and between them races queries, `reset-latency` and clients
-//! that connect and vanish mid-switch. At the end it quits the VM and
-//! checks: every switch accounted for (requested == completed + failed with
-//! a reason), the guest's mode and the site bytes equal to the last
-//! completed switch, the load's consistency check ok, the VM exit code 0.
-//! Exit code 0 only if every check holds.
+//! It starts `rtswitch run --api-sock ... --load locks --irq-load ...
+//! --json ...` (this binary), then until `--duration` passes: requests
+//! switches to random profiles (any of the twelve, or with `--modes
+//! mainline-rt` only those two) at random intervals, and between them
+//! races queries, `reset-latency` and clients that connect and vanish
+//! mid-switch. At the end it quits the VM and checks: every switch
+//! accounted for (requested == completed + failed with a reason), the
+//! guest's profile and the site bytes equal to the last completed switch,
+//! the load's consistency check ok, every device interrupt taken handled
+//! (in hard-IRQ context or by a thread) or still pending, the VM exit code
+//! 0. Exit code 0 only if every check holds.
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::net::UnixStream;
@@ -18,8 +21,20 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::{Value, json};
 
+use switcher::profile::Profile;
+
 use crate::api::child::ChildVm;
 use crate::exit_code::ExitCode;
+use crate::report::json::RunReport;
+
+/// Which profiles the stress run switches between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StressModes {
+    /// Any of the twelve profiles.
+    All,
+    /// Only the two named ones.
+    MainlineRt,
+}
 
 #[derive(Debug, Args, Clone)]
 pub struct StressArgs {
@@ -38,10 +53,25 @@ pub struct StressArgs {
     /// Seed of the random schedule (printed, so a run can be repeated).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// The profiles to switch between: all (any of the twelve) or mainline-rt.
+    #[arg(long, value_enum, default_value_t = StressModes::All)]
+    pub modes: StressModes,
+    /// The VM's device interrupt load (`run --irq-load`).
+    #[arg(long, value_name = "RATE[,WORK_US]", default_value = "1000,20", value_parser = crate::cli::parse_irq_load)]
+    pub irq_load: crate::cli::IrqLoad,
 }
 
 /// xorshift64*: a small, seedable generator (no crate needed).
 struct Rng(u64);
+
+impl StressModes {
+    fn name(self) -> &'static str {
+        match self {
+            StressModes::All => "all",
+            StressModes::MainlineRt => "mainline-rt",
+        }
+    }
+}
 
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -107,6 +137,8 @@ pub fn run(args: &StressArgs) -> ExitCode {
         "50000",
         "--switch-timeout-ms",
         "5000",
+        "--irq-load",
+        &format!("{},{}", args.irq_load.rate_hz, args.irq_load.work_us),
         "--json",
         &json_path.display().to_string(),
     ]
@@ -125,6 +157,11 @@ pub fn run(args: &StressArgs) -> ExitCode {
     let mut rng = Rng(seed);
     let mut tally = Tally::default();
     let mut last_mode = "mainline".to_string();
+    let targets: Vec<&'static str> = match args.modes {
+        StressModes::All => Profile::all().map(Profile::name).collect(),
+        StressModes::MainlineRt => vec![Profile::MAINLINE.name(), Profile::RT.name()],
+    };
+    let mut visited = std::collections::BTreeSet::new();
     let start = Instant::now();
     let total = Duration::from_secs(args.duration);
     let tty = std::io::stderr().is_terminal();
@@ -133,7 +170,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
         match rng.below(10) {
             // Mostly switches.
             0..=5 => {
-                let target = if rng.below(2) == 0 { "rt" } else { "mainline" };
+                let target = targets[rng.below(targets.len() as u64) as usize];
                 tally.requested += 1;
                 match session.execute(json!({"execute": "set-mode", "arguments": {"mode": target}}), &mut |_| {}) {
                     Ok(r) if r["return"]["changed"] == json!(false) => {
@@ -142,6 +179,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
                     }
                     Ok(r) if r.get("return").is_some() => {
                         tally.completed += 1;
+                        visited.insert(target);
                         last_mode = target.to_string();
                     }
                     Ok(r) if r["error"]["desc"].as_str().is_some_and(|d| d.contains("already in progress")) => {
@@ -253,10 +291,20 @@ pub fn run(args: &StressArgs) -> ExitCode {
     let _ = session.execute(json!({"execute": "quit"}), &mut |_| {});
     let code = vm.wait_exit(Duration::from_secs(60));
     tally.check(code == Some(0), format!("the VM exited with {code:?}"));
-    let report: Value =
-        std::fs::read_to_string(&json_path).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
-    let load = report["load_check"]["result"].as_str().unwrap_or("missing").to_string();
+    let report = std::fs::read_to_string(&json_path).ok().and_then(|t| RunReport::parse(&t).ok());
+    let load = report.as_ref().map_or_else(|| "missing".to_string(), |r| r.load_check.result.clone());
     tally.check(load == "ok", format!("load consistency check: {load}"));
+    let irqs = report
+        .as_ref()
+        .and_then(|r| r.irq_load.as_ref())
+        .map(|i| i.cpus.iter().fold((0, 0, 0), |a, c| (a.0 + c.received, a.1 + c.hard, a.2 + c.threaded)));
+    match irqs {
+        Some((received, hard, threaded)) => tally.check(
+            received > 0 && hard + threaded <= received,
+            format!("device interrupts: {received} taken, {hard} handled in hard-IRQ context, {threaded} by threads"),
+        ),
+        None => tally.check(false, "the report has no device interrupt counts".into()),
+    }
     let _ = std::fs::remove_dir_all(&dir);
 
     println!("stress tally (seed {seed}, {:.1} s):", start.elapsed().as_secs_f64());
@@ -274,6 +322,12 @@ pub fn run(args: &StressArgs) -> ExitCode {
         "  final mode {} (site bytes {}, guest {}); load check {load}",
         m["mode"], m["sites_mode"], m["guest_mode"]
     );
+    println!("  profiles switched to: {} of {} ({})", visited.len(), targets.len(), args.modes.name());
+    if let Some((received, hard, threaded)) = irqs {
+        println!(
+            "  device interrupts: {received} taken, {hard} handled in hard-IRQ context, {threaded} by handler threads"
+        );
+    }
     println!("  invariant violations and errors: {}", tally.errors.len());
     for e in tally.errors.iter().take(20) {
         println!("    - {e}");
