@@ -126,6 +126,12 @@ pub fn tagged(base: &Path, tag: &str) -> PathBuf {
     base.with_file_name(name)
 }
 
+/// A profile's name as a file name part: `mainline`, `rt`, or
+/// `locks-rt_preempt-full_irq-hard` (no `=` or `,` in file names).
+pub fn file_tag(p: Profile) -> String {
+    p.name().replace(',', "_").replace('=', "-")
+}
+
 /// The files to write for `base` under `mode`, given the modes that ran.
 pub fn files(base: &Path, mode: HistogramMode, modes_run: &[Profile]) -> Vec<(PathBuf, Selection)> {
     match mode {
@@ -135,7 +141,7 @@ pub fn files(base: &Path, mode: HistogramMode, modes_run: &[Profile]) -> Vec<(Pa
         HistogramMode::PerMode => match modes_run {
             [] => vec![(base.to_path_buf(), Selection::All)],
             [one] => vec![(base.to_path_buf(), Selection::Mode(*one))],
-            many => many.iter().map(|&m| (tagged(base, m.name()), Selection::Mode(m))).collect(),
+            many => many.iter().map(|&m| (tagged(base, &file_tag(m)), Selection::Mode(m))).collect(),
         },
     }
 }
@@ -230,6 +236,17 @@ fn probe(option: &'static str, path: &Path) -> Result<(), OutputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn profile_file_tags_are_plain_words() {
+        assert_eq!(file_tag(Profile::MAINLINE), "mainline");
+        assert_eq!(file_tag(Profile::RT), "rt");
+        let p = Profile::parse("locks=rt,preempt=full").map_err(|e| e.0).unwrap();
+        assert_eq!(file_tag(p), "locks-rt_preempt-full_irq-hard");
+        let both = [Profile::MAINLINE, p];
+        let f = files(Path::new("h.txt"), HistogramMode::PerMode, &both);
+        assert_eq!(f[1].0, PathBuf::from("h.locks-rt_preempt-full_irq-hard.txt"));
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("rtswitch-outputs-{name}-{}", std::process::id()));
