@@ -25,7 +25,7 @@ use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use serde_json::{Value, json};
 use switcher::abi::{self, LockMode, LockRegistry};
 
-use super::RunError;
+use super::error::RunError;
 use super::lifecycle::State;
 use super::mailbox::Mailbox;
 use super::shared::Shared;
@@ -328,27 +328,39 @@ impl ControlSocket {
     /// started it), the event to every client, then the telemetry read
     /// that follows every switch.
     fn on_switch_finished(&mut self, f: Finished, ops: &mut EventOps) {
+        let (reply, event) = self.switch_end_messages(&f);
+        if let Some((client, text)) = reply {
+            self.send(client, &text, ops);
+        }
+        self.emit(event.0, event.1, ops);
+        after_switch(&self.run);
+    }
+
+    /// The reply to the client waiting for switch `f` (if it started it
+    /// and waits), and the event for every client.
+    fn switch_end_messages(&mut self, f: &Finished) -> (Option<(ClientId, String)>, (&'static str, Value)) {
         let r = &f.record;
         let data = serde_json::to_value(r).unwrap_or(Value::Null);
-        let waiter = self.waiter.take();
-        if let (Origin::Client(_), Some(w)) = (f.origin, waiter) {
-            let text = if r.ok {
-                let mut v = data.clone();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("mode".into(), json!(r.to));
-                    o.insert("changed".into(), json!(true));
-                }
-                protocol::reply_ok(v, w.id.as_ref())
-            } else {
-                protocol::reply_err(
-                    &QmpError::generic(format!("switch to {} failed: {}", r.to, r.reason)),
-                    w.id.as_ref(),
-                )
-            };
-            self.send(w.client, &text, ops);
-        }
-        self.emit(if r.ok { "MODE_SWITCHED" } else { "SWITCH_FAILED" }, data, ops);
-        after_switch(&self.run);
+        let reply = match (f.origin, self.waiter.take()) {
+            (Origin::Client(_), Some(w)) => {
+                let text = if r.ok {
+                    let mut v = data.clone();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("mode".into(), json!(r.to));
+                        o.insert("changed".into(), json!(true));
+                    }
+                    protocol::reply_ok(v, w.id.as_ref())
+                } else {
+                    protocol::reply_err(
+                        &QmpError::generic(format!("switch to {} failed: {}", r.to, r.reason)),
+                        w.id.as_ref(),
+                    )
+                };
+                Some((w.client, text))
+            }
+            _ => None,
+        };
+        (reply, (if r.ok { "MODE_SWITCHED" } else { "SWITCH_FAILED" }, data))
     }
 
     /// At the end of the run, outside the event loop: tells every client
@@ -356,6 +368,14 @@ impl ControlSocket {
     /// waiting for a switch that it failed; waits a little for the clients
     /// to take it before the sockets close.
     pub fn announce_shutdown(&mut self, cause: ShutdownCause) {
+        // A switch that ended in the loop's last turn: its reply and event first.
+        for f in self.ends.take() {
+            let (reply, (name, data)) = self.switch_end_messages(&f);
+            if let Some((client, text)) = reply {
+                let _ = self.api.send(client, &text);
+            }
+            let _ = self.api.broadcast(&protocol::event(name, data, SystemTime::now()));
+        }
         if let Some(w) = self.waiter.take() {
             let e = QmpError::generic("the VM shut down before the switch completed");
             let _ = self.api.send(w.client, &protocol::reply_err(&e, w.id.as_ref()));
@@ -398,7 +418,7 @@ impl MutEventSubscriber for ControlSocket {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        super::watch_all(ops, [self.api.listener_fd(), self.api.backlog_fd(), self.ends.fd()]);
+        super::fds::watch_all(ops, [self.api.listener_fd(), self.api.backlog_fd(), self.ends.fd()]);
     }
 }
 

@@ -1,37 +1,63 @@
 //! One run of a guest: build the VM, start the vCPU threads, and drive the
 //! control loop until the guest exits, panics, faults, or is shut down.
 //!
-//! The control loop runs on the main thread, on event-manager's epoll, over
-//! three kinds of event sources owned by one [`Controller`]:
-//! - the vCPU event EventFd (with an mpsc channel of [`VcpuEvent`]s),
-//! - the SIGINT/SIGTERM EventFd (`signals`),
-//! - timers: `--duration`, the shutdown grace period, and the 1 Hz status
-//!   timer (reads the latency telemetry, prints the live status or the
-//!   `--quiet` progress line: `report::status`).
+//! The control loop runs on the main thread, on event-manager's epoll, as
+//! separate subscribers; each owns its fds and state, registers its fds in
+//! its `init` and is called only for them:
+//!
+//! | subscriber | file | fds | does |
+//! |---|---|---|---|
+//! | `VcpuEvents` | `vcpu_events.rs` | wake EventFd (+ mpsc channel) | hypercalls, faults, finished vCPUs |
+//! | `Shutdown` | `shutdown.rs` | SIGINT/SIGTERM EventFd, `--duration`, grace timer | asks the guest to shut down; ends the run at the grace timeout or a second signal |
+//! | `Status` | `status.rs` | 1 Hz timer | reads the telemetry, watchdog, live status / `--quiet` progress |
+//! | `Switching` | `switching.rs` | switch deadline, `--switch-every` | the switch [`Coordinator`] |
+//! | `ControlSocket` | `control.rs` | listener, backlog EventFd, clients, its mailbox | QMP commands (only with `--api-sock`) |
+//!
+//! What several of them need lives in one `Run` (`shared.rs`: VM fd,
+//! memory, vCPU handles, console, lifecycle, telemetry reader, what the
+//! guest reported), an `Rc` with `RefCell`s (the loop is single-threaded;
+//! the reasons are in that module). Requests between subscribers are
+//! method calls on a handle (`Rc<RefCell<..>>`): the control socket and the
+//! vCPU events call `Switching` (`request`, `cancel`, `on_guest_notify`)
+//! and `Shutdown::request`; the calls only go one way (control socket,
+//! vCPU events -> switch, shutdown), so no `RefCell` is borrowed twice. The
+//! way back, a switch that ended and whose client waits for the reply,
+//! needs the control socket's own `EventOps`: it is posted to the socket's
+//! mailbox (`mailbox.rs`) (a queue and an EventFd it watches).
+//!
+//! Adding an event source is one file with a struct that implements
+//! `MutEventSubscriber` (holding a `Shared` clone and
+//! whatever handles it calls) and one `em.add_subscriber` line in
+//! `try_run`.
+//!
+//! The run's state is explicit and changes only through the checked
+//! table in `lifecycle.rs`:
 //!
 //! ```text
-//!  Booting --all CPUs online + HC_READY--> Ready
-//!  Booting/Ready --duration or signal--> ShuttingDown (host_request = SHUTDOWN, MSI)
-//!  any --HC_EXIT / panic / triple fault / KVM fault / grace timeout--> Finished
+//!  Booting --all CPUs online + HC_READY--> Ready <--switch ends-- Switching
+//!  Ready --set-mode / --switch-every accepted--> Switching
+//!  Booting/Ready/Switching --duration, signal, quit, --stop-above--> ShuttingDown
+//!                                          (host_request = SHUTDOWN, MSI, grace timer)
+//!  any --HC_EXIT / panic / triple fault / KVM fault / grace timeout / second signal--> Exited
 //! ```
-//! On Finished every vCPU is kicked out of KVM_RUN and joined, then the
-//! telemetry is read a last time, the run's summary and latency table are
-//! printed, the `--json`/`--histogram`/`--plot` files written, and its
-//! [`ExitCode`] returned (a violated load check is never success).
+//! The loop turns until the state is Exited. Then every vCPU is kicked
+//! out of KVM_RUN and joined, the control socket's clients get the
+//! SHUTDOWN event, and `end.rs` reads the telemetry a last time, prints
+//! the run's summary and latency table, writes the
+//! `--json`/`--histogram`/`--plot` files and returns its [`ExitCode`] (a
+//! violated load check is never success).
 
 use std::cell::RefCell;
 use std::io::IsTerminal;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::mpsc::channel;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use switcher::abi::{self, BootInfo, LockMode};
 use switcher::telemetry::Layout;
 use vmm_sys_util::eventfd::EventFd;
-use vmm_sys_util::timerfd::TimerFd;
 
 use crate::api::server::ApiServer;
 use crate::cli::RunConfig;
@@ -41,7 +67,7 @@ use crate::exit_code::ExitCode;
 use crate::report::status::StatusPrinter;
 use crate::seccomp::{self, Sandbox};
 use crate::switch::{Coordinator, SwitchLimits};
-use crate::vstate::bus::{Bus, BusError};
+use crate::vstate::bus::Bus;
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory;
 use crate::vstate::telemetry::TelemetryReader;
@@ -49,6 +75,8 @@ use crate::vstate::vcpu::{self, VcpuContext};
 use crate::vstate::vm;
 use crate::watchdog::Watchdog;
 use crate::{loader, signals};
+pub use error::RunError;
+
 use control::ControlSocket;
 use end::EndInputs;
 use shared::{Machine, Run};
@@ -59,6 +87,8 @@ use vcpu_events::{VcpuChannel, VcpuEvents};
 
 mod control;
 mod end;
+mod error;
+mod fds;
 mod lifecycle;
 mod mailbox;
 mod pacing;
@@ -67,50 +97,6 @@ mod shutdown;
 mod status;
 mod switching;
 mod vcpu_events;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error(transparent)]
-    Kvm(#[from] vm::VmError),
-    #[error(transparent)]
-    Kernel(#[from] loader::LoaderError),
-    #[error(transparent)]
-    Memory(#[from] memory::MemoryError),
-    #[error("kernel lock call sites: {0}")]
-    Sites(#[from] switcher::patch::PatchError),
-    #[error(transparent)]
-    Serial(#[from] crate::devices::console::SerialError),
-    #[error(
-        "the latency telemetry needs {need_mib} MiB above the kernel (ends at {kernel_end:#x}) but guest memory is \
-         {mem_mib} MiB; raise --memory or lower --hist-max-us"
-    )]
-    TelemetryTooBig { need_mib: u64, kernel_end: u64, mem_mib: u64 },
-    #[error("KVM supports at most {max} vCPUs on this host; use --vcpus {max} or fewer")]
-    TooManyVcpus { max: usize },
-    #[error("host setup failed: {0}: {1}")]
-    Host(&'static str, std::io::Error),
-    #[error(transparent)]
-    Api(#[from] crate::api::server::ApiError),
-    #[error("event loop failed: {0}")]
-    EventLoop(String),
-    #[error(transparent)]
-    Seccomp(#[from] crate::seccomp::SeccompError),
-    #[error("device map: {0}")]
-    Bus(#[from] BusError),
-}
-
-impl RunError {
-    pub fn exit_code(&self) -> ExitCode {
-        match self {
-            RunError::Kernel(_) | RunError::Sites(_) => ExitCode::InvalidKernel,
-            RunError::TooManyVcpus { .. } | RunError::TelemetryTooBig { .. } | RunError::Api(_) => {
-                ExitCode::BadArguments
-            }
-            RunError::Serial(crate::devices::console::SerialError::Open(..)) => ExitCode::BadArguments,
-            _ => ExitCode::VmmError,
-        }
-    }
-}
 
 /// Runs the guest described by `config`; prints its outcome.
 pub fn run(config: RunConfig, started: Instant) -> ExitCode {
@@ -270,22 +256,4 @@ fn place_telemetry(config: &RunConfig, kernel_end: u64) -> Result<TelemetryPlace
         });
     }
     Ok(TelemetryPlacement { addr, layout })
-}
-
-/// A timer: first after `after` (`None`: disarmed), then every `period`.
-fn timer(after: Option<Duration>, period: Option<Duration>) -> Result<TimerFd, RunError> {
-    let mut t = TimerFd::new().map_err(|e| RunError::Host("timerfd", e.into()))?;
-    if let Some(after) = after {
-        t.reset(after, period).map_err(|e| RunError::Host("timerfd", e.into()))?;
-    }
-    Ok(t)
-}
-
-/// Watches `fds` for input (a subscriber's `init`).
-fn watch_all(ops: &mut EventOps, fds: impl IntoIterator<Item = RawFd>) {
-    for fd in fds {
-        if let Err(e) = ops.add(Events::new_raw(fd, EventSet::IN)) {
-            log::error!("cannot watch fd {fd}: {e:?}");
-        }
-    }
 }

@@ -18,9 +18,10 @@ use switcher::abi::{self, BootInfo};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::timerfd::TimerFd;
 
+use super::error::RunError;
+use super::fds::timer;
 use super::lifecycle::{Outcome, ShutdownAsk};
 use super::shared::Shared;
-use super::{RunError, timer};
 use crate::api::protocol::ShutdownCause;
 use crate::vstate::memory;
 
@@ -101,6 +102,6 @@ impl MutEventSubscriber for Shutdown {
             Some(self.grace.as_raw_fd()),
             self.duration.as_ref().map(|t| t.as_raw_fd()),
         ];
-        super::watch_all(ops, fds.into_iter().flatten());
+        super::fds::watch_all(ops, fds.into_iter().flatten());
     }
 }

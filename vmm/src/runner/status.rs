@@ -8,9 +8,10 @@ use std::os::fd::AsRawFd;
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use vmm_sys_util::timerfd::TimerFd;
 
+use super::error::RunError;
+use super::fds::timer;
 use super::lifecycle::State;
 use super::shared::Shared;
-use super::{RunError, timer};
 use crate::report::status::StatusPrinter;
 use crate::report::{self, Measurement};
 use crate::watchdog::Watchdog;
@@ -97,6 +98,6 @@ impl MutEventSubscriber for Status {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        super::watch_all(ops, [self.timer.as_raw_fd()]);
+        super::fds::watch_all(ops, [self.timer.as_raw_fd()]);
     }
 }

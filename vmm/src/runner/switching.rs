@@ -19,10 +19,12 @@ use switcher::abi::LockMode;
 use switcher::telemetry::WorkloadRequest;
 use vmm_sys_util::timerfd::TimerFd;
 
+use super::error::RunError;
+use super::fds::timer;
 use super::lifecycle::State;
 use super::mailbox::Sender;
+use super::pacing;
 use super::shared::Shared;
-use super::{RunError, pacing, timer};
 use crate::switch::{Cancel, Coordinator, Finished, Origin, Step, SwitchError, SwitchRecord, VmAccess};
 
 /// The switch subscriber, as other subscribers call it.
@@ -214,7 +216,7 @@ impl MutEventSubscriber for Switching {
 
     fn init(&mut self, ops: &mut EventOps) {
         let every = self.every.as_ref().map(|e| e.timer.as_raw_fd());
-        super::watch_all(ops, std::iter::once(self.deadline.as_raw_fd()).chain(every));
+        super::fds::watch_all(ops, std::iter::once(self.deadline.as_raw_fd()).chain(every));
     }
 }
 

@@ -188,6 +188,6 @@ impl MutEventSubscriber for VcpuEvents {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        super::watch_all(ops, [self.channel.wake.as_raw_fd()]);
+        super::fds::watch_all(ops, [self.channel.wake.as_raw_fd()]);
     }
 }
