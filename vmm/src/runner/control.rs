@@ -6,9 +6,11 @@
 //! subscriber's mailbox, for the waiting client's reply and the event.
 //!
 //! A `set-mode` reply waits for its switch: the requesting client and the
-//! request `id` are kept until the coordinator reports the switch finished;
-//! a client that left by then simply gets nothing (the switch still
-//! completes and is recorded).
+//! request `id` are kept, under the switch's sequence number, until its end
+//! arrives in the mailbox (by then another switch may have started: the
+//! number, not the order, pairs a reply with its client); a client that
+//! left by then simply gets nothing (the switch still completes and is
+//! recorded).
 //!
 //! Every reply is bounded however long the VM runs: the lists
 //! (`query-switches`, `query-latency`) return one page of a bounded ring,
@@ -45,8 +47,9 @@ const LATENCY_PAGE_BYTES: usize = MAX_REPLY_BYTES - 32 * 1024;
 /// event.
 const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Who waits for the reply of the switch in progress.
+/// Who waits for the reply of switch `seq`.
 struct SwitchWaiter {
+    seq: u64,
     client: ClientId,
     id: Option<Value>,
 }
@@ -54,8 +57,10 @@ struct SwitchWaiter {
 pub struct ControlSocket {
     run: Shared,
     api: ApiServer,
-    /// The client waiting for the switch in progress.
-    waiter: Option<SwitchWaiter>,
+    /// The clients waiting for their switch: the one in progress, and one
+    /// that ended but whose end is still in the mailbox (a new switch can
+    /// start before this subscriber's next turn).
+    waiters: Vec<SwitchWaiter>,
     /// Switches that ended (from the switch subscriber).
     ends: Mailbox<Finished>,
     switching: SwitchHandle,
@@ -72,7 +77,7 @@ impl ControlSocket {
     ) -> Result<Self, RunError> {
         let ends = Mailbox::new().map_err(|e| RunError::Host("eventfd", e))?;
         switching.borrow_mut().report_ends_to(ends.sender());
-        Ok(Self { run: run.clone(), api, waiter: None, ends, switching, shutdown })
+        Ok(Self { run: run.clone(), api, waiters: Vec::new(), ends, switching, shutdown })
     }
 
     /// Listener or client socket activity.
@@ -166,9 +171,9 @@ impl ControlSocket {
             }
             Command::SetMode { mode } => match self.switching.borrow_mut().request(mode, Origin::Client(client.0)) {
                 Ok(None) => Ok(json!({"mode": mode.name(), "changed": false})),
-                Ok(Some(_)) => {
+                Ok(Some(seq)) => {
                     // Replied when the switch finishes.
-                    self.waiter = Some(SwitchWaiter { client, id });
+                    self.waiters.push(SwitchWaiter { seq, client, id });
                     return;
                 }
                 Err(e) => Err(QmpError::generic(e.to_string())),
@@ -341,7 +346,8 @@ impl ControlSocket {
     fn switch_end_messages(&mut self, f: &Finished) -> (Option<(ClientId, String)>, (&'static str, Value)) {
         let r = &f.record;
         let data = serde_json::to_value(r).unwrap_or(Value::Null);
-        let reply = match (f.origin, self.waiter.take()) {
+        let waiter = self.waiters.iter().position(|w| w.seq == r.seq).map(|i| self.waiters.remove(i));
+        let reply = match (f.origin, waiter) {
             (Origin::Client(_), Some(w)) => {
                 let text = if r.ok {
                     let mut v = data.clone();
@@ -376,7 +382,7 @@ impl ControlSocket {
             }
             let _ = self.api.broadcast(&protocol::event(name, data, SystemTime::now()));
         }
-        if let Some(w) = self.waiter.take() {
+        for w in std::mem::take(&mut self.waiters) {
             let e = QmpError::generic("the VM shut down before the switch completed");
             let _ = self.api.send(w.client, &protocol::reply_err(&e, w.id.as_ref()));
         }
