@@ -1,12 +1,16 @@
-//! The control-socket commands and the runtime switch, as the control
-//! thread runs them (part of [`Controller`]; see the parent module for the
-//! event loop). Everything here runs inside the event loop's `process`, so
-//! it can add and remove watched fds through `EventOps`.
+//! The control socket's subscriber: the listener, the backlog EventFd and
+//! every client's socket, and the commands they send. Everything here runs
+//! inside its own `process`, so it can add and remove its watched fds
+//! through `EventOps`. Switches go through the [`SwitchHandle`], `quit`
+//! through the [`ShutdownHandle`]; a switch that ends arrives in this
+//! subscriber's mailbox, for the waiting client's reply and the event.
 //!
 //! A `set-mode` reply waits for its switch: the requesting client and the
-//! request `id` are kept until the coordinator reports the switch finished;
-//! a client that left by then simply gets nothing (the switch still
-//! completes and is recorded).
+//! request `id` are kept, under the switch's sequence number, until its end
+//! arrives in the mailbox (by then another switch may have started: the
+//! number, not the order, pairs a reply with its client); a client that
+//! left by then simply gets nothing (the switch still completes and is
+//! recorded).
 //!
 //! Every reply is bounded however long the VM runs: the lists
 //! (`query-switches`, `query-latency`) return one page of a bounded ring,
@@ -19,19 +23,23 @@
 use std::os::fd::RawFd;
 use std::time::SystemTime;
 
-use event_manager::{EventOps, EventSet, Events};
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use serde_json::{Value, json};
 use switcher::abi::{self, LockRegistry};
 use switcher::profile::Profile;
 
-use super::Controller;
+use super::error::RunError;
+use super::lifecycle::State;
+use super::mailbox::Mailbox;
+use super::shared::Shared;
+use super::shutdown::ShutdownHandle;
+use super::switching::{SwitchHandle, after_switch};
 use crate::api::protocol::{self, COMMANDS, Command, MAX_REPLY_BYTES, Page, QmpError, Request, ShutdownCause};
 use crate::api::server::{ApiServer, ClientId, ReadOutcome, SendOutcome};
 use crate::report::json::Detail;
 use crate::report::{self, Measurement};
-use crate::switch::{Cancel, Finished, Origin, Step, SwitchError, SwitchRecord, VmAccess};
+use crate::switch::{Cancel, Finished, Origin};
 use crate::vstate::memory::{self, Text};
-use crate::vstate::vm;
 
 /// Bytes of epochs one `query-latency` reply holds at most (the rest of
 /// the page is counted as left out).
@@ -40,27 +48,42 @@ const LATENCY_PAGE_BYTES: usize = MAX_REPLY_BYTES - 32 * 1024;
 /// event.
 const SHUTDOWN_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Who waits for the reply of the switch in progress.
-pub(super) struct SwitchWaiter {
-    pub client: ClientId,
-    pub id: Option<Value>,
+/// Who waits for the reply of switch `seq`.
+struct SwitchWaiter {
+    seq: u64,
+    client: ClientId,
+    id: Option<Value>,
 }
 
-impl Controller {
-    /// The fds of the control socket (listener, backlog event) to watch
-    /// at start.
-    pub(super) fn api_fds(&self) -> Vec<RawFd> {
-        self.api.as_ref().map(|a| vec![a.listener_fd(), a.backlog_fd()]).unwrap_or_default()
-    }
+pub struct ControlSocket {
+    run: Shared,
+    api: ApiServer,
+    /// The clients waiting for their switch: the one in progress, and one
+    /// that ended but whose end is still in the mailbox (a new switch can
+    /// start before this subscriber's next turn).
+    waiters: Vec<SwitchWaiter>,
+    /// Switches that ended (from the switch subscriber).
+    ends: Mailbox<Finished>,
+    switching: SwitchHandle,
+    shutdown: ShutdownHandle,
+}
 
-    /// Whether `fd` belongs to the control socket.
-    pub(super) fn is_api_fd(&self, fd: RawFd) -> bool {
-        self.api.as_ref().is_some_and(|a| a.listener_fd() == fd || a.backlog_fd() == fd || a.is_client(fd))
+impl ControlSocket {
+    /// Serves `api`; every switch that ends from now on is reported here.
+    pub fn new(
+        run: &Shared,
+        api: ApiServer,
+        switching: SwitchHandle,
+        shutdown: ShutdownHandle,
+    ) -> Result<Self, RunError> {
+        let ends = Mailbox::new().map_err(|e| RunError::Host("eventfd", e))?;
+        switching.borrow_mut().report_ends_to(ends.sender());
+        Ok(Self { run: run.clone(), api, waiters: Vec::new(), ends, switching, shutdown })
     }
 
     /// Listener or client socket activity.
-    pub(super) fn on_api_event(&mut self, fd: RawFd, set: EventSet, ops: &mut EventOps) {
-        let Some(api) = self.api.as_mut() else { return };
+    fn on_api_event(&mut self, fd: RawFd, set: EventSet, ops: &mut EventOps) {
+        let api = &mut self.api;
         if fd == api.listener_fd() {
             for client_fd in api.accept() {
                 if let Err(e) = ops.add(Events::new_raw(client_fd, EventSet::IN | EventSet::READ_HANG_UP)) {
@@ -77,24 +100,26 @@ impl Controller {
             }
             return;
         }
+        if !api.is_client(fd) {
+            log::debug!("control socket: event on fd {fd}, no longer a client");
+            return;
+        }
         if set.contains(EventSet::OUT) {
             let out = api.writable(fd);
             apply_send(api, ops, out);
         }
         if set.intersects(EventSet::IN | EventSet::READ_HANG_UP | EventSet::HANG_UP | EventSet::ERROR) {
-            let outcome = api.read(fd);
+            let outcome = self.api.read(fd);
             self.on_read(fd, outcome, ops);
         }
     }
 
     /// What one client's turn produced: its watch, then its commands.
     fn on_read(&mut self, fd: RawFd, outcome: ReadOutcome, ops: &mut EventOps) {
-        if let Some(api) = self.api.as_mut() {
-            if outcome.closed {
-                forget(api, ops, fd);
-            } else {
-                watch(ops, fd, outcome.wants_write);
-            }
+        if outcome.closed {
+            forget(&mut self.api, ops, fd);
+        } else {
+            watch(ops, fd, outcome.wants_write);
         }
         for (client, req) in outcome.requests {
             self.on_request(client, req, ops);
@@ -102,25 +127,17 @@ impl Controller {
     }
 
     fn send(&mut self, client: ClientId, text: &str, ops: &mut EventOps) {
-        if let Some(api) = self.api.as_mut()
-            && let Some(out) = api.send(client, text)
-        {
-            apply_send(api, ops, out);
-        }
-    }
-
-    fn broadcast(&mut self, text: &str, ops: &mut EventOps) {
-        if let Some(api) = self.api.as_mut() {
-            for out in api.broadcast(text) {
-                apply_send(api, ops, out);
-            }
+        if let Some(out) = self.api.send(client, text) {
+            apply_send(&mut self.api, ops, out);
         }
     }
 
     /// Sends an event to every negotiated client.
-    pub(super) fn emit(&mut self, name: &str, data: Value, ops: &mut EventOps) {
+    fn emit(&mut self, name: &str, data: Value, ops: &mut EventOps) {
         let text = protocol::event(name, data, SystemTime::now());
-        self.broadcast(&text, ops);
+        for out in self.api.broadcast(&text) {
+            apply_send(&mut self.api, ops, out);
+        }
     }
 
     fn on_request(&mut self, client: ClientId, req: Request, ops: &mut EventOps) {
@@ -139,24 +156,25 @@ impl Controller {
             Command::QuerySwitches { page } => Ok(self.switches_json(page)),
             Command::XPauseResume => self.pause_resume(),
             Command::XCancelSwitch => {
-                let (reply, step) = self.cancel_switch();
+                let (reply, step) = cancel_reply(self.switching.borrow_mut().cancel());
                 // Reply first, then tell the guest: the cancelled switch's
                 // own reply follows once the guest has thawed.
                 self.send(client, &protocol::reply_ok(reply, id.as_ref()), ops);
                 if let Some(step) = step {
-                    self.on_switch_step(step, ops);
+                    self.switching.borrow_mut().step(step);
                 }
                 return;
             }
             Command::Quit => {
-                self.request_shutdown(ShutdownCause::HostQmpQuit, "quit command on the control socket".into());
+                let reason = "quit command on the control socket".into();
+                self.shutdown.borrow_mut().request(ShutdownCause::HostQmpQuit, reason);
                 Ok(json!({}))
             }
-            Command::SetMode { mode } => match self.start_switch(mode, Origin::Client(client.0), ops) {
+            Command::SetMode { mode } => match self.switching.borrow_mut().request(mode, Origin::Client(client.0)) {
                 Ok(None) => Ok(json!({"mode": mode.name(), "changed": false})),
-                Ok(Some(_)) => {
+                Ok(Some(seq)) => {
                     // Replied when the switch finishes.
-                    self.switch_waiter = Some(SwitchWaiter { client, id });
+                    self.waiters.push(SwitchWaiter { seq, client, id });
                     return;
                 }
                 Err(e) => Err(QmpError::generic(e.to_string())),
@@ -180,41 +198,41 @@ impl Controller {
     }
 
     fn status_json(&self) -> Value {
-        let status = if self.shutdown_reason.is_some() {
-            "shutting-down"
-        } else if self.ready_at.is_some() {
-            "running"
-        } else {
-            "booting"
-        };
+        let run = &self.run;
+        let life = run.life.borrow();
+        let switching = self.switching.borrow();
+        let coordinator = switching.coordinator();
         json!({
-            "status": status,
-            "running": self.outcome.is_none(),
-            "ready": self.ready_at.is_some(),
-            "mode": self.coordinator.mode().name(),
-            "switching": self.coordinator.in_progress().map(Profile::name),
-            "vcpus": self.cpu_count,
-            "uptime_s": self.started.elapsed().as_secs_f64(),
-            "switches": self.coordinator.history().recorded(),
-            "shim": crate::vstate::shim_stats::ShimEntries::read(&self.mem, self.cpu_count),
+            "status": life.status_word(),
+            "running": !life.exited(),
+            "ready": life.ready_at().is_some(),
+            "mode": coordinator.mode().name(),
+            "switching": coordinator.in_progress().map(Profile::name),
+            "vcpus": run.cpu_count,
+            "uptime_s": run.started.elapsed().as_secs_f64(),
+            "switches": coordinator.history().recorded(),
+            "shim": crate::vstate::shim_stats::ShimEntries::read(&run.mem, run.cpu_count),
         })
     }
 
     fn mode_json(&self) -> Value {
-        let sites_mode = match self.coordinator.sites().current_profile(&Text(&self.mem)) {
+        let mem = &self.run.mem;
+        let switching = self.switching.borrow();
+        let coordinator = switching.coordinator();
+        let sites_mode = match coordinator.sites().current_profile(&Text(mem)) {
             Ok(m) => m.name().to_string(),
             Err(e) => format!("inconsistent: {e}"),
         };
-        let guest_mode = memory::read_abi::<LockRegistry>(&self.mem, abi::LOCK_REGISTRY_ADDR)
+        let guest_mode = memory::read_abi::<LockRegistry>(mem, abi::LOCK_REGISTRY_ADDR)
             .filter(|r| r.magic == abi::ABI_MAGIC)
             .and_then(|r| Profile::from_u32(r.mode))
             .map(Profile::name);
-        let mode = self.coordinator.mode();
+        let mode = coordinator.mode();
         json!({
             "mode": mode.name(),
             "profile": {"locks": mode.locks.name(), "preempt": mode.preempt.name(), "irq": mode.irq.name()},
-            "switching": self.coordinator.in_progress().map(Profile::name),
-            "sites": self.coordinator.sites().len(),
+            "switching": coordinator.in_progress().map(Profile::name),
+            "sites": coordinator.sites().len(),
             "sites_mode": sites_mode,
             "guest_mode": guest_mode,
         })
@@ -223,7 +241,8 @@ impl Controller {
     /// `query-switches`: one page of the switch history, its exact
     /// totals, and what the page leaves out.
     fn switches_json(&self, page: Page) -> Value {
-        let history = self.coordinator.history();
+        let switching = self.switching.borrow();
+        let history = switching.coordinator().history();
         let p = history.page(page);
         json!({"switches": p.records, "totals": history.totals(), "omitted": p.omitted})
     }
@@ -232,9 +251,10 @@ impl Controller {
     /// rows; per-CPU rows with `cpus`), every mode's exact totals, and what
     /// the page leaves out. The page is cut to [`LATENCY_PAGE_BYTES`].
     fn latency_json(&mut self, page: Page, cpus: bool) -> Value {
-        self.telemetry.harvest();
-        let retained: Vec<u64> = self.telemetry.epochs().map(|e| e.info.index).collect();
-        let forgotten = self.telemetry.forgotten();
+        self.run.harvest();
+        let telemetry = self.run.telemetry.borrow();
+        let retained: Vec<u64> = telemetry.epochs().map(|e| e.info.index).collect();
+        let forgotten = telemetry.forgotten();
         let first = retained.first().copied();
         // The page's range within the retained epochs, and what it asked
         // for that is gone.
@@ -247,7 +267,7 @@ impl Controller {
             }
         };
         let listed = &retained[lo..hi];
-        let m = Measurement::from_reader_listing(&self.telemetry, |i| listed.contains(&i));
+        let m = Measurement::from_reader_listing(&telemetry, |i| listed.contains(&i));
         let detail = Detail { cpus, buckets: false };
         let mut epochs: Vec<String> = m
             .epochs
@@ -275,7 +295,7 @@ impl Controller {
                 "seen": forgotten + retained.len() as u64,
                 "retained": retained.len(),
                 "forgotten": forgotten,
-                "retained_max": self.telemetry.retain(),
+                "retained_max": telemetry.retain(),
             },
             "omitted": {
                 "before": forgotten + lo as u64,
@@ -289,217 +309,126 @@ impl Controller {
     }
 
     fn pause_resume(&mut self) -> Result<Value, QmpError> {
-        if let Some(t) = self.coordinator.in_progress() {
+        let switching = self.switching.borrow();
+        if let Some(t) = switching.coordinator().in_progress() {
             return Err(QmpError::generic(format!("a mode switch is in progress (to {}); try again", t.name())));
         }
-        if self.ready_at.is_none() || self.shutdown_reason.is_some() {
+        if !matches!(self.run.state(), State::Ready | State::Switching) {
             return Err(QmpError::generic("the guest is not running"));
         }
-        let vcpus = &self.vcpus;
-        let kick_all = || kick_each(vcpus);
-        let limit = self.coordinator.limits().vcpu_stop;
-        match crate::switch::pause_resume(&self.gate, &kick_all, vcpu_mask(vcpus.len()), limit) {
+        let run = &self.run;
+        let kick_all = || run.kick_all();
+        let limit = switching.coordinator().limits().vcpu_stop;
+        match crate::switch::pause_resume(&run.gate, &kick_all, run.all_vcpus_mask(), limit) {
             Ok(us) => Ok(json!({"blackout_us": us})),
             Err(e) => Err(QmpError::generic(e.to_string())),
         }
     }
 
     fn reset_latency(&mut self) -> Result<Value, QmpError> {
-        match self.telemetry.request_reset() {
+        match self.run.telemetry.borrow_mut().request_reset() {
             Ok(()) => Ok(json!({})),
             Err(e) => Err(QmpError::generic(format!("cannot reset the latency statistics: {e}"))),
         }
     }
 
-    /// Starts a switch (socket or timer). `Ok(None)`: already in `target`.
-    pub(super) fn start_switch(
-        &mut self,
-        target: Profile,
-        origin: Origin,
-        ops: &mut EventOps,
-    ) -> Result<Option<u64>, SwitchError> {
-        if self.shutdown_reason.is_some() || self.outcome.is_some() {
-            return Err(SwitchError::ShuttingDown);
-        }
-        if self.ready_at.is_none() {
-            return Err(SwitchError::Booting);
-        }
-        let seq = self.coordinator.request(target, origin, &self.mem)?;
-        if let Some(seq) = seq {
-            log::info!("switch #{seq} to {} requested", target.name());
-            self.notify_guest_switch();
-            self.arm_switch_deadline();
-        }
-        let _ = ops;
-        Ok(seq)
-    }
-
-    /// `x-cancel-switch`: the reply, and the step to take after it.
-    fn cancel_switch(&mut self) -> (Value, Option<Step>) {
-        match self.coordinator.cancel(&self.mem) {
-            Cancel::NoSwitch => (json!({"cancelled": false, "reason": "no switch in progress"}), None),
-            Cancel::PastVerdict { seq, patched } => {
-                let reason = if patched {
-                    "past its verdict: the call sites are patched, it completes"
-                } else {
-                    "already being cancelled"
-                };
-                (json!({"cancelled": false, "seq": seq, "reason": reason}), None)
-            }
-            Cancel::Cancelled { seq, step } => {
-                log::info!("switch #{seq} cancelled by a client");
-                (json!({"cancelled": true, "seq": seq}), Some(step))
-            }
-        }
-    }
-
-    /// Interrupts CPU 0 about the mailbox, and kicks vCPU 0 so that the
-    /// interrupt is taken now even if it is busy in emulated ring 0.
-    fn notify_guest_switch(&self) {
-        if let Err(e) = vm::send_msi(&self.vm, 0, abi::vector::HOST_REQUEST) {
-            log::error!("cannot interrupt the guest about the switch: {e}");
-        }
-        if let Some(v) = self.vcpus.first() {
-            v.kick();
-        }
-    }
-
-    fn arm_switch_deadline(&mut self) {
-        if let Some(deadline) = self.coordinator.deadline() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if let Err(e) = self.switch_timer.reset(left.max(std::time::Duration::from_micros(100)), None) {
-                log::error!("cannot arm the switch deadline: {e}");
-            }
-        }
-    }
-
-    /// HC_SWITCH from the guest.
-    pub(super) fn on_guest_switch_notify(&mut self, ops: &mut EventOps) {
-        let Controller { coordinator, mem, gate, vcpus, .. } = self;
-        let kick_all = || kick_each(vcpus);
-        let mut access = VmAccess { mem, gate, kick_all: &kick_all, all_vcpus_mask: vcpu_mask(vcpus.len()) };
-        let step = coordinator.on_guest_notify(&mut access);
-        self.on_switch_step(step, ops);
-    }
-
-    /// The switch deadline timer fired.
-    pub(super) fn on_switch_deadline(&mut self, ops: &mut EventOps) {
-        let step = self.coordinator.on_deadline(&self.mem);
-        self.on_switch_step(step, ops);
-    }
-
-    fn on_switch_step(&mut self, step: Step, ops: &mut EventOps) {
-        match step {
-            Step::Wait => {}
-            Step::Notify => {
-                self.notify_guest_switch();
-                self.arm_switch_deadline();
-            }
-            Step::Finished(f) => self.on_switch_finished(f, ops),
-        }
-    }
-
+    /// A switch ended: the waiting client's reply (a `set-mode` that
+    /// started it), the event to every client, then the telemetry read
+    /// that follows every switch.
     fn on_switch_finished(&mut self, f: Finished, ops: &mut EventOps) {
-        let _ = self.switch_timer.clear();
-        let r = &f.record;
-        let line = switch_line(r);
-        if r.ok {
-            log::info!("{line}");
-        } else {
-            self.say(&line);
+        let (reply, event) = self.switch_end_messages(&f);
+        if let Some((client, text)) = reply {
+            self.send(client, &text, ops);
         }
-        let data = serde_json::to_value(r).unwrap_or(Value::Null);
-        let waiter = self.switch_waiter.take();
-        if let (Origin::Client(_), Some(w)) = (f.origin, waiter) {
-            let text = if r.ok {
-                let mut v = data.clone();
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("mode".into(), json!(r.to));
-                    o.insert("changed".into(), json!(true));
-                }
-                protocol::reply_ok(v, w.id.as_ref())
-            } else {
-                protocol::reply_err(
-                    &QmpError::generic(format!("switch to {} failed: {}", r.to, r.reason)),
-                    w.id.as_ref(),
-                )
-            };
-            self.send(w.client, &text, ops);
-        }
-        self.emit(if r.ok { "MODE_SWITCHED" } else { "SWITCH_FAILED" }, data, ops);
-        // Each switch opens two epochs, each reusing the slot of the epoch
-        // four before it; reading now, once per switch, reads every epoch
-        // the next switch's two will reuse before it asks for them (the
-        // guest waits for that read otherwise: `vmm_read_epoch`). After
-        // the reply: reading every record takes a while, the client need
-        // not wait.
-        self.telemetry.harvest();
+        self.emit(event.0, event.1, ops);
+        after_switch(&self.run);
     }
 
-    /// `--switch-every` timer: toggle.
-    /// `expirations`: timer periods since the last read.
-    pub(super) fn on_switch_every(&mut self, expirations: u64, ops: &mut EventOps) {
-        if self.ready_at.is_none() {
-            return;
-        }
-        let busy = self.coordinator.in_progress().is_some();
-        if let Some((_, ticks)) = self.switch_every.as_mut()
-            && !ticks.on_timer(expirations, busy)
-        {
-            return;
-        }
-        // Toggles between the boot profile and --switch-to.
-        let (a, b) = self.switch_every_profiles;
-        let target = if self.coordinator.mode() == b { a } else { b };
-        if let Err(e) = self.start_switch(target, Origin::Timer, ops) {
-            log::warn!("--switch-every: {e}");
-        }
+    /// The reply to the client waiting for switch `f` (if it started it
+    /// and waits), and the event for every client.
+    fn switch_end_messages(&mut self, f: &Finished) -> (Option<(ClientId, String)>, (&'static str, Value)) {
+        let r = &f.record;
+        let data = serde_json::to_value(r).unwrap_or(Value::Null);
+        let waiter = self.waiters.iter().position(|w| w.seq == r.seq).map(|i| self.waiters.remove(i));
+        let reply = match (f.origin, waiter) {
+            (Origin::Client(_), Some(w)) => {
+                let text = if r.ok {
+                    let mut v = data.clone();
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("mode".into(), json!(r.to));
+                        o.insert("changed".into(), json!(true));
+                    }
+                    protocol::reply_ok(v, w.id.as_ref())
+                } else {
+                    protocol::reply_err(
+                        &QmpError::generic(format!("switch to {} failed: {}", r.to, r.reason)),
+                        w.id.as_ref(),
+                    )
+                };
+                Some((w.client, text))
+            }
+            _ => None,
+        };
+        (reply, (if r.ok { "MODE_SWITCHED" } else { "SWITCH_FAILED" }, data))
     }
 
     /// At the end of the run, outside the event loop: tells every client
     /// the VM is gone (QEMU's `SHUTDOWN` event, with why), and a client
     /// waiting for a switch that it failed; waits a little for the clients
     /// to take it before the sockets close.
-    pub(super) fn announce_shutdown(&mut self, cause: ShutdownCause) {
-        let waiter = self.switch_waiter.take();
-        let Some(api) = self.api.as_mut() else { return };
-        if let Some(w) = waiter {
-            let e = QmpError::generic("the VM shut down before the switch completed");
-            let _ = api.send(w.client, &protocol::reply_err(&e, w.id.as_ref()));
+    pub fn announce_shutdown(&mut self, cause: ShutdownCause) {
+        // A switch that ended in the loop's last turn: its reply and event first.
+        for f in self.ends.take() {
+            let (reply, (name, data)) = self.switch_end_messages(&f);
+            if let Some((client, text)) = reply {
+                let _ = self.api.send(client, &text);
+            }
+            let _ = self.api.broadcast(&protocol::event(name, data, SystemTime::now()));
         }
-        let _ = api.broadcast(&protocol::event("SHUTDOWN", cause.event_data(), SystemTime::now()));
-        api.flush_all(SHUTDOWN_FLUSH);
+        for w in std::mem::take(&mut self.waiters) {
+            let e = QmpError::generic("the VM shut down before the switch completed");
+            let _ = self.api.send(w.client, &protocol::reply_err(&e, w.id.as_ref()));
+        }
+        let _ = self.api.broadcast(&protocol::event("SHUTDOWN", cause.event_data(), SystemTime::now()));
+        self.api.flush_all(SHUTDOWN_FLUSH);
     }
 }
 
-/// One line about a finished switch.
-pub(super) fn switch_line(r: &SwitchRecord) -> String {
-    if r.ok {
-        format!(
-            "switch #{} {} -> {}: total {:.3} ms (freeze {:.3} ms, blackout {:.3} ms), {} sites patched",
-            r.seq,
-            r.from,
-            r.to,
-            r.timings.total_us as f64 / 1e3,
-            r.timings.freeze_us as f64 / 1e3,
-            r.timings.blackout_us as f64 / 1e3,
-            r.sites_patched
-        )
-    } else {
-        format!("switch #{} {} -> {} FAILED: {}", r.seq, r.from, r.to, r.reason)
+/// `x-cancel-switch`: the reply to what the coordinator did, and the step
+/// to take after it.
+fn cancel_reply(cancel: Cancel) -> (Value, Option<crate::switch::Step>) {
+    match cancel {
+        Cancel::NoSwitch => (json!({"cancelled": false, "reason": "no switch in progress"}), None),
+        Cancel::PastVerdict { seq, patched } => {
+            let reason = if patched {
+                "past its verdict: the call sites are patched, it completes"
+            } else {
+                "already being cancelled"
+            };
+            (json!({"cancelled": false, "seq": seq, "reason": reason}), None)
+        }
+        Cancel::Cancelled { seq, step } => {
+            log::info!("switch #{seq} cancelled by a client");
+            (json!({"cancelled": true, "seq": seq}), Some(step))
+        }
     }
 }
 
-/// Kicks every vCPU out of guest mode.
-fn kick_each(vcpus: &[crate::vstate::vcpu::VcpuHandle]) {
-    for v in vcpus {
-        v.kick();
+impl MutEventSubscriber for ControlSocket {
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.ends.fd() {
+            for f in self.ends.take() {
+                self.on_switch_finished(f, ops);
+            }
+        } else {
+            self.on_api_event(fd, events.event_set(), ops);
+        }
     }
-}
 
-/// The bit mask naming `n` vCPUs.
-fn vcpu_mask(n: usize) -> u64 {
-    if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
+    fn init(&mut self, ops: &mut EventOps) {
+        super::fds::watch_all(ops, [self.api.listener_fd(), self.api.backlog_fd(), self.ends.fd()]);
+    }
 }
 
 fn watch(ops: &mut EventOps, fd: RawFd, wants_write: bool) {

@@ -1,0 +1,246 @@
+//! Runtime mode switches as the control loop runs them: the switch
+//! [`Coordinator`], the deadline timer of the switch in progress, and the
+//! `--switch-every` timer. The control socket (`set-mode`,
+//! `x-cancel-switch`, the queries) and the vCPU events (HC_SWITCH) call in
+//! through the [`SwitchHandle`]; a switch that ends is posted to the
+//! control socket's mailbox (its reply and event), or, without a control
+//! socket, followed by the telemetry read here.
+//!
+//! The lifecycle follows the coordinator: `Ready -> Switching` when it
+//! accepts a request, back when the switch ends (`ShuttingDown` stays).
+
+use std::cell::RefCell;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use switcher::profile::Profile;
+use switcher::telemetry::WorkloadRequest;
+use vmm_sys_util::timerfd::TimerFd;
+
+use super::error::RunError;
+use super::fds::timer;
+use super::lifecycle::State;
+use super::mailbox::Sender;
+use super::pacing;
+use super::shared::Shared;
+use crate::switch::{Cancel, Coordinator, Finished, Origin, Step, SwitchError, SwitchRecord, VmAccess};
+
+/// The switch subscriber, as other subscribers call it.
+pub type SwitchHandle = Rc<RefCell<Switching>>;
+
+/// `--switch-every`: its timer, period and ticks.
+struct Every {
+    timer: TimerFd,
+    period: Duration,
+    ticks: pacing::Ticks,
+}
+
+pub struct Switching {
+    run: Shared,
+    coordinator: Coordinator,
+    /// Deadline of the switch in progress.
+    deadline: TimerFd,
+    every: Option<Every>,
+    /// Where an ended switch is reported (the control socket).
+    ends: Option<Sender<Finished>>,
+    /// The two profiles `--switch-every` toggles between (boot, --switch-to).
+    every_profiles: (Profile, Profile),
+}
+
+impl Switching {
+    /// `every`: `--switch-every`, checked against the `workload` (a start
+    /// warning when it is below what a switch takes).
+    pub fn new(
+        run: &Shared,
+        coordinator: Coordinator,
+        every: Option<Duration>,
+        workload: &WorkloadRequest,
+    ) -> Result<SwitchHandle, RunError> {
+        let every = match every {
+            Some(period) => {
+                if let Some(w) = pacing::start_warning(period, workload) {
+                    run.console.report(&format!("rtswitch: {w}"));
+                }
+                Some(Every { timer: timer(Some(period), Some(period))?, period, ticks: pacing::Ticks::default() })
+            }
+            None => None,
+        };
+        let deadline = timer(None, None)?;
+        let every_profiles = (Profile::MAINLINE, Profile::RT);
+        Ok(Rc::new(RefCell::new(Self { run: run.clone(), coordinator, deadline, every, ends: None, every_profiles })))
+    }
+
+    /// The profiles `--switch-every` toggles between: from `a`, to `b`,
+    /// and back.
+    pub fn set_every_profiles(&mut self, a: Profile, b: Profile) {
+        self.every_profiles = (a, b);
+    }
+
+    /// Reports every switch that ends to `to` from now on.
+    pub fn report_ends_to(&mut self, to: Sender<Finished>) {
+        self.ends = Some(to);
+    }
+
+    /// The coordinator, to read (mode, switch in progress, sites, history).
+    pub fn coordinator(&self) -> &Coordinator {
+        &self.coordinator
+    }
+
+    /// Starts a switch (socket or timer). `Ok(None)`: already in `target`.
+    pub fn request(&mut self, target: Profile, origin: Origin) -> Result<Option<u64>, SwitchError> {
+        match self.run.state() {
+            State::ShuttingDown | State::Exited => return Err(SwitchError::ShuttingDown),
+            State::Booting => return Err(SwitchError::Booting),
+            State::Ready | State::Switching => {}
+        }
+        let seq = self.coordinator.request(target, origin, &self.run.mem)?;
+        if let Some(seq) = seq {
+            log::info!("switch #{seq} to {} requested", target.name());
+            self.run.life.borrow_mut().switch_started();
+            self.notify_guest();
+            self.arm_deadline();
+        }
+        Ok(seq)
+    }
+
+    /// `x-cancel-switch`: cancels the switch in progress if it is still
+    /// freezing; the caller replies, then hands the step to [`Self::step`].
+    pub fn cancel(&mut self) -> Cancel {
+        self.coordinator.cancel(&self.run.mem)
+    }
+
+    /// HC_SWITCH from the guest.
+    pub fn on_guest_notify(&mut self) {
+        let run = &self.run;
+        let kick_all = || run.kick_all();
+        let mut access =
+            VmAccess { mem: &run.mem, gate: &run.gate, kick_all: &kick_all, all_vcpus_mask: run.all_vcpus_mask() };
+        let step = self.coordinator.on_guest_notify(&mut access);
+        self.step(step);
+    }
+
+    /// Does what the coordinator asked for.
+    pub fn step(&mut self, step: Step) {
+        match step {
+            Step::Wait => {}
+            Step::Notify => {
+                self.notify_guest();
+                self.arm_deadline();
+            }
+            Step::Finished(f) => self.finished(f),
+        }
+    }
+
+    /// What the end report says about the switches: their summary, and
+    /// the `--switch-every` warning when ticks were skipped.
+    pub fn end_lines(&self) -> Vec<String> {
+        let history = self.coordinator.history();
+        let mut lines: Vec<String> = crate::switch::summary(history).into_iter().collect();
+        if let Some(e) = &self.every {
+            lines.extend(e.ticks.end_warning(e.period, history));
+        }
+        lines
+    }
+
+    /// Interrupts CPU 0 about the mailbox, and kicks vCPU 0 so that the
+    /// interrupt is taken now even if it is busy in emulated ring 0.
+    fn notify_guest(&self) {
+        if let Err(e) = self.run.interrupt_guest() {
+            log::error!("cannot interrupt the guest about the switch: {e}");
+        }
+        self.run.kick_first();
+    }
+
+    fn arm_deadline(&mut self) {
+        if let Some(deadline) = self.coordinator.deadline() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if let Err(e) = self.deadline.reset(left.max(Duration::from_micros(100)), None) {
+                log::error!("cannot arm the switch deadline: {e}");
+            }
+        }
+    }
+
+    fn finished(&mut self, f: Finished) {
+        let _ = self.deadline.clear();
+        let line = switch_line(&f.record);
+        if f.record.ok {
+            log::info!("{line}");
+        } else {
+            self.run.say(&line);
+        }
+        self.run.life.borrow_mut().switch_ended();
+        match &self.ends {
+            // It replies, then reads the telemetry (below).
+            Some(to) => to.post(f),
+            None => after_switch(&self.run),
+        }
+    }
+
+    /// `--switch-every` timer: toggle.
+    /// `expirations`: timer periods since the last read.
+    fn on_every(&mut self, expirations: u64) {
+        if self.run.life.borrow().ready_at().is_none() {
+            return;
+        }
+        let busy = self.coordinator.in_progress().is_some();
+        if let Some(e) = self.every.as_mut()
+            && !e.ticks.on_timer(expirations, busy)
+        {
+            return;
+        }
+        let (a, b) = self.every_profiles;
+        let target = if self.coordinator.mode() == b { a } else { b };
+        if let Err(e) = self.request(target, Origin::Timer) {
+            log::warn!("--switch-every: {e}");
+        }
+    }
+}
+
+/// Once a switch has ended (and its client has its reply): reads the
+/// telemetry. Each switch opens two epochs, each reusing the slot of the
+/// epoch four before it; reading now, once per switch, reads every epoch
+/// the next switch's two will reuse before it asks for them (the guest
+/// waits for that read otherwise: `vmm_read_epoch`). After the reply:
+/// reading every record takes a while, the client need not wait.
+pub(super) fn after_switch(run: &Shared) {
+    run.harvest();
+}
+
+impl MutEventSubscriber for Switching {
+    fn process(&mut self, events: Events, _ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.deadline.as_raw_fd() {
+            let _ = self.deadline.wait();
+            let step = self.coordinator.on_deadline(&self.run.mem);
+            self.step(step);
+        } else if let Some(e) = self.every.as_mut().filter(|e| e.timer.as_raw_fd() == fd) {
+            let expirations = e.timer.wait().unwrap_or(1);
+            self.on_every(expirations);
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        let every = self.every.as_ref().map(|e| e.timer.as_raw_fd());
+        super::fds::watch_all(ops, std::iter::once(self.deadline.as_raw_fd()).chain(every));
+    }
+}
+
+/// One line about a finished switch.
+pub(super) fn switch_line(r: &SwitchRecord) -> String {
+    if r.ok {
+        format!(
+            "switch #{} {} -> {}: total {:.3} ms (freeze {:.3} ms, blackout {:.3} ms), {} sites patched",
+            r.seq,
+            r.from,
+            r.to,
+            r.timings.total_us as f64 / 1e3,
+            r.timings.freeze_us as f64 / 1e3,
+            r.timings.blackout_us as f64 / 1e3,
+            r.sites_patched
+        )
+    } else {
+        format!("switch #{} {} -> {} FAILED: {}", r.seq, r.from, r.to, r.reason)
+    }
+}

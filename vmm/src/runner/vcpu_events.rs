@@ -1,0 +1,193 @@
+//! Events from the vCPU threads: each thread sends a [`VcpuEvent`] on the
+//! channel and writes the wake EventFd; this subscriber drains the channel
+//! on each wake-up. Hypercalls (CPU online, ready, exit, panic,
+//! `--stop-above`, HC_SWITCH for the switch subscriber), faults, and vCPU
+//! threads that finished.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::Instant;
+
+use event_manager::{EventOps, Events, MutEventSubscriber};
+use switcher::abi::{self, GuestStatus};
+use vmm_sys_util::eventfd::EventFd;
+
+use super::lifecycle::Outcome;
+use super::shared::Shared;
+use super::shutdown::{ShutdownHandle, send_shutdown_interrupt};
+use super::switching::SwitchHandle;
+use crate::api::protocol::ShutdownCause;
+use crate::devices::hypercall::Hypercall;
+use crate::host_speed;
+use crate::report::{self, GuestInfo};
+use crate::vstate::memory;
+use crate::vstate::vcpu::VcpuEvent;
+
+/// The vCPU threads' side of the channel, as `try_run` hands it over.
+pub struct VcpuChannel {
+    pub events: Receiver<VcpuEvent<Hypercall>>,
+    pub wake: Arc<EventFd>,
+    /// When the vCPU threads started.
+    pub started: Instant,
+}
+
+pub struct VcpuEvents {
+    run: Shared,
+    channel: VcpuChannel,
+    finished_vcpus: u32,
+    switching: SwitchHandle,
+    shutdown: ShutdownHandle,
+}
+
+impl VcpuEvents {
+    pub fn new(run: &Shared, channel: VcpuChannel, switching: SwitchHandle, shutdown: ShutdownHandle) -> Self {
+        Self { run: run.clone(), channel, finished_vcpus: 0, switching, shutdown }
+    }
+
+    fn on_event(&mut self, event: VcpuEvent<Hypercall>) {
+        let run = &self.run;
+        match event {
+            VcpuEvent::Device { event: Hypercall::Switch(_), .. } => self.switching.borrow_mut().on_guest_notify(),
+            VcpuEvent::Device { cpu, event: call } => self.on_hypercall(cpu, call),
+            VcpuEvent::TripleFault { cpu } => {
+                run.say(&format!(
+                    "rtswitch: guest triple fault on cpu {cpu} (KVM_EXIT_SHUTDOWN): the guest hit an exception it could not handle"
+                ));
+                run.end(Outcome::TripleFault { cpu });
+            }
+            VcpuEvent::TextWrite { cpu, addr, len } => {
+                run.say(&format!(
+                    "guest fault: cpu {cpu} wrote {len} byte(s) to its own text at {addr:#x}, which the hypervisor keeps read-only (only the VMM patches it)"
+                ));
+                run.end(Outcome::TextWrite { cpu, addr });
+            }
+            VcpuEvent::Fault { cpu, what } => {
+                run.say(&format!("vcpu{cpu} cannot run: {what}"));
+                run.end(Outcome::VcpuFault { cpu, what });
+            }
+            VcpuEvent::Finished { cpu } => {
+                self.finished_vcpus += 1;
+                log::debug!("vcpu{cpu} finished ({} of {})", self.finished_vcpus, run.cpu_count);
+            }
+        }
+    }
+
+    fn on_hypercall(&mut self, cpu: u32, call: Hypercall) {
+        let run = &self.run;
+        match call {
+            Hypercall::CpuOnline(n) => {
+                if n >= run.cpu_count || n != cpu {
+                    log::warn!(
+                        "vcpu{cpu} reported cpu {n} online; ignored (expected its own index below {})",
+                        run.cpu_count
+                    );
+                    return;
+                }
+                run.guest.borrow_mut().online_mask |= 1 << n;
+            }
+            Hypercall::Ready => self.on_ready(cpu),
+            Hypercall::Exit(status) => run.end(Outcome::GuestExit(status)),
+            Hypercall::Panic(p) => {
+                run.say(&p.to_string());
+                run.end(Outcome::GuestPanic(p));
+            }
+            // Routed to the switch subscriber by `on_event`.
+            Hypercall::Switch(_) => {}
+            // Written out by the vCPU thread itself.
+            Hypercall::Console(_) => {}
+            Hypercall::StopAbove(n) => self.on_stop_above(n),
+        }
+    }
+
+    fn on_ready(&mut self, cpu: u32) {
+        let run = &self.run;
+        if run.life.borrow().ready_at().is_some() {
+            log::warn!("vcpu{cpu} reported ready again; ignored");
+            return;
+        }
+        let online = run.guest.borrow().online_mask.count_ones();
+        let elapsed = run.started.elapsed();
+        if !run.life.borrow_mut().guest_ready(elapsed) {
+            return;
+        }
+        if online != run.cpu_count {
+            log::warn!("guest reported ready with {online} of {} CPUs online", run.cpu_count);
+        }
+        run.say(&format!(
+            "guest ready in {:.1} ms ({online}/{} CPUs online; {:.1} ms after the vCPUs started)",
+            elapsed.as_secs_f64() * 1e3,
+            run.cpu_count,
+            self.channel.started.elapsed().as_secs_f64() * 1e3
+        ));
+        if run.life.borrow().shutdown().is_some() {
+            // A shutdown asked for during boot: its interrupt may have come
+            // before the guest could take it; send it again now.
+            send_shutdown_interrupt(run);
+        }
+        match memory::read_abi::<GuestStatus>(&run.mem, abi::GUEST_STATUS_ADDR) {
+            Some(st) if st.magic == abi::ABI_MAGIC => {
+                let host = host_speed::host_ps_per_iteration();
+                run.say(&host_speed::describe(st.calib_ps_per_iter, host));
+                let version = &st.kernel_version
+                    [..st.kernel_version.iter().position(|&b| b == 0).unwrap_or(st.kernel_version.len())];
+                let mut guest = run.guest.borrow_mut();
+                guest.host_ps_per_iter = Some(host);
+                guest.info = Some(GuestInfo {
+                    calib_ps_per_iter: st.calib_ps_per_iter,
+                    calib_iterations: st.calib_iterations,
+                    calib_tsc_ticks: st.calib_tsc_ticks,
+                    kernel_version: String::from_utf8_lossy(version).into_owned(),
+                });
+                log::info!(
+                    "guest calibration: {} iterations in {} TSC ticks at {} kHz",
+                    st.calib_iterations,
+                    st.calib_tsc_ticks,
+                    run.tsc_khz
+                );
+            }
+            _ => log::warn!("guest reported ready without filling in its status page"),
+        }
+    }
+
+    /// `--stop-above`: prints the cause of the sample that crossed the
+    /// threshold (the guest's stop report) and ends the run.
+    fn on_stop_above(&mut self, cpu: u32) {
+        let run = &self.run;
+        if run.guest.borrow().stop.is_some() {
+            return;
+        }
+        run.harvest();
+        let (threshold, info) = {
+            let telemetry = run.telemetry.borrow();
+            (telemetry.workload().map_or(0, |w| w.stop_above_us), telemetry.stop_report())
+        };
+        let Some(info) = info else {
+            log::warn!("vcpu{cpu} signalled --stop-above without a complete stop report; ignored");
+            return;
+        };
+        let locks = crate::switch::locks::held_by(&run.mem, info.task_addr);
+        for line in report::stop::render(&info, threshold, run.tsc_khz, &locks).lines() {
+            run.say(line);
+        }
+        let reason = format!("--stop-above {threshold} us crossed on cpu {}", info.cpu);
+        run.guest.borrow_mut().stop = Some(info);
+        self.shutdown.borrow_mut().request(ShutdownCause::GuestShutdown, reason);
+    }
+}
+
+impl MutEventSubscriber for VcpuEvents {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.channel.wake.read();
+        while let Ok(ev) = self.channel.events.try_recv() {
+            self.on_event(ev);
+        }
+        if self.finished_vcpus == self.run.cpu_count && !self.run.life.borrow().exited() {
+            self.run.end(Outcome::VcpuFault { cpu: 0, what: "every vCPU stopped without the guest exiting".into() });
+        }
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        super::fds::watch_all(ops, [self.channel.wake.as_raw_fd()]);
+    }
+}
