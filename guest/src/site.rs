@@ -20,6 +20,23 @@
 //! around the call as for any call. Guest text is mapped read-only: only
 //! the hypervisor changes these bytes.
 
+/// The asm of a patchable call: `call {target}` at a local label, and
+/// its `{addr, op, opcode}` record in `.switch_sites`.
+macro_rules! site_call_template {
+    () => {
+        concat!(
+            "2:\n",
+            "call {target}\n",
+            ".pushsection .switch_sites, \"a\"\n",
+            ".balign 8\n",
+            ".quad 2b\n",
+            ".long {op}, {opcode}\n",
+            ".popsection"
+        )
+    };
+}
+pub(crate) use site_call_template;
+
 /// Emits a patchable `call` to `$mainline` for operation `$op`, passing
 /// `$lock` in `rdi`; evaluates to the implementation's `u64` result.
 macro_rules! switch_call {
@@ -31,13 +48,7 @@ macro_rules! switch_call {
         // compiler every caller-saved register may change, as for a call.
         unsafe {
             core::arch::asm!(
-                "2:",
-                "call {target}",
-                ".pushsection .switch_sites, \"a\"",
-                ".balign 8",
-                ".quad 2b",
-                ".long {op}, {opcode}",
-                ".popsection",
+                crate::site::site_call_template!(),
                 target = sym $mainline,
                 op = const $op as u32,
                 opcode = const switcher::abi::sites::OPCODE_CALL_REL32 as u32,
@@ -61,13 +72,7 @@ macro_rules! switch_call0 {
         // register may change, as for a call.
         unsafe {
             core::arch::asm!(
-                "2:",
-                "call {target}",
-                ".pushsection .switch_sites, \"a\"",
-                ".balign 8",
-                ".quad 2b",
-                ".long {op}, {opcode}",
-                ".popsection",
+                crate::site::site_call_template!(),
                 target = sym $default,
                 op = const $op as u32,
                 opcode = const switcher::abi::sites::OPCODE_CALL_REL32 as u32,

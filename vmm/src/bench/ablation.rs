@@ -24,7 +24,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::child::run_to_json;
-use super::latency::{LatencyConfig, Ratio, RunFigures, pct_ratio, run_limit};
+use super::latency::{self, LatencyConfig, Ratio, RunFigures, pct_ratio, run_limit};
 use super::table::{cells, grid, opt};
 use crate::report::json::RunReport;
 
@@ -80,18 +80,10 @@ impl AblationRun {
 }
 
 /// The `rtswitch run` arguments of one run (the caller adds `--json`).
+/// A latency run's (`--mode` takes any profile) with the interrupt load.
 pub fn run_args(cfg: &AblationConfig, profile: &str) -> Vec<String> {
-    let l = &cfg.latency;
-    let mut v = cells(&["run", "--quiet", "--serial", "none", "--profile", profile, "--load", "locks"]);
+    let mut v = latency::run_args(&cfg.latency, profile, "locks");
     v.extend(["--irq-load".into(), format!("{},{}", cfg.irq_rate_hz, cfg.irq_work_us)]);
-    v.extend(["--vcpus".into(), l.vcpus.to_string(), "--duration".into(), l.duration_s.to_string()]);
-    v.extend(["--hist-max-us".into(), l.hist_max_us.to_string()]);
-    if let Some(i) = l.interval_us {
-        v.extend(["--interval-us".to_string(), i.to_string()]);
-    }
-    if let Some(c) = l.cs_us {
-        v.extend(["--cs-us".to_string(), c.to_string()]);
-    }
     v
 }
 
@@ -164,13 +156,7 @@ pub fn render(runs: &[AblationRun]) -> String {
         let mut row = vec![r.label.to_string(), r.profile_name.clone().unwrap_or_else(|| r.profile.to_string())];
         let gain = r.p99_gain.map_or_else(|| "-".to_string(), |g| g.to_string());
         match &r.figures {
-            Ok(f) => row.extend([
-                f.samples.to_string(),
-                f.missed.to_string(),
-                "|".into(),
-                opt(f.thread_p50),
-                opt(f.thread_p99),
-                opt(f.thread_max_us),
+            Ok(f) => row.extend(latency::thread_cells(f).into_iter().chain([
                 "|".into(),
                 gain,
                 "|".into(),
@@ -178,7 +164,7 @@ pub fn render(runs: &[AblationRun]) -> String {
                 opt(r.irq_threaded),
                 "|".into(),
                 f.load_check.clone(),
-            ]),
+            ])),
             Err(_) => row.extend(cells(&["-", "-", "|", "-", "-", "-", "|", "-", "|", "-", "-", "|", "-"])),
         }
         row.push(exit);
@@ -217,7 +203,7 @@ mod tests {
         for (_, profile) in RUNS {
             let a = run_args(&cfg(), profile);
             let at = |k: &str| a.iter().position(|x| x == k).map(|i| a[i + 1].as_str());
-            assert_eq!(at("--profile"), Some(profile));
+            assert_eq!(at("--mode"), Some(profile));
             assert_eq!(at("--load"), Some("locks"));
             assert_eq!(at("--irq-load"), Some("1000,100"));
             assert_eq!(at("--interval-us"), Some("1000"));

@@ -328,6 +328,18 @@ pub fn run_limit(cfg: &LatencyConfig) -> Duration {
     Duration::from_secs_f64(cfg.duration_s + 70.0)
 }
 
+/// A run's first table cells: samples, missed, `|`, thread p50, p99, max.
+pub fn thread_cells(f: &RunFigures) -> [String; 6] {
+    [
+        f.samples.to_string(),
+        f.missed.to_string(),
+        "|".into(),
+        opt(f.thread_p50),
+        opt(f.thread_p99),
+        opt(f.thread_max_us),
+    ]
+}
+
 /// Makes one run.
 pub fn run_one(exe: &Path, cfg: &LatencyConfig, mode: &'static str, load: &'static str, json: &Path) -> RunOutcome {
     let r = run_to_json(exe, &run_args(cfg, mode, load), json, run_limit(cfg));
@@ -359,20 +371,14 @@ pub fn render(runs: &[RunOutcome], cmp: &[Comparison]) -> String {
         let exit = r.exit_code.map_or_else(|| "killed".to_string(), |c| c.to_string());
         let mut row = vec![r.name()];
         match &r.figures {
-            Ok(f) => row.extend([
-                f.samples.to_string(),
-                f.missed.to_string(),
-                "|".into(),
-                opt(f.thread_p50),
-                opt(f.thread_p99),
-                opt(f.thread_max_us),
+            Ok(f) => row.extend(thread_cells(f).into_iter().chain([
                 "|".into(),
                 opt(f.irq_p50),
                 opt(f.irq_p99),
                 opt(f.irq_max_us),
                 "|".into(),
                 f.load_check.clone(),
-            ]),
+            ])),
             Err(_) => row.extend(cells(&["-", "-", "|", "-", "-", "-", "|", "-", "-", "-", "|", "-"])),
         }
         row.push(exit);

@@ -168,18 +168,19 @@ impl SuiteConfig {
             f.dedup();
             f
         };
+        let latency = LatencyConfig {
+            duration_s: a.duration.unwrap_or(if q { 5.0 } else { 20.0 }),
+            vcpus: a.vcpus,
+            interval_us: a.interval_us,
+            cs_us: a.cs_us,
+            hist_max_us: a.hist_max_us,
+        };
         Self {
             quick: q,
             families,
             vcpus: a.vcpus,
             boots: a.boots.unwrap_or(10),
-            latency: LatencyConfig {
-                duration_s: a.duration.unwrap_or(if q { 5.0 } else { 20.0 }),
-                vcpus: a.vcpus,
-                interval_us: a.interval_us,
-                cs_us: a.cs_us,
-                hist_max_us: a.hist_max_us,
-            },
+            latency: latency.clone(),
             throughput: ThroughputConfig {
                 vcpus: a.vcpus,
                 cs_us: a.throughput_cs_us,
@@ -197,17 +198,7 @@ impl SuiteConfig {
             scale_vcpus: a.scale_vcpus.clone(),
             scale_switches: a.scale_switches.unwrap_or(if q { 8 } else { 30 }),
             repeat: a.repeat,
-            ablation: AblationConfig {
-                latency: LatencyConfig {
-                    duration_s: a.duration.unwrap_or(if q { 5.0 } else { 20.0 }),
-                    vcpus: a.vcpus,
-                    interval_us: a.interval_us,
-                    cs_us: a.cs_us,
-                    hist_max_us: a.hist_max_us,
-                },
-                irq_rate_hz: a.irq_load.rate_hz,
-                irq_work_us: a.irq_load.work_us,
-            },
+            ablation: AblationConfig { latency, irq_rate_hz: a.irq_load.rate_hz, irq_work_us: a.irq_load.work_us },
         }
     }
 

@@ -301,13 +301,7 @@ pub fn switch_svg(title: &str, series: &[Distribution]) -> Result<String, PlotEr
             no_data(&chart.plotting_area().strip_coord_spec())?;
         }
         if !series.is_empty() {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::LowerRight)
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .draw()
-                .map_err(why)?;
+            histpanel::legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
         Ok(())
     })
@@ -412,13 +406,7 @@ pub fn scale_svg(title: &str, points: &[ScalePoint]) -> Result<String, PlotError
         if values.is_empty() {
             no_data(&chart.plotting_area().strip_coord_spec())?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(why)?;
+        histpanel::legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         Ok(())
     })
 }
@@ -505,13 +493,7 @@ pub fn ablation_svg(title: &str, bars: &[AblationBar]) -> Result<String, PlotErr
         if values.is_empty() {
             no_data(&chart.plotting_area().strip_coord_spec())?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(why)?;
+        histpanel::legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         Ok(())
     })
 }

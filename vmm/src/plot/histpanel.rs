@@ -75,6 +75,21 @@ pub struct Line {
 }
 
 /// "no data" in the middle of `area`.
+/// The legend of `chart`'s labelled series at `pos`: a framed box on a
+/// white, slightly transparent background (every plot of the project).
+pub fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    pos: SeriesLabelPosition,
+) -> Result<(), String> {
+    chart
+        .configure_series_labels()
+        .position(pos)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())
+}
+
 pub fn no_data(area: &Area<'_>) -> Result<(), String> {
     let (w, h) = area.dim_in_pixel();
     let style = TextStyle::from(("sans-serif", 24).into_font()).color(&BLACK).pos(Pos::new(HPos::Center, VPos::Center));
@@ -130,13 +145,7 @@ pub fn draw(area: &Area<'_>, caption: &str, caption_px: u32, scale: Scale, lines
         no_data(&chart.plotting_area().strip_coord_spec())?;
     }
     if !lines.is_empty() {
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     Ok(())
 }
