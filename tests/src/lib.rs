@@ -185,3 +185,17 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A tiny deterministic generator (xorshift64*) for the tests' random
+/// schedules, so a failing one can be replayed from its seed (never 0).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value below `n` (`n` > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use rtswitch::api::client::Session;
 use rtswitch_tests::vm::{BackgroundVmm, exec, set_mode};
-use rtswitch_tests::{ExitCode, require_kvm, run_rtswitch};
+use rtswitch_tests::{ExitCode, Rng, require_kvm, run_rtswitch};
 use serde_json::json;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -143,18 +143,6 @@ fn set_mode_and_ctl_switch_between_any_two_profiles() {
     assert_profile(&mut s, "locks=mainline,preempt=full,irq=threaded");
     let (code, out, _) = vmm.quit();
     assert_eq!(code, 0, "{out}");
-}
-
-/// xorshift64*, seeded, so a failing schedule can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
 }
 
 #[test]

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rtswitch::report::json::Cpu;
+use rtswitch_tests::Rng;
 use rtswitch_tests::RunReport;
 use rtswitch_tests::vm::{BackgroundVmm, assert_mode, check_switch_history, exec, other, set_mode, switch_records};
 use serde_json::json;
@@ -217,19 +218,6 @@ fn toggles_on_four_overcommitted_vcpus() {
     let n = (stress_switches() / 10).max(20);
     let t = client_toggles("stress4", 4, n);
     assert_eq!(t.requested, n);
-}
-
-/// A tiny deterministic generator (xorshift64*), so a failing schedule
-/// can be replayed from its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
-    }
 }
 
 /// `--switch-every` toggles on a timer while a client races it with a
