@@ -220,29 +220,8 @@ pub mod host_request {
     pub const SHUTDOWN: u32 = 1;
 }
 
-/// The guest's locking regime.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum LockMode {
-    Mainline = 0,
-    Rt = 1,
-}
-
-impl LockMode {
-    pub fn from_u32(v: u32) -> Option<Self> {
-        match v {
-            0 => Some(Self::Mainline),
-            1 => Some(Self::Rt),
-            _ => None,
-        }
-    }
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Mainline => "mainline",
-            Self::Rt => "rt",
-        }
-    }
-}
+/// The guest's locking regime: one dimension of its profile.
+pub use crate::profile::LockMode;
 
 /// ELF note descriptor that marks a kernel as speaking this ABI.
 #[repr(C)]

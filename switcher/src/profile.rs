@@ -26,7 +26,22 @@
 //! | `preempt_resched` (`preempt_enable` reaching 0) | nop | nop | preempt |
 //! | `irq_exit_resched` (interrupt return) | nop | nop | preempt |
 
-use crate::abi::LockMode;
+/// The lock implementation (the `locks` dimension).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LockMode {
+    Mainline = 0,
+    Rt = 1,
+}
+
+impl LockMode {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        [Self::Mainline, Self::Rt].get(v as usize).copied()
+    }
+    pub fn name(self) -> &'static str {
+        Dimension::Locks.variants()[self as usize]
+    }
+}
 
 /// The kernel preemption model.
 #[repr(u32)]
