@@ -243,6 +243,7 @@ impl OutputArgs {
             plot: self.plot.clone(),
             plot_per_epoch: self.plot_per_epoch,
             plotter: None,
+            profiles: Vec::new(),
         }
     }
 }
@@ -341,7 +342,7 @@ pub struct RunConfig {
 impl RunConfig {
     /// The files to write, with what draws the plot.
     pub fn outputs(&self) -> OutputFiles {
-        OutputFiles { plotter: self.plotter, ..self.output.files() }
+        OutputFiles { plotter: self.plotter, profiles: vec![self.mode, self.switch_to], ..self.output.files() }
     }
 }
 

@@ -53,6 +53,10 @@ pub struct OutputFiles {
     pub plot_per_epoch: bool,
     /// What draws `plot` (`None`: `--plot` fails to write).
     pub plotter: Option<super::Plotter>,
+    /// Profiles the run is known to run in besides `mainline` and `rt`
+    /// (its boot profile, `--switch-to`): their per-mode files are checked
+    /// before the boot too.
+    pub profiles: Vec<Profile>,
 }
 
 /// `--histogram-mode` values.
@@ -151,11 +155,20 @@ pub fn files_for(base: &Path, mode: HistogramMode, m: &Measurement) -> Vec<(Path
     files(base, mode, &m.modes_run())
 }
 
-/// Every path `base` may become (checked before the boot).
-fn candidates(base: &Path, mode: HistogramMode) -> Vec<PathBuf> {
+/// Every path `base` may become (checked before the boot): per mode, the
+/// files of `mainline`, `rt` and the `known` profiles. A profile a client
+/// switches to later has its file checked when it is written.
+fn candidates(base: &Path, mode: HistogramMode, known: &[Profile]) -> Vec<PathBuf> {
     match mode {
         HistogramMode::PerMode => {
-            vec![base.to_path_buf(), tagged(base, Profile::MAINLINE.name()), tagged(base, Profile::RT.name())]
+            let mut v = vec![base.to_path_buf()];
+            for p in [Profile::MAINLINE, Profile::RT].iter().chain(known) {
+                let f = tagged(base, &file_tag(*p));
+                if !v.contains(&f) {
+                    v.push(f);
+                }
+            }
+            v
         }
         _ => vec![base.to_path_buf()],
     }
@@ -182,7 +195,7 @@ pub fn check(out: &OutputFiles, bucket_us: u32) -> Result<(), OutputError> {
     }
     for (option, path) in [("--histogram", &out.histogram), ("--cyclictest-json", &out.cyclictest_json)] {
         if let Some(p) = path {
-            named.extend(candidates(p, out.histogram_mode).into_iter().map(|c| (option, c)));
+            named.extend(candidates(p, out.histogram_mode, &out.profiles).into_iter().map(|c| (option, c)));
         }
     }
     let mut seen: Vec<(&'static str, PathBuf)> = Vec::new();
@@ -236,6 +249,15 @@ fn probe(option: &'static str, path: &Path) -> Result<(), OutputError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_known_profiles_files_are_checked_before_the_boot() {
+        let p = Profile::parse("preempt=full").map_err(|e| e.0).unwrap();
+        let c = candidates(Path::new("h.txt"), HistogramMode::PerMode, &[Profile::RT, p]);
+        let names: Vec<String> = c.iter().map(|p| p.display().to_string()).collect();
+        assert_eq!(names, ["h.txt", "h.mainline.txt", "h.rt.txt", "h.locks-mainline_preempt-full_irq-hard.txt"]);
+        assert_eq!(candidates(Path::new("h.txt"), HistogramMode::All, &[p]), [PathBuf::from("h.txt")]);
+    }
 
     #[test]
     fn profile_file_tags_are_plain_words() {
