@@ -12,6 +12,7 @@
 //! | `Status` | `status.rs` | 1 Hz timer | reads the telemetry, watchdog, live status / `--quiet` progress |
 //! | `Switching` | `switching.rs` | switch deadline, `--switch-every` | the switch [`Coordinator`] |
 //! | `ControlSocket` | `control.rs` | listener, backlog EventFd, clients, its mailbox | QMP commands (only with `--api-sock`) |
+//! | `IrqLoadSubscriber` | `irq_load.rs` | the `--irq-load` timer | one device interrupt on every vCPU per period (`vstate::irq_load`) |
 //!
 //! What several of them need lives in one `Run` (`shared.rs`: VM fd,
 //! memory, vCPU handles, console, lifecycle, telemetry reader, what the
