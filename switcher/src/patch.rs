@@ -182,6 +182,8 @@ impl SiteTable {
             }
         }
 
+        // The implementations alone, to compute what each site must hold.
+        let lookup = SiteTable { sites: Vec::new(), impls: resolved };
         let mut sites = Vec::new();
         for (index, e) in entries(sites_raw, SITES_SECTION)?.enumerate() {
             let addr = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
@@ -207,8 +209,7 @@ impl SiteTable {
                 .get(off..off + SITE_LEN)
                 .and_then(|b| b.try_into().ok())
                 .ok_or(PatchError::SiteOutsideText { index, addr })?;
-            let table = SiteTable { sites: Vec::new(), impls: resolved };
-            let expected = table.expected_bytes(&site, BUILD_PROFILE)?;
+            let expected = lookup.expected_bytes(&site, BUILD_PROFILE)?;
             if found != expected {
                 return Err(PatchError::Mismatch { addr, op: op.name(), found, expected, mode: BUILD_PROFILE.name() });
             }

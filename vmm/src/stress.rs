@@ -26,6 +26,7 @@ use switcher::profile::Profile;
 use crate::api::child::ChildVm;
 use crate::exit_code::ExitCode;
 use crate::report::json::RunReport;
+use crate::vstate::telemetry::IrqCounts;
 
 /// Which profiles the stress run switches between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -294,12 +295,9 @@ pub fn run(args: &StressArgs) -> ExitCode {
     let report = std::fs::read_to_string(&json_path).ok().and_then(|t| RunReport::parse(&t).ok());
     let load = report.as_ref().map_or_else(|| "missing".to_string(), |r| r.load_check.result.clone());
     tally.check(load == "ok", format!("load consistency check: {load}"));
-    let irqs = report
-        .as_ref()
-        .and_then(|r| r.irq_load.as_ref())
-        .map(|i| i.cpus.iter().fold((0, 0, 0), |a, c| (a.0 + c.received, a.1 + c.hard, a.2 + c.threaded)));
+    let irqs = report.as_ref().and_then(|r| r.irq_load.as_ref()).map(|i| IrqCounts::total(&i.cpus));
     match irqs {
-        Some((received, hard, threaded)) => tally.check(
+        Some(IrqCounts { received, hard, threaded }) => tally.check(
             received > 0 && hard + threaded <= received,
             format!("device interrupts: {received} taken, {hard} handled in hard-IRQ context, {threaded} by threads"),
         ),
@@ -323,7 +321,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
         m["mode"], m["sites_mode"], m["guest_mode"]
     );
     println!("  profiles switched to: {} of {} ({})", visited.len(), targets.len(), args.modes.name());
-    if let Some((received, hard, threaded)) = irqs {
+    if let Some(IrqCounts { received, hard, threaded }) = irqs {
         println!(
             "  device interrupts: {received} taken, {hard} handled in hard-IRQ context, {threaded} by handler threads"
         );

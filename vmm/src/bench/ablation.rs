@@ -115,8 +115,8 @@ pub fn run_one(
 
 /// (hard, threaded) device interrupts over every CPU.
 fn irq_split(r: &RunReport) -> Option<(u64, u64)> {
-    let irq = r.irq_load.as_ref()?;
-    Some((irq.cpus.iter().map(|c| c.hard).sum(), irq.cpus.iter().map(|c| c.threaded).sum()))
+    let total = crate::vstate::telemetry::IrqCounts::total(&r.irq_load.as_ref()?.cpus);
+    Some((total.hard, total.threaded))
 }
 
 /// Fills every run's p99 gain over the mainline run.

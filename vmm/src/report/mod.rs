@@ -539,23 +539,16 @@ fn wrote(w: &mut Written, what: &'static str, path: &Path, sel: outputs::Selecti
 }
 
 /// The `--irq-load` line of the run's end: what the VMM raised, what the
-/// guest took, and where the handlers ran.
-pub fn irq_load_line(
-    rate_hz: u32,
-    sent: &crate::vstate::irq_load::IrqLoadCounts,
-    w: &telemetry::WorkloadState,
-) -> String {
-    let (mut received, mut hard, mut threaded) = (0u64, 0u64, 0u64);
-    for c in &w.irqs {
-        received += c.received;
-        hard += c.hard;
-        threaded += c.threaded;
-    }
+/// guest took, and where the handlers ran (the rate, work and priority as
+/// the guest's telemetry header publishes them).
+pub fn irq_load_line(sent: &crate::vstate::irq_load::IrqLoadCounts, w: &telemetry::WorkloadState) -> String {
+    let telemetry::IrqCounts { received, hard, threaded } = telemetry::IrqCounts::total(&w.irqs);
     let cpus = w.irqs.len();
     format!(
-        "device interrupts (--irq-load {rate_hz} Hz, {} us each): raised {} times on each of {cpus} vCPUs ({} periods \
+        "device interrupts (--irq-load {} Hz, {} us each): raised {} times on each of {cpus} vCPUs ({} periods \
          late, {} writes failed); the guest took {received} (the rest coalesced in the LAPIC): {hard} handled in \
          hard-IRQ context, {threaded} by handler threads at prio {}, {} not yet handled at the end",
+        w.irq_rate_hz,
         w.irq_work_us,
         sent.periods,
         sent.late_periods,

@@ -23,7 +23,7 @@ pub struct EndInputs<'a> {
     pub switching: &'a Switching,
     pub watchdog: &'a mut Watchdog,
     /// `--irq-load`: the injector's rate and counts.
-    pub irq_load: Option<(u32, crate::vstate::irq_load::IrqLoadCounts)>,
+    pub irq_load: Option<crate::vstate::irq_load::IrqLoadCounts>,
 }
 
 /// How the run ended, in words.
@@ -98,10 +98,10 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
     run.harvest();
     let telemetry = run.telemetry.borrow();
     let measurement = Measurement::from_reader(&telemetry);
-    if let Some((rate, sent)) = &irq_load
+    if let Some(sent) = &irq_load
         && let Some(w) = telemetry.workload()
     {
-        run.say(&report::irq_load_line(*rate, sent, w));
+        run.say(&report::irq_load_line(sent, w));
     }
     if measurement.measured() {
         run.console.report(&report::summary::render(&measurement));
@@ -151,7 +151,7 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
         retained_epochs: telemetry.retain(),
         result,
         stop: guest.stop.clone(),
-        irq_load: irq_load.map(|(_, sent)| sent),
+        irq_load,
     };
     let written = report::write_outputs(&measurement, &info);
     for line in &written.notes {

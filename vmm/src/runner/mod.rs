@@ -86,7 +86,7 @@ use irq_load::IrqLoadSubscriber;
 use shared::{Machine, Run};
 use shutdown::Shutdown;
 use status::Status;
-use switching::Switching;
+use switching::{SwitchEvery, Switching};
 use vcpu_events::{VcpuChannel, VcpuEvents};
 
 mod control;
@@ -214,9 +214,8 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         telemetry: TelemetryReader::new(mem, telemetry.addr, telemetry.layout),
     });
     let shutdown = Shutdown::new(&run, signal_evt, config.duration, config.shutdown_timeout)?;
-    let switching = Switching::new(&run, coordinator, config.switch_every, &config.workload)?;
-    // --switch-every toggles between the boot profile and --switch-to.
-    switching.borrow_mut().set_every_profiles(config.mode, config.switch_to);
+    let every = config.switch_every.map(|period| SwitchEvery { period, to: config.switch_to });
+    let switching = Switching::new(&run, coordinator, every, &config.workload)?;
     let channel = VcpuChannel { events: rx, wake, started: boot_started };
     let printer = StatusPrinter::new(config.output.quiet, std::io::stderr().is_terminal(), config.duration);
     let status = Rc::new(RefCell::new(Status::new(&run, printer, Watchdog::new(config.vcpus, config.watchdog))?));
@@ -252,10 +251,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     }
     console.flush();
     let (switching, mut status) = (switching.borrow(), status.borrow_mut());
-    let irq_load = irq_load.map(|d| {
-        let d = d.borrow();
-        (d.rate_hz(), d.counts())
-    });
+    let irq_load = irq_load.map(|d| d.borrow().counts());
     Ok(end::report(&run, EndInputs { config, switching: &switching, watchdog: status.watchdog(), irq_load }))
 }
 

@@ -30,11 +30,19 @@ use crate::switch::{Cancel, Coordinator, Finished, Origin, Step, SwitchError, Sw
 /// The switch subscriber, as other subscribers call it.
 pub type SwitchHandle = Rc<RefCell<Switching>>;
 
-/// `--switch-every`: its timer, period and ticks.
+/// `--switch-every PERIOD` with `--switch-to PROFILE`.
+pub struct SwitchEvery {
+    pub period: Duration,
+    pub to: Profile,
+}
+
+/// `--switch-every`: its timer, period and ticks, and the two profiles it
+/// toggles between (the boot profile, `--switch-to`).
 struct Every {
     timer: TimerFd,
     period: Duration,
     ticks: pacing::Ticks,
+    profiles: (Profile, Profile),
 }
 
 pub struct Switching {
@@ -45,8 +53,6 @@ pub struct Switching {
     every: Option<Every>,
     /// Where an ended switch is reported (the control socket).
     ends: Option<Sender<Finished>>,
-    /// The two profiles `--switch-every` toggles between (boot, --switch-to).
-    every_profiles: (Profile, Profile),
 }
 
 impl Switching {
@@ -55,27 +61,25 @@ impl Switching {
     pub fn new(
         run: &Shared,
         coordinator: Coordinator,
-        every: Option<Duration>,
+        every: Option<SwitchEvery>,
         workload: &WorkloadRequest,
     ) -> Result<SwitchHandle, RunError> {
         let every = match every {
-            Some(period) => {
+            Some(SwitchEvery { period, to }) => {
                 if let Some(w) = pacing::start_warning(period, workload) {
                     run.console.report(&format!("rtswitch: {w}"));
                 }
-                Some(Every { timer: timer(Some(period), Some(period))?, period, ticks: pacing::Ticks::default() })
+                Some(Every {
+                    timer: timer(Some(period), Some(period))?,
+                    period,
+                    ticks: pacing::Ticks::default(),
+                    profiles: (coordinator.mode(), to),
+                })
             }
             None => None,
         };
         let deadline = timer(None, None)?;
-        let every_profiles = (Profile::MAINLINE, Profile::RT);
-        Ok(Rc::new(RefCell::new(Self { run: run.clone(), coordinator, deadline, every, ends: None, every_profiles })))
-    }
-
-    /// The profiles `--switch-every` toggles between: from `a`, to `b`,
-    /// and back.
-    pub fn set_every_profiles(&mut self, a: Profile, b: Profile) {
-        self.every_profiles = (a, b);
+        Ok(Rc::new(RefCell::new(Self { run: run.clone(), coordinator, deadline, every, ends: None })))
     }
 
     /// Reports every switch that ends to `to` from now on.
@@ -185,12 +189,11 @@ impl Switching {
             return;
         }
         let busy = self.coordinator.in_progress().is_some();
-        if let Some(e) = self.every.as_mut()
-            && !e.ticks.on_timer(expirations, busy)
-        {
+        let Some(e) = self.every.as_mut() else { return };
+        if !e.ticks.on_timer(expirations, busy) {
             return;
         }
-        let (a, b) = self.every_profiles;
+        let (a, b) = e.profiles;
         let target = if self.coordinator.mode() == b { a } else { b };
         if let Err(e) = self.request(target, Origin::Timer) {
             log::warn!("--switch-every: {e}");

@@ -48,7 +48,6 @@ pub struct IrqLoadCounts {
 pub struct IrqInjector {
     fds: Vec<EventFd>,
     timer: TimerFd,
-    rate_hz: u32,
     counts: IrqLoadCounts,
 }
 
@@ -76,7 +75,7 @@ impl IrqInjector {
         let mut timer = TimerFd::new().map_err(|e| IrqLoadError::Fd("a timerfd", e.into()))?;
         let period = Duration::from_nanos(1_000_000_000 / u64::from(rate_hz.max(1)));
         timer.reset(period, Some(period)).map_err(|e| IrqLoadError::Fd("the timer", e.into()))?;
-        Ok(Self { fds, timer, rate_hz, counts: IrqLoadCounts::default() })
+        Ok(Self { fds, timer, counts: IrqLoadCounts::default() })
     }
 
     /// The timer's fd (the control loop watches it).
@@ -94,10 +93,6 @@ impl IrqInjector {
                 self.counts.failed += 1;
             }
         }
-    }
-
-    pub fn rate_hz(&self) -> u32 {
-        self.rate_hz
     }
 
     pub fn counts(&self) -> IrqLoadCounts {

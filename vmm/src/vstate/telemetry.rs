@@ -150,6 +150,17 @@ pub struct IrqCounts {
     pub threaded: u64,
 }
 
+impl IrqCounts {
+    /// The counts of every CPU added up.
+    pub fn total(cpus: &[IrqCounts]) -> IrqCounts {
+        cpus.iter().fold(IrqCounts::default(), |a, c| IrqCounts {
+            received: a.received + c.received,
+            hard: a.hard + c.hard,
+            threaded: a.threaded + c.threaded,
+        })
+    }
+}
+
 impl WorkloadState {
     /// Whether CPU `cpu` runs a measurement thread.
     pub fn measures(&self, cpu: usize) -> bool {
