@@ -222,7 +222,7 @@ fn freeze_until_quiescent() -> bool {
                 mbox_write!(asleep, census.asleep);
                 return true;
             }
-            Some(t) => publish_blocker(t.name(), t.cpu(), t.switch_locks_held.load(Ordering::Relaxed)),
+            Some(t) => publish_blocker(t.0.name(), t.0.cpu(), t.0.switch_locks_held.load(Ordering::Relaxed)),
             None => publish_blocker("(lock registry)", 0, reg.held() as u32),
         }
         // The control thread outranks every task on CPU 0, and those tasks

@@ -409,7 +409,7 @@ fn rt_priority_inversion() -> Result<(), &'static str> {
     }
     let high = sched::spawn("inv-high", 30, cpu, inv_high, 0);
     INV_HIGH_TASK.store(high.slot(), Ordering::SeqCst);
-    let queued = wait_for(|| !sched::task_by_slot(high.slot()).blocked_on.load(Ordering::SeqCst).is_null())
+    let queued = wait_for(|| sched::task_by_slot(high.slot()).blocked_on.load(Ordering::SeqCst) != 0)
         || INV_HIGH_BEFORE_HOG.load(Ordering::SeqCst) != 2;
     let medium = sched::spawn("inv-medium", 20, cpu, inv_medium, 0);
     join_all(&[high, medium, low]);
@@ -536,9 +536,9 @@ fn rt_handoff_order() -> Result<(), &'static str> {
         return Err("the holder never took the lock");
     }
     let low = sched::spawn("handoff-low", 20, 0, order_waiter, 0);
-    let low_queued = wait_for(|| !sched::task_by_slot(low.slot()).blocked_on.load(Ordering::SeqCst).is_null());
+    let low_queued = wait_for(|| sched::task_by_slot(low.slot()).blocked_on.load(Ordering::SeqCst) != 0);
     let high = sched::spawn("handoff-high", 30, 0, order_waiter, 1);
-    let high_queued = wait_for(|| !sched::task_by_slot(high.slot()).blocked_on.load(Ordering::SeqCst).is_null());
+    let high_queued = wait_for(|| sched::task_by_slot(high.slot()).blocked_on.load(Ordering::SeqCst) != 0);
     ORDER_RELEASE.store(true, Ordering::SeqCst);
     join_all(&[holder, low, high]);
     check(low_queued && high_queued, "the waiters never queued")?;

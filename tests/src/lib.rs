@@ -5,7 +5,6 @@
 //! Every run is bounded: a VMM that does not exit within its limit is
 //! killed and the test fails saying so, so no test can hang CI.
 
-pub mod guest_logic;
 pub mod qmp;
 pub mod vm;
 

@@ -1,13 +1,20 @@
-//! Pure, host-testable logic of the guest kernel: data structures and
-//! algorithms with no hardware, no globals and no allocation.
+//! Host-testable logic of the guest kernel: pure data structures and
+//! algorithms, and the *protocol cores* of the switchable locks and the
+//! freezer, which are generic over the atomics and scheduler hooks they
+//! use.
 //!
 //! Every file here is compiled twice: into the guest kernel
-//! (`guest/src/main.rs`: `mod logic;`) and into the host test crate
-//! (`tests/src/guest_logic.rs`, through `#[path]`), where its unit tests run
-//! under a plain `cargo test`. So the files follow three rules:
+//! (`guest/src/main.rs`: `mod logic;`), which runs the cores on its own
+//! atomics and scheduler, and into the host crate `model/` (through
+//! `#[path]`), where the unit tests run under a plain `cargo test` and the
+//! model checker runs the same cores under every schedule of a few tasks
+//! (its atomics are points where another task may run). So the files
+//! follow three rules:
 //!
 //! - `core` only (no `std`, no `alloc`): fixed-capacity structures;
 //! - no `crate::` paths: only `super::` between these files, and `core`;
+//!   what a core needs of the kernel is a trait it declares, which the
+//!   kernel (`sync/`, `sched/`) and the model implement;
 //! - no `unsafe`.
 //!
 //! Modules:
@@ -15,11 +22,19 @@
 //!   equal priorities, O(1) top/insert/remove/requeue (rtmutex waiter lists,
 //!   a task's set of top waiters of the locks it holds, run queues);
 //! - [`pi`]: priority-inheritance bookkeeping: effective priorities, the PI
-//!   chain walk with a bounded depth and deadlock detection, deboosting, and
-//!   a reference [`pi::Model`] that drives them.
+//!   chain walk with a bounded depth and deadlock detection, deboosting;
+//! - [`atomic`]: the atomic operations the cores use, as traits;
+//! - [`rtmutex`]: the rt lock (wake and take, steal, PI, freeze back-out);
+//! - [`mainline_lock`]: the mainline lock (preempt-off spin, freeze
+//!   back-out);
+//! - [`freezer`]: freeze request, safe points, census and thaw.
 
+pub mod atomic;
+pub mod freezer;
+pub mod mainline_lock;
 pub mod pi;
 pub mod prio_list;
+pub mod rtmutex;
 
 /// A tiny xorshift64 PRNG for the property-style host tests (no crates).
 #[cfg(test)]

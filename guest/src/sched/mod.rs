@@ -67,8 +67,8 @@ pub use scheduler::{
 pub use selftest::{preempted_without_resched_points, selftest_preemption};
 #[allow(unused_imports)]
 pub use task::{
-    GuardPages, IDLE_PRIO, MAX_PRIO, MAX_TASKS, MIN_PRIO, STACK_SIZE, TASK_SLOTS, Task, TaskId, TaskState, current,
-    stack_guard_pages, task, task_by_slot,
+    GuardPages, IDLE_PRIO, MAX_PRIO, MAX_TASKS, MIN_PRIO, STACK_SIZE, TASK_SLOTS, Task, TaskId, TaskRef, TaskState,
+    current, stack_guard_pages, task, task_by_slot,
 };
 #[allow(unused_imports)]
 pub use timer::{

@@ -38,7 +38,7 @@ use crate::arch::percpu;
 use core::cell::UnsafeCell;
 use core::fmt;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use switcher::abi::MAX_CPUS;
 
 /// Spawnable kernel threads (idle tasks not counted).
@@ -136,8 +136,9 @@ pub struct Task {
     pub on_cpu: AtomicBool,
     /// Switchable locks held (maintained by the lock code).
     pub switch_locks_held: AtomicU32,
-    /// The switchable lock this task waits for, or null (lock code).
-    pub blocked_on: AtomicPtr<()>,
+    /// The address of the switchable lock this task is queued on, or 0
+    /// (lock code).
+    pub blocked_on: AtomicUsize,
     /// Never frozen: the task promises never to take a switchable lock
     /// (asserted by `SpinLock`); see `freezer`.
     pub nofreeze: AtomicBool,
@@ -166,7 +167,7 @@ impl Task {
             cpu: AtomicU32::new(0),
             on_cpu: AtomicBool::new(false),
             switch_locks_held: AtomicU32::new(0),
-            blocked_on: AtomicPtr::new(ptr::null_mut()),
+            blocked_on: AtomicUsize::new(0),
             nofreeze: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
             in_lock_slowpath: AtomicBool::new(false),
@@ -258,6 +259,19 @@ impl fmt::Debug for Task {
         write!(f, "task {} '{}' (cpu {}, prio {})", self.id(), self.name(), self.cpu(), self.prio())
     }
 }
+
+/// A task compared by identity: the handle the protocol cores
+/// (`logic::rtmutex`, `logic::freezer`) name tasks by.
+#[derive(Clone, Copy)]
+pub struct TaskRef(pub &'static Task);
+
+impl PartialEq for TaskRef {
+    fn eq(&self, other: &Self) -> bool {
+        ptr::eq(self.0, other.0)
+    }
+}
+
+impl Eq for TaskRef {}
 
 static TASKS: [Task; SLOTS] = [const { Task::new() }; SLOTS];
 
@@ -389,7 +403,7 @@ pub(super) fn init_claimed(t: &'static Task, name: &'static str, prio: u8, cpu: 
     t.cpu.store(cpu, Ordering::Relaxed);
     t.on_cpu.store(false, Ordering::Relaxed);
     t.switch_locks_held.store(0, Ordering::Relaxed);
-    t.blocked_on.store(ptr::null_mut(), Ordering::Relaxed);
+    t.blocked_on.store(0, Ordering::Relaxed);
     t.nofreeze.store(false, Ordering::Relaxed);
     t.frozen.store(false, Ordering::Relaxed);
     t.in_lock_slowpath.store(false, Ordering::Relaxed);

@@ -4,27 +4,29 @@
 //! [`LockCore`] is the layout of every `SpinLock` (`spinlock.rs`), used by
 //! mainline (`mainline.rs`), rt (`rt.rs`, which owns the waiter lists this
 //! word points to), the lock table (`lock_table.rs`) and read by the VMM
-//! (its first two fields are ABI). A lock is free in both modes exactly
+//! (its first two fields are ABI). Its words are the protocol cores'
+//! [`LockWord`] (`logic::rtmutex`). A lock is free in both modes exactly
 //! when its owner word is 0 and it has no waiter list. This file imports
 //! none of those files: they are built on it.
 
-use core::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
 
 use super::registry;
+use crate::logic::rtmutex::LockWord;
 use crate::sched;
 
+pub use crate::logic::rtmutex::HAS_WAITERS;
+
 /// The state both implementations share (see the module doc). The VMM
-/// reads the first two fields of every registered lock (`lock_table`):
-/// their offsets are ABI (`switcher::abi::lock_word`).
+/// reads the two words of every registered lock (`lock_table`): their
+/// offsets are ABI (`switcher::abi::lock_word`).
 #[repr(C)]
 pub struct LockCore {
-    /// Owning task's address, 0 when free. rt: bit 0 set while waiters are
-    /// queued ([`HAS_WAITERS`]), possibly with no owner.
-    pub(super) owner: AtomicUsize,
-    /// rt: waiters, highest priority first (protected by the PI lock).
-    pub(super) waiters: WaiterList,
+    /// The owner word (rt: bit 0 set while waiters are queued,
+    /// [`HAS_WAITERS`], possibly with no owner) and the rt waiter list.
+    pub(super) word: LockWord<AtomicUsize, AtomicU16>,
     /// In the lock table (`lock_table`).
-    pub(super) registered: core::sync::atomic::AtomicBool,
+    pub(super) registered: AtomicBool,
     /// For diagnostics (deadlock reports, might_sleep messages).
     pub(super) name: &'static str,
 }
@@ -32,9 +34,8 @@ pub struct LockCore {
 impl LockCore {
     pub const fn new(name: &'static str) -> Self {
         Self {
-            owner: AtomicUsize::new(0),
-            waiters: WaiterList::new(),
-            registered: core::sync::atomic::AtomicBool::new(false),
+            word: LockWord { owner: AtomicUsize::new(0), waiters: AtomicU16::new(0) },
+            registered: AtomicBool::new(false),
             name,
         }
     }
@@ -45,40 +46,16 @@ impl LockCore {
 
     /// Whether the lock is free in both modes' terms.
     pub fn is_free(&self) -> bool {
-        self.owner.load(Ordering::Acquire) == 0 && self.waiters.is_empty()
-    }
-}
-
-/// What a lock implementation returns when it left its wait for a freeze
-/// without the lock (the caller freezes and tries again).
-pub const BACKED_OUT: u64 = 2;
-
-/// Owner-word flag: waiters are queued; unlock must hand off.
-pub const HAS_WAITERS: usize = 1;
-
-/// A lock's handle on a waiter list: 0 = none, else table index + 1.
-pub struct WaiterList(pub(super) AtomicU16);
-
-impl WaiterList {
-    pub const fn new() -> Self {
-        Self(AtomicU16::new(0))
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.load(Ordering::Acquire) == 0
-    }
-
-    pub(super) fn slot(&self) -> Option<usize> {
-        match self.0.load(Ordering::Acquire) {
-            0 => None,
-            n => Some(usize::from(n) - 1),
-        }
+        self.word.is_free()
     }
 }
 
 const _: () = {
-    assert!(core::mem::offset_of!(LockCore, owner) as u64 == switcher::abi::lock_word::OWNER);
-    assert!(core::mem::offset_of!(LockCore, waiters) as u64 == switcher::abi::lock_word::WAITERS);
+    assert!(core::mem::offset_of!(LockCore, word) == 0, "a lock's address is its word's");
+    assert!(core::mem::offset_of!(LockWord<AtomicUsize, AtomicU16>, owner) as u64 == switcher::abi::lock_word::OWNER);
+    assert!(
+        core::mem::offset_of!(LockWord<AtomicUsize, AtomicU16>, waiters) as u64 == switcher::abi::lock_word::WAITERS
+    );
     assert!(HAS_WAITERS as u64 == switcher::abi::lock_word::HAS_WAITERS);
 };
 

@@ -1,74 +1,75 @@
-//! Mainline implementation of the switchable lock: `spinlock_t` as in a
-//! kernel without PREEMPT_RT. Preemption is disabled from before the spin
-//! until after the unlock, so the holder runs to its unlock (interrupts
-//! still arrive and are handled, but never schedule another task here).
-//!
-//! A test-and-test-and-set lock on the owner word (the rtmutex's word, so
-//! a free lock is free in both modes), not a ticket lock: a waiter must be
-//! able to abandon its wait. When a freeze starts, a waiter that holds no
-//! other switchable lock stops spinning, freezes, and tries again after
-//! the thaw, so a switch waits for at most the critical section in
-//! progress, not for a queue of them (a ticket, once taken, cannot be given
-//! back). The price is fairness: a waiter may be overtaken.
+//! The mainline implementation of the switchable lock: the protocol core
+//! `logic::mainline_lock` (preempt-off test-and-test-and-set spin on the
+//! owner word, with the freeze back-out; documented there) run on the
+//! kernel's preempt count, freezer and tasks, behind the `extern "C"` entry
+//! points the patched call sites reach.
 //!
 //! Reached only through patched call sites (`site.rs`); see `spinlock.rs`
 //! for the layout both modes share.
 
 use core::sync::atomic::Ordering;
 
-use super::lock_core::{BACKED_OUT, LockCore, slowpath_enter, slowpath_exit};
-use crate::sched::{self, freezer};
+use super::lock_core::{LockCore, slowpath_enter, slowpath_exit};
+use crate::logic::mainline_lock::{self, MainlineKernel};
+use crate::sched::{self, TaskRef, freezer};
 
-#[inline(always)]
-fn try_take(lock: &LockCore, me: usize) -> bool {
-    lock.owner.load(Ordering::Relaxed) == 0
-        && lock.owner.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed).is_ok()
-}
-
-/// Spins until the lock is taken. Returns 1 if it had to wait, or
-/// `BACKED_OUT` (without the lock) when a freeze started meanwhile.
+/// Spins until the lock is taken (`mainline_lock::lock`).
 pub extern "C" fn lock(lock: *const LockCore) -> u64 {
     // SAFETY: call sites pass a pointer to a live LockCore (`spinlock.rs`).
-    let lock = unsafe { &*lock };
-    let task = sched::current();
-    let me = task as *const _ as usize;
-    sched::preempt_disable();
-    if try_take(lock, me) {
-        return 0;
-    }
-    slowpath_enter(task);
-    while !try_take(lock, me) {
-        if freezer::freezing() && task.switch_locks_held.load(Ordering::Relaxed) == 0 {
-            // Leave the wait for the freeze, and this implementation with
-            // it: the caller freezes and calls again through the call site,
-            // which may select the other implementation by then.
-            slowpath_exit(task);
-            sched::preempt_enable();
-            return BACKED_OUT;
-        }
-        core::hint::spin_loop();
-    }
-    slowpath_exit(task);
-    1
+    mainline_lock::lock(&Kernel, unsafe { &(*lock).word.owner })
 }
 
-/// Takes the lock only if it is free right now. Returns 1 on success.
+/// Takes the lock only if it is free right now (`mainline_lock::try_lock`).
 pub extern "C" fn try_lock(lock: *const LockCore) -> u64 {
     // SAFETY: as for `lock`.
-    let lock = unsafe { &*lock };
-    sched::preempt_disable();
-    if try_take(lock, sched::current() as *const _ as usize) {
-        return 1;
-    }
-    sched::preempt_enable();
-    0
+    mainline_lock::try_lock(&Kernel, unsafe { &(*lock).word.owner })
 }
 
-/// Frees the lock and re-enables preemption (which may reschedule).
+/// Frees the lock and re-enables preemption (`mainline_lock::unlock`).
 pub extern "C" fn unlock(lock: *const LockCore) -> u64 {
     // SAFETY: as for `lock`.
-    let lock = unsafe { &*lock };
-    lock.owner.store(0, Ordering::Release);
-    sched::preempt_enable();
-    0
+    mainline_lock::unlock(&Kernel, unsafe { &(*lock).word.owner })
+}
+
+/// The kernel as the mainline lock core sees it.
+struct Kernel;
+
+impl MainlineKernel for Kernel {
+    type Task = TaskRef;
+
+    #[inline(always)]
+    fn current(&self) -> TaskRef {
+        TaskRef(sched::current())
+    }
+
+    #[inline(always)]
+    fn task_word(&self, t: TaskRef) -> usize {
+        core::ptr::from_ref(t.0) as usize
+    }
+
+    #[inline(always)]
+    fn preempt_disable(&self) {
+        sched::preempt_disable();
+    }
+
+    #[inline(always)]
+    fn preempt_enable(&self) {
+        sched::preempt_enable();
+    }
+
+    fn freezing(&self) -> bool {
+        freezer::freezing()
+    }
+
+    fn locks_held(&self, t: TaskRef) -> u32 {
+        t.0.switch_locks_held.load(Ordering::Relaxed)
+    }
+
+    fn slowpath_enter(&self, t: TaskRef) {
+        slowpath_enter(t.0);
+    }
+
+    fn slowpath_exit(&self, t: TaskRef) {
+        slowpath_exit(t.0);
+    }
 }

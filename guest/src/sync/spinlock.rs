@@ -26,7 +26,6 @@ use core::sync::atomic::Ordering;
 
 use switcher::abi::sites::SiteOp;
 
-use super::lock_core::BACKED_OUT;
 pub use super::lock_core::LockCore;
 use super::{mainline, registry};
 use crate::sched;
@@ -59,17 +58,8 @@ impl<T> SpinLock<T> {
         assert_not_irq(&self.core);
         // A preemption point before a lock that may block (`voluntary`).
         switch_call0!(SiteOp::MightResched, crate::sched::preempt_sites::resched);
-        let mut contended;
-        loop {
-            contended = switch_call!(SiteOp::Lock, mainline::lock, &self.core as *const LockCore);
-            if contended != BACKED_OUT {
-                break;
-            }
-            // The implementation left its wait for a freeze, holding
-            // nothing: freeze here, outside any lock code, then call again
-            // through the (possibly re-patched) call site.
-            sched::freezer::try_to_freeze();
-        }
+        let contended =
+            sched::freezer::lock_loop(|| switch_call!(SiteOp::Lock, mainline::lock, &self.core as *const LockCore));
         acquired(contended != 0);
         SpinLockGuard { lock: self, _not_send: PhantomData }
     }

@@ -1,0 +1,147 @@
+//! Model checks of the rt lock (`logic::rtmutex`): every schedule, up to
+//! the preemption bound, of a few tasks taking two locks, with the lock's
+//! invariants checked at every PI lock acquisition (mutual exclusion, no
+//! lost wake-up, PI boost and deboost) and every lock free, every
+//! priority back to base at the end. Shuttle reports a schedule in which
+//! every task sleeps as a deadlock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rtswitch_model::explore::{Bounds, Explored, expect_failure, explore};
+use rtswitch_model::kernel::{Config, TaskSpec, World};
+
+const L: usize = 0;
+const M: usize = 1;
+
+/// Waits (yielding) until `flag` is set: orders a scenario's steps without
+/// counting as a preemption.
+fn await_flag(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        shuttle::thread::yield_now();
+    }
+}
+
+/// Waits until task `t` is queued on a lock.
+fn await_queued(w: &World, t: usize) {
+    while w.task(t).queued_on() == 0 {
+        shuttle::thread::yield_now();
+    }
+}
+
+fn report(name: &str, explored: Explored) {
+    println!("{name}: {explored}");
+}
+
+/// The review's finding 1: U holds L; B holds M and waits for L; A waits
+/// for L. U unlocks L: the lock is ownerless and A (the top waiter) is
+/// woken. Before A runs, X blocks on M and boosts B above A: B is now the
+/// top waiter of an ownerless lock. Someone must wake B.
+fn requeue_on_an_ownerless_lock() {
+    let w = World::new(
+        &[TaskSpec::new("U", 20), TaskSpec::new("B", 5), TaskSpec::new("A", 15), TaskSpec::new("X", 50)],
+        &["L", "M"],
+        Config::default(),
+    );
+    let u_has_l = Arc::new(AtomicBool::new(false));
+    let b_has_m = Arc::new(AtomicBool::new(false));
+    let release_u = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    {
+        let (u_has_l, release_u) = (u_has_l.clone(), release_u.clone());
+        threads.push(w.spawn(0, move |w| {
+            w.site_lock(L);
+            u_has_l.store(true, Ordering::SeqCst);
+            await_flag(&release_u);
+            w.site_unlock(L);
+        }));
+    }
+    {
+        let (u_has_l, b_has_m) = (u_has_l.clone(), b_has_m.clone());
+        threads.push(w.spawn(1, move |w| {
+            await_flag(&u_has_l);
+            w.site_lock(M);
+            b_has_m.store(true, Ordering::SeqCst);
+            w.site_lock(L);
+            w.site_unlock(L);
+            w.site_unlock(M);
+        }));
+    }
+    {
+        let b_has_m = b_has_m.clone();
+        threads.push(w.spawn(2, move |w| {
+            await_flag(&b_has_m);
+            await_queued(w, 1);
+            w.site_lock(L);
+            w.site_unlock(L);
+        }));
+    }
+    {
+        let release_u = release_u.clone();
+        threads.push(w.spawn(3, move |w| {
+            await_flag(&release_u);
+            w.site_lock(M);
+            w.site_unlock(M);
+        }));
+    }
+    // U lets go of L once A and B are both queued on it; X comes then.
+    while w.task(1).queued_on() == 0 || w.task(2).queued_on() == 0 {
+        shuttle::thread::yield_now();
+    }
+    release_u.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().expect("a model task panicked");
+    }
+    w.check_idle();
+}
+
+#[test]
+fn a_waiter_boosted_to_the_top_of_an_ownerless_lock_is_woken() {
+    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, requeue_on_an_ownerless_lock);
+    assert!(explored.complete, "{explored}");
+    report("requeue on an ownerless lock", explored);
+}
+
+/// Tasks of three priorities take two locks, one of them nested in the
+/// other: contention, PI chains through the nested lock, hand-overs, and
+/// a newcomer that may outrank a woken waiter (a steal).
+fn nested_locks(w: &Arc<World>) {
+    let t0 = w.spawn(0, |w| {
+        w.site_lock(L);
+        w.site_lock(M);
+        w.site_unlock(M);
+        w.site_unlock(L);
+    });
+    let t1 = w.spawn(1, |w| {
+        w.site_lock(M);
+        w.site_unlock(M);
+    });
+    let t2 = w.spawn(2, |w| {
+        w.site_lock(L);
+        w.site_unlock(L);
+    });
+    for t in [t0, t1, t2] {
+        t.join().expect("a model task panicked");
+    }
+    w.check_idle();
+}
+
+fn three_tasks(config: Config) -> Arc<World> {
+    World::new(&[TaskSpec::new("low", 10), TaskSpec::new("mid", 20), TaskSpec::new("high", 30)], &["L", "M"], config)
+}
+
+#[test]
+fn three_tasks_two_nested_locks_keep_every_invariant() {
+    let explored =
+        explore(Bounds { preemptions: 2, ..Bounds::default() }, || nested_locks(&three_tasks(Config::default())));
+    assert!(explored.complete, "{explored}");
+    report("three tasks, two nested locks", explored);
+}
+
+#[test]
+fn without_pi_the_model_sees_an_owner_below_its_waiter() {
+    let msg = expect_failure(Bounds { preemptions: 2, ..Bounds::default() }, || {
+        nested_locks(&three_tasks(Config { pi: false, ..Config::default() }))
+    });
+    assert!(msg.contains("PI:"), "{msg}");
+}
