@@ -21,7 +21,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 
-use crate::explore::choose;
+use crate::explore::{access, choose};
 use crate::logic::atomic::{Atomic, AtomicInt};
 
 /// A value an atomic can hold, as the 64-bit word the model keeps.
@@ -53,9 +53,29 @@ impl Word for bool {
     }
 }
 
-/// A model atomic holding a `T`.
+/// One memory location: its value in a plain cell (model threads are
+/// coroutines on one OS thread: nothing runs between two scheduling
+/// points but the running thread), and a shuttle atomic beside it whose
+/// accesses are the scheduling points.
+pub struct Cell64 {
+    memory: std::sync::atomic::AtomicU64,
+    point: shuttle::sync::atomic::AtomicBool,
+}
+
+impl Cell64 {
+    fn new(v: u64) -> Self {
+        Self { memory: std::sync::atomic::AtomicU64::new(v), point: shuttle::sync::atomic::AtomicBool::new(false) }
+    }
+
+    /// One scheduling point (another model thread may run first).
+    fn point(&self) {
+        access(|| self.point.load(Ordering::SeqCst));
+    }
+}
+
+/// A model atomic holding a `T`: every access is one scheduling point.
 pub struct MAtomic<T> {
-    memory: shuttle::sync::atomic::AtomicU64,
+    cell: Cell64,
     _t: std::marker::PhantomData<T>,
 }
 
@@ -68,7 +88,8 @@ std::thread_local! {
 }
 
 shuttle::thread_local! {
-    /// This model thread's store buffer: (cell, value), oldest first.
+    /// This model thread's store buffer: (cell address, value), oldest
+    /// first.
     static STORE_BUFFER: RefCell<VecDeque<(usize, u64)>> = RefCell::new(VecDeque::new());
 }
 
@@ -105,23 +126,30 @@ fn before_access() {
 }
 
 /// The cell a buffered store goes to.
-fn cell_of(addr: usize) -> &'static shuttle::sync::atomic::AtomicU64 {
-    // SAFETY: buffers only hold addresses of the `memory` cells of live
-    // `MAtomic`s: a model's atomics live in its world, which outlives its
-    // threads, and every thread drains its buffer before it ends
-    // (`drain_all` in `crate::kernel`'s thread wrapper).
-    unsafe { &*(addr as *const shuttle::sync::atomic::AtomicU64) }
+fn cell_of(addr: usize) -> &'static Cell64 {
+    // SAFETY: buffers only hold addresses of the cells of live `MAtomic`s:
+    // a model's atomics live in its world, which outlives its threads, and
+    // every thread drains its buffer before it ends (`drain_all` in
+    // `crate::kernel`'s thread wrapper).
+    unsafe { &*(addr as *const Cell64) }
 }
 
-/// Drains this thread's buffer entirely (a locked instruction, a fence,
-/// blocking).
+/// Writes this thread's buffered stores to memory, oldest first, now.
+fn drain_now() {
+    while let Some((addr, v)) = STORE_BUFFER.with(|b| b.borrow_mut().pop_front()) {
+        cell_of(addr).memory.store(v, Ordering::SeqCst);
+    }
+}
+
+/// Drains this thread's store buffer entirely (before it blocks or ends):
+/// other threads may run first, then every buffered store lands.
 pub fn drain_all() {
     if !tso() {
         return;
     }
-    while let Some((addr, v)) = STORE_BUFFER.with(|b| b.borrow_mut().pop_front()) {
-        cell_of(addr).store(v, Ordering::SeqCst);
-    }
+    let Some(first) = STORE_BUFFER.with(|b| b.borrow().front().map(|&(a, _)| a)) else { return };
+    cell_of(first).point();
+    drain_now();
 }
 
 /// Lets the search drain some of this thread's oldest buffered stores now.
@@ -131,7 +159,7 @@ fn maybe_drain() {
     }
     while STORE_BUFFER.with(|b| !b.borrow().is_empty()) && choose(2) == 1 {
         if let Some((addr, v)) = STORE_BUFFER.with(|b| b.borrow_mut().pop_front()) {
-            cell_of(addr).store(v, Ordering::SeqCst);
+            cell_of(addr).memory.store(v, Ordering::SeqCst);
         }
     }
 }
@@ -144,27 +172,30 @@ pub fn fence() {
 
 impl<T: Word> MAtomic<T> {
     pub fn new(value: T) -> Self {
-        Self { memory: shuttle::sync::atomic::AtomicU64::new(value.to_word()), _t: std::marker::PhantomData }
+        Self { cell: Cell64::new(value.to_word()), _t: std::marker::PhantomData }
     }
 
     fn addr(&self) -> usize {
-        std::ptr::from_ref(&self.memory) as usize
+        std::ptr::from_ref(&self.cell) as usize
     }
 
     /// The value in memory, seen by no particular thread, without a
     /// scheduling point (for checks made where the model is stopped).
     pub fn peek(&self) -> T {
-        T::from_word(self.memory.load(Ordering::SeqCst))
+        T::from_word(self.cell.memory.load(Ordering::SeqCst))
     }
 
-    /// A locked read-modify-write: drains the store buffer, then one
-    /// atomic step.
-    fn rmw(&self, f: impl Fn(u64) -> u64) -> u64 {
+    /// A locked read-modify-write: one atomic step that first drains the
+    /// store buffer.
+    fn rmw(&self, f: impl FnOnce(u64) -> u64) -> u64 {
         before_access();
-        drain_all();
-        match self.memory.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| Some(f(v))) {
-            Ok(v) | Err(v) => v,
+        self.cell.point();
+        if tso() {
+            drain_now();
         }
+        let old = self.cell.memory.load(Ordering::SeqCst);
+        self.cell.memory.store(f(old), Ordering::SeqCst);
+        old
     }
 }
 
@@ -172,23 +203,22 @@ impl<T: Word> Atomic<T> for MAtomic<T> {
     fn load(&self, _order: Ordering) -> T {
         before_access();
         maybe_drain();
+        self.cell.point();
         let addr = self.addr();
         let buffered = STORE_BUFFER.with(|b| b.borrow().iter().rev().find(|(a, _)| *a == addr).map(|&(_, v)| v));
-        T::from_word(buffered.unwrap_or_else(|| self.memory.load(Ordering::SeqCst)))
+        T::from_word(buffered.unwrap_or_else(|| self.cell.memory.load(Ordering::SeqCst)))
     }
 
     fn store(&self, value: T, order: Ordering) {
         before_access();
         if tso() && order != Ordering::SeqCst {
+            // Into the buffer: nobody else can see it yet, so no
+            // scheduling point; draining it is one.
             maybe_drain();
-            let addr = self.addr();
-            STORE_BUFFER.with(|b| b.borrow_mut().push_back((addr, value.to_word())));
-            // The store's own scheduling point (what others may do before
-            // the buffer is even written is no different from after).
-            self.memory.load(Ordering::SeqCst);
+            STORE_BUFFER.with(|b| b.borrow_mut().push_back((self.addr(), value.to_word())));
         } else {
-            drain_all();
-            self.memory.store(value.to_word(), Ordering::SeqCst);
+            // `xchg`: locked, it drains the buffer first.
+            self.rmw(|_| value.to_word());
         }
     }
 

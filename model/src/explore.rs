@@ -138,7 +138,19 @@ impl Search {
     }
 }
 
+/// Where the running model thread is in an access ([`access`]).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Point {
+    /// Not inside one: every scheduling point is a choice.
+    Free,
+    /// Before the access: a choice.
+    Before,
+    /// After it: not a choice (the next access has its own).
+    After,
+}
+
 thread_local! {
+    static POINT: std::cell::Cell<Point> = const { std::cell::Cell::new(Point::Free) };
     /// The search of the exploration running on this OS thread (shuttle
     /// runs every model thread as a coroutine on the caller's thread).
     static SEARCH: RefCell<Option<Rc<RefCell<Search>>>> = const { RefCell::new(None) };
@@ -167,6 +179,20 @@ impl Scheduler for BoundedDfs {
         let mut s = self.0.borrow_mut();
         let ids: Vec<TaskId> = runnable.iter().map(|t| t.id()).collect();
         let cur = current.filter(|c| ids.contains(c));
+        // Shuttle's atomics switch before and after each access; only the
+        // first is a choice (nothing shared happens before the next one).
+        match POINT.with(|p| p.get()) {
+            Point::Before => POINT.with(|p| p.set(Point::After)),
+            Point::After => {
+                POINT.with(|p| p.set(Point::Free));
+                if let Some(c) = cur
+                    && !yielding
+                {
+                    return Some(c);
+                }
+            }
+            Point::Free => {}
+        }
         match (current, yielding) {
             (Some(c), true) => {
                 if !s.yielders.contains(&c) {
@@ -215,6 +241,15 @@ impl Scheduler for BoundedDfs {
     fn next_u64(&mut self) -> u64 {
         panic!("the models take their data choices through explore::choose, not shuttle::rand")
     }
+}
+
+/// Runs `op`, one access to a shuttle atomic, as one scheduling point:
+/// another thread may run before it, not again after it.
+pub fn access<R>(op: impl FnOnce() -> R) -> R {
+    POINT.with(|p| p.set(Point::Before));
+    let r = op();
+    POINT.with(|p| p.set(Point::Free));
+    r
 }
 
 /// A data choice: a value in `0..n`, every one of which the search tries

@@ -61,6 +61,38 @@ impl Impl {
     }
 }
 
+/// A one-way gate a scenario orders its steps with: waiting blocks the
+/// model thread (no spinning, which the search would have to interleave)
+/// until the gate opens.
+pub struct Gate {
+    open: Mutex<bool>,
+    opened: shuttle::sync::Condvar,
+}
+
+impl Gate {
+    pub fn new() -> Self {
+        Self { open: Mutex::new(false), opened: shuttle::sync::Condvar::new() }
+    }
+
+    pub fn open(&self) {
+        *self.open.lock().expect("not poisoned") = true;
+        self.opened.notify_all();
+    }
+
+    pub fn wait(&self) {
+        let mut open = self.open.lock().expect("not poisoned");
+        while !*open {
+            open = self.opened.wait(open).expect("not poisoned");
+        }
+    }
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A model task.
 pub struct MTask {
     pub name: &'static str,
@@ -85,6 +117,8 @@ pub struct MTask {
     in_impl: AtomicU8,
     /// On the thaw queue (guarded by the queue's mutex).
     on_thaw_queue: AtomicBool,
+    /// Opens when the task first queues as a lock waiter.
+    pub queued: Gate,
 }
 
 const NO_IMPL: u8 = u8::MAX;
@@ -188,6 +222,7 @@ impl World {
                         preempt_count: AtomicU32::new(0),
                         in_impl: AtomicU8::new(NO_IMPL),
                         on_thaw_queue: AtomicBool::new(false),
+                        queued: Gate::new(),
                     }
                 })
                 .collect(),
@@ -578,6 +613,9 @@ impl RtKernel for World {
 
     fn set_blocked_on(&self, t: usize, lock: usize) {
         self.tasks[t].blocked_on.store(lock, Ordering::Release);
+        if lock != 0 {
+            self.tasks[t].queued.open();
+        }
     }
 
     fn lock_at(&self, addr: usize) -> &rtmutex::Lock<Self> {

@@ -6,28 +6,12 @@
 //! every task sleeps as a deadlock.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use rtswitch_model::explore::{Bounds, Explored, expect_failure, explore};
-use rtswitch_model::kernel::{Config, TaskSpec, World};
+use rtswitch_model::kernel::{Config, Gate, TaskSpec, World};
 
 const L: usize = 0;
 const M: usize = 1;
-
-/// Waits (yielding) until `flag` is set: orders a scenario's steps without
-/// counting as a preemption.
-fn await_flag(flag: &AtomicBool) {
-    while !flag.load(Ordering::SeqCst) {
-        shuttle::thread::yield_now();
-    }
-}
-
-/// Waits until task `t` is queued on a lock.
-fn await_queued(w: &World, t: usize) {
-    while w.task(t).queued_on() == 0 {
-        shuttle::thread::yield_now();
-    }
-}
 
 fn report(name: &str, explored: Explored) {
     println!("{name}: {explored}");
@@ -43,52 +27,47 @@ fn requeue_on_an_ownerless_lock() {
         &["L", "M"],
         Config::default(),
     );
-    let u_has_l = Arc::new(AtomicBool::new(false));
-    let b_has_m = Arc::new(AtomicBool::new(false));
-    let release_u = Arc::new(AtomicBool::new(false));
+    let u_has_l = Arc::new(Gate::new());
+    let b_has_m = Arc::new(Gate::new());
+    let release_u = Arc::new(Gate::new());
     let mut threads = Vec::new();
     {
         let (u_has_l, release_u) = (u_has_l.clone(), release_u.clone());
         threads.push(w.spawn(0, move |w| {
             w.site_lock(L);
-            u_has_l.store(true, Ordering::SeqCst);
-            await_flag(&release_u);
+            u_has_l.open();
+            release_u.wait();
             w.site_unlock(L);
         }));
     }
     {
         let (u_has_l, b_has_m) = (u_has_l.clone(), b_has_m.clone());
         threads.push(w.spawn(1, move |w| {
-            await_flag(&u_has_l);
+            u_has_l.wait();
             w.site_lock(M);
-            b_has_m.store(true, Ordering::SeqCst);
+            b_has_m.open();
             w.site_lock(L);
             w.site_unlock(L);
             w.site_unlock(M);
         }));
     }
-    {
-        let b_has_m = b_has_m.clone();
-        threads.push(w.spawn(2, move |w| {
-            await_flag(&b_has_m);
-            await_queued(w, 1);
-            w.site_lock(L);
-            w.site_unlock(L);
-        }));
-    }
+    threads.push(w.spawn(2, move |w| {
+        w.task(1).queued.wait();
+        w.site_lock(L);
+        w.site_unlock(L);
+    }));
     {
         let release_u = release_u.clone();
         threads.push(w.spawn(3, move |w| {
-            await_flag(&release_u);
+            release_u.wait();
             w.site_lock(M);
             w.site_unlock(M);
         }));
     }
     // U lets go of L once A and B are both queued on it; X comes then.
-    while w.task(1).queued_on() == 0 || w.task(2).queued_on() == 0 {
-        shuttle::thread::yield_now();
-    }
-    release_u.store(true, Ordering::SeqCst);
+    w.task(1).queued.wait();
+    w.task(2).queued.wait();
+    release_u.open();
     for t in threads {
         t.join().expect("a model task panicked");
     }
@@ -97,7 +76,7 @@ fn requeue_on_an_ownerless_lock() {
 
 #[test]
 fn a_waiter_boosted_to_the_top_of_an_ownerless_lock_is_woken() {
-    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, requeue_on_an_ownerless_lock);
+    let explored = explore(Bounds { preemptions: 0, ..Bounds::default() }, requeue_on_an_ownerless_lock);
     assert!(explored.complete, "{explored}");
     report("requeue on an ownerless lock", explored);
 }

@@ -35,7 +35,8 @@
 //! `pi_waiters`: a `PrioList` of lock ids keyed by top-waiter priority) makes
 //! `max over owned locks` O(1); [`PiGraph::max_top_waiter_prio_of_held`] is
 //! where an implementation reads it, and [`PiGraph::requeue_waiter`] is where
-//! it must keep it current. [`Model`] does exactly that.
+//! it must keep it current (the tests' `fixture::HandOffGraph` keeps such a
+//! cache; the kernel scans its few contended locks).
 //!
 //! # The chain walk
 //!
@@ -76,7 +77,7 @@
 //!
 //! On an error the steps already taken stay applied: the caller dequeues the
 //! blocker again and calls [`propagate_from_lock`], which walks the same
-//! chain and undoes them (what [`Model::lock`] does). In the kernel both
+//! chain and undoes them. In the kernel both
 //! errors are a bug and a panic that prints the [`PiError`] (which names the
 //! tasks and locks).
 //!
@@ -89,26 +90,31 @@
 //!
 //! # The rtmutex slow path in these terms
 //!
+//! (`rtmutex`, the protocol core, is the code; this is its PI part.)
+//!
 //! Block (`lock` finds an owner, adaptive spinning gave up):
 //! 1. queue the task in the lock's waiter list at its effective priority,
-//!    mark it blocked on the lock, refresh the owner's top-waiter cache;
+//!    mark it blocked on the lock;
 //! 2. [`walk_chain`]`(graph, task, lock)`: boosts the owner chain; an error
 //!    is a panic;
-//! 3. sleep until the lock is handed over (or the wait is aborted: dequeue,
-//!    unmark, [`propagate_from_lock`]).
+//! 3. sleep until woken as the top waiter of an ownerless lock (then take
+//!    it: dequeue, unmark, [`adjust_prio`] to inherit from the waiters
+//!    left), or until a freeze makes it leave (dequeue, unmark,
+//!    [`propagate_from_lock`]).
 //!
-//! Unlock (by the owner, with waiters):
-//! 1. dequeue the top waiter, unmark it blocked, drop the lock from the
-//!    owner's top-waiter cache, make the top waiter the owner (direct
-//!    hand-off: a lower-priority task cannot steal the lock), add the lock to
-//!    the new owner's cache if waiters remain, wake it;
-//! 2. [`deboost`]`(graph, old owner)` (back to the max of its remaining held
-//!    locks' top waiters, or its base) and [`adjust_prio`]`(graph, new
-//!    owner)`.
+//! Unlock (by the owner, with waiters): leave the lock ownerless and
+//! marked contended, [`deboost`]`(graph, old owner)` (back to the max of
+//! its remaining held locks' top waiters, or its base), wake the top
+//! waiter (*wake and take*: the woken task takes the lock itself; a
+//! newcomer that outranks it may take it first).
+//!
+//! While a lock is ownerless with waiters, its top waiter is awake: a walk
+//! that ends there after requeueing a waiter in it wakes the new top
+//! waiter if the top changed ([`PiGraph::wake_top_waiter`]).
 
 use core::fmt;
 
-use super::prio_list::{Prio, PrioList};
+use super::prio_list::Prio;
 
 /// The longest chain a walk follows, in locks (the first lock included).
 pub const MAX_PI_CHAIN_DEPTH: usize = 16;
@@ -270,6 +276,14 @@ pub trait PiGraph {
     fn set_effective_prio(&mut self, task: TaskId, prio: Prio);
     /// The priority of the lock's top waiter, `None` without waiters.
     fn top_waiter_prio(&self, lock: LockId) -> Option<Prio>;
+    /// The lock's top waiter, `None` without waiters.
+    fn top_waiter(&self, lock: LockId) -> Option<TaskId>;
+    /// Wakes `task`, a waiter that is now the top waiter of an ownerless
+    /// lock, so that it runs and takes the lock (the kernel's wake and
+    /// take: an unlock leaves the lock ownerless and wakes the top waiter
+    /// of that moment; a requeue that puts another waiter on top must wake
+    /// that one too, or nobody takes the lock).
+    fn wake_top_waiter(&mut self, task: TaskId);
     /// Moves `task`, queued as a waiter of `lock`, to priority `prio`
     /// ([`PrioList::requeue`]: to the back of its new priority class), and
     /// updates whatever `max_top_waiter_prio_of_held` of `lock`'s owner
@@ -309,7 +323,7 @@ pub fn compute_effective_prio<G: PiGraph + ?Sized>(graph: &G, task: TaskId) -> P
 pub fn walk_chain<G: PiGraph + ?Sized>(graph: &mut G, blocker: TaskId, lock: LockId) -> Result<ChainWalk, PiError> {
     let mut chain = Chain::new();
     chain.push((blocker, lock));
-    walk(graph, lock, Some(blocker), chain, ChainWalk::default())
+    walk(graph, lock, Some(blocker), None, chain, ChainWalk::default())
 }
 
 /// Recomputes `task`'s effective priority (after its base priority changed,
@@ -324,10 +338,11 @@ pub fn adjust_prio<G: PiGraph + ?Sized>(graph: &mut G, task: TaskId) -> Result<C
     graph.set_effective_prio(task, new);
     done.changed = 1;
     let Some(lock) = graph.blocked_on(task) else { return Ok(done) };
+    let top_before = graph.top_waiter(lock);
     graph.requeue_waiter(lock, task, new);
     let mut chain = Chain::new();
     chain.push((task, lock));
-    walk(graph, lock, None, chain, done)
+    walk(graph, lock, None, Some(top_before), chain, done)
 }
 
 /// After `task` released a lock (and the lock was handed over or freed, and
@@ -342,22 +357,36 @@ pub fn deboost<G: PiGraph + ?Sized>(graph: &mut G, task: TaskId) -> Result<Chain
 /// wait timed out or was aborted, or [`walk_chain`] failed): recomputes the
 /// owner and walks on down the chain while priorities change.
 pub fn propagate_from_lock<G: PiGraph + ?Sized>(graph: &mut G, lock: LockId) -> Result<ChainWalk, PiError> {
-    walk(graph, lock, None, Chain::new(), ChainWalk::default())
+    walk(graph, lock, None, None, Chain::new(), ChainWalk::default())
 }
 
 /// The walk from `lock` (module documentation). With `blocker`, it runs to
 /// the end of the chain and reports a cycle through `blocker`; without, it
 /// stops at the first step that changes nothing. `chain` holds the pairs
-/// already walked.
+/// already walked. `top_before` is `Some(top waiter before)` when the step
+/// that led to `lock` requeued a waiter in it.
 fn walk<G: PiGraph + ?Sized>(
     graph: &mut G,
     mut lock: LockId,
     blocker: Option<TaskId>,
+    mut top_before: Option<Option<TaskId>>,
     mut chain: Chain,
     mut done: ChainWalk,
 ) -> Result<ChainWalk, PiError> {
     loop {
-        let Some(owner) = graph.owner_of(lock) else { return Ok(done) };
+        let Some(owner) = graph.owner_of(lock) else {
+            // An ownerless lock with waiters: its top waiter of the unlock
+            // was woken to take it. A requeue that put another waiter on
+            // top wakes that one (Linux: rt_mutex_adjust_prio_chain), or
+            // every waiter may sleep on a lock nobody takes.
+            if let Some(before) = top_before
+                && let Some(top) = graph.top_waiter(lock)
+                && before != Some(top)
+            {
+                graph.wake_top_waiter(top);
+            }
+            return Ok(done);
+        };
         if Some(owner) == blocker {
             return Err(PiError::Deadlock { cycle: chain });
         }
@@ -369,7 +398,9 @@ fn walk<G: PiGraph + ?Sized>(
             done.changed += 1;
         }
         let Some(next) = graph.blocked_on(owner) else { return Ok(done) };
+        top_before = None;
         if changed {
+            top_before = Some(graph.top_waiter(next));
             graph.requeue_waiter(next, owner, new);
         } else if blocker.is_none() {
             return Ok(done);
@@ -381,276 +412,293 @@ fn walk<G: PiGraph + ?Sized>(
     }
 }
 
-/// How [`Model::lock`] went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LockOutcome {
-    /// The lock was free and is now owned by the task.
-    Acquired,
-    /// The task is queued as a waiter; the owner chain was boosted.
-    Blocked(ChainWalk),
-}
+/// The tests' graph (see [`fixture::HandOffGraph`]).
+#[cfg(test)]
+mod fixture {
+    use super::super::prio_list::PrioList;
+    use super::*;
 
-/// An invariant [`Model::check_invariants`] found broken.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Violation {
-    /// A task is blocked on a lock without being queued in its waiter list,
-    /// or queued without being blocked on it.
-    WaiterQueue { task: TaskId, lock: LockId },
-    /// W: a waiter is queued at another priority than its effective one.
-    WaiterPrio { task: TaskId, lock: LockId, queued: Prio, effective: Prio },
-    /// E: recomputed from scratch, the effective priority differs.
-    EffectivePrio { task: TaskId, effective: Prio, expected: Prio },
-    /// The owner's top-waiter cache disagrees with the lock's waiter list.
-    PiCache { task: TaskId, lock: LockId },
-    /// A lock has waiters but no owner (hand-off never leaves one).
-    WaitersWithoutOwner { lock: LockId },
-    /// A: following blocked-on and owner from the task comes back to it.
-    Cycle { task: TaskId },
-}
-
-/// A reference implementation of the graph, with fixed arrays: `T` tasks,
-/// `L` locks, waiter lists and per-task top-waiter caches as [`PrioList`]s.
-/// Its operations are the rtmutex slow path's, in the order the kernel does
-/// them; the tests drive it, and it is the place to reason about the
-/// algorithm.
-#[derive(Clone)]
-pub struct Model<const T: usize, const L: usize> {
-    base: [Prio; T],
-    effective: [Prio; T],
-    blocked_on: [Option<LockId>; T],
-    owner: [Option<TaskId>; L],
-    /// Per lock: its waiters (task ids) keyed by their effective priority.
-    waiters: [PrioList<T>; L],
-    /// Per task: the locks it owns that have waiters, keyed by their top
-    /// waiter's priority (Linux's `pi_waiters`).
-    pi_waiters: [PrioList<L>; T],
-}
-
-impl<const T: usize, const L: usize> Model<T, L> {
-    /// Every task at base priority 0, every lock free.
-    pub const fn new() -> Self {
-        Self {
-            base: [0; T],
-            effective: [0; T],
-            blocked_on: [None; T],
-            owner: [None; L],
-            waiters: [const { PrioList::new() }; L],
-            pi_waiters: [const { PrioList::new() }; T],
-        }
+    /// How [`HandOffGraph::lock`] went.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum LockOutcome {
+        /// The lock was free and is now owned by the task.
+        Acquired,
+        /// The task is queued as a waiter; the owner chain was boosted.
+        Blocked(ChainWalk),
     }
 
-    /// Tasks with these base priorities, every lock free.
-    pub fn with_base_prios(prios: [Prio; T]) -> Self {
-        let mut model = Self::new();
-        model.base = prios;
-        model.effective = prios;
-        model
+    /// An invariant [`HandOffGraph::check_invariants`] found broken.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Violation {
+        /// A task is blocked on a lock without being queued in its waiter list,
+        /// or queued without being blocked on it.
+        WaiterQueue { task: TaskId, lock: LockId },
+        /// W: a waiter is queued at another priority than its effective one.
+        WaiterPrio { task: TaskId, lock: LockId, queued: Prio, effective: Prio },
+        /// E: recomputed from scratch, the effective priority differs.
+        EffectivePrio { task: TaskId, effective: Prio, expected: Prio },
+        /// The owner's top-waiter cache disagrees with the lock's waiter list.
+        PiCache { task: TaskId, lock: LockId },
+        /// A lock has waiters but no owner (hand-off never leaves one).
+        WaitersWithoutOwner { lock: LockId },
+        /// A: following blocked-on and owner from the task comes back to it.
+        Cycle { task: TaskId },
     }
 
-    /// The waiters of `lock`, in hand-off order.
-    pub fn waiters(&self, lock: LockId) -> &PrioList<T> {
-        &self.waiters[lock.index()]
+    /// A graph for the chain-walk tests, with fixed arrays: `T` tasks, `L`
+    /// locks, waiter lists and per-task top-waiter caches as [`PrioList`]s.
+    /// Its unlock hands the lock straight to the top waiter, which keeps the
+    /// tests about the walk short; that is *not* the kernel's lock protocol
+    /// (wake and take: `rtmutex`), which the model checker (`model/`) runs
+    /// itself.
+    #[derive(Clone)]
+    pub struct HandOffGraph<const T: usize, const L: usize> {
+        pub(super) base: [Prio; T],
+        pub(super) effective: [Prio; T],
+        pub(super) blocked_on: [Option<LockId>; T],
+        pub(super) owner: [Option<TaskId>; L],
+        /// Per lock: its waiters (task ids) keyed by their effective priority.
+        pub(super) waiters: [PrioList<T>; L],
+        /// Per task: the locks it owns that have waiters, keyed by their top
+        /// waiter's priority (Linux's `pi_waiters`).
+        pub(super) pi_waiters: [PrioList<L>; T],
     }
 
-    /// The locks `task` owns that have waiters, by top-waiter priority.
-    pub fn pi_waiters(&self, task: TaskId) -> &PrioList<L> {
-        &self.pi_waiters[task.index()]
-    }
-
-    /// `task` (running: not blocked) locks `lock`: takes it if free, else
-    /// queues as a waiter and walks the chain. On an error the task is not
-    /// queued and every priority is as before.
-    ///
-    /// Panics if `task` is blocked.
-    pub fn lock(&mut self, task: TaskId, lock: LockId) -> Result<LockOutcome, PiError> {
-        assert!(self.blocked_on[task.index()].is_none(), "{task} is blocked and cannot lock");
-        if self.try_lock(task, lock) {
-            return Ok(LockOutcome::Acquired);
-        }
-        let prio = self.effective[task.index()];
-        self.waiters[lock.index()].insert(task.index(), prio).expect("a running task is in no waiter list");
-        self.blocked_on[task.index()] = Some(lock);
-        self.refresh_pi_cache(lock);
-        match walk_chain(self, task, lock) {
-            Ok(done) => Ok(LockOutcome::Blocked(done)),
-            Err(err) => {
-                self.dequeue_waiter(task, lock);
-                propagate_from_lock(self, lock).expect("undoing a walk retraces a chain that fits");
-                Err(err)
+    impl<const T: usize, const L: usize> HandOffGraph<T, L> {
+        /// Every task at base priority 0, every lock free.
+        pub const fn new() -> Self {
+            Self {
+                base: [0; T],
+                effective: [0; T],
+                blocked_on: [None; T],
+                owner: [None; L],
+                waiters: [const { PrioList::new() }; L],
+                pi_waiters: [const { PrioList::new() }; T],
             }
         }
-    }
 
-    /// Takes `lock` if it is free.
-    pub fn try_lock(&mut self, task: TaskId, lock: LockId) -> bool {
-        if self.owner[lock.index()].is_some() {
-            return false;
+        /// Tasks with these base priorities, every lock free.
+        pub fn with_base_prios(prios: [Prio; T]) -> Self {
+            let mut model = Self::new();
+            model.base = prios;
+            model.effective = prios;
+            model
         }
-        self.owner[lock.index()] = Some(task);
-        // A free lock has no waiters (hand-off), so no cache to refresh.
-        true
-    }
 
-    /// `task` releases `lock`, handing it to the top waiter if there is one
-    /// (returned), and deboosts.
-    ///
-    /// Panics if `task` does not own `lock`.
-    pub fn unlock(&mut self, task: TaskId, lock: LockId) -> Result<Option<TaskId>, PiError> {
-        assert_eq!(self.owner[lock.index()], Some(task), "{task} unlocks {lock}, which it does not own");
-        let _ = self.pi_waiters[task.index()].remove(lock.index());
-        let next = self.waiters[lock.index()].pop().map(|(id, _)| TaskId(id as u16));
-        self.owner[lock.index()] = next;
-        if let Some(next) = next {
-            self.blocked_on[next.index()] = None;
+        /// The waiters of `lock`, in hand-off order.
+        pub fn waiters(&self, lock: LockId) -> &PrioList<T> {
+            &self.waiters[lock.index()]
+        }
+
+        /// The locks `task` owns that have waiters, by top-waiter priority.
+        pub fn pi_waiters(&self, task: TaskId) -> &PrioList<L> {
+            &self.pi_waiters[task.index()]
+        }
+
+        /// `task` (running: not blocked) locks `lock`: takes it if free, else
+        /// queues as a waiter and walks the chain. On an error the task is not
+        /// queued and every priority is as before.
+        ///
+        /// Panics if `task` is blocked.
+        pub fn lock(&mut self, task: TaskId, lock: LockId) -> Result<LockOutcome, PiError> {
+            assert!(self.blocked_on[task.index()].is_none(), "{task} is blocked and cannot lock");
+            if self.try_lock(task, lock) {
+                return Ok(LockOutcome::Acquired);
+            }
+            let prio = self.effective[task.index()];
+            self.waiters[lock.index()].insert(task.index(), prio).expect("a running task is in no waiter list");
+            self.blocked_on[task.index()] = Some(lock);
             self.refresh_pi_cache(lock);
-            adjust_prio(self, next)?;
+            match walk_chain(self, task, lock) {
+                Ok(done) => Ok(LockOutcome::Blocked(done)),
+                Err(err) => {
+                    self.dequeue_waiter(task, lock);
+                    propagate_from_lock(self, lock).expect("undoing a walk retraces a chain that fits");
+                    Err(err)
+                }
+            }
         }
-        deboost(self, task)?;
-        Ok(next)
-    }
 
-    /// `task`'s wait ends without the lock (timeout, signal): it leaves the
-    /// waiter list and the chain it boosted is deboosted.
-    ///
-    /// Panics if `task` is not blocked.
-    pub fn abort_wait(&mut self, task: TaskId) -> Result<ChainWalk, PiError> {
-        let lock = self.blocked_on[task.index()].unwrap_or_else(|| panic!("{task} is not blocked"));
-        self.dequeue_waiter(task, lock);
-        propagate_from_lock(self, lock)
-    }
+        /// Takes `lock` if it is free.
+        pub fn try_lock(&mut self, task: TaskId, lock: LockId) -> bool {
+            if self.owner[lock.index()].is_some() {
+                return false;
+            }
+            self.owner[lock.index()] = Some(task);
+            // A free lock has no waiters (hand-off), so no cache to refresh.
+            true
+        }
 
-    /// Changes `task`'s base priority (it may be blocked) and propagates.
-    pub fn set_base_prio(&mut self, task: TaskId, prio: Prio) -> Result<ChainWalk, PiError> {
-        self.base[task.index()] = prio;
-        adjust_prio(self, task)
-    }
+        /// `task` releases `lock`, handing it to the top waiter if there is one
+        /// (returned), and deboosts.
+        ///
+        /// Panics if `task` does not own `lock`.
+        pub fn unlock(&mut self, task: TaskId, lock: LockId) -> Result<Option<TaskId>, PiError> {
+            assert_eq!(self.owner[lock.index()], Some(task), "{task} unlocks {lock}, which it does not own");
+            let _ = self.pi_waiters[task.index()].remove(lock.index());
+            let next = self.waiters[lock.index()].pop().map(|(id, _)| TaskId(id as u16));
+            self.owner[lock.index()] = next;
+            if let Some(next) = next {
+                self.blocked_on[next.index()] = None;
+                self.refresh_pi_cache(lock);
+                adjust_prio(self, next)?;
+            }
+            deboost(self, task)?;
+            Ok(next)
+        }
 
-    /// Checks W, E, A and the consistency of waiter lists and caches,
-    /// recomputing everything from scratch (not through the caches).
-    pub fn check_invariants(&self) -> Result<(), Violation> {
-        for t in 0..T {
-            let task = TaskId(t as u16);
-            // Blocked exactly where queued.
+        /// `task`'s wait ends without the lock (timeout, signal): it leaves the
+        /// waiter list and the chain it boosted is deboosted.
+        ///
+        /// Panics if `task` is not blocked.
+        pub fn abort_wait(&mut self, task: TaskId) -> Result<ChainWalk, PiError> {
+            let lock = self.blocked_on[task.index()].unwrap_or_else(|| panic!("{task} is not blocked"));
+            self.dequeue_waiter(task, lock);
+            propagate_from_lock(self, lock)
+        }
+
+        /// Changes `task`'s base priority (it may be blocked) and propagates.
+        pub fn set_base_prio(&mut self, task: TaskId, prio: Prio) -> Result<ChainWalk, PiError> {
+            self.base[task.index()] = prio;
+            adjust_prio(self, task)
+        }
+
+        /// Checks W, E, A and the consistency of waiter lists and caches,
+        /// recomputing everything from scratch (not through the caches).
+        pub fn check_invariants(&self) -> Result<(), Violation> {
+            for t in 0..T {
+                let task = TaskId(t as u16);
+                // Blocked exactly where queued.
+                for l in 0..L {
+                    let lock = LockId(l as u16);
+                    if self.waiters[l].contains(t) != (self.blocked_on[t] == Some(lock)) {
+                        return Err(Violation::WaiterQueue { task, lock });
+                    }
+                }
+                // W.
+                if let Some(lock) = self.blocked_on[t] {
+                    let queued = self.waiters[lock.index()].prio_of(t).unwrap_or(0);
+                    if queued != self.effective[t] {
+                        return Err(Violation::WaiterPrio { task, lock, queued, effective: self.effective[t] });
+                    }
+                }
+                // E, from the waiters' effective priorities.
+                let mut expected = self.base[t];
+                for l in 0..L {
+                    if self.owner[l] == Some(task) {
+                        for (w, _) in &self.waiters[l] {
+                            expected = expected.max(self.effective[w]);
+                        }
+                    }
+                }
+                if expected != self.effective[t] {
+                    return Err(Violation::EffectivePrio { task, effective: self.effective[t], expected });
+                }
+                // A.
+                let mut cur = task;
+                for _ in 0..=T {
+                    let Some(lock) = self.blocked_on[cur.index()] else { break };
+                    let Some(owner) = self.owner[lock.index()] else { break };
+                    if owner == task {
+                        return Err(Violation::Cycle { task });
+                    }
+                    cur = owner;
+                }
+            }
             for l in 0..L {
                 let lock = LockId(l as u16);
-                if self.waiters[l].contains(t) != (self.blocked_on[t] == Some(lock)) {
-                    return Err(Violation::WaiterQueue { task, lock });
+                let top = self.waiters[l].top_prio();
+                match self.owner[l] {
+                    None if top.is_some() => return Err(Violation::WaitersWithoutOwner { lock }),
+                    Some(owner) if self.pi_waiters[owner.index()].prio_of(l) != top => {
+                        return Err(Violation::PiCache { task: owner, lock });
+                    }
+                    _ => {}
                 }
-            }
-            // W.
-            if let Some(lock) = self.blocked_on[t] {
-                let queued = self.waiters[lock.index()].prio_of(t).unwrap_or(0);
-                if queued != self.effective[t] {
-                    return Err(Violation::WaiterPrio { task, lock, queued, effective: self.effective[t] });
-                }
-            }
-            // E, from the waiters' effective priorities.
-            let mut expected = self.base[t];
-            for l in 0..L {
-                if self.owner[l] == Some(task) {
-                    for (w, _) in &self.waiters[l] {
-                        expected = expected.max(self.effective[w]);
+                // No other task caches this lock.
+                for t in 0..T {
+                    if self.owner[l] != Some(TaskId(t as u16)) && self.pi_waiters[t].contains(l) {
+                        return Err(Violation::PiCache { task: TaskId(t as u16), lock });
                     }
                 }
             }
-            if expected != self.effective[t] {
-                return Err(Violation::EffectivePrio { task, effective: self.effective[t], expected });
-            }
-            // A.
-            let mut cur = task;
-            for _ in 0..=T {
-                let Some(lock) = self.blocked_on[cur.index()] else { break };
-                let Some(owner) = self.owner[lock.index()] else { break };
-                if owner == task {
-                    return Err(Violation::Cycle { task });
-                }
-                cur = owner;
-            }
+            Ok(())
         }
-        for l in 0..L {
-            let lock = LockId(l as u16);
-            let top = self.waiters[l].top_prio();
-            match self.owner[l] {
-                None if top.is_some() => return Err(Violation::WaitersWithoutOwner { lock }),
-                Some(owner) if self.pi_waiters[owner.index()].prio_of(l) != top => {
-                    return Err(Violation::PiCache { task: owner, lock });
-                }
-                _ => {}
-            }
-            // No other task caches this lock.
-            for t in 0..T {
-                if self.owner[l] != Some(TaskId(t as u16)) && self.pi_waiters[t].contains(l) {
-                    return Err(Violation::PiCache { task: TaskId(t as u16), lock });
-                }
-            }
+
+        fn dequeue_waiter(&mut self, task: TaskId, lock: LockId) {
+            self.waiters[lock.index()].remove(task.index()).expect("a blocked task is queued on its lock");
+            self.blocked_on[task.index()] = None;
+            self.refresh_pi_cache(lock);
         }
-        Ok(())
+
+        /// Makes the owner's cache entry for `lock` match its top waiter.
+        fn refresh_pi_cache(&mut self, lock: LockId) {
+            let Some(owner) = self.owner[lock.index()] else { return };
+            let cache = &mut self.pi_waiters[owner.index()];
+            let l = lock.index();
+            let result = match (self.waiters[l].top_prio(), cache.contains(l)) {
+                (Some(prio), true) => cache.requeue(l, prio),
+                (Some(prio), false) => cache.insert(l, prio),
+                (None, true) => cache.remove(l).map(|_| ()),
+                (None, false) => Ok(()),
+            };
+            result.expect("lock ids are below the cache's capacity");
+        }
     }
 
-    fn dequeue_waiter(&mut self, task: TaskId, lock: LockId) {
-        self.waiters[lock.index()].remove(task.index()).expect("a blocked task is queued on its lock");
-        self.blocked_on[task.index()] = None;
-        self.refresh_pi_cache(lock);
+    impl<const T: usize, const L: usize> Default for HandOffGraph<T, L> {
+        fn default() -> Self {
+            Self::new()
+        }
     }
 
-    /// Makes the owner's cache entry for `lock` match its top waiter.
-    fn refresh_pi_cache(&mut self, lock: LockId) {
-        let Some(owner) = self.owner[lock.index()] else { return };
-        let cache = &mut self.pi_waiters[owner.index()];
-        let l = lock.index();
-        let result = match (self.waiters[l].top_prio(), cache.contains(l)) {
-            (Some(prio), true) => cache.requeue(l, prio),
-            (Some(prio), false) => cache.insert(l, prio),
-            (None, true) => cache.remove(l).map(|_| ()),
-            (None, false) => Ok(()),
-        };
-        result.expect("lock ids are below the cache's capacity");
-    }
-}
+    impl<const T: usize, const L: usize> PiGraph for HandOffGraph<T, L> {
+        fn owner_of(&self, lock: LockId) -> Option<TaskId> {
+            self.owner[lock.index()]
+        }
 
-impl<const T: usize, const L: usize> Default for Model<T, L> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+        fn blocked_on(&self, task: TaskId) -> Option<LockId> {
+            self.blocked_on[task.index()]
+        }
 
-impl<const T: usize, const L: usize> PiGraph for Model<T, L> {
-    fn owner_of(&self, lock: LockId) -> Option<TaskId> {
-        self.owner[lock.index()]
-    }
+        fn base_prio(&self, task: TaskId) -> Prio {
+            self.base[task.index()]
+        }
 
-    fn blocked_on(&self, task: TaskId) -> Option<LockId> {
-        self.blocked_on[task.index()]
-    }
+        fn effective_prio(&self, task: TaskId) -> Prio {
+            self.effective[task.index()]
+        }
 
-    fn base_prio(&self, task: TaskId) -> Prio {
-        self.base[task.index()]
-    }
+        fn set_effective_prio(&mut self, task: TaskId, prio: Prio) {
+            self.effective[task.index()] = prio;
+        }
 
-    fn effective_prio(&self, task: TaskId) -> Prio {
-        self.effective[task.index()]
-    }
+        fn top_waiter_prio(&self, lock: LockId) -> Option<Prio> {
+            self.waiters[lock.index()].top_prio()
+        }
 
-    fn set_effective_prio(&mut self, task: TaskId, prio: Prio) {
-        self.effective[task.index()] = prio;
-    }
+        fn requeue_waiter(&mut self, lock: LockId, task: TaskId, prio: Prio) {
+            self.waiters[lock.index()].requeue(task.index(), prio).expect("the walk requeues queued waiters only");
+            self.refresh_pi_cache(lock);
+        }
 
-    fn top_waiter_prio(&self, lock: LockId) -> Option<Prio> {
-        self.waiters[lock.index()].top_prio()
-    }
+        fn max_top_waiter_prio_of_held(&self, task: TaskId) -> Option<Prio> {
+            self.pi_waiters[task.index()].top_prio()
+        }
 
-    fn requeue_waiter(&mut self, lock: LockId, task: TaskId, prio: Prio) {
-        self.waiters[lock.index()].requeue(task.index(), prio).expect("the walk requeues queued waiters only");
-        self.refresh_pi_cache(lock);
-    }
+        fn top_waiter(&self, lock: LockId) -> Option<TaskId> {
+            self.waiters[lock.index()].top_id().map(|t| TaskId(t as u16))
+        }
 
-    fn max_top_waiter_prio_of_held(&self, task: TaskId) -> Option<Prio> {
-        self.pi_waiters[task.index()].top_prio()
+        fn wake_top_waiter(&mut self, task: TaskId) {
+            panic!("{task} woken: a hand-off graph never leaves a lock ownerless with waiters");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::fixture::*;
     use super::*;
 
     const A: TaskId = TaskId(0);
@@ -661,17 +709,17 @@ mod tests {
     const L1: LockId = LockId(1);
     const L2: LockId = LockId(2);
 
-    fn check<const T: usize, const L: usize>(m: &Model<T, L>) {
+    fn check<const T: usize, const L: usize>(m: &HandOffGraph<T, L>) {
         if let Err(v) = m.check_invariants() {
             panic!("invariant broken: {v:?}");
         }
     }
 
-    fn eff<const T: usize, const L: usize>(m: &Model<T, L>, t: TaskId) -> Prio {
+    fn eff<const T: usize, const L: usize>(m: &HandOffGraph<T, L>, t: TaskId) -> Prio {
         m.effective_prio(t)
     }
 
-    fn blocked<const T: usize, const L: usize>(m: &mut Model<T, L>, t: TaskId, l: LockId) -> ChainWalk {
+    fn blocked<const T: usize, const L: usize>(m: &mut HandOffGraph<T, L>, t: TaskId, l: LockId) -> ChainWalk {
         match m.lock(t, l) {
             Ok(LockOutcome::Blocked(done)) => {
                 check(m);
@@ -681,7 +729,7 @@ mod tests {
         }
     }
 
-    fn acquired<const T: usize, const L: usize>(m: &mut Model<T, L>, t: TaskId, l: LockId) {
+    fn acquired<const T: usize, const L: usize>(m: &mut HandOffGraph<T, L>, t: TaskId, l: LockId) {
         assert_eq!(m.lock(t, l), Ok(LockOutcome::Acquired), "{t} locking {l}");
         check(m);
     }
@@ -701,7 +749,7 @@ mod tests {
 
     #[test]
     fn uncontended_lock_and_unlock_change_nothing() {
-        let mut m = Model::<2, 2>::with_base_prios([3, 7]);
+        let mut m = HandOffGraph::<2, 2>::with_base_prios([3, 7]);
         acquired(&mut m, A, L0);
         assert_eq!(m.owner_of(L0), Some(A));
         assert!(!m.try_lock(B, L0));
@@ -714,7 +762,7 @@ mod tests {
     #[test]
     fn low_holder_is_boosted_by_high_waiter_and_deboosted_on_release() {
         let (low, high) = (A, B);
-        let mut m = Model::<2, 1>::with_base_prios([1, 10]);
+        let mut m = HandOffGraph::<2, 1>::with_base_prios([1, 10]);
         acquired(&mut m, low, L0);
         let done = blocked(&mut m, high, L0);
         assert_eq!(done, ChainWalk { steps: 1, changed: 1 });
@@ -730,7 +778,7 @@ mod tests {
 
     #[test]
     fn lower_priority_waiter_does_not_boost() {
-        let mut m = Model::<2, 1>::with_base_prios([10, 1]);
+        let mut m = HandOffGraph::<2, 1>::with_base_prios([10, 1]);
         acquired(&mut m, A, L0);
         assert_eq!(blocked(&mut m, B, L0), ChainWalk { steps: 1, changed: 0 });
         assert_eq!(eff(&m, A), 10);
@@ -738,7 +786,7 @@ mod tests {
 
     #[test]
     fn hand_off_order_is_priority_then_fifo() {
-        let mut m = Model::<5, 1>::with_base_prios([1, 5, 9, 5, 9]);
+        let mut m = HandOffGraph::<5, 1>::with_base_prios([1, 5, 9, 5, 9]);
         acquired(&mut m, TaskId(0), L0);
         for t in 1..5 {
             blocked(&mut m, TaskId(t), L0);
@@ -757,7 +805,7 @@ mod tests {
     #[test]
     fn chain_boosts_the_end_and_deboosts_when_the_wait_times_out() {
         // A waits on L1 held by B; B waits on L2 held by C.
-        let mut m = Model::<3, 3>::with_base_prios([30, 20, 10]);
+        let mut m = HandOffGraph::<3, 3>::with_base_prios([30, 20, 10]);
         acquired(&mut m, B, L1);
         acquired(&mut m, C, L2);
         blocked(&mut m, B, L2);
@@ -774,7 +822,7 @@ mod tests {
 
     #[test]
     fn chain_unwinds_through_hand_offs() {
-        let mut m = Model::<3, 3>::with_base_prios([30, 20, 10]);
+        let mut m = HandOffGraph::<3, 3>::with_base_prios([30, 20, 10]);
         acquired(&mut m, B, L1);
         acquired(&mut m, C, L2);
         blocked(&mut m, B, L2);
@@ -796,7 +844,7 @@ mod tests {
     fn boosted_waiter_moves_up_in_its_waiter_list() {
         // L2 held by C, waiters D (25, first) then B (20); A (30) blocks on
         // L1 held by B: B is boosted to 30 and moves ahead of D.
-        let mut m = Model::<4, 3>::with_base_prios([30, 20, 10, 25]);
+        let mut m = HandOffGraph::<4, 3>::with_base_prios([30, 20, 10, 25]);
         acquired(&mut m, B, L1);
         acquired(&mut m, C, L2);
         blocked(&mut m, D, L2);
@@ -819,7 +867,7 @@ mod tests {
     #[test]
     fn deboost_goes_to_the_max_of_the_remaining_top_waiters() {
         let owner = TaskId(0);
-        let mut m = Model::<4, 3>::with_base_prios([1, 10, 20, 15]);
+        let mut m = HandOffGraph::<4, 3>::with_base_prios([1, 10, 20, 15]);
         for l in [L0, L1, L2] {
             acquired(&mut m, owner, l);
         }
@@ -841,7 +889,7 @@ mod tests {
 
     #[test]
     fn base_prio_changes_propagate() {
-        let mut m = Model::<3, 2>::with_base_prios([5, 4, 3]);
+        let mut m = HandOffGraph::<3, 2>::with_base_prios([5, 4, 3]);
         acquired(&mut m, B, L0);
         acquired(&mut m, C, L1);
         blocked(&mut m, B, L1);
@@ -872,7 +920,7 @@ mod tests {
             *p = k as Prio;
         }
         prios[N - 1] = 50;
-        let mut m = Model::<N, N>::with_base_prios(prios);
+        let mut m = HandOffGraph::<N, N>::with_base_prios(prios);
         for k in 0..N {
             acquired(&mut m, TaskId(k as u16), LockId(k as u16));
         }
@@ -906,7 +954,7 @@ mod tests {
     #[test]
     fn deadlock_of_two_equal_priority_tasks() {
         // Equal priorities: the walk changes nothing, yet must find the cycle.
-        let mut m = Model::<2, 2>::with_base_prios([5, 5]);
+        let mut m = HandOffGraph::<2, 2>::with_base_prios([5, 5]);
         acquired(&mut m, A, L0);
         acquired(&mut m, B, L1);
         blocked(&mut m, A, L1);
@@ -922,7 +970,7 @@ mod tests {
 
     #[test]
     fn deadlock_of_three_tasks_is_reported_and_undone() {
-        let mut m = Model::<3, 3>::with_base_prios([1, 2, 30]);
+        let mut m = HandOffGraph::<3, 3>::with_base_prios([1, 2, 30]);
         acquired(&mut m, A, L0);
         acquired(&mut m, B, L1);
         acquired(&mut m, C, L2);
@@ -944,7 +992,7 @@ mod tests {
 
     #[test]
     fn relocking_an_owned_lock_is_a_deadlock_of_one() {
-        let mut m = Model::<1, 1>::with_base_prios([3]);
+        let mut m = HandOffGraph::<1, 1>::with_base_prios([3]);
         acquired(&mut m, A, L0);
         assert_eq!(m.lock(A, L0), Err(PiError::Deadlock { cycle: chain_of(&[(A, L0)]) }));
         check(&m);
@@ -954,7 +1002,7 @@ mod tests {
     fn walk_stops_at_a_free_lock() {
         // A graph where the lock a task waits on has no owner (in a kernel
         // whose unlock wakes waiters instead of handing off): nothing to boost.
-        let mut m = Model::<2, 1>::with_base_prios([9, 1]);
+        let mut m = HandOffGraph::<2, 1>::with_base_prios([9, 1]);
         m.waiters[0].insert(A.index(), 9).unwrap();
         m.blocked_on[A.index()] = Some(L0);
         assert_eq!(walk_chain(&mut m, A, L0), Ok(ChainWalk::default()));
@@ -963,7 +1011,7 @@ mod tests {
 
     #[test]
     fn max_top_waiter_prio_scans_held_locks() {
-        let mut m = Model::<4, 3>::with_base_prios([1, 8, 6, 7]);
+        let mut m = HandOffGraph::<4, 3>::with_base_prios([1, 8, 6, 7]);
         for l in [L0, L1, L2] {
             acquired(&mut m, A, l);
         }
@@ -979,7 +1027,11 @@ mod tests {
 
     /// Independently of the walk: would `task` blocking on `lock` close a
     /// cycle? If so, the cycle as `walk_chain` reports it.
-    fn expected_cycle<const T: usize, const L: usize>(m: &Model<T, L>, task: TaskId, lock: LockId) -> Option<Chain> {
+    fn expected_cycle<const T: usize, const L: usize>(
+        m: &HandOffGraph<T, L>,
+        task: TaskId,
+        lock: LockId,
+    ) -> Option<Chain> {
         let mut chain = Chain::new();
         chain.push((task, lock));
         let mut lock = lock;
@@ -1003,7 +1055,7 @@ mod tests {
             for p in prios.iter_mut() {
                 *p = rng.below(prio_span) as Prio;
             }
-            let mut m = Model::<T, L>::with_base_prios(prios);
+            let mut m = HandOffGraph::<T, L>::with_base_prios(prios);
             for op in 0..ops {
                 let task = TaskId(rng.below(T) as u16);
                 let lock = LockId(rng.below(L) as u16);

@@ -42,9 +42,9 @@
 //!   and its unlock;
 //! - **no lost wake-up**: a lock whose word is `HAS_WAITERS` (ownerless,
 //!   waiters queued) has a top waiter that is not asleep: it was woken
-//!   and will run [`try_take`]. Whatever changes which waiter is on top of
+//!   and will run `try_take`. Whatever changes which waiter is on top of
 //!   an ownerless lock (a PI requeue, a waiter leaving) wakes the new top
-//!   waiter (`pi::PiGraph::wake_top_waiter`);
+//!   waiter (`pi::PiGraph::wake_top_waiter`, `dequeue_waiter`);
 //! - **PI**: every task's effective priority is the highest of its base
 //!   priority and the top waiters of the locks it owns (`pi`, invariant
 //!   E), so an owner runs at least at its top waiter's priority, and a
@@ -568,6 +568,15 @@ impl<K: RtKernel> PiGraph for CorePi<'_, K> {
 
     fn top_waiter_prio(&self, l: LockId) -> Option<Prio> {
         self.state.table.get(l.index())?.waiters.top_prio()
+    }
+
+    fn top_waiter(&self, l: LockId) -> Option<PiTask> {
+        let top = self.state.table.get(l.index())?.waiters.top_id()?;
+        Some(PiTask(top as u16))
+    }
+
+    fn wake_top_waiter(&mut self, t: PiTask) {
+        self.k.wake_up(self.k.task_at(t.index()));
     }
 
     fn requeue_waiter(&mut self, l: LockId, t: PiTask, prio: Prio) {
