@@ -119,6 +119,8 @@ pub struct MTask {
     on_thaw_queue: AtomicBool,
     /// Opens when the task first queues as a lock waiter.
     pub queued: Gate,
+    /// Opens when a lock implementation first backs out for a freeze.
+    pub backed_out: Gate,
 }
 
 const NO_IMPL: u8 = u8::MAX;
@@ -157,6 +159,10 @@ pub struct World {
     /// Ground truth: a switch declared the tasks quiescent and has not
     /// thawed them yet.
     quiescent: AtomicBool,
+    /// Ground truth: the freeze request's wake-up scan is over (until the
+    /// thaw): a lock waiter that holds nothing else and has not backed out
+    /// by now must have seen the freeze, or nobody wakes it for it.
+    freeze_scanned: AtomicBool,
     /// Checks of the rt invariants made (at PI lock acquisitions).
     pub checks: AtomicUsize,
 }
@@ -223,6 +229,7 @@ impl World {
                         in_impl: AtomicU8::new(NO_IMPL),
                         on_thaw_queue: AtomicBool::new(false),
                         queued: Gate::new(),
+                        backed_out: Gate::new(),
                     }
                 })
                 .collect(),
@@ -245,6 +252,7 @@ impl World {
             reg_waiters: MAtomic::new(0),
             reg_slowpath: MAtomic::new(0),
             quiescent: AtomicBool::new(false),
+            freeze_scanned: AtomicBool::new(false),
             checks: AtomicUsize::new(0),
         })
     }
@@ -306,13 +314,20 @@ impl World {
                 Impl::Rt => rtmutex::lock(self, &lock.word),
             };
             self.leave_impl();
-            if r != rtmutex::BACKED_OUT {
+            if r == rtmutex::BACKED_OUT {
+                self.task(self.me()).backed_out.open();
+            } else {
                 lock.taken_with.store(imp as u8, Ordering::Relaxed);
             }
             r
         });
         self.acquired(l);
         r != 0
+    }
+
+    /// A thread's safe point (`try_to_freeze` at the top of its loop).
+    pub fn try_to_freeze(&self) {
+        freezer::try_to_freeze(self);
     }
 
     /// `SpinLock::try_lock`.
@@ -389,6 +404,38 @@ impl World {
     }
 
     // --- The switch (as `modeswitch::run` with the VMM's hold) ---
+
+    /// One switch, run by an exempt task, as `modeswitch::run` does it: the
+    /// freeze request, the census until quiescent (each try a yield; after
+    /// `attempts` the VMM's deadline cancels it), the wait for the VMM's
+    /// verdict (a scheduling point: the VMM takes time to hold every
+    /// vCPU), the VMM's patch with every vCPU held, the thaw. Returns
+    /// whether it patched.
+    pub fn switch(&self, attempts: usize) -> bool {
+        freezer::request(self);
+        atomics::drain_all();
+        self.freeze_scanned.store(true, Ordering::SeqCst);
+        let mut quiescent = false;
+        for _ in 0..attempts {
+            if self.quiescent_now() {
+                quiescent = true;
+                break;
+            }
+            shuttle::thread::yield_now();
+        }
+        let patched = if quiescent {
+            self.declare_quiescent();
+            shuttle::thread::yield_now();
+            let patched = self.patch();
+            self.end_quiescence();
+            patched
+        } else {
+            false
+        };
+        self.freeze_scanned.store(false, Ordering::SeqCst);
+        freezer::thaw(self);
+        patched
+    }
 
     /// The guest's quiescence check: the census and the registry.
     pub fn quiescent_now(&self) -> bool {
@@ -644,6 +691,15 @@ impl RtKernel for World {
         let me = &self.tasks[self.me()];
         while me.state.load(Ordering::SeqCst) == BLOCKED {
             atomics::drain_all();
+            assert!(
+                !(self.freeze_scanned.load(Ordering::SeqCst)
+                    && me.blocked_on.peek() != 0
+                    && me.held.peek() == 0
+                    && self.freeze_requested.peek()),
+                "missed wake at freeze start: task '{}' sleeps queued for a lock, holding none, \
+                 through a freeze it should have backed out of",
+                me.name
+            );
             me.on_cpu.store(false, Ordering::SeqCst);
             let rx = me.wake_rx.lock().expect("only its task takes it");
             let _ = rx.recv();
@@ -693,6 +749,10 @@ impl RtKernel for World {
     fn waiter_dequeued(&self) {
         self.reg_waiters.fetch_sub(1, Ordering::Release);
     }
+
+    fn relax(&self) {
+        shuttle::thread::yield_now();
+    }
 }
 
 impl MainlineKernel for World {
@@ -730,6 +790,10 @@ impl MainlineKernel for World {
 
     fn slowpath_exit(&self, t: usize) {
         RtKernel::slowpath_exit(self, t);
+    }
+
+    fn relax(&self) {
+        shuttle::thread::yield_now();
     }
 }
 

@@ -36,6 +36,10 @@ pub trait MainlineKernel {
     /// The task enters / leaves a lock slow path (busy for the freezer).
     fn slowpath_enter(&self, t: Self::Task);
     fn slowpath_exit(&self, t: Self::Task);
+    /// One iteration of a spin-wait.
+    fn relax(&self) {
+        core::hint::spin_loop();
+    }
 }
 
 #[inline(always)]
@@ -64,7 +68,7 @@ pub fn lock<K: MainlineKernel>(k: &K, owner: &impl Atomic<usize>) -> u64 {
             k.preempt_enable();
             return BACKED_OUT;
         }
-        core::hint::spin_loop();
+        k.relax();
     }
     k.slowpath_exit(task);
     1

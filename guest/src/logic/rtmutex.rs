@@ -195,6 +195,10 @@ pub trait RtKernel {
     /// Called by a woken waiter before it tries to take the lock (fault
     /// injection: `handoff-delay`).
     fn after_wake(&self) {}
+    /// One iteration of a spin-wait.
+    fn relax(&self) {
+        core::hint::spin_loop();
+    }
 }
 
 /// One contended lock's waiter list.
@@ -325,7 +329,7 @@ fn spin_while_owner_runs<K: RtKernel>(k: &K, lock: &Lock<K>, me: usize) -> bool 
                 return false;
             }
         }
-        core::hint::spin_loop();
+        k.relax();
     }
     k.spin_ended(SpinEnd::OutOfBudget);
     false

@@ -1,0 +1,124 @@
+//! Model checks of the freezer (`logic::freezer`) with both lock
+//! implementations and the switch: every schedule, up to the preemption
+//! bound, of tasks taking a lock through its call site while an exempt
+//! switch thread freezes, patches and thaws. The ground truth checked:
+//! no task enters or is inside a lock implementation while the switch
+//! holds every task quiescent (from its declaration to the thaw), a lock
+//! is released through the implementation it was taken with, the
+//! preempt count balances, and every lock is free at the end.
+
+use std::sync::Arc;
+
+use rtswitch_model::explore::{Bounds, Explored, explore};
+use rtswitch_model::kernel::{Config, Gate, Impl, TaskSpec, World};
+
+const L: usize = 0;
+const H: usize = 0;
+const T: usize = 1;
+const S: usize = 2;
+
+fn report(name: &str, explored: Explored) {
+    println!("{name}: {explored}");
+}
+
+/// The review's finding 2: T backs out of a contended lock for switch 1's
+/// freeze and freezes; switch 1 thaws it; before T clears its `frozen`
+/// mark, switch 2's census runs. T must not be counted frozen: it is
+/// runnable and about to call the lock's call site again.
+fn thawed_task_refrozen(site: Impl) {
+    let w = World::new(
+        &[TaskSpec::new("holder", 10), TaskSpec::new("T", 10), TaskSpec::exempt("switch", 90)],
+        &["L"],
+        Config { site, ..Config::default() },
+    );
+    let h_has = Arc::new(Gate::new());
+    let holder = {
+        let h_has = h_has.clone();
+        w.spawn(H, move |w| {
+            w.site_lock(L);
+            h_has.open();
+            // Hold L until T has left its wait for the freeze.
+            w.task(T).backed_out.wait();
+            w.site_unlock(L);
+        })
+    };
+    let t = {
+        let h_has = h_has.clone();
+        w.spawn(T, move |w| {
+            h_has.wait();
+            w.site_lock(L);
+            w.site_unlock(L);
+        })
+    };
+    let s = {
+        let h_has = h_has.clone();
+        w.spawn(S, move |w| {
+            h_has.wait();
+            w.switch(8);
+            w.switch(8);
+        })
+    };
+    for th in [holder, t, s] {
+        th.join().expect("a model task panicked");
+    }
+    w.check_idle();
+}
+
+#[test]
+fn a_thawed_task_is_not_counted_frozen_by_the_next_switch_mainline() {
+    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || thawed_task_refrozen(Impl::Mainline));
+    assert!(explored.complete, "{explored}");
+    report("finding 2, mainline sites", explored);
+}
+
+#[test]
+fn a_thawed_task_is_not_counted_frozen_by_the_next_switch_rt() {
+    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || thawed_task_refrozen(Impl::Rt));
+    assert!(explored.complete, "{explored}");
+    report("finding 2, rt sites", explored);
+}
+
+/// Two tasks take the lock twice each (a safe point at the top of each
+/// round) while the switch thread switches twice: every freeze, back-out,
+/// census, patch and thaw interleaving within the bound.
+fn two_tasks_and_two_switches(site: Impl) {
+    let w = World::new(
+        &[TaskSpec::new("a", 10), TaskSpec::new("b", 20), TaskSpec::exempt("switch", 90)],
+        &["L"],
+        Config { site, ..Config::default() },
+    );
+    let workers: Vec<_> = (0..2)
+        .map(|i| {
+            w.spawn(i, |w| {
+                for _ in 0..2 {
+                    w.try_to_freeze();
+                    w.site_lock(L);
+                    w.site_unlock(L);
+                }
+            })
+        })
+        .collect();
+    let s = w.spawn(S, |w| {
+        w.switch(6);
+        w.switch(6);
+    });
+    for th in workers.into_iter().chain([s]) {
+        th.join().expect("a model task panicked");
+    }
+    w.check_idle();
+}
+
+#[test]
+fn two_tasks_two_switches_from_mainline() {
+    let explored =
+        explore(Bounds { preemptions: 2, ..Bounds::default() }, || two_tasks_and_two_switches(Impl::Mainline));
+    assert!(explored.complete, "{explored}");
+    report("two tasks, two switches from mainline", explored);
+}
+
+#[test]
+fn two_tasks_two_switches_from_rt() {
+    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || two_tasks_and_two_switches(Impl::Rt));
+    assert!(explored.complete, "{explored}");
+    report("two tasks, two switches from rt", explored);
+}
