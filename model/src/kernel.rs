@@ -117,6 +117,9 @@ pub struct MTask {
     in_impl: AtomicU8,
     /// On the thaw queue (guarded by the queue's mutex).
     on_thaw_queue: AtomicBool,
+    /// Waiting in `schedule` for a wake-up (the kernel's "asleep": off its
+    /// run queue, not current).
+    parked: AtomicBool,
     /// Opens when the task first queues as a lock waiter.
     pub queued: Gate,
     /// Opens when a lock implementation first backs out for a freeze.
@@ -221,13 +224,14 @@ impl World {
                         on_cpu: MAtomic::new(true),
                         frozen: MAtomic::new(false),
                         held: MAtomic::new(0),
-                        blocked_on: MAtomic::new(0),
+                        blocked_on: MAtomic::buffered(0),
                         in_slowpath: MAtomic::new(false),
                         wake_tx: std::sync::Mutex::new(tx),
                         wake_rx: std::sync::Mutex::new(rx),
                         preempt_count: AtomicU32::new(0),
                         in_impl: AtomicU8::new(NO_IMPL),
                         on_thaw_queue: AtomicBool::new(false),
+                        parked: AtomicBool::new(false),
                         queued: Gate::new(),
                         backed_out: Gate::new(),
                     }
@@ -245,7 +249,7 @@ impl World {
             pi: Mutex::new(PiState::new()),
             pi_enabled: config.pi,
             spin_budget: config.spin_budget,
-            freeze_requested: MAtomic::new(false),
+            freeze_requested: MAtomic::buffered(false),
             thaw_queue: Mutex::new(()),
             site: AtomicU8::new(config.site as u8),
             reg_held: MAtomic::new(0),
@@ -409,11 +413,11 @@ impl World {
     /// freeze request, the census until quiescent (each try a yield; after
     /// `attempts` the VMM's deadline cancels it), the wait for the VMM's
     /// verdict (a scheduling point: the VMM takes time to hold every
-    /// vCPU), the VMM's patch with every vCPU held, the thaw. Returns
-    /// whether it patched.
+    /// vCPU), the VMM's patch with every vCPU held, the thaw, and the
+    /// sleep that follows (another scheduling point). Returns whether it
+    /// patched.
     pub fn switch(&self, attempts: usize) -> bool {
         freezer::request(self);
-        atomics::drain_all();
         self.freeze_scanned.store(true, Ordering::SeqCst);
         let mut quiescent = false;
         for _ in 0..attempts {
@@ -434,6 +438,9 @@ impl World {
         };
         self.freeze_scanned.store(false, Ordering::SeqCst);
         freezer::thaw(self);
+        // The switch thread then sleeps (the epoch guard) until the next
+        // request: others run first.
+        shuttle::thread::yield_now();
         patched
     }
 
@@ -687,22 +694,25 @@ impl RtKernel for World {
         self.tasks[self.me()].state.swap(BLOCKED, Ordering::SeqCst);
     }
 
+    fn unblock_current(&self) {
+        self.tasks[self.me()].state.store(RUNNABLE, Ordering::Release);
+    }
+
     fn schedule(&self) {
         let me = &self.tasks[self.me()];
         while me.state.load(Ordering::SeqCst) == BLOCKED {
             atomics::drain_all();
             assert!(
-                !(self.freeze_scanned.load(Ordering::SeqCst)
-                    && me.blocked_on.peek() != 0
-                    && me.held.peek() == 0
-                    && self.freeze_requested.peek()),
+                !(self.freeze_scanned.load(Ordering::SeqCst) && me.blocked_on.peek() != 0 && me.held.peek() == 0),
                 "missed wake at freeze start: task '{}' sleeps queued for a lock, holding none, \
                  through a freeze it should have backed out of",
                 me.name
             );
             me.on_cpu.store(false, Ordering::SeqCst);
             let rx = me.wake_rx.lock().expect("only its task takes it");
+            me.parked.store(true, Ordering::SeqCst);
             let _ = rx.recv();
+            me.parked.store(false, Ordering::SeqCst);
             me.on_cpu.store(true, Ordering::SeqCst);
         }
     }
@@ -831,8 +841,11 @@ impl FreezerKernel for World {
         self.tasks[t].nofreeze
     }
 
-    fn on_cpu(&self, t: usize) -> &MAtomic<bool> {
-        &self.tasks[t].on_cpu
+    /// Parked (the kernel reads its run-queue state under the lock: one
+    /// step here too, after a scheduling point).
+    fn asleep(&self, t: usize) -> bool {
+        let task = &self.tasks[t];
+        task.state.load(Ordering::Acquire) == BLOCKED && task.parked.load(Ordering::SeqCst)
     }
 
     fn frozen(&self, t: usize) -> &MAtomic<bool> {
@@ -884,5 +897,9 @@ impl FreezerKernel for World {
 
     fn wake_up(&self, t: usize) {
         RtKernel::wake_up(self, t);
+    }
+
+    fn full_barrier(&self) {
+        atomics::fence();
     }
 }

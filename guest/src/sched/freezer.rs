@@ -5,7 +5,7 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use super::scheduler::{WaitQueue, wake_up};
+use super::scheduler::{WaitQueue, is_asleep, wake_up};
 use super::task::{TaskRef, TaskState, current, spawned_slots, task_by_slot};
 use crate::logic::freezer::{self, FreezerKernel};
 
@@ -109,8 +109,8 @@ impl FreezerKernel for Kernel {
         t.0.is_idle() || t.0.nofreeze.load(Ordering::Relaxed)
     }
 
-    fn on_cpu(&self, t: TaskRef) -> &AtomicBool {
-        &t.0.on_cpu
+    fn asleep(&self, t: TaskRef) -> bool {
+        is_asleep(t.0)
     }
 
     fn frozen(&self, t: TaskRef) -> &AtomicBool {
@@ -139,5 +139,9 @@ impl FreezerKernel for Kernel {
 
     fn wake_up(&self, t: TaskRef) {
         wake_up(t.0);
+    }
+
+    fn full_barrier(&self) {
+        core::sync::atomic::fence(Ordering::SeqCst);
     }
 }

@@ -310,6 +310,17 @@ pub fn wake_up(t: &Task) -> bool {
     true
 }
 
+/// Whether `t` is asleep: Blocked, out of its run queue and not its CPU's
+/// current task, read under that CPU's run-queue lock, where these change
+/// together. Such a task runs again only after a `wake_up`. (A task
+/// preempted after it marked itself Blocked stays queued: not asleep.)
+pub fn is_asleep(t: &Task) -> bool {
+    let rq = RQS[t.cpu() as usize].lock_irqsave();
+    // SAFETY: we hold the run-queue lock of t's CPU.
+    let queued = unsafe { t.node().on_rq };
+    t.state() == TaskState::Blocked && !queued && !ptr::eq(rq.curr, t)
+}
+
 /// Sets `t`'s effective priority (PI boost or deboost; 1..=99): requeues
 /// it if queued (boost: tail of the new list; deboost: head, as Linux's
 /// rt_mutex_setprio), and reschedules its CPU if the order changed.

@@ -186,6 +186,10 @@ impl RtKernel for Kernel {
         sched::set_current_blocked();
     }
 
+    fn unblock_current(&self) {
+        sched::set_current_running();
+    }
+
     fn schedule(&self) {
         sched::schedule();
     }
