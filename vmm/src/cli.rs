@@ -29,10 +29,10 @@ pub struct CtlArgs {
     /// The control socket of a `rtswitch run --api-sock PATH` (required).
     #[arg(long, value_name = "PATH", global = true)]
     pub api_sock: Option<PathBuf>,
-    /// Print the raw QMP reply (JSON) instead of a human-readable summary.
+    /// Print the raw QMP reply, one JSON line, as QEMU sends it: `{"return": ...}` on success, `{"error": {"class", "desc"}}` on failure (so `ctl latency --json | jq '.return.modes[]'`).
     #[arg(long, global = true)]
     pub json: bool,
-    /// How long to wait for the reply: a duration (`30s`, `500ms`; a bare number is seconds).
+    /// How long to wait for the reply: a duration above 0 (`30s`, `500ms`; a bare number is seconds).
     #[arg(long, value_name = "DURATION", default_value = "30s", global = true, value_parser = parse_secs_or_duration)]
     pub timeout: Duration,
     #[command(subcommand)]
@@ -708,7 +708,7 @@ mod tests {
         let d = parse(&[]).unwrap();
         assert_eq!((d.switch_timeout, d.vcpu_stop_timeout), (Duration::from_secs(2), Duration::from_millis(500)));
         assert_eq!((d.watchdog, d.shutdown_timeout), (Duration::from_secs(10), Duration::from_secs(10)));
-        assert!(parse(&["--switch-every", "5ms"]).unwrap_err().contains("10ms to 86400s"));
+        assert!(parse(&["--switch-every", "5ms"]).unwrap_err().contains("10ms to 1d"));
         assert!(parse(&["--duration", "2x"]).unwrap_err().contains("unknown unit 'x'"));
         assert!(parse(&["--duration", "0s"]).is_err());
         assert!(parse(&["--duration", "-1s"]).is_err());

@@ -93,7 +93,11 @@ impl Unit {
 /// A duration the way the options take it (`2s`, `10ms`, `1.5s`).
 pub fn show(d: Duration) -> String {
     let us = d.as_micros();
-    if us.is_multiple_of(1_000_000) {
+    if us > 0 && us.is_multiple_of(86_400_000_000) {
+        format!("{}d", us / 86_400_000_000)
+    } else if us > 0 && us.is_multiple_of(3_600_000_000) {
+        format!("{}h", us / 3_600_000_000)
+    } else if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
     } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
@@ -116,7 +120,9 @@ mod tests {
         );
         assert!(parse_duration_in("61s", Unit::Secs, Duration::ZERO, max).unwrap_err().contains("0s to 60s"));
         assert_eq!(show(Duration::from_millis(2500)), "2500ms");
-        assert_eq!(show(Duration::from_secs(86_400)), "86400s");
+        assert_eq!(show(Duration::from_secs(86_400)), "1d");
+        assert_eq!(show(Duration::from_secs(7200)), "2h");
+        assert_eq!(show(Duration::from_secs(600)), "600s");
         assert_eq!(show(Duration::from_micros(1500)), "1500us");
     }
 
@@ -124,6 +130,8 @@ mod tests {
     fn a_nonzero_minimum_reads_as_more_than_zero() {
         let e = parse_duration_in("0", Unit::Secs, Duration::from_nanos(1), Duration::from_secs(60)).unwrap_err();
         assert_eq!(e, "'0' is out of range: more than 0, at most 60s");
+        let e = parse_duration_in("0", Unit::Secs, Duration::from_nanos(1), Duration::from_secs(365 * 86_400));
+        assert_eq!(e.unwrap_err(), "'0' is out of range: more than 0, at most 365d");
         let e = parse_duration_in("0ms", Unit::Secs, Duration::from_millis(10), Duration::from_secs(60)).unwrap_err();
         assert!(e.ends_with("10ms to 60s"), "{e}");
     }
