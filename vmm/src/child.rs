@@ -49,6 +49,8 @@ pub struct Finished {
     pub stderr: String,
     /// From spawn to exit (or kill).
     pub elapsed: Duration,
+    /// The tool's interrupt was passed on to it ([`Launched::spawn_forwarding`]).
+    pub interrupted: bool,
 }
 
 impl Finished {
@@ -161,7 +163,7 @@ impl Launched {
         let join = |h: Option<JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
         let stdout = join(self.stdout.take());
         let stderr = join(self.stderr.take());
-        Finished { status, stdout, stderr, elapsed }
+        Finished { status, stdout, stderr, elapsed, interrupted: self.forwarded }
     }
 }
 
