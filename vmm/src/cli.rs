@@ -15,8 +15,8 @@ use crate::devices::console::SerialOutput;
 use crate::limits::{
     DEFAULT_MEMORY_MIB, DEFAULT_VCPUS, MAX_HIST_MAX_US, MAX_MEMORY_MIB, MIN_MEMORY_MIB, default_hist_max_us,
 };
-use crate::report::Plotter;
 use crate::report::outputs::{HistogramMode, OutputFiles};
+use crate::report::{Plotter, RunOptions, RunSettings};
 use crate::units::{Unit, parse_duration_in, us_in};
 
 const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
@@ -365,6 +365,37 @@ impl RunConfig {
     /// The files to write, with what draws the plot.
     pub fn outputs(&self) -> OutputFiles {
         OutputFiles { plotter: self.plotter, profiles: vec![self.mode, self.switch_to], ..self.output.files() }
+    }
+
+    /// What the reports show of the run's configuration: everything the
+    /// JSON report's `config` needs to reproduce the run.
+    pub fn report_settings(&self) -> RunSettings {
+        let words = || self.cmdline.split_whitespace();
+        RunSettings {
+            vcpus: self.vcpus,
+            memory_bytes: self.memory_bytes,
+            mode: self.mode,
+            workload: self.workload,
+            hist_buckets: self.hist_buckets,
+            duration: self.duration,
+            outputs: self.outputs(),
+            options: RunOptions {
+                command_line: std::env::args().collect(),
+                kernel: self.kernel.as_ref().map(|k| k.display().to_string()),
+                guest_args: words().filter(|w| *w != GUEST_ARG_SELFTEST).map(String::from).collect(),
+                selftest: words().any(|w| w == GUEST_ARG_SELFTEST),
+                switch_every: self.switch_every,
+                switch_to: Some(self.switch_to),
+                irq_load: self.irq_load.map(|l| (l.rate_hz, l.work_us)),
+                irq_prio: (self.workload.irq_prio != 0).then_some(self.workload.irq_prio),
+                api_sock: self.api_sock.as_ref().map(|p| p.display().to_string()),
+                shutdown_timeout: self.shutdown_timeout,
+                switch_timeout: self.switch_timeout,
+                vcpu_stop_timeout: self.vcpu_stop_timeout,
+                watchdog: self.watchdog,
+                seccomp: self.seccomp,
+            },
+        }
     }
 
     /// What the command line asks for that measures the load rather than
@@ -799,6 +830,133 @@ mod tests {
         assert_eq!(parse(&["--cs-us", "2000", "--profile", "rt", "--switch-every", "1s"]).unwrap().warnings().len(), 1);
         assert!(parse(&["--cs-us", "2000", "--load", "cpu"]).unwrap().warnings().is_empty());
         assert!(parse(&["--cs-us", "2000", "--no-workload"]).unwrap().warnings().is_empty());
+    }
+
+    /// Every `run` option and the JSON report's `config` key that gives it
+    /// back ("-": it changes nothing the guest runs: where output goes).
+    /// A new option fails this test until it is mapped.
+    const CONFIG_KEYS: &[(&str, &str)] = &[
+        ("help", "-"),
+        ("vcpus", "vcpus"),
+        ("memory", "memory_mib"),
+        ("kernel", "kernel"),
+        ("serial", "-"),
+        ("duration", "duration_s"),
+        ("shutdown_timeout", "shutdown_timeout_s"),
+        ("profile", "mode"),
+        ("selftest", "selftest"),
+        ("guest_args", "guest_args"),
+        ("load", "load"),
+        ("interval_us", "interval_us"),
+        ("cs_us", "cs_us"),
+        ("load_threads", "load_threads"),
+        ("hist_max_us", "hist_max_us"),
+        ("bucket_us", "bucket_us"),
+        ("priority", "priority"),
+        ("measure_cpus", "measure_cpus"),
+        ("threads", "measure_cpus"),
+        ("load_cpus", "load_cpus"),
+        ("stop_above", "stop_above_us"),
+        ("no_workload", "workload_enabled"),
+        ("quiet", "-"),
+        ("json", "-"),
+        ("histogram", "-"),
+        ("histogram_mode", "-"),
+        ("histogram_irq", "-"),
+        ("cyclictest_json", "-"),
+        ("plot", "-"),
+        ("plot_per_epoch", "-"),
+        ("api_sock", "api_sock"),
+        ("switch_every", "switch_every_ms"),
+        ("switch_to", "switch_to"),
+        ("irq_load", "irq_load"),
+        ("irq_prio", "irq_prio"),
+        ("switch_timeout", "switch_timeout_ms"),
+        ("watchdog", "watchdog_s"),
+        ("vcpu_stop_timeout", "vcpu_stop_timeout_ms"),
+        ("seccomp", "seccomp"),
+    ];
+
+    #[test]
+    fn the_json_reports_config_holds_every_option_that_changes_the_run() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").expect("run");
+        for a in run.get_arguments() {
+            let id = a.get_id().as_str();
+            assert!(CONFIG_KEYS.iter().any(|(o, _)| *o == id), "option {id} is not mapped to a config key");
+        }
+        let c = parse(&[
+            "--vcpus",
+            "1",
+            "--memory",
+            "64",
+            "--kernel",
+            "/k.elf",
+            "--duration",
+            "3s",
+            "--shutdown-timeout",
+            "5s",
+            "--profile",
+            "preempt=full",
+            "--guest-arg",
+            "idle=poll",
+            "--load",
+            "cpu",
+            "-i",
+            "2000",
+            "--cs-us",
+            "300",
+            "--load-threads",
+            "3",
+            "-h",
+            "5000",
+            "--bucket-us",
+            "1",
+            "-p",
+            "80",
+            "-a",
+            "0",
+            "--load-cpus",
+            "0",
+            "-b",
+            "4000",
+            "--api-sock",
+            "/tmp/s",
+            "--switch-every",
+            "250ms",
+            "--switch-to",
+            "rt",
+            "--irq-load",
+            "500,30",
+            "--irq-prio",
+            "40",
+            "--switch-timeout",
+            "3s",
+            "--watchdog",
+            "5s",
+            "--vcpu-stop-timeout",
+            "100ms",
+            "--seccomp",
+            "off",
+        ])
+        .unwrap();
+        let info = crate::report::json::tests::info(c.report_settings());
+        let report = crate::report::json::build(&crate::report::json::tests::measurement(), &info);
+        let v = serde_json::to_value(&report.config).unwrap();
+        for (option, key) in CONFIG_KEYS.iter().filter(|(_, k)| *k != "-") {
+            assert!(!v[key].is_null(), "--{option}: config.{key} is missing or null: {v}");
+        }
+        assert_eq!(v["mode"], "locks=mainline,preempt=full,irq=hard");
+        assert_eq!((v["switch_every_ms"].as_f64(), v["switch_to"].as_str()), (Some(250.0), Some("rt")), "{v}");
+        assert_eq!(v["irq_load"], serde_json::json!({"rate_hz": 500, "work_us": 30}));
+        assert_eq!((v["irq_prio"].as_u64(), v["priority"].as_u64()), (Some(40), Some(80)));
+        assert_eq!(v["guest_args"], serde_json::json!(["idle=poll"]));
+        assert_eq!((v["measure_cpus"].clone(), v["stop_above_us"].as_u64()), (serde_json::json!([0]), Some(4000)));
+        assert_eq!(v["seccomp"], false);
+        // Read back through the schema, it is the same.
+        let back = crate::report::json::RunReport::parse(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(back.config, report.config);
     }
 
     #[test]
