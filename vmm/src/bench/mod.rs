@@ -1123,7 +1123,8 @@ pub fn write_outputs(s: &Suite, dir: &Path) -> Outputs {
         write("switch.svg", plot_switch(sw).map_err(|e| e.to_string()), &mut o);
     }
     if let Some(sc) = &s.scale {
-        write("scale.svg", plot_scale(sc).map_err(|e| e.to_string()), &mut o);
+        let host_cpus = s.host.cpus.and_then(|n| u32::try_from(n).ok());
+        write("scale.svg", plot_scale(sc, host_cpus).map_err(|e| e.to_string()), &mut o);
     }
     if let Some(runs) = &s.ablation {
         write("ablation.svg", plot_ablation(runs, &s.config.ablation).map_err(|e| e.to_string()), &mut o);
@@ -1173,7 +1174,7 @@ fn plot_ablation(runs: &[AblationRun], c: &AblationConfig) -> Result<String, plo
             let f = r.figures();
             let p99 = f.and_then(|f| f.thread_p99);
             plots::AblationBar {
-                label: r.label.to_string(),
+                label: ablation::title(r.label).to_string(),
                 p50_us: f.and_then(|f| f.thread_p50).map(|p| p.us()),
                 p99_us: p99.map(|p| p.us()),
                 p99_at_least: p99.is_some_and(|p| p.at_least()),
@@ -1207,7 +1208,7 @@ fn plot_switch(sw: &SwitchResult) -> Result<String, plots::PlotError> {
     )
 }
 
-fn plot_scale(sc: &[PhaseResult]) -> Result<String, plots::PlotError> {
+fn plot_scale(sc: &[PhaseResult], host_cpus: Option<u32>) -> Result<String, plots::PlotError> {
     let points: Vec<plots::ScalePoint> = sc
         .iter()
         .map(|p| {
@@ -1222,7 +1223,7 @@ fn plot_scale(sc: &[PhaseResult]) -> Result<String, plots::PlotError> {
             }
         })
         .collect();
-    plots::scale_svg("rtswitch bench: switch cost vs vCPU count (under the lock load)", &points)
+    plots::scale_svg("rtswitch bench: switch cost vs vCPU count (under the lock load)", &points, host_cpus)
 }
 
 #[cfg(test)]
