@@ -933,7 +933,13 @@ pub fn render(s: &Suite) -> String {
     if let Some(l) = &s.latency {
         let c = &s.config.latency;
         // The workload as the lock-load runs ran it (the `none` runs have no load threads).
-        let first = l.runs.iter().filter(|r| r.load == "locks").find_map(RunOutcome::figures);
+        let first = l
+            .runs
+            .iter()
+            .filter(|r| r.load == "locks")
+            .find_map(RunOutcome::figures)
+            .or_else(|| l.runs.iter().filter(|r| r.load != "none").find_map(RunOutcome::figures))
+            .or_else(|| l.runs.iter().find_map(RunOutcome::figures));
         out.push_str(&format!(
             "\nlatency (us, all CPUs merged; {} s per run, {} vCPUs, interval {} us, cs {} us, {} load threads per CPU; \
              p50/p99 from 1 us buckets):\n",

@@ -537,6 +537,7 @@ pub fn ablation_svg(title: &str, bars: &[AblationBar]) -> Result<String, PlotErr
             .disable_x_mesh()
             .x_labels(2 * n + 1)
             .x_label_formatter(&x_fmt)
+            .x_desc("dimensions switched to their rt variant (the others stay mainline's)")
             .y_desc("thread latency (log scale)")
             .y_label_formatter(&y_fmt)
             .draw()

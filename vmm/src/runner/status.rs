@@ -148,6 +148,17 @@ pub fn keepup_warning(k: &Keepup) -> Option<String> {
     ))
 }
 
+impl MutEventSubscriber for Status {
+    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
+        let _ = self.timer.wait();
+        self.tick();
+    }
+
+    fn init(&mut self, ops: &mut EventOps) {
+        super::fds::watch_all(ops, [self.timer.as_raw_fd()]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,16 +186,5 @@ mod tests {
         // A quarter or fewer missed: nothing to say.
         assert!(keepup_warning(&k(1500, 500, 0, Some(5000))).is_none());
         assert!(keepup_warning(&k(0, 0, 0, None)).is_none());
-    }
-}
-
-impl MutEventSubscriber for Status {
-    fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        let _ = self.timer.wait();
-        self.tick();
-    }
-
-    fn init(&mut self, ops: &mut EventOps) {
-        super::fds::watch_all(ops, [self.timer.as_raw_fd()]);
     }
 }
