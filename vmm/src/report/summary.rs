@@ -281,7 +281,7 @@ mod tests {
         assert!(text.contains("epoch 0 worst thread latency: 250 us on cpu 0"));
         assert!(text.contains("load check: VIOLATED"));
         assert!(text.contains("workload: load locks, 2 threads per CPU, cs 100 us, interval 1000 us"));
-        // Two epochs: a row per mode merged, and the rt / mainline ratio
+        // Two epochs: a row per mode merged, and the rt gain (mainline / rt)
         // (thread p50 30 vs 5 us, max 250 vs 5 us; mainline p99 overflowed).
         let all: Vec<&str> = text
             .lines()
@@ -309,7 +309,7 @@ mod tests {
         let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
         r.harvest();
         let text = render(&Measurement::from_reader(&r));
-        assert!(!text.contains(" all mainline ") && !text.contains("rt / mainline"), "{text}");
+        assert!(!text.contains(" all mainline ") && !text.contains("rt gain"), "{text}");
         assert_eq!(ratio(Some((300.0, true)), Some((100.0, false))), ">=3.00x");
         assert_eq!(ratio(Some((300.0, true)), Some((100.0, true))), "?");
         assert_eq!(ratio(None, Some((100.0, false))), "-");
