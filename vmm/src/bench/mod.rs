@@ -975,8 +975,10 @@ pub fn render(s: &Suite) -> String {
             let failed = p.failed_switches();
             let mut failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
             if p.interrupted() {
-                let done = p.values.as_ref().map_or(0, |v| v.total.len());
-                failed.push_str(&format!(", interrupted after {done} switches"));
+                match p.values.as_ref().map_or(0, |v| v.total.len() + v.failed.len()) {
+                    0 => failed.push_str(", not run (interrupted)"),
+                    done => failed.push_str(&format!(", interrupted after {done} switches")),
+                }
             }
             rows.push(vec![
                 format!("{title}{cs}{failed}:"),
