@@ -161,6 +161,26 @@ pub fn run_rtswitch_env(args: &[&str], env: &[(&str, &str)], limit: Duration) ->
     RunResult { status, stdout: done.stdout, stderr: done.stderr, elapsed: done.elapsed }
 }
 
+/// Runs `rtswitch ARGS`, sends it SIGINT (Ctrl-C) once `after` has
+/// passed, and waits for it to end, killing it (and failing) after `limit`.
+pub fn interrupt_rtswitch(args: &[&str], after: Duration, limit: Duration) -> RunResult {
+    let launched = Launched::spawn(
+        Command::new(rtswitch_bin()).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()),
+    )
+    .expect("could not start the rtswitch binary");
+    std::thread::sleep(after);
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    unsafe { libc::kill(launched.pid() as libc::pid_t, libc::SIGINT) };
+    let done = launched.finish(limit);
+    let Some(status) = done.status else {
+        panic!(
+            "rtswitch {args:?} did not exit within {limit:?} of Ctrl-C; killed it\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            done.stdout, done.stderr
+        );
+    };
+    RunResult { status, stdout: done.stdout, stderr: done.stderr, elapsed: done.elapsed }
+}
+
 /// A scratch directory for one test, removed when dropped.
 pub struct Scratch(pub PathBuf);
 

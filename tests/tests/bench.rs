@@ -28,12 +28,12 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
             "2",
             "--duration",
             "1",
-            "--throughput-secs",
-            "1",
+            "--throughput-window",
+            "1s",
             "--switches",
             "4",
-            "--gap-ms",
-            "20",
+            "--gap",
+            "20ms",
             "--scale-vcpus",
             "1,2",
             "--scale-switches",
@@ -50,10 +50,13 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
         "boot: process start -> guest ready, 2 vCPUs, no workload, 2 of 2 boots: min ",
         "latency (us, all CPUs merged; 1 s per run",
         "rt gain under lock load (mainline + locks / rt + locks): p99 ",
-        "rt against the cpu floor (rt + locks / rt + cpu): p99 ",
+        "rt near the cpu floor (rt + cpu / rt + locks): p99 ",
+        "rt gain = mainline / rt thread p99 (above 1x rt is lower): none ",
         "lock throughput (lock operations per second",
         "rt, no adaptive spinning",
         "switch (4 switches per phase, 20 ms apart, 2 vCPUs, ",
+        " call sites: ",
+        " lock, ",
         "floor: pause+resume blackout",
         "scale (switches under the lock load per vCPU count, 2 each",
     ] {
@@ -67,7 +70,8 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
 
     let text = std::fs::read_to_string(out.join("bench.json")).expect("bench.json written");
     let v: Value = serde_json::from_str(&text).expect("bench.json parses");
-    assert_eq!(v["bench_version"], 3);
+    assert_eq!(v["bench_version"], 4);
+    assert_eq!((v["interrupted"].as_bool(), v["not_run"].as_array().map(Vec::len)), (Some(false), Some(0)), "{text}");
     let copy: Value = serde_json::from_str(&std::fs::read_to_string(dir.0.join("suite.json")).expect("--json written"))
         .expect("--json parses");
     assert_eq!(copy, v, "--json and OUT/bench.json differ");
@@ -90,8 +94,8 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
         assert_eq!(run["exit_code"], 0, "{run}");
         assert!(run["figures"]["samples"].as_u64().is_some_and(|n| n > 0), "no samples: {run}");
     }
-    // The table's rt + locks p99 is the JSON's.
-    let p99 = runs[5]["figures"]["thread_p99"]["us"].as_u64().expect("rt + locks p99");
+    // The table's rt + locks p99 is the JSON's, named as in the run report (`thread.p99.us`).
+    let p99 = runs[5]["figures"]["thread"]["p99"]["us"].as_u64().expect("rt + locks p99");
     let row = r.stdout.lines().find(|l| l.trim_start().starts_with("rt + locks")).expect("rt + locks row");
     assert_eq!(row.split_whitespace().nth(7), Some(p99.to_string().as_str()), "{row}");
 
@@ -152,14 +156,24 @@ fn bad_bench_options_are_refused() {
         &["bench", "--switches", "1"],
         &["bench", "--scale-vcpus", "0"],
         &["bench", "--duration", "-1"],
+        &["bench", "--throughput-window", "1.5s"],
     ] {
         let r = run_rtswitch(bad, Duration::from_secs(30));
         r.assert_code(ExitCode::BadArguments);
     }
+    // A bad output path is a bad argument, as for `rtswitch run` (exit 2),
+    // said before anything runs.
     let dir = Scratch::new("bench-bad-out");
     let file = dir.file("not-a-dir", b"x");
     let r = run_rtswitch(&["bench", "--only", "boot", "--out", file.to_str().unwrap()], Duration::from_secs(30));
-    r.assert_code(ExitCode::VmmError).assert_contains("cannot create --out directory");
+    r.assert_code(ExitCode::BadArguments).assert_contains("rtswitch bench: error: --out ");
+    assert!(r.elapsed < Duration::from_secs(5) && !r.all_output().contains("platform costs"), "nothing ran");
+    let out = dir.0.join("out");
+    let r = run_rtswitch(
+        &["bench", "--only", "boot", "--out", out.to_str().unwrap(), "--json", "/nonexistent/dir/b.json"],
+        Duration::from_secs(30),
+    );
+    r.assert_code(ExitCode::BadArguments).assert_contains("--json /nonexistent/dir/b.json: its directory");
 }
 
 /// `--repeat N`: the measurements run N times; each headline figure is

@@ -57,6 +57,9 @@ pub fn main(started: Instant) -> std::process::ExitCode {
             // wasted on a file that cannot be written.
             Ok(mut config) => {
                 config.plotter = Some(Plotter(crate::plot::run::render));
+                for w in config.warnings() {
+                    eprintln!("rtswitch: warning: {w}");
+                }
                 match crate::report::outputs::check(&config.outputs(), config.workload.bucket_us) {
                     Ok(()) => crate::runner::run(config, started),
                     Err(e) => {

@@ -7,8 +7,17 @@
 //! piped stdout/stderr on reader threads, so a chatty child never blocks
 //! on a full pipe. Every wait is bounded; a child still running when its
 //! handle is dropped is killed and reaped.
+//!
+//! In a tool that catches interrupts (`signals::catch_interrupts`: bench,
+//! stress) each child runs in its own process group, so a terminal's
+//! Ctrl-C reaches the tool only; the child gets SIGTERM from the kernel if
+//! the tool dies (`PR_SET_PDEATHSIG`), and a wait of a child started with
+//! [`Launched::spawn_forwarding`] passes the tool's first interrupt on to
+//! it as one SIGINT (a `rtswitch run` child then shuts down cleanly and
+//! writes its reports).
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,6 +29,10 @@ const POLL: Duration = Duration::from_millis(20);
 pub struct Launched {
     child: Child,
     reaped: bool,
+    /// Pass the tool's first interrupt on to the child (once).
+    forward: bool,
+    /// The interrupt was passed on.
+    forwarded: bool,
     started: Instant,
     stdout: Option<JoinHandle<String>>,
     stderr: Option<JoinHandle<String>>,
@@ -36,6 +49,8 @@ pub struct Finished {
     pub stderr: String,
     /// From spawn to exit (or kill).
     pub elapsed: Duration,
+    /// The tool's interrupt was passed on to it ([`Launched::spawn_forwarding`]).
+    pub interrupted: bool,
 }
 
 impl Finished {
@@ -58,11 +73,47 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<String>>
 impl Launched {
     /// Starts `cmd`; its piped stdout/stderr (if any) are collected.
     pub fn spawn(cmd: &mut Command) -> std::io::Result<Self> {
+        if crate::signals::catching_interrupts() {
+            cmd.process_group(0);
+            // SAFETY: the closure runs in the forked child before exec and
+            // only calls prctl(2), which is async-signal-safe and touches
+            // no memory of the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let started = Instant::now();
         let mut child = cmd.spawn()?;
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
-        Ok(Self { child, reaped: false, started, stdout, stderr })
+        Ok(Self { child, reaped: false, forward: false, forwarded: false, started, stdout, stderr })
+    }
+
+    /// [`Self::spawn`], and its waits pass the tool's first interrupt on
+    /// to the child as one SIGINT.
+    pub fn spawn_forwarding(cmd: &mut Command) -> std::io::Result<Self> {
+        let mut l = Self::spawn(cmd)?;
+        l.forward = true;
+        Ok(l)
+    }
+
+    /// Whether an interrupt was passed on to this child.
+    pub fn interrupted(&self) -> bool {
+        self.forwarded
+    }
+
+    /// Passes the tool's interrupt on, once, if asked to.
+    fn forward_interrupt(&mut self) {
+        if self.forward && !self.forwarded && !self.reaped && crate::signals::interrupted() {
+            self.forwarded = true;
+            // SAFETY: kill(2) on the pid of our own child, not yet reaped.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -80,7 +131,10 @@ impl Launched {
                     return Some(status);
                 }
                 Ok(None) if start.elapsed() >= limit => return None,
-                Ok(None) => std::thread::sleep(POLL),
+                Ok(None) => {
+                    self.forward_interrupt();
+                    std::thread::sleep(POLL);
+                }
                 Err(e) => {
                     log::warn!("cannot wait for child process {}: {e}", self.child.id());
                     return None;
@@ -109,7 +163,7 @@ impl Launched {
         let join = |h: Option<JoinHandle<String>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
         let stdout = join(self.stdout.take());
         let stderr = join(self.stderr.take());
-        Finished { status, stdout, stderr, elapsed }
+        Finished { status, stdout, stderr, elapsed, interrupted: self.forwarded }
     }
 }
 

@@ -15,9 +15,9 @@ use crate::devices::console::SerialOutput;
 use crate::limits::{
     DEFAULT_MEMORY_MIB, DEFAULT_VCPUS, MAX_HIST_MAX_US, MAX_MEMORY_MIB, MIN_MEMORY_MIB, default_hist_max_us,
 };
-use crate::report::Plotter;
 use crate::report::outputs::{HistogramMode, OutputFiles};
-use crate::units::{Unit, parse_duration_in};
+use crate::report::{Plotter, RunOptions, RunSettings};
+use crate::units::{Unit, parse_duration_in, us_in};
 
 const MAX_DURATION_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
@@ -29,15 +29,28 @@ pub struct CtlArgs {
     /// The control socket of a `rtswitch run --api-sock PATH` (required).
     #[arg(long, value_name = "PATH", global = true)]
     pub api_sock: Option<PathBuf>,
-    /// Print the raw QMP reply (JSON) instead of a human-readable summary.
+    /// Print the raw QMP reply, one JSON line, as QEMU sends it: `{"return": ...}` on success, `{"error": {"class", "desc"}}` on failure (so `ctl latency --json | jq '.return.modes[]'`).
     #[arg(long, global = true)]
     pub json: bool,
-    /// How long to wait for the reply: a duration (`30s`, `500ms`; a bare number is seconds).
+    /// How long to wait for the reply: a duration above 0 (`30s`, `500ms`; a bare number is seconds).
     #[arg(long, value_name = "DURATION", default_value = "30s", global = true, value_parser = parse_secs_or_duration)]
     pub timeout: Duration,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
+
+/// cyclictest's options that `run` takes (also in README "CLI").
+pub const RUN_AFTER_HELP: &str = "\
+cyclictest's short options, where the meaning is the same:
+  -D DURATION  --duration        (bare number: seconds; 10m, 1h as cyclictest)
+  -i US        --interval-us     (measurement period)
+  -p PRIO      --priority        (measurement threads' priority)
+  -h US        --hist-max-us     (histogram range; --histogram FILE writes it)
+  -q           --quiet
+  -b US        --stop-above      (stop at the first sample above US, print its cause)
+  -a CPUS      --measure-cpus    (vCPUs that measure; one thread per vCPU)
+  -t [N]       --threads         (N threads on vCPUs 0..N-1; alone: one per vCPU)
+Help is --help (-h is cyclictest's histogram option).";
 
 /// What Ctrl-C does to `ctl mode` (also in README "Runtime switch").
 pub const CTL_AFTER_HELP: &str = "\
@@ -95,8 +108,14 @@ pub struct PageArgs {
     pub limit: Option<u64>,
 }
 
+/// `rtswitch run`. Its `-h` is cyclictest's (`--hist-max-us`); help is
+/// `--help` only.
 #[derive(Debug, Args)]
+#[command(disable_help_flag = true, after_long_help = RUN_AFTER_HELP)]
 pub struct RunArgs {
+    /// Print help (`-h` is cyclictest's: --hist-max-us).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Number of vCPUs (1..=64).
     #[arg(long, default_value_t = DEFAULT_VCPUS, value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
     pub vcpus: u32,
@@ -109,8 +128,8 @@ pub struct RunArgs {
     /// Where the guest console goes: stdout, none or file:PATH.
     #[arg(long, value_name = "OUT", default_value = "stdout")]
     pub serial: SerialOutput,
-    /// Ask the guest to shut down after this long: `2s`, `1.5s`, `500ms`, `2m` (a bare number is seconds). [default: none, run until the guest exits or a signal]
-    #[arg(long, value_name = "DURATION", value_parser = parse_secs_or_duration)]
+    /// Ask the guest to shut down after this long: `2s`, `1.5s`, `500ms`, `2m` (a bare number is seconds; cyclictest -D). [default: none, run until the guest exits or a signal]
+    #[arg(long, short = 'D', value_name = "DURATION", value_parser = parse_secs_or_duration)]
     pub duration: Option<Duration>,
     /// How long the guest gets to shut down once asked, before it is stopped (a bare number is seconds).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_secs_or_duration)]
@@ -170,32 +189,35 @@ pub struct WorkloadArgs {
     /// Load beside the measurement threads: none, locks (threads holding shared SpinLocks) or cpu (same work, no lock).
     #[arg(long, value_enum, default_value_t = Load::Locks)]
     pub load: Load,
-    /// Measurement period in µs (cyclictest -i). Default: 1000.
-    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    /// Measurement period in µs, 100us..1s (cyclictest -i; a bare number is µs, or with a unit: `1ms`). Default: 1000.
+    #[arg(long, short = 'i', value_name = "US", value_parser = us_in(100, 1_000_000))]
     pub interval_us: Option<u32>,
-    /// Critical-section length of the load threads in µs. Default: 500 (well above the latency floor, well below the period).
-    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Critical-section length of the load threads in µs (a bare number is µs, or `2ms`). Default: 500 (well above the latency floor, below the period; a section as long as the period is warned about before the boot).
+    #[arg(long, value_name = "US", value_parser = us_in(1, 1_000_000))]
     pub cs_us: Option<u32>,
     /// Load threads per CPU (default 2).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=16))]
     pub load_threads: Option<u32>,
-    /// Histogram range in µs; slower samples count as overflows. Default: 10000, or 10 periods when --interval-us is longer.
-    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(10..=MAX_HIST_MAX_US as i64))]
+    /// Histogram range in µs, 10us..100ms; slower samples count as overflows (cyclictest -h; --histogram writes the histogram). Default: 10000, or 10 periods when --interval-us is longer.
+    #[arg(long, short = 'h', value_name = "US", value_parser = us_in(10, MAX_HIST_MAX_US))]
     pub hist_max_us: Option<u32>,
     /// Histogram bucket width in µs (rtla --bucket-size).
-    #[arg(long, value_name = "US", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    #[arg(long, value_name = "US", default_value_t = 1, value_parser = us_in(1, 1000))]
     pub bucket_us: u32,
     /// Priority of the measurement threads, 1..=99 (cyclictest -p). The guest's control thread runs at 98: below it, the switch can delay measurement.
-    #[arg(long, value_name = "PRIO", default_value_t = 99, value_parser = clap::value_parser!(u32).range(1..=99))]
+    #[arg(long, short = 'p', value_name = "PRIO", default_value_t = 99, value_parser = clap::value_parser!(u32).range(1..=99))]
     pub priority: u32,
     /// vCPUs that run a measurement thread, as a list like 0-3,6 (cyclictest -a). Default: all.
-    #[arg(long, value_name = "CPUS", value_parser = parse_cpu_list)]
+    #[arg(long, short = 'a', value_name = "CPUS", value_parser = parse_cpu_list)]
     pub measure_cpus: Option<u64>,
+    /// Measurement threads (cyclictest -t): N measures on vCPUs 0..N-1, one thread each; alone (`-t`), one per vCPU (the default). With --measure-cpus, N must be its CPU count.
+    #[arg(long, short = 't', value_name = "N", num_args = 0..=1, default_missing_value = "0", value_parser = clap::value_parser!(u32).range(0..=MAX_CPUS as i64))]
+    pub threads: Option<u32>,
     /// vCPUs that run load threads, as a list like 1,3. Default: all.
     #[arg(long, value_name = "CPUS", value_parser = parse_cpu_list)]
     pub load_cpus: Option<u64>,
-    /// Stop at the first thread-latency sample above US µs and print its cause: the interrupted task, its locks, the preempt and interrupt-mask state, steal time and the CPU's last scheduler events (cyclictest -b, rtla -a).
-    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Stop at the first thread-latency sample above US µs and print its cause: the interrupted task, its locks, the preempt and interrupt-mask state, steal time, the CPU's last scheduler events and a verdict (cyclictest -b, rtla -a).
+    #[arg(long, short = 'b', value_name = "US", value_parser = us_in(1, u32::MAX))]
     pub stop_above: Option<u32>,
     /// Boot only: no measurement threads, no load.
     #[arg(long)]
@@ -205,8 +227,8 @@ pub struct WorkloadArgs {
 /// What the run writes besides its summary.
 #[derive(Debug, Args, Clone, Default)]
 pub struct OutputArgs {
-    /// No live status line (a progress line replaces it on long runs).
-    #[arg(long, short)]
+    /// No live status line (a progress line replaces it on long runs; cyclictest -q).
+    #[arg(long, short = 'q')]
     pub quiet: bool,
     /// Write the whole result as JSON (schema in README.md).
     #[arg(long, value_name = "FILE")]
@@ -344,6 +366,72 @@ impl RunConfig {
     pub fn outputs(&self) -> OutputFiles {
         OutputFiles { plotter: self.plotter, profiles: vec![self.mode, self.switch_to], ..self.output.files() }
     }
+
+    /// What the reports show of the run's configuration: everything the
+    /// JSON report's `config` needs to reproduce the run.
+    pub fn report_settings(&self) -> RunSettings {
+        let words = || self.cmdline.split_whitespace();
+        RunSettings {
+            vcpus: self.vcpus,
+            memory_bytes: self.memory_bytes,
+            mode: self.mode,
+            workload: self.workload,
+            hist_buckets: self.hist_buckets,
+            duration: self.duration,
+            outputs: self.outputs(),
+            options: RunOptions {
+                command_line: std::env::args().collect(),
+                kernel: self.kernel.as_ref().map(|k| k.display().to_string()),
+                guest_args: words().filter(|w| *w != GUEST_ARG_SELFTEST).map(String::from).collect(),
+                selftest: words().any(|w| w == GUEST_ARG_SELFTEST),
+                switch_every: self.switch_every,
+                switch_to: Some(self.switch_to),
+                irq_load: self.irq_load.map(|l| (l.rate_hz, l.work_us)),
+                irq_prio: (self.workload.irq_prio != 0).then_some(self.workload.irq_prio),
+                api_sock: self.api_sock.as_ref().map(|p| p.display().to_string()),
+                shutdown_timeout: self.shutdown_timeout,
+                switch_timeout: self.switch_timeout,
+                vcpu_stop_timeout: self.vcpu_stop_timeout,
+                watchdog: self.watchdog,
+                seccomp: self.seccomp,
+            },
+        }
+    }
+
+    /// What the command line asks for that measures the load rather than
+    /// latency, said before the boot (each printed `rtswitch: warning: `).
+    /// A lock-load critical section at least as long as the period: under
+    /// mainline locking a section keeps preemption off throughout, so every
+    /// period that falls in one is missed. rt locking (rtmutexes, a
+    /// preemptible section) is fine: no warning when no mainline-locked
+    /// profile can run.
+    pub fn warnings(&self) -> Vec<String> {
+        use switcher::profile::LockMode;
+        use switcher::telemetry::defaults;
+        let w = &self.workload;
+        let mut out = Vec::new();
+        if w.enabled == 0 || w.load != LoadKind::Locks as u32 {
+            return out;
+        }
+        let given = |v: u32, default: u32| if v == 0 { default } else { v };
+        let (cs, interval) = (given(w.cs_us, defaults::CS_US), given(w.interval_us, defaults::INTERVAL_US));
+        let switches = self.switch_every.is_some() || self.api_sock.is_some();
+        let mainline = self.mode.locks == LockMode::Mainline
+            || (switches && self.switch_to.locks == LockMode::Mainline)
+            || self.api_sock.is_some();
+        if cs >= interval && mainline {
+            let cs_given = if w.cs_us == 0 { " (the default)" } else { "" };
+            let interval_given = if w.interval_us == 0 { " (the default)" } else { "" };
+            out.push(format!(
+                "--cs-us {cs}{cs_given} is not shorter than the measurement period, --interval-us {interval}{interval_given}: \
+                 under mainline locking a load thread keeps preemption off for its whole critical section, so the \
+                 measurement thread misses every period that falls inside one and the run measures the sections, not \
+                 latency; give --cs-us below --interval-us (e.g. --cs-us {}) or a longer --interval-us",
+                (interval / 2).max(1)
+            ));
+        }
+        out
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -360,6 +448,14 @@ pub enum CliError {
     CpuOutOfRange { option: &'static str, cpu: u32, vcpus: u32 },
     #[error("--hist-max-us {range} is less than one --bucket-us {bucket} bucket")]
     HistRange { range: u32, bucket: u32 },
+    #[error(
+        "-t/--threads {threads}: the VM has {vcpus} vCPU(s), one measurement thread each; give -t {vcpus} or fewer, or --vcpus {threads}"
+    )]
+    TooManyThreads { threads: u32, vcpus: u32 },
+    #[error(
+        "-t/--threads {threads} and --measure-cpus name {cpus} CPU(s): give one of them, or as many threads as CPUs"
+    )]
+    ThreadsVsCpus { threads: u32, cpus: u32 },
 }
 
 /// A CPU list (`0-3,6`) as a bit mask.
@@ -436,7 +532,15 @@ impl RunArgs {
             return Err(CliError::CmdlineTooLong(cmdline.len()));
         }
         let w = &self.workload;
-        for (option, mask) in [("--measure-cpus", w.measure_cpus), ("--load-cpus", w.load_cpus)] {
+        let measure_cpus = match (w.threads.filter(|&n| n > 0), w.measure_cpus) {
+            (Some(n), _) if n > self.vcpus => return Err(CliError::TooManyThreads { threads: n, vcpus: self.vcpus }),
+            (Some(n), Some(mask)) if mask.count_ones() != n => {
+                return Err(CliError::ThreadsVsCpus { threads: n, cpus: mask.count_ones() });
+            }
+            (Some(n), None) => Some(if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }),
+            (_, mask) => mask,
+        };
+        for (option, mask) in [("--measure-cpus", measure_cpus), ("--load-cpus", w.load_cpus)] {
             if let Some(mask) = mask {
                 let beyond = if self.vcpus >= 64 { 0 } else { mask >> self.vcpus };
                 if beyond != 0 {
@@ -472,7 +576,7 @@ impl RunArgs {
                 // The self-tests own the guest's CPUs while they run.
                 enabled: u32::from(!self.workload.no_workload && !self.selftest),
                 measure_prio: self.workload.priority,
-                measure_cpus: self.workload.measure_cpus.unwrap_or(0),
+                measure_cpus: measure_cpus.unwrap_or(0),
                 load_cpus: self.workload.load_cpus.unwrap_or(0),
                 bucket_us: self.workload.bucket_us,
                 stop_above_us: self.workload.stop_above.unwrap_or(0),
@@ -635,7 +739,7 @@ mod tests {
         let d = parse(&[]).unwrap();
         assert_eq!((d.switch_timeout, d.vcpu_stop_timeout), (Duration::from_secs(2), Duration::from_millis(500)));
         assert_eq!((d.watchdog, d.shutdown_timeout), (Duration::from_secs(10), Duration::from_secs(10)));
-        assert!(parse(&["--switch-every", "5ms"]).unwrap_err().contains("10ms to 86400s"));
+        assert!(parse(&["--switch-every", "5ms"]).unwrap_err().contains("10ms to 1d"));
         assert!(parse(&["--duration", "2x"]).unwrap_err().contains("unknown unit 'x'"));
         assert!(parse(&["--duration", "0s"]).is_err());
         assert!(parse(&["--duration", "-1s"]).is_err());
@@ -685,6 +789,174 @@ mod tests {
         assert_eq!(c.switch_to.name(), "locks=mainline,preempt=voluntary,irq=threaded");
         let e = parse(&["--profile", "preempt=sometimes"]).unwrap_err();
         assert!(e.contains("preempt is one of none, voluntary, full"), "{e}");
+    }
+
+    #[test]
+    fn cyclictest_short_options_mean_what_they_mean_there() {
+        let c = parse(&["-D", "2", "-i", "500", "-p", "80", "-h", "2000", "-q", "-b", "900", "-a", "1"]).unwrap();
+        assert_eq!(c.duration, Some(Duration::from_secs(2)));
+        assert_eq!((c.workload.interval_us, c.workload.measure_prio), (500, 80));
+        assert_eq!((c.hist_buckets, c.workload.stop_above_us, c.workload.measure_cpus), (2000, 900, 0b10));
+        assert!(c.output.quiet);
+        assert_eq!(parse(&["-D", "10m"]).unwrap().duration, Some(Duration::from_secs(600)));
+        // -t N: N threads on vCPUs 0..N-1; -t alone: one per vCPU.
+        assert_eq!(parse(&["--vcpus", "4", "-t", "3"]).unwrap().workload.measure_cpus, 0b111);
+        assert_eq!(parse(&["-t"]).unwrap().workload.measure_cpus, 0);
+        assert_eq!(parse(&["-t", "-D", "1"]).unwrap().duration, Some(Duration::from_secs(1)));
+        assert_eq!(parse(&["--vcpus", "4", "-t", "2", "-a", "1,3"]).unwrap().workload.measure_cpus, 0b1010);
+        assert!(parse(&["-t", "3"]).unwrap_err().contains("give -t 2 or fewer"));
+        assert!(parse(&["--vcpus", "4", "-t", "2", "-a", "1-3"]).unwrap_err().contains("name 3 CPU(s)"));
+        // µs options take units too; help is --help (-h is the histogram's).
+        assert_eq!(parse(&["-i", "2ms", "--cs-us", "0.5ms"]).unwrap().workload.cs_us, 500);
+        assert!(parse(&["--interval-us", "1000.5"]).unwrap_err().contains("whole number of microseconds"));
+        let help = Cli::try_parse_from(["rtswitch", "run", "--help"]).unwrap_err();
+        assert_eq!(help.kind(), clap::error::ErrorKind::DisplayHelp);
+        assert!(help.to_string().contains("cyclictest's short options"), "{help}");
+    }
+
+    #[test]
+    fn a_critical_section_as_long_as_the_period_is_warned_about_before_the_boot() {
+        let w = parse(&["--cs-us", "2000"]).unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("--cs-us 2000 is not shorter than the measurement period, --interval-us 1000 (the default)")
+        );
+        assert!(w[0].contains("preemption off") && w[0].contains("e.g. --cs-us 500"), "{w:?}");
+        assert_eq!(parse(&["--cs-us", "2000", "-i", "2000"]).unwrap().warnings().len(), 1);
+        assert!(parse(&["--cs-us", "999"]).unwrap().warnings().is_empty());
+        assert!(parse(&[]).unwrap().warnings().is_empty());
+        // Only mainline locking keeps preemption off in a section.
+        assert!(parse(&["--cs-us", "2000", "--profile", "rt"]).unwrap().warnings().is_empty());
+        assert_eq!(parse(&["--cs-us", "2000", "--profile", "rt", "--switch-every", "1s"]).unwrap().warnings().len(), 1);
+        assert!(parse(&["--cs-us", "2000", "--load", "cpu"]).unwrap().warnings().is_empty());
+        assert!(parse(&["--cs-us", "2000", "--no-workload"]).unwrap().warnings().is_empty());
+    }
+
+    /// Every `run` option and the JSON report's `config` key that gives it
+    /// back ("-": it changes nothing the guest runs: where output goes).
+    /// A new option fails this test until it is mapped.
+    const CONFIG_KEYS: &[(&str, &str)] = &[
+        ("help", "-"),
+        ("vcpus", "vcpus"),
+        ("memory", "memory_mib"),
+        ("kernel", "kernel"),
+        ("serial", "-"),
+        ("duration", "duration_s"),
+        ("shutdown_timeout", "shutdown_timeout_s"),
+        ("profile", "mode"),
+        ("selftest", "selftest"),
+        ("guest_args", "guest_args"),
+        ("load", "load"),
+        ("interval_us", "interval_us"),
+        ("cs_us", "cs_us"),
+        ("load_threads", "load_threads"),
+        ("hist_max_us", "hist_max_us"),
+        ("bucket_us", "bucket_us"),
+        ("priority", "priority"),
+        ("measure_cpus", "measure_cpus"),
+        ("threads", "measure_cpus"),
+        ("load_cpus", "load_cpus"),
+        ("stop_above", "stop_above_us"),
+        ("no_workload", "workload_enabled"),
+        ("quiet", "-"),
+        ("json", "-"),
+        ("histogram", "-"),
+        ("histogram_mode", "-"),
+        ("histogram_irq", "-"),
+        ("cyclictest_json", "-"),
+        ("plot", "-"),
+        ("plot_per_epoch", "-"),
+        ("api_sock", "api_sock"),
+        ("switch_every", "switch_every_ms"),
+        ("switch_to", "switch_to"),
+        ("irq_load", "irq_load"),
+        ("irq_prio", "irq_prio"),
+        ("switch_timeout", "switch_timeout_ms"),
+        ("watchdog", "watchdog_s"),
+        ("vcpu_stop_timeout", "vcpu_stop_timeout_ms"),
+        ("seccomp", "seccomp"),
+    ];
+
+    #[test]
+    fn the_json_reports_config_holds_every_option_that_changes_the_run() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").expect("run");
+        for a in run.get_arguments() {
+            let id = a.get_id().as_str();
+            assert!(CONFIG_KEYS.iter().any(|(o, _)| *o == id), "option {id} is not mapped to a config key");
+        }
+        let c = parse(&[
+            "--vcpus",
+            "1",
+            "--memory",
+            "64",
+            "--kernel",
+            "/k.elf",
+            "--duration",
+            "3s",
+            "--shutdown-timeout",
+            "5s",
+            "--profile",
+            "preempt=full",
+            "--guest-arg",
+            "idle=poll",
+            "--load",
+            "cpu",
+            "-i",
+            "2000",
+            "--cs-us",
+            "300",
+            "--load-threads",
+            "3",
+            "-h",
+            "5000",
+            "--bucket-us",
+            "1",
+            "-p",
+            "80",
+            "-a",
+            "0",
+            "--load-cpus",
+            "0",
+            "-b",
+            "4000",
+            "--api-sock",
+            "/tmp/s",
+            "--switch-every",
+            "250ms",
+            "--switch-to",
+            "rt",
+            "--irq-load",
+            "500,30",
+            "--irq-prio",
+            "40",
+            "--switch-timeout",
+            "3s",
+            "--watchdog",
+            "5s",
+            "--vcpu-stop-timeout",
+            "100ms",
+            "--seccomp",
+            "off",
+        ])
+        .unwrap();
+        let info = crate::report::json::tests::info(c.report_settings());
+        let report = crate::report::json::build(&crate::report::json::tests::measurement(), &info);
+        let v = serde_json::to_value(&report.config).unwrap();
+        for (option, key) in CONFIG_KEYS.iter().filter(|(_, k)| *k != "-") {
+            assert!(!v[key].is_null(), "--{option}: config.{key} is missing or null: {v}");
+        }
+        assert_eq!(v["mode"], "locks=mainline,preempt=full,irq=hard");
+        assert_eq!((v["switch_every_ms"].as_f64(), v["switch_to"].as_str()), (Some(250.0), Some("rt")), "{v}");
+        assert_eq!(v["irq_load"], serde_json::json!({"rate_hz": 500, "work_us": 30}));
+        assert_eq!((v["irq_prio"].as_u64(), v["priority"].as_u64()), (Some(40), Some(80)));
+        assert_eq!(v["guest_args"], serde_json::json!(["idle=poll"]));
+        assert_eq!((v["measure_cpus"].clone(), v["stop_above_us"].as_u64()), (serde_json::json!([0]), Some(4000)));
+        assert_eq!(v["seccomp"], false);
+        // Read back through the schema, it is the same.
+        let back = crate::report::json::RunReport::parse(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(back.config, report.config);
     }
 
     #[test]

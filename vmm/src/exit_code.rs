@@ -38,11 +38,16 @@ pub enum ExitCode {
     MeasurementNotOk = 11,
     /// `--stop-above`: a sample crossed the threshold; its cause is printed.
     StoppedAbove = 12,
+    /// `bench` or `stress` stopped by SIGINT/SIGTERM before its end: what
+    /// had finished is printed and written, marked interrupted (128 +
+    /// SIGINT, the shell's convention; `run` itself ends a measurement on
+    /// SIGINT with 0, as cyclictest does).
+    Interrupted = 130,
 }
 
 impl ExitCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ExitCode; 13] = [
+    pub const ALL: [ExitCode; 14] = [
         ExitCode::Ok,
         ExitCode::GuestFailure,
         ExitCode::BadArguments,
@@ -56,6 +61,7 @@ impl ExitCode {
         ExitCode::SeccompViolation,
         ExitCode::MeasurementNotOk,
         ExitCode::StoppedAbove,
+        ExitCode::Interrupted,
     ];
 
     pub fn code(self) -> u8 {
@@ -74,6 +80,8 @@ impl ExitCode {
         fn rank(c: ExitCode) -> u8 {
             match c {
                 ExitCode::Ok => 0,
+                // Partial results: any failure among them says more.
+                ExitCode::Interrupted => 1,
                 ExitCode::StoppedAbove => 1,
                 ExitCode::MeasurementNotOk => 2,
                 ExitCode::GuestFailure => 3,

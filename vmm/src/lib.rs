@@ -18,6 +18,7 @@ pub mod exit_code;
 pub mod host_speed;
 pub mod limits;
 pub mod loader;
+pub mod logging;
 pub mod page;
 pub mod report;
 pub mod runner;

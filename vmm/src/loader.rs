@@ -80,7 +80,7 @@ pub enum LoaderError {
     BadAbiMagic { found: u64, expected: u64 },
     #[error("kernel speaks rtswitch ABI version {found}, this VMM speaks version {expected}; rebuild the kernel")]
     AbiVersion { found: u32, expected: u32 },
-    #[error("kernel lock call sites: {0}")]
+    #[error("kernel call sites: {0}")]
     Sites(#[from] PatchError),
     #[error("loading the kernel into guest memory failed: {0}")]
     Load(String),

@@ -5,8 +5,6 @@ use std::time::Instant;
 fn main() -> std::process::ExitCode {
     // Boot time is measured from here: process start, as near as we get.
     let started = Instant::now();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
-        .format_timestamp_millis()
-        .init();
+    rtswitch::logging::init();
     rtswitch::app::main(started)
 }

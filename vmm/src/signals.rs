@@ -1,7 +1,14 @@
-//! SIGINT/SIGTERM: the handler only writes to an EventFd the control loop
-//! polls (async-signal-safe), so shutdown runs on the control thread.
+//! SIGINT/SIGTERM. `rtswitch run`: the handler only writes to an EventFd
+//! the control loop polls (async-signal-safe), so shutdown runs on the
+//! control thread ([`install`]). The tools that drive `rtswitch run`
+//! children (`bench`, `stress`): the first signal only raises a flag they
+//! poll ([`catch_interrupts`], [`interrupted`]): they stop the child they
+//! run cleanly, print what they have and exit with
+//! `ExitCode::Interrupted`; a second signal ends the tool at once (its
+//! children, in their own process group, get SIGTERM from the kernel when
+//! it dies: `child.rs`).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -31,4 +38,44 @@ pub fn install() -> std::io::Result<EventFd> {
             .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
     }
     Ok(evt)
+}
+
+/// SIGINT/SIGTERM seen by a tool (bench, stress).
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+/// [`catch_interrupts`] ran: children go in their own process group.
+static CATCHING: AtomicBool = AtomicBool::new(false);
+
+/// The exit status of a tool stopped by a second signal (128 + SIGINT, the
+/// shell's convention).
+pub const SECOND_INTERRUPT_STATUS: i32 = 128 + libc::SIGINT;
+
+extern "C" fn on_interrupt(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    if INTERRUPTS.fetch_add(1, Ordering::Relaxed) >= 1 {
+        // SAFETY: _exit(2) is async-signal-safe; a second signal stops the
+        // tool at once, as its first one's message says.
+        unsafe { libc::_exit(SECOND_INTERRUPT_STATUS) };
+    }
+}
+
+/// For the tools: the first SIGINT or SIGTERM only raises the flag that
+/// [`interrupted`] reads, the second ends the process (status 130).
+pub fn catch_interrupts() -> std::io::Result<()> {
+    CATCHING.store(true, Ordering::Relaxed);
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        vmm_sys_util::signal::register_signal_handler(sig, on_interrupt)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    }
+    Ok(())
+}
+
+/// Whether a tool that called [`catch_interrupts`] was asked to stop.
+pub fn interrupted() -> bool {
+    INTERRUPTS.load(Ordering::Relaxed) > 0
+}
+
+/// Whether this process catches interrupts for its children
+/// ([`catch_interrupts`]): then a terminal's Ctrl-C reaches the tool
+/// only, which stops its child itself.
+pub fn catching_interrupts() -> bool {
+    CATCHING.load(Ordering::Relaxed)
 }

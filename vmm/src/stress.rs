@@ -13,6 +13,11 @@
 //! the load's consistency check ok, every device interrupt taken handled
 //! (in hard-IRQ context or by a thread) or still pending, the VM exit code
 //! 0. Exit code 0 only if every check holds.
+//!
+//! Ctrl-C (SIGINT or SIGTERM) ends the hammering early: the same final
+//! checks run on what was done, the tally says it was interrupted, and the
+//! exit code is `Interrupted` (130) unless a check failed; a second Ctrl-C
+//! stops at once.
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::net::UnixStream;
@@ -26,6 +31,7 @@ use switcher::profile::Profile;
 use crate::api::child::ChildVm;
 use crate::exit_code::ExitCode;
 use crate::report::json::RunReport;
+use crate::units::{Unit, parse_duration_in, show};
 use crate::vstate::telemetry::IrqCounts;
 
 /// Which profiles the stress run switches between.
@@ -39,17 +45,17 @@ pub enum StressModes {
 
 #[derive(Debug, Args, Clone)]
 pub struct StressArgs {
-    /// How long to hammer, in seconds.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86_400))]
-    pub duration: u64,
+    /// How long to hammer: `60s`, `10m`, `1.5h` (a bare number is seconds; 1s to 1d).
+    #[arg(long, short = 'D', value_name = "DURATION", default_value = "60s", value_parser = parse_stress_duration)]
+    pub duration: Duration,
     /// vCPUs of the VM.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub vcpus: u32,
-    /// Longest random pause between two switches, in ms.
-    #[arg(long, default_value_t = 50)]
-    pub max_gap_ms: u64,
-    /// Critical section of the lock load in µs.
-    #[arg(long, default_value_t = 1000)]
+    /// Longest random pause between two switches: `50ms`, `1s` (a bare number is ms; old name --max-gap-ms).
+    #[arg(long, alias = "max-gap-ms", value_name = "DURATION", default_value = "50ms", value_parser = parse_max_gap)]
+    pub max_gap: Duration,
+    /// Critical section of the lock load in µs (a bare number is µs, or `1ms`).
+    #[arg(long, value_name = "US", default_value_t = 1000, value_parser = crate::units::us_in(1, 200_000))]
     pub cs_us: u32,
     /// Seed of the random schedule (printed, so a run can be repeated).
     #[arg(long)]
@@ -60,6 +66,14 @@ pub struct StressArgs {
     /// The VM's device interrupt load (`run --irq-load`).
     #[arg(long, value_name = "RATE[,WORK_US]", default_value = "1000,20", value_parser = crate::cli::parse_irq_load)]
     pub irq_load: crate::cli::IrqLoad,
+}
+
+fn parse_stress_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Unit::Secs, Duration::from_secs(1), Duration::from_secs(86_400))
+}
+
+fn parse_max_gap(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Unit::Millis, Duration::ZERO, Duration::from_secs(60))
 }
 
 /// xorshift64*: a small, seedable generator (no crate needed).
@@ -114,9 +128,14 @@ pub fn run(args: &StressArgs) -> ExitCode {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
     });
+    if let Err(e) = crate::signals::catch_interrupts() {
+        eprintln!("rtswitch stress: warning: cannot catch Ctrl-C ({e}); it will stop the run without a tally");
+    }
     eprintln!(
-        "rtswitch stress: {} s on {} vCPUs, lock load cs {} us, seed {seed}",
-        args.duration, args.vcpus, args.cs_us
+        "rtswitch stress: {} on {} vCPUs, lock load cs {} us, seed {seed} (Ctrl-C: stop early, check and tally)",
+        show(args.duration),
+        args.vcpus,
+        args.cs_us
     );
     let dir = std::env::temp_dir().join(format!("rtswitch-stress-{}", std::process::id()));
     if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -164,10 +183,10 @@ pub fn run(args: &StressArgs) -> ExitCode {
     };
     let mut visited = std::collections::BTreeSet::new();
     let start = Instant::now();
-    let total = Duration::from_secs(args.duration);
+    let total = args.duration;
     let tty = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
-    while start.elapsed() < total {
+    while start.elapsed() < total && !crate::signals::interrupted() {
         match rng.below(10) {
             // Mostly switches.
             0..=5 => {
@@ -235,13 +254,14 @@ pub fn run(args: &StressArgs) -> ExitCode {
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(rng.below(args.max_gap_ms + 1)));
+        let max_gap_ms = args.max_gap.as_millis() as u64;
+        std::thread::sleep(Duration::from_millis(rng.below(max_gap_ms + 1)));
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
             let line = format!(
-                "stress: {:>4}/{} s, {} switches ({} failed), {} queries, {} errors",
+                "rtswitch stress: {:>4}/{} s, {} switches ({} failed), {} queries, {} errors",
                 start.elapsed().as_secs(),
-                args.duration,
+                total.as_secs(),
                 tally.completed,
                 tally.failed,
                 tally.queries,
@@ -256,6 +276,13 @@ pub fn run(args: &StressArgs) -> ExitCode {
     }
     if tty {
         eprintln!();
+    }
+    let interrupted = crate::signals::interrupted();
+    if interrupted {
+        eprintln!(
+            "rtswitch stress: interrupted after {:.1} s; checking what was done (Ctrl-C again: stop at once)",
+            start.elapsed().as_secs_f64()
+        );
     }
     // Final state checks through the socket.
     // Counts from the exact totals; reasons from every record still kept.
@@ -305,7 +332,8 @@ pub fn run(args: &StressArgs) -> ExitCode {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
-    println!("stress tally (seed {seed}, {:.1} s):", start.elapsed().as_secs_f64());
+    let cut = if interrupted { format!(", interrupted: {} asked", show(total)) } else { String::new() };
+    println!("stress tally (seed {seed}, {:.1} s{cut}):", start.elapsed().as_secs_f64());
     println!(
         "  switches requested by this client: {} ({} completed, {} failed with a reason)",
         tally.requested, tally.completed, tally.failed
@@ -330,7 +358,11 @@ pub fn run(args: &StressArgs) -> ExitCode {
     for e in tally.errors.iter().take(20) {
         println!("    - {e}");
     }
-    if tally.errors.is_empty() { ExitCode::Ok } else { ExitCode::GuestFailure }
+    match (tally.errors.is_empty(), interrupted) {
+        (false, _) => ExitCode::GuestFailure,
+        (true, true) => ExitCode::Interrupted,
+        (true, false) => ExitCode::Ok,
+    }
 }
 
 #[cfg(test)]
@@ -346,5 +378,22 @@ mod tests {
             assert!(x < 7);
         }
         assert_eq!(Rng(1).below(0), 0);
+    }
+
+    #[test]
+    fn durations_take_units_and_bare_numbers_keep_their_unit() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: StressArgs,
+        }
+        let a = Cli::try_parse_from(["stress", "--duration", "2s", "--max-gap", "1s", "--cs-us", "1ms"]).unwrap().args;
+        assert_eq!((a.duration, a.max_gap, a.cs_us), (Duration::from_secs(2), Duration::from_secs(1), 1000));
+        let a = Cli::try_parse_from(["stress", "-D", "90", "--max-gap-ms", "20"]).unwrap().args;
+        assert_eq!((a.duration, a.max_gap), (Duration::from_secs(90), Duration::from_millis(20)));
+        let a = Cli::try_parse_from(["stress"]).unwrap().args;
+        assert_eq!((a.duration, a.max_gap), (Duration::from_secs(60), Duration::from_millis(50)));
+        assert!(Cli::try_parse_from(["stress", "--duration", "0.5s"]).is_err());
     }
 }

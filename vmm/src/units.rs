@@ -26,7 +26,15 @@ pub fn parse_duration_in(s: &str, bare: Unit, min: Duration, max: Duration) -> R
     };
     let n: f64 = num.parse().map_err(|_| format!("'{s}' is not a duration; write e.g. 2s, 500ms, 1.5s"))?;
     let secs = n * unit.secs();
-    let range = || format!("{} to {}", show(min), show(max));
+    // A minimum below a microsecond is "more than zero" (`show` would
+    // print it as 0s, which reads as if zero were allowed).
+    let range = || {
+        if !min.is_zero() && min < Duration::from_micros(1) {
+            format!("more than 0, at most {}", show(max))
+        } else {
+            format!("{} to {}", show(min), show(max))
+        }
+    };
     if !secs.is_finite() || secs > max.as_secs_f64() {
         return Err(format!("'{s}' is out of range: {}", range()));
     }
@@ -35,6 +43,27 @@ pub fn parse_duration_in(s: &str, bare: Unit, min: Duration, max: Duration) -> R
         return Err(format!("'{s}' is out of range: {}", range()));
     }
     Ok(d)
+}
+
+/// A whole number of microseconds in `min..=max`: a bare number is µs
+/// (cyclictest's unit), or a duration with its unit (`1ms`, `2.5ms`), for
+/// the options whose value is µs (`--interval-us`, `--cs-us`, ...).
+pub fn parse_us_in(s: &str, min: u32, max: u32) -> Result<u32, String> {
+    let to = |us: u32| Duration::from_micros(u64::from(us));
+    let d = parse_duration_in(s, Unit::Micros, to(min), to(max))?;
+    // Rounded to the nearest ns first: `2.5ms` is 0.0025 s, which a binary
+    // float holds only approximately.
+    let us = d.as_secs_f64() * 1e6;
+    if (us - us.round()).abs() > 1e-3 {
+        return Err(format!("'{s}' is not a whole number of microseconds"));
+    }
+    // In range (checked above), so it fits.
+    Ok(us.round() as u32)
+}
+
+/// A value parser for a µs option in `min..=max` (see [`parse_us_in`]).
+pub fn us_in(min: u32, max: u32) -> impl Fn(&str) -> Result<u32, String> + Clone + Send + Sync + 'static {
+    move |s| parse_us_in(s, min, max)
 }
 
 /// The unit of a duration option's bare number.
@@ -64,7 +93,11 @@ impl Unit {
 /// A duration the way the options take it (`2s`, `10ms`, `1.5s`).
 pub fn show(d: Duration) -> String {
     let us = d.as_micros();
-    if us.is_multiple_of(1_000_000) {
+    if us > 0 && us.is_multiple_of(86_400_000_000) {
+        format!("{}d", us / 86_400_000_000)
+    } else if us > 0 && us.is_multiple_of(3_600_000_000) {
+        format!("{}h", us / 3_600_000_000)
+    } else if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
     } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
@@ -87,7 +120,30 @@ mod tests {
         );
         assert!(parse_duration_in("61s", Unit::Secs, Duration::ZERO, max).unwrap_err().contains("0s to 60s"));
         assert_eq!(show(Duration::from_millis(2500)), "2500ms");
-        assert_eq!(show(Duration::from_secs(86_400)), "86400s");
+        assert_eq!(show(Duration::from_secs(86_400)), "1d");
+        assert_eq!(show(Duration::from_secs(7200)), "2h");
+        assert_eq!(show(Duration::from_secs(600)), "600s");
         assert_eq!(show(Duration::from_micros(1500)), "1500us");
+    }
+
+    #[test]
+    fn a_nonzero_minimum_reads_as_more_than_zero() {
+        let e = parse_duration_in("0", Unit::Secs, Duration::from_nanos(1), Duration::from_secs(60)).unwrap_err();
+        assert_eq!(e, "'0' is out of range: more than 0, at most 60s");
+        let e = parse_duration_in("0", Unit::Secs, Duration::from_nanos(1), Duration::from_secs(365 * 86_400));
+        assert_eq!(e.unwrap_err(), "'0' is out of range: more than 0, at most 365d");
+        let e = parse_duration_in("0ms", Unit::Secs, Duration::from_millis(10), Duration::from_secs(60)).unwrap_err();
+        assert!(e.ends_with("10ms to 60s"), "{e}");
+    }
+
+    #[test]
+    fn microsecond_options_take_bare_us_or_a_unit() {
+        assert_eq!(parse_us_in("1000", 100, 1_000_000), Ok(1000));
+        assert_eq!(parse_us_in("1ms", 100, 1_000_000), Ok(1000));
+        assert_eq!(parse_us_in("2.5ms", 100, 1_000_000), Ok(2500));
+        assert_eq!(parse_us_in("1s", 100, 1_000_000), Ok(1_000_000));
+        assert!(parse_us_in("1.5us", 1, 1000).unwrap_err().contains("whole number of microseconds"));
+        assert!(parse_us_in("50", 100, 1000).unwrap_err().contains("100us to 1ms"));
+        assert!(parse_us_in("2s", 100, 1_000_000).unwrap_err().contains("out of range"));
     }
 }

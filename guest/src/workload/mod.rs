@@ -12,8 +12,8 @@
 //!                         running = 1; exit
 //! control thread, on the VMM's shutdown request:
 //!                         shutdown()         stop flag; wait (bounded) for
-//!                         every workload thread to exit; print a per-CPU
-//!                         summary; final load check; then the exit hypercall
+//!                         every workload thread to exit; final load
+//!                         check; then the exit hypercall
 //! ```
 //! The starter is a thread, not the boot context, because the boot context
 //! is CPU 0's idle task: once CPU 0's load threads run, it would never run
@@ -28,13 +28,19 @@
 mod load;
 mod measure;
 mod params;
+// The guest's own latency summary is gone (issue 27: it contradicted the
+// VMM's); the readers it used (`snapshot`, `bucket_count`,
+// `thread_percentiles_us`, `bucket_us`) are left in `telemetry.rs` for its
+// owner to remove with the measurement change under way there. `expect`,
+// not `allow`: once they are removed this attribute must go too.
+#[expect(dead_code, reason = "the readers of the removed guest summary, to be removed in telemetry.rs")]
 pub mod telemetry;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use switcher::abi::MAX_CPUS;
 use switcher::profile::Profile;
-use switcher::telemetry::{EPOCH_SLOTS, EpochKind, LoadKind};
+use switcher::telemetry::{EpochKind, LoadKind};
 
 use crate::sched::{self, MAX_TASKS, TaskId, TaskState, now_tsc, sleep_us, us_to_tsc};
 use crate::sync::raw::RawSpinLock;
@@ -172,20 +178,8 @@ fn wait_until(deadline_tsc: u64, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A percentile for the console: `>=N` when it lies in the overflow.
-struct Percentile {
-    us: u64,
-    range_us: u64,
-}
-
-impl core::fmt::Display for Percentile {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        if self.us >= self.range_us { write!(f, ">={}", self.range_us) } else { write!(f, "{}", self.us) }
-    }
-}
-
-/// The control thread, on shutdown: stops the workload (bounded), prints
-/// the per-CPU summary and runs the load's final check. Idempotent enough
+/// The control thread, on shutdown: stops the workload (bounded) and runs
+/// the load's final check. Idempotent enough
 /// for a second call (it finds nothing left to stop).
 pub fn shutdown() {
     STOP.store(true, Ordering::Release);
@@ -204,7 +198,7 @@ pub fn shutdown() {
     };
     crate::irqdev::stop();
     if !started {
-        println!("workload: the starter did not finish in time; no summary");
+        println!("workload: the starter did not finish in time");
         return;
     }
     let all = || measure_ids.iter().chain(load_ids[..load_count].iter()).chain(irq_ids.iter()).flatten();
@@ -218,7 +212,10 @@ pub fn shutdown() {
             sched::join(id);
         }
     }
-    print_summary();
+    // No latency summary of the guest's own: the VMM prints the run's
+    // (`rtswitch: latency summary`), from the same telemetry with the
+    // epochs attributed and named its way; a second table here disagreed
+    // with it (issue 27).
     if stopped {
         run_final_check(params.load, load_count, deadline);
     } else {
@@ -249,46 +246,6 @@ static FINAL_THREADS: AtomicUsize = AtomicUsize::new(0);
 fn final_check_thread(_: usize) {
     let kind = LoadKind::from_u32(FINAL_KIND.load(Ordering::Relaxed)).unwrap_or(LoadKind::None);
     load::final_check(kind, FINAL_THREADS.load(Ordering::Relaxed));
-}
-
-/// Prints one line per CPU and epoch from the telemetry region (latencies
-/// in µs): what the VMM's reader will show, for a check by eye.
-fn print_summary() {
-    if !telemetry::is_active() {
-        println!("workload: no telemetry region: no latency summary");
-        return;
-    }
-    // Oldest epoch still in the ring first.
-    let current = telemetry::current_epoch();
-    for index in current.saturating_sub(EPOCH_SLOTS as u64 - 1)..=current {
-        let slot = (index % EPOCH_SLOTS as u64) as usize;
-        for cpu in 0..boot_info::cpu_count() as usize {
-            let Some((epoch, r)) = telemetry::snapshot(slot, cpu) else { continue };
-            let mode = Profile::from_u32(epoch.mode).map_or("?", |m| m.name());
-            let avg = |s: &switcher::telemetry::HistSummary| s.sum_ns.checked_div(s.count).unwrap_or(0) / 1000;
-            let min = |s: &switcher::telemetry::HistSummary| if s.count == 0 { 0 } else { s.min_ns / 1000 };
-            let end = r.worst.task_name.iter().position(|&b| b == 0).unwrap_or(r.worst.task_name.len());
-            let worst_task = core::str::from_utf8(&r.worst.task_name[..end]).unwrap_or("?");
-            let [p50, p99] = telemetry::thread_percentiles_us(slot, cpu, [500, 990])
-                .map(|us| Percentile { us, range_us: telemetry::bucket_count() as u64 * telemetry::bucket_us() });
-            println!(
-                "cpu{cpu}: epoch {} ({mode}): {} samples, {} missed; irq min/avg/max {}/{}/{} us; thread min/avg/max \
-                 {}/{}/{} us, p50 {p50} p99 {p99} ({} overflows); worst: '{worst_task}', {} locks held, preempt count {}",
-                epoch.index,
-                r.samples,
-                r.missed,
-                min(&r.irq),
-                avg(&r.irq),
-                r.irq.max_ns / 1000,
-                min(&r.thread),
-                avg(&r.thread),
-                r.thread.max_ns / 1000,
-                r.thread.overflow,
-                r.worst.locks_held,
-                r.worst.preempt_count
-            );
-        }
-    }
 }
 
 /// Closes the current epoch and opens the next (`telemetry::open_epoch`),

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::client::{self, ClientError, Session};
+use super::protocol::SiteCounts;
 use crate::cli::{CtlArgs, CtlCommand, PageArgs};
 use crate::report::summary::{Figure, columns, ratio_line};
 
@@ -233,14 +234,15 @@ pub fn human(cmd: &CtlCommand, ret: &Value) -> String {
             if ret.get("changed").and_then(Value::as_bool) == Some(false) {
                 return format!("already in {} mode; nothing to do", s(ret, "mode"));
             }
+            let patched = ret.get("sites_patched").and_then(Value::as_u64).unwrap_or(0);
+            let by = SiteCounts::from_reply(ret).map(|c| format!(" ({})", c.by_dimension())).unwrap_or_default();
             format!(
-                "switched to {} (switch #{}): total {:.3} ms, freeze {:.3} ms, blackout {:.3} ms, {} lock call sites patched",
+                "switched to {} (switch #{}): total {:.3} ms, freeze {:.3} ms, blackout {:.3} ms, {patched} call sites patched{by}",
                 s(ret, "mode"),
                 ret.get("seq").and_then(Value::as_u64).unwrap_or(0),
                 f(ret, "total_us") / 1e3,
                 f(ret, "freeze_us") / 1e3,
                 f(ret, "blackout_us") / 1e3,
-                ret.get("sites_patched").and_then(Value::as_u64).unwrap_or(0)
             )
         }
         CtlCommand::Status => format!(
@@ -254,23 +256,7 @@ pub fn human(cmd: &CtlCommand, ret: &Value) -> String {
         ),
         CtlCommand::Switches { .. } => {
             let list = ret.get("switches").and_then(Value::as_array).cloned().unwrap_or_default();
-            let mut out = format!(
-                "{:>4} {:>8} -> {:<8} {:>6} {:>10} {:>12} {:>10}  reason",
-                "seq", "from", "to", "ok", "freeze ms", "blackout ms", "total ms"
-            );
-            for r in &list {
-                out.push_str(&format!(
-                    "\n{:>4} {:>8} -> {:<8} {:>6} {:>10.3} {:>12.3} {:>10.3}  {}",
-                    r.get("seq").and_then(Value::as_u64).unwrap_or(0),
-                    s(r, "from"),
-                    s(r, "to"),
-                    if r.get("ok").and_then(Value::as_bool) == Some(true) { "ok" } else { "FAILED" },
-                    f(r, "freeze_us") / 1e3,
-                    f(r, "blackout_us") / 1e3,
-                    f(r, "total_us") / 1e3,
-                    s(r, "reason").replace('?', "")
-                ));
-            }
+            let mut out = switches_table(&list);
             if list.is_empty() {
                 out.push_str("\n(no switches listed)");
             }
@@ -303,6 +289,31 @@ pub fn human(cmd: &CtlCommand, ret: &Value) -> String {
         CtlCommand::Quit => "the VMM is shutting the guest down".into(),
         CtlCommand::Raw { .. } => serde_json::to_string_pretty(ret).unwrap_or_default(),
     }
+}
+
+/// `ctl switches`' table: columns as wide as their contents (profile
+/// names are long), `-` for the timings of a failed switch (it has none:
+/// the VMM records 0), the reason last.
+fn switches_table(list: &[Value]) -> String {
+    let head = ["seq", "from", "->", "to", "ok", "freeze ms", "blackout ms", "total ms", "reason"];
+    let mut rows: Vec<Vec<String>> = vec![head.iter().map(|h| h.to_string()).collect()];
+    for r in list {
+        let ok = r.get("ok").and_then(Value::as_bool) == Some(true);
+        let ms = |k: &str| if ok { format!("{:.3}", f(r, k) / 1e3) } else { "-".to_string() };
+        let reason = r.get("reason").and_then(Value::as_str).filter(|x| !x.is_empty()).unwrap_or("-");
+        rows.push(vec![
+            r.get("seq").and_then(Value::as_u64).map_or_else(|| "-".to_string(), |n| n.to_string()),
+            s(r, "from").to_string(),
+            "->".into(),
+            s(r, "to").to_string(),
+            if ok { "ok" } else { "FAILED" }.into(),
+            ms("freeze_us"),
+            ms("blackout_us"),
+            ms("total_us"),
+            reason.to_string(),
+        ]);
+    }
+    columns(&rows, &[1, 3, 4, 8]).join("\n")
 }
 
 /// A latency figure: a number of µs, or a percentile `{"us", "at_least"}`
@@ -388,9 +399,11 @@ mod tests {
 
     #[test]
     fn human_mode_reply() {
-        let r = json!({"mode":"rt","changed":true,"seq":3,"total_us":12500,"freeze_us":10000,"blackout_us":400,"sites_patched":37});
+        let r = json!({"mode":"rt","changed":true,"seq":3,"total_us":12500,"freeze_us":10000,"blackout_us":400,"sites_patched":37,
+            "sites_by_dimension":{"locks":20,"preempt":16,"irq":1}});
         let t = human(&CtlCommand::Mode { mode: switcher::profile::Profile::RT }, &r);
-        assert!(t.contains("switched to rt") && t.contains("12.500 ms") && t.contains("37 lock call sites"), "{t}");
+        assert!(t.contains("switched to rt") && t.contains("12.500 ms"), "{t}");
+        assert!(t.ends_with("37 call sites patched (20 lock, 16 preemption, 1 interrupt dispatch)"), "{t}");
         let t =
             human(&CtlCommand::Mode { mode: switcher::profile::Profile::RT }, &json!({"mode":"rt","changed":false}));
         assert!(t.contains("already in rt"), "{t}");
@@ -407,6 +420,34 @@ mod tests {
             &json!({"epochs":[{"index":0,"label":"mainline","cpus":[{"cpu":0,"samples":5,"thread":{"p99":{"us":7,"at_least":false},"p50":{"us":10000,"at_least":true}}}]}]}),
         );
         assert!(t.contains("mainline") && t.contains(" 7") && t.contains(">=10000"), "{t}");
+    }
+
+    #[test]
+    fn the_switches_table_stays_aligned_with_profile_names_and_shows_no_timings_for_a_failed_switch() {
+        let switches = CtlCommand::Switches { page: PageArgs::default() };
+        let long = "locks=rt,preempt=full,irq=threaded";
+        let r = json!({"switches": [
+            {"seq": 1, "from": "mainline", "to": "rt", "ok": true, "freeze_us": 1500, "blackout_us": 120, "total_us": 3000, "reason": ""},
+            {"seq": 2, "from": "rt", "to": long, "ok": true, "freeze_us": 900, "blackout_us": 99, "total_us": 12345, "reason": ""},
+            {"seq": 3, "from": long, "to": "mainline", "ok": false, "freeze_us": 0, "blackout_us": 0, "total_us": 0,
+             "reason": "task 'lock-hog' on cpu 1 did not reach a safe point"}]});
+        let t = human(&switches, &r);
+        println!("{t}");
+        let lines: Vec<&str> = t.lines().collect();
+        for col in ["->", "freeze ms"] {
+            let at = lines[0].find(col).expect(col);
+            assert!(lines[1..4].iter().all(|l| l.len() > at), "{t}");
+        }
+        // Every row's columns line up: the "->" and the ok cell start where the heading's do.
+        let arrow = lines[0].find("->").unwrap();
+        assert!(lines[1..4].iter().all(|l| &l[arrow..arrow + 2] == "->"), "{t}");
+        let ok_at = lines[0].find(" ok").unwrap() + 1;
+        assert!(lines[1..3].iter().all(|l| &l[ok_at..ok_at + 2] == "ok"), "{t}");
+        assert_eq!(&lines[3][ok_at..ok_at + 6], "FAILED", "{t}");
+        let failed: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(&failed[5..8], ["-", "-", "-"], "a failed switch has no timings: {t}");
+        assert!(lines[3].ends_with("did not reach a safe point"), "{t}");
+        assert!(!t.contains("0.000"), "{t}");
     }
 
     #[test]
@@ -451,7 +492,8 @@ mod tests {
         assert!(t.contains("sw:mainline"), "{t}");
         assert!(
             t.contains(
-                "rt / mainline thread latency (every epoch of each mode merged): p50 0.50x, p99 >=25.00x, max 4.00x"
+                "rt gain = mainline / rt thread latency (every epoch of each mode merged; above 1x rt is lower): p50 \
+                 2.00x, p99 <=0.04x, max 0.25x"
             ),
             "{t}"
         );

@@ -489,6 +489,38 @@ fn bounded(s: &str) -> String {
     }
 }
 
+/// The kernel's patchable call sites by dimension, as `set-mode` and
+/// `query-mode` reply them (`"sites_by_dimension": {"locks": 83,
+/// "preempt": 133, "irq": 1}`) and every message says them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SiteCounts {
+    pub locks: u64,
+    pub preempt: u64,
+    pub irq: u64,
+}
+
+impl SiteCounts {
+    pub fn of(table: &switcher::patch::SiteTable) -> Self {
+        use switcher::profile::Dimension;
+        let n = |d| table.count_in(d) as u64;
+        Self { locks: n(Dimension::Locks), preempt: n(Dimension::Preempt), irq: n(Dimension::Irq) }
+    }
+
+    /// From a reply's `sites_by_dimension` (absent: `None`).
+    pub fn from_reply(ret: &Value) -> Option<Self> {
+        serde::Deserialize::deserialize(ret.get("sites_by_dimension")?).ok()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.locks + self.preempt + self.irq
+    }
+
+    /// `83 lock, 133 preemption, 1 interrupt dispatch`.
+    pub fn by_dimension(&self) -> String {
+        format!("{} lock, {} preemption, {} interrupt dispatch", self.locks, self.preempt, self.irq)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

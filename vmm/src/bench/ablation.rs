@@ -28,6 +28,21 @@ use super::latency::{self, LatencyConfig, Ratio, RunFigures, pct_ratio, run_limi
 use super::table::{cells, grid, opt};
 use crate::report::json::RunReport;
 
+/// What a run's label means, in the table and the plot: which
+/// dimensions it switched to their rt variant ("alone": that one only; a
+/// bare `locks` would read as the lock load, which every run has).
+pub fn title(label: &str) -> &'static str {
+    match label {
+        "mainline" => "mainline (none)",
+        "locks" => "rt locks alone",
+        "preempt" => "full preemption alone",
+        "irq" => "threaded irqs alone",
+        "locks+preempt" => "rt locks + full preemption",
+        "rt" => "rt (all three)",
+        _ => "?",
+    }
+}
+
 /// The runs: (label, profile), in table order.
 pub const RUNS: [(&str, &str); 6] = [
     ("mainline", "mainline"),
@@ -56,6 +71,8 @@ pub struct AblationRun {
     pub profile_name: Option<String>,
     pub exit_code: Option<i32>,
     pub elapsed_s: f64,
+    /// Cut short by Ctrl-C on the suite: its figures cover `elapsed_s`.
+    pub interrupted: bool,
     /// `Err`: why there are no figures.
     #[serde(serialize_with = "ser_figures")]
     pub figures: Result<RunFigures, String>,
@@ -106,6 +123,7 @@ pub fn run_one(
         profile_name: name,
         exit_code: r.exit_code,
         elapsed_s: r.elapsed_s,
+        interrupted: r.interrupted,
         figures,
         irq_hard: irq.map(|i| i.0),
         irq_threaded: irq.map(|i| i.1),
@@ -133,7 +151,7 @@ pub fn fill_gains(runs: &mut [AblationRun]) {
 /// The family's table.
 pub fn render(runs: &[AblationRun]) -> String {
     let head = cells(&[
-        "dimensions",
+        "switched to rt",
         "profile",
         "samples",
         "missed",
@@ -153,7 +171,7 @@ pub fn render(runs: &[AblationRun]) -> String {
     let mut rows = vec![head];
     for r in runs {
         let exit = r.exit_code.map_or_else(|| "killed".to_string(), |c| c.to_string());
-        let mut row = vec![r.label.to_string(), r.profile_name.clone().unwrap_or_else(|| r.profile.to_string())];
+        let mut row = vec![title(r.label).to_string(), r.profile_name.clone().unwrap_or_else(|| r.profile.to_string())];
         let gain = r.p99_gain.map_or_else(|| "-".to_string(), |g| g.to_string());
         match &r.figures {
             Ok(f) => row.extend(latency::thread_cells(f).into_iter().chain([
@@ -173,7 +191,10 @@ pub fn render(runs: &[AblationRun]) -> String {
     let mut out = grid(&rows, &[0, 1]);
     for r in runs {
         if let Err(e) = &r.figures {
-            out.push_str(&format!("  {}: no figures: {e}\n", r.label));
+            out.push_str(&format!("  {}: no figures: {e}\n", title(r.label)));
+        }
+        if r.interrupted {
+            out.push_str(&format!("  {}: cut short by the interrupt after {:.1} s\n", title(r.label), r.elapsed_s));
         }
     }
     out
@@ -225,6 +246,7 @@ mod tests {
             profile_name: None,
             exit_code: Some(0),
             elapsed_s: 1.0,
+            interrupted: false,
             figures: Ok(RunFigures {
                 samples: 10,
                 missed: 0,
@@ -254,5 +276,7 @@ mod tests {
         assert_eq!(g, [1.0, 2.0, 8.0]);
         let t = render(&runs);
         assert!(t.contains("8.00x") && t.contains("p99 gain"), "{t}");
+        assert!(t.contains("rt locks alone") && t.contains("rt (all three)"), "{t}");
+        assert!(RUNS.iter().all(|(label, _)| title(label) != "?"));
     }
 }

@@ -15,14 +15,19 @@ pub struct ChildRun {
     /// The exit status (`None`: killed at the time limit, or never started).
     pub exit_code: Option<i32>,
     pub elapsed_s: f64,
+    /// Ctrl-C on the suite reached it: it shut down early (its report
+    /// covers the time it ran).
+    pub interrupted: bool,
     /// The `--json` report, or why there is none (with the run's last lines).
     pub report: Result<RunReport, String>,
 }
 
 /// Runs `exe ARGS... --json JSON`, kills it after `limit`, reads and removes the JSON file.
+/// Ctrl-C on the suite is passed on to it: it shuts down cleanly and
+/// writes its report, which is read as usual.
 pub fn run_to_json(exe: &Path, args: &[String], json: &Path, limit: Duration) -> ChildRun {
     let _ = std::fs::remove_file(json);
-    let launched = Launched::spawn(
+    let launched = Launched::spawn_forwarding(
         Command::new(exe)
             .args(args)
             .arg("--json")
@@ -37,11 +42,13 @@ pub fn run_to_json(exe: &Path, args: &[String], json: &Path, limit: Duration) ->
             return ChildRun {
                 exit_code: None,
                 elapsed_s: 0.0,
+                interrupted: false,
                 report: Err(format!("cannot start {}: {e}", exe.display())),
             };
         }
     };
     let elapsed_s = done.elapsed.as_secs_f64();
+    let interrupted = done.interrupted;
     let stderr = done.stderr;
     let status = done.status;
     let tail = {
@@ -53,6 +60,7 @@ pub fn run_to_json(exe: &Path, args: &[String], json: &Path, limit: Duration) ->
         return ChildRun {
             exit_code: None,
             elapsed_s,
+            interrupted,
             report: Err(format!("did not exit within {} s; killed. Last lines:\n    {tail}", limit.as_secs())),
         };
     };
@@ -65,5 +73,5 @@ pub fn run_to_json(exe: &Path, args: &[String], json: &Path, limit: Duration) ->
         (_, Ok(v)) => Ok(v),
         (code, Err(e)) => Err(format!("exit status {code:?}; {e}. Last lines:\n    {tail}")),
     };
-    ChildRun { exit_code: status.code(), elapsed_s, report }
+    ChildRun { exit_code: status.code(), elapsed_s, interrupted, report }
 }

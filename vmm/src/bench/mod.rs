@@ -14,10 +14,19 @@
 //!   device interrupt load: each dimension of the RT personality alone,
 //!   two, and all three ([`ablation`]).
 //!
-//! It writes the whole result as JSON and one SVG plot per family
-//! ([`plots`]) into `--out`. A benchmark measures: it never fails because
-//! the host was slow. Its exit status says whether every part ran (the
-//! worst failure), never whether a target was met.
+//! It writes the whole result as JSON (`bench.json`, schema in
+//! docs/bench-json.md) and one SVG plot per family ([`plots`]) into
+//! `--out`, whose paths are checked before anything runs (exit code 2, as
+//! `run`'s). A benchmark measures: it never fails because the host was
+//! slow. Its exit status says whether every part ran (the worst failure),
+//! never whether a target was met.
+//!
+//! Ctrl-C (SIGINT or SIGTERM) stops the suite cleanly, like cyclictest: the
+//! VM running is told to shut down (a latency run then writes its report,
+//! which counts for the time it ran), nothing more starts, the table of
+//! what finished is printed and `bench.json` written with `interrupted:
+//! true`; the exit code is `Interrupted` (130) unless a part failed. A
+//! second Ctrl-C stops at once.
 
 pub mod ablation;
 pub mod boot;
@@ -46,12 +55,15 @@ use self::table::{cells, grid, opt};
 use self::throughput::{ThroughputConfig, ThroughputRun};
 use crate::exit_code::ExitCode;
 use crate::limits::{DEFAULT_VCPUS, MAX_HIST_MAX_US};
+use crate::units::{Unit, parse_duration_in, us_in};
 
 /// Histogram range of the latency runs: wide, so that a mainline p99
 /// under lock load stays a figure rather than an overflow.
 pub const DEFAULT_BENCH_HIST_MAX_US: u32 = 100_000;
-/// Schema version of the suite's JSON.
-pub const BENCH_JSON_VERSION: u32 = 3;
+/// Schema version of the suite's JSON (docs/bench-json.md). 4: figures
+/// named as in the run report (`thread.p99.us`), every ratio a gain
+/// (higher is better), `interrupted`, `not_run`.
+pub const BENCH_JSON_VERSION: u32 = 4;
 /// Target: blackout p50 under the lock load.
 pub const TARGET_BLACKOUT_P50_US: u64 = 100;
 /// Target: process start to guest ready, p50, at most this many ms.
@@ -80,7 +92,7 @@ pub struct BenchArgs {
     /// The short suite: the same families with fewer and shorter runs (under 2 minutes).
     #[arg(long)]
     pub quick: bool,
-    /// Directory for bench.json and the plots (latency.svg, switch.svg, scale.svg); created if missing.
+    /// Directory for bench.json and the plots (latency.svg, switch.svg, scale.svg, ablation.svg); created if missing, checked before anything runs.
     #[arg(long, value_name = "DIR", default_value = "bench-results")]
     pub out: PathBuf,
     /// Also write the suite's JSON to this file (OUT/bench.json is always written).
@@ -98,30 +110,30 @@ pub struct BenchArgs {
     /// Length of each latency run (`5s`; a bare number is seconds); six runs (default 20s, --quick 5s).
     #[arg(long, value_name = "DURATION", value_parser = parse_secs)]
     pub duration: Option<f64>,
-    /// Measurement period of the latency runs in µs (default: the guest's).
-    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(100..=1_000_000))]
+    /// Measurement period of the latency runs in µs, or with a unit (default: the guest's).
+    #[arg(long, value_name = "US", value_parser = us_in(100, 1_000_000))]
     pub interval_us: Option<u32>,
     /// The device interrupt load of the ablation runs: RATE interrupts a second on every vCPU, WORK_US of handler work each.
     #[arg(long, value_name = "RATE[,WORK_US]", default_value = "1000,100", value_parser = crate::cli::parse_irq_load)]
     pub irq_load: crate::cli::IrqLoad,
-    /// Critical section of the latency and switch runs' lock load in µs (default: the guest's).
-    #[arg(long, value_name = "US", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Critical section of the latency and switch runs' lock load in µs, or with a unit (default: the guest's).
+    #[arg(long, value_name = "US", value_parser = us_in(1, 1_000_000))]
     pub cs_us: Option<u32>,
-    /// Histogram range of the latency runs in µs.
-    #[arg(long, value_name = "US", default_value_t = DEFAULT_BENCH_HIST_MAX_US, value_parser = clap::value_parser!(u32).range(10..=MAX_HIST_MAX_US as i64))]
+    /// Histogram range of the latency runs in µs, or with a unit.
+    #[arg(long, value_name = "US", default_value_t = DEFAULT_BENCH_HIST_MAX_US, value_parser = us_in(10, MAX_HIST_MAX_US))]
     pub hist_max_us: u32,
-    /// Seconds of each lock-throughput window; three runs (default 6, --quick 3).
-    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u32).range(1..=3600))]
-    pub throughput_secs: Option<u32>,
-    /// Critical section of the lock-throughput load in µs.
-    #[arg(long, value_name = "US", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    /// Each lock-throughput window, whole seconds (`6s`, `1m`; a bare number is seconds; old name --throughput-secs); three runs (default 6s, --quick 3s).
+    #[arg(long, alias = "throughput-secs", value_name = "DURATION", value_parser = parse_window)]
+    pub throughput_window: Option<u32>,
+    /// Critical section of the lock-throughput load in µs, or with a unit.
+    #[arg(long, value_name = "US", default_value_t = 20, value_parser = us_in(1, 1_000_000))]
     pub throughput_cs_us: u32,
     /// Switches (and as many pause+resume rounds) under the lock load, and again idle (default 200, --quick 40).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=100_000))]
     pub switches: Option<u32>,
-    /// Pause after each switch in ms (the guest prepares the next latency epoch meanwhile).
-    #[arg(long, value_name = "MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=60_000))]
-    pub gap_ms: u64,
+    /// Pause after each switch (`100ms`, `1s`; a bare number is ms; old name --gap-ms): the guest prepares the next latency epoch meanwhile.
+    #[arg(long, alias = "gap-ms", value_name = "DURATION", default_value = "100ms", value_parser = parse_gap)]
+    pub gap: std::time::Duration,
     /// vCPU counts of the scale family (comma-separated).
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1u32, 2, 4, 8], value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
     pub scale_vcpus: Vec<u32>,
@@ -136,8 +148,22 @@ pub struct BenchArgs {
 /// A duration option of the suite (`5s`, `500ms`; a bare number is seconds), in seconds.
 fn parse_secs(s: &str) -> Result<f64, String> {
     let max = std::time::Duration::from_secs_f64(MAX_BENCH_SECS);
-    crate::units::parse_duration_in(s, crate::units::Unit::Secs, std::time::Duration::from_millis(1), max)
-        .map(|d| d.as_secs_f64())
+    parse_duration_in(s, Unit::Secs, std::time::Duration::from_millis(1), max).map(|d| d.as_secs_f64())
+}
+
+/// `--gap`: 0 to a minute, a bare number is ms.
+fn parse_gap(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration_in(s, Unit::Millis, std::time::Duration::ZERO, std::time::Duration::from_secs(60))
+}
+
+/// `--throughput-window`: whole seconds (the rate is read once a second), 1 s to an hour.
+fn parse_window(s: &str) -> Result<u32, String> {
+    use std::time::Duration;
+    let d = parse_duration_in(s, Unit::Secs, Duration::from_secs(1), Duration::from_secs(3600))?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("'{s}' is not whole seconds (the rate is read once a second)"));
+    }
+    Ok(d.as_secs() as u32)
 }
 
 /// The suite's settings, every default resolved.
@@ -186,14 +212,14 @@ impl SuiteConfig {
                 cs_us: a.throughput_cs_us,
                 load_threads: 2,
                 warmup_s: 1,
-                window_s: a.throughput_secs.unwrap_or(if q { 3 } else { 6 }),
+                window_s: a.throughput_window.unwrap_or(if q { 3 } else { 6 }),
             },
             switch: PhaseConfig {
                 vcpus: a.vcpus,
                 load: "locks",
                 cs_us: a.cs_us,
                 count: a.switches.unwrap_or(if q { 40 } else { 200 }),
-                gap_ms: a.gap_ms,
+                gap_ms: a.gap.as_millis() as u64,
             },
             scale_vcpus: a.scale_vcpus.clone(),
             scale_switches: a.scale_switches.unwrap_or(if q { 8 } else { 30 }),
@@ -250,9 +276,10 @@ impl SuiteConfig {
     }
 }
 
-/// Runs `work` when `family` was asked for, recording its wall time.
+/// Runs `work` when `family` was asked for and the suite was not
+/// interrupted, recording its wall time.
 fn timed<T>(cfg: &SuiteConfig, family: Family, times: &mut Vec<(Family, f64)>, work: impl FnOnce() -> T) -> Option<T> {
-    if !cfg.has(family) {
+    if !cfg.has(family) || crate::signals::interrupted() {
         return None;
     }
     let t = Instant::now();
@@ -303,7 +330,7 @@ const PLATFORM_COSTS_LIMIT: std::time::Duration = std::time::Duration::from_secs
 /// Boots a guest with `platform-costs` and reads the `cost ...` lines it
 /// prints (empty if the run fails: the suite goes on without them).
 fn platform_costs(exe: &Path, vcpus: u32) -> Vec<PlatformCost> {
-    let launched = crate::child::Launched::spawn(
+    let launched = crate::child::Launched::spawn_forwarding(
         std::process::Command::new(exe)
             .args(["run", "--no-workload", "--quiet", "--duration", "0.2", "--vcpus", &vcpus.to_string()])
             .args(["--guest-arg", "platform-costs"])
@@ -406,17 +433,26 @@ pub struct BootResult {
 pub struct LatencyResult {
     pub runs: Vec<RunOutcome>,
     pub comparisons: Vec<Comparison>,
-    /// rt thread p99 / mainline thread p99 per load.
-    pub rt_over_mainline: Vec<(String, Option<latency::Ratio>)>,
+    /// The rt gain per load: mainline thread p99 / rt thread p99.
+    pub rt_gain: Vec<LoadGain>,
 }
 
-/// The throughput family's result.
+/// One load's rt gain.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadGain {
+    pub load: String,
+    pub p99: Option<latency::Ratio>,
+}
+
+/// The throughput family's result: every ratio a gain (higher is better).
 #[derive(Clone, Debug, Serialize)]
 pub struct ThroughputResult {
     pub runs: Vec<ThroughputRun>,
-    pub rt_over_mainline: Option<f64>,
-    pub rt_no_spin_over_mainline: Option<f64>,
-    pub spin_on_over_off: Option<f64>,
+    /// rt ops/s / mainline ops/s, with and without adaptive spinning.
+    pub rt_gain: Option<f64>,
+    pub rt_no_spin_gain: Option<f64>,
+    /// rt with adaptive spinning / rt without.
+    pub spinning_gain: Option<f64>,
 }
 
 /// One switch phase's result.
@@ -436,6 +472,16 @@ impl PhaseResult {
             Ok(p) => Self { config, error: None, spreads: Some(p.spreads()), values: Some(p) },
             Err(e) => Self { config, error: Some(e.to_string()), spreads: None, values: None },
         }
+    }
+
+    /// A phase the suite did not get to (interrupted before it).
+    fn not_run(config: PhaseConfig) -> Self {
+        let values = Phase { interrupted: true, ..Phase::default() };
+        Self { config, error: None, spreads: Some(values.spreads()), values: Some(values) }
+    }
+
+    fn interrupted(&self) -> bool {
+        self.values.as_ref().is_some_and(|v| v.interrupted)
     }
 
     fn failed_switches(&self) -> usize {
@@ -483,7 +529,36 @@ pub struct Suite {
     /// failures, and each figure's spread; empty otherwise.
     pub repeats: Vec<repeat::Repeat>,
     pub repeat_spread: Vec<repeat::HeadlineSpread>,
+    /// Ctrl-C (SIGINT/SIGTERM) stopped the suite: the sections hold what
+    /// finished; the run cut short says so (`interrupted` in its entry).
+    pub interrupted: bool,
+    /// Families asked for that never started (after an interrupt).
+    pub not_run: Vec<Family>,
     pub exit_code: u8,
+}
+
+/// The files the suite writes into `--out`.
+const OUT_FILES: [&str; 5] = ["bench.json", "latency.svg", "switch.svg", "scale.svg", "ablation.svg"];
+
+/// Checks, before anything runs, that `--out` is (or can be made) a
+/// directory whose files can be written, and that `--json` can be: a
+/// mistake costs nothing, and is a bad argument (exit code 2) as for
+/// `rtswitch run`.
+pub fn check_outputs(args: &BenchArgs) -> Result<(), String> {
+    let out = &args.out;
+    if let Err(e) = std::fs::create_dir_all(out) {
+        return Err(format!(
+            "--out {}: cannot create the directory ({e}); name a directory that exists or can be created",
+            out.display()
+        ));
+    }
+    for name in OUT_FILES {
+        crate::report::outputs::probe("--out", &out.join(name)).map_err(|e| e.to_string())?;
+    }
+    if let Some(json) = &args.json {
+        crate::report::outputs::probe("--json", json).map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Runs the suite, prints the table, writes the JSON and the plots.
@@ -491,22 +566,24 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("rtswitch bench: cannot find this executable to run it: {e}");
+            eprintln!("rtswitch bench: error: cannot find this executable to run it: {e}");
             return ExitCode::VmmError;
         }
     };
-    if let Err(e) = std::fs::create_dir_all(&args.out) {
-        eprintln!(
-            "rtswitch bench: cannot create --out directory {}: {e}; pick a writable directory",
-            args.out.display()
-        );
-        return ExitCode::VmmError;
+    if let Err(e) = check_outputs(args) {
+        eprintln!("rtswitch bench: error: {e}");
+        return ExitCode::BadArguments;
     }
+    if let Err(e) = crate::signals::catch_interrupts() {
+        eprintln!("rtswitch bench: warning: cannot catch Ctrl-C ({e}); it will stop the suite without a table");
+    }
+    let interrupted = crate::signals::interrupted;
     let cfg = SuiteConfig::from_args(args);
     let steps = cfg.estimates();
     let total_est: f64 = steps.iter().map(|s| s.1).sum::<f64>() * f64::from(cfg.repeat);
     eprintln!(
-        "rtswitch bench: {} suite, families {}, estimated {} on this project's host",
+        "rtswitch bench: {} suite, families {}, estimated {} on this project's host (Ctrl-C: stop, print and write \
+         what finished)",
         if cfg.quick { "quick" } else { "full" },
         cfg.families.iter().map(|f| format!("{f:?}").to_lowercase()).collect::<Vec<_>>().join(", "),
         progress::clock(total_est)
@@ -516,6 +593,16 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let bar = Progress::new(total_est);
     let est = |f: Family| steps.iter().find(|s| s.0 == f).map_or(1.0, |s| s.1);
     let tmp = |what: &str| std::env::temp_dir().join(format!("rtswitch-bench-{}-{what}.json", std::process::id()));
+    let said = std::cell::Cell::new(false);
+    let say_interrupted = || {
+        if interrupted() && !said.replace(true) {
+            bar.note(&format!(
+                "rtswitch bench: interrupted after {}: stopping the run in progress; the table follows (Ctrl-C \
+                 again: stop at once)",
+                progress::clock(started.elapsed().as_secs_f64())
+            ));
+        }
+    };
 
     bar.begin("platform costs".to_string(), 1.0);
     let costs = platform_costs(&exe, cfg.vcpus);
@@ -526,20 +613,27 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let mut last: Option<Suite> = None;
     let mut code = ExitCode::Ok;
     for rep in 1..=cfg.repeat {
+        if interrupted() && last.is_some() {
+            break;
+        }
         if cfg.repeat > 1 {
             bar.note(&format!("rtswitch bench: repeat {rep} of {}", cfg.repeat));
         }
         let mut family_s: Vec<(Family, f64)> = Vec::new();
         let boot = timed(&cfg, Family::Boot, &mut family_s, || {
             let each = est(Family::Boot) / f64::from(cfg.boots);
-            let boots: Vec<Boot> = (0..cfg.boots)
-                .map(|i| {
-                    bar.begin(format!("boot {}/{}", i + 1, cfg.boots), each);
-                    let b = boot::boot_once(&exe, cfg.vcpus, &tmp("boot"));
-                    bar.end();
-                    b
-                })
-                .collect();
+            let mut boots: Vec<Boot> = Vec::new();
+            for i in 0..cfg.boots {
+                bar.begin(format!("boot {}/{}", i + 1, cfg.boots), each);
+                let b = boot::boot_once(&exe, cfg.vcpus, &tmp("boot"));
+                bar.end();
+                say_interrupted();
+                if interrupted() {
+                    // A boot cut short measured nothing.
+                    break;
+                }
+                boots.push(b);
+            }
             let s = min_p50_max(&boots.iter().filter_map(|b| b.ready_ms).collect::<Vec<_>>());
             BootResult {
                 vcpus: cfg.vcpus,
@@ -552,39 +646,45 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 
         let latency = timed(&cfg, Family::Latency, &mut family_s, || {
             let each = est(Family::Latency) / latency::RUNS.len() as f64;
-            let runs: Vec<RunOutcome> = latency::RUNS
-                .iter()
-                .map(|&(mode, load)| {
-                    bar.begin(format!("latency: {mode} + {load}, {} s", cfg.latency.duration_s), each);
-                    let r = latency::run_one(&exe, &cfg.latency, mode, load, &tmp("latency"));
-                    if r.exit_code != Some(0) {
-                        bar.note(&format!("rtswitch bench: latency run {mode} + {load} exited with {:?}", r.exit_code));
-                    }
-                    bar.end();
-                    r
-                })
-                .collect();
+            let mut runs: Vec<RunOutcome> = Vec::new();
+            for &(mode, load) in &latency::RUNS {
+                if interrupted() {
+                    break;
+                }
+                bar.begin(format!("latency: {mode} + {load}, {} s", cfg.latency.duration_s), each);
+                let r = latency::run_one(&exe, &cfg.latency, mode, load, &tmp("latency"));
+                if r.exit_code != Some(0) {
+                    bar.note(&format!("rtswitch bench: latency run {mode} + {load} exited with {:?}", r.exit_code));
+                }
+                bar.end();
+                say_interrupted();
+                runs.push(r);
+            }
             let comparisons = latency::comparisons(&runs);
-            let rt_over_mainline =
-                latency::LOADS.iter().map(|l| (l.to_string(), latency::rt_over_mainline(&runs, l))).collect();
-            LatencyResult { runs, comparisons, rt_over_mainline }
+            let rt_gain = latency::LOADS
+                .iter()
+                .map(|l| LoadGain { load: l.to_string(), p99: latency::rt_gain(&runs, l) })
+                .collect();
+            LatencyResult { runs, comparisons, rt_gain }
         });
 
         let throughput = timed(&cfg, Family::Throughput, &mut family_s, || {
             let each = est(Family::Throughput) / throughput::CONFIGS.len() as f64;
-            let runs: Vec<ThroughputRun> = throughput::CONFIGS
-                .iter()
-                .map(|&c| {
-                    bar.begin(format!("lock throughput: {}, {} s", c.0, cfg.throughput.window_s), each);
-                    let r = throughput::run_one(&cfg.throughput, c);
-                    bar.end();
-                    r
-                })
-                .collect();
+            let mut runs: Vec<ThroughputRun> = Vec::new();
+            for &c in &throughput::CONFIGS {
+                if interrupted() {
+                    break;
+                }
+                bar.begin(format!("lock throughput: {}, {} s", c.0, cfg.throughput.window_s), each);
+                let r = throughput::run_one(&cfg.throughput, c);
+                bar.end();
+                say_interrupted();
+                runs.push(r);
+            }
             ThroughputResult {
-                rt_over_mainline: throughput::ratio(&runs, 1, 0),
-                rt_no_spin_over_mainline: throughput::ratio(&runs, 2, 0),
-                spin_on_over_off: throughput::ratio(&runs, 1, 2),
+                rt_gain: throughput::ratio(&runs, 1, 0),
+                rt_no_spin_gain: throughput::ratio(&runs, 2, 0),
+                spinning_gain: throughput::ratio(&runs, 1, 2),
                 runs,
             }
         });
@@ -594,38 +694,47 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             let steps = 2 * config.count;
             let r = switching::run_phase(&config, &mut |done| bar.sub(done, steps));
             bar.end();
+            say_interrupted();
             PhaseResult::of(config, r)
         };
         let switch = timed(&cfg, Family::Switch, &mut family_s, || {
             let [load, idle] = cfg.switch_phases();
             let under_load = phase(load, format!("switch: {} under the lock load", cfg.switch.count));
-            let idle = phase(idle, format!("switch: {} idle", cfg.switch.count));
+            let idle = if interrupted() {
+                PhaseResult::not_run(idle)
+            } else {
+                phase(idle, format!("switch: {} idle", cfg.switch.count))
+            };
             SwitchResult { under_load, idle }
         });
 
         let scale = timed(&cfg, Family::Scale, &mut family_s, || {
-            cfg.scale_phases()
-                .into_iter()
-                .map(|c| {
-                    let title = format!("scale: {} vCPUs", c.vcpus);
-                    phase(c, title)
-                })
-                .collect::<Vec<_>>()
+            let mut v = Vec::new();
+            for c in cfg.scale_phases() {
+                if interrupted() {
+                    break;
+                }
+                let title = format!("scale: {} vCPUs", c.vcpus);
+                v.push(phase(c, title));
+            }
+            v
         });
         let ablation = timed(&cfg, Family::Ablation, &mut family_s, || {
             let each = est(Family::Ablation) / ablation::RUNS.len() as f64;
-            let mut runs: Vec<AblationRun> = ablation::RUNS
-                .iter()
-                .map(|&(label, profile)| {
-                    bar.begin(format!("ablation: {label} ({profile}), {} s", cfg.ablation.latency.duration_s), each);
-                    let r = ablation::run_one(&exe, &cfg.ablation, label, profile, &tmp("ablation"));
-                    if r.exit_code != Some(0) {
-                        bar.note(&format!("rtswitch bench: ablation run {label} exited with {:?}", r.exit_code));
-                    }
-                    bar.end();
-                    r
-                })
-                .collect();
+            let mut runs: Vec<AblationRun> = Vec::new();
+            for &(label, profile) in &ablation::RUNS {
+                if interrupted() {
+                    break;
+                }
+                bar.begin(format!("ablation: {label} ({profile}), {} s", cfg.ablation.latency.duration_s), each);
+                let r = ablation::run_one(&exe, &cfg.ablation, label, profile, &tmp("ablation"));
+                if r.exit_code != Some(0) {
+                    bar.note(&format!("rtswitch bench: ablation run {label} exited with {:?}", r.exit_code));
+                }
+                bar.end();
+                say_interrupted();
+                runs.push(r);
+            }
             ablation::fill_gains(&mut runs);
             runs
         });
@@ -633,6 +742,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             host.kernel_emulated = f.emulated;
             host.kernel_slowdown = f.calib_ratio;
         }
+        let ran: Vec<Family> = family_s.iter().map(|f| f.0).collect();
+        let not_run: Vec<Family> = cfg.families.iter().copied().filter(|f| !ran.contains(f)).collect();
         let mut suite = Suite {
             bench_version: BENCH_JSON_VERSION,
             rtswitch_version: env!("CARGO_PKG_VERSION"),
@@ -651,6 +762,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             family_s,
             repeats: Vec::new(),
             repeat_spread: Vec::new(),
+            interrupted: interrupted(),
+            not_run,
             exit_code: 0,
         };
         let (failed, c) = failures(&suite);
@@ -672,13 +785,16 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     };
     suite.elapsed_s = started.elapsed().as_secs_f64();
     // A part that failed in any repeat is a failure of the suite.
-    for r in repeats.iter().filter(|r| r.index < cfg.repeat) {
+    for r in repeats.iter().filter(|r| r.index < suite_repeat(&repeats)) {
         for f in &r.failures {
             suite.failures.push(format!("repeat {}: {f}", r.index));
         }
     }
     suite.repeat_spread = repeat::spreads(&repeats);
     suite.repeats = repeats;
+    if suite.interrupted {
+        code = code.worst(ExitCode::Interrupted);
+    }
     suite.exit_code = code.code();
     print!("{}", render(&suite));
     let mut outputs = write_outputs(&suite, &args.out);
@@ -694,7 +810,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         }
     }
     for e in &outputs.errors {
-        eprintln!("rtswitch bench: {e}");
+        eprintln!("rtswitch bench: error: {e}");
         code = code.worst(ExitCode::VmmError);
     }
     if let Some(j) = &outputs.json {
@@ -704,7 +820,14 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     code
 }
 
-/// What did not run or gave no figure, and the exit code it makes.
+/// The index of the last repeat made (the one the sections show).
+fn suite_repeat(repeats: &[repeat::Repeat]) -> u32 {
+    repeats.last().map_or(0, |r| r.index)
+}
+
+/// What did not run or gave no figure, and the exit code it makes (an
+/// interrupted suite's missing parts are not failures: `not_run` and the
+/// runs' `interrupted` say what is missing).
 fn failures(s: &Suite) -> (Vec<String>, ExitCode) {
     let mut v = Vec::new();
     let mut code = ExitCode::Ok;
@@ -777,6 +900,18 @@ pub fn render(s: &Suite) -> String {
         progress::clock(s.elapsed_s),
         s.host.describe()
     ));
+    if s.interrupted {
+        let not_run = if s.not_run.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = s.not_run.iter().map(|f| format!("{f:?}").to_lowercase()).collect();
+            format!("; not run: {}", names.join(", "))
+        };
+        out.push_str(&format!(
+            "INTERRUPTED (Ctrl-C) after {}: the sections below hold what finished, a run cut short says so{not_run}\n",
+            progress::clock(s.elapsed_s)
+        ));
+    }
     if let Some(b) = &s.boot {
         let f = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| format!("{v:.1}"));
         let ok = b.boots.iter().filter(|x| x.error.is_none()).count();
@@ -798,7 +933,13 @@ pub fn render(s: &Suite) -> String {
     if let Some(l) = &s.latency {
         let c = &s.config.latency;
         // The workload as the lock-load runs ran it (the `none` runs have no load threads).
-        let first = l.runs.iter().filter(|r| r.load == "locks").find_map(RunOutcome::figures);
+        let first = l
+            .runs
+            .iter()
+            .filter(|r| r.load == "locks")
+            .find_map(RunOutcome::figures)
+            .or_else(|| l.runs.iter().filter(|r| r.load != "none").find_map(RunOutcome::figures))
+            .or_else(|| l.runs.iter().find_map(RunOutcome::figures));
         out.push_str(&format!(
             "\nlatency (us, all CPUs merged; {} s per run, {} vCPUs, interval {} us, cs {} us, {} load threads per CPU; \
              p50/p99 from 1 us buckets):\n",
@@ -819,18 +960,26 @@ pub fn render(s: &Suite) -> String {
     }
     if let Some(sw) = &s.switch {
         let c = &sw.under_load.config;
+        let v = sw.under_load.values.as_ref();
+        let by = v.and_then(|p| p.sites_by_dimension).map(|d| format!(": {}", d.by_dimension())).unwrap_or_default();
         out.push_str(&format!(
-            "\nswitch ({} switches per phase, {} ms apart, {} vCPUs, {} lock call sites; ms):\n",
+            "\nswitch ({} switches per phase, {} ms apart, {} vCPUs, {} call sites{by}; ms):\n",
             c.count,
             c.gap_ms,
             c.vcpus,
-            opt(sw.under_load.values.as_ref().and_then(|p| p.sites))
+            opt(v.and_then(|p| p.sites))
         ));
         let mut rows = vec![cells(&["", "min", "p50", "p99", "max"])];
         for (title, p) in [("under the lock load", &sw.under_load), ("idle (--load none)", &sw.idle)] {
             let cs = p.values.as_ref().and_then(|v| v.cs_us).map(|c| format!(", cs {c} us")).unwrap_or_default();
             let failed = p.failed_switches();
-            let failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
+            let mut failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
+            if p.interrupted() {
+                match p.values.as_ref().map_or(0, |v| v.total.len() + v.failed.len()) {
+                    0 => failed.push_str(", not run (interrupted)"),
+                    done => failed.push_str(&format!(", interrupted after {done} switches")),
+                }
+            }
             rows.push(vec![
                 format!("{title}{cs}{failed}:"),
                 String::new(),
@@ -924,6 +1073,17 @@ pub fn render(s: &Suite) -> String {
             ]);
         }
         out.push_str(&grid(&rows, &[]));
+        if let Some(n) = s.host.cpus
+            && sc.iter().any(|p| p.config.vcpus as usize > n)
+        {
+            out.push_str(&format!(
+                "  above {n} vCPUs the {n} host CPUs are overcommitted: a switch waits for vCPUs the host is not \
+                 running, so the figures jump there\n"
+            ));
+        }
+        for p in sc.iter().filter(|p| p.interrupted()) {
+            out.push_str(&format!("  {} vCPUs: cut short by the interrupt\n", p.config.vcpus));
+        }
     }
     if let Some(runs) = &s.ablation {
         let c = &s.config.ablation;
@@ -971,7 +1131,8 @@ pub fn write_outputs(s: &Suite, dir: &Path) -> Outputs {
         write("switch.svg", plot_switch(sw).map_err(|e| e.to_string()), &mut o);
     }
     if let Some(sc) = &s.scale {
-        write("scale.svg", plot_scale(sc).map_err(|e| e.to_string()), &mut o);
+        let host_cpus = s.host.cpus.and_then(|n| u32::try_from(n).ok());
+        write("scale.svg", plot_scale(sc, host_cpus).map_err(|e| e.to_string()), &mut o);
     }
     if let Some(runs) = &s.ablation {
         write("ablation.svg", plot_ablation(runs, &s.config.ablation).map_err(|e| e.to_string()), &mut o);
@@ -1021,7 +1182,7 @@ fn plot_ablation(runs: &[AblationRun], c: &AblationConfig) -> Result<String, plo
             let f = r.figures();
             let p99 = f.and_then(|f| f.thread_p99);
             plots::AblationBar {
-                label: r.label.to_string(),
+                label: ablation::title(r.label).to_string(),
                 p50_us: f.and_then(|f| f.thread_p50).map(|p| p.us()),
                 p99_us: p99.map(|p| p.us()),
                 p99_at_least: p99.is_some_and(|p| p.at_least()),
@@ -1055,7 +1216,7 @@ fn plot_switch(sw: &SwitchResult) -> Result<String, plots::PlotError> {
     )
 }
 
-fn plot_scale(sc: &[PhaseResult]) -> Result<String, plots::PlotError> {
+fn plot_scale(sc: &[PhaseResult], host_cpus: Option<u32>) -> Result<String, plots::PlotError> {
     let points: Vec<plots::ScalePoint> = sc
         .iter()
         .map(|p| {
@@ -1070,7 +1231,7 @@ fn plot_scale(sc: &[PhaseResult]) -> Result<String, plots::PlotError> {
             }
         })
         .collect();
-    plots::scale_svg("rtswitch bench: switch cost vs vCPU count (under the lock load)", &points)
+    plots::scale_svg("rtswitch bench: switch cost vs vCPU count (under the lock load)", &points, host_cpus)
 }
 
 #[cfg(test)]

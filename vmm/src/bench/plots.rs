@@ -130,11 +130,13 @@ fn render(
 
 /// Latency histograms: one panel per lock mode (the suite passes
 /// "mainline" and "rt"), each with one series per load. Counts on a log y
-/// axis, the same in every panel; x in µs from 0 to the largest bucket
-/// present in any panel, the same in every panel so that they compare,
-/// drawn in the round bins of
-/// [`bin_width`](crate::plot::histpanel::bin_width) when wide. A legend entry per
-/// series, with the overflowed samples counted.
+/// axis, the same in every panel; x in µs from 0 to the largest p99.9 of
+/// any series (a max set by a few host stalls would squeeze the body,
+/// where the modes differ, into the leftmost bins), the same in every
+/// panel so that they compare, drawn in the round bins of
+/// [`bin_width`](crate::plot::histpanel::bin_width) when wide. A legend
+/// entry per series counts what is not drawn: the samples past the axis
+/// (above the p99.9 clip) and those beyond the histogram's range.
 ///
 /// # Errors
 /// [`PlotError::Draw`] if plotters fails (it does not for any input the tests know of).
@@ -145,15 +147,15 @@ pub fn latency_svg(title: &str, panels: &[HistPanel]) -> Result<String, PlotErro
         if panels.is_empty() {
             return no_data(area);
         }
-        // One x axis and one count axis for all panels, so that they compare.
-        let last =
-            panels.iter().flat_map(|p| &p.series).flat_map(|s| &s.buckets).filter(|b| b.1 > 0).map(|b| b.0).max();
-        let scale = histpanel::Scale::up_to(last.unwrap_or(0));
+        // One x axis and one count axis for all panels, so that they
+        // compare: up to the largest p99.9 (the tails beyond are counted).
+        let clip = panels.iter().flat_map(|p| &p.series).filter_map(p99_9).max();
+        let scale = histpanel::Scale::up_to(clip.unwrap_or(0));
         let lines: Vec<Vec<histpanel::Line>> = panels
             .iter()
             .map(|p| {
                 let line = |(i, s): (usize, &HistSeries)| histpanel::Line {
-                    label: hist_legend(s),
+                    label: hist_legend(s, scale.end_us),
                     color: color(i).to_rgba(),
                     bins: bins(&s.buckets, scale.width, scale.end_us),
                 };
@@ -183,13 +185,39 @@ fn bins(buckets: &[(u64, u64)], width: u64, end_us: u64) -> Vec<(u64, u64)> {
     out
 }
 
-fn hist_legend(s: &HistSeries) -> String {
+/// The bucket (µs) holding a series' p99.9 sample, nearest rank over the
+/// samples in buckets and in the overflow; `None` without samples or when
+/// it lies in the overflow (then the last bucket present bounds the axis).
+fn p99_9(s: &HistSeries) -> Option<u64> {
+    let in_buckets: u64 = s.buckets.iter().map(|b| b.1).sum();
+    let total = in_buckets + s.overflow;
+    if in_buckets == 0 {
+        return None;
+    }
+    let rank = (total * 999).div_ceil(1000).max(1);
+    let mut seen = 0;
+    for &(us, n) in &s.buckets {
+        seen += n;
+        if seen >= rank {
+            return Some(us);
+        }
+    }
+    s.buckets.iter().filter(|b| b.1 > 0).map(|b| b.0).max()
+}
+
+/// A series' legend: its label, and what is not drawn: the samples past
+/// the x axis (`end_us`) and those beyond the histogram's range.
+fn hist_legend(s: &HistSeries, end_us: u64) -> String {
     let mut text = s.label.clone();
     if s.buckets.iter().all(|b| b.1 == 0) {
         text.push_str(" (no data)");
     }
+    let past: u64 = s.buckets.iter().filter(|b| b.0 >= end_us).map(|b| b.1).sum();
+    if past > 0 {
+        let _ = write!(text, "; {past} above {end_us} µs (past the p99.9 axis)");
+    }
     if s.overflow > 0 {
-        let _ = write!(text, ", {} beyond {} µs (not drawn)", s.overflow, s.range_us);
+        let _ = write!(text, "; {} beyond {} µs (the histogram's range)", s.overflow, s.range_us);
     }
     text
 }
@@ -247,7 +275,11 @@ fn ecdf(sorted: &[u64], x_end: f64) -> Vec<(f64, f64)> {
 /// # Errors
 /// [`PlotError::Draw`] if plotters fails (it does not for any input the tests know of).
 pub fn switch_svg(title: &str, series: &[Distribution]) -> Result<String, PlotError> {
-    render("switch", CHART_SIZE, title, |area| {
+    render("switch", CHART_SIZE, title, |whole| {
+        // The legend below the chart, not on it: in any corner it would
+        // cover some series' tail.
+        let (area, below) = whole.split_vertically(whole.dim_in_pixel().1.saturating_sub(LEGEND_STRIP));
+        let area = &area;
         let sorted: Vec<Vec<u64>> = series
             .iter()
             .map(|d| {
@@ -285,26 +317,59 @@ pub fn switch_svg(title: &str, series: &[Distribution]) -> Result<String, PlotEr
                 TextStyle::from(("sans-serif", 13).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Top));
             chart.draw_series(std::iter::once(Text::new(name, (x_lo * 1.1, y - 0.01), style))).map_err(why)?;
         }
-        for (i, (d, values)) in series.iter().zip(&sorted).enumerate() {
+        for (i, values) in sorted.iter().enumerate() {
             let style = color(i).stroke_width(2);
-            let label = match values.len() {
-                0 => format!("{} (no data)", d.label),
-                n => format!("{} (n = {n})", d.label),
-            };
-            chart
-                .draw_series(LineSeries::new(ecdf(values, x_hi), style))
-                .map_err(why)?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+            chart.draw_series(LineSeries::new(ecdf(values, x_hi), style)).map_err(why)?;
         }
         if sorted.iter().all(Vec::is_empty) {
             no_data(&chart.plotting_area().strip_coord_spec())?;
         }
-        if !series.is_empty() {
-            histpanel::legend(&mut chart, SeriesLabelPosition::LowerRight)?;
-        }
-        Ok(())
+        let entries: Vec<(String, RGBColor, Mark)> = series
+            .iter()
+            .zip(&sorted)
+            .enumerate()
+            .map(|(i, (d, values))| {
+                let label = match values.len() {
+                    0 => format!("{} (no data)", d.label),
+                    n => format!("{} (n = {n})", d.label),
+                };
+                (label, color(i), Mark::Line)
+            })
+            .collect();
+        legend_strip(&below, &entries)
     })
+}
+
+/// Height of the legend strip under a chart.
+const LEGEND_STRIP: u32 = 60;
+
+/// How a legend entry is drawn.
+#[derive(Clone, Copy)]
+enum Mark {
+    Line,
+    Dashed,
+    Bar,
+}
+
+/// A legend in its own strip, outside the chart (in no corner of a chart
+/// can it be sure to cover no data): a mark and its label per entry, two
+/// to a row.
+fn legend_strip(area: &Area<'_>, entries: &[(String, RGBColor, Mark)]) -> Drawn {
+    let (w, _) = area.dim_in_pixel();
+    let col = (w as i32 - 100) / 2;
+    for (i, (label, c, mark)) in entries.iter().enumerate() {
+        let (x, y) = (70 + col * (i as i32 % 2), 12 + 22 * (i as i32 / 2));
+        match mark {
+            Mark::Line => area.draw(&PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2))),
+            Mark::Dashed => area.draw(&DashedPathElement::new(vec![(x, y), (x + 24, y)], 6, 4, c.stroke_width(2))),
+            Mark::Bar => area.draw(&Rectangle::new([(x + 4, y - 6), (x + 20, y + 6)], c.filled())),
+        }
+        .map_err(why)?;
+        let style =
+            TextStyle::from(("sans-serif", 14).into_font()).color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(label.clone(), (x + 32, y), style)).map_err(why)?;
+    }
+    Ok(())
 }
 
 /// A series of [`scale_svg`]: name, value, colour, p99 (dashed, triangles) or p50.
@@ -324,12 +389,16 @@ const METRICS: [Metric; 5] = [
 /// p50 and p99 in orange, p99 dashed with triangles; the platform floor's
 /// p50 in grey) and a legend. A
 /// value that was not measured is skipped (its line is broken there);
-/// the vCPU counts with no value at all are named under the title.
+/// the vCPU counts with no value at all are named under the title. With
+/// `host_cpus`, a vertical line past that count marks where the vCPUs
+/// overcommit the host's CPUs, and says why the figures jump there.
 ///
 /// # Errors
 /// [`PlotError::Draw`] if plotters fails (it does not for any input the tests know of).
-pub fn scale_svg(title: &str, points: &[ScalePoint]) -> Result<String, PlotError> {
-    render("scale", CHART_SIZE, title, |area| {
+pub fn scale_svg(title: &str, points: &[ScalePoint], host_cpus: Option<u32>) -> Result<String, PlotError> {
+    render("scale", CHART_SIZE, title, |whole| {
+        let (area, below) = whole.split_vertically(whole.dim_in_pixel().1.saturating_sub(LEGEND_STRIP));
+        let area = &area;
         let mut points = points.to_vec();
         points.sort_by_key(|p| p.vcpus);
         let x = |p: &ScalePoint| f64::from(p.vcpus.max(1));
@@ -367,7 +436,7 @@ pub fn scale_svg(title: &str, points: &[ScalePoint]) -> Result<String, PlotError
             .y_label_formatter(&y_fmt)
             .draw()
             .map_err(why)?;
-        for &(name, value, color, p99) in &METRICS {
+        for &(_, value, color, p99) in &METRICS {
             let line = color.stroke_width(2);
             let at = |p: &ScalePoint| value(p).map(|v| (x(p), v.max(1) as f64));
             // The line, broken where a value is missing.
@@ -379,35 +448,42 @@ pub fn scale_svg(title: &str, points: &[ScalePoint]) -> Result<String, PlotError
                     chart.draw_series(LineSeries::new(xy, line)).map_err(why)?;
                 }
             }
-            let label = if values.is_empty() { format!("{name} (no data)") } else { name.to_string() };
             let xy: Vec<(f64, f64)> = points.iter().filter_map(at).collect();
             let dot = color.filled();
             // p99: triangles and a dashed line; p50: circles and a solid line.
             if p99 {
-                chart
-                    .draw_series(xy.iter().map(|&at| TriangleMarker::new(at, 6, dot)))
-                    .map_err(why)?
-                    .label(label)
-                    .legend(move |(x, y)| {
-                        EmptyElement::at((x, y))
-                            + DashedPathElement::new(vec![(0, 0), (24, 0)], 6, 4, line)
-                            + TriangleMarker::new((12, 0), 6, dot)
-                    });
+                chart.draw_series(xy.iter().map(|&at| TriangleMarker::new(at, 6, dot))).map_err(why)?;
             } else {
-                chart.draw_series(xy.iter().map(|&at| Circle::new(at, 4, dot))).map_err(why)?.label(label).legend(
-                    move |(x, y)| {
-                        EmptyElement::at((x, y))
-                            + PathElement::new(vec![(0, 0), (24, 0)], line)
-                            + Circle::new((12, 0), 4, dot)
-                    },
-                );
+                chart.draw_series(xy.iter().map(|&at| Circle::new(at, 4, dot))).map_err(why)?;
             }
+        }
+        if let Some(n) = host_cpus.filter(|&n| points.iter().any(|p| p.vcpus > n)) {
+            // Between n and the next count (log2 axis: 1.3 n sits before 2 n).
+            let at = f64::from(n) * 1.3;
+            let grey = RGBColor(110, 110, 110);
+            chart
+                .draw_series(DashedLineSeries::new([(at, y_lo), (at, y_hi)], 6, 4, grey.stroke_width(1)))
+                .map_err(why)?;
+            let style =
+                TextStyle::from(("sans-serif", 14).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Top));
+            let note = format!("right of here: more vCPUs than the {n} host CPUs (overcommitted):");
+            let why_jump = "a switch waits for vCPUs the host is not running";
+            chart
+                .draw_series(std::iter::once(Text::new(note, (at * 1.03, y_hi / 1.15), style.clone())))
+                .map_err(why)?;
+            chart.draw_series(std::iter::once(Text::new(why_jump, (at * 1.03, y_hi / 1.6), style))).map_err(why)?;
         }
         if values.is_empty() {
             no_data(&chart.plotting_area().strip_coord_spec())?;
         }
-        histpanel::legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-        Ok(())
+        let entries: Vec<(String, RGBColor, Mark)> = METRICS
+            .iter()
+            .map(|&(name, _, c, p99)| {
+                let label = if values.is_empty() { format!("{name} (no data)") } else { name.to_string() };
+                (label, c, if p99 { Mark::Dashed } else { Mark::Line })
+            })
+            .collect();
+        legend_strip(&below, &entries)
     })
 }
 
@@ -433,7 +509,9 @@ pub struct AblationBar {
 pub fn ablation_svg(title: &str, bars: &[AblationBar]) -> Result<String, PlotError> {
     type Metric = (&'static str, fn(&AblationBar) -> Option<u64>);
     const METRICS: [Metric; 3] = [("p50", |b| b.p50_us), ("p99", |b| b.p99_us), ("max", |b| b.max_us)];
-    render("ablation", CHART_SIZE, title, |area| {
+    render("ablation", CHART_SIZE, title, |whole| {
+        let (area, below) = whole.split_vertically(whole.dim_in_pixel().1.saturating_sub(LEGEND_STRIP));
+        let area = &area;
         let values: Vec<u64> =
             bars.iter().flat_map(|b| METRICS.map(|m| (m.1)(b))).flatten().map(|v| v.max(1)).collect();
         let (y_lo, y_hi) = match (values.iter().min(), values.iter().max()) {
@@ -459,22 +537,19 @@ pub fn ablation_svg(title: &str, bars: &[AblationBar]) -> Result<String, PlotErr
             .disable_x_mesh()
             .x_labels(2 * n + 1)
             .x_label_formatter(&x_fmt)
+            .x_desc("dimensions switched to their rt variant (the others stay mainline's)")
             .y_desc("thread latency (log scale)")
             .y_label_formatter(&y_fmt)
             .draw()
             .map_err(why)?;
-        for (k, &(name, value)) in METRICS.iter().enumerate() {
+        for (k, &(_, value)) in METRICS.iter().enumerate() {
             let c = color(k);
             let rects = bars.iter().enumerate().filter_map(move |(i, b)| {
                 let v = value(b)?.max(1) as f64;
                 let x0 = i as f64 + 0.12 + 0.26 * k as f64;
                 Some(Rectangle::new([(x0, y_lo), (x0 + 0.22, v.min(y_hi))], c.filled()))
             });
-            chart
-                .draw_series(rects)
-                .map_err(why)?
-                .label(name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 16, y + 6)], c.filled()));
+            chart.draw_series(rects).map_err(why)?;
         }
         // The figure above each bar.
         let style = ("sans-serif", 13).into_text_style(area).pos(Pos::new(HPos::Center, VPos::Bottom));
@@ -493,8 +568,9 @@ pub fn ablation_svg(title: &str, bars: &[AblationBar]) -> Result<String, PlotErr
         if values.is_empty() {
             no_data(&chart.plotting_area().strip_coord_spec())?;
         }
-        histpanel::legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-        Ok(())
+        let entries: Vec<(String, RGBColor, Mark)> =
+            METRICS.iter().enumerate().map(|(k, &(name, _))| (name.to_string(), color(k), Mark::Bar)).collect();
+        legend_strip(&below, &entries)
     })
 }
 
@@ -528,6 +604,30 @@ mod tests {
         assert!(svg.contains("3 beyond 1000 µs"));
         assert!(svg.contains("samples per 5 µs bin"), "701 µs wide: binned by 5 µs");
         assert!(svg.matches("<polyline").count() >= 6, "a line per load in each panel");
+    }
+
+    #[test]
+    fn latency_axis_ends_at_the_p99_9_and_counts_what_lies_past_it() {
+        // 10000 samples under 1.5 ms, 3 host stalls near 40 ms: the axis
+        // stops at the body's p99.9, not at 40 ms.
+        let body: Vec<(u64, u64)> = (100..1500).step_by(10).map(|us| (us, 70)).collect();
+        let stalls = [(38_000, 1), (40_000, 1), (42_000, 1)];
+        let series = |b: &[(u64, u64)]| HistSeries {
+            label: "locks".into(),
+            buckets: b.to_vec(),
+            overflow: 0,
+            range_us: 100_000,
+        };
+        let mut with = body.clone();
+        with.extend(stalls);
+        assert_eq!(p99_9(&series(&with)), Some(1490));
+        let panel = HistPanel { title: "rt".into(), series: vec![series(&with)] };
+        let svg = latency_svg("t", &[panel]).unwrap();
+        assert!(svg.contains("3 above 1500 µs (past the p99.9 axis)"), "the tail is counted, not drawn");
+        assert!(svg.contains("samples per 10 µs bin"), "1.5 ms wide: 10 µs bins, not 200 µs ones for 42 ms");
+        assert_eq!(p99_9(&series(&[])), None);
+        let over = HistSeries { overflow: 10, ..series(&[(5, 1)]) };
+        assert_eq!(p99_9(&over), Some(5), "a p99.9 in the overflow: the last bucket bounds the axis");
     }
 
     #[test]
@@ -623,12 +723,15 @@ mod tests {
             total_p99_us: None,
             floor_p50_us: None,
         };
-        let svg = scale_svg("switch cost vs vCPUs", &[point(2, 20), point(1, 10), gap, failed]).unwrap();
+        let svg = scale_svg("switch cost vs vCPUs", &[point(2, 20), point(1, 10), gap, failed], Some(2)).unwrap();
         assert!(is_svg(&svg));
         for text in ["switch cost vs vCPUs", "blackout p50", "blackout p99", "total p50", "total p99"] {
             assert!(svg.contains(text), "{text}");
         }
         assert!(svg.contains("not measured at 8 vCPUs"));
+        assert!(svg.contains("more vCPUs than the 2 host CPUs (overcommitted)"), "the jump is explained");
+        let svg = scale_svg("t", &[point(2, 20), point(1, 10)], Some(2)).unwrap();
+        assert!(!svg.contains("overcommitted"), "no vCPU count above the host's CPUs");
         assert!(svg.contains("vCPUs (log2 scale)"));
     }
 
@@ -643,12 +746,12 @@ mod tests {
             floor_p50_us: None,
         };
         for points in [vec![], vec![none]] {
-            let svg = scale_svg("t", &points).unwrap();
+            let svg = scale_svg("t", &points, None).unwrap();
             assert!(is_svg(&svg) && svg.contains("no data"));
         }
         let zero = ScalePoint { vcpus: 1, ..point(1, 0) };
         for points in [vec![point(1, 5)], vec![zero], vec![point(4, 5), point(4, 6)]] {
-            assert!(is_svg(&scale_svg("t", &points).unwrap()));
+            assert!(is_svg(&scale_svg("t", &points, Some(1)).unwrap()));
         }
     }
 

@@ -77,7 +77,7 @@ pub fn headlines(s: &Suite) -> Vec<Headline> {
         for r in &t.runs {
             push(&mut v, format!("lock throughput {}", r.name), "ops/s", r.ops_per_s);
         }
-        push(&mut v, "lock throughput rt / mainline", "x", t.rt_over_mainline);
+        push(&mut v, "lock throughput rt gain (rt / mainline ops/s)", "x", t.rt_gain);
     }
     let spread =
         |v: &mut Vec<Headline>, name: &str, p: Option<&PhaseSpreads>, f: fn(&PhaseSpreads) -> Option<Spread>| {

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::api::child::{ChildVm, ChildVmError};
 use crate::api::client::{ClientError, Session};
+use crate::api::protocol::SiteCounts;
 use crate::switch::Spread;
 
 #[derive(Debug, thiserror::Error)]
@@ -70,10 +71,15 @@ pub struct Phase {
     pub serialize: Vec<u64>,
     pub thaw: Vec<u64>,
     pub messaging: Vec<u64>,
-    /// Lock call sites one switch rewrote.
+    /// Call sites one switch rewrote (every dimension's), and how many of
+    /// each dimension the kernel has.
     pub sites: Option<u64>,
+    pub sites_by_dimension: Option<SiteCounts>,
     /// Switches that failed, with the VMM's reason.
     pub failed: Vec<String>,
+    /// Ctrl-C on the suite ended the phase early (the figures are the
+    /// switches and rounds done by then).
+    pub interrupted: bool,
 }
 
 /// min / p50 / p99 / max of each figure.
@@ -137,7 +143,12 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
         .and_then(|t| t.split_whitespace().next())
         .and_then(|n| n.parse().ok());
     let mut mode = "rt";
+    let stop = || crate::signals::interrupted();
     for i in 0..cfg.count {
+        if stop() {
+            p.interrupted = true;
+            break;
+        }
         let t = Instant::now();
         let r = s.execute(json!({"execute": "set-mode", "arguments": {"mode": mode}}), &mut |_| {})?;
         let rtt = t.elapsed().as_micros() as u64;
@@ -147,6 +158,7 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
                 v.push(ret[k].as_u64().unwrap_or(0));
             }
             p.sites = ret["sites_patched"].as_u64().or(p.sites);
+            p.sites_by_dimension = SiteCounts::from_reply(ret).or(p.sites_by_dimension);
             let ph = &ret["phases"];
             for (v, k) in [
                 (&mut p.guest_freeze, "guest_freeze_us"),
@@ -168,6 +180,10 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
         std::thread::sleep(Duration::from_millis(cfg.gap_ms));
     }
     for i in 0..cfg.count {
+        if stop() {
+            p.interrupted = true;
+            break;
+        }
         let t = Instant::now();
         let r = s.execute(json!({"execute": "x-pause-resume"}), &mut |_| {})?;
         p.floor_rtt.push(t.elapsed().as_micros() as u64);

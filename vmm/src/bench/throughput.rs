@@ -55,6 +55,8 @@ pub struct ThroughputRun {
     pub exit_code: Option<i32>,
     /// Why there is no figure.
     pub error: Option<String>,
+    /// Ctrl-C on the suite ended the window early (the rate covers `window_s`).
+    pub interrupted: bool,
 }
 
 fn ops(session: &mut crate::api::client::Session) -> Result<(u64, u64), SwitchBenchError> {
@@ -87,6 +89,10 @@ fn measure(
     let (mut last, mut last_t) = (first, start);
     let mut violations = 0;
     for _ in 0..cfg.window_s {
+        if crate::signals::interrupted() {
+            run.interrupted = true;
+            break;
+        }
         std::thread::sleep(Duration::from_secs(1).saturating_sub(last_t.elapsed()));
         let (now, v) = ops(&mut s)?;
         let t = Instant::now();
@@ -118,6 +124,7 @@ pub fn run_one(cfg: &ThroughputConfig, (name, mode, spinning): (&'static str, &'
         violations: None,
         exit_code: None,
         error: None,
+        interrupted: false,
     };
     if let Err(e) = measure(cfg, mode, spinning, &mut run) {
         run.error = Some(e.to_string());
@@ -174,10 +181,14 @@ pub fn render(cfg: &ThroughputConfig, runs: &[ThroughputRun]) -> String {
         if let Some(e) = &r.error {
             out.push_str(&format!("  {}: {e}\n", r.name));
         }
+        if r.interrupted {
+            out.push_str(&format!("  {}: window cut short by the interrupt\n", r.name));
+        }
     }
     let x = |v: Option<f64>| v.map_or_else(|| "unknown".to_string(), |v| format!("{v:.2}x"));
     out.push_str(&format!(
-        "  rt / mainline: {} with adaptive spinning, {} without; spinning on / off in rt: {}   \
+        "  rt gain = rt / mainline ops/s (above 1x rt does more): {} with adaptive spinning, {} without; gain of \
+         spinning in rt (on / off): {}   \
          ({} vCPUs, cs {} us, {} load threads per CPU over 4 locks)\n",
         x(ratio(runs, 1, 0)),
         x(ratio(runs, 2, 0)),

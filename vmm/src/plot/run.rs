@@ -3,7 +3,10 @@
 //! per mode, merged over that mode's `Mode` epochs (legend: mode, epochs,
 //! samples, p99, max), and one for all switching epochs merged when they
 //! hold samples; with `--plot-per-epoch`, one series per listed epoch
-//! instead (legend: epoch, mode, samples, p99, max).
+//! instead (legend: epoch, mode, samples, p99, max). Colours are by mode
+//! in both ([`mode_color`]: mainline blue, rt orange, other profiles their
+//! own; a switching epoch a paler shade of the mode it switched from), so
+//! that a mode's epochs read as one family.
 //!
 //! Drawn with plotters' SVG backend only: text is emitted as SVG `<text>`
 //! (no font rendering, no system fonts needed). The 1 µs buckets are
@@ -18,6 +21,7 @@
 
 use plotters::prelude::*;
 
+use switcher::profile::Profile;
 use switcher::telemetry::EpochKind;
 
 use super::histpanel::{self, Area, Line, Scale};
@@ -53,19 +57,20 @@ fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String>
             .iter()
             .map(|e| {
                 let name = format!("epoch {} {}", e.info.index, mode_label(e));
+                let c = mode_color(e.info.mode, e.info.kind == EpochKind::Switching);
                 (
-                    (legend(&name, &e.all.figures.thread), &e.all.figures.thread),
-                    (legend(&name, &e.all.figures.irq), &e.all.figures.irq),
+                    (legend(&name, &e.all.figures.thread), &e.all.figures.thread, c),
+                    (legend(&name, &e.all.figures.irq), &e.all.figures.irq, c),
                 )
             })
             .unzip()
     } else {
         per_mode(m)
             .iter()
-            .map(|(name, row)| {
+            .map(|(name, row, c)| {
                 (
-                    (legend(name, &row.figures.thread), &row.figures.thread),
-                    (legend(name, &row.figures.irq), &row.figures.irq),
+                    (legend(name, &row.figures.thread), &row.figures.thread, *c),
+                    (legend(name, &row.figures.irq), &row.figures.irq, *c),
                 )
             })
             .unzip()
@@ -76,21 +81,49 @@ fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String>
     Ok(())
 }
 
-/// A series' histogram and its legend text.
-type Series<'a> = (String, &'a Histogram);
+/// A series' legend text, histogram and colour.
+type Series<'a> = (String, &'a Histogram, RGBAColor);
+
+/// Okabe-Ito colours (distinguishable with colour blindness): mainline,
+/// rt, then the other profiles in turn.
+const MODE_COLORS: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];
+
+/// A mode's colour, the same for all its epochs; a switching epoch (from
+/// that mode) in a paler shade.
+pub fn mode_color(mode: Profile, switching: bool) -> RGBAColor {
+    let i = if mode == Profile::MAINLINE {
+        0
+    } else if mode == Profile::RT {
+        1
+    } else {
+        // The ten other profiles share the remaining colours.
+        2 + Profile::all().position(|p| p == mode).unwrap_or(0) % (MODE_COLORS.len() - 2)
+    };
+    let c = MODE_COLORS[i];
+    if switching { c.mix(0.45) } else { c.to_rgba() }
+}
 
 /// The default series: each mode over its mode epochs, then every
 /// switching epoch merged (when any holds a sample).
-fn per_mode(m: &Measurement) -> Vec<(String, &CpuRow)> {
-    let mut series: Vec<(String, &CpuRow)> = m
+fn per_mode(m: &Measurement) -> Vec<(String, &CpuRow, RGBAColor)> {
+    let mut series: Vec<(String, &CpuRow, RGBAColor)> = m
         .groups
         .iter()
         .filter(|g| g.kind == EpochKind::Mode)
-        .map(|g| (format!("{} ({})", g.mode.name(), epochs(g.epochs)), &g.all))
+        .map(|g| (format!("{} ({})", g.mode.name(), epochs(g.epochs)), &g.all, mode_color(g.mode, false)))
         .collect();
     let switching: Vec<&GroupRows> = m.groups.iter().filter(|g| g.kind == EpochKind::Switching).collect();
     for g in switching.iter().filter(|g| g.all.figures.samples > 0 || g.all.figures.thread.count() > 0) {
-        series.push((format!("switching from {} ({})", g.mode.name(), epochs(g.epochs)), &g.all));
+        let name = format!("switching from {} ({})", g.mode.name(), epochs(g.epochs));
+        series.push((name, &g.all, mode_color(g.mode, true)));
     }
     series
 }
@@ -110,18 +143,32 @@ fn legend(name: &str, h: &Histogram) -> String {
     text
 }
 
-/// One panel, its x axis up to just past the highest non-empty bucket of
-/// any series, a line per series in the colours of [`Palette99`].
+/// Where a series' x axis may end: its p99.9 bucket (µs), or its last
+/// non-empty bucket when the p99.9 is in the overflow.
+fn axis_end(h: &Histogram) -> Option<u64> {
+    let last = h.non_empty().last().map(|(us, _)| us);
+    match h.stats().p99_9 {
+        Some(crate::stats::Percentile::Us(us)) => Some(us),
+        _ => last,
+    }
+}
+
+/// One panel, its x axis up to the largest p99.9 of its series (a few
+/// host stalls would otherwise squeeze the body into the leftmost bins;
+/// the legend counts what lies past it), a line per series in its mode's
+/// colour.
 fn panel(area: &Area<'_>, caption: &str, series: &[Series]) -> Result<(), String> {
-    let last = series.iter().filter_map(|(_, h)| h.non_empty().last().map(|(us, _)| us)).max().unwrap_or(0);
+    let last = series.iter().filter_map(|(_, h, _)| axis_end(h)).max().unwrap_or(0);
     let scale = Scale::up_to(last);
     let lines: Vec<Line> = series
         .iter()
-        .enumerate()
-        .map(|(i, (label, h))| Line {
-            label: label.clone(),
-            color: Palette99::pick(i).to_rgba(),
-            bins: bins(h, scale.width, scale.end_us),
+        .map(|(label, h, color)| {
+            let past: u64 = h.non_empty().filter(|&(us, _)| us >= scale.end_us).map(|(_, n)| n).sum();
+            let mut label = label.clone();
+            if past > 0 {
+                label.push_str(&format!("; {past} above {} us (past the p99.9 axis)", scale.end_us));
+            }
+            Line { label, color: *color, bins: bins(h, scale.width, scale.end_us) }
         })
         .collect();
     let scale = scale.fit(lines.iter().flat_map(|l| &l.bins).map(|&(_, n)| n));
@@ -157,6 +204,38 @@ mod tests {
         assert!(svg.contains("latency (µs)"));
         assert!(svg.contains("2 vCPUs, boot mode mainline"));
         assert!(svg.matches("<polyline").count() >= 4, "a line per epoch in each panel");
+    }
+
+    #[test]
+    fn colours_are_by_mode_the_same_for_every_epoch_of_a_mode() {
+        let (ml, rt) = (mode_color(Profile::MAINLINE, false), mode_color(Profile::RT, false));
+        assert_ne!(ml, rt);
+        let other = Profile::parse("preempt=full").map_err(|e| e.0).unwrap();
+        assert!(![ml, rt].contains(&mode_color(other, false)));
+        let sw = mode_color(Profile::RT, true);
+        assert_eq!((sw.0, sw.1, sw.2), (rt.0, rt.1, rt.2), "a switching epoch: its mode's hue, paler");
+        assert!(sw.3 < rt.3);
+        // In the per-epoch plot, both of a mode's epochs are drawn in its colour.
+        let outputs = OutputFiles { plot: Some("x.svg".into()), plot_per_epoch: true, ..Default::default() };
+        let svg = render(&measurement(), &info(RunSettings { outputs, ..settings() })).unwrap();
+        let blue = "#0072B2";
+        assert!(svg.contains(blue) && svg.contains("#D55E00"), "mainline blue, rt orange");
+    }
+
+    #[test]
+    fn the_x_axis_ends_at_the_p99_9_not_at_a_few_stalls() {
+        let mut h = Histogram::new(100_000);
+        for i in 0..10_000u64 {
+            h.record_ns((100 + i % 100) * 1000);
+        }
+        for us in [38_000, 42_000] {
+            h.record_ns(us * 1000);
+        }
+        assert_eq!(axis_end(&h), Some(199));
+        let mut tail = Histogram::new(100);
+        tail.record_ns(5_000);
+        tail.record_ns(500_000);
+        assert_eq!(axis_end(&tail), Some(5), "a p99.9 in the overflow: the last bucket");
     }
 
     #[test]

@@ -104,7 +104,10 @@ pub struct EpochTotals {
     pub retained_max: u64,
 }
 
-/// The command line as given (`null`: the guest's default).
+/// The command line as given (`null`: the guest's default): every option
+/// that changes what runs, so that a report reproduces its run
+/// (`command_line` is the whole of it; the fields after `workload_enabled`
+/// were added in issue 27 and read as their defaults from older reports).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     pub vcpus: u32,
@@ -117,6 +120,62 @@ pub struct Config {
     pub hist_max_us: u32,
     pub duration_s: Option<f64>,
     pub workload_enabled: bool,
+    /// `rtswitch run ...` as typed.
+    #[serde(default)]
+    pub command_line: Vec<String>,
+    #[serde(default)]
+    pub kernel: Option<String>,
+    /// `--guest-arg` words, in order; `selftest`: `--selftest`.
+    #[serde(default)]
+    pub guest_args: Vec<String>,
+    #[serde(default)]
+    pub selftest: bool,
+    /// `--switch-every` in ms, and the profile it toggles to (`--switch-to`, resolved).
+    #[serde(default)]
+    pub switch_every_ms: Option<f64>,
+    #[serde(default)]
+    pub switch_to: Option<String>,
+    /// `--irq-load`: `{rate_hz, work_us}`; `--irq-prio` (`null`: the default).
+    #[serde(default)]
+    pub irq_load: Option<IrqLoadConfig>,
+    #[serde(default)]
+    pub irq_prio: Option<u32>,
+    /// `--bucket-us`, `--priority`, `--stop-above` (`null`: off).
+    #[serde(default)]
+    pub bucket_us: Option<u32>,
+    #[serde(default)]
+    pub priority: Option<u32>,
+    #[serde(default)]
+    pub stop_above_us: Option<u32>,
+    /// `--measure-cpus`, `--load-cpus` as CPU numbers (`null`: all).
+    #[serde(default)]
+    pub measure_cpus: Option<Vec<u32>>,
+    #[serde(default)]
+    pub load_cpus: Option<Vec<u32>>,
+    #[serde(default)]
+    pub api_sock: Option<String>,
+    #[serde(default)]
+    pub shutdown_timeout_s: Option<f64>,
+    #[serde(default)]
+    pub switch_timeout_ms: Option<f64>,
+    #[serde(default)]
+    pub vcpu_stop_timeout_ms: Option<f64>,
+    #[serde(default)]
+    pub watchdog_s: Option<f64>,
+    #[serde(default)]
+    pub seccomp: Option<bool>,
+}
+
+/// `config.irq_load`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IrqLoadConfig {
+    pub rate_hz: u32,
+    pub work_us: u32,
+}
+
+/// A CPU mask as CPU numbers; `None` for 0 (all).
+fn cpus(mask: u64) -> Option<Vec<u32>> {
+    (mask != 0).then(|| (0..64).filter(|i| mask & (1u64 << i) != 0).collect())
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -370,6 +429,7 @@ pub fn epoch_totals(m: &Measurement, retained_max: usize) -> EpochTotals {
 /// Builds the report.
 pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
     let c = &info.settings;
+    let o = &c.options;
     let opt = |v: u32| (v != 0).then_some(v);
     let config = Config {
         vcpus: c.vcpus,
@@ -382,6 +442,25 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         hist_max_us: c.hist_buckets * c.workload.bucket_us.max(1),
         duration_s: c.duration.map(|d| d.as_secs_f64()),
         workload_enabled: c.workload.enabled != 0,
+        command_line: o.command_line.clone(),
+        kernel: o.kernel.clone(),
+        guest_args: o.guest_args.clone(),
+        selftest: o.selftest,
+        switch_every_ms: o.switch_every.map(|d| d.as_secs_f64() * 1e3),
+        switch_to: o.switch_to.map(|p| p.name().into()),
+        irq_load: o.irq_load.map(|(rate_hz, work_us)| IrqLoadConfig { rate_hz, work_us }),
+        irq_prio: o.irq_prio,
+        bucket_us: Some(c.workload.bucket_us.max(1)),
+        priority: Some(c.workload.measure_prio),
+        stop_above_us: opt(c.workload.stop_above_us),
+        measure_cpus: cpus(c.workload.measure_cpus),
+        load_cpus: cpus(c.workload.load_cpus),
+        api_sock: o.api_sock.clone(),
+        shutdown_timeout_s: Some(o.shutdown_timeout.as_secs_f64()),
+        switch_timeout_ms: Some(o.switch_timeout.as_secs_f64() * 1e3),
+        vcpu_stop_timeout_ms: Some(o.vcpu_stop_timeout.as_secs_f64() * 1e3),
+        watchdog_s: Some(o.watchdog.as_secs_f64()),
+        seccomp: Some(o.seccomp),
     };
     let guest = info.guest.as_ref().map(|g| Guest {
         kernel_version: g.kernel_version.clone(),
@@ -498,6 +577,7 @@ pub mod tests {
             hist_buckets: 100,
             duration: None,
             outputs: Default::default(),
+            options: Default::default(),
         }
     }
 

@@ -408,6 +408,33 @@ pub struct RunSettings {
     /// `--duration`; `None`: until the guest stops.
     pub duration: Option<Duration>,
     pub outputs: OutputFiles,
+    /// The rest of the command line (the JSON report's `config` holds every
+    /// option that changes what runs, so that the report reproduces it).
+    pub options: RunOptions,
+}
+
+/// The options of a run besides its size and workload, as the JSON
+/// report's `config` gives them back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunOptions {
+    /// The command line as given (`rtswitch run ...`).
+    pub command_line: Vec<String>,
+    pub kernel: Option<String>,
+    /// The guest's command line words (`--guest-arg`, and `selftest`).
+    pub guest_args: Vec<String>,
+    pub selftest: bool,
+    /// `--switch-every`, and the profile it toggles to.
+    pub switch_every: Option<Duration>,
+    pub switch_to: Option<Profile>,
+    /// `--irq-load RATE,WORK_US` and `--irq-prio`.
+    pub irq_load: Option<(u32, u32)>,
+    pub irq_prio: Option<u32>,
+    pub api_sock: Option<String>,
+    pub shutdown_timeout: Duration,
+    pub switch_timeout: Duration,
+    pub vcpu_stop_timeout: Duration,
+    pub watchdog: Duration,
+    pub seccomp: bool,
 }
 
 /// What the run was and how it ended, besides the telemetry.

@@ -213,8 +213,9 @@ pub fn check(out: &OutputFiles, bucket_us: u32) -> Result<(), OutputError> {
 }
 
 /// Whether `path` can be written, leaving no file behind that was not
-/// there.
-fn probe(option: &'static str, path: &Path) -> Result<(), OutputError> {
+/// there (`option` names the path in the error). Also `rtswitch bench`'s
+/// check of its `--out` files and `--json`.
+pub fn probe(option: &'static str, path: &Path) -> Result<(), OutputError> {
     let shown = path.display().to_string();
     if path.is_dir() {
         return Err(OutputError::IsDirectory { option, path: shown });

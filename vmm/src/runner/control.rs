@@ -34,7 +34,9 @@ use super::mailbox::Mailbox;
 use super::shared::Shared;
 use super::shutdown::ShutdownHandle;
 use super::switching::{SwitchHandle, after_switch};
-use crate::api::protocol::{self, COMMANDS, Command, MAX_REPLY_BYTES, Page, QmpError, Request, ShutdownCause};
+use crate::api::protocol::{
+    self, COMMANDS, Command, MAX_REPLY_BYTES, Page, QmpError, Request, ShutdownCause, SiteCounts,
+};
 use crate::api::server::{ApiServer, ClientId, ReadOutcome, SendOutcome};
 use crate::report::json::Detail;
 use crate::report::{self, Measurement};
@@ -233,6 +235,7 @@ impl ControlSocket {
             "profile": {"locks": mode.locks.name(), "preempt": mode.preempt.name(), "irq": mode.irq.name()},
             "switching": coordinator.in_progress().map(Profile::name),
             "sites": coordinator.sites().len(),
+            "sites_by_dimension": SiteCounts::of(coordinator.sites()),
             "sites_mode": sites_mode,
             "guest_mode": guest_mode,
         })
@@ -354,9 +357,11 @@ impl ControlSocket {
             (Origin::Client(_), Some(w)) => {
                 let text = if r.ok {
                     let mut v = data.clone();
+                    let sites = SiteCounts::of(self.switching.borrow().coordinator().sites());
                     if let Some(o) = v.as_object_mut() {
                         o.insert("mode".into(), json!(r.to));
                         o.insert("changed".into(), json!(true));
+                        o.insert("sites_by_dimension".into(), json!(sites));
                     }
                     protocol::reply_ok(v, w.id.as_ref())
                 } else {

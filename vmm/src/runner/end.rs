@@ -13,7 +13,7 @@ use super::shared::Run;
 use super::switching::Switching;
 use crate::cli::RunConfig;
 use crate::exit_code::ExitCode;
-use crate::report::{self, LoadVerdict, Measurement, RunInfo, RunSettings};
+use crate::report::{self, LoadVerdict, Measurement, RunInfo};
 use crate::vstate::memory;
 use crate::watchdog::Watchdog;
 
@@ -47,19 +47,6 @@ fn outcome_text(run: &Run, outcome: &Outcome, ran: f64, grace: Duration) -> Stri
             format!("the guest did not shut down within {:.1} s of being asked{why}; stopped it", grace.as_secs_f64())
         }
         Outcome::Forced => format!("stopped the guest on a second signal{why}"),
-    }
-}
-
-/// What the reports show of the run's configuration.
-fn report_settings(config: &RunConfig) -> RunSettings {
-    RunSettings {
-        vcpus: config.vcpus,
-        memory_bytes: config.memory_bytes,
-        mode: config.mode,
-        workload: config.workload,
-        hist_buckets: config.hist_buckets,
-        duration: config.duration,
-        outputs: config.outputs(),
     }
 }
 
@@ -138,7 +125,7 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
     run.say(&result.line());
     code = code.worst(result.exit_code());
     let info = RunInfo {
-        settings: report_settings(config),
+        settings: config.report_settings(),
         tsc_khz: run.tsc_khz,
         host_ps_per_iter: guest.host_ps_per_iter,
         guest: guest.info.clone(),

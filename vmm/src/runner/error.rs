@@ -14,7 +14,7 @@ pub enum RunError {
     Kernel(#[from] loader::LoaderError),
     #[error(transparent)]
     Memory(#[from] memory::MemoryError),
-    #[error("kernel lock call sites: {0}")]
+    #[error("kernel call sites: {0}")]
     Sites(#[from] switcher::patch::PatchError),
     #[error(transparent)]
     Serial(#[from] devices::console::SerialError),

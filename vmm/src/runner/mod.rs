@@ -57,7 +57,7 @@ use std::time::Instant;
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 use switcher::abi::{self, BootInfo};
-use switcher::profile::{Dimension, Profile};
+use switcher::profile::Profile;
 use switcher::telemetry::Layout;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -138,12 +138,10 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let plan = sites.plan(&text, Profile::MAINLINE, config.mode)?;
     let rewritten = plan.apply(&text)?;
     eprintln!(
-        "rtswitch: mode {}: {} lock call sites verified, {rewritten} patched ({} lock, {} preemption, {} interrupt dispatch)",
+        "rtswitch: mode {}: {} call sites ({}) verified, {rewritten} patched",
         config.mode.name(),
         sites.len(),
-        sites.count_in(Dimension::Locks),
-        sites.count_in(Dimension::Preempt),
-        sites.count_in(Dimension::Irq)
+        crate::api::protocol::SiteCounts::of(&sites).by_dimension(),
     );
 
     let console = Arc::new(Console::new(&config.serial)?);

@@ -195,8 +195,11 @@ impl Switching {
         }
         let (a, b) = e.profiles;
         let target = if self.coordinator.mode() == b { a } else { b };
-        if let Err(e) = self.request(target, Origin::Timer) {
-            log::warn!("--switch-every: {e}");
+        match self.request(target, Origin::Timer) {
+            Ok(_) => {}
+            // A tick while the VM shuts down: nothing is wrong, nothing to switch.
+            Err(SwitchError::ShuttingDown) => log::debug!("--switch-every: the VM is shutting down; tick ignored"),
+            Err(e) => log::warn!("--switch-every: {e}"),
         }
     }
 }
