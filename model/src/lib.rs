@@ -6,6 +6,7 @@
 pub mod atomics;
 pub mod explore;
 pub mod kernel;
+pub mod softmask;
 
 /// The guest kernel's pure logic and protocol cores (`guest/src/logic/`),
 /// compiled unchanged: the files are `core`-only and use no `crate::`

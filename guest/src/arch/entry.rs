@@ -7,17 +7,37 @@
 //!
 //! ```text
 //! irq3_entry: bts gs:[irq_masked]           (one instruction: test and set the mask)
-//!   was masked ──> record: bts gs:[irq_pending], vector; irq_pending_any = 1; iretq
+//!   was masked ──> record: bts gs:[irq_pending], vector; if the bit was set
+//!                  already (a merged delivery) irq_eoi_owed += 1;
+//!                  irq_pending_any = 1; iretq
 //!                  (no EOI: the LAPIC keeps its in-service bit, which holds back
 //!                  every vector of the same or a lower priority class meanwhile)
 //!   was not  ───> now masked (as an interrupt gate would clear IF); save the
 //!                 registers; irqflags::on_interrupt (the handler, then every vector
-//!                 that arrived meanwhile, highest first, then the exit work:
-//!                 preemption); then the exit window:
+//!                 that arrived meanwhile, highest first, each followed by the EOIs
+//!                 owed, then the exit work: preemption); then the exit window:
 //! irq3_exit:   irq_masked = 0; anything pending? -> mask again, replay, retry
 //!              restore the registers from the frame (movs: the frame stays intact)
 //! irq3_exit_iret: iretq
 //! ```
+//!
+//! EOIs: one per accepted delivery (`logic::softmask` says why, and pays
+//! the owed ones).
+//!
+//! The entry window: a trap gate leaves IF set, so a second interrupt can
+//! arrive before the first one's stub reaches its `bts` (anywhere from the
+//! stub's first instruction to the `bts` itself). The mask is still clear
+//! there: the second entry would run its handler and exit work, and could
+//! switch tasks, while the first vector is accepted (in service at the
+//! LAPIC) but recorded nowhere. So an entry whose interrupted RIP lies in
+//! `irq3_stubs..irq3_window_end` records its vector as a masked one does,
+//! and returns to the interrupted entry leaving the mask set and
+//! `irq_entry_hold` = 1 (the tail that sets it lies inside the window,
+//! so an interrupt there records itself too). The interrupted entry's
+//! `bts` then finds the mask set; a masked entry that finds the hold set
+//! and was not itself in a window is that entry: it clears the hold and
+//! goes on as an unmasked one (exit-window check included), and its replay
+//! runs the vectors recorded for it.
 //!
 //! The exit window is the one place an interrupt can nest on an unmasked
 //! CPU without bound in principle (a new one lands after the unmask and
@@ -33,6 +53,9 @@
 //!   vector and error code go just below it and entry proceeds as if the
 //!   interrupt had come straight there (the frame keeps its alignment:
 //!   the CPU built it from a 16-byte aligned rsp).
+//!
+//! The model checker runs these paths step by step (`model/src/softmask.rs`)
+//! around the replay core, with interrupts arriving between any two steps.
 //!
 //! Stack: an entry pushes 22 words on the interrupted task's stack (no red
 //! zone on this target, so nothing live lies below rsp).
@@ -62,13 +85,31 @@ core::arch::global_asm!(
     ".balign 16",
     ".global irq3_stubs_end",
     "irq3_stubs_end:",
+    // The entry window's tail (inside the window, so that an interrupt
+    // here records itself too): a nested entry that recorded its vector
+    // keeps the mask set for the entry it interrupted, which claims it.
+    "irq3_window_hold:",
+    "mov dword ptr gs:[{hold}], 1",
+    "pop rax",
+    "add rsp, 16",
+    "iretq",
     "",
     "irq3_entry:",
     "bts dword ptr gs:[{masked}], 0",
+    ".global irq3_window_end",
+    "irq3_window_end:",
     "jc 50f",
-    // Unmasked: did this interrupt land in the exit window?
     "push rax",
     "mov rax, [rsp + 24]",
+    // Unmasked: did this interrupt land in another entry's window (its
+    // stub, up to its own bts), whose vector is accepted but not yet
+    // recorded? Then record this one and return to it: it runs both.
+    "cmp rax, offset irq3_stubs",
+    "jb 5f",
+    "cmp rax, offset irq3_window_end",
+    "jb 40f",
+    // Did it land in the exit window?
+    "5:",
     "cmp rax, offset irq3_exit",
     "jb 10f",
     "cmp rax, offset irq3_exit_end",
@@ -132,10 +173,43 @@ core::arch::global_asm!(
     "call {on_exit_replay}",
     "jmp irq3_exit",
     // Masked: record the vector and return; it runs at the unmask.
-    "50:",
-    "push rax",
+    // Landed in an entry's window, unmasked: record (as masked), keep the
+    // mask for the interrupted entry.
+    "40:",
     "mov rax, [rsp + 8]",
     "bts qword ptr gs:[{pending}], rax",
+    "jnc 41f",
+    "cmp rax, {spurious}",
+    "je 41f",
+    "inc dword ptr gs:[{eoi_owed}]",
+    "41:",
+    "mov dword ptr gs:[{pending_any}], 1",
+    "jmp irq3_window_hold",
+    // Masked. First: is this the entry a nested one kept the mask for
+    // (the hold is set, and it did not itself land in a window)? It owns
+    // the mask now: on as if it had found it clear.
+    "50:",
+    "push rax",
+    "cmp dword ptr gs:[{hold}], 0",
+    "je 55f",
+    "mov rax, [rsp + 24]",
+    "cmp rax, offset irq3_stubs",
+    "jb 52f",
+    "cmp rax, offset irq3_window_end",
+    "jb 55f",
+    "52:",
+    "mov dword ptr gs:[{hold}], 0",
+    "jmp 5b",
+    // Record the vector; a delivery that merges into a pending bit owes
+    // its EOI (logic::softmask::record, instruction for instruction).
+    "55:",
+    "mov rax, [rsp + 8]",
+    "bts qword ptr gs:[{pending}], rax",
+    "jnc 56f",
+    "cmp rax, {spurious}",
+    "je 56f",
+    "inc dword ptr gs:[{eoi_owed}]",
+    "56:",
     "mov dword ptr gs:[{pending_any}], 1",
     "pop rax",
     "add rsp, 16",
@@ -145,6 +219,9 @@ core::arch::global_asm!(
     masked = const offset::IRQ_MASKED,
     pending_any = const offset::IRQ_PENDING_ANY,
     pending = const offset::IRQ_PENDING,
+    eoi_owed = const offset::IRQ_EOI_OWED,
+    hold = const offset::IRQ_ENTRY_HOLD,
+    spurious = const switcher::abi::vector::SPURIOUS as u32,
     vector_slot = const 15 * 8,
     saved_bytes = const FRAME_SAVED_WORDS * 8,
     on_interrupt = sym irq3_on_interrupt,

@@ -28,7 +28,9 @@
 //! arch layer does not import the kernel's upper layers.
 
 use super::percpu::{self, offset};
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use crate::logic::softmask::{self, SoftMaskCpu};
 use switcher::abi::MAX_CPUS;
 
 /// The kernel's interrupt handler (`fn(vector)`, runs masked).
@@ -135,51 +137,56 @@ fn replay_on_unmask() {
     }
 }
 
-/// Takes the highest pending vector off this CPU's pending set. Masked.
-fn take_highest() -> Option<u8> {
-    let p = &percpu::this().irq_pending;
-    for word in (0..4).rev() {
-        let bits = p[word].load(Ordering::Relaxed);
-        if bits != 0 {
-            let bit = 63 - bits.leading_zeros();
-            // An interrupt-atomic clear: a vector recorded meanwhile by an
-            // entry on this CPU (another bit) is kept.
-            p[word].fetch_and(!(1u64 << bit), Ordering::Relaxed);
-            return Some((word * 64) as u8 + bit as u8);
+/// This CPU's soft-mask words, as the replay core sees them.
+struct ThisCpu(&'static percpu::PerCpu);
+
+impl SoftMaskCpu for ThisCpu {
+    type U32 = AtomicU32;
+    type U64 = AtomicU64;
+
+    fn pending(&self) -> &[AtomicU64; 4] {
+        &self.0.irq_pending
+    }
+
+    fn pending_any(&self) -> &AtomicU32 {
+        &self.0.irq_pending_any
+    }
+
+    fn eoi_owed(&self) -> &AtomicU32 {
+        &self.0.irq_eoi_owed
+    }
+
+    fn handler(&self, vector: u8) {
+        let h = HANDLER.load(Ordering::Acquire);
+        if !h.is_null() {
+            // SAFETY: only `set_hooks` stores here, from a `fn(u8)`.
+            let h = unsafe { core::mem::transmute::<*mut (), fn(u8)>(h) };
+            h(vector);
         }
     }
-    None
-}
 
-fn run_handler(vector: u8) {
-    let h = HANDLER.load(Ordering::Acquire);
-    if !h.is_null() {
-        // SAFETY: only `set_hooks` stores here, from a `fn(u8)`.
-        let h = unsafe { core::mem::transmute::<*mut (), fn(u8)>(h) };
-        h(vector);
+    fn exit_work(&self) {
+        let w = EXIT_WORK.load(Ordering::Acquire);
+        if !w.is_null() {
+            // SAFETY: only `set_hooks` stores here, from a `fn()`.
+            let w = unsafe { core::mem::transmute::<*mut (), fn()>(w) };
+            w();
+        }
     }
-}
 
-fn run_exit_work() {
-    let w = EXIT_WORK.load(Ordering::Acquire);
-    if !w.is_null() {
-        // SAFETY: only `set_hooks` stores here, from a `fn()`.
-        let w = unsafe { core::mem::transmute::<*mut (), fn()>(w) };
-        w();
+    fn eoi(&self) {
+        super::apic::eoi();
+    }
+
+    fn set_replaying(&self, replaying: bool) {
+        REPLAYING[percpu::cpu_id() as usize % MAX_CPUS].store(replaying, Ordering::Relaxed);
     }
 }
 
 /// Runs every recorded vector, highest first (including those recorded
-/// while it runs), then the exit work. Masked.
+/// while it runs), then the exit work (`softmask::replay_pending`). Masked.
 pub(super) fn replay_pending() {
-    percpu::this().irq_pending_any.store(0, Ordering::Relaxed);
-    let replaying = &REPLAYING[percpu::cpu_id() as usize % MAX_CPUS];
-    while let Some(v) = take_highest() {
-        replaying.store(true, Ordering::Relaxed);
-        run_handler(v);
-        replaying.store(false, Ordering::Relaxed);
-    }
-    run_exit_work();
+    softmask::replay_pending(&ThisCpu(percpu::this()));
 }
 
 /// Per CPU: a handler runs now for an interrupt that arrived while this
@@ -195,8 +202,8 @@ pub fn replaying() -> bool {
 }
 
 /// One interrupt taken on an unmasked CPU (from `entry`, now masked): its
-/// handler, then whatever was recorded meanwhile, then the exit work.
+/// handler, then whatever was recorded meanwhile, then the exit work
+/// (`softmask::on_interrupt`).
 pub(super) fn on_interrupt(vector: u8) {
-    run_handler(vector);
-    replay_pending();
+    softmask::on_interrupt(&ThisCpu(percpu::this()), vector);
 }

@@ -52,6 +52,13 @@ pub struct PerCpu {
     /// Vectors that arrived while masked (bit N = vector N), not yet run
     /// and not yet acknowledged (EOI) at the LAPIC.
     pub irq_pending: [AtomicU64; 4],
+    /// EOIs owed for deliveries that merged into an already-pending vector
+    /// (counted by the entry's masked path, paid by the replay:
+    /// `logic::softmask`).
+    pub irq_eoi_owed: AtomicU32,
+    /// 1 while a nested entry that landed in another entry's window keeps
+    /// the mask set for that (outer) entry, which claims it (`entry`).
+    pub irq_entry_hold: AtomicU32,
     /// This CPU's [`ShimStats`] in the ABI page the VMM reads; the ring-0
     /// shim's gate counts every entry through it.
     pub shim_stats: AtomicPtr<ShimStats>,
@@ -95,6 +102,8 @@ impl PerCpu {
             irq_masked: AtomicU32::new(1),
             irq_pending_any: AtomicU32::new(0),
             irq_pending: [const { AtomicU64::new(0) }; 4],
+            irq_eoi_owed: AtomicU32::new(0),
+            irq_entry_hold: AtomicU32::new(0),
             shim_stats: AtomicPtr::new(ptr::null_mut()),
             pv_eoi: AtomicU64::new(0),
             cpu_id: AtomicU32::new(0),
@@ -267,5 +276,7 @@ pub mod offset {
     pub const IRQ_MASKED: usize = core::mem::offset_of!(PerCpu, irq_masked);
     pub const IRQ_PENDING_ANY: usize = core::mem::offset_of!(PerCpu, irq_pending_any);
     pub const IRQ_PENDING: usize = core::mem::offset_of!(PerCpu, irq_pending);
+    pub const IRQ_EOI_OWED: usize = core::mem::offset_of!(PerCpu, irq_eoi_owed);
+    pub const IRQ_ENTRY_HOLD: usize = core::mem::offset_of!(PerCpu, irq_entry_hold);
     pub const SHIM_STATS: usize = core::mem::offset_of!(PerCpu, shim_stats);
 }

@@ -27,7 +27,9 @@
 //! - [`rtmutex`]: the rt lock (wake and take, steal, PI, freeze back-out);
 //! - [`mainline_lock`]: the mainline lock (preempt-off spin, freeze
 //!   back-out);
-//! - [`freezer`]: freeze request, safe points, census and thaw.
+//! - [`freezer`]: freeze request, safe points, census and thaw;
+//! - [`softmask`]: the soft interrupt mask's replay and its EOI
+//!   accounting.
 
 pub mod atomic;
 pub mod freezer;
@@ -35,6 +37,7 @@ pub mod mainline_lock;
 pub mod pi;
 pub mod prio_list;
 pub mod rtmutex;
+pub mod softmask;
 
 /// A tiny xorshift64 PRNG for the property-style host tests (no crates).
 #[cfg(test)]
