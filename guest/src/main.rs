@@ -40,7 +40,7 @@ mod handler_mark;
 mod hypercall;
 mod irq;
 mod irqdev;
-#[allow(dead_code)] // Pure PI/waiter-list logic: the reference `Model` is for host tests only.
+#[allow(dead_code)] // Shared with the host crate model/: some of its API only the host uses.
 mod logic;
 mod mm;
 mod modeswitch;

@@ -48,7 +48,13 @@ const TESTS: &[Test] = &[
     Test { name: "rt: priority inversion", only: rt_locks_full_preemption, run: rt_priority_inversion },
     Test { name: "rt: PI chain", only: rt_locks_full_preemption, run: rt_pi_chain },
     Test { name: "rt: hand-off to the top waiter", only: rt_locks_full_preemption, run: rt_handoff_order },
+    Test {
+        name: "rt: a waiter boosted to the top of an ownerless lock is woken",
+        only: rt_locks_full_preemption,
+        run: rt_requeue_wakes_new_top,
+    },
     Test { name: "lock registry idle", only: any, run: registry_idle },
+    Test { name: "timer probe: only the watched deadline's own interrupt", only: any, run: probe_own_interrupt },
     Test { name: "soft mask: deferred, not lost", only: any, run: selftest_ring3::soft_mask_defers },
     Test { name: "soft mask: nesting", only: any, run: selftest_ring3::soft_mask_nests },
     Test { name: "soft mask: replay order", only: any, run: selftest_ring3::soft_mask_replay_order },
@@ -420,6 +426,142 @@ fn rt_priority_inversion() -> Result<(), &'static str> {
     )?;
     check(INV_LOW_PRIO_SEEN.load(Ordering::SeqCst) == 30, "the lock holder was not boosted to the waiter's priority")?;
     check(INV_LOW_PRIO_AFTER.load(Ordering::SeqCst) == 10, "the holder kept its boost after the unlock (no de-boost)")
+}
+
+// ---- timer probe --------------------------------------------------------
+
+static PROBE_SLEEPER_AT: AtomicU64 = AtomicU64::new(0);
+
+fn probe_sleeper(_: usize) {
+    let _ = sched::sleep_until(PROBE_SLEEPER_AT.load(Ordering::SeqCst));
+}
+
+/// The IRQ latency of an activation is the lateness of the interrupt armed
+/// for its own deadline. Another sleeper's deadline one TSC tick earlier
+/// arms the timer; its interrupt (which cannot arrive within that tick)
+/// wakes both: the watched deadline must record no IRQ sample for it (its
+/// lateness says nothing of the watched deadline's interrupt, which was
+/// never armed). Alone, the watched deadline's own interrupt is captured.
+fn probe_own_interrupt() -> Result<(), &'static str> {
+    let probe = sched::this_cpu_probe();
+    let me = crate::arch::percpu::cpu_id();
+    let d1 = now_tsc() + us_to_tsc(20_000);
+    PROBE_SLEEPER_AT.store(d1, Ordering::SeqCst);
+    let sleeper = sched::spawn("probe-sleeper", 10, me, probe_sleeper, 0);
+    // Let it go to sleep first (it arms the timer for d1).
+    sleep_us(5_000);
+    let d2 = d1 + 1;
+    probe.watch(d2);
+    let _ = sched::sleep_until(d2);
+    let shared = probe.take(d2);
+    probe.watch(0);
+    sched::join(sleeper);
+    let d3 = now_tsc() + us_to_tsc(5_000);
+    probe.watch(d3);
+    let _ = sched::sleep_until(d3);
+    let own = probe.take(d3);
+    probe.watch(0);
+    check(
+        shared.is_none(),
+        "an interrupt armed for another sleeper's earlier deadline was taken as the watched one's",
+    )?;
+    check(own.is_some(), "the watched deadline's own interrupt was not captured")
+}
+
+// ---- rt: a PI requeue on an ownerless lock -----------------------------
+
+static RQ_L: SpinLock<u32> = SpinLock::new("selftest.requeue-l", 0);
+static RQ_M: SpinLock<u32> = SpinLock::new("selftest.requeue-m", 0);
+static RQ_U_HAS_L: AtomicBool = AtomicBool::new(false);
+static RQ_RELEASE_U: AtomicBool = AtomicBool::new(false);
+static RQ_U_RELEASED: AtomicBool = AtomicBool::new(false);
+static RQ_B_HAS_M: AtomicBool = AtomicBool::new(false);
+static RQ_HOG_STOP: AtomicBool = AtomicBool::new(false);
+static RQ_HOG_RUNNING: AtomicBool = AtomicBool::new(false);
+/// 1: X got M while the hog still ran; 0: only after; 2: not yet.
+static RQ_X_DURING_HOG: AtomicU32 = AtomicU32::new(2);
+/// Longest the hog spins: well past any wake-up (the bound only keeps a
+/// broken lock from hanging the suite).
+const RQ_HOG_MAX_US: u64 = 3_000_000;
+
+fn rq_u(_: usize) {
+    let g = RQ_L.lock();
+    RQ_U_HAS_L.store(true, Ordering::SeqCst);
+    while !RQ_RELEASE_U.load(Ordering::SeqCst) {
+        busy_us(100);
+    }
+    drop(g);
+    RQ_U_RELEASED.store(true, Ordering::SeqCst);
+}
+
+fn rq_b(_: usize) {
+    let m = RQ_M.lock();
+    RQ_B_HAS_M.store(true, Ordering::SeqCst);
+    drop(RQ_L.lock());
+    drop(m);
+}
+
+fn rq_a(_: usize) {
+    drop(RQ_L.lock());
+}
+
+fn rq_hog(_: usize) {
+    RQ_HOG_RUNNING.store(true, Ordering::SeqCst);
+    let end = now_tsc() + us_to_tsc(RQ_HOG_MAX_US);
+    while !RQ_HOG_STOP.load(Ordering::SeqCst) && now_tsc() < end {
+        core::hint::spin_loop();
+    }
+    RQ_HOG_RUNNING.store(false, Ordering::SeqCst);
+}
+
+fn rq_x(_: usize) {
+    let _m = RQ_M.lock();
+    RQ_X_DURING_HOG.store(u32::from(RQ_HOG_RUNNING.load(Ordering::SeqCst)), Ordering::SeqCst);
+    RQ_HOG_STOP.store(true, Ordering::SeqCst);
+}
+
+/// U (20, CPU 0) holds L; B (5, CPU 1) holds M and waits for L; A (15,
+/// CPU 1) waits for L; a hog (30) spins on CPU 1, so neither A nor B runs
+/// there. U unlocks L: L is ownerless and A, its top waiter, is woken (it
+/// cannot run yet). X (50, CPU 0) blocks on M and boosts B to 50: B is now
+/// L's top waiter and must be woken, so that it preempts the hog, takes
+/// L and lets go of M for X. If only A was woken, every waiter sleeps on
+/// an ownerless lock and X waits for the hog (forever, but for the rescue
+/// below, which lets the suite report the failure).
+fn rt_requeue_wakes_new_top() -> Result<(), &'static str> {
+    for f in [&RQ_U_HAS_L, &RQ_RELEASE_U, &RQ_U_RELEASED, &RQ_B_HAS_M, &RQ_HOG_STOP, &RQ_HOG_RUNNING] {
+        f.store(false, Ordering::SeqCst);
+    }
+    RQ_X_DURING_HOG.store(2, Ordering::SeqCst);
+    if boot_info::cpu_count() < 2 {
+        return Ok(());
+    }
+    let queued = |id: TaskId| sched::task_by_slot(id.slot()).blocked_on.load(Ordering::SeqCst) != 0;
+    let u = sched::spawn("rq-u", 20, 0, rq_u, 0);
+    let u_ok = wait_for(|| RQ_U_HAS_L.load(Ordering::SeqCst));
+    let b = sched::spawn("rq-b", 5, 1, rq_b, 0);
+    let b_ok = u_ok && wait_for(|| RQ_B_HAS_M.load(Ordering::SeqCst) && queued(b));
+    let a = sched::spawn("rq-a", 15, 1, rq_a, 0);
+    let a_ok = b_ok && wait_for(|| queued(a));
+    let hog = sched::spawn("rq-hog", 30, 1, rq_hog, 0);
+    let hog_ok = a_ok && wait_for(|| RQ_HOG_RUNNING.load(Ordering::SeqCst));
+    RQ_RELEASE_U.store(true, Ordering::SeqCst);
+    let released = wait_for(|| RQ_U_RELEASED.load(Ordering::SeqCst));
+    let x = sched::spawn("rq-x", 50, 0, rq_x, 0);
+    // The verdict: X got M, or the hog gave up first.
+    let _ = wait_for(|| RQ_X_DURING_HOG.load(Ordering::SeqCst) != 2 || !RQ_HOG_RUNNING.load(Ordering::SeqCst));
+    RQ_HOG_STOP.store(true, Ordering::SeqCst);
+    // The rescue: this runner (95) outranks every waiter, so it may take
+    // the ownerless L itself; its unlock wakes the top waiter again.
+    if RQ_X_DURING_HOG.load(Ordering::SeqCst) == 2 {
+        drop(RQ_L.lock());
+    }
+    join_all(&[u, b, a, hog, x]);
+    check(u_ok && b_ok && a_ok && hog_ok && released, "the scenario did not set up (a task never got there)")?;
+    check(
+        RQ_X_DURING_HOG.load(Ordering::SeqCst) == 1,
+        "X got M only after the hog: the boosted top waiter of the ownerless lock was never woken",
+    )
 }
 
 // ---- rt: PI chain -------------------------------------------------------

@@ -22,21 +22,30 @@
 //! A sample belongs to the epoch whose window `[start_tsc, end_tsc)` holds
 //! its *deadline*, not to the epoch current when it is recorded: a
 //! measurement thread woken late after a switch records into the epoch
-//! that was current at its deadline (still in the ring: the VMM reads it
-//! again at every harvest while its slot holds it). Each period a late
-//! activation skipped (`missed`) goes to the epoch holding that period's
-//! deadline too.
+//! that was current at its deadline. Each period a late activation skipped
+//! (`missed`) goes to the epoch holding that period's deadline too.
+//!
+//! One rule bounds it, on both sides ([`WRITABLE_EPOCHS`]): the guest
+//! writes only the current epoch and the one before it; a deadline older
+//! still is filed in the older of the two (the sample with its latency,
+//! and the periods it skipped). The VMM freezes an epoch (reads it one
+//! last time, keeps it for good, merges it into its group's totals) only
+//! once it is older than those, or once the workload has stopped.
 //!
 //! # Periods that have not ended yet
 //!
 //! `CpuMeasureState::next_deadline_tsc` is the deadline a CPU's
 //! measurement thread waits for. Periods whose deadlines have passed by
 //! the header's `now_tsc` (or by an epoch's `end_tsc`) without an
-//! activation are *overdue*: a reader counts them as missed in the epochs
-//! holding their deadlines ([`overdue_periods`]), so a CPU whose thread
-//! cannot run at all still shows its missed periods. Once the thread runs
-//! it records them itself and advances `next_deadline_tsc`: they are never
-//! counted twice.
+//! activation are *overdue*: a reader counts them as missed
+//! ([`overdue_periods`]), so a CPU whose thread cannot run at all still
+//! shows its missed periods. It files them by the rule the thread will
+//! file them by when it runs: in the writable epochs, a deadline older
+//! than both in the older one, never in a frozen epoch. The period of
+//! `next_deadline_tsc` itself is late, not missed: the thread will record
+//! it as a sample (unless the workload stopped first). Once the thread
+//! runs it records the others itself and advances `next_deadline_tsc`, so
+//! no period is counted twice or lost.
 //!
 //! # Consistency
 //!
@@ -59,6 +68,10 @@ pub use crate::workload::{LoadKind, WorkloadRequest, defaults};
 
 /// Epoch slots in the ring.
 pub const EPOCH_SLOTS: usize = 4;
+/// Epochs the guest may write: the current one and the one before it
+/// (module doc, "Epoch attribution"). The VMM freezes only older ones.
+pub const WRITABLE_EPOCHS: u64 = 2;
+const _: () = assert!(WRITABLE_EPOCHS < EPOCH_SLOTS as u64, "a slot must be free to prepare the next epoch in");
 /// Cycle numbers of thread-latency overflows kept per record (cyclictest
 /// `-h` lists them; beyond these only the count is kept).
 pub const OVERFLOW_LOG: usize = 8;
@@ -305,17 +318,19 @@ pub fn periods_in(first: u64, interval: u64, from: u64, to: u64) -> u64 {
 }
 
 /// Overdue periods of a CPU in an epoch window `[start, end)` (`end` 0:
-/// still open, up to `now`): deadlines from `next_deadline` that passed
-/// without an activation.
+/// still open, up to `now`): deadlines after `next_deadline` that passed
+/// without an activation, and `next_deadline` itself when `stopped` (the
+/// workload ended: its thread will record nothing more).
 ///
 /// Only a thread at least one whole period late counts as stalled (one
 /// less late is about to run, and will record its deadline as a sample).
-pub fn overdue_periods(next_deadline: u64, interval: u64, start: u64, end: u64, now: u64) -> u64 {
-    if now.saturating_sub(next_deadline) < interval {
+pub fn overdue_periods(next_deadline: u64, interval: u64, start: u64, end: u64, now: u64, stopped: bool) -> u64 {
+    if next_deadline == 0 || now.saturating_sub(next_deadline) < interval {
         return 0;
     }
     let to = if end == 0 { now } else { end };
-    periods_in(next_deadline, interval, start, to)
+    let first = if stopped { next_deadline } else { next_deadline + interval };
+    periods_in(first, interval, start, to)
 }
 
 /// Summary of one latency histogram.
@@ -491,9 +506,13 @@ mod tests {
         assert_eq!(total, periods_in(100, 10, 0, 250));
         assert_eq!(total, 15);
         // Open epoch: up to now.
-        assert_eq!(overdue_periods(100, 10, 90, 0, 125), 3);
-        assert_eq!(overdue_periods(100, 10, 90, 115, 300), 2);
-        assert_eq!(overdue_periods(100, 10, 90, 0, 105), 0, "late less than a period: about to run");
+        // Deadlines 110 and 120 passed; 100 is the late activation itself.
+        assert_eq!(overdue_periods(100, 10, 90, 0, 125, false), 2);
+        assert_eq!(overdue_periods(100, 10, 90, 115, 300, false), 1);
+        assert_eq!(overdue_periods(100, 10, 90, 0, 105, false), 0, "late less than a period: about to run");
+        // Stopped: the late one will never be recorded either.
+        assert_eq!(overdue_periods(100, 10, 90, 0, 125, true), 3);
+        assert_eq!(overdue_periods(0, 10, 90, 0, 125, true), 0, "no thread");
     }
 
     #[test]

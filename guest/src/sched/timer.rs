@@ -102,12 +102,18 @@ impl TimerProbe {
         })
     }
 
-    /// From the timer handler, interrupts off: capture if the watched
-    /// deadline has come. A handful of instructions when nothing is watched.
+    /// From the timer handler, interrupts off: capture if this interrupt
+    /// is the one armed for the watched deadline (`armed_tsc`, what the
+    /// TSC-deadline register held) and that deadline has come. An
+    /// interrupt armed for another sleeper's earlier deadline that happens
+    /// to arrive after the watched one is not its interrupt: its lateness
+    /// says nothing of how late the watched deadline's interrupt came (it
+    /// was on its way before). A handful of instructions when nothing is
+    /// watched.
     #[inline(always)]
-    fn on_timer_entry(&self, entry_tsc: u64) {
+    fn on_timer_entry(&self, entry_tsc: u64, armed_tsc: u64) {
         let watch = self.watch_tsc.load(Ordering::Relaxed);
-        if watch == 0 || entry_tsc < watch {
+        if watch == 0 || entry_tsc < watch || armed_tsc != watch {
             return;
         }
         let task = percpu::current_ptr();
@@ -153,12 +159,15 @@ pub fn tsc_to_us(ticks: u64) -> u64 {
 
 /// Blocks the current task until the TSC reaches `deadline_tsc` (absolute;
 /// returns at once if it has passed). Blocking: `might_sleep` applies.
+/// Returns whether it slept (false: the deadline had passed already).
 #[track_caller]
-pub fn sleep_until(deadline_tsc: u64) {
+pub fn sleep_until(deadline_tsc: u64) -> bool {
     might_sleep("sleep_until");
     let me = current();
     let cpu = me.cpu() as usize;
+    let mut slept = false;
     while now_tsc() < deadline_tsc {
+        slept = true;
         {
             let mut rq = RQS[cpu].lock_irqsave();
             let earliest = rq.timer_insert(me, deadline_tsc);
@@ -172,12 +181,13 @@ pub fn sleep_until(deadline_tsc: u64) {
     }
     // Waking from a lock-free sleep is a safe point (freezer).
     super::freezer::freeze_if_lock_free();
+    slept
 }
 
 /// Sleeps for `us` microseconds from now.
 #[track_caller]
 pub fn sleep_us(us: u64) {
-    sleep_until(now_tsc().saturating_add(us_to_tsc(us)));
+    let _ = sleep_until(now_tsc().saturating_add(us_to_tsc(us)));
 }
 
 /// The timer interrupt (`vector::TIMER`; interrupts off, EOI by the
@@ -190,10 +200,10 @@ pub fn on_timer_interrupt() {
     crate::handler_mark::mark_handler_entry(now);
     let this = percpu::this();
     let cpu = this.cpu_id() as usize;
-    PROBES[cpu].on_timer_entry(now);
     crate::watchdog::on_timer_interrupt(cpu, now);
     let mut rq = RQS[cpu].lock();
     let armed = rq.armed_deadline_tsc;
+    PROBES[cpu].on_timer_entry(now, armed);
     if armed != 0 && now >= armed {
         let late = now - armed;
         this.last_timer_late_tsc.store(late, Ordering::Relaxed);

@@ -106,7 +106,7 @@ fn measure_thread(cpu: usize) {
 /// counts it.
 pub fn activation(probe: &sched::TimerProbe, next: u64, interval: u64, khz: u64) -> Sample {
     probe.watch(next);
-    sleep_until(next);
+    let slept = sleep_until(next);
     let now = now_tsc();
     let capture = probe.take(next);
     let late = now.saturating_sub(next);
@@ -114,6 +114,7 @@ pub fn activation(probe: &sched::TimerProbe, next: u64, interval: u64, khz: u64)
     let thread_ns = tsc_to_ns(late, khz);
     let mut sample = Sample {
         deadline_tsc: next,
+        slept,
         thread_ns,
         irq_ns: None,
         missed,

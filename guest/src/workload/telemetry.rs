@@ -29,7 +29,7 @@ use switcher::abi::{ABI_MAGIC, MAX_CPUS};
 use switcher::profile::Profile;
 use switcher::telemetry::{
     CpuLatencyHeader, CpuMeasureState, EPOCH_SLOTS, EpochHeader, EpochKind, HistSummary, Layout, OVERFLOW_LOG,
-    RECORD_ALIGN, StopReport, TASK_NAME_LEN, TRACE_LEN, TelemetryHeader, TraceEntry, periods_in,
+    RECORD_ALIGN, StopReport, TASK_NAME_LEN, TRACE_LEN, TelemetryHeader, TraceEntry, WRITABLE_EPOCHS, periods_in,
 };
 
 use super::params::Params;
@@ -53,6 +53,11 @@ unsafe extern "C" {
 /// One measurement, ready to be recorded.
 pub struct Sample {
     pub deadline_tsc: u64,
+    /// The thread slept until the deadline. When it reached its wait after
+    /// the deadline had passed, no wake-up was measured: the period counts
+    /// as missed (its lateness in the corrected histogram), not as a
+    /// thread sample of a few ns.
+    pub slept: bool,
     pub thread_ns: u64,
     /// IRQ latency, if a timer IRQ served the deadline.
     pub irq_ns: Option<u64>,
@@ -465,14 +470,15 @@ struct Window {
     end: u64,
 }
 
-/// The epoch whose window holds `tsc`, among the current one and the two
-/// before it (never the oldest slot: it is the one the next epoch reuses);
-/// the oldest of those when `tsc` is earlier still.
+/// The epoch whose window holds `tsc`, among those this side may write
+/// (the current one and the one before it: `WRITABLE_EPOCHS`, the rule
+/// the VMM freezes epochs by); the older of those when `tsc` is earlier
+/// still.
 fn window_for(tsc: u64) -> Window {
     let h = header();
     let current = atomic64!((*h).current_epoch).load(Ordering::Acquire);
     let mut found = None;
-    for back in 0..(EPOCH_SLOTS as u64 - 1) {
+    for back in 0..WRITABLE_EPOCHS {
         let Some(index) = current.checked_sub(back) else { break };
         let slot = (index % EPOCH_SLOTS as u64) as usize;
         if atomic64!((*h).epochs[slot].index).load(Ordering::Acquire) != index {
@@ -558,7 +564,11 @@ pub fn record_sample(cpu: usize, s: &Sample, next: u64) {
         atomic32!((*h).cpus[cpu].reset_seen).store(reset_gen, Ordering::Release);
     }
     let w = window_for(s.deadline_tsc);
-    with_record(cpu, &w, |rec, layout| record_activation(rec, layout, s));
+    if s.slept {
+        with_record(cpu, &w, |rec, layout| record_activation(rec, layout, s));
+    } else {
+        record_periods(cpu, s.deadline_tsc, 1, s.thread_ns, w);
+    }
     if s.missed != 0 {
         record_missed(cpu, s, w);
     }
@@ -857,63 +867,4 @@ pub fn open_epoch(mode: Profile, kind: EpochKind) -> Option<u64> {
     atomic64!((*h).epochs[slot].index).store(next, Ordering::Release);
     atomic64!((*h).current_epoch).store(next, Ordering::Release);
     Some(next)
-}
-
-/// A copy of one CPU's record header in one epoch slot (for the guest's
-/// own summary at shutdown), if the slot is in use: `(epoch header, record)`.
-pub fn snapshot(slot: usize, cpu: usize) -> Option<(EpochHeader, CpuLatencyHeader)> {
-    if !is_active() || slot >= EPOCH_SLOTS || cpu >= CPUS.load(Ordering::Relaxed) {
-        return None;
-    }
-    let h = header();
-    // SAFETY: inside the validated region; epoch headers change only with
-    // every task frozen, and a record torn by a concurrent writer is only
-    // printed (the caller stops the writers first).
-    unsafe {
-        let epoch = ptr::read_volatile(addr_of_mut!((*h).epochs[slot]));
-        if epoch.index == u64::MAX {
-            return None;
-        }
-        Some((epoch, ptr::read_volatile(record(slot, cpu))))
-    }
-}
-
-/// 1 µs buckets per histogram (the range of a percentile).
-pub fn bucket_count() -> usize {
-    BUCKETS.load(Ordering::Relaxed)
-}
-
-/// The thread-latency percentiles `per_mille` (ascending) of one CPU in
-/// one epoch slot, in µs: the first bucket whose cumulative count reaches
-/// the rank; `bucket_count` when the rank lies in the overflow. One pass
-/// over the buckets (for the guest's summary at shutdown, writers stopped).
-pub fn thread_percentiles_us<const N: usize>(slot: usize, cpu: usize, per_mille: [u64; N]) -> [u64; N] {
-    let mut out = [0u64; N];
-    let Some((_, r)) = snapshot(slot, cpu) else { return out };
-    let layout = layout();
-    let count = r.thread.count;
-    let rank = |pm: u64| (count * pm).div_ceil(1000).max(1);
-    // SAFETY: the thread histogram of this record lies inside the region.
-    let buckets = unsafe { record(slot, cpu).cast::<u8>().add(layout.thread_buckets()).cast::<u32>() };
-    let (mut seen, mut next) = (0u64, 0usize);
-    for i in 0..layout.bucket_count {
-        if next == N {
-            break;
-        }
-        // SAFETY: `i < bucket_count`: inside the histogram.
-        seen += u64::from(unsafe { ptr::read_volatile(buckets.add(i)) });
-        while next < N && seen >= rank(per_mille[next]) {
-            out[next] = i as u64;
-            next += 1;
-        }
-    }
-    for o in &mut out[next..] {
-        *o = layout.bucket_count as u64;
-    }
-    out.map(|b| b * bucket_us())
-}
-
-/// Histogram bucket width in µs.
-pub fn bucket_us() -> u64 {
-    (BUCKET_NS.load(Ordering::Relaxed) / 1000).max(1)
 }

@@ -27,18 +27,22 @@
 //! ```
 //! A sample goes to the epoch that holds its deadline, so the guest may
 //! still write the epoch before the current one (a measurement thread
-//! woken late after an epoch opened). A closed epoch is frozen once the
-//! guest can no longer write it (two epochs newer have opened, or the
-//! workload stopped) and every CPU record was read after that: its slot
-//! may be reused without losing it, and its samples are merged into its
-//! group's totals at once. The VMM tells the guest which epochs it has
-//! read in that final state (`vmm_read_epoch`); the guest reuses a slot
-//! only after that.
+//! woken late after an epoch opened); never an older one: a deadline
+//! older still is filed in that one (`switcher::telemetry::
+//! WRITABLE_EPOCHS`, one rule on both sides). A closed epoch is frozen
+//! once the guest can no longer write it (or the workload stopped) and
+//! every CPU record was read after that: its slot may be reused without
+//! losing it, and its samples are merged into its group's totals at once.
+//! The VMM tells the guest which epochs it has read in that final state
+//! (`vmm_read_epoch`); the guest reuses a slot only after that.
 //!
 //! Missed periods: a record counts the periods its CPU's thread skipped
 //! and recorded; the reader adds the *overdue* ones (deadlines that passed
 //! without an activation yet: `switcher::telemetry::overdue_periods`), so
-//! a CPU whose thread cannot run at all shows them too. When more than
+//! a CPU whose thread cannot run at all shows them too, filed by the same
+//! rule as the thread will file them: in writable epochs only, an older
+//! deadline in the older writable one. A frozen epoch holds none (its
+//! thread files them elsewhere when it runs), so none is counted twice. When more than
 //! [`retained_epochs`] epochs are kept, the oldest is forgotten (dropped
 //! from the detail; an epoch the guest might still update never is).
 //!
@@ -56,7 +60,7 @@ use switcher::abi::ABI_MAGIC;
 use switcher::profile::Profile;
 use switcher::telemetry::{
     CpuLatencyHeader, EPOCH_SLOTS, EpochHeader, EpochKind, Layout, LoadKind, OVERFLOW_LOG, StopReport, TASK_NAME_LEN,
-    TelemetryHeader, WorstSample, final_check, overdue_periods, trace_kind,
+    TelemetryHeader, WRITABLE_EPOCHS, WorstSample, final_check, overdue_periods, trace_kind,
 };
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
@@ -657,6 +661,11 @@ impl TelemetryReader {
         record.info = info;
         let mut complete = true;
         let bucket_us = u64::from(h.bucket_us.max(1));
+        // Overdue periods go where the guest would file them when its
+        // thread runs: the epochs it may write, those older than the older
+        // of these into it (module doc).
+        let writable = info.index + WRITABLE_EPOCHS > h.current_epoch;
+        let from = if info.index + WRITABLE_EPOCHS == h.current_epoch + 1 { 0 } else { info.start_tsc };
         for cpu in 0..cpu_count {
             let offset = self.addr + self.layout.record(slot, cpu) as u64;
             let entry = &mut record.cpus[cpu];
@@ -672,8 +681,8 @@ impl TelemetryReader {
                         snapshot = CpuSnapshot::empty(self.layout.bucket_count, bucket_us);
                     }
                     let next = h.cpus.get(cpu).map_or(0, |c| c.next_deadline_tsc);
-                    let overdue = if h.running == 1 || info.closed() {
-                        overdue_periods(next, h.interval_tsc, info.start_tsc, info.end_tsc, h.now_tsc)
+                    let overdue = if writable && (h.running == 1 || info.closed()) {
+                        overdue_periods(next, h.interval_tsc, from, info.end_tsc, h.now_tsc, h.running == 0)
                     } else {
                         0
                     };
@@ -689,8 +698,7 @@ impl TelemetryReader {
             }
         }
         // Final once the guest can no longer write it (module doc).
-        let unwritable = info.index + 2 <= h.current_epoch || h.running == 0;
-        record.frozen = info.closed() && complete && unwritable;
+        record.frozen = info.closed() && complete && (!writable || h.running == 0);
         if record.frozen {
             record.merged = true;
             absorb_into(&mut self.merged, record);
