@@ -49,6 +49,14 @@
 //!   tables do not stop it, the hypervisor must (the text is a read-only
 //!   memory slot), ending the run with the text-write exit code and the
 //!   address.
+//! - `stack-lock`: a task takes a switchable lock that lives on its own
+//!   stack. Registering it must be refused (a guest panic naming the
+//!   lock): the VMM reads every registered lock word at every switch, and
+//!   that stack memory would later hold anything.
+//! - `thaw-spin=US`: a task that the thaw woke spins US µs, Runnable and
+//!   still marked frozen, before it leaves the freezer (as if preempted
+//!   there). A switch meanwhile must not count it frozen: it would walk
+//!   into a lock call site the switch is patching.
 //! - `panic-in-switch`: the switch thread panics in the middle of a switch
 //!   (after the VMM patched the sites, before the CPUs serialize and the
 //!   tasks thaw). The VMM must report the panic and exit with GuestPanic,
@@ -79,6 +87,8 @@ pub struct Faults {
     pub handoff_delay_us: Option<u32>,
     pub lock_queue: Option<u32>,
     pub serialize_stall_us: Option<u32>,
+    pub stack_lock: bool,
+    pub thaw_spin_us: Option<u32>,
 }
 
 impl Faults {
@@ -97,6 +107,8 @@ impl Faults {
             self.serialize_stall_us = Some(n.min(1_000_000));
         } else if let Some(n) = ms("handoff-delay=") {
             self.handoff_delay_us = Some(n);
+        } else if let Some(n) = ms("thaw-spin=") {
+            self.thaw_spin_us = Some(n.min(1_000_000));
         } else {
             match word {
                 "corrupt-mailbox" => self.corrupt_mailbox = true,
@@ -105,6 +117,7 @@ impl Faults {
                 "bad-panic-record" => self.bad_panic_record = true,
                 "panic-in-switch" => self.panic_in_switch = true,
                 "text-write" => self.text_write = true,
+                "stack-lock" => self.stack_lock = true,
                 _ => return false,
             }
         }
@@ -131,6 +144,10 @@ pub fn arm(f: &Faults) {
     if let Some(us) = f.handoff_delay_us {
         crate::println!("fault injection: woken rtmutex waiters wait {us} us before taking the lock");
         crate::sync::rt::set_wake_delay_us(us);
+    }
+    if let Some(us) = f.thaw_spin_us {
+        crate::println!("fault injection: thawed tasks spin {us} us before they leave the freezer");
+        sched::freezer::set_thaw_spin_us(us);
     }
 }
 
@@ -174,6 +191,10 @@ pub fn start(f: &Faults) {
     if f.text_write {
         text_write();
     }
+    if f.stack_lock {
+        crate::println!("fault injection: 'stack-lock' takes a switchable lock on its own stack");
+        sched::spawn("stack-lock", FAULT_PRIO, 0, stack_lock, 0);
+    }
     if f.bad_panic_record {
         crate::println!("fault injection: panic hypercall with a record outside guest memory");
         raw_access(doorbell::PANIC, 8, 0xffff_fff0, true);
@@ -188,6 +209,15 @@ pub fn start(f: &Faults) {
 const FAULT_PRIO: u8 = 30;
 
 static HOG_LOCK: SpinLock<u64> = SpinLock::new("fault.hog", 0);
+
+/// A switchable lock on this task's stack, taken (refused at registration).
+fn stack_lock(_: usize) {
+    let lock = SpinLock::new("fault.on-stack", 0u64);
+    let mut g = lock.lock();
+    *g += 1;
+    drop(g);
+    crate::println!("fault injection: a lock on a stack was registered (it must not be)");
+}
 
 fn hog(ms: usize) {
     let mut g = HOG_LOCK.lock();

@@ -70,8 +70,9 @@ const UNMAPPED_ADDRESS: u64 = 0x7fff_0000_0000;
 #[repr(C, align(4096))]
 struct BootStacks([[u8; BOOT_STACK_SIZE]; abi::MAX_CPUS]);
 
-/// Used only by `_start` (as stacks).
+/// Used only by `_start` (as stacks). In the linker script's stack range.
 #[unsafe(no_mangle)]
+#[unsafe(link_section = ".bss.stacks.boot")]
 static mut BOOT_STACKS: BootStacks = BootStacks([[0; BOOT_STACK_SIZE]; abi::MAX_CPUS]);
 
 // Entry: rdi = boot info, rsi = CPU index, rsp = 0. Pick this CPU's boot

@@ -58,7 +58,7 @@
 /// "RTSWITCH" in little-endian ASCII: identifies every structure of this ABI.
 pub const ABI_MAGIC: u64 = u64::from_le_bytes(*b"RTSWITCH");
 /// Bumped on any incompatible change of a structure or a protocol here.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// ELF note name (with its NUL, as ELF notes store it).
 pub const NOTE_NAME: &[u8] = b"rtswitch\0";
@@ -446,6 +446,28 @@ pub mod lock_word {
     pub const OWNER: u64 = 0;
     pub const WAITERS: u64 = 8;
     pub const HAS_WAITERS: u64 = 1;
+}
+
+/// The fields at the start of every guest task (the addresses in the task
+/// directory, [`TaskName::addr`]) that the VMM reads, with every vCPU held,
+/// to check that the tasks the guest declared quiescent are asleep.
+pub mod task_word {
+    /// u32: `generation << 8 | state` (state in the low byte).
+    pub const STATE: u64 = 0;
+    /// u8, 1 while the task runs on its CPU (its stack in use).
+    pub const ON_CPU: u64 = 4;
+    /// u8, 1 while the task is parked in the freezer.
+    pub const FROZEN: u64 = 5;
+    /// u8, 1 for a task exempt from the freezer (it never takes a
+    /// switchable lock).
+    pub const NOFREEZE: u64 = 6;
+    /// Bytes to read.
+    pub const LEN: usize = 8;
+    pub const RUNNABLE: u32 = 2;
+    pub const BLOCKED: u32 = 3;
+    /// Task directory slots below this are spawned tasks; the others are
+    /// the CPUs' idle tasks (exempt).
+    pub const SPAWNED_SLOTS: usize = 128;
 }
 
 /// Entries in the [`LockTable`].

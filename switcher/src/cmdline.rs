@@ -72,6 +72,8 @@ pub const KEYS: &[Key] = &[
     flag("bad-panic-record", "fault: a panic record outside guest memory"),
     flag("panic-in-switch", "fault: the switch thread panics mid-switch"),
     flag("text-write", "fault: the guest writes its own text"),
+    flag("stack-lock", "fault: a task takes a switchable lock on its stack (must be refused)"),
+    number("thaw-spin", "US", "fault: a thawed task spins US us, still marked frozen, before it leaves the freezer"),
 ];
 
 /// One parsed word.

@@ -26,9 +26,11 @@
 //! The caller guarantees that no vCPU runs guest code between plan and
 //! apply (before boot, or with every vCPU held by the stop-machine).
 
+use std::fmt;
+
 use object::elf::{PF_X, PT_LOAD};
 use object::read::elf::{ElfFile64, ProgramHeader};
-use object::{Endianness, Object, ObjectSection};
+use object::{Endianness, Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 use crate::abi::sites::{
     IMPLS_SECTION, OPCODE_CALL_REL32, OPCODE_JMP_REL32, SITE_LEN, SITES_SECTION, SiteOp, decode_rel32, encode_rel32,
@@ -89,6 +91,11 @@ pub enum PatchError {
          implementations the other {dimension} sites allow"
     )]
     Inconsistent { dimension: &'static str, addr: u64, op: &'static str },
+    #[error(
+        "writing the call site at {addr:#x} failed and the {written} sites written before it could not all be \
+         restored: the guest's text is half patched; stop the VM"
+    )]
+    HalfPatched { addr: u64, written: usize },
 }
 
 /// One validated site.
@@ -107,6 +114,42 @@ type Impls = [[u64; Dimension::MAX_VARIANTS]; SiteOp::COUNT];
 pub struct SiteTable {
     sites: Vec<PatchSite>,
     impls: Impls,
+    /// Each implementation function's extent `[start, end)`, from the
+    /// ELF's symbols (an implementation without a sized symbol is absent).
+    impl_extents: Vec<ImplExtent>,
+}
+
+/// Where an implementation function lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImplExtent {
+    pub start: u64,
+    pub end: u64,
+    pub op: SiteOp,
+    pub variant: usize,
+}
+
+/// Switchable code an instruction pointer lies in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwitchableCode {
+    /// The 5 bytes of a call site (the patch rewrites them).
+    Site { addr: u64, op: SiteOp },
+    /// An implementation function (a task inside one must leave it through
+    /// the implementation it entered).
+    Implementation { start: u64, op: SiteOp, variant: usize },
+}
+
+impl fmt::Display for SwitchableCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            SwitchableCode::Site { addr, op } => write!(f, "the {} call site at {addr:#x}", op.name()),
+            SwitchableCode::Implementation { start, op, variant } => write!(
+                f,
+                "the {} implementation of {} at {start:#x}",
+                op.dimension().variants().get(variant).copied().unwrap_or("?"),
+                op.name()
+            ),
+        }
+    }
 }
 
 /// The writes that switch every site to one profile.
@@ -114,7 +157,8 @@ pub struct SiteTable {
 pub struct PatchPlan {
     pub from: Profile,
     pub to: Profile,
-    writes: Vec<(u64, [u8; SITE_LEN])>,
+    /// (address, bytes now, bytes to write).
+    writes: Vec<(u64, [u8; SITE_LEN], [u8; SITE_LEN])>,
 }
 
 impl SiteTable {
@@ -183,7 +227,7 @@ impl SiteTable {
         }
 
         // The implementations alone, to compute what each site must hold.
-        let lookup = SiteTable { sites: Vec::new(), impls: resolved };
+        let lookup = SiteTable { sites: Vec::new(), impls: resolved, impl_extents: Vec::new() };
         let mut sites = Vec::new();
         for (index, e) in entries(sites_raw, SITES_SECTION)?.enumerate() {
             let addr = u64::from_le_bytes([e[0], e[1], e[2], e[3], e[4], e[5], e[6], e[7]]);
@@ -221,9 +265,32 @@ impl SiteTable {
                 return Err(PatchError::Overlap(w[0].addr, w[1].addr));
             }
         }
-        let table = Self { sites, impls: resolved };
+        let impl_extents = impl_extents(file, &resolved);
+        let table = Self { sites, impls: resolved, impl_extents };
         table.check_discriminated()?;
         Ok(table)
+    }
+
+    /// The switchable code `rip` lies in, if any: a call site's bytes, or
+    /// an implementation function (as far as the ELF's symbols tell its
+    /// extent).
+    pub fn switchable_code_at(&self, rip: u64) -> Option<SwitchableCode> {
+        let i = self.sites.partition_point(|s| s.addr <= rip);
+        if let Some(site) = i.checked_sub(1).map(|i| self.sites[i])
+            && rip < site.addr + SITE_LEN as u64
+        {
+            return Some(SwitchableCode::Site { addr: site.addr, op: site.op });
+        }
+        self.impl_extents.iter().find(|e| (e.start..e.end).contains(&rip)).map(|e| SwitchableCode::Implementation {
+            start: e.start,
+            op: e.op,
+            variant: e.variant,
+        })
+    }
+
+    /// Implementations whose extent the ELF's symbols gave.
+    pub fn impl_extents(&self) -> &[ImplExtent] {
+        &self.impl_extents
     }
 
     /// Every pair of variants of every dimension is told apart by some
@@ -297,7 +364,7 @@ impl SiteTable {
                     mode: from.name(),
                 });
             }
-            writes.push((site.addr, self.expected_bytes(site, to)?));
+            writes.push((site.addr, found, self.expected_bytes(site, to)?));
         }
         Ok(PatchPlan { from, to, writes })
     }
@@ -342,16 +409,44 @@ impl PatchPlan {
         self.writes.is_empty()
     }
 
-    /// Writes every site. Every address was read successfully by `plan`, so
-    /// a failed write here means guest memory changed under the caller.
+    /// Writes every site, all or none: every address was read successfully
+    /// by `plan`, so a failed write means guest memory changed under the
+    /// caller; the sites written before it get their old bytes back, and
+    /// the error says whether that worked.
     pub fn apply(&self, mem: &impl GuestText) -> Result<usize, PatchError> {
-        for (addr, bytes) in &self.writes {
-            if !mem.write_text(*addr, bytes) {
-                return Err(PatchError::OutsideMemory(*addr));
+        for (i, (addr, _, new)) in self.writes.iter().enumerate() {
+            if !mem.write_text(*addr, new) {
+                let undone = self.writes[..i].iter().rev().all(|(a, old, _)| mem.write_text(*a, old));
+                return Err(if undone {
+                    PatchError::OutsideMemory(*addr)
+                } else {
+                    PatchError::HalfPatched { addr: *addr, written: i }
+                });
             }
         }
         Ok(self.writes.len())
     }
+}
+
+/// Each implementation's function extent: the sized function symbol that
+/// starts at its address.
+fn impl_extents(file: &ElfFile64<'_, Endianness>, impls: &Impls) -> Vec<ImplExtent> {
+    let mut out: Vec<ImplExtent> = Vec::new();
+    for op in SiteOp::ALL {
+        for (variant, &start) in impls[op as usize].iter().enumerate().take(op.dimension().variants().len()) {
+            let size = file
+                .symbols()
+                .filter(|s| s.kind() == SymbolKind::Text && s.address() == start && s.size() > 0)
+                .map(|s| s.size())
+                .max();
+            if let Some(size) = size
+                && !out.iter().any(|e| e.start == start && e.op == op)
+            {
+                out.push(ImplExtent { start, end: start.saturating_add(size), op, variant });
+            }
+        }
+    }
+    out
 }
 
 fn section_data<'a>(file: &'a ElfFile64<'a, Endianness>, name: &'static str) -> Result<&'a [u8], PatchError> {
@@ -427,6 +522,7 @@ mod tests {
         SiteTable {
             sites: sites.iter().map(|&(addr, op)| PatchSite { addr, op, opcode: OPCODE_CALL_REL32 }).collect(),
             impls: impls(),
+            impl_extents: vec![ImplExtent { start: RT_LOCK, end: RT_LOCK + 0x40, op: SiteOp::Lock, variant: 1 }],
         }
     }
 
@@ -441,6 +537,49 @@ mod tests {
             m.write_text(s.addr, &t.expected_bytes(s, mode).unwrap());
         }
         m
+    }
+
+    /// Memory whose writes at one address fail (reads still work).
+    struct FailingWrites<'a> {
+        mem: &'a Mem,
+        fail_at: u64,
+    }
+
+    impl GuestText for FailingWrites<'_> {
+        fn read_text(&self, addr: u64, buf: &mut [u8]) -> bool {
+            self.mem.read_text(addr, buf)
+        }
+        fn write_text(&self, addr: u64, bytes: &[u8]) -> bool {
+            addr != self.fail_at && self.mem.write_text(addr, bytes)
+        }
+    }
+
+    #[test]
+    fn a_failed_write_leaves_every_site_as_it_was() {
+        let t = full_table();
+        let m = mem_in(&t, Profile::MAINLINE);
+        let before = m.0.borrow().clone();
+        let last = t.sites().last().unwrap().addr;
+        let failing = FailingWrites { mem: &m, fail_at: last };
+        let plan = t.plan(&failing, Profile::MAINLINE, Profile::RT).unwrap();
+        assert_eq!(plan.apply(&failing), Err(PatchError::OutsideMemory(last)));
+        assert!(*m.0.borrow() == before, "the sites written before the failure were restored");
+        assert_eq!(t.current_profile(&m), Ok(Profile::MAINLINE));
+    }
+
+    #[test]
+    fn instruction_pointers_in_switchable_code_are_found() {
+        let t = full_table();
+        let site = t.sites()[0];
+        assert_eq!(t.switchable_code_at(site.addr), Some(SwitchableCode::Site { addr: site.addr, op: site.op }));
+        assert_eq!(t.switchable_code_at(site.addr + 4), Some(SwitchableCode::Site { addr: site.addr, op: site.op }));
+        assert_eq!(t.switchable_code_at(site.addr + 5), None);
+        assert_eq!(
+            t.switchable_code_at(RT_LOCK + 0x3f),
+            Some(SwitchableCode::Implementation { start: RT_LOCK, op: SiteOp::Lock, variant: 1 })
+        );
+        assert_eq!(t.switchable_code_at(RT_LOCK + 0x40), None);
+        assert_eq!(t.switchable_code_at(0x10), None);
     }
 
     fn target_at(m: &Mem, addr: u64) -> Option<u64> {

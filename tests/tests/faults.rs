@@ -16,6 +16,16 @@ fn guest_panic_is_reported_with_message_and_location() {
     assert!(r.stderr.contains("panic requested by guest argument"), "stderr:\n{}", r.stderr);
 }
 
+/// A switchable lock on a task's stack is refused when it registers (the
+/// VMM reads every registered lock word at every switch; a stack's memory
+/// is reused for anything).
+#[test]
+fn a_switchable_lock_on_a_stack_is_refused() {
+    require_kvm();
+    let r = run_rtswitch(&["run", "--vcpus", "1", "--duration", "5", "--guest-arg", "stack-lock"], LIMIT);
+    r.assert_code(ExitCode::GuestPanic).assert_contains("fault.on-stack").assert_contains("on a stack");
+}
+
 #[test]
 fn guest_page_fault_is_reported_as_a_panic() {
     require_kvm();

@@ -386,6 +386,19 @@ mod site_table_tests {
             assert_ne!(t.implementation(op, 0), t.implementation(op, 1), "{}", op.name());
         }
         assert_eq!(Dimension::ALL.iter().map(|&d| t.count_in(d)).sum::<usize>(), t.len());
+        // The switch's check of where held vCPUs stopped knows every lock
+        // implementation's extent.
+        for op in [SiteOp::Lock, SiteOp::Unlock, SiteOp::TryLock] {
+            for v in 0..2 {
+                let start = t.implementation(op, v);
+                assert!(
+                    t.impl_extents().iter().any(|e| e.start == start && e.end > start),
+                    "no extent for {} variant {v}",
+                    op.name()
+                );
+                assert!(t.switchable_code_at(start).is_some());
+            }
+        }
     }
 
     #[test]

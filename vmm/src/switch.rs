@@ -25,6 +25,7 @@
 pub mod distribution;
 pub mod history;
 pub mod locks;
+pub mod tasks;
 
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,13 @@ pub enum SwitchFailure {
     RegistryBusy { held: u64, waiters: u64 },
     #[error("the guest claimed quiescence but {0}; nothing was patched, the mode is unchanged")]
     LockWord(#[source] locks::LockWordError),
+    #[error("the guest claimed quiescence but {0}; nothing was patched, the mode is unchanged")]
+    Tasks(#[source] tasks::TaskCheckError),
+    #[error(
+        "{0} at every one of {attempts} holds; nothing was patched, the mode is unchanged",
+        attempts = RIP_HOLDS
+    )]
+    InSwitchableCode(tasks::InSwitchableCode),
     /// A site's bytes were not what the plan expects (nothing written).
     #[error(transparent)]
     Plan(PatchError),
@@ -77,6 +85,13 @@ pub enum SwitchFailure {
     #[error("the guest did not acknowledge the switch within {ms} ms (mailbox state {state})")]
     NoAck { ms: u128, state: u32 },
 }
+
+/// Holds a switch tries before it gives up on vCPUs that keep stopping in
+/// switchable code (exempt tasks and interrupt handlers run through a
+/// switch: being there is no error, only no time to patch).
+pub const RIP_HOLDS: usize = 20;
+/// How long the vCPUs run between two such holds.
+const RIP_RETRY_PAUSE: Duration = Duration::from_micros(200);
 
 /// Who asked for a switch (for the reply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -358,18 +373,38 @@ impl Coordinator {
         }
     }
 
-    /// Holds every vCPU, re-checks, patches all sites or none, releases.
+    /// Holds every vCPU outside switchable code (`tasks::rips`: a vCPU
+    /// that stopped inside is let run a little and held again, at most
+    /// [`RIP_HOLDS`] times), re-checks, patches all sites or none, releases.
     fn stop_machine(&mut self, vm: &mut VmAccess<'_>) {
         let Some(active) = self.active.as_mut() else { return };
         let t_close = Instant::now();
-        vm.gate.close();
-        (vm.kick_all)();
-        let held = vm.gate.wait_all_held(vm.all_vcpus_mask, t_close + self.limits.vcpu_stop);
+        let deadline = t_close + self.limits.vcpu_stop;
+        let mut held = Err(0);
+        for hold in 1..=RIP_HOLDS {
+            vm.gate.close();
+            (vm.kick_all)();
+            held = match vm.gate.wait_all_held(vm.all_vcpus_mask, deadline) {
+                Err(missing) => Err(missing),
+                Ok(()) => match tasks::rips(&self.sites, &vm.gate.held_rips(vm.all_vcpus_mask)).first() {
+                    None => Ok(None),
+                    Some(&inside) if hold == RIP_HOLDS => Ok(Some(inside)),
+                    Some(inside) => {
+                        log::debug!("switch seq {}: {inside}; holding again", active.seq);
+                        vm.gate.open();
+                        std::thread::sleep(RIP_RETRY_PAUSE);
+                        continue;
+                    }
+                },
+            };
+            break;
+        }
         let outcome = match held {
             Err(missing) => {
                 Err(SwitchFailure::NotStopped { cpus: mask_list(missing), ms: self.limits.vcpu_stop.as_millis() })
             }
-            Ok(()) => {
+            Ok(Some(inside)) => Err(SwitchFailure::InSwitchableCode(inside)),
+            Ok(None) => {
                 let t_held = Instant::now();
                 let r = check_and_patch(&self.sites, vm.mem, active.seq, active.from, active.to);
                 log::debug!(
@@ -579,8 +614,10 @@ fn check_and_patch(
     if reg.held != 0 || reg.waiters != 0 {
         return Err(SwitchFailure::RegistryBusy { held: reg.held, waiters: reg.waiters });
     }
-    // The counters are advisory; the lock words are the truth.
+    // The counters are advisory; the lock words and the tasks' own state
+    // are the truth.
     locks::check(mem).map_err(SwitchFailure::LockWord)?;
+    tasks::check(mem).map_err(SwitchFailure::Tasks)?;
     let text = Text(mem);
     let plan = sites.plan(&text, from, to).map_err(SwitchFailure::Plan)?;
     plan.apply(&text).map_err(SwitchFailure::Patch)

@@ -77,8 +77,11 @@ struct IstStack([u8; IST_STACK_SIZE]);
 struct Ring0Stack([u8; RING0_STACK_SIZE]);
 
 /// Only the CPU uses these (as stacks); Rust code takes their addresses.
+/// In the linker script's stack range.
+#[unsafe(link_section = ".bss.stacks.ist")]
 static mut IST_STACKS: [[IstStack; IST_STACKS_PER_CPU]; MAX_CPUS] =
     [const { [const { IstStack([0; IST_STACK_SIZE]) }; IST_STACKS_PER_CPU] }; MAX_CPUS];
+#[unsafe(link_section = ".bss.stacks.ring0")]
 static mut RING0_STACKS: [Ring0Stack; MAX_CPUS] = [const { Ring0Stack([0; RING0_STACK_SIZE]) }; MAX_CPUS];
 
 /// The two GDT words of a 64-bit TSS descriptor for `tss`.

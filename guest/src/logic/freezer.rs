@@ -80,6 +80,9 @@ pub trait FreezerKernel {
     /// A full barrier: the stores before it are visible to every CPU
     /// before the loads after it run (x86: `mfence`).
     fn full_barrier(&self);
+    /// Called by a task the thaw released, before it clears its `frozen`
+    /// mark (fault injection: `thaw-spin`).
+    fn after_thaw(&self) {}
 }
 
 /// Whether a freeze is in progress.
@@ -102,6 +105,7 @@ pub fn try_to_freeze<K: FreezerKernel>(k: &K) {
     assert!(held == 0, "task '{}' reached a safe point holding {held} switchable lock(s)", k.task_name(me));
     k.frozen(me).store(true, Ordering::Release);
     k.wait_for_thaw(|| !freezing(k));
+    k.after_thaw();
     k.frozen(me).store(false, Ordering::Release);
 }
 

@@ -10,6 +10,13 @@ use super::task::{TaskRef, TaskState, current, spawned_slots, task_by_slot};
 use crate::logic::freezer::{self, FreezerKernel};
 
 static FREEZE_REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Fault injection `thaw-spin=US` (0: off).
+static THAW_SPIN_US: AtomicU32 = AtomicU32::new(0);
+
+/// Sets the `thaw-spin` fault injection (`faults`).
+pub fn set_thaw_spin_us(us: u32) {
+    THAW_SPIN_US.store(us, Ordering::Relaxed);
+}
 static THAW: WaitQueue = WaitQueue::new("thaw");
 
 /// Whether a freeze is in progress.
@@ -143,5 +150,15 @@ impl FreezerKernel for Kernel {
 
     fn full_barrier(&self) {
         core::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    fn after_thaw(&self) {
+        let us = THAW_SPIN_US.load(Ordering::Relaxed);
+        if us != 0 {
+            let end = super::now_tsc() + super::us_to_tsc(u64::from(us));
+            while super::now_tsc() < end {
+                core::hint::spin_loop();
+            }
+        }
     }
 }

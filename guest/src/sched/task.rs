@@ -121,29 +121,32 @@ pub(super) struct WaitNode {
     pub queued: bool,
 }
 
-/// A kernel thread (or a CPU's idle task).
+/// A kernel thread (or a CPU's idle task). `repr(C)`: its first fields
+/// are ABI (`switcher::abi::task_word`): with every vCPU held, the VMM
+/// reads them to check that the tasks the guest declared quiescent are.
+#[repr(C)]
 pub struct Task {
     /// `generation << 8 | TaskState`.
     word: AtomicU32,
+    /// Running on its CPU right now (set before switching to it, cleared
+    /// once its CPU has switched away: its stack is no longer in use).
+    pub on_cpu: AtomicBool,
+    /// Parked in the freezer right now.
+    pub frozen: AtomicBool,
+    /// Never frozen: the task promises never to take a switchable lock
+    /// (asserted by `SpinLock`); see `freezer`.
+    pub nofreeze: AtomicBool,
     /// Effective priority (1..=99; idle 0): `base_prio`, or higher while
     /// boosted by priority inheritance. Written by `sched::set_prio` under
     /// the task's run-queue lock; read by anyone.
     pub prio: AtomicU8,
     base_prio: AtomicU8,
     cpu: AtomicU32,
-    /// Running on its CPU right now (set before switching to it, cleared
-    /// once its CPU has switched away: its stack is no longer in use).
-    pub on_cpu: AtomicBool,
     /// Switchable locks held (maintained by the lock code).
     pub switch_locks_held: AtomicU32,
     /// The address of the switchable lock this task is queued on, or 0
     /// (lock code).
     pub blocked_on: AtomicUsize,
-    /// Never frozen: the task promises never to take a switchable lock
-    /// (asserted by `SpinLock`); see `freezer`.
-    pub nofreeze: AtomicBool,
-    /// Parked in the freezer right now.
-    pub frozen: AtomicBool,
     /// Inside a switchable lock's slow path (spinning or queued for it):
     /// busy for the freezer (lock code).
     pub in_lock_slowpath: AtomicBool,
@@ -281,7 +284,9 @@ struct StackSlot {
     stack: [u8; STACK_SIZE],
 }
 
-/// Used only as stacks (through raw addresses).
+/// Used only as stacks (through raw addresses). In the linker script's
+/// stack range.
+#[unsafe(link_section = ".bss.stacks.tasks")]
 static mut STACKS: [StackSlot; MAX_TASKS] =
     [const { StackSlot { guard: [0; GUARD_SIZE], stack: [0; STACK_SIZE] } }; MAX_TASKS];
 
@@ -411,6 +416,15 @@ pub(super) fn init_claimed(t: &'static Task, name: &'static str, prio: u8, cpu: 
 }
 
 const _: () = assert!(SLOTS == switcher::abi::TASK_NAME_SLOTS, "the task directory has a slot per task slot");
+const _: () = {
+    use switcher::abi::task_word;
+    assert!(MAX_TASKS == task_word::SPAWNED_SLOTS);
+    assert!(core::mem::offset_of!(Task, word) as u64 == task_word::STATE);
+    assert!(core::mem::offset_of!(Task, on_cpu) as u64 == task_word::ON_CPU);
+    assert!(core::mem::offset_of!(Task, frozen) as u64 == task_word::FROZEN);
+    assert!(core::mem::offset_of!(Task, nofreeze) as u64 == task_word::NOFREEZE);
+    assert!(TaskState::Runnable as u32 == task_word::RUNNABLE && TaskState::Blocked as u32 == task_word::BLOCKED);
+};
 
 /// Writes slot `slot`'s entry of the task directory the VMM reads
 /// (`switcher::abi::TaskName`): the address owner words hold, and the name.

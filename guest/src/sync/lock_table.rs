@@ -4,8 +4,9 @@
 //! lock word before it patches instead of trusting counters.
 //!
 //! Registration appends under a raw lock and never removes: switchable
-//! locks are statics (a lock outside the kernel image is refused with a
-//! panic, since its address could die while the VMM still reads it).
+//! locks are statics (a lock outside the kernel image's data, or on a
+//! stack, is refused with a panic, since its address could die, or be
+//! reused as other data, while the VMM still reads it).
 
 use core::sync::atomic::Ordering;
 
@@ -20,6 +21,17 @@ static APPEND: RawSpinLock<()> = RawSpinLock::new("lock_table", ());
 unsafe extern "C" {
     static __data_start: u8;
     static __kernel_end: u8;
+    /// Every stack lies in `__stacks_start..__stacks_end` (linker script).
+    static __stacks_start: u8;
+    static __stacks_end: u8;
+}
+
+/// Whether a lock at `addr` may register: a static of the kernel image's
+/// data, not on a stack.
+fn may_register(addr: u64) -> bool {
+    let image = (&raw const __data_start) as u64..(&raw const __kernel_end) as u64;
+    let stacks = (&raw const __stacks_start) as u64..(&raw const __stacks_end) as u64;
+    image.contains(&addr) && !stacks.contains(&addr)
 }
 
 fn table() -> *mut LockTable {
@@ -44,10 +56,10 @@ pub fn init() {
 #[cold]
 pub fn register(lock: &LockCore) {
     let addr = lock as *const LockCore as u64;
-    let image = (&raw const __data_start) as u64..(&raw const __kernel_end) as u64;
     assert!(
-        image.contains(&addr),
-        "switchable lock '{}' at {addr:#x} is not a static: the VMM could not read it safely",
+        may_register(addr),
+        "switchable lock '{}' at {addr:#x} is not a static (it is on a stack, or outside the kernel's data): \
+         the VMM could not read it safely",
         lock.name()
     );
     let _g = APPEND.lock_irqsave();

@@ -7,6 +7,7 @@
 //!   kick every vCPU (signal) ------------>  KVM_RUN returns (EINTR, or at
 //!                                           once via immediate_exit)
 //!                                           loop top: gate closed ->
+//!                                             rips[N] = RIP (KVM_GET_REGS),
 //!                                             held_mask |= 1<<N, notify
 //!   wait_all_held(deadline) <-------------    wait while closed
 //!   ... patch guest memory ...
@@ -22,13 +23,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
 struct GateState {
     closed: bool,
     /// vCPUs parked at the gate, one bit each.
     held_mask: u64,
     /// vCPU threads that have ended (they count as held: they run no guest code).
     gone_mask: u64,
+    /// Where each held vCPU stopped (its RIP; 0 when unknown).
+    rips: [u64; 64],
+}
+
+impl Default for GateState {
+    fn default() -> Self {
+        Self { closed: false, held_mask: 0, gone_mask: 0, rips: [0; 64] }
+    }
 }
 
 /// Shared by the control thread and every vCPU thread.
@@ -81,17 +89,26 @@ impl HoldGate {
         self.cv.notify_all();
     }
 
+    /// The RIP each vCPU of `mask` stopped at, while they are held.
+    pub fn held_rips(&self, mask: u64) -> Vec<(u32, u64)> {
+        let st = self.lock();
+        (0..64).filter(|&c| mask & st.held_mask & (1 << c) != 0).map(|c| (c, st.rips[c as usize])).collect()
+    }
+
     /// vCPU side: parks `cpu` while the gate is closed (unless `stop` is
-    /// set). Returns quickly when the gate is open.
-    pub fn pass(&self, cpu: u32, stop: &AtomicBool) {
+    /// set), recording where it stopped (`rip`, asked only when it parks).
+    /// Returns quickly when the gate is open.
+    pub fn pass(&self, cpu: u32, stop: &AtomicBool, rip: impl FnOnce() -> u64) {
         if !self.closed_hint.load(Ordering::Acquire) {
             return;
         }
+        let rip = rip();
         let bit = 1u64 << cpu;
         let mut st = self.lock();
         if !st.closed {
             return;
         }
+        st.rips[cpu as usize % 64] = rip;
         st.held_mask |= bit;
         self.cv.notify_all();
         while st.closed && !stop.load(Ordering::Acquire) {
@@ -124,10 +141,11 @@ mod tests {
         let mut threads = Vec::new();
         for cpu in 0..3u32 {
             let (g, s) = (gate.clone(), stop.clone());
-            threads.push(std::thread::spawn(move || g.pass(cpu, &s)));
+            threads.push(std::thread::spawn(move || g.pass(cpu, &s, || 0x1000 + u64::from(cpu))));
         }
         assert_eq!(gate.wait_all_held(0b111, Instant::now() + Duration::from_secs(5)), Ok(()));
         assert!(threads.iter().all(|t| !t.is_finished()), "held threads stay held");
+        assert_eq!(gate.held_rips(0b101), vec![(0, 0x1000), (2, 0x1002)], "where each held vCPU stopped");
         gate.open();
         for t in threads {
             t.join().unwrap();
@@ -145,6 +163,6 @@ mod tests {
     #[test]
     fn an_open_gate_does_not_block() {
         let gate = HoldGate::new();
-        gate.pass(0, &AtomicBool::new(false));
+        gate.pass(0, &AtomicBool::new(false), || 0);
     }
 }

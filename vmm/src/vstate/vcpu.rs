@@ -173,7 +173,7 @@ fn run_loop<E>(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext<E>, stop: &AtomicBool
         stop.store(true, Ordering::Release);
     }
     while !stop.load(Ordering::Acquire) {
-        ctx.gate.pass(cpu, stop);
+        ctx.gate.pass(cpu, stop, || fd.get_regs().map_or(0, |r| r.rip));
         if stop.load(Ordering::Acquire) {
             break;
         }
