@@ -11,7 +11,8 @@
 //!                                             held_mask |= 1<<N, notify
 //!   wait_all_held(deadline) <-------------    wait while closed
 //!   ... patch guest memory ...
-//!   open(): closed = false, notify ------>    held_mask &= !(1<<N); KVM_RUN
+//!   open(): closed = false, notify ------>    held_mask &= !(1<<N); CPUID
+//!                                           (serializing: see `serialize`); KVM_RUN
 //! ```
 //!
 //! A kick can never be lost: the flag is set before the signal, the vCPU
@@ -119,6 +120,8 @@ impl HoldGate {
                 .unwrap_or_else(|p| p.into_inner().0);
         }
         st.held_mask &= !bit;
+        drop(st);
+        serialize();
     }
 
     /// vCPU side: the thread has ended.
@@ -126,6 +129,20 @@ impl HoldGate {
         self.lock().gone_mask |= 1u64 << cpu;
         self.cv.notify_all();
     }
+}
+
+/// A serializing instruction on this thread's core. A vCPU leaving the
+/// gate may be about to run guest text the control thread rewrote while it
+/// was held: the Intel SDM's cross-modifying-code rule asks the processor
+/// that runs modified code to serialize after the write and before it
+/// fetches that code, and this thread's core is the one its guest code
+/// runs on next (through KVM_RUN, on this thread). The guest's own
+/// serialize IPI, acknowledged before its tasks thaw, comes later; tasks
+/// exempt from the freezer may run patched sites before it.
+fn serialize() {
+    // CPUID is serializing (Intel SDM vol. 3, "Serializing Instructions").
+    #[cfg(target_arch = "x86_64")]
+    let _ = core::arch::x86_64::__cpuid(0);
 }
 
 #[cfg(test)]
