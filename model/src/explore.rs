@@ -307,6 +307,22 @@ where
     Explored { executions: s.executions, complete: s.exhausted }
 }
 
+/// Runs `program` under `iterations` random PCT schedules (shuttle's
+/// probabilistic concurrency testing, Burckhardt et al.: each finds a bug
+/// of depth `depth` with a known probability), for configurations whose
+/// bounded search is too large: a sample beside the exhaustive search, not
+/// instead of it. The program must take no data choices. Panics like
+/// [`explore`] on a failure; returns the executions run.
+pub fn sample_pct<F>(depth: usize, iterations: usize, max_steps: usize, program: F) -> usize
+where
+    F: Fn() + Send + Sync + 'static,
+{
+    let mut config = Config::new();
+    config.max_steps = MaxSteps::FailAfter(max_steps);
+    config.silence_warnings = true;
+    Runner::new(shuttle::scheduler::PctScheduler::new(depth, iterations), config).run(program)
+}
+
 /// Runs [`explore`] expecting a failure (without printing the failing
 /// schedule); returns its panic message. Panics if every schedule passed:
 /// a check that cannot fail is no check.
