@@ -76,7 +76,7 @@ fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String>
             .unzip()
     };
     panel(&panels[0], "thread latency (timer deadline to measurement thread running), all CPUs", &thread)?;
-    panel(&panels[1], "IRQ latency (timer deadline to interrupt handler entry), all CPUs", &irq)?;
+    panel(&panels[1], "IRQ latency (deadline to the handler entry of its own timer interrupt), all CPUs", &irq)?;
     root.present().map_err(|e| err(&e))?;
     Ok(())
 }
