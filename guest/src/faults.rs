@@ -7,7 +7,8 @@
 //!   its deadline, naming this task, and change nothing.
 //! - `irq-off-spin=MS`: a task 'irq-off-spin' on the last CPU busy-loops
 //!   with interrupts disabled for MS milliseconds (no timer, no IPI reaches
-//!   that CPU). A switch requested meanwhile cannot quiesce: it must be
+//!   that CPU), from when that CPU's measurement thread has recorded its
+//!   first activation (at most 1 s after boot). A switch requested meanwhile cannot quiesce: it must be
 //!   cancelled at its deadline with nothing patched; afterwards one succeeds.
 //! - `stall=MS`: a task 'stall' on the last CPU spins with preemption off
 //!   (interrupts on) for MS milliseconds: that CPU's watchdog thread cannot
@@ -231,6 +232,17 @@ fn hog(ms: usize) {
 }
 
 fn irq_off_spin(ms: usize) {
+    // Start once this CPU's measurement thread has recorded an activation
+    // (bounded: 1 s), so that it is asleep, waiting for its timer, when
+    // the spin masks it: the spin then delays one wake-up by its length.
+    // (Started before the thread ever ran, the spin only delays its first
+    // deadline past: missed periods, no sample.)
+    let cpu = crate::arch::percpu::cpu_id() as usize;
+    let measured = crate::workload::measure_cpus() & (1 << cpu) != 0;
+    let give_up = sched::now_tsc() + sched::us_to_tsc(1_000_000);
+    while measured && crate::workload::last_deadline(cpu) == 0 && sched::now_tsc() < give_up {
+        sched::sleep_us(1_000);
+    }
     let end = sched::now_tsc() + sched::us_to_tsc(ms as u64 * 1000);
     let was = crate::arch::cpu::save_and_disable_interrupts();
     while sched::now_tsc() < end {
