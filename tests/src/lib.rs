@@ -6,6 +6,7 @@
 //! killed and the test fails saying so, so no test can hang CI.
 
 pub mod qmp;
+pub mod slots;
 pub mod vm;
 
 use std::path::{Path, PathBuf};
@@ -135,13 +136,15 @@ impl RunResult {
     }
 }
 
-/// Runs `rtswitch ARGS`, killing it (and failing) after `limit`.
+/// Runs `rtswitch ARGS`, killing it (and failing) after `limit`. A
+/// command line that boots VMs first takes their vCPUs' slots (`slots`).
 pub fn run_rtswitch(args: &[&str], limit: Duration) -> RunResult {
     run_rtswitch_env(args, &[], limit)
 }
 
 /// As [`run_rtswitch`], with `env` added to its environment.
 pub fn run_rtswitch_env(args: &[&str], env: &[(&str, &str)], limit: Duration) -> RunResult {
+    let _slots = slots::take_for(args);
     let done = Launched::spawn(
         Command::new(rtswitch_bin())
             .args(args)
@@ -164,6 +167,7 @@ pub fn run_rtswitch_env(args: &[&str], env: &[(&str, &str)], limit: Duration) ->
 /// Runs `rtswitch ARGS`, sends it SIGINT (Ctrl-C) once `after` has
 /// passed, and waits for it to end, killing it (and failing) after `limit`.
 pub fn interrupt_rtswitch(args: &[&str], after: Duration, limit: Duration) -> RunResult {
+    let _slots = slots::take_for(args);
     let launched = Launched::spawn(
         Command::new(rtswitch_bin()).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()),
     )

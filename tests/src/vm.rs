@@ -22,6 +22,9 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `rtswitch run --api-sock ... --json ...` in the background.
 pub struct BackgroundVmm {
     child: Option<Launched>,
+    /// Its vCPUs' slots, given back after the VMM has exited (the field
+    /// order drops the child, which kills and reaps it, first).
+    _slots: Option<crate::slots::VmSlots>,
     pub sock: PathBuf,
     pub json: PathBuf,
     dir: Scratch,
@@ -51,6 +54,7 @@ impl BackgroundVmm {
             json.display().to_string(),
         ];
         all.extend(args.iter().map(|s| s.to_string()));
+        let slots = crate::slots::take_for(&all.iter().map(String::as_str).collect::<Vec<_>>());
         let child = Launched::spawn(
             Command::new(rtswitch_bin())
                 .args(&all)
@@ -59,7 +63,7 @@ impl BackgroundVmm {
                 .stderr(std::fs::File::create(dir.0.join("err.log")).expect("log file")),
         )
         .expect("start rtswitch");
-        Self { child: Some(child), sock, json, dir }
+        Self { child: Some(child), _slots: slots, sock, json, dir }
     }
 
     pub fn pid(&self) -> u32 {

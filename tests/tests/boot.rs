@@ -60,6 +60,7 @@ fn serial_none_discards_the_console() {
 #[test]
 fn sigint_shuts_the_guest_down_cleanly() {
     require_kvm();
+    let _slots = rtswitch_tests::slots::take(2);
     let mut child = std::process::Command::new(rtswitch_tests::rtswitch_bin())
         .args(["run", "--vcpus", "2"])
         .stdin(std::process::Stdio::null())
