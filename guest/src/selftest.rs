@@ -252,13 +252,39 @@ static TRY_WON: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static TRY_LOST: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static TRY_SECTIONS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
 static TRY_BROKEN: AtomicU64 = AtomicU64::new(0);
-const TRY_ROUNDS: usize = 3_000;
+/// Rounds of the race per side: a bound on attempts, not on time. The
+/// race ends earlier once both sides have won and one has lost.
+const TRY_ROUNDS: usize = 20_000;
+/// The handshake: the other CPU holds the lock (1), is asked to let go (2),
+/// has let go (3).
+static TRY_HOLD: AtomicU32 = AtomicU32::new(0);
 
-/// One side: try_lock; on success a short section that checks and updates
-/// the pair; on failure a blocking lock and the same section. The other
-/// side does the same on another CPU at the same time.
+/// The other CPU's side of the handshake: takes the lock, says so, keeps
+/// it (busy, on its CPU) until asked, lets go, says so.
+fn try_holder_other_cpu(_: usize) {
+    let g = TRY_PAIR.lock();
+    TRY_HOLD.store(1, Ordering::SeqCst);
+    while TRY_HOLD.load(Ordering::SeqCst) != 2 {
+        core::hint::spin_loop();
+    }
+    drop(g);
+    TRY_HOLD.store(3, Ordering::SeqCst);
+}
+
+fn race_seen() -> bool {
+    let lost: u64 = TRY_LOST.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    lost > 0 && TRY_WON.iter().all(|w| w.load(Ordering::Relaxed) > 0)
+}
+
+/// One side of the race: try_lock; on success a short section that checks
+/// and updates the pair; on failure a blocking lock and the same section.
+/// The other side does the same on another CPU at the same time, until
+/// the race was seen (both won, one lost) or the rounds run out.
 fn try_contender(side: usize) {
     for _ in 0..TRY_ROUNDS {
+        if race_seen() {
+            break;
+        }
         let mut g = match TRY_PAIR.try_lock() {
             Some(g) => {
                 TRY_WON[side].fetch_add(1, Ordering::Relaxed);
@@ -279,31 +305,44 @@ fn try_contender(side: usize) {
     }
 }
 
-/// try_lock with real contention from another CPU: it fails while the
-/// other side holds the lock, succeeds otherwise, and never lets both in.
+/// try_lock against another CPU. Arranged first (a handshake, whatever the
+/// host's timing): while the other CPU holds the lock, try_lock fails;
+/// once it let go, try_lock succeeds. Then a race of both CPUs doing
+/// try_lock-or-lock rounds: never two in the section, no lost update.
 fn try_lock_contended() -> Result<(), &'static str> {
     if boot_info::cpu_count() < 2 {
         return Ok(()); // needs a second CPU to contend
     }
+    TRY_HOLD.store(0, Ordering::SeqCst);
+    let holder = sched::spawn("try-holder-1", 10, 1, try_holder_other_cpu, 0);
+    let held = wait_for(|| TRY_HOLD.load(Ordering::SeqCst) == 1);
+    let failed_while_held = held && TRY_PAIR.try_lock().is_none();
+    TRY_HOLD.store(2, Ordering::SeqCst);
+    let released = wait_for(|| TRY_HOLD.load(Ordering::SeqCst) == 3);
+    join_all(&[holder]);
+    let won_after = released && TRY_PAIR.try_lock().is_some();
+    check(held, "the other CPU never took the lock")?;
+    check(failed_while_held, "try_lock succeeded while another CPU held the lock")?;
+    check(won_after, "try_lock failed after the other CPU let go")?;
+
     for i in 0..2 {
         TRY_WON[i].store(0, Ordering::Relaxed);
         TRY_LOST[i].store(0, Ordering::Relaxed);
         TRY_SECTIONS[i].store(0, Ordering::Relaxed);
     }
     TRY_BROKEN.store(0, Ordering::Relaxed);
-    let before = {
-        let g = TRY_PAIR.lock();
-        g.a
-    };
+    let before = TRY_PAIR.lock().a;
     let ids = [sched::spawn("try-0", 10, 0, try_contender, 0), sched::spawn("try-1", 10, 1, try_contender, 1)];
     join_all(&ids);
     let after = TRY_PAIR.lock().a;
-    let won: u64 = TRY_WON.iter().map(|w| w.load(Ordering::Relaxed)).sum();
-    let lost: u64 = TRY_LOST.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    let sections: u64 = TRY_SECTIONS.iter().map(|w| w.load(Ordering::Relaxed)).sum();
+    crate::println!(
+        "selftest: try_lock race: {} sections, {} try_lock failures (contention the host let happen)",
+        sections,
+        TRY_LOST.iter().map(|w| w.load(Ordering::Relaxed)).sum::<u64>()
+    );
     check(TRY_BROKEN.load(Ordering::Relaxed) == 0, "try_lock let two tasks into the critical section")?;
-    check(after - before == 2 * TRY_ROUNDS as u64, "lost updates under try_lock contention")?;
-    check(won > 0 && lost > 0, "no contention seen: try_lock never failed (or never succeeded) with two CPUs")?;
-    check(TRY_WON.iter().all(|w| w.load(Ordering::Relaxed) > 0), "one CPU's try_lock never succeeded against the other")
+    check(after - before == sections, "lost updates under try_lock contention")
 }
 
 // ---- preemption ---------------------------------------------------------

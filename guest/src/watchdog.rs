@@ -21,6 +21,10 @@ const WATCHDOG_PRIO: u8 = 97;
 /// stall was reported.
 static LAST_BEAT: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static REPORTED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+/// Per CPU: every vCPU's host steal time (ns) at its last beat, so that a
+/// stall report can say how much of its window the host took, and from
+/// which vCPU (this one, or the one it waits for).
+static STEAL_AT_BEAT: [[AtomicU64; MAX_CPUS]; MAX_CPUS] = [const { [const { AtomicU64::new(0) }; MAX_CPUS] }; MAX_CPUS];
 
 fn beat_slot(cpu: usize) -> *mut CpuHeartbeat {
     (HEARTBEAT_ADDR as usize + cpu * core::mem::size_of::<CpuHeartbeat>()) as *mut CpuHeartbeat
@@ -48,6 +52,9 @@ fn watchdog_thread(cpu: usize) {
             core::ptr::addr_of_mut!((*slot).last_beat_tsc).write_volatile(now);
             core::ptr::addr_of_mut!((*slot).stalled).write_volatile(0);
             core::ptr::addr_of_mut!((*slot).beats).write_volatile(beats);
+        }
+        for (k, at) in STEAL_AT_BEAT[cpu].iter().enumerate().take(crate::boot_info::cpu_count() as usize) {
+            at.store(crate::arch::steal::steal_ns(k), Ordering::Relaxed);
         }
         LAST_BEAT[cpu].store(now, Ordering::Relaxed);
         if REPORTED[cpu].swap(false, Ordering::Relaxed) {
@@ -88,10 +95,19 @@ pub fn on_timer_interrupt(cpu: usize, now: u64) {
     for (d, s) in name.iter_mut().zip(t.name().bytes()) {
         *d = s;
     }
+    let window_us = sched::tsc_to_us(now - last);
+    let (steal_cpu, steal_ns) = (0..crate::boot_info::cpu_count() as usize)
+        .map(|k| (k, crate::arch::steal::steal_ns(k).saturating_sub(STEAL_AT_BEAT[cpu][k].load(Ordering::Relaxed))))
+        .max_by_key(|&(_, d)| d)
+        .unwrap_or((cpu, 0));
+    let steal_us = steal_ns / 1000;
     let slot = beat_slot(cpu);
     // SAFETY: as in `watchdog_thread`; the stall fields are written only
     // here, by this CPU, with interrupts off.
     unsafe {
+        core::ptr::addr_of_mut!((*slot).stall_window_us).write_volatile(window_us.min(u64::from(u32::MAX)) as u32);
+        core::ptr::addr_of_mut!((*slot).stall_steal_us).write_volatile(steal_us.min(u64::from(u32::MAX)) as u32);
+        core::ptr::addr_of_mut!((*slot).stall_steal_cpu).write_volatile(steal_cpu as u32);
         core::ptr::addr_of_mut!((*slot).task_name).write_volatile(name);
         core::ptr::addr_of_mut!((*slot).preempt_count).write_volatile(preempt);
         core::ptr::addr_of_mut!((*slot).locks_held).write_volatile(locks);
@@ -100,8 +116,10 @@ pub fn on_timer_interrupt(cpu: usize, now: u64) {
         core::ptr::addr_of_mut!((*slot).stalls).write_volatile(stalls.wrapping_add(1));
     }
     crate::println!(
-        "watchdog: cpu {cpu} stuck for {} ms in task '{}' (preempt count {preempt}, {locks} switchable lock(s) held)",
-        sched::tsc_to_us(now - last) / 1000,
-        t.name()
+        "watchdog: cpu {cpu} stuck for {} ms in task '{}' (preempt count {preempt}, {locks} switchable lock(s) held; \
+         host steal took {} ms of vCPU {steal_cpu} meanwhile)",
+        window_us / 1000,
+        t.name(),
+        steal_us / 1000
     );
 }

@@ -614,6 +614,15 @@ pub struct CpuHeartbeat {
     /// the CPU makes progress again; this count stays).
     pub stalls: u32,
     pub task_name: [u8; 16],
+    /// The last flagged stall: how long the watchdog thread had not run
+    /// (µs), and the most host steal time any vCPU had in that window
+    /// (µs), and which vCPU: a stall most of which the host took from
+    /// this CPU or from the one it waits for is host starvation, not a
+    /// stuck guest.
+    pub stall_window_us: u32,
+    pub stall_steal_us: u32,
+    pub stall_steal_cpu: u32,
+    pub _reserved: u32,
 }
 
 /// Watchdog beat period.
@@ -681,7 +690,7 @@ const _: () = {
     // 88 in ABI 3 as first published; verdict_tsc and serialized_tsc were
     // appended (a kernel that leaves them 0 just reports no phases).
     assert!(core::mem::size_of::<SwitchMailbox>() == 104);
-    assert!(core::mem::size_of::<CpuHeartbeat>() == 48);
+    assert!(core::mem::size_of::<CpuHeartbeat>() == 64);
     assert!(core::mem::size_of::<CpuHeartbeat>() * MAX_CPUS <= 4096);
     assert!(core::mem::size_of::<ShimStats>() == 64);
     assert!(core::mem::size_of::<ShimStats>() * MAX_CPUS <= 4096);

@@ -96,7 +96,11 @@ fn a_queue_of_waiters_backs_out_of_a_freeze() {
             mode = target;
             std::thread::sleep(Duration::from_millis(100));
         }
+        // Six 30 ms sections with preemption off (mainline) spin on a
+        // busy host: the guest's watchdog may see a CPU spinning 2 s on a
+        // lock whose holder's vCPU the host descheduled. That is host
+        // starvation (the run says so), not a stuck guest, which fails.
         let (c, out, _) = vmm.quit();
-        assert_eq!(c, 0, "{out}");
+        assert!(rtswitch_tests::ok_or_host_starved(Some(c), &out), "exit {c}:\n{out}");
     }
 }

@@ -48,6 +48,7 @@ impl Status {
         match run.state() {
             State::ShuttingDown | State::Exited => return,
             State::Ready | State::Switching => {
+                self.watchdog.note_tick(std::time::Instant::now(), STATUS_PERIOD);
                 for line in self.watchdog.check(&run.mem) {
                     run.say(&line);
                 }
