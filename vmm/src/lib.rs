@@ -15,6 +15,7 @@ pub mod child;
 pub mod cli;
 pub mod devices;
 pub mod exit_code;
+pub mod guest_text;
 pub mod host_speed;
 pub mod limits;
 pub mod loader;

@@ -593,8 +593,7 @@ fn quiesce_failure(mbox: &SwitchMailbox, limit: Duration) -> SwitchFailure {
 
 /// What the guest's freeze waits for, from the mailbox.
 fn blocker(mbox: &SwitchMailbox) -> String {
-    let name_end = mbox.blocker_name.iter().position(|&b| b == 0).unwrap_or(mbox.blocker_name.len());
-    let name = String::from_utf8_lossy(&mbox.blocker_name[..name_end]);
+    let name = crate::guest_text::name(&mbox.blocker_name);
     match mbox.state {
         mailbox_state::REQUESTED => "the guest did not start freezing (switch request not seen)".to_string(),
         _ if name.is_empty() => "the guest did not reach quiescence".to_string(),

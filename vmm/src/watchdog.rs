@@ -64,12 +64,11 @@ impl Watchdog {
             // STALL_REPORT_MS; it printed it): it counts for the result.
             if hb.stalls != w.guest_stalls && self.stalls.len() < 64 {
                 w.guest_stalls = hb.stalls;
-                let end = hb.task_name.iter().position(|&b| b == 0).unwrap_or(hb.task_name.len());
                 self.stalls.push(format!(
                     "watchdog: cpu {cpu} stalled: its watchdog thread could not run for {} ms (the guest saw task '{}', \
                      preempt count {}, {} switchable lock(s) held)",
                     switcher::abi::STALL_REPORT_MS,
-                    String::from_utf8_lossy(&hb.task_name[..end]),
+                    crate::guest_text::name(&hb.task_name),
                     hb.preempt_count,
                     hb.locks_held
                 ));
@@ -87,10 +86,9 @@ impl Watchdog {
             }
             w.reported = true;
             let what = if hb.stalled != 0 {
-                let end = hb.task_name.iter().position(|&b| b == 0).unwrap_or(hb.task_name.len());
                 format!(
                     "it runs task '{}' (preempt count {}, {} switchable lock(s) held)",
-                    String::from_utf8_lossy(&hb.task_name[..end]),
+                    crate::guest_text::name(&hb.task_name),
                     hb.preempt_count,
                     hb.locks_held
                 )

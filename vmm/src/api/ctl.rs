@@ -126,13 +126,18 @@ fn try_run(args: &CtlArgs) -> Result<CtlExit, ClientError> {
         if !args.json {
             let class = err.get("class").and_then(Value::as_str).unwrap_or("Error");
             let desc = err.get("desc").and_then(Value::as_str).unwrap_or("(no description)");
+            // The VMM's text may quote the guest: one inert line (`guest_text`).
+            let (class, desc) = (crate::guest_text::escape_str(class), crate::guest_text::escape_str(desc));
             eprintln!("rtswitch ctl: {class}: {desc}");
         }
         return Ok(CtlExit::ErrorReply);
     }
     if !args.json {
         let ret = reply.get("return").cloned().unwrap_or(Value::Null);
-        println!("{}", human(&args.command, &ret));
+        // Every line escaped (names in the reply come from the guest).
+        let text = human(&args.command, &ret);
+        let lines: Vec<String> = text.lines().map(crate::guest_text::escape_str).collect();
+        println!("{}", lines.join("\n"));
     }
     Ok(CtlExit::Ok)
 }
@@ -183,6 +188,7 @@ impl<'a> CancelOnInterrupt<'a> {
                     );
                 } else {
                     let why = ret["reason"].as_str().or(reply["error"]["desc"].as_str()).unwrap_or("?");
+                    let why = crate::guest_text::escape_str(why);
                     eprintln!(
                         "rtswitch ctl: interrupted, but the switch cannot be cancelled: {why}; waiting for it to end \
                          (Ctrl-C again: stop waiting)"

@@ -129,15 +129,13 @@ impl VcpuEvents {
             Some(st) if st.magic == abi::ABI_MAGIC => {
                 let host = host_speed::host_ps_per_iteration();
                 run.say(&host_speed::describe(st.calib_ps_per_iter, host));
-                let version = &st.kernel_version
-                    [..st.kernel_version.iter().position(|&b| b == 0).unwrap_or(st.kernel_version.len())];
                 let mut guest = run.guest.borrow_mut();
                 guest.host_ps_per_iter = Some(host);
                 guest.info = Some(GuestInfo {
                     calib_ps_per_iter: st.calib_ps_per_iter,
                     calib_iterations: st.calib_iterations,
                     calib_tsc_ticks: st.calib_tsc_ticks,
-                    kernel_version: String::from_utf8_lossy(version).into_owned(),
+                    kernel_version: crate::guest_text::name(&st.kernel_version),
                 });
                 log::info!(
                     "guest calibration: {} iterations in {} TSC ticks at {} kHz",
