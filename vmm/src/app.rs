@@ -60,7 +60,7 @@ pub fn main(started: Instant) -> std::process::ExitCode {
                 for w in config.warnings() {
                     eprintln!("rtswitch: warning: {w}");
                 }
-                match crate::report::outputs::check(&config.outputs(), config.workload.bucket_us) {
+                match crate::report::outputs::prepare(&config.outputs(), config.workload.bucket_us) {
                     Ok(()) => crate::runner::run(config, started),
                     Err(e) => {
                         eprintln!("rtswitch: error: {e}");

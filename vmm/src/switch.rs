@@ -336,11 +336,20 @@ impl Coordinator {
     pub fn on_guest_notify(&mut self, vm: &mut VmAccess<'_>) -> Step {
         let Some(mbox) = read_mailbox(vm.mem) else { return Step::Wait };
         let Some(active) = self.active.as_mut() else {
-            log::warn!("guest switch notification (state {}) with no switch in progress; ignored", mbox.state);
+            crate::warn_limited!(
+                "switch notification without a switch",
+                "guest switch notification (state {}) with no switch in progress; ignored",
+                mbox.state
+            );
             return Step::Wait;
         };
         if mbox.seq != active.seq {
-            log::warn!("guest switch notification for seq {} while seq {} runs; ignored", mbox.seq, active.seq);
+            crate::warn_limited!(
+                "switch notification for another switch",
+                "guest switch notification for seq {} while seq {} runs; ignored",
+                mbox.seq,
+                active.seq
+            );
             return Step::Wait;
         }
         match (active.phase, mbox.state) {

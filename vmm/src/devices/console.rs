@@ -5,7 +5,6 @@
 //! where port I/O faults, and a byte per exit would cost about a
 //! millisecond per line.
 
-use std::fs::File;
 use std::io::{self, LineWriter, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -87,7 +86,10 @@ impl Console {
             SerialOutput::Stdout => Box::new(io::stdout()),
             SerialOutput::None => Box::new(io::sink()),
             SerialOutput::File(p) => {
-                Box::new(LineWriter::new(File::create(p).map_err(|e| SerialError::Open(p.display().to_string(), e))?))
+                // A new file renamed over the path: what was there (a
+                // symlink, a hard link) is replaced, never written through.
+                let file = crate::outfile::create_fresh(p).map_err(|e| SerialError::Open(p.display().to_string(), e))?;
+                Box::new(LineWriter::new(file))
             }
         };
         let at_line_start = Arc::new(AtomicBool::new(true));

@@ -151,6 +151,8 @@ pub fn keepup_warning(k: &Keepup) -> Option<String> {
 impl MutEventSubscriber for Status {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
         let _ = self.timer.wait();
+        // The counts of rate-limited warnings whose window closed.
+        crate::ratelimit::flush(false);
         self.tick();
     }
 
