@@ -49,8 +49,10 @@ pub enum Enforced {
 /// `remove_dirs` a file removed; nothing else anywhere.
 pub fn restrict(output_dirs: &[RawFd], remove_dirs: &[RawFd]) -> Result<Enforced, LandlockError> {
     let abi = ABI::V5;
-    let mut ruleset =
-        Ruleset::default().set_compatibility(CompatLevel::BestEffort).handle_access(AccessFs::from_all(abi))?.create()?;
+    let mut ruleset = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(abi))?
+        .create()?;
     for &fd in output_dirs {
         // SAFETY: the fd is an open directory the caller keeps open for
         // the whole run; it is borrowed only for this call.

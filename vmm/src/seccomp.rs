@@ -176,7 +176,8 @@ impl Sandbox {
         let control = compile("control", control_rules(allowed))?;
         install_sigsys_handler().map_err(SeccompError::Handler)?;
         crate::rlimits::apply().map_err(SeccompError::Rlimits)?;
-        let enforced = crate::landlock_fs::restrict(&allowed.output_dirs, &allowed.socket_dir.into_iter().collect::<Vec<_>>())?;
+        let enforced =
+            crate::landlock_fs::restrict(&allowed.output_dirs, &allowed.socket_dir.into_iter().collect::<Vec<_>>())?;
         log::debug!("Landlock file rules: {enforced:?} enforced by this kernel");
         Ok(Self { filters: Some((vcpu, control)), trip })
     }
@@ -208,7 +209,14 @@ impl Sandbox {
 /// name), a panic, or a wedged thread. With the filters on the calls do
 /// not return.
 fn trip(what: Trip) {
-    log::warn!("{TEST_TRIP_ENV}: {what:?}");
+    let doing = match what {
+        Trip::Socket => "calling socket(2), which no seccomp filter allows",
+        Trip::Openat => "creating /tmp/rtswitch-trip with openat(2), which the control thread's filter forbids",
+        Trip::Unlink => "removing /tmp/rtswitch-trip with unlink(2), which the control thread's filter forbids",
+        Trip::Panic => "panicking",
+        Trip::Wedge => "spinning for ever instead of running the control loop",
+    };
+    log::warn!("{TEST_TRIP_ENV}: {doing}");
     let path = c"/tmp/rtswitch-trip";
     match what {
         Trip::Socket => {

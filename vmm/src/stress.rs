@@ -142,7 +142,10 @@ pub fn run(args: &StressArgs) -> ExitCode {
     let scratch = match tempfile::Builder::new().prefix("rtswitch-stress-").tempdir() {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("rtswitch stress: cannot create a scratch directory under {}: {e}", std::env::temp_dir().display());
+            eprintln!(
+                "rtswitch stress: cannot create a scratch directory under {}: {e}",
+                std::env::temp_dir().display()
+            );
             return ExitCode::VmmError;
         }
     };

@@ -312,10 +312,8 @@ impl ApiServer {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let starved = matches!(
-                        e.raw_os_error(),
-                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                    );
+                    let starved =
+                        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
                     crate::warn_limited!(
                         "control socket accept failed",
                         "control socket: accept failed: {e}{}",
@@ -335,7 +333,10 @@ impl ApiServer {
         let mut out = Vec::new();
         for (fd, c) in &mut self.clients {
             let why = if !c.negotiated && now.duration_since(c.connected) >= NEGOTIATION_DEADLINE {
-                format!("no capabilities negotiation within {} s of connecting: closing", NEGOTIATION_DEADLINE.as_secs())
+                format!(
+                    "no capabilities negotiation within {} s of connecting: closing",
+                    NEGOTIATION_DEADLINE.as_secs()
+                )
             } else if !idle.is_zero() && now.duration_since(c.heard) >= idle {
                 format!("nothing sent for {} s (--api-idle-timeout): closing", idle.as_secs())
             } else {

@@ -88,7 +88,8 @@ impl Console {
             SerialOutput::File(p) => {
                 // A new file renamed over the path: what was there (a
                 // symlink, a hard link) is replaced, never written through.
-                let file = crate::outfile::create_fresh(p).map_err(|e| SerialError::Open(p.display().to_string(), e))?;
+                let file =
+                    crate::outfile::create_fresh(p).map_err(|e| SerialError::Open(p.display().to_string(), e))?;
                 Box::new(LineWriter::new(file))
             }
         };

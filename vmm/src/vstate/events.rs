@@ -60,9 +60,8 @@ pub struct Consumer<E> {
 pub fn queue<E>(vcpus: u32, wake: Arc<EventFd>) -> (Vec<Producer<E>>, Consumer<E>) {
     let (tx, rx) = channel();
     let slots: Arc<Vec<Slots>> = Arc::new((0..vcpus).map(|_| Slots::default()).collect());
-    let producers = (0..vcpus)
-        .map(|cpu| Producer { cpu, tx: tx.clone(), wake: wake.clone(), slots: slots.clone() })
-        .collect();
+    let producers =
+        (0..vcpus).map(|cpu| Producer { cpu, tx: tx.clone(), wake: wake.clone(), slots: slots.clone() }).collect();
     (producers, Consumer { rx, wake, slots })
 }
 

@@ -31,11 +31,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kvm_bindings::kvm_run;
-use kvm_ioctls::{VcpuExit, VcpuFd};
 use crate::vstate::bus::{Bus, Done};
 use crate::vstate::events::Producer;
 use crate::vstate::hold::HoldGate;
+use kvm_bindings::kvm_run;
+use kvm_ioctls::{VcpuExit, VcpuFd};
 
 /// What a vCPU thread tells the control thread; `E`: what a device said.
 #[derive(Debug, Clone, PartialEq, Eq)]
