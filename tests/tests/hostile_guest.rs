@@ -174,7 +174,7 @@ fn a_console_flood_is_capped_and_counted() {
     let mut p = Program::new();
     // 4 KiB of guest memory per exit, as fast as the vCPU exits.
     p.flood(doorbell::CONSOLE, Value::Imm(doorbell::console_value(0x20_0000, doorbell::CONSOLE_MAX)));
-    let (_, out) = survive_flood("console", &p, &["--console-limit", "1MiB"]);
+    let (_, out) = survive_flood("console", &p, &["--console-limit", "1"]);
     assert!(
         out.contains("console: dropped"),
         "no count of the dropped console output:\n{}",

@@ -49,6 +49,25 @@ pub fn name(field: &[u8]) -> String {
     escape(&field[..end])
 }
 
+/// The guest console's bytes for a terminal (`devices::console`): as
+/// [`escape`], but newlines and tabs stay (the console is text in lines)
+/// and a backslash stays itself.
+pub fn escape_console(bytes: &[u8]) -> Vec<u8> {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\n' | '\t' | '\\' => out.push(c),
+                c => push_char(&mut out, c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out.into_bytes()
+}
+
 /// Whether `c` must be escaped (the module comment's list).
 fn hidden(c: char) -> bool {
     c.is_control()
@@ -94,6 +113,12 @@ mod tests {
         assert_eq!(name(b"worker/1\0\x1b junk"), "worker/1");
         assert_eq!(name("tâche 💡".as_bytes()), "tâche 💡");
         assert_eq!(name(b""), "");
+    }
+
+    #[test]
+    fn the_console_keeps_its_lines_and_loses_its_escapes() {
+        let shown = escape_console(b"ok\tdone\n\x1b[2J\r\x1b]52;c;eA==\x07\n");
+        assert_eq!(String::from_utf8(shown).unwrap(), "ok\tdone\n\\x1b[2J\\r\\x1b]52;c;eA==\\x07\n");
     }
 
     proptest! {

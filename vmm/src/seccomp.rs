@@ -99,6 +99,8 @@ pub enum SeccompError {
 pub enum Thread {
     Vcpu(u32),
     Control,
+    /// The guest console's writer (`devices::console`).
+    Console,
 }
 
 impl Thread {
@@ -106,6 +108,7 @@ impl Thread {
         match self {
             Thread::Vcpu(cpu) => format!("vcpu{cpu}"),
             Thread::Control => "control".into(),
+            Thread::Console => "console".into(),
         }
     }
 }
@@ -144,8 +147,8 @@ impl Allowed {
 /// The filters of one run, built before any thread installs one.
 #[derive(Debug)]
 pub struct Sandbox {
-    /// `None`: `--seccomp off`.
-    filters: Option<(BpfProgram, BpfProgram)>,
+    /// `None`: `--seccomp off`. vCPU, control, console.
+    filters: Option<(BpfProgram, BpfProgram, BpfProgram)>,
     /// The test-only trigger (module comment).
     trip: Option<(Thread, Trip)>,
 }
@@ -174,22 +177,24 @@ impl Sandbox {
         }
         let vcpu = compile("vCPU", vcpu_rules())?;
         let control = compile("control", control_rules(allowed))?;
+        let console = compile("console", console_rules())?;
         install_sigsys_handler().map_err(SeccompError::Handler)?;
         crate::rlimits::apply().map_err(SeccompError::Rlimits)?;
         let enforced =
             crate::landlock_fs::restrict(&allowed.output_dirs, &allowed.socket_dir.into_iter().collect::<Vec<_>>())?;
         log::debug!("Landlock file rules: {enforced:?} enforced by this kernel");
-        Ok(Self { filters: Some((vcpu, control)), trip })
+        Ok(Self { filters: Some((vcpu, control, console)), trip })
     }
 
     /// Installs `thread`'s filter on the calling thread (from then on, for
     /// good) and records its name for the SIGSYS message.
     pub fn enter(&self, thread: Thread) -> Result<(), SeccompError> {
-        if let Some((vcpu, control)) = &self.filters {
+        if let Some((vcpu, control, console)) = &self.filters {
             set_thread_name(&thread.name());
             let prog = match thread {
                 Thread::Vcpu(_) => vcpu,
                 Thread::Control => control,
+                Thread::Console => console,
             };
             seccompiler::apply_filter(prog)
                 .map_err(|source| SeccompError::Install { thread: thread.name(), source })?;
@@ -346,6 +351,16 @@ fn control_ioctls() -> Vec<u64> {
 }
 
 type Rules = BTreeMap<i64, Vec<SeccompRule>>;
+
+/// The console writer: [`COMMON`] only (it writes, waits on its queue's
+/// condition variable, and never ends before the process does), and no
+/// `ioctl` at all.
+fn console_rules() -> Result<Rules, seccompiler::Error> {
+    let mut map = rules(&[COMMON], &[])?;
+    map.remove(&libc::SYS_ioctl);
+    memory_rules(&mut map)?;
+    Ok(map)
+}
 
 fn vcpu_rules() -> Result<Rules, seccompiler::Error> {
     let mut map = rules(&[COMMON, VCPU], &vcpu_ioctls())?;
@@ -569,6 +584,7 @@ mod tests {
         compile("control", control_rules(&Allowed::default())).unwrap();
         let allowed = Allowed { output_dirs: vec![5, 6], socket_dir: Some(7), listener: Some(8) };
         compile("control", control_rules(&allowed)).unwrap();
+        compile("console", console_rules()).unwrap();
     }
 
     #[test]

@@ -80,6 +80,9 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
             reg.waiters
         ));
     }
+    if let Some(line) = run.console.dropped_line() {
+        run.say(&line);
+    }
     let shim = crate::vstate::shim_stats::ShimEntries::read(&run.mem, run.cpu_count);
     run.say(&shim.to_string());
     let mut code = outcome.exit_code();

@@ -107,7 +107,7 @@ pub fn run(config: RunConfig, started: Instant) -> ExitCode {
     let code = match try_run(&config, started) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rtswitch: error: {e}");
+            crate::logging::stderr_line(&format!("rtswitch: error: {e}"));
             e.exit_code()
         }
     };
@@ -139,14 +139,14 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let text = memory::Text(&mem);
     let plan = sites.plan(&text, Profile::MAINLINE, config.mode)?;
     let rewritten = plan.apply(&text)?;
-    eprintln!(
+    crate::logging::stderr_line(&format!(
         "rtswitch: mode {}: {} call sites ({}) verified, {rewritten} patched",
         config.mode.name(),
         sites.len(),
         crate::api::protocol::SiteCounts::of(&sites).by_dimension(),
-    );
+    ));
 
-    let console = Arc::new(Console::new(&config.serial)?);
+    let console = Arc::new(Console::new(&config.serial, config.console_limit)?);
     let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry, kernel.text.clone())?;
     let irq_load = match config.irq_load {
         Some(l) => Some(Rc::new(RefCell::new(IrqInjector::new(&vm.fd, config.vcpus, l.rate_hz)?))),
@@ -173,7 +173,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
             // A forced exit (a second signal the loop did not answer)
             // removes the socket too, if it is still ours.
             signals::on_forced_exit(crate::api::sockfile::remove_from_signal);
-            eprintln!("rtswitch: control socket at {} (QMP)", path.display());
+            crate::logging::stderr_line(&format!("rtswitch: control socket at {} (QMP)", path.display()));
             Some(server)
         }
         None => None,
@@ -194,6 +194,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     };
     crate::panic_exit::install();
     let sandbox = Arc::new(Sandbox::new(config.seccomp, &allowed)?);
+    console.start(sandbox.clone())?;
     let (producers, events) = crate::vstate::events::queue(config.vcpus, wake.clone());
     let gate = Arc::new(HoldGate::new());
     let mut mmio = Bus::new();

@@ -322,11 +322,9 @@ fn handle_exit<E>(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext<E>, unexpected
     }
 }
 
-/// Logs an unexpected exit; after the first 16 on a vCPU only every 1024th,
-/// so a guest in a loop cannot flood the log.
+/// Logs an unexpected exit, rate-limited (`ratelimit`), so a guest in a
+/// loop cannot flood the log.
 fn log_unexpected(cpu: u32, count: &mut u64, what: std::fmt::Arguments<'_>) {
-    *count += 1;
-    if *count <= 16 || (*count).is_multiple_of(1024) {
-        log::warn!("vcpu{cpu}: {what} (unexpected exit #{count})");
-    }
+    *count = count.saturating_add(1);
+    crate::warn_limited!("unexpected vCPU exit", "vcpu{cpu}: {what} (unexpected exit #{count})");
 }
