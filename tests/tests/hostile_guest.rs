@@ -181,21 +181,3 @@ fn a_console_flood_is_capped_and_counted() {
         &out[out.len().saturating_sub(3000)..]
     );
 }
-
-#[test]
-fn a_second_signal_ends_a_flooded_run_at_once() {
-    let mut p = Program::new();
-    p.flood(doorbell::STOP_ABOVE, Value::Imm(0));
-    let (mut vmm, _dir) = start("second-signal", &p, &["--shutdown-timeout", "60"]);
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
-    unsafe { libc::kill(vmm.pid() as libc::pid_t, libc::SIGINT) };
-    std::thread::sleep(Duration::from_millis(300));
-    let t = Instant::now();
-    // SAFETY: as above.
-    unsafe { libc::kill(vmm.pid() as libc::pid_t, libc::SIGINT) };
-    let (code, out) = vmm.wait_exit(ANSWER * 2);
-    eprintln!("exited {:?} after the second SIGINT", t.elapsed());
-    assert_eq!(code, i32::from(ExitCode::ShutdownTimeout.code()), "{out}");
-    assert!(!vmm.sock.exists(), "the socket file stayed behind:\n{out}");
-}
