@@ -44,6 +44,8 @@ pub mod plot;
 pub mod stress;
 
 #[cfg(test)]
+mod guest_memory_fuzz;
+#[cfg(test)]
 mod layering;
 
 /// Page-aligned storage for the embedded kernel image.

@@ -643,4 +643,98 @@ mod tests {
         assert_eq!(server.client_count(), 1);
         drop(slow);
     }
+
+    #[test]
+    fn un_negotiated_clients_are_closed_at_their_deadline() {
+        let path = scratch("deadline");
+        let mut server = ApiServer::bind(&path).unwrap();
+        let _lazy = UnixStream::connect(&path).unwrap();
+        let mut busy = UnixStream::connect(&path).unwrap();
+        let (fds, starved) = server.accept();
+        assert_eq!((fds.len(), starved), (2, false));
+        busy.write_all(br#"{"execute":"qmp_capabilities"}"#).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        pump(&mut server);
+        let now = Instant::now();
+        assert!(server.sweep(now, Duration::ZERO).is_empty(), "nobody is late yet");
+        let late = server.sweep(now + NEGOTIATION_DEADLINE, Duration::ZERO);
+        assert_eq!(late, vec![fds[0]], "only the client that never negotiated");
+        let idle = server.sweep(now + Duration::from_secs(3600), Duration::from_secs(60));
+        assert_eq!(idle.len(), 2, "with an idle limit, both");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+        /// Several clients send anything, interleaved, some negotiated:
+        /// the server never panics, every client reads only whole JSON
+        /// lines within the reply bound, and the clients that are left
+        /// are served.
+        #[test]
+        fn several_clients_sending_anything_get_only_json_lines(
+            sends in proptest::collection::vec(
+                (0usize..4, proptest::prelude::any::<bool>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)),
+                1..32,
+            ),
+        ) {
+            let path = std::env::temp_dir().join(format!(
+                "rtswitch-api-multi-{}-{:?}.sock",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_file(&path);
+            let mut server = ApiServer::bind(&path).unwrap();
+            let mut clients: Vec<UnixStream> = (0..4).map(|_| UnixStream::connect(&path).unwrap()).collect();
+            server.accept();
+            for c in &clients {
+                c.set_nonblocking(true).unwrap();
+            }
+            let mut got: Vec<Vec<u8>> = vec![Vec::new(); 4];
+            let drain = |clients: &mut Vec<UnixStream>, got: &mut Vec<Vec<u8>>| {
+                for (c, g) in clients.iter_mut().zip(got.iter_mut()) {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        g.extend_from_slice(&buf[..n]);
+                    }
+                }
+            };
+            for (i, negotiate, bytes) in &sends {
+                let mut msg = Vec::new();
+                if *negotiate {
+                    msg.extend_from_slice(b"\x01{\"execute\":\"qmp_capabilities\"}{\"execute\":\"query-version\"}");
+                }
+                msg.extend_from_slice(bytes);
+                let _ = clients[*i].write(&msg);
+                for _ in 0..4 {
+                    let fds: Vec<RawFd> = server.clients.keys().copied().collect();
+                    for fd in fds {
+                        if server.read(fd).closed {
+                            server.drop_client(fd);
+                        }
+                    }
+                    for (fd, out) in server.take_backlog() {
+                        if out.closed {
+                            server.drop_client(fd);
+                        }
+                    }
+                }
+                drain(&mut clients, &mut got);
+            }
+            proptest::prop_assert!(server.client_count() <= 4);
+            for g in &got {
+                let text = String::from_utf8_lossy(g);
+                for line in text.split_inclusive('\n') {
+                    if !line.ends_with('\n') {
+                        continue; // cut by the last read
+                    }
+                    proptest::prop_assert!(line.len() <= protocol::MAX_REPLY_BYTES + 2);
+                    let v: Result<serde_json::Value, _> = serde_json::from_str(line.trim_end());
+                    proptest::prop_assert!(v.is_ok(), "not JSON: {line:?}");
+                }
+            }
+        }
+    }
 }
