@@ -10,6 +10,8 @@
 //!   built, the vCPU threads started and the event loop set up, just before
 //!   the loop's first `epoll_wait`. It serves the QMP socket (bound during
 //!   setup), the timers, the switch, and writes the reports at the end.
+//! - **the console writer** (`console`, `devices::console`): first thing,
+//!   before it takes a message; the common set only.
 //!
 //! No other thread exists in a run. `rtswitch bench`, `stress` and `ctl`
 //! install no filter: they start child `rtswitch run` processes (which
