@@ -193,6 +193,8 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         listener: api.as_ref().map(ApiServer::listener_fd),
     };
     crate::panic_exit::install();
+    // What the reports read from the host, read while files may be opened.
+    crate::report::cyclictest_json::read_host_facts();
     let sandbox = Arc::new(Sandbox::new(config.seccomp, &allowed)?);
     console.start(sandbox.clone())?;
     let (producers, events) = crate::vstate::events::queue(config.vcpus, wake.clone());
