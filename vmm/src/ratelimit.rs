@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Warnings of one kind printed per window.
-pub const BURST: u32 = 5;
+pub const BURST: u32 = 16;
 /// The window.
 pub const WINDOW: Duration = Duration::from_secs(5);
 

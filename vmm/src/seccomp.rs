@@ -161,6 +161,7 @@ impl Sandbox {
     /// or a sandbox that does nothing (`--seccomp off`). Call it on the
     /// main thread before any other thread starts.
     pub fn new(enabled: bool, allowed: &Allowed) -> Result<Self, SeccompError> {
+        one_allocator_arena();
         let trip = match std::env::var(TEST_TRIP_ENV) {
             Ok(v) => Some(match v.as_str() {
                 "vcpu" => (Thread::Vcpu(0), Trip::Socket),
@@ -208,6 +209,20 @@ impl Sandbox {
             trip(what);
         }
         Ok(())
+    }
+}
+
+/// Makes every thread allocate from the C library's main arena (before any
+/// other thread exists). A thread's own arena, shrinking after frees,
+/// opens `/proc/sys/vm/overcommit_memory` (glibc's
+/// `check_may_shrink_heap`), and creating one reads the CPU count from
+/// `/sys`: calls no filter here allows (the console writer frees what
+/// the vCPU threads allocate). The main arena grows and shrinks with
+/// `brk`, which every filter allows.
+fn one_allocator_arena() {
+    // SAFETY: mallopt(3) only sets an allocator parameter.
+    if unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) } != 1 {
+        log::warn!("cannot limit the allocator to one arena; a thread may trip its seccomp filter when it frees");
     }
 }
 
