@@ -71,3 +71,52 @@ pub fn restrict(output_dirs: &[RawFd], remove_dirs: &[RawFd]) -> Result<Enforced
         RulesetStatus::NotEnforced => Enforced::Not,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+
+    /// Landlock applies to the thread that restricts itself (and threads it
+    /// starts later): a thread of its own keeps the test binary unconfined.
+    #[test]
+    fn only_the_outputs_rename_goes_through() {
+        let outputs = tempfile::Builder::new().prefix("rtswitch-landlock-out-").tempdir().unwrap();
+        let elsewhere = tempfile::Builder::new().prefix("rtswitch-landlock-else-").tempdir().unwrap();
+        let victim = elsewhere.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let target = outputs.path().join("r.json");
+        let (target2, victim2, elsewhere2) = (target.clone(), victim.clone(), elsewhere.path().to_path_buf());
+        let result = std::thread::spawn(move || {
+            // Opened before the rules, as the run does.
+            let pending = crate::outfile::Pending::create(&target2).unwrap();
+            let dir = std::fs::File::open(target2.parent().unwrap()).unwrap();
+            let enforced = restrict(&[dir.as_raw_fd()], &[]).unwrap();
+            let create = std::fs::write(elsewhere2.join("new"), "x");
+            let overwrite = std::fs::write(&victim2, "gone");
+            let read = std::fs::read_to_string(&victim2);
+            let remove = std::fs::remove_file(&victim2);
+            let commit = pending.commit(b"{}");
+            (
+                enforced,
+                create.is_err(),
+                overwrite.is_err(),
+                read.is_err(),
+                remove.is_err(),
+                commit.map_err(|e| e.to_string()),
+            )
+        })
+        .join()
+        .unwrap();
+        let (enforced, create, overwrite, read, remove, commit) = result.clone();
+        if enforced == Enforced::Not {
+            eprintln!("skipped: this kernel has no Landlock");
+            return;
+        }
+        assert!(create && overwrite && read && remove, "a file outside the outputs was reached: {result:?}");
+        assert_eq!(commit, Ok(()), "the output's rename is refused");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "{}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+    }
+}

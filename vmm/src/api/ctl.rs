@@ -134,12 +134,15 @@ fn try_run(args: &CtlArgs) -> Result<CtlExit, ClientError> {
     }
     if !args.json {
         let ret = reply.get("return").cloned().unwrap_or(Value::Null);
-        // Every line escaped (names in the reply come from the guest).
-        let text = human(&args.command, &ret);
-        let lines: Vec<String> = text.lines().map(crate::guest_text::escape_str).collect();
-        println!("{}", lines.join("\n"));
+        println!("{}", shown(&human(&args.command, &ret)));
     }
     Ok(CtlExit::Ok)
+}
+
+/// `text` for the terminal: every line escaped (names in a reply come
+/// from the guest, `guest_text`), the line breaks kept.
+fn shown(text: &str) -> String {
+    text.lines().map(crate::guest_text::escape_str).collect::<Vec<_>>().join("\n")
 }
 
 /// SIGINT/SIGTERM seen by `ctl mode` (the handler only counts).
@@ -518,5 +521,16 @@ mod tests {
         let refused = std::io::Error::from(std::io::ErrorKind::NotFound);
         assert_eq!(CtlExit::of(&ClientError::Connect("/x".into(), refused)), CtlExit::NoConnection);
         assert_eq!(CtlExit::of(&client::parse_raw("[1]").unwrap_err()), CtlExit::BadArguments);
+    }
+
+    #[test]
+    fn a_guest_name_in_a_reply_reaches_the_terminal_escaped() {
+        let switches = CtlCommand::Switches { page: PageArgs::default() };
+        let r = json!({"switches": [
+            {"seq": 1, "from": "mainline", "to": "rt", "ok": false, "freeze_us": 0, "blackout_us": 0, "total_us": 0,
+             "reason": "task 'x\u{1b}[2K\rrtswitch: fake' on cpu 1 did not reach a safe point"}]});
+        let t = shown(&human(&switches, &r));
+        assert!(!t.contains('\x1b') && !t.contains('\r'), "{t:?}");
+        assert!(t.contains("\\x1b[2K\\rrtswitch: fake"), "{t}");
     }
 }
