@@ -5,6 +5,7 @@
 //! Every run is bounded: a VMM that does not exit within its limit is
 //! killed and the test fails saying so, so no test can hang CI.
 
+pub mod hostile_guest;
 pub mod qmp;
 pub mod slots;
 pub mod vm;

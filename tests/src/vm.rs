@@ -41,6 +41,11 @@ impl BackgroundVmm {
 
     /// Starts it without waiting for the guest.
     pub fn spawn(name: &str, args: &[&str]) -> Self {
+        Self::spawn_env(name, args, &[])
+    }
+
+    /// [`Self::spawn`] with `env` added to its environment.
+    pub fn spawn_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         require_kvm();
         let dir = Scratch::new(name);
         let sock = dir.0.join("api.sock");
@@ -58,6 +63,7 @@ impl BackgroundVmm {
         let child = Launched::spawn(
             Command::new(rtswitch_bin())
                 .args(&all)
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(dir.0.join("out.log")).expect("log file"))
                 .stderr(std::fs::File::create(dir.0.join("err.log")).expect("log file")),

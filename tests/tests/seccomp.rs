@@ -51,7 +51,62 @@ fn seccomp_off_lets_the_same_call_through() {
 fn a_bad_trigger_value_is_refused() {
     require_kvm();
     let r = run_rtswitch_env(&["run", "--vcpus", "1", "--duration", "1"], &[(TEST_TRIP_ENV, "api")], LIMIT);
-    r.assert_code(ExitCode::VmmError).assert_contains("use vcpu or control");
+    r.assert_code(ExitCode::VmmError).assert_contains("use vcpu, control");
+}
+
+/// Issue 25: every output is open before the filter goes in, so the
+/// control thread may neither create nor remove a file by name.
+#[test]
+fn the_control_thread_can_neither_create_nor_remove_a_file() {
+    require_kvm();
+    for (trip, nr) in [("control-openat", libc::SYS_openat), ("control-unlink", libc::SYS_unlink)] {
+        let _ = std::fs::remove_file("/tmp/rtswitch-trip");
+        let r = run_rtswitch_env(&["run", "--vcpus", "1", "--duration", "5"], &[(TEST_TRIP_ENV, trip)], LIMIT);
+        r.assert_code(ExitCode::SeccompViolation)
+            .assert_contains("rtswitch: seccomp: thread control made ")
+            .assert_contains(&format!("system call {nr},"));
+        assert!(!std::path::Path::new("/tmp/rtswitch-trip").exists(), "{trip}: the file was created");
+    }
+}
+
+/// Issue 25 (8): a panic under the filters is reported as a panic, with
+/// its message and Rust's exit status, not as a seccomp violation (the
+/// default hook's backtrace calls getcwd).
+#[test]
+fn a_panic_under_the_filters_reports_the_panic() {
+    require_kvm();
+    let r = run_rtswitch_env(
+        &["run", "--vcpus", "1", "--duration", "5"],
+        &[(TEST_TRIP_ENV, "control-panic"), ("RUST_BACKTRACE", "full")],
+        LIMIT,
+    );
+    r.assert_code(ExitCode::VmmPanic)
+        .assert_contains("rtswitch: internal error: thread main panicked")
+        .assert_contains("control-panic")
+        .assert_not_contains("rtswitch: seccomp:");
+}
+
+/// Issue 25 (2): a second SIGINT ends the run at once even when the
+/// control thread is stuck (here on purpose, spinning after its filter
+/// went in): the socket file goes too.
+#[test]
+fn a_second_signal_ends_a_run_whose_control_thread_is_stuck() {
+    let mut vmm = BackgroundVmm::spawn_env("wedge", &["--vcpus", "1"], &[(TEST_TRIP_ENV, "control-wedge")]);
+    vmm.wait_for_output(TEST_TRIP_ENV, Duration::from_secs(60), "the control thread never got stuck");
+    let pid = vmm.pid() as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(200));
+    let t = std::time::Instant::now();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    // rtswitch::signals::FORCED_EXIT (1 s) after the second signal, with
+    // a margin for a loaded host.
+    let (code, out) = vmm.wait_exit(Duration::from_secs(10));
+    eprintln!("ended {:?} after the second SIGINT", t.elapsed());
+    assert_eq!(code, i32::from(ExitCode::ShutdownTimeout.code()), "{out}");
+    assert!(out.contains("second signal"), "{out}");
+    assert!(!vmm.sock.exists(), "the socket file stayed behind:\n{out}");
 }
 
 /// What /proc says of each thread's seccomp state: (name, mode, filters).

@@ -58,12 +58,12 @@ pub fn main(started: Instant) -> std::process::ExitCode {
             Ok(mut config) => {
                 config.plotter = Some(Plotter(crate::plot::run::render));
                 for w in config.warnings() {
-                    eprintln!("rtswitch: warning: {w}");
+                    crate::logging::stderr_line(&format!("rtswitch: warning: {w}"));
                 }
-                match crate::report::outputs::check(&config.outputs(), config.workload.bucket_us) {
+                match crate::report::outputs::prepare(&config.outputs(), config.workload.bucket_us) {
                     Ok(()) => crate::runner::run(config, started),
                     Err(e) => {
-                        eprintln!("rtswitch: error: {e}");
+                        crate::logging::stderr_line(&format!("rtswitch: error: {e}"));
                         ExitCode::BadArguments
                     }
                 }

@@ -5,8 +5,10 @@
 //! The caller configures a [`Command`] (arguments, environment, where
 //! stdin/stdout/stderr go); [`Launched::spawn`] starts it and drains any
 //! piped stdout/stderr on reader threads, so a chatty child never blocks
-//! on a full pipe. Every wait is bounded; a child still running when its
-//! handle is dropped is killed and reaped.
+//! on a full pipe, keeping only the last [`KEPT_BYTES`] of each (a child
+//! whose guest floods its console cannot grow the tool's memory). Every
+//! wait is bounded; a child still running when its handle is dropped is
+//! killed and reaped.
 //!
 //! In a tool that catches interrupts (`signals::catch_interrupts`: bench,
 //! stress) each child runs in its own process group, so a terminal's
@@ -60,12 +62,32 @@ impl Finished {
     }
 }
 
+/// Bytes kept of a child's piped stdout, and of its stderr: the end.
+pub const KEPT_BYTES: usize = 1 << 20;
+
+/// Reads `pipe` to its end, keeping its last [`KEPT_BYTES`]; a first line
+/// says how much came before them.
 fn drain(pipe: Option<impl Read + Send + 'static>) -> Option<JoinHandle<String>> {
     pipe.map(|mut p| {
         std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = p.read_to_string(&mut s);
-            s
+            let mut tail = std::collections::VecDeque::new();
+            let mut dropped = 0u64;
+            let mut buf = [0u8; 8192];
+            loop {
+                match p.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        tail.extend(&buf[..n]);
+                        let excess = tail.len().saturating_sub(KEPT_BYTES);
+                        tail.drain(..excess);
+                        dropped += excess as u64;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            let text = String::from_utf8_lossy(tail.make_contiguous()).into_owned();
+            if dropped > 0 { format!("[... {dropped} earlier bytes not kept ...]\n{text}") } else { text }
         })
     })
 }
@@ -191,6 +213,19 @@ mod tests {
         .finish(Duration::from_secs(10));
         assert_eq!(f.code(), Some(3));
         assert_eq!((f.stdout.as_str(), f.stderr.as_str()), ("out\n", "err\n"));
+    }
+
+    #[test]
+    fn keeps_only_the_end_of_a_flood() {
+        let f = Launched::spawn(
+            Command::new("sh")
+                .args(["-c", "head -c 3145728 /dev/zero | tr '\\0' x; echo; echo last"])
+                .stdout(Stdio::piped()),
+        )
+        .expect("sh")
+        .finish(Duration::from_secs(30));
+        assert!(f.stdout.len() <= KEPT_BYTES + 64, "{} bytes kept", f.stdout.len());
+        assert!(f.stdout.starts_with("[... 2097") && f.stdout.ends_with("\nlast\n"), "{}", &f.stdout[..80]);
     }
 
     #[test]

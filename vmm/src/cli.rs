@@ -171,9 +171,15 @@ pub struct RunArgs {
     /// Deadline for every vCPU to stop (leave guest mode) in a switch (a bare number is ms; old name --vcpu-stop-timeout-ms).
     #[arg(long, alias = "vcpu-stop-timeout-ms", value_name = "DURATION", default_value = "500ms", value_parser = parse_vcpu_stop_timeout)]
     pub vcpu_stop_timeout: Duration,
-    /// Per-thread seccomp filters (README "Sandbox"); off only for debugging.
+    /// Per-thread seccomp filters, Landlock and rlimits (README "Sandbox"); off only for debugging.
     #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
     pub seccomp: OnOff,
+    /// Guest console output written per run, in MiB; past it the guest's console is dropped and counted (0: no limit).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub console_limit: u64,
+    /// Close a control-socket client that has sent nothing for this long (a bare number is seconds; 0: never); a client that has not negotiated is closed after 5 s whatever this says.
+    #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = parse_idle_timeout)]
+    pub api_idle_timeout: Duration,
 }
 
 /// `--seccomp` values.
@@ -356,6 +362,10 @@ pub struct RunConfig {
     pub watchdog: Duration,
     /// `--seccomp on` (the default).
     pub seccomp: bool,
+    /// `--console-limit` in bytes (0: no limit).
+    pub console_limit: u64,
+    /// `--api-idle-timeout` (zero: never).
+    pub api_idle_timeout: Duration,
     /// What draws `--plot` (the plotting code is above the core: the
     /// command line's dispatch sets it; `None` from [`RunArgs::into_config`]).
     pub plotter: Option<Plotter>,
@@ -593,6 +603,8 @@ impl RunArgs {
             vcpu_stop_timeout: self.vcpu_stop_timeout,
             watchdog: self.watchdog,
             seccomp: self.seccomp == OnOff::On,
+            console_limit: self.console_limit.saturating_mul(1 << 20),
+            api_idle_timeout: self.api_idle_timeout,
             plotter: None,
         })
     }
@@ -616,6 +628,10 @@ fn parse_switch_timeout(s: &str) -> Result<Duration, String> {
 
 fn parse_vcpu_stop_timeout(s: &str) -> Result<Duration, String> {
     parse_duration_in(s, Unit::Millis, Duration::from_millis(1), Duration::from_secs(60))
+}
+
+fn parse_idle_timeout(s: &str) -> Result<Duration, String> {
+    parse_duration_in(s, Unit::Secs, Duration::ZERO, Duration::from_secs(86_400))
 }
 
 fn parse_watchdog(s: &str) -> Result<Duration, String> {
@@ -875,6 +891,8 @@ mod tests {
         ("watchdog", "watchdog_s"),
         ("vcpu_stop_timeout", "vcpu_stop_timeout_ms"),
         ("seccomp", "seccomp"),
+        ("console_limit", "-"),
+        ("api_idle_timeout", "-"),
     ];
 
     #[test]

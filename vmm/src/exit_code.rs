@@ -43,11 +43,15 @@ pub enum ExitCode {
     /// SIGINT, the shell's convention; `run` itself ends a measurement on
     /// SIGINT with 0, as cyclictest does).
     Interrupted = 130,
+    /// The VMM itself panicked (a bug: the message on stderr names where);
+    /// Rust's own exit status for a panic, kept under the sandbox
+    /// (`panic_exit`).
+    VmmPanic = 101,
 }
 
 impl ExitCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ExitCode; 14] = [
+    pub const ALL: [ExitCode; 15] = [
         ExitCode::Ok,
         ExitCode::GuestFailure,
         ExitCode::BadArguments,
@@ -62,6 +66,7 @@ impl ExitCode {
         ExitCode::MeasurementNotOk,
         ExitCode::StoppedAbove,
         ExitCode::Interrupted,
+        ExitCode::VmmPanic,
     ];
 
     pub fn code(self) -> u8 {
@@ -90,6 +95,7 @@ impl ExitCode {
                 ExitCode::VcpuFault | ExitCode::TextWrite => 6,
                 ExitCode::TripleFault => 7,
                 ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError | ExitCode::SeccompViolation => 8,
+                ExitCode::VmmPanic => 9,
             }
         }
         if rank(other) > rank(self) { other } else { self }

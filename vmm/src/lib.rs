@@ -15,12 +15,18 @@ pub mod child;
 pub mod cli;
 pub mod devices;
 pub mod exit_code;
+pub mod guest_text;
 pub mod host_speed;
+pub mod landlock_fs;
 pub mod limits;
 pub mod loader;
 pub mod logging;
+pub mod outfile;
 pub mod page;
+pub mod panic_exit;
+pub mod ratelimit;
 pub mod report;
+pub mod rlimits;
 pub mod runner;
 pub mod seccomp;
 pub mod signals;
@@ -37,6 +43,8 @@ pub mod bench;
 pub mod plot;
 pub mod stress;
 
+#[cfg(test)]
+mod guest_memory_fuzz;
 #[cfg(test)]
 mod layering;
 

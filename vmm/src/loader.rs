@@ -354,6 +354,38 @@ mod tests {
         assert!(matches!(parse(&image, 128 << 20), Err(LoaderError::AbiVersion { found: 99, .. })));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 96, ..Default::default() })]
+
+        /// A kernel with bytes changed anywhere (most in the headers, the
+        /// program headers and the notes), cut short, or random: refused
+        /// with an error or accepted inside guest memory, never a panic.
+        #[test]
+        fn any_mutated_kernel_is_refused_or_fits(
+            edits in proptest::collection::vec(
+                (proptest::prop_oneof![0usize..4096, proptest::prelude::any::<usize>()], proptest::prelude::any::<u8>()),
+                1..24,
+            ),
+            cut in proptest::option::of(proptest::prelude::any::<usize>()),
+            memory_mib in 16u64..256,
+        ) {
+            let mut image = crate::DEFAULT_KERNEL.to_vec();
+            for (at, byte) in edits {
+                let i = at % image.len();
+                image[i] = byte;
+            }
+            if let Some(c) = cut {
+                image.truncate(c % image.len());
+            }
+            let memory = memory_mib << 20;
+            if let Ok(k) = parse(&image, memory) {
+                proptest::prop_assert!(k.info.entry < memory && k.info.end <= memory, "{:?}", k.info);
+                let mem = crate::vstate::memory::create(memory).unwrap();
+                let _ = k.load(&mem);
+            }
+        }
+    }
+
     #[test]
     fn loads_into_memory() {
         let mem = crate::vstate::memory::create(128 << 20).unwrap();

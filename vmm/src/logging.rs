@@ -21,6 +21,14 @@ pub fn line(level: log::Level, target: &str, message: &std::fmt::Arguments<'_>) 
     }
 }
 
+/// Writes `line` and a newline to stderr, ignoring errors: a closed
+/// stderr (`rtswitch run ... 2>&1 | head -2`) must not end the run, as
+/// `eprintln!`'s panic would, before it has written its reports.
+pub fn stderr_line(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(line.as_bytes()).and_then(|()| err.write_all(b"\n"));
+}
+
 /// Installs the logger: stderr, `RUST_LOG` (default `warn`), [`line`]'s style.
 pub fn init() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))

@@ -151,13 +151,13 @@ impl Histogram {
 
     /// The histogram's range in µs (samples at or above it overflow).
     pub fn range_us(&self) -> u64 {
-        self.buckets.len() as u64 * self.bucket_us
+        (self.buckets.len() as u64).saturating_mul(self.bucket_us)
     }
 
     /// A histogram from a guest record's summary and buckets, checked for
     /// consistency (bucket sum + overflow == count, min <= max).
     pub fn from_record(summary: &HistSummary, buckets: &[u32]) -> Result<Self, StatsError> {
-        let in_buckets: u64 = buckets.iter().map(|&b| u64::from(b)).sum();
+        let in_buckets: u64 = buckets.iter().fold(0u64, |a, &b| a.saturating_add(u64::from(b)));
         if in_buckets.checked_add(summary.overflow) != Some(summary.count) {
             return Err(StatsError::CountMismatch {
                 buckets: in_buckets,
@@ -193,27 +193,29 @@ impl Histogram {
 
     /// Adds one sample (for tests and synthetic data).
     pub fn record_ns(&mut self, ns: u64) {
-        let us = (ns / 1000 / self.bucket_us) as usize;
+        let us = usize::try_from(ns / 1000 / self.bucket_us).unwrap_or(usize::MAX);
         match self.buckets.get_mut(us) {
-            Some(b) => *b += 1,
-            None => self.overflow += 1,
+            Some(b) => *b = b.saturating_add(1),
+            None => self.overflow = self.overflow.saturating_add(1),
         }
-        self.count += 1;
+        self.count = self.count.saturating_add(1);
         self.sum_ns = self.sum_ns.saturating_add(ns);
         self.min_ns = Some(self.min_ns.map_or(ns, |m| m.min(ns)));
         self.max_ns = self.max_ns.max(ns);
     }
 
-    /// Adds `other`'s samples to this histogram.
+    /// Adds `other`'s samples to this histogram. The counts come from the
+    /// guest: each sum saturates at `u64::MAX` rather than wrapping to a
+    /// small, plausible number.
     pub fn merge(&mut self, other: &Histogram) -> Result<(), StatsError> {
         if self.buckets.len() != other.buckets.len() || self.bucket_us != other.bucket_us {
             return Err(StatsError::BucketMismatch(self.buckets.len(), other.buckets.len()));
         }
         for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
-        self.overflow += other.overflow;
-        self.count += other.count;
+        self.overflow = self.overflow.saturating_add(other.overflow);
+        self.count = self.count.saturating_add(other.count);
         self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
         self.min_ns = match (self.min_ns, other.min_ns) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -274,9 +276,9 @@ impl Histogram {
         let rank = ((ppm * u128::from(self.count)).div_ceil(1_000_000) as u64).clamp(1, self.count);
         let mut seen = 0u64;
         for (us, c) in self.buckets.iter().enumerate() {
-            seen += c;
+            seen = seen.saturating_add(*c);
             if seen >= rank {
-                return Some(Percentile::Us(us as u64 * self.bucket_us));
+                return Some(Percentile::Us((us as u64).saturating_mul(self.bucket_us)));
             }
         }
         Some(Percentile::AtLeast(self.range_us()))
@@ -475,5 +477,53 @@ mod tests {
         assert!(Histogram::from_record(&HistSummary { max_ns: 5, ..HistSummary::EMPTY }, &[0; 10]).is_err());
         // A count that overflows u64 with the bucket sum is refused, not wrapped.
         assert!(Histogram::from_record(&HistSummary { overflow: u64::MAX, ..ok }, &buckets).is_err());
+    }
+
+    /// A guest record whose counts are consistent and sit at the top of
+    /// the range (issue 25, point 9).
+    fn near_the_top() -> Histogram {
+        let summary = HistSummary { count: u64::MAX, sum_ns: 5, min_ns: 1000, max_ns: 2000, overflow: u64::MAX - 3 };
+        Histogram::from_record(&summary, &[1, 1, 1, 0]).expect("consistent")
+    }
+
+    #[test]
+    fn guest_counts_near_the_top_saturate_instead_of_wrapping() {
+        let mut h = near_the_top();
+        h.merge(&near_the_top()).unwrap();
+        assert_eq!((h.count(), h.overflow()), (u64::MAX, u64::MAX), "saturated, not wrapped to a small number");
+        assert_eq!(h.buckets(), &[2, 2, 2, 0]);
+        h.record_ns(0);
+        assert_eq!(h.count(), u64::MAX);
+        // Percentiles of such a record still answer (overflowed ranks).
+        assert_eq!(h.percentile(99.0), Some(Percentile::AtLeast(4)));
+    }
+
+    proptest::proptest! {
+        /// Whatever a guest record says, reading and merging it never
+        /// panics, and the merged counts are the saturating sums.
+        #[test]
+        fn any_guest_record_reads_and_merges_without_wrapping(
+            count in proptest::prelude::any::<u64>(),
+            overflow in proptest::prelude::any::<u64>(),
+            sum_ns in proptest::prelude::any::<u64>(),
+            min_ns in proptest::prelude::any::<u64>(),
+            max_ns in proptest::prelude::any::<u64>(),
+            buckets in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..16),
+            consistent in proptest::prelude::any::<bool>(),
+        ) {
+            let in_buckets = buckets.iter().map(|&b| u64::from(b)).sum::<u64>();
+            // Half the cases made consistent, so merging is reached.
+            let count = if consistent { in_buckets.saturating_add(overflow) } else { count };
+            let overflow = if consistent { count - in_buckets } else { overflow };
+            let (min_ns, max_ns) = if consistent { (min_ns.min(max_ns), min_ns.max(max_ns)) } else { (min_ns, max_ns) };
+            let summary = HistSummary { count, sum_ns, min_ns, max_ns, overflow };
+            if let Ok(h) = Histogram::from_record(&summary, &buckets) {
+                let mut m = h.clone();
+                m.merge(&h).unwrap();
+                proptest::prop_assert_eq!(m.count(), h.count().saturating_add(h.count()));
+                proptest::prop_assert_eq!(m.overflow(), h.overflow().saturating_add(h.overflow()));
+                let _ = m.stats();
+            }
+        }
     }
 }

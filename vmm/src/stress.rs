@@ -137,11 +137,19 @@ pub fn run(args: &StressArgs) -> ExitCode {
         args.vcpus,
         args.cs_us
     );
-    let dir = std::env::temp_dir().join(format!("rtswitch-stress-{}", std::process::id()));
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        eprintln!("rtswitch stress: cannot create {}: {e}", dir.display());
-        return ExitCode::VmmError;
-    }
+    // A private scratch directory (mkdtemp, mode 0700): never one that
+    // already exists, which another user could own.
+    let scratch = match tempfile::Builder::new().prefix("rtswitch-stress-").tempdir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "rtswitch stress: cannot create a scratch directory under {}: {e}",
+                std::env::temp_dir().display()
+            );
+            return ExitCode::VmmError;
+        }
+    };
+    let dir = scratch.path().to_path_buf();
     let json_path = dir.join("result.json");
     let sock = dir.join("api.sock");
     let vm_args: Vec<String> = [
@@ -330,7 +338,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
         ),
         None => tally.check(false, "the report has no device interrupt counts".into()),
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(scratch);
 
     let cut = if interrupted { format!(", interrupted: {} asked", show(total)) } else { String::new() };
     println!("stress tally (seed {seed}, {:.1} s{cut}):", start.elapsed().as_secs_f64());

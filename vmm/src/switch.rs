@@ -351,11 +351,20 @@ impl Coordinator {
     pub fn on_guest_notify(&mut self, vm: &mut VmAccess<'_>) -> Step {
         let Some(mbox) = read_mailbox(vm.mem) else { return Step::Wait };
         let Some(active) = self.active.as_mut() else {
-            log::warn!("guest switch notification (state {}) with no switch in progress; ignored", mbox.state);
+            crate::warn_limited!(
+                "switch notification without a switch",
+                "guest switch notification (state {}) with no switch in progress; ignored",
+                mbox.state
+            );
             return Step::Wait;
         };
         if mbox.seq != active.seq {
-            log::warn!("guest switch notification for seq {} while seq {} runs; ignored", mbox.seq, active.seq);
+            crate::warn_limited!(
+                "switch notification for another switch",
+                "guest switch notification for seq {} while seq {} runs; ignored",
+                mbox.seq,
+                active.seq
+            );
             return Step::Wait;
         }
         match (active.phase, mbox.state) {
@@ -630,8 +639,7 @@ fn quiesce_failure(mbox: &SwitchMailbox, limit: Duration) -> SwitchFailure {
 
 /// What the guest's freeze waits for, from the mailbox.
 fn blocker(mbox: &SwitchMailbox) -> String {
-    let name_end = mbox.blocker_name.iter().position(|&b| b == 0).unwrap_or(mbox.blocker_name.len());
-    let name = String::from_utf8_lossy(&mbox.blocker_name[..name_end]);
+    let name = crate::guest_text::name(&mbox.blocker_name);
     match mbox.state {
         mailbox_state::REQUESTED => "the guest did not start freezing (switch request not seen)".to_string(),
         _ if name.is_empty() => "the guest did not reach quiescence".to_string(),

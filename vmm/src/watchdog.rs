@@ -142,7 +142,6 @@ impl Watchdog {
             // STALL_REPORT_MS; it printed it): it counts for the result.
             if hb.stalls != w.guest_stalls && self.stalls.len() < 64 {
                 w.guest_stalls = hb.stalls;
-                let end = hb.task_name.iter().position(|&b| b == 0).unwrap_or(hb.task_name.len());
                 let window_us = u64::from(hb.stall_window_us);
                 let cause = StallCause {
                     window_us,
@@ -155,7 +154,7 @@ impl Watchdog {
                     "watchdog: cpu {cpu} stalled: its watchdog thread could not run for {} ms (the guest saw task '{}', \
                      preempt count {}, {} switchable lock(s) held){}",
                     switcher::abi::STALL_REPORT_MS,
-                    String::from_utf8_lossy(&hb.task_name[..end]),
+                    crate::guest_text::name(&hb.task_name),
                     hb.preempt_count,
                     hb.locks_held,
                     cause.describe()
@@ -174,10 +173,9 @@ impl Watchdog {
             }
             w.reported = true;
             let what = if hb.stalled != 0 {
-                let end = hb.task_name.iter().position(|&b| b == 0).unwrap_or(hb.task_name.len());
                 format!(
                     "it runs task '{}' (preempt count {}, {} switchable lock(s) held)",
-                    String::from_utf8_lossy(&hb.task_name[..end]),
+                    crate::guest_text::name(&hb.task_name),
                     hb.preempt_count,
                     hb.locks_held
                 )

@@ -4,6 +4,7 @@
 //! text beyond the documented bound.
 //!
 //! Run (nightly, not in CI): `cd vmm && cargo +nightly fuzz run qmp_request`.
+//! The stable test suite compile-checks it (tests/tests/fuzz_targets.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

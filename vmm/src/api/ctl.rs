@@ -126,15 +126,23 @@ fn try_run(args: &CtlArgs) -> Result<CtlExit, ClientError> {
         if !args.json {
             let class = err.get("class").and_then(Value::as_str).unwrap_or("Error");
             let desc = err.get("desc").and_then(Value::as_str).unwrap_or("(no description)");
+            // The VMM's text may quote the guest: one inert line (`guest_text`).
+            let (class, desc) = (crate::guest_text::escape_str(class), crate::guest_text::escape_str(desc));
             eprintln!("rtswitch ctl: {class}: {desc}");
         }
         return Ok(CtlExit::ErrorReply);
     }
     if !args.json {
         let ret = reply.get("return").cloned().unwrap_or(Value::Null);
-        println!("{}", human(&args.command, &ret));
+        println!("{}", shown(&human(&args.command, &ret)));
     }
     Ok(CtlExit::Ok)
+}
+
+/// `text` for the terminal: every line escaped (names in a reply come
+/// from the guest, `guest_text`), the line breaks kept.
+fn shown(text: &str) -> String {
+    text.lines().map(crate::guest_text::escape_str).collect::<Vec<_>>().join("\n")
 }
 
 /// SIGINT/SIGTERM seen by `ctl mode` (the handler only counts).
@@ -183,6 +191,7 @@ impl<'a> CancelOnInterrupt<'a> {
                     );
                 } else {
                     let why = ret["reason"].as_str().or(reply["error"]["desc"].as_str()).unwrap_or("?");
+                    let why = crate::guest_text::escape_str(why);
                     eprintln!(
                         "rtswitch ctl: interrupted, but the switch cannot be cancelled: {why}; waiting for it to end \
                          (Ctrl-C again: stop waiting)"
@@ -512,5 +521,16 @@ mod tests {
         let refused = std::io::Error::from(std::io::ErrorKind::NotFound);
         assert_eq!(CtlExit::of(&ClientError::Connect("/x".into(), refused)), CtlExit::NoConnection);
         assert_eq!(CtlExit::of(&client::parse_raw("[1]").unwrap_err()), CtlExit::BadArguments);
+    }
+
+    #[test]
+    fn a_guest_name_in_a_reply_reaches_the_terminal_escaped() {
+        let switches = CtlCommand::Switches { page: PageArgs::default() };
+        let r = json!({"switches": [
+            {"seq": 1, "from": "mainline", "to": "rt", "ok": false, "freeze_us": 0, "blackout_us": 0, "total_us": 0,
+             "reason": "task 'x\u{1b}[2K\rrtswitch: fake' on cpu 1 did not reach a safe point"}]});
+        let t = shown(&human(&switches, &r));
+        assert!(!t.contains('\x1b') && !t.contains('\r'), "{t:?}");
+        assert!(t.contains("\\x1b[2K\\rrtswitch: fake"), "{t}");
     }
 }

@@ -13,3 +13,4 @@ pub mod ctl;
 pub mod framing;
 pub mod protocol;
 pub mod server;
+pub mod sockfile;

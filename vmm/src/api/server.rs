@@ -3,8 +3,16 @@
 //! loop in `runner`), never blocking it.
 //!
 //! - The socket is created with mode 0600. An existing path is refused,
-//!   unless it is a stale socket (nobody accepts on it), which is replaced.
-//!   The path is removed when the server is dropped.
+//!   unless it is a stale socket (`connect` is refused: `sockfile`), which
+//!   is replaced. The path is removed when the server is dropped, only if
+//!   it still names the socket this server bound (device and inode).
+//! - Slots are not held hostage: a client that has not negotiated within
+//!   [`NEGOTIATION_DEADLINE`], or (with an idle limit) has sent nothing for
+//!   that long, is closed by [`ApiServer::sweep`], which the control loop
+//!   calls once a second. When `accept` fails for want of descriptors or
+//!   memory (`EMFILE`, ...), [`ApiServer::accept`] says to back off: the
+//!   loop stops watching the listener for [`ACCEPT_BACKOFF`] instead of
+//!   spinning on it.
 //! - Every client is non-blocking and has its own [`Framer`]: requests are
 //!   JSON objects cut out of the byte stream, not lines.
 //! - Fair: one wakeup reads at most [`READ_BUDGET`] bytes from a client
@@ -34,6 +42,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::framing::{Frame, Framer};
 use super::protocol::{self, Command, QmpError, Request};
+use super::sockfile::{self, SocketFile};
 
 /// Replies and events queued for one client before it is dropped as not
 /// reading (four times the largest reply).
@@ -44,6 +53,12 @@ pub const MAX_CLIENTS: usize = 64;
 pub const READ_BUDGET: usize = 16 * 1024;
 /// Messages (requests and refused input) handled per client and wakeup.
 pub const MESSAGES_PER_WAKEUP: usize = 16;
+/// A client must have negotiated (`qmp_capabilities`) this long after it
+/// connected, or it is closed.
+pub const NEGOTIATION_DEADLINE: Duration = Duration::from_secs(5);
+/// How long the listener goes unwatched after `accept` ran out of
+/// descriptors or memory.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,6 +66,11 @@ pub enum ApiError {
     NotASocket(String),
     #[error("--api-sock {0} is in use by a running process (a client could connect); choose another path")]
     InUse(String),
+    #[error(
+        "--api-sock {0} exists and cannot be told stale ({1}): it may be another VMM's; remove it yourself if \
+         nothing serves it, or choose another path"
+    )]
+    Unknown(String, io::Error),
     #[error("cannot remove the stale socket {0}: {1}")]
     RemoveStale(String, io::Error),
     #[error("cannot create the control socket {0}: {1}")]
@@ -75,6 +95,9 @@ struct Client {
     eof: bool,
     outbox: VecDeque<u8>,
     negotiated: bool,
+    connected: Instant,
+    /// When it last sent a byte (or connected).
+    heard: Instant,
 }
 
 impl Client {
@@ -180,6 +203,8 @@ pub struct ReadOutcome {
 pub struct ApiServer {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file as bound: removed at the end only if still ours.
+    file: SocketFile,
     clients: BTreeMap<RawFd, Client>,
     next_id: u64,
     /// Signalled while a client has input left over from its last turn.
@@ -194,7 +219,10 @@ impl ApiServer {
             Ok(meta) if !meta.file_type().is_socket() => return Err(ApiError::NotASocket(shown)),
             Ok(_) => match UnixStream::connect(path) {
                 Ok(_) => return Err(ApiError::InUse(shown)),
-                Err(_) => std::fs::remove_file(path).map_err(|e| ApiError::RemoveStale(shown.clone(), e))?,
+                Err(e) if sockfile::is_stale(&e) => {
+                    std::fs::remove_file(path).map_err(|e| ApiError::RemoveStale(shown.clone(), e))?
+                }
+                Err(e) => return Err(ApiError::Unknown(shown, e)),
             },
             Err(_) => {}
         }
@@ -207,11 +235,12 @@ impl ApiServer {
         // SAFETY: as above, restoring the previous mask.
         unsafe { libc::umask(old) };
         let listener = bound.map_err(|e| ApiError::Bind(shown.clone(), e))?;
+        let file = SocketFile::record(path).map_err(|e| ApiError::Setup(shown.clone(), e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| ApiError::Setup(shown.clone(), e))?;
         listener.set_nonblocking(true).map_err(|e| ApiError::Setup(shown.clone(), e))?;
         let backlog = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| ApiError::Setup(shown, e))?;
-        Ok(Self { listener, path: path.to_path_buf(), clients: BTreeMap::new(), next_id: 1, backlog })
+        Ok(Self { listener, path: path.to_path_buf(), file, clients: BTreeMap::new(), next_id: 1, backlog })
     }
 
     pub fn path(&self) -> &Path {
@@ -220,6 +249,11 @@ impl ApiServer {
 
     pub fn listener_fd(&self) -> RawFd {
         self.listener.as_raw_fd()
+    }
+
+    /// The directory fd the socket file is removed through.
+    pub fn socket_dir_fd(&self) -> RawFd {
+        self.file.dir_fd()
     }
 
     /// The event that says some client has input left from its last turn.
@@ -237,8 +271,9 @@ impl ApiServer {
     }
 
     /// Accepts every pending connection, greets it, and returns the new
-    /// client fds to watch.
-    pub fn accept(&mut self) -> Vec<RawFd> {
+    /// client fds to watch, and whether to stop watching the listener for
+    /// [`ACCEPT_BACKOFF`] (accept ran out of descriptors or memory).
+    pub fn accept(&mut self) -> (Vec<RawFd>, bool) {
         let mut fds = Vec::new();
         loop {
             match self.listener.accept() {
@@ -254,6 +289,7 @@ impl ApiServer {
                         continue;
                     }
                     let fd = stream.as_raw_fd();
+                    let now = Instant::now();
                     let id = ClientId(self.next_id);
                     self.next_id += 1;
                     log::debug!("control socket: client {} connected", id.0);
@@ -265,6 +301,8 @@ impl ApiServer {
                         eof: false,
                         outbox: VecDeque::new(),
                         negotiated: false,
+                        connected: now,
+                        heard: now,
                     };
                     c.queue(&protocol::greeting());
                     let _ = c.flush();
@@ -274,12 +312,42 @@ impl ApiServer {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("control socket: accept failed: {e}");
-                    break;
+                    let starved =
+                        matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+                    crate::warn_limited!(
+                        "control socket accept failed",
+                        "control socket: accept failed: {e}{}",
+                        if starved { "; not accepting for a while" } else { "" }
+                    );
+                    return (fds, starved);
                 }
             }
         }
-        fds
+        (fds, false)
+    }
+
+    /// Clients to close now (at `now`): not negotiated within
+    /// [`NEGOTIATION_DEADLINE`], or silent for `idle` (zero: never). Each
+    /// is told why; the caller stops watching its fd, then drops it.
+    pub fn sweep(&mut self, now: Instant, idle: Duration) -> Vec<RawFd> {
+        let mut out = Vec::new();
+        for (fd, c) in &mut self.clients {
+            let why = if !c.negotiated && now.duration_since(c.connected) >= NEGOTIATION_DEADLINE {
+                format!(
+                    "no capabilities negotiation within {} s of connecting: closing",
+                    NEGOTIATION_DEADLINE.as_secs()
+                )
+            } else if !idle.is_zero() && now.duration_since(c.heard) >= idle {
+                format!("nothing sent for {} s (--api-idle-timeout): closing", idle.as_secs())
+            } else {
+                continue;
+            };
+            log::info!("control socket: client {}: {why}", c.id.0);
+            c.queue(&protocol::reply_err(&QmpError::generic(why), None));
+            let _ = c.flush();
+            out.push(*fd);
+        }
+        out
     }
 
     /// Client `fd`'s turn: handles its left-over input, then reads (at
@@ -300,6 +368,7 @@ impl ApiServer {
                 Ok(0) => c.eof = true,
                 Ok(n) => {
                     read += n;
+                    c.heard = Instant::now();
                     c.input.extend_from_slice(&buf[..n]);
                     c.take_messages(&mut budget, &mut out.requests);
                 }
@@ -403,8 +472,12 @@ pub enum SendOutcome {
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_file(&self.path) {
-            log::warn!("cannot remove the control socket {}: {e}", self.path.display());
+        if !self.file.remove() {
+            log::warn!(
+                "the control socket {} was not removed: the path no longer names the socket this VMM created \
+                 (removed or taken over by someone else)",
+                self.path.display()
+            );
         }
     }
 }
@@ -458,7 +531,7 @@ mod tests {
         let path = scratch("flow");
         let mut server = ApiServer::bind(&path).unwrap();
         let mut client = UnixStream::connect(&path).unwrap();
-        assert_eq!(server.accept().len(), 1);
+        assert_eq!(server.accept().0.len(), 1);
         let mut reader = BufReader::new(client.try_clone().unwrap());
         let mut line = String::new();
         reader.read_line(&mut line).unwrap();
@@ -569,5 +642,99 @@ mod tests {
         assert_eq!(closed, vec![fds[0]], "the client that never read is dropped, the other is not");
         assert_eq!(server.client_count(), 1);
         drop(slow);
+    }
+
+    #[test]
+    fn un_negotiated_clients_are_closed_at_their_deadline() {
+        let path = scratch("deadline");
+        let mut server = ApiServer::bind(&path).unwrap();
+        let _lazy = UnixStream::connect(&path).unwrap();
+        let mut busy = UnixStream::connect(&path).unwrap();
+        let (fds, starved) = server.accept();
+        assert_eq!((fds.len(), starved), (2, false));
+        busy.write_all(br#"{"execute":"qmp_capabilities"}"#).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        pump(&mut server);
+        let now = Instant::now();
+        assert!(server.sweep(now, Duration::ZERO).is_empty(), "nobody is late yet");
+        let late = server.sweep(now + NEGOTIATION_DEADLINE, Duration::ZERO);
+        assert_eq!(late, vec![fds[0]], "only the client that never negotiated");
+        let idle = server.sweep(now + Duration::from_secs(3600), Duration::from_secs(60));
+        assert_eq!(idle.len(), 2, "with an idle limit, both");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 24, ..Default::default() })]
+
+        /// Several clients send anything, interleaved, some negotiated:
+        /// the server never panics, every client reads only whole JSON
+        /// lines within the reply bound, and the clients that are left
+        /// are served.
+        #[test]
+        fn several_clients_sending_anything_get_only_json_lines(
+            sends in proptest::collection::vec(
+                (0usize..4, proptest::prelude::any::<bool>(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400)),
+                1..32,
+            ),
+        ) {
+            let path = std::env::temp_dir().join(format!(
+                "rtswitch-api-multi-{}-{:?}.sock",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_file(&path);
+            let mut server = ApiServer::bind(&path).unwrap();
+            let mut clients: Vec<UnixStream> = (0..4).map(|_| UnixStream::connect(&path).unwrap()).collect();
+            server.accept();
+            for c in &clients {
+                c.set_nonblocking(true).unwrap();
+            }
+            let mut got: Vec<Vec<u8>> = vec![Vec::new(); 4];
+            let drain = |clients: &mut Vec<UnixStream>, got: &mut Vec<Vec<u8>>| {
+                for (c, g) in clients.iter_mut().zip(got.iter_mut()) {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n) = c.read(&mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        g.extend_from_slice(&buf[..n]);
+                    }
+                }
+            };
+            for (i, negotiate, bytes) in &sends {
+                let mut msg = Vec::new();
+                if *negotiate {
+                    msg.extend_from_slice(b"\x01{\"execute\":\"qmp_capabilities\"}{\"execute\":\"query-version\"}");
+                }
+                msg.extend_from_slice(bytes);
+                let _ = clients[*i].write(&msg);
+                for _ in 0..4 {
+                    let fds: Vec<RawFd> = server.clients.keys().copied().collect();
+                    for fd in fds {
+                        if server.read(fd).closed {
+                            server.drop_client(fd);
+                        }
+                    }
+                    for (fd, out) in server.take_backlog() {
+                        if out.closed {
+                            server.drop_client(fd);
+                        }
+                    }
+                }
+                drain(&mut clients, &mut got);
+            }
+            proptest::prop_assert!(server.client_count() <= 4);
+            for g in &got {
+                let text = String::from_utf8_lossy(g);
+                for line in text.split_inclusive('\n') {
+                    if !line.ends_with('\n') {
+                        continue; // cut by the last read
+                    }
+                    proptest::prop_assert!(line.len() <= protocol::MAX_REPLY_BYTES + 2);
+                    let v: Result<serde_json::Value, _> = serde_json::from_str(line.trim_end());
+                    proptest::prop_assert!(v.is_ok(), "not JSON: {line:?}");
+                }
+            }
+        }
     }
 }

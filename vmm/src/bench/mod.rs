@@ -35,6 +35,7 @@ pub mod latency;
 pub mod plots;
 pub mod progress;
 pub mod repeat;
+pub mod scratch;
 pub mod switching;
 pub mod table;
 pub mod throughput;
@@ -574,6 +575,14 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         eprintln!("rtswitch bench: error: {e}");
         return ExitCode::BadArguments;
     }
+    // Removed when the suite returns.
+    let _scratch = match scratch::create() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("rtswitch bench: error: cannot create a scratch directory: {e}");
+            return ExitCode::VmmError;
+        }
+    };
     if let Err(e) = crate::signals::catch_interrupts() {
         eprintln!("rtswitch bench: warning: cannot catch Ctrl-C ({e}); it will stop the suite without a table");
     }
@@ -592,7 +601,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let started_unix_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let bar = Progress::new(total_est);
     let est = |f: Family| steps.iter().find(|s| s.0 == f).map_or(1.0, |s| s.1);
-    let tmp = |what: &str| std::env::temp_dir().join(format!("rtswitch-bench-{}-{what}.json", std::process::id()));
+    let tmp = |what: &str| scratch::path(&format!("{what}.json"));
     let said = std::cell::Cell::new(false);
     let say_interrupted = || {
         if interrupted() && !said.replace(true) {
@@ -801,7 +810,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     if let Some(path) = &args.json {
         let written = serde_json::to_string_pretty(&suite)
             .map_err(|e| e.to_string())
-            .and_then(|t| std::fs::write(path, t + "\n").map_err(|e| e.to_string()));
+            .and_then(|t| crate::outfile::write_atomic(path, (t + "\n").as_bytes()).map_err(|e| e.to_string()));
         if let Err(e) = written {
             outputs.errors.push(format!(
                 "cannot write --json file {}: {e}; check that its directory exists and is writable",
@@ -1111,7 +1120,7 @@ pub fn write_outputs(s: &Suite, dir: &Path) -> Outputs {
     let mut o = Outputs::default();
     let write = |name: &str, text: Result<String, String>, o: &mut Outputs| {
         let path = dir.join(name);
-        match text.and_then(|t| std::fs::write(&path, t).map_err(|e| e.to_string())) {
+        match text.and_then(|t| crate::outfile::write_atomic(&path, t.as_bytes()).map_err(|e| e.to_string())) {
             Ok(()) => {
                 if name.ends_with(".svg") {
                     o.plots.push(path);

@@ -118,8 +118,7 @@ impl Phase {
 }
 
 fn start_vm(cfg: &PhaseConfig) -> Result<(ChildVm, Session), SwitchBenchError> {
-    let sock =
-        std::env::temp_dir().join(format!("rtswitch-bench-{}-{}-{}.sock", cfg.load, cfg.vcpus, std::process::id()));
+    let sock = super::scratch::path(&format!("switch-{}-{}.sock", cfg.load, cfg.vcpus));
     let mut vm_args: Vec<String> = ["--load", cfg.load, "--vcpus"].iter().map(|s| s.to_string()).collect();
     vm_args.push(cfg.vcpus.to_string());
     vm_args.extend(["--switch-timeout-ms".to_string(), SWITCH_TIMEOUT_MS.to_string()]);

@@ -74,7 +74,7 @@ fn measure(
     spinning: bool,
     run: &mut ThroughputRun,
 ) -> Result<(), SwitchBenchError> {
-    let sock = std::env::temp_dir().join(format!("rtswitch-bench-tput-{mode}-{spinning}-{}.sock", std::process::id()));
+    let sock = super::scratch::path(&format!("tput-{mode}-{spinning}.sock"));
     let mut args: Vec<String> = ["--mode", mode, "--load", "locks"].iter().map(|s| s.to_string()).collect();
     args.extend(["--vcpus".into(), cfg.vcpus.to_string(), "--cs-us".into(), cfg.cs_us.to_string()]);
     args.extend(["--load-threads".into(), cfg.load_threads.to_string()]);

@@ -36,7 +36,8 @@ pub enum Hypercall {
     StopAbove(u32),
 }
 
-/// A guest panic as the VMM reports it.
+/// A guest panic as the VMM reports it. `file` and `message` are the
+/// guest's bytes escaped (`guest_text`): they print as one inert line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestPanic {
     pub cpu: u32,
@@ -146,7 +147,8 @@ fn read_panic(mem: &GuestMemory, cpu: u32, addr: u64) -> GuestPanic {
     }
     let text = |bytes: &[u8], len: u32| -> String {
         let n = (len as usize).min(bytes.len());
-        let mut s = String::from_utf8_lossy(&bytes[..n]).into_owned();
+        // Escaped here, where it leaves guest memory (`guest_text`).
+        let mut s = crate::guest_text::escape(&bytes[..n]);
         if len as usize > bytes.len() {
             s.push_str(" (record length too large; truncated)");
         }

@@ -114,15 +114,26 @@ pub fn render(cpus: &[CpuRow], h: &Header) -> String {
     o
 }
 
-/// `uname -n`: the host the VM ran on. Read from procfs, not with
-/// `uname(2)`: the control thread's seccomp filter allows opening and
-/// reading files (it writes the reports) but not `uname`.
+/// `uname -n`: the host the VM ran on, read once from procfs. `rtswitch
+/// run` reads it before its sandbox goes in ([`read_host_facts`]): the
+/// control thread may open no file afterwards (nor call `uname`).
 fn nodename() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim_end().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
+    NODENAME
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|s| s.trim_end().to_string())
+                .ok()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "unknown".to_string())
+        })
+        .clone()
+}
+
+static NODENAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Reads what the file needs from the host now (before the sandbox).
+pub fn read_host_facts() {
+    let _ = nodename();
 }
 
 /// cyclictest's time format (`%a, %d %b %Y %H:%M:%S %z`), in UTC.

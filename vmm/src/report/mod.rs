@@ -54,9 +54,15 @@ pub enum ReportError {
     Json(#[from] serde_json::Error),
 }
 
-/// Writes `text` to `path` for the `what` option.
+/// Writes `text` to `path` for the `what` option: through its file
+/// prepared before the sandbox, or a new temporary file renamed over it
+/// (`outfile`).
 pub fn write_file(what: &'static str, path: &Path, text: &str) -> Result<(), ReportError> {
-    std::fs::write(path, text).map_err(|err| ReportError::Write { what, path: path.display().to_string(), err })
+    crate::outfile::write(path, text.as_bytes()).map_err(|err| ReportError::Write {
+        what,
+        path: path.display().to_string(),
+        err,
+    })
 }
 
 /// Draws the `--plot` file: its SVG text. The plotting code sits above

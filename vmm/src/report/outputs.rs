@@ -15,17 +15,20 @@
 //! - `all`: `FILE` itself, every `Mode` epoch of both modes merged.
 //!
 //! **Path check.** Before the VM boots, every file the options may write
-//! (for `per-mode`, `FILE` and both per-mode names) is checked: its
-//! directory exists, it is not a directory, and it can be opened for
-//! writing. A file that does not exist yet is created for the check and
-//! removed at once, so a run that ends early leaves no empty file behind;
-//! an existing file is opened without truncation and left as it was. The
-//! files are written only at the end of the run. `--plot` must end in
+//! (for `per-mode`, `FILE` and the per-mode names of `mainline`, `rt` and
+//! the profiles known at the start) is checked: its directory exists, it
+//! is not a directory, and a file can be created beside it. `rtswitch run`
+//! then keeps that file ([`prepare`]): a temporary file in the target's
+//! directory, opened before the sandbox goes in and renamed over the target
+//! at the end of the run (`crate::outfile`); the target's name itself is
+//! never created, opened or removed before then, so nothing planted there
+//! is followed or truncated, and a run that ends early leaves the target
+//! as it was. A per-mode file of a profile first reached later (a client's
+//! `set-mode`) cannot be written under the sandbox: the run says so. `--plot` must end in
 //! `.svg` (the only format drawn). `--histogram` needs 1 µs buckets (its
 //! row index is the latency in µs): it is refused with `--bucket-us` > 1.
 
 use std::collections::BTreeSet;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use switcher::profile::Profile;
@@ -174,9 +177,23 @@ fn candidates(base: &Path, mode: HistogramMode, known: &[Profile]) -> Vec<PathBu
     }
 }
 
-/// Checks every output path before the VM boots (see the module comment);
-/// `bucket_us` is the run's histogram bucket width (`--bucket-us`).
-pub fn check(out: &OutputFiles, bucket_us: u32) -> Result<(), OutputError> {
+/// Checks every output path before the VM boots and prepares its file
+/// (`outfile::prepare`: the module comment): what `rtswitch run` calls.
+pub fn prepare(out: &OutputFiles, bucket_us: u32) -> Result<(), OutputError> {
+    for (option, path) in check(out, bucket_us)? {
+        crate::outfile::prepare(&path).map_err(|err| OutputError::NotWritable {
+            option,
+            path: path.display().to_string(),
+            err,
+        })?;
+    }
+    Ok(())
+}
+
+/// Checks every output path (see the module comment), leaving nothing
+/// behind; returns each with its option. `bucket_us` is the run's
+/// histogram bucket width (`--bucket-us`).
+pub fn check(out: &OutputFiles, bucket_us: u32) -> Result<Vec<(&'static str, PathBuf)>, OutputError> {
     if let Some(p) = &out.histogram
         && bucket_us > 1
     {
@@ -209,12 +226,13 @@ pub fn check(out: &OutputFiles, bucket_us: u32) -> Result<(), OutputError> {
     for (option, path) in &unique {
         probe(option, path)?;
     }
-    Ok(())
+    Ok(unique.into_iter().collect())
 }
 
-/// Whether `path` can be written, leaving no file behind that was not
-/// there (`option` names the path in the error). Also `rtswitch bench`'s
-/// check of its `--out` files and `--json`.
+/// Whether `path` can be written: a temporary file can be created beside
+/// it (then removed); the name itself is not touched (`option` names the
+/// path in the error). Also `rtswitch bench`'s check of its `--out` files
+/// and `--json`.
 pub fn probe(option: &'static str, path: &Path) -> Result<(), OutputError> {
     let shown = path.display().to_string();
     if path.is_dir() {
@@ -227,24 +245,7 @@ pub fn probe(option: &'static str, path: &Path) -> Result<(), OutputError> {
     if !dir.is_dir() {
         return Err(OutputError::NoDirectory { option, path: shown, dir: dir.display().to_string() });
     }
-    if path.exists() {
-        // Opened without truncation: the file is left as it is.
-        OpenOptions::new().write(true).open(path).map(drop).map_err(|err| OutputError::NotWritable {
-            option,
-            path: shown,
-            err,
-        })
-    } else {
-        OpenOptions::new().write(true).create_new(true).open(path).map_err(|err| OutputError::NotWritable {
-            option,
-            path: shown.clone(),
-            err,
-        })?;
-        if let Err(e) = std::fs::remove_file(path) {
-            log::warn!("{option} {shown}: cannot remove the file created to check the path: {e}");
-        }
-        Ok(())
-    }
+    crate::outfile::Pending::create(path).map(drop).map_err(|err| OutputError::NotWritable { option, path: shown, err })
 }
 
 #[cfg(test)]

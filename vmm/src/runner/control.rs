@@ -19,16 +19,23 @@
 //! rather than sent. No command here blocks the loop beyond the switch's
 //! own bounded phases (`x-pause-resume` waits at most the vCPU stop
 //! deadline).
+//!
+//! Two timers of its own: the sweep (once a second: closes clients that
+//! did not negotiate in time or stayed silent past `--api-idle-timeout`,
+//! `ApiServer::sweep`), and the accept back-off (the listener is not
+//! watched while it runs, after `accept` ran out of descriptors).
 
-use std::os::fd::RawFd;
-use std::time::SystemTime;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant, SystemTime};
 
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use serde_json::{Value, json};
 use switcher::abi::{self, LockRegistry};
 use switcher::profile::Profile;
+use vmm_sys_util::timerfd::TimerFd;
 
 use super::error::RunError;
+use super::fds::timer;
 use super::lifecycle::State;
 use super::mailbox::Mailbox;
 use super::shared::Shared;
@@ -37,7 +44,7 @@ use super::switching::{SwitchHandle, after_switch};
 use crate::api::protocol::{
     self, COMMANDS, Command, MAX_REPLY_BYTES, Page, QmpError, Request, ShutdownCause, SiteCounts,
 };
-use crate::api::server::{ApiServer, ClientId, ReadOutcome, SendOutcome};
+use crate::api::server::{ACCEPT_BACKOFF, ApiServer, ClientId, ReadOutcome, SendOutcome};
 use crate::report::json::Detail;
 use crate::report::{self, Measurement};
 use crate::switch::{Cancel, Finished, Origin};
@@ -68,7 +75,16 @@ pub struct ControlSocket {
     ends: Mailbox<Finished>,
     switching: SwitchHandle,
     shutdown: ShutdownHandle,
+    /// Once a second: `ApiServer::sweep`.
+    sweep: TimerFd,
+    /// Armed while the listener is not watched (accept back-off).
+    backoff: TimerFd,
+    /// `--api-idle-timeout` (zero: never).
+    idle: Duration,
 }
+
+/// How often clients are checked for their deadlines.
+const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
 impl ControlSocket {
     /// Serves `api`; every switch that ends from now on is reported here.
@@ -77,21 +93,48 @@ impl ControlSocket {
         api: ApiServer,
         switching: SwitchHandle,
         shutdown: ShutdownHandle,
+        idle: Duration,
     ) -> Result<Self, RunError> {
         let ends = Mailbox::new().map_err(|e| RunError::Host("eventfd", e))?;
         switching.borrow_mut().report_ends_to(ends.sender());
-        Ok(Self { run: run.clone(), api, waiters: Vec::new(), ends, switching, shutdown })
+        let sweep = timer(Some(SWEEP_PERIOD), Some(SWEEP_PERIOD))?;
+        let backoff = timer(None, None)?;
+        Ok(Self { run: run.clone(), api, waiters: Vec::new(), ends, switching, shutdown, sweep, backoff, idle })
+    }
+
+    /// The sweep timer fired: close the clients past their deadlines.
+    fn on_sweep(&mut self, ops: &mut EventOps) {
+        let _ = self.sweep.wait();
+        for fd in self.api.sweep(Instant::now(), self.idle) {
+            forget(&mut self.api, ops, fd);
+        }
+    }
+
+    /// `accept` ran out of descriptors: stop watching the listener for a while.
+    fn back_off(&mut self, ops: &mut EventOps) {
+        if let Err(e) = ops.remove(Events::empty_raw(self.api.listener_fd())) {
+            log::debug!("control socket: cannot unwatch the listener: {e:?}");
+            return;
+        }
+        if let Err(e) = self.backoff.reset(ACCEPT_BACKOFF, None) {
+            log::error!("control socket: cannot arm the accept back-off ({e}); watching the listener again");
+            super::fds::watch_all(ops, [self.api.listener_fd()]);
+        }
     }
 
     /// Listener or client socket activity.
     fn on_api_event(&mut self, fd: RawFd, set: EventSet, ops: &mut EventOps) {
         let api = &mut self.api;
         if fd == api.listener_fd() {
-            for client_fd in api.accept() {
+            let (fds, starved) = api.accept();
+            for client_fd in fds {
                 if let Err(e) = ops.add(Events::new_raw(client_fd, EventSet::IN | EventSet::READ_HANG_UP)) {
                     log::warn!("control socket: cannot watch a client: {e:?}");
                     api.drop_client(client_fd);
                 }
+            }
+            if starved {
+                self.back_off(ops);
             }
             return;
         }
@@ -426,13 +469,27 @@ impl MutEventSubscriber for ControlSocket {
             for f in self.ends.take() {
                 self.on_switch_finished(f, ops);
             }
+        } else if fd == self.sweep.as_raw_fd() {
+            self.on_sweep(ops);
+        } else if fd == self.backoff.as_raw_fd() {
+            let _ = self.backoff.wait();
+            super::fds::watch_all(ops, [self.api.listener_fd()]);
         } else {
             self.on_api_event(fd, events.event_set(), ops);
         }
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        super::fds::watch_all(ops, [self.api.listener_fd(), self.api.backlog_fd(), self.ends.fd()]);
+        super::fds::watch_all(
+            ops,
+            [
+                self.api.listener_fd(),
+                self.api.backlog_fd(),
+                self.ends.fd(),
+                self.sweep.as_raw_fd(),
+                self.backoff.as_raw_fd(),
+            ],
+        );
     }
 }
 

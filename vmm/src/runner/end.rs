@@ -55,6 +55,7 @@ fn outcome_text(run: &Run, outcome: &Outcome, ran: f64, grace: Duration) -> Stri
 pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
     let EndInputs { config, switching, watchdog, irq_load } = inputs;
     let ran = run.started.elapsed().as_secs_f64();
+    crate::ratelimit::flush(true);
     let outcome = run.life.borrow().outcome().cloned().unwrap_or(Outcome::Forced);
     let ready_at = run.life.borrow().ready_at();
     let grace = config.shutdown_timeout;
@@ -78,6 +79,9 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
             reg.held,
             reg.waiters
         ));
+    }
+    if let Some(line) = run.console.dropped_line() {
+        run.say(&line);
     }
     let shim = crate::vstate::shim_stats::ShimEntries::read(&run.mem, run.cpu_count);
     run.say(&shim.to_string());

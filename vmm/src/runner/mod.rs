@@ -52,7 +52,6 @@ use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::mpsc::channel;
 use std::time::Instant;
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
@@ -105,13 +104,16 @@ mod vcpu_events;
 
 /// Runs the guest described by `config`; prints its outcome.
 pub fn run(config: RunConfig, started: Instant) -> ExitCode {
-    match try_run(&config, started) {
+    let code = match try_run(&config, started) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("rtswitch: error: {e}");
+            crate::logging::stderr_line(&format!("rtswitch: error: {e}"));
             e.exit_code()
         }
-    }
+    };
+    // Output files prepared and not written (a run that failed early).
+    crate::outfile::discard_all();
+    code
 }
 
 fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
@@ -137,14 +139,14 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let text = memory::Text(&mem);
     let plan = sites.plan(&text, Profile::MAINLINE, config.mode)?;
     let rewritten = plan.apply(&text)?;
-    eprintln!(
+    crate::logging::stderr_line(&format!(
         "rtswitch: mode {}: {} call sites ({}) verified, {rewritten} patched",
         config.mode.name(),
         sites.len(),
         crate::api::protocol::SiteCounts::of(&sites).by_dimension(),
-    );
+    ));
 
-    let console = Arc::new(Console::new(&config.serial)?);
+    let console = Arc::new(Console::new(&config.serial, config.console_limit)?);
     let mut vm = vm::create(kvm, &mem, config.vcpus, kernel.entry, kernel.text.clone())?;
     let irq_load = match config.irq_load {
         Some(l) => Some(Rc::new(RefCell::new(IrqInjector::new(&vm.fd, config.vcpus, l.rate_hz)?))),
@@ -168,7 +170,10 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let api = match &config.api_sock {
         Some(path) => {
             let server = ApiServer::bind(path)?;
-            eprintln!("rtswitch: control socket at {} (QMP)", path.display());
+            // A forced exit (a second signal the loop did not answer)
+            // removes the socket too, if it is still ours.
+            signals::on_forced_exit(crate::api::sockfile::remove_from_signal);
+            crate::logging::stderr_line(&format!("rtswitch: control socket at {} (QMP)", path.display()));
             Some(server)
         }
         None => None,
@@ -180,25 +185,34 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     vcpu::register_kick_handler()
         .map_err(|e| RunError::Host("vCPU kick signal handler", std::io::Error::from_raw_os_error(e.errno())))?;
     let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(|e| RunError::Host("eventfd", e))?);
-    let sandbox = Arc::new(Sandbox::new(config.seccomp)?);
-    let (tx, rx) = channel();
+    // Every file the run writes is open by now (`outfile`), and the socket
+    // bound: the sandbox names their directories and the listener.
+    let allowed = seccomp::Allowed {
+        output_dirs: crate::outfile::dir_fds(),
+        socket_dir: api.as_ref().map(ApiServer::socket_dir_fd),
+        listener: api.as_ref().map(ApiServer::listener_fd),
+    };
+    crate::panic_exit::install();
+    // What the reports read from the host, read while files may be opened.
+    crate::report::cyclictest_json::read_host_facts();
+    let sandbox = Arc::new(Sandbox::new(config.seccomp, &allowed)?);
+    console.start(sandbox.clone())?;
+    let (producers, events) = crate::vstate::events::queue(config.vcpus, wake.clone());
     let gate = Arc::new(HoldGate::new());
     let mut mmio = Bus::new();
     mmio.insert(abi::DOORBELL_ADDR, DOORBELL_SIZE, Arc::new(Doorbell::new(mem.clone(), console.clone())))?;
     let mmio = Arc::new(mmio);
     let mut handles = Vec::with_capacity(vm.vcpus.len());
-    for (cpu, fd) in vm.vcpus.drain(..).enumerate() {
+    for ((cpu, fd), events) in vm.vcpus.drain(..).enumerate().zip(producers) {
         let ctx = VcpuContext {
             mmio: mmio.clone(),
-            events: tx.clone(),
-            wake: wake.clone(),
+            events,
             gate: gate.clone(),
             text: kernel.text.clone(),
             sandbox: sandbox.clone(),
         };
         handles.push(vcpu::spawn(cpu as u32, fd, ctx).map_err(|e| RunError::Host("spawning a vCPU thread", e))?);
     }
-    drop(tx);
     let boot_started = Instant::now();
 
     let run = Run::new(Machine {
@@ -214,12 +228,13 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let shutdown = Shutdown::new(&run, signal_evt, config.duration, config.shutdown_timeout)?;
     let every = config.switch_every.map(|period| SwitchEvery { period, to: config.switch_to });
     let switching = Switching::new(&run, coordinator, every, &config.workload)?;
-    let channel = VcpuChannel { events: rx, wake, started: boot_started };
+    let channel = VcpuChannel { events, started: boot_started, stop_above: config.workload.stop_above_us > 0 };
     let printer = StatusPrinter::new(config.output.quiet, std::io::stderr().is_terminal(), config.duration);
     let status = Rc::new(RefCell::new(Status::new(&run, printer, Watchdog::new(config.vcpus, config.watchdog))?));
     let control = match api {
         Some(server) => {
-            Some(Rc::new(RefCell::new(ControlSocket::new(&run, server, switching.clone(), shutdown.clone())?)))
+            let c = ControlSocket::new(&run, server, switching.clone(), shutdown.clone(), config.api_idle_timeout)?;
+            Some(Rc::new(RefCell::new(c)))
         }
         None => None,
     };
@@ -239,10 +254,11 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     // Setup is over: from here on the control thread makes only the calls
     // its filter allows (`seccomp`).
     sandbox.enter(seccomp::Thread::Control)?;
+    crate::outfile::seal();
     while !run.life.borrow().exited() {
         em.run().map_err(|e| RunError::EventLoop(e.to_string()))?;
     }
-    run.stop_vcpus();
+    run.stop_vcpus(config.vcpu_stop_timeout.max(VCPU_JOIN_MIN));
     let cause = run.life.borrow().shutdown_cause();
     if let Some(c) = &control {
         c.borrow_mut().announce_shutdown(cause);
@@ -252,6 +268,11 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let irq_load = irq_load.map(|d| d.borrow().counts());
     Ok(end::report(&run, EndInputs { config, switching: &switching, watchdog: status.watchdog(), irq_load }))
 }
+
+/// The least time the end of a run waits for the vCPU threads to end
+/// (`--vcpu-stop-timeout` when longer): a kicked thread leaves KVM_RUN in
+/// microseconds; this is for a host under load.
+const VCPU_JOIN_MIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where the telemetry region lives in guest memory.
 #[derive(Clone, Copy, Debug)]

@@ -133,14 +133,28 @@ impl Run {
         if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
     }
 
-    /// Stops every vCPU thread and joins it.
-    pub fn stop_vcpus(&self) {
+    /// Stops every vCPU thread and joins it, waiting at most `limit`
+    /// in all: a thread that has not ended by then (stuck in the kernel,
+    /// say) is named and left to end with the process, so the report
+    /// still comes.
+    pub fn stop_vcpus(&self, limit: std::time::Duration) {
         let mut vcpus = self.vcpus.borrow_mut();
         for v in vcpus.iter() {
             v.kick_stop();
         }
+        let deadline = Instant::now() + limit;
+        let mut stuck = Vec::new();
         for v in vcpus.iter_mut() {
-            v.join();
+            if !v.join_until(deadline) {
+                stuck.push(format!("vcpu{}", v.cpu));
+            }
+        }
+        if !stuck.is_empty() {
+            self.say(&format!(
+                "warning: {} did not stop within {:.1} s of being asked; the report goes on without them",
+                stuck.join(", "),
+                limit.as_secs_f64()
+            ));
         }
     }
 }

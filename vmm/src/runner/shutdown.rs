@@ -80,7 +80,10 @@ impl MutEventSubscriber for Shutdown {
         let fd = events.fd();
         if fd == self.signal.as_raw_fd() {
             let _ = self.signal.read();
-            if self.run.life.borrow().shutdown().is_some() {
+            // The handler's count, not the eventfd's: two signals before
+            // this turn are two.
+            if crate::signals::received() >= 2 || self.run.life.borrow().shutdown().is_some() {
+                crate::signals::disarm_forced_exit();
                 self.run.say("second signal: stopping the guest now");
                 self.run.end(Outcome::Forced);
             } else {

@@ -75,9 +75,12 @@ impl Status {
         let Some(w) = m.workload.as_ref().filter(|w| w.running) else { return };
         let rows = m.per_cpu_whole_run();
         let (samples, missed): (u64, u64) =
-            rows.iter().map(|r| (r.figures.samples, r.figures.missed)).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-        let steal_ns = rows.iter().map(|r| r.figures.steal_ns).sum::<u64>();
-        if samples + missed < 20 {
+            // Guest-supplied counts: saturating, never wrapping (or panicking).
+            rows.iter()
+                .map(|r| (r.figures.samples, r.figures.missed))
+                .fold((0u64, 0u64), |a, b| (a.0.saturating_add(b.0), a.1.saturating_add(b.1)));
+        let steal_ns = rows.iter().fold(0u64, |a, r| a.saturating_add(r.figures.steal_ns));
+        if samples.saturating_add(missed) < 20 {
             return;
         }
         self.keepup_warned = true;
@@ -113,8 +116,8 @@ pub struct Keepup {
 /// long as the period (preemption off throughout), host steal time (a
 /// quarter of the vCPUs' time or more), or else the host's timer path.
 pub fn keepup_warning(k: &Keepup) -> Option<String> {
-    let periods = k.samples + k.missed;
-    if periods == 0 || k.missed * 4 <= periods {
+    let periods = k.samples.saturating_add(k.missed);
+    if periods == 0 || k.missed.saturating_mul(4) <= periods {
         return None;
     }
     // The vCPUs' time over the periods so far (every CPU's periods).
@@ -152,6 +155,8 @@ pub fn keepup_warning(k: &Keepup) -> Option<String> {
 impl MutEventSubscriber for Status {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
         let _ = self.timer.wait();
+        // The counts of rate-limited warnings whose window closed.
+        crate::ratelimit::flush(false);
         self.tick();
     }
 

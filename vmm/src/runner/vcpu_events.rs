@@ -1,17 +1,23 @@
-//! Events from the vCPU threads: each thread sends a [`VcpuEvent`] on the
-//! channel and writes the wake EventFd; this subscriber drains the channel
-//! on each wake-up. Hypercalls (CPU online, ready, exit, panic,
-//! `--stop-above`, HC_SWITCH for the switch subscriber), faults, and vCPU
-//! threads that finished.
+//! Events from the vCPU threads: each thread queues a [`VcpuEvent`]
+//! (`vstate::events`, bounded per vCPU) and writes the wake EventFd; this
+//! subscriber takes at most [`EVENTS_PER_TURN`] of them per wake-up and,
+//! when more wait, wakes itself again, so a guest that rings its doorbells
+//! as fast as it can never holds the loop from its timers, signals and
+//! clients. Hypercalls (CPU online, ready, exit, panic, `--stop-above`,
+//! HC_SWITCH for the switch subscriber), faults, and vCPU threads that
+//! finished.
+//!
+//! What a guest can repeat at will costs the VMM a bounded amount: the
+//! warnings are rate-limited (`ratelimit`), notifications a vCPU's share
+//! of the queue cannot hold are counted and said (rate-limited), and the
+//! `STOP_ABOVE` doorbell is acted on only with `--stop-above`, once (one
+//! telemetry read, whatever the guest rings after).
 
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use switcher::abi::{self, GuestStatus};
-use vmm_sys_util::eventfd::EventFd;
 
 use super::lifecycle::Outcome;
 use super::shared::Shared;
@@ -21,15 +27,21 @@ use crate::api::protocol::ShutdownCause;
 use crate::devices::hypercall::Hypercall;
 use crate::host_speed;
 use crate::report::{self, GuestInfo};
+use crate::vstate::events::Consumer;
 use crate::vstate::memory;
 use crate::vstate::vcpu::VcpuEvent;
+use crate::warn_limited;
 
-/// The vCPU threads' side of the channel, as `try_run` hands it over.
+/// Events handled per turn of the loop; the rest wait for the next turn.
+pub const EVENTS_PER_TURN: usize = 64;
+
+/// The vCPU threads' side of the queue, as `try_run` hands it over.
 pub struct VcpuChannel {
-    pub events: Receiver<VcpuEvent<Hypercall>>,
-    pub wake: Arc<EventFd>,
+    pub events: Consumer<Hypercall>,
     /// When the vCPU threads started.
     pub started: Instant,
+    /// `--stop-above` was given: the STOP_ABOVE doorbell means something.
+    pub stop_above: bool,
 }
 
 pub struct VcpuEvents {
@@ -38,11 +50,13 @@ pub struct VcpuEvents {
     finished_vcpus: u32,
     switching: SwitchHandle,
     shutdown: ShutdownHandle,
+    /// The STOP_ABOVE doorbell was acted on (it is, once).
+    stop_rung: bool,
 }
 
 impl VcpuEvents {
     pub fn new(run: &Shared, channel: VcpuChannel, switching: SwitchHandle, shutdown: ShutdownHandle) -> Self {
-        Self { run: run.clone(), channel, finished_vcpus: 0, switching, shutdown }
+        Self { run: run.clone(), channel, finished_vcpus: 0, switching, shutdown, stop_rung: false }
     }
 
     fn on_event(&mut self, event: VcpuEvent<Hypercall>) {
@@ -78,7 +92,8 @@ impl VcpuEvents {
         match call {
             Hypercall::CpuOnline(n) => {
                 if n >= run.cpu_count || n != cpu {
-                    log::warn!(
+                    warn_limited!(
+                        "vcpu reported another cpu online",
                         "vcpu{cpu} reported cpu {n} online; ignored (expected its own index below {})",
                         run.cpu_count
                     );
@@ -103,7 +118,7 @@ impl VcpuEvents {
     fn on_ready(&mut self, cpu: u32) {
         let run = &self.run;
         if run.life.borrow().ready_at().is_some() {
-            log::warn!("vcpu{cpu} reported ready again; ignored");
+            warn_limited!("vcpu reported ready again", "vcpu{cpu} reported ready again; ignored");
             return;
         }
         let online = run.guest.borrow().online_mask.count_ones();
@@ -129,15 +144,13 @@ impl VcpuEvents {
             Some(st) if st.magic == abi::ABI_MAGIC => {
                 let host = host_speed::host_ps_per_iteration();
                 run.say(&host_speed::describe(st.calib_ps_per_iter, host));
-                let version = &st.kernel_version
-                    [..st.kernel_version.iter().position(|&b| b == 0).unwrap_or(st.kernel_version.len())];
                 let mut guest = run.guest.borrow_mut();
                 guest.host_ps_per_iter = Some(host);
                 guest.info = Some(GuestInfo {
                     calib_ps_per_iter: st.calib_ps_per_iter,
                     calib_iterations: st.calib_iterations,
                     calib_tsc_ticks: st.calib_tsc_ticks,
-                    kernel_version: String::from_utf8_lossy(version).into_owned(),
+                    kernel_version: crate::guest_text::name(&st.kernel_version),
                 });
                 log::info!(
                     "guest calibration: {} iterations in {} TSC ticks at {} kHz",
@@ -151,10 +164,22 @@ impl VcpuEvents {
     }
 
     /// `--stop-above`: prints the cause of the sample that crossed the
-    /// threshold (the guest's stop report) and ends the run.
+    /// threshold (the guest's stop report) and ends the run. Acted on
+    /// once, and only with `--stop-above`.
     fn on_stop_above(&mut self, cpu: u32) {
         let run = &self.run;
-        if run.guest.borrow().stop.is_some() {
+        if !self.channel.stop_above {
+            warn_limited!(
+                "STOP_ABOVE without --stop-above",
+                "vcpu{cpu} rang the STOP_ABOVE doorbell, but this run has no --stop-above; ignored"
+            );
+            return;
+        }
+        if std::mem::replace(&mut self.stop_rung, true) {
+            warn_limited!(
+                "STOP_ABOVE again",
+                "vcpu{cpu} rang the STOP_ABOVE doorbell again; ignored (it is acted on once)"
+            );
             return;
         }
         run.harvest();
@@ -163,7 +188,7 @@ impl VcpuEvents {
             (telemetry.workload().map_or(0, |w| w.stop_above_us), telemetry.stop_report())
         };
         let Some(info) = info else {
-            log::warn!("vcpu{cpu} signalled --stop-above without a complete stop report; ignored");
+            log::warn!("vcpu{cpu} signalled --stop-above without a complete stop report; ignored (from now on too)");
             return;
         };
         let locks = crate::switch::locks::held_by(&run.mem, info.task_addr);
@@ -178,9 +203,29 @@ impl VcpuEvents {
 
 impl MutEventSubscriber for VcpuEvents {
     fn process(&mut self, _events: Events, _ops: &mut EventOps) {
-        let _ = self.channel.wake.read();
-        while let Ok(ev) = self.channel.events.try_recv() {
+        let _ = self.channel.events.wake().read();
+        let mut handled = 0;
+        while handled < EVENTS_PER_TURN {
+            let Some(ev) = self.channel.events.next() else { break };
             self.on_event(ev);
+            handled += 1;
+        }
+        if handled == EVENTS_PER_TURN {
+            // More may wait: the next turn takes them, after the others.
+            if let Err(e) = self.channel.events.wake().write(1) {
+                log::error!("cannot re-arm the vCPU event wake-up: {e}");
+            }
+        }
+        for cpu in 0..self.channel.events.vcpus() {
+            let dropped = self.channel.events.take_dropped(cpu);
+            if dropped > 0 {
+                warn_limited!(
+                    "doorbell notifications dropped",
+                    "vcpu{cpu}: {dropped} doorbell notification(s) dropped: the guest rings faster than the VMM \
+                     handles them (at most {} queued per vCPU)",
+                    crate::vstate::events::PER_VCPU
+                );
+            }
         }
         if self.finished_vcpus == self.run.cpu_count && !self.run.life.borrow().exited() {
             self.run.end(Outcome::VcpuFault { cpu: 0, what: "every vCPU stopped without the guest exiting".into() });
@@ -188,6 +233,6 @@ impl MutEventSubscriber for VcpuEvents {
     }
 
     fn init(&mut self, ops: &mut EventOps) {
-        super::fds::watch_all(ops, [self.channel.wake.as_raw_fd()]);
+        super::fds::watch_all(ops, [self.channel.events.wake().as_raw_fd()]);
     }
 }

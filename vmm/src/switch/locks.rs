@@ -53,9 +53,9 @@ impl fmt::Display for Owner {
     }
 }
 
+/// A lock or task name from guest memory, escaped (`guest_text`).
 fn name(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    crate::guest_text::name(bytes)
 }
 
 /// The task whose address is `addr`, from the task directory.

@@ -49,11 +49,6 @@ impl std::fmt::Display for InSwitchableCode {
     }
 }
 
-fn name(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 /// Checks every spawned task marked frozen is asleep; `Ok(n)` with the
 /// number of frozen tasks.
 pub fn check(mem: &GuestMemory) -> Result<usize, TaskCheckError> {
@@ -64,7 +59,7 @@ pub fn check(mem: &GuestMemory) -> Result<usize, TaskCheckError> {
         if entry.addr == 0 {
             continue;
         }
-        let bad = || TaskCheckError::BadAddress { slot, name: name(&entry.name), addr: entry.addr };
+        let bad = || TaskCheckError::BadAddress { slot, name: crate::guest_text::name(&entry.name), addr: entry.addr };
         let mut words = [0u8; task_word::LEN];
         mem.read_slice(&mut words, GuestAddress(entry.addr)).map_err(|_| bad())?;
         let state = u32::from(words[task_word::STATE as usize]);
@@ -82,7 +77,7 @@ pub fn check(mem: &GuestMemory) -> Result<usize, TaskCheckError> {
             (false, true) => "running",
             (false, false) => "runnable",
         };
-        return Err(TaskCheckError::FrozenNotAsleep { name: name(&entry.name), how });
+        return Err(TaskCheckError::FrozenNotAsleep { name: crate::guest_text::name(&entry.name), how });
     }
     Ok(checked)
 }

@@ -43,7 +43,7 @@ impl ShimEntries {
 
     /// Entries of `service` over all CPUs.
     pub fn total(&self, service: usize) -> u64 {
-        self.cpus.iter().map(|c| c.entries.get(service).copied().unwrap_or(0)).sum()
+        self.cpus.iter().fold(0u64, |a, c| a.saturating_add(c.entries.get(service).copied().unwrap_or(0)))
     }
 }
 

@@ -840,7 +840,7 @@ impl StopInfo {
         let trace = r.trace[..n]
             .iter()
             .map(|e| {
-                let name = printable(&e.task_name);
+                let name = crate::guest_text::name(&e.task_name);
                 let what = match e.kind {
                     trace_kind::SWITCH => format!("switch to '{name}' (prio {})", e.arg),
                     trace_kind::WAKE => format!("wake '{name}' (prio {})", e.arg),
@@ -861,7 +861,7 @@ impl StopInfo {
             irq_masked: r.irq_masked != 0,
             masked_ns: r.masked_ns,
             deadline_tsc: r.deadline_tsc,
-            task: printable(&r.task_name),
+            task: crate::guest_text::name(&r.task_name),
             task_addr: r.task_addr,
             trace,
         }
@@ -869,13 +869,8 @@ impl StopInfo {
 }
 
 /// A NUL-padded name as printable ASCII.
-fn printable(name: &[u8]) -> String {
-    let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-    name.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect()
-}
-
 fn decode_worst(w: &WorstSample) -> Worst {
-    let task = printable(&w.task_name[..TASK_NAME_LEN]);
+    let task = crate::guest_text::name(&w.task_name[..TASK_NAME_LEN]);
     Worst {
         steal_ns: w.steal_ns,
         masked_ns: w.masked_ns,

@@ -5,9 +5,12 @@
 //! MMIO bus (`bus`) maps at its address (the hypercall doorbell; console
 //! output among its calls), a write to the guest's text ends the run, and
 //! anything else is logged with its details. What the VMM must act on is
-//! sent to the control thread as a [`VcpuEvent`] over a channel, with an
-//! EventFd to wake its epoll loop. `E` is what the devices tell the control
-//! thread; this module names no device.
+//! sent to the control thread as a [`VcpuEvent`] over a queue bounded per
+//! vCPU (`events`: a device's notifications beyond its vCPU's share are
+//! dropped and counted), with an EventFd to wake its epoll loop. `E` is
+//! what the devices tell the control thread; this module names no device.
+//! A vCPU thread blocks SIGINT, SIGTERM and SIGALRM, so they reach the
+//! control thread (`signals`).
 //!
 //! ```text
 //!   Created --start--> Running --(exit hypercall, panic, triple fault,
@@ -25,15 +28,14 @@ use std::cell::Cell;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::thread::JoinHandle;
-
-use kvm_bindings::kvm_run;
-use kvm_ioctls::{VcpuExit, VcpuFd};
-use vmm_sys_util::eventfd::EventFd;
+use std::time::{Duration, Instant};
 
 use crate::vstate::bus::{Bus, Done};
+use crate::vstate::events::Producer;
 use crate::vstate::hold::HoldGate;
+use kvm_bindings::kvm_run;
+use kvm_ioctls::{VcpuExit, VcpuFd};
 
 /// What a vCPU thread tells the control thread; `E`: what a device said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,13 +117,22 @@ impl VcpuHandle {
         }
     }
 
-    /// Waits for the thread to end (after `kick_stop` or a final exit).
-    pub fn join(&mut self) {
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
+    /// Waits for the thread to end (after `kick_stop` or a final exit),
+    /// until `deadline` at most; whether it ended. A thread still running
+    /// then is left (it ends with the process).
+    pub fn join_until(&mut self, deadline: Instant) -> bool {
+        let Some(t) = self.thread.take() else { return true };
+        while !t.is_finished() {
+            if Instant::now() >= deadline {
+                self.thread = Some(t);
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if t.join().is_err() {
             log::error!("vcpu{} thread panicked", self.cpu);
         }
+        true
     }
 }
 
@@ -129,8 +140,8 @@ impl VcpuHandle {
 pub struct VcpuContext<E> {
     /// The devices by guest-physical address.
     pub mmio: Arc<Bus<E>>,
-    pub events: Sender<VcpuEvent<E>>,
-    pub wake: Arc<EventFd>,
+    /// This vCPU's end of the queue to the control thread.
+    pub events: Producer<E>,
     /// The stop-machine gate (`hold`).
     pub gate: Arc<HoldGate>,
     /// The guest's text: a read-only memory slot; a write there exits.
@@ -140,13 +151,23 @@ pub struct VcpuContext<E> {
 }
 
 impl<E> VcpuContext<E> {
+    /// A final event: the thread's end, a fault (never dropped).
     fn send(&self, event: VcpuEvent<E>) {
-        // The control thread outlives the vCPU threads; a failed send only
-        // means it is already tearing down.
-        let _ = self.events.send(event);
-        if let Err(e) = self.wake.write(1) {
-            log::error!("cannot wake the control thread: {e}");
+        self.events.send_final(event);
+    }
+}
+
+/// Blocks the signals meant for the control thread on this thread.
+fn block_process_signals() {
+    // SAFETY: sigemptyset/sigaddset fill a local sigset_t; pthread_sigmask
+    // changes only this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGALRM] {
+            libc::sigaddset(&mut set, sig);
         }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
@@ -167,6 +188,7 @@ enum Next {
 
 fn run_loop<E>(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext<E>, stop: &AtomicBool) {
     KVM_RUN.with(|r| r.set(fd.get_kvm_run() as *mut kvm_run));
+    block_process_signals();
     let mut unexpected = 0u64;
     if let Err(e) = ctx.sandbox.enter(crate::seccomp::Thread::Vcpu(cpu)) {
         ctx.send(VcpuEvent::Fault { cpu, what: e.to_string() });
@@ -206,7 +228,7 @@ fn handle_exit<E>(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext<E>, unexpected
             match device.write(cpu, offset, data) {
                 Ok(Done::Handled) => Next::Continue,
                 Ok(Done::Notify(event)) => {
-                    ctx.send(VcpuEvent::Device { cpu, event });
+                    ctx.events.notify(VcpuEvent::Device { cpu, event });
                     Next::Continue
                 }
                 Ok(Done::NotifyAndStop(event)) => {
@@ -300,11 +322,9 @@ fn handle_exit<E>(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext<E>, unexpected
     }
 }
 
-/// Logs an unexpected exit; after the first 16 on a vCPU only every 1024th,
-/// so a guest in a loop cannot flood the log.
+/// Logs an unexpected exit, rate-limited (`ratelimit`), so a guest in a
+/// loop cannot flood the log.
 fn log_unexpected(cpu: u32, count: &mut u64, what: std::fmt::Arguments<'_>) {
-    *count += 1;
-    if *count <= 16 || (*count).is_multiple_of(1024) {
-        log::warn!("vcpu{cpu}: {what} (unexpected exit #{count})");
-    }
+    *count = count.saturating_add(1);
+    crate::warn_limited!("unexpected vCPU exit", "vcpu{cpu}: {what} (unexpected exit #{count})");
 }
