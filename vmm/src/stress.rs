@@ -292,7 +292,19 @@ pub fn run(args: &StressArgs) -> ExitCode {
             start.elapsed().as_secs_f64()
         );
     }
-    // Final state checks through the socket.
+    // Final state checks through the socket, once the VM is idle (an
+    // abandoned client's switch may still be starting or running).
+    let idle_by = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < idle_by {
+        match session.execute(json!({"execute": "query-mode"}), &mut |_| {}) {
+            Ok(m) if m["return"]["switching"].is_null() => break,
+            Ok(_) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => {
+                tally.errors.push(format!("query-mode: {e}"));
+                break;
+            }
+        }
+    }
     // Counts from the exact totals; reasons from every record still kept.
     let history = session.switch_list().unwrap_or_else(|e| {
         tally.errors.push(format!("query-switches: {e}"));
@@ -310,6 +322,14 @@ pub fn run(args: &StressArgs) -> ExitCode {
         ok >= tally.completed && bad >= tally.failed,
         format!("history has {ok} completed / {bad} failed, the client saw {} / {}", tally.completed, tally.failed),
     );
+    // The mode is where the VM's last completed switch went (this client's
+    // or an abandoned one's), or where this client last saw it.
+    let last_mode = list
+        .iter()
+        .rev()
+        .find(|r| r["ok"] == json!(true))
+        .and_then(|r| r["to"].as_str())
+        .map_or(last_mode, str::to_string);
     let mode = session.execute(json!({"execute": "query-mode"}), &mut |_| {}).unwrap_or(Value::Null);
     let m = &mode["return"];
     tally.check(
