@@ -204,6 +204,23 @@ impl Histogram {
         self.max_ns = self.max_ns.max(ns);
     }
 
+    /// Records `times` samples of `ns` each, in one step (for counts that
+    /// come from the guest, however large).
+    pub fn record_ns_times(&mut self, ns: u64, times: u64) {
+        if times == 0 {
+            return;
+        }
+        let us = usize::try_from(ns / 1000 / self.bucket_us).unwrap_or(usize::MAX);
+        match self.buckets.get_mut(us) {
+            Some(b) => *b = b.saturating_add(times),
+            None => self.overflow = self.overflow.saturating_add(times),
+        }
+        self.count = self.count.saturating_add(times);
+        self.sum_ns = self.sum_ns.saturating_add(ns.saturating_mul(times));
+        self.min_ns = Some(self.min_ns.map_or(ns, |m| m.min(ns)));
+        self.max_ns = self.max_ns.max(ns);
+    }
+
     /// Adds `other`'s samples to this histogram. The counts come from the
     /// guest: each sum saturates at `u64::MAX` rather than wrapping to a
     /// small, plausible number.
@@ -223,6 +240,11 @@ impl Histogram {
         };
         self.max_ns = self.max_ns.max(other.max_ns);
         Ok(())
+    }
+
+    /// The histogram's range: samples of this many ns or more overflow.
+    pub fn range_ns(&self) -> u64 {
+        (self.buckets.len() as u64).saturating_mul(self.bucket_us).saturating_mul(1000)
     }
 
     pub fn bucket_count(&self) -> usize {

@@ -382,7 +382,12 @@ pub struct TelemetryReader {
     /// The last problem logged, so that a persistent one is logged once.
     last_logged: Option<String>,
     buf: Vec<u8>,
+    /// When this reader started: the VMM's clock for [`Self::most_periods`].
+    started: std::time::Instant,
 }
+
+/// The shortest measurement period a guest may run (the CLI's bound).
+const MIN_INTERVAL_NS: u64 = 100_000;
 
 impl TelemetryReader {
     pub fn new(mem: Arc<GuestMemory>, addr: u64, layout: Layout) -> Self {
@@ -399,11 +404,21 @@ impl TelemetryReader {
             reset_pending: None,
             last_logged: None,
             buf: vec![0; layout.cpu_stride()],
+            started: std::time::Instant::now(),
         }
     }
 
     pub fn layout(&self) -> Layout {
         self.layout
+    }
+
+    /// The most periods that can have passed since the reader started, by
+    /// the VMM's own clock and the shortest period the guest may run
+    /// (`limits`): a bound on what a header (guest input) can claim is
+    /// overdue, so that a header with absurd times costs nothing.
+    fn most_periods(&self, h: &TelemetryHeader) -> u64 {
+        let interval_ns = (h.interval_tsc.saturating_mul(1_000_000) / h.tsc_khz().max(1)).max(MIN_INTERVAL_NS);
+        (self.started.elapsed().as_nanos() / u128::from(interval_ns)).saturating_add(2).min(u128::from(u64::MAX)) as u64
     }
 
     /// The workload state from the last valid header read.
@@ -649,6 +664,7 @@ impl TelemetryReader {
 
     fn read_epoch(&mut self, slot: usize, info: EpochInfo, h: &TelemetryHeader, problems: &mut Vec<TelemetryError>) {
         let cpu_count = self.layout.cpu_count;
+        let most_periods = self.most_periods(h);
         let record = self.epochs.entry(info.index).or_insert_with(|| EpochRecord {
             info,
             cpus: vec![CpuEntry::default(); cpu_count],
@@ -683,6 +699,7 @@ impl TelemetryReader {
                     let next = h.cpus.get(cpu).map_or(0, |c| c.next_deadline_tsc);
                     let overdue = if writable && (h.running == 1 || info.closed()) {
                         overdue_periods(next, h.interval_tsc, from, info.end_tsc, h.now_tsc, h.running == 0)
+                            .min(most_periods)
                     } else {
                         0
                     };
@@ -798,16 +815,40 @@ impl CpuSnapshot {
             return;
         }
         self.overdue = overdue;
-        self.missed += overdue;
-        // Bounded work however long the stall: past this many periods
-        // each one waited longer than any histogram range anyway.
-        const MAX_EXACT: u64 = 100_000;
-        for k in 0..overdue.min(MAX_EXACT) {
-            let d = next + k * interval;
-            self.corrected.record_ns(now.saturating_sub(d).saturating_mul(1_000_000) / tsc_khz);
+        self.missed = self.missed.saturating_add(overdue);
+        // Period k (deadline next + k * interval) has waited
+        // age(k) = now - deadline, the oldest first. Work bounded whatever
+        // the guest wrote: the periods old enough for the overflow (at most
+        // all but the histogram range's worth) are recorded in three steps,
+        // the oldest and the youngest of them exactly (maximum, minimum)
+        // and those between at their mean age (the same sum); only the
+        // younger ones, within the range, one by one.
+        // In u128: exact for any u64 the guest wrote (ages saturate at u64::MAX ns).
+        let age_ns = |k: u64| {
+            let deadline = u128::from(next) + u128::from(k) * u128::from(interval);
+            let age = u128::from(now).saturating_sub(deadline) * 1_000_000 / u128::from(tsc_khz);
+            u64::try_from(age).unwrap_or(u64::MAX)
+        };
+        let range_ns = u128::from(self.corrected.range_ns());
+        let step_ns = u128::from(interval) * 1_000_000 / u128::from(tsc_khz);
+        let age0 = u128::from(now).saturating_sub(u128::from(next)) * 1_000_000 / u128::from(tsc_khz);
+        let old = if age0 < range_ns || step_ns == 0 {
+            0
+        } else {
+            u64::try_from((age0 - range_ns) / step_ns + 1).unwrap_or(u64::MAX).min(overdue)
+        };
+        if old > 0 {
+            self.corrected.record_ns(age_ns(0));
         }
-        for _ in MAX_EXACT..overdue {
-            self.corrected.record_ns(u64::MAX / 2);
+        if old > 1 {
+            self.corrected.record_ns(age_ns(old - 1));
+        }
+        if old > 2 {
+            let mean = (age_ns(1) / 2).saturating_add(age_ns(old - 2) / 2);
+            self.corrected.record_ns_times(mean, old - 2);
+        }
+        for k in old..overdue {
+            self.corrected.record_ns(age_ns(k));
         }
     }
 }
@@ -1020,6 +1061,7 @@ mod tests {
     use super::synth::*;
     use super::*;
     use crate::stats::Percentile;
+    use std::time::{Duration, Instant};
 
     fn reader(mem: &Arc<GuestMemory>, layout: Layout) -> TelemetryReader {
         TelemetryReader::new(mem.clone(), ADDR, layout)
@@ -1177,6 +1219,58 @@ mod tests {
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
         assert!(good > 0);
+    }
+
+    /// A header (guest input) claiming a clock at u64::MAX, a CPU waiting
+    /// since boot: about 10^13 overdue periods. A read takes no longer
+    /// than a normal one, and counts no more periods than the VMM's own
+    /// clock allows since it started reading.
+    #[test]
+    fn absurd_header_times_cost_nothing_and_count_what_the_host_clock_allows() {
+        let (mem, layout) = region(1, 50);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
+        h.now_tsc = u64::MAX;
+        h.cpus[0].next_deadline_tsc = 1;
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[1], &[2]);
+        let reader_start = Instant::now();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mem2 = mem.clone();
+        std::thread::spawn(move || {
+            let mut r = reader(&mem2, layout);
+            r.harvest();
+            let missed = r.epoch(0).and_then(|e| e.cpus[0].snapshot.as_ref()).map(|s| s.missed);
+            let _ = tx.send(missed);
+        });
+        // Generous: a read takes microseconds; the bound only stops a loop
+        // over the claimed periods (hours) from hanging the suite.
+        let missed = rx.recv_timeout(Duration::from_secs(60)).expect("the read ended").expect("epoch 0 read");
+        let most = (reader_start.elapsed().as_nanos() / 100_000) as u64 + 2;
+        assert!(missed <= most, "{missed} overdue periods counted in {:?}", reader_start.elapsed());
+    }
+
+    /// The bounded recording of overdue periods keeps what one-by-one
+    /// recording would: count, sum, minimum, maximum, buckets, overflow.
+    #[test]
+    fn overdue_periods_recorded_in_bulk_match_one_by_one() {
+        let (khz, interval, next) = (1_000_000u64, 1_000_000u64, 5_000_000u64);
+        for (overdue, now) in [(3, 8_200_000), (40, 46_000_000), (5_000, 5_006_000_000)] {
+            let mut bulk = CpuSnapshot::empty(50, 1);
+            bulk.add_overdue(overdue, next, interval, now, khz);
+            let mut naive = Histogram::with_bucket_us(50, 1);
+            for k in 0..overdue {
+                naive.record_ns((now - (next + k * interval)) * 1_000_000 / khz);
+            }
+            let (b, n) = (&bulk.corrected, &naive);
+            assert_eq!(
+                (b.count(), b.stats().max_ns, b.stats().min_ns),
+                (n.count(), n.stats().max_ns, n.stats().min_ns)
+            );
+            assert_eq!((b.buckets(), b.stats().overflow), (n.buckets(), n.stats().overflow), "{overdue} periods");
+            let (bs, ns) = (b.stats().sum_ns as f64, n.stats().sum_ns as f64);
+            assert!((bs - ns).abs() <= ns * 1e-9 + 1e6, "sum {bs} vs {ns}");
+        }
     }
 
     #[test]
