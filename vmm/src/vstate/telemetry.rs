@@ -1240,14 +1240,14 @@ mod tests {
         std::thread::spawn(move || {
             let mut r = reader(&mem2, layout);
             r.harvest();
-            let missed = r.epoch(0).and_then(|e| e.cpus[0].snapshot.as_ref()).map(|s| s.missed);
-            let _ = tx.send(missed);
+            let overdue = r.epoch(0).and_then(|e| e.cpus[0].snapshot.as_ref()).map(|s| s.overdue);
+            let _ = tx.send(overdue);
         });
         // Generous: a read takes microseconds; the bound only stops a loop
         // over the claimed periods (hours) from hanging the suite.
-        let missed = rx.recv_timeout(Duration::from_secs(60)).expect("the read ended").expect("epoch 0 read");
+        let overdue = rx.recv_timeout(Duration::from_secs(60)).expect("the read ended").expect("epoch 0 read");
         let most = (reader_start.elapsed().as_nanos() / 100_000) as u64 + 2;
-        assert!(missed <= most, "{missed} overdue periods counted in {:?}", reader_start.elapsed());
+        assert!(overdue <= most, "{overdue} overdue periods counted in {:?}", reader_start.elapsed());
     }
 
     /// The bounded recording of overdue periods keeps what one-by-one
