@@ -1,12 +1,12 @@
-//! Property tests (issue 25, point 10): everything the VMM reads from
-//! guest memory, read from memory a hostile guest filled at random.
+//! Property tests: everything the VMM reads from guest memory, read from
+//! memory a hostile guest filled at random.
 //!
 //! The low ABI pages (panic record, lock registry, heartbeats, shim
 //! statistics, lock table, task names) are filled with random bytes;
 //! half the cases then get the magic numbers, a small lock count and lock
 //! addresses that point anywhere (in memory, past its end, unaligned,
 //! into the ABI pages themselves), so the readers get past their first
-//! checks. For every case: the lock-word check, the lock owner lookup,
+//! checks. For every case: the lock-word check, the task check, the lock owner lookup,
 //! the watchdog, the shim statistics, the hypercall decoder (every
 //! register, every width, a panic record anywhere) and the stop report's
 //! rendering never panic, and every line they make is one inert line
@@ -89,6 +89,9 @@ proptest! {
         }
         for name in crate::switch::locks::held_by(&mem, task) {
             prop_assert!(inert(&name), "{name:?}");
+        }
+        if let Err(e) = crate::switch::tasks::check(&mem) {
+            prop_assert!(inert(&e.to_string()), "{e}");
         }
     }
 
