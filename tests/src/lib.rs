@@ -55,7 +55,7 @@ pub fn rtswitch_bin() -> &'static Path {
         let cargo_profile = if profile == "debug" { "dev" } else { profile };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "rtswitch", "--bin", "rtswitch", "--profile", cargo_profile])
+            .args(["build", "-p", "rtswitch-tools", "--bin", "rtswitch", "--profile", cargo_profile])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("could not run cargo to build the rtswitch binary");
