@@ -53,6 +53,7 @@ const TESTS: &[Test] = &[
         only: rt_locks_full_preemption,
         run: rt_requeue_wakes_new_top,
     },
+    Test { name: "rt: an adaptive spin takes the lock from a running owner", only: rt_locks, run: rt_spin_takes },
     Test { name: "lock registry idle", only: any, run: registry_idle },
     Test { name: "timer probe: only the watched deadline's own interrupt", only: any, run: probe_own_interrupt },
     Test { name: "soft mask: deferred, not lost", only: any, run: selftest_ring3::soft_mask_defers },
@@ -69,6 +70,10 @@ fn any(_: Profile) -> bool {
 
 fn mainline_locks(p: Profile) -> bool {
     p.locks == LockMode::Mainline
+}
+
+fn rt_locks(p: Profile) -> bool {
+    p.locks == LockMode::Rt
 }
 
 /// The rt tests need the holder's critical section to be preemptible at
@@ -647,6 +652,64 @@ fn rt_requeue_wakes_new_top() -> Result<(), &'static str> {
         RQ_X_DURING_HOG.load(Ordering::SeqCst) == 1,
         "X got M only after the hog: the boosted top waiter of the ownerless lock was never woken",
     )
+}
+
+// ---- rt: adaptive spinning ------------------------------------------------
+
+static SPIN_L: SpinLock<u32> = SpinLock::new("selftest.spin", 0);
+/// The handshake of one attempt: the holder has the lock (1), the runner
+/// is about to lock it (2).
+static SPIN_STEP: AtomicU32 = AtomicU32::new(0);
+/// How long (µs) the holder keeps the lock once the runner is about to
+/// lock it: below the spin budget, so a spinner that finds it running
+/// outlasts it.
+static SPIN_HOLD_US: AtomicU64 = AtomicU64::new(0);
+/// Attempts before the test gives up: the host may preempt the holder's
+/// vCPU in any one of them (the spinner then sleeps, correctly), or the
+/// runner may reach the lock only after the holder let go; not in all.
+const SPIN_ATTEMPTS: u64 = 50;
+
+fn spin_holder(_: usize) {
+    let g = SPIN_L.lock();
+    SPIN_STEP.store(1, Ordering::SeqCst);
+    // Busy, not asleep: the owner must be running when the runner looks.
+    let give_up = now_tsc() + us_to_tsc(WAIT_US);
+    while SPIN_STEP.load(Ordering::SeqCst) != 2 && now_tsc() < give_up {
+        core::hint::spin_loop();
+    }
+    busy_us(SPIN_HOLD_US.load(Ordering::SeqCst));
+    drop(g);
+}
+
+/// A task on the other CPU holds the lock and keeps running for a few µs
+/// once this runner is about to lock it: the runner must spin (the owner
+/// runs) and take the lock when it is let go, not sleep. Counted by the
+/// lock's own spin statistics; tried until one attempt saw it, bounded by
+/// [`SPIN_ATTEMPTS`]. With spinning off (`no-spin`) it fails.
+fn rt_spin_takes() -> Result<(), &'static str> {
+    if boot_info::cpu_count() < 2 {
+        return Ok(()); // the owner must run on another CPU
+    }
+    for attempt in 0..SPIN_ATTEMPTS {
+        SPIN_STEP.store(0, Ordering::SeqCst);
+        // 5..45 µs: short enough for the budget, long enough (some of the
+        // time) for the runner to reach the lock's slow path first.
+        SPIN_HOLD_US.store(5 + (attempt * 10) % 45, Ordering::SeqCst);
+        let holder = sched::spawn("spin-holder", 10, 1, spin_holder, 0);
+        if !wait_for(|| SPIN_STEP.load(Ordering::SeqCst) == 1) {
+            SPIN_STEP.store(2, Ordering::SeqCst);
+            join_all(&[holder]);
+            return Err("the holder never took the lock");
+        }
+        let took_before = rt::spin_stats().0;
+        SPIN_STEP.store(2, Ordering::SeqCst);
+        drop(SPIN_L.lock());
+        join_all(&[holder]);
+        if rt::spin_stats().0 > took_before {
+            return Ok(());
+        }
+    }
+    Err("no adaptive spin took the lock from its running owner in any attempt")
 }
 
 // ---- rt: PI chain -------------------------------------------------------
