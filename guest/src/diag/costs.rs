@@ -13,8 +13,8 @@
 //! benchmark suite runs it to put the host's costs beside its figures.
 //!
 //! The delivery times need a mark from the handlers: the test vectors'
-//! handler and the timer interrupt store their entry TSC (`sched::handler_mark`)
-//! while a measurement runs.
+//! handler and the timer interrupt store their entry TSC
+//! (`sched::handler_mark`) while a measurement runs.
 
 use crate::arch::{apic, cpu, shim};
 use crate::println;

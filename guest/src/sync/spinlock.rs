@@ -1,9 +1,9 @@
 //! `SpinLock<T>`: the switchable lock class.
 //!
 //! Which implementation runs is decided by the bytes at each call site
-//! (`crate::hv::site`), not by a flag: mainline (`mainline.rs`: preempt-disable +
-//! spin on the owner word) or rt (`rt.rs`: rtmutex with priority
-//! inheritance). Both share one layout, [`LockCore`], and agree on what a
+//! (`crate::hv::site`), not by a flag: mainline (`mainline.rs`:
+//! preempt-disable + spin on the owner word) or rt (`rt.rs`: rtmutex with
+//! priority inheritance). Both share one layout, [`LockCore`], and agree on what a
 //! *free* lock is:
 //!
 //! ```text
