@@ -11,7 +11,7 @@ use super::scheduler::{WaitQueue, prepare_block, schedule, set_current_running, 
 use super::task::{current, task};
 use super::timer::{now_tsc, sleep_until, sleep_us, tsc_to_us, us_to_tsc};
 use crate::arch::percpu;
-use crate::boot_info;
+use crate::hv::boot_info;
 use crate::println;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use switcher::abi::MAX_CPUS;
@@ -172,7 +172,7 @@ pub fn preempted_without_resched_points(cpu: u32) -> Result<bool, &'static str> 
     r.map(|_| HIGH_SAW_BUSY.load(Ordering::SeqCst))
 }
 
-#[allow(dead_code)] // For the self-test suite (sync/selftest), which reuses it.
+#[allow(dead_code)] // For the self-test suite (diag/selftest), which reuses it.
 /// The self-test: a high-priority thread woken by the timer preempts a
 /// lower-priority busy thread on the same CPU (the caller's) within a
 /// bounded time. Call from a task of priority > 2.

@@ -24,16 +24,18 @@
 //! A CANCELLED seen while still freezing (the VMM's deadline passed) thaws
 //! at once: nothing was patched, the mode is unchanged.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use switcher::abi::{ABI_MAGIC, SWITCH_MAILBOX_ADDR, SwitchMailbox, mailbox_state, vector};
+use switcher::abi::{mailbox_state, vector};
 use switcher::profile::Profile;
 use switcher::telemetry::EpochKind;
 
 use crate::arch::{apic, cpu, percpu};
+use crate::hv::mailbox::{self, advance_state, mbox_read, mbox_write};
+use crate::hv::{boot_info, hypercall};
 use crate::sched::{self, freezer};
 use crate::sync::registry;
-use crate::{boot_info, hypercall, workload};
+use crate::workload;
 
 /// Census period while freezing (at least: see `freeze_until_quiescent`).
 const CENSUS_US: u64 = 100;
@@ -41,32 +43,9 @@ const CENSUS_US: u64 = 100;
 static SERIALIZE_ACKS: AtomicU32 = AtomicU32::new(0);
 static VERDICT: sched::WaitQueue = sched::WaitQueue::new("switch-verdict");
 
-fn mailbox() -> *mut SwitchMailbox {
-    SWITCH_MAILBOX_ADDR as *mut SwitchMailbox
-}
-
-macro_rules! mbox_read {
-    ($field:ident) => {
-        // SAFETY: the mailbox page is ABI memory, identity-mapped RW; the
-        // VMM writes it concurrently, so every access is volatile.
-        unsafe { core::ptr::addr_of!((*mailbox()).$field).read_volatile() }
-    };
-}
-
-macro_rules! mbox_write {
-    ($field:ident, $v:expr) => {
-        // SAFETY: as for `mbox_read`.
-        unsafe { core::ptr::addr_of_mut!((*mailbox()).$field).write_volatile($v) }
-    };
-}
-
 /// Publishes the mailbox: the VMM accepts switch requests from now on.
 pub fn init(mode: Profile) {
-    // SAFETY: as for `mbox_read`; nobody else writes it before `magic`.
-    unsafe { mailbox().write_volatile(SwitchMailbox::zeroed()) };
-    mbox_write!(mode, mode.code());
-    fence(Ordering::Release);
-    mbox_write!(magic, ABI_MAGIC);
+    mailbox::publish(mode);
 }
 
 /// The last request (seq) this guest answered with COMPLETE.
@@ -92,7 +71,7 @@ pub fn on_serialize_ipi() {
     cpu::serialize();
     SERIALIZE_ACKS.fetch_add(1, Ordering::AcqRel);
     VERDICT.wake_all();
-    let stall = crate::faults::serialize_stall_us();
+    let stall = crate::diag::faults::serialize_stall_us();
     if stall != 0 {
         // Fault injection: a slow switch step here, masked (IRQ context).
         let end = sched::now_tsc() + sched::us_to_tsc(u64::from(stall));
@@ -105,15 +84,6 @@ pub fn on_serialize_ipi() {
 fn notify_vmm(state: u32) {
     mbox_write!(state, state);
     hypercall::switch_changed(state);
-}
-
-/// Moves the mailbox state from `from` to `to` unless the VMM changed it
-/// meanwhile (its cancel on a deadline must never be overwritten).
-fn advance_state(from: u32, to: u32) -> bool {
-    // SAFETY: `state` is an aligned u32 of the mailbox page (ABI memory,
-    // identity-mapped RW), shared with the VMM, which only stores to it.
-    let state = unsafe { core::sync::atomic::AtomicU32::from_ptr(core::ptr::addr_of_mut!((*mailbox()).state)) };
-    state.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
 }
 
 /// Runs one switch request to its end (control thread).
@@ -154,7 +124,7 @@ pub fn run() {
         _ => from,
     };
     if verdict == mailbox_state::DONE {
-        if crate::faults::panic_in_switch() {
+        if crate::diag::faults::panic_in_switch() {
             panic!("fault injection panic-in-switch: the sites are patched, the tasks still frozen");
         }
         serialize_all_cpus();
@@ -199,7 +169,7 @@ fn wait_full_period_after(thawed: u64) -> bool {
     };
     let limit = sched::now_tsc() + sched::us_to_tsc((GUARD_PERIODS * interval_us).max(GUARD_MIN_US));
     while !done() && sched::now_tsc() < limit {
-        if pending() || crate::shutdown::requested() {
+        if pending() || crate::hv::shutdown::requested() {
             return !pending();
         }
         sched::sleep_us(interval_us / 2 + 1);

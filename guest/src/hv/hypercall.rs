@@ -3,7 +3,7 @@
 //! in `console`.
 
 use crate::arch::cpu;
-use crate::doorbell::ring;
+use crate::hv::doorbell::ring;
 use core::sync::atomic::{Ordering, fence};
 use switcher::abi::{DOORBELL_ADDR, doorbell};
 

@@ -27,7 +27,7 @@
 
 use switcher::cmdline::{self as keys, Word};
 
-use crate::faults::Faults;
+use crate::diag::faults::Faults;
 
 /// What CPU 0 does after the ready hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,10 +18,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use switcher::abi::LockMode;
 use switcher::profile::{PreemptModel, Profile};
 
+use crate::diag::selftest_ring3;
+use crate::hv::{boot_info, hypercall};
+use crate::println;
 use crate::sched::{self, TaskId, now_tsc, sleep_us, us_to_tsc};
 use crate::sync::spinlock::SpinLock;
 use crate::sync::{registry, rt};
-use crate::{boot_info, hypercall, println, selftest_ring3};
 
 /// Priority of the test runner: above every task a test spawns.
 pub const RUNNER_PRIO: u8 = 95;
