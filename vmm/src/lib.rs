@@ -1,6 +1,7 @@
 //! rtswitch: a KVM VMM that boots its own Rust guest kernel on several vCPUs
-//! and (in later stages) switches that running kernel between mainline and
-//! rt locking.
+//! and switches that running kernel between mainline and rt locking (and
+//! the other profiles over locks, preemption model and interrupt threading)
+//! at runtime.
 //!
 //! Threads: the main thread parses the command line, builds the VM and then
 //! runs the control loop (`runner`, an event-manager epoll loop over
