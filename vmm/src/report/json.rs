@@ -1,5 +1,5 @@
 //! `--json FILE`: the whole result of a run. The schema is documented in
-//! README.md ("Output files"); field names are stable, new fields may be
+//! docs/reports.md; field names are stable, new fields may be
 //! added (bump [`SCHEMA_VERSION`] only for incompatible changes).
 //!
 //! Version 2 (bounded history): `epochs` and `switches` list the newest
