@@ -17,7 +17,7 @@
 //! | `platform-costs` | flag: time the platform's primitives at boot and print them (`costs`) |
 //! | `idle=poll`    | flag: idle CPUs poll at CPL3 instead of halting (costs a host core each) |
 //! | `hold-lock=MS` | a task holds a switchable lock MS ms (fault test)  |
-//! | `irq-off-spin=MS`, `corrupt-mailbox`, `corrupt-telemetry`, `bad-hypercalls`, `bad-panic-record`, `panic-in-switch`, `text-write` | fault injection (`faults`) |
+//! | `irq-off-spin=MS`, `after-request`, `corrupt-mailbox`, `corrupt-telemetry`, `bad-hypercalls`, `bad-panic-record`, `panic-in-switch`, `text-write` | fault injection (`faults`) |
 //! | `sched-demo`   | runs the scheduler demo (`sched::selftest::demo`)  |
 //!
 //! When several are given, the last one wins. The keys (and what value

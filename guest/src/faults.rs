@@ -4,12 +4,21 @@
 //! - `hold-lock=MS`: a task 'lock-hog' takes a `SpinLock` and keeps it for
 //!   MS milliseconds, busy, never passing a safe point; then it lets go and
 //!   exits. A switch requested meanwhile cannot quiesce: it must fail after
-//!   its deadline, naming this task, and change nothing.
+//!   its deadline, naming this task, and change nothing. Once it holds the
+//!   lock it says so (`'lock-hog' holds its lock`).
 //! - `irq-off-spin=MS`: a task 'irq-off-spin' on the last CPU busy-loops
 //!   with interrupts disabled for MS milliseconds (no timer, no IPI reaches
 //!   that CPU), from when that CPU's measurement thread has recorded its
-//!   first activation (at most 1 s after boot). A switch requested meanwhile cannot quiesce: it must be
-//!   cancelled at its deadline with nothing patched; afterwards one succeeds.
+//!   first activation (at most 1 s after boot), saying so when it starts
+//!   (`'irq-off-spin' masks interrupts`). A switch requested meanwhile
+//!   cannot quiesce: it must be cancelled at its deadline with nothing
+//!   patched; afterwards one succeeds.
+//! - `after-request`: with `hold-lock` or `irq-off-spin`, the fault lasts
+//!   from its start until the VMM has made a switch request (the mailbox's
+//!   request number moved since the fault started; waited for at most
+//!   [`AFTER_REQUEST_WAIT_US`]), then MS more. A test that requests a
+//!   switch once the fault says it holds is sure that the switch finds it
+//!   held, however slow the host is between the two.
 //! - `stall=MS`: a task 'stall' on the last CPU spins with preemption off
 //!   (interrupts on) for MS milliseconds: that CPU's watchdog thread cannot
 //!   run, so the guest's watchdog and the VMM's both report the stall.
@@ -90,6 +99,7 @@ pub struct Faults {
     pub serialize_stall_us: Option<u32>,
     pub stack_lock: bool,
     pub thaw_spin_us: Option<u32>,
+    pub after_request: bool,
 }
 
 impl Faults {
@@ -119,6 +129,7 @@ impl Faults {
                 "panic-in-switch" => self.panic_in_switch = true,
                 "text-write" => self.text_write = true,
                 "stack-lock" => self.stack_lock = true,
+                "after-request" => self.after_request = true,
                 _ => return false,
             }
         }
@@ -127,6 +138,10 @@ impl Faults {
 }
 
 static PANIC_IN_SWITCH: AtomicBool = AtomicBool::new(false);
+static AFTER_REQUEST: AtomicBool = AtomicBool::new(false);
+/// The longest an `after-request` fault waits for a switch request (it
+/// then lasts its MS from there).
+pub const AFTER_REQUEST_WAIT_US: u64 = 60_000_000;
 static SERIALIZE_STALL_US: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
 /// µs a CPU stays masked after acknowledging a switch's serialize IPI.
@@ -138,6 +153,7 @@ pub fn serialize_stall_us() -> u32 {
 /// can take a switch).
 pub fn arm(f: &Faults) {
     PANIC_IN_SWITCH.store(f.panic_in_switch, Ordering::Relaxed);
+    AFTER_REQUEST.store(f.after_request, Ordering::Relaxed);
     if let Some(us) = f.serialize_stall_us {
         crate::println!("fault injection: CPUs stay masked {us} us after a switch's serialize IPI");
         SERIALIZE_STALL_US.store(us, Ordering::Relaxed);
@@ -220,13 +236,38 @@ fn stack_lock(_: usize) {
     crate::println!("fault injection: a lock on a stack was registered (it must not be)");
 }
 
-fn hog(ms: usize) {
-    let mut g = HOG_LOCK.lock();
-    let end = sched::now_tsc() + sched::us_to_tsc(ms as u64 * 1000);
+/// The switch mailbox's request number (the VMM bumps it per request).
+fn request_seq() -> u64 {
+    let m = SWITCH_MAILBOX_ADDR as *const SwitchMailbox;
+    // SAFETY: the mailbox page is ABI memory, identity-mapped; a volatile
+    // read of an aligned u64 the VMM writes.
+    unsafe { core::ptr::addr_of!((*m).seq).read_volatile() }
+}
+
+/// Busy (never passing a safe point) for `ms` milliseconds, or with
+/// `after-request` until a switch request came after `since_seq` (bounded
+/// by [`AFTER_REQUEST_WAIT_US`]) and then `ms` more; `work` runs in the loop.
+fn busy_for(ms: usize, since_seq: u64, mut work: impl FnMut()) {
+    let hold = sched::us_to_tsc(ms as u64 * 1000);
+    if AFTER_REQUEST.load(Ordering::Relaxed) {
+        let give_up = sched::now_tsc() + sched::us_to_tsc(AFTER_REQUEST_WAIT_US);
+        while request_seq() == since_seq && sched::now_tsc() < give_up {
+            work();
+            core::hint::spin_loop();
+        }
+    }
+    let end = sched::now_tsc() + hold;
     while sched::now_tsc() < end {
-        *g += 1;
+        work();
         core::hint::spin_loop();
     }
+}
+
+fn hog(ms: usize) {
+    let mut g = HOG_LOCK.lock();
+    let seq = request_seq();
+    crate::println!("fault injection: 'lock-hog' holds its lock");
+    busy_for(ms, seq, || *g += 1);
     drop(g);
     crate::println!("fault injection: 'lock-hog' released its lock");
 }
@@ -243,11 +284,10 @@ fn irq_off_spin(ms: usize) {
     while measured && crate::workload::last_deadline(cpu) == 0 && sched::now_tsc() < give_up {
         sched::sleep_us(1_000);
     }
-    let end = sched::now_tsc() + sched::us_to_tsc(ms as u64 * 1000);
+    crate::println!("fault injection: 'irq-off-spin' masks interrupts");
+    let seq = request_seq();
     let was = crate::arch::cpu::save_and_disable_interrupts();
-    while sched::now_tsc() < end {
-        core::hint::spin_loop();
-    }
+    busy_for(ms, seq, || {});
     crate::arch::cpu::restore_interrupts(was);
     crate::println!("fault injection: 'irq-off-spin' enabled interrupts again");
 }

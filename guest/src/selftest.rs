@@ -53,6 +53,7 @@ const TESTS: &[Test] = &[
         only: rt_locks_full_preemption,
         run: rt_requeue_wakes_new_top,
     },
+    Test { name: "rt: an adaptive spin takes the lock from a running owner", only: rt_locks, run: rt_spin_takes },
     Test { name: "lock registry idle", only: any, run: registry_idle },
     Test { name: "timer probe: only the watched deadline's own interrupt", only: any, run: probe_own_interrupt },
     Test { name: "soft mask: deferred, not lost", only: any, run: selftest_ring3::soft_mask_defers },
@@ -69,6 +70,10 @@ fn any(_: Profile) -> bool {
 
 fn mainline_locks(p: Profile) -> bool {
     p.locks == LockMode::Mainline
+}
+
+fn rt_locks(p: Profile) -> bool {
+    p.locks == LockMode::Rt
 }
 
 /// The rt tests need the holder's critical section to be preemptible at
@@ -356,15 +361,32 @@ fn preemption() -> Result<(), &'static str> {
 static HOLD: SpinLock<u32> = SpinLock::new("selftest.hold", 0);
 static HOLDER_IN_CS: AtomicBool = AtomicBool::new(false);
 static HOLDER_DONE: AtomicBool = AtomicBool::new(false);
+/// TSC at which the low task leaves its CS (0: not said yet): the high
+/// task's deadline plus [`HOLD_AFTER_WAKE_US`], set by the runner.
+static HOLDER_UNTIL: AtomicU64 = AtomicU64::new(0);
 /// Whether the high task first ran while the low one was inside its CS.
 static HIGH_RAN_DURING_CS: AtomicU32 = AtomicU32::new(2);
-const HOLD_CS_US: u64 = 20_000;
+/// How long the low task stays in its CS after the high task's deadline:
+/// far more than a timer interrupt takes to arrive (a vCPU the host held
+/// longer gets the pending interrupt before it runs the CS on).
+const HOLD_AFTER_WAKE_US: u64 = 20_000;
 const HIGH_WAKE_US: u64 = 3_000;
 
+/// Takes HOLD and stays busy inside until the runner's end for it has
+/// passed (bounded by `WAIT_US` should the runner never set one): the CS
+/// covers the high task's wake-up whatever the host's timing between the
+/// two CPUs.
 fn low_holder(_: usize) {
     let g = HOLD.lock();
     HOLDER_IN_CS.store(true, Ordering::SeqCst);
-    busy_us(HOLD_CS_US);
+    let give_up = now_tsc() + us_to_tsc(WAIT_US);
+    loop {
+        let (until, now) = (HOLDER_UNTIL.load(Ordering::SeqCst), now_tsc());
+        if (until != 0 && now >= until) || now >= give_up {
+            break;
+        }
+        core::hint::spin_loop();
+    }
     HOLDER_IN_CS.store(false, Ordering::SeqCst);
     drop(g);
     HOLDER_DONE.store(true, Ordering::SeqCst);
@@ -376,17 +398,21 @@ fn high_waker(deadline: usize) {
 }
 
 /// Low takes HOLD and stays busy inside; high, on the same CPU, wakes by
-/// timer in the middle. Returns whether high ran during low's CS.
+/// timer in the middle (the CS lasts until well after high's deadline).
+/// Returns whether high ran during low's CS.
 fn holder_preemption_run() -> Result<bool, &'static str> {
     HOLDER_IN_CS.store(false, Ordering::SeqCst);
     HOLDER_DONE.store(false, Ordering::SeqCst);
+    HOLDER_UNTIL.store(0, Ordering::SeqCst);
     HIGH_RAN_DURING_CS.store(2, Ordering::SeqCst);
     let cpu = other_cpu();
     let low = sched::spawn("low-holder", 10, cpu, low_holder, 0);
     if !wait_for(|| HOLDER_IN_CS.load(Ordering::SeqCst) || HOLDER_DONE.load(Ordering::SeqCst)) {
+        HOLDER_UNTIL.store(1, Ordering::SeqCst);
         return Err("the low task never entered its critical section");
     }
     let deadline = now_tsc() + us_to_tsc(HIGH_WAKE_US);
+    HOLDER_UNTIL.store(deadline + us_to_tsc(HOLD_AFTER_WAKE_US), Ordering::SeqCst);
     let high = sched::spawn("high-waker", 60, cpu, high_waker, deadline as usize);
     join_all(&[high, low]);
     match HIGH_RAN_DURING_CS.load(Ordering::SeqCst) {
@@ -409,6 +435,8 @@ fn rt_holder_preemptible() -> Result<(), &'static str> {
 
 static PI_LOCK_L: SpinLock<u32> = SpinLock::new("selftest.inversion", 0);
 static INV_LOW_LOCKED: AtomicBool = AtomicBool::new(false);
+/// The runner queued high on L and spawned medium: low may finish its CS.
+static INV_MEDIUM_SPAWNED: AtomicBool = AtomicBool::new(false);
 static INV_HOG_DONE: AtomicBool = AtomicBool::new(false);
 /// 1: high got the lock before medium's hog ended; 0: after; 2: not yet.
 static INV_HIGH_BEFORE_HOG: AtomicU32 = AtomicU32::new(2);
@@ -418,9 +446,16 @@ static INV_HIGH_TASK: AtomicUsize = AtomicUsize::new(usize::MAX);
 const INV_CS_US: u64 = 10_000;
 const INV_HOG_US: u64 = 80_000;
 
+/// Takes L and keeps it, busy, until the runner has queued high on it and
+/// spawned medium (a handshake: the inversion is set up whatever the
+/// host's timing; bounded by `WAIT_US`), then `INV_CS_US` more.
 fn inv_low(_: usize) {
     let g = PI_LOCK_L.lock();
     INV_LOW_LOCKED.store(true, Ordering::SeqCst);
+    let give_up = now_tsc() + us_to_tsc(WAIT_US);
+    while !INV_MEDIUM_SPAWNED.load(Ordering::SeqCst) && now_tsc() < give_up {
+        core::hint::spin_loop();
+    }
     busy_us(INV_CS_US);
     INV_LOW_PRIO_SEEN.store(u32::from(sched::current().prio()), Ordering::SeqCst);
     drop(g);
@@ -437,12 +472,14 @@ fn inv_medium(_: usize) {
     INV_HOG_DONE.store(true, Ordering::SeqCst);
 }
 
-/// Low (10) holds L; high (30) blocks on L; medium (20) hogs the CPU.
-/// With PI, low runs at 30, finishes its CS, and high gets L long before
-/// medium's hog ends. Without PI, medium starves low and high waits for
-/// the whole hog: the classic unbounded priority inversion.
+/// Low (10) holds L; high (30) blocks on L; medium (20) hogs the CPU;
+/// low keeps L until all three are there. With PI, low runs at 30,
+/// finishes its CS, and high gets L before medium's hog ends. Without PI,
+/// medium starves low and high waits for the whole hog: the classic
+/// unbounded priority inversion.
 fn rt_priority_inversion() -> Result<(), &'static str> {
     INV_LOW_LOCKED.store(false, Ordering::SeqCst);
+    INV_MEDIUM_SPAWNED.store(false, Ordering::SeqCst);
     INV_HOG_DONE.store(false, Ordering::SeqCst);
     INV_HIGH_BEFORE_HOG.store(2, Ordering::SeqCst);
     INV_LOW_PRIO_SEEN.store(0, Ordering::SeqCst);
@@ -450,6 +487,7 @@ fn rt_priority_inversion() -> Result<(), &'static str> {
     let cpu = other_cpu();
     let low = sched::spawn("inv-low", 10, cpu, inv_low, 0);
     if !wait_for(|| INV_LOW_LOCKED.load(Ordering::SeqCst)) {
+        INV_MEDIUM_SPAWNED.store(true, Ordering::SeqCst);
         return Err("the low task never took the lock");
     }
     let high = sched::spawn("inv-high", 30, cpu, inv_high, 0);
@@ -457,6 +495,7 @@ fn rt_priority_inversion() -> Result<(), &'static str> {
     let queued = wait_for(|| sched::task_by_slot(high.slot()).blocked_on.load(Ordering::SeqCst) != 0)
         || INV_HIGH_BEFORE_HOG.load(Ordering::SeqCst) != 2;
     let medium = sched::spawn("inv-medium", 20, cpu, inv_medium, 0);
+    INV_MEDIUM_SPAWNED.store(true, Ordering::SeqCst);
     join_all(&[high, medium, low]);
     check(queued, "the high task never blocked on the lock")?;
     check(
@@ -470,6 +509,8 @@ fn rt_priority_inversion() -> Result<(), &'static str> {
 // ---- timer probe --------------------------------------------------------
 
 static PROBE_SLEEPER_AT: AtomicU64 = AtomicU64::new(0);
+/// Sleeps of the watched deadline alone, until its own interrupt was seen.
+const PROBE_ATTEMPTS: usize = 10;
 
 fn probe_sleeper(_: usize) {
     let _ = sched::sleep_until(PROBE_SLEEPER_AT.load(Ordering::SeqCst));
@@ -480,7 +521,11 @@ fn probe_sleeper(_: usize) {
 /// arms the timer; its interrupt (which cannot arrive within that tick)
 /// wakes both: the watched deadline must record no IRQ sample for it (its
 /// lateness says nothing of the watched deadline's interrupt, which was
-/// never armed). Alone, the watched deadline's own interrupt is captured.
+/// never armed). Alone, the watched deadline's own interrupt is captured:
+/// tried up to [`PROBE_ATTEMPTS`] times, since a deadline of another task
+/// of this CPU (its watchdog's) just before the watched one arms the timer
+/// for itself, and its interrupt, if the host delivers it late, wakes the
+/// watched sleeper too.
 fn probe_own_interrupt() -> Result<(), &'static str> {
     let probe = sched::this_cpu_probe();
     let me = crate::arch::percpu::cpu_id();
@@ -495,11 +540,17 @@ fn probe_own_interrupt() -> Result<(), &'static str> {
     let shared = probe.take(d2);
     probe.watch(0);
     sched::join(sleeper);
-    let d3 = now_tsc() + us_to_tsc(5_000);
-    probe.watch(d3);
-    let _ = sched::sleep_until(d3);
-    let own = probe.take(d3);
-    probe.watch(0);
+    let mut own = None;
+    for _ in 0..PROBE_ATTEMPTS {
+        let d3 = now_tsc() + us_to_tsc(5_000);
+        probe.watch(d3);
+        let _ = sched::sleep_until(d3);
+        own = probe.take(d3);
+        probe.watch(0);
+        if own.is_some() {
+            break;
+        }
+    }
     check(
         shared.is_none(),
         "an interrupt armed for another sleeper's earlier deadline was taken as the watched one's",
@@ -601,6 +652,64 @@ fn rt_requeue_wakes_new_top() -> Result<(), &'static str> {
         RQ_X_DURING_HOG.load(Ordering::SeqCst) == 1,
         "X got M only after the hog: the boosted top waiter of the ownerless lock was never woken",
     )
+}
+
+// ---- rt: adaptive spinning ------------------------------------------------
+
+static SPIN_L: SpinLock<u32> = SpinLock::new("selftest.spin", 0);
+/// The handshake of one attempt: the holder has the lock (1), the runner
+/// is about to lock it (2).
+static SPIN_STEP: AtomicU32 = AtomicU32::new(0);
+/// How long (µs) the holder keeps the lock once the runner is about to
+/// lock it: below the spin budget, so a spinner that finds it running
+/// outlasts it.
+static SPIN_HOLD_US: AtomicU64 = AtomicU64::new(0);
+/// Attempts before the test gives up: the host may preempt the holder's
+/// vCPU in any one of them (the spinner then sleeps, correctly), or the
+/// runner may reach the lock only after the holder let go; not in all.
+const SPIN_ATTEMPTS: u64 = 50;
+
+fn spin_holder(_: usize) {
+    let g = SPIN_L.lock();
+    SPIN_STEP.store(1, Ordering::SeqCst);
+    // Busy, not asleep: the owner must be running when the runner looks.
+    let give_up = now_tsc() + us_to_tsc(WAIT_US);
+    while SPIN_STEP.load(Ordering::SeqCst) != 2 && now_tsc() < give_up {
+        core::hint::spin_loop();
+    }
+    busy_us(SPIN_HOLD_US.load(Ordering::SeqCst));
+    drop(g);
+}
+
+/// A task on the other CPU holds the lock and keeps running for a few µs
+/// once this runner is about to lock it: the runner must spin (the owner
+/// runs) and take the lock when it is let go, not sleep. Counted by the
+/// lock's own spin statistics; tried until one attempt saw it, bounded by
+/// [`SPIN_ATTEMPTS`]. With spinning off (`no-spin`) it fails.
+fn rt_spin_takes() -> Result<(), &'static str> {
+    if boot_info::cpu_count() < 2 {
+        return Ok(()); // the owner must run on another CPU
+    }
+    for attempt in 0..SPIN_ATTEMPTS {
+        SPIN_STEP.store(0, Ordering::SeqCst);
+        // 5..45 µs: short enough for the budget, long enough (some of the
+        // time) for the runner to reach the lock's slow path first.
+        SPIN_HOLD_US.store(5 + (attempt * 10) % 45, Ordering::SeqCst);
+        let holder = sched::spawn("spin-holder", 10, 1, spin_holder, 0);
+        if !wait_for(|| SPIN_STEP.load(Ordering::SeqCst) == 1) {
+            SPIN_STEP.store(2, Ordering::SeqCst);
+            join_all(&[holder]);
+            return Err("the holder never took the lock");
+        }
+        let took_before = rt::spin_stats().0;
+        SPIN_STEP.store(2, Ordering::SeqCst);
+        drop(SPIN_L.lock());
+        join_all(&[holder]);
+        if rt::spin_stats().0 > took_before {
+            return Ok(());
+        }
+    }
+    Err("no adaptive spin took the lock from its running owner in any attempt")
 }
 
 // ---- rt: PI chain -------------------------------------------------------

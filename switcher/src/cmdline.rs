@@ -62,6 +62,7 @@ pub const KEYS: &[Key] = &[
     flag(PLATFORM_COSTS, "time the platform's primitives once ready"),
     number("hold-lock", "MS", "fault: a task holds a switchable lock MS ms"),
     number("irq-off-spin", "MS", "fault: a task spins MS ms with interrupts off"),
+    flag("after-request", "fault: hold-lock and irq-off-spin last until a switch request, then MS ms"),
     number("stall", "MS", "fault: a task spins MS ms with preemption off"),
     number("lock-queue", "N", "fault: N tasks queue on one lock"),
     number("handoff-delay", "US", "fault: a woken rtmutex waiter waits US us before taking the lock"),

@@ -55,7 +55,7 @@ pub fn rtswitch_bin() -> &'static Path {
         let cargo_profile = if profile == "debug" { "dev" } else { profile };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "-p", "rtswitch", "--bin", "rtswitch", "--profile", cargo_profile])
+            .args(["build", "-p", "rtswitch-tools", "--bin", "rtswitch", "--profile", cargo_profile])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("could not run cargo to build the rtswitch binary");
@@ -165,25 +165,41 @@ pub fn run_rtswitch_env(args: &[&str], env: &[(&str, &str)], limit: Duration) ->
     RunResult { status, stdout: done.stdout, stderr: done.stderr, elapsed: done.elapsed }
 }
 
-/// Runs `rtswitch ARGS`, sends it SIGINT (Ctrl-C) once `after` has
-/// passed, and waits for it to end, killing it (and failing) after `limit`.
-pub fn interrupt_rtswitch(args: &[&str], after: Duration, limit: Duration) -> RunResult {
+/// Runs `rtswitch ARGS`, sends it SIGINT (Ctrl-C) once its output (stdout
+/// or stderr) contains `ready` and `after` has passed since, and waits
+/// for it to end, killing it (and failing) after `limit`. The handshake
+/// makes the interrupt land after what `ready` says, however slow the
+/// host is to get there; `after` only lets the run get on with its work.
+pub fn interrupt_rtswitch_when(args: &[&str], ready: &str, after: Duration, limit: Duration) -> RunResult {
     let _slots = slots::take_for(args);
-    let launched = Launched::spawn(
-        Command::new(rtswitch_bin()).args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()),
+    let dir = Scratch::new(&format!("interrupt-{}", args.first().copied().unwrap_or("rtswitch")));
+    let (out_path, err_path) = (dir.0.join("out.log"), dir.0.join("err.log"));
+    let mut launched = Launched::spawn(
+        Command::new(rtswitch_bin())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out_path).expect("stdout file"))
+            .stderr(std::fs::File::create(&err_path).expect("stderr file")),
     )
     .expect("could not start the rtswitch binary");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    let output = || format!("--- stdout ---\n{}\n--- stderr ---\n{}", read(&out_path), read(&err_path));
+    let started = std::time::Instant::now();
+    while !(read(&out_path).contains(ready) || read(&err_path).contains(ready)) {
+        if started.elapsed() > limit || launched.wait_for(Duration::ZERO).is_some() {
+            launched.kill();
+            panic!("rtswitch {args:?} never printed {ready:?}\n{}", output());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     std::thread::sleep(after);
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
     unsafe { libc::kill(launched.pid() as libc::pid_t, libc::SIGINT) };
     let done = launched.finish(limit);
     let Some(status) = done.status else {
-        panic!(
-            "rtswitch {args:?} did not exit within {limit:?} of Ctrl-C; killed it\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            done.stdout, done.stderr
-        );
+        panic!("rtswitch {args:?} did not exit within {limit:?} of Ctrl-C; killed it\n{}", output());
     };
-    RunResult { status, stdout: done.stdout, stderr: done.stderr, elapsed: done.elapsed }
+    RunResult { status, stdout: read(&out_path), stderr: read(&err_path), elapsed: done.elapsed }
 }
 
 /// Whether a run that should have ended `Ok` did, or ended "not ok" only
@@ -207,6 +223,64 @@ pub fn ok_or_host_starved(code: Option<i32>, output: &str) -> bool {
         eprintln!("NOTE: the run was 'not ok' only because the host starved the guest: {result}");
     }
     all_starved
+}
+
+/// How long this host kept a runnable thread waiting, watched while a
+/// test measures something by the wall clock: a thread that sleeps
+/// [`HostStalls::TICK`] at a time records how late each wake-up came.
+/// A wall-clock bound of a test is the time the behaviour needs plus what
+/// the host took meanwhile ([`HostStalls::bound`]), so a host busy with
+/// other work (which delays the VMM and the test's own threads alike)
+/// stretches it, while a VMM slow by itself on a quiet host still fails.
+pub struct HostStalls {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    worst_us: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostStalls {
+    /// The watcher's sleep: short, so a stall shows within a few ms.
+    pub const TICK: Duration = Duration::from_millis(5);
+
+    /// Starts watching.
+    pub fn watch() -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let worst_us = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let thread = {
+            let (stop, worst_us) = (stop.clone(), worst_us.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = std::time::Instant::now();
+                    std::thread::sleep(Self::TICK);
+                    let late = t.elapsed().saturating_sub(Self::TICK);
+                    worst_us.fetch_max(late.as_micros() as u64, Ordering::Relaxed);
+                }
+            })
+        };
+        Self { stop, worst_us, thread: Some(thread) }
+    }
+
+    /// The longest wake-up delay seen so far.
+    pub fn worst(&self) -> Duration {
+        Duration::from_micros(self.worst_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// `base` stretched by what the host took meanwhile: twice the worst
+    /// stall seen (a request and its answer are two threads, the client's
+    /// and the VMM's, and the host may have kept each waiting once).
+    pub fn bound(&self, base: Duration) -> Duration {
+        base + self.worst() * 2
+    }
+}
+
+impl Drop for HostStalls {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A scratch directory for one test, removed when dropped.

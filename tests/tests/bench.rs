@@ -1,4 +1,4 @@
-//! The benchmark suite (issue 7), end to end on real VMs, shrunk to a
+//! The benchmark suite, end to end on real VMs, shrunk to a
 //! few seconds per family: every family runs, the table has each section,
 //! the JSON holds every family's figures and agrees with the table, the
 //! plots are SVG, and the adaptive-spinning switch really reaches the
@@ -167,7 +167,9 @@ fn bad_bench_options_are_refused() {
     let file = dir.file("not-a-dir", b"x");
     let r = run_rtswitch(&["bench", "--only", "boot", "--out", file.to_str().unwrap()], Duration::from_secs(30));
     r.assert_code(ExitCode::BadArguments).assert_contains("rtswitch bench: error: --out ");
-    assert!(r.elapsed < Duration::from_secs(5) && !r.all_output().contains("platform costs"), "nothing ran");
+    // Said before anything ran: no step began, no platform costs were timed.
+    let out = r.all_output();
+    assert!(!out.contains("platform costs") && !out.contains("rtswitch bench: ["), "something ran:\n{out}");
     let out = dir.0.join("out");
     let r = run_rtswitch(
         &["bench", "--only", "boot", "--out", out.to_str().unwrap(), "--json", "/nonexistent/dir/b.json"],
@@ -193,8 +195,8 @@ fn repeat_prints_the_spread_of_each_headline_and_keeps_every_repeat() {
             "2",
             "--switches",
             "2",
-            "--gap-ms",
-            "20",
+            "--gap",
+            "20ms",
             "--repeat",
             "2",
             "--out",

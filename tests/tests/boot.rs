@@ -57,18 +57,31 @@ fn serial_none_discards_the_console() {
     r.assert_code(ExitCode::Ok).assert_not_contains("cpu 0 online").assert_contains("guest ready in");
 }
 
+/// Ctrl-C once the guest is ready (seen on stderr, however long the boot
+/// took) shuts the guest down cleanly.
 #[test]
 fn sigint_shuts_the_guest_down_cleanly() {
     require_kvm();
     let _slots = rtswitch_tests::slots::take(2);
+    let dir = Scratch::new("sigint");
+    let err_path = dir.0.join("err.log");
     let mut child = std::process::Command::new(rtswitch_tests::rtswitch_bin())
         .args(["run", "--vcpus", "2"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).expect("stderr file"))
         .spawn()
         .expect("start rtswitch");
-    std::thread::sleep(Duration::from_millis(1500));
+    let read_err = || std::fs::read_to_string(&err_path).unwrap_or_default();
+    let booting = std::time::Instant::now();
+    while !read_err().contains("guest ready in") {
+        if booting.elapsed() > LIMIT || child.try_wait().expect("wait").is_some() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the guest never became ready:\n{}", read_err());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // SAFETY: kill(2) on our own child's pid; no memory is involved.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
     assert_eq!(rc, 0, "kill(SIGINT) failed");
@@ -83,8 +96,7 @@ fn sigint_shuts_the_guest_down_cleanly() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err).expect("read stderr");
+    let err = read_err();
     assert_eq!(status.code(), Some(0), "stderr:\n{err}");
     assert!(err.contains("signal received"), "stderr:\n{err}");
     assert!(err.contains("guest shut down cleanly"), "stderr:\n{err}");

@@ -1,4 +1,4 @@
-//! Hostile local clients of the control socket (issue 25, point 5): slots
+//! Hostile local clients of the control socket: slots
 //! held by clients that never negotiate, clients that stay silent, a VMM
 //! out of file descriptors, and a socket path taken over by someone else.
 //!

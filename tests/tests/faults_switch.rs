@@ -1,4 +1,4 @@
-//! Fault injection around the runtime switch (issue 6): guest options
+//! Fault injection around the runtime switch: guest options
 //! (`guest/src/faults.rs`, off by default) that misbehave on purpose; the
 //! VMM must fail cleanly (nothing patched), keep running, or report and
 //! exit with the documented code, never crash or hang.
@@ -15,12 +15,26 @@ fn code(c: ExitCode) -> i32 {
 
 /// A switch requested while a CPU spins with interrupts off is cancelled
 /// at its deadline with nothing patched; once the CPU is back, it works.
+/// The spin (`after-request`) lasts from before the request until 3 s
+/// after it, however slow the host.
 #[test]
 fn a_cpu_spinning_with_interrupts_off_makes_the_switch_cancel() {
     let vmm = BackgroundVmm::start(
         "irqoff",
-        &["--vcpus", "2", "--load", "none", "--switch-timeout-ms", "300", "--guest-arg", "irq-off-spin=3000"],
+        &[
+            "--vcpus",
+            "2",
+            "--load",
+            "none",
+            "--switch-timeout",
+            "300ms",
+            "--guest-arg",
+            "irq-off-spin=3000",
+            "--guest-arg",
+            "after-request",
+        ],
     );
+    vmm.wait_for_output("'irq-off-spin' masks interrupts", Duration::from_secs(30), "the spin never started");
     let mut s = vmm.session();
     let r = set_mode(&mut s, "rt");
     let desc = r["error"]["desc"].as_str().unwrap_or_default();
@@ -38,10 +52,14 @@ fn a_cpu_spinning_with_interrupts_off_makes_the_switch_cancel() {
 }
 
 /// Garbage in the switch mailbox and unsolicited switch notifications:
-/// ignored with a logged reason; a later request is refused cleanly.
+/// ignored with a logged reason; a later request is refused cleanly (a
+/// generous quiesce deadline: a busy host makes a switch slow, not failed).
 #[test]
 fn a_corrupted_mailbox_is_rejected_and_the_vm_keeps_running() {
-    let vmm = BackgroundVmm::start("mbox", &["--vcpus", "2", "--load", "locks", "--guest-arg", "corrupt-mailbox"]);
+    let vmm = BackgroundVmm::start(
+        "mbox",
+        &["--vcpus", "2", "--load", "locks", "--switch-timeout", "20s", "--guest-arg", "corrupt-mailbox"],
+    );
     let mut s = vmm.session();
     // Wait for the scribbler to finish (it runs 100..400 ms after boot).
     vmm.wait_for_output("switch mailbox left corrupted", Duration::from_secs(30), "the scribbler never finished");
@@ -88,10 +106,14 @@ fn a_corrupted_telemetry_header_is_rejected_and_the_vm_keeps_running() {
 /// Unknown doorbell registers, misaligned and wrong-width writes, reads, a
 /// CPU that does not exist, ready twice, an unsolicited switch
 /// notification, console writes outside memory and too long: logged, and
-/// the VM goes on.
+/// the VM goes on (and switches: a generous quiesce deadline, as a busy
+/// host makes a switch slow, not failed).
 #[test]
 fn bad_hypercalls_are_logged_and_ignored() {
-    let vmm = BackgroundVmm::start("badhc", &["--vcpus", "2", "--load", "none", "--guest-arg", "bad-hypercalls"]);
+    let vmm = BackgroundVmm::start(
+        "badhc",
+        &["--vcpus", "2", "--load", "none", "--switch-timeout", "20s", "--guest-arg", "bad-hypercalls"],
+    );
     let mut s = vmm.session();
     vmm.wait_for_output("bad hypercalls done", Duration::from_secs(30), "the bad hypercalls never ran");
     let r = set_mode(&mut s, "rt");
@@ -151,32 +173,29 @@ fn a_guest_panic_in_the_middle_of_a_switch() {
 
 /// A CPU stuck with preemption off (interrupts on): the guest's watchdog
 /// and the VMM's both report it, naming the task; the run still ends
-/// cleanly once the task lets go.
+/// cleanly once the task lets go (asked to end once the VMM saw the CPU
+/// make progress again, however long the host took to get there).
 #[test]
 fn a_stalled_cpu_is_reported_by_both_watchdogs() {
-    rtswitch_tests::require_kvm();
-    let r = rtswitch_tests::run_rtswitch(
-        &[
-            "run",
-            "--vcpus",
-            "2",
-            "--load",
-            "none",
-            "--duration",
-            "8",
-            "--watchdog-secs",
-            "2",
-            "--guest-arg",
-            "stall=5000",
-        ],
-        Duration::from_secs(120),
+    let vmm = BackgroundVmm::spawn(
+        "stall",
+        &["--vcpus", "2", "--load", "none", "--watchdog", "2s", "--guest-arg", "stall=5000"],
     );
-    r.assert_code(ExitCode::MeasurementNotOk)
-        .assert_contains("result: not ok")
-        .assert_contains("watchdog: cpu 1 stuck for")
-        .assert_contains("in task 'stall' (preempt count 1")
-        .assert_contains("rtswitch: watchdog: cpu 1 made no progress for")
-        .assert_contains("rtswitch: watchdog: cpu 1 makes progress again");
+    vmm.wait_for_output(
+        "rtswitch: watchdog: cpu 1 makes progress again",
+        Duration::from_secs(120),
+        "the VMM never saw cpu 1 make progress again",
+    );
+    let (c, out, _) = vmm.quit();
+    assert_eq!(c, code(ExitCode::MeasurementNotOk), "{out}");
+    for needle in [
+        "result: not ok",
+        "watchdog: cpu 1 stuck for",
+        "in task 'stall' (preempt count 1",
+        "rtswitch: watchdog: cpu 1 made no progress for",
+    ] {
+        assert!(out.contains(needle), "expected {needle:?} in the output:\n{out}");
+    }
 }
 
 /// `thaw-spin=12000`: a task the thaw woke spins 12 ms, Runnable and still

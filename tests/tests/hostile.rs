@@ -1,4 +1,4 @@
-//! Hostile input against a live VM (issue 6): generated garbage on the
+//! Hostile input against a live VM: generated garbage on the
 //! control socket, many clients at once while the mode switches, and
 //! crafted kernel ELFs.
 //!

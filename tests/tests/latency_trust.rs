@@ -1,4 +1,4 @@
-//! Latency figures a cyclictest or rtla user can trust (issue 14), end to
+//! Latency figures a cyclictest or rtla user can trust, end to
 //! end on the real VM:
 //! - the switch's own stalls stay in the Switching epochs: a run that
 //!   switches many times under a long-critical-section lock load has no
@@ -151,7 +151,8 @@ fn stop_above_prints_the_cause_of_the_spike() {
     r.assert_contains("preempt count");
     r.assert_contains("host steal time in the period");
     r.assert_contains("last scheduler events on cpu");
-    assert!(r.elapsed < Duration::from_secs(15), "the run did not stop early: {:?}", r.elapsed);
+    // Stopped early: before the 20 s it asked for (the VMM's own clock).
+    assert!(v.outcome.elapsed_s < 20.0, "the run did not stop early: {:?}", v.outcome);
     let stop = v.stop.as_ref().expect("the stop report in the JSON");
     assert!(stop.thread_ns > 1000, "{stop:?}");
     assert!(!stop.trace.is_empty(), "no scheduler events: {stop:?}");
@@ -204,10 +205,10 @@ fn measurement_options_reach_the_guest() {
 /// late by up to that for deadlines inside the switch. Those samples
 /// belong to the Switching epoch (their deadlines lie in it), and the next
 /// Mode epoch opens only once every CPU has completed a full period after
-/// the thaw: no Mode-epoch sample carries the stall. With samples filed by
-/// the epoch current when they were recorded, and the Mode epoch opened
-/// one period after the switch (the code before issue 14), they landed in
-/// the Mode epochs and this test failed.
+/// the thaw: no Mode-epoch sample carries the stall. Samples filed by the
+/// epoch current when they were recorded, or a Mode epoch opened one
+/// period after the switch, put the stall into the Mode epochs, which
+/// this test refuses.
 ///
 /// The bound is derived from the load: a measurement thread in a Mode
 /// epoch waits at most for critical sections held with preemption off
@@ -239,9 +240,15 @@ fn switch_stalls_stay_in_the_switching_epochs() {
             &format!("serialize-stall={stall_us}"),
         ],
     );
-    // A watchdog stall on a starved host makes the result "not ok"; what
-    // is checked here is the attribution, not the host.
-    assert!(matches!(r.code(), Some(0) | Some(11)), "the run failed (code {:?}):\n{}", r.code(), r.stderr);
+    // 80 ms masked on every switch, 3 ms preempt-off sections: a host that
+    // starves a vCPU for seconds makes the guest's watchdog fire, which the
+    // run says is host starvation; a stuck guest still fails.
+    assert!(
+        rtswitch_tests::ok_or_host_starved(r.code(), &r.all_output()),
+        "the run failed (code {:?}):\n{}",
+        r.code(),
+        r.stderr
+    );
     assert!(v.switch_totals.completed >= 5, "too few switches:\n{}", r.stderr);
     let bound_ns = 10 * cs_us * 1000;
     let (mut mode_samples, mut stalled_in_switching) = (0, 0);

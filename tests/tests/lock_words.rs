@@ -1,4 +1,4 @@
-//! Switch safety at the lock words (issue 13): a woken rtmutex waiter
+//! Switch safety at the lock words: a woken rtmutex waiter
 //! takes its lock itself, so a switch can never patch over a lock that is
 //! owned by a task the freezer took for asleep; waiters leave their wait
 //! when a freeze starts, so a switch waits for at most the critical
@@ -29,8 +29,8 @@ fn lingering_woken_waiters_never_let_a_switch_patch_over_a_lock() {
             "3",
             "--cs-us",
             "200",
-            "--switch-timeout-ms",
-            "20000",
+            "--switch-timeout",
+            "20s",
             "--guest-arg",
             "handoff-delay=2000",
         ],
@@ -74,8 +74,8 @@ fn a_queue_of_waiters_backs_out_of_a_freeze() {
                 boot_mode,
                 "--load",
                 "none",
-                "--switch-timeout-ms",
-                "20000",
+                "--switch-timeout",
+                "20s",
                 "--guest-arg",
                 "lock-queue=6",
             ],

@@ -73,7 +73,7 @@ fn thousands_of_switches_keep_every_reply_bounded_and_the_totals_exact() {
     let vmm = BackgroundVmm::start(
         "longrun",
         // A slow host makes switches slow, never failed.
-        &["--vcpus", "1", "--load", "none", "--switch-timeout-ms", "20000"],
+        &["--vcpus", "1", "--load", "none", "--switch-timeout", "20s"],
     );
     let mut c = Client { raw: RawQmp::negotiated(&vmm.sock), next_id: 0, largest: Default::default() };
     c.queries();

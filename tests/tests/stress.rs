@@ -1,5 +1,5 @@
 //! Switch stress: many runtime switches under the lock load, then an audit
-//! of everything that must hold after them (issue 6).
+//! of everything that must hold after them.
 //!
 //! - every switch accounted for: `query-switches` (and the JSON report) hold
 //!   one record per request, numbered in order, each a success or a failure
@@ -37,7 +37,8 @@ fn serialize() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-// A generous quiesce deadline: a slow host makes switches slow, not failed.
+// Generous quiesce and vCPU-stop deadlines: a slow host makes switches
+// slow, not failed.
 const LOAD: &[&str] = &[
     "--load",
     "locks",
@@ -47,8 +48,10 @@ const LOAD: &[&str] = &[
     "5000",
     "--load-threads",
     "2",
-    "--switch-timeout-ms",
-    "20000",
+    "--switch-timeout",
+    "20s",
+    "--vcpu-stop-timeout",
+    "5s",
 ];
 
 fn stress_switches() -> usize {
@@ -223,7 +226,14 @@ fn toggles_on_four_overcommitted_vcpus() {
 /// `--switch-every` toggles on a timer while a client races it with a
 /// random schedule of queries, `reset-latency`, its own `set-mode`s (busy,
 /// no-op or real) and disconnects in the middle of a switch; a switch is
-/// also requested during boot and during shutdown.
+/// also requested during boot and during shutdown. The race runs 8 s and
+/// on until 20 switches have completed (however slow the host makes
+/// them), bounded by [`RACE_LIMIT`].
+/// Completed switches the race runs for at least.
+const RACE_SWITCHES: u64 = 20;
+/// Bound on the race (a hang guard: 20 switches take a second or two).
+const RACE_LIMIT: Duration = Duration::from_secs(120);
+
 #[test]
 fn switch_every_races_with_a_random_client() {
     let _one = serialize();
@@ -253,7 +263,12 @@ fn switch_every_races_with_a_random_client() {
     let (mut busy, mut real, mut noop, mut resets, mut abandoned, mut queries) = (0, 0, 0, 0, 0, 0);
     let run_for = Duration::from_secs(8);
     let t0 = Instant::now();
-    while t0.elapsed() < run_for {
+    let completed = |s: &mut rtswitch::api::client::Session| {
+        let r = exec(s, json!({"execute": "query-switches", "arguments": {"last": 1}}));
+        r["return"]["totals"]["completed"].as_u64().unwrap_or(0)
+    };
+    while t0.elapsed() < run_for || completed(&mut s) < RACE_SWITCHES {
+        assert!(t0.elapsed() < RACE_LIMIT, "{RACE_SWITCHES} switches never completed:\n{}", vmm.output());
         match rng.below(10) {
             0..=3 => {
                 let cmd = ["query-status", "query-mode", "query-latency", "query-switches"][rng.below(4) as usize];
@@ -336,7 +351,7 @@ fn switch_every_races_with_a_random_client() {
     assert!(out.contains("load check: ok"), "{out}");
     let report = report.unwrap_or_else(|| panic!("no JSON report\n{out}"));
     let (ok, failed, _) = check_switch_history(&report.switches, "mainline");
-    assert!(ok >= 20, "only {ok} switches succeeded in 8 s:\n{out}");
+    assert!(ok as u64 >= RACE_SWITCHES, "only {ok} switches succeeded:\n{out}");
     assert_eq!(report.load_check.result, "ok");
     eprintln!(
         "switch-every race (seed {seed:#x}): {} switches ({ok} ok, {failed} failed); client: {real} real, {noop} no-op, \

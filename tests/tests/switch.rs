@@ -8,9 +8,22 @@ use rtswitch_tests::vm::{BackgroundVmm, REPLY_TIMEOUT, exec, set_mode, switch_un
 use rtswitch_tests::{CtlExit, ExitCode, Scratch, require_kvm, run_rtswitch};
 use serde_json::{Value, json};
 
+/// Labels of the epochs `query-latency` lists.
+fn epoch_labels(s: &mut rtswitch::api::client::Session) -> Vec<String> {
+    let lat = exec(s, json!({"execute": "query-latency"}));
+    let epochs = lat["return"]["epochs"].as_array().expect("epochs").clone();
+    epochs.iter().map(|e| e["label"].as_str().unwrap_or("").to_string()).collect()
+}
+
+// The VMs below that must switch get a generous quiesce deadline: a busy
+// host makes a switch slow, never failed.
+
 #[test]
 fn toggle_under_lock_load_through_the_socket() {
-    let vmm = BackgroundVmm::start("toggle", &["--vcpus", "2", "--load", "locks", "--mode", "mainline"]);
+    let vmm = BackgroundVmm::start(
+        "toggle",
+        &["--vcpus", "2", "--load", "locks", "--mode", "mainline", "--switch-timeout", "20s"],
+    );
     let mut s = vmm.session();
     let m = exec(&mut s, json!({"execute": "query-mode"}));
     assert_eq!(m["return"]["mode"], "mainline", "{m}");
@@ -32,7 +45,13 @@ fn toggle_under_lock_load_through_the_socket() {
     let r = set_mode(&mut s, "rt");
     assert_eq!(r["return"]["changed"], false, "{r}");
 
-    std::thread::sleep(Duration::from_millis(300));
+    // The rt Mode epoch opens once every CPU completed a period after the
+    // thaw: waited for (not slept for) before switching back.
+    let start = Instant::now();
+    while !epoch_labels(&mut s).iter().any(|l| l == "rt") {
+        assert!(start.elapsed() < REPLY_TIMEOUT, "no rt Mode epoch opened after the switch:\n{}", vmm.output());
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let r = set_mode(&mut s, "mainline");
     assert_eq!(r["return"]["mode"], "mainline", "{r}\n{}", vmm.output());
     let m = exec(&mut s, json!({"execute": "query-mode"}));
@@ -43,10 +62,7 @@ fn toggle_under_lock_load_through_the_socket() {
     assert_eq!(list.len(), 2, "{sw}");
     assert!(list.iter().all(|r| r["ok"] == true), "{sw}");
 
-    std::thread::sleep(Duration::from_millis(300));
-    let lat = exec(&mut s, json!({"execute": "query-latency"}));
-    let epochs = lat["return"]["epochs"].as_array().expect("epochs").clone();
-    let labels: Vec<String> = epochs.iter().map(|e| e["label"].as_str().unwrap_or("").to_string()).collect();
+    let labels = epoch_labels(&mut s);
     assert!(labels.iter().any(|l| l == "mainline"), "{labels:?}");
     assert!(labels.iter().any(|l| l == "rt"), "{labels:?}");
     assert!(labels.iter().any(|l| l == "sw:mainline" || l == "sw:rt"), "{labels:?}");
@@ -58,7 +74,7 @@ fn toggle_under_lock_load_through_the_socket() {
 
 #[test]
 fn toggle_with_the_ctl_command() {
-    let vmm = BackgroundVmm::start("ctl", &["--vcpus", "2", "--load", "locks"]);
+    let vmm = BackgroundVmm::start("ctl", &["--vcpus", "2", "--load", "locks", "--switch-timeout", "20s"]);
     let sock = vmm.sock.to_str().expect("utf-8").to_string();
     let ctl = |args: &[&str]| {
         let mut a = vec!["ctl", "--api-sock", sock.as_str()];
@@ -108,7 +124,7 @@ fn read_json(r: &mut impl std::io::BufRead) -> Value {
 #[test]
 fn qmp_behaviour() {
     use std::io::Write;
-    let vmm = BackgroundVmm::start("qmp", &["--vcpus", "2", "--load", "none"]);
+    let vmm = BackgroundVmm::start("qmp", &["--vcpus", "2", "--load", "none", "--switch-timeout", "20s"]);
     let mode = std::fs::metadata(&vmm.sock).expect("socket").permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the control socket is private");
 
@@ -175,12 +191,27 @@ fn qmp_behaviour() {
     assert_eq!(code, 0, "{out}");
 }
 
+/// A task holding a lock (`hold-lock` with `after-request`: held from
+/// before the request until 2.5 s after it, however slow the host) makes
+/// the switch fail at its deadline, naming the task, with nothing patched.
 #[test]
 fn a_task_holding_a_lock_makes_the_switch_fail_cleanly() {
     let vmm = BackgroundVmm::start(
         "holdfail",
-        &["--vcpus", "2", "--load", "none", "--switch-timeout-ms", "300", "--guest-arg", "hold-lock=2500"],
+        &[
+            "--vcpus",
+            "2",
+            "--load",
+            "none",
+            "--switch-timeout",
+            "300ms",
+            "--guest-arg",
+            "hold-lock=2500",
+            "--guest-arg",
+            "after-request",
+        ],
     );
+    vmm.wait_for_output("'lock-hog' holds its lock", Duration::from_secs(30), "the lock-hog never took its lock");
     let mut s = vmm.session();
     let before = exec(&mut s, json!({"execute": "query-mode"}));
     let r = set_mode(&mut s, "rt");
@@ -218,8 +249,8 @@ fn switch_every_alternates_epochs() {
             "--switch-every",
             "700",
             // A slow host makes switches slow, never failed.
-            "--switch-timeout-ms",
-            "20000",
+            "--switch-timeout",
+            "20s",
             "--duration",
             "6",
             "--quiet",

@@ -1,7 +1,9 @@
 //! rtswitch: a KVM VMM that boots its own Rust guest kernel on several vCPUs
 //! and switches that running kernel between mainline and rt locking (and
 //! the other profiles over locks, preemption model and interrupt threading)
-//! at runtime.
+//! at runtime. This is the VMM library; the `rtswitch` executable, with the
+//! tools above it (bench, stress, plots), is the `rtswitch-tools` crate in
+//! `tools/`.
 //!
 //! Threads: the main thread parses the command line, builds the VM and then
 //! runs the control loop (`runner`, an event-manager epoll loop over
@@ -37,17 +39,8 @@ pub mod units;
 pub mod vstate;
 pub mod watchdog;
 
-// Above the core, which never imports them (docs/ARCHITECTURE.md,
-// "Layers"): the plots, the tools, and the command line that reaches them.
-pub mod app;
-pub mod bench;
-pub mod plot;
-pub mod stress;
-
 #[cfg(test)]
 mod guest_memory_fuzz;
-#[cfg(test)]
-mod layering;
 
 /// Page-aligned storage for the embedded kernel image.
 #[repr(C, align(4096))]

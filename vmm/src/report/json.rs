@@ -550,13 +550,18 @@ pub fn render(m: &Measurement, info: &RunInfo) -> Result<String, ReportError> {
     Ok(text)
 }
 
-#[cfg(test)]
+/// Fixtures (a run's settings, measurement, info and report) for this
+/// crate's tests and, with the `fixtures` feature, for the tools crate's.
+#[cfg(any(test, feature = "fixtures"))]
 pub mod tests {
     use switcher::profile::Profile;
 
-    use super::super::{GuestInfo, RunSettings, summary};
+    #[cfg(test)]
+    use super::super::summary;
+    use super::super::{GuestInfo, RunSettings};
     use super::*;
     use crate::exit_code::ExitCode;
+    #[cfg(test)]
     use crate::stats::Percentile;
     use crate::vstate::telemetry::TelemetryReader;
     use crate::vstate::telemetry::synth::*;

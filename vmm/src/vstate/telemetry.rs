@@ -927,7 +927,7 @@ fn decode_worst(w: &WorstSample) -> Worst {
 
 /// Builders of synthetic telemetry regions, for tests here and in the
 /// report modules.
-#[cfg(test)]
+#[cfg(any(test, feature = "fixtures"))]
 pub mod synth {
     use switcher::telemetry::HistSummary;
 

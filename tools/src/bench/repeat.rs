@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::table::{cells, grid};
 use super::{Suite, switching::PhaseSpreads};
-use crate::switch::Spread;
+use rtswitch::switch::Spread;
 
 /// One headline figure of one repeat.
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -26,7 +26,7 @@ use serde::Serialize;
 use super::child::run_to_json;
 use super::latency::{self, LatencyConfig, Ratio, RunFigures, pct_ratio, run_limit};
 use super::table::{cells, grid, opt};
-use crate::report::json::RunReport;
+use rtswitch::report::json::RunReport;
 
 /// What a run's label means, in the table and the plot: which
 /// dimensions it switched to their rt variant ("alone": that one only; a
@@ -133,7 +133,7 @@ pub fn run_one(
 
 /// (hard, threaded) device interrupts over every CPU.
 fn irq_split(r: &RunReport) -> Option<(u64, u64)> {
-    let total = crate::vstate::telemetry::IrqCounts::total(&r.irq_load.as_ref()?.cpus);
+    let total = rtswitch::vstate::telemetry::IrqCounts::total(&r.irq_load.as_ref()?.cpus);
     Some((total.hard, total.threaded))
 }
 
@@ -203,7 +203,7 @@ pub fn render(runs: &[AblationRun]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::Percentile::Us;
+    use rtswitch::stats::Percentile::Us;
 
     fn cfg() -> AblationConfig {
         AblationConfig {

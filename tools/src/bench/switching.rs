@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::api::child::{ChildVm, ChildVmError};
-use crate::api::client::{ClientError, Session};
-use crate::api::protocol::SiteCounts;
-use crate::switch::Spread;
+use rtswitch::api::child::{ChildVm, ChildVmError};
+use rtswitch::api::client::{ClientError, Session};
+use rtswitch::api::protocol::SiteCounts;
+use rtswitch::switch::Spread;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchBenchError {
@@ -142,7 +142,7 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
         .and_then(|t| t.split_whitespace().next())
         .and_then(|n| n.parse().ok());
     let mut mode = "rt";
-    let stop = || crate::signals::interrupted();
+    let stop = || rtswitch::signals::interrupted();
     for i in 0..cfg.count {
         if stop() {
             p.interrupted = true;

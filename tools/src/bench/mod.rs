@@ -54,9 +54,9 @@ use self::progress::Progress;
 use self::switching::{Phase, PhaseConfig, PhaseSpreads};
 use self::table::{cells, grid, opt};
 use self::throughput::{ThroughputConfig, ThroughputRun};
-use crate::exit_code::ExitCode;
-use crate::limits::{DEFAULT_VCPUS, MAX_HIST_MAX_US};
-use crate::units::{Unit, parse_duration_in, us_in};
+use rtswitch::exit_code::ExitCode;
+use rtswitch::limits::{DEFAULT_VCPUS, MAX_HIST_MAX_US};
+use rtswitch::units::{Unit, parse_duration_in, us_in};
 
 /// Histogram range of the latency runs: wide, so that a mainline p99
 /// under lock load stays a figure rather than an overflow.
@@ -115,8 +115,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "US", value_parser = us_in(100, 1_000_000))]
     pub interval_us: Option<u32>,
     /// The device interrupt load of the ablation runs: RATE interrupts a second on every vCPU, WORK_US of handler work each.
-    #[arg(long, value_name = "RATE[,WORK_US]", default_value = "1000,100", value_parser = crate::cli::parse_irq_load)]
-    pub irq_load: crate::cli::IrqLoad,
+    #[arg(long, value_name = "RATE[,WORK_US]", default_value = "1000,100", value_parser = rtswitch::cli::parse_irq_load)]
+    pub irq_load: rtswitch::cli::IrqLoad,
     /// Critical section of the latency and switch runs' lock load in µs, or with a unit (default: the guest's).
     #[arg(long, value_name = "US", value_parser = us_in(1, 1_000_000))]
     pub cs_us: Option<u32>,
@@ -280,7 +280,7 @@ impl SuiteConfig {
 /// Runs `work` when `family` was asked for and the suite was not
 /// interrupted, recording its wall time.
 fn timed<T>(cfg: &SuiteConfig, family: Family, times: &mut Vec<(Family, f64)>, work: impl FnOnce() -> T) -> Option<T> {
-    if !cfg.has(family) || crate::signals::interrupted() {
+    if !cfg.has(family) || rtswitch::signals::interrupted() {
         return None;
     }
     let t = Instant::now();
@@ -331,7 +331,7 @@ const PLATFORM_COSTS_LIMIT: std::time::Duration = std::time::Duration::from_secs
 /// Boots a guest with `platform-costs` and reads the `cost ...` lines it
 /// prints (empty if the run fails: the suite goes on without them).
 fn platform_costs(exe: &Path, vcpus: u32) -> Vec<PlatformCost> {
-    let launched = crate::child::Launched::spawn_forwarding(
+    let launched = rtswitch::child::Launched::spawn_forwarding(
         std::process::Command::new(exe)
             .args(["run", "--no-workload", "--quiet", "--duration", "0.2", "--vcpus", &vcpus.to_string()])
             .args(["--guest-arg", "platform-costs"])
@@ -554,10 +554,10 @@ pub fn check_outputs(args: &BenchArgs) -> Result<(), String> {
         ));
     }
     for name in OUT_FILES {
-        crate::report::outputs::probe("--out", &out.join(name)).map_err(|e| e.to_string())?;
+        rtswitch::report::outputs::probe("--out", &out.join(name)).map_err(|e| e.to_string())?;
     }
     if let Some(json) = &args.json {
-        crate::report::outputs::probe("--json", json).map_err(|e| e.to_string())?;
+        rtswitch::report::outputs::probe("--json", json).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -583,10 +583,10 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             return ExitCode::VmmError;
         }
     };
-    if let Err(e) = crate::signals::catch_interrupts() {
+    if let Err(e) = rtswitch::signals::catch_interrupts() {
         eprintln!("rtswitch bench: warning: cannot catch Ctrl-C ({e}); it will stop the suite without a table");
     }
-    let interrupted = crate::signals::interrupted;
+    let interrupted = rtswitch::signals::interrupted;
     let cfg = SuiteConfig::from_args(args);
     let steps = cfg.estimates();
     let total_est: f64 = steps.iter().map(|s| s.1).sum::<f64>() * f64::from(cfg.repeat);
@@ -810,7 +810,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     if let Some(path) = &args.json {
         let written = serde_json::to_string_pretty(&suite)
             .map_err(|e| e.to_string())
-            .and_then(|t| crate::outfile::write_atomic(path, (t + "\n").as_bytes()).map_err(|e| e.to_string()));
+            .and_then(|t| rtswitch::outfile::write_atomic(path, (t + "\n").as_bytes()).map_err(|e| e.to_string()));
         if let Err(e) = written {
             outputs.errors.push(format!(
                 "cannot write --json file {}: {e}; check that its directory exists and is writable",
@@ -1063,7 +1063,7 @@ pub fn render(s: &Suite) -> String {
         ])];
         for p in sc {
             let x = p.spreads.as_ref();
-            let g = |f: fn(&PhaseSpreads) -> Option<crate::switch::Spread>, p99: bool| {
+            let g = |f: fn(&PhaseSpreads) -> Option<rtswitch::switch::Spread>, p99: bool| {
                 x.and_then(f).map_or_else(|| "-".to_string(), |s| ms(if p99 { s.p99_us } else { s.p50_us }))
             };
             rows.push(vec![
@@ -1120,7 +1120,7 @@ pub fn write_outputs(s: &Suite, dir: &Path) -> Outputs {
     let mut o = Outputs::default();
     let write = |name: &str, text: Result<String, String>, o: &mut Outputs| {
         let path = dir.join(name);
-        match text.and_then(|t| crate::outfile::write_atomic(&path, t.as_bytes()).map_err(|e| e.to_string())) {
+        match text.and_then(|t| rtswitch::outfile::write_atomic(&path, t.as_bytes()).map_err(|e| e.to_string())) {
             Ok(()) => {
                 if name.ends_with(".svg") {
                     o.plots.push(path);

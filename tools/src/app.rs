@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 
-use crate::cli::{CtlArgs, RunArgs};
-use crate::exit_code::ExitCode;
-use crate::report::Plotter;
+use rtswitch::cli::{CtlArgs, RunArgs};
+use rtswitch::exit_code::ExitCode;
+use rtswitch::report::Plotter;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,12 +58,12 @@ pub fn main(started: Instant) -> std::process::ExitCode {
             Ok(mut config) => {
                 config.plotter = Some(Plotter(crate::plot::run::render));
                 for w in config.warnings() {
-                    crate::logging::stderr_line(&format!("rtswitch: warning: {w}"));
+                    rtswitch::logging::stderr_line(&format!("rtswitch: warning: {w}"));
                 }
-                match crate::report::outputs::prepare(&config.outputs(), config.workload.bucket_us) {
-                    Ok(()) => crate::runner::run(config, started),
+                match rtswitch::report::outputs::prepare(&config.outputs(), config.workload.bucket_us) {
+                    Ok(()) => rtswitch::runner::run(config, started),
                     Err(e) => {
-                        crate::logging::stderr_line(&format!("rtswitch: error: {e}"));
+                        rtswitch::logging::stderr_line(&format!("rtswitch: error: {e}"));
                         ExitCode::BadArguments
                     }
                 }
@@ -74,7 +74,7 @@ pub fn main(started: Instant) -> std::process::ExitCode {
             }
         },
         // Its own exit codes (docs/usage.md, "Exit codes"); 2 for bad arguments too.
-        Command::Ctl(args) => return crate::api::ctl::run(&args).into(),
+        Command::Ctl(args) => return rtswitch::api::ctl::run(&args).into(),
         Command::Stress(args) => crate::stress::run(&args),
         Command::Bench(args) => crate::bench::run(&args),
     };

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::child::Launched;
-use crate::report::json::RunReport;
+use rtswitch::child::Launched;
+use rtswitch::report::json::RunReport;
 
 /// What one child run left behind.
 #[derive(Debug)]

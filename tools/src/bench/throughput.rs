@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::switching::SwitchBenchError;
-use crate::api::child::ChildVm;
+use rtswitch::api::child::ChildVm;
 
 /// The configurations, in order: (name, mode, adaptive spinning).
 pub const CONFIGS: [(&str, &str, bool); 3] =
@@ -59,7 +59,7 @@ pub struct ThroughputRun {
     pub interrupted: bool,
 }
 
-fn ops(session: &mut crate::api::client::Session) -> Result<(u64, u64), SwitchBenchError> {
+fn ops(session: &mut rtswitch::api::client::Session) -> Result<(u64, u64), SwitchBenchError> {
     let r = session.execute(json!({"execute": "query-latency"}), &mut |_| {})?;
     let ret = &r["return"];
     match (ret["load_ops"].as_u64(), ret["load_violations"].as_u64()) {
@@ -89,7 +89,7 @@ fn measure(
     let (mut last, mut last_t) = (first, start);
     let mut violations = 0;
     for _ in 0..cfg.window_s {
-        if crate::signals::interrupted() {
+        if rtswitch::signals::interrupted() {
             run.interrupted = true;
             break;
         }

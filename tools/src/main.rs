@@ -1,4 +1,4 @@
-//! `rtswitch` command-line entry point (the command line is `rtswitch::app`).
+//! `rtswitch` command-line entry point (the command line is `rtswitch_tools::app`).
 
 use std::time::Instant;
 
@@ -6,5 +6,5 @@ fn main() -> std::process::ExitCode {
     // Boot time is measured from here: process start, as near as we get.
     let started = Instant::now();
     rtswitch::logging::init();
-    rtswitch::app::main(started)
+    rtswitch_tools::app::main(started)
 }

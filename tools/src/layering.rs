@@ -1,12 +1,12 @@
-//! The crate's layers, checked on its sources (docs/ARCHITECTURE.md,
-//! "Layers"): the core VMM never imports the tools (`bench`, `stress`),
-//! the plotting code (`plot`, the `plotters` crate) or the command line's
-//! dispatch (`app`); the plotting code never imports the tools or the
-//! dispatch; the tools never import the dispatch.
+//! This crate's layers, checked on its sources (docs/ARCHITECTURE.md,
+//! "Layers"): the plotting code never imports the tools or the command
+//! line's dispatch; the tools never import the dispatch. (That the VMM
+//! library imports none of this crate, nor `plotters`, the compiler
+//! holds: it does not depend on it.)
 
 use std::path::{Path, PathBuf};
 
-/// Where a source file under `vmm/src` stands.
+/// Where a source file under `tools/src` stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Layer {
     /// `main.rs`, `app.rs`: the command line, which reaches everything.
@@ -15,7 +15,7 @@ enum Layer {
     Tool,
     /// `plot/`.
     Plot,
-    /// Everything else.
+    /// Everything else (`lib.rs`).
     Core,
 }
 
@@ -105,17 +105,17 @@ fn violations(rel: &str, text: &str) -> Vec<String> {
     let mut bad: Vec<String> = crate_modules(&code)
         .into_iter()
         .filter(|m| layer.forbidden().contains(&m.as_str()))
-        .map(|m| format!("vmm/src/{rel} ({layer:?}) imports crate::{m}"))
+        .map(|m| format!("tools/src/{rel} ({layer:?}) imports crate::{m}"))
         .collect();
     if layer == Layer::Core && code.contains("plotters::") {
-        bad.push(format!("vmm/src/{rel} ({layer:?}) uses the plotters crate"));
+        bad.push(format!("tools/src/{rel} ({layer:?}) uses the plotters crate"));
     }
     bad.dedup();
     bad
 }
 
 #[test]
-fn the_core_never_imports_the_tools_the_plots_or_the_command_line() {
+fn the_plots_and_the_tools_import_nothing_above_them() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     sources(&src, &mut files);
@@ -128,7 +128,7 @@ fn the_core_never_imports_the_tools_the_plots_or_the_command_line() {
         let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         bad.extend(violations(&rel, &text));
     }
-    assert!(files.len() > 40, "read only {} source files under {}", files.len(), src.display());
+    assert!(files.len() > 15, "read only {} source files under {}", files.len(), src.display());
     assert!(
         bad.is_empty(),
         "imports across the layers (docs/ARCHITECTURE.md, \"Layers\"; move shared code down into the core):\n  {}",

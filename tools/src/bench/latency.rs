@@ -25,8 +25,8 @@ use serde::Serialize;
 
 use super::child::run_to_json;
 use super::table::{cells, grid, opt};
-use crate::report::json::RunReport;
-use crate::stats::Percentile;
+use rtswitch::report::json::RunReport;
+use rtswitch::stats::Percentile;
 
 /// Target: rt thread p99 at least this many times lower than mainline's under `--load locks`.
 pub const TARGET_RT_GAIN: f64 = 10.0;
@@ -493,7 +493,7 @@ pub fn render(runs: &[RunOutcome], cmp: &[Comparison]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::Percentile::{AtLeast, Us};
+    use rtswitch::stats::Percentile::{AtLeast, Us};
 
     fn cfg() -> LatencyConfig {
         LatencyConfig { duration_s: 2.5, vcpus: 4, interval_us: Some(2000), cs_us: Some(300), hist_max_us: 100_000 }
@@ -501,7 +501,7 @@ mod tests {
 
     /// A run report as `rtswitch run --json` writes it, with the figures the benchmark reads.
     fn report(mode: &str, p50: u64, p99: (u64, bool), max: u64, load_check: &str) -> RunReport {
-        let mut r = crate::report::json::tests::report();
+        let mut r = rtswitch::report::json::tests::report();
         r.config.mode = mode.into();
         r.config.hist_max_us = 100_000;
         let g = r.guest.as_mut().expect("the sample report has a guest");

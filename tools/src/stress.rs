@@ -28,11 +28,11 @@ use serde_json::{Value, json};
 
 use switcher::profile::Profile;
 
-use crate::api::child::ChildVm;
-use crate::exit_code::ExitCode;
-use crate::report::json::RunReport;
-use crate::units::{Unit, parse_duration_in, show};
-use crate::vstate::telemetry::IrqCounts;
+use rtswitch::api::child::ChildVm;
+use rtswitch::exit_code::ExitCode;
+use rtswitch::report::json::RunReport;
+use rtswitch::units::{Unit, parse_duration_in, show};
+use rtswitch::vstate::telemetry::IrqCounts;
 
 /// Which profiles the stress run switches between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,7 +55,7 @@ pub struct StressArgs {
     #[arg(long, alias = "max-gap-ms", value_name = "DURATION", default_value = "50ms", value_parser = parse_max_gap)]
     pub max_gap: Duration,
     /// Critical section of the lock load in µs (a bare number is µs, or `1ms`).
-    #[arg(long, value_name = "US", default_value_t = 1000, value_parser = crate::units::us_in(1, 200_000))]
+    #[arg(long, value_name = "US", default_value_t = 1000, value_parser = rtswitch::units::us_in(1, 200_000))]
     pub cs_us: u32,
     /// Seed of the random schedule (printed, so a run can be repeated).
     #[arg(long)]
@@ -64,8 +64,8 @@ pub struct StressArgs {
     #[arg(long, value_enum, default_value_t = StressModes::All)]
     pub modes: StressModes,
     /// The VM's device interrupt load (`run --irq-load`).
-    #[arg(long, value_name = "RATE[,WORK_US]", default_value = "1000,20", value_parser = crate::cli::parse_irq_load)]
-    pub irq_load: crate::cli::IrqLoad,
+    #[arg(long, value_name = "RATE[,WORK_US]", default_value = "1000,20", value_parser = rtswitch::cli::parse_irq_load)]
+    pub irq_load: rtswitch::cli::IrqLoad,
 }
 
 fn parse_stress_duration(s: &str) -> Result<Duration, String> {
@@ -128,7 +128,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
     });
-    if let Err(e) = crate::signals::catch_interrupts() {
+    if let Err(e) = rtswitch::signals::catch_interrupts() {
         eprintln!("rtswitch stress: warning: cannot catch Ctrl-C ({e}); it will stop the run without a tally");
     }
     eprintln!(
@@ -194,7 +194,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
     let total = args.duration;
     let tty = std::io::stderr().is_terminal();
     let mut last_progress = Instant::now();
-    while start.elapsed() < total && !crate::signals::interrupted() {
+    while start.elapsed() < total && !rtswitch::signals::interrupted() {
         match rng.below(10) {
             // Mostly switches.
             0..=5 => {
@@ -285,7 +285,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
     if tty {
         eprintln!();
     }
-    let interrupted = crate::signals::interrupted();
+    let interrupted = rtswitch::signals::interrupted();
     if interrupted {
         eprintln!(
             "rtswitch stress: interrupted after {:.1} s; checking what was done (Ctrl-C again: stop at once)",

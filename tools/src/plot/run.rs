@@ -25,9 +25,9 @@ use switcher::profile::Profile;
 use switcher::telemetry::EpochKind;
 
 use super::histpanel::{self, Area, Line, Scale};
-use crate::report::summary::mode_label;
-use crate::report::{CpuRow, GroupRows, Measurement, ReportError, RunInfo};
-use crate::stats::Histogram;
+use rtswitch::report::summary::mode_label;
+use rtswitch::report::{CpuRow, GroupRows, Measurement, ReportError, RunInfo};
+use rtswitch::stats::Histogram;
 
 const SIZE: (u32, u32) = (1100, 900);
 
@@ -148,7 +148,7 @@ fn legend(name: &str, h: &Histogram) -> String {
 fn axis_end(h: &Histogram) -> Option<u64> {
     let last = h.non_empty().last().map(|(us, _)| us);
     match h.stats().p99_9 {
-        Some(crate::stats::Percentile::Us(us)) => Some(us),
+        Some(rtswitch::stats::Percentile::Us(us)) => Some(us),
         _ => last,
     }
 }
@@ -178,9 +178,9 @@ fn panel(area: &Area<'_>, caption: &str, series: &[Series]) -> Result<(), String
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::RunSettings;
-    use crate::report::json::tests::{info, measurement, settings};
-    use crate::report::outputs::OutputFiles;
+    use rtswitch::report::RunSettings;
+    use rtswitch::report::json::tests::{info, measurement, settings};
+    use rtswitch::report::outputs::OutputFiles;
 
     #[test]
     fn plot_is_a_non_empty_svg_with_a_series_per_mode() {
