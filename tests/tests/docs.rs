@@ -175,9 +175,9 @@ fn cli_reference_is_what_the_binary_prints() {
 // Generated blocks.
 
 fn bytes(n: usize) -> String {
-    if n % (1024 * 1024) == 0 {
+    if n.is_multiple_of(1024 * 1024) {
         format!("{n} bytes ({} MiB)", n / (1024 * 1024))
-    } else if n % 1024 == 0 {
+    } else if n.is_multiple_of(1024) {
         format!("{n} bytes ({} KiB)", n / 1024)
     } else {
         format!("{n} bytes")
