@@ -11,7 +11,8 @@
 //! - hand-written tables checked against the code: the QMP command table
 //!   and `SHUTDOWN` reasons, both exit-code tables, the schema versions of
 //!   the run report and `bench.json`, the test-file table of
-//!   `docs/testing.md`;
+//!   `docs/testing.md`; the call-site counts in the real outputs shown,
+//!   against the embedded guest kernel;
 //! - every relative link of the README and `docs/` resolves (file and
 //!   `#anchor`), no doc retells history (`issue N`) or points outside the
 //!   repository (`../shared/`), the README stays short and its test
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use clap::CommandFactory;
 use rtswitch::api::ctl::CtlExit;
-use rtswitch::api::protocol::{self, COMMANDS, ShutdownCause};
+use rtswitch::api::protocol::{self, COMMANDS, ShutdownCause, SiteCounts};
 use rtswitch::api::{framing, server};
 use rtswitch::exit_code::ExitCode;
 use switcher::cmdline::{KEYS, Takes};
@@ -352,6 +353,93 @@ fn testing_md_names_every_end_to_end_test_file() {
 }
 
 // ---------------------------------------------------------------------------
+// Real outputs shown in the docs, against the kernel they came from.
+
+/// The digits that end `text` (`"... 261 "` -> 261), blanks ignored.
+fn number_before(text: &str) -> Option<u64> {
+    let t = text.trim_end();
+    let start = t.rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1);
+    t[start..].parse().ok()
+}
+
+/// The digits at the start of `text`.
+fn number_after(text: &str) -> Option<u64> {
+    let end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    text[..end].parse().ok()
+}
+
+/// Every place in `text` that states the kernel's call sites, as
+/// `(what it says, what the kernel has)` where they differ.
+fn site_count_mismatches(text: &str, want: SiteCounts) -> Vec<(String, String)> {
+    // Prose wraps lines anywhere.
+    let text = &text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut bad = Vec::new();
+    let by_dimension = format!("({})", want.by_dimension());
+    // Console and ctl lines: `N call sites [verified|patched] (A lock, B preemption, C interrupt dispatch)`.
+    let mut from = 0;
+    while let Some(i) = text[from..].find(" interrupt dispatch)") {
+        let end = from + i + " interrupt dispatch)".len();
+        let open = text[..end].rfind('(').unwrap_or(0);
+        from = end;
+        if !text[open + 1..].starts_with(|c: char| c.is_ascii_digit()) {
+            continue; // prose that names the kinds, not a count
+        }
+        if text[open..end] != by_dimension {
+            bad.push((text[open..end].to_string(), by_dimension.clone()));
+        }
+        let before = &text[..open];
+        let sites = before.rfind("call sites").map(|j| &before[..j]);
+        if let Some(n) = sites.and_then(number_before).filter(|&n| n != want.total()) {
+            bad.push((format!("{n} call sites"), format!("{} call sites", want.total())));
+        }
+    }
+    // QMP replies.
+    let dims = format!(
+        "\"sites_by_dimension\":{{\"irq\":{},\"locks\":{},\"preempt\":{}}}",
+        want.irq, want.locks, want.preempt
+    );
+    for (i, _) in text.match_indices("\"sites_by_dimension\":{") {
+        let end = i + text[i..].find('}').map_or(text.len() - i, |j| j + 1);
+        if text[i..end] != dims {
+            bad.push((text[i..end].to_string(), dims.clone()));
+        }
+    }
+    for key in ["\"sites\":", "\"sites_patched\":"] {
+        for (i, _) in text.match_indices(key) {
+            // A failed switch patched nothing.
+            let failed = key == "\"sites_patched\":";
+            let wrong = |&n: &u64| n != want.total() && !(failed && n == 0);
+            if let Some(n) = number_after(&text[i + key.len()..]).filter(wrong) {
+                bad.push((format!("{key}{n}"), format!("{key}{}", want.total())));
+            }
+        }
+    }
+    bad
+}
+
+/// The outputs shown are real; the call sites they count must be the
+/// embedded kernel's. `benchmarks.md` is left out: it records one run at a
+/// named commit.
+#[test]
+fn shown_call_site_counts_are_the_embedded_kernels() {
+    let kernel = rtswitch::loader::parse(rtswitch::DEFAULT_KERNEL, rtswitch::limits::DEFAULT_MEMORY_MIB << 20)
+        .expect("the embedded kernel parses");
+    let want = SiteCounts::of(&kernel.sites);
+    let mut bad = Vec::new();
+    for rel in doc_files().into_iter().filter(|f| f != "docs/benchmarks.md") {
+        for (says, has) in site_count_mismatches(&read(&rel), want) {
+            bad.push(format!("{rel}: `{says}`, the embedded kernel: `{has}`"));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "outputs in the docs count other call sites than the embedded guest kernel has; run the example again and \
+         paste its output:\n  {}",
+        bad.join("\n  ")
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Links, history, length.
 
 /// The README and every page under docs/ (not docs/results/).
@@ -524,6 +612,16 @@ fn the_checks_catch_what_they_look_for() {
     assert!(names_an_issue(&format!("the {word} #7")).is_some());
     assert!(names_an_issue("no issues here; issued 3 times").is_none());
     assert_eq!(links("see [a](b.md#c) and ![p](results/x.svg)\n```\n[no](link)\n```\n"), ["b.md#c", "results/x.svg"]);
+    let k = SiteCounts { locks: 2, preempt: 3, irq: 1 };
+    assert!(site_count_mismatches("6 call sites patched (2 lock, 3 preemption, 1 interrupt dispatch)", k).is_empty());
+    assert_eq!(site_count_mismatches("7 call sites (2 lock,\n3 preemption, 1 interrupt dispatch)", k).len(), 1);
+    assert!(site_count_mismatches("the call sites (locks, preemption points, interrupt dispatch)", k).is_empty());
+    assert_eq!(site_count_mismatches("6 call sites (2 lock, 4 preemption, 1 interrupt dispatch)", k).len(), 1);
+    assert!(site_count_mismatches(r#"{"sites":6,"sites_by_dimension":{"irq":1,"locks":2,"preempt":3}}"#, k).is_empty());
+    assert_eq!(
+        site_count_mismatches(r#"{"sites_patched":5,"sites_by_dimension":{"irq":1,"locks":2,"preempt":2}}"#, k).len(),
+        2
+    );
     let block = with_block("x", "a\n<!-- BEGIN GENERATED n -->\nold\n<!-- END GENERATED n -->\nb\n", "n", "new\n");
     assert_eq!(block, "a\n<!-- BEGIN GENERATED n -->\nnew\n<!-- END GENERATED n -->\nb\n");
 }
