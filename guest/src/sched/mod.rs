@@ -59,7 +59,7 @@ mod timer;
 pub mod trace;
 pub mod watchdog;
 
-// The kernel-core API (issue 3): lock code (sync/), self-tests and the
+// The kernel-core API: lock code (sync/), self-tests and the
 // workload use it; not every name has a user in every build.
 #[allow(unused_imports)]
 pub use lifecycle::{join, spawn};

@@ -1,7 +1,8 @@
 //! The runtime mode switch, guest side (docs/ARCHITECTURE.md, "The runtime switch";
 //! the mailbox protocol is drawn at `switcher::abi::SwitchMailbox`).
 //!
-//! Run by the control thread (CPU 0, top priority, `nofreeze`) when the VMM
+//! Run by the control thread (CPU 0, `control::CONTROL_PRIO`: just below
+//! the measurement threads; `nofreeze`) when the VMM
 //! posts a request:
 //!
 //! ```text

@@ -1,6 +1,5 @@
 //! The measurement threads: per CPU, one thread at [`MEASURE_PRIO`]
-//! pinned there, cyclictest/timerlat style (README.md, "Latency
-//! measurement").
+//! pinned there, cyclictest/timerlat style (docs/latency.md).
 //!
 //! ```text
 //! next = start + interval

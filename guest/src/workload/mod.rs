@@ -1,4 +1,4 @@
-//! The latency workload (issue 4; README.md, "Latency measurement"): a
+//! The latency workload (docs/latency.md): a
 //! cyclictest/timerlat-like measurement thread per CPU (`measure`), the
 //! load beside it (`load`), its parameters (`params`), the telemetry
 //! region the VMM reads (`telemetry`), and the device interrupt of
@@ -30,7 +30,7 @@ pub mod irqdev;
 mod load;
 mod measure;
 mod params;
-// The guest's own latency summary is gone (issue 27: it contradicted the
+// The guest prints no latency summary of its own (it contradicted the
 // VMM's); the readers it used (`snapshot`, `bucket_count`,
 // `thread_percentiles_us`, `bucket_us`) are left in `telemetry.rs` for its
 // owner to remove with the measurement change under way there. `expect`,
@@ -217,7 +217,7 @@ pub fn shutdown() {
     // No latency summary of the guest's own: the VMM prints the run's
     // (`rtswitch: latency summary`), from the same telemetry with the
     // epochs attributed and named its way; a second table here disagreed
-    // with it (issue 27).
+    // with it.
     if stopped {
         run_final_check(params.load, load_count, deadline);
     } else {
