@@ -312,13 +312,17 @@ pub fn wake_up(t: &Task) -> bool {
 
 /// Whether `t` is asleep: Blocked, out of its run queue and not its CPU's
 /// current task, read under that CPU's run-queue lock, where these change
-/// together. Such a task runs again only after a `wake_up`. (A task
-/// preempted after it marked itself Blocked stays queued: not asleep.)
+/// together, and off its CPU: the context switch away from it finished
+/// (`on_cpu` clears on the next task's stack, after the run-queue lock is
+/// dropped; until then it still runs the switch's tail, which is what the
+/// VMM's check of a switch sees, with every vCPU held). Such a task runs
+/// again only after a `wake_up`. (A task preempted after it marked itself
+/// Blocked stays queued: not asleep.)
 pub fn is_asleep(t: &Task) -> bool {
     let rq = RQS[t.cpu() as usize].lock_irqsave();
     // SAFETY: we hold the run-queue lock of t's CPU.
     let queued = unsafe { t.node().on_rq };
-    t.state() == TaskState::Blocked && !queued && !ptr::eq(rq.curr, t)
+    t.state() == TaskState::Blocked && !queued && !ptr::eq(rq.curr, t) && !t.on_cpu.load(Ordering::Acquire)
 }
 
 /// Sets `t`'s effective priority (PI boost or deboost; 1..=99): requeues
