@@ -1,4 +1,4 @@
-//! The latency workload (issue 4; README.md, "Latency measurement"): a
+//! The latency workload: a
 //! cyclictest/timerlat-like measurement thread per CPU (`measure`), the
 //! load beside it (`load`), its parameters (`params`) and the telemetry
 //! region the VMM reads (`telemetry`).
@@ -28,11 +28,6 @@
 mod load;
 mod measure;
 mod params;
-// The guest's own latency summary is gone (issue 27: it contradicted the
-// VMM's); the readers it used (`snapshot`, `bucket_count`,
-// `thread_percentiles_us`, `bucket_us`) are left in `telemetry.rs` for its
-// owner to remove with the measurement change under way there. `expect`,
-// not `allow`: once they are removed this attribute must go too.
 pub mod telemetry;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -214,7 +209,7 @@ pub fn shutdown() {
     // No latency summary of the guest's own: the VMM prints the run's
     // (`rtswitch: latency summary`), from the same telemetry with the
     // epochs attributed and named its way; a second table here disagreed
-    // with it (issue 27).
+    // with it.
     if stopped {
         run_final_check(params.load, load_count, deadline);
     } else {
@@ -250,7 +245,6 @@ fn final_check_thread(_: usize) {
 /// Closes the current epoch and opens the next (`telemetry::open_epoch`),
 /// for the runtime switch. Call only with every task frozen. Returns the
 /// new epoch index (None without telemetry).
-#[allow(dead_code)] // Used by the runtime switch (next issue).
 pub fn open_epoch(mode: Profile, kind: EpochKind) -> Option<u64> {
     let index = telemetry::open_epoch(mode, kind)?;
     // Not during a freeze: the woken preparer would be one more task the
@@ -282,10 +276,4 @@ fn prep_thread(_: usize) {
         let index = PREP_REQUEST.swap(0, Ordering::AcqRel) - 1;
         telemetry::prepare_slot(index);
     }
-}
-
-/// The load kind the workload runs (None before `init`).
-#[allow(dead_code)] // API for the switch and diagnostics.
-pub fn load_kind() -> Option<LoadKind> {
-    STATE.lock_irqsave().params.map(|p| p.load)
 }

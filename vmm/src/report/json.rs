@@ -107,7 +107,7 @@ pub struct EpochTotals {
 /// The command line as given (`null`: the guest's default): every option
 /// that changes what runs, so that a report reproduces its run
 /// (`command_line` is the whole of it; the fields after `workload_enabled`
-/// were added in issue 27 and read as their defaults from older reports).
+/// are newer and read as their defaults from older reports).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     pub vcpus: u32,
