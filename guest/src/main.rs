@@ -26,39 +26,29 @@
 #![no_std]
 #![no_main]
 
-mod abi_note;
+// The layers, lowest first: a file imports only its own layer and those
+// below it (docs/ARCHITECTURE.md, "Guest layering"; checked by
+// model/tests/guest_layers.rs). This file is the top.
 mod arch;
-mod boot_info;
-mod calibrate;
-mod cmdline;
-mod console;
-mod control;
-mod costs;
-mod doorbell;
-mod faults;
-mod handler_mark;
-mod hypercall;
+mod boot;
+mod diag;
+mod hv;
 mod irq;
-mod irqdev;
 #[allow(dead_code)] // Shared with the host crate model/: some of its API only the host uses.
 mod logic;
 mod mm;
-mod modeswitch;
-mod panic;
 mod sched;
-mod selftest;
-mod selftest_ring3;
-mod shutdown;
-mod site;
-mod smp;
-mod status;
+mod switch;
 mod sync;
-mod watchdog;
 mod workload;
 
 use arch::{cpu, idt};
-use cmdline::{Args, ReadyAction};
+use boot::cmdline::{Args, ReadyAction};
+use boot::smp;
 use core::sync::atomic::{AtomicBool, Ordering};
+use diag::{costs, faults, selftest};
+use hv::{boot_info, calibrate, console, hypercall, shutdown, status};
+use switch::{control, modeswitch};
 use switcher::abi::{self, BootInfo};
 
 /// Boot stack size per CPU.
@@ -103,7 +93,7 @@ core::arch::global_asm!(
 
 /// CPL0: the prologue, then `kernel_main` at CPL3.
 extern "C" fn kernel_prologue(boot_info: u64, cpu: u64) -> ! {
-    arch::prologue(cpu as usize, boot_info, kernel_main)
+    arch::prologue(cpu as usize, boot_info, kernel_main, console::print_panic)
 }
 
 /// Whether PV EOI is on (CPU 0's bring-up; for the boot line).
@@ -112,7 +102,7 @@ static PV_EOI: AtomicBool = AtomicBool::new(false);
 /// CPL3, every CPU, right after the prologue.
 extern "C" fn kernel_main(boot_info: u64, cpu: u64) -> ! {
     let cpu = cpu as u32;
-    arch::irqflags::set_hooks(irq::handle, sched::irq_exit_work);
+    arch::irqflags::set_hooks(irq::dispatch::handle, sched::irq_exit_work);
     let pv_eoi = arch::init_cpu(cpu as usize);
     if cpu == 0 {
         PV_EOI.store(pv_eoi, Ordering::Relaxed);
@@ -207,7 +197,7 @@ fn boot_cpu(cpu_count: u32) -> ! {
     }
     faults::arm(&faults);
     control::start();
-    watchdog::start(cpu_count);
+    sched::watchdog::start(cpu_count);
     run_ready_action(args);
     faults::start(&faults);
     workload::start();

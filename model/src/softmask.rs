@@ -363,8 +363,8 @@ impl SoftMaskCpu for Cpu {
         &self.eoi_owed
     }
 
-    /// The kernel's handlers (`irq.rs`): their work, then an EOI (but for
-    /// the spurious vector).
+    /// The kernel's handlers (`guest/src/irq/dispatch.rs`): their work,
+    /// then an EOI (but for the spurious vector).
     fn handler(&self, vector: u8) {
         self.ran.borrow_mut()[usize::from(vector)] += 1;
         self.step();

@@ -3,7 +3,7 @@
 //! that both sides use. The VMM refuses a word this list does not accept
 //! before it boots anything; the guest parses with it, so the two cannot
 //! drift apart. A word is `key` or `key=value`; what each key does is the
-//! guest's (`guest/src/cmdline.rs`, `guest/src/faults.rs`).
+//! guest's (`guest/src/boot/cmdline.rs`, `guest/src/diag/faults.rs`).
 
 /// What a key takes after `=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,11 +151,12 @@ mod tests {
         assert!(matches!(parse("idle=halt"), Err(WordError::BadValue(_, "halt"))));
     }
 
-    /// The guest's fault parser (`guest/src/faults.rs`) takes its words by
-    /// literal: every one must be a key here, or the VMM refuses it.
+    /// The guest's fault parser (`guest/src/diag/faults.rs`) takes its
+    /// words by literal: every one must be a key here, or the VMM refuses
+    /// it.
     #[test]
     fn every_fault_word_the_guest_parses_is_a_key() {
-        let src = include_str!("../../guest/src/faults.rs");
+        let src = include_str!("../../guest/src/diag/faults.rs");
         let body = &src[src.find("pub fn parse_word").expect("Faults::parse_word")..];
         let body = &body[..body.find("\n    }\n").expect("its end")];
         let mut words = Vec::new();

@@ -10,10 +10,12 @@
 //! - [`cmdline`]: the guest kernel's argument keys (`--guest-arg`), one list
 //!   for the VMM's check and the guest's parser.
 //! - [`calib`]: the speed-calibration loop both sides run, so that the
-//!   guest's ring-0 speed can be compared with the host's native speed.
+//!   guest kernel's speed where it runs (CPL3) can be compared with the
+//!   host's native speed.
 //!
 //! - behind the `host` feature: [`patch`], the all-or-nothing patcher of
-//!   the guest's switchable-lock call sites, and [`elf`] helpers.
+//!   the guest's call sites (locks, preemption points, interrupt
+//!   dispatch), and [`elf`] helpers.
 #![cfg_attr(not(any(test, feature = "host")), no_std)]
 
 pub mod abi;

@@ -17,14 +17,9 @@
 //! bits 0..4, the preemption model in bits 4..8, the interrupt mode in
 //! bits 8..12; any other bit set, or a variant out of range, is invalid.
 //!
-//! The preemption points follow PREEMPT_DYNAMIC's static calls:
-//!
-//! | site (`abi::sites::SiteOp`) | none | voluntary | full |
-//! |-----------------------------|------|-----------|------|
-//! | `cond_resched` (long kernel loops) | resched | resched | nop (preemption is everywhere) |
-//! | `might_resched` (before taking a lock) | nop | resched | nop |
-//! | `preempt_resched` (`preempt_enable` reaching 0) | nop | nop | preempt |
-//! | `irq_exit_resched` (interrupt return) | nop | nop | preempt |
+//! The preemption points follow PREEMPT_DYNAMIC's static calls; what
+//! each model does at each point is drawn where the points are,
+//! `guest/src/sched/preempt_sites.rs`.
 
 /// The lock implementation (the `locks` dimension).
 #[repr(u32)]

@@ -1,6 +1,6 @@
 //! The latency telemetry region: what the guest's measurement threads
-//! record and the VMM reads while the guest runs (README.md, "Latency
-//! measurement"; docs/ARCHITECTURE.md, "The telemetry ABI"). `no_std`, shared by both sides.
+//! record and the VMM reads while the guest runs (docs/latency.md;
+//! docs/ARCHITECTURE.md, "The telemetry ABI"). `no_std`, shared by both sides.
 //!
 //! # Layout (at `BootInfo::telemetry_addr`, `BootInfo::telemetry_size` bytes)
 //!

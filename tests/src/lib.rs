@@ -15,7 +15,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// Exit codes of `rtswitch ctl` (README.md, "Exit codes"; vmm/src/api/ctl.rs).
+/// Exit codes of `rtswitch ctl` (docs/usage.md, "Exit codes"; vmm/src/api/ctl.rs).
 pub use rtswitch::api::ctl::CtlExit;
 use rtswitch::child::Launched;
 /// The run report's schema, which the VMM writes and bench reads (vmm/src/report/json.rs).
@@ -36,7 +36,7 @@ pub fn read_report(path: &Path, stderr: &str) -> RunReport {
         .unwrap_or_else(|e| panic!("--json {} was not written: {e}\n{stderr}", path.display()));
     parse_report(&text)
 }
-/// Exit codes of `rtswitch` (README.md, "Exit codes"; vmm/src/exit_code.rs).
+/// Exit codes of `rtswitch` (docs/usage.md, "Exit codes"; vmm/src/exit_code.rs).
 pub use rtswitch::exit_code::ExitCode;
 
 /// The `rtswitch` binary under test: `$RTSWITCH_BIN` if set, else the one

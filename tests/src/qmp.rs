@@ -1,6 +1,6 @@
 //! A raw QMP connection for the protocol tests: bytes out exactly as the
 //! test writes them, messages in as the server sends them (one JSON
-//! object per CRLF-terminated line, README "Control protocol (QMP)").
+//! object per CRLF-terminated line, docs/qmp.md).
 //! Every read has a timeout; a closed connection fails the test.
 
 use std::io::{BufRead, BufReader, Write};

@@ -96,7 +96,7 @@ fn ctrl_c_on_ctl_mode_cancels_the_switch_and_options_go_after_the_subcommand() {
     assert!(out.contains("load check: ok"), "{out}");
 }
 
-/// README: `reset-latency` forgets the closed epochs and the totals; what
+/// docs/qmp.md: `reset-latency` forgets the closed epochs and the totals; what
 /// is reported next starts at the reset.
 #[test]
 fn reset_latency_forgets_closed_epochs_over_the_socket() {

@@ -1,5 +1,5 @@
 //! Fault injection around the runtime switch: guest options
-//! (`guest/src/faults.rs`, off by default) that misbehave on purpose; the
+//! (`guest/src/diag/faults.rs`, off by default) that misbehave on purpose; the
 //! VMM must fail cleanly (nothing patched), keep running, or report and
 //! exit with the documented code, never crash or hang.
 

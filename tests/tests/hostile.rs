@@ -5,7 +5,7 @@
 //! The socket messages are generated with proptest strategies from a fixed
 //! seed (`TestRunner::deterministic`), so a failure replays exactly. Each
 //! generated message carries what the reply must be, derived from how it
-//! was built and from the protocol rules as README.md states them (the
+//! was built and from the protocol rules as docs/qmp.md states them (the
 //! oracle below is written from those rules; it never calls the VMM's
 //! parser): a return with the id echoed, an error with the id echoed, one
 //! framing error, or — for random bytes — any number of errors and never a
@@ -33,12 +33,12 @@ const MESSAGES: usize = 10_000;
 /// Messages between two checks that the VM still runs and answers.
 const BATCH: usize = 500;
 
-/// README, "Control protocol (QMP)": the limits.
+/// docs/qmp.md, "Limits".
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const MAX_NESTING: usize = 64;
 const SWITCH_PAGE_MAX: u64 = 256;
 const EPOCH_PAGE_MAX: u64 = 64;
-/// README: a control character other than tab, CR, LF resets the parser.
+/// docs/qmp.md, "Bad input": a control character other than tab, CR, LF resets the parser.
 const RESET: u8 = 0x01;
 
 /// Sends `msg` (then a reset byte when `reset`) and a marker query;
@@ -87,7 +87,7 @@ struct Case {
 const SAFE_COMMANDS: &[&str] =
     &["query-status", "query-mode", "query-version", "query-commands", "query-switches", "query-latency"];
 
-/// Whether paging `args` are valid by the README's rules: `last` (1..=max)
+/// Whether paging `args` are valid by docs/qmp.md's rules ("Bounded replies and paging"): `last` (1..=max)
 /// or `since` (>= 0) with an optional `limit` (1..=max, only with
 /// `since`), and for `query-latency` a boolean `cpus`.
 fn paging_ok(args: &Map<String, Value>, max: u64, cpus: bool) -> bool {
@@ -105,7 +105,7 @@ fn paging_ok(args: &Map<String, Value>, max: u64, cpus: bool) -> bool {
     known && !(last && since) && (since || !limit) && args.get("cpus").is_none_or(Value::is_boolean)
 }
 
-/// The README's rules for one complete JSON value from a negotiated
+/// docs/qmp.md's rules for one complete JSON value from a negotiated
 /// client. `None`: a valid command that changes the VM (not sent).
 fn rules(v: &Value) -> Option<Expect> {
     let Some(obj) = v.as_object() else { return Some(Expect::Error(None)) };

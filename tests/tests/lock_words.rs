@@ -76,6 +76,16 @@ fn a_queue_of_waiters_backs_out_of_a_freeze() {
                 "none",
                 "--switch-timeout",
                 "20s",
+                // The watchdog is off: what it would see here is the lock's
+                // known unfairness, not a fault. A mainline waiter spins
+                // with preemption off and may be overtaken (the lock is not
+                // FIFO, so a freeze can make it back out); with the host
+                // taking either vCPU at the moments the lock is let go, a
+                // waiter was seen overtaken for 4 s while the host took
+                // half of each vCPU. The watchdog is tested in faults.rs;
+                // a stuck guest still fails here (switches, quit, exit 0).
+                "--watchdog",
+                "0",
                 "--guest-arg",
                 "lock-queue=6",
             ],
@@ -96,11 +106,7 @@ fn a_queue_of_waiters_backs_out_of_a_freeze() {
             mode = target;
             std::thread::sleep(Duration::from_millis(100));
         }
-        // Six 30 ms sections with preemption off (mainline) spin on a
-        // busy host: the guest's watchdog may see a CPU spinning 2 s on a
-        // lock whose holder's vCPU the host descheduled. That is host
-        // starvation (the run says so), not a stuck guest, which fails.
         let (c, out, _) = vmm.quit();
-        assert!(rtswitch_tests::ok_or_host_starved(Some(c), &out), "exit {c}:\n{out}");
+        assert_eq!(c, 0, "exit {c}:\n{out}");
     }
 }

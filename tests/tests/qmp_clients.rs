@@ -1,4 +1,4 @@
-//! The control loop is fair (README, "Control protocol (QMP)"): a client
+//! The control loop is fair (docs/qmp.md, "Fairness"): a client
 //! that sends requests and never reads its replies is dropped once its
 //! queue of unread output passes the bound, with a log line, while another
 //! client is answered all along; and a client that pipelines a burst is

@@ -1,5 +1,5 @@
-//! QMP framing and negotiation on a raw socket, as QEMU does them (README,
-//! "Control protocol (QMP)"): requests are JSON objects cut out of a byte
+//! QMP framing and negotiation on a raw socket, as QEMU does them (docs/qmp.md,
+//! "Framing", "Negotiation"): requests are JSON objects cut out of a byte
 //! stream — split across writes, several in one write, with or without
 //! whitespace between — not lines; bad input gets one error and the
 //! connection stays usable; commands before `qmp_capabilities` are "not
@@ -12,7 +12,7 @@ use rtswitch_tests::qmp::RawQmp;
 use rtswitch_tests::vm::BackgroundVmm;
 use serde_json::{Value, json};
 
-/// README: the longest request, and the deepest nesting.
+/// docs/qmp.md, "Limits": the longest request, and the deepest nesting.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 const MAX_NESTING: usize = 64;
 

@@ -1,5 +1,5 @@
-//! A long run stays bounded (README, "Control protocol (QMP)", bounds and
-//! paging): thousands of switches, driven by `set-mode` one after the
+//! A long run stays bounded (docs/qmp.md, "Bounded replies and
+//! paging"): thousands of switches, driven by `set-mode` one after the
 //! other, with every query asked along the way. Every reply is parsed and
 //! stays under the documented bounds (defaults well under 64 KiB), the
 //! totals count every switch exactly although the oldest records are
@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 /// Switches driven (more than the history keeps).
 const SWITCHES: u64 = 2000;
-/// README: switch records kept, the largest reply, the default bound.
+/// docs/qmp.md: switch records kept, the largest reply, the default bound.
 const HISTORY_CAPACITY: u64 = 1024;
 const MAX_REPLY_BYTES: usize = 256 * 1024;
 const DEFAULT_REPLY_BOUND: usize = 64 * 1024;

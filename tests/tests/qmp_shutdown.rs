@@ -1,5 +1,5 @@
-//! The SHUTDOWN event says why the VM stopped, with QEMU's fields (README,
-//! "Control protocol (QMP)"): `guest` false when the host asked (`quit`, a
+//! The SHUTDOWN event says why the VM stopped, with QEMU's fields (docs/qmp.md,
+//! "Events"): `guest` false when the host asked (`quit`, a
 //! signal, `--duration`), true when the guest did (it exited, panicked,
 //! triple-faulted), and `reason` from the documented set.
 

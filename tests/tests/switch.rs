@@ -229,7 +229,7 @@ fn a_task_holding_a_lock_makes_the_switch_fail_cleanly() {
     assert!(list.iter().any(|r| r["ok"] == false) && list.iter().any(|r| r["ok"] == true), "{sw}");
     let (code, out, _) = vmm.quit();
     // The hog kept CPU 1 from its watchdog for 2.5 s: a stall, so the
-    // run's measurement is "not ok" (README, "Result").
+    // run's measurement is "not ok" (docs/latency.md, "Result").
     assert_eq!(code, i32::from(ExitCode::MeasurementNotOk.code()), "{out}");
     assert!(out.contains("result: not ok") && out.contains("stalled"), "{out}");
 }

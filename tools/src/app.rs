@@ -73,7 +73,7 @@ pub fn main(started: Instant) -> std::process::ExitCode {
                 ExitCode::BadArguments
             }
         },
-        // Its own exit codes (README, "Exit codes"); 2 for bad arguments too.
+        // Its own exit codes (docs/usage.md, "Exit codes"); 2 for bad arguments too.
         Command::Ctl(args) => return rtswitch::api::ctl::run(&args).into(),
         Command::Stress(args) => crate::stress::run(&args),
         Command::Bench(args) => crate::bench::run(&args),

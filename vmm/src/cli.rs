@@ -39,7 +39,8 @@ pub struct CtlArgs {
     pub command: CtlCommand,
 }
 
-/// cyclictest's options that `run` takes (also in README "CLI").
+/// cyclictest's options that `run` takes (the docs link to this text, in
+/// docs/cli.md, which is generated from `--help`).
 pub const RUN_AFTER_HELP: &str = "\
 cyclictest's short options, where the meaning is the same:
   -D DURATION  --duration        (bare number: seconds; 10m, 1h as cyclictest)
@@ -52,7 +53,8 @@ cyclictest's short options, where the meaning is the same:
   -t [N]       --threads         (N threads on vCPUs 0..N-1; alone: one per vCPU)
 Help is --help (-h is cyclictest's histogram option).";
 
-/// What Ctrl-C does to `ctl mode` (also in README "Runtime switch").
+/// What Ctrl-C does to `ctl mode` (the docs link to this text, in
+/// docs/cli.md, which is generated from `--help`).
 pub const CTL_AFTER_HELP: &str = "\
 Ctrl-C on `ctl mode rt|mainline` while the switch runs cancels it: ctl sends
 `x-cancel-switch` on a second connection and waits for the switch's reply.
@@ -140,7 +142,7 @@ pub struct RunArgs {
     /// Run the in-guest self-test suite; exit 0 only if every test passed.
     #[arg(long)]
     pub selftest: bool,
-    /// A word for the guest kernel (repeatable), e.g. `panic`, `exit=3`; an unknown key is refused before boot (keys: README "CLI").
+    /// A word for the guest kernel (repeatable), e.g. `panic`, `exit=3`; an unknown key is refused before boot (keys: docs/usage.md, "Guest arguments").
     #[arg(long = "guest-arg", value_name = "WORD")]
     pub guest_args: Vec<String>,
     #[command(flatten)]
@@ -171,7 +173,7 @@ pub struct RunArgs {
     /// Deadline for every vCPU to stop (leave guest mode) in a switch (a bare number is ms; old name --vcpu-stop-timeout-ms).
     #[arg(long, alias = "vcpu-stop-timeout-ms", value_name = "DURATION", default_value = "500ms", value_parser = parse_vcpu_stop_timeout)]
     pub vcpu_stop_timeout: Duration,
-    /// Per-thread seccomp filters, Landlock and rlimits (README "Sandbox"); off only for debugging.
+    /// Per-thread seccomp filters, Landlock and rlimits (docs/threat-model.md); off only for debugging.
     #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
     pub seccomp: OnOff,
     /// Guest console output written per run, in MiB; past it the guest's console is dropped and counted (0: no limit).
@@ -236,7 +238,7 @@ pub struct OutputArgs {
     /// No live status line (a progress line replaces it on long runs; cyclictest -q).
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// Write the whole result as JSON (schema in README.md).
+    /// Write the whole result as JSON (schema in docs/reports.md).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Write thread latency in cyclictest's (rt-tests 2.4) -h format: one file per mode (FILE.mainline.EXT and FILE.rt.EXT when both ran, FILE when one did), or as --histogram-mode selects.

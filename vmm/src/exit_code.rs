@@ -1,6 +1,6 @@
 //! The process exit codes of `rtswitch`, one per way a run can end.
 //!
-//! They are part of the CLI's contract (README.md, "Exit codes"): scripts and
+//! They are part of the CLI's contract (docs/usage.md, "Exit codes"): scripts and
 //! the end-to-end tests rely on them. A guest triple fault is never success.
 
 /// How a run ended, as the process exit status.

@@ -1,7 +1,9 @@
 //! rtswitch: a KVM VMM that boots its own Rust guest kernel on several vCPUs
-//! and switches that running kernel between mainline and rt locking. This
-//! is the VMM library; the `rtswitch` executable, with the tools above it
-//! (bench, stress, plots), is the `rtswitch-tools` crate in `tools/`.
+//! and switches that running kernel between mainline and rt locking (and
+//! the other profiles over locks, preemption model and interrupt threading)
+//! at runtime. This is the VMM library; the `rtswitch` executable, with the
+//! tools above it (bench, stress, plots), is the `rtswitch-tools` crate in
+//! `tools/`.
 //!
 //! Threads: the main thread parses the command line, builds the VM and then
 //! runs the control loop (`runner`, an event-manager epoll loop over

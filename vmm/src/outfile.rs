@@ -1,6 +1,6 @@
 //! Output files, written so that nobody else's file is ever touched:
 //! through a temporary file created beside the target, then renamed over
-//! it (README.md, "Output files").
+//! it (docs/reports.md).
 //!
 //! - The temporary file is created in the target's directory (held open
 //!   as a directory fd from then on) with `O_CREAT|O_EXCL|O_NOFOLLOW`: it

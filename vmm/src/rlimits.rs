@@ -1,5 +1,5 @@
 //! The resource limits `rtswitch run` puts on itself with its sandbox
-//! (README.md, "Sandbox"): a compromised VMM can open no more descriptors
+//! (docs/threat-model.md, "Sandbox"): a compromised VMM can open no more descriptors
 //! than a full control socket needs, write no file larger than
 //! [`MAX_FILE_BYTES`], and leave no core dump (which would hold guest
 //! memory). Set once, soft and hard alike, so they cannot be raised again.

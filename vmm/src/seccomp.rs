@@ -1,6 +1,6 @@
 //! The sandbox: a seccomp filter per thread of `rtswitch run`, installed by
 //! each thread once its setup is done, that allows only the system calls
-//! that thread makes from then on (README.md, "Sandbox").
+//! that thread makes from then on (docs/threat-model.md, "Sandbox").
 //!
 //! Threads of a run and where each installs its filter:
 //! - **vCPU threads** (`vcpu<N>`, `vstate::vcpu`): first thing in the run

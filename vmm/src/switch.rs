@@ -383,8 +383,8 @@ impl Coordinator {
                 Step::Notify
             }
             (Phase::Resuming, Some(MailboxState::Complete)) => Step::Finished(self.finish(vm.mem)),
-            (phase, state) => {
-                log::debug!("switch seq {}: guest state {state} in phase {phase:?}", active.seq);
+            (phase, _) => {
+                log::debug!("switch seq {}: guest state {} in phase {phase:?}", active.seq, state_name(mbox.state));
                 Step::Wait
             }
         }
@@ -762,6 +762,40 @@ mod tests {
         assert!(s.contains("3 requested, 2 completed, 1 failed"), "{s}");
         assert!(s.contains("blackout min / p50 / p99 / max: 0.300"), "{s}");
         assert!(s.contains("switch #2 mainline -> rt failed: deadline"), "{s}");
+    }
+
+    fn set_state(mem: &GuestMemory, raw: u32) {
+        let mut m = SwitchMailbox::zeroed();
+        m.magic = abi::ABI_MAGIC;
+        m.state = raw;
+        mem.write_obj(Abi(m), GuestAddress(abi::SWITCH_MAILBOX_ADDR)).unwrap();
+    }
+
+    fn state(mem: &GuestMemory) -> u32 {
+        read_mailbox(mem).unwrap().state
+    }
+
+    /// The VMM requests only from IDLE or COMPLETE, and cancels only a
+    /// switch the guest is still freezing for; it leaves a mailbox
+    /// scribbled over as it is.
+    #[test]
+    fn the_vmm_takes_only_its_own_steps_of_the_mailbox() {
+        let mem = memory::create(64 << 20).unwrap();
+        let sites = SiteTable::from_elf(crate::DEFAULT_KERNEL).unwrap();
+        let mut c = Coordinator::new(sites, Profile::MAINLINE, SwitchLimits::default(), Instant::now(), 1_000_000);
+        for left in [MailboxState::Done, MailboxState::Cancelled, MailboxState::Freezing] {
+            set_state(&mem, left as u32);
+            let e = c.request(Profile::RT, Origin::Timer, &mem).unwrap_err();
+            assert!(e.to_string().contains(&format!("in state {}", left.name())), "{e}");
+            assert_eq!(state(&mem), left as u32, "a refused request writes nothing");
+        }
+        set_state(&mem, MailboxState::Complete as u32);
+        assert_eq!(c.request(Profile::RT, Origin::Timer, &mem).unwrap(), Some(1));
+        assert_eq!(state(&mem), MailboxState::Requested as u32);
+        // The guest scribbled over the word: the cancel leaves it.
+        set_state(&mem, 0x1234);
+        assert!(matches!(c.cancel(&mem), Cancel::Cancelled { seq: 1, .. }));
+        assert_eq!(state(&mem), 0x1234);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The VMM's side of the lockup watchdog: once a second it reads every
 //! CPU's heartbeat (`switcher::abi::CpuHeartbeat`, written by the guest's
 //! per-CPU watchdog threads) and reports a CPU whose beats have not moved
-//! for `--watchdog-secs`, with what the guest recorded it running. One
+//! for `--watchdog` (default 10 s), with what the guest recorded it running. One
 //! report per stall; a CPU that beats again is reported as recovered.
 //!
 //! A stall is told apart from a stuck guest when the host explains it:

@@ -2,8 +2,8 @@
 //! otherwise: the current privilege level, the TSC, control registers, the
 //! page-table load, the CPUID checks this kernel depends on, and halting
 //! for good at CPL0. A leaf of `arch`: the per-CPU data, the shim, the
-//! exception path and the console (which that path prints through) use
-//! it; the rest of the kernel reaches it through `cpu`.
+//! exception path and the console (`hv::console`, which that path prints
+//! through) use it; the rest of the kernel reaches it through `cpu`.
 
 use super::msr;
 use raw_cpuid::CpuId;

@@ -14,13 +14,15 @@
 //!  exception ──interrupt gate──> shim (CPL0): fatal report (`trap`)
 //! ```
 //!
-//! The rest of the kernel uses `apic`, `cpu`, `irqflags` and `percpu`
-//! (the console, which the exception path `trap` prints through, uses
-//! `instr` rather than `cpu`, which stands above the shim); MSR numbers,
-//! descriptor formats, entry stubs and the shim stay in here. Layers,
-//! lowest first (no file imports one above it): `msr`, `gdt`, `instr`,
-//! `idt`, `percpu`, `irqflags`; `trap`, `shim`, `entry`; `cpu`, `apic`,
-//! `steal`; this module, which hands `idt` the stubs' addresses.
+//! The rest of the kernel uses `apic`, `cpu`, `irqflags` and `percpu`;
+//! MSR numbers, descriptor formats, entry stubs and the shim stay in here.
+//! The lowest layer but `logic`, which is all it imports of the kernel:
+//! what it runs of the layers above comes in as function pointers (the
+//! interrupt handler and exit work, `irqflags::set_hooks`; the console's
+//! panic print for `trap`, handed to [`prologue`]). Layers, lowest first
+//! (no file imports one above it): `msr`, `gdt`, `instr`, `idt`, `percpu`,
+//! `irqflags`; `trap`, `shim`, `entry`; `cpu`, `apic`, `steal`; this
+//! module, which hands `idt` the stubs' addresses.
 
 /// The assembly that saves the 15 general-purpose registers below an
 /// interrupt frame in `idt::TrapFrame` order (rax pushed first), and the
@@ -58,8 +60,15 @@ const APIC_BASE_ENABLE: u64 = 1 << 11;
 /// The boot prologue of CPU `cpu`, at CPL0: GDT and TSS, the GS base, the
 /// IDT's early gates, the LAPIC in xAPIC mode at its default base; then
 /// drops to CPL3 for good, calling `entry(boot_info, cpu)` there on the
-/// same stack.
-pub fn prologue(cpu: usize, boot_info: u64, entry: extern "C" fn(u64, u64) -> !) -> ! {
+/// same stack. First of all it takes `print`, the console's panic-path
+/// print, for the fatal-exception report (`trap`).
+pub fn prologue(
+    cpu: usize,
+    boot_info: u64,
+    entry: extern "C" fn(u64, u64) -> !,
+    print: fn(core::fmt::Arguments<'_>),
+) -> ! {
+    trap::set_printer(print);
     gdt::init(cpu);
     percpu::init(cpu);
     idt::init_early(&idt_targets());

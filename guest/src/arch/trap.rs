@@ -3,11 +3,35 @@
 //! too). CPU exceptions are fatal (register dump, then the panic path,
 //! from ring 0); NMIs stop the CPU during a panic and are counted
 //! otherwise. Interrupt vectors (32..256) never come here: see `entry`.
+//!
+//! The register dump goes out through the console's panic path, which
+//! stands in the layer above (`hv::console`): the boot prologue hands it
+//! in ([`set_printer`]) before the first IDT gate exists.
 
 use super::idt::{TrapFrame, exception};
 use super::{instr, percpu};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+/// The console's panic-path print (`fn(fmt::Arguments)`), set once by the
+/// boot prologue.
+static PRINTER: AtomicPtr<()> = AtomicPtr::new(core::ptr::null_mut());
+
+/// Sets the print of the fatal-exception report (the console's panic path,
+/// which never waits for a lock this CPU holds).
+pub(super) fn set_printer(print: fn(fmt::Arguments<'_>)) {
+    PRINTER.store(print as *mut (), Ordering::Release);
+}
+
+/// Prints through the printer set at boot; nothing before it is set.
+fn print(args: fmt::Arguments<'_>) {
+    let p = PRINTER.load(Ordering::Acquire);
+    if !p.is_null() {
+        // SAFETY: only `set_printer` stores here, from a `fn(fmt::Arguments)`.
+        let p = unsafe { core::mem::transmute::<*mut (), fn(fmt::Arguments<'_>)>(p) };
+        p(args);
+    }
+}
 
 /// Mnemonic and name of each exception vector (as the Intel SDM names them).
 const EXCEPTIONS: [(&str, &str); exception::COUNT as usize] = [
@@ -76,7 +100,7 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
     // CR2 is readable here: this runs at CPL0.
     let cr2 = (vector == exception::PAGE_FAULT).then(instr::read_cr2);
     let cpu = percpu::try_this().map(|p| p.cpu_id());
-    crate::console::print_panic(format_args!("{}", Report { frame, mnemonic, name, cr2, cpu }));
+    print(format_args!("{}", Report { frame, mnemonic, name, cr2, cpu }));
     match cr2 {
         Some(address) => panic!(
             "{mnemonic} ({name}) at rip {:#x} accessing {address:#x}, error code {:#x}",

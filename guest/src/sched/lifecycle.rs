@@ -13,7 +13,7 @@ use super::scheduler::{EXIT_WQ, RQS, Switch, finish_switch, resched_cpu, schedul
 use super::switch::initial_stack;
 use super::task::{self, MAX_PRIO, MAX_TASKS, MIN_PRIO, Task, TaskId, TaskState, current, init_claimed, stack_top};
 use crate::arch::{cpu, percpu};
-use crate::boot_info;
+use crate::hv::boot_info;
 use core::ptr;
 use core::sync::atomic::Ordering;
 

@@ -25,21 +25,31 @@
 //! raw wait lock (which then nests outside the run-queue lock), and must
 //! drop that lock before `schedule()`.
 //!
-//! Files, lowest layer first (no file imports one above it):
+//! Files, lowest layer first (no file imports one above it, but for the
+//! knot in the third item):
+//! - `handler_mark` (handler-entry marks for `diag::costs`, a leaf);
 //! - `task` (table, ids, stacks), `runqueue` (per-CPU queue and timer
 //!   list), `switch` (the context switch in assembly), `preempt` (counts,
 //!   might_sleep), `trace` (the per-CPU scheduler event ring);
-//! - `scheduler` (schedule, wake, priorities, the preemption points
-//!   `preempt_enable` and `irq_exit_work`, and wait queues);
+//! - `scheduler` (schedule, wake, priorities, wait queues),
+//!   `preempt_sites` (the preemption points `preempt_enable`,
+//!   `cond_resched` and `irq_exit_work`) and `raw_lock` (`RawSpinLock`,
+//!   the never-switched lock of the scheduler, timers and wait queues), a
+//!   knot: the raw lock raises the preempt count and lowers it through
+//!   `preempt_enable`, which may schedule, and the scheduler locks with
+//!   it; `preempt`'s `might_sleep` names the last raw lock taken;
 //! - `freezer` (safe points; the freezable `WaitQueue::wait_until`);
 //! - `lifecycle` (spawn, a task's start and exit, join), `timer` (sleep,
-//!   timer IRQ);
+//!   timer IRQ), with `watchdog` (the lockup detector: threads of its own,
+//!   checked from the timer interrupt);
 //! - `selftest` (preemption test and the `sched-demo`).
 
 pub mod freezer;
+pub mod handler_mark;
 mod lifecycle;
 mod preempt;
 pub mod preempt_sites;
+pub mod raw_lock;
 mod runqueue;
 mod scheduler;
 pub mod selftest;
@@ -47,6 +57,7 @@ mod switch;
 mod task;
 mod timer;
 pub mod trace;
+pub mod watchdog;
 
 // The kernel-core API: what lock code (sync/), the self-tests, the
 // workload and the switch use.

@@ -86,7 +86,7 @@ fn sleep_bug(what: &str, count: u32, irq: u32, raw: u32, irqs_on: bool) -> ! {
     let task = if percpu::current_ptr().is_null() { "<no task>" } else { current().name() };
     let cpu = percpu::cpu_id();
     if raw > 0 {
-        let lock = crate::sync::raw::last_taken_name().unwrap_or("?");
+        let lock = crate::sched::raw_lock::last_taken_name().unwrap_or("?");
         panic!("might_sleep: {what} in task '{task}' on cpu {cpu} while holding raw spinlock '{lock}' ({raw} held)");
     }
     if irq > 0 {

@@ -15,13 +15,13 @@
 //! yields, or reaches a point its model keeps. The idle loop and blocking
 //! always schedule.
 //!
-//! Each point is one patchable call (`crate::site`); the build holds the
+//! Each point is one patchable call (`crate::hv::site`); the build holds the
 //! `voluntary` implementations (the build profile is `mainline`).
 
 use super::preempt::preempt_underflow;
 use super::scheduler::{flush_deferred_ipis, preempt_schedule, schedule_irqs_off_preempt};
 use crate::arch::percpu;
-use crate::site::{switch_call0, switch_impls};
+use crate::hv::site::{switch_call0, switch_impls};
 use switcher::abi::sites::SiteOp;
 use switcher::profile::PreemptModel;
 

@@ -45,7 +45,7 @@ use super::runqueue::RunQueue;
 use super::switch::sched_context_switch;
 use super::task::{self, MAX_PRIO, MIN_PRIO, Task, TaskState, current};
 use crate::arch::{apic, cpu, irqflags, percpu};
-use crate::sync::raw::RawSpinLock;
+use crate::sched::raw_lock::RawSpinLock;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use switcher::abi::{MAX_CPUS, vector};

@@ -11,7 +11,7 @@ use super::scheduler::{WaitQueue, prepare_block, schedule, set_current_running, 
 use super::task::{current, task};
 use super::timer::{now_tsc, sleep_until, sleep_us, tsc_to_us, us_to_tsc};
 use crate::arch::percpu;
-use crate::boot_info;
+use crate::hv::boot_info;
 use crate::println;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use switcher::abi::MAX_CPUS;

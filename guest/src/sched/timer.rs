@@ -30,7 +30,7 @@ use super::preempt::might_sleep;
 use super::scheduler::{RQS, schedule, set_current_blocked, wake_locked};
 use super::task::{Task, current};
 use crate::arch::{apic, cpu, percpu};
-use crate::boot_info;
+use crate::hv::boot_info;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use switcher::abi::MAX_CPUS;
 
@@ -63,6 +63,20 @@ pub struct TimerCapture {
     /// The IRQ arrived while the interrupted code had interrupts
     /// soft-masked and ran at its unmask.
     pub deferred: bool,
+}
+
+impl TimerCapture {
+    /// The interrupted task's name ("" if none was current).
+    pub fn task_name(&self) -> &'static str {
+        if self.task.is_null() {
+            return "";
+        }
+        // SAFETY: the probe stores `current` pointers, which point into
+        // the static task table. The name is a `&'static str` set when
+        // that slot was spawned (a respawn of the slot meanwhile would
+        // only garble the name).
+        unsafe { &*self.task }.name()
+    }
 }
 
 impl TimerProbe {
@@ -197,10 +211,10 @@ pub fn on_timer_interrupt() {
     // First thing: the entry TSC (also `now` for expiry: a deadline that
     // passes while the lock is taken fires again at once after re-arming).
     let now = now_tsc();
-    crate::handler_mark::mark_handler_entry(now);
+    crate::sched::handler_mark::mark_handler_entry(now);
     let this = percpu::this();
     let cpu = this.cpu_id() as usize;
-    crate::watchdog::on_timer_interrupt(cpu, now);
+    crate::sched::watchdog::on_timer_interrupt(cpu, now);
     let mut rq = RQS[cpu].lock();
     let armed = rq.armed_deadline_tsc;
     PROBES[cpu].on_timer_entry(now, armed);
@@ -225,7 +239,7 @@ pub fn on_timer_interrupt() {
     // timer ticks, or a deadline beyond the counter's range).
     // The watchdog's check deadline keeps the timer armed on a CPU whose
     // tasks cannot run (nothing else would ever fire the timer there).
-    let next = crate::watchdog::with_check_deadline(cpu, rq.next_deadline());
+    let next = crate::sched::watchdog::with_check_deadline(cpu, rq.next_deadline());
     rq.armed_deadline_tsc = next;
     if next != 0 {
         apic::set_tsc_deadline(next);

@@ -13,7 +13,7 @@ use core::sync::atomic::Ordering;
 use switcher::abi::{ABI_MAGIC, ABI_NAME_LEN, LOCK_TABLE_ADDR, LOCK_TABLE_CAPACITY, LockEntry, LockTable};
 
 use super::lock_core::LockCore;
-use super::raw::RawSpinLock;
+use crate::sched::raw_lock::RawSpinLock;
 
 /// Serialises appends (the count and the entry written together).
 static APPEND: RawSpinLock<()> = RawSpinLock::new("lock_table", ());

@@ -12,10 +12,10 @@
 use core::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::lock_core::{LockCore, slowpath_enter, slowpath_exit};
-use super::raw::{RawSpinIrqGuard, RawSpinLock};
 use super::registry;
 use crate::logic::prio_list::Prio;
 use crate::logic::rtmutex::{self, Lock, PiState, RtKernel, SpinEnd};
+use crate::sched::raw_lock::{RawSpinIrqGuard, RawSpinLock};
 use crate::sched::{self, Task, TaskRef};
 
 const _: () = assert!(sched::TASK_SLOTS <= rtmutex::TASK_SLOTS, "waiter lists index every task slot");

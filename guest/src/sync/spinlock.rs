@@ -1,9 +1,9 @@
 //! `SpinLock<T>`: the switchable lock class.
 //!
 //! Which implementation runs is decided by the bytes at each call site
-//! (`crate::site`), not by a flag: mainline (`mainline.rs`: preempt-disable +
-//! spin on the owner word) or rt (`rt.rs`: rtmutex with priority
-//! inheritance). Both share one layout, [`LockCore`], and agree on what a
+//! (`crate::hv::site`), not by a flag: mainline (`mainline.rs`:
+//! preempt-disable + spin on the owner word) or rt (`rt.rs`: rtmutex with
+//! priority inheritance). Both share one layout, [`LockCore`], and agree on what a
 //! *free* lock is:
 //!
 //! ```text
@@ -28,8 +28,8 @@ use switcher::abi::sites::SiteOp;
 
 pub use super::lock_core::LockCore;
 use super::{mainline, registry};
+use crate::hv::site::{switch_call, switch_call0};
 use crate::sched;
-use crate::site::{switch_call, switch_call0};
 
 /// A switchable lock protecting a `T`.
 pub struct SpinLock<T> {

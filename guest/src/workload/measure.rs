@@ -1,6 +1,5 @@
 //! The measurement threads: per CPU, one thread at [`MEASURE_PRIO`]
-//! pinned there, cyclictest/timerlat style (README.md, "Latency
-//! measurement").
+//! pinned there, cyclictest/timerlat style (docs/latency.md).
 //!
 //! ```text
 //! next = start + interval
@@ -25,7 +24,7 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::telemetry::{self, Sample};
-use crate::sched::{self, Task, now_tsc, sleep_until, us_to_tsc};
+use crate::sched::{self, now_tsc, sleep_until, us_to_tsc};
 
 /// The default priority: the highest in the guest, so that nothing (the
 /// switch's control thread included) keeps a measurement thread from its
@@ -51,7 +50,7 @@ pub fn start(p: &super::Params, cpus: u32, ids: &mut [Option<sched::TaskId>]) {
     let interval = us_to_tsc(u64::from(p.interval_us)).max(1);
     INTERVAL_TSC.store(interval, Ordering::Relaxed);
     telemetry::set_interval_tsc(interval);
-    TSC_KHZ.store(crate::boot_info::tsc_khz().max(1), Ordering::Relaxed);
+    TSC_KHZ.store(crate::hv::boot_info::tsc_khz().max(1), Ordering::Relaxed);
     STOP_ABOVE_NS.store(u64::from(p.stop_above_us) * 1000, Ordering::Relaxed);
     for cpu in 0..cpus.min(64) {
         if p.measure_cpus & (1 << cpu) != 0 {
@@ -92,7 +91,7 @@ fn measure_thread(cpu: usize) {
         next += (sample.missed + 1) * interval;
         telemetry::record_sample(cpu, &sample, next);
         if stop_above != 0 && sample.thread_ns > stop_above && telemetry::write_stop(cpu, &sample) {
-            crate::hypercall::stop_above(cpu as u32);
+            crate::hv::hypercall::stop_above(cpu as u32);
         }
     }
     telemetry::set_next_deadline(cpu, 0);
@@ -133,11 +132,7 @@ pub fn activation(probe: &sched::TimerProbe, next: u64, interval: u64, khz: u64)
         sample.deferred = c.deferred;
         if !c.task.is_null() {
             sample.task_addr = c.task as u64;
-            // SAFETY: the probe stores `current` pointers, which point
-            // into the static task table. The name is a `&'static str`
-            // set when that slot was spawned (a respawn of the slot
-            // meanwhile would only garble the name).
-            sample.task_name = unsafe { &*c.task.cast::<Task>() }.name();
+            sample.task_name = c.task_name();
         }
     }
     sample

@@ -1,7 +1,8 @@
-//! The latency workload: a
+//! The latency workload (docs/latency.md): a
 //! cyclictest/timerlat-like measurement thread per CPU (`measure`), the
-//! load beside it (`load`), its parameters (`params`) and the telemetry
-//! region the VMM reads (`telemetry`).
+//! load beside it (`load`), its parameters (`params`), the telemetry
+//! region the VMM reads (`telemetry`), and the device interrupt of
+//! `--irq-load` with its handler threads (`irqdev`).
 //!
 //! Life cycle (CPU 0):
 //! ```text
@@ -25,6 +26,7 @@
 //! [`STOP_TIMEOUT_US`] so the guest exits well inside the VMM's grace
 //! period, also in mainline mode under lock load.
 
+pub mod irqdev;
 mod load;
 mod measure;
 mod params;
@@ -36,9 +38,10 @@ use switcher::abi::MAX_CPUS;
 use switcher::profile::Profile;
 use switcher::telemetry::{EpochKind, LoadKind};
 
+use crate::hv::boot_info;
+use crate::println;
+use crate::sched::raw_lock::RawSpinLock;
 use crate::sched::{self, MAX_TASKS, TaskId, TaskState, now_tsc, sleep_us, us_to_tsc};
-use crate::sync::raw::RawSpinLock;
-use crate::{boot_info, println};
 pub use measure::activation;
 pub use params::Params;
 pub use telemetry::last_deadline;
@@ -126,9 +129,9 @@ fn starter(_: usize) {
     if p.irq_rate_hz != 0 {
         // Before the measurement: the device's interrupts may come from
         // the first moment, and the threads' counts must be worked off.
-        crate::irqdev::configure(p.irq_work_us);
+        crate::workload::irqdev::configure(p.irq_work_us);
         for (cpu, id) in irq_ids.iter_mut().enumerate().take(cpus as usize) {
-            *id = Some(sched::spawn("irq/dev", p.irq_prio, cpu as u32, crate::irqdev::thread, cpu));
+            *id = Some(sched::spawn("irq/dev", p.irq_prio, cpu as u32, crate::workload::irqdev::thread, cpu));
         }
     }
     measure::start(&p, cpus, &mut measure_ids);
@@ -190,7 +193,7 @@ pub fn shutdown() {
         let st = STATE.lock_irqsave();
         (st.measure, st.load, st.load_count, st.irq, st.started)
     };
-    crate::irqdev::stop();
+    crate::workload::irqdev::stop();
     if !started {
         println!("workload: the starter did not finish in time");
         return;

@@ -112,7 +112,7 @@ impl Params {
             );
         }
         let all = self.measure_cpus & self.load_cpus == self.measure_cpus && self.measure_cpus == self.load_cpus;
-        if !all || self.measure_cpus.count_ones() < crate::boot_info::cpu_count() {
+        if !all || self.measure_cpus.count_ones() < crate::hv::boot_info::cpu_count() {
             crate::println!("workload: measuring cpus {:#x}, load on cpus {:#x}", self.measure_cpus, self.load_cpus);
         }
     }

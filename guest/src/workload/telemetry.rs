@@ -33,7 +33,8 @@ use switcher::telemetry::{
 };
 
 use super::params::Params;
-use crate::{boot_info, println};
+use crate::hv::boot_info;
+use crate::println;
 
 /// Region base address (0: no telemetry), CPU count and buckets per
 /// histogram, set once by [`init`] before any reader in the guest.
@@ -295,8 +296,8 @@ struct Prep {
     done: usize,
 }
 
-static PREP: crate::sync::raw::RawSpinLock<Prep> =
-    crate::sync::raw::RawSpinLock::new("telemetry.prep", Prep { slot: usize::MAX, done: 0 });
+static PREP: crate::sched::raw_lock::RawSpinLock<Prep> =
+    crate::sched::raw_lock::RawSpinLock::new("telemetry.prep", Prep { slot: usize::MAX, done: 0 });
 /// Words zeroed per chunk.
 const PREP_CHUNK: usize = 64;
 

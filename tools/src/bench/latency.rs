@@ -84,7 +84,7 @@ pub struct RunFigures {
 }
 
 impl Serialize for RunFigures {
-    /// The run report's names and nesting (README "Output files"; the
+    /// The run report's names and nesting (docs/reports.md; the
     /// schema of `bench.json` is docs/bench-json.md): `{samples, missed,
     /// thread: {p50, p99, max_us, overflow}, irq: {p50, p99, max_us},
     /// hist_max_us, load_check: {result}, workload: {interval_us, cs_us,

@@ -1,4 +1,4 @@
-//! `rtswitch bench`: the benchmark suite (README.md, "Results"). One
+//! `rtswitch bench`: the benchmark suite (docs/benchmarks.md). One
 //! invocation runs, one family after another, real VMs of this same
 //! executable and prints one table:
 //!

@@ -1,6 +1,6 @@
 //! `rtswitch ctl`: runs one command against a VMM's control socket and
 //! prints the reply, human-readable by default (`--json`: the raw reply).
-//! Its exit codes are its own ([`CtlExit`], README "Exit codes"), not
+//! Its exit codes are its own ([`CtlExit`], docs/usage.md, "Exit codes"), not
 //! `rtswitch run`'s.
 
 use std::path::Path;

@@ -1,6 +1,6 @@
 //! `--cyclictest-json FILE`: thread latency in the shape of rt-tests 2.4's
 //! `cyclictest --json=FILE`, key for key and in its layout, so that tools
-//! reading cyclictest's JSON read this one (README.md, "Output files"):
+//! reading cyclictest's JSON read this one (docs/reports.md):
 //!
 //! ```text
 //! {

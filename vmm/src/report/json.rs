@@ -1,5 +1,5 @@
 //! `--json FILE`: the whole result of a run. The schema is documented in
-//! README.md ("Output files"); field names are stable, new fields may be
+//! docs/reports.md; field names are stable, new fields may be
 //! added (bump [`SCHEMA_VERSION`] only for incompatible changes).
 //!
 //! Version 2 (bounded history): `epochs` and `switches` list the newest
@@ -107,7 +107,8 @@ pub struct EpochTotals {
 /// The command line as given (`null`: the guest's default): every option
 /// that changes what runs, so that a report reproduces its run
 /// (`command_line` is the whole of it; the fields after `workload_enabled`
-/// are newer and read as their defaults from older reports).
+/// are newer than the first schema 2 reports and read as their defaults
+/// from those).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
     pub vcpus: u32,

@@ -1,5 +1,5 @@
 //! Latency reports: what the VMM makes of the guest's telemetry region
-//! (README.md, "Latency measurement").
+//! (docs/latency.md).
 //!
 //! - `status`: the live status block (once a second) or, with `--quiet`,
 //!   the progress line;

@@ -1,5 +1,5 @@
 //! Which cyclictest-format files a run writes, and the check of every
-//! output path before the VM boots (README.md, "Output files").
+//! output path before the VM boots (docs/reports.md).
 //!
 //! **File naming rule** for `--histogram FILE` and `--cyclictest-json FILE`
 //! (`--histogram-mode` selects for both):

@@ -31,6 +31,10 @@ impl Verdict {
     }
 }
 
+/// Periods (on the busiest measuring CPU) after which a load that did no
+/// operation makes the run not ok.
+const LOAD_JUDGED_AFTER_PERIODS: u64 = 20;
+
 /// What the run's measurement amounts to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunResult {
@@ -59,7 +63,13 @@ impl RunResult {
                     ));
                 }
             }
-            if w.load != switcher::telemetry::LoadKind::None && w.load_ops == 0 {
+            // A load that did no operation is broken, once the run gave it
+            // time: the load starts with the measurement, so a run stopped
+            // within its first periods (Ctrl-C as soon as the guest is
+            // ready) has not shown whether it works.
+            let periods = rows.iter().filter(|r| r.cpu.is_some()).map(|r| r.figures.samples + r.figures.missed).max();
+            let load_had_time = periods.unwrap_or(0) >= LOAD_JUDGED_AFTER_PERIODS;
+            if w.load != switcher::telemetry::LoadKind::None && w.load_ops == 0 && load_had_time {
                 reasons.push(format!("the {} load did no operation", w.load.name()));
             }
         } else if workload {
@@ -93,5 +103,37 @@ impl RunResult {
         } else {
             format!("result: {}: {}", self.result.name(), self.reasons.join("; "))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vstate::telemetry::TelemetryReader;
+    use crate::vstate::telemetry::synth::*;
+    use switcher::profile::Profile;
+    use switcher::telemetry::EpochKind;
+
+    /// A locks run whose load did no operation, with `samples` periods
+    /// measured on its one CPU.
+    fn idle_load_run(samples: usize) -> RunResult {
+        let (mem, layout) = region(1, 100);
+        let mut h = header(&layout);
+        h.load_ops = 0;
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &vec![1; samples], &vec![10; samples]);
+        let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
+        r.harvest();
+        RunResult::judge(&Measurement::from_reader(&r), true, &[], None)
+    }
+
+    #[test]
+    fn a_load_without_operations_is_judged_once_the_run_gave_it_time() {
+        // Stopped as soon as the guest was ready: a few periods, no verdict on the load.
+        assert_eq!(idle_load_run(3).result, Verdict::Ok);
+        let r = idle_load_run(LOAD_JUDGED_AFTER_PERIODS as usize);
+        assert_eq!(r.result, Verdict::NotOk);
+        assert!(r.reasons[0].contains("locks load did no operation"), "{:?}", r.reasons);
     }
 }

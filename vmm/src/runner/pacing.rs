@@ -9,12 +9,12 @@ use switcher::telemetry::WorkloadRequest;
 
 use crate::switch::history::SwitchHistory;
 
-/// The guest's workload defaults (README "Latency measurement"), used when
+/// The guest's workload defaults (docs/latency.md, "Defaults"), used when
 /// the command line leaves them to the guest.
 const GUEST_DEFAULT_INTERVAL_US: u64 = 1000;
 const GUEST_DEFAULT_CS_US: u64 = 500;
 /// Messaging, the blackout, serializing and thawing: what a switch costs
-/// beyond its freeze, at least (README "Results": 1 to 3 ms at p50 here).
+/// beyond its freeze, at least (docs/benchmarks.md: 1 to 3 ms at p50 here).
 const SWITCH_OVERHEAD_US: u64 = 2000;
 
 /// The shortest period at which a switch can complete and leave the new

@@ -1,5 +1,5 @@
-//! The KVM VM: in-kernel irqchip, one memory slot over all guest memory,
-//! and vCPUs configured to start in long mode (see `arch`).
+//! The KVM VM: in-kernel irqchip, memory slots over all guest memory (the
+//! kernel's text in a read-only slot of its own), and vCPUs configured to start in long mode (see `arch`).
 
 use kvm_bindings::{
     KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, KVM_MP_STATE_RUNNABLE, kvm_mp_state, kvm_userspace_memory_region,

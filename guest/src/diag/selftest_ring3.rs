@@ -20,8 +20,8 @@
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use crate::arch::{apic, cpu, irqflags, msr, percpu, shim};
+use crate::sched::raw_lock::RawSpinLock;
 use crate::sched::{self, now_tsc, us_to_tsc};
-use crate::sync::raw::RawSpinLock;
 use crate::sync::spinlock::SpinLock;
 use switcher::abi::shim as service;
 
@@ -44,7 +44,7 @@ pub fn is_test_vector(vector: u8) -> bool {
 
 /// The test vectors' handler (hard-IRQ context; EOI by the caller).
 pub fn on_test_vector(vector: u8) {
-    crate::handler_mark::mark_handler_entry(crate::arch::cpu::rdtsc_ordered());
+    crate::sched::handler_mark::mark_handler_entry(crate::arch::cpu::rdtsc_ordered());
     if IN_MASKED_REGION.load(Ordering::Relaxed) {
         RAN_INSIDE.fetch_add(1, Ordering::Relaxed);
     }
@@ -224,7 +224,7 @@ pub fn no_shim_in_measurement() -> Result<(), &'static str> {
     let spinner = sched::spawn("selftest-spin", 1, me, spinner, 0);
     // Let the spinner start (it keeps this CPU out of idle from now on).
     sched::sleep_us(2_000);
-    let khz = crate::boot_info::tsc_khz().max(1);
+    let khz = crate::hv::boot_info::tsc_khz().max(1);
     let interval = us_to_tsc(500);
     let probe = sched::this_cpu_probe();
     let before = shim::stats(me as usize);

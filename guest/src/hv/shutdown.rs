@@ -1,9 +1,10 @@
 //! Whether the VMM asked this guest to shut down: noted by the
-//! HOST_REQUEST interrupt handler (`irq`), read by the control thread, the
-//! switch's guard and CPU 0's boot wait. A leaf, so that what reads it
-//! need not depend on the interrupt dispatch that notes it.
+//! HOST_REQUEST interrupt handler (`irq::dispatch`), read by the control
+//! thread, the switch's guard and CPU 0's boot wait. Here, far below the
+//! interrupt dispatch that notes it, so that what reads it need not
+//! depend on that dispatch.
 
-use crate::boot_info;
+use crate::hv::boot_info;
 use core::sync::atomic::{AtomicBool, Ordering};
 use switcher::abi::host_request;
 

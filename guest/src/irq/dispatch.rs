@@ -14,7 +14,7 @@
 //! | WAKEUP_IPI    | boot handshake                 | count                     |
 //! | HOST_REQUEST  | the VMM (MSI)                  | note shutdown, wake control and the switch |
 //! | SERIALIZE_IPI | the switch thread, after a patch | serialize, acknowledge  |
-//! | DEVICE        | the VMM's `--irq-load` (irqfd) | the handler's work, or wake its thread (`irqdev`) |
+//! | DEVICE        | the VMM's `--irq-load` (irqfd) | the handler's work, or wake its thread (`workload::irqdev`) |
 //! | 0x50, 0x90, 0xe0 | self-tests (self-IPIs)      | log the order they ran in |
 //! | SPURIOUS      | the APIC                       | count, no EOI             |
 //! | anything else | nobody                         | count, not fatal          |
@@ -25,7 +25,10 @@
 //! exits (not work for an interrupt handler).
 
 use crate::arch::{apic, percpu};
-use crate::{boot_info, control, modeswitch, sched, selftest_ring3, shutdown};
+use crate::diag::selftest_ring3;
+use crate::hv::{boot_info, shutdown};
+use crate::sched;
+use crate::switch::{control, modeswitch};
 use core::sync::atomic::Ordering;
 use switcher::abi::{host_request, vector};
 
@@ -54,7 +57,7 @@ fn dispatch(vector: u8) {
             counters.wakeup_ipi.fetch_add(1, Ordering::Relaxed);
         }
         vector::SERIALIZE_IPI => modeswitch::on_serialize_ipi(),
-        vector::DEVICE => crate::irqdev::on_interrupt(),
+        vector::DEVICE => crate::workload::irqdev::on_interrupt(),
         v if selftest_ring3::is_test_vector(v) => selftest_ring3::on_test_vector(v),
         vector::HOST_REQUEST => {
             counters.host_request.fetch_add(1, Ordering::Relaxed);

@@ -19,7 +19,7 @@
 //! prints anyway.
 
 use crate::arch::{instr, irqflags, percpu};
-use crate::{boot_info, doorbell};
+use crate::hv::{boot_info, doorbell};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, Ordering};
 use switcher::abi::doorbell as register;
@@ -154,11 +154,11 @@ pub fn print_panic(args: fmt::Arguments) {
 
 #[macro_export]
 macro_rules! print {
-    ($($arg:tt)*) => { $crate::console::print(format_args!($($arg)*)) };
+    ($($arg:tt)*) => { $crate::hv::console::print(format_args!($($arg)*)) };
 }
 
 #[macro_export]
 macro_rules! println {
     () => { $crate::print!("\n") };
-    ($($arg:tt)*) => { $crate::console::print(format_args!("{}\n", format_args!($($arg)*))) };
+    ($($arg:tt)*) => { $crate::hv::console::print(format_args!("{}\n", format_args!($($arg)*))) };
 }

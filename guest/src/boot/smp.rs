@@ -17,7 +17,7 @@
 //! sides), so it sees the flag without the IPI.
 
 use crate::arch::{apic, cpu, percpu};
-use crate::hypercall;
+use crate::hv::hypercall;
 use crate::println;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use switcher::abi::vector;

@@ -13,17 +13,18 @@
 //! benchmark suite runs it to put the host's costs beside its figures.
 //!
 //! The delivery times need a mark from the handlers: the test vectors'
-//! handler and the timer interrupt store their entry TSC (`handler_mark`)
-//! while a measurement runs.
+//! handler and the timer interrupt store their entry TSC
+//! (`sched::handler_mark`) while a measurement runs.
 
 use crate::arch::{apic, cpu, shim};
-use crate::{handler_mark, println};
+use crate::println;
+use crate::sched::handler_mark;
 
 const SAMPLES: usize = 200;
 
 fn report(name: &str, samples: &mut [u64; SAMPLES]) {
     samples.sort_unstable();
-    let khz = crate::boot_info::tsc_khz().max(1);
+    let khz = crate::hv::boot_info::tsc_khz().max(1);
     let ns = |t: u64| t.saturating_mul(1_000_000) / khz;
     println!(
         "cost {name}: p50 {} ns, p90 {} ns, p99 {} ns, min {} ns",
@@ -73,11 +74,11 @@ pub fn run() {
     time("cpuid", cpu::serialize);
     let empty = switcher::abi::doorbell::console_value(crate::arch::percpu::this() as *const _ as u64, 0);
     time("doorbell exit to the VMM (empty console write)", || {
-        crate::hypercall::raw_access(switcher::abi::doorbell::CONSOLE, 8, empty, true);
+        crate::hv::hypercall::raw_access(switcher::abi::doorbell::CONSOLE, 8, empty, true);
     });
     delivery("self IPI -> handler at CPL3 (busy CPU)", || {
         let t = cpu::rdtsc_ordered();
-        apic::send_self_ipi(crate::selftest_ring3::TEST_VECTORS[0]);
+        apic::send_self_ipi(crate::diag::selftest_ring3::TEST_VECTORS[0]);
         t
     });
     let period = crate::sched::us_to_tsc(200);

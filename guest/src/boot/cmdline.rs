@@ -2,32 +2,19 @@
 //! the kernel does once it is ready. The tests use them to reach the
 //! failure paths on purpose.
 //!
-//! | word           | after HC_READY, CPU 0 ...                          |
-//! |----------------|----------------------------------------------------|
-//! | `panic`        | panics ("panic requested by guest argument")       |
-//! | `fault=pf`     | reads an unmapped address (page fault report)      |
-//! | `fault=ud`     | executes `ud2` (invalid opcode report)             |
-//! | `triple-fault` | clears every IDT gate and hits `ud2` (triple fault) |
-//! | `exit=N`       | exits with status N                                |
-//! | `sched-demo`   | runs the scheduler demo                            |
-//! | `selftest`     | runs the self-test suite, exits with its verdict   |
-//! | `deadlock`     | rt mode: two tasks deadlock on two locks (panic)   |
-//! | `no-pi`        | flag: rtmutexes without priority inheritance       |
-//! | `no-spin`      | flag: rtmutexes without adaptive spinning (benchmark) |
-//! | `platform-costs` | flag: time the platform's primitives at boot and print them (`costs`) |
-//! | `idle=poll`    | flag: idle CPUs poll at CPL3 instead of halting (costs a host core each) |
-//! | `hold-lock=MS` | a task holds a switchable lock MS ms (fault test)  |
-//! | `irq-off-spin=MS`, `after-request`, `corrupt-mailbox`, `corrupt-telemetry`, `bad-hypercalls`, `bad-panic-record`, `panic-in-switch`, `text-write` | fault injection (`faults`) |
-//! | `sched-demo`   | runs the scheduler demo (`sched::selftest::demo`)  |
+//! The words, what value each takes and what each does, are
+//! `switcher::cmdline::KEYS`: the one list the VMM checks `--guest-arg`
+//! against before boot, and the one docs/usage.md ("Guest arguments") is
+//! generated from. Here they become what CPU 0 does after HC_READY
+//! ([`ReadyAction`]) and the flags and fault injections the kernel reads.
 //!
-//! When several are given, the last one wins. The keys (and what value
-//! each takes) are `switcher::cmdline::KEYS`, the list the VMM checks
-//! `--guest-arg` against before boot: a word that list refuses, or a listed
-//! key this kernel does not act on, is reported and ignored.
+//! When several actions are given, the last one wins. A word that list
+//! refuses, or a listed key this kernel does not act on, is reported and
+//! ignored.
 
 use switcher::cmdline::{self as keys, Word};
 
-use crate::faults::Faults;
+use crate::diag::faults::Faults;
 
 /// What CPU 0 does after the ready hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

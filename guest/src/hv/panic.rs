@@ -15,8 +15,8 @@
 //! is detected by the panicking CPU's id and counted, so it cannot loop.
 
 use crate::arch::{apic, cpu, percpu};
-use crate::boot_info;
-use crate::hypercall;
+use crate::hv::boot_info;
+use crate::hv::hypercall;
 use core::fmt::{self, Write};
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -68,7 +68,7 @@ fn panic(info: &PanicInfo) -> ! {
 
     let message =
         core::str::from_utf8(&record.message[..record.message_len as usize]).unwrap_or("<message is not UTF-8>");
-    crate::console::print_panic(format_args!(
+    crate::hv::console::print_panic(format_args!(
         "guest panic on cpu {} at {file}:{line}:{column}: {message}\n",
         CpuName(me)
     ));

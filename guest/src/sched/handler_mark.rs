@@ -1,7 +1,9 @@
-//! Handler-entry marks for timing interrupt delivery (`costs`): while a
-//! delivery is timed, the handlers that can end it (the timer's, the
-//! self-test vectors') store their entry TSC here. A leaf, so that those
-//! handlers need not depend on the measurement that reads it.
+//! Handler-entry marks for timing interrupt delivery (`diag::costs`): while
+//! a delivery is timed, the handlers that can end it (the timer's,
+//! `sched::timer`, and the self-test vectors', `diag::selftest_ring3`)
+//! store their entry TSC here. A leaf in the scheduler's layer, so that
+//! the timer interrupt need not depend on the measurement, two layers up,
+//! that reads it.
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

@@ -53,7 +53,7 @@ fn watchdog_thread(cpu: usize) {
             core::ptr::addr_of_mut!((*slot).stalled).write_volatile(0);
             core::ptr::addr_of_mut!((*slot).beats).write_volatile(beats);
         }
-        for (k, at) in STEAL_AT_BEAT[cpu].iter().enumerate().take(crate::boot_info::cpu_count() as usize) {
+        for (k, at) in STEAL_AT_BEAT[cpu].iter().enumerate().take(crate::hv::boot_info::cpu_count() as usize) {
             at.store(crate::arch::steal::steal_ns(k), Ordering::Relaxed);
         }
         LAST_BEAT[cpu].store(now, Ordering::Relaxed);
@@ -96,7 +96,7 @@ pub fn on_timer_interrupt(cpu: usize, now: u64) {
         *d = s;
     }
     let window_us = sched::tsc_to_us(now - last);
-    let (steal_cpu, steal_ns) = (0..crate::boot_info::cpu_count() as usize)
+    let (steal_cpu, steal_ns) = (0..crate::hv::boot_info::cpu_count() as usize)
         .map(|k| (k, crate::arch::steal::steal_ns(k).saturating_sub(STEAL_AT_BEAT[cpu][k].load(Ordering::Relaxed))))
         .max_by_key(|&(_, d)| d)
         .unwrap_or((cpu, 0));

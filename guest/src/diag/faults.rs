@@ -78,7 +78,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use switcher::abi::{SWITCH_MAILBOX_ADDR, SwitchMailbox, doorbell};
 use switcher::telemetry::TelemetryHeader;
 
-use crate::hypercall::raw_access;
+use crate::hv::hypercall::raw_access;
 use crate::sched;
 use crate::sync::spinlock::SpinLock;
 
@@ -176,7 +176,7 @@ pub fn panic_in_switch() -> bool {
 /// Starts the faults that are tasks or one-off actions (CPU 0, after the
 /// ready hypercall and the control thread's start).
 pub fn start(f: &Faults) {
-    let last = crate::boot_info::cpu_count().saturating_sub(1);
+    let last = crate::hv::boot_info::cpu_count().saturating_sub(1);
     if let Some(ms) = f.hold_lock_ms {
         crate::println!("fault injection: 'lock-hog' holds a lock for {ms} ms on cpu {last}");
         sched::spawn("lock-hog", FAULT_PRIO, last, hog, ms as usize);
@@ -200,7 +200,7 @@ pub fn start(f: &Faults) {
     }
     if let Some(n) = f.lock_queue {
         crate::println!("fault injection: {n} tasks queue for one lock, each holding it {QUEUE_HOLD_US} us");
-        let cpus = crate::boot_info::cpu_count();
+        let cpus = crate::hv::boot_info::cpu_count();
         for i in 0..n {
             sched::spawn("lock-queue", FAULT_PRIO, i % cpus, queue_member, 0);
         }
@@ -345,7 +345,7 @@ fn scribble_mailbox(_: usize) {
 
 fn scribble_telemetry(_: usize) {
     sched::sleep_us(300_000);
-    let h = crate::boot_info::telemetry_addr() as *mut TelemetryHeader;
+    let h = crate::hv::boot_info::telemetry_addr() as *mut TelemetryHeader;
     let mut g = sched::now_tsc() | 1;
     // SAFETY: the telemetry region is identity-mapped RW guest memory; the
     // guest's writers use their boot-time layout, not these header fields.

@@ -1,7 +1,8 @@
 //! The runtime mode switch, guest side (docs/ARCHITECTURE.md, "The runtime switch";
 //! the mailbox protocol is drawn at `switcher::abi::SwitchMailbox`).
 //!
-//! Run by the control thread (CPU 0, top priority, `nofreeze`) when the VMM
+//! Run by the control thread (CPU 0, `control::CONTROL_PRIO`: just below
+//! the measurement threads; `nofreeze`) when the VMM
 //! posts a request:
 //!
 //! ```text
@@ -24,16 +25,18 @@
 //! A CANCELLED seen while still freezing (the VMM's deadline passed) thaws
 //! at once: nothing was patched, the mode is unchanged.
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use switcher::abi::{ABI_MAGIC, SWITCH_MAILBOX_ADDR, SwitchMailbox, mailbox_state, vector};
+use switcher::abi::{MailboxState, vector};
 use switcher::profile::Profile;
 use switcher::telemetry::EpochKind;
 
 use crate::arch::{apic, cpu, percpu};
+use crate::hv::mailbox::{self, mbox_read, mbox_write};
+use crate::hv::{boot_info, hypercall};
 use crate::sched::{self, freezer};
 use crate::sync::registry;
-use crate::{boot_info, hypercall, workload};
+use crate::workload;
 
 /// Census period while freezing (at least: see `freeze_until_quiescent`).
 const CENSUS_US: u64 = 100;
@@ -41,32 +44,9 @@ const CENSUS_US: u64 = 100;
 static SERIALIZE_ACKS: AtomicU32 = AtomicU32::new(0);
 static VERDICT: sched::WaitQueue = sched::WaitQueue::new("switch-verdict");
 
-fn mailbox() -> *mut SwitchMailbox {
-    SWITCH_MAILBOX_ADDR as *mut SwitchMailbox
-}
-
-macro_rules! mbox_read {
-    ($field:ident) => {
-        // SAFETY: the mailbox page is ABI memory, identity-mapped RW; the
-        // VMM writes it concurrently, so every access is volatile.
-        unsafe { core::ptr::addr_of!((*mailbox()).$field).read_volatile() }
-    };
-}
-
-macro_rules! mbox_write {
-    ($field:ident, $v:expr) => {
-        // SAFETY: as for `mbox_read`.
-        unsafe { core::ptr::addr_of_mut!((*mailbox()).$field).write_volatile($v) }
-    };
-}
-
 /// Publishes the mailbox: the VMM accepts switch requests from now on.
 pub fn init(mode: Profile) {
-    // SAFETY: as for `mbox_read`; nobody else writes it before `magic`.
-    unsafe { mailbox().write_volatile(SwitchMailbox::zeroed()) };
-    mbox_write!(mode, mode.code());
-    fence(Ordering::Release);
-    mbox_write!(magic, ABI_MAGIC);
+    mailbox::publish(mode);
 }
 
 /// The last request (seq) this guest answered with COMPLETE.
@@ -75,9 +55,9 @@ static ANSWERED_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Whether the VMM has posted a request, or cancelled one before this
 /// guest even saw it (which still needs an acknowledgement).
 pub fn pending() -> bool {
-    match mbox_read!(state) {
-        mailbox_state::REQUESTED => true,
-        mailbox_state::CANCELLED => mbox_read!(seq) != ANSWERED_SEQ.load(Ordering::Relaxed),
+    match mailbox::state() {
+        Some(MailboxState::Requested) => true,
+        Some(MailboxState::Cancelled) => mbox_read!(seq) != ANSWERED_SEQ.load(Ordering::Relaxed),
         _ => false,
     }
 }
@@ -92,7 +72,7 @@ pub fn on_serialize_ipi() {
     cpu::serialize();
     SERIALIZE_ACKS.fetch_add(1, Ordering::AcqRel);
     VERDICT.wake_all();
-    let stall = crate::faults::serialize_stall_us();
+    let stall = crate::diag::faults::serialize_stall_us();
     if stall != 0 {
         // Fault injection: a slow switch step here, masked (IRQ context).
         let end = sched::now_tsc() + sched::us_to_tsc(u64::from(stall));
@@ -102,18 +82,19 @@ pub fn on_serialize_ipi() {
     }
 }
 
-fn notify_vmm(state: u32) {
-    mbox_write!(state, state);
-    hypercall::switch_changed(state);
-}
-
-/// Moves the mailbox state from `from` to `to` unless the VMM changed it
-/// meanwhile (its cancel on a deadline must never be overwritten).
-fn advance_state(from: u32, to: u32) -> bool {
-    // SAFETY: `state` is an aligned u32 of the mailbox page (ABI memory,
-    // identity-mapped RW), shared with the VMM, which only stores to it.
-    let state = unsafe { core::sync::atomic::AtomicU32::from_ptr(core::ptr::addr_of_mut!((*mailbox()).state)) };
-    state.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+/// Acknowledges the VMM's verdict (DONE, or CANCELLED): COMPLETE and
+/// HC_SWITCH. A mailbox whose state word is no state of the protocol
+/// (scribbled over) is left alone: the VMM's acknowledgement deadline
+/// ends that switch, naming the word.
+fn acknowledge() {
+    let Some(verdict) = mailbox::state() else {
+        crate::println!("switch: the mailbox's state is no state of the protocol; not acknowledged");
+        return;
+    };
+    // Only the guest moves the mailbox on from a verdict.
+    if mailbox::advance(verdict, MailboxState::Complete) {
+        hypercall::switch_changed(MailboxState::Complete);
+    }
 }
 
 /// Runs one switch request to its end (control thread).
@@ -128,9 +109,9 @@ pub fn run() {
     mbox_write!(serialized_tsc, 0);
     mbox_write!(thawed_tsc, 0);
     mbox_write!(seen_tsc, sched::now_tsc());
-    if !advance_state(mailbox_state::REQUESTED, mailbox_state::FREEZING) {
+    if !mailbox::advance(MailboxState::Requested, MailboxState::Freezing) {
         // Cancelled before we started: nothing to undo; acknowledge.
-        notify_vmm(mailbox_state::COMPLETE);
+        acknowledge();
         return;
     }
     // The Switching epoch opens before anything of the switch runs: every
@@ -141,20 +122,20 @@ pub fn run() {
     let quiescent = freeze_until_quiescent();
     if quiescent {
         mbox_write!(quiescent_tsc, sched::now_tsc());
-        if advance_state(mailbox_state::FREEZING, mailbox_state::QUIESCENT) {
-            hypercall::switch_changed(mailbox_state::QUIESCENT);
+        if mailbox::advance(MailboxState::Freezing, MailboxState::Quiescent) {
+            hypercall::switch_changed(MailboxState::Quiescent);
         }
         // The VMM's verdict, or its cancel if its deadline passed first.
-        wait_for(|| matches!(mbox_read!(state), mailbox_state::DONE | mailbox_state::CANCELLED));
+        wait_for(|| matches!(mailbox::state(), Some(MailboxState::Done | MailboxState::Cancelled)));
     }
-    let verdict = mbox_read!(state);
+    let verdict = mailbox::state();
     mbox_write!(verdict_tsc, sched::now_tsc());
     let mode = match (verdict, target) {
-        (mailbox_state::DONE, Some(t)) => t,
+        (Some(MailboxState::Done), Some(t)) => t,
         _ => from,
     };
-    if verdict == mailbox_state::DONE {
-        if crate::faults::panic_in_switch() {
+    if verdict == Some(MailboxState::Done) {
+        if crate::diag::faults::panic_in_switch() {
             panic!("fault injection panic-in-switch: the sites are patched, the tasks still frozen");
         }
         serialize_all_cpus();
@@ -165,7 +146,7 @@ pub fn run() {
     freezer::thaw();
     let thawed = sched::now_tsc();
     mbox_write!(thawed_tsc, thawed);
-    notify_vmm(mailbox_state::COMPLETE);
+    acknowledge();
     // A request that comes during the guard opens its own switching epoch
     // at once (the next `run`): no mode epoch in between, whose first
     // periods would still carry this switch.
@@ -199,7 +180,7 @@ fn wait_full_period_after(thawed: u64) -> bool {
     };
     let limit = sched::now_tsc() + sched::us_to_tsc((GUARD_PERIODS * interval_us).max(GUARD_MIN_US));
     while !done() && sched::now_tsc() < limit {
-        if pending() || crate::shutdown::requested() {
+        if pending() || crate::hv::shutdown::requested() {
             return !pending();
         }
         sched::sleep_us(interval_us / 2 + 1);
@@ -210,7 +191,7 @@ fn wait_full_period_after(thawed: u64) -> bool {
 /// Freezes until quiescent; false if the VMM cancelled first.
 fn freeze_until_quiescent() -> bool {
     loop {
-        if mbox_read!(state) == mailbox_state::CANCELLED {
+        if mailbox::state() == Some(MailboxState::Cancelled) {
             return false;
         }
         let started = sched::now_tsc();

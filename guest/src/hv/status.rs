@@ -1,8 +1,8 @@
 //! The GuestStatus page: what the guest tells the VMM about itself when
 //! it becomes ready (online CPUs, calibration, mode, version).
 
-use crate::boot_info;
-use crate::calibrate::Calibration;
+use crate::hv::boot_info;
+use crate::hv::calibrate::Calibration;
 use switcher::abi::{self, GuestStatus, KERNEL_VERSION_LEN};
 use switcher::profile::Profile;
 

@@ -14,7 +14,9 @@
 //! stop flag, bounded wait for its threads, per-CPU summary, the load's
 //! final check), then exits.
 
-use crate::{modeswitch, println, sched, shutdown};
+use crate::hv::shutdown;
+use crate::switch::modeswitch;
+use crate::{println, sched};
 use switcher::abi::EXIT_STATUS_OK;
 
 /// Just below the measurement threads (`sched::MAX_PRIO`).
@@ -56,7 +58,7 @@ fn report_spinning() {
         );
     }
     if crate::arch::steal::enabled() {
-        let cpus = crate::boot_info::cpu_count() as usize;
+        let cpus = crate::hv::boot_info::cpu_count() as usize;
         let total: u64 = (0..cpus).map(crate::arch::steal::steal_ns).sum();
         println!("steal time: {} ms stolen by the host over {cpus} vCPUs", total / 1_000_000);
     }
@@ -65,5 +67,5 @@ fn report_spinning() {
 /// Prints "shutting down" and makes the exit hypercall with status 0.
 pub fn shutdown() -> ! {
     println!("shutting down");
-    crate::hypercall::exit(EXIT_STATUS_OK)
+    crate::hv::hypercall::exit(EXIT_STATUS_OK)
 }

@@ -12,7 +12,8 @@
 //! and at runtime with every task at a safe point and every vCPU parked).
 //! Where each (operation, variant) implementation lives is recorded in
 //! `.switch_impls` (`sync/mod.rs` for the locks, `sched/preempt_sites.rs`
-//! and `irqdev.rs` for the others), so the VMM never needs symbol names.
+//! and `workload/irqdev.rs` for the others), so the VMM never needs symbol
+//! names.
 //!
 //! The lock implementations are `extern "C" fn(lock: *const LockCore) ->
 //! u64` (`rdi` in, `rax` out), the others `extern "C" fn()`; the asm block
@@ -48,7 +49,7 @@ macro_rules! switch_call {
         // compiler every caller-saved register may change, as for a call.
         unsafe {
             core::arch::asm!(
-                crate::site::site_call_template!(),
+                crate::hv::site::site_call_template!(),
                 target = sym $mainline,
                 op = const $op as u32,
                 opcode = const switcher::abi::sites::OPCODE_CALL_REL32 as u32,
@@ -72,7 +73,7 @@ macro_rules! switch_call0 {
         // register may change, as for a call.
         unsafe {
             core::arch::asm!(
-                crate::site::site_call_template!(),
+                crate::hv::site::site_call_template!(),
                 target = sym $default,
                 op = const $op as u32,
                 opcode = const switcher::abi::sites::OPCODE_CALL_REL32 as u32,

@@ -2,7 +2,7 @@
 //! at a set rate (`--irq-load RATE[,WORK_US]`, through one irqfd per
 //! CPU), and its handler does `WORK_US` of work. Where that work runs is
 //! the `irq` dimension of the kernel's profile, selected by one patchable
-//! call in the interrupt path (`crate::site`):
+//! call in the interrupt path (`crate::hv::site`):
 //!
 //! - `hard`: the handler works in hard-IRQ context, masked, before its
 //!   EOI; nothing else runs on the CPU meanwhile, whatever its priority;
@@ -24,8 +24,8 @@ use switcher::abi::sites::SiteOp;
 use switcher::profile::IrqMode;
 
 use crate::arch::percpu;
+use crate::hv::site::{switch_call0, switch_impls};
 use crate::sched::{self, now_tsc, us_to_tsc};
-use crate::site::{switch_call0, switch_impls};
 use crate::workload::telemetry;
 
 /// TSC ticks of work per interrupt.

@@ -18,10 +18,12 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use switcher::abi::LockMode;
 use switcher::profile::{PreemptModel, Profile};
 
+use crate::diag::selftest_ring3;
+use crate::hv::{boot_info, hypercall};
+use crate::println;
 use crate::sched::{self, TaskId, now_tsc, sleep_us, us_to_tsc};
 use crate::sync::spinlock::SpinLock;
 use crate::sync::{registry, rt};
-use crate::{boot_info, hypercall, println, selftest_ring3};
 
 /// Priority of the test runner: above every task a test spawns.
 pub const RUNNER_PRIO: u8 = 95;
@@ -658,27 +660,45 @@ fn rt_requeue_wakes_new_top() -> Result<(), &'static str> {
 
 static SPIN_L: SpinLock<u32> = SpinLock::new("selftest.spin", 0);
 /// The handshake of one attempt: the holder has the lock (1), the runner
-/// is about to lock it (2).
+/// is about to lock it (2), the runner has had it (3: the holder may take
+/// it for the next attempt); 4: the test is over.
 static SPIN_STEP: AtomicU32 = AtomicU32::new(0);
 /// How long (µs) the holder keeps the lock once the runner is about to
 /// lock it: below the spin budget, so a spinner that finds it running
 /// outlasts it.
 static SPIN_HOLD_US: AtomicU64 = AtomicU64::new(0);
-/// Attempts before the test gives up: the host may preempt the holder's
-/// vCPU in any one of them (the spinner then sleeps, correctly), or the
-/// runner may reach the lock only after the holder let go; not in all.
-const SPIN_ATTEMPTS: u64 = 50;
+/// Attempts before the test gives up. In any one attempt the host may
+/// hold the holder's vCPU (the spinner then stops and sleeps, correctly),
+/// or the runner may reach the lock only after the holder let go; each
+/// attempt is a few µs when both vCPUs run, so many are cheap.
+const SPIN_ATTEMPTS: u64 = 2_000;
 
-fn spin_holder(_: usize) {
-    let g = SPIN_L.lock();
-    SPIN_STEP.store(1, Ordering::SeqCst);
-    // Busy, not asleep: the owner must be running when the runner looks.
+/// Busy (not asleep: the owner must be running when the runner looks)
+/// until `SPIN_STEP` is one of `steps`; false after `WAIT_US`.
+fn spin_step_in(steps: &[u32]) -> bool {
     let give_up = now_tsc() + us_to_tsc(WAIT_US);
-    while SPIN_STEP.load(Ordering::SeqCst) != 2 && now_tsc() < give_up {
+    while !steps.contains(&SPIN_STEP.load(Ordering::SeqCst)) {
+        if now_tsc() >= give_up {
+            return false;
+        }
         core::hint::spin_loop();
     }
-    busy_us(SPIN_HOLD_US.load(Ordering::SeqCst));
-    drop(g);
+    true
+}
+
+/// The other CPU's side: per attempt, takes the lock, says so, keeps it
+/// (running) until the runner is about to lock it, a few µs more, lets go.
+fn spin_holder(_: usize) {
+    loop {
+        let g = SPIN_L.lock();
+        SPIN_STEP.store(1, Ordering::SeqCst);
+        let asked = spin_step_in(&[2, 4]);
+        busy_us(SPIN_HOLD_US.load(Ordering::SeqCst));
+        drop(g);
+        if !asked || !spin_step_in(&[3, 4]) || SPIN_STEP.load(Ordering::SeqCst) == 4 {
+            return;
+        }
+    }
 }
 
 /// A task on the other CPU holds the lock and keeps running for a few µs
@@ -690,26 +710,44 @@ fn rt_spin_takes() -> Result<(), &'static str> {
     if boot_info::cpu_count() < 2 {
         return Ok(()); // the owner must run on another CPU
     }
+    SPIN_STEP.store(0, Ordering::SeqCst);
+    SPIN_HOLD_US.store(5, Ordering::SeqCst);
+    let before = rt::spin_stats();
+    let holder = sched::spawn("spin-holder", 10, 1, spin_holder, 0);
+    let mut took = false;
+    let mut set_up = true;
     for attempt in 0..SPIN_ATTEMPTS {
-        SPIN_STEP.store(0, Ordering::SeqCst);
+        if !spin_step_in(&[1]) {
+            set_up = false;
+            break;
+        }
         // 5..45 µs: short enough for the budget, long enough (some of the
         // time) for the runner to reach the lock's slow path first.
         SPIN_HOLD_US.store(5 + (attempt * 10) % 45, Ordering::SeqCst);
-        let holder = sched::spawn("spin-holder", 10, 1, spin_holder, 0);
-        if !wait_for(|| SPIN_STEP.load(Ordering::SeqCst) == 1) {
-            SPIN_STEP.store(2, Ordering::SeqCst);
-            join_all(&[holder]);
-            return Err("the holder never took the lock");
-        }
         let took_before = rt::spin_stats().0;
         SPIN_STEP.store(2, Ordering::SeqCst);
         drop(SPIN_L.lock());
-        join_all(&[holder]);
-        if rt::spin_stats().0 > took_before {
-            return Ok(());
+        took = rt::spin_stats().0 > took_before;
+        SPIN_STEP.store(if took { 4 } else { 3 }, Ordering::SeqCst);
+        if took {
+            break;
         }
     }
-    Err("no adaptive spin took the lock from its running owner in any attempt")
+    SPIN_STEP.store(4, Ordering::SeqCst);
+    join_all(&[holder]);
+    check(set_up, "the holder never took the lock")?;
+    if !took {
+        let after = rt::spin_stats();
+        println!(
+            "adaptive spins in the attempts: {} took the lock, {} owner off its CPU, {} owner's vCPU preempted, {} out of \
+             budget",
+            after.0 - before.0,
+            after.1 - before.1,
+            after.2 - before.2,
+            after.3 - before.3
+        );
+    }
+    check(took, "no adaptive spin took the lock from its running owner in any attempt")
 }
 
 // ---- rt: PI chain -------------------------------------------------------
