@@ -114,7 +114,7 @@ pub mod doorbell {
     pub const READY: u64 = 0x10;
     /// One CPU is online: value = CPU index.
     pub const CPU_ONLINE: u64 = 0x18;
-    /// The switch mailbox changed: value = the `mailbox_state` the guest
+    /// The switch mailbox changed: value = the [`MailboxState`] the guest
     /// just published (QUIESCENT or COMPLETE).
     pub const SWITCH: u64 = 0x20;
     /// Console output: value = [`console_value`] of a guest-physical
@@ -535,7 +535,7 @@ pub struct SwitchMailbox {
     pub seq: u64,
     /// Requested mode ([`crate::profile::Profile::code`]).
     pub target: u32,
-    /// A [`mailbox_state`] value.
+    /// A [`MailboxState`] (raw: the guest may write anything).
     pub state: u32,
     /// The mode the guest runs in ([`crate::profile::Profile::code`]), set by the guest.
     pub mode: u32,
@@ -582,15 +582,79 @@ impl SwitchMailbox {
     }
 }
 
-/// [`SwitchMailbox::state`] values.
-pub mod mailbox_state {
-    pub const IDLE: u32 = 0;
-    pub const REQUESTED: u32 = 1;
-    pub const FREEZING: u32 = 2;
-    pub const QUIESCENT: u32 = 3;
-    pub const DONE: u32 = 4;
-    pub const CANCELLED: u32 = 5;
-    pub const COMPLETE: u32 = 6;
+/// [`SwitchMailbox::state`]: where one switch is, each step written by
+/// one side only. Both sides move it through [`MailboxState::next`], the
+/// transition table drawn at [`SwitchMailbox`]; the guest with a
+/// compare-and-swap where the VMM may move it at the same time.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailboxState {
+    /// No switch yet (the mailbox as the guest publishes it).
+    Idle = 0,
+    Requested = 1,
+    Freezing = 2,
+    Quiescent = 3,
+    Done = 4,
+    Cancelled = 5,
+    Complete = 6,
+}
+
+/// Who moves the mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailboxWriter {
+    Vmm,
+    Guest,
+}
+
+impl MailboxState {
+    pub const ALL: [Self; 7] =
+        [Self::Idle, Self::Requested, Self::Freezing, Self::Quiescent, Self::Done, Self::Cancelled, Self::Complete];
+
+    /// The state a raw mailbox word names (None: not a state; a guest
+    /// may write anything there).
+    pub const fn from_u32(raw: u32) -> Option<Self> {
+        Some(match raw {
+            0 => Self::Idle,
+            1 => Self::Requested,
+            2 => Self::Freezing,
+            3 => Self::Quiescent,
+            4 => Self::Done,
+            5 => Self::Cancelled,
+            6 => Self::Complete,
+            _ => return None,
+        })
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Idle => "IDLE",
+            Self::Requested => "REQUESTED",
+            Self::Freezing => "FREEZING",
+            Self::Quiescent => "QUIESCENT",
+            Self::Done => "DONE",
+            Self::Cancelled => "CANCELLED",
+            Self::Complete => "COMPLETE",
+        }
+    }
+
+    /// The transition table: `to` if `writer` may move the mailbox from
+    /// the raw state `from` to it, None if the protocol does not allow it
+    /// (a state the mailbox does not hold, the other side's step, a step
+    /// out of order).
+    pub const fn next(from: u32, to: Self, writer: MailboxWriter) -> Option<Self> {
+        let Some(from) = Self::from_u32(from) else { return None };
+        use MailboxState::*;
+        let ok = match writer {
+            MailboxWriter::Vmm => matches!(
+                (from, to),
+                (Idle | Complete, Requested) | (Quiescent, Done) | (Requested | Freezing | Quiescent, Cancelled)
+            ),
+            MailboxWriter::Guest => {
+                matches!((from, to), (Requested, Freezing) | (Freezing, Quiescent) | (Done | Cancelled, Complete))
+            }
+        };
+        if ok { Some(to) } else { None }
+    }
 }
 
 /// One CPU's watchdog state, at `HEARTBEAT_ADDR + cpu * size_of::<CpuHeartbeat>()`.
@@ -701,6 +765,65 @@ const _: () = {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The transitions the diagram at [`SwitchMailbox`] draws, read from
+    /// this file's text: `(writer, from, to)`.
+    fn drawn_transitions() -> Vec<(MailboxWriter, MailboxState, MailboxState)> {
+        let by_name = |n: &str| MailboxState::ALL.into_iter().find(|s| s.name() == n);
+        let mut out = Vec::new();
+        for line in include_str!("abi.rs").lines() {
+            let Some(rest) = line.trim_start().strip_prefix("///") else { continue };
+            let rest = rest.trim_start();
+            let (writer, rest) = if let Some(r) = rest.strip_prefix("VMM:") {
+                (MailboxWriter::Vmm, r)
+            } else if let Some(r) = rest.strip_prefix("guest:") {
+                (MailboxWriter::Guest, r)
+            } else {
+                continue;
+            };
+            let Some((left, right)) = rest.split_once("-->") else { continue };
+            let left = left.trim().trim_end_matches("--request").trim();
+            let to = right.split_whitespace().next().and_then(by_name).expect("a drawn target state");
+            for from in left.split('/') {
+                out.push((writer, by_name(from.trim()).expect("a drawn source state"), to));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_mailbox_moves_exactly_as_drawn() {
+        let drawn = drawn_transitions();
+        assert_eq!(drawn.len(), 10, "the diagram's transitions: {drawn:?}");
+        for writer in [MailboxWriter::Vmm, MailboxWriter::Guest] {
+            for from in MailboxState::ALL {
+                for to in MailboxState::ALL {
+                    let allowed = drawn.contains(&(writer, from, to));
+                    let got = MailboxState::next(from as u32, to, writer);
+                    assert_eq!(got, allowed.then_some(to), "{writer:?}: {} -> {}", from.name(), to.name());
+                }
+            }
+        }
+        // Each step has one writer.
+        for (w, from, to) in &drawn {
+            let other = if *w == MailboxWriter::Vmm { MailboxWriter::Guest } else { MailboxWriter::Vmm };
+            assert_eq!(MailboxState::next(*from as u32, *to, other), None, "{} -> {}", from.name(), to.name());
+        }
+    }
+
+    #[test]
+    fn a_word_that_is_no_state_moves_nowhere() {
+        for raw in [7, 0x100, u32::MAX] {
+            assert_eq!(MailboxState::from_u32(raw), None);
+            for to in MailboxState::ALL {
+                assert_eq!(MailboxState::next(raw, to, MailboxWriter::Vmm), None);
+                assert_eq!(MailboxState::next(raw, to, MailboxWriter::Guest), None);
+            }
+        }
+        for s in MailboxState::ALL {
+            assert_eq!(MailboxState::from_u32(s as u32), Some(s), "the raw value round-trips");
+        }
+    }
 
     #[test]
     fn cmdline_round_trips_and_rejects_overflow() {

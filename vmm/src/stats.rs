@@ -502,7 +502,7 @@ mod tests {
     }
 
     /// A guest record whose counts are consistent and sit at the top of
-    /// the range.
+    /// the range (counts near u64::MAX: merging must saturate, not wrap).
     fn near_the_top() -> Histogram {
         let summary = HistSummary { count: u64::MAX, sum_ns: 5, min_ns: 1000, max_ns: 2000, overflow: u64::MAX - 3 };
         Histogram::from_record(&summary, &[1, 1, 1, 0]).expect("consistent")

@@ -30,7 +30,7 @@ pub mod tasks;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use switcher::abi::{self, LockRegistry, SwitchMailbox, mailbox_state};
+use switcher::abi::{self, LockRegistry, MailboxState, MailboxWriter, SwitchMailbox};
 use switcher::patch::{PatchError, SiteTable};
 use switcher::profile::Profile;
 use vm_memory::{Bytes, GuestAddress};
@@ -51,7 +51,7 @@ pub enum SwitchFailure {
     NotStopped { cpus: String, ms: u128 },
     #[error("the switch mailbox is unreadable")]
     MailboxUnreadable,
-    #[error("the mailbox changed under the switch (seq {seq}, state {state}); nothing was patched")]
+    #[error("the mailbox changed under the switch (seq {seq}, state {}); nothing was patched", state_name(*.state))]
     MailboxChanged { seq: u64, state: u32 },
     #[error("the lock registry is unreadable")]
     RegistryUnreadable,
@@ -82,7 +82,7 @@ pub enum SwitchFailure {
         "cancelled by a client (x-cancel-switch) after {ms} ms{waiting}; nothing was patched, the mode is unchanged"
     )]
     Cancelled { ms: u128, waiting: String },
-    #[error("the guest did not acknowledge the switch within {ms} ms (mailbox state {state})")]
+    #[error("the guest did not acknowledge the switch within {ms} ms (mailbox state {})", state_name(*.state))]
     NoAck { ms: u128, state: u32 },
 }
 
@@ -179,6 +179,11 @@ pub enum SwitchError {
     NotReady(&'static str),
     #[error("the guest is still booting; try again when it is ready")]
     Booting,
+    #[error(
+        "the guest's switch mailbox is in state {0}, from which no switch may be requested (the guest never \
+         acknowledged its last switch?); restart the VM to switch again"
+    )]
+    MailboxBusy(String),
     #[error("the VM is shutting down; no switch now")]
     ShuttingDown,
 }
@@ -323,13 +328,16 @@ impl Coordinator {
         if target == self.mode {
             return Ok(None);
         }
+        if MailboxState::next(mbox.state, MailboxState::Requested, MailboxWriter::Vmm).is_none() {
+            return Err(SwitchError::MailboxBusy(state_name(mbox.state)));
+        }
         let seq = self.next_seq;
         self.next_seq += 1;
         let now = Instant::now();
         // seq and target first, state last: the guest acts on the state.
         write_u64(mem, std::mem::offset_of!(SwitchMailbox, seq), seq);
-        write_u32(mem, std::mem::offset_of!(SwitchMailbox, target), target.code());
-        write_u32(mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::REQUESTED);
+        write_u32(mem, abi::SWITCH_MAILBOX_ADDR + std::mem::offset_of!(SwitchMailbox, target) as u64, target.code());
+        move_mailbox(mem, MailboxState::Requested);
         self.active = Some(Active {
             seq,
             from: self.mode,
@@ -367,16 +375,16 @@ impl Coordinator {
             );
             return Step::Wait;
         }
-        match (active.phase, mbox.state) {
-            (Phase::Freezing, mailbox_state::QUIESCENT) => {
+        match (active.phase, MailboxState::from_u32(mbox.state)) {
+            (Phase::Freezing, Some(MailboxState::Quiescent)) => {
                 active.freeze_us = active.requested.elapsed().as_micros() as u64;
                 self.stop_machine(vm);
                 // Wake the guest's switch thread: the verdict is in.
                 Step::Notify
             }
-            (Phase::Resuming, mailbox_state::COMPLETE) => Step::Finished(self.finish(vm.mem)),
-            (phase, state) => {
-                log::debug!("switch seq {}: guest state {state} in phase {phase:?}", active.seq);
+            (Phase::Resuming, Some(MailboxState::Complete)) => Step::Finished(self.finish(vm.mem)),
+            (phase, _) => {
+                log::debug!("switch seq {}: guest state {} in phase {phase:?}", active.seq, state_name(mbox.state));
                 Step::Wait
             }
         }
@@ -428,12 +436,12 @@ impl Coordinator {
         match outcome {
             Ok(n) => {
                 active.sites_patched = n;
-                write_u32(vm.mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::DONE);
+                move_mailbox(vm.mem, MailboxState::Done);
                 self.mode = active.to;
             }
             Err(why) => {
                 active.failure = Some(why);
-                write_u32(vm.mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::CANCELLED);
+                move_mailbox(vm.mem, MailboxState::Cancelled);
             }
         }
         vm.gate.open();
@@ -455,13 +463,13 @@ impl Coordinator {
             return Cancel::PastVerdict { seq: active.seq, patched: active.failure.is_none() };
         }
         let mbox = read_mailbox(mem).unwrap_or(SwitchMailbox::zeroed());
-        let waiting = if mbox.seq == active.seq && mbox.state != mailbox_state::QUIESCENT {
+        let waiting = if mbox.seq == active.seq && mbox.state != MailboxState::Quiescent as u32 {
             format!(" (while freezing: {})", blocker(&mbox))
         } else {
             String::new()
         };
         active.failure = Some(SwitchFailure::Cancelled { ms: active.requested.elapsed().as_millis(), waiting });
-        write_u32(mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::CANCELLED);
+        move_mailbox(mem, MailboxState::Cancelled);
         active.phase = Phase::Resuming;
         active.deadline = Instant::now() + self.limits.guest_ack;
         Cancel::Cancelled { seq: active.seq, step: Step::Notify }
@@ -477,7 +485,7 @@ impl Coordinator {
             Phase::Freezing => {
                 let mbox = read_mailbox(mem).unwrap_or(SwitchMailbox::zeroed());
                 active.failure = Some(quiesce_failure(&mbox, self.limits.quiesce));
-                write_u32(mem, std::mem::offset_of!(SwitchMailbox, state), mailbox_state::CANCELLED);
+                move_mailbox(mem, MailboxState::Cancelled);
                 active.phase = Phase::Resuming;
                 active.deadline = Instant::now() + self.limits.guest_ack;
                 Step::Notify
@@ -613,7 +621,7 @@ fn check_and_patch(
     to: Profile,
 ) -> Result<usize, SwitchFailure> {
     let mbox = read_mailbox(mem).ok_or(SwitchFailure::MailboxUnreadable)?;
-    if mbox.seq != seq || mbox.state != mailbox_state::QUIESCENT {
+    if mbox.seq != seq || mbox.state != MailboxState::Quiescent as u32 {
         return Err(SwitchFailure::MailboxChanged { seq: mbox.seq, state: mbox.state });
     }
     let reg: LockRegistry = memory::read_abi(mem, abi::LOCK_REGISTRY_ADDR).ok_or(SwitchFailure::RegistryUnreadable)?;
@@ -640,8 +648,8 @@ fn quiesce_failure(mbox: &SwitchMailbox, limit: Duration) -> SwitchFailure {
 /// What the guest's freeze waits for, from the mailbox.
 fn blocker(mbox: &SwitchMailbox) -> String {
     let name = crate::guest_text::name(&mbox.blocker_name);
-    match mbox.state {
-        mailbox_state::REQUESTED => "the guest did not start freezing (switch request not seen)".to_string(),
+    match MailboxState::from_u32(mbox.state) {
+        Some(MailboxState::Requested) => "the guest did not start freezing (switch request not seen)".to_string(),
         _ if name.is_empty() => "the guest did not reach quiescence".to_string(),
         _ => format!(
             "task '{name}' on cpu {} did not reach a safe point (it holds {} switchable lock(s))",
@@ -658,8 +666,34 @@ fn read_mailbox(mem: &GuestMemory) -> Option<SwitchMailbox> {
     mem.read_obj::<Abi<SwitchMailbox>>(GuestAddress(abi::SWITCH_MAILBOX_ADDR)).ok().map(|a| a.0)
 }
 
-fn write_u32(mem: &GuestMemory, field: usize, v: u32) {
-    if let Err(e) = memory::write_u32(mem, abi::SWITCH_MAILBOX_ADDR + field as u64, v) {
+/// A mailbox state for messages: its name, or the raw word the guest left.
+fn state_name(raw: u32) -> String {
+    MailboxState::from_u32(raw).map_or_else(|| format!("{raw:#x} (not a state)"), |s| s.name().to_string())
+}
+
+/// Moves the mailbox to `to` if the protocol lets the VMM make that step
+/// from the state it holds ([`MailboxState::next`]); otherwise leaves it
+/// and says so. Not a compare-and-swap: the guest may move on between the
+/// read and the write, but only along steps from which the VMM's step is
+/// allowed as well (REQUESTED -> FREEZING -> QUIESCENT, each cancellable),
+/// and DONE is written with every vCPU held.
+fn move_mailbox(mem: &GuestMemory, to: MailboxState) {
+    let at = abi::SWITCH_MAILBOX_ADDR + std::mem::offset_of!(SwitchMailbox, state) as u64;
+    let from = read_mailbox(mem).map_or(u32::MAX, |m| m.state);
+    if MailboxState::next(from, to, MailboxWriter::Vmm).is_none() {
+        crate::warn_limited!(
+            "mailbox step refused",
+            "the switch mailbox is in state {}: the VMM may not move it to {}; left as it is",
+            state_name(from),
+            to.name()
+        );
+        return;
+    }
+    write_u32(mem, at, to as u32);
+}
+
+fn write_u32(mem: &GuestMemory, addr: u64, v: u32) {
+    if let Err(e) = memory::write_u32(mem, addr, v) {
         log::error!("cannot write the switch mailbox: {e}");
     }
 }
@@ -730,17 +764,51 @@ mod tests {
         assert!(s.contains("switch #2 mainline -> rt failed: deadline"), "{s}");
     }
 
+    fn set_state(mem: &GuestMemory, raw: u32) {
+        let mut m = SwitchMailbox::zeroed();
+        m.magic = abi::ABI_MAGIC;
+        m.state = raw;
+        mem.write_obj(Abi(m), GuestAddress(abi::SWITCH_MAILBOX_ADDR)).unwrap();
+    }
+
+    fn state(mem: &GuestMemory) -> u32 {
+        read_mailbox(mem).unwrap().state
+    }
+
+    /// The VMM requests only from IDLE or COMPLETE, and cancels only a
+    /// switch the guest is still freezing for; it leaves a mailbox
+    /// scribbled over as it is.
+    #[test]
+    fn the_vmm_takes_only_its_own_steps_of_the_mailbox() {
+        let mem = memory::create(64 << 20).unwrap();
+        let sites = SiteTable::from_elf(crate::DEFAULT_KERNEL).unwrap();
+        let mut c = Coordinator::new(sites, Profile::MAINLINE, SwitchLimits::default(), Instant::now(), 1_000_000);
+        for left in [MailboxState::Done, MailboxState::Cancelled, MailboxState::Freezing] {
+            set_state(&mem, left as u32);
+            let e = c.request(Profile::RT, Origin::Timer, &mem).unwrap_err();
+            assert!(e.to_string().contains(&format!("in state {}", left.name())), "{e}");
+            assert_eq!(state(&mem), left as u32, "a refused request writes nothing");
+        }
+        set_state(&mem, MailboxState::Complete as u32);
+        assert_eq!(c.request(Profile::RT, Origin::Timer, &mem).unwrap(), Some(1));
+        assert_eq!(state(&mem), MailboxState::Requested as u32);
+        // The guest scribbled over the word: the cancel leaves it.
+        set_state(&mem, 0x1234);
+        assert!(matches!(c.cancel(&mem), Cancel::Cancelled { seq: 1, .. }));
+        assert_eq!(state(&mem), 0x1234);
+    }
+
     #[test]
     fn failure_messages_name_the_blocker() {
         let mut m = SwitchMailbox::zeroed();
-        m.state = mailbox_state::FREEZING;
+        m.state = MailboxState::Freezing as u32;
         m.blocker_name[..5].copy_from_slice(b"hog-1");
         m.blocker_cpu = 1;
         m.blocker_locks = 1;
         let s = quiesce_failure(&m, Duration::from_millis(500)).to_string();
         assert!(s.contains("task 'hog-1' on cpu 1") && s.contains("holds 1") && s.contains("500 ms"), "{s}");
         assert!(s.contains("nothing was patched"));
-        m.state = mailbox_state::REQUESTED;
+        m.state = MailboxState::Requested as u32;
         assert!(quiesce_failure(&m, Duration::from_millis(5)).to_string().contains("request not seen"));
         assert_eq!(mask_list(0b1010), "1, 3");
     }

@@ -25,7 +25,7 @@ const KVM_VCPU_PREEMPTED: u8 = 1;
 /// 64-byte aligned as KVM requires. The guest reads `steal` and
 /// `preempted`; the other fields are the ABI's layout.
 #[repr(C, align(64))]
-#[allow(dead_code)]
+#[allow(dead_code)] // The ABI's layout: KVM writes fields the guest never reads.
 struct StealTime {
     steal: u64,
     version: u32,

@@ -5,7 +5,7 @@
 use crate::arch::cpu;
 use crate::hv::doorbell::ring;
 use core::sync::atomic::{Ordering, fence};
-use switcher::abi::{DOORBELL_ADDR, doorbell};
+use switcher::abi::{DOORBELL_ADDR, MailboxState, doorbell};
 
 /// Ends the guest with `status`. The VMM does not resume the guest; if it
 /// did, this CPU halts rather than repeat the call.
@@ -30,8 +30,8 @@ pub fn panic(record_addr: u64) -> ! {
 }
 
 /// The switch mailbox changed to `state` (QUIESCENT or COMPLETE).
-pub fn switch_changed(state: u32) {
-    ring(doorbell::SWITCH, u64::from(state));
+pub fn switch_changed(state: MailboxState) {
+    ring(doorbell::SWITCH, u64::from(state as u32));
 }
 
 /// `--stop-above`: CPU `cpu` wrote the stop report (telemetry header).

@@ -6,7 +6,7 @@
 
 use core::sync::atomic::{AtomicU32, Ordering, fence};
 
-use switcher::abi::{ABI_MAGIC, SWITCH_MAILBOX_ADDR, SwitchMailbox};
+use switcher::abi::{ABI_MAGIC, MailboxState, MailboxWriter, SWITCH_MAILBOX_ADDR, SwitchMailbox};
 use switcher::profile::Profile;
 
 /// The mailbox page (ABI memory, identity-mapped RW).
@@ -42,11 +42,22 @@ pub fn publish(mode: Profile) {
     mbox_write!(magic, ABI_MAGIC);
 }
 
-/// Moves the mailbox state from `from` to `to` unless the VMM changed it
-/// meanwhile (its cancel on a deadline must never be overwritten).
-pub fn advance_state(from: u32, to: u32) -> bool {
+/// The mailbox's state (None: a word that is no state of the protocol).
+pub fn state() -> Option<MailboxState> {
+    MailboxState::from_u32(mbox_read!(state))
+}
+
+/// Takes the guest's step of the protocol from `from` to `to`
+/// ([`MailboxState::next`]) unless the VMM moved the mailbox meanwhile
+/// (its cancel on a deadline must never be overwritten): a
+/// compare-and-swap. False if the state was no longer `from`. A step the
+/// protocol does not give the guest is a bug of this kernel: it panics.
+pub fn advance(from: MailboxState, to: MailboxState) -> bool {
+    if MailboxState::next(from as u32, to, MailboxWriter::Guest).is_none() {
+        panic!("switch mailbox: {} -> {} is not the guest's step", from.name(), to.name());
+    }
     // SAFETY: `state` is an aligned u32 of the mailbox page (ABI memory,
     // identity-mapped RW), shared with the VMM, which only stores to it.
     let state = unsafe { AtomicU32::from_ptr(core::ptr::addr_of_mut!((*page()).state)) };
-    state.compare_exchange(from, to, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    state.compare_exchange(from as u32, to as u32, Ordering::AcqRel, Ordering::Acquire).is_ok()
 }

@@ -59,29 +59,18 @@ mod timer;
 pub mod trace;
 pub mod watchdog;
 
-// The kernel-core API: lock code (sync/), self-tests and the
-// workload use it; not every name has a user in every build.
-#[allow(unused_imports)]
+// The kernel-core API: what lock code (sync/), the self-tests, the
+// workload and the switch use.
 pub use lifecycle::{join, spawn};
-#[allow(unused_imports)]
-pub use preempt::{
-    in_irq, irq_enter, irq_exit, might_sleep, preempt_count, preempt_disable, preempt_enable_no_resched, preemptible,
-};
-#[allow(unused_imports)]
+pub use preempt::{in_irq, irq_enter, irq_exit, might_sleep, preempt_count, preempt_disable};
 pub use preempt_sites::{cond_resched, irq_exit_work, preempt_enable};
-#[allow(unused_imports)]
 pub use scheduler::{
-    WaitQueue, idle_loop, init_cpu, prepare_block, schedule, set_current_blocked, set_current_running, set_idle_poll,
-    set_prio, wake_up, yield_now,
+    WaitQueue, idle_loop, init_cpu, schedule, set_current_blocked, set_current_running, set_idle_poll, set_prio,
+    wake_up, yield_now,
 };
-#[allow(unused_imports)]
 pub use selftest::{preempted_without_resched_points, selftest_preemption};
-#[allow(unused_imports)]
 pub use task::{
-    GuardPages, IDLE_PRIO, MAX_PRIO, MAX_TASKS, MIN_PRIO, STACK_SIZE, TASK_SLOTS, Task, TaskId, TaskRef, TaskState,
-    current, stack_guard_pages, task, task_by_slot,
+    GuardPages, MAX_PRIO, MAX_TASKS, TASK_SLOTS, Task, TaskId, TaskRef, TaskState, current, stack_guard_pages, task,
+    task_by_slot,
 };
-#[allow(unused_imports)]
-pub use timer::{
-    TimerCapture, TimerProbe, now_tsc, on_timer_interrupt, sleep_until, sleep_us, this_cpu_probe, tsc_to_us, us_to_tsc,
-};
+pub use timer::{TimerProbe, now_tsc, on_timer_interrupt, sleep_until, sleep_us, this_cpu_probe, tsc_to_us, us_to_tsc};

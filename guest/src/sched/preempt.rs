@@ -33,17 +33,6 @@ pub(super) fn preempt_underflow() -> ! {
     panic!("preempt count below zero on cpu {} in task '{task}': an unbalanced preempt_enable", percpu::cpu_id());
 }
 
-/// Re-enables preemption without the resched check (for code that is
-/// about to schedule anyway).
-#[allow(dead_code)] // API for the lock code.
-#[inline(always)]
-pub fn preempt_enable_no_resched() {
-    percpu::preempt_count_dec();
-    if percpu::preempt_count() > i32::MAX as u32 {
-        preempt_underflow();
-    }
-}
-
 /// This CPU's preempt count.
 #[inline]
 pub fn preempt_count() -> u32 {

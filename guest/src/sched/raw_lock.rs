@@ -55,18 +55,6 @@ impl<T> RawSpinLock<T> {
         Self { locked: AtomicBool::new(false), name, data: UnsafeCell::new(data) }
     }
 
-    /// The name given to [`RawSpinLock::new`].
-    #[allow(dead_code)] // API (diagnostics).
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
-    /// Whether some CPU holds the lock (a snapshot, for assertions).
-    #[allow(dead_code)] // API (assertions).
-    pub fn is_locked(&self) -> bool {
-        self.locked.load(Ordering::Relaxed)
-    }
-
     /// Disables preemption and takes the lock.
     #[inline]
     pub fn lock(&self) -> RawSpinGuard<'_, T> {

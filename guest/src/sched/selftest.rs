@@ -172,7 +172,6 @@ pub fn preempted_without_resched_points(cpu: u32) -> Result<bool, &'static str> 
     r.map(|_| HIGH_SAW_BUSY.load(Ordering::SeqCst))
 }
 
-#[allow(dead_code)] // For the self-test suite (diag/selftest), which reuses it.
 /// The self-test: a high-priority thread woken by the timer preempts a
 /// lower-priority busy thread on the same CPU (the caller's) within a
 /// bounded time. Call from a task of priority > 2.

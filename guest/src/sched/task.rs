@@ -47,12 +47,10 @@ pub const MAX_TASKS: usize = 128;
 pub const STACK_SIZE: usize = 16 * 1024;
 /// Unmapped guard below each stack.
 pub const GUARD_SIZE: usize = 4096;
-/// Lowest and highest priority of a kernel thread (higher runs first).
+/// Lowest and highest priority of a kernel thread (higher runs first; the
+/// idle tasks, never queued, are at 0).
 pub const MIN_PRIO: u8 = 1;
 pub const MAX_PRIO: u8 = 99;
-/// The idle tasks' priority (never queued).
-#[allow(dead_code)] // API (documents the idle priority).
-pub const IDLE_PRIO: u8 = 0;
 
 const SLOTS: usize = MAX_TASKS + MAX_CPUS;
 const _: () = assert!(SLOTS <= 256, "slot indices are 8 bits in TaskId");
@@ -205,7 +203,6 @@ impl Task {
     }
 
     /// The priority it was spawned with.
-    #[allow(dead_code)] // API: PI deboosting in sync/.
     pub fn base_prio(&self) -> u8 {
         self.base_prio.load(Ordering::Relaxed)
     }

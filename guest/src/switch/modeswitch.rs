@@ -27,12 +27,12 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use switcher::abi::{mailbox_state, vector};
+use switcher::abi::{MailboxState, vector};
 use switcher::profile::Profile;
 use switcher::telemetry::EpochKind;
 
 use crate::arch::{apic, cpu, percpu};
-use crate::hv::mailbox::{self, advance_state, mbox_read, mbox_write};
+use crate::hv::mailbox::{self, mbox_read, mbox_write};
 use crate::hv::{boot_info, hypercall};
 use crate::sched::{self, freezer};
 use crate::sync::registry;
@@ -55,9 +55,9 @@ static ANSWERED_SEQ: AtomicU64 = AtomicU64::new(0);
 /// Whether the VMM has posted a request, or cancelled one before this
 /// guest even saw it (which still needs an acknowledgement).
 pub fn pending() -> bool {
-    match mbox_read!(state) {
-        mailbox_state::REQUESTED => true,
-        mailbox_state::CANCELLED => mbox_read!(seq) != ANSWERED_SEQ.load(Ordering::Relaxed),
+    match mailbox::state() {
+        Some(MailboxState::Requested) => true,
+        Some(MailboxState::Cancelled) => mbox_read!(seq) != ANSWERED_SEQ.load(Ordering::Relaxed),
         _ => false,
     }
 }
@@ -82,9 +82,19 @@ pub fn on_serialize_ipi() {
     }
 }
 
-fn notify_vmm(state: u32) {
-    mbox_write!(state, state);
-    hypercall::switch_changed(state);
+/// Acknowledges the VMM's verdict (DONE, or CANCELLED): COMPLETE and
+/// HC_SWITCH. A mailbox whose state word is no state of the protocol
+/// (scribbled over) is left alone: the VMM's acknowledgement deadline
+/// ends that switch, naming the word.
+fn acknowledge() {
+    let Some(verdict) = mailbox::state() else {
+        crate::println!("switch: the mailbox's state is no state of the protocol; not acknowledged");
+        return;
+    };
+    // Only the guest moves the mailbox on from a verdict.
+    if mailbox::advance(verdict, MailboxState::Complete) {
+        hypercall::switch_changed(MailboxState::Complete);
+    }
 }
 
 /// Runs one switch request to its end (control thread).
@@ -99,9 +109,9 @@ pub fn run() {
     mbox_write!(serialized_tsc, 0);
     mbox_write!(thawed_tsc, 0);
     mbox_write!(seen_tsc, sched::now_tsc());
-    if !advance_state(mailbox_state::REQUESTED, mailbox_state::FREEZING) {
+    if !mailbox::advance(MailboxState::Requested, MailboxState::Freezing) {
         // Cancelled before we started: nothing to undo; acknowledge.
-        notify_vmm(mailbox_state::COMPLETE);
+        acknowledge();
         return;
     }
     // The Switching epoch opens before anything of the switch runs: every
@@ -112,19 +122,19 @@ pub fn run() {
     let quiescent = freeze_until_quiescent();
     if quiescent {
         mbox_write!(quiescent_tsc, sched::now_tsc());
-        if advance_state(mailbox_state::FREEZING, mailbox_state::QUIESCENT) {
-            hypercall::switch_changed(mailbox_state::QUIESCENT);
+        if mailbox::advance(MailboxState::Freezing, MailboxState::Quiescent) {
+            hypercall::switch_changed(MailboxState::Quiescent);
         }
         // The VMM's verdict, or its cancel if its deadline passed first.
-        wait_for(|| matches!(mbox_read!(state), mailbox_state::DONE | mailbox_state::CANCELLED));
+        wait_for(|| matches!(mailbox::state(), Some(MailboxState::Done | MailboxState::Cancelled)));
     }
-    let verdict = mbox_read!(state);
+    let verdict = mailbox::state();
     mbox_write!(verdict_tsc, sched::now_tsc());
     let mode = match (verdict, target) {
-        (mailbox_state::DONE, Some(t)) => t,
+        (Some(MailboxState::Done), Some(t)) => t,
         _ => from,
     };
-    if verdict == mailbox_state::DONE {
+    if verdict == Some(MailboxState::Done) {
         if crate::diag::faults::panic_in_switch() {
             panic!("fault injection panic-in-switch: the sites are patched, the tasks still frozen");
         }
@@ -136,7 +146,7 @@ pub fn run() {
     freezer::thaw();
     let thawed = sched::now_tsc();
     mbox_write!(thawed_tsc, thawed);
-    notify_vmm(mailbox_state::COMPLETE);
+    acknowledge();
     // A request that comes during the guard opens its own switching epoch
     // at once (the next `run`): no mode epoch in between, whose first
     // periods would still carry this switch.
@@ -181,7 +191,7 @@ fn wait_full_period_after(thawed: u64) -> bool {
 /// Freezes until quiescent; false if the VMM cancelled first.
 fn freeze_until_quiescent() -> bool {
     loop {
-        if mbox_read!(state) == mailbox_state::CANCELLED {
+        if mailbox::state() == Some(MailboxState::Cancelled) {
             return false;
         }
         let started = sched::now_tsc();

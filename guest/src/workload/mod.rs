@@ -30,11 +30,6 @@ pub mod irqdev;
 mod load;
 mod measure;
 mod params;
-// The guest prints no latency summary of its own (it contradicted the
-// VMM's); the readers it used (`snapshot`, `bucket_count`,
-// `thread_percentiles_us`, `bucket_us`) are left in `telemetry.rs` for its
-// owner to remove with the measurement change under way there. `expect`,
-// not `allow`: once they are removed this attribute must go too.
 pub mod telemetry;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -253,7 +248,6 @@ fn final_check_thread(_: usize) {
 /// Closes the current epoch and opens the next (`telemetry::open_epoch`),
 /// for the runtime switch. Call only with every task frozen. Returns the
 /// new epoch index (None without telemetry).
-#[allow(dead_code)] // Used by the runtime switch (next issue).
 pub fn open_epoch(mode: Profile, kind: EpochKind) -> Option<u64> {
     let index = telemetry::open_epoch(mode, kind)?;
     // Not during a freeze: the woken preparer would be one more task the
@@ -285,10 +279,4 @@ fn prep_thread(_: usize) {
         let index = PREP_REQUEST.swap(0, Ordering::AcqRel) - 1;
         telemetry::prepare_slot(index);
     }
-}
-
-/// The load kind the workload runs (None before `init`).
-#[allow(dead_code)] // API for the switch and diagnostics.
-pub fn load_kind() -> Option<LoadKind> {
-    STATE.lock_irqsave().params.map(|p| p.load)
 }
