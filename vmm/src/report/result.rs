@@ -31,9 +31,11 @@ impl Verdict {
     }
 }
 
-/// Periods (on the busiest measuring CPU) after which a load that did no
-/// operation makes the run not ok.
-const LOAD_JUDGED_AFTER_PERIODS: u64 = 20;
+/// Periods a CPU's measurement (or, on the busiest measuring CPU, the
+/// load) must have had before it is judged: the measurement and the load
+/// start together, so a run stopped within its first periods (Ctrl-C as
+/// soon as the guest is ready) has not shown whether they work.
+const JUDGED_AFTER_PERIODS: u64 = 20;
 
 /// What the run's measurement amounts to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,12 +53,13 @@ impl RunResult {
         if workload && let Some(w) = m.workload.as_ref() {
             let rows = m.per_cpu_whole_run();
             // A CPU whose periods passed without a single activation: its
-            // thread never ran. (A CPU with no period at all in the window
-            // measured, e.g. a guest that exits before its workload starts,
-            // or a run stopped right after `reset-latency`, is not a stall.)
+            // thread never ran. (A CPU with fewer periods than
+            // JUDGED_AFTER_PERIODS in the window measured, e.g. a guest that
+            // exits before its workload starts, a run stopped as soon as it
+            // was ready or right after `reset-latency`, is not a stall.)
             for row in &rows {
                 let Some(cpu) = row.cpu else { continue };
-                if w.measures(cpu) && row.figures.samples == 0 && row.figures.missed > 0 {
+                if w.measures(cpu) && row.figures.samples == 0 && row.figures.missed >= JUDGED_AFTER_PERIODS {
                     reasons.push(format!(
                         "cpu {cpu} has no latency sample ({} missed periods): its measurement thread never ran",
                         row.figures.missed
@@ -64,11 +67,9 @@ impl RunResult {
                 }
             }
             // A load that did no operation is broken, once the run gave it
-            // time: the load starts with the measurement, so a run stopped
-            // within its first periods (Ctrl-C as soon as the guest is
-            // ready) has not shown whether it works.
+            // time.
             let periods = rows.iter().filter(|r| r.cpu.is_some()).map(|r| r.figures.samples + r.figures.missed).max();
-            let load_had_time = periods.unwrap_or(0) >= LOAD_JUDGED_AFTER_PERIODS;
+            let load_had_time = periods.unwrap_or(0) >= JUDGED_AFTER_PERIODS;
             if w.load != switcher::telemetry::LoadKind::None && w.load_ops == 0 && load_had_time {
                 reasons.push(format!("the {} load did no operation", w.load.name()));
             }
@@ -112,7 +113,8 @@ mod tests {
     use crate::vstate::telemetry::TelemetryReader;
     use crate::vstate::telemetry::synth::*;
     use switcher::profile::Profile;
-    use switcher::telemetry::EpochKind;
+    use switcher::telemetry::{CpuLatencyHeader, EpochKind};
+    use vm_memory::Bytes;
 
     /// A locks run whose load did no operation, with `samples` periods
     /// measured on its one CPU.
@@ -128,11 +130,34 @@ mod tests {
         RunResult::judge(&Measurement::from_reader(&r), true, &[], None)
     }
 
+    /// A run whose one CPU's measurement thread took no sample in
+    /// `missed` periods (its load did work).
+    fn silent_cpu_run(missed: u64) -> RunResult {
+        let (mem, layout) = region(1, 100);
+        let mut h = header(&layout);
+        h.epochs[0] = epoch(0, Profile::MAINLINE, EpochKind::Mode, 0);
+        write_header(&mem, &h);
+        write_record(&mem, &layout, 0, 0, &[], &[]);
+        let at = ADDR + (layout.record(0, 0) + std::mem::offset_of!(CpuLatencyHeader, missed)) as u64;
+        mem.write_obj(missed, vm_memory::GuestAddress(at)).unwrap();
+        let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
+        r.harvest();
+        RunResult::judge(&Measurement::from_reader(&r), true, &[], None)
+    }
+
+    #[test]
+    fn a_cpu_without_samples_is_judged_once_the_run_gave_it_time() {
+        assert_eq!(silent_cpu_run(1).result, Verdict::Ok, "stopped in the first period");
+        let r = silent_cpu_run(JUDGED_AFTER_PERIODS);
+        assert_eq!(r.result, Verdict::NotOk);
+        assert!(r.reasons[0].contains("cpu 0 has no latency sample"), "{:?}", r.reasons);
+    }
+
     #[test]
     fn a_load_without_operations_is_judged_once_the_run_gave_it_time() {
         // Stopped as soon as the guest was ready: a few periods, no verdict on the load.
         assert_eq!(idle_load_run(3).result, Verdict::Ok);
-        let r = idle_load_run(LOAD_JUDGED_AFTER_PERIODS as usize);
+        let r = idle_load_run(JUDGED_AFTER_PERIODS as usize);
         assert_eq!(r.result, Verdict::NotOk);
         assert!(r.reasons[0].contains("locks load did no operation"), "{:?}", r.reasons);
     }
