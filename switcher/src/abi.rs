@@ -86,6 +86,19 @@ pub const TASK_NAMES_ADDR: u64 = 0xb000;
 pub const PML4_ADDR: u64 = 0x1_0000;
 /// Page tables must end below the kernel.
 pub const PAGE_TABLES_END: u64 = 0x10_0000;
+
+/// x86-64 page-table entry bits, as the VMM's boot tables and the guest's
+/// own tables set them.
+pub mod pte {
+    pub const PRESENT: u64 = 1 << 0;
+    pub const WRITABLE: u64 = 1 << 1;
+    pub const USER: u64 = 1 << 2;
+    pub const WRITE_THROUGH: u64 = 1 << 3;
+    pub const CACHE_DISABLE: u64 = 1 << 4;
+    /// A 2 MiB (page directory) or 1 GiB (PDPT) page, not a table.
+    pub const HUGE: u64 = 1 << 7;
+    pub const NO_EXECUTE: u64 = 1 << 63;
+}
 /// Lowest address a kernel segment may be loaded at.
 pub const KERNEL_LOAD_ADDR: u64 = 0x10_0000;
 /// Guest memory ends at or below this (the MMIO hole starts here).

@@ -119,6 +119,26 @@ pub struct LatencyStats {
     pub max_us: Option<u64>,
 }
 
+/// The rank (1-based) of the `ppm`-th part per million of `count` sorted
+/// samples, nearest rank: the smallest rank with at least that share of
+/// the samples at or below it. The one definition of a percentile's rank
+/// for every figure the project prints (histograms, switch timings,
+/// spreads over repeats). `count` 0 gives rank 1 (the caller has no
+/// sample to index).
+pub fn nearest_rank(count: u64, ppm: u64) -> u64 {
+    ((u128::from(ppm.min(1_000_000)) * u128::from(count)).div_ceil(1_000_000) as u64).clamp(1, count.max(1))
+}
+
+/// The index of the bucket that holds the sample of rank `rank` (1-based)
+/// when `counts` are the buckets' counts in order; None past the last.
+pub fn bucket_of_rank(counts: impl IntoIterator<Item = u64>, rank: u64) -> Option<usize> {
+    let mut seen = 0u64;
+    counts.into_iter().position(|c| {
+        seen = seen.saturating_add(c);
+        seen >= rank
+    })
+}
+
 impl Histogram {
     /// An empty histogram of `bucket_count` 1 µs buckets.
     pub fn new(bucket_count: usize) -> Self {
@@ -294,16 +314,12 @@ impl Histogram {
         }
         // Integer math on parts per million: 99.9% of 1000 is rank 999,
         // where float math gives 999.0000000000001 and so rank 1000.
-        let ppm = (p * 10_000.0).round().clamp(0.0, 1e6) as u128;
-        let rank = ((ppm * u128::from(self.count)).div_ceil(1_000_000) as u64).clamp(1, self.count);
-        let mut seen = 0u64;
-        for (us, c) in self.buckets.iter().enumerate() {
-            seen = seen.saturating_add(*c);
-            if seen >= rank {
-                return Some(Percentile::Us((us as u64).saturating_mul(self.bucket_us)));
-            }
-        }
-        Some(Percentile::AtLeast(self.range_us()))
+        let ppm = (p * 10_000.0).round().clamp(0.0, 1e6) as u64;
+        let rank = nearest_rank(self.count, ppm);
+        Some(match bucket_of_rank(self.buckets.iter().copied(), rank) {
+            Some(us) => Percentile::Us((us as u64).saturating_mul(self.bucket_us)),
+            None => Percentile::AtLeast(self.range_us()),
+        })
     }
 
     pub fn stats(&self) -> LatencyStats {
@@ -518,6 +534,23 @@ mod tests {
         assert_eq!(h.count(), u64::MAX);
         // Percentiles of such a record still answer (overflowed ranks).
         assert_eq!(h.percentile(99.0), Some(Percentile::AtLeast(4)));
+    }
+
+    proptest::proptest! {
+        /// The nearest rank is the smallest rank whose share of the samples
+        /// reaches the asked share (counted, not computed).
+        #[test]
+        fn the_nearest_rank_is_the_smallest_rank_that_reaches_the_share(count in 1u64..3000, ppm in 0u64..=1_000_000) {
+            let want = (1..=count).find(|r| u128::from(*r) * 1_000_000 >= u128::from(ppm) * u128::from(count)).unwrap();
+            proptest::prop_assert_eq!(nearest_rank(count, ppm), want);
+        }
+    }
+
+    #[test]
+    fn the_rank_falls_in_the_bucket_that_reaches_it() {
+        assert_eq!(bucket_of_rank([0, 2, 0, 3], 1), Some(1));
+        assert_eq!(bucket_of_rank([0, 2, 0, 3], 3), Some(3));
+        assert_eq!(bucket_of_rank([0, 2, 0, 3], 6), None);
     }
 
     proptest::proptest! {

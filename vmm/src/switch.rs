@@ -568,7 +568,7 @@ impl Spread {
             return None;
         }
         values.sort_unstable();
-        let rank = |pm: usize| values[(values.len() * pm).div_ceil(1000).clamp(1, values.len()) - 1];
+        let rank = |pm: u64| values[crate::stats::nearest_rank(values.len() as u64, pm * 1000) as usize - 1];
         Some(Self { min_us: values[0], p50_us: rank(500), p99_us: rank(990), max_us: values[values.len() - 1] })
     }
 

@@ -33,20 +33,13 @@
 
 use crate::arch::{cpu, shim};
 use crate::sched::GuardPages;
+use switcher::abi::pte::{CACHE_DISABLE, HUGE, NO_EXECUTE, PRESENT, USER, WRITABLE, WRITE_THROUGH};
 use switcher::abi::{DOORBELL_ADDR, LAPIC_ADDR, MMIO_2M_PAGE};
 
 const PAGE: u64 = 4096;
 const LARGE: u64 = 2 << 20;
 const GIB: u64 = 1 << 30;
 const ENTRIES: usize = 512;
-
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const WRITE_THROUGH: u64 = 1 << 3;
-const CACHE_DISABLE: u64 = 1 << 4;
-const HUGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
 
 const RW_NX: u64 = PRESENT | WRITABLE | USER | NO_EXECUTE;
 const RO_NX: u64 = PRESENT | USER | NO_EXECUTE;

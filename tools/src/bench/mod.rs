@@ -296,7 +296,8 @@ pub fn min_p50_max(v: &[f64]) -> Option<(f64, f64, f64)> {
         return None;
     }
     v.sort_by(f64::total_cmp);
-    Some((v[0], v[v.len().div_ceil(2) - 1], v[v.len() - 1]))
+    let p50 = rtswitch::stats::nearest_rank(v.len() as u64, 500_000) as usize - 1;
+    Some((v[0], v[p50], v[v.len() - 1]))
 }
 
 /// The host, as far as it can be read.

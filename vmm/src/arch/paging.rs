@@ -6,14 +6,9 @@
 //! its first instructions and runs there on these tables until it loads
 //! its own.
 
+use switcher::abi::pte::{CACHE_DISABLE, HUGE, PRESENT, USER, WRITABLE, WRITE_THROUGH};
 use switcher::abi::{MEMORY_LIMIT, MMIO_2M_PAGE, PAGE_TABLES_END, PML4_ADDR};
 
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const WRITE_THROUGH: u64 = 1 << 3;
-const CACHE_DISABLE: u64 = 1 << 4;
-const HUGE: u64 = 1 << 7;
 /// Flags of every table entry and page.
 const ENTRY: u64 = PRESENT | WRITABLE | USER;
 const PAGE_4K: u64 = 0x1000;

@@ -86,15 +86,11 @@ impl Distribution {
     /// The figure of rank `per_mille` (nearest rank), as a bucket's lower
     /// edge clamped to `[min, max]`.
     fn percentile(&self, per_mille: u64) -> u64 {
-        let rank = (self.count * per_mille).div_ceil(1000).clamp(1, self.count);
-        let mut seen = 0;
-        for (i, &n) in self.buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                return lower_edge(i).clamp(self.min, self.max);
-            }
+        let rank = crate::stats::nearest_rank(self.count, per_mille * 1000);
+        match crate::stats::bucket_of_rank(self.buckets.iter().copied(), rank) {
+            Some(i) => lower_edge(i).clamp(self.min, self.max),
+            None => self.max,
         }
-        self.max
     }
 
     /// `None` while empty.
