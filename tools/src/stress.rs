@@ -31,8 +31,8 @@ use switcher::profile::Profile;
 use rtswitch::api::child::ChildVm;
 use rtswitch::exit_code::ExitCode;
 use rtswitch::report::json::RunReport;
+use rtswitch::telemetry::IrqCounts;
 use rtswitch::units::{Unit, parse_duration_in, show};
-use rtswitch::vstate::telemetry::IrqCounts;
 
 /// Which profiles the stress run switches between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

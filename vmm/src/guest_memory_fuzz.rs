@@ -18,8 +18,8 @@ use switcher::abi::{self, ABI_MAGIC, LockRegistry, LockTable};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::devices::hypercall::{self, Hypercall};
+use crate::telemetry::StopInfo;
 use crate::vstate::memory::{GuestMemory, create};
-use crate::vstate::telemetry::StopInfo;
 
 /// Guest memory of the tests (the ABI pages and room for lock words).
 const MEM: u64 = 1 << 20;

@@ -35,6 +35,7 @@ pub mod seccomp;
 pub mod signals;
 pub mod stats;
 pub mod switch;
+pub mod telemetry;
 pub mod units;
 pub mod vstate;
 pub mod watchdog;

@@ -8,7 +8,7 @@
 //! never a made-up number.
 //!
 //! Pure host code: no guest memory, no I/O. Shared by the telemetry reader
-//! (`vstate::telemetry`), which builds histograms from guest records, and
+//! (`telemetry`), which builds histograms from guest records, and
 //! the reports (`report`).
 
 use serde::{Deserialize, Serialize};

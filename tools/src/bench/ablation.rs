@@ -133,7 +133,7 @@ pub fn run_one(
 
 /// (hard, threaded) device interrupts over every CPU.
 fn irq_split(r: &RunReport) -> Option<(u64, u64)> {
-    let total = rtswitch::vstate::telemetry::IrqCounts::total(&r.irq_load.as_ref()?.cpus);
+    let total = rtswitch::telemetry::IrqCounts::total(&r.irq_load.as_ref()?.cpus);
     Some((total.hard, total.threaded))
 }
 

@@ -110,8 +110,8 @@ mod tests {
     use super::super::Measurement;
     use super::super::json::tests::measurement;
     use super::*;
-    use crate::vstate::telemetry::TelemetryReader;
-    use crate::vstate::telemetry::synth::*;
+    use crate::telemetry::TelemetryReader;
+    use crate::telemetry::synth::*;
 
     /// What a cyclictest histogram parser makes of a file.
     #[derive(Debug, Default)]

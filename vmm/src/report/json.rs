@@ -17,7 +17,7 @@ use switcher::telemetry::{EpochKind, LoadKind, final_check};
 
 use super::{CpuRow, EpochRows, LoadVerdict, Measurement, ReportError, RunInfo};
 use crate::stats::{Histogram, LatencyStats};
-use crate::vstate::telemetry::Worst;
+use crate::telemetry::Worst;
 
 pub const SCHEMA_VERSION: u32 = 2;
 
@@ -73,7 +73,7 @@ pub struct RunReport {
     /// `ok`, `not ok` (with `reasons`) or `stopped above threshold`.
     pub result: super::RunResult,
     /// `--stop-above`: the sample that stopped the run and its cause.
-    pub stop: Option<crate::vstate::telemetry::StopInfo>,
+    pub stop: Option<crate::telemetry::StopInfo>,
     /// `--irq-load`: what the VMM raised and what the guest took.
     pub irq_load: Option<IrqLoadReport>,
 }
@@ -89,7 +89,7 @@ pub struct IrqLoadReport {
     /// The VMM's side: timer periods acted on, missed, failed writes.
     pub injected: crate::vstate::irq_load::IrqLoadCounts,
     /// The guest's side, per CPU.
-    pub cpus: Vec<crate::vstate::telemetry::IrqCounts>,
+    pub cpus: Vec<crate::telemetry::IrqCounts>,
 }
 
 /// How many epochs there were, and how many `epochs` lists.
@@ -563,8 +563,8 @@ pub mod tests {
     use crate::exit_code::ExitCode;
     #[cfg(test)]
     use crate::stats::Percentile;
-    use crate::vstate::telemetry::TelemetryReader;
-    use crate::vstate::telemetry::synth::*;
+    use crate::telemetry::TelemetryReader;
+    use crate::telemetry::synth::*;
 
     /// A run's settings as `rtswitch run --hist-max-us 100` gives them
     /// (2 vCPUs, mainline, the locks load, guest defaults otherwise).
@@ -658,7 +658,7 @@ pub mod tests {
             services: vec!["halt".into(), "wrmsr".into()],
             cpus: vec![crate::vstate::shim_stats::CpuShimEntries { cpu: 0, entries: vec![812, 2], rejected: 1 }],
         };
-        info.stop = Some(crate::vstate::telemetry::StopInfo {
+        info.stop = Some(crate::telemetry::StopInfo {
             cpu: 1,
             thread_ns: 250_300,
             irq_ns: Some(4_000),

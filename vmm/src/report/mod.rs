@@ -16,7 +16,7 @@
 //! Everything here runs on the control thread (`runner`'s event loop);
 //! nothing blocks on the guest. [`Measurement`] is the model the end-of-run
 //! reports share: per epoch, per CPU and all CPUs, built from the
-//! telemetry reader (`vstate::telemetry`, which reads the region from guest
+//! telemetry reader (`telemetry`, which reads the region from guest
 //! memory) with the histogram math of `stats`. `report` depends on those,
 //! never the other way. It does not know the command line either: the
 //! runner passes the run's settings as [`RunSettings`] (with the output
@@ -40,7 +40,7 @@ use switcher::telemetry::{EpochKind, LoadKind, WorkloadRequest, final_check};
 use self::outputs::OutputFiles;
 pub use self::result::RunResult;
 use crate::exit_code::ExitCode;
-use crate::vstate::telemetry::{
+use crate::telemetry::{
     self, CpuEntry, CpuSnapshot, EpochGroup, EpochInfo, EpochRecord, TelemetryReader, WorkloadState,
 };
 
@@ -594,7 +594,7 @@ pub fn irq_load_line(sent: &crate::vstate::irq_load::IrqLoadCounts, w: &telemetr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vstate::telemetry::synth::*;
+    use crate::telemetry::synth::*;
     use switcher::telemetry::EpochKind;
 
     fn state() -> WorkloadState {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Measurement;
 use crate::exit_code::ExitCode;
-use crate::vstate::telemetry::StopInfo;
+use crate::telemetry::StopInfo;
 
 /// The verdict, as the summary and the JSON (`result.result`) spell it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,8 +110,8 @@ impl RunResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vstate::telemetry::TelemetryReader;
-    use crate::vstate::telemetry::synth::*;
+    use crate::telemetry::TelemetryReader;
+    use crate::telemetry::synth::*;
     use switcher::profile::Profile;
     use switcher::telemetry::{CpuLatencyHeader, EpochKind};
     use vm_memory::Bytes;

@@ -25,7 +25,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::stats::Histogram;
-use crate::vstate::telemetry::TelemetryReader;
+use crate::telemetry::TelemetryReader;
 
 /// Runs shorter than this get no progress line with `--quiet`.
 pub const PROGRESS_MIN_RUN: Duration = Duration::from_secs(5);
@@ -171,7 +171,7 @@ mod tests {
     use switcher::telemetry::EpochKind;
 
     use super::*;
-    use crate::vstate::telemetry::synth::*;
+    use crate::telemetry::synth::*;
 
     fn setup() -> (TelemetryReader, std::sync::Arc<crate::vstate::memory::GuestMemory>, switcher::telemetry::Layout) {
         let (mem, layout) = region(2, 1000);

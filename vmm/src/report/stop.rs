@@ -22,7 +22,7 @@
 
 use std::fmt::Write;
 
-use crate::vstate::telemetry::StopInfo;
+use crate::telemetry::StopInfo;
 
 /// The lines printed for a stop report; `locks` are the names of the
 /// switchable locks the interrupted task held when the VMM looked.

@@ -242,8 +242,8 @@ mod tests {
     use switcher::telemetry::EpochKind;
 
     use super::*;
-    use crate::vstate::telemetry::TelemetryReader;
-    use crate::vstate::telemetry::synth::*;
+    use crate::telemetry::TelemetryReader;
+    use crate::telemetry::synth::*;
 
     #[test]
     fn table_has_a_row_per_cpu_and_epoch_and_the_checks() {

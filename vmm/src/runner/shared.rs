@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use crate::devices::console::Console;
 use crate::report::GuestInfo;
+use crate::telemetry::{StopInfo, TelemetryReader};
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::GuestMemory;
-use crate::vstate::telemetry::{StopInfo, TelemetryReader};
 use crate::vstate::vcpu::VcpuHandle;
 use crate::vstate::vm;
 

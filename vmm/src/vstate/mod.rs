@@ -1,11 +1,11 @@
 //! KVM state: guest memory, the VM, the vCPUs and their threads, and the
-//! readers of guest memory (the shim statistics, the latency telemetry).
+//! shim statistics read from guest memory (the latency telemetry, the
+//! measurement's own model, is `crate::telemetry`).
 pub mod bus;
 pub mod events;
 pub mod hold;
 pub mod irq_load;
 pub mod memory;
 pub mod shim_stats;
-pub mod telemetry;
 pub mod vcpu;
 pub mod vm;
