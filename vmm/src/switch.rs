@@ -390,9 +390,11 @@ impl Coordinator {
         }
     }
 
-    /// Holds every vCPU outside switchable code (`tasks::rips`: a vCPU
-    /// that stopped inside is let run a little and held again, at most
-    /// [`RIP_HOLDS`] times), re-checks, patches all sites or none, releases.
+    /// Holds every vCPU outside switchable code and every task marked
+    /// frozen asleep (`tasks::rips`, `tasks::check`: a vCPU that stopped
+    /// inside, or a frozen task caught awake, is let run a little and held
+    /// again, at most [`RIP_HOLDS`] times), re-checks, patches all sites or
+    /// none, releases.
     fn stop_machine(&mut self, vm: &mut VmAccess<'_>) {
         let Some(active) = self.active.as_mut() else { return };
         let t_close = Instant::now();
@@ -403,16 +405,26 @@ impl Coordinator {
             (vm.kick_all)();
             held = match vm.gate.wait_all_held(vm.all_vcpus_mask, deadline) {
                 Err(missing) => Err(missing),
-                Ok(()) => match tasks::rips(&self.sites, &vm.gate.held_rips(vm.all_vcpus_mask)).first() {
-                    None => Ok(None),
-                    Some(&inside) if hold == RIP_HOLDS => Ok(Some(inside)),
-                    Some(inside) => {
-                        log::debug!("switch seq {}: {inside}; holding again", active.seq);
+                Ok(()) => {
+                    let inside = tasks::rips(&self.sites, &vm.gate.held_rips(vm.all_vcpus_mask)).first().copied();
+                    // A task marked frozen but caught awake: a wake-up
+                    // in the thaw's wait (a stale timer, say) that leads it
+                    // straight back to sleep there. Held again, it sleeps;
+                    // one that stays awake fails the check below.
+                    let awake = match inside {
+                        None => tasks::check(vm.mem).err().filter(tasks::TaskCheckError::is_awake),
+                        Some(_) => None,
+                    };
+                    if hold < RIP_HOLDS && (inside.is_some() || awake.is_some()) {
+                        let why =
+                            inside.map_or_else(|| awake.map(|e| e.to_string()).unwrap_or_default(), |i| i.to_string());
+                        log::debug!("switch seq {}: {why}; holding again", active.seq);
                         vm.gate.open();
                         std::thread::sleep(RIP_RETRY_PAUSE);
                         continue;
                     }
-                },
+                    Ok(inside)
+                }
             };
             break;
         }

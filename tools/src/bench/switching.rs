@@ -121,7 +121,7 @@ fn start_vm(cfg: &PhaseConfig) -> Result<(ChildVm, Session), SwitchBenchError> {
     let sock = super::scratch::path(&format!("switch-{}-{}.sock", cfg.load, cfg.vcpus));
     let mut vm_args: Vec<String> = ["--load", cfg.load, "--vcpus"].iter().map(|s| s.to_string()).collect();
     vm_args.push(cfg.vcpus.to_string());
-    vm_args.extend(["--switch-timeout-ms".to_string(), SWITCH_TIMEOUT_MS.to_string()]);
+    vm_args.extend(["--switch-timeout".to_string(), format!("{SWITCH_TIMEOUT_MS}ms")]);
     if let Some(cs) = cfg.cs_us {
         vm_args.extend(["--cs-us".to_string(), cs.to_string()]);
     }

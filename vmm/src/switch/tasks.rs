@@ -35,6 +35,14 @@ pub enum TaskCheckError {
     FrozenNotAsleep { name: String, how: &'static str },
 }
 
+impl TaskCheckError {
+    /// A task marked frozen that was awake at this hold (not a bad
+    /// directory entry): another hold may find it asleep.
+    pub fn is_awake(&self) -> bool {
+        matches!(self, Self::FrozenNotAsleep { .. })
+    }
+}
+
 /// Where a held vCPU stopped in switchable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InSwitchableCode {
