@@ -88,16 +88,8 @@ const WIDTH: u32 = 1100;
 const TITLE_HEIGHT: u32 = 50;
 const PANEL_HEIGHT: u32 = 420;
 const CHART_SIZE: (u32, u32) = (WIDTH, 650);
-/// Okabe-Ito colours (distinguishable with colour blindness), by series index.
-const COLORS: [RGBColor; 7] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
-];
+/// By series index.
+const COLORS: [RGBColor; 7] = crate::plot::OKABE_ITO;
 
 fn color(i: usize) -> RGBColor {
     COLORS[i % COLORS.len()]

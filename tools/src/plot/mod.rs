@@ -8,3 +8,18 @@
 
 pub mod histpanel;
 pub mod run;
+
+use plotters::style::RGBColor;
+
+/// The Okabe-Ito colours (distinguishable with colour blindness), the one
+/// palette of every plot: the run's modes (mainline, rt, then the other
+/// profiles in turn) and the benchmark's series.
+pub const OKABE_ITO: [RGBColor; 7] = [
+    RGBColor(0, 114, 178),
+    RGBColor(213, 94, 0),
+    RGBColor(0, 158, 115),
+    RGBColor(204, 121, 167),
+    RGBColor(230, 159, 0),
+    RGBColor(86, 180, 233),
+    RGBColor(0, 0, 0),
+];

@@ -84,17 +84,8 @@ fn draw(m: &Measurement, info: &RunInfo, svg: &mut String) -> Result<(), String>
 /// A series' legend text, histogram and colour.
 type Series<'a> = (String, &'a Histogram, RGBAColor);
 
-/// Okabe-Ito colours (distinguishable with colour blindness): mainline,
-/// rt, then the other profiles in turn.
-const MODE_COLORS: [RGBColor; 7] = [
-    RGBColor(0, 114, 178),
-    RGBColor(213, 94, 0),
-    RGBColor(0, 158, 115),
-    RGBColor(204, 121, 167),
-    RGBColor(230, 159, 0),
-    RGBColor(86, 180, 233),
-    RGBColor(0, 0, 0),
-];
+/// Mainline, rt, then the other profiles in turn.
+const MODE_COLORS: [RGBColor; 7] = super::OKABE_ITO;
 
 /// A mode's colour, the same for all its epochs; a switching epoch (from
 /// that mode) in a paler shade.
