@@ -88,6 +88,8 @@ pub enum CtlCommand {
     },
     /// Shut the guest down and end the VMM.
     Quit,
+    /// Start the guest of a `run --paused` (QEMU's `cont`); nothing changes if it runs already.
+    Cont,
     /// Send one raw QMP command, e.g. '{"execute":"query-mode"}'.
     Raw {
         #[arg(value_name = "JSON")]
@@ -152,6 +154,9 @@ pub struct RunArgs {
     /// Serve the QMP control socket at PATH (created 0600, removed at exit).
     #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
+    /// Hold every vCPU before the guest's first instruction until a control-socket client sends `cont` (QEMU's -S); --duration counts from then. Needs --api-sock.
+    #[arg(long, requires = "api_sock")]
+    pub paused: bool,
     /// Toggle the mode at this period (`10ms`..`1d`; a bare number is ms), the same path as `ctl mode`. [default: none, no timer]
     #[arg(long, value_name = "DURATION", value_parser = parse_switch_every)]
     pub switch_every: Option<Duration>,
@@ -358,6 +363,8 @@ pub struct RunConfig {
     pub hist_buckets: u32,
     pub output: OutputArgs,
     pub api_sock: Option<PathBuf>,
+    /// `--paused`: the vCPUs wait for `cont`.
+    pub paused: bool,
     pub switch_every: Option<Duration>,
     pub switch_timeout: Duration,
     pub vcpu_stop_timeout: Duration,
@@ -600,6 +607,7 @@ impl RunArgs {
             hist_buckets: range.div_ceil(self.workload.bucket_us),
             output: self.output,
             api_sock: self.api_sock,
+            paused: self.paused,
             switch_every: self.switch_every,
             switch_timeout: self.switch_timeout,
             vcpu_stop_timeout: self.vcpu_stop_timeout,
@@ -700,9 +708,14 @@ mod tests {
         assert_eq!(c.switch_every, Some(Duration::from_secs(1)));
         assert_eq!(c.switch_timeout, Duration::from_millis(500));
         assert!(parse(&["--switch-every", "0"]).is_err());
+        assert!(matches!(ctl(&["--api-sock", "/tmp/x", "cont"]).command, CtlCommand::Cont));
         let ctl = ctl(&["--api-sock", "/tmp/x", "mode", "rt"]);
         assert!(matches!(ctl.command, CtlCommand::Mode { mode: Profile::RT }));
         assert!(Cli::try_parse_from(["rtswitch", "ctl", "--api-sock", "/tmp/x", "mode", "fast"]).is_err());
+        assert!(parse(&["--api-sock", "/tmp/x", "--paused"]).unwrap().paused);
+        assert!(!parse(&[]).unwrap().paused);
+        let e = parse(&["--paused"]).unwrap_err();
+        assert!(e.contains("--api-sock"), "--paused without a socket: nobody could send cont: {e}");
     }
 
     fn ctl(args: &[&str]) -> CtlArgs {
@@ -885,6 +898,7 @@ mod tests {
         ("plot", "-"),
         ("plot_per_epoch", "-"),
         ("api_sock", "api_sock"),
+        ("paused", "-"),
         ("switch_every", "switch_every_ms"),
         ("switch_to", "switch_to"),
         ("irq_load", "irq_load"),

@@ -179,6 +179,8 @@ pub enum SwitchError {
     NotReady(&'static str),
     #[error("the guest is still booting; try again when it is ready")]
     Booting,
+    #[error("the guest has not started (--paused): send `cont` first")]
+    NotStarted,
     #[error(
         "the guest's switch mailbox is in state {0}, from which no switch may be requested (the guest never \
          acknowledged its last switch?); restart the VM to switch again"

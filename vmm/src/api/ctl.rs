@@ -102,6 +102,7 @@ fn request(cmd: &CtlCommand) -> Result<Value, ClientError> {
         CtlCommand::ResetLatency => json!({"execute": "reset-latency"}),
         CtlCommand::Switches { page: p } => json!({"execute": "query-switches", "arguments": page(p)}),
         CtlCommand::Quit => json!({"execute": "quit"}),
+        CtlCommand::Cont => json!({"execute": "cont"}),
         CtlCommand::Raw { request } => client::parse_raw(request)?,
     })
 }
@@ -296,6 +297,7 @@ pub fn human(cmd: &CtlCommand, ret: &Value) -> String {
         CtlCommand::Latency { .. } => latency_table(ret),
         CtlCommand::ResetLatency => "latency statistics reset".into(),
         CtlCommand::Quit => "the VMM is shutting the guest down".into(),
+        CtlCommand::Cont => "the guest runs".into(),
         CtlCommand::Raw { .. } => serde_json::to_string_pretty(ret).unwrap_or_default(),
     }
 }

@@ -103,6 +103,8 @@ pub enum Command {
         page: Page,
     },
     Quit,
+    /// Starts the guest of a `--paused` run (QEMU's `cont` after `-S`).
+    Cont,
     /// Holds every vCPU out of guest mode and releases it, patching
     /// nothing: the platform floor of a switch's blackout (benchmarks).
     XPauseResume,
@@ -122,6 +124,7 @@ pub const COMMANDS: &[&str] = &[
     "reset-latency",
     "query-switches",
     "quit",
+    "cont",
     "x-pause-resume",
     "x-cancel-switch",
 ];
@@ -341,6 +344,7 @@ pub fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command
         "reset-latency" => Command::ResetLatency,
         "query-switches" => Command::QuerySwitches { page: page_args(&mut args, SWITCH_PAGE)? },
         "quit" => Command::Quit,
+        "cont" => Command::Cont,
         "x-pause-resume" => Command::XPauseResume,
         "x-cancel-switch" => Command::XCancelSwitch,
         other => return Err(QmpError::not_found(format!("The command {other} has not been found"))),

@@ -210,6 +210,19 @@ impl ControlSocket {
                 }
                 return;
             }
+            Command::Cont => match self.run.state() {
+                State::Prelaunch => {
+                    self.run.launch();
+                    self.shutdown.borrow_mut().launched();
+                    // As QEMU: the reply, then RESUME.
+                    self.send(client, &protocol::reply_ok(json!({}), id.as_ref()), ops);
+                    self.emit("RESUME", json!({}), ops);
+                    return;
+                }
+                State::ShuttingDown | State::Exited => Err(QmpError::generic("the VM is shutting down")),
+                // As QEMU: `cont` on a running VM does nothing.
+                State::Booting | State::Ready | State::Switching => Ok(json!({})),
+            },
             Command::Quit => {
                 let reason = "quit command on the control socket".into();
                 self.shutdown.borrow_mut().request(ShutdownCause::HostQmpQuit, reason);
@@ -249,7 +262,7 @@ impl ControlSocket {
         let coordinator = switching.coordinator();
         json!({
             "status": life.status_word(),
-            "running": !life.exited(),
+            "running": life.started() && !life.exited(),
             "ready": life.ready_at().is_some(),
             "mode": coordinator.mode().name(),
             "switching": coordinator.in_progress().map(Profile::name),

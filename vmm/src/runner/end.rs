@@ -47,6 +47,7 @@ fn outcome_text(run: &Run, outcome: &Outcome, ran: f64, grace: Duration) -> Stri
             format!("the guest did not shut down within {:.1} s of being asked{why}; stopped it", grace.as_secs_f64())
         }
         Outcome::Forced => format!("stopped the guest on a second signal{why}"),
+        Outcome::NeverStarted => format!("the guest was never started (--paused, no `cont`){why}"),
     }
 }
 
@@ -60,7 +61,7 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
     let ready_at = run.life.borrow().ready_at();
     let grace = config.shutdown_timeout;
     run.say(&outcome_text(run, &outcome, ran, grace));
-    if ready_at.is_none() {
+    if ready_at.is_none() && run.life.borrow().started() {
         run.say(&format!(
             "the guest never reported ready ({} of {} CPUs online)",
             run.guest.borrow().online_mask.count_ones(),

@@ -4,6 +4,8 @@
 //! run ended).
 //!
 //! ```text
+//!  Prelaunch ──Started (`cont`)──> Booting       (`--paused` only: every vCPU held before its first instruction)
+//!  Prelaunch ──ShutdownAsked──> ShuttingDown     (the run then ends at once: nothing runs to ask)
 //!  Booting ──GuestReady──> Ready ──SwitchStarted──> Switching
 //!                            ^                          │
 //!                            └───────SwitchEnded────────┘
@@ -28,6 +30,9 @@ use crate::exit_code::ExitCode;
 /// Where the run is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
+    /// `--paused`: the vCPU threads wait at the hold gate before the
+    /// guest's first instruction, until a client sends `cont`.
+    Prelaunch,
     /// vCPUs started; the guest has not reported ready.
     Booting,
     /// The guest runs; no switch in progress.
@@ -43,6 +48,8 @@ pub enum State {
 /// What happened to the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
+    /// `cont`: the held vCPUs of a `--paused` run start the guest.
+    Started,
     /// The guest reported ready (HC_READY).
     GuestReady,
     /// The coordinator accepted a switch request.
@@ -63,10 +70,11 @@ pub fn next(from: State, event: Event) -> Option<State> {
     match (from, event) {
         (S::Exited, _) => None,
         (_, E::Ended) => Some(S::Exited),
+        (S::Prelaunch, E::Started) => Some(S::Booting),
         (S::Booting, E::GuestReady) => Some(S::Ready),
         (S::Ready, E::SwitchStarted) => Some(S::Switching),
         (S::Switching, E::SwitchEnded) => Some(S::Ready),
-        (S::Booting | S::Ready | S::Switching, E::ShutdownAsked) => Some(S::ShuttingDown),
+        (S::Prelaunch | S::Booting | S::Ready | S::Switching, E::ShutdownAsked) => Some(S::ShuttingDown),
         (S::ShuttingDown, E::GuestReady | E::SwitchEnded) => Some(S::ShuttingDown),
         _ => None,
     }
@@ -77,11 +85,22 @@ pub fn next(from: State, event: Event) -> Option<State> {
 pub enum Outcome {
     GuestExit(u32),
     GuestPanic(GuestPanic),
-    TripleFault { cpu: u32 },
-    TextWrite { cpu: u32, addr: u64 },
-    VcpuFault { cpu: u32, what: String },
+    TripleFault {
+        cpu: u32,
+    },
+    TextWrite {
+        cpu: u32,
+        addr: u64,
+    },
+    VcpuFault {
+        cpu: u32,
+        what: String,
+    },
     ShutdownTimeout,
     Forced,
+    /// Shut down before `cont` started a `--paused` guest (a clean end:
+    /// nothing ran).
+    NeverStarted,
 }
 
 impl Outcome {
@@ -93,6 +112,7 @@ impl Outcome {
             Outcome::TextWrite { .. } => ExitCode::TextWrite,
             Outcome::VcpuFault { .. } => ExitCode::VcpuFault,
             Outcome::ShutdownTimeout | Outcome::Forced => ExitCode::ShutdownTimeout,
+            Outcome::NeverStarted => ExitCode::Ok,
         }
     }
 }
@@ -110,6 +130,9 @@ pub struct ShutdownAsk {
 #[derive(Debug)]
 pub struct Lifecycle {
     state: State,
+    /// Whether the vCPUs were let run (always, but in a `--paused` run
+    /// that ended before `cont`).
+    started: bool,
     /// Run time when the guest reported ready.
     ready_at: Option<Duration>,
     shutdown: Option<ShutdownAsk>,
@@ -118,11 +141,17 @@ pub struct Lifecycle {
 
 impl Default for Lifecycle {
     fn default() -> Self {
-        Self { state: State::Booting, ready_at: None, shutdown: None, outcome: None }
+        Self::new(false)
     }
 }
 
 impl Lifecycle {
+    /// A run that boots at once, or (`paused`) waits for `cont` in Prelaunch.
+    pub fn new(paused: bool) -> Self {
+        let state = if paused { State::Prelaunch } else { State::Booting };
+        Self { state, started: !paused, ready_at: None, shutdown: None, outcome: None }
+    }
+
     pub fn state(&self) -> State {
         self.state
     }
@@ -162,6 +191,21 @@ impl Lifecycle {
                 false
             }
         }
+    }
+
+    /// `cont`: a `--paused` run starts its vCPUs; false (nothing
+    /// changes) in any other state.
+    pub fn start(&mut self) -> bool {
+        let ok = self.state == State::Prelaunch && self.apply(Event::Started);
+        if ok {
+            self.started = true;
+        }
+        ok
+    }
+
+    /// Whether the vCPUs were let run.
+    pub fn started(&self) -> bool {
+        self.started
     }
 
     /// The guest reported ready `at` this run time.
@@ -206,6 +250,7 @@ impl Lifecycle {
     /// `query-status`'s word for the state.
     pub fn status_word(&self) -> &'static str {
         match self.state {
+            State::Prelaunch => "prelaunch",
             State::Booting => "booting",
             State::Ready | State::Switching => "running",
             State::ShuttingDown => "shutting-down",
@@ -213,6 +258,7 @@ impl Lifecycle {
             // run was doing when it ended.
             State::Exited if self.shutdown.is_some() => "shutting-down",
             State::Exited if self.ready_at.is_some() => "running",
+            State::Exited if !self.started => "prelaunch",
             State::Exited => "booting",
         }
     }
@@ -228,6 +274,7 @@ impl Lifecycle {
             (Some(Outcome::Forced), _) => ShutdownCause::HostSignal,
             (_, Some(asked)) => asked,
             (Some(Outcome::ShutdownTimeout), None) => ShutdownCause::HostError,
+            (Some(Outcome::NeverStarted), None) => ShutdownCause::HostError,
             (Some(Outcome::GuestExit(_)) | None, None) => ShutdownCause::GuestShutdown,
         }
     }
@@ -237,9 +284,16 @@ impl Lifecycle {
 mod tests {
     use super::*;
 
-    const STATES: [State; 5] = [State::Booting, State::Ready, State::Switching, State::ShuttingDown, State::Exited];
-    const EVENTS: [Event; 5] =
-        [Event::GuestReady, Event::SwitchStarted, Event::SwitchEnded, Event::ShutdownAsked, Event::Ended];
+    const STATES: [State; 6] =
+        [State::Prelaunch, State::Booting, State::Ready, State::Switching, State::ShuttingDown, State::Exited];
+    const EVENTS: [Event; 6] = [
+        Event::Started,
+        Event::GuestReady,
+        Event::SwitchStarted,
+        Event::SwitchEnded,
+        Event::ShutdownAsked,
+        Event::Ended,
+    ];
 
     #[test]
     fn exited_is_terminal_and_every_other_state_can_end() {
@@ -308,6 +362,28 @@ mod tests {
         assert!(l.exited());
         assert_eq!(l.shutdown_cause(), ShutdownCause::HostDuration);
         assert_eq!(l.status_word(), "shutting-down");
+    }
+
+    #[test]
+    fn prelaunch_only_starts_or_ends() {
+        for s in STATES {
+            let to = next(s, Event::Started);
+            assert_eq!(to.is_some(), s == State::Prelaunch, "{s:?} -> {to:?}");
+        }
+        for e in [Event::GuestReady, Event::SwitchStarted, Event::SwitchEnded] {
+            assert_eq!(next(State::Prelaunch, e), None, "{e:?}");
+        }
+        let mut l = Lifecycle::new(true);
+        assert_eq!((l.state(), l.status_word(), l.started()), (State::Prelaunch, "prelaunch", false));
+        assert!(!l.switch_started(), "no switch before the guest runs");
+        assert!(l.start() && l.state() == State::Booting && l.started());
+        assert!(!l.start(), "a second cont starts nothing");
+        let mut l = Lifecycle::new(true);
+        assert!(l.ask_shutdown(ShutdownAsk { cause: ShutdownCause::HostQmpQuit, reason: "quit".into() }));
+        assert!(!l.start(), "no cont once a shutdown was asked");
+        assert!(l.end(Outcome::NeverStarted));
+        assert_eq!(l.shutdown_cause(), ShutdownCause::HostQmpQuit);
+        assert_eq!(l.outcome().map(Outcome::exit_code), Some(ExitCode::Ok));
     }
 
     #[test]

@@ -11,7 +11,7 @@
 //! | `Shutdown` | `shutdown.rs` | SIGINT/SIGTERM EventFd, `--duration`, grace timer | asks the guest to shut down; ends the run at the grace timeout or a second signal |
 //! | `Status` | `status.rs` | 1 Hz timer | reads the telemetry, watchdog, live status / `--quiet` progress |
 //! | `Switching` | `switching.rs` | switch deadline, `--switch-every` | the switch [`Coordinator`] |
-//! | `ControlSocket` | `control.rs` | listener, backlog EventFd, clients, its mailbox | QMP commands (only with `--api-sock`) |
+//! | `ControlSocket` | `control.rs` | listener, backlog EventFd, clients, its mailbox | QMP commands (only with `--api-sock`); `cont` launches a `--paused` run |
 //! | `IrqLoadSubscriber` | `irq_load.rs` | the `--irq-load` timer | one device interrupt on every vCPU per period (`vstate::irq_load`) |
 //!
 //! What several of them need lives in one `Run` (`shared.rs`: VM fd,
@@ -35,6 +35,7 @@
 //! table in `lifecycle.rs`:
 //!
 //! ```text
+//!  Prelaunch (--paused: every vCPU held at the gate) --cont--> Booting
 //!  Booting --all CPUs online + HC_READY--> Ready <--switch ends-- Switching
 //!  Ready --set-mode / --switch-every accepted--> Switching
 //!  Booting/Ready/Switching --duration, signal, quit, --stop-above--> ShuttingDown
@@ -202,6 +203,11 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     let mut mmio = Bus::new();
     mmio.insert(abi::DOORBELL_ADDR, DOORBELL_SIZE, Arc::new(Doorbell::new(mem.clone(), console.clone())))?;
     let mmio = Arc::new(mmio);
+    if config.paused {
+        // Every vCPU thread parks at the gate before its first KVM_RUN;
+        // `cont` opens it (`Run::launch`).
+        gate.close();
+    }
     let mut handles = Vec::with_capacity(vm.vcpus.len());
     for ((cpu, fd), events) in vm.vcpus.drain(..).enumerate().zip(producers) {
         let ctx = VcpuContext {
@@ -213,10 +219,9 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         };
         handles.push(vcpu::spawn(cpu as u32, fd, ctx).map_err(|e| RunError::Host("spawning a vCPU thread", e))?);
     }
-    let boot_started = Instant::now();
-
     let run = Run::new(Machine {
         started,
+        paused: config.paused,
         console: console.clone(),
         vm: vm.fd,
         mem: mem.clone(),
@@ -225,10 +230,10 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         vcpus: handles,
         telemetry: TelemetryReader::new(mem, telemetry.addr, telemetry.layout),
     });
-    let shutdown = Shutdown::new(&run, signal_evt, config.duration, config.shutdown_timeout)?;
+    let shutdown = Shutdown::new(&run, signal_evt, config.duration, config.shutdown_timeout, config.paused)?;
     let every = config.switch_every.map(|period| SwitchEvery { period, to: config.switch_to });
     let switching = Switching::new(&run, coordinator, every, &config.workload)?;
-    let channel = VcpuChannel { events, started: boot_started, stop_above: config.workload.stop_above_us > 0 };
+    let channel = VcpuChannel { events, stop_above: config.workload.stop_above_us > 0 };
     let printer = StatusPrinter::new(config.output.quiet, std::io::stderr().is_terminal(), config.duration);
     let status = Rc::new(RefCell::new(Status::new(&run, printer, Watchdog::new(config.vcpus, config.watchdog))?));
     let control = match api {

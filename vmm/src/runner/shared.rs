@@ -11,7 +11,7 @@
 //! `RefCell`s are borrowed for one statement or one short method at a time
 //! and never across a call into another subscriber.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,6 +32,9 @@ pub type Shared = Rc<Run>;
 /// The machine and the run's shared state.
 pub struct Run {
     pub started: Instant,
+    /// When the vCPUs were let run: at their spawn, or at `cont` in a
+    /// `--paused` run.
+    pub launched: Cell<Instant>,
     pub console: Arc<Console>,
     pub vm: kvm_ioctls::VmFd,
     pub mem: Arc<GuestMemory>,
@@ -62,6 +65,8 @@ pub struct GuestFacts {
 /// The machine [`Run::new`] takes over.
 pub struct Machine {
     pub started: Instant,
+    /// `--paused`: the gate is closed and the run waits for `cont`.
+    pub paused: bool,
     pub console: Arc<Console>,
     pub vm: kvm_ioctls::VmFd,
     pub mem: Arc<GuestMemory>,
@@ -75,6 +80,7 @@ impl Run {
     pub fn new(m: Machine) -> Shared {
         Rc::new(Self {
             started: m.started,
+            launched: Cell::new(Instant::now()),
             console: m.console,
             vm: m.vm,
             mem: m.mem,
@@ -82,7 +88,7 @@ impl Run {
             tsc_khz: m.tsc_khz,
             gate: m.gate,
             vcpus: RefCell::new(m.vcpus),
-            life: RefCell::new(Lifecycle::default()),
+            life: RefCell::new(Lifecycle::new(m.paused)),
             telemetry: RefCell::new(m.telemetry),
             guest: RefCell::new(GuestFacts::default()),
         })
@@ -95,6 +101,18 @@ impl Run {
 
     pub fn state(&self) -> State {
         self.life.borrow().state()
+    }
+
+    /// `cont`: lets the held vCPUs of a `--paused` run start the guest;
+    /// false (nothing changes) when the run is not in Prelaunch.
+    pub fn launch(&self) -> bool {
+        if !self.life.borrow_mut().start() {
+            return false;
+        }
+        self.launched.set(Instant::now());
+        self.gate.open();
+        self.say("cont: the guest starts");
+        true
     }
 
     /// Ends the run (the loop stops after this turn); the first outcome wins.

@@ -20,7 +20,7 @@ use vmm_sys_util::timerfd::TimerFd;
 
 use super::error::RunError;
 use super::fds::timer;
-use super::lifecycle::{Outcome, ShutdownAsk};
+use super::lifecycle::{Outcome, ShutdownAsk, State};
 use super::shared::Shared;
 use crate::api::protocol::ShutdownCause;
 use crate::vstate::memory;
@@ -32,27 +32,56 @@ pub struct Shutdown {
     run: Shared,
     signal: EventFd,
     duration: Option<TimerFd>,
+    /// `--duration`.
+    duration_period: Option<Duration>,
     grace: TimerFd,
     grace_period: Duration,
 }
 
 impl Shutdown {
     /// `signal`: the SIGINT/SIGTERM EventFd; `duration`: `--duration`;
-    /// `grace_period`: `--shutdown-timeout`.
+    /// `grace_period`: `--shutdown-timeout`; `paused`: the duration
+    /// counts from [`Shutdown::launched`], not from now.
     pub fn new(
         run: &Shared,
         signal: EventFd,
         duration: Option<Duration>,
         grace_period: Duration,
+        paused: bool,
     ) -> Result<ShutdownHandle, RunError> {
-        let duration = duration.map(|d| timer(Some(d), None)).transpose()?;
-        Ok(Rc::new(RefCell::new(Self { run: run.clone(), signal, duration, grace: timer(None, None)?, grace_period })))
+        let armed = duration.filter(|_| !paused);
+        let timer_fd = duration.map(|_| timer(armed, None)).transpose()?;
+        let grace = timer(None, None)?;
+        Ok(Rc::new(RefCell::new(Self {
+            run: run.clone(),
+            signal,
+            duration: timer_fd,
+            duration_period: duration,
+            grace,
+            grace_period,
+        })))
+    }
+
+    /// `cont` launched a `--paused` run: `--duration` starts counting.
+    pub fn launched(&mut self) {
+        if let (Some(t), Some(d)) = (self.duration.as_mut(), self.duration_period)
+            && let Err(e) = t.reset(d, None)
+        {
+            log::error!("cannot arm the --duration timer: {e}; the run lasts until it is stopped");
+        }
     }
 
     /// Asks the guest to shut down (idempotent) and arms the grace timer.
     pub fn request(&mut self, cause: ShutdownCause, reason: String) {
         let ask = ShutdownAsk { cause, reason: reason.clone() };
+        let prelaunch = self.run.state() == State::Prelaunch;
         if !self.run.life.borrow_mut().ask_shutdown(ask) {
+            return;
+        }
+        if prelaunch {
+            // Nothing runs to be asked: the held vCPUs end with the run.
+            self.run.say(&format!("{reason}: the guest was never started; stopping"));
+            self.run.end(Outcome::NeverStarted);
             return;
         }
         self.run.say(&format!("{reason}: asking the guest to shut down"));
@@ -94,7 +123,7 @@ impl MutEventSubscriber for Shutdown {
             self.run.end(Outcome::ShutdownTimeout);
         } else if let Some(t) = self.duration.as_mut().filter(|t| t.as_raw_fd() == fd) {
             let _ = t.wait();
-            let secs = self.run.started.elapsed().as_secs_f64();
+            let secs = self.run.launched.get().elapsed().as_secs_f64();
             self.request(ShutdownCause::HostDuration, format!("--duration reached after {secs:.3} s"));
         }
     }

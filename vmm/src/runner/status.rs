@@ -54,7 +54,7 @@ impl Status {
                 }
                 self.check_keepup();
             }
-            State::Booting => {}
+            State::Prelaunch | State::Booting => {}
         }
         let (elapsed, mark) = (run.started.elapsed(), run.console.output_mark());
         let columns = report::status::terminal_columns();

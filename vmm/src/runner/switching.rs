@@ -96,6 +96,7 @@ impl Switching {
     pub fn request(&mut self, target: Profile, origin: Origin) -> Result<Option<u64>, SwitchError> {
         match self.run.state() {
             State::ShuttingDown | State::Exited => return Err(SwitchError::ShuttingDown),
+            State::Prelaunch => return Err(SwitchError::NotStarted),
             State::Booting => return Err(SwitchError::Booting),
             State::Ready | State::Switching => {}
         }

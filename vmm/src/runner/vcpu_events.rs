@@ -14,7 +14,6 @@
 //! telemetry read, whatever the guest rings after).
 
 use std::os::fd::AsRawFd;
-use std::time::Instant;
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use switcher::abi::{self, GuestStatus};
@@ -38,8 +37,6 @@ pub const EVENTS_PER_TURN: usize = 64;
 /// The vCPU threads' side of the queue, as `try_run` hands it over.
 pub struct VcpuChannel {
     pub events: Consumer<Hypercall>,
-    /// When the vCPU threads started.
-    pub started: Instant,
     /// `--stop-above` was given: the STOP_ABOVE doorbell means something.
     pub stop_above: bool,
 }
@@ -133,7 +130,7 @@ impl VcpuEvents {
             "guest ready in {:.1} ms ({online}/{} CPUs online; {:.1} ms after the vCPUs started)",
             elapsed.as_secs_f64() * 1e3,
             run.cpu_count,
-            self.channel.started.elapsed().as_secs_f64() * 1e3
+            run.launched.get().elapsed().as_secs_f64() * 1e3
         ));
         if run.life.borrow().shutdown().is_some() {
             // A shutdown asked for during boot: its interrupt may have come
