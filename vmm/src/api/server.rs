@@ -231,10 +231,13 @@ impl ApiServer {
         // VMM binds before it starts any other thread.
         // SAFETY: umask only swaps the process file-mode mask.
         let old = unsafe { libc::umask(0o177) };
-        let bound = UnixListener::bind(path);
+        let bound = sockfile::bind_listening(path);
         // SAFETY: as above, restoring the previous mask.
         unsafe { libc::umask(old) };
-        let listener = bound.map_err(|e| ApiError::Bind(shown.clone(), e))?;
+        let listener = bound.map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => ApiError::InUse(shown.clone()),
+            _ => ApiError::Bind(shown.clone(), e),
+        })?;
         let file = SocketFile::record(path).map_err(|e| ApiError::Setup(shown.clone(), e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| ApiError::Setup(shown.clone(), e))?;
