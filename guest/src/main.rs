@@ -48,6 +48,7 @@ use boot::smp;
 use core::sync::atomic::{AtomicBool, Ordering};
 use diag::{costs, faults, selftest};
 use hv::{boot_info, calibrate, console, hypercall, shutdown, status};
+use logic::idle::IdlePolicy;
 use switch::{control, modeswitch};
 use switcher::abi::{self, BootInfo};
 
@@ -144,10 +145,18 @@ fn boot_cpu(cpu_count: u32) -> ! {
     if flags.no_pi {
         selftest::disable_pi();
     }
-    if flags.idle_poll {
-        println!("idle=poll: idle CPUs poll for work at CPL3 instead of halting (each vCPU keeps a host core busy)");
-        sched::set_idle_poll(true);
+    if let Some(policy) = flags.idle {
+        sched::set_idle_policy(policy);
     }
+    println!(
+        "idle={}: {}",
+        sched::idle_policy().name(),
+        match sched::idle_policy() {
+            IdlePolicy::Halt => "idle CPUs halt in the shim",
+            IdlePolicy::HaltPoll => "idle CPUs poll adaptively and halt with the timer programmed early",
+            IdlePolicy::Poll => "idle CPUs poll at CPL3 (each vCPU keeps a host core busy)",
+        }
+    );
     mm::paging::build(boot_info::memory_bytes(), &sched::stack_guard_pages());
     mm::paging::load();
     sched::init_cpu(0);
@@ -214,12 +223,8 @@ fn parse_args(cmdline: &[u8]) -> (ReadyAction, Flags, faults::Faults) {
         return (ReadyAction::Idle, Flags::default(), faults::Faults::default());
     };
     let args = Args::parse(text);
-    let flags = Flags {
-        no_pi: args.no_pi,
-        no_spin: args.no_spin,
-        idle_poll: args.idle_poll,
-        platform_costs: args.platform_costs,
-    };
+    let flags =
+        Flags { no_pi: args.no_pi, no_spin: args.no_spin, idle: args.idle, platform_costs: args.platform_costs };
     let (action, faults) = (args.action, args.faults);
     for word in args.unknown() {
         println!("ignoring unknown guest argument '{word}'");
@@ -232,7 +237,7 @@ fn parse_args(cmdline: &[u8]) -> (ReadyAction, Flags, faults::Faults) {
 struct Flags {
     no_pi: bool,
     no_spin: bool,
-    idle_poll: bool,
+    idle: Option<IdlePolicy>,
     platform_costs: bool,
 }
 

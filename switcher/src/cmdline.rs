@@ -58,7 +58,11 @@ pub const KEYS: &[Key] = &[
     flag(DEADLOCK, "rt mode: two tasks deadlock on two locks (the chain walk must panic)"),
     flag(NO_PI, "rtmutexes without priority inheritance"),
     flag(NO_SPIN, "rtmutexes without adaptive spinning"),
-    Key { name: IDLE, takes: Takes::OneOf(&["poll"]), help: "idle=poll: idle CPUs poll at CPL3 instead of halting" },
+    Key {
+        name: IDLE,
+        takes: Takes::OneOf(&["halt", "haltpoll", "poll"]),
+        help: "what idle CPUs do: halt in the shim, haltpoll (poll adaptively, halt with the timer programmed early; the default), poll at CPL3",
+    },
     flag(PLATFORM_COSTS, "time the platform's primitives once ready"),
     number("hold-lock", "MS", "fault: a task holds a switchable lock MS ms"),
     number("irq-off-spin", "MS", "fault: a task spins MS ms with interrupts off"),

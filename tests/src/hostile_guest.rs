@@ -75,9 +75,77 @@ impl Program {
 
     /// One hypercall: an 8-byte write of `v` to doorbell register `reg`.
     pub fn hypercall(&mut self, reg: u64, v: Value) -> &mut Self {
-        self.imm64(&[0x48, 0xbf], DOORBELL_ADDR + reg); // mov rdi, imm64
+        self.write64(DOORBELL_ADDR + reg, v)
+    }
+
+    /// An 8-byte write of `v` at guest-physical `addr`.
+    pub fn write64(&mut self, addr: u64, v: Value) -> &mut Self {
+        self.imm64(&[0x48, 0xbf], addr); // mov rdi, imm64
         self.rax(v);
         self.code.extend_from_slice(&[0x48, 0x89, 0x07]); // mov [rdi], rax
+        self
+    }
+
+    /// `len` bytes of `byte` from guest-physical `addr` on.
+    pub fn fill(&mut self, addr: u64, len: u64, byte: u8) -> &mut Self {
+        self.imm64(&[0x48, 0xbf], addr); // mov rdi, imm64
+        self.fill_from_rdi(len, byte)
+    }
+
+    fn fill_from_rdi(&mut self, len: u64, byte: u8) -> &mut Self {
+        self.imm64(&[0x48, 0xb9], len); // mov rcx, imm64
+        self.code.extend_from_slice(&[0xb0, byte]); // mov al, imm8
+        self.code.extend_from_slice(&[0xf3, 0xaa]); // rep stosb
+        self
+    }
+
+    /// `bytes` copied to guest-physical `addr` (8 bytes per store).
+    pub fn write_bytes(&mut self, addr: u64, bytes: &[u8]) -> &mut Self {
+        for (i, chunk) in bytes.chunks(8).enumerate() {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            if chunk.len() == 8 {
+                self.write64(addr + 8 * i as u64, Value::Imm(u64::from_le_bytes(word)));
+            } else {
+                for (j, &b) in chunk.iter().enumerate() {
+                    self.imm64(&[0x48, 0xbf], addr + 8 * i as u64 + j as u64); // mov rdi, imm64
+                    self.code.extend_from_slice(&[0xc6, 0x07, b]); // mov byte [rdi], imm8
+                }
+            }
+        }
+        self
+    }
+
+    /// Loads the 8-byte pointer at guest-physical `addr` into the base
+    /// register (rbx) the `*_at_base` writes are relative to: a region
+    /// whose place the VMM chose, as the boot info names it.
+    pub fn base_from(&mut self, addr: u64) -> &mut Self {
+        self.imm64(&[0x48, 0xa1], addr); // mov rax, [moffs64]
+        self.code.extend_from_slice(&[0x48, 0x89, 0xc3]); // mov rbx, rax
+        self
+    }
+
+    /// `len` bytes of `byte` from base + `off` on.
+    pub fn fill_at_base(&mut self, off: u32, len: u64, byte: u8) -> &mut Self {
+        self.code.extend_from_slice(&[0x48, 0x8d, 0xbb]); // lea rdi, [rbx + disp32]
+        self.code.extend_from_slice(&off.to_le_bytes());
+        self.fill_from_rdi(len, byte)
+    }
+
+    /// An 8-byte write of `v` at base + `off`.
+    pub fn write64_at_base(&mut self, off: u32, v: u64) -> &mut Self {
+        self.imm64(&[0x48, 0xb8], v); // mov rax, imm64
+        self.code.extend_from_slice(&[0x48, 0x89, 0x83]); // mov [rbx + disp32], rax
+        self.code.extend_from_slice(&off.to_le_bytes());
+        self
+    }
+
+    /// A 4-byte write of `v` at base + `off`.
+    pub fn write32_at_base(&mut self, off: u32, v: u32) -> &mut Self {
+        self.code.push(0xb8); // mov eax, imm32
+        self.code.extend_from_slice(&v.to_le_bytes());
+        self.code.extend_from_slice(&[0x89, 0x83]); // mov [rbx + disp32], eax
+        self.code.extend_from_slice(&off.to_le_bytes());
         self
     }
 

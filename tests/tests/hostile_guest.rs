@@ -20,7 +20,10 @@ use rtswitch_tests::hostile_guest::{Program, Value, panic_record};
 use rtswitch_tests::vm::BackgroundVmm;
 use rtswitch_tests::{ExitCode, HostStalls, Scratch, require_kvm, run_rtswitch};
 use serde_json::json;
-use switcher::abi::doorbell;
+use std::mem::{offset_of, size_of};
+use switcher::abi::{self, BootInfo, GuestStatus, LockRegistry, LockTable, doorbell};
+use switcher::profile::Profile;
+use switcher::telemetry::{EPOCH_SLOTS, EpochHeader, Layout, TelemetryHeader};
 
 /// How long each flood runs (`--duration`).
 const FLOOD_S: u64 = 3;
@@ -128,8 +131,10 @@ fn a_stop_above_doorbell_flood_leaves_the_vmm_in_control() {
     let mut p = Program::new();
     p.flood(doorbell::STOP_ABOVE, Value::Imm(0));
     let (code, out) = survive_flood("stop-above", &p, &[]);
-    // Without --stop-above the doorbell is refused, not harvested.
-    assert_eq!(code, i32::from(ExitCode::ShutdownTimeout.code()), "{out}");
+    // Without --stop-above the doorbell is refused, not harvested, and
+    // counted: the exit code names the guest's misbehaviour.
+    assert_eq!(code, i32::from(ExitCode::GuestMisbehaved.code()), "{out}");
+    assert!(out.contains("STOP_ABOVE without --stop-above: "), "the count is named:\n{out}");
     assert!(out.contains("STOP_ABOVE"), "the refused doorbell is named:\n{out}");
 }
 
@@ -144,7 +149,8 @@ fn floods_of_every_other_doorbell_stay_bounded() {
         let mut p = Program::new();
         p.flood(reg, v);
         let (code, out) = survive_flood(name, &p, &[]);
-        assert_eq!(code, i32::from(ExitCode::ShutdownTimeout.code()), "{name}:\n{out}");
+        assert_eq!(code, i32::from(ExitCode::GuestMisbehaved.code()), "{name}:\n{out}");
+        assert!(out.contains("the guest broke the platform's protocol"), "{name}:\n{out}");
         assert!(out.contains("suppressed") || name == "bad-register", "{name}: no suppressed-count line:\n{out}");
     }
 }
@@ -185,3 +191,99 @@ fn a_console_flood_is_capped_and_counted() {
         &out[out.len().saturating_sub(3000)..]
     );
 }
+
+/// `--hist-max-us` of the telemetry attacks: the layout the guest must
+/// claim to get past the dimension check.
+const HIST_US: usize = 1000;
+
+/// A program that points rbx at the telemetry region (from the boot
+/// info) and fills its header with 0xff but for the magic and the
+/// dimensions the VMM placed (`cpus` vCPUs, `HIST_US` 1 µs buckets).
+fn telemetry_header_program(cpus: usize) -> Program {
+    let mut p = Program::new();
+    p.base_from(abi::BOOT_INFO_ADDR + offset_of!(BootInfo, telemetry_addr) as u64);
+    p.fill_at_base(0, size_of::<TelemetryHeader>() as u64, 0xff);
+    let layout = Layout { cpu_count: cpus, bucket_count: HIST_US };
+    p.write64_at_base(offset_of!(TelemetryHeader, magic) as u32, abi::ABI_MAGIC);
+    for (off, v) in [
+        (offset_of!(TelemetryHeader, cpu_count), cpus),
+        (offset_of!(TelemetryHeader, bucket_count), HIST_US),
+        (offset_of!(TelemetryHeader, epoch_slots), EPOCH_SLOTS),
+        (offset_of!(TelemetryHeader, cpu_stride), layout.cpu_stride()),
+    ] {
+        p.write32_at_base(off as u32, v as u32);
+    }
+    p
+}
+
+#[test]
+fn a_telemetry_header_full_of_garbage_is_refused_and_named() {
+    let mut p = telemetry_header_program(1);
+    p.spin();
+    let (code, out) = survive_flood("telemetry-garbage", &p, &["-h", "1000"]);
+    assert_eq!(code, i32::from(ExitCode::GuestMisbehaved.code()), "{out}");
+    assert!(out.contains("telemetry header refused: "), "the refusal is counted by name:\n{out}");
+}
+
+#[test]
+fn a_telemetry_header_at_u64_max_costs_the_vmm_nothing() {
+    // Every count, time and epoch number at u64::MAX, the enumerations
+    // valid, so the reader takes it: the measurement running since epoch
+    // 0, whose slot claims it ends at the end of time, and every CPU
+    // overdue since then (the loop that once ran 10^13 times).
+    let mut p = telemetry_header_program(1);
+    for (off, v) in [
+        (offset_of!(TelemetryHeader, load), 0),
+        (offset_of!(TelemetryHeader, running), 1),
+        (offset_of!(TelemetryHeader, final_check), 0),
+        (offset_of!(TelemetryHeader, stopped), 0),
+    ] {
+        p.write32_at_base(off as u32, v);
+    }
+    let slot0 = offset_of!(TelemetryHeader, epochs);
+    p.write64_at_base((slot0 + offset_of!(EpochHeader, index)) as u32, 0);
+    p.write32_at_base((slot0 + offset_of!(EpochHeader, mode)) as u32, Profile::MAINLINE.code());
+    p.write32_at_base((slot0 + offset_of!(EpochHeader, kind)) as u32, 0);
+    p.write64_at_base((slot0 + offset_of!(EpochHeader, start_tsc)) as u32, 0);
+    p.spin();
+    let (code, out) = survive_flood("telemetry-max", &p, &["-h", "1000"]);
+    // Nothing refused (the values are in range, only absurd): the run ends
+    // as the guest made it, ignoring the shutdown request.
+    assert_eq!(code, i32::from(ExitCode::ShutdownTimeout.code()), "{out}");
+}
+
+#[test]
+fn lock_tables_status_and_names_pointing_everywhere() {
+    // The pages the VMM reads at a switch, a status query and the end:
+    // a lock registry and table of 0xff (the table's count at u32::MAX,
+    // its entries pointing past memory, into the doorbell, at
+    // themselves), a task directory of escape bytes, a switch mailbox in
+    // no state, a status page whose kernel version is an escape sequence;
+    // then the guest says it is ready, so switches are asked of it.
+    let mut p = Program::new();
+    p.fill(abi::LOCK_REGISTRY_ADDR, size_of::<LockRegistry>() as u64, 0xff);
+    p.write64(abi::LOCK_REGISTRY_ADDR, Value::Imm(abi::ABI_MAGIC));
+    p.fill(abi::LOCK_TABLE_ADDR, size_of::<LockTable>() as u64, 0xff);
+    p.write64(abi::LOCK_TABLE_ADDR, Value::Imm(abi::ABI_MAGIC));
+    let entries = abi::LOCK_TABLE_ADDR + offset_of!(LockTable, entries) as u64;
+    let entry = size_of::<abi::LockEntry>() as u64;
+    for (i, addr) in [DOORBELL_TARGET, u64::MAX - 7, abi::LOCK_TABLE_ADDR].into_iter().enumerate() {
+        p.write64(entries + i as u64 * entry, Value::Imm(addr));
+    }
+    p.fill(abi::TASK_NAMES_ADDR, abi::TASK_NAME_SLOTS as u64 * 32, 0x1b);
+    p.fill(abi::SWITCH_MAILBOX_ADDR, 64, 0xff);
+    p.fill(abi::HEARTBEAT_ADDR, 4096, 0xff);
+    p.fill(abi::SHIM_STATS_ADDR, 4096, 0xff);
+    let version = offset_of!(GuestStatus, kernel_version) as u64;
+    p.write64(abi::GUEST_STATUS_ADDR, Value::Imm(abi::ABI_MAGIC));
+    p.write_bytes(abi::GUEST_STATUS_ADDR + version, b"\x1b[2K\rrtswitch: SPOOFED\x1b]52;c;ZXZpbA==\x07");
+    p.hypercall(doorbell::CPU_ONLINE, Value::Imm(0)).hypercall(doorbell::READY, Value::Imm(0)).spin();
+    let (code, out) = survive_flood("tables", &p, &["--switch-every", "300", "--switch-timeout", "100ms"]);
+    assert!(!out.contains('\x1b'), "a raw escape reached the VMM's output:\n{out:?}");
+    assert!(!out.lines().any(|l| l.starts_with("rtswitch: SPOOFED")), "a spoofed line:\n{out}");
+    assert!(out.contains("switch"), "the switches were asked and refused:\n{out}");
+    assert_eq!(code, i32::from(ExitCode::ShutdownTimeout.code()), "{out}");
+}
+
+/// A lock "word" in the doorbell's MMIO page: not guest memory.
+const DOORBELL_TARGET: u64 = abi::DOORBELL_ADDR;

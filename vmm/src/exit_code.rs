@@ -38,6 +38,11 @@ pub enum ExitCode {
     MeasurementNotOk = 11,
     /// `--stop-above`: a sample crossed the threshold; its cause is printed.
     StoppedAbove = 12,
+    /// The guest broke the platform's protocol (`misbehaviour`): a
+    /// doorbell flood, values a doorbell may not carry, accesses where
+    /// there is no device, a telemetry header that contradicts the
+    /// layout. Each was refused and counted; the end of the run names them.
+    GuestMisbehaved = 13,
     /// `bench` or `stress` stopped by SIGINT/SIGTERM before its end: what
     /// had finished is printed and written, marked interrupted (128 +
     /// SIGINT, the shell's convention; `run` itself ends a measurement on
@@ -51,7 +56,7 @@ pub enum ExitCode {
 
 impl ExitCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ExitCode; 15] = [
+    pub const ALL: [ExitCode; 16] = [
         ExitCode::Ok,
         ExitCode::GuestFailure,
         ExitCode::BadArguments,
@@ -65,6 +70,7 @@ impl ExitCode {
         ExitCode::SeccompViolation,
         ExitCode::MeasurementNotOk,
         ExitCode::StoppedAbove,
+        ExitCode::GuestMisbehaved,
         ExitCode::Interrupted,
         ExitCode::VmmPanic,
     ];
@@ -91,11 +97,13 @@ impl ExitCode {
                 ExitCode::MeasurementNotOk => 2,
                 ExitCode::GuestFailure => 3,
                 ExitCode::ShutdownTimeout => 4,
-                ExitCode::GuestPanic => 5,
-                ExitCode::VcpuFault | ExitCode::TextWrite => 6,
-                ExitCode::TripleFault => 7,
-                ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError | ExitCode::SeccompViolation => 8,
-                ExitCode::VmmPanic => 9,
+                // What the guest did says more than the shutdown it then ignored.
+                ExitCode::GuestMisbehaved => 5,
+                ExitCode::GuestPanic => 6,
+                ExitCode::VcpuFault | ExitCode::TextWrite => 7,
+                ExitCode::TripleFault => 8,
+                ExitCode::BadArguments | ExitCode::InvalidKernel | ExitCode::VmmError | ExitCode::SeccompViolation => 9,
+                ExitCode::VmmPanic => 10,
             }
         }
         if rank(other) > rank(self) { other } else { self }
@@ -133,6 +141,8 @@ mod tests {
         assert_eq!(ExitCode::Ok.worst(ExitCode::TripleFault), ExitCode::TripleFault);
         assert_eq!(ExitCode::TripleFault.worst(ExitCode::Ok), ExitCode::TripleFault);
         assert_eq!(ExitCode::GuestPanic.worst(ExitCode::GuestFailure), ExitCode::GuestPanic);
+        assert_eq!(ExitCode::ShutdownTimeout.worst(ExitCode::GuestMisbehaved), ExitCode::GuestMisbehaved);
+        assert_eq!(ExitCode::GuestMisbehaved.worst(ExitCode::TripleFault), ExitCode::TripleFault);
         for c in ExitCode::ALL {
             assert_eq!(ExitCode::Ok.worst(c), c);
         }

@@ -24,6 +24,7 @@ pub mod landlock_fs;
 pub mod limits;
 pub mod loader;
 pub mod logging;
+pub mod misbehaviour;
 pub mod outfile;
 pub mod page;
 pub mod panic_exit;

@@ -560,6 +560,9 @@ impl TelemetryReader {
     }
 
     fn rejected(&mut self, e: TelemetryError) -> Harvest {
+        if matches!(e, TelemetryError::Dimension { .. } | TelemetryError::HeaderField { .. }) {
+            crate::misbehaviour::note("telemetry header refused");
+        }
         self.log_once(e.to_string(), 1);
         Harvest::Rejected(e)
     }

@@ -93,6 +93,13 @@ pub struct PerCpu {
     pub resched_ipi: AtomicU64,
     /// Context switches done by this CPU.
     pub switches: AtomicU64,
+    /// Set while this CPU's idle loop polls need_resched: a waker then
+    /// skips the reschedule IPI (`logic::idle`).
+    pub polling: AtomicBool,
+    /// Reschedule IPIs spared because this CPU was polling.
+    pub ipis_spared: AtomicU64,
+    /// Idle halts in the shim, and idle periods that polled instead.
+    pub idle_halts: AtomicU64,
 }
 
 impl PerCpu {
@@ -120,6 +127,9 @@ impl PerCpu {
             max_timer_late_tsc: AtomicU64::new(0),
             resched_ipi: AtomicU64::new(0),
             switches: AtomicU64::new(0),
+            polling: AtomicBool::new(false),
+            ipis_spared: AtomicU64::new(0),
+            idle_halts: AtomicU64::new(0),
             irq: IrqCounters {
                 wakeup_ipi: AtomicU64::new(0),
                 host_request: AtomicU64::new(0),

@@ -15,6 +15,7 @@
 use switcher::cmdline::{self as keys, Word};
 
 use crate::diag::faults::Faults;
+use crate::logic::idle::IdlePolicy;
 
 /// What CPU 0 does after the ready hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,8 +42,8 @@ pub struct Args<'a> {
     pub no_pi: bool,
     /// `no-spin`: rtmutexes without adaptive spinning (lock-throughput benchmark).
     pub no_spin: bool,
-    /// `idle=poll`: idle CPUs poll for work instead of halting.
-    pub idle_poll: bool,
+    /// `idle=halt|haltpoll|poll`: what idle CPUs do (`logic::idle`).
+    pub idle: Option<IdlePolicy>,
     /// `platform-costs`: time the platform's primitives once ready.
     pub platform_costs: bool,
     /// Fault injections (`hold-lock=MS`, `irq-off-spin=MS`, ...: `faults`).
@@ -57,7 +58,7 @@ impl<'a> Args<'a> {
             action: ReadyAction::Idle,
             no_pi: false,
             no_spin: false,
-            idle_poll: false,
+            idle: None,
             platform_costs: false,
             faults: Faults::default(),
             words: cmdline.split_ascii_whitespace(),
@@ -80,7 +81,10 @@ impl<'a> Args<'a> {
         match word.key.name {
             keys::NO_PI => self.no_pi = true,
             keys::NO_SPIN => self.no_spin = true,
-            keys::IDLE => self.idle_poll = true,
+            keys::IDLE => match word.value.and_then(IdlePolicy::parse) {
+                Some(p) => self.idle = Some(p),
+                None => return false,
+            },
             keys::PLATFORM_COSTS => self.platform_costs = true,
             _ => return self.faults.parse_word(text),
         }

@@ -28,11 +28,15 @@
 //! - [`mainline_lock`]: the mainline lock (preempt-off spin, freeze
 //!   back-out);
 //! - [`freezer`]: freeze request, safe points, census and thaw;
+//! - [`idle`]: the idle policies, the haltpoll governor (poll window,
+//!   timer advance) and the polling flag that spares a polling CPU the
+//!   reschedule IPI;
 //! - [`softmask`]: the soft interrupt mask's replay and its EOI
 //!   accounting.
 
 pub mod atomic;
 pub mod freezer;
+pub mod idle;
 pub mod mainline_lock;
 pub mod pi;
 pub mod prio_list;

@@ -65,8 +65,8 @@ pub use lifecycle::{join, spawn};
 pub use preempt::{in_irq, irq_enter, irq_exit, might_sleep, preempt_count, preempt_disable};
 pub use preempt_sites::{cond_resched, irq_exit_work, preempt_enable};
 pub use scheduler::{
-    WaitQueue, idle_loop, init_cpu, schedule, set_current_blocked, set_current_running, set_idle_poll, set_prio,
-    wake_up, yield_now,
+    WaitQueue, idle_loop, idle_policy, init_cpu, schedule, set_current_blocked, set_current_running, set_idle_policy,
+    set_prio, wake_up, yield_now,
 };
 pub use selftest::{preempted_without_resched_points, selftest_preemption};
 pub use task::{

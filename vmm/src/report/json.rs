@@ -322,6 +322,10 @@ pub struct Outcome {
     pub exit_name: String,
     pub how: String,
     pub elapsed_s: f64,
+    /// What the guest did against the platform's protocol: refusals per
+    /// kind (empty for an honest guest; exit code 13 otherwise).
+    #[serde(default)]
+    pub guest_misbehaviour: std::collections::BTreeMap<String, u64>,
 }
 
 /// What an epoch's or a mode's entry holds besides the all-CPU figures.
@@ -527,6 +531,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
             exit_name: format!("{:?}", info.exit_code),
             how: info.outcome.clone(),
             elapsed_s: info.elapsed_s,
+            guest_misbehaviour: info.misbehaviour.clone(),
         },
         result: info.result.clone(),
         stop: info.stop.clone(),
@@ -628,6 +633,7 @@ pub mod tests {
             result: super::super::RunResult { result: super::super::result::Verdict::Ok, reasons: vec![] },
             stop: None,
             irq_load: None,
+            misbehaviour: Default::default(),
         }
     }
 
@@ -676,6 +682,7 @@ pub mod tests {
             result: super::super::result::Verdict::StoppedAbove,
             reasons: vec!["a reason".into()],
         };
+        info.misbehaviour = [("unexpected vCPU exit".to_string(), 3)].into();
         info
     }
 

@@ -469,6 +469,8 @@ pub struct RunInfo {
     pub stop: Option<telemetry::StopInfo>,
     /// `--irq-load`: what the VMM's injector did.
     pub irq_load: Option<crate::vstate::irq_load::IrqLoadCounts>,
+    /// What the guest did against the protocol, per kind (`misbehaviour`).
+    pub misbehaviour: std::collections::BTreeMap<String, u64>,
 }
 
 impl RunInfo {

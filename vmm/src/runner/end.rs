@@ -116,6 +116,11 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
         run.say("the load's consistency check FAILED: a switchable lock did not protect its data");
     }
     code = report::exit_code_with_load_check(code, verdict);
+    let misbehaviour = crate::misbehaviour::totals();
+    if let Some(line) = crate::misbehaviour::summary(&misbehaviour) {
+        run.say(&line);
+        code = code.worst(ExitCode::GuestMisbehaved);
+    }
     // A stall the guest flagged after the last status tick counts too.
     for line in watchdog.check(&run.mem) {
         run.say(&line);
@@ -144,6 +149,7 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
         result,
         stop: guest.stop.clone(),
         irq_load,
+        misbehaviour: misbehaviour.iter().map(|&(k, n)| (k.to_string(), n)).collect(),
     };
     let written = report::write_outputs(&measurement, &info);
     for line in &written.notes {

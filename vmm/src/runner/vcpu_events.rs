@@ -24,12 +24,12 @@ use super::shutdown::{ShutdownHandle, send_shutdown_interrupt};
 use super::switching::SwitchHandle;
 use crate::api::protocol::ShutdownCause;
 use crate::devices::hypercall::Hypercall;
+use crate::guest_misbehaved;
 use crate::host_speed;
 use crate::report::{self, GuestInfo};
 use crate::vstate::events::Consumer;
 use crate::vstate::memory;
 use crate::vstate::vcpu::VcpuEvent;
-use crate::warn_limited;
 
 /// Events handled per turn of the loop; the rest wait for the next turn.
 pub const EVENTS_PER_TURN: usize = 64;
@@ -89,7 +89,7 @@ impl VcpuEvents {
         match call {
             Hypercall::CpuOnline(n) => {
                 if n >= run.cpu_count || n != cpu {
-                    warn_limited!(
+                    guest_misbehaved!(
                         "vcpu reported another cpu online",
                         "vcpu{cpu} reported cpu {n} online; ignored (expected its own index below {})",
                         run.cpu_count
@@ -115,7 +115,7 @@ impl VcpuEvents {
     fn on_ready(&mut self, cpu: u32) {
         let run = &self.run;
         if run.life.borrow().ready_at().is_some() {
-            warn_limited!("vcpu reported ready again", "vcpu{cpu} reported ready again; ignored");
+            guest_misbehaved!("vcpu reported ready again", "vcpu{cpu} reported ready again; ignored");
             return;
         }
         let online = run.guest.borrow().online_mask.count_ones();
@@ -166,14 +166,14 @@ impl VcpuEvents {
     fn on_stop_above(&mut self, cpu: u32) {
         let run = &self.run;
         if !self.channel.stop_above {
-            warn_limited!(
+            guest_misbehaved!(
                 "STOP_ABOVE without --stop-above",
                 "vcpu{cpu} rang the STOP_ABOVE doorbell, but this run has no --stop-above; ignored"
             );
             return;
         }
         if std::mem::replace(&mut self.stop_rung, true) {
-            warn_limited!(
+            guest_misbehaved!(
                 "STOP_ABOVE again",
                 "vcpu{cpu} rang the STOP_ABOVE doorbell again; ignored (it is acted on once)"
             );
@@ -185,7 +185,10 @@ impl VcpuEvents {
             (telemetry.workload().map_or(0, |w| w.stop_above_us), telemetry.stop_report())
         };
         let Some(info) = info else {
-            log::warn!("vcpu{cpu} signalled --stop-above without a complete stop report; ignored (from now on too)");
+            guest_misbehaved!(
+                "STOP_ABOVE without a stop report",
+                "vcpu{cpu} signalled --stop-above without a complete stop report; ignored (from now on too)"
+            );
             return;
         };
         let locks = crate::switch::locks::held_by(&run.mem, info.task_addr);
@@ -216,7 +219,7 @@ impl MutEventSubscriber for VcpuEvents {
         for cpu in 0..self.channel.events.vcpus() {
             let dropped = self.channel.events.take_dropped(cpu);
             if dropped > 0 {
-                warn_limited!(
+                guest_misbehaved!(
                     "doorbell notifications dropped",
                     "vcpu{cpu}: {dropped} doorbell notification(s) dropped: the guest rings faster than the VMM \
                      handles them (at most {} queued per vCPU)",

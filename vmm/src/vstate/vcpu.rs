@@ -326,5 +326,5 @@ fn handle_exit<E>(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext<E>, unexpected
 /// loop cannot flood the log.
 fn log_unexpected(cpu: u32, count: &mut u64, what: std::fmt::Arguments<'_>) {
     *count = count.saturating_add(1);
-    crate::warn_limited!("unexpected vCPU exit", "vcpu{cpu}: {what} (unexpected exit #{count})");
+    crate::guest_misbehaved!("unexpected vCPU exit", "vcpu{cpu}: {what} (unexpected exit #{count})");
 }
