@@ -31,6 +31,7 @@
 pub mod ablation;
 pub mod boot;
 pub mod child;
+pub mod idle;
 pub mod latency;
 pub mod plots;
 pub mod progress;
@@ -84,6 +85,7 @@ pub enum Family {
     Switch,
     Scale,
     Ablation,
+    Idle,
 }
 
 /// `rtswitch bench` options. Unset counts and durations take the full
@@ -188,7 +190,15 @@ impl SuiteConfig {
     pub fn from_args(a: &BenchArgs) -> Self {
         let q = a.quick;
         let families = if a.only.is_empty() {
-            vec![Family::Boot, Family::Latency, Family::Throughput, Family::Switch, Family::Scale, Family::Ablation]
+            vec![
+                Family::Boot,
+                Family::Latency,
+                Family::Throughput,
+                Family::Switch,
+                Family::Scale,
+                Family::Ablation,
+                Family::Idle,
+            ]
         } else {
             let mut f = a.only.clone();
             f.sort_by_key(|f| *f as u8);
@@ -254,6 +264,9 @@ impl SuiteConfig {
         }
         if self.has(Family::Ablation) {
             v.push((Family::Ablation, ablation::RUNS.len() as f64 * (self.ablation.latency.duration_s + 1.5)));
+        }
+        if self.has(Family::Idle) {
+            v.push((Family::Idle, idle::POLICIES.len() as f64 * (self.ablation.latency.duration_s + 1.5)));
         }
         v
     }
@@ -523,6 +536,8 @@ pub struct Suite {
     pub scale: Option<Vec<PhaseResult>>,
     /// Thread latency per profile under the lock and interrupt load.
     pub ablation: Option<Vec<AblationRun>>,
+    /// Latency and host CPU per idle policy (rt, no load).
+    pub idle: Option<Vec<idle::IdleRun>>,
     /// Parts that did not run or gave no figure, in words.
     pub failures: Vec<String>,
     /// Wall time of each family that ran, seconds (the last repeat).
@@ -748,6 +763,24 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             ablation::fill_gains(&mut runs);
             runs
         });
+        let idle = timed(&cfg, Family::Idle, &mut family_s, || {
+            let each = est(Family::Idle) / idle::POLICIES.len() as f64;
+            let mut runs = Vec::new();
+            for &policy in &idle::POLICIES {
+                if interrupted() {
+                    break;
+                }
+                bar.begin(format!("idle: idle={policy} (rt, no load), {} s", cfg.ablation.latency.duration_s), each);
+                let r = idle::run_one(&exe, &cfg.ablation.latency, policy, &tmp("idle"));
+                if r.exit_code != Some(0) {
+                    bar.note(&format!("rtswitch bench: idle run idle={policy} exited with {:?}", r.exit_code));
+                }
+                bar.end();
+                say_interrupted();
+                runs.push(r);
+            }
+            runs
+        });
         if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(RunOutcome::figures)) {
             host.kernel_emulated = f.emulated;
             host.kernel_slowdown = f.calib_ratio;
@@ -768,6 +801,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             switch,
             scale,
             ablation,
+            idle,
             failures: Vec::new(),
             family_s,
             repeats: Vec::new(),
@@ -883,6 +917,15 @@ fn failures(s: &Suite) -> (Vec<String>, ExitCode) {
     }
     for p in s.scale.iter().flatten() {
         phase(format!("scale {} vCPUs", p.config.vcpus), p);
+    }
+    for r in s.idle.iter().flatten() {
+        if let Err(e) = &r.figures {
+            v.push(format!("idle={}: {e}", r.policy));
+            code = code.worst(ExitCode::VmmError);
+        } else if r.exit_code != Some(0) {
+            v.push(format!("idle={}: exit status {:?}", r.policy, r.exit_code));
+            code = code.worst(ExitCode::GuestFailure);
+        }
     }
     for r in s.ablation.iter().flatten() {
         if let Err(e) = &r.figures {
@@ -1103,6 +1146,16 @@ pub fn render(s: &Suite) -> String {
             c.irq_rate_hz, c.irq_work_us, c.latency.duration_s, c.latency.vcpus
         ));
         out.push_str(&ablation::render(runs));
+    }
+    if let Some(runs) = &s.idle {
+        let c = &s.config.ablation.latency;
+        out.push_str(&format!(
+            "\nidle: what each idle policy buys and costs (rt, no load: every CPU idle between activations; us, all \
+             CPUs merged; host CPU per vCPU thread as a share of a core over the time the guest ran; {} s per run, \
+             {} vCPUs):\n",
+            c.duration_s, c.vcpus
+        ));
+        out.push_str(&idle::render(runs));
     }
     if !s.repeat_spread.is_empty() {
         out.push_str(&repeat::render(&s.repeat_spread, s.repeats.len()));

@@ -76,6 +76,9 @@ pub struct RunReport {
     pub stop: Option<crate::telemetry::StopInfo>,
     /// `--irq-load`: what the VMM raised and what the guest took.
     pub irq_load: Option<IrqLoadReport>,
+    /// The host CPU time the run's threads used.
+    #[serde(default)]
+    pub host_cpu: Option<super::host_cpu::HostCpu>,
 }
 
 /// The device interrupt load of a run.
@@ -545,6 +548,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
                 cpus: w.irqs.clone(),
             })
         }),
+        host_cpu: info.host_cpu.clone(),
     }
 }
 
@@ -634,6 +638,7 @@ pub mod tests {
             stop: None,
             irq_load: None,
             misbehaviour: Default::default(),
+            host_cpu: None,
         }
     }
 
@@ -683,6 +688,8 @@ pub mod tests {
             reasons: vec!["a reason".into()],
         };
         info.misbehaviour = [("unexpected vCPU exit".to_string(), 3)].into();
+        info.host_cpu =
+            Some(super::super::host_cpu::HostCpu { ran_s: 3.0, control_s: 0.05, vcpus_s: vec![Some(0.5), None] });
         info
     }
 

@@ -24,6 +24,7 @@
 
 pub mod cyclictest;
 pub mod cyclictest_json;
+pub mod host_cpu;
 pub mod json;
 pub mod outputs;
 pub mod result;
@@ -469,6 +470,8 @@ pub struct RunInfo {
     pub stop: Option<telemetry::StopInfo>,
     /// `--irq-load`: what the VMM's injector did.
     pub irq_load: Option<crate::vstate::irq_load::IrqLoadCounts>,
+    /// The host CPU time the run's threads used.
+    pub host_cpu: Option<host_cpu::HostCpu>,
     /// What the guest did against the protocol, per kind (`misbehaviour`).
     pub misbehaviour: std::collections::BTreeMap<String, u64>,
 }

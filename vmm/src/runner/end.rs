@@ -24,6 +24,8 @@ pub struct EndInputs<'a> {
     pub watchdog: &'a mut Watchdog,
     /// `--irq-load`: the injector's rate and counts.
     pub irq_load: Option<crate::vstate::irq_load::IrqLoadCounts>,
+    /// The host CPU time of the run's threads (`None`: the guest never ran).
+    pub host_cpu: Option<report::host_cpu::HostCpu>,
 }
 
 /// How the run ended, in words.
@@ -54,7 +56,7 @@ fn outcome_text(run: &Run, outcome: &Outcome, ran: f64, grace: Duration) -> Stri
 /// Prints how the run ended and the latency reports, writes the output
 /// files; returns the run's exit code.
 pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
-    let EndInputs { config, switching, watchdog, irq_load } = inputs;
+    let EndInputs { config, switching, watchdog, irq_load, host_cpu } = inputs;
     let ran = run.started.elapsed().as_secs_f64();
     crate::ratelimit::flush(true);
     let outcome = run.life.borrow().outcome().cloned().unwrap_or(Outcome::Forced);
@@ -86,6 +88,9 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
     }
     let shim = crate::vstate::shim_stats::ShimEntries::read(&run.mem, run.cpu_count);
     run.say(&shim.to_string());
+    if let Some(h) = &host_cpu {
+        run.say(&h.line());
+    }
     let mut code = outcome.exit_code();
     run.harvest();
     let telemetry = run.telemetry.borrow();
@@ -149,6 +154,7 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
         result,
         stop: guest.stop.clone(),
         irq_load,
+        host_cpu,
         misbehaviour: misbehaviour.iter().map(|&(k, n)| (k.to_string(), n)).collect(),
     };
     let written = report::write_outputs(&measurement, &info);

@@ -263,7 +263,12 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     while !run.life.borrow().exited() {
         em.run().map_err(|e| RunError::EventLoop(e.to_string()))?;
     }
+    let ran = run.launched.get().elapsed();
     run.stop_vcpus(config.vcpu_stop_timeout.max(VCPU_JOIN_MIN));
+    let host_cpu = run.life.borrow().started().then(|| {
+        let control = crate::vstate::vcpu::thread_cpu_time().unwrap_or_default();
+        crate::report::host_cpu::HostCpu::new(ran, control, &run.vcpu_cpu_times())
+    });
     let cause = run.life.borrow().shutdown_cause();
     if let Some(c) = &control {
         c.borrow_mut().announce_shutdown(cause);
@@ -271,7 +276,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     console.flush();
     let (switching, mut status) = (switching.borrow(), status.borrow_mut());
     let irq_load = irq_load.map(|d| d.borrow().counts());
-    Ok(end::report(&run, EndInputs { config, switching: &switching, watchdog: status.watchdog(), irq_load }))
+    Ok(end::report(&run, EndInputs { config, switching: &switching, watchdog: status.watchdog(), irq_load, host_cpu }))
 }
 
 /// The least time the end of a run waits for the vCPU threads to end

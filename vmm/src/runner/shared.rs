@@ -151,6 +151,11 @@ impl Run {
         if n >= 64 { u64::MAX } else { (1u64 << n) - 1 }
     }
 
+    /// The host CPU time each vCPU thread used, once it has ended.
+    pub fn vcpu_cpu_times(&self) -> Vec<Option<std::time::Duration>> {
+        self.vcpus.borrow().iter().map(VcpuHandle::cpu_time).collect()
+    }
+
     /// Stops every vCPU thread and joins it, waiting at most `limit`
     /// in all: a thread that has not ended by then (stuck in the kernel,
     /// say) is named and left to end with the process, so the report

@@ -27,7 +27,7 @@
 use std::cell::Cell;
 use std::os::unix::thread::JoinHandleExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -96,6 +96,9 @@ pub struct VcpuHandle {
     pub cpu: u32,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// The host CPU time the thread used, in ns, written by the thread as
+    /// it ends (u64::MAX before).
+    cpu_ns: Arc<AtomicU64>,
 }
 
 impl VcpuHandle {
@@ -114,6 +117,15 @@ impl VcpuHandle {
             if rc != 0 && rc != libc::ESRCH {
                 log::warn!("kicking vcpu{} failed: errno {rc}", self.cpu);
             }
+        }
+    }
+
+    /// The host CPU time this vCPU's thread used (user and system), once
+    /// the thread has ended; `None` before (or if it could not tell).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        match self.cpu_ns.load(Ordering::Acquire) {
+            u64::MAX => None,
+            ns => Some(Duration::from_nanos(ns)),
         }
     }
 
@@ -174,10 +186,23 @@ fn block_process_signals() {
 /// Starts vCPU `cpu`'s thread, named `vcpu<cpu>`.
 pub fn spawn<E: Send + 'static>(cpu: u32, fd: VcpuFd, ctx: VcpuContext<E>) -> std::io::Result<VcpuHandle> {
     let stop = Arc::new(AtomicBool::new(false));
-    let thread_stop = stop.clone();
-    let thread =
-        std::thread::Builder::new().name(format!("vcpu{cpu}")).spawn(move || run_loop(cpu, fd, &ctx, &thread_stop))?;
-    Ok(VcpuHandle { cpu, stop, thread: Some(thread) })
+    let cpu_ns = Arc::new(AtomicU64::new(u64::MAX));
+    let (thread_stop, thread_ns) = (stop.clone(), cpu_ns.clone());
+    let thread = std::thread::Builder::new().name(format!("vcpu{cpu}")).spawn(move || {
+        run_loop(cpu, fd, &ctx, &thread_stop);
+        if let Some(t) = thread_cpu_time() {
+            thread_ns.store(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX - 1), Ordering::Release);
+        }
+    })?;
+    Ok(VcpuHandle { cpu, stop, thread: Some(thread), cpu_ns })
+}
+
+/// The host CPU time the calling thread has used (user and system).
+pub fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime(2) writes one timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 /// How one exit is to be followed up.
