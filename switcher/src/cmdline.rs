@@ -152,7 +152,7 @@ mod tests {
         assert!(matches!(parse("exit"), Err(WordError::MissingValue(_))));
         assert!(matches!(parse("exit=x"), Err(WordError::BadValue(_, "x"))));
         assert!(matches!(parse("fault=zz"), Err(WordError::BadValue(_, "zz"))));
-        assert!(matches!(parse("idle=halt"), Err(WordError::BadValue(_, "halt"))));
+        assert!(matches!(parse("idle=mwait"), Err(WordError::BadValue(_, "mwait"))));
     }
 
     /// The guest's fault parser (`guest/src/diag/faults.rs`) takes its
