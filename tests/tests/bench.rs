@@ -227,3 +227,36 @@ fn repeat_prints_the_spread_of_each_headline_and_keeps_every_repeat() {
     assert_eq!(total["values"].as_array().map(Vec::len), Some(2), "{total}");
     assert!(total["min"].as_f64() <= total["median"].as_f64() && total["median"].as_f64() <= total["max"].as_f64());
 }
+
+/// The idle family: one run per idle policy, each with its latency and
+/// the host CPU its vCPU thread used; polling for ever costs the host
+/// more than halting at once (the trade the table shows).
+#[test]
+fn the_idle_family_runs_each_policy_and_shows_what_it_costs() {
+    require_kvm();
+    let dir = Scratch::new("bench-idle");
+    let out = dir.0.join("out");
+    let r = run_rtswitch(
+        &["bench", "--quick", "--only", "idle", "--duration", "2", "--vcpus", "1", "--out", out.to_str().unwrap()],
+        LIMIT,
+    );
+    r.assert_code(ExitCode::Ok);
+    r.assert_contains("idle: what each idle policy buys and costs");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).expect("bench.json"))
+        .expect("bench.json parses");
+    let runs = v["idle"].as_array().expect("idle[]");
+    let policies: Vec<&str> = runs.iter().map(|r| r["policy"].as_str().unwrap_or("?")).collect();
+    assert_eq!(policies, ["halt", "haltpoll", "poll"], "{v}");
+    let cpu = |p: &str| {
+        let run = runs.iter().find(|r| r["policy"] == p).expect("the run");
+        assert!(run["figures"]["thread"]["p99"]["us"].is_u64(), "idle={p} has latency figures: {run}");
+        run["vcpu_cpu_mean_pct"].as_f64().unwrap_or_else(|| panic!("idle={p} has a host CPU figure: {run}"))
+    };
+    let (halt, poll) = (cpu("halt"), cpu("poll"));
+    // Polling for ever holds a host core; halting gives it back between
+    // activations (about a fifth of a core here): 1.5x is far inside that.
+    assert!(
+        poll > 1.5 * halt,
+        "expected a vCPU that polls for ever to use more host CPU than one that halts: poll {poll:.0}%, halt {halt:.0}%"
+    );
+}
