@@ -10,17 +10,23 @@ use rtswitch_tests::qmp::RawQmp;
 use rtswitch_tests::vm::{BOOT_LIMIT, BackgroundVmm};
 use serde_json::{Value, json};
 
-/// A negotiated connection to a `--paused` VMM (which waits for `cont`,
-/// so it cannot end before the client is there, however slow the host),
-/// then `cont`: the reply, then RESUME, as QEMU after `-S`.
-fn launched_client(vmm: &BackgroundVmm) -> RawQmp {
+/// A negotiated connection to a `--paused` VMM, once its socket is there
+/// (it waits for `cont`: nothing ends it meanwhile).
+fn paused_session(vmm: &BackgroundVmm) -> RawQmp {
     let start = Instant::now();
     while !Path::new(&vmm.sock).exists() {
         vmm.assert_alive("paused, before its socket existed");
         assert!(start.elapsed() < BOOT_LIMIT, "the control socket never appeared:\n{}", vmm.output());
         std::thread::sleep(Duration::from_millis(2));
     }
-    let mut c = RawQmp::negotiated(&vmm.sock);
+    RawQmp::negotiated(&vmm.sock)
+}
+
+/// A negotiated connection to a `--paused` VMM (which waits for `cont`,
+/// so it cannot end before the client is there, however slow the host),
+/// then `cont`: the reply, then RESUME, as QEMU after `-S`.
+fn launched_client(vmm: &BackgroundVmm) -> RawQmp {
+    let mut c = paused_session(vmm);
     c.send(br#"{"execute":"query-status"}"#);
     let st = c.reply();
     assert_eq!((&st["return"]["status"], &st["return"]["running"]), (&json!("prelaunch"), &json!(false)), "{st}");
@@ -86,13 +92,7 @@ fn the_guest_shutting_down_or_failing_is_said_by_the_guest() {
 #[test]
 fn a_paused_vm_runs_nothing_before_cont_and_quits_cleanly() {
     let vmm = BackgroundVmm::spawn("sd-prelaunch", &["--vcpus", "1", "--load", "none", "--paused"]);
-    let start = Instant::now();
-    while !Path::new(&vmm.sock).exists() {
-        vmm.assert_alive("paused, before its socket existed");
-        assert!(start.elapsed() < BOOT_LIMIT, "the control socket never appeared:\n{}", vmm.output());
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    let mut c = RawQmp::negotiated(&vmm.sock);
+    let mut c = paused_session(&vmm);
     // Held before the first instruction: no CPU came online, the shim was never entered.
     std::thread::sleep(Duration::from_millis(300));
     c.send(br#"{"execute":"query-status"}"#);

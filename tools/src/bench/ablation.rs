@@ -83,7 +83,8 @@ pub struct AblationRun {
     pub p99_gain: Option<Ratio>,
 }
 
-fn ser_figures<S: serde::Serializer>(f: &Result<RunFigures, String>, s: S) -> Result<S::Ok, S::Error> {
+/// A run's figures, or `{"error": why}` (every bench family's runs).
+pub fn ser_figures<S: serde::Serializer>(f: &Result<RunFigures, String>, s: S) -> Result<S::Ok, S::Error> {
     match f {
         Ok(r) => r.serialize(s),
         Err(e) => serde_json::json!({ "error": e }).serialize(s),

@@ -19,6 +19,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::ablation::ser_figures;
 use super::child::run_to_json;
 use super::latency::{self, LatencyConfig, RunFigures, run_limit};
 use super::table::{cells, grid, opt};
@@ -40,13 +41,6 @@ pub struct IdleRun {
     /// ran: the mean over the vCPUs, and the largest.
     pub vcpu_cpu_mean_pct: Option<f64>,
     pub vcpu_cpu_max_pct: Option<f64>,
-}
-
-fn ser_figures<S: serde::Serializer>(f: &Result<RunFigures, String>, s: S) -> Result<S::Ok, S::Error> {
-    match f {
-        Ok(r) => r.serialize(s),
-        Err(e) => serde_json::json!({ "error": e }).serialize(s),
-    }
 }
 
 /// The `rtswitch run` arguments of one run (the caller adds `--json`).
