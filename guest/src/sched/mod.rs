@@ -46,6 +46,7 @@
 
 pub mod freezer;
 pub mod handler_mark;
+mod idle;
 mod lifecycle;
 mod preempt;
 pub mod preempt_sites;
@@ -61,12 +62,12 @@ pub mod watchdog;
 
 // The kernel-core API: what lock code (sync/), the self-tests, the
 // workload and the switch use.
+pub use idle::{idle_loop, idle_policy, set_idle_policy};
 pub use lifecycle::{join, spawn};
 pub use preempt::{in_irq, irq_enter, irq_exit, might_sleep, preempt_count, preempt_disable};
 pub use preempt_sites::{cond_resched, irq_exit_work, preempt_enable};
 pub use scheduler::{
-    WaitQueue, idle_loop, idle_policy, init_cpu, schedule, set_current_blocked, set_current_running, set_idle_policy,
-    set_prio, wake_up, yield_now,
+    WaitQueue, init_cpu, schedule, set_current_blocked, set_current_running, set_prio, wake_up, yield_now,
 };
 pub use selftest::{preempted_without_resched_points, selftest_preemption};
 pub use task::{

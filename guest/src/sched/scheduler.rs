@@ -45,10 +45,10 @@ use super::runqueue::RunQueue;
 use super::switch::sched_context_switch;
 use super::task::{self, MAX_PRIO, MIN_PRIO, Task, TaskState, current};
 use crate::arch::{apic, cpu, irqflags, percpu};
-use crate::logic::idle::{self, Bounds, Governor, IdlePolicy, Kick, Step};
+use crate::logic::idle::{self, Kick};
 use crate::sched::raw_lock::RawSpinLock;
 use core::ptr;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use switcher::abi::{MAX_CPUS, vector};
 
 /// Run queue of each CPU.
@@ -157,105 +157,6 @@ pub(super) fn preempt_schedule() {
     cpu::disable_interrupts();
     schedule_loop(Switch::Preempt);
     cpu::enable_interrupts();
-}
-
-/// What idle CPUs do (guest argument `idle=`; `logic::idle`): 0 halt,
-/// 1 haltpoll, 2 poll.
-static IDLE_POLICY: AtomicU8 = AtomicU8::new(1);
-
-/// Sets what idle CPUs do (before the secondaries run their idle loops).
-pub fn set_idle_policy(policy: IdlePolicy) {
-    let code = IdlePolicy::ALL.iter().position(|&p| p == policy).unwrap_or(1);
-    IDLE_POLICY.store(code as u8, Ordering::Relaxed);
-}
-
-/// What idle CPUs do.
-pub fn idle_policy() -> IdlePolicy {
-    IdlePolicy::ALL[IDLE_POLICY.load(Ordering::Relaxed) as usize % IdlePolicy::ALL.len()]
-}
-
-/// The haltpoll governor's bounds (Linux's haltpoll defaults where it has
-/// one: a 200 µs window, grown from 50 µs). The advance starts at the
-/// halt wake-up cost seen on this project's host (tens of µs) and is
-/// learnt from every halt the early timer ends.
-fn idle_bounds() -> Bounds {
-    Bounds {
-        window_start: super::timer::us_to_tsc(50),
-        window_max: super::timer::us_to_tsc(200),
-        advance_start: super::timer::us_to_tsc(60),
-        advance_min: super::timer::us_to_tsc(10),
-        advance_max: super::timer::us_to_tsc(300),
-    }
-}
-
-/// Polls need_resched with interrupts on (the polling flag set: wakers
-/// skip the IPI) until the TSC reaches `until`; returns masked, with
-/// whether need_resched was seen.
-fn idle_poll_until(until: u64) -> bool {
-    let this = percpu::this();
-    cpu::enable_interrupts();
-    let woken =
-        idle::poll_while(&this.polling, &this.need_resched, || until == u64::MAX || super::timer::now_tsc() < until);
-    cpu::disable_interrupts();
-    woken
-}
-
-/// The idle loop of this CPU (its boot context, after boot): runs the
-/// scheduler when something is runnable; else, as the idle policy says
-/// (`logic::idle`), halts in the ring-0 shim (masked: an interrupt that
-/// arrives wakes the halt and runs at the unmask), polls at CPL3, or
-/// both: polls for an adaptive window, then halts with the timer
-/// programmed early by the learnt wake-up cost and polls the rest.
-pub fn idle_loop() -> ! {
-    let policy = idle_policy();
-    let bounds = idle_bounds();
-    let mut governor = Governor::new(&bounds);
-    let this = percpu::this();
-    let cpu = this.cpu_id() as usize;
-    loop {
-        cpu::disable_interrupts();
-        if percpu::need_resched() {
-            schedule_loop(Switch::Preempt);
-            cpu::enable_interrupts();
-            continue;
-        }
-        let entered = super::timer::now_tsc();
-        let deadline = RQS[cpu].lock().armed_deadline_tsc;
-        match governor.plan(policy, entered, deadline) {
-            Step::Poll { until } => {
-                idle_poll_until(until);
-            }
-            Step::PollThenHalt { poll_until, early } => {
-                if poll_until > entered && idle_poll_until(poll_until) {
-                    cpu::enable_interrupts();
-                    continue;
-                }
-                if let Some(e) = early {
-                    if super::timer::now_tsc() >= e {
-                        // The window ran up to the early deadline: no halt.
-                        idle_poll_until(deadline.saturating_add(governor.advance()));
-                        cpu::enable_interrupts();
-                        continue;
-                    }
-                    // The hardware timer only: the run queue keeps the real
-                    // deadline, which the early interrupt re-arms.
-                    apic::set_tsc_deadline(e);
-                }
-                if !percpu::need_resched() {
-                    this.idle_halts.fetch_add(1, Ordering::Relaxed);
-                    cpu::idle_halt();
-                }
-                cpu::enable_interrupts();
-                let woke = super::timer::now_tsc();
-                let until = governor.after_halt(&bounds, entered, woke, early, deadline);
-                if until > woke && !percpu::need_resched() {
-                    cpu::disable_interrupts();
-                    idle_poll_until(until);
-                }
-            }
-        }
-        cpu::enable_interrupts();
-    }
 }
 
 /// Gives up the CPU: if the current task is Blocked (see

@@ -1,0 +1,109 @@
+//! What an idle CPU does: the idle loop of each CPU (its boot context,
+//! after boot), under the idle policy (guest argument `idle=`). The
+//! policies, the haltpoll governor and the polling flag's protocol are
+//! `logic::idle`; this file runs them on the run queues, the TSC, the
+//! LAPIC timer and the shim's halt.
+
+use super::scheduler::{RQS, Switch, schedule_loop};
+use super::timer;
+use crate::arch::{apic, cpu, percpu};
+use crate::logic::idle::{self, Bounds, Governor, IdlePolicy, Step};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// What idle CPUs do (guest argument `idle=`; `logic::idle`): 0 halt,
+/// 1 haltpoll, 2 poll.
+static IDLE_POLICY: AtomicU8 = AtomicU8::new(1);
+
+/// Sets what idle CPUs do (before the secondaries run their idle loops).
+pub fn set_idle_policy(policy: IdlePolicy) {
+    let code = IdlePolicy::ALL.iter().position(|&p| p == policy).unwrap_or(1);
+    IDLE_POLICY.store(code as u8, Ordering::Relaxed);
+}
+
+/// What idle CPUs do.
+pub fn idle_policy() -> IdlePolicy {
+    IdlePolicy::ALL[IDLE_POLICY.load(Ordering::Relaxed) as usize % IdlePolicy::ALL.len()]
+}
+
+/// The haltpoll governor's bounds (Linux's haltpoll defaults where it has
+/// one: a 200 µs window, grown from 50 µs). The advance starts at the
+/// halt wake-up cost seen on this project's host (tens of µs) and is
+/// learnt from every halt the early timer ends.
+fn idle_bounds() -> Bounds {
+    Bounds {
+        window_start: timer::us_to_tsc(50),
+        window_max: timer::us_to_tsc(200),
+        advance_start: timer::us_to_tsc(60),
+        advance_min: timer::us_to_tsc(10),
+        advance_max: timer::us_to_tsc(300),
+    }
+}
+
+/// Polls need_resched with interrupts on (the polling flag set: wakers
+/// skip the IPI) until the TSC reaches `until`; returns masked, with
+/// whether need_resched was seen.
+fn idle_poll_until(until: u64) -> bool {
+    let this = percpu::this();
+    cpu::enable_interrupts();
+    let woken = idle::poll_while(&this.polling, &this.need_resched, || until == u64::MAX || timer::now_tsc() < until);
+    cpu::disable_interrupts();
+    woken
+}
+
+/// The idle loop of this CPU (its boot context, after boot): runs the
+/// scheduler when something is runnable; else, as the idle policy says
+/// (`logic::idle`), halts in the ring-0 shim (masked: an interrupt that
+/// arrives wakes the halt and runs at the unmask), polls at CPL3, or
+/// both: polls for an adaptive window, then halts with the timer
+/// programmed early by the learnt wake-up cost and polls the rest.
+pub fn idle_loop() -> ! {
+    let policy = idle_policy();
+    let bounds = idle_bounds();
+    let mut governor = Governor::new(&bounds);
+    let this = percpu::this();
+    let cpu = this.cpu_id() as usize;
+    loop {
+        cpu::disable_interrupts();
+        if percpu::need_resched() {
+            schedule_loop(Switch::Preempt);
+            cpu::enable_interrupts();
+            continue;
+        }
+        let entered = timer::now_tsc();
+        let deadline = RQS[cpu].lock().armed_deadline_tsc;
+        match governor.plan(policy, entered, deadline) {
+            Step::Poll { until } => {
+                idle_poll_until(until);
+            }
+            Step::PollThenHalt { poll_until, early } => {
+                if poll_until > entered && idle_poll_until(poll_until) {
+                    cpu::enable_interrupts();
+                    continue;
+                }
+                if let Some(e) = early {
+                    if timer::now_tsc() >= e {
+                        // The window ran up to the early deadline: no halt.
+                        idle_poll_until(deadline.saturating_add(governor.advance()));
+                        cpu::enable_interrupts();
+                        continue;
+                    }
+                    // The hardware timer only: the run queue keeps the real
+                    // deadline, which the early interrupt re-arms.
+                    apic::set_tsc_deadline(e);
+                }
+                if !percpu::need_resched() {
+                    this.idle_halts.fetch_add(1, Ordering::Relaxed);
+                    cpu::idle_halt();
+                }
+                cpu::enable_interrupts();
+                let woke = timer::now_tsc();
+                let until = governor.after_halt(&bounds, entered, woke, early, deadline);
+                if until > woke && !percpu::need_resched() {
+                    cpu::disable_interrupts();
+                    idle_poll_until(until);
+                }
+            }
+        }
+        cpu::enable_interrupts();
+    }
+}
