@@ -58,7 +58,7 @@
 /// "RTSWITCH" in little-endian ASCII: identifies every structure of this ABI.
 pub const ABI_MAGIC: u64 = u64::from_le_bytes(*b"RTSWITCH");
 /// Bumped on any incompatible change of a structure or a protocol here.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// ELF note name (with its NUL, as ELF notes store it).
 pub const NOTE_NAME: &[u8] = b"rtswitch\0";

@@ -373,6 +373,29 @@ pub struct WorstSample {
     pub cycle: u64,
 }
 
+/// Operations of the guest that exit to the hypervisor, counted per CPU
+/// by cause (docs/latency.md, "Exits"). Each costs tens of µs where the
+/// host emulates them, so an exit between a timer interrupt and the
+/// thread it wakes adds straight to that thread's latency.
+pub mod exit_cause {
+    /// A write of the LAPIC timer (arming or disarming it; MMIO).
+    pub const TIMER: usize = 0;
+    /// An EOI written to the LAPIC (PV EOI off, or KVM said it was needed).
+    pub const EOI: usize = 1;
+    /// A write of the interrupt command register (an IPI; MMIO).
+    pub const IPI: usize = 2;
+    /// A doorbell (hypercall, console; MMIO).
+    pub const DOORBELL: usize = 3;
+    /// An entry into the ring-0 shim (halt, MSR access, ...).
+    pub const SHIM: usize = 4;
+    /// Causes counted.
+    pub const COUNT: usize = 5;
+    /// Slots in a record (the rest stay 0).
+    pub const SLOTS: usize = 8;
+    /// Names, by cause, as reports print them.
+    pub const NAMES: [&str; COUNT] = ["timer", "eoi", "ipi", "doorbell", "shim"];
+}
+
 /// The fixed part of a CPU record.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -403,6 +426,14 @@ pub struct CpuLatencyHeader {
     /// Cycle numbers of the first [`OVERFLOW_LOG`] thread-latency
     /// overflows (`thread.overflow` counts all of them).
     pub overflow_cycles: [u64; OVERFLOW_LOG],
+    /// Exits this CPU made, by [`exit_cause`], from the activation before
+    /// each one recorded here up to it: per activation, on average,
+    /// `exits[c] / samples`.
+    pub exits: [u64; exit_cause::SLOTS],
+    /// Of those, the exits made between the entry of the timer interrupt
+    /// that served an activation's deadline and the thread running (none
+    /// counted for an activation no timer interrupt served).
+    pub path_exits: [u64; exit_cause::SLOTS],
 }
 
 const fn align_up(v: usize, a: usize) -> usize {
@@ -467,7 +498,7 @@ const _: () = {
     assert!(core::mem::size_of::<EpochHeader>() == 32);
     assert!(core::mem::size_of::<HistSummary>() == 40);
     assert!(core::mem::size_of::<WorstSample>() == 72);
-    assert!(core::mem::size_of::<CpuLatencyHeader>() == 24 + 120 + 72 + 32 + 8 * OVERFLOW_LOG);
+    assert!(core::mem::size_of::<CpuLatencyHeader>() == 24 + 120 + 72 + 32 + 8 * OVERFLOW_LOG + 16 * exit_cause::SLOTS);
     assert!(core::mem::size_of::<TraceEntry>() == 32);
     assert!(core::mem::size_of::<StopReport>() == 88 + 32 * TRACE_LEN);
     assert!(

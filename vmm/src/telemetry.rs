@@ -60,7 +60,7 @@ use switcher::abi::ABI_MAGIC;
 use switcher::profile::Profile;
 use switcher::telemetry::{
     CpuLatencyHeader, EPOCH_SLOTS, EpochHeader, EpochKind, Layout, LoadKind, OVERFLOW_LOG, StopReport, TASK_NAME_LEN,
-    TelemetryHeader, WRITABLE_EPOCHS, WorstSample, final_check, overdue_periods, trace_kind,
+    TelemetryHeader, WRITABLE_EPOCHS, WorstSample, exit_cause, final_check, overdue_periods, trace_kind,
 };
 use vm_memory::{ByteValued, Bytes, GuestAddress};
 
@@ -244,6 +244,11 @@ pub struct CpuSnapshot {
     /// Cycle numbers of thread-latency overflows (the first few of each
     /// epoch; `thread.overflow()` counts them all).
     pub overflow_cycles: Vec<u64>,
+    /// Exits the CPU made over the recorded activations, by
+    /// `switcher::telemetry::exit_cause`, and those of them between a
+    /// serving timer interrupt and its thread.
+    pub exits: [u64; exit_cause::COUNT],
+    pub path_exits: [u64; exit_cause::COUNT],
 }
 
 /// Overflow cycle numbers kept per CPU when epochs merge.
@@ -270,6 +275,10 @@ impl CpuSnapshot {
         }
         self.steal_ns = self.steal_ns.saturating_add(other.steal_ns);
         self.max_net_ns = self.max_net_ns.max(other.max_net_ns);
+        for c in 0..exit_cause::COUNT {
+            self.exits[c] = self.exits[c].saturating_add(other.exits[c]);
+            self.path_exits[c] = self.path_exits[c].saturating_add(other.path_exits[c]);
+        }
         if other.samples > 0 {
             self.last_thread_ns = other.last_thread_ns;
             self.last_irq_ns = other.last_irq_ns;
@@ -780,6 +789,8 @@ fn decode_record(buf: &[u8], layout: &Layout) -> Result<CpuSnapshot, String> {
         last_thread_ns: h.last_thread_ns,
         last_irq_ns: h.last_irq_ns,
         overflow_cycles: h.overflow_cycles[..logged].to_vec(),
+        exits: core::array::from_fn(|c| h.exits[c]),
+        path_exits: core::array::from_fn(|c| h.path_exits[c]),
     })
 }
 
@@ -800,6 +811,8 @@ impl CpuSnapshot {
             last_thread_ns: 0,
             last_irq_ns: 0,
             overflow_cycles: Vec::new(),
+            exits: [0; exit_cause::COUNT],
+            path_exits: [0; exit_cause::COUNT],
         }
     }
 
@@ -1045,6 +1058,8 @@ pub mod synth {
             last_thread_ns: 0,
             last_irq_ns: 0,
             overflow_cycles: [0; switcher::telemetry::OVERFLOW_LOG],
+            exits: [3, 0, 1, 0, 0, 0, 0, 0],
+            path_exits: [1, 0, 0, 0, 0, 0, 0, 0],
         };
         let at = ADDR + layout.record(slot, cpu) as u64;
         mem.write_obj(Abi(h), GuestAddress(at)).unwrap();

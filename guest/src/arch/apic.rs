@@ -22,6 +22,7 @@
 use super::{cpu, irqflags, percpu, shim};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use switcher::abi::{LAPIC_ADDR, vector};
+use switcher::telemetry::exit_cause;
 
 /// xAPIC register offsets.
 const REG_ID: usize = 0x20;
@@ -120,6 +121,7 @@ pub fn eoi() {
     if percpu::this().pv_eoi.fetch_and(!1, Ordering::AcqRel) & 1 != 0 {
         return;
     }
+    percpu::count_exit(exit_cause::EOI);
     write(REG_EOI, 0);
 }
 
@@ -128,9 +130,23 @@ pub fn eoi() {
 /// are visible to the target's handler (the MMIO write is ordered after
 /// them: x86 keeps stores in order, and an uncached write is not posted
 /// ahead of earlier ones).
+///
+/// The ICR's high half keeps what was last written to it, so a send to the
+/// destination this CPU last wrote there skips that write: one exit per
+/// IPI instead of two. (Masked: an interrupt handler that sends an IPI in
+/// between cannot leave the cache and the register apart.)
 fn send(apic_id: u32, command: u32) {
     let was = irqflags::save();
-    write(REG_ICR_HIGH, apic_id << 24);
+    let this = percpu::this();
+    let dest = apic_id << 24;
+    // A shorthand (self, all but self) ignores the destination field.
+    let shorthand = command & (ICR_SELF | ICR_ALL_EXCLUDING_SELF) != 0;
+    if !shorthand && this.icr_dest.load(Ordering::Relaxed) != dest {
+        percpu::count_exit(exit_cause::IPI);
+        write(REG_ICR_HIGH, dest);
+        this.icr_dest.store(dest, Ordering::Relaxed);
+    }
+    percpu::count_exit(exit_cause::IPI);
     write(REG_ICR_LOW, command);
     irqflags::restore(was);
 }
@@ -147,9 +163,13 @@ pub fn broadcast_ipi(vector: u8) {
 }
 
 /// Sends an NMI to the CPU with APIC id `apic_id` (the panic path's stop
-/// signal: it gets through to CPUs that run masked, or in the shim).
+/// signal: it gets through to CPUs that run masked, or in the shim). It
+/// writes both halves whatever the cache says: the panic path may run in
+/// an NMI that interrupted a send, and then leaves the cache unknown.
 pub fn send_nmi(apic_id: u32) {
+    percpu::this().icr_dest.store(u32::MAX, Ordering::Relaxed);
     send(apic_id, ICR_DELIVERY_NMI | ICR_LEVEL_ASSERT);
+    percpu::this().icr_dest.store(u32::MAX, Ordering::Relaxed);
 }
 
 /// Raises `vector` on this CPU.
@@ -207,11 +227,19 @@ pub fn set_timer_khz(timer_khz: u64, tsc_khz: u64) {
     TIMER_TICKS_PER_TSC_FP32.store(fp as u64, Ordering::Relaxed);
 }
 
+/// How far ahead, in TSC ticks, the timer's counter reaches (a deadline
+/// farther away fires at the end of that range).
+pub fn timer_reach_tsc() -> u64 {
+    let fp = TIMER_TICKS_PER_TSC_FP32.load(Ordering::Relaxed).max(1);
+    ((u128::from(u32::MAX) << 32) / u128::from(fp)).min(u128::from(u64::MAX)) as u64
+}
+
 /// Arms this CPU's one-shot timer to fire at TSC value `deadline_tsc` (0
 /// disarms; a deadline already past fires at once; one beyond the
 /// counter's range fires early, and the timer code re-arms). One MMIO write.
 #[inline]
 pub fn set_tsc_deadline(deadline_tsc: u64) {
+    percpu::count_exit(exit_cause::TIMER);
     if deadline_tsc == 0 {
         write(REG_TIMER_INITIAL, 0);
         return;

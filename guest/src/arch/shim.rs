@@ -215,6 +215,7 @@ pub fn gate_address() -> u64 {
 /// (`u64::MAX`: refused). From either ring (at CPL0 the gate runs on the
 /// current stack).
 fn call(service: usize, a: u64, b: u64) -> u64 {
+    percpu::count_exit(switcher::telemetry::exit_cause::SHIM);
     // SAFETY: `shim_enter` is the gate's one `ud2`, which the #UD handler
     // turns into a call of the service; it follows the C ABI.
     unsafe { shim_enter(service as u64, a, b) }

@@ -13,6 +13,7 @@ use switcher::abi::DOORBELL_ADDR;
 
 /// Writes `value` to doorbell `register`: one exit to the VMM.
 pub fn ring(register: u64, value: u64) {
+    crate::arch::percpu::count_exit(switcher::telemetry::exit_cause::DOORBELL);
     fence(Ordering::SeqCst);
     // SAFETY: the doorbell page is mapped (uncached, user-accessible) by
     // the boot and kernel page tables and backed by nothing: the write

@@ -9,7 +9,7 @@
 //!
 //! | vector        | source                         | action                    |
 //! |---------------|--------------------------------|---------------------------|
-//! | TIMER         | this CPU's TSC-deadline timer  | wake expired sleepers     |
+//! | TIMER         | this CPU's one-shot timer      | wake expired sleepers (EOI maybe owed to the re-arm) |
 //! | RESCHED_IPI   | a waker on another CPU (or self) | none: the exit path schedules |
 //! | WAKEUP_IPI    | boot handshake                 | count                     |
 //! | HOST_REQUEST  | the VMM (MSI)                  | note shutdown, wake control and the switch |
@@ -44,7 +44,12 @@ fn dispatch(vector: u8) {
     let this = percpu::this();
     let counters = &this.irq;
     match vector {
-        vector::TIMER => sched::on_timer_interrupt(),
+        vector::TIMER => {
+            if !sched::on_timer_interrupt() {
+                // Owed with the timer's re-arm (`logic::clockevent`).
+                return;
+            }
+        }
         vector::RESCHED_IPI => {
             this.resched_ipi.fetch_add(1, Ordering::Relaxed);
         }

@@ -27,6 +27,9 @@
 //! - [`rtmutex`]: the rt lock (wake and take, steal, PI, freeze back-out);
 //! - [`mainline_lock`]: the mainline lock (preempt-off spin, freeze
 //!   back-out);
+//! - [`clockevent`]: when to write a CPU's one-shot timer (arm only for
+//!   an earlier deadline, re-arm after the task a timer woke, stale
+//!   interrupts, the idle loop serving its own deadline);
 //! - [`freezer`]: freeze request, safe points, census and thaw;
 //! - [`idle`]: the idle policies, the haltpoll governor (poll window,
 //!   timer advance) and the polling flag that spares a polling CPU the
@@ -35,6 +38,7 @@
 //!   accounting.
 
 pub mod atomic;
+pub mod clockevent;
 pub mod freezer;
 pub mod idle;
 pub mod mainline_lock;

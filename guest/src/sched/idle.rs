@@ -4,9 +4,9 @@
 //! `logic::idle`; this file runs them on the run queues, the TSC, the
 //! LAPIC timer and the shim's halt.
 
-use super::scheduler::{RQS, Switch, schedule_loop};
+use super::scheduler::{Switch, schedule_loop};
 use super::timer;
-use crate::arch::{apic, cpu, percpu};
+use crate::arch::{cpu, percpu};
 use crate::logic::idle::{self, Bounds, Governor, IdlePolicy, Step};
 use core::sync::atomic::{AtomicU8, Ordering};
 
@@ -55,13 +55,14 @@ fn idle_poll_until(until: u64) -> bool {
 /// (`logic::idle`), halts in the ring-0 shim (masked: an interrupt that
 /// arrives wakes the halt and runs at the unmask), polls at CPL3, or
 /// both: polls for an adaptive window, then halts with the timer
-/// programmed early by the learnt wake-up cost and polls the rest.
+/// programmed early by the learnt wake-up cost, polls the rest and serves
+/// the deadline itself when the TSC reaches it (no interrupt, no re-arm
+/// between it and the woken thread: `logic::clockevent`).
 pub fn idle_loop() -> ! {
     let policy = idle_policy();
     let bounds = idle_bounds();
     let mut governor = Governor::new(&bounds);
     let this = percpu::this();
-    let cpu = this.cpu_id() as usize;
     loop {
         cpu::disable_interrupts();
         if percpu::need_resched() {
@@ -70,10 +71,15 @@ pub fn idle_loop() -> ! {
             continue;
         }
         let entered = timer::now_tsc();
-        let deadline = RQS[cpu].lock().armed_deadline_tsc;
+        let deadline = timer::idle_next_deadline();
         match governor.plan(policy, entered, deadline) {
             Step::Poll { until } => {
-                idle_poll_until(until);
+                // Poll up to the deadline and serve it here (no
+                // interrupt); without one, until something is runnable.
+                let to = if deadline != 0 { until.min(deadline) } else { until };
+                if !idle_poll_until(to) && deadline != 0 {
+                    timer::expire_from_idle();
+                }
             }
             Step::PollThenHalt { poll_until, early } => {
                 if poll_until > entered && idle_poll_until(poll_until) {
@@ -83,13 +89,16 @@ pub fn idle_loop() -> ! {
                 if let Some(e) = early {
                     if timer::now_tsc() >= e {
                         // The window ran up to the early deadline: no halt.
-                        idle_poll_until(deadline.saturating_add(governor.advance()));
+                        if !idle_poll_until(deadline) {
+                            timer::expire_from_idle();
+                        }
                         cpu::enable_interrupts();
                         continue;
                     }
                     // The hardware timer only: the run queue keeps the real
-                    // deadline, which the early interrupt re-arms.
-                    apic::set_tsc_deadline(e);
+                    // deadline, which this loop serves by polling once the
+                    // early interrupt came.
+                    timer::arm_early_for_idle(e);
                 }
                 if !percpu::need_resched() {
                     this.idle_halts.fetch_add(1, Ordering::Relaxed);
@@ -99,8 +108,12 @@ pub fn idle_loop() -> ! {
                 let woke = timer::now_tsc();
                 let until = governor.after_halt(&bounds, entered, woke, early, deadline);
                 if until > woke && !percpu::need_resched() {
+                    // The early timer woke it: poll the rest and serve the
+                    // deadline here.
                     cpu::disable_interrupts();
-                    idle_poll_until(until);
+                    if !idle_poll_until(deadline) {
+                        timer::expire_from_idle();
+                    }
                 }
             }
         }

@@ -9,12 +9,15 @@
 //! - bit p of `bitmap` is set iff list p is non-empty;
 //! - a task is on the timer list iff `wake_deadline_tsc != 0`, and then
 //!   it is Blocked (every Blocked -> Runnable transition removes it);
-//! - `armed_deadline_tsc` is what the TSC-deadline MSR holds (0: none), or
-//!   later than that while a stale earlier timer IRQ is still to come.
+//! - `armed_deadline_tsc` is the deadline the one-shot timer was last
+//!   written for (0: none since it last fired); `clock` says when to write
+//!   it (`logic::clockevent`).
 //!
 //! Only tasks pinned to this CPU are ever linked here.
 
 use super::task::{MAX_PRIO, Task};
+use crate::arch::{apic, cpu};
+use crate::logic::clockevent::ClockEvent;
 use core::ptr;
 
 const LISTS: usize = MAX_PRIO as usize + 1;
@@ -28,6 +31,7 @@ pub(super) struct RunQueue {
     pub idle: *const Task,
     timers: *const Task,
     pub armed_deadline_tsc: u64,
+    pub clock: ClockEvent,
 }
 
 // SAFETY: the raw pointers point into the static task table; the run
@@ -44,6 +48,7 @@ impl RunQueue {
             idle: ptr::null(),
             timers: ptr::null(),
             armed_deadline_tsc: 0,
+            clock: ClockEvent::new(),
         }
     }
 
@@ -194,6 +199,32 @@ impl RunQueue {
             n.wake_deadline_tsc = 0;
             Some(t)
         }
+    }
+
+    /// The highest priority on the timer list (0: none).
+    pub fn timer_max_prio(&self) -> u8 {
+        let mut max = 0;
+        let mut t = self.timers;
+        // SAFETY: as in `timer_pop_expired`.
+        unsafe {
+            while !t.is_null() {
+                max = max.max((*t).prio());
+                t = (*t).node().timer_next;
+            }
+        }
+        max
+    }
+
+    /// Decides a write of the timer for the earliest sleeper (or the
+    /// watchdog's check), when the timer is not armed for an equal or
+    /// earlier deadline, and records it as armed: the deadline to write
+    /// once the lock is dropped (`apic::set_tsc_deadline`; module doc of
+    /// `logic::clockevent`).
+    pub fn arm_for_next(&mut self) -> Option<u64> {
+        let d = self.clock.to_arm(self.next_deadline(), self.armed_deadline_tsc)?;
+        self.armed_deadline_tsc = d;
+        self.clock.programmed(cpu::rdtsc_ordered(), d, apic::timer_reach_tsc());
+        Some(d)
     }
 
     /// The earliest deadline on the timer list (0: none).

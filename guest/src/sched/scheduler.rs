@@ -95,12 +95,23 @@ fn schedule_once(how: Switch) {
             Switch::Block => {}
         }
     }
+    // The timer re-arm owed when this task leaves, and the EOI owed with
+    // it (`logic::clockevent`); written once the run-queue lock is
+    // dropped, interrupts still off.
+    rq.clock.idle_serves = false;
+    let (arm, eoi) = if rq.clock.rearm_due(ptr::from_ref(prev) as usize) {
+        (rq.arm_for_next(), core::mem::take(&mut rq.clock.eoi_owed))
+    } else {
+        (None, false)
+    };
     let next = match rq.pick() {
         Some(t) => t,
         // SAFETY: `idle` points into the static task table (init_cpu).
         None => unsafe { &*rq.idle },
     };
     if ptr::eq(next, prev) {
+        drop(rq);
+        pay_timer(eoi, arm);
         return;
     }
     rq.curr = next;
@@ -113,11 +124,23 @@ fn schedule_once(how: Switch) {
     // here and this CPU runs `prev`), so its saved rsp is stable.
     let next_rsp = unsafe { *next.saved_rsp.get() };
     drop(rq);
+    pay_timer(eoi, arm);
     // SAFETY: interrupts are off; `next_rsp` was saved by this function
     // (or built by `initial_stack`) for `next`; `prev_rsp` is prev's slot.
     let prev = unsafe { sched_context_switch(prev_rsp, next_rsp, ptr::from_ref(prev) as usize) };
     // SAFETY: the switch returns the task it switched away from.
     finish_switch(unsafe { &*(prev as *const Task) });
+}
+
+/// The timer's owed EOI and re-arm (`schedule_once`), outside the
+/// run-queue lock, interrupts off.
+fn pay_timer(eoi: bool, arm: Option<u64>) {
+    if eoi {
+        apic::eoi();
+    }
+    if let Some(d) = arm {
+        apic::set_tsc_deadline(d);
+    }
 }
 
 /// After a switch, on the new task's stack: `prev` no longer uses its

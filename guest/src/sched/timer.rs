@@ -3,13 +3,18 @@
 //!
 //! Each CPU keeps its sleepers on its run queue's timer list (sorted by
 //! deadline) and programs its LAPIC one-shot timer (`arch::apic`: a TSC
-//! deadline converted to timer ticks, one MMIO write) to the earliest one. A sleeper is Blocked with `wake_deadline_tsc != 0`; the
-//! timer interrupt (or an early `wake_up`) takes it off the list and makes
-//! it Runnable. There is no periodic tick.
+//! deadline converted to timer ticks, one MMIO write, an exit) to the
+//! earliest one, when and only when `logic::clockevent`'s rules say so. A
+//! sleeper is Blocked with `wake_deadline_tsc != 0`; the timer interrupt
+//! (or an early `wake_up`, or an idle CPU that polled up to the deadline)
+//! takes it off the list and makes it Runnable. There is no periodic tick.
 //!
 //! ```text
-//! sleep_until(d): [rq lock] insert(d), Blocked, arm if earliest  -> schedule
-//! timer IRQ:      [rq lock] now = rdtsc; wake every d <= now; arm next
+//! sleep_until(d):  [rq lock] insert(d), Blocked, re-arm owed -> schedule
+//! schedule:        [rq lock] re-arm due? decide; [unlocked] write; switch
+//! timer IRQ:       [rq lock] stale? return; wake every d <= now; re-arm
+//!                  now, or when the woken top task leaves; [unlocked] write
+//! idle at d:       the same wake-up, without the interrupt
 //! ```
 //!
 //! Timer IRQ hot path, with one sleeper woken: rdtsc, probe check (~5),
@@ -27,12 +32,15 @@
 //! with interrupts off), so plain Relaxed atomics suffice.
 
 use super::preempt::might_sleep;
+use super::runqueue::RunQueue;
 use super::scheduler::{RQS, schedule, set_current_blocked, wake_locked};
 use super::task::{Task, current};
 use crate::arch::{apic, cpu, percpu};
 use crate::hv::boot_info;
+use crate::logic::clockevent::Rearm;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use switcher::abi::MAX_CPUS;
+use switcher::telemetry::exit_cause;
 
 /// One CPU's capture of the timer IRQ that served a watched deadline
 /// (module doc). Written only on its own CPU.
@@ -50,6 +58,8 @@ pub struct TimerProbe {
     preempt_count: AtomicU32,
     /// Whether that IRQ had arrived while interrupts were soft-masked.
     deferred: AtomicBool,
+    /// This CPU's exit counts (`percpu::exits_now`) at that IRQ's entry.
+    exits_at_entry: [AtomicU64; exit_cause::COUNT],
 }
 
 /// What the timer IRQ serving a watched deadline saw at its entry.
@@ -63,6 +73,8 @@ pub struct TimerCapture {
     /// The IRQ arrived while the interrupted code had interrupts
     /// soft-masked and ran at its unmask.
     pub deferred: bool,
+    /// This CPU's exit counts, by cause, at the IRQ's entry.
+    pub exits_at_entry: [u64; exit_cause::COUNT],
 }
 
 impl TimerCapture {
@@ -89,6 +101,7 @@ impl TimerProbe {
             locks_held: AtomicU32::new(0),
             preempt_count: AtomicU32::new(0),
             deferred: AtomicBool::new(false),
+            exits_at_entry: [const { AtomicU64::new(0) }; exit_cause::COUNT],
         }
     }
 
@@ -113,6 +126,7 @@ impl TimerProbe {
             locks_held: self.locks_held.load(Ordering::Relaxed),
             preempt_count: self.preempt_count.load(Ordering::Relaxed),
             deferred: self.deferred.load(Ordering::Relaxed),
+            exits_at_entry: core::array::from_fn(|i| self.exits_at_entry[i].load(Ordering::Relaxed)),
         })
     }
 
@@ -142,6 +156,9 @@ impl TimerProbe {
         self.locks_held.store(locks, Ordering::Relaxed);
         self.preempt_count.store(percpu::preempt_count(), Ordering::Relaxed);
         self.deferred.store(crate::arch::irqflags::replaying(), Ordering::Relaxed);
+        for (slot, n) in self.exits_at_entry.iter().zip(percpu::exits_now()) {
+            slot.store(n, Ordering::Relaxed);
+        }
         self.captured_deadline_tsc.store(watch, Ordering::Relaxed);
         self.watch_tsc.store(0, Ordering::Relaxed);
     }
@@ -184,11 +201,13 @@ pub fn sleep_until(deadline_tsc: u64) -> bool {
         slept = true;
         {
             let mut rq = RQS[cpu].lock_irqsave();
-            let earliest = rq.timer_insert(me, deadline_tsc);
+            rq.timer_insert(me, deadline_tsc);
             set_current_blocked();
-            if earliest && (rq.armed_deadline_tsc == 0 || deadline_tsc < rq.armed_deadline_tsc) {
-                rq.armed_deadline_tsc = deadline_tsc;
-                apic::set_tsc_deadline(deadline_tsc);
+            // Armed by the context switch away from here, after the
+            // run-queue lock is dropped (`logic::clockevent`), unless a
+            // task the timer woke, still to run, re-arms when it leaves.
+            if rq.clock.rearm == Rearm::None {
+                rq.clock.rearm = Rearm::Now;
             }
         }
         schedule();
@@ -204,10 +223,21 @@ pub fn sleep_us(us: u64) {
     let _ = sleep_until(now_tsc().saturating_add(us_to_tsc(us)));
 }
 
-/// The timer interrupt (`vector::TIMER`; interrupts off, EOI by the
-/// caller): wakes every sleeper whose deadline has passed, re-arms for the
-/// next one, and marks need_resched if a woken task outranks `curr`.
-pub fn on_timer_interrupt() {
+/// Slack of the stale-interrupt test (`logic::clockevent`): 10 µs, for
+/// the conversion between TSC and timer ticks.
+fn stale_slack() -> u64 {
+    us_to_tsc(10)
+}
+
+/// The timer interrupt (`vector::TIMER`; interrupts off): wakes every
+/// sleeper whose deadline has passed, marks need_resched if a woken task
+/// outranks `curr`, and re-arms the timer unless the rules of
+/// `logic::clockevent` say not to (a stale interrupt, the idle loop's
+/// early one, or a woken task that no sleeper outranks: then it is armed
+/// when that task leaves the CPU). Returns whether the caller EOIs now
+/// (`false`: the EOI is owed with the re-arm).
+#[must_use]
+pub fn on_timer_interrupt() -> bool {
     // First thing: the entry TSC (also `now` for expiry: a deadline that
     // passes while the lock is taken fires again at once after re-arming).
     let now = now_tsc();
@@ -215,36 +245,150 @@ pub fn on_timer_interrupt() {
     let this = percpu::this();
     let cpu = this.cpu_id() as usize;
     crate::sched::watchdog::on_timer_interrupt(cpu, now);
-    let mut rq = RQS[cpu].lock();
-    let armed = rq.armed_deadline_tsc;
-    PROBES[cpu].on_timer_entry(now, armed);
-    if armed != 0 && now >= armed {
-        let late = now - armed;
-        this.last_timer_late_tsc.store(late, Ordering::Relaxed);
-        if late > this.max_timer_late_tsc.load(Ordering::Relaxed) {
-            this.max_timer_late_tsc.store(late, Ordering::Relaxed);
-        }
-    }
     this.timer_irqs.fetch_add(1, Ordering::Relaxed);
+    let arm = {
+        let mut rq = RQS[cpu].lock();
+        if rq.clock.is_stale(now, stale_slack()) {
+            // Raised for an earlier programming: the timer still counts.
+            rq.clock.stale += 1;
+            return true;
+        }
+        rq.clock.fired();
+        let armed = core::mem::take(&mut rq.armed_deadline_tsc);
+        PROBES[cpu].on_timer_entry(now, armed);
+        if armed != 0 && now >= armed {
+            let late = now - armed;
+            this.last_timer_late_tsc.store(late, Ordering::Relaxed);
+            if late > this.max_timer_late_tsc.load(Ordering::Relaxed) {
+                this.max_timer_late_tsc.store(late, Ordering::Relaxed);
+            }
+        }
+        // The watchdog's check deadline keeps the timer armed on a CPU
+        // whose tasks cannot run (nothing else would ever fire the timer
+        // there).
+        rq.clock.check = crate::sched::watchdog::with_check_deadline(cpu, 0);
+        let next = rq.next_deadline();
+        if core::mem::take(&mut rq.clock.idle_serves) && next > now {
+            // The idle loop's early interrupt: it polls to the deadline and
+            // serves it (`expire_from_idle`); leaving idle re-arms.
+            if rq.clock.rearm == Rearm::None {
+                rq.clock.rearm = Rearm::Now;
+            }
+            return true;
+        }
+        match expire(&mut rq, now, this) {
+            Expiry::Arm(d) => Some(d),
+            Expiry::Nothing => None,
+            Expiry::Deferred => {
+                rq.clock.eoi_owed = true;
+                return false;
+            }
+        }
+    };
+    if let Some(d) = arm {
+        apic::set_tsc_deadline(d);
+    }
+    true
+}
+
+/// What [`expire`] decided for the timer.
+enum Expiry {
+    /// Write it for this deadline once the lock is dropped.
+    Arm(u64),
+    /// Nothing to write.
+    Nothing,
+    /// Armed when the task the timer woke leaves the CPU.
+    Deferred,
+}
+
+/// Wakes every sleeper due at `now` (run-queue lock held, interrupts off),
+/// marks need_resched if one outranks `curr`, and decides the re-arm
+/// (`logic::clockevent`).
+fn expire(rq: &mut RunQueue, now: u64, this: &percpu::PerCpu) -> Expiry {
     let curr_prio = rq.curr().prio();
-    let mut resched = false;
+    let mut top: Option<&'static Task> = None;
     while let Some(t) = rq.timer_pop_expired(now) {
         // The deadline is already cleared: wake_locked must not cancel it.
-        if wake_locked(&mut rq, t) && t.prio() > curr_prio {
-            resched = true;
+        if wake_locked(rq, t) && top.is_none_or(|b| t.prio() > b.prio()) {
+            top = Some(t);
         }
     }
-    // The one-shot timer is idle once it has fired: re-arm for the next
-    // deadline (also when this one came early: a conversion from TSC to
-    // timer ticks, or a deadline beyond the counter's range).
-    // The watchdog's check deadline keeps the timer armed on a CPU whose
-    // tasks cannot run (nothing else would ever fire the timer there).
-    let next = crate::sched::watchdog::with_check_deadline(cpu, rq.next_deadline());
-    rq.armed_deadline_tsc = next;
-    if next != 0 {
-        apic::set_tsc_deadline(next);
-    }
-    if resched {
+    if top.is_some_and(|t| t.prio() > curr_prio) {
         this.need_resched.store(true, Ordering::Relaxed);
     }
+    let top = top.map(|t| (core::ptr::from_ref(t) as usize, t.prio()));
+    let sleeper_max = rq.timer_max_prio();
+    if rq.clock.defer_after(top, curr_prio, sleeper_max) {
+        return Expiry::Deferred;
+    }
+    if matches!(rq.clock.rearm, Rearm::AfterTop(_)) {
+        // An earlier deferral stands: armed when its task leaves.
+        return Expiry::Nothing;
+    }
+    rq.arm_for_next().map_or(Expiry::Nothing, Expiry::Arm)
+}
+
+/// From the idle loop (interrupts off), once the TSC reached the deadline
+/// it polled for: the timer interrupt's work without the interrupt (the
+/// second half of the haltpoll governor's timer advance). Nothing when
+/// nothing is due (an interrupt served it already). The latency probe
+/// sees its entry as the interrupt's.
+pub fn expire_from_idle() {
+    let now = now_tsc();
+    let this = percpu::this();
+    let cpu = this.cpu_id() as usize;
+    let arm = {
+        let mut rq = RQS[cpu].lock();
+        let due = rq.next_deadline();
+        if due == 0 || due > now {
+            return;
+        }
+        PROBES[cpu].on_timer_entry(now, due);
+        this.idle_expiries.fetch_add(1, Ordering::Relaxed);
+        if rq.clock.rearm == Rearm::Now {
+            rq.clock.rearm = Rearm::None;
+        }
+        match expire(&mut rq, now, this) {
+            Expiry::Arm(d) => Some(d),
+            Expiry::Nothing | Expiry::Deferred => None,
+        }
+    };
+    if let Some(d) = arm {
+        apic::set_tsc_deadline(d);
+    }
+}
+
+/// The earliest sleeper's deadline on this CPU (0: none), for the idle
+/// loop's plan; arms the timer first if a re-arm is owed (an early
+/// interrupt came while nothing left the idle loop to serve it).
+pub fn idle_next_deadline() -> u64 {
+    let cpu = percpu::cpu_id() as usize;
+    let (next, arm) = {
+        let mut rq = RQS[cpu].lock();
+        let arm = if rq.clock.rearm == Rearm::Now {
+            rq.clock.rearm = Rearm::None;
+            rq.arm_for_next()
+        } else {
+            None
+        };
+        (rq.next_deadline(), arm)
+    };
+    if let Some(d) = arm {
+        apic::set_tsc_deadline(d);
+    }
+    next
+}
+
+/// From the idle loop (interrupts off), before it halts with the timer
+/// armed early (`early`, by the halt's wake-up cost) for a sleeper due at
+/// `deadline`: that early interrupt re-arms nothing, the idle loop serves
+/// the deadline by polling (`expire_from_idle`). Writes the timer.
+pub fn arm_early_for_idle(early: u64) {
+    let cpu = percpu::cpu_id() as usize;
+    {
+        let mut rq = RQS[cpu].lock();
+        rq.clock.idle_serves = true;
+        rq.clock.programmed(now_tsc(), early, apic::timer_reach_tsc());
+    }
+    apic::set_tsc_deadline(early);
 }

@@ -25,6 +25,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::telemetry::{self, Sample};
 use crate::sched::{self, now_tsc, sleep_until, us_to_tsc};
+use switcher::telemetry::exit_cause;
 
 /// The default priority: the highest in the guest, so that nothing (the
 /// switch's control thread included) keeps a measurement thread from its
@@ -77,6 +78,7 @@ fn measure_thread(cpu: usize) {
     };
     let mut cycle = 0u64;
     let mut steal_before = crate::arch::steal::steal_ns(cpu);
+    let mut exits_before = crate::arch::percpu::exits_now();
     if super::stopping() {
         // Stopped before it ever ran: every period since its start is overdue.
         telemetry::record_stalled(cpu, next);
@@ -88,6 +90,15 @@ fn measure_thread(cpu: usize) {
         steal_before = steal_now;
         sample.cycle = cycle;
         cycle += 1;
+        if sample.slept {
+            // An activation that did not sleep is filed as periods only:
+            // its exits go with the next one recorded as a sample.
+            let exits_now = crate::arch::percpu::exits_now();
+            for (c, e) in sample.exits.iter_mut().enumerate() {
+                *e = exits_now[c].wrapping_sub(exits_before[c]);
+            }
+            exits_before = exits_now;
+        }
         next += (sample.missed + 1) * interval;
         telemetry::record_sample(cpu, &sample, next);
         if stop_above != 0 && sample.thread_ns > stop_above && telemetry::write_stop(cpu, &sample) {
@@ -107,6 +118,7 @@ pub fn activation(probe: &sched::TimerProbe, next: u64, interval: u64, khz: u64)
     probe.watch(next);
     let slept = sleep_until(next);
     let now = now_tsc();
+    let exits_now = crate::arch::percpu::exits_now();
     let capture = probe.take(next);
     let late = now.saturating_sub(next);
     let missed = late / interval.max(1);
@@ -124,12 +136,17 @@ pub fn activation(probe: &sched::TimerProbe, next: u64, interval: u64, khz: u64)
         deferred: false,
         steal_ns: 0,
         cycle: 0,
+        exits: [0; exit_cause::COUNT],
+        path_exits: [0; exit_cause::COUNT],
     };
     if let Some(c) = capture {
         sample.irq_ns = Some(tsc_to_ns(c.entry_tsc.saturating_sub(next), khz));
         sample.locks_held = c.locks_held;
         sample.preempt_count = c.preempt_count;
         sample.deferred = c.deferred;
+        for (i, p) in sample.path_exits.iter_mut().enumerate() {
+            *p = exits_now[i].wrapping_sub(c.exits_at_entry[i]);
+        }
         if !c.task.is_null() {
             sample.task_addr = c.task as u64;
             sample.task_name = c.task_name();

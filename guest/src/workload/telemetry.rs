@@ -29,7 +29,8 @@ use switcher::abi::{ABI_MAGIC, MAX_CPUS};
 use switcher::profile::Profile;
 use switcher::telemetry::{
     CpuLatencyHeader, CpuMeasureState, EPOCH_SLOTS, EpochHeader, EpochKind, HistSummary, Layout, OVERFLOW_LOG,
-    RECORD_ALIGN, StopReport, TASK_NAME_LEN, TRACE_LEN, TelemetryHeader, TraceEntry, WRITABLE_EPOCHS, periods_in,
+    RECORD_ALIGN, StopReport, TASK_NAME_LEN, TRACE_LEN, TelemetryHeader, TraceEntry, WRITABLE_EPOCHS, exit_cause,
+    periods_in,
 };
 
 use super::params::Params;
@@ -77,6 +78,12 @@ pub struct Sample {
     pub steal_ns: u64,
     /// Activation number (cyclictest's cycle).
     pub cycle: u64,
+    /// Exits this CPU made since the previous recorded activation, by
+    /// `switcher::telemetry::exit_cause`.
+    pub exits: [u64; exit_cause::COUNT],
+    /// Of those, the ones between the serving timer IRQ's entry and the
+    /// thread running (all 0 when no timer IRQ served the deadline).
+    pub path_exits: [u64; exit_cause::COUNT],
 }
 
 /// Whether the region was validated and initialised.
@@ -256,6 +263,8 @@ const EMPTY_RECORD: CpuLatencyHeader = CpuLatencyHeader {
     last_thread_ns: 0,
     last_irq_ns: 0,
     overflow_cycles: [0; OVERFLOW_LOG],
+    exits: [0; exit_cause::SLOTS],
+    path_exits: [0; exit_cause::SLOTS],
 };
 
 /// Per CPU: the last `reset_gen` acted on.
@@ -605,6 +614,12 @@ fn record_activation(rec: *mut CpuLatencyHeader, layout: &Layout, s: &Sample) {
     let max_net = atomic64!((*rec).max_net_ns);
     if net > max_net.load(Ordering::Relaxed) {
         max_net.store(net, Ordering::Relaxed);
+    }
+    for c in 0..exit_cause::COUNT {
+        let e = atomic64!((*rec).exits[c]);
+        e.store(e.load(Ordering::Relaxed).saturating_add(s.exits[c]), Ordering::Relaxed);
+        let p = atomic64!((*rec).path_exits[c]);
+        p.store(p.load(Ordering::Relaxed).saturating_add(s.path_exits[c]), Ordering::Relaxed);
     }
     atomic64!((*rec).last_thread_ns).store(s.thread_ns, Ordering::Relaxed);
     atomic64!((*rec).last_irq_ns).store(s.irq_ns.unwrap_or(0), Ordering::Relaxed);

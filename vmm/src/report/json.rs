@@ -15,6 +15,7 @@
 use serde::{Deserialize, Serialize};
 use switcher::telemetry::{EpochKind, LoadKind, final_check};
 
+use super::exits::Exits;
 use super::{CpuRow, EpochRows, LoadVerdict, Measurement, ReportError, RunInfo};
 use crate::stats::{Histogram, LatencyStats};
 use crate::telemetry::Worst;
@@ -261,6 +262,8 @@ pub struct Cpu {
     pub corrected: Hist,
     /// Activation numbers of thread-latency overflows (the first few).
     pub overflow_cycles: Vec<u64>,
+    /// Exits to the hypervisor over the activations, by cause.
+    pub exits: Exits,
     pub worst: Option<WorstSample>,
     /// Why the figures are missing or from an earlier read.
     pub problem: Option<String>,
@@ -302,6 +305,8 @@ pub struct ModeTotal {
     pub samples: u64,
     pub missed: u64,
     pub steal_ns: u64,
+    /// Exits to the hypervisor over the mode's activations, by cause.
+    pub exits: Exits,
     pub irq: Hist,
     pub thread: Hist,
     pub corrected: Hist,
@@ -382,6 +387,7 @@ fn cpu(r: &CpuRow, e: &EpochRows, d: Detail) -> Cpu {
         thread: hist(&r.figures.thread, d),
         corrected: hist(&r.figures.corrected, d),
         overflow_cycles: r.figures.overflow_cycles.clone(),
+        exits: Exits::of(&r.figures),
         worst: r.figures.worst.as_ref().map(|w| worst(w, worst_cpu)),
         problem: r.problem.clone(),
     }
@@ -421,6 +427,7 @@ pub fn mode_totals(m: &Measurement, d: Detail) -> Vec<ModeTotal> {
             samples: t.all.figures.samples,
             missed: t.all.figures.missed,
             steal_ns: t.all.figures.steal_ns,
+            exits: Exits::of(&t.all.figures),
             irq: hist(&t.all.figures.irq, d),
             thread: hist(&t.all.figures.thread, d),
             corrected: hist(&t.all.figures.corrected, d),

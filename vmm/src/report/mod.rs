@@ -4,6 +4,7 @@
 //! - `status`: the live status block (once a second) or, with `--quiet`,
 //!   the progress line;
 //! - `summary`: the table printed at the end of every run that measured;
+//! - `exits`: exits to the hypervisor per activation, by cause;
 //! - `json`, `cyclictest`, `cyclictest_json`: the `--json`,
 //!   `--histogram` and `--cyclictest-json` files;
 //! - `outputs`: which files a run writes (one per mode, or a selection),
@@ -24,6 +25,7 @@
 
 pub mod cyclictest;
 pub mod cyclictest_json;
+pub mod exits;
 pub mod host_cpu;
 pub mod json;
 pub mod outputs;

@@ -210,6 +210,9 @@ pub fn render(m: &Measurement) -> String {
                 w.preempt_count
             );
         }
+        if let Some(line) = super::exits::summary_line(e.info.index, &e.all.figures) {
+            let _ = writeln!(out, "  {line}");
+        }
         let c = e.all.figures.corrected.stats();
         if c.count > 0 && e.all.figures.missed > 0 {
             let _ = writeln!(
