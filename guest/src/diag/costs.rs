@@ -1,6 +1,7 @@
 //! `platform-costs` guest argument: times, once the guest is ready, the
 //! primitives the deprivileged kernel is built on, on CPU 0 (busy, at
-//! CPL3), and prints the spread of each (TSC-timed, 200 samples):
+//! CPL3), and prints the spread of each (TSC-timed, 200 samples; 1000 for
+//! the interrupt deliveries, whose p99 the benchmark judges against):
 //!
 //! ```text
 //! cost xapic timer write: p50 24846 ns, p90 30126 ns, p99 67806 ns, min 23303 ns
@@ -21,16 +22,19 @@ use crate::println;
 use crate::sched::handler_mark;
 
 const SAMPLES: usize = 200;
+/// Samples of each interrupt delivery (8 KiB on the boot stack, 32 KiB):
+/// its p99 is the 10th largest, not the 2nd.
+const DELIVERY_SAMPLES: usize = 1000;
 
-fn report(name: &str, samples: &mut [u64; SAMPLES]) {
+fn report<const N: usize>(name: &str, samples: &mut [u64; N]) {
     samples.sort_unstable();
     let khz = crate::hv::boot_info::tsc_khz().max(1);
     let ns = |t: u64| t.saturating_mul(1_000_000) / khz;
     println!(
         "cost {name}: p50 {} ns, p90 {} ns, p99 {} ns, min {} ns",
-        ns(samples[SAMPLES / 2]),
-        ns(samples[SAMPLES * 9 / 10]),
-        ns(samples[SAMPLES * 99 / 100]),
+        ns(samples[N / 2]),
+        ns(samples[N * 9 / 10]),
+        ns(samples[N * 99 / 100]),
         ns(samples[0])
     );
 }
@@ -49,7 +53,7 @@ fn time(name: &str, mut f: impl FnMut()) {
 /// Times from `start()` (which returns the reference TSC) to the entry of
 /// the handler it causes, this CPU spinning unmasked at CPL3 meanwhile.
 fn delivery(name: &str, mut start: impl FnMut() -> u64) {
-    let mut s = [0u64; SAMPLES];
+    let mut s = [0u64; DELIVERY_SAMPLES];
     for x in s.iter_mut() {
         handler_mark::arm();
         let reference = start();
