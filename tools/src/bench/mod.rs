@@ -120,7 +120,7 @@ pub struct BenchArgs {
     /// Measured time of each latency configuration, shared out among its --slices (`5s`; a bare number is seconds); also each ablation and idle run's length (default 20s, --quick 5s).
     #[arg(long, value_name = "DURATION", value_parser = parse_secs)]
     pub duration: Option<f64>,
-    /// Interleaved slices per latency configuration, each a fresh VM of --duration / N (no shorter than 0.5 s); the slices are the latency family's repeats (default 5, --quick 3).
+    /// Interleaved slices per latency configuration, each a fresh VM of --duration / N (no shorter than 0.5 s); the slices are the latency family's repeats (default 7, --quick 5).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
     pub slices: Option<u32>,
     /// Measurement period of the latency runs in µs, or with a unit (default: the guest's).
