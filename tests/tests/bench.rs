@@ -50,7 +50,7 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
         "boot: process start -> guest ready, 2 vCPUs, no workload, 2 of 2 boots: min ",
         "latency (us, all CPUs merged; 1 s per configuration in 2 interleaved slices of 0.50 s",
         "rt gain = mainline / rt thread p99, paired per slice (above 1x rt is lower):",
-        "targets (issue 24; judged on the median over 2 slices",
+        "latency targets (judged on the median over 2 slices",
         "rt + none thread p99 / platform timer p99 (busy vCPU): ",
         "rt + cpu thread p99 / platform timer p99 (busy vCPU): ",
         "rt + locks / rt + cpu thread p99: ",

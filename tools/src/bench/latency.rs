@@ -95,7 +95,7 @@ pub struct RunFigures {
 
 /// Figures of one run about the host under it, from its `--json` report:
 /// the seam for exits per measurement activation and host stall time,
-/// which the VMM's host-noise probe will report (issue 24). Until the run
+/// which the VMM's host-noise probe will report. Until the run
 /// report carries them they stay `None` (`null` in `bench.json`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ProbeFigures {

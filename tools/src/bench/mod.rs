@@ -71,7 +71,7 @@ pub const DEFAULT_BENCH_HIST_MAX_US: u32 = 100_000;
 /// Schema version of the suite's JSON (docs/bench-json.md). 5: the
 /// latency family in interleaved slices (`latency.runs[]` hold the medians
 /// and every slice), ratios paired per slice, the platform per round, the
-/// host's cyclictest, the issue 24 targets.
+/// host's cyclictest, the latency targets.
 pub const BENCH_JSON_VERSION: u32 = 5;
 /// Target: blackout p50 under the lock load.
 pub const TARGET_BLACKOUT_P50_US: u64 = 100;

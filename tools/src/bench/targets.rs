@@ -1,4 +1,4 @@
-//! The latency targets of issue 24 ("Done when"), each judged on the
+//! The latency family's targets, each judged on the
 //! median over the latency family's slices of a ratio taken per slice
 //! (both sides measured in the same round) and printed with its measured
 //! value and `met` or `NOT MET`, never adjusted:
@@ -119,7 +119,7 @@ pub fn judge(runs: &[ConfigRuns], slices: u32, platform: &[RoundPlatform], host:
 /// family's runs, `None` when it did not run).
 pub fn render(l: &LatencyResult, idle: Option<&[IdleRun]>, vcpus: u32) -> String {
     let mut out = format!(
-        "\ntargets (issue 24; judged on the median over {} slices of a ratio taken per slice, both sides from the \
+        "\nlatency targets (judged on the median over {} slices of a ratio taken per slice, both sides from the \
          same round):\n",
         l.slices
     );
