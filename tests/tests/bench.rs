@@ -48,10 +48,16 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
         "rtswitch benchmark suite (--quick;",
         "host: ",
         "boot: process start -> guest ready, 2 vCPUs, no workload, 2 of 2 boots: min ",
-        "latency (us, all CPUs merged; 1 s per run",
-        "rt gain under lock load (mainline + locks / rt + locks): p99 ",
-        "rt near the cpu floor (rt + cpu / rt + locks): p99 ",
-        "rt gain = mainline / rt thread p99 (above 1x rt is lower): none ",
+        "latency (us, all CPUs merged; 1 s per configuration in 2 interleaved slices of 0.50 s",
+        "rt gain = mainline / rt thread p99, paired per slice (above 1x rt is lower):",
+        "latency targets (judged on the median over 2 slices",
+        "rt + none thread p99 / platform timer p99 (busy vCPU): ",
+        "rt + cpu thread p99 / platform timer p99 (busy vCPU): ",
+        "rt + locks / rt + cpu thread p99: ",
+        "rt gain under the lock load (mainline + locks / rt + locks thread p99): ",
+        "spread of that rt gain over the slices (max / min): ",
+        "guest rt + locks thread p99 / host cyclictest p99: ",
+        "host CPU of an idle 2-vCPU VM per idle policy",
         "lock throughput (lock operations per second",
         "rt, no adaptive spinning",
         "switch (4 switches per phase, 20 ms apart, 2 vCPUs, ",
@@ -70,7 +76,7 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
 
     let text = std::fs::read_to_string(out.join("bench.json")).expect("bench.json written");
     let v: Value = serde_json::from_str(&text).expect("bench.json parses");
-    assert_eq!(v["bench_version"], 4);
+    assert_eq!(v["bench_version"], 5);
     assert_eq!((v["interrupted"].as_bool(), v["not_run"].as_array().map(Vec::len)), (Some(false), Some(0)), "{text}");
     let copy: Value = serde_json::from_str(&std::fs::read_to_string(dir.0.join("suite.json")).expect("--json written"))
         .expect("--json parses");
@@ -90,14 +96,43 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
     assert!(boots.iter().all(|b| b["ready_ms"].as_f64().is_some_and(|ms| ms > 0.0)));
     let runs = v["latency"]["runs"].as_array().expect("latency runs");
     assert_eq!(runs.len(), 6);
+    let mut seqs = Vec::new();
     for run in runs {
         assert_eq!(run["exit_code"], 0, "{run}");
         assert!(run["figures"]["samples"].as_u64().is_some_and(|n| n > 0), "no samples: {run}");
+        // Every slice kept, each a run of its own with its figures.
+        let slices = run["slices"].as_array().expect("slices");
+        assert_eq!(slices.iter().map(|s| s["slice"].as_u64().unwrap()).collect::<Vec<_>>(), [0, 1], "{run}");
+        assert!(slices.iter().all(|s| s["figures"]["thread"]["p99"]["us"].is_u64()), "{run}");
+        seqs.extend(slices.iter().map(|s| (s["seq"].as_u64().unwrap(), format!("{}+{}", run["mode"], run["load"]))));
     }
-    // The table's rt + locks p99 is the JSON's, named as in the run report (`thread.p99.us`).
+    // Interleaved: slice 0 of every configuration, then slice 1, the
+    // compared pair back to back, its order reversed in the next slice.
+    seqs.sort();
+    let order: Vec<&str> = seqs.iter().map(|s| s.1.as_str()).collect();
+    assert_eq!(
+        order.join(" ").replace('"', ""),
+        "mainline+none rt+none rt+cpu mainline+cpu mainline+locks rt+locks \
+         rt+none mainline+none mainline+cpu rt+cpu rt+locks mainline+locks"
+    );
+    // The table's rt + locks p99 is the JSON's median, named as in the run report (`thread.p99.us`).
     let p99 = runs[5]["figures"]["thread"]["p99"]["us"].as_u64().expect("rt + locks p99");
     let row = r.stdout.lines().find(|l| l.trim_start().starts_with("rt + locks")).expect("rt + locks row");
-    assert_eq!(row.split_whitespace().nth(7), Some(p99.to_string().as_str()), "{row}");
+    assert_eq!(row.split_whitespace().nth(8), Some(p99.to_string().as_str()), "{row}");
+    // The platform timed once per round, and the targets judged.
+    let l = &v["latency"];
+    assert_eq!(l["platform"].as_array().map(Vec::len), Some(2), "{l}");
+    assert_eq!(l["targets"].as_array().map(Vec::len), Some(6), "{l}");
+    assert!(l["targets"].as_array().unwrap().iter().all(|t| t["verdict"].is_string()), "{l}");
+    // The host floor: cyclictest beside each rt + locks slice where it is
+    // installed, said where it is not.
+    let host = &l["host"];
+    if host["unavailable"].is_null() {
+        assert_eq!(host["runs"].as_array().map(Vec::len), Some(2), "{host}");
+        r.assert_contains("host floor: cyclictest on the host beside each rt + locks slice");
+    } else {
+        r.assert_contains("host floor: cyclictest is not installed");
+    }
 
     let tput = v["throughput"]["runs"].as_array().expect("throughput runs");
     assert_eq!(tput.len(), 3);

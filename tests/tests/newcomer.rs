@@ -140,7 +140,7 @@ fn stop_above_gives_a_verdict() {
 /// written, marked interrupted, exit code 130. The interrupt comes 1 s
 /// into the second run (once its step began, however long the first
 /// took): the first is done, the second measuring (a boot takes
-/// milliseconds here).
+/// milliseconds here; one slice per configuration, so each run lasts 2 s).
 #[test]
 fn ctrl_c_on_bench_prints_and_writes_what_finished() {
     require_kvm();
@@ -148,7 +148,20 @@ fn ctrl_c_on_bench_prints_and_writes_what_finished() {
     let dir = Scratch::new("newcomer-bench");
     let out = dir.0.join("out");
     let r = interrupt_rtswitch_when(
-        &["bench", "--quick", "--only", "latency", "--duration", "2", "--vcpus", "1", "--out", out.to_str().unwrap()],
+        &[
+            "bench",
+            "--quick",
+            "--only",
+            "latency",
+            "--duration",
+            "2",
+            "--slices",
+            "1",
+            "--vcpus",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         "latency: rt + none",
         Duration::from_secs(1),
         LIMIT,

@@ -1,22 +1,19 @@
-//! The latency family of `rtswitch bench`: six runs of the real
-//! `rtswitch run` (this executable), one after another, with the same
-//! duration, vCPUs, interval and critical section: `--load none`, `cpu`
-//! and `locks`, each in mainline and in rt. Each run's `--json` report
+//! The latency family of `rtswitch bench`: `--load none`, `cpu` and
+//! `locks`, each in mainline and in rt (six configurations), with the same
+//! vCPUs, interval and critical section. Each configuration runs as
+//! `--slices` short runs of the real `rtswitch run` (this executable, a
+//! fresh VM each) that together last `--duration`; the slices of all six
+//! are interleaved ([`super::slices`]) so that host noise, which comes and
+//! goes, lands on both sides of a comparison. Each run's `--json` report
 //! gives thread and IRQ latency (all CPUs merged over the boot mode's
 //! epochs) and the thread-latency histogram for the plot.
 //!
-//! Ratios read one way everywhere, higher is better for rt: the rt gain
-//! (mainline thread p99 / rt thread p99) for each load, and how near rt +
-//! locks stays to the rt + cpu floor (the same busy work without a lock:
-//! rt + cpu p99 / rt + locks p99, 1x at the floor). Two targets are judged
-//! on p99, never adjusted:
-//!
-//! - rt gain under lock load: mainline + locks p99 / rt + locks p99 >= 10x;
-//! - rt near the cpu floor: rt + cpu p99 / rt + locks p99 >= 1 / 1.5 (rt +
-//!   locks at most 1.5 times the floor).
-//!
-//! Maxima are shown beside them: on a host with time slicing a max is
-//! mostly host noise.
+//! A configuration's figures are the medians over its slices (with min
+//! and max); a ratio is taken per slice pair, the two runs of one slice,
+//! and summed up as its median and spread ([`super::median`]). Ratios
+//! named a gain read higher is better for rt (the rt gain: mainline thread
+//! p99 / rt thread p99); ratios against a floor read as "times the floor",
+//! lower is better. The targets judged on them are in [`super::targets`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -24,16 +21,12 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::child::run_to_json;
+use super::cyclictest::HostFigures;
+use super::median::{NumSpread, Paired, PctSpread, num_spread, pct_spread};
 use super::table::{cells, grid, opt};
+use super::targets::Target;
 use rtswitch::report::json::RunReport;
 use rtswitch::stats::Percentile;
-
-/// Target: rt thread p99 at least this many times lower than mainline's under `--load locks`.
-pub const TARGET_RT_GAIN: f64 = 10.0;
-/// Target: rt thread p99 under `--load locks` at most this many times the `--load cpu` floor.
-pub const TARGET_FLOOR_RATIO: f64 = 1.5;
-/// The same target as a gain (floor p99 / rt + locks p99, higher is better).
-pub const TARGET_FLOOR_GAIN: f64 = 1.0 / TARGET_FLOOR_RATIO;
 
 /// What every latency run shares.
 #[derive(Clone, Debug, Serialize)]
@@ -44,6 +37,21 @@ pub struct LatencyConfig {
     pub interval_us: Option<u32>,
     pub cs_us: Option<u32>,
     pub hist_max_us: u32,
+    /// Slices per configuration (the latency family; 1 for the families
+    /// that borrow these settings).
+    pub slices: u32,
+}
+
+impl LatencyConfig {
+    /// Seconds of one slice: the duration shared out.
+    pub fn slice_s(&self) -> f64 {
+        self.duration_s / f64::from(self.slices.max(1))
+    }
+
+    /// The settings of one slice's run.
+    pub fn slice(&self) -> Self {
+        Self { duration_s: self.slice_s(), slices: 1, ..self.clone() }
+    }
 }
 
 /// The six runs, in the order they are made and printed: (mode, load).
@@ -81,6 +89,27 @@ pub struct RunFigures {
     pub emulated: Option<bool>,
     /// Guest ring-0 time per calibration iteration over the host's.
     pub calib_ratio: Option<f64>,
+    /// What the run report says about the host beside the latencies.
+    pub probe: ProbeFigures,
+}
+
+/// Figures of one run about the host under it, from its `--json` report:
+/// the seam for exits per measurement activation and host stall time,
+/// which the VMM's host-noise probe will report. Until the run
+/// report carries them they stay `None` (`null` in `bench.json`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ProbeFigures {
+    /// VM exits per measurement activation.
+    pub exits_per_activation: Option<f64>,
+    /// Time the host stalled the VM, in ms.
+    pub host_stall_ms: Option<f64>,
+}
+
+impl ProbeFigures {
+    /// Reads them from a run report (none yet: see the type's comment).
+    pub fn from_report(_r: &RunReport) -> Self {
+        Self::default()
+    }
 }
 
 impl Serialize for RunFigures {
@@ -88,7 +117,8 @@ impl Serialize for RunFigures {
     /// schema of `bench.json` is docs/bench-json.md): `{samples, missed,
     /// thread: {p50, p99, max_us, overflow}, irq: {p50, p99, max_us},
     /// hist_max_us, load_check: {result}, workload: {interval_us, cs_us,
-    /// load_threads}, guest: {emulated, calib_ratio}}`.
+    /// load_threads}, guest: {emulated, calib_ratio}, probe:
+    /// {exits_per_activation, host_stall_ms}}`.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct Hist {
@@ -123,6 +153,7 @@ impl Serialize for RunFigures {
             load_check: LoadCheck<'a>,
             workload: Workload,
             guest: Guest,
+            probe: &'a ProbeFigures,
         }
         Figures {
             samples: self.samples,
@@ -138,6 +169,7 @@ impl Serialize for RunFigures {
             load_check: LoadCheck { result: &self.load_check },
             workload: Workload { interval_us: self.interval_us, cs_us: self.cs_us, load_threads: self.load_threads },
             guest: Guest { emulated: self.emulated, calib_ratio: self.calib_ratio },
+            probe: &self.probe,
         }
         .serialize(s)
     }
@@ -171,6 +203,7 @@ impl RunFigures {
             load_threads: w.map(|w| u64::from(w.load_threads)),
             emulated: g.and_then(|g| g.emulated),
             calib_ratio: g.and_then(|g| g.calib_ratio),
+            probe: ProbeFigures::from_report(r),
         })
     }
 }
@@ -311,71 +344,222 @@ pub fn at_most(r: Option<Ratio>, target: f64) -> Verdict {
     }
 }
 
-/// One of the two judged comparisons: p99 against its target, max beside it.
+/// One slice of one configuration: a run, which slice it belongs to and
+/// where it came in the family's sequence.
 #[derive(Clone, Debug, Serialize)]
-pub struct Comparison {
-    pub what: &'static str,
-    /// Run names: numerator, denominator.
-    pub num: String,
-    pub den: String,
-    pub p99: Option<Ratio>,
-    pub max: Option<f64>,
-    /// `>=` or `<=`.
-    pub target_op: &'static str,
-    pub target: f64,
-    pub verdict: Verdict,
+pub struct SliceRun {
+    /// 0-based slice (round) index.
+    pub slice: u32,
+    /// 0-based position in the order the family's runs were made.
+    pub seq: u32,
+    #[serde(flatten)]
+    pub run: RunOutcome,
 }
 
-fn find<'a>(runs: &'a [RunOutcome], mode: &str, load: &str) -> Option<&'a RunOutcome> {
-    runs.iter().find(|r| r.mode == mode && r.load == load)
+/// A figure's spread over the slices of one configuration.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FigureSpread {
+    pub thread_p50: Option<PctSpread>,
+    pub thread_p99: Option<PctSpread>,
+    pub thread_max_us: Option<NumSpread>,
+    pub irq_p50: Option<PctSpread>,
+    pub irq_p99: Option<PctSpread>,
+    pub irq_max_us: Option<NumSpread>,
 }
 
-fn compare(
-    what: &'static str,
-    runs: &[RunOutcome],
-    num: (&str, &str),
-    den: (&str, &str),
-    target_op: &'static str,
-    target: f64,
-) -> Comparison {
-    let (n, d) = (
-        find(runs, num.0, num.1).and_then(RunOutcome::figures),
-        find(runs, den.0, den.1).and_then(RunOutcome::figures),
-    );
-    let p99 = match (n.and_then(|f| f.thread_p99), d.and_then(|f| f.thread_p99)) {
-        (Some(a), Some(b)) => pct_ratio(a, b),
-        _ => None,
-    };
-    let max = match (n.and_then(|f| f.thread_max_us), d.and_then(|f| f.thread_max_us)) {
-        (Some(a), Some(b)) if b > 0 => Some(a as f64 / b as f64),
-        _ => None,
-    };
-    // A run whose load check did not pass measured nothing worth comparing.
-    let checked = [n, d].iter().all(|f| f.is_some_and(|f| f.load_check == "ok"));
-    let verdict = if !checked {
-        Verdict::Unknown
-    } else if target_op == ">=" {
-        at_least(p99, target)
+/// One configuration over its slices: `summary` holds the medians (in
+/// `bench.json` flattened into the entry, so `figures.thread.p99.us` is
+/// the median p99), `spread` each figure's median, min and max, `slices`
+/// every slice's own run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConfigRuns {
+    #[serde(flatten)]
+    pub summary: RunOutcome,
+    pub spread: FigureSpread,
+    pub slices: Vec<SliceRun>,
+}
+
+impl ConfigRuns {
+    /// Sums up one configuration's slices (any order; kept by slice index).
+    pub fn of(mode: &'static str, load: &'static str, mut slices: Vec<SliceRun>) -> Self {
+        slices.sort_by_key(|s| s.slice);
+        let figs: Vec<&RunFigures> = slices.iter().filter_map(|s| s.run.figures()).collect();
+        let pcts = |f: fn(&RunFigures) -> Option<Percentile>| {
+            pct_spread(&figs.iter().filter_map(|x| f(x)).collect::<Vec<_>>())
+        };
+        let nums = |f: fn(&RunFigures) -> Option<u64>| {
+            num_spread(&figs.iter().filter_map(|x| f(x)).map(|v| v as f64).collect::<Vec<_>>())
+        };
+        let spread = FigureSpread {
+            thread_p50: pcts(|f| f.thread_p50),
+            thread_p99: pcts(|f| f.thread_p99),
+            thread_max_us: nums(|f| f.thread_max_us),
+            irq_p50: pcts(|f| f.irq_p50),
+            irq_p99: pcts(|f| f.irq_p99),
+            irq_max_us: nums(|f| f.irq_max_us),
+        };
+        let figures = match figs.first() {
+            None => {
+                let why: Vec<String> = slices
+                    .iter()
+                    .filter_map(|s| s.run.figures.as_ref().err().map(|e| format!("slice {}: {e}", s.slice + 1)))
+                    .collect();
+                Err(if why.is_empty() { "no slice ran".to_string() } else { why.join("; ") })
+            }
+            Some(first) => Ok(median_figures(first, &figs, &spread)),
+        };
+        let exit_code = slices.iter().map(|s| s.run.exit_code).find(|c| *c != Some(0)).unwrap_or(Some(0));
+        let summary = RunOutcome {
+            mode,
+            load,
+            exit_code: if slices.is_empty() { None } else { exit_code },
+            elapsed_s: slices.iter().map(|s| s.run.elapsed_s).sum(),
+            interrupted: slices.iter().any(|s| s.run.interrupted),
+            figures,
+        };
+        Self { summary, spread, slices }
+    }
+
+    /// The slice with this index, if it gave figures whose load check
+    /// lets them count (`ok`; `not_run` too for `--load none`).
+    pub fn usable(&self, slice: u32) -> Option<&RunFigures> {
+        let f = self.slices.iter().find(|s| s.slice == slice)?.run.figures()?;
+        (f.load_check == "ok" || (self.summary.load == "none" && f.load_check == "not_run")).then_some(f)
+    }
+}
+
+/// A configuration's figures: each the median over the slices; samples,
+/// missed periods and the histogram (for the plot) summed; the load check
+/// `ok` only when every slice's was; the rest from the first slice.
+fn median_figures(first: &RunFigures, figs: &[&RunFigures], s: &FigureSpread) -> RunFigures {
+    let mut buckets: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+    for f in figs {
+        for &(us, n) in &f.thread_buckets {
+            let b = buckets.entry(us).or_default();
+            *b = b.saturating_add(n);
+        }
+    }
+    let check = |c: &str| figs.iter().any(|f| f.load_check == c);
+    let load_check = if check("violated") {
+        "violated"
+    } else if figs.iter().all(|f| f.load_check == "ok") {
+        "ok"
     } else {
-        at_most(p99, target)
+        "not_run"
     };
-    let name = |(m, l): (&str, &str)| format!("{m} + {l}");
-    Comparison { what, num: name(num), den: name(den), p99, max, target_op, target, verdict }
+    RunFigures {
+        samples: figs.iter().map(|f| f.samples).sum(),
+        missed: figs.iter().map(|f| f.missed).sum(),
+        thread_p50: s.thread_p50.map(|x| x.median),
+        thread_p99: s.thread_p99.map(|x| x.median),
+        thread_max_us: s.thread_max_us.map(|x| x.median as u64),
+        irq_p50: s.irq_p50.map(|x| x.median),
+        irq_p99: s.irq_p99.map(|x| x.median),
+        irq_max_us: s.irq_max_us.map(|x| x.median as u64),
+        thread_buckets: buckets.into_iter().collect(),
+        thread_overflow: figs.iter().map(|f| f.thread_overflow).sum(),
+        load_check: load_check.to_string(),
+        probe: ProbeFigures::default(),
+        ..first.clone()
+    }
 }
 
-/// The two judged comparisons.
-pub fn comparisons(runs: &[RunOutcome]) -> Vec<Comparison> {
-    vec![
-        compare("rt gain under lock load", runs, ("mainline", "locks"), ("rt", "locks"), ">=", TARGET_RT_GAIN),
-        compare("rt near the cpu floor", runs, ("rt", "cpu"), ("rt", "locks"), ">=", TARGET_FLOOR_GAIN),
-    ]
+fn find<'a>(runs: &'a [ConfigRuns], mode: &str, load: &str) -> Option<&'a ConfigRuns> {
+    runs.iter().find(|r| r.summary.mode == mode && r.summary.load == load)
 }
 
-/// The rt gain under one load: mainline thread p99 / rt thread p99 (above
-/// 1: rt is lower).
-pub fn rt_gain(runs: &[RunOutcome], load: &str) -> Option<Ratio> {
-    let p99 = |m| find(runs, m, load).and_then(RunOutcome::figures).and_then(|f| f.thread_p99);
-    pct_ratio(p99("mainline")?, p99("rt")?)
+/// `num` thread p99 / `den` thread p99, slice by slice (`slices` of them).
+pub fn pair(runs: &[ConfigRuns], slices: u32, num: (&str, &str), den: (&str, &str)) -> Paired {
+    let (n, d) = (find(runs, num.0, num.1), find(runs, den.0, den.1));
+    Paired::of(
+        (0..slices)
+            .map(|k| {
+                let p99 = |c: Option<&ConfigRuns>| c.and_then(|c| c.usable(k)).and_then(|f| f.thread_p99);
+                pct_ratio(p99(n)?, p99(d)?)
+            })
+            .collect(),
+    )
+}
+
+/// One load's rt gain: mainline thread p99 / rt thread p99, per slice.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoadGain {
+    pub load: String,
+    pub p99: Paired,
+}
+
+/// The rt gain under each load.
+pub fn rt_gains(runs: &[ConfigRuns], slices: u32) -> Vec<LoadGain> {
+    LOADS
+        .iter()
+        .map(|l| LoadGain { load: l.to_string(), p99: pair(runs, slices, ("mainline", l), ("rt", l)) })
+        .collect()
+}
+
+/// The platform's timer delivery to a busy vCPU, timed once per slice
+/// round (`--guest-arg platform-costs`).
+#[derive(Clone, Debug, Serialize)]
+pub struct RoundPlatform {
+    pub slice: u32,
+    pub timer_busy_p50_ns: Option<u64>,
+    pub timer_busy_p99_ns: Option<u64>,
+}
+
+/// The latency family's result.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencyResult {
+    /// Slices per configuration, and the seconds of each.
+    pub slices: u32,
+    pub slice_s: f64,
+    /// The six configurations, in table order, each over its slices.
+    pub runs: Vec<ConfigRuns>,
+    pub platform: Vec<RoundPlatform>,
+    /// The host's cyclictest beside the rt + locks slices.
+    pub host: HostFloor,
+    pub rt_gain: Vec<LoadGain>,
+    pub targets: Vec<Target>,
+}
+
+/// Host cyclictest beside the rt + locks slices.
+#[derive(Clone, Debug, Serialize)]
+pub struct HostFloor {
+    /// `null` when it ran; why not otherwise (not installed).
+    pub unavailable: Option<String>,
+    /// How it was scheduled (`SCHED_FIFO 99`, ...).
+    pub sched: Option<String>,
+    pub runs: Vec<HostRun>,
+    /// Guest rt + locks thread p99 / host p99, per slice.
+    pub guest_over_host: Paired,
+}
+
+/// One host cyclictest (one rt + locks slice).
+#[derive(Clone, Debug, Serialize)]
+pub struct HostRun {
+    pub slice: u32,
+    #[serde(flatten)]
+    pub figures: Option<HostFigures>,
+    pub error: Option<String>,
+}
+
+impl HostFloor {
+    /// The host's p99 over its runs.
+    pub fn p99(&self) -> Option<PctSpread> {
+        pct_spread(&self.runs.iter().filter_map(|r| r.figures.as_ref()?.p99).collect::<Vec<_>>())
+    }
+}
+
+/// Guest rt + locks thread p99 / host cyclictest p99, per slice.
+pub fn guest_over_host(runs: &[ConfigRuns], host: &[HostRun], slices: u32) -> Paired {
+    let rt_locks = find(runs, "rt", "locks");
+    Paired::of(
+        (0..slices)
+            .map(|k| {
+                let g = rt_locks.and_then(|c| c.usable(k)).and_then(|f| f.thread_p99)?;
+                let h = host.iter().find(|h| h.slice == k)?.figures.as_ref()?.p99?;
+                pct_ratio(g, h)
+            })
+            .collect(),
+    )
 }
 
 /// A target as printed: `10`, `0.67`.
@@ -423,17 +607,31 @@ pub fn run_one(exe: &Path, cfg: &LatencyConfig, mode: &'static str, load: &'stat
     RunOutcome { mode, load, exit_code: r.exit_code, elapsed_s: r.elapsed_s, interrupted: r.interrupted, figures }
 }
 
-/// The family's table: one row per run, then the ratios and targets.
-pub fn render(runs: &[RunOutcome], cmp: &[Comparison]) -> String {
+/// A percentile spread as `min..max`.
+fn range(s: Option<PctSpread>) -> String {
+    s.map_or_else(|| "-".to_string(), |s| format!("{}..{}", pct_text(s.min), pct_text(s.max)))
+}
+
+fn pct_text(p: Percentile) -> String {
+    if p.at_least() { format!(">={}", p.us()) } else { p.us().to_string() }
+}
+
+/// The family's table: one row per configuration (medians over its
+/// slices, the thread p99's range beside), then the rt gain per load,
+/// paired per slice, and the host's own floor.
+pub fn render(l: &LatencyResult) -> String {
     let mut out = String::new();
     let head = cells(&[
         "run",
+        "slices",
         "samples",
         "missed",
         "|",
         "thread p50",
         "p99",
         "max",
+        "|",
+        "p99 min..max",
         "|",
         "IRQ p50",
         "p99",
@@ -443,11 +641,15 @@ pub fn render(runs: &[RunOutcome], cmp: &[Comparison]) -> String {
         "exit",
     ]);
     let mut rows = vec![head];
-    for r in runs {
+    for c in &l.runs {
+        let r = &c.summary;
         let exit = r.exit_code.map_or_else(|| "killed".to_string(), |c| c.to_string());
-        let mut row = vec![r.name()];
+        let done = c.slices.iter().filter(|s| s.run.figures().is_some()).count();
+        let mut row = vec![r.name(), format!("{done}/{}", l.slices)];
         match &r.figures {
             Ok(f) => row.extend(thread_cells(f).into_iter().chain([
+                "|".into(),
+                range(c.spread.thread_p99),
                 "|".into(),
                 opt(f.irq_p50),
                 opt(f.irq_p99),
@@ -455,37 +657,49 @@ pub fn render(runs: &[RunOutcome], cmp: &[Comparison]) -> String {
                 "|".into(),
                 f.load_check.clone(),
             ])),
-            Err(_) => row.extend(cells(&["-", "-", "|", "-", "-", "-", "|", "-", "-", "-", "|", "-"])),
+            Err(_) => row.extend(cells(&["-", "-", "|", "-", "-", "-", "|", "-", "|", "-", "-", "-", "|", "-"])),
         }
         row.push(exit);
         rows.push(row);
     }
-    out.push_str(&grid(&rows, &[0, 12]));
-    for r in runs {
-        if let Err(e) = &r.figures {
-            out.push_str(&format!("  {}: no figures: {e}\n", r.name()));
-        }
-        if r.interrupted {
-            out.push_str(&format!("  {}: cut short by the interrupt after {:.1} s\n", r.name(), r.elapsed_s));
+    out.push_str(&grid(&rows, &[0, 15]));
+    for c in &l.runs {
+        for s in &c.slices {
+            if let Err(e) = &s.run.figures {
+                out.push_str(&format!("  {} slice {}: no figures: {e}\n", s.run.name(), s.slice + 1));
+            }
+            if s.run.interrupted {
+                out.push_str(&format!(
+                    "  {} slice {}: cut short by the interrupt after {:.1} s\n",
+                    s.run.name(),
+                    s.slice + 1,
+                    s.run.elapsed_s
+                ));
+            }
         }
     }
-    let ratios: Vec<String> = LOADS
-        .iter()
-        .map(|l| format!("{l} {}", rt_gain(runs, l).map_or_else(|| "unknown".to_string(), |r| r.to_string())))
-        .collect();
-    out.push_str(&format!("  rt gain = mainline / rt thread p99 (above 1x rt is lower): {}\n", ratios.join(", ")));
-    for c in cmp {
-        let ratio = c.p99.map_or_else(|| "unknown".to_string(), |r| r.to_string());
-        let max = c.max.map_or_else(|| "unknown".to_string(), |r| format!("{r:.2}x"));
-        out.push_str(&format!(
-            "  {} ({} / {}): p99 {ratio}, target {} {}x: {}   (max {max}, not judged: mostly host noise)\n",
-            c.what,
-            c.num,
-            c.den,
-            c.target_op,
-            target_text(c.target),
-            c.verdict.text()
-        ));
+    out.push_str("  rt gain = mainline / rt thread p99, paired per slice (above 1x rt is lower):\n");
+    for g in &l.rt_gain {
+        out.push_str(&format!("    {:<6} {}\n", g.load, g.p99.describe()));
+    }
+    let h = &l.host;
+    match (&h.unavailable, h.p99()) {
+        (Some(why), _) => out.push_str(&format!("  host floor: {why}: no figure\n")),
+        (None, p99) => {
+            let p =
+                p99.map_or_else(|| "-".to_string(), |s| format!("p99 {} us ({})", pct_text(s.median), range(Some(s))));
+            out.push_str(&format!(
+                "  host floor: cyclictest on the host beside each rt + locks slice, one thread, {}: {p}; guest rt + \
+                 locks / host p99 {}\n",
+                h.sched.as_deref().unwrap_or("?"),
+                h.guest_over_host.describe()
+            ));
+            for r in &h.runs {
+                if let Some(e) = &r.error {
+                    out.push_str(&format!("  host cyclictest slice {}: {e}\n", r.slice + 1));
+                }
+            }
+        }
     }
     out
 }
@@ -496,7 +710,14 @@ mod tests {
     use rtswitch::stats::Percentile::{AtLeast, Us};
 
     fn cfg() -> LatencyConfig {
-        LatencyConfig { duration_s: 2.5, vcpus: 4, interval_us: Some(2000), cs_us: Some(300), hist_max_us: 100_000 }
+        LatencyConfig {
+            duration_s: 2.5,
+            vcpus: 4,
+            interval_us: Some(2000),
+            cs_us: Some(300),
+            hist_max_us: 100_000,
+            slices: 1,
+        }
     }
 
     /// A run report as `rtswitch run --json` writes it, with the figures the benchmark reads.
@@ -520,32 +741,6 @@ mod tests {
         total.thread.buckets = Some(vec![[p50, 1000], [p99.0, 20]]);
         r.modes = vec![total];
         r
-    }
-
-    fn six(reports: [RunReport; 6]) -> Vec<RunOutcome> {
-        reports
-            .iter()
-            .zip(RUNS)
-            .map(|(v, (mode, load))| RunOutcome {
-                mode,
-                load,
-                exit_code: Some(0),
-                elapsed_s: 10.3,
-                interrupted: false,
-                figures: RunFigures::from_report(v),
-            })
-            .collect()
-    }
-
-    fn runs(ml_locks: (u64, bool), rt_locks: (u64, bool), rt_cpu: (u64, bool)) -> Vec<RunOutcome> {
-        six([
-            report("mainline", 300, (900, false), 1000, "not_run"),
-            report("rt", 300, (800, false), 1000, "not_run"),
-            report("mainline", 700, (1600, false), 1800, "ok"),
-            report("rt", 600, rt_cpu, 9600, "ok"),
-            report("mainline", 3000, ml_locks, 10_600, "ok"),
-            report("rt", 500, rt_locks, 4400, "ok"),
-        ])
     }
 
     #[test]
@@ -606,47 +801,140 @@ mod tests {
         assert_eq!(at_most(r(1.0, Bound::AtLeast), 1.5), Verdict::Unknown);
     }
 
+    /// A configuration over slices: each figure the median, samples and
+    /// the histogram summed, the table row from the medians.
     #[test]
-    fn targets_met_and_missed_are_printed_as_measured() {
-        let r = runs((9600, false), (800, false), (667, false));
-        let cmp = comparisons(&r);
-        assert_eq!(cmp[0].p99, Some(Ratio { value: 12.0, bound: Bound::Exact }));
-        assert_eq!((cmp[0].verdict, cmp[1].verdict), (Verdict::Met, Verdict::Met));
-        assert!((cmp[0].max.unwrap() - 10_600.0 / 4400.0).abs() < 1e-9);
-        assert_eq!((cmp[1].num.as_str(), cmp[1].den.as_str()), ("rt + cpu", "rt + locks"));
-        let text = render(&r, &cmp);
+    fn a_configuration_is_the_median_of_its_slices() {
+        let slices: Vec<SliceRun> = [(900, "ok"), (2600, "ok"), (1200, "ok")]
+            .iter()
+            .zip(0..3)
+            .map(|(&(p99, check), slice)| SliceRun {
+                slice,
+                seq: slice * 6 + 5,
+                run: RunOutcome {
+                    mode: "rt",
+                    load: "locks",
+                    exit_code: Some(0),
+                    elapsed_s: 2.0,
+                    interrupted: false,
+                    figures: RunFigures::from_report(&report("rt", 300, (p99, false), p99 + 100, check)),
+                },
+            })
+            .rev()
+            .collect();
+        let c = ConfigRuns::of("rt", "locks", slices);
+        assert_eq!(c.slices.iter().map(|s| s.slice).collect::<Vec<_>>(), [0, 1, 2]);
+        let f = c.summary.figures().unwrap();
+        assert_eq!((f.thread_p99, f.thread_max_us), (Some(Us(1200)), Some(1300)));
+        assert_eq!((f.samples, f.missed, f.load_check.as_str()), (3 * 1980, 9, "ok"));
+        assert_eq!(f.thread_buckets, vec![(300, 3000), (900, 20), (1200, 20), (2600, 20)]);
+        let s = c.spread.thread_p99.unwrap();
+        assert_eq!((s.min, s.median, s.max), (Us(900), Us(1200), Us(2600)));
+        assert!((c.summary.elapsed_s - 6.0).abs() < 1e-9);
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["figures"]["thread"]["p99"]["us"], 1200, "{v}");
+        assert_eq!(v["spread"]["thread_p99"]["max"]["us"], 2600, "{v}");
+        assert_eq!(v["slices"][1]["figures"]["thread"]["p99"]["us"], 2600, "{v}");
+        assert_eq!((v["slices"][1]["slice"].as_u64(), v["slices"][1]["seq"].as_u64()), (Some(1), Some(11)), "{v}");
+        assert_eq!(v["mode"], "rt");
+
+        // A violated slice makes the whole configuration's check violated,
+        // and that slice does not pair.
+        let mut bad = c.clone();
+        if let Ok(f) = &mut bad.slices[1].run.figures {
+            f.load_check = "violated".into();
+        }
+        let bad = ConfigRuns::of("rt", "locks", bad.slices);
+        assert_eq!(bad.summary.figures().map(|f| f.load_check.as_str()), Some("violated"));
+        assert!(bad.usable(1).is_none() && bad.usable(0).is_some());
+
+        // No slice with figures: the reasons, per slice.
+        let mut failed = c.slices.clone();
+        for s in &mut failed {
+            s.run.figures = Err("killed".into());
+            s.run.exit_code = None;
+        }
+        let failed = ConfigRuns::of("rt", "locks", failed);
+        assert_eq!(failed.summary.figures.as_ref().unwrap_err(), "slice 1: killed; slice 2: killed; slice 3: killed");
+        assert_eq!(failed.summary.exit_code, None);
+    }
+
+    #[test]
+    fn the_table_shows_medians_ranges_and_paired_gains() {
+        let mk = |mode: &'static str, load: &'static str, p99s: [u64; 2]| {
+            let check = if load == "none" { "not_run" } else { "ok" };
+            let slices = p99s
+                .iter()
+                .zip(0..)
+                .map(|(&p, slice)| SliceRun {
+                    slice,
+                    seq: slice,
+                    run: RunOutcome {
+                        mode,
+                        load,
+                        exit_code: Some(0),
+                        elapsed_s: 1.0,
+                        interrupted: false,
+                        figures: RunFigures::from_report(&report(mode, 100, (p, false), p * 2, check)),
+                    },
+                })
+                .collect();
+            ConfigRuns::of(mode, load, slices)
+        };
+        let runs: Vec<ConfigRuns> = RUNS
+            .iter()
+            .map(|&(m, l)| match (m, l) {
+                ("mainline", "locks") => mk(m, l, [3000, 4000]),
+                ("rt", "locks") => mk(m, l, [600, 500]),
+                _ => mk(m, l, [400, 400]),
+            })
+            .collect();
+        let host = HostFloor {
+            unavailable: Some("cyclictest is not installed".into()),
+            sched: None,
+            runs: vec![],
+            guest_over_host: Paired::of(vec![]),
+        };
+        let l = LatencyResult {
+            slices: 2,
+            slice_s: 2.5,
+            rt_gain: rt_gains(&runs, 2),
+            runs,
+            platform: vec![],
+            host,
+            targets: vec![],
+        };
+        let text = render(&l);
         println!("{text}");
-        assert!(
-            text.contains("rt gain under lock load (mainline + locks / rt + locks): p99 12.00x, target >= 10x: met")
-        );
-        assert!(text.contains("rt near the cpu floor (rt + cpu / rt + locks): p99 0.83x, target >= 0.67x: met"));
-        assert!(
-            text.contains(
-                "rt gain = mainline / rt thread p99 (above 1x rt is lower): none 1.12x, cpu 2.40x, locks 12.00x"
-            ),
-            "{text}"
-        );
-        let row = text.lines().find(|l| l.trim_start().starts_with("mainline + locks")).unwrap();
+        let row = text.lines().find(|x| x.trim_start().starts_with("mainline + locks")).unwrap();
+        // Nearest-rank median of two is the lower.
         assert_eq!(
             row.split_whitespace().collect::<Vec<_>>(),
             [
-                "mainline", "+", "locks", "1980", "3", "|", "3000", "9600", "10600", "|", "400", "1300", "2000", "|",
-                "ok", "0"
+                "mainline",
+                "+",
+                "locks",
+                "2/2",
+                "3960",
+                "6",
+                "|",
+                "100",
+                "3000",
+                "6000",
+                "|",
+                "3000..4000",
+                "|",
+                "400",
+                "1300",
+                "2000",
+                "|",
+                "ok",
+                "0"
             ]
         );
-
-        let r = runs((9627, false), (2682, false), (1676, false));
-        let cmp = comparisons(&r);
-        assert_eq!((cmp[0].verdict, cmp[1].verdict), (Verdict::NotMet, Verdict::NotMet));
-        let text = render(&r, &cmp);
-        assert!(text.contains("p99 3.59x, target >= 10x: NOT MET"), "{text}");
-        assert!(text.contains("p99 0.62x, target >= 0.67x: NOT MET"), "{text}");
-
-        // An overflowed mainline p99 is a lower bound, still enough to decide.
-        let r = runs((100_000, true), (2000, false), (1676, false));
-        let cmp = comparisons(&r);
-        assert_eq!(cmp[0].verdict, Verdict::Met);
-        assert!(render(&r, &cmp).contains("p99 >=50.00x, target >= 10x: met"));
+        assert!(text.contains("locks  5.00x (median of 2 of 2 slices, 5.00..8.00, spread 1.60x)"), "{text}");
+        assert!(text.contains("none   1.00x"), "{text}");
+        assert!(text.contains("host floor: cyclictest is not installed: no figure"), "{text}");
     }
 
     #[test]
@@ -663,22 +951,5 @@ mod tests {
         // The same path as in the run report's modes[].
         let report = serde_json::to_value(report("rt", 700, (2600, false), 4400, "ok")).unwrap();
         assert_eq!(report["modes"][0]["thread"]["p99"]["us"], v["thread"]["p99"]["us"]);
-    }
-
-    #[test]
-    fn failed_runs_and_violated_checks_decide_nothing() {
-        let mut r = runs((9600, false), (800, false), (667, false));
-        r[5].figures = RunFigures::from_report(&report("rt", 500, (800, false), 4400, "violated"));
-        r[5].exit_code = Some(1);
-        r[3].exit_code = None;
-        r[3].figures = Err("did not exit within 80 s; killed".into());
-        let cmp = comparisons(&r);
-        assert_eq!((cmp[0].verdict, cmp[1].verdict), (Verdict::Unknown, Verdict::Unknown));
-        assert_eq!(cmp[1].p99, None);
-        let text = render(&r, &cmp);
-        println!("{text}");
-        assert!(text.contains("rt + cpu: no figures: did not exit within 80 s; killed"), "{text}");
-        assert!(text.contains("target >= 0.67x: unknown"), "{text}");
-        assert!(text.contains("cpu unknown"), "{text}");
     }
 }

@@ -4,7 +4,9 @@
 //!
 //! - boot: process start -> guest ready over N boots ([`boot`]);
 //! - latency: thread and IRQ latency under `--load none|cpu|locks` in
-//!   mainline and rt, with the ratios ([`latency`]);
+//!   mainline and rt, in interleaved slices ([`slices`]), with the ratios
+//!   paired per slice ([`latency`], [`median`]), the host's own cyclictest
+//!   beside ([`cyclictest`]) and the targets ([`targets`]);
 //! - lock throughput in mainline and rt, with rt's adaptive spinning on and
 //!   off ([`throughput`]);
 //! - switch: freeze / blackout / total over N switches under the lock load
@@ -31,14 +33,18 @@
 pub mod ablation;
 pub mod boot;
 pub mod child;
+pub mod cyclictest;
 pub mod idle;
 pub mod latency;
+pub mod median;
 pub mod plots;
 pub mod progress;
 pub mod repeat;
 pub mod scratch;
+pub mod slices;
 pub mod switching;
 pub mod table;
+pub mod targets;
 pub mod throughput;
 
 use std::path::{Path, PathBuf};
@@ -50,7 +56,7 @@ use switcher::abi::MAX_CPUS;
 
 use self::ablation::{AblationConfig, AblationRun};
 use self::boot::Boot;
-use self::latency::{Comparison, LatencyConfig, RunOutcome};
+use self::latency::{LatencyConfig, LatencyResult, RunOutcome};
 use self::progress::Progress;
 use self::switching::{Phase, PhaseConfig, PhaseSpreads};
 use self::table::{cells, grid, opt};
@@ -62,10 +68,11 @@ use rtswitch::units::{Unit, parse_duration_in, us_in};
 /// Histogram range of the latency runs: wide, so that a mainline p99
 /// under lock load stays a figure rather than an overflow.
 pub const DEFAULT_BENCH_HIST_MAX_US: u32 = 100_000;
-/// Schema version of the suite's JSON (docs/bench-json.md). 4: figures
-/// named as in the run report (`thread.p99.us`), every ratio a gain
-/// (higher is better), `interrupted`, `not_run`.
-pub const BENCH_JSON_VERSION: u32 = 4;
+/// Schema version of the suite's JSON (docs/bench-json.md). 5: the
+/// latency family in interleaved slices (`latency.runs[]` hold the medians
+/// and every slice), ratios paired per slice, the platform per round, the
+/// host's cyclictest, the latency targets.
+pub const BENCH_JSON_VERSION: u32 = 5;
 /// Target: blackout p50 under the lock load.
 pub const TARGET_BLACKOUT_P50_US: u64 = 100;
 /// Target: process start to guest ready, p50, at most this many ms.
@@ -110,9 +117,12 @@ pub struct BenchArgs {
     /// Boots measured (default 10).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub boots: Option<u32>,
-    /// Length of each latency run (`5s`; a bare number is seconds); six runs (default 20s, --quick 5s).
+    /// Measured time of each latency configuration, shared out among its --slices (`5s`; a bare number is seconds); also each ablation and idle run's length (default 20s, --quick 5s).
     #[arg(long, value_name = "DURATION", value_parser = parse_secs)]
     pub duration: Option<f64>,
+    /// Interleaved slices per latency configuration, each a fresh VM of --duration / N (no shorter than 0.5 s); the slices are the latency family's repeats (default 7, --quick 5).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub slices: Option<u32>,
     /// Measurement period of the latency runs in µs, or with a unit (default: the guest's).
     #[arg(long, value_name = "US", value_parser = us_in(100, 1_000_000))]
     pub interval_us: Option<u32>,
@@ -140,7 +150,7 @@ pub struct BenchArgs {
     /// vCPU counts of the scale family (comma-separated).
     #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1u32, 2, 4, 8], value_parser = clap::value_parser!(u32).range(1..=MAX_CPUS as i64))]
     pub scale_vcpus: Vec<u32>,
-    /// Run the measurements N times (1..=20) and print each headline figure's spread (min / median / max); the JSON keeps every repeat's figures.
+    /// Run the measurements N times (1..=20) and print each headline figure's spread (min / median / max); the JSON keeps every repeat's figures. The latency family repeats itself in its --slices already.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     pub repeat: u32,
     /// Switches per vCPU count in the scale family (default 30, --quick 8).
@@ -205,12 +215,22 @@ impl SuiteConfig {
             f.dedup();
             f
         };
+        let duration_s = a.duration.unwrap_or(if q { 5.0 } else { 20.0 });
+        let asked = a.slices.unwrap_or(if q { slices::QUICK_SLICES } else { slices::DEFAULT_SLICES });
+        let n = slices::effective(asked, duration_s);
+        if n < asked {
+            log::warn!(
+                "--slices {asked} over --duration {duration_s} s would make slices under {} s: making {n}",
+                slices::MIN_SLICE_S
+            );
+        }
         let latency = LatencyConfig {
-            duration_s: a.duration.unwrap_or(if q { 5.0 } else { 20.0 }),
+            duration_s,
             vcpus: a.vcpus,
             interval_us: a.interval_us,
             cs_us: a.cs_us,
             hist_max_us: a.hist_max_us,
+            slices: n,
         };
         Self {
             quick: q,
@@ -235,7 +255,11 @@ impl SuiteConfig {
             scale_vcpus: a.scale_vcpus.clone(),
             scale_switches: a.scale_switches.unwrap_or(if q { 8 } else { 30 }),
             repeat: a.repeat,
-            ablation: AblationConfig { latency, irq_rate_hz: a.irq_load.rate_hz, irq_work_us: a.irq_load.work_us },
+            ablation: AblationConfig {
+                latency: LatencyConfig { slices: 1, ..latency },
+                irq_rate_hz: a.irq_load.rate_hz,
+                irq_work_us: a.irq_load.work_us,
+            },
         }
     }
 
@@ -251,7 +275,7 @@ impl SuiteConfig {
             v.push((Family::Boot, f64::from(self.boots) * 0.7));
         }
         if self.has(Family::Latency) {
-            v.push((Family::Latency, 6.0 * (self.latency.duration_s + 1.2)));
+            v.push((Family::Latency, slices::estimate(&self.latency)));
         }
         if self.has(Family::Throughput) {
             v.push((Family::Throughput, 3.0 * f64::from(self.throughput.warmup_s + self.throughput.window_s + 2)));
@@ -344,7 +368,7 @@ const PLATFORM_COSTS_LIMIT: std::time::Duration = std::time::Duration::from_secs
 
 /// Boots a guest with `platform-costs` and reads the `cost ...` lines it
 /// prints (empty if the run fails: the suite goes on without them).
-fn platform_costs(exe: &Path, vcpus: u32) -> Vec<PlatformCost> {
+pub fn platform_costs(exe: &Path, vcpus: u32) -> Vec<PlatformCost> {
     let launched = rtswitch::child::Launched::spawn_forwarding(
         std::process::Command::new(exe)
             .args(["run", "--no-workload", "--quiet", "--duration", "0.2", "--vcpus", &vcpus.to_string()])
@@ -441,22 +465,6 @@ pub struct BootResult {
     pub min_ms: Option<f64>,
     pub p50_ms: Option<f64>,
     pub max_ms: Option<f64>,
-}
-
-/// The latency family's result.
-#[derive(Clone, Debug, Serialize)]
-pub struct LatencyResult {
-    pub runs: Vec<RunOutcome>,
-    pub comparisons: Vec<Comparison>,
-    /// The rt gain per load: mainline thread p99 / rt thread p99.
-    pub rt_gain: Vec<LoadGain>,
-}
-
-/// One load's rt gain.
-#[derive(Clone, Debug, Serialize)]
-pub struct LoadGain {
-    pub load: String,
-    pub p99: Option<latency::Ratio>,
 }
 
 /// The throughput family's result: every ratio a gain (higher is better).
@@ -670,27 +678,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         });
 
         let latency = timed(&cfg, Family::Latency, &mut family_s, || {
-            let each = est(Family::Latency) / latency::RUNS.len() as f64;
-            let mut runs: Vec<RunOutcome> = Vec::new();
-            for &(mode, load) in &latency::RUNS {
-                if interrupted() {
-                    break;
-                }
-                bar.begin(format!("latency: {mode} + {load}, {} s", cfg.latency.duration_s), each);
-                let r = latency::run_one(&exe, &cfg.latency, mode, load, &tmp("latency"));
-                if r.exit_code != Some(0) {
-                    bar.note(&format!("rtswitch bench: latency run {mode} + {load} exited with {:?}", r.exit_code));
-                }
-                bar.end();
-                say_interrupted();
-                runs.push(r);
-            }
-            let comparisons = latency::comparisons(&runs);
-            let rt_gain = latency::LOADS
-                .iter()
-                .map(|l| LoadGain { load: l.to_string(), p99: latency::rt_gain(&runs, l) })
-                .collect();
-            LatencyResult { runs, comparisons, rt_gain }
+            slices::run(&exe, &cfg.latency, &bar, &tmp, &say_interrupted)
         });
 
         let throughput = timed(&cfg, Family::Throughput, &mut family_s, || {
@@ -781,7 +769,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             }
             runs
         });
-        if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(RunOutcome::figures)) {
+        if let Some(f) = latency.as_ref().and_then(|l| l.runs.iter().find_map(|c| c.summary.figures())) {
             host.kernel_emulated = f.emulated;
             host.kernel_slowdown = f.calib_ratio;
         }
@@ -884,13 +872,23 @@ fn failures(s: &Suite) -> (Vec<String>, ExitCode) {
         }
     }
     if let Some(l) = &s.latency {
-        for r in &l.runs {
-            if let Err(e) = &r.figures {
-                v.push(format!("latency {}: {e}", r.name()));
+        for s in l.runs.iter().flat_map(|c| &c.slices) {
+            let name = format!("latency {} slice {}", s.run.name(), s.slice + 1);
+            if let Err(e) = &s.run.figures {
+                v.push(format!("{name}: {e}"));
                 code = code.worst(ExitCode::VmmError);
-            } else if r.exit_code != Some(0) {
-                v.push(format!("latency {}: exit status {:?}", r.name(), r.exit_code));
+            } else if s.run.exit_code != Some(0) {
+                v.push(format!("{name}: exit status {:?}", s.run.exit_code));
                 code = code.worst(ExitCode::GuestFailure);
+            }
+        }
+        // The host floor is a part of the family: a cyclictest that is
+        // installed and failed is a failure (one that is not installed is
+        // said in the table, not a failure).
+        for h in &l.host.runs {
+            if let Some(e) = &h.error {
+                v.push(format!("host cyclictest beside rt + locks slice {}: {e}", h.slice + 1));
+                code = code.worst(ExitCode::VmmError);
             }
         }
     }
@@ -986,23 +984,26 @@ pub fn render(s: &Suite) -> String {
     if let Some(l) = &s.latency {
         let c = &s.config.latency;
         // The workload as the lock-load runs ran it (the `none` runs have no load threads).
-        let first = l
-            .runs
+        let runs: Vec<&RunOutcome> = l.runs.iter().map(|c| &c.summary).collect();
+        let first = runs
             .iter()
             .filter(|r| r.load == "locks")
-            .find_map(RunOutcome::figures)
-            .or_else(|| l.runs.iter().filter(|r| r.load != "none").find_map(RunOutcome::figures))
-            .or_else(|| l.runs.iter().find_map(RunOutcome::figures));
+            .find_map(|r| r.figures())
+            .or_else(|| runs.iter().filter(|r| r.load != "none").find_map(|r| r.figures()))
+            .or_else(|| runs.iter().find_map(|r| r.figures()));
         out.push_str(&format!(
-            "\nlatency (us, all CPUs merged; {} s per run, {} vCPUs, interval {} us, cs {} us, {} load threads per CPU; \
-             p50/p99 from 1 us buckets):\n",
+            "\nlatency (us, all CPUs merged; {} s per configuration in {} interleaved slices of {:.2} s, each a fresh \
+             VM; medians over the slices; {} vCPUs, interval {} us, cs {} us, {} load threads per CPU; p50/p99 from 1 \
+             us buckets):\n",
             c.duration_s,
+            l.slices,
+            l.slice_s,
             c.vcpus,
             opt(first.and_then(|f| f.interval_us)),
             opt(first.and_then(|f| f.cs_us)),
             opt(first.and_then(|f| f.load_threads)),
         ));
-        out.push_str(&latency::render(&l.runs, &l.comparisons));
+        out.push_str(&latency::render(l));
     }
     if let Some(t) = &s.throughput {
         out.push_str(&format!(
@@ -1157,6 +1158,9 @@ pub fn render(s: &Suite) -> String {
         ));
         out.push_str(&idle::render(runs));
     }
+    if let Some(l) = &s.latency {
+        out.push_str(&targets::render(l, s.idle.as_deref(), s.config.ablation.latency.vcpus));
+    }
     if !s.repeat_spread.is_empty() {
         out.push_str(&repeat::render(&s.repeat_spread, s.repeats.len()));
     }
@@ -1216,6 +1220,7 @@ fn plot_latency(l: &LatencyResult) -> Result<String, plots::PlotError> {
             series: l
                 .runs
                 .iter()
+                .map(|c| &c.summary)
                 .filter(|r| r.mode == *mode)
                 .filter_map(|r| {
                     let f = r.figures()?;

@@ -55,21 +55,21 @@ pub fn headlines(s: &Suite) -> Vec<Headline> {
         push(&mut v, "boot p50", "ms", b.p50_ms);
     }
     if let Some(l) = &s.latency {
-        for r in &l.runs {
-            let p99 = r.figures().and_then(|f| f.thread_p99);
+        for c in &l.runs {
+            let p99 = c.summary.figures().and_then(|f| f.thread_p99);
             v.push(Headline {
-                name: format!("latency {}: thread p99", r.name()),
+                name: format!("latency {}: thread p99 (median over slices)", c.summary.name()),
                 unit: "us",
                 value: p99.map(|p| p.us() as f64),
                 at_least: p99.is_some_and(|p| p.at_least()),
             });
         }
-        for c in &l.comparisons {
+        for t in &l.targets {
             v.push(Headline {
-                name: format!("{}: p99", c.what),
+                name: t.what.clone(),
                 unit: "x",
-                value: c.p99.map(|r| r.value),
-                at_least: c.p99.is_some_and(|r| !matches!(r.bound, super::latency::Bound::Exact)),
+                value: t.value.map(|r| r.value),
+                at_least: t.value.is_some_and(|r| !matches!(r.bound, super::latency::Bound::Exact)),
             });
         }
     }
