@@ -187,6 +187,21 @@ pub struct RunArgs {
     /// Close a control-socket client that has sent nothing for this long (a bare number is seconds; 0: never); a client that has not negotiated is closed after 5 s whatever this says.
     #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = parse_idle_timeout)]
     pub api_idle_timeout: Duration,
+    /// Period of the host-noise probe: a thread per host CPU that times its own wake-ups, so the reports can say whether the host itself stalled across a guest sample (docs/latency.md); a bare number is µs; `off`: no probe.
+    #[arg(long, value_name = "DURATION|off", default_value = "1ms", value_parser = parse_host_noise)]
+    pub host_noise: HostNoise,
+}
+
+/// `--host-noise`: the probe's period, or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostNoise(pub Option<Duration>);
+
+/// `--host-noise DURATION|off` (100 µs .. 100 ms).
+fn parse_host_noise(s: &str) -> Result<HostNoise, String> {
+    if s == "off" {
+        return Ok(HostNoise(None));
+    }
+    parse_duration_in(s, Unit::Micros, Duration::from_micros(100), Duration::from_millis(100)).map(|d| HostNoise(Some(d)))
 }
 
 /// `--seccomp` values.
@@ -375,6 +390,8 @@ pub struct RunConfig {
     pub console_limit: u64,
     /// `--api-idle-timeout` (zero: never).
     pub api_idle_timeout: Duration,
+    /// `--host-noise`: the probe's period (`None`: off).
+    pub host_noise: Option<Duration>,
     /// What draws `--plot` (the plotting code is above the core: the
     /// command line's dispatch sets it; `None` from [`RunArgs::into_config`]).
     pub plotter: Option<Plotter>,
@@ -413,6 +430,7 @@ impl RunConfig {
                 vcpu_stop_timeout: self.vcpu_stop_timeout,
                 watchdog: self.watchdog,
                 seccomp: self.seccomp,
+                host_noise: self.host_noise,
             },
         }
     }
@@ -615,6 +633,7 @@ impl RunArgs {
             seccomp: self.seccomp == OnOff::On,
             console_limit: self.console_limit.saturating_mul(1 << 20),
             api_idle_timeout: self.api_idle_timeout,
+            host_noise: self.host_noise.0,
             plotter: None,
         })
     }
@@ -909,6 +928,7 @@ mod tests {
         ("seccomp", "seccomp"),
         ("console_limit", "-"),
         ("api_idle_timeout", "-"),
+        ("host_noise", "host_noise_period_us"),
     ];
 
     #[test]

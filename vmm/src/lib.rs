@@ -19,6 +19,7 @@ pub mod cli;
 pub mod devices;
 pub mod exit_code;
 pub mod guest_text;
+pub mod host_noise;
 pub mod host_speed;
 pub mod landlock_fs;
 pub mod limits;
