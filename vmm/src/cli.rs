@@ -201,7 +201,8 @@ fn parse_host_noise(s: &str) -> Result<HostNoise, String> {
     if s == "off" {
         return Ok(HostNoise(None));
     }
-    parse_duration_in(s, Unit::Micros, Duration::from_micros(100), Duration::from_millis(100)).map(|d| HostNoise(Some(d)))
+    parse_duration_in(s, Unit::Micros, Duration::from_micros(100), Duration::from_millis(100))
+        .map(|d| HostNoise(Some(d)))
 }
 
 /// `--seccomp` values.
@@ -993,6 +994,8 @@ mod tests {
             "100ms",
             "--seccomp",
             "off",
+            "--host-noise",
+            "2ms",
         ])
         .unwrap();
         let info = crate::report::json::tests::info(c.report_settings());
@@ -1008,9 +1011,19 @@ mod tests {
         assert_eq!(v["guest_args"], serde_json::json!(["idle=poll"]));
         assert_eq!((v["measure_cpus"].clone(), v["stop_above_us"].as_u64()), (serde_json::json!([0]), Some(4000)));
         assert_eq!(v["seccomp"], false);
+        assert_eq!(v["host_noise_period_us"], 2000);
         // Read back through the schema, it is the same.
         let back = crate::report::json::RunReport::parse(&serde_json::to_string(&report).unwrap()).unwrap();
         assert_eq!(back.config, report.config);
+    }
+
+    #[test]
+    fn host_noise() {
+        assert_eq!(parse(&[]).unwrap().host_noise, Some(Duration::from_millis(1)));
+        assert_eq!(parse(&["--host-noise", "off"]).unwrap().host_noise, None);
+        assert_eq!(parse(&["--host-noise", "250"]).unwrap().host_noise, Some(Duration::from_micros(250)));
+        assert!(parse(&["--host-noise", "10us"]).is_err());
+        assert!(parse(&["--host-noise", "1s"]).is_err());
     }
 
     #[test]

@@ -136,11 +136,10 @@ mod tests {
 
     #[test]
     fn the_offset_is_the_guest_value_against_the_brackets_middle() {
-        let b = [Bracket { before: 1000, guest: 5_000_600, after: 1200 }, Bracket {
-            before: 2000,
-            guest: 5_001_600,
-            after: 2300,
-        }];
+        let b = [
+            Bracket { before: 1000, guest: 5_000_600, after: 1200 },
+            Bracket { before: 2000, guest: 5_001_600, after: 2300 },
+        ];
         let m = TscMap::from_brackets(&b).unwrap();
         assert_eq!(m.offsets, [4_999_500, 4_999_450]);
         // Half the wider bracket (150) plus the spread of the offsets (50).

@@ -172,8 +172,7 @@ impl Probe {
                 log::warn!("the host-noise probe of host cpu {} panicked", c.host_cpu);
             }
         }
-        let rate_ppm =
-            clock::rate_ppm(end.0.wrapping_sub(self.start.0), end.1.saturating_sub(self.start.1), self.khz);
+        let rate_ppm = clock::rate_ppm(end.0.wrapping_sub(self.start.0), end.1.saturating_sub(self.start.1), self.khz);
         let cpus = self
             .cpus
             .iter()
@@ -185,7 +184,14 @@ impl Probe {
                 noise: c.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             })
             .collect();
-        Snapshot { settings: self.settings, khz: self.khz, map: self.map.clone(), rate_ppm, cpus, unprobed: self.unprobed }
+        Snapshot {
+            settings: self.settings,
+            khz: self.khz,
+            map: self.map.clone(),
+            rate_ppm,
+            cpus,
+            unprobed: self.unprobed,
+        }
     }
 }
 

@@ -73,9 +73,8 @@ fn sleep_until(ns: u64) {
     loop {
         // SAFETY: clock_nanosleep(2) reads one timespec we own; no remainder
         // is asked for (absolute time).
-        let rc = unsafe {
-            libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut())
-        };
+        let rc =
+            unsafe { libc::clock_nanosleep(libc::CLOCK_MONOTONIC, libc::TIMER_ABSTIME, &ts, std::ptr::null_mut()) };
         if rc != libc::EINTR {
             return;
         }

@@ -163,7 +163,10 @@ mod tests {
         let s: Vec<_> = n.retained().copied().collect();
         assert_eq!(
             s,
-            [Stall { start_tick: 2_800_000, end_tick: 3_000_000 }, Stall { start_tick: 10_000_000, end_tick: 90_000_000 }]
+            [
+                Stall { start_tick: 2_800_000, end_tick: 3_000_000 },
+                Stall { start_tick: 10_000_000, end_tick: 90_000_000 }
+            ]
         );
         assert_eq!(n.lateness_us.summary().map(|s| s.max_us), Some(80_000));
     }

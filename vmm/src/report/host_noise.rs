@@ -209,7 +209,10 @@ mod tests {
 
     #[test]
     fn clauses_say_stalled_or_not_and_mark_lower_bounds() {
-        assert_eq!(worst_clause(Some(HostStall { ns: 0, host_cpu: None, complete: true })), ", no host stall across it");
+        assert_eq!(
+            worst_clause(Some(HostStall { ns: 0, host_cpu: None, complete: true })),
+            ", no host stall across it"
+        );
         assert_eq!(
             worst_clause(Some(HostStall { ns: 80_123_456, host_cpu: Some(1), complete: true })),
             ", host stalled 80123 us across it (host cpu 1)"
