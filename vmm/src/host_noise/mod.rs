@@ -181,9 +181,12 @@ impl Probe {
                 pinned: c.state.pinned.load(Ordering::Acquire),
                 rt: c.state.rt.load(Ordering::Acquire),
                 ran: Phase::of(c.state.phase.load(Ordering::Acquire)) != Phase::Failed,
+                cpu_ns: (Phase::of(c.state.phase.load(Ordering::Acquire)) == Phase::Ended)
+                    .then(|| c.state.cpu_ns.load(Ordering::Acquire)),
                 noise: c.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             })
             .collect();
+        let ran_s = Duration::from_nanos(end.1.saturating_sub(self.start.1)).as_secs_f64();
         Snapshot {
             settings: self.settings,
             khz: self.khz,
@@ -191,6 +194,7 @@ impl Probe {
             rate_ppm,
             cpus,
             unprobed: self.unprobed,
+            ran_s,
         }
     }
 }
@@ -204,6 +208,8 @@ pub struct CpuSnapshot {
     pub rt: bool,
     /// False: its seccomp filter failed and it never probed.
     pub ran: bool,
+    /// The CPU time the probe thread used (`None`: it did not end).
+    pub cpu_ns: Option<u64>,
     pub noise: CpuNoise,
 }
 
@@ -220,6 +226,8 @@ pub struct Snapshot {
     pub cpus: Vec<CpuSnapshot>,
     /// Host CPUs not probed (beyond [`MAX_CPUS`]).
     pub unprobed: usize,
+    /// How long the probe ran, s.
+    pub ran_s: f64,
 }
 
 impl Snapshot {
@@ -293,6 +301,7 @@ mod tests {
                 pinned: true,
                 rt: true,
                 ran: true,
+                cpu_ns: None,
                 noise: CpuNoise::new(khz, 100_000),
             })
             .collect();
@@ -312,6 +321,7 @@ mod tests {
             rate_ppm,
             cpus,
             unprobed: 0,
+            ran_s: 1.0,
         }
     }
 

@@ -6,7 +6,7 @@
 //! seccomp filter; from then on it only sleeps, reads clocks and takes
 //! its record's lock (`seccomp::Thread::HostNoise`).
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::clock::rdtsc;
@@ -26,6 +26,8 @@ pub struct ThreadState {
     pub rt: AtomicBool,
     /// [`Phase`] as a number.
     pub phase: AtomicU8,
+    /// The CPU time the thread used (user and system), ns, once it ended.
+    pub cpu_ns: AtomicU64,
 }
 
 /// Where the thread is.
@@ -120,6 +122,9 @@ pub fn run(job: Job) {
         let skipped = late / period;
         next += (skipped + 1) * period;
         job.record.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(tick, late, skipped);
+    }
+    if let Some(t) = crate::vstate::vcpu::thread_cpu_time() {
+        job.state.cpu_ns.store(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX), Ordering::Release);
     }
     job.state.phase.store(Phase::Ended as u8, Ordering::Release);
 }

@@ -51,6 +51,10 @@ pub struct HostCpuNoise {
     pub rt: bool,
     /// False: its seccomp filter failed and it never probed.
     pub ran: bool,
+    /// The probe thread's own CPU time, and its share of the run (`null`:
+    /// it did not end).
+    pub cpu_s: Option<f64>,
+    pub cpu_share: Option<f64>,
     pub wakeups: u64,
     pub skipped_periods: u64,
     pub stalls: u64,
@@ -93,6 +97,8 @@ pub fn build(s: &Snapshot) -> HostNoiseReport {
                     pinned: c.pinned,
                     rt: c.rt,
                     ran: c.ran,
+                    cpu_s: c.cpu_ns.map(|ns| ns as f64 / 1e9),
+                    cpu_share: c.cpu_ns.filter(|_| s.ran_s > 0.0).map(|ns| ns as f64 / 1e9 / s.ran_s),
                     wakeups: n.wakeups,
                     skipped_periods: n.skipped_periods,
                     stalls: n.stalls,
@@ -182,8 +188,9 @@ pub fn end_line(s: &Snapshot, steal_ns: u64) -> String {
                 || "no wake-up".to_string(),
                 |l| format!("lateness p50 {} p99 {} max {} us", l.p50_us, l.p99_us, l.max_us),
             );
+            let cost = c.cpu_share.map_or_else(String::new, |f| format!(", probe CPU time {:.2}%", f * 100.0));
             format!(
-                "cpu {}: {} stalls, {} ms (worst {} ms), {late}",
+                "cpu {}: {} stalls, {} ms (worst {} ms), {late}{cost}",
                 c.host_cpu,
                 c.stalls,
                 ms(c.stall_ns),
