@@ -133,12 +133,14 @@ fn a_filtered_run_switches_serves_ctl_and_writes_its_reports() {
         "seccomp-on",
         &["--vcpus", "2", "--switch-every", "50", "--histogram", h, "--histogram-mode", "all", "--plot", p],
     );
-    // Every thread (control + 2 vCPUs; KVM's own worker, kvm-nx-lpage-recovery,
-    // is listed too where the kernel has it) is in filter mode (2), with one filter.
+    // Every thread (control + 2 vCPUs + the host-noise probes; KVM's own worker,
+    // kvm-nx-lpage-recovery, is listed too where the kernel has it) is in filter
+    // mode (2), with one filter.
     let threads = thread_seccomp(vmm.pid());
     for want in ["rtswitch", "vcpu0", "vcpu1"] {
         assert!(threads.iter().any(|(n, ..)| n == want), "no thread {want}: {threads:?}");
     }
+    assert!(threads.iter().any(|(n, ..)| n.starts_with("hnoise")), "no host-noise probe thread: {threads:?}");
     for (name, mode, filters) in &threads {
         assert_eq!((mode.as_str(), filters.as_str()), ("2", "1"), "thread {name} is not filtered: {threads:?}");
     }

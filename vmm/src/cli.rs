@@ -187,6 +187,22 @@ pub struct RunArgs {
     /// Close a control-socket client that has sent nothing for this long (a bare number is seconds; 0: never); a client that has not negotiated is closed after 5 s whatever this says.
     #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = parse_idle_timeout)]
     pub api_idle_timeout: Duration,
+    /// Period of the host-noise probe: a thread per host CPU that times its own wake-ups, so the reports can say whether the host itself stalled across a guest sample (docs/latency.md); a bare number is µs; `off`: no probe.
+    #[arg(long, value_name = "DURATION|off", default_value = "1ms", value_parser = parse_host_noise)]
+    pub host_noise: HostNoise,
+}
+
+/// `--host-noise`: the probe's period, or off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostNoise(pub Option<Duration>);
+
+/// `--host-noise DURATION|off` (100 µs .. 100 ms).
+fn parse_host_noise(s: &str) -> Result<HostNoise, String> {
+    if s == "off" {
+        return Ok(HostNoise(None));
+    }
+    parse_duration_in(s, Unit::Micros, Duration::from_micros(100), Duration::from_millis(100))
+        .map(|d| HostNoise(Some(d)))
 }
 
 /// `--seccomp` values.
@@ -375,6 +391,8 @@ pub struct RunConfig {
     pub console_limit: u64,
     /// `--api-idle-timeout` (zero: never).
     pub api_idle_timeout: Duration,
+    /// `--host-noise`: the probe's period (`None`: off).
+    pub host_noise: Option<Duration>,
     /// What draws `--plot` (the plotting code is above the core: the
     /// command line's dispatch sets it; `None` from [`RunArgs::into_config`]).
     pub plotter: Option<Plotter>,
@@ -413,6 +431,7 @@ impl RunConfig {
                 vcpu_stop_timeout: self.vcpu_stop_timeout,
                 watchdog: self.watchdog,
                 seccomp: self.seccomp,
+                host_noise: self.host_noise,
             },
         }
     }
@@ -615,6 +634,7 @@ impl RunArgs {
             seccomp: self.seccomp == OnOff::On,
             console_limit: self.console_limit.saturating_mul(1 << 20),
             api_idle_timeout: self.api_idle_timeout,
+            host_noise: self.host_noise.0,
             plotter: None,
         })
     }
@@ -909,6 +929,7 @@ mod tests {
         ("seccomp", "seccomp"),
         ("console_limit", "-"),
         ("api_idle_timeout", "-"),
+        ("host_noise", "host_noise_period_us"),
     ];
 
     #[test]
@@ -973,6 +994,8 @@ mod tests {
             "100ms",
             "--seccomp",
             "off",
+            "--host-noise",
+            "2ms",
         ])
         .unwrap();
         let info = crate::report::json::tests::info(c.report_settings());
@@ -988,9 +1011,19 @@ mod tests {
         assert_eq!(v["guest_args"], serde_json::json!(["idle=poll"]));
         assert_eq!((v["measure_cpus"].clone(), v["stop_above_us"].as_u64()), (serde_json::json!([0]), Some(4000)));
         assert_eq!(v["seccomp"], false);
+        assert_eq!(v["host_noise_period_us"], 2000);
         // Read back through the schema, it is the same.
         let back = crate::report::json::RunReport::parse(&serde_json::to_string(&report).unwrap()).unwrap();
         assert_eq!(back.config, report.config);
+    }
+
+    #[test]
+    fn host_noise() {
+        assert_eq!(parse(&[]).unwrap().host_noise, Some(Duration::from_millis(1)));
+        assert_eq!(parse(&["--host-noise", "off"]).unwrap().host_noise, None);
+        assert_eq!(parse(&["--host-noise", "250"]).unwrap().host_noise, Some(Duration::from_micros(250)));
+        assert!(parse(&["--host-noise", "10us"]).is_err());
+        assert!(parse(&["--host-noise", "1s"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! Threads: the main thread parses the command line, builds the VM and then
 //! runs the control loop (`runner`, an event-manager epoll loop over
 //! signals, timers and vCPU events); each vCPU has its own thread
-//! (`vstate::vcpu`). Each thread installs its own seccomp filter once set
+//! (`vstate::vcpu`); a writer thread serves the guest console, and a
+//! host-noise probe thread per host CPU times the host's own stalls
+//! (`host_noise`). Each thread installs its own seccomp filter once set
 //! up (`seccomp`).
 
 // The core VMM.
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod devices;
 pub mod exit_code;
 pub mod guest_text;
+pub mod host_noise;
 pub mod host_speed;
 pub mod landlock_fs;
 pub mod limits;

@@ -12,6 +12,10 @@
 //!   setup), the timers, the switch, and writes the reports at the end.
 //! - **the console writer** (`console`, `devices::console`): first thing,
 //!   before it takes a message; the common set only.
+//! - **the host-noise probes** (`hnoise<N>`, `host_noise::probe`): after
+//!   pinning themselves and asking for SCHED_FIFO, before their first
+//!   sleep; the common set only, no `ioctl` (they sleep, read the clock,
+//!   and take their record's lock).
 //!
 //! No other thread exists in a run. `rtswitch bench`, `stress` and `ctl`
 //! install no filter: they start child `rtswitch run` processes (which
@@ -103,6 +107,8 @@ pub enum Thread {
     Control,
     /// The guest console's writer (`devices::console`).
     Console,
+    /// The host-noise probe of a host CPU (`host_noise::probe`).
+    HostNoise(u32),
 }
 
 impl Thread {
@@ -111,6 +117,7 @@ impl Thread {
             Thread::Vcpu(cpu) => format!("vcpu{cpu}"),
             Thread::Control => "control".into(),
             Thread::Console => "console".into(),
+            Thread::HostNoise(cpu) => format!("hnoise{cpu}"),
         }
     }
 }
@@ -146,11 +153,20 @@ impl Allowed {
     }
 }
 
+/// One program per kind of thread.
+#[derive(Debug)]
+struct Filters {
+    vcpu: BpfProgram,
+    control: BpfProgram,
+    console: BpfProgram,
+    host_noise: BpfProgram,
+}
+
 /// The filters of one run, built before any thread installs one.
 #[derive(Debug)]
 pub struct Sandbox {
-    /// `None`: `--seccomp off`. vCPU, control, console.
-    filters: Option<(BpfProgram, BpfProgram, BpfProgram)>,
+    /// `None`: `--seccomp off`.
+    filters: Option<Filters>,
     /// The test-only trigger (module comment).
     trip: Option<(Thread, Trip)>,
 }
@@ -181,23 +197,25 @@ impl Sandbox {
         let vcpu = compile("vCPU", vcpu_rules())?;
         let control = compile("control", control_rules(allowed))?;
         let console = compile("console", console_rules())?;
+        let host_noise = compile("host-noise", host_noise_rules())?;
         install_sigsys_handler().map_err(SeccompError::Handler)?;
         crate::rlimits::apply().map_err(SeccompError::Rlimits)?;
         let enforced =
             crate::landlock_fs::restrict(&allowed.output_dirs, &allowed.socket_dir.into_iter().collect::<Vec<_>>())?;
         log::debug!("Landlock file rules: {enforced:?} enforced by this kernel");
-        Ok(Self { filters: Some((vcpu, control, console)), trip })
+        Ok(Self { filters: Some(Filters { vcpu, control, console, host_noise }), trip })
     }
 
     /// Installs `thread`'s filter on the calling thread (from then on, for
     /// good) and records its name for the SIGSYS message.
     pub fn enter(&self, thread: Thread) -> Result<(), SeccompError> {
-        if let Some((vcpu, control, console)) = &self.filters {
+        if let Some(f) = &self.filters {
             set_thread_name(&thread.name());
             let prog = match thread {
-                Thread::Vcpu(_) => vcpu,
-                Thread::Control => control,
-                Thread::Console => console,
+                Thread::Vcpu(_) => &f.vcpu,
+                Thread::Control => &f.control,
+                Thread::Console => &f.console,
+                Thread::HostNoise(_) => &f.host_noise,
             };
             seccompiler::apply_filter(prog)
                 .map_err(|source| SeccompError::Install { thread: thread.name(), source })?;
@@ -373,6 +391,18 @@ type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 /// condition variable, and never ends before the process does), and no
 /// `ioctl` at all.
 fn console_rules() -> Result<Rules, seccompiler::Error> {
+    let mut map = rules(&[COMMON], &[])?;
+    map.remove(&libc::SYS_ioctl);
+    memory_rules(&mut map)?;
+    Ok(map)
+}
+
+/// A host-noise probe: [`COMMON`] only, no `ioctl`. From its filter on it
+/// sleeps to absolute deadlines (`clock_nanosleep`), reads the clock
+/// (vDSO; "may": `clock_gettime`), takes its record's lock (`futex`) and,
+/// at the end, exits. Its setup calls (`sched_setaffinity`,
+/// `sched_setscheduler`, `rt_sigprocmask`) come before the filter.
+fn host_noise_rules() -> Result<Rules, seccompiler::Error> {
     let mut map = rules(&[COMMON], &[])?;
     map.remove(&libc::SYS_ioctl);
     memory_rules(&mut map)?;
@@ -602,6 +632,25 @@ mod tests {
         let allowed = Allowed { output_dirs: vec![5, 6], socket_dir: Some(7), listener: Some(8) };
         compile("control", control_rules(&allowed)).unwrap();
         compile("console", console_rules()).unwrap();
+        compile("host-noise", host_noise_rules()).unwrap();
+    }
+
+    #[test]
+    fn the_host_noise_probe_cannot_change_its_scheduling_or_reach_kvm() {
+        let map = host_noise_rules().unwrap();
+        for nr in [
+            libc::SYS_ioctl,
+            libc::SYS_sched_setscheduler,
+            libc::SYS_sched_setaffinity,
+            libc::SYS_openat,
+            libc::SYS_socket,
+            libc::SYS_clone,
+        ] {
+            assert!(!map.contains_key(&nr), "system call {nr} is allowed");
+        }
+        for nr in [libc::SYS_clock_nanosleep, libc::SYS_clock_gettime, libc::SYS_futex, libc::SYS_exit] {
+            assert!(map.contains_key(&nr), "system call {nr} is not allowed");
+        }
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct RunReport {
     /// The host CPU time the run's threads used.
     #[serde(default)]
     pub host_cpu: Option<super::host_cpu::HostCpu>,
+    /// The host-noise probe: settings and totals per host CPU (`null`:
+    /// `--host-noise off`, or a report older than the probe).
+    #[serde(default)]
+    pub host_noise: Option<super::host_noise::HostNoiseReport>,
 }
 
 /// The device interrupt load of a run.
@@ -169,6 +173,9 @@ pub struct Config {
     pub watchdog_s: Option<f64>,
     #[serde(default)]
     pub seccomp: Option<bool>,
+    /// `--host-noise` in µs (`null`: off, or a report older than the probe).
+    #[serde(default)]
+    pub host_noise_period_us: Option<u64>,
 }
 
 /// `config.irq_load`.
@@ -238,6 +245,10 @@ pub struct Epoch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<Vec<Cpu>>,
     pub all: Cpu,
+    /// How long the host itself stalled during the epoch (the run's
+    /// report, with the host-noise probe; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_stall: Option<crate::host_noise::HostStall>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -293,6 +304,10 @@ pub struct WorstSample {
     /// How long the timer IRQ waited for an unmask (0: not deferred).
     pub masked_ns: u64,
     pub cycle: u64,
+    /// How long the host itself stalled from the deadline to the thread's
+    /// wake-up (the run's report, with the host-noise probe; absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_stall: Option<crate::host_noise::HostStall>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -366,6 +381,7 @@ fn worst(w: &Worst, cpu: Option<usize>) -> WorstSample {
         steal_ns: w.steal_ns,
         masked_ns: w.masked_ns,
         cycle: w.cycle,
+        host_stall: None,
     }
 }
 
@@ -408,6 +424,7 @@ pub fn epoch_entry(e: &EpochRows, d: Detail) -> Epoch {
         end_tsc: e.info.closed().then_some(e.info.end_tsc),
         cpus: d.cpus.then(|| e.cpus.iter().map(|r| cpu(r, e, d)).collect()),
         all: cpu(&e.all, e, d),
+        host_stall: None,
     }
 }
 
@@ -476,6 +493,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         vcpu_stop_timeout_ms: Some(o.vcpu_stop_timeout.as_secs_f64() * 1e3),
         watchdog_s: Some(o.watchdog.as_secs_f64()),
         seccomp: Some(o.seccomp),
+        host_noise_period_us: o.host_noise.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
     };
     let guest = info.guest.as_ref().map(|g| Guest {
         kernel_version: g.kernel_version.clone(),
@@ -501,7 +519,10 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         load_cpus: w.load_cpus,
         stop_above_us: w.stop_above_us,
     });
-    let epochs = epochs(m);
+    let mut epochs = epochs(m);
+    if let Some(s) = &info.host_noise {
+        super::host_noise::annotate(&mut epochs, s);
+    }
     let modes = mode_totals(m, Detail::FULL);
     let w = m.workload.as_ref();
     let load_check = LoadCheck {
@@ -556,6 +577,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
             })
         }),
         host_cpu: info.host_cpu.clone(),
+        host_noise: info.host_noise.as_ref().map(super::host_noise::build),
     }
 }
 
@@ -646,6 +668,7 @@ pub mod tests {
             irq_load: None,
             misbehaviour: Default::default(),
             host_cpu: None,
+            host_noise: None,
         }
     }
 
@@ -766,7 +789,7 @@ pub mod tests {
         assert_eq!(v.result.result, super::super::result::Verdict::Ok);
         assert_eq!(all.corrected.stats.count, all.thread.stats.count);
         // The table shows the same figures.
-        let table = summary::render(&m);
+        let table = summary::render(&m, None);
         let all0 = table.lines().find(|l| l.split_whitespace().take(3).eq(["0", "mainline", "all"])).unwrap();
         let cells: Vec<&str> = all0.split_whitespace().collect();
         let all = &all.thread.stats;

@@ -27,6 +27,7 @@ pub mod cyclictest;
 pub mod cyclictest_json;
 pub mod exits;
 pub mod host_cpu;
+pub mod host_noise;
 pub mod json;
 pub mod outputs;
 pub mod result;
@@ -444,6 +445,8 @@ pub struct RunOptions {
     pub vcpu_stop_timeout: Duration,
     pub watchdog: Duration,
     pub seccomp: bool,
+    /// `--host-noise`: the probe's period (`None`: off).
+    pub host_noise: Option<Duration>,
 }
 
 /// What the run was and how it ended, besides the telemetry.
@@ -476,6 +479,8 @@ pub struct RunInfo {
     pub host_cpu: Option<host_cpu::HostCpu>,
     /// What the guest did against the protocol, per kind (`misbehaviour`).
     pub misbehaviour: std::collections::BTreeMap<String, u64>,
+    /// What the host-noise probe recorded (`None`: `--host-noise off`).
+    pub host_noise: Option<crate::host_noise::Snapshot>,
 }
 
 impl RunInfo {

@@ -117,7 +117,10 @@ fn figures(h: &Histogram) -> [Figure; 3] {
 }
 
 /// The whole block, lines separated by `\n`, the first prefixed `rtswitch: `.
-pub fn render(m: &Measurement) -> String {
+/// With the host-noise probe's record (`host`), each worst sample says
+/// whether the host stalled across it, and each epoch has a line with its
+/// steal time beside the host's stall time.
+pub fn render(m: &Measurement, host: Option<&crate::host_noise::Snapshot>) -> String {
     let range = m.bucket_count as u64 * m.bucket_us;
     let bucket = m.bucket_us;
     let row = |epoch: String, label: &str, r: &CpuRow| {
@@ -197,9 +200,13 @@ pub fn render(m: &Measurement) -> String {
                 .and_then(|c| c.cpu)
                 .map_or_else(String::new, |c| format!(" on cpu {c}"));
             let masked = if w.masked_ns > 0 { ", the timer IRQ deferred by masked interrupts" } else { "" };
+            let vcpu = e.cpus.iter().find(|c| c.figures.worst.as_ref() == Some(w)).and_then(|c| c.cpu);
+            let stalled = host.map_or_else(String::new, |s| {
+                super::host_noise::worst_clause(super::host_noise::worst_stall(s, vcpu, w.deadline_tsc, w.thread_ns))
+            });
             let _ = writeln!(
                 out,
-                "  epoch {} worst thread latency: {} us{cpu} (IRQ {} us, host steal {} us in its period{masked}), \
+                "  epoch {} worst thread latency: {} us{cpu} (IRQ {} us, host steal {} us in its period{stalled}{masked}), \
                  interrupting '{}' with {} switchable lock(s) held, preempt count {}",
                 e.info.index,
                 w.thread_ns / 1000,
@@ -212,6 +219,11 @@ pub fn render(m: &Measurement) -> String {
         }
         if let Some(line) = super::exits::summary_line(e.info.index, &e.all.figures) {
             let _ = writeln!(out, "  {line}");
+        }
+        if let Some(s) = host {
+            let end = e.info.closed().then_some(e.info.end_tsc);
+            let stall = s.stall_between(None, e.info.start_tsc, end);
+            let _ = writeln!(out, "  {}", super::host_noise::epoch_line(e.info.index, e.all.figures.steal_ns, stall));
         }
         let c = e.all.figures.corrected.stats();
         if c.count > 0 && e.all.figures.missed > 0 {
@@ -264,7 +276,7 @@ mod tests {
         write_record_seq(&mem, &layout, 1, 1, &[1], &[5], 7);
         let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
         r.harvest();
-        let text = render(&Measurement::from_reader(&r));
+        let text = render(&Measurement::from_reader(&r), None);
         println!("{text}");
         let rows: Vec<Vec<&str>> = text
             .lines()
@@ -311,7 +323,7 @@ mod tests {
         write_record(&mem, &layout, 0, 0, &[1], &[10]);
         let mut r = TelemetryReader::new(mem.clone(), ADDR, layout);
         r.harvest();
-        let text = render(&Measurement::from_reader(&r));
+        let text = render(&Measurement::from_reader(&r), None);
         assert!(!text.contains(" all mainline ") && !text.contains("rt gain"), "{text}");
         assert_eq!(ratio(Some((300.0, true)), Some((100.0, false))), ">=3.00x");
         assert_eq!(ratio(Some((300.0, true)), Some((100.0, true))), "?");
@@ -338,7 +350,7 @@ mod tests {
             write_record(&mem, &layout, (i % 4) as usize, 0, &[1], &[7]);
             r.harvest();
         }
-        let text = render(&Measurement::from_reader(&r));
+        let text = render(&Measurement::from_reader(&r), None);
         let totals: Vec<Vec<&str>> = text
             .lines()
             .map(|l| l.split_whitespace().collect::<Vec<_>>())

@@ -26,6 +26,8 @@ pub struct EndInputs<'a> {
     pub irq_load: Option<crate::vstate::irq_load::IrqLoadCounts>,
     /// The host CPU time of the run's threads (`None`: the guest never ran).
     pub host_cpu: Option<report::host_cpu::HostCpu>,
+    /// What the host-noise probe recorded (`None`: `--host-noise off`).
+    pub host_noise: Option<crate::host_noise::Snapshot>,
 }
 
 /// How the run ended, in words.
@@ -56,7 +58,7 @@ fn outcome_text(run: &Run, outcome: &Outcome, ran: f64, grace: Duration) -> Stri
 /// Prints how the run ended and the latency reports, writes the output
 /// files; returns the run's exit code.
 pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
-    let EndInputs { config, switching, watchdog, irq_load, host_cpu } = inputs;
+    let EndInputs { config, switching, watchdog, irq_load, host_cpu, host_noise } = inputs;
     let ran = run.started.elapsed().as_secs_f64();
     crate::ratelimit::flush(true);
     let outcome = run.life.borrow().outcome().cloned().unwrap_or(Outcome::Forced);
@@ -100,8 +102,12 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
     {
         run.say(&report::irq_load_line(sent, w));
     }
+    if let Some(s) = &host_noise {
+        let steal = measurement.epochs.iter().map(|e| e.all.figures.steal_ns).fold(0, u64::saturating_add);
+        run.say(&report::host_noise::end_line(s, steal));
+    }
     if measurement.measured() {
-        run.console.report(&report::summary::render(&measurement));
+        run.console.report(&report::summary::render(&measurement, host_noise.as_ref()));
     } else if config.workload.enabled != 0 && ready_at.is_some() {
         run.say("no latency samples: the guest never started its measurement threads");
     }
@@ -156,6 +162,7 @@ pub fn report(run: &Run, inputs: EndInputs<'_>) -> ExitCode {
         irq_load,
         host_cpu,
         misbehaviour: misbehaviour.iter().map(|&(k, n)| (k.to_string(), n)).collect(),
+        host_noise,
     };
     let written = report::write_outputs(&measurement, &info);
     for line in &written.notes {

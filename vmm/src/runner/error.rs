@@ -37,6 +37,8 @@ pub enum RunError {
     Bus(#[from] BusError),
     #[error(transparent)]
     IrqLoad(#[from] crate::vstate::irq_load::IrqLoadError),
+    #[error(transparent)]
+    HostNoise(#[from] crate::host_noise::HostNoiseError),
 }
 
 impl RunError {

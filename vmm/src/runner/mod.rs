@@ -77,7 +77,7 @@ use crate::vstate::memory;
 use crate::vstate::vcpu::{self, VcpuContext};
 use crate::vstate::vm;
 use crate::watchdog::Watchdog;
-use crate::{loader, signals};
+use crate::{host_noise, loader, signals};
 pub use error::RunError;
 
 use control::ControlSocket;
@@ -208,6 +208,15 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         // `cont` opens it (`Run::launch`).
         gate.close();
     }
+    // The host-noise probe maps the vCPUs' TSCs before they first run,
+    // and runs from before the guest's first instruction to after its last.
+    let probe = match config.host_noise {
+        Some(period) => {
+            let settings = host_noise::Settings { period, threshold: host_noise::STALL_THRESHOLD };
+            Some(host_noise::Probe::start(settings, vm.tsc_khz, &vm.vcpus, &sandbox)?)
+        }
+        None => None,
+    };
     let mut handles = Vec::with_capacity(vm.vcpus.len());
     for ((cpu, fd), events) in vm.vcpus.drain(..).enumerate().zip(producers) {
         let ctx = VcpuContext {
@@ -265,6 +274,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     }
     let ran = run.launched.get().elapsed();
     run.stop_vcpus(config.vcpu_stop_timeout.max(VCPU_JOIN_MIN));
+    let host_noise = probe.map(host_noise::Probe::stop);
     let host_cpu = run.life.borrow().started().then(|| {
         let control = crate::vstate::vcpu::thread_cpu_time().unwrap_or_default();
         crate::report::host_cpu::HostCpu::new(ran, control, &run.vcpu_cpu_times())
@@ -276,7 +286,10 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     console.flush();
     let (switching, mut status) = (switching.borrow(), status.borrow_mut());
     let irq_load = irq_load.map(|d| d.borrow().counts());
-    Ok(end::report(&run, EndInputs { config, switching: &switching, watchdog: status.watchdog(), irq_load, host_cpu }))
+    Ok(end::report(
+        &run,
+        EndInputs { config, switching: &switching, watchdog: status.watchdog(), irq_load, host_cpu, host_noise },
+    ))
 }
 
 /// The least time the end of a run waits for the vCPU threads to end

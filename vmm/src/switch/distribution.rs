@@ -85,7 +85,7 @@ impl Distribution {
 
     /// The figure of rank `per_mille` (nearest rank), as a bucket's lower
     /// edge clamped to `[min, max]`.
-    fn percentile(&self, per_mille: u64) -> u64 {
+    pub fn percentile(&self, per_mille: u64) -> u64 {
         let rank = crate::stats::nearest_rank(self.count, per_mille * 1000);
         match crate::stats::bucket_of_rank(self.buckets.iter().copied(), rank) {
             Some(i) => lower_edge(i).clamp(self.min, self.max),

@@ -170,7 +170,7 @@ impl<E> VcpuContext<E> {
 }
 
 /// Blocks the signals meant for the control thread on this thread.
-fn block_process_signals() {
+pub(crate) fn block_process_signals() {
     // SAFETY: sigemptyset/sigaddset fill a local sigset_t; pthread_sigmask
     // changes only this thread's mask.
     unsafe {
