@@ -126,7 +126,7 @@ impl ClockEvent {
     /// (`next`, 0: none) and what it is armed for now (`armed`, 0: none):
     /// `None` when no write is needed (nothing to arm, or armed for an
     /// equal or earlier deadline).
-    pub fn to_arm(&mut self, next: u64, armed: u64) -> Option<u64> {
+    pub fn arm_deadline(&mut self, next: u64, armed: u64) -> Option<u64> {
         let next = match (next, self.check) {
             (0, c) => c,
             (n, 0) => n,
@@ -180,17 +180,17 @@ mod tests {
     #[test]
     fn arms_only_for_an_earlier_deadline() {
         let mut c = ClockEvent::new();
-        assert_eq!(c.to_arm(0, 0), None, "nothing to arm");
-        assert_eq!(c.to_arm(500, 0), Some(500));
+        assert_eq!(c.arm_deadline(0, 0), None, "nothing to arm");
+        assert_eq!(c.arm_deadline(500, 0), Some(500));
         c.programmed(100, 500, 10_000);
-        assert_eq!(c.to_arm(700, 500), None, "armed earlier already");
-        assert_eq!(c.to_arm(500, 500), None, "armed for it already");
-        assert_eq!(c.to_arm(300, 500), Some(300));
+        assert_eq!(c.arm_deadline(700, 500), None, "armed earlier already");
+        assert_eq!(c.arm_deadline(500, 500), None, "armed for it already");
+        assert_eq!(c.arm_deadline(300, 500), Some(300));
         c.fired();
-        assert_eq!(c.to_arm(700, 500), Some(700), "once fired, the armed deadline is gone");
+        assert_eq!(c.arm_deadline(700, 500), Some(700), "once fired, the armed deadline is gone");
         c.check = 600;
-        assert_eq!(c.to_arm(700, 0), Some(600), "the watchdog's check comes first");
-        assert_eq!(c.to_arm(0, 0), Some(600));
+        assert_eq!(c.arm_deadline(700, 0), Some(600), "the watchdog's check comes first");
+        assert_eq!(c.arm_deadline(0, 0), Some(600));
     }
 
     #[test]

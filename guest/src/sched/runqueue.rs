@@ -221,7 +221,7 @@ impl RunQueue {
     /// once the lock is dropped (`apic::set_tsc_deadline`; module doc of
     /// `logic::clockevent`).
     pub fn arm_for_next(&mut self) -> Option<u64> {
-        let d = self.clock.to_arm(self.next_deadline(), self.armed_deadline_tsc)?;
+        let d = self.clock.arm_deadline(self.next_deadline(), self.armed_deadline_tsc)?;
         self.armed_deadline_tsc = d;
         self.clock.programmed(cpu::rdtsc_ordered(), d, apic::timer_reach_tsc());
         Some(d)

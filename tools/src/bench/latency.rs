@@ -93,22 +93,55 @@ pub struct RunFigures {
     pub probe: ProbeFigures,
 }
 
-/// Figures of one run about the host under it, from its `--json` report:
-/// the seam for exits per measurement activation and host stall time,
-/// which the VMM's host-noise probe will report. Until the run
-/// report carries them they stay `None` (`null` in `bench.json`).
+/// Figures of one run about what lies under its latencies, from its
+/// `--json` report (docs/latency.md): exits to the hypervisor per
+/// measurement activation (all of them, and those between the timer
+/// interrupt and the thread), and the time the host itself stalled (the
+/// VMM's host-noise probe) during the boot mode's epochs. `None` (`null`
+/// in `bench.json`) when the report does not carry them (`--host-noise
+/// off`, no usable TSC map, an older report).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct ProbeFigures {
-    /// VM exits per measurement activation.
+    /// Exits per measurement activation, every cause.
     pub exits_per_activation: Option<f64>,
+    /// Of those, between the serving timer interrupt and the thread.
+    pub irq_to_thread_exits_per_activation: Option<f64>,
     /// Time the host stalled the VM, in ms.
     pub host_stall_ms: Option<f64>,
 }
 
 impl ProbeFigures {
-    /// Reads them from a run report (none yet: see the type's comment).
-    pub fn from_report(_r: &RunReport) -> Self {
-        Self::default()
+    /// Reads them from a run report: the boot mode's totals, and its mode
+    /// epochs' host stalls summed.
+    pub fn from_report(r: &RunReport) -> Self {
+        let mode = r.config.mode.as_str();
+        let total = r.mode(mode);
+        let stalls: Vec<u64> = r
+            .epochs
+            .iter()
+            .filter(|e| e.kind == "mode" && e.mode == mode)
+            .filter_map(|e| e.host_stall.as_ref().map(|h| h.ns))
+            .collect();
+        Self {
+            exits_per_activation: total.and_then(|t| t.exits.per_activation),
+            irq_to_thread_exits_per_activation: total.and_then(|t| t.exits.irq_to_thread_per_activation),
+            host_stall_ms: (!stalls.is_empty()).then(|| stalls.iter().sum::<u64>() as f64 / 1e6),
+        }
+    }
+
+    /// Over a configuration's slices: the exits' median, the stalls' sum.
+    pub fn over_slices(figs: &[&RunFigures]) -> Self {
+        let median = |get: fn(&ProbeFigures) -> Option<f64>| {
+            let mut v: Vec<f64> = figs.iter().filter_map(|f| get(&f.probe)).collect();
+            v.sort_by(f64::total_cmp);
+            (!v.is_empty()).then(|| v[(v.len() - 1) / 2])
+        };
+        let stalls: Vec<f64> = figs.iter().filter_map(|f| f.probe.host_stall_ms).collect();
+        Self {
+            exits_per_activation: median(|p| p.exits_per_activation),
+            irq_to_thread_exits_per_activation: median(|p| p.irq_to_thread_exits_per_activation),
+            host_stall_ms: (!stalls.is_empty()).then(|| stalls.iter().sum()),
+        }
     }
 }
 
@@ -459,7 +492,7 @@ fn median_figures(first: &RunFigures, figs: &[&RunFigures], s: &FigureSpread) ->
         thread_buckets: buckets.into_iter().collect(),
         thread_overflow: figs.iter().map(|f| f.thread_overflow).sum(),
         load_check: load_check.to_string(),
-        probe: ProbeFigures::default(),
+        probe: ProbeFigures::over_slices(figs),
         ..first.clone()
     }
 }
@@ -619,6 +652,11 @@ fn pct_text(p: Percentile) -> String {
 /// The family's table: one row per configuration (medians over its
 /// slices, the thread p99's range beside), then the rt gain per load,
 /// paired per slice, and the host's own floor.
+/// A figure with two decimals, `-` when absent.
+fn fig2(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_string(), |x| format!("{x:.2}"))
+}
+
 pub fn render(l: &LatencyResult) -> String {
     let mut out = String::new();
     let head = cells(&[
@@ -636,6 +674,10 @@ pub fn render(l: &LatencyResult) -> String {
         "IRQ p50",
         "p99",
         "max",
+        "|",
+        "exits/act",
+        "irq->thread",
+        "host stall ms",
         "|",
         "load check",
         "exit",
@@ -655,14 +697,20 @@ pub fn render(l: &LatencyResult) -> String {
                 opt(f.irq_p99),
                 opt(f.irq_max_us),
                 "|".into(),
+                fig2(f.probe.exits_per_activation),
+                fig2(f.probe.irq_to_thread_exits_per_activation),
+                f.probe.host_stall_ms.map_or_else(|| "-".to_string(), |ms| format!("{ms:.1}")),
+                "|".into(),
                 f.load_check.clone(),
             ])),
-            Err(_) => row.extend(cells(&["-", "-", "|", "-", "-", "-", "|", "-", "|", "-", "-", "-", "|", "-"])),
+            Err(_) => row.extend(cells(&[
+                "-", "-", "|", "-", "-", "-", "|", "-", "|", "-", "-", "-", "|", "-", "-", "-", "|", "-",
+            ])),
         }
         row.push(exit);
         rows.push(row);
     }
-    out.push_str(&grid(&rows, &[0, 15]));
+    out.push_str(&grid(&rows, &[0, 19]));
     for c in &l.runs {
         for s in &c.slices {
             if let Err(e) = &s.run.figures {
