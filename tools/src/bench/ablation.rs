@@ -24,7 +24,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::child::run_to_json;
-use super::latency::{self, LatencyConfig, Ratio, RunFigures, pct_ratio, run_limit};
+use super::latency::{self, LatencyConfig, RunFigures, run_limit};
+use super::ratio::{Ratio, pct_ratio};
 use super::table::{cells, grid, opt};
 use rtswitch::report::json::RunReport;
 

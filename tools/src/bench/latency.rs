@@ -23,8 +23,9 @@ use serde::Serialize;
 use super::child::run_to_json;
 use super::cyclictest::HostFigures;
 use super::median::{NumSpread, Paired, PctSpread, num_spread, pct_spread};
+use super::ratio::pct_ratio;
 use super::table::{cells, grid, opt};
-use super::targets::Target;
+use super::verdict::Target;
 use rtswitch::report::json::RunReport;
 use rtswitch::stats::Percentile;
 
@@ -279,104 +280,6 @@ impl RunOutcome {
     }
 }
 
-/// How far a ratio is known.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Bound {
-    Exact,
-    /// The ratio is at least `value` (its numerator overflowed, or its denominator is below 1 µs).
-    AtLeast,
-    /// The ratio is at most `value` (its denominator overflowed).
-    AtMost,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct Ratio {
-    pub value: f64,
-    pub bound: Bound,
-}
-
-impl std::fmt::Display for Ratio {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let prefix = match self.bound {
-            Bound::Exact => "",
-            Bound::AtLeast => ">=",
-            Bound::AtMost => "<=",
-        };
-        write!(f, "{prefix}{:.2}x", self.value)
-    }
-}
-
-/// `num / den` of two percentiles, with how far it is known; `None` when
-/// it is not (both overflowed, or both below 1 µs).
-pub fn pct_ratio(num: Percentile, den: Percentile) -> Option<Ratio> {
-    let (n, d) = (num.us() as f64, den.us());
-    match (num.at_least(), den.at_least()) {
-        (true, true) => None,
-        (true, false) if d == 0 => Some(Ratio { value: n, bound: Bound::AtLeast }),
-        (true, false) => Some(Ratio { value: n / d as f64, bound: Bound::AtLeast }),
-        (false, true) => Some(Ratio { value: n / d.max(1) as f64, bound: Bound::AtMost }),
-        (false, false) if d == 0 && num.us() == 0 => None,
-        // A p99 in the [0, 1) µs bucket: the ratio is at least num / 1.
-        (false, false) if d == 0 => Some(Ratio { value: n, bound: Bound::AtLeast }),
-        (false, false) => Some(Ratio { value: n / d as f64, bound: Bound::Exact }),
-    }
-}
-
-/// Whether a target was met, as far as the figures tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Met,
-    NotMet,
-    /// The figures do not decide it (a run failed, or a bound points the wrong way).
-    Unknown,
-}
-
-impl Verdict {
-    pub fn text(self) -> &'static str {
-        match self {
-            Verdict::Met => "met",
-            Verdict::NotMet => "NOT MET",
-            Verdict::Unknown => "unknown",
-        }
-    }
-}
-
-/// Target "ratio >= target".
-pub fn at_least(r: Option<Ratio>, target: f64) -> Verdict {
-    match r {
-        None => Verdict::Unknown,
-        Some(Ratio { value, bound: Bound::Exact }) => {
-            if value >= target {
-                Verdict::Met
-            } else {
-                Verdict::NotMet
-            }
-        }
-        Some(Ratio { value, bound: Bound::AtLeast }) if value >= target => Verdict::Met,
-        Some(Ratio { value, bound: Bound::AtMost }) if value < target => Verdict::NotMet,
-        Some(_) => Verdict::Unknown,
-    }
-}
-
-/// Target "ratio <= target".
-pub fn at_most(r: Option<Ratio>, target: f64) -> Verdict {
-    match r {
-        None => Verdict::Unknown,
-        Some(Ratio { value, bound: Bound::Exact }) => {
-            if value <= target {
-                Verdict::Met
-            } else {
-                Verdict::NotMet
-            }
-        }
-        Some(Ratio { value, bound: Bound::AtMost }) if value <= target => Verdict::Met,
-        Some(Ratio { value, bound: Bound::AtLeast }) if value > target => Verdict::NotMet,
-        Some(_) => Verdict::Unknown,
-    }
-}
-
 /// One slice of one configuration: a run, which slice it belongs to and
 /// where it came in the family's sequence.
 #[derive(Clone, Debug, Serialize)]
@@ -595,12 +498,6 @@ pub fn guest_over_host(runs: &[ConfigRuns], host: &[HostRun], slices: u32) -> Pa
     )
 }
 
-/// A target as printed: `10`, `0.67`.
-pub fn target_text(t: f64) -> String {
-    let s = format!("{t:.2}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
 /// The `rtswitch run` arguments of one latency run (the caller adds `--json`).
 pub fn run_args(cfg: &LatencyConfig, mode: &str, load: &str) -> Vec<String> {
     let mut v = cells(&["run", "--quiet", "--serial", "none", "--mode", mode, "--load", load]);
@@ -755,6 +652,8 @@ pub fn render(l: &LatencyResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::ratio::{Bound, Ratio};
+    use crate::bench::verdict::{Verdict, at_least, at_most};
     use rtswitch::stats::Percentile::{AtLeast, Us};
 
     fn cfg() -> LatencyConfig {

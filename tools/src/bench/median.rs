@@ -10,7 +10,7 @@
 
 use serde::Serialize;
 
-use super::latency::{Bound, Ratio};
+use super::ratio::{Bound, Ratio};
 use rtswitch::stats::{Percentile, nearest_rank};
 
 /// The 0-based index of the nearest-rank median of `n` sorted values.

@@ -39,6 +39,7 @@ pub mod latency;
 pub mod median;
 pub mod plots;
 pub mod progress;
+pub mod ratio;
 pub mod repeat;
 pub mod scratch;
 pub mod slices;
@@ -46,6 +47,7 @@ pub mod switching;
 pub mod table;
 pub mod targets;
 pub mod throughput;
+pub mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

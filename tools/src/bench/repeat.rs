@@ -69,7 +69,7 @@ pub fn headlines(s: &Suite) -> Vec<Headline> {
                 name: t.what.clone(),
                 unit: "x",
                 value: t.value.map(|r| r.value),
-                at_least: t.value.is_some_and(|r| !matches!(r.bound, super::latency::Bound::Exact)),
+                at_least: t.value.is_some_and(|r| !matches!(r.bound, super::ratio::Bound::Exact)),
             });
         }
     }

@@ -14,13 +14,11 @@
 //! The block ends with the host CPU an idle VM costs per idle policy (the
 //! idle family's figures), which has no target.
 
-use serde::Serialize;
-
 use super::idle::IdleRun;
-use super::latency::{
-    Bound, ConfigRuns, HostFloor, LatencyResult, Ratio, RoundPlatform, Verdict, at_least, at_most, pair, target_text,
-};
+use super::latency::{ConfigRuns, HostFloor, LatencyResult, RoundPlatform, pair};
 use super::median::Paired;
+use super::ratio::{Bound, Ratio};
+use super::verdict::{Target, Verdict, target_text};
 use rtswitch::stats::Percentile;
 
 /// Target: the rt gain under the lock load, median over the slices.
@@ -35,29 +33,6 @@ pub const TARGET_LOCKS_OVER_CPU: f64 = 1.2;
 pub const TARGET_OVER_HOST: f64 = 3.0;
 /// The platform cost the first two targets are measured against.
 pub const PLATFORM_TIMER_BUSY: &str = "timer deadline -> handler at CPL3 (busy CPU)";
-
-/// One judged target.
-#[derive(Clone, Debug, Serialize)]
-pub struct Target {
-    pub what: String,
-    /// The judged value: the median of `paired`, or its spread.
-    pub value: Option<Ratio>,
-    /// The per-slice ratios it comes from.
-    pub paired: Paired,
-    /// `>=` or `<=`.
-    pub target_op: &'static str,
-    pub target: f64,
-    pub verdict: Verdict,
-    /// Why there is no figure, where that is known (no cyclictest).
-    pub note: Option<String>,
-}
-
-impl Target {
-    fn of(what: &str, value: Option<Ratio>, paired: Paired, op: &'static str, target: f64) -> Self {
-        let verdict = if op == ">=" { at_least(value, target) } else { at_most(value, target) };
-        Self { what: what.to_string(), value, paired, target_op: op, target, verdict, note: None }
-    }
-}
 
 /// A configuration's thread p99 over the platform's busy-vCPU timer p99 of
 /// the same round, per slice.

@@ -6,7 +6,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::json::Epoch;
 use crate::host_noise::{HostStall, Snapshot};
 use crate::switch::distribution::Summary;
 
@@ -121,19 +120,6 @@ fn micros(d: std::time::Duration) -> u64 {
 /// The host stall of a worst sample: its deadline to its thread's wake-up.
 pub fn worst_stall(s: &Snapshot, cpu: Option<usize>, deadline_tsc: u64, thread_ns: u64) -> Option<HostStall> {
     s.stall_across(cpu, deadline_tsc, thread_ns)
-}
-
-/// Puts each epoch's and each worst sample's host stall in `epochs`.
-pub fn annotate(epochs: &mut [Epoch], s: &Snapshot) {
-    for e in epochs {
-        e.host_stall = s.stall_between(None, e.start_tsc, e.end_tsc);
-        let cpus = e.cpus.iter_mut().flatten().chain(std::iter::once(&mut e.all));
-        for c in cpus {
-            if let Some(w) = &mut c.worst {
-                w.host_stall = worst_stall(s, w.cpu, w.deadline_tsc, w.thread_ns);
-            }
-        }
-    }
 }
 
 fn ms(ns: u64) -> String {

@@ -428,6 +428,20 @@ pub fn epoch_entry(e: &EpochRows, d: Detail) -> Epoch {
     }
 }
 
+/// Puts each epoch's and each worst sample's host stall (the host-noise
+/// probe's snapshot) in `epochs`.
+fn annotate_host_stalls(epochs: &mut [Epoch], s: &crate::host_noise::Snapshot) {
+    for e in epochs {
+        e.host_stall = s.stall_between(None, e.start_tsc, e.end_tsc);
+        let cpus = e.cpus.iter_mut().flatten().chain(std::iter::once(&mut e.all));
+        for c in cpus {
+            if let Some(w) = &mut c.worst {
+                w.host_stall = super::host_noise::worst_stall(s, w.cpu, w.deadline_tsc, w.thread_ns);
+            }
+        }
+    }
+}
+
 /// Every listed epoch in full.
 pub fn epochs(m: &Measurement) -> Vec<Epoch> {
     m.epochs.iter().map(|e| epoch_entry(e, Detail::FULL)).collect()
@@ -521,7 +535,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
     });
     let mut epochs = epochs(m);
     if let Some(s) = &info.host_noise {
-        super::host_noise::annotate(&mut epochs, s);
+        annotate_host_stalls(&mut epochs, s);
     }
     let modes = mode_totals(m, Detail::FULL);
     let w = m.workload.as_ref();
