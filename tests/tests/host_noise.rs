@@ -18,7 +18,8 @@ use rtswitch_tests::vm::BackgroundVmm;
 
 /// How long the test holds the VMM stopped (at least).
 const STOP: Duration = Duration::from_millis(80);
-/// The guest's measurement period (the run's `-i`) and the probe's period.
+/// The guest's measurement period (the run's `-i`) and the probe's period
+/// (`--host-noise`, set to it: the default is longer).
 const INTERVAL: Duration = Duration::from_millis(1);
 
 /// Whether every thread of `pid` is stopped (state `T` or `t`).
@@ -65,7 +66,10 @@ fn stall(vmm: &BackgroundVmm) -> Duration {
 #[test]
 fn a_stopped_vmm_is_reported_as_a_host_stall_across_the_sample_it_delayed() {
     let watch = HostStalls::watch();
-    let vmm = BackgroundVmm::start("host-noise-stop", &["--vcpus", "1", "--load", "none", "-i", "1000"]);
+    let vmm = BackgroundVmm::start(
+        "host-noise-stop",
+        &["--vcpus", "1", "--load", "none", "-i", "1000", "--host-noise", "1ms"],
+    );
     std::thread::sleep(Duration::from_millis(500));
     let held = stall(&vmm);
     std::thread::sleep(Duration::from_millis(500));

@@ -188,7 +188,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "600s", value_parser = parse_idle_timeout)]
     pub api_idle_timeout: Duration,
     /// Period of the host-noise probe: a thread per host CPU that times its own wake-ups, so the reports can say whether the host itself stalled across a guest sample (docs/latency.md); a bare number is µs; `off`: no probe.
-    #[arg(long, value_name = "DURATION|off", default_value = "1ms", value_parser = parse_host_noise)]
+    #[arg(long, value_name = "DURATION|off", default_value = "4ms", value_parser = parse_host_noise)]
     pub host_noise: HostNoise,
 }
 

@@ -44,8 +44,12 @@ use crate::seccomp::Sandbox;
 
 /// Host CPUs probed at most (the first ones of the VMM's affinity).
 pub const MAX_CPUS: usize = 16;
-/// The default period (`--host-noise`).
-pub const DEFAULT_PERIOD: Duration = Duration::from_millis(1);
+/// The default period (`--host-noise`): each wake-up preempts a vCPU
+/// thread for 20-30 µs on this project's host, so at 1 ms the probe took
+/// 2.5 % of the vCPUs' time and raised the guest's p99 (interleaved runs,
+/// rt + cpu: p99 100-174 µs against 96 without it); at 4 ms it took 0.7 %
+/// and the p99 read 97-101 µs (docs/latency.md, "Cost").
+pub const DEFAULT_PERIOD: Duration = Duration::from_millis(4);
 /// A wake-up this late is a host stall. This host's own cyclictest p99 is
 /// 36-52 µs and the probe's p99.9 at SCHED_FIFO about 100 µs on a quiet
 /// host (docs/latency.md, "Host stalls"); its stalls reach 15 ms.
