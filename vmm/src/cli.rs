@@ -1019,7 +1019,7 @@ mod tests {
 
     #[test]
     fn host_noise() {
-        assert_eq!(parse(&[]).unwrap().host_noise, Some(Duration::from_millis(1)));
+        assert_eq!(parse(&[]).unwrap().host_noise, Some(Duration::from_millis(4)));
         assert_eq!(parse(&["--host-noise", "off"]).unwrap().host_noise, None);
         assert_eq!(parse(&["--host-noise", "250"]).unwrap().host_noise, Some(Duration::from_micros(250)));
         assert!(parse(&["--host-noise", "10us"]).is_err());
