@@ -9,8 +9,20 @@
 //!   `expires_next`); the interrupt that fires re-arms for the rest.
 //! - **Re-arm after the top task, not before it.** A timer interrupt that
 //!   wakes a task which outranks what runs and which no sleeper on the
-//!   CPU outranks does not re-arm: that task runs next, and no other
-//!   deadline could preempt it before it leaves the CPU. The timer is
+//!   CPU outranks, where what runs can be preempted at once (its preempt
+//!   count 0), does not re-arm: that task runs next, and no other
+//!   deadline could preempt it before it leaves the CPU. Where what runs
+//!   holds preemption off (a mainline lock, a stuck task) the woken task
+//!   waits for it: the timer is re-armed at once, while it waits, so the
+//!   lockup watchdog's check still fires on a CPU stuck that way. Under
+//!   the `voluntary` and `none` preemption models the woken task waits
+//!   for the running one's next preemption point (the load passes one
+//!   every 50 µs) with the re-arm deferred: writing it then would only
+//!   delay that point by the exits. A task that runs long without
+//!   reaching a point (the preemption self-test's bounded busy loop)
+//!   leaves the timer unarmed as long, and a woken task waits for it
+//!   anyway; one that never reached a point would be reported by the
+//!   VMM's watchdog, which reads the heartbeats, not by the guest's. The timer is
 //!   armed when it leaves ([`Rearm::AfterTop`]), which for a periodic
 //!   thread merges with the arming for its own next deadline: one write
 //!   per period instead of two, and none between the interrupt and the
@@ -159,11 +171,12 @@ impl ClockEvent {
     /// After a timer interrupt (or the idle loop's expiry) woke tasks:
     /// whether to leave the timer unarmed until `top` leaves the CPU. `top`
     /// is the highest woken task with its priority, `curr_prio` the
-    /// priority of what runs, `sleeper_max` the highest priority still
-    /// on the timer list (0: none).
-    pub fn defer_after(&mut self, top: Option<(usize, u8)>, curr_prio: u8, sleeper_max: u8) -> bool {
+    /// priority of what runs and `preemptible` whether it can be preempted
+    /// at once (its preempt count 0), `sleeper_max` the highest priority
+    /// still on the timer list (0: none).
+    pub fn defer_after(&mut self, top: Option<(usize, u8)>, curr_prio: u8, preemptible: bool, sleeper_max: u8) -> bool {
         match top {
-            Some((t, p)) if p > curr_prio && p >= sleeper_max => {
+            Some((t, p)) if preemptible && p > curr_prio && p >= sleeper_max => {
                 self.rearm = Rearm::AfterTop(t);
                 self.spared += 1;
                 true
@@ -211,10 +224,12 @@ mod tests {
     #[test]
     fn the_timer_is_re_armed_when_the_top_task_leaves() {
         let mut c = ClockEvent::new();
-        assert!(!c.defer_after(Some((7, 50)), 60, 0), "does not outrank what runs");
-        assert!(!c.defer_after(Some((7, 50)), 10, 80), "a sleeper outranks it");
-        assert!(!c.defer_after(None, 10, 0));
-        assert!(c.defer_after(Some((7, 99)), 10, 99), "equal to the highest sleeper");
+        assert!(!c.defer_after(Some((7, 50)), 60, true, 0), "does not outrank what runs");
+        assert!(!c.defer_after(Some((7, 50)), 10, true, 80), "a sleeper outranks it");
+        assert!(!c.defer_after(None, 10, true, 0));
+        assert!(!c.defer_after(Some((7, 99)), 10, false, 0), "what runs holds preemption off: it waits");
+        assert_eq!(c.rearm, Rearm::None);
+        assert!(c.defer_after(Some((7, 99)), 10, true, 99), "equal to the highest sleeper");
         assert!(!c.rearm_due(3), "another task leaving is not the top one");
         assert!(c.rearm_due(7));
         assert!(!c.rearm_due(7), "taken once");

@@ -244,6 +244,9 @@ pub fn on_timer_interrupt() -> bool {
     crate::sched::handler_mark::mark_handler_entry(now);
     let this = percpu::this();
     let cpu = this.cpu_id() as usize;
+    // What the interrupt came into can be preempted at its exit (read
+    // before the run-queue lock raises the count).
+    let preemptible = percpu::preempt_count() == 0;
     crate::sched::watchdog::on_timer_interrupt(cpu, now);
     this.timer_irqs.fetch_add(1, Ordering::Relaxed);
     let arm = {
@@ -276,7 +279,7 @@ pub fn on_timer_interrupt() -> bool {
             }
             return true;
         }
-        match expire(&mut rq, now, this) {
+        match expire(&mut rq, now, this, preemptible) {
             Expiry::Arm(d) => Some(d),
             Expiry::Nothing => None,
             Expiry::Deferred => {
@@ -303,8 +306,8 @@ enum Expiry {
 
 /// Wakes every sleeper due at `now` (run-queue lock held, interrupts off),
 /// marks need_resched if one outranks `curr`, and decides the re-arm
-/// (`logic::clockevent`).
-fn expire(rq: &mut RunQueue, now: u64, this: &percpu::PerCpu) -> Expiry {
+/// (`logic::clockevent`); `preemptible`: `curr` can be preempted at once.
+fn expire(rq: &mut RunQueue, now: u64, this: &percpu::PerCpu, preemptible: bool) -> Expiry {
     let curr_prio = rq.curr().prio();
     let mut top: Option<&'static Task> = None;
     while let Some(t) = rq.timer_pop_expired(now) {
@@ -318,7 +321,7 @@ fn expire(rq: &mut RunQueue, now: u64, this: &percpu::PerCpu) -> Expiry {
     }
     let top = top.map(|t| (core::ptr::from_ref(t) as usize, t.prio()));
     let sleeper_max = rq.timer_max_prio();
-    if rq.clock.defer_after(top, curr_prio, sleeper_max) {
+    if rq.clock.defer_after(top, curr_prio, preemptible, sleeper_max) {
         return Expiry::Deferred;
     }
     if matches!(rq.clock.rearm, Rearm::AfterTop(_)) {
@@ -337,6 +340,7 @@ pub fn expire_from_idle() {
     let now = now_tsc();
     let this = percpu::this();
     let cpu = this.cpu_id() as usize;
+    // The idle task: always preemptible.
     let arm = {
         let mut rq = RQS[cpu].lock();
         let due = rq.next_deadline();
@@ -348,7 +352,7 @@ pub fn expire_from_idle() {
         if rq.clock.rearm == Rearm::Now {
             rq.clock.rearm = Rearm::None;
         }
-        match expire(&mut rq, now, this) {
+        match expire(&mut rq, now, this, true) {
             Expiry::Arm(d) => Some(d),
             Expiry::Nothing | Expiry::Deferred => None,
         }
