@@ -173,10 +173,17 @@ impl ClockEvent {
     /// is the highest woken task with its priority, `curr_prio` the
     /// priority of what runs and `preemptible` whether it can be preempted
     /// at once (its preempt count 0), `sleeper_max` the highest priority
-    /// still on the timer list (0: none).
-    pub fn defer_after(&mut self, top: Option<(usize, u8)>, curr_prio: u8, preemptible: bool, sleeper_max: u8) -> bool {
+    /// still on the timer list (0: none), asked only when the rest holds
+    /// (it walks the list).
+    pub fn defer_after(
+        &mut self,
+        top: Option<(usize, u8)>,
+        curr_prio: u8,
+        preemptible: bool,
+        sleeper_max: impl FnOnce() -> u8,
+    ) -> bool {
         match top {
-            Some((t, p)) if preemptible && p > curr_prio && p >= sleeper_max => {
+            Some((t, p)) if preemptible && p > curr_prio && p >= sleeper_max() => {
                 self.rearm = Rearm::AfterTop(t);
                 self.spared += 1;
                 true
@@ -224,12 +231,12 @@ mod tests {
     #[test]
     fn the_timer_is_re_armed_when_the_top_task_leaves() {
         let mut c = ClockEvent::new();
-        assert!(!c.defer_after(Some((7, 50)), 60, true, 0), "does not outrank what runs");
-        assert!(!c.defer_after(Some((7, 50)), 10, true, 80), "a sleeper outranks it");
-        assert!(!c.defer_after(None, 10, true, 0));
-        assert!(!c.defer_after(Some((7, 99)), 10, false, 0), "what runs holds preemption off: it waits");
+        assert!(!c.defer_after(Some((7, 50)), 60, true, || 0), "does not outrank what runs");
+        assert!(!c.defer_after(Some((7, 50)), 10, true, || 80), "a sleeper outranks it");
+        assert!(!c.defer_after(None, 10, true, || 0));
+        assert!(!c.defer_after(Some((7, 99)), 10, false, || 0), "what runs holds preemption off: it waits");
         assert_eq!(c.rearm, Rearm::None);
-        assert!(c.defer_after(Some((7, 99)), 10, true, 99), "equal to the highest sleeper");
+        assert!(c.defer_after(Some((7, 99)), 10, true, || 99), "equal to the highest sleeper");
         assert!(!c.rearm_due(3), "another task leaving is not the top one");
         assert!(c.rearm_due(7));
         assert!(!c.rearm_due(7), "taken once");

@@ -201,18 +201,24 @@ impl RunQueue {
         }
     }
 
-    /// The highest priority on the timer list (0: none).
-    pub fn timer_max_prio(&self) -> u8 {
-        let mut max = 0;
-        let mut t = self.timers;
-        // SAFETY: as in `timer_pop_expired`.
-        unsafe {
-            while !t.is_null() {
-                max = max.max((*t).prio());
-                t = (*t).node().timer_next;
+    /// `logic::clockevent`'s deferral of the re-arm after a timer
+    /// interrupt woke `top` (address, priority): the timer list's highest
+    /// priority is walked only when the other conditions hold.
+    pub fn defer_rearm(&mut self, top: Option<(usize, u8)>, curr_prio: u8, preemptible: bool) -> bool {
+        let timers = self.timers;
+        self.clock.defer_after(top, curr_prio, preemptible, || {
+            let mut max = 0;
+            let mut t = timers;
+            // SAFETY: as in `timer_pop_expired` (the caller holds the lock:
+            // `&mut self`).
+            unsafe {
+                while !t.is_null() {
+                    max = max.max((*t).prio());
+                    t = (*t).node().timer_next;
+                }
             }
-        }
-        max
+            max
+        })
     }
 
     /// Decides a write of the timer for the earliest sleeper (or the

@@ -320,8 +320,7 @@ fn expire(rq: &mut RunQueue, now: u64, this: &percpu::PerCpu, preemptible: bool)
         this.need_resched.store(true, Ordering::Relaxed);
     }
     let top = top.map(|t| (core::ptr::from_ref(t) as usize, t.prio()));
-    let sleeper_max = rq.timer_max_prio();
-    if rq.clock.defer_after(top, curr_prio, preemptible, sleeper_max) {
+    if rq.defer_rearm(top, curr_prio, preemptible) {
         return Expiry::Deferred;
     }
     if matches!(rq.clock.rearm, Rearm::AfterTop(_)) {

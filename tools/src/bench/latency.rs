@@ -133,9 +133,8 @@ impl ProbeFigures {
     /// Over a configuration's slices: the exits' median, the stalls' sum.
     pub fn over_slices(figs: &[&RunFigures]) -> Self {
         let median = |get: fn(&ProbeFigures) -> Option<f64>| {
-            let mut v: Vec<f64> = figs.iter().filter_map(|f| get(&f.probe)).collect();
-            v.sort_by(f64::total_cmp);
-            (!v.is_empty()).then(|| v[(v.len() - 1) / 2])
+            let v: Vec<f64> = figs.iter().filter_map(|f| get(&f.probe)).collect();
+            num_spread(&v).map(|s| s.median)
         };
         let stalls: Vec<f64> = figs.iter().filter_map(|f| f.probe.host_stall_ms).collect();
         Self {
