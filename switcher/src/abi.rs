@@ -14,6 +14,7 @@
 //! 0x0000_7000  HEARTBEAT_ADDR     [CpuHeartbeat; MAX_CPUS] (guest watchdog, VMM reads)
 //! 0x0000_8000  SHIM_STATS_ADDR    [ShimStats; MAX_CPUS] (ring-0 shim entries, VMM reads)
 //! 0x0000_9000  LOCK_TABLE_ADDR    LockTable: every switchable lock's address (guest registers, VMM checks)
+//! 0x0000_a000  locktest::LOCKTEST_ADDR  the lock tester's page (guest argument `locktest` only)
 //! 0x0000_b000  TASK_NAMES_ADDR    [TaskName; TASK_NAME_SLOTS] (2 pages: names for owner words)
 //! 0x0001_0000  PML4_ADDR          identity page tables (PML4, PDPT, PDs), 2 MiB pages
 //! 0x0010_0000  KERNEL_LOAD_ADDR   the guest ELF's lowest PT_LOAD segment
@@ -474,6 +475,16 @@ pub mod task_word {
     /// u8, 1 for a task exempt from the freezer (it never takes a
     /// switchable lock).
     pub const NOFREEZE: u64 = 6;
+    /// u8: the effective priority (1..=99; idle 0).
+    pub const PRIO: u64 = 7;
+    /// u8: the base ("normal") priority.
+    pub const BASE_PRIO: u64 = 8;
+    /// u64: the address of the switchable lock the task is queued on
+    /// (rt), 0 when none.
+    pub const BLOCKED_ON: u64 = 24;
+    /// u8, 1 while the task is inside a switchable lock's slow path
+    /// (queued or spinning for it).
+    pub const IN_SLOWPATH: u64 = 32;
     /// Bytes to read.
     pub const LEN: usize = 8;
     pub const RUNNABLE: u32 = 2;

@@ -9,6 +9,8 @@
 //!   (a leaf that [`abi`] and [`telemetry`] share).
 //! - [`cmdline`]: the guest kernel's argument keys (`--guest-arg`), one list
 //!   for the VMM's check and the guest's parser.
+//! - [`locktest`]: the page through which the VMM drives the guest's
+//!   lock-tester threads (rt-tester's commands and states).
 //! - [`calib`]: the speed-calibration loop both sides run, so that the
 //!   guest kernel's speed where it runs (CPL3) can be compared with the
 //!   host's native speed.
@@ -23,6 +25,7 @@ pub mod calib;
 pub mod cmdline;
 #[cfg(feature = "host")]
 pub mod elf;
+pub mod locktest;
 #[cfg(feature = "host")]
 pub mod patch;
 pub mod profile;
