@@ -127,9 +127,7 @@ pub fn state(mem: &GuestMemory, locks: &str) -> Result<Value, LocktestError> {
                 mutex::UNLOCKED | mutex::LOCKED => digit,
                 // In the lock operation: queued (rt), or spinning in the
                 // slow path (mainline), is "blocked".
-                mutex::LOCKING if blocked_on == Some(l) || (task.in_slowpath && blocked_on.is_none()) => {
-                    mutex::BLOCKED
-                }
+                mutex::LOCKING if blocked_on == Some(l) || (task.in_slowpath && blocked_on.is_none()) => mutex::BLOCKED,
                 mutex::LOCKING => mutex::LOCKING,
                 other => {
                     return Err(LocktestError::BadPage(format!("thread {i} lock {l} state {other}")));
@@ -161,7 +159,13 @@ mod tests {
 
     fn setup() -> std::sync::Arc<GuestMemory> {
         let mem = memory::create(8 << 20).unwrap();
-        let mut page = Page { magic: locktest::MAGIC, threads: 8, locks: 8, lock_addr: [0; LOCKS], slots: [Slot::default(); THREADS] };
+        let mut page = Page {
+            magic: locktest::MAGIC,
+            threads: 8,
+            locks: 8,
+            lock_addr: [0; LOCKS],
+            slots: [Slot::default(); THREADS],
+        };
         for (i, a) in page.lock_addr.iter_mut().enumerate() {
             *a = 0x30_0000 + 64 * i as u64;
         }

@@ -28,8 +28,8 @@ use switcher::abi::sites::SiteOp;
 
 pub use super::lock_core::LockCore;
 use super::{mainline, registry};
-use crate::logic::rtmutex::{DEADLOCK, INTERRUPTED};
 use crate::hv::site::{switch_call, switch_call0};
+use crate::logic::rtmutex::{DEADLOCK, INTERRUPTED};
 use crate::sched;
 
 /// A switchable lock protecting a `T`.
