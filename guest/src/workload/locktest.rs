@@ -50,7 +50,7 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static COMMANDS: WaitQueue = WaitQueue::new("locktest");
 /// rt-tester's event counter (`resetevent` sets it to 0).
 static EVENT: AtomicU64 = AtomicU64::new(0);
-/// Each thread's task (0 until started).
+/// Each thread's task slot + 1 (0 until started).
 static TASKS: [AtomicUsize; THREADS] = [const { AtomicUsize::new(0) }; THREADS];
 /// The last signal counter value delivered to each thread.
 static SIGNALS_SEEN: [AtomicU64; THREADS] = [const { AtomicU64::new(0) }; THREADS];
@@ -68,9 +68,8 @@ pub fn start() {
         let cpu = i as u32 % cpus;
         let id = sched::spawn(NAMES[i], GUEST_PRIO_OTHER, cpu, tester, i);
         let Some(task) = sched::task(id) else { panic!("lock tester thread {i} died at once") };
-        let addr = core::ptr::from_ref(task) as usize;
-        TASKS[i].store(addr, Ordering::Release);
-        *t = (addr as u64, cpu);
+        TASKS[i].store(id.slot() + 1, Ordering::Release);
+        *t = (core::ptr::from_ref(task) as u64, cpu);
     }
     page::publish(&lock_addr, &tasks);
     ENABLED.store(true, Ordering::Release);
@@ -78,10 +77,10 @@ pub fn start() {
 }
 
 fn task_of(thread: usize) -> Option<&'static Task> {
-    let addr = TASKS[thread].load(Ordering::Acquire);
-    // SAFETY: a non-zero entry is the address of a task of the static
-    // task table (stored by `start`), valid for the whole run.
-    (addr != 0).then(|| unsafe { &*(addr as *const Task) })
+    match TASKS[thread].load(Ordering::Acquire) {
+        0 => None,
+        slot => Some(sched::task_by_slot(slot - 1)),
+    }
 }
 
 /// From the HOST_REQUEST handler: deliver new signals, wake the threads
