@@ -8,7 +8,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use switcher::locktest::{LOCKS, THREADS, mutex};
+use switcher::locktest::{LOCKS, Opcode, THREADS, mutex};
 use switcher::profile::LockMode;
 
 use super::parse::Test;
@@ -215,16 +215,36 @@ pub fn exclusion_violation(state: &State) -> Option<Violation> {
     })
 }
 
+/// Under mainline locks, a thread that keeps `thread`'s CPU with
+/// preemption off, so that `thread` cannot run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuTaken {
+    pub holder: usize,
+    pub cpu: u32,
+    /// False while the holder runs a command that may give the CPU back
+    /// (an unlock, a reset: the state is between two steps); the runner
+    /// reads again before it calls the rest of the file not applicable.
+    pub settled: bool,
+}
+
+/// Whether "O" of a busy thread is a lock command's number.
+fn taking_a_lock(t: &ThreadState) -> bool {
+    t.busy && u32::try_from(t.opcode).ok().and_then(Opcode::from_u32).is_some_and(Opcode::is_lock)
+}
+
 /// Under mainline locks: the thread other than `thread` on its CPU that
-/// is in lock code, spinning or holding (M 1, 2 or 4), so keeps that CPU
-/// with preemption off and `thread` cannot run: `(holder, cpu)`.
-pub fn cpu_taken(state: &State, thread: usize) -> Option<(usize, u32)> {
+/// is in lock code, spinning or holding (M 1, 2 or 4), or just posted a
+/// lock command (it will be one of those at once), so keeps that CPU with
+/// preemption off and `thread` cannot run.
+pub fn cpu_taken(state: &State, thread: usize) -> Option<CpuTaken> {
     let cpu = state.threads.get(thread)?.cpu;
     state
         .threads
         .iter()
-        .find(|t| t.thread != thread && t.cpu == cpu && t.mutex.iter().any(|&m| m != mutex::UNLOCKED))
-        .map(|t| (t.thread, cpu))
+        .find(|t| {
+            t.thread != thread && t.cpu == cpu && (t.mutex.iter().any(|&m| m != mutex::UNLOCKED) || taking_a_lock(t))
+        })
+        .map(|t| CpuTaken { holder: t.thread, cpu, settled: !t.busy || taking_a_lock(t) })
 }
 
 /// What keeps `state` from being a clean start: one phrase per thread
@@ -387,16 +407,40 @@ pub(crate) mod tests {
     #[test]
     fn a_mainline_holder_or_spinner_takes_its_cpu() {
         // 2 vCPUs: threads 0, 2, 4, 6 on cpu 0.
+        let taken = |holder, cpu, settled| Some(CpuTaken { holder, cpu, settled });
         let s = state(|t| t[2]["mutex"][1] = json!(4));
-        assert_eq!(cpu_taken(&s, 0), Some((2, 0)));
-        assert_eq!(cpu_taken(&s, 4), Some((2, 0)));
+        assert_eq!(cpu_taken(&s, 0), taken(2, 0, true));
+        assert_eq!(cpu_taken(&s, 4), taken(2, 0, true));
         assert_eq!(cpu_taken(&s, 2), None, "its own holding does not stop a thread");
         assert_eq!(cpu_taken(&s, 1), None, "another cpu");
         for m in [1, 2] {
-            let s = state(|t| t[3]["mutex"][0] = json!(m));
-            assert_eq!(cpu_taken(&s, 5), Some((3, 1)), "M = {m}");
+            let s = state(|t| {
+                t[3]["mutex"][0] = json!(m);
+                t[3]["busy"] = json!(true);
+                t[3]["opcode"] = json!(3);
+            });
+            assert_eq!(cpu_taken(&s, 5), taken(3, 1, true), "M = {m}");
         }
         assert_eq!(cpu_taken(&state(|_| {}), 0), None);
+        // Posted, not yet in lock code: it will be at once.
+        let s = state(|t| {
+            t[2]["busy"] = json!(true);
+            t[2]["opcode"] = json!(5);
+        });
+        assert_eq!(cpu_taken(&s, 0), taken(2, 0, true));
+        // Busy with something else and holding nothing: no.
+        let s = state(|t| {
+            t[2]["busy"] = json!(true);
+            t[2]["opcode"] = json!(2);
+        });
+        assert_eq!(cpu_taken(&s, 0), None);
+        // Unlocking what it holds: not settled yet.
+        let s = state(|t| {
+            t[2]["busy"] = json!(true);
+            t[2]["opcode"] = json!(8);
+            t[2]["mutex"][0] = json!(4);
+        });
+        assert_eq!(cpu_taken(&s, 0), taken(2, 0, false));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! tester over a small model of the eight threads and locks (rt: priority
 //! inheritance and deadlock detection at the blocking call; mainline:
 //! neither). Commands run asynchronously: a posted command takes effect at
-//! the next state read, so a `T:` right after a `C:` sees it still busy.
+//! the next state read (or `lag` reads later), before the state is shown.
 
 use serde_json::{Value, json};
 
@@ -53,9 +53,12 @@ pub(crate) struct Fake {
     pub ignore_reset: bool,
     /// Answer this many more requests, then the connection is closed.
     pub dead_after: Option<usize>,
+    /// State reads that show a posted command busy before it takes effect.
+    pub lag: u32,
     threads: [Thread; THREADS],
     owner: [Option<usize>; LOCKS],
-    pending: Vec<(usize, Opcode, i32)>,
+    /// Posted commands, with the reads each still waits.
+    pending: Vec<(usize, Opcode, i32, u32)>,
 }
 
 fn error(desc: String) -> Value {
@@ -72,6 +75,7 @@ impl Fake {
             grant_held_locks: false,
             ignore_reset: false,
             dead_after: None,
+            lag: 0,
             threads: [Thread::default(); THREADS],
             owner: [None; LOCKS],
             pending: Vec::new(),
@@ -83,9 +87,16 @@ impl Fake {
     }
 
     fn state(&mut self) -> Value {
-        for (t, op, data) in std::mem::take(&mut self.pending) {
-            self.apply(t, op, data);
+        // In order: a command waits for the ones posted before it.
+        let mut waiting = Vec::new();
+        for (t, op, data, lag) in std::mem::take(&mut self.pending) {
+            if lag > 0 || !waiting.is_empty() {
+                waiting.push((t, op, data, lag.saturating_sub(1)));
+            } else {
+                self.apply(t, op, data);
+            }
         }
+        self.pending = waiting;
         let threads: Vec<Value> = self
             .threads
             .iter()
@@ -242,7 +253,7 @@ impl Fake {
         } else {
             self.threads[t].busy = true;
             self.threads[t].result = i64::from(op as u32);
-            self.pending.push((t, op, data as i32));
+            self.pending.push((t, op, data as i32, self.lag));
         }
         json!({"return": {}})
     }

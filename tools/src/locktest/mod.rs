@@ -252,7 +252,8 @@ pub fn run_all(
             break;
         }
         if let Err(e) = prepare(&mut slot, s, boot, out) {
-            let _ = writeln!(out, "ERROR {} and the {} file(s) after it not run: {e}", sc.file, left - 1);
+            let after = if left > 1 { format!(" and the {} file(s) after it", left - 1) } else { String::new() };
+            let _ = writeln!(out, "ERROR {}{after} not run: {e}", sc.file);
             sum.vm_error = Some(e);
             sum.not_run = left;
             break;
@@ -464,9 +465,12 @@ mod tests {
 
         let mut boot = || Err(RunError::Refused { command: "boot", desc: "no /dev/kvm".into() });
         let mut out = Vec::new();
-        let sum = run_all(&[holds.clone(), holds], &settings(Profile::RT), &mut boot, &mut out);
+        let sum = run_all(&[holds.clone(), holds.clone()], &settings(Profile::RT), &mut boot, &mut out);
         let out = String::from_utf8(out).unwrap();
         assert_eq!((sum.not_run, sum.exit_code()), (2, ExitCode::VmmError), "{out}");
+        let mut one = Vec::new();
+        run_all(&[holds], &settings(Profile::RT), &mut boot, &mut one);
+        assert!(String::from_utf8(one).unwrap().starts_with("ERROR holds.tst not run: boot was refused"));
         assert!(
             out.starts_with("ERROR holds.tst and the 1 file(s) after it not run: boot was refused: no /dev/kvm"),
             "{out}"

@@ -40,10 +40,10 @@ pub enum RunError {
     #[error("cannot boot the VM: {0}")]
     Boot(#[from] ChildVmError),
     #[error(
-        "the VM exited with status {code:?} before it was ready; run `rtswitch run {args}` by hand to see why \
+        "the VM exited with status {code} before it was ready; run `rtswitch run {args}` by hand to see why \
          (a VMM without the lock tester refuses --guest-arg locktest)"
     )]
-    Exited { code: Option<i32>, args: String },
+    Exited { code: i32, args: String },
     #[error("the VM stopped answering: {0}")]
     Qmp(#[from] ClientError),
     #[error("{command} was refused: {desc}")]
@@ -116,7 +116,7 @@ impl ChildTester {
                 return Ok(s);
             }
             if let Some(code) = vm.wait_exit(Duration::from_millis(50)) {
-                return Err(RunError::Exited { code: Some(code), args: args.join(" ") });
+                return Err(RunError::Exited { code, args: args.join(" ") });
             }
         }
         Err(ChildVmError::NotReady(READY_LIMIT).into())
@@ -252,6 +252,7 @@ pub fn run_file(vm: &mut dyn Vm, sc: &Scenario, s: &Settings, out: &mut dyn Writ
         }
         if s.verbose {
             let _ = write!(out, "  {}:{}: {}", sc.file, step.line, step.text);
+            let _ = out.flush();
         }
         let done = run_step(vm, step, s, &mut last);
         if s.verbose {
@@ -279,13 +280,20 @@ pub fn run_file(vm: &mut dyn Vm, sc: &Scenario, s: &Settings, out: &mut dyn Writ
 fn run_step(vm: &mut dyn Vm, step: &Step, s: &Settings, last: &mut Option<SwitchOutcome>) -> Result<Done, Stop> {
     match step.action {
         Action::Command { thread, opcode, data } => {
-            let st = state_for(vm, step)?;
-            if st.locks == LockMode::Mainline
-                && let Some((holder, cpu)) = check::cpu_taken(&st, thread)
+            let mut st = state_for(vm, step)?;
+            let start = Instant::now();
+            while st.locks == LockMode::Mainline
+                && let Some(taken) = check::cpu_taken(&st, thread)
             {
-                return Err(Stop::NotApplicable(format!(
-                    "thread {holder} holds CPU {cpu} with preemption off (mainline lock), so thread {thread} cannot run"
-                )));
+                if taken.settled || start.elapsed() >= s.wait_timeout {
+                    let (holder, cpu) = (taken.holder, taken.cpu);
+                    return Err(Stop::NotApplicable(format!(
+                        "thread {holder} holds CPU {cpu} with preemption off (mainline lock), so thread {thread} \
+                         cannot run"
+                    )));
+                }
+                std::thread::sleep(POLL);
+                st = state_for(vm, step)?;
             }
             match post(vm, thread, opcode, data).map_err(|e| broken(step, e))? {
                 Ok(()) => Ok(Done::Ran),
@@ -534,6 +542,27 @@ W: opcodeeq: 0: -4
         ));
         let mut f = Fake::new(Profile::RT, 2);
         assert!(matches!(run(&mut f, text).0, Outcome::Pass { .. }));
+    }
+
+    #[test]
+    fn slow_commands_are_waited_for_where_the_state_is_between_steps() {
+        // Every scenario above, with commands that take effect a read later.
+        let mut f = Fake::new(Profile::RT, 2);
+        f.lag = 1;
+        assert_eq!(run(&mut f, PI).0, Outcome::Pass { steps: 16, skipped: 0 });
+        // Mainline: a lock posted to thread 0 takes CPU 0 even before it runs.
+        let mut f = Fake::new(Profile::MAINLINE, 2);
+        f.lag = 3;
+        match run(&mut f, "C: lock: 0: 0\nC: lock: 2: 0\n").0 {
+            Outcome::NotApplicable { line: 2, .. } => {}
+            other => panic!("{other:?}"),
+        }
+        // An unlock being run gives the CPU back: not "not applicable".
+        let mut f = Fake::new(Profile::MAINLINE, 2);
+        let text = "C: lock: 0: 0\nW: locked: 0: 0\nC: unlock: 0: 0\nC: lock: 2: 0\nW: locked: 2: 0\n";
+        f.lag = 3;
+        let (o, out) = run(&mut f, text);
+        assert_eq!(o, Outcome::Pass { steps: 5, skipped: 0 }, "{out}");
     }
 
     #[test]
