@@ -281,6 +281,17 @@ fn run_step(vm: &mut dyn Vm, step: &Step, s: &Settings, last: &mut Option<Switch
     match step.action {
         Action::Command { thread, opcode, data } => {
             let mut st = state_for(vm, step)?;
+            // One command at a time: the thread's previous one ends first
+            // (a sched or unlock at once; a lock may block, and then the
+            // VMM's refusal says so).
+            let start = Instant::now();
+            while opcode != Opcode::Signal && st.threads[thread].busy && start.elapsed() < s.wait_timeout {
+                if interrupted() {
+                    return Err(Stop::Interrupted);
+                }
+                std::thread::sleep(POLL);
+                st = state_for(vm, step)?;
+            }
             let start = Instant::now();
             while st.locks == LockMode::Mainline
                 && let Some(taken) = check::cpu_taken(&st, thread)
@@ -563,6 +574,22 @@ W: opcodeeq: 0: -4
         f.lag = 3;
         let (o, out) = run(&mut f, text);
         assert_eq!(o, Outcome::Pass { steps: 5, skipped: 0 }, "{out}");
+    }
+
+    #[test]
+    fn a_command_waits_for_the_threads_last_one_to_end() {
+        let text = "C: schedfifo: 0: 10\nC: locknowait: 0: 0\nW: locked: 0: 0\nT: prioeq: 0: 10\n";
+        let mut f = Fake::new(Profile::RT, 2);
+        f.lag = 3;
+        let (o, out) = run(&mut f, text);
+        assert_eq!(o, Outcome::Pass { steps: 4, skipped: 0 }, "{out}");
+        // A signal does not wait: it is what a blocked thread takes.
+        let mut f = Fake::new(Profile::RT, 2);
+        let text =
+            "C: lock: 0: 0\nW: locked: 0: 0\nC: lockint: 1: 0\nW: blocked: 1: 0\nC: signal: 1: 0\nW: opcodeeq: 1: -4\n";
+        let t0 = Instant::now();
+        assert_eq!(run(&mut f, text).0, Outcome::Pass { steps: 6, skipped: 0 });
+        assert!(t0.elapsed() < Duration::from_millis(40), "the signal waited");
     }
 
     #[test]
