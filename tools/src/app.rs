@@ -3,7 +3,7 @@
 //!
 //! Layers: the core VMM (`runner`, `vstate`, `switch`, `api`, `devices`,
 //! `loader`, `report` and the options of `run` and `ctl` in `cli`) never
-//! imports the tools (`bench`, `stress`) or the plotting code (`plot`);
+//! imports the tools (`bench`, `stress`, `locktest`) or the plotting code (`plot`);
 //! they sit on top of it, and this module is the only one that reaches
 //! them (docs/ARCHITECTURE.md, "Layers"; `layering.rs` checks it). The
 //! run's `--plot` renderer is handed to the core here, as a
@@ -38,6 +38,8 @@ pub enum Command {
     Stress(crate::stress::StressArgs),
     /// The benchmark suite: boot, latency, lock throughput, switch cost and its scaling; table, JSON, plots.
     Bench(crate::bench::BenchArgs),
+    /// Run lock scenarios (Linux rt-tester's format) on the guest's lock tester: PASS, FAIL at a line, or not applicable in mainline.
+    Locktest(crate::locktest::LocktestArgs),
 }
 
 /// Parses the command line and does what it asks; `started` is the
@@ -77,6 +79,7 @@ pub fn main(started: Instant) -> std::process::ExitCode {
         Command::Ctl(args) => return rtswitch::api::ctl::run(&args).into(),
         Command::Stress(args) => crate::stress::run(&args),
         Command::Bench(args) => crate::bench::run(&args),
+        Command::Locktest(args) => crate::locktest::run(&args),
     };
     code.into()
 }

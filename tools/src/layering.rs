@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 enum Layer {
     /// `main.rs`, `app.rs`: the command line, which reaches everything.
     Top,
-    /// `bench/`, `stress.rs`.
+    /// `bench/`, `stress.rs`, `locktest/`.
     Tool,
     /// `plot/`.
     Plot,
@@ -24,7 +24,7 @@ impl Layer {
         match rel {
             "main.rs" | "app.rs" => Layer::Top,
             "stress.rs" => Layer::Tool,
-            _ if rel.starts_with("bench/") => Layer::Tool,
+            _ if rel.starts_with("bench/") || rel.starts_with("locktest/") => Layer::Tool,
             _ if rel.starts_with("plot/") => Layer::Plot,
             _ => Layer::Core,
         }
@@ -35,8 +35,8 @@ impl Layer {
         match self {
             Layer::Top => &[],
             Layer::Tool => &["app"],
-            Layer::Plot => &["app", "bench", "stress"],
-            Layer::Core => &["app", "bench", "stress", "plot"],
+            Layer::Plot => &["app", "bench", "stress", "locktest"],
+            Layer::Core => &["app", "bench", "stress", "locktest", "plot"],
         }
     }
 }
@@ -147,4 +147,7 @@ fn the_check_sees_paths_groups_and_the_plotters_crate() {
     assert!(violations("plot/run.rs", "use plotters::prelude::*; use crate::report;").is_empty());
     assert!(violations("bench/mod.rs", "use crate::{plot, report, units};").is_empty());
     assert!(violations("app.rs", "crate::bench::run(&a)").is_empty());
+    assert!(violations("locktest/run.rs", "use crate::app::Cli;").iter().any(|v| v.contains("crate::app")));
+    assert!(violations("plot/run.rs", "crate::locktest::run").iter().any(|v| v.contains("crate::locktest")));
+    assert!(violations("locktest/mod.rs", "use crate::locktest::parse;").is_empty());
 }
