@@ -24,8 +24,8 @@ T: nprioeq:        0: 20
 
 # Back to SCHED_OTHER: still boosted to 50.
 C: schedother:     0: 0
-W: prioeq:         0: 50
-T: nprioeq:        0: -21
+W: nprioeq:        0: -21
+T: prioeq:         0: 50
 
 C: unlock:         0: 0
 W: locked:         1: 0

@@ -231,9 +231,13 @@ impl Tester {
         }
     }
 
+    /// Unlocks `l`, published first (as Linux's tester did): the waiter
+    /// that takes it may preempt this thread inside the unlock (it
+    /// outranks the deboosted unlocker) and publish itself the holder
+    /// before this thread could say it let go.
     fn unlock(&mut self, l: usize) {
-        TEST_LOCKS[l].unlock_held();
-        self.held[l] = false;
         page::set_mutex(self.index, l, mutex::UNLOCKED);
+        self.held[l] = false;
+        TEST_LOCKS[l].unlock_held();
     }
 }
