@@ -134,11 +134,15 @@ pub fn state(mem: &GuestMemory, locks: &str) -> Result<Value, LocktestError> {
                 }
             };
         }
+        let busy = slot.done_seq != slot.cmd_seq;
         threads.push(json!({
             "thread": i,
             "cpu": slot.cpu,
-            "busy": slot.done_seq != slot.cmd_seq,
-            "opcode": slot.result,
+            "busy": busy,
+            // While a command is posted and not finished, O is its number
+            // (the guest writes the same when it picks it up): never the
+            // previous command's result.
+            "opcode": if busy { i64::from(slot.opcode) } else { slot.result },
             "event": slot.event,
             "prio": locktest::linux_prio(task.prio),
             "normal_prio": locktest::linux_prio(task.base_prio),
@@ -198,6 +202,9 @@ mod tests {
         post(&mem, 3, Opcode::SchedFifo, 80).unwrap();
         let s = page(&mem).slots[3];
         assert_eq!((s.cmd_seq, s.opcode, s.data), (1, Opcode::SchedFifo as u32, 80));
+        // Posted, not yet picked up: O is the command's number, not the
+        // last result (0).
+        assert_eq!(state(&mem, "rt").unwrap()["threads"][3]["opcode"], Opcode::SchedFifo as i64);
         let e = post(&mem, 3, Opcode::Lock, 0).unwrap_err();
         assert!(e.to_string().contains("still running its last command (schedfifo)"), "{e}");
         // A signal goes through while busy.
