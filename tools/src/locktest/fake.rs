@@ -55,6 +55,8 @@ pub(crate) struct Fake {
     pub dead_after: Option<usize>,
     /// State reads that show a posted command busy before it takes effect.
     pub lag: u32,
+    /// `x-locktest-state` requests answered.
+    pub reads: usize,
     threads: [Thread; THREADS],
     owner: [Option<usize>; LOCKS],
     /// Posted commands, with the reads each still waits.
@@ -76,6 +78,7 @@ impl Fake {
             ignore_reset: false,
             dead_after: None,
             lag: 0,
+            reads: 0,
             threads: [Thread::default(); THREADS],
             owner: [None; LOCKS],
             pending: Vec::new(),
@@ -87,6 +90,7 @@ impl Fake {
     }
 
     fn state(&mut self) -> Value {
+        self.reads += 1;
         // In order: a command waits for the ones posted before it.
         let mut waiting = Vec::new();
         for (t, op, data, lag) in std::mem::take(&mut self.pending) {

@@ -500,6 +500,12 @@ W: unlocked: 1: 0
             Some("thread 0 (cpu 0, idle): O=0 E=3 P=80 N=-21 M=[4 0 0 0 0 0 0 0] blocked on -")
         );
         assert!(!x.broken);
+        // A T: reads once and does not wait.
+        let mut f = Fake::new(Profile::RT, 2);
+        let t0 = Instant::now();
+        let x = failure(run(&mut f, "T: locked: 0: 0\n").0);
+        assert_eq!((x.line, f.reads, x.waited), (1, 1, None));
+        assert!(t0.elapsed() < Duration::from_millis(40), "a T: waited");
     }
 
     #[test]
