@@ -182,6 +182,7 @@ impl Fake {
                         } else {
                             done = false;
                             let th = &mut self.threads[t];
+                            th.result = i64::from(op as u32);
                             th.mutex[l] = 2;
                             th.blocked_on = Some(l);
                             th.interruptible = op.interruptible();
@@ -255,8 +256,9 @@ impl Fake {
                 self.threads[t].result
             ));
         } else {
+            // As the real VMM: busy at once, "O" only when the thread picks
+            // the command up.
             self.threads[t].busy = true;
-            self.threads[t].result = i64::from(op as u32);
             self.pending.push((t, op, data as i32, self.lag));
         }
         json!({"return": {}})
