@@ -271,6 +271,7 @@ fn run_ready_action(action: ReadyAction) {
             sched::spawn("sched-demo", 80, 0, sched::selftest::demo, 0);
         }
         ReadyAction::SelfTest => selftest::start(),
+        ReadyAction::LockTest => workload::locktest::start(),
         ReadyAction::Deadlock => selftest::deadlock_demo(),
         ReadyAction::Exit(status) => {
             println!("guest argument exit={status}: exiting");

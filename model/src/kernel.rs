@@ -124,6 +124,10 @@ pub struct MTask {
     pub queued: Gate,
     /// Opens when a lock implementation first backs out for a freeze.
     pub backed_out: Gate,
+    /// A signal is pending (the kernel's `lock_wait::SIGNAL`).
+    signal: MAtomic<bool>,
+    /// In an interruptible lock (the kernel's `lock_wait::INTERRUPTIBLE`).
+    interruptible: AtomicBool,
 }
 
 const NO_IMPL: u8 = u8::MAX;
@@ -234,6 +238,8 @@ impl World {
                         parked: AtomicBool::new(false),
                         queued: Gate::new(),
                         backed_out: Gate::new(),
+                        signal: MAtomic::new(false),
+                        interruptible: AtomicBool::new(false),
                     }
                 })
                 .collect(),
@@ -308,8 +314,40 @@ impl World {
     /// `SpinLock::lock`: the patched call in the freezer's lock loop, then
     /// the held count. Returns whether it was contended.
     pub fn site_lock(&self, l: usize) -> bool {
+        let r = self.lock_call(l);
+        self.acquired(l);
+        r != 0
+    }
+
+    /// `SpinLock::lock_held` as the lock tester's `lockint` calls it: an
+    /// interruptible wait (a pending signal cleared first, as the kernel's
+    /// `lock_wait` store does). `Some(contended)` with the lock, `None`
+    /// when a signal ([`World::signal`]) ended the wait.
+    pub fn site_lock_interruptible(&self, l: usize) -> Option<bool> {
+        let me = &self.tasks[self.me()];
+        me.signal.store(false, Ordering::SeqCst);
+        me.interruptible.store(true, Ordering::Relaxed);
+        let r = self.lock_call(l);
+        me.interruptible.store(false, Ordering::Relaxed);
+        if r == rtmutex::INTERRUPTED {
+            return None;
+        }
+        self.acquired(l);
+        Some(r != 0)
+    }
+
+    /// A signal to task `t` (the lock tester's `signal`, from the
+    /// HOST_REQUEST handler): the pending bit, then the wake-up.
+    pub fn signal(&self, t: usize) {
+        self.tasks[t].signal.store(true, Ordering::SeqCst);
+        RtKernel::wake_up(self, t);
+    }
+
+    /// The patched lock call in the freezer's lock loop; the
+    /// implementation's result.
+    fn lock_call(&self, l: usize) -> u64 {
         let lock = &self.locks[l];
-        let r = freezer::lock_loop(self, || {
+        freezer::lock_loop(self, || {
             self.enter_impl();
             let imp = self.site();
             self.task(self.me()).in_impl.store(imp as u8, Ordering::Relaxed);
@@ -320,13 +358,11 @@ impl World {
             self.leave_impl();
             if r == rtmutex::BACKED_OUT {
                 self.task(self.me()).backed_out.open();
-            } else {
+            } else if r != rtmutex::INTERRUPTED {
                 lock.taken_with.store(imp as u8, Ordering::Relaxed);
             }
             r
-        });
-        self.acquired(l);
-        r != 0
+        })
     }
 
     /// A thread's safe point (`try_to_freeze` at the top of its loop).
@@ -760,6 +796,10 @@ impl RtKernel for World {
         self.reg_waiters.fetch_sub(1, Ordering::Release);
     }
 
+    fn wait_interrupted(&self, t: usize) -> bool {
+        self.tasks[t].interruptible.load(Ordering::Relaxed) && self.tasks[t].signal.load(Ordering::SeqCst)
+    }
+
     fn relax(&self) {
         shuttle::thread::yield_now();
     }
@@ -800,6 +840,10 @@ impl MainlineKernel for World {
 
     fn slowpath_exit(&self, t: usize) {
         RtKernel::slowpath_exit(self, t);
+    }
+
+    fn wait_interrupted(&self, t: usize) -> bool {
+        self.tasks[t].interruptible.load(Ordering::Relaxed) && self.tasks[t].signal.load(Ordering::SeqCst)
     }
 
     fn relax(&self) {

@@ -124,3 +124,68 @@ fn without_pi_the_model_sees_an_owner_below_its_waiter() {
     });
     assert!(msg.contains("PI:"), "{msg}");
 }
+
+/// A signal ends an interruptible wait (the lock tester's `lockint` +
+/// `signal`, `rtmutex::lock_slow`): U (20) holds L; A (30, interruptible)
+/// and B (15) wait for it; U unlocks while S signals A, in every order.
+/// If A leaves the wait, U's boost from A is undone at once (invariant E,
+/// checked at every PI lock acquisition) and B still gets the lock (a
+/// lost wake-up leaves every task asleep: a deadlock to shuttle). A woken
+/// top waiter of an ownerless lock takes it before it looks for a signal,
+/// so a signal never leaves a lock without a taker. Seen failing with the
+/// deboost of `dequeue_waiter` removed: "PI: task 'U' runs at priority 30,
+/// its base and its waiters say 20".
+fn signal_to_the_top_waiter() {
+    let w = World::new(
+        &[TaskSpec::new("U", 20), TaskSpec::new("A", 30), TaskSpec::new("B", 15), TaskSpec::new("S", 40)],
+        &["L"],
+        Config::default(),
+    );
+    let u_has_l = Arc::new(Gate::new());
+    let both_queued = Arc::new(Gate::new());
+    let mut threads = Vec::new();
+    {
+        let (u_has_l, both_queued) = (u_has_l.clone(), both_queued.clone());
+        threads.push(w.spawn(0, move |w| {
+            w.site_lock(L);
+            u_has_l.open();
+            both_queued.wait();
+            w.site_unlock(L);
+        }));
+    }
+    for t in [1, 2] {
+        let u_has_l = u_has_l.clone();
+        threads.push(w.spawn(t, move |w| {
+            u_has_l.wait();
+            if t == 1 {
+                if w.site_lock_interruptible(L).is_some() {
+                    w.site_unlock(L);
+                }
+            } else {
+                w.site_lock(L);
+                w.site_unlock(L);
+            }
+        }));
+    }
+    {
+        let both_queued = both_queued.clone();
+        threads.push(w.spawn(3, move |w| {
+            both_queued.wait();
+            w.signal(1);
+        }));
+    }
+    w.task(1).queued.wait();
+    w.task(2).queued.wait();
+    both_queued.open();
+    for t in threads {
+        t.join().expect("a model task panicked");
+    }
+    w.check_idle();
+}
+
+#[test]
+fn a_signalled_top_waiter_leaves_and_the_next_one_is_woken() {
+    let explored = explore(Bounds { preemptions: 0, ..Bounds::default() }, signal_to_the_top_waiter);
+    assert!(explored.complete, "{explored}");
+    report("signal to the top waiter", explored);
+}

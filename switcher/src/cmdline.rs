@@ -45,6 +45,7 @@ pub const NO_PI: &str = "no-pi";
 pub const NO_SPIN: &str = "no-spin";
 pub const IDLE: &str = "idle";
 pub const PLATFORM_COSTS: &str = "platform-costs";
+pub const LOCKTEST: &str = "locktest";
 
 /// Every key the guest kernel understands, in the order `--help` and the
 /// VMM's error list them.
@@ -64,6 +65,7 @@ pub const KEYS: &[Key] = &[
         help: "what idle CPUs do: halt in the shim, haltpoll (poll adaptively, halt with the timer programmed early; the default), poll at CPL3",
     },
     flag(PLATFORM_COSTS, "time the platform's primitives once ready"),
+    flag(LOCKTEST, "start the lock tester's threads once ready (`rtswitch locktest`)"),
     number("hold-lock", "MS", "fault: a task holds a switchable lock MS ms"),
     number("irq-off-spin", "MS", "fault: a task spins MS ms with interrupts off"),
     flag("after-request", "fault: hold-lock and irq-off-spin last until a switch request, then MS ms"),

@@ -95,7 +95,7 @@ pub fn take(vcpus: usize) -> VmSlots {
 /// `--help`).
 pub fn vcpus_of(args: &[&str]) -> usize {
     match args.first().copied() {
-        Some("run") => {
+        Some("run" | "locktest") => {
             let given = args
                 .iter()
                 .position(|&a| a == "--vcpus")
@@ -128,6 +128,8 @@ mod tests {
         assert_eq!(vcpus_of(&["run", "--duration", "2"]), 2);
         assert_eq!(vcpus_of(&["run", "--vcpus=4"]), 4);
         assert_eq!(vcpus_of(&["ctl", "status"]), 0);
+        assert_eq!(vcpus_of(&["locktest", "a.tst", "--profile", "rt"]), 2);
+        assert_eq!(vcpus_of(&["locktest", "--vcpus", "1", "a.tst"]), 1);
         assert_eq!(vcpus_of(&["stress", "--duration", "2s"]), capacity());
     }
 

@@ -196,3 +196,57 @@ fn qmp_shell_runs_commands_from_stdin() {
     let (code, out, _) = vmm.quit_after_request();
     assert_eq!(code, 0, "{out}");
 }
+
+/// The lock tester driven interactively from qmp-shell, as a person
+/// would: a priority, a lock, the state polled until the thread holds it
+/// (the commands are asynchronous, as in Linux's rt-tester), an unlock.
+#[test]
+fn qmp_shell_drives_the_lock_tester() {
+    const POLLS: usize = 60;
+    let python = python();
+    let vmm = BackgroundVmm::start(
+        "interop-locktest",
+        &["--vcpus", "2", "--load", "none", "--profile", "rt", "--guest-arg", "locktest"],
+    );
+    let mut commands = String::from(
+        "x-locktest-command thread=0 opcode=schedfifo data=80\nx-locktest-command thread=0 opcode=lock data=3\n",
+    );
+    for _ in 0..POLLS {
+        commands.push_str("x-locktest-state\n");
+    }
+    commands.push_str("x-locktest-command thread=0 opcode=lockcont data=3\nquit\n");
+    let out = run_bounded(
+        Command::new(python).args(["-m", "qemu.qmp.qmp_shell"]).arg(&vmm.sock),
+        commands.as_bytes(),
+        SCRIPT_LIMIT,
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "qmp-shell failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let replies: Vec<Value> =
+        stdout.lines().filter_map(|l| l.strip_prefix("(QEMU) ")).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    assert_eq!(replies.len(), POLLS + 4, "{stdout}");
+    assert_eq!(replies[0], json!({"return": {}}), "{stdout}");
+    assert_eq!(replies[1], json!({"return": {}}), "{stdout}");
+    // Once thread 0 shows the lock held at FIFO 80, it stays so.
+    let held = |r: &Value| {
+        let t = &r["return"]["threads"][0];
+        t["mutex"][3] == 4 && t["normal_prio"] == 80 && t["opcode"] == 0 && t["busy"] == false
+    };
+    let states = &replies[2..2 + POLLS];
+    let first = states.iter().position(held).unwrap_or_else(|| {
+        panic!("thread 0 never showed lock 3 held at FIFO 80 in {POLLS} polls:\n{stdout}\n{}", vmm.output())
+    });
+    assert!(states[first..].iter().all(held), "{stdout}");
+    assert_eq!(states[0]["return"]["locks"], "rt", "{stdout}");
+    // A pending-owner command is refused, saying why.
+    let refused = replies[2 + POLLS]["error"]["desc"].as_str().unwrap_or_default();
+    assert!(refused.contains("pending-owner"), "{stdout}");
+    assert_eq!(replies[3 + POLLS], json!({"return": {}}), "{stdout}");
+    let (code, out, _) = vmm.quit_after_request();
+    assert_eq!(code, 0, "{out}");
+}

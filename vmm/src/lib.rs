@@ -26,6 +26,7 @@ pub mod host_speed;
 pub mod landlock_fs;
 pub mod limits;
 pub mod loader;
+pub mod locktest;
 pub mod logging;
 pub mod misbehaviour;
 pub mod outfile;

@@ -76,8 +76,8 @@ pub enum SwitchFailure {
     #[error("patching failed after every check passed: {0}")]
     Patch(#[source] PatchError),
     /// The guest's freeze did not finish before the quiesce deadline.
-    #[error("{blocker} within {ms} ms; nothing was patched, the mode is unchanged")]
-    Quiesce { blocker: String, ms: u128 },
+    #[error("{blocker} within {ms} ms{held}; nothing was patched, the mode is unchanged")]
+    Quiesce { blocker: String, ms: u128, held: String },
     #[error(
         "cancelled by a client (x-cancel-switch) after {ms} ms{waiting}; nothing was patched, the mode is unchanged"
     )]
@@ -498,7 +498,7 @@ impl Coordinator {
         match active.phase {
             Phase::Freezing => {
                 let mbox = read_mailbox(mem).unwrap_or(SwitchMailbox::zeroed());
-                active.failure = Some(quiesce_failure(&mbox, self.limits.quiesce));
+                active.failure = Some(quiesce_failure(&mbox, self.limits.quiesce, &locks::held(mem)));
                 move_mailbox(mem, MailboxState::Cancelled);
                 active.phase = Phase::Resuming;
                 active.deadline = Instant::now() + self.limits.guest_ack;
@@ -655,9 +655,23 @@ fn check_and_patch(
 }
 
 /// The error for a guest that did not quiesce in time, naming the task.
-fn quiesce_failure(mbox: &SwitchMailbox, limit: Duration) -> SwitchFailure {
-    SwitchFailure::Quiesce { blocker: blocker(mbox), ms: limit.as_millis() }
+/// The freeze did not complete in `limit`: what it waited for, and the
+/// locks held then (by name, with their owners; at most [`NAMED_LOCKS`]).
+fn quiesce_failure(mbox: &SwitchMailbox, limit: Duration, held: &[(String, locks::Owner)]) -> SwitchFailure {
+    let mut named = String::new();
+    if !held.is_empty() {
+        let locks: Vec<String> =
+            held.iter().take(NAMED_LOCKS).map(|(lock, owner)| format!("'{lock}' by {owner}")).collect();
+        named = format!("; switchable locks held then: {}", locks.join(", "));
+        if held.len() > NAMED_LOCKS {
+            named.push_str(&format!(" and {} more", held.len() - NAMED_LOCKS));
+        }
+    }
+    SwitchFailure::Quiesce { blocker: blocker(mbox), ms: limit.as_millis(), held: named }
 }
+
+/// Held locks a failed freeze names.
+const NAMED_LOCKS: usize = 6;
 
 /// What the guest's freeze waits for, from the mailbox.
 fn blocker(mbox: &SwitchMailbox) -> String {
@@ -819,11 +833,27 @@ mod tests {
         m.blocker_name[..5].copy_from_slice(b"hog-1");
         m.blocker_cpu = 1;
         m.blocker_locks = 1;
-        let s = quiesce_failure(&m, Duration::from_millis(500)).to_string();
+        let s = quiesce_failure(&m, Duration::from_millis(500), &[]).to_string();
         assert!(s.contains("task 'hog-1' on cpu 1") && s.contains("holds 1") && s.contains("500 ms"), "{s}");
         assert!(s.contains("nothing was patched"));
         m.state = MailboxState::Requested as u32;
-        assert!(quiesce_failure(&m, Duration::from_millis(5)).to_string().contains("request not seen"));
+        assert!(quiesce_failure(&m, Duration::from_millis(5), &[]).to_string().contains("request not seen"));
         assert_eq!(mask_list(0b1010), "1, 3");
+    }
+
+    #[test]
+    fn a_failed_freeze_names_the_locks_held_and_their_owners() {
+        let mut m = SwitchMailbox::zeroed();
+        m.state = MailboxState::Freezing as u32;
+        m.blocker_name[..10].copy_from_slice(b"locktest.1");
+        let held: Vec<(String, locks::Owner)> =
+            (0..8).map(|i| (format!("lt.{i}"), locks::Owner::Task(format!("locktest.{i}")))).collect();
+        let s = quiesce_failure(&m, Duration::from_millis(500), &held[..2]).to_string();
+        assert!(
+            s.contains("switchable locks held then: 'lt.0' by task 'locktest.0', 'lt.1' by task 'locktest.1'"),
+            "{s}"
+        );
+        let s = quiesce_failure(&m, Duration::from_millis(500), &held).to_string();
+        assert!(s.contains("'lt.5' by task 'locktest.5' and 2 more") && !s.contains("'lt.6'"), "{s}");
     }
 }

@@ -20,6 +20,8 @@ use crate::logic::idle::IdlePolicy;
 /// What CPU 0 does after the ready hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadyAction {
+    /// Start the lock tester's threads (`workload::locktest`).
+    LockTest,
     /// Idle until the VMM asks for a shutdown.
     Idle,
     Panic,
@@ -110,6 +112,7 @@ fn action(word: &Word<'_>) -> Option<ReadyAction> {
         (keys::TRIPLE_FAULT, _) => ReadyAction::TripleFault,
         (keys::SCHED_DEMO, _) => ReadyAction::SchedDemo,
         (keys::SELFTEST, _) => ReadyAction::SelfTest,
+        (keys::LOCKTEST, _) => ReadyAction::LockTest,
         (keys::DEADLOCK, _) => ReadyAction::Deadlock,
         (keys::EXIT, _) => ReadyAction::Exit(word.number()?),
         _ => return None,

@@ -9,7 +9,7 @@
 //!   asked to shut down;
 //! - `status`: the GuestStatus page at ready, with the speed calibration
 //!   it reports (`calibrate`); `mailbox`: volatile access to the switch
-//!   mailbox page; `panic`: the panic report (PanicRecord, HC_PANIC);
+//!   mailbox page; `locktest_page`: the lock tester's page; `panic`: the panic report (PanicRecord, HC_PANIC);
 //! - `site`: the patchable call sites the VMM rewrites, and the
 //!   implementation table it patches with; `abi_note`: the ELF note that
 //!   names the ABI this kernel speaks.
@@ -20,6 +20,7 @@ pub mod calibrate;
 pub mod console;
 pub mod doorbell;
 pub mod hypercall;
+pub mod locktest_page;
 pub mod mailbox;
 mod panic;
 pub mod shutdown;

@@ -69,6 +69,7 @@ fn dispatch(vector: u8) {
             // A switch request, a switch verdict, or a shutdown.
             modeswitch::on_host_request();
             control::on_host_request();
+            crate::workload::locktest::on_host_request();
             if boot_info::host_request() == host_request::SHUTDOWN {
                 shutdown::note_requested();
                 // Before the scheduler runs, CPU 0 waits in halt_until:

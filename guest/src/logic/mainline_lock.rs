@@ -18,7 +18,7 @@
 use core::sync::atomic::Ordering;
 
 use super::atomic::Atomic;
-pub use super::rtmutex::BACKED_OUT;
+pub use super::rtmutex::{BACKED_OUT, INTERRUPTED};
 
 /// What the mainline lock needs of the kernel.
 pub trait MainlineKernel {
@@ -36,6 +36,11 @@ pub trait MainlineKernel {
     /// The task enters / leaves a lock slow path (busy for the freezer).
     fn slowpath_enter(&self, t: Self::Task);
     fn slowpath_exit(&self, t: Self::Task);
+    /// A signal reached the task in an interruptible lock (the lock
+    /// tester's `lockint`): it stops spinning, without the lock.
+    fn wait_interrupted(&self, _t: Self::Task) -> bool {
+        false
+    }
     /// One iteration of a spin-wait.
     fn relax(&self) {
         core::hint::spin_loop();
@@ -49,7 +54,8 @@ fn try_take(owner: &impl Atomic<usize>, me: usize) -> bool {
 
 /// Spins until the lock is taken. Returns 0 if it was free, 1 if it had to
 /// wait, or [`BACKED_OUT`] (without the lock, preemption enabled again)
-/// when a freeze started meanwhile.
+/// when a freeze started meanwhile, or [`INTERRUPTED`] (likewise) when a
+/// signal ended an interruptible wait.
 #[inline]
 pub fn lock<K: MainlineKernel>(k: &K, owner: &impl Atomic<usize>) -> u64 {
     let task = k.current();
@@ -67,6 +73,11 @@ pub fn lock<K: MainlineKernel>(k: &K, owner: &impl Atomic<usize>) -> u64 {
             k.slowpath_exit(task);
             k.preempt_enable();
             return BACKED_OUT;
+        }
+        if k.wait_interrupted(task) {
+            k.slowpath_exit(task);
+            k.preempt_enable();
+            return INTERRUPTED;
         }
         k.relax();
     }

@@ -80,6 +80,16 @@ pub const HAS_WAITERS: usize = 1;
 /// without the lock (the caller freezes and tries again).
 pub const BACKED_OUT: u64 = 2;
 
+/// What a lock returns when a signal ended an interruptible wait
+/// ([`RtKernel::wait_interrupted`]): without the lock, nothing boosted
+/// by this task's wait any more.
+pub const INTERRUPTED: u64 = 3;
+
+/// What a lock returns when blocking would have closed a cycle and the
+/// task asked for deadlocks to be reported ([`RtKernel::detects_deadlock`]):
+/// without the lock, not queued, every boost of the chain walk undone.
+pub const DEADLOCK: u64 = 4;
+
 /// The words of a switchable lock that the rt protocol uses, at the start
 /// of the kernel's lock (`LockCore`): their layout is ABI (the VMM reads
 /// them).
@@ -197,6 +207,18 @@ pub trait RtKernel {
     /// Called by a woken waiter before it tries to take the lock (fault
     /// injection: `handoff-delay`).
     fn after_wake(&self) {}
+    /// `t`'s lock wait is to end without the lock: a signal reached a
+    /// task in an interruptible lock (the lock tester's `lockint`). Read
+    /// under the PI lock, after the task marked itself Blocked, so that a
+    /// signal that sets it and then wakes the task is never missed.
+    fn wait_interrupted(&self, _t: Self::Task) -> bool {
+        false
+    }
+    /// A deadlock found when `t` blocks is returned to it as [`DEADLOCK`]
+    /// instead of being a kernel panic (the lock tester's threads).
+    fn detects_deadlock(&self, _t: Self::Task) -> bool {
+        false
+    }
     /// One iteration of a spin-wait.
     fn relax(&self) {
         core::hint::spin_loop();
@@ -238,7 +260,9 @@ impl Default for PiState {
 }
 
 /// Takes the lock, sleeping if needed. Returns 1 if it was contended, 0
-/// if not, [`BACKED_OUT`] if it left the wait for a freeze without it.
+/// if not, [`BACKED_OUT`] if it left the wait for a freeze without it,
+/// [`INTERRUPTED`] or [`DEADLOCK`] (only for tasks that asked for them)
+/// without it.
 pub fn lock<K: RtKernel>(k: &K, lock: &Lock<K>) -> u64 {
     let me = k.current();
     let word = k.task_word(me);
@@ -248,7 +272,7 @@ pub fn lock<K: RtKernel>(k: &K, lock: &Lock<K>) -> u64 {
     if spin_while_owner_runs(k, lock, word) {
         return 1;
     }
-    if lock_slow(k, lock, me) { 1 } else { BACKED_OUT }
+    lock_slow(k, lock, me)
 }
 
 /// Takes the lock only if it is free right now. Returns 1 on success.
@@ -296,6 +320,25 @@ pub fn unlock<K: RtKernel>(k: &K, lock: &Lock<K>) -> u64 {
     0
 }
 
+/// Changes `t`'s base priority and restores invariant E along its chain
+/// (Linux's `rt_mutex_adjust_pi` after `sched_setscheduler`): `store`
+/// writes the new base; under the PI lock, so that no chain walk sees a
+/// base priority without the effective priority that follows from it. A
+/// blocked task is requeued in its lock's waiter list and the walk goes
+/// on down the chain; a new top waiter of an ownerless lock is woken.
+pub fn set_base_prio<K: RtKernel>(k: &K, t: K::Task, store: impl FnOnce()) {
+    let mut pi = k.pi_lock();
+    store();
+    if k.pi_enabled() {
+        let mut g = CorePi { k, state: &mut pi };
+        if let Err(e) = pi::adjust_prio(&mut g, PiTask(k.slot_of(t) as u16)) {
+            report_pi_error(k, &pi, &e);
+        }
+    } else {
+        k.set_prio(t, k.base_prio(t));
+    }
+}
+
 fn addr_of<W, S>(lock: &LockWord<W, S>) -> usize {
     core::ptr::from_ref(lock) as usize
 }
@@ -337,9 +380,11 @@ fn spin_while_owner_runs<K: RtKernel>(k: &K, lock: &Lock<K>, me: usize) -> bool 
     false
 }
 
-/// Returns false when the task left the wait for a freeze (without the
-/// lock): the caller backs out of the implementation.
-fn lock_slow<K: RtKernel>(k: &K, lock: &Lock<K>, me: K::Task) -> bool {
+/// Returns 1 with the lock; without it, [`BACKED_OUT`] when the task left
+/// the wait for a freeze (the caller backs out of the implementation),
+/// [`INTERRUPTED`] when a signal ended it, [`DEADLOCK`] when blocking
+/// would have closed a cycle.
+fn lock_slow<K: RtKernel>(k: &K, lock: &Lock<K>, me: K::Task) -> u64 {
     k.might_sleep();
     k.slowpath_enter(me);
     let mut queued = false;
@@ -361,17 +406,24 @@ fn lock_slow<K: RtKernel>(k: &K, lock: &Lock<K>, me: K::Task) -> bool {
         // through the call site, which may select the other one by then).
         // The switch then waits for at most the critical section in
         // progress, not for the queue behind it.
-        if k.freezing() && k.locks_held(me) == 0 {
+        // A signal ends an interruptible wait the same way, whatever the
+        // task holds (Linux's `rt_mutex_lock_interruptible`).
+        let interrupted = k.wait_interrupted(me);
+        if interrupted || (k.freezing() && k.locks_held(me) == 0) {
             if queued {
                 k.unblock_current();
                 dequeue_waiter(k, &mut pi, lock, me);
             }
             drop(pi);
             k.slowpath_exit(me);
-            return false;
+            return if interrupted { INTERRUPTED } else { BACKED_OUT };
         }
         if !queued {
-            enqueue_waiter(k, &mut pi, lock, me);
+            if !enqueue_waiter(k, &mut pi, lock, me) {
+                drop(pi);
+                k.slowpath_exit(me);
+                return DEADLOCK;
+            }
             queued = true;
             continue;
         }
@@ -384,7 +436,7 @@ fn lock_slow<K: RtKernel>(k: &K, lock: &Lock<K>, me: K::Task) -> bool {
     }
     drop(pi);
     k.slowpath_exit(me);
-    true
+    1
 }
 
 /// Takes `lock` if it has no owner and this task may: it is the top
@@ -429,8 +481,10 @@ fn try_take<K: RtKernel>(k: &K, pi: &mut PiState, lock: &Lock<K>, me: K::Task, q
 }
 
 /// Queues this task as a waiter of `lock` (marking it contended) and walks
-/// the PI chain. Under the PI lock.
-fn enqueue_waiter<K: RtKernel>(k: &K, pi: &mut PiState, lock: &Lock<K>, me: K::Task) {
+/// the PI chain. Under the PI lock. Returns false when the walk found a
+/// deadlock and the task asked for it to be reported: the task is then
+/// dequeued again and the walk's boosts undone (`dequeue_waiter`).
+fn enqueue_waiter<K: RtKernel>(k: &K, pi: &mut PiState, lock: &Lock<K>, me: K::Task) -> bool {
     lock.owner.fetch_or(HAS_WAITERS, Ordering::Relaxed);
     let addr = addr_of(lock);
     let slot = match lock.waiter_slot() {
@@ -446,13 +500,19 @@ fn enqueue_waiter<K: RtKernel>(k: &K, pi: &mut PiState, lock: &Lock<K>, me: K::T
     if k.pi_enabled()
         && let Err(e) = pi::walk_chain(&mut CorePi { k, state: pi }, PiTask(my_slot as u16), LockId(slot as u16))
     {
+        if matches!(e, PiError::Deadlock { .. }) && k.detects_deadlock(me) {
+            dequeue_waiter(k, pi, lock, me);
+            return false;
+        }
         report_pi_error(k, pi, &e);
     }
+    true
 }
 
 /// This task leaves `lock`'s waiter list without the lock (a freeze
-/// started): the owner's chain drops the boost it gave, and if the lock has
-/// no owner the next waiter is woken (it is its turn now). Under the PI lock.
+/// started, a signal, or its chain walk found a deadlock): the owner's
+/// chain drops the boost it gave, and if the lock has no owner the next
+/// waiter is woken (it is its turn now). Under the PI lock.
 fn dequeue_waiter<K: RtKernel>(k: &K, pi: &mut PiState, lock: &Lock<K>, me: K::Task) {
     let Some(slot) = lock.waiter_slot() else { return };
     let _ = pi.table[slot].waiters.remove(k.slot_of(me));

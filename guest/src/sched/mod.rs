@@ -71,7 +71,7 @@ pub use scheduler::{
 };
 pub use selftest::{preempted_without_resched_points, selftest_preemption};
 pub use task::{
-    GuardPages, MAX_PRIO, MAX_TASKS, TASK_SLOTS, Task, TaskId, TaskRef, TaskState, current, stack_guard_pages, task,
-    task_by_slot,
+    GuardPages, MAX_PRIO, MAX_TASKS, TASK_SLOTS, Task, TaskId, TaskRef, TaskState, current, lock_wait,
+    stack_guard_pages, task, task_by_slot,
 };
 pub use timer::{TimerProbe, now_tsc, on_timer_interrupt, sleep_until, sleep_us, this_cpu_probe, tsc_to_us, us_to_tsc};

@@ -55,6 +55,16 @@ pub const MAX_PRIO: u8 = 99;
 const SLOTS: usize = MAX_TASKS + MAX_CPUS;
 const _: () = assert!(SLOTS <= 256, "slot indices are 8 bits in TaskId");
 
+/// [`Task::lock_wait`] bits.
+pub mod lock_wait {
+    /// A signal may end the task's lock waits ([`SIGNAL`]): rt-tester's `lockint`.
+    pub const INTERRUPTIBLE: u8 = 1 << 0;
+    /// A deadlock found when the task blocks is returned to it, not a panic.
+    pub const DETECT_DEADLOCK: u8 = 1 << 1;
+    /// A signal is pending.
+    pub const SIGNAL: u8 = 1 << 2;
+}
+
 /// A slot's life-cycle state (the low byte of the state word).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,6 +158,14 @@ pub struct Task {
     /// Inside a switchable lock's slow path (spinning or queued for it):
     /// busy for the freezer (lock code).
     pub in_lock_slowpath: AtomicBool,
+    /// How this task's switchable-lock waits behave ([`lock_wait`] bits):
+    /// set by the task itself around a lock call (the lock tester), read
+    /// by the lock code; a pending signal is set by anyone.
+    pub lock_wait: AtomicU8,
+    /// Fault injection for the lock tester (`wakedelay`): once woken as
+    /// the top waiter of an ownerless rt lock, stay busy this many µs
+    /// before taking it (0: off). Written by the task itself.
+    pub wake_delay_us: AtomicU32,
     name: UnsafeCell<&'static str>,
     pub(super) sched: UnsafeCell<SchedNode>,
     pub(super) wait: UnsafeCell<WaitNode>,
@@ -172,6 +190,8 @@ impl Task {
             nofreeze: AtomicBool::new(false),
             frozen: AtomicBool::new(false),
             in_lock_slowpath: AtomicBool::new(false),
+            lock_wait: AtomicU8::new(0),
+            wake_delay_us: AtomicU32::new(0),
             name: UnsafeCell::new(""),
             sched: UnsafeCell::new(SchedNode {
                 next: ptr::null(),
@@ -202,9 +222,18 @@ impl Task {
         self.cpu.load(Ordering::Relaxed)
     }
 
-    /// The priority it was spawned with.
+    /// Its base ("normal") priority: the one it was spawned with, or set
+    /// by [`Task::store_base_prio`].
     pub fn base_prio(&self) -> u8 {
         self.base_prio.load(Ordering::Relaxed)
+    }
+
+    /// Changes the base priority (the field only). Only the rt lock code
+    /// calls it (`sync::rt::set_base_prio`), under its PI lock, and then
+    /// recomputes the effective priority: invariant E of `logic::pi`.
+    pub fn store_base_prio(&self, prio: u8) {
+        assert!((MIN_PRIO..=MAX_PRIO).contains(&prio), "base priority {prio} out of range {MIN_PRIO}..={MAX_PRIO}");
+        self.base_prio.store(prio, Ordering::Relaxed);
     }
 
     /// Effective priority (same as `prio.load(Relaxed)`).
@@ -409,6 +438,8 @@ pub(super) fn init_claimed(t: &'static Task, name: &'static str, prio: u8, cpu: 
     t.nofreeze.store(false, Ordering::Relaxed);
     t.frozen.store(false, Ordering::Relaxed);
     t.in_lock_slowpath.store(false, Ordering::Relaxed);
+    t.lock_wait.store(0, Ordering::Relaxed);
+    t.wake_delay_us.store(0, Ordering::Relaxed);
     publish_name(t.id().slot(), t, name);
 }
 
@@ -420,6 +451,10 @@ const _: () = {
     assert!(core::mem::offset_of!(Task, on_cpu) as u64 == task_word::ON_CPU);
     assert!(core::mem::offset_of!(Task, frozen) as u64 == task_word::FROZEN);
     assert!(core::mem::offset_of!(Task, nofreeze) as u64 == task_word::NOFREEZE);
+    assert!(core::mem::offset_of!(Task, prio) as u64 == task_word::PRIO);
+    assert!(core::mem::offset_of!(Task, base_prio) as u64 == task_word::BASE_PRIO);
+    assert!(core::mem::offset_of!(Task, blocked_on) as u64 == task_word::BLOCKED_ON);
+    assert!(core::mem::offset_of!(Task, in_lock_slowpath) as u64 == task_word::IN_SLOWPATH);
     assert!(TaskState::Runnable as u32 == task_word::RUNNABLE && TaskState::Blocked as u32 == task_word::BLOCKED);
 };
 

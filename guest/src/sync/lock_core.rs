@@ -72,3 +72,10 @@ pub(super) fn slowpath_exit(me: &sched::Task) {
     registry::get().slowpath_left();
     me.in_lock_slowpath.store(false, Ordering::Release);
 }
+
+/// A signal is pending for `t` and its lock wait is interruptible (the
+/// lock tester's `lockint`: `sched::lock_wait`).
+pub(super) fn signalled(t: &sched::Task) -> bool {
+    use sched::lock_wait::{INTERRUPTIBLE, SIGNAL};
+    t.lock_wait.load(Ordering::Acquire) & (INTERRUPTIBLE | SIGNAL) == INTERRUPTIBLE | SIGNAL
+}

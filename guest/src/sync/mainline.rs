@@ -72,4 +72,8 @@ impl MainlineKernel for Kernel {
     fn slowpath_exit(&self, t: TaskRef) {
         slowpath_exit(t.0);
     }
+
+    fn wait_interrupted(&self, t: TaskRef) -> bool {
+        super::lock_core::signalled(t.0)
+    }
 }

@@ -91,6 +91,13 @@ pub extern "C" fn try_lock(lock: *const LockCore) -> u64 {
     rtmutex::try_lock(&Kernel, unsafe { &(*lock).word })
 }
 
+/// Changes `t`'s base priority to `prio` and restores priority
+/// inheritance along its chain (`rtmutex::set_base_prio`): whatever the
+/// lock mode, since waiter lists are empty in mainline mode.
+pub fn set_base_prio(t: &'static Task, prio: u8) {
+    rtmutex::set_base_prio(&Kernel, TaskRef(t), || t.store_base_prio(prio));
+}
+
 /// Releases the lock (`rtmutex::unlock`).
 pub extern "C" fn unlock(lock: *const LockCore) -> u64 {
     // SAFETY: as for `lock`.
@@ -244,8 +251,17 @@ impl RtKernel for Kernel {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn wait_interrupted(&self, t: TaskRef) -> bool {
+        super::lock_core::signalled(t.0)
+    }
+
+    fn detects_deadlock(&self, t: TaskRef) -> bool {
+        t.0.lock_wait.load(Ordering::Relaxed) & sched::lock_wait::DETECT_DEADLOCK != 0
+    }
+
     fn after_wake(&self) {
-        let us = WAKE_DELAY_US.load(Ordering::Relaxed);
+        let own = sched::current().wake_delay_us.load(Ordering::Relaxed);
+        let us = WAKE_DELAY_US.load(Ordering::Relaxed).max(own);
         if us != 0 {
             let end = sched::now_tsc() + sched::us_to_tsc(u64::from(us));
             while sched::now_tsc() < end {

@@ -29,6 +29,7 @@ use switcher::abi::sites::SiteOp;
 pub use super::lock_core::LockCore;
 use super::{mainline, registry};
 use crate::hv::site::{switch_call, switch_call0};
+use crate::logic::rtmutex::{DEADLOCK, INTERRUPTED};
 use crate::sched;
 
 /// A switchable lock protecting a `T`.
@@ -74,6 +75,51 @@ impl<T> SpinLock<T> {
         }
         acquired(false);
         Some(SpinLockGuard { lock: self, _not_send: PhantomData })
+    }
+}
+
+/// Why [`SpinLock::lock_held`] came back without the lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockFailure {
+    /// A signal ended the wait (`sched::lock_wait::INTERRUPTIBLE`).
+    Interrupted,
+    /// Blocking would have closed a cycle (`sched::lock_wait::DETECT_DEADLOCK`; rt only).
+    Deadlock,
+}
+
+/// The lock tester's locks: data-less, held across its commands, so
+/// without a guard.
+impl SpinLock<()> {
+    /// Takes the lock through the same patched call sites as
+    /// [`SpinLock::lock`]; the current task's `lock_wait` flags decide
+    /// whether a signal ends the wait and whether a deadlock is returned
+    /// rather than a panic. Held until [`SpinLock::unlock_held`].
+    #[inline(always)]
+    pub fn lock_held(&self) -> Result<(), LockFailure> {
+        assert_not_irq(&self.core);
+        switch_call0!(SiteOp::MightResched, crate::sched::preempt_sites::resched);
+        let r = sched::freezer::lock_loop(|| switch_call!(SiteOp::Lock, mainline::lock, &self.core as *const LockCore));
+        match r {
+            INTERRUPTED => Err(LockFailure::Interrupted),
+            DEADLOCK => Err(LockFailure::Deadlock),
+            contended => {
+                acquired(contended != 0);
+                Ok(())
+            }
+        }
+    }
+
+    /// Releases a lock taken with [`SpinLock::lock_held`]. Panics, naming
+    /// the lock and the task, when the current task does not own it.
+    #[inline(always)]
+    pub fn unlock_held(&self) {
+        let me = sched::current();
+        let owner = self.core.word.owner.load(Ordering::Relaxed) & !super::lock_core::HAS_WAITERS;
+        if owner != core::ptr::from_ref(me) as usize {
+            panic!("task '{}' unlocks switchable lock '{}', which it does not own", me.name(), self.core.name);
+        }
+        released();
+        switch_call!(SiteOp::Unlock, mainline::unlock, &self.core as *const LockCore);
     }
 }
 

@@ -28,6 +28,7 @@
 
 pub mod irqdev;
 mod load;
+pub mod locktest;
 mod measure;
 mod params;
 pub mod telemetry;

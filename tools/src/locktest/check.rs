@@ -208,6 +208,16 @@ pub fn in_mainline(test: &Test) -> InMainline {
     }
 }
 
+/// Whether a command applies while the lock dimension is mainline: `None`
+/// if it does, else why the rest of the file does not.
+pub fn command_in_mainline(opcode: Opcode, data: i32) -> Option<String> {
+    (opcode == Opcode::WakeDelay && data > 0).then(|| {
+        "wakedelay holds a woken rt waiter before it takes the lock; a mainline waiter spins and takes it at \
+         once, so the window the rest of the file relies on does not exist"
+            .into()
+    })
+}
+
 /// Two threads holding one lock at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Violation {
@@ -297,6 +307,13 @@ pub(crate) mod tests {
 
     fn state(edit: impl FnOnce(&mut Vec<Value>)) -> State {
         State::from_return(&state_json("rt", 2, edit)).unwrap()
+    }
+
+    #[test]
+    fn a_wakedelay_window_does_not_exist_in_mainline() {
+        assert!(command_in_mainline(Opcode::WakeDelay, 500).is_some_and(|r| r.contains("spins")));
+        assert_eq!(command_in_mainline(Opcode::WakeDelay, 0), None);
+        assert_eq!(command_in_mainline(Opcode::Lock, 3), None);
     }
 
     #[test]

@@ -294,6 +294,11 @@ fn run_step(vm: &mut dyn Vm, step: &Step, s: &Settings, fs: &mut FileState) -> R
     match step.action {
         Action::Command { thread, opcode, data } => {
             let mut st = state_for(vm, step, fs)?;
+            if st.locks == LockMode::Mainline
+                && let Some(reason) = check::command_in_mainline(opcode, data)
+            {
+                return Err(Stop::NotApplicable(reason));
+            }
             // One command at a time: the thread's previous one ends first
             // (a sched or unlock at once; a lock may block, and then the
             // VMM's refusal says so).

@@ -24,6 +24,7 @@
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
+use switcher::locktest::Opcode;
 use switcher::profile::Profile;
 
 /// Longest reply the server sends (paging keeps every reply below it).
@@ -110,6 +111,14 @@ pub enum Command {
     XPauseResume,
     /// Cancels the switch in progress if it has not reached its verdict.
     XCancelSwitch,
+    /// Posts a command to a lock-tester thread (`locktest`).
+    XLocktestCommand {
+        thread: u64,
+        opcode: Opcode,
+        data: i32,
+    },
+    /// Every lock-tester thread's state.
+    XLocktestState,
 }
 
 /// Every command name, as `query-commands` lists them.
@@ -127,6 +136,8 @@ pub const COMMANDS: &[&str] = &[
     "cont",
     "x-pause-resume",
     "x-cancel-switch",
+    "x-locktest-command",
+    "x-locktest-state",
 ];
 
 /// The outer layer of a request: what to run, with what, and the `id`.
@@ -292,6 +303,24 @@ fn page_args(args: &mut Map<String, Value>, limits: PageLimits) -> Result<Page, 
     }
 }
 
+/// `x-locktest-command`'s arguments: `thread`, `opcode` (an rt-tester
+/// command name or number) and `data` (default 0), each checked.
+fn locktest_command(args: &mut Map<String, Value>) -> Result<Command, QmpError> {
+    let thread = int_arg(args, "thread", 0..=(switcher::locktest::THREADS as u64 - 1))?
+        .ok_or_else(|| QmpError::generic("Parameter 'thread' is missing"))?;
+    let text = match args.remove("opcode") {
+        None => return Err(QmpError::generic("Parameter 'opcode' is missing")),
+        Some(Value::String(s)) => s,
+        Some(Value::Number(n)) => n.to_string(),
+        Some(_) => return Err(QmpError::generic("Invalid parameter type for 'opcode', expected: string")),
+    };
+    let opcode = Opcode::parse(&text)
+        .map_err(|why| QmpError::generic(format!("Parameter 'opcode' ('{}'): {why}", bounded(&text))))?;
+    let data = int_arg(args, "data", 0..=u64::from(u32::MAX))?.unwrap_or(0);
+    let data = opcode.check_data(data as i64).map_err(|why| QmpError::generic(format!("Parameter 'data': {why}")))?;
+    Ok(Command::XLocktestCommand { thread, opcode, data })
+}
+
 /// Checks a command's arguments (the envelope already read).
 pub fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command, QmpError> {
     let command = match name {
@@ -347,6 +376,8 @@ pub fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command
         "cont" => Command::Cont,
         "x-pause-resume" => Command::XPauseResume,
         "x-cancel-switch" => Command::XCancelSwitch,
+        "x-locktest-command" => locktest_command(&mut args)?,
+        "x-locktest-state" => Command::XLocktestState,
         other => return Err(QmpError::not_found(format!("The command {other} has not been found"))),
     };
     if let Some(extra) = args.keys().next() {
@@ -545,9 +576,35 @@ mod tests {
             Command::QmpCapabilities
         );
         for name in COMMANDS {
-            let args = if *name == "set-mode" { r#","arguments":{"mode":"mainline"}"# } else { "" };
+            let args = match *name {
+                "set-mode" => r#","arguments":{"mode":"mainline"}"#,
+                "x-locktest-command" => r#","arguments":{"thread":1,"opcode":"lock","data":3}"#,
+                _ => "",
+            };
             assert!(parse(&format!(r#"{{"execute":"{name}"{args}}}"#)).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn locktest_commands_are_checked_before_anything_is_posted() {
+        let cmd = |args: &str| parse(&format!(r#"{{"execute":"x-locktest-command","arguments":{args}}}"#));
+        assert_eq!(
+            cmd(r#"{"thread":7,"opcode":"schedfifo","data":80}"#).unwrap().command,
+            Command::XLocktestCommand { thread: 7, opcode: Opcode::SchedFifo, data: 80 }
+        );
+        assert_eq!(
+            cmd(r#"{"thread":0,"opcode":11}"#).unwrap().command,
+            Command::XLocktestCommand { thread: 0, opcode: Opcode::Signal, data: 0 }
+        );
+        let e = |args: &str| cmd(args).unwrap_err().error.desc;
+        assert_eq!(e(r#"{"opcode":"lock"}"#), "Parameter 'thread' is missing");
+        assert_eq!(e(r#"{"thread":8,"opcode":"lock"}"#), "Parameter 'thread' must be between 0 and 7");
+        assert!(e(r#"{"thread":0,"opcode":"lockcont"}"#).contains("pending-owner"));
+        assert!(e(r#"{"thread":0,"opcode":"lock","data":8}"#).contains("lock number must be 0..7"));
+        assert!(e(r#"{"thread":0,"opcode":"schedfifo","data":99}"#).contains("1..98"));
+        assert_eq!(e(r#"{"thread":0,"opcode":"lock","data":-1}"#), "Parameter 'data' must be between 0 and 4294967295");
+        assert_eq!(e(r#"{"thread":0,"opcode":[1]}"#), "Invalid parameter type for 'opcode', expected: string");
+        assert_eq!(e(r#"{"thread":0,"opcode":"lock","x":1}"#), "Parameter 'x' is unexpected");
     }
 
     #[test]

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime};
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use serde_json::{Value, json};
 use switcher::abi::{self, LockRegistry};
+use switcher::locktest::Opcode;
 use switcher::profile::Profile;
 use vmm_sys_util::timerfd::TimerFd;
 
@@ -200,6 +201,8 @@ impl ControlSocket {
             Command::ResetLatency => self.reset_latency(),
             Command::QuerySwitches { page } => Ok(self.switches_json(page)),
             Command::XPauseResume => self.pause_resume(),
+            Command::XLocktestCommand { thread, opcode, data } => self.locktest_command(thread, opcode, data),
+            Command::XLocktestState => self.locktest_state(),
             Command::XCancelSwitch => {
                 let (reply, step) = cancel_reply(self.switching.borrow_mut().cancel());
                 // Reply first, then tell the guest: the cancelled switch's
@@ -382,6 +385,24 @@ impl ControlSocket {
             Ok(us) => Ok(json!({"blackout_us": us})),
             Err(e) => Err(QmpError::generic(e.to_string())),
         }
+    }
+
+    /// Posts a lock-tester command and interrupts the guest so that its
+    /// threads look (and a signal is delivered).
+    fn locktest_command(&mut self, thread: u64, op: Opcode, data: i32) -> Result<Value, QmpError> {
+        if !matches!(self.run.state(), State::Ready | State::Switching) {
+            return Err(QmpError::generic("the guest is not running"));
+        }
+        crate::locktest::post(&self.run.mem, thread, op, data).map_err(|e| QmpError::generic(e.to_string()))?;
+        self.run
+            .interrupt_guest()
+            .map_err(|e| QmpError::generic(format!("the command was posted but the guest cannot be told: {e}")))?;
+        Ok(json!({}))
+    }
+
+    fn locktest_state(&self) -> Result<Value, QmpError> {
+        let locks = self.switching.borrow().coordinator().mode().locks.name();
+        crate::locktest::state(&self.run.mem, locks).map_err(|e| QmpError::generic(e.to_string()))
     }
 
     fn reset_latency(&mut self) -> Result<Value, QmpError> {

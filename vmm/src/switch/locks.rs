@@ -92,6 +92,26 @@ pub fn held_by(mem: &GuestMemory, task_addr: u64) -> Vec<String> {
         .collect()
 }
 
+/// Every registered lock that has an owner, with it (diagnostics: why a
+/// freeze could not complete); empty when the table is unreadable.
+/// Bounds-checked like [`check`].
+pub fn held(mem: &GuestMemory) -> Vec<(String, Owner)> {
+    let Some(table) = memory::read_abi::<LockTable>(mem, abi::LOCK_TABLE_ADDR) else { return Vec::new() };
+    if table.magic != ABI_MAGIC {
+        return Vec::new();
+    }
+    let count = (table.count as usize).min(abi::LOCK_TABLE_CAPACITY);
+    table.entries[..count]
+        .iter()
+        .filter(|e| e.addr.is_multiple_of(8))
+        .filter_map(|e| {
+            let word = mem.read_obj::<u64>(GuestAddress(e.addr.wrapping_add(lock_word::OWNER))).ok()?;
+            let owner = word & !lock_word::HAS_WAITERS;
+            (owner != 0).then(|| (name(&e.name), owner_name(mem, owner)))
+        })
+        .collect()
+}
+
 /// Checks every registered lock word and the slow-path count; `Ok(n)` with
 /// the number of locks checked.
 pub fn check(mem: &GuestMemory) -> Result<usize, LockWordError> {

@@ -41,6 +41,8 @@ unsafe impl ByteValued for Abi<ShimStats> {}
 unsafe impl ByteValued for Abi<LockTable> {}
 // SAFETY: as above.
 unsafe impl ByteValued for Abi<TaskName> {}
+// SAFETY: as above (sizes asserted in switcher::locktest).
+unsafe impl ByteValued for Abi<switcher::locktest::Page> {}
 // SAFETY: as above (telemetry structures, sizes asserted in
 // switcher::telemetry).
 unsafe impl ByteValued for Abi<TelemetryHeader> {}
