@@ -114,6 +114,22 @@ impl fmt::Display for ThreadState {
     }
 }
 
+/// Thread `t` as rt-tester's "O" means it: while a command runs, its
+/// number, from the moment it was posted (`posted`, the last command the
+/// runner gave the thread). Linux's tester set "O" when the command was
+/// written; the guest writes it when the thread picks the command up, so
+/// until then `busy` is already true and "O" still the last result, and
+/// `W: opcodeeq: T: 0` right after a command would hold before it ran.
+pub fn as_running(t: &ThreadState, posted: Option<Opcode>) -> ThreadState {
+    let mut t = t.clone();
+    if t.busy
+        && let Some(op) = posted
+    {
+        t.opcode = i64::from(op as u32);
+    }
+    t
+}
+
 /// How the file's last `C: switch` ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SwitchOutcome {
@@ -330,6 +346,21 @@ pub(crate) mod tests {
         assert!(bad(state_json("rt", 2, |t| t[2]["mutex"] = json!([0]))).contains("whose VMM matches"));
         assert!(bad(state_json("rt", 2, |t| t[2]["blocked_on"] = json!(8))).contains("lock Some(8)"));
         assert!(bad(json!({"threads": []})).contains("missing field `locks`"));
+    }
+
+    #[test]
+    fn a_busy_thread_shows_the_number_of_the_command_it_runs() {
+        let s = state(|t| {
+            t[0]["busy"] = json!(true);
+            t[0]["opcode"] = json!(-22);
+            t[1]["opcode"] = json!(-22);
+        });
+        assert_eq!(as_running(&s.threads[0], Some(Opcode::SchedFifo)).opcode, 2);
+        assert_eq!(as_running(&s.threads[0], None).opcode, -22, "nothing posted in this file: as read");
+        assert_eq!(as_running(&s.threads[1], Some(Opcode::SchedFifo)).opcode, -22, "idle: its result");
+        let mut want = s.threads[0].clone();
+        want.opcode = 3;
+        assert_eq!(as_running(&s.threads[0], Some(Opcode::Lock)), want, "only O changes");
     }
 
     #[test]

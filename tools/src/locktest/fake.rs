@@ -55,6 +55,8 @@ pub(crate) struct Fake {
     pub dead_after: Option<usize>,
     /// State reads that show a posted command busy before it takes effect.
     pub lag: u32,
+    /// `x-locktest-state` requests answered.
+    pub reads: usize,
     threads: [Thread; THREADS],
     owner: [Option<usize>; LOCKS],
     /// Posted commands, with the reads each still waits.
@@ -76,6 +78,7 @@ impl Fake {
             ignore_reset: false,
             dead_after: None,
             lag: 0,
+            reads: 0,
             threads: [Thread::default(); THREADS],
             owner: [None; LOCKS],
             pending: Vec::new(),
@@ -87,6 +90,7 @@ impl Fake {
     }
 
     fn state(&mut self) -> Value {
+        self.reads += 1;
         // In order: a command waits for the ones posted before it.
         let mut waiting = Vec::new();
         for (t, op, data, lag) in std::mem::take(&mut self.pending) {
@@ -178,6 +182,7 @@ impl Fake {
                         } else {
                             done = false;
                             let th = &mut self.threads[t];
+                            th.result = i64::from(op as u32);
                             th.mutex[l] = 2;
                             th.blocked_on = Some(l);
                             th.interruptible = op.interruptible();
@@ -251,8 +256,9 @@ impl Fake {
                 self.threads[t].result
             ));
         } else {
+            // As the real VMM: busy at once, "O" only when the thread picks
+            // the command up.
             self.threads[t].busy = true;
-            self.threads[t].result = i64::from(op as u32);
             self.pending.push((t, op, data as i32, self.lag));
         }
         json!({"return": {}})

@@ -444,6 +444,7 @@ mod tests {
         let out = String::from_utf8(out).unwrap();
         assert_eq!((boots.get(), sum.passed, sum.failed), (2, 1, 1), "{out}");
         assert!(out.contains("seen the VM stopped answering"), "{out}");
+        assert!(!out.contains("cleanup after"), "a lost VM is not cleaned up but replaced: {out}");
     }
 
     #[test]
@@ -462,6 +463,10 @@ mod tests {
         assert_eq!((boots.get(), sum.passed, sum.exit_code()), (2, 2, ExitCode::Ok), "{out}");
         assert!(out.contains("cleanup after holds.tst failed: the tester did not come back"), "{out}");
         assert!(out.contains("the VM is rebooted for the next file"), "{out}");
+        assert!(
+            !out.contains("the tester is not clean"),
+            "the VM that could not be cleaned was not tried again: {out}"
+        );
 
         let mut boot = || Err(RunError::Refused { command: "boot", desc: "no /dev/kvm".into() });
         let mut out = Vec::new();

@@ -200,6 +200,15 @@ pub enum Outcome {
     },
 }
 
+/// What a file's steps leave for the later ones.
+#[derive(Default)]
+struct FileState {
+    /// The last `C: switch`'s outcome.
+    last_switch: Option<SwitchOutcome>,
+    /// The last command given to each thread (signals aside).
+    posted: [Option<Opcode>; THREADS],
+}
+
 /// Why a step ended the file.
 enum Stop {
     Fail(Box<Failure>),
@@ -228,9 +237,13 @@ fn broken(step: &Step, e: RunError) -> Stop {
     Stop::Fail(Box::new(Failure { broken, ..failure(step, "the VM to answer".into(), e.to_string()) }))
 }
 
-/// Reads the state for `step` and checks mutual exclusion on it.
-fn state_for(vm: &mut dyn Vm, step: &Step) -> Result<State, Stop> {
-    let st = read_state(vm).map_err(|e| broken(step, e))?;
+/// Reads the state for `step`, each busy thread's "O" the command it
+/// runs ([`check::as_running`]), and checks mutual exclusion on it.
+fn state_for(vm: &mut dyn Vm, step: &Step, fs: &FileState) -> Result<State, Stop> {
+    let mut st = read_state(vm).map_err(|e| broken(step, e))?;
+    for t in &mut st.threads {
+        *t = check::as_running(t, fs.posted[t.thread]);
+    }
     if let Some(v) = check::exclusion_violation(&st) {
         return Err(fail(step, "mutual exclusion: at most one holder per lock".into(), v.to_string()));
     }
@@ -244,7 +257,7 @@ fn interrupted() -> bool {
 /// Runs one file's steps on a clean tester; `out` gets the steps as
 /// they run with `verbose`.
 pub fn run_file(vm: &mut dyn Vm, sc: &Scenario, s: &Settings, out: &mut dyn Write) -> Outcome {
-    let mut last = None;
+    let mut fs = FileState::default();
     let mut skipped = 0;
     for step in &sc.steps {
         if interrupted() {
@@ -254,7 +267,7 @@ pub fn run_file(vm: &mut dyn Vm, sc: &Scenario, s: &Settings, out: &mut dyn Writ
             let _ = write!(out, "  {}:{}: {}", sc.file, step.line, step.text);
             let _ = out.flush();
         }
-        let done = run_step(vm, step, s, &mut last);
+        let done = run_step(vm, step, s, &mut fs);
         if s.verbose {
             let note = match &done {
                 Ok(Done::Ran) => String::new(),
@@ -277,10 +290,10 @@ pub fn run_file(vm: &mut dyn Vm, sc: &Scenario, s: &Settings, out: &mut dyn Writ
     Outcome::Pass { steps: sc.steps.len(), skipped }
 }
 
-fn run_step(vm: &mut dyn Vm, step: &Step, s: &Settings, last: &mut Option<SwitchOutcome>) -> Result<Done, Stop> {
+fn run_step(vm: &mut dyn Vm, step: &Step, s: &Settings, fs: &mut FileState) -> Result<Done, Stop> {
     match step.action {
         Action::Command { thread, opcode, data } => {
-            let mut st = state_for(vm, step)?;
+            let mut st = state_for(vm, step, fs)?;
             if st.locks == LockMode::Mainline
                 && let Some(reason) = check::command_in_mainline(opcode, data)
             {
@@ -295,7 +308,7 @@ fn run_step(vm: &mut dyn Vm, step: &Step, s: &Settings, last: &mut Option<Switch
                     return Err(Stop::Interrupted);
                 }
                 std::thread::sleep(POLL);
-                st = state_for(vm, step)?;
+                st = state_for(vm, step, fs)?;
             }
             let start = Instant::now();
             while st.locks == LockMode::Mainline
@@ -309,10 +322,15 @@ fn run_step(vm: &mut dyn Vm, step: &Step, s: &Settings, last: &mut Option<Switch
                     )));
                 }
                 std::thread::sleep(POLL);
-                st = state_for(vm, step)?;
+                st = state_for(vm, step, fs)?;
             }
             match post(vm, thread, opcode, data).map_err(|e| broken(step, e))? {
-                Ok(()) => Ok(Done::Ran),
+                Ok(()) => {
+                    if opcode != Opcode::Signal {
+                        fs.posted[thread] = Some(opcode);
+                    }
+                    Ok(Done::Ran)
+                }
                 Err(desc) => Err(Stop::Fail(Box::new(Failure {
                     thread: st.threads.get(thread).map(ToString::to_string),
                     ..failure(step, "the VMM to take the command".into(), format!("refused: {desc}"))
@@ -327,10 +345,10 @@ fn run_step(vm: &mut dyn Vm, step: &Step, s: &Settings, last: &mut Option<Switch
                 Some(reason) => SwitchOutcome::Refused { reason: reason.to_string() },
                 None => SwitchOutcome::Done { to: profile.name().to_string() },
             };
-            *last = Some(outcome.clone());
+            fs.last_switch = Some(outcome.clone());
             Ok(Done::Switched(outcome))
         }
-        Action::Check { wait, thread, test } => check_step(vm, step, s, wait, thread, &test, last.as_ref()),
+        Action::Check { wait, thread, test } => check_step(vm, step, s, wait, thread, &test, fs),
     }
 }
 
@@ -341,9 +359,9 @@ fn check_step(
     wait: bool,
     thread: usize,
     test: &Test,
-    last: Option<&SwitchOutcome>,
+    fs: &FileState,
 ) -> Result<Done, Stop> {
-    let mut st = state_for(vm, step)?;
+    let mut st = state_for(vm, step, fs)?;
     if st.locks == LockMode::Mainline {
         match check::in_mainline(test) {
             InMainline::Applies => {}
@@ -354,7 +372,7 @@ fn check_step(
     let start = Instant::now();
     loop {
         let t = &st.threads[thread];
-        match check::evaluate(test, t, last) {
+        match check::evaluate(test, t, fs.last_switch.as_ref()) {
             Ok(()) if wait => return Ok(Done::Waited(start.elapsed())),
             Ok(()) => return Ok(Done::Ran),
             Err(m) if !wait || start.elapsed() >= s.wait_timeout => {
@@ -370,7 +388,7 @@ fn check_step(
             return Err(Stop::Interrupted);
         }
         std::thread::sleep(POLL);
-        st = state_for(vm, step)?;
+        st = state_for(vm, step, fs)?;
     }
 }
 
@@ -505,6 +523,12 @@ W: unlocked: 1: 0
             Some("thread 0 (cpu 0, idle): O=0 E=3 P=80 N=-21 M=[4 0 0 0 0 0 0 0] blocked on -")
         );
         assert!(!x.broken);
+        // A T: reads once and does not wait.
+        let mut f = Fake::new(Profile::RT, 2);
+        let t0 = Instant::now();
+        let x = failure(run(&mut f, "T: locked: 0: 0\n").0);
+        assert_eq!((x.line, f.reads, x.waited), (1, 1, None));
+        assert!(t0.elapsed() < Duration::from_millis(40), "a T: waited");
     }
 
     #[test]
@@ -595,6 +619,22 @@ W: opcodeeq: 0: -4
         let t0 = Instant::now();
         assert_eq!(run(&mut f, text).0, Outcome::Pass { steps: 6, skipped: 0 });
         assert!(t0.elapsed() < Duration::from_millis(40), "the signal waited");
+    }
+
+    #[test]
+    fn a_command_not_yet_picked_up_shows_its_number() {
+        // The Linux idiom: a command, then wait for its result 0. The guest
+        // writes O when it picks the command up: until then O is the last
+        // result (0), and the wait must not take it for this command's.
+        let text = "C: schedfifo: 0: 10\nW: opcodeeq: 0: 0\nT: nprioeq: 0: 10\nT: opcodeeq: 0: 0\n";
+        let mut f = Fake::new(Profile::RT, 2);
+        f.lag = 3;
+        let (o, out) = run(&mut f, text);
+        assert_eq!(o, Outcome::Pass { steps: 4, skipped: 0 }, "{out}");
+        let mut f = Fake::new(Profile::RT, 2);
+        f.lag = 3;
+        let x = failure(run(&mut f, "C: schedfifo: 0: 10\nT: opcodeeq: 0: 0\n").0);
+        assert_eq!((x.expected.as_str(), x.seen.as_str()), ("O == 0", "O = 2"));
     }
 
     #[test]
