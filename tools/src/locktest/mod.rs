@@ -483,54 +483,20 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_scenarios_parse_and_pass_on_the_model() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    fn the_project_suite_parses() {
+        // Its truth is checked on the real VM (tests/tests/locktest.rs);
+        // here only that every file is in the format.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/locktest");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "tst"))
+            .collect();
         files.sort();
+        assert!(files.len() >= 12, "{files:?}");
         let scenarios =
             load(&files).unwrap_or_else(|e| panic!("{:?}", e.iter().map(ToString::to_string).collect::<Vec<_>>()));
-        let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(
-            names,
-            ["deadlock-abba.tst", "pi-chain.tst", "pi-one-lock.tst", "switch-refused.tst", "unlock-not-held.tst"]
-        );
-        let outcomes = |profile: Profile, vcpus: u32| -> Vec<String> {
-            let s = Settings { vcpus, ..settings(profile) };
-            scenarios
-                .iter()
-                .map(|sc| {
-                    let mut f = Fake::new(profile, vcpus);
-                    f.lag = 1;
-                    let o = run::run_file(&mut f, sc, &s, &mut Vec::new());
-                    run::cleanup(&mut f, &s).unwrap();
-                    report(sc, &o).lines().next().unwrap().replace(&format!("{}/", dir.display()), "")
-                })
-                .collect()
-        };
-        assert_eq!(
-            outcomes(Profile::RT, 2),
-            [
-                "PASS deadlock-abba.tst (21 steps, 0 not applicable in mainline)",
-                "PASS pi-chain.tst (29 steps, 0 not applicable in mainline)",
-                "PASS pi-one-lock.tst (16 steps, 0 not applicable in mainline)",
-                "PASS switch-refused.tst (15 steps, 0 not applicable in mainline)",
-                "PASS unlock-not-held.tst (9 steps, 0 not applicable in mainline)",
-            ]
-        );
-        assert_eq!(
-            outcomes(Profile::MAINLINE, 2),
-            [
-                "N/A  deadlock-abba.tst from line 21: deadlock detection is the rt lock's (a mainline spinlock spins; \
-                 -35 never comes)",
-                "N/A  pi-chain.tst from line 23: thread 0 holds CPU 0 with preemption off (mainline lock), so thread 2 \
-                 cannot run",
-                "PASS pi-one-lock.tst (16 steps, 3 not applicable in mainline)",
-                "PASS switch-refused.tst (15 steps, 0 not applicable in mainline)",
-                "PASS unlock-not-held.tst (9 steps, 0 not applicable in mainline)",
-            ]
-        );
-        // With a CPU per thread, the chain runs under mainline too, its priorities skipped.
-        assert_eq!(outcomes(Profile::MAINLINE, 3)[1], "PASS pi-chain.tst (29 steps, 8 not applicable in mainline)");
+        assert_eq!(scenarios.len(), files.len());
     }
 
     #[test]
