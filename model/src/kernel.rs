@@ -128,6 +128,9 @@ pub struct MTask {
     signal: MAtomic<bool>,
     /// In an interruptible lock (the kernel's `lock_wait::INTERRUPTIBLE`).
     interruptible: AtomicBool,
+    /// Asks for deadlocks to be returned (the kernel's
+    /// `lock_wait::DETECT_DEADLOCK`).
+    detect_deadlock: AtomicBool,
 }
 
 const NO_IMPL: u8 = u8::MAX;
@@ -240,6 +243,7 @@ impl World {
                         backed_out: Gate::new(),
                         signal: MAtomic::new(false),
                         interruptible: AtomicBool::new(false),
+                        detect_deadlock: AtomicBool::new(false),
                     }
                 })
                 .collect(),
@@ -336,6 +340,21 @@ impl World {
         Some(r != 0)
     }
 
+    /// `SpinLock::lock_held` as the lock tester's `lock` calls it: a
+    /// deadlock found when the task blocks is returned (`None`) instead
+    /// of a panic. `Some(contended)` with the lock.
+    pub fn site_lock_detecting(&self, l: usize) -> Option<bool> {
+        let me = &self.tasks[self.me()];
+        me.detect_deadlock.store(true, Ordering::Relaxed);
+        let r = self.lock_call(l);
+        me.detect_deadlock.store(false, Ordering::Relaxed);
+        if r == rtmutex::DEADLOCK {
+            return None;
+        }
+        self.acquired(l);
+        Some(r != 0)
+    }
+
     /// A signal to task `t` (the lock tester's `signal`, from the
     /// HOST_REQUEST handler): the pending bit, then the wake-up.
     pub fn signal(&self, t: usize) {
@@ -358,7 +377,7 @@ impl World {
             self.leave_impl();
             if r == rtmutex::BACKED_OUT {
                 self.task(self.me()).backed_out.open();
-            } else if r != rtmutex::INTERRUPTED {
+            } else if r != rtmutex::INTERRUPTED && r != rtmutex::DEADLOCK {
                 lock.taken_with.store(imp as u8, Ordering::Relaxed);
             }
             r
@@ -798,6 +817,10 @@ impl RtKernel for World {
 
     fn wait_interrupted(&self, t: usize) -> bool {
         self.tasks[t].interruptible.load(Ordering::Relaxed) && self.tasks[t].signal.load(Ordering::SeqCst)
+    }
+
+    fn detects_deadlock(&self, t: usize) -> bool {
+        self.tasks[t].detect_deadlock.load(Ordering::Relaxed)
     }
 
     fn relax(&self) {

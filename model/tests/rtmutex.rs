@@ -189,3 +189,62 @@ fn a_signalled_top_waiter_leaves_and_the_next_one_is_woken() {
     assert!(explored.complete, "{explored}");
     report("signal to the top waiter", explored);
 }
+
+/// Deadlock detection as the lock tester asks for it (`lock_wait::
+/// DETECT_DEADLOCK`, `rtmutex::enqueue_waiter`): T0 (10) holds L and waits
+/// for M; T1 (20) holds M and waits for N; T2 (90) holds N and asks for
+/// L, closing the cycle. The chain walk boosts T0 and T1 to 90 on its way
+/// round; the deadlock is returned to T2, which is dequeued, and every
+/// such boost is undone (invariant E at every later PI lock acquisition);
+/// then T2 lets N go and the chain unwinds, every task getting its lock.
+/// Seen failing with the undo (`dequeue_waiter`) left out: "lock 'L' is
+/// not free at the end".
+fn deadlock_of_three_is_returned_and_undone() {
+    const N: usize = 2;
+    let w = World::new(
+        &[TaskSpec::new("T0", 10), TaskSpec::new("T1", 20), TaskSpec::new("T2", 90)],
+        &["L", "M", "N"],
+        Config::default(),
+    );
+    let all_hold = Arc::new(Gate::new());
+    let (t0_has, t1_has, t2_has) = (Arc::new(Gate::new()), Arc::new(Gate::new()), Arc::new(Gate::new()));
+    let mut threads = Vec::new();
+    for (t, own, want) in [(0, L, M), (1, M, N)] {
+        let (all_hold, mine) = (all_hold.clone(), if t == 0 { t0_has.clone() } else { t1_has.clone() });
+        threads.push(w.spawn(t, move |w| {
+            w.site_lock(own);
+            mine.open();
+            all_hold.wait();
+            w.site_lock(want);
+            w.site_unlock(want);
+            w.site_unlock(own);
+        }));
+    }
+    {
+        let (all_hold, t2_has) = (all_hold.clone(), t2_has.clone());
+        threads.push(w.spawn(2, move |w| {
+            w.site_lock(N);
+            t2_has.open();
+            all_hold.wait();
+            w.task(0).queued.wait();
+            w.task(1).queued.wait();
+            assert_eq!(w.site_lock_detecting(L), None, "T2 -> L -> T0 -> M -> T1 -> N -> T2 is a cycle");
+            w.site_unlock(N);
+        }));
+    }
+    t0_has.wait();
+    t1_has.wait();
+    t2_has.wait();
+    all_hold.open();
+    for t in threads {
+        t.join().expect("a model task panicked");
+    }
+    w.check_idle();
+}
+
+#[test]
+fn a_deadlock_asked_for_is_returned_and_its_boosts_undone() {
+    let explored = explore(Bounds { preemptions: 0, ..Bounds::default() }, deadlock_of_three_is_returned_and_undone);
+    assert!(explored.complete, "{explored}");
+    report("deadlock of three, returned", explored);
+}
