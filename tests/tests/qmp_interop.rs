@@ -198,18 +198,21 @@ fn qmp_shell_runs_commands_from_stdin() {
 }
 
 /// The lock tester driven interactively from qmp-shell, as a person
-/// would: a priority, a lock, the state polled until the thread holds it
-/// (the commands are asynchronous, as in Linux's rt-tester), an unlock.
+/// would: a priority for one thread, a lock for another, the state polled
+/// until both took effect (the commands are asynchronous, as in Linux's
+/// rt-tester, and a thread takes one at a time: qmp-shell cannot wait
+/// between two commands to one thread, so each thread gets one), and a
+/// refused pending-owner command.
 #[test]
 fn qmp_shell_drives_the_lock_tester() {
-    const POLLS: usize = 60;
+    const POLLS: usize = 200;
     let python = python();
     let vmm = BackgroundVmm::start(
         "interop-locktest",
         &["--vcpus", "2", "--load", "none", "--profile", "rt", "--guest-arg", "locktest"],
     );
     let mut commands = String::from(
-        "x-locktest-command thread=0 opcode=schedfifo data=80\nx-locktest-command thread=0 opcode=lock data=3\n",
+        "x-locktest-command thread=1 opcode=schedfifo data=80\nx-locktest-command thread=0 opcode=lock data=3\n",
     );
     for _ in 0..POLLS {
         commands.push_str("x-locktest-state\n");
@@ -232,14 +235,18 @@ fn qmp_shell_drives_the_lock_tester() {
     assert_eq!(replies.len(), POLLS + 4, "{stdout}");
     assert_eq!(replies[0], json!({"return": {}}), "{stdout}");
     assert_eq!(replies[1], json!({"return": {}}), "{stdout}");
-    // Once thread 0 shows the lock held at FIFO 80, it stays so.
+    // Once thread 0 shows lock 3 held and thread 1 FIFO 80, it stays so.
     let held = |r: &Value| {
-        let t = &r["return"]["threads"][0];
-        t["mutex"][3] == 4 && t["normal_prio"] == 80 && t["opcode"] == 0 && t["busy"] == false
+        let (t0, t1) = (&r["return"]["threads"][0], &r["return"]["threads"][1]);
+        t0["mutex"][3] == 4
+            && t0["opcode"] == 0
+            && t0["busy"] == false
+            && t1["normal_prio"] == 80
+            && t1["busy"] == false
     };
     let states = &replies[2..2 + POLLS];
     let first = states.iter().position(held).unwrap_or_else(|| {
-        panic!("thread 0 never showed lock 3 held at FIFO 80 in {POLLS} polls:\n{stdout}\n{}", vmm.output())
+        panic!("thread 0 never held lock 3 with thread 1 at FIFO 80 in {POLLS} polls:\n{stdout}\n{}", vmm.output())
     });
     assert!(states[first..].iter().all(held), "{stdout}");
     assert_eq!(states[0]["return"]["locks"], "rt", "{stdout}");
