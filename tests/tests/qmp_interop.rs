@@ -170,23 +170,28 @@ fn qemu_qmp_legacy_client_negotiates_switches_queries_and_quits() {
     drive("legacy");
 }
 
-#[test]
-fn qmp_shell_runs_commands_from_stdin() {
-    let python = python();
-    let vmm = BackgroundVmm::start("interop-shell", &["--vcpus", "1", "--load", "none"]);
-    let commands = b"query-status\nset-mode mode=rt\nquery-switches last=1\nquery-mode\nquit\n";
-    let out =
-        run_bounded(Command::new(python).args(["-m", "qemu.qmp.qmp_shell"]).arg(&vmm.sock), commands, SCRIPT_LIMIT);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+/// Feeds `commands` to qmp-shell on `sock` (which must exit 0); its
+/// output, and each reply it printed (one JSON object after the prompt).
+fn qmp_shell(python: &Path, sock: &Path, commands: &[u8]) -> (String, Vec<Value>) {
+    let out = run_bounded(Command::new(python).args(["-m", "qemu.qmp.qmp_shell"]).arg(sock), commands, SCRIPT_LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "qmp-shell failed ({}):\n{stdout}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    // Each reply is printed as one JSON object after the prompt.
-    let replies: Vec<Value> =
+    let replies =
         stdout.lines().filter_map(|l| l.strip_prefix("(QEMU) ")).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    (stdout, replies)
+}
+
+#[test]
+fn qmp_shell_runs_commands_from_stdin() {
+    let python = python();
+    let vmm = BackgroundVmm::start("interop-shell", &["--vcpus", "1", "--load", "none"]);
+    let commands = b"query-status\nset-mode mode=rt\nquery-switches last=1\nquery-mode\nquit\n";
+    let (stdout, replies) = qmp_shell(python, &vmm.sock, commands);
     assert_eq!(replies.len(), 5, "{stdout}");
     assert_eq!(replies[0]["return"]["running"], true, "{stdout}");
     assert_eq!(replies[1]["return"]["mode"], "rt", "{stdout}");
@@ -218,20 +223,7 @@ fn qmp_shell_drives_the_lock_tester() {
         commands.push_str("x-locktest-state\n");
     }
     commands.push_str("x-locktest-command thread=0 opcode=lockcont data=3\nquit\n");
-    let out = run_bounded(
-        Command::new(python).args(["-m", "qemu.qmp.qmp_shell"]).arg(&vmm.sock),
-        commands.as_bytes(),
-        SCRIPT_LIMIT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "qmp-shell failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let replies: Vec<Value> =
-        stdout.lines().filter_map(|l| l.strip_prefix("(QEMU) ")).filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let (stdout, replies) = qmp_shell(python, &vmm.sock, commands.as_bytes());
     assert_eq!(replies.len(), POLLS + 4, "{stdout}");
     assert_eq!(replies[0], json!({"return": {}}), "{stdout}");
     assert_eq!(replies[1], json!({"return": {}}), "{stdout}");

@@ -93,14 +93,21 @@ struct TaskView {
     in_slowpath: bool,
 }
 
+/// Every task address the task directory names (read once per state).
+fn known_tasks(mem: &GuestMemory) -> Vec<u64> {
+    (0..abi::TASK_NAME_SLOTS)
+        .filter_map(|slot| {
+            let at = abi::TASK_NAMES_ADDR + (slot * std::mem::size_of::<TaskName>()) as u64;
+            memory::read_abi::<TaskName>(mem, at).map(|t| t.addr).filter(|&a| a != 0)
+        })
+        .collect()
+}
+
 /// Reads the task at `addr`, which must be one the task directory names
-/// (a guest that wrote any other address into the page is not believed).
-fn read_task(mem: &GuestMemory, addr: u64) -> Result<TaskView, LocktestError> {
-    let known = (0..abi::TASK_NAME_SLOTS).any(|slot| {
-        let at = abi::TASK_NAMES_ADDR + (slot * std::mem::size_of::<TaskName>()) as u64;
-        memory::read_abi::<TaskName>(mem, at).is_some_and(|t| t.addr == addr && addr != 0)
-    });
-    if !known {
+/// (`known`: a guest that wrote any other address into the page is not
+/// believed).
+fn read_task(mem: &GuestMemory, known: &[u64], addr: u64) -> Result<TaskView, LocktestError> {
+    if !known.contains(&addr) {
         return Err(LocktestError::BadPage(format!("task address {addr:#x} is not in the task directory")));
     }
     let u8_at = |off: u64| mem.read_obj::<u8>(GuestAddress(addr.wrapping_add(off)));
@@ -117,9 +124,10 @@ fn read_task(mem: &GuestMemory, addr: u64) -> Result<TaskView, LocktestError> {
 /// and in words; `locks` is the lock dimension of the mode in force.
 pub fn state(mem: &GuestMemory, locks: &str) -> Result<Value, LocktestError> {
     let page = read_page(mem)?;
+    let known = known_tasks(mem);
     let mut threads = Vec::with_capacity(THREADS);
     for (i, slot) in page.slots.iter().enumerate() {
-        let task = read_task(mem, slot.task_addr)?;
+        let task = read_task(mem, &known, slot.task_addr)?;
         let blocked_on = page.lock_addr.iter().position(|&a| a == task.blocked_on && a != 0);
         let mut m = [0u8; LOCKS];
         for (l, (out, &digit)) in m.iter_mut().zip(&slot.mutex).enumerate() {
