@@ -485,6 +485,10 @@ pub mod task_word {
     /// u8, 1 while the task is inside a switchable lock's slow path
     /// (queued or spinning for it).
     pub const IN_SLOWPATH: u64 = 32;
+    /// u64: the stack pointer a switched-out task's context switch saved
+    /// (valid while the task is not on its CPU): `switcher::stackwalk`
+    /// starts a walk there.
+    pub const SAVED_RSP: u64 = 112;
     /// Bytes to read.
     pub const LEN: usize = 8;
     pub const RUNNABLE: u32 = 2;

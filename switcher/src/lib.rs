@@ -29,5 +29,7 @@ pub mod locktest;
 #[cfg(feature = "host")]
 pub mod patch;
 pub mod profile;
+#[cfg(feature = "host")]
+pub mod stackwalk;
 pub mod telemetry;
 pub mod workload;

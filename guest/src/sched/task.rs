@@ -455,6 +455,7 @@ const _: () = {
     assert!(core::mem::offset_of!(Task, base_prio) as u64 == task_word::BASE_PRIO);
     assert!(core::mem::offset_of!(Task, blocked_on) as u64 == task_word::BLOCKED_ON);
     assert!(core::mem::offset_of!(Task, in_lock_slowpath) as u64 == task_word::IN_SLOWPATH);
+    assert!(core::mem::offset_of!(Task, saved_rsp) as u64 == task_word::SAVED_RSP);
     assert!(TaskState::Runnable as u32 == task_word::RUNNABLE && TaskState::Blocked as u32 == task_word::BLOCKED);
 };
 
