@@ -269,8 +269,9 @@ mod tests {
         assert_eq!(walk(&m, &f, &b, 0x4020, fps[0]).verdict, Err(Why::Unreadable(fps[0])));
         // An interrupt frame is not walked (yet).
         let m = chain(&fps, &[0x5010, 0x2010, 0x1010], 0);
-        let unknown = vec![0x5000..0x5100];
-        assert_eq!(walk(&m, &f, &bounds(&unknown), 0x4020, fps[0]).verdict, Err(Why::InterruptFrame(0x500f)));
+        let entry: Range<u64> = 0x5000..0x5100;
+        let unknown = std::slice::from_ref(&entry);
+        assert_eq!(walk(&m, &f, &bounds(unknown), 0x4020, fps[0]).verdict, Err(Why::InterruptFrame(0x500f)));
     }
 
     #[test]
