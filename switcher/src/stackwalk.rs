@@ -92,6 +92,48 @@ impl FuncTable {
     }
 }
 
+/// What a walk needs of one guest kernel image: its functions, where its
+/// stacks lie, the base every task's chain ends in, and the code whose
+/// frames the walker does not know (the interrupt entry).
+#[derive(Clone, Debug)]
+pub struct GuestCode {
+    pub funcs: FuncTable,
+    /// `__stacks_start..__stacks_end` (the linker script's stack region).
+    pub stacks: Range<u64>,
+    /// `sched_task_trampoline`.
+    pub base: Range<u64>,
+    /// Every `irq3_*` label: the interrupt entry and exit.
+    pub entry: Vec<Range<u64>>,
+}
+
+impl GuestCode {
+    /// From a guest ELF image; `Err` names what it lacks.
+    pub fn from_elf(image: &[u8]) -> Result<Self, String> {
+        use object::{Object, ObjectSymbol};
+        let funcs = FuncTable::from_elf(image).map_err(|e| format!("not an ELF image: {e}"))?;
+        let aligned = crate::elf::AlignedImage::new(image);
+        let file = object::File::parse(aligned.bytes()).map_err(|e| format!("not an ELF image: {e}"))?;
+        let addr = |name: &str| {
+            file.symbols().find(|s| s.name() == Ok(name)).map(|s| s.address()).ok_or(format!("no symbol {name}"))
+        };
+        let stacks = addr("__stacks_start")?..addr("__stacks_end")?;
+        let base = funcs.range_of("sched_task_trampoline").ok_or("no symbol sched_task_trampoline")?;
+        let entry = funcs.funcs.iter().filter(|(_, n)| n.starts_with("irq3_")).map(|(r, _)| r.clone()).collect();
+        Ok(Self { funcs, stacks, base, entry })
+    }
+
+    /// Walks a switched-out task from its saved rsp, within the stacks.
+    pub fn walk_switched_out(&self, mem: &dyn StackMem, saved_rsp: u64, max_depth: usize) -> Walk {
+        let (rip, fp) = match switched_out_start(mem, saved_rsp) {
+            Ok(x) => x,
+            Err(why) => return Walk { pcs: Vec::new(), verdict: Err(why) },
+        };
+        // The return address into the caller of the context switch.
+        let b = Bounds { stack: self.stacks.clone(), base: self.base.clone(), unknown_frames: &self.entry, max_depth };
+        walk(mem, &self.funcs, &b, rip.wrapping_sub(1), fp)
+    }
+}
+
 /// Why a walk is not reliable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Why {
@@ -111,6 +153,22 @@ pub enum Why {
     /// A return address inside the interrupt entry code: a frame the
     /// walker does not know yet.
     InterruptFrame(u64),
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::UnknownAddress(a) => write!(f, "code address {a:#x} is in no known function"),
+            Why::FrameOutsideStack(fp) => write!(f, "frame pointer {fp:#x} is outside the task's stack"),
+            Why::NotAscending { fp, previous } => {
+                write!(f, "frame pointer {fp:#x} is not above the previous one ({previous:#x}): the chain loops")
+            }
+            Why::TooDeep(n) => write!(f, "more than {n} frames"),
+            Why::Unreadable(a) => write!(f, "stack word at {a:#x} cannot be read"),
+            Why::EndedOutsideBase(ret) => write!(f, "the chain ends at {ret:#x}, not in the task trampoline"),
+            Why::InterruptFrame(pc) => write!(f, "an interrupt frame (at {pc:#x}), which the walker does not know yet"),
+        }
+    }
 }
 
 /// A walk: the code addresses from the innermost (the start rip) out, and

@@ -38,6 +38,7 @@ pub mod rlimits;
 pub mod runner;
 pub mod seccomp;
 pub mod signals;
+pub mod stacks;
 pub mod stats;
 pub mod switch;
 pub mod telemetry;
@@ -56,23 +57,3 @@ static EMBEDDED_KERNEL: &PageAligned<[u8]> = &PageAligned(*include_bytes!(env!("
 
 /// The guest kernel built from `guest/` by build.rs: the default `--kernel`.
 pub const DEFAULT_KERNEL: &[u8] = &EMBEDDED_KERNEL.0;
-
-#[cfg(test)]
-mod embedded_kernel_tests {
-    use switcher::stackwalk::FuncTable;
-
-    /// What a stack walk of the embedded kernel needs from its symbols:
-    /// the base every task's chain ends in, the context switch every
-    /// switched-out task returns from, the interrupt entry it must know,
-    /// and the task entry that the trampoline calls.
-    #[test]
-    fn the_embedded_kernel_names_what_a_stack_walk_needs() {
-        let t = FuncTable::from_elf(super::DEFAULT_KERNEL).expect("the embedded kernel is an ELF");
-        for name in ["sched_task_trampoline", "sched_context_switch", "irq3_entry", "irq3_exit"] {
-            let r = t.range_of(name).unwrap_or_else(|| panic!("no symbol {name}"));
-            assert_eq!(t.find(r.start), Some(name));
-        }
-        let start = t.range_of("sched_task_trampoline").unwrap().start;
-        assert!(t.find(start + 4).is_some_and(|n| n == "sched_task_trampoline"));
-    }
-}

@@ -119,6 +119,8 @@ pub enum Command {
     },
     /// Every lock-tester thread's state.
     XLocktestState,
+    /// With every vCPU held, every switched-out task's stack walked.
+    XQueryStacks,
 }
 
 /// Every command name, as `query-commands` lists them.
@@ -138,6 +140,7 @@ pub const COMMANDS: &[&str] = &[
     "x-cancel-switch",
     "x-locktest-command",
     "x-locktest-state",
+    "x-query-stacks",
 ];
 
 /// The outer layer of a request: what to run, with what, and the `id`.
@@ -378,6 +381,7 @@ pub fn parse_command(name: &str, mut args: Map<String, Value>) -> Result<Command
         "x-cancel-switch" => Command::XCancelSwitch,
         "x-locktest-command" => locktest_command(&mut args)?,
         "x-locktest-state" => Command::XLocktestState,
+        "x-query-stacks" => Command::XQueryStacks,
         other => return Err(QmpError::not_found(format!("The command {other} has not been found"))),
     };
     if let Some(extra) = args.keys().next() {

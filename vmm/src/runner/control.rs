@@ -203,6 +203,7 @@ impl ControlSocket {
             Command::XPauseResume => self.pause_resume(),
             Command::XLocktestCommand { thread, opcode, data } => self.locktest_command(thread, opcode, data),
             Command::XLocktestState => self.locktest_state(),
+            Command::XQueryStacks => self.query_stacks(),
             Command::XCancelSwitch => {
                 let (reply, step) = cancel_reply(self.switching.borrow_mut().cancel());
                 // Reply first, then tell the guest: the cancelled switch's
@@ -403,6 +404,34 @@ impl ControlSocket {
     fn locktest_state(&self) -> Result<Value, QmpError> {
         let locks = self.switching.borrow().coordinator().mode().locks.name();
         crate::locktest::state(&self.run.mem, locks).map_err(|e| QmpError::generic(e.to_string()))
+    }
+
+    /// Holds every vCPU, walks every switched-out task's stack, releases.
+    fn query_stacks(&self) -> Result<Value, QmpError> {
+        let switching = self.switching.borrow();
+        if let Some(t) = switching.coordinator().in_progress() {
+            return Err(QmpError::generic(format!("a mode switch is in progress (to {}); try again", t.name())));
+        }
+        if !matches!(self.run.state(), State::Ready) {
+            return Err(QmpError::generic("the guest is not running"));
+        }
+        let code =
+            self.run.code.as_ref().map_err(|why| {
+                QmpError::generic(format!("this kernel's stacks cannot be walked: its ELF has {why}"))
+            })?;
+        let run = &self.run;
+        let t = Instant::now();
+        run.gate.close();
+        run.kick_all();
+        let limit = switching.coordinator().limits().vcpu_stop;
+        let held = run.gate.wait_all_held(run.all_vcpus_mask(), t + limit);
+        let reply = held.map(|()| crate::stacks::walk_all(&run.mem, code));
+        run.gate.open();
+        let mut v = reply.map_err(|missing| {
+            QmpError::generic(format!("vCPUs (mask {missing:#x}) did not stop within {} ms", limit.as_millis()))
+        })?;
+        v["held_us"] = json!(t.elapsed().as_micros() as u64);
+        Ok(v)
     }
 
     fn reset_latency(&mut self) -> Result<Value, QmpError> {

@@ -238,6 +238,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
         gate,
         vcpus: handles,
         telemetry: TelemetryReader::new(mem, telemetry.addr, telemetry.layout),
+        code: switcher::stackwalk::GuestCode::from_elf(&image),
     });
     let shutdown = Shutdown::new(&run, signal_evt, config.duration, config.shutdown_timeout, config.paused)?;
     let every = config.switch_every.map(|period| SwitchEvery { period, to: config.switch_to });

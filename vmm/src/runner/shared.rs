@@ -47,6 +47,8 @@ pub struct Run {
     /// The latency telemetry, read once a second, per switch, and after the run.
     pub telemetry: RefCell<TelemetryReader>,
     pub guest: RefCell<GuestFacts>,
+    /// The kernel's code as a stack walk needs it (`stacks`), or why not.
+    pub code: Result<switcher::stackwalk::GuestCode, String>,
 }
 
 /// What the guest reported during the run (for the end report).
@@ -74,6 +76,7 @@ pub struct Machine {
     pub gate: Arc<HoldGate>,
     pub vcpus: Vec<VcpuHandle>,
     pub telemetry: TelemetryReader,
+    pub code: Result<switcher::stackwalk::GuestCode, String>,
 }
 
 impl Run {
@@ -91,6 +94,7 @@ impl Run {
             life: RefCell::new(Lifecycle::new(m.paused)),
             telemetry: RefCell::new(m.telemetry),
             guest: RefCell::new(GuestFacts::default()),
+            code: m.code,
         })
     }
 
