@@ -22,7 +22,8 @@
 //!
 //! A CPU starts its scheduler before it reports online, so once CPU 0 sees
 //! every CPU online it may spawn threads on any of them. Idle halts in the
-//! ring-0 shim (`sched::idle_loop`), never a spin, unless `idle=poll`.
+//! ring-0 shim (`sched::idle_loop`), never a spin, unless the mode says
+//! `idle=poll`.
 #![no_std]
 #![no_main]
 
@@ -145,12 +146,11 @@ fn boot_cpu(cpu_count: u32) -> ! {
     if flags.no_pi {
         selftest::disable_pi();
     }
-    if let Some(policy) = flags.idle {
-        sched::set_idle_policy(policy);
-    }
+    // The idle policy is the mode's `idle` dimension (switchable at run
+    // time); this names the boot mode's.
     println!(
         "idle={}: {}",
-        sched::idle_policy().name(),
+        mode.idle.name(),
         match sched::idle_policy() {
             IdlePolicy::Halt => "idle CPUs halt in the shim",
             IdlePolicy::HaltPoll => "idle CPUs poll adaptively and halt with the timer programmed early",
@@ -223,8 +223,7 @@ fn parse_args(cmdline: &[u8]) -> (ReadyAction, Flags, faults::Faults) {
         return (ReadyAction::Idle, Flags::default(), faults::Faults::default());
     };
     let args = Args::parse(text);
-    let flags =
-        Flags { no_pi: args.no_pi, no_spin: args.no_spin, idle: args.idle, platform_costs: args.platform_costs };
+    let flags = Flags { no_pi: args.no_pi, no_spin: args.no_spin, platform_costs: args.platform_costs };
     let (action, faults) = (args.action, args.faults);
     for word in args.unknown() {
         println!("ignoring unknown guest argument '{word}'");
@@ -237,7 +236,6 @@ fn parse_args(cmdline: &[u8]) -> (ReadyAction, Flags, faults::Faults) {
 struct Flags {
     no_pi: bool,
     no_spin: bool,
-    idle: Option<IdlePolicy>,
     platform_costs: bool,
 }
 

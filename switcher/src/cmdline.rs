@@ -43,7 +43,6 @@ pub const SELFTEST: &str = crate::abi::GUEST_ARG_SELFTEST;
 pub const DEADLOCK: &str = "deadlock";
 pub const NO_PI: &str = "no-pi";
 pub const NO_SPIN: &str = "no-spin";
-pub const IDLE: &str = "idle";
 pub const PLATFORM_COSTS: &str = "platform-costs";
 pub const LOCKTEST: &str = "locktest";
 
@@ -59,11 +58,6 @@ pub const KEYS: &[Key] = &[
     flag(DEADLOCK, "rt mode: two tasks deadlock on two locks (the chain walk must panic)"),
     flag(NO_PI, "rtmutexes without priority inheritance"),
     flag(NO_SPIN, "rtmutexes without adaptive spinning"),
-    Key {
-        name: IDLE,
-        takes: Takes::OneOf(&["halt", "haltpoll", "poll"]),
-        help: "what idle CPUs do: halt in the shim, haltpoll (poll adaptively, halt with the timer programmed early; the default), poll at CPL3",
-    },
     flag(PLATFORM_COSTS, "time the platform's primitives once ready"),
     flag(LOCKTEST, "start the lock tester's threads once ready (`rtswitch locktest`)"),
     number("hold-lock", "MS", "fault: a task holds a switchable lock MS ms"),
@@ -146,7 +140,8 @@ mod tests {
         assert_eq!(parse("panic").map(|w| w.key.name), Ok(PANIC));
         assert_eq!(parse("exit=3").map(|w| w.number()), Ok(Some(3)));
         assert_eq!(parse("fault=ud").map(|w| w.value), Ok(Some("ud")));
-        assert_eq!(parse("idle=poll").map(|w| w.key.name), Ok(IDLE));
+        // The idle policy is a profile dimension, not a guest argument.
+        assert_eq!(parse("idle=poll"), Err(WordError::Unknown("idle")));
         assert_eq!(parse("hold-lock=4000").map(|w| w.number()), Ok(Some(4000)));
         assert_eq!(parse("bogus"), Err(WordError::Unknown("bogus")));
         assert_eq!(parse("bogus=1"), Err(WordError::Unknown("bogus")));
@@ -154,7 +149,6 @@ mod tests {
         assert!(matches!(parse("exit"), Err(WordError::MissingValue(_))));
         assert!(matches!(parse("exit=x"), Err(WordError::BadValue(_, "x"))));
         assert!(matches!(parse("fault=zz"), Err(WordError::BadValue(_, "zz"))));
-        assert!(matches!(parse("idle=mwait"), Err(WordError::BadValue(_, "mwait"))));
     }
 
     /// The guest's fault parser (`guest/src/diag/faults.rs`) takes its

@@ -296,7 +296,7 @@ impl SiteTable {
     /// Every pair of variants of every dimension is told apart by some
     /// site present in the table.
     fn check_discriminated(&self) -> Result<(), PatchError> {
-        for d in Dimension::ALL {
+        for d in Dimension::ALL.into_iter().filter(|d| d.has_sites()) {
             let names = d.variants();
             for a in 0..names.len() {
                 for b in a + 1..names.len() {
@@ -370,10 +370,16 @@ impl SiteTable {
     }
 
     /// The profile every site is in, read back from guest memory, or an
-    /// error naming a site that fits no variant the others allow.
-    pub fn current_profile(&self, mem: &impl GuestText) -> Result<Profile, PatchError> {
+    /// error naming a site that fits no variant the others allow. A
+    /// dimension without sites (the idle policy) cannot be read from the
+    /// text: it is taken from `siteless`.
+    pub fn current_profile(&self, mem: &impl GuestText, siteless: Profile) -> Result<Profile, PatchError> {
         let mut profile = BUILD_PROFILE;
         for d in Dimension::ALL {
+            if !d.has_sites() {
+                profile = profile.with_variant(d, siteless.variant(d)).unwrap_or(profile);
+                continue;
+            }
             let mut candidates = vec![true; d.variants().len()];
             for site in self.sites.iter().filter(|s| s.op.dimension() == d) {
                 let mut found = [0u8; SITE_LEN];
@@ -564,7 +570,7 @@ mod tests {
         let plan = t.plan(&failing, Profile::MAINLINE, Profile::RT).unwrap();
         assert_eq!(plan.apply(&failing), Err(PatchError::OutsideMemory(last)));
         assert!(*m.0.borrow() == before, "the sites written before the failure were restored");
-        assert_eq!(t.current_profile(&m), Ok(Profile::MAINLINE));
+        assert_eq!(t.current_profile(&m, Profile::MAINLINE), Ok(Profile::MAINLINE));
     }
 
     #[test]
@@ -608,9 +614,11 @@ mod tests {
         for from in Profile::all() {
             for to in Profile::all() {
                 let m = mem_in(&t, from);
-                assert_eq!(t.current_profile(&m), Ok(from));
+                assert_eq!(t.current_profile(&m, from), Ok(from));
                 t.plan(&m, from, to).unwrap().apply(&m).unwrap();
-                assert_eq!(t.current_profile(&m), Ok(to), "{from} -> {to}");
+                // The sites read back as `to`; the idle policy, which no
+                // site shows, is whatever the caller says.
+                assert_eq!(t.current_profile(&m, from), Ok(Profile { idle: from.idle, ..to }), "{from} -> {to}");
             }
         }
     }
@@ -659,7 +667,7 @@ mod tests {
         assert!(err.to_string().contains(&format!("{bad:#x}")), "{err}");
         assert_eq!(*m.0.borrow(), before, "a failed plan writes nothing");
         assert_eq!(
-            t.current_profile(&m),
+            t.current_profile(&m, Profile::MAINLINE),
             Err(PatchError::Inconsistent { dimension: "irq", addr: bad, op: "irq_dispatch" })
         );
     }
@@ -678,7 +686,7 @@ mod tests {
         // unlock in rt while lock is in mainline
         m.write_text(0x2010, &encode_rel32(OPCODE_CALL_REL32, 0x2010, RT_LOCK + 0x10).unwrap());
         assert_eq!(
-            t.current_profile(&m),
+            t.current_profile(&m, Profile::MAINLINE),
             Err(PatchError::Inconsistent { dimension: "locks", addr: 0x2010, op: "unlock" })
         );
     }

@@ -5,17 +5,27 @@
 //! | `locks`   | `mainline`, `rt`          | spinning locks (preemption off) or rtmutexes        |
 //! | `preempt` | `none`, `voluntary`, `full` | which preemption points act on a pending reschedule |
 //! | `irq`     | `hard`, `threaded`        | device handlers in hard-IRQ context or in a thread  |
+//! | `idle`    | `haltpoll`, `halt`, `poll` | none: the idle loop reads it at every pass          |
 //!
 //! Two profiles are named: `mainline` (mainline locks, voluntary
 //! preemption, hard-IRQ handlers: a distribution kernel) and `rt`
-//! (rtmutexes, full preemption, threaded handlers: PREEMPT_RT). Every one
-//! of the twelve combinations is a valid mode, spelled
-//! `locks=rt,preempt=full,irq=hard`; a spelling that leaves a dimension
-//! out takes `mainline`'s variant for it.
+//! (rtmutexes, full preemption, threaded handlers: PREEMPT_RT); both idle
+//! with `haltpoll`. Every one of the 36 combinations is a valid mode,
+//! spelled `locks=rt,preempt=full,irq=hard,idle=poll`; a spelling may
+//! start with a named profile and change dimensions of it (`rt,idle=poll`),
+//! and a spelling without one takes `mainline`'s variant for every
+//! dimension it leaves out. A profile's name leaves `idle` out when it is
+//! `haltpoll`.
+//!
+//! The idle policy has no call sites: switching it patches nothing, and
+//! every idle CPU takes the new policy at its next pass through the idle
+//! loop (`guest/src/sched/idle.rs`).
 //!
 //! In the ABI a profile is one `u32` ([`Profile::code`]): the lock mode in
 //! bits 0..4, the preemption model in bits 4..8, the interrupt mode in
-//! bits 8..12; any other bit set, or a variant out of range, is invalid.
+//! bits 8..12, the idle policy in bits 12..16; any other bit set, or a
+//! variant out of range, is invalid. `haltpoll` is idle variant 0, so a
+//! code from before the idle dimension means what it meant.
 //!
 //! The preemption points follow PREEMPT_DYNAMIC's static calls; what
 //! each model does at each point is drawn where the points are,
@@ -61,6 +71,29 @@ pub enum IrqMode {
     Threaded = 1,
 }
 
+/// What an idle CPU does (`guest/src/logic/idle.rs` has the policies).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IdleMode {
+    /// Poll for an adaptive window, halt with the timer programmed early,
+    /// poll the rest (Linux's `cpuidle-haltpoll`).
+    Haltpoll = 0,
+    /// Halt in the shim at once: the cheapest for the host, the slowest
+    /// wake-up.
+    Halt = 1,
+    /// Poll at CPL3 for ever: a host core per vCPU.
+    Poll = 2,
+}
+
+impl IdleMode {
+    pub fn from_u32(v: u32) -> Option<Self> {
+        [Self::Haltpoll, Self::Halt, Self::Poll].get(v as usize).copied()
+    }
+    pub fn name(self) -> &'static str {
+        Dimension::Idle.variants()[self as usize]
+    }
+}
+
 /// One switchable dimension of the kernel.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -68,10 +101,11 @@ pub enum Dimension {
     Locks = 0,
     Preempt = 1,
     Irq = 2,
+    Idle = 3,
 }
 
 impl Dimension {
-    pub const ALL: [Dimension; 3] = [Dimension::Locks, Dimension::Preempt, Dimension::Irq];
+    pub const ALL: [Dimension; 4] = [Dimension::Locks, Dimension::Preempt, Dimension::Irq, Dimension::Idle];
     /// The most variants any dimension has.
     pub const MAX_VARIANTS: usize = 3;
 
@@ -81,6 +115,7 @@ impl Dimension {
             Dimension::Locks => "locks",
             Dimension::Preempt => "preempt",
             Dimension::Irq => "irq",
+            Dimension::Idle => "idle",
         }
     }
 
@@ -90,7 +125,14 @@ impl Dimension {
             Dimension::Locks => &["mainline", "rt"],
             Dimension::Preempt => &["none", "voluntary", "full"],
             Dimension::Irq => &["hard", "threaded"],
+            Dimension::Idle => &["haltpoll", "halt", "poll"],
         }
+    }
+
+    /// Whether call sites select its variant. The idle policy has none:
+    /// the idle loop reads it from the mode.
+    pub const fn has_sites(self) -> bool {
+        !matches!(self, Dimension::Idle)
     }
 
     /// Bit position of its field in [`Profile::code`].
@@ -117,16 +159,24 @@ impl IrqMode {
     }
 }
 
-/// The kernel's mode over the three dimensions.
+/// The kernel's mode over the four dimensions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Profile {
     pub locks: LockMode,
     pub preempt: PreemptModel,
     pub irq: IrqMode,
+    pub idle: IdleMode,
 }
 
-/// The names of all twelve profiles, by [`Profile::index`].
-const NAMES: [&str; 12] = [
+/// The names of all 36 profiles, by [`Profile::index`]: the twelve lock,
+/// preemption and interrupt combinations idling with `haltpoll`, then the
+/// same twelve with `,idle=halt`, then with `,idle=poll`.
+macro_rules! names {
+    ($($base:literal),* $(,)?) => {
+        [$($base,)* $(concat!($base, ",idle=halt"),)* $(concat!($base, ",idle=poll"),)*]
+    };
+}
+const NAMES: [&str; 36] = names!(
     "locks=mainline,preempt=none,irq=hard",
     "locks=mainline,preempt=none,irq=threaded",
     "mainline",
@@ -139,7 +189,7 @@ const NAMES: [&str; 12] = [
     "locks=rt,preempt=voluntary,irq=threaded",
     "locks=rt,preempt=full,irq=hard",
     "rt",
-];
+);
 
 /// Why a profile's spelling was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,10 +208,15 @@ pub enum ProfileParseError {
 
 impl Profile {
     /// Mainline locks, voluntary preemption, hard-IRQ handlers.
-    pub const MAINLINE: Profile =
-        Profile { locks: LockMode::Mainline, preempt: PreemptModel::Voluntary, irq: IrqMode::Hard };
+    pub const MAINLINE: Profile = Profile {
+        locks: LockMode::Mainline,
+        preempt: PreemptModel::Voluntary,
+        irq: IrqMode::Hard,
+        idle: IdleMode::Haltpoll,
+    };
     /// rtmutexes, full preemption, threaded handlers.
-    pub const RT: Profile = Profile { locks: LockMode::Rt, preempt: PreemptModel::Full, irq: IrqMode::Threaded };
+    pub const RT: Profile =
+        Profile { locks: LockMode::Rt, preempt: PreemptModel::Full, irq: IrqMode::Threaded, idle: IdleMode::Haltpoll };
 
     /// Every profile, in [`Profile::index`] order.
     pub fn all() -> impl DoubleEndedIterator<Item = Profile> {
@@ -169,14 +224,15 @@ impl Profile {
     }
 
     fn from_index(i: usize) -> Option<Profile> {
-        let locks = LockMode::from_u32((i / 6) as u32)?;
+        let idle = IdleMode::from_u32((i / 12) as u32)?;
+        let locks = LockMode::from_u32(((i / 6) % 2) as u32)?;
         let preempt = PreemptModel::from_u32(((i / 2) % 3) as u32)?;
         let irq = IrqMode::from_u32((i % 2) as u32)?;
-        Some(Profile { locks, preempt, irq })
+        Some(Profile { locks, preempt, irq, idle })
     }
 
     fn index(self) -> usize {
-        self.locks as usize * 6 + self.preempt as usize * 2 + self.irq as usize
+        self.idle as usize * 12 + self.locks as usize * 6 + self.preempt as usize * 2 + self.irq as usize
     }
 
     /// The ABI encoding.
@@ -184,22 +240,25 @@ impl Profile {
         (self.locks as u32) << Dimension::Locks.shift()
             | (self.preempt as u32) << Dimension::Preempt.shift()
             | (self.irq as u32) << Dimension::Irq.shift()
+            | (self.idle as u32) << Dimension::Idle.shift()
     }
 
     /// Decodes [`Profile::code`]; `None` for any other value.
     pub fn from_u32(v: u32) -> Option<Self> {
         let field = |d: Dimension| (v >> d.shift()) & 0xf;
-        if v >> 12 != 0 {
+        if v >> 16 != 0 {
             return None;
         }
         Some(Profile {
             locks: LockMode::from_u32(field(Dimension::Locks))?,
             preempt: PreemptModel::from_u32(field(Dimension::Preempt))?,
             irq: IrqMode::from_u32(field(Dimension::Irq))?,
+            idle: IdleMode::from_u32(field(Dimension::Idle))?,
         })
     }
 
-    /// `mainline`, `rt`, or `locks=..,preempt=..,irq=..`.
+    /// `mainline`, `rt`, or `locks=..,preempt=..,irq=..`, each followed by
+    /// `,idle=..` unless the policy is `haltpoll`.
     pub fn name(self) -> &'static str {
         NAMES[self.index()]
     }
@@ -210,6 +269,7 @@ impl Profile {
             Dimension::Locks => self.locks as usize,
             Dimension::Preempt => self.preempt as usize,
             Dimension::Irq => self.irq as usize,
+            Dimension::Idle => self.idle as usize,
         }
     }
 
@@ -222,6 +282,7 @@ impl Profile {
             Dimension::Locks => p.locks = LockMode::from_u32(v)?,
             Dimension::Preempt => p.preempt = PreemptModel::from_u32(v)?,
             Dimension::Irq => p.irq = IrqMode::from_u32(v)?,
+            Dimension::Idle => p.idle = IdleMode::from_u32(v)?,
         }
         Some(p)
     }
@@ -231,20 +292,27 @@ impl Profile {
         Dimension::ALL.into_iter().filter(move |&d| self.variant(d) != other.variant(d))
     }
 
-    /// Parses `mainline`, `rt`, or comma-separated `key=value` items
-    /// (`locks=rt,preempt=full,irq=threaded`); a dimension left out takes
-    /// `mainline`'s variant. Returns the refused item with the error.
+    /// Parses comma-separated items: optionally first a named profile
+    /// (`mainline` or `rt`), then `key=value` items
+    /// (`locks=rt,preempt=full,irq=threaded`, `rt,idle=poll`); a
+    /// dimension left out takes the named profile's variant, or
+    /// `mainline`'s. Returns the refused item with the error.
     pub fn parse(s: &str) -> Result<Profile, (ProfileParseError, &str)> {
         let s = s.trim();
-        match s {
-            "" => return Err((ProfileParseError::Empty, s)),
-            "mainline" => return Ok(Profile::MAINLINE),
-            "rt" => return Ok(Profile::RT),
-            _ => {}
+        if s.is_empty() {
+            return Err((ProfileParseError::Empty, s));
         }
-        let mut p = Profile::MAINLINE;
-        let mut seen = [false; 3];
-        for item in s.split(',').map(str::trim) {
+        let mut items = s.split(',').map(str::trim).peekable();
+        let mut p = match items.peek() {
+            Some(&"mainline") => Profile::MAINLINE,
+            Some(&"rt") => Profile::RT,
+            _ => Profile::MAINLINE,
+        };
+        if matches!(items.peek(), Some(&"mainline" | &"rt")) {
+            items.next();
+        }
+        let mut seen = [false; Dimension::ALL.len()];
+        for item in items {
             let Some((key, value)) = item.split_once('=') else {
                 return Err((ProfileParseError::UnknownName, item));
             };
@@ -276,9 +344,11 @@ impl core::fmt::Display for ProfileParseError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             ProfileParseError::UnknownName => {
-                f.write_str("not a profile: use mainline, rt, or locks=..,preempt=..,irq=..")
+                f.write_str("not a profile: use mainline, rt, or locks=..,preempt=..,irq=..,idle=.. (a named profile may come first: rt,idle=poll)")
             }
-            ProfileParseError::UnknownKey => f.write_str("unknown dimension: the keys are locks, preempt and irq"),
+            ProfileParseError::UnknownKey => {
+                f.write_str("unknown dimension: the keys are locks, preempt, irq and idle")
+            }
             ProfileParseError::UnknownValue(d) => {
                 write!(f, "{} is one of ", d.name())?;
                 for (i, v) in d.variants().iter().enumerate() {
@@ -304,8 +374,11 @@ mod tests {
             assert_eq!(Profile::parse(p.name()).map_err(|e| e.0), Ok(p));
             n += 1;
         }
-        assert_eq!(n, 12);
-        for bad in [3u32, 0x30, 0x200, 0x1000, 0xffff_ffff] {
+        assert_eq!(n, 36);
+        // The codes from before the idle dimension keep their meaning.
+        assert_eq!(Profile::MAINLINE.code(), 0x010);
+        assert_eq!(Profile::RT.code(), 0x121);
+        for bad in [3u32, 0x30, 0x200, 0x3000, 0x1_0000, 0xffff_ffff] {
             assert_eq!(Profile::from_u32(bad), None, "{bad:#x}");
         }
     }
@@ -315,12 +388,22 @@ mod tests {
         let mut names: std::vec::Vec<&str> = Profile::all().map(Profile::name).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 12);
+        assert_eq!(names.len(), 36);
         assert_eq!(Profile::MAINLINE.name(), "mainline");
         assert_eq!(Profile::RT.name(), "rt");
-        // An independent spelling of every generic name.
-        for p in Profile::all().filter(|&p| p != Profile::MAINLINE && p != Profile::RT) {
-            let expect = format!("locks={},preempt={},irq={}", p.locks.name(), p.preempt.name(), p.irq.name());
+        // An independent spelling of every name.
+        for p in Profile::all() {
+            let base = Profile { idle: IdleMode::Haltpoll, ..p };
+            let mut expect = if base == Profile::MAINLINE {
+                "mainline".to_string()
+            } else if base == Profile::RT {
+                "rt".to_string()
+            } else {
+                format!("locks={},preempt={},irq={}", p.locks.name(), p.preempt.name(), p.irq.name())
+            };
+            if p.idle != IdleMode::Haltpoll {
+                expect += &format!(",idle={}", p.idle.name());
+            }
             assert_eq!(p.name(), expect);
         }
     }
@@ -343,6 +426,26 @@ mod tests {
             Err((ProfileParseError::Repeated(Dimension::Irq), "irq=threaded"))
         );
         assert_eq!(Profile::parse(""), Err((ProfileParseError::Empty, "")));
+        // A named profile first, changed by the items after it.
+        assert_eq!(
+            Profile::parse("rt,idle=poll").map_err(|e| e.0),
+            Ok(Profile { idle: IdleMode::Poll, ..Profile::RT })
+        );
+        assert_eq!(
+            Profile::parse("rt, locks=mainline").map_err(|e| e.0),
+            Ok(Profile { locks: LockMode::Mainline, ..Profile::RT })
+        );
+        assert_eq!(
+            Profile::parse("idle=halt").map_err(|e| e.0),
+            Ok(Profile { idle: IdleMode::Halt, ..Profile::MAINLINE })
+        );
+        assert_eq!(Profile::parse("rt,rt"), Err((ProfileParseError::UnknownName, "rt")));
+        assert_eq!(Profile::parse("idle=poll,rt"), Err((ProfileParseError::UnknownName, "rt")));
+        assert_eq!(
+            Profile::parse("rt,idle=poll,idle=halt"),
+            Err((ProfileParseError::Repeated(Dimension::Idle), "idle=halt"))
+        );
+        assert_eq!(Profile::parse("rt,"), Err((ProfileParseError::UnknownName, "")));
         let msg = ProfileParseError::UnknownValue(Dimension::Preempt).to_string();
         assert_eq!(msg, "preempt is one of none, voluntary, full");
     }
@@ -351,6 +454,8 @@ mod tests {
     fn differs_names_the_dimensions() {
         let d: std::vec::Vec<Dimension> = Profile::MAINLINE.differs(Profile::RT).collect();
         assert_eq!(d, [Dimension::Locks, Dimension::Preempt, Dimension::Irq]);
+        let poll = Profile { idle: IdleMode::Poll, ..Profile::RT };
+        assert_eq!(Profile::RT.differs(poll).collect::<std::vec::Vec<_>>(), [Dimension::Idle]);
         let p = Profile { irq: IrqMode::Threaded, ..Profile::MAINLINE };
         assert_eq!(Profile::MAINLINE.differs(p).collect::<std::vec::Vec<_>>(), [Dimension::Irq]);
     }

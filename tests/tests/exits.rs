@@ -71,7 +71,54 @@ fn no_exit_between_the_timer_and_a_busy_cpus_thread_in_mainline() {
 #[test]
 fn no_exit_between_the_timer_and_an_idle_cpus_thread_under_each_idle_policy() {
     for policy in ["haltpoll", "halt", "poll"] {
-        let arg = format!("idle={policy}");
-        check(&format!("idle-{policy}"), &["--profile", "rt", "--load", "none", "--guest-arg", &arg]);
+        let profile = format!("rt,idle={policy}");
+        check(&format!("idle-{policy}"), &["--profile", &profile, "--load", "none"]);
     }
+}
+
+/// The idle policy is a profile dimension, switched at run time with the
+/// rest of the mode: a run that boots `rt,idle=halt` and toggles to
+/// `rt,idle=poll` halts its idle CPUs in the halt epochs (a shim entry per
+/// activation, the halt) and never in the poll epochs. Counts, not
+/// times: a busy host changes neither.
+#[test]
+fn the_idle_policy_switches_at_run_time() {
+    require_kvm();
+    let dir = Scratch::new("exits-idle-switch");
+    let json = dir.0.join("run.json");
+    let r = run_rtswitch(
+        &[
+            "run",
+            "--vcpus",
+            "2",
+            "--duration",
+            "4",
+            "--serial",
+            "none",
+            "--load",
+            "none",
+            "--profile",
+            "rt,idle=halt",
+            "--switch-every",
+            "700",
+            "--switch-to",
+            "rt,idle=poll",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        LIMIT,
+    );
+    r.assert_code(ExitCode::Ok);
+    let v = read_report(&json, &r.stderr);
+    assert!(v.switch_totals.completed >= 2 && v.switch_totals.failed == 0, "{:?}\n{}", v.switch_totals, r.stderr);
+    let shim_per_activation = |mode: &str| {
+        let m =
+            v.modes.iter().find(|m| m.mode == mode).unwrap_or_else(|| panic!("no figures in {mode}:\n{}", r.stderr));
+        assert!(m.samples >= 100, "{mode}: only {} activations", m.samples);
+        m.exits.total.shim as f64 / m.samples as f64
+    };
+    let halt = shim_per_activation("rt,idle=halt");
+    let poll = shim_per_activation("rt,idle=poll");
+    assert!(halt >= 0.5, "rt,idle=halt: {halt:.2} shim entries (halts) per activation, at least 0.5 expected");
+    assert!(poll <= 0.05, "rt,idle=poll: {poll:.2} shim entries per activation, none expected");
 }

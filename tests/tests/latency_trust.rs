@@ -119,7 +119,7 @@ fn a_stalled_cpus_worst_sample_and_its_periods_are_counted_once() {
 /// A 100 µs period under the lock load often finds the deadline already
 /// passed when the thread goes to sleep; such an activation measured no
 /// wake-up and counts as a missed period, never as a sample of a few ns.
-/// The run halts its idle CPUs (`idle=halt`): under the default
+/// The run halts its idle CPUs (profile `mainline,idle=halt`): under the default
 /// `haltpoll` an idle CPU that polls up to a deadline serves it itself,
 /// without an interrupt, and its thread's genuine wake-up can take less
 /// than a microsecond.
@@ -129,7 +129,7 @@ fn activations_that_did_not_sleep_are_no_samples() {
     let (r, v) = run_json(
         &dir,
         "unslept",
-        &["--vcpus", "2", "--duration", "2", "--interval-us", "100", "--guest-arg", "idle=halt"],
+        &["--vcpus", "2", "--duration", "2", "--interval-us", "100", "--profile", "mainline,idle=halt"],
     );
     // A loaded host may make the run "not ok" (too many missed periods):
     // what is asserted is what its samples are.

@@ -4,7 +4,7 @@
 //!
 //! It starts `rtswitch run --api-sock ... --load locks --irq-load ...
 //! --json ...` (this binary), then until `--duration` passes: requests
-//! switches to random profiles (any of the twelve, or with `--modes
+//! switches to random profiles (any of the 36, or with `--modes
 //! mainline-rt` only those two) at random intervals, and between them
 //! races queries, `reset-latency` and clients that connect and vanish
 //! mid-switch. At the end it quits the VM and checks: every switch
@@ -37,7 +37,7 @@ use rtswitch::units::{Unit, parse_duration_in, show};
 /// Which profiles the stress run switches between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum StressModes {
-    /// Any of the twelve profiles.
+    /// Any of the 36 profiles (every idle policy too).
     All,
     /// Only the two named ones.
     MainlineRt,
@@ -60,7 +60,7 @@ pub struct StressArgs {
     /// Seed of the random schedule (printed, so a run can be repeated).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// The profiles to switch between: all (any of the twelve) or mainline-rt.
+    /// The profiles to switch between: all (any of the 36) or mainline-rt.
     #[arg(long, value_enum, default_value_t = StressModes::All)]
     pub modes: StressModes,
     /// The VM's device interrupt load (`run --irq-load`).

@@ -138,7 +138,7 @@ pub struct RunArgs {
     /// How long the guest gets to shut down once asked, before it is stopped (a bare number is seconds).
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_secs_or_duration)]
     pub shutdown_timeout: Duration,
-    /// Profile to boot in: `mainline`, `rt`, or `locks=mainline|rt,preempt=none|voluntary|full,irq=hard|threaded` (a dimension left out takes mainline's); the call sites are patched to it before any vCPU runs.
+    /// Profile to boot in: `mainline`, `rt`, or `locks=mainline|rt,preempt=none|voluntary|full,irq=hard|threaded,idle=haltpoll|halt|poll` (a dimension left out takes mainline's), optionally after a named profile (`rt,idle=poll`); the call sites are patched to it before any vCPU runs.
     #[arg(long, visible_alias = "mode", value_name = "PROFILE", default_value = "mainline", value_parser = parse_profile)]
     pub profile: Profile,
     /// Run the in-guest self-test suite; exit 0 only if every test passed.
@@ -160,7 +160,7 @@ pub struct RunArgs {
     /// Toggle the mode at this period (`10ms`..`1d`; a bare number is ms), the same path as `ctl mode`. [default: none, no timer]
     #[arg(long, value_name = "DURATION", value_parser = parse_switch_every)]
     pub switch_every: Option<Duration>,
-    /// The profile --switch-every toggles to and from the boot profile. [default: rt, or mainline when booting in rt]
+    /// The profile --switch-every toggles to and from the boot profile. [default: rt, or mainline when booting in rt; either with the boot profile's idle policy]
     #[arg(long, value_name = "PROFILE", value_parser = parse_profile)]
     pub switch_to: Option<Profile>,
     /// Raise a device interrupt on every vCPU RATE times a second through an irqfd; its handler works WORK_US (default 20) in hard-IRQ context or in a handler thread, as the profile's irq dimension says.
@@ -318,7 +318,8 @@ impl From<Load> for LoadKind {
 }
 
 /// A profile's spelling (`--profile`, `--switch-to`, `ctl mode`):
-/// `mainline`, `rt`, or `locks=..,preempt=..,irq=..`.
+/// `mainline`, `rt`, or `locks=..,preempt=..,irq=..,idle=..`, optionally
+/// after a named profile (`rt,idle=poll`).
 pub fn parse_profile(s: &str) -> Result<Profile, String> {
     Profile::parse(s).map_err(|(e, item)| format!("'{item}': {e}"))
 }
@@ -538,6 +539,11 @@ fn check_guest_arg(a: &str) -> Result<(), CliError> {
     let bad = |why: String| CliError::BadGuestArgValue { word: a.to_string(), why };
     match switcher::cmdline::parse(a) {
         Ok(_) => Ok(()),
+        // The guest argument of old: a profile dimension now.
+        Err(WordError::Unknown("idle")) => Err(bad(
+            "the idle policy is the profile's idle dimension now, switchable at run time: write --profile rt,idle=poll (or mainline,idle=halt, ...)"
+                .to_string(),
+        )),
         Err(WordError::Unknown(key)) => {
             Err(CliError::UnknownGuestArg { word: a.to_string(), key: key.to_string(), known: guest_arg_keys() })
         }
@@ -599,10 +605,14 @@ impl RunArgs {
             duration: self.duration,
             shutdown_timeout: self.shutdown_timeout,
             mode: self.profile,
-            switch_to: self.switch_to.unwrap_or(if self.profile == Profile::RT {
-                Profile::MAINLINE
-            } else {
-                Profile::RT
+            switch_to: self.switch_to.unwrap_or({
+                // The other named profile, idling as the boot profile does.
+                let other = if (Profile { idle: Profile::RT.idle, ..self.profile }) == Profile::RT {
+                    Profile::MAINLINE
+                } else {
+                    Profile::RT
+                };
+                Profile { idle: self.profile.idle, ..other }
             }),
             irq_load: self.irq_load,
             cmdline,
@@ -955,7 +965,7 @@ mod tests {
             "--profile",
             "preempt=full",
             "--guest-arg",
-            "idle=poll",
+            "no-spin",
             "--load",
             "cpu",
             "-i",
@@ -1008,7 +1018,7 @@ mod tests {
         assert_eq!((v["switch_every_ms"].as_f64(), v["switch_to"].as_str()), (Some(250.0), Some("rt")), "{v}");
         assert_eq!(v["irq_load"], serde_json::json!({"rate_hz": 500, "work_us": 30}));
         assert_eq!((v["irq_prio"].as_u64(), v["priority"].as_u64()), (Some(40), Some(80)));
-        assert_eq!(v["guest_args"], serde_json::json!(["idle=poll"]));
+        assert_eq!(v["guest_args"], serde_json::json!(["no-spin"]));
         assert_eq!((v["measure_cpus"].clone(), v["stop_above_us"].as_u64()), (serde_json::json!([0]), Some(4000)));
         assert_eq!(v["seccomp"], false);
         assert_eq!(v["host_noise_period_us"], 2000);
@@ -1056,9 +1066,11 @@ mod tests {
     #[test]
     fn guest_args_are_checked_against_the_shared_key_list() {
         assert_eq!(
-            parse(&["--guest-arg", "hold-lock=4000", "--guest-arg", "idle=poll"]).unwrap().cmdline,
-            "hold-lock=4000 idle=poll"
+            parse(&["--guest-arg", "hold-lock=4000", "--guest-arg", "stall=5"]).unwrap().cmdline,
+            "hold-lock=4000 stall=5"
         );
+        let e = parse(&["--guest-arg", "idle=poll"]).unwrap_err();
+        assert!(e.contains("--profile rt,idle=poll"), "{e}");
         let e = parse(&["--guest-arg", "hold-lok=4000"]).unwrap_err();
         assert!(e.contains("unknown key 'hold-lok'") && e.contains("hold-lock=MS") && e.contains("no-spin"), "{e}");
         assert!(parse(&["--guest-arg", "exit"]).unwrap_err().contains("write it as exit=N"));

@@ -440,18 +440,18 @@ mod site_table_tests {
         kernel.load(&mem).unwrap();
         let t = kernel.sites;
         let text = Text(&mem);
-        assert_eq!(t.current_profile(&text), Ok(Profile::MAINLINE));
+        assert_eq!(t.current_profile(&text, Profile::MAINLINE), Ok(Profile::MAINLINE));
         assert_eq!(t.plan(&text, Profile::MAINLINE, Profile::RT).unwrap().apply(&text), Ok(t.len()));
-        assert_eq!(t.current_profile(&text), Ok(Profile::RT));
+        assert_eq!(t.current_profile(&text, Profile::RT), Ok(Profile::RT));
         // A second mainline->rt plan is refused: the sites are rt now.
         assert!(matches!(t.plan(&text, Profile::MAINLINE, Profile::RT), Err(PatchError::Mismatch { .. })));
         t.plan(&text, Profile::RT, Profile::MAINLINE).unwrap().apply(&text).unwrap();
-        assert_eq!(t.current_profile(&text), Ok(Profile::MAINLINE));
+        assert_eq!(t.current_profile(&text, Profile::MAINLINE), Ok(Profile::MAINLINE));
         // Every profile, reached from every other, reads back as itself.
         let mut now = Profile::MAINLINE;
         for to in Profile::all().chain(Profile::all().rev()) {
             t.plan(&text, now, to).unwrap().apply(&text).unwrap();
-            assert_eq!(t.current_profile(&text), Ok(to));
+            assert_eq!(t.current_profile(&text, to), Ok(to));
             now = to;
         }
     }

@@ -15,7 +15,6 @@
 use switcher::cmdline::{self as keys, Word};
 
 use crate::diag::faults::Faults;
-use crate::logic::idle::IdlePolicy;
 
 /// What CPU 0 does after the ready hypercall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,8 +43,6 @@ pub struct Args<'a> {
     pub no_pi: bool,
     /// `no-spin`: rtmutexes without adaptive spinning (lock-throughput benchmark).
     pub no_spin: bool,
-    /// `idle=halt|haltpoll|poll`: what idle CPUs do (`logic::idle`).
-    pub idle: Option<IdlePolicy>,
     /// `platform-costs`: time the platform's primitives once ready.
     pub platform_costs: bool,
     /// Fault injections (`hold-lock=MS`, `irq-off-spin=MS`, ...: `faults`).
@@ -60,7 +57,6 @@ impl<'a> Args<'a> {
             action: ReadyAction::Idle,
             no_pi: false,
             no_spin: false,
-            idle: None,
             platform_costs: false,
             faults: Faults::default(),
             words: cmdline.split_ascii_whitespace(),
@@ -83,10 +79,6 @@ impl<'a> Args<'a> {
         match word.key.name {
             keys::NO_PI => self.no_pi = true,
             keys::NO_SPIN => self.no_spin = true,
-            keys::IDLE => match word.value.and_then(IdlePolicy::parse) {
-                Some(p) => self.idle = Some(p),
-                None => return false,
-            },
             keys::PLATFORM_COSTS => self.platform_costs = true,
             _ => return self.faults.parse_word(text),
         }

@@ -38,7 +38,8 @@ use core::sync::atomic::Ordering;
 
 use super::atomic::Atomic;
 
-/// What an idle CPU does (guest argument `idle=`).
+/// What an idle CPU does (the mode's `idle` dimension,
+/// `switcher::profile::IdleMode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdlePolicy {
     /// Halt in the shim at once (the cheapest for the host, the slowest wake).
@@ -47,22 +48,6 @@ pub enum IdlePolicy {
     HaltPoll,
     /// Poll at CPL3 for ever: a host core per vCPU.
     Poll,
-}
-
-impl IdlePolicy {
-    pub const ALL: [IdlePolicy; 3] = [IdlePolicy::Halt, IdlePolicy::HaltPoll, IdlePolicy::Poll];
-
-    pub const fn name(self) -> &'static str {
-        match self {
-            IdlePolicy::Halt => "halt",
-            IdlePolicy::HaltPoll => "haltpoll",
-            IdlePolicy::Poll => "poll",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == s)
-    }
 }
 
 /// The governor's bounds, in TSC ticks (the kernel converts them from µs).
@@ -211,14 +196,6 @@ mod tests {
 
     const B: Bounds =
         Bounds { window_start: 50, window_max: 200, advance_start: 30, advance_min: 10, advance_max: 150 };
-
-    #[test]
-    fn policies_parse_by_name() {
-        for p in IdlePolicy::ALL {
-            assert_eq!(IdlePolicy::parse(p.name()), Some(p));
-        }
-        assert_eq!(IdlePolicy::parse("mwait"), None);
-    }
 
     #[test]
     fn a_deadline_nearer_than_the_advance_is_polled_for() {

@@ -1,5 +1,6 @@
 //! What an idle CPU does: the idle loop of each CPU (its boot context,
-//! after boot), under the idle policy (guest argument `idle=`). The
+//! after boot), under the idle policy (the mode's `idle` dimension,
+//! switchable at run time: each pass of the loop reads it). The
 //! policies, the haltpoll governor and the polling flag's protocol are
 //! `logic::idle`; this file runs them on the run queues, the TSC, the
 //! LAPIC timer and the shim's halt.
@@ -8,21 +9,18 @@ use super::scheduler::{Switch, schedule_loop};
 use super::timer;
 use crate::arch::{cpu, percpu};
 use crate::logic::idle::{self, Bounds, Governor, IdlePolicy, Step};
-use core::sync::atomic::{AtomicU8, Ordering};
+use crate::sync::registry;
+use core::sync::atomic::Ordering;
+use switcher::profile::IdleMode;
 
-/// What idle CPUs do (guest argument `idle=`; `logic::idle`): 0 halt,
-/// 1 haltpoll, 2 poll.
-static IDLE_POLICY: AtomicU8 = AtomicU8::new(1);
-
-/// Sets what idle CPUs do (before the secondaries run their idle loops).
-pub fn set_idle_policy(policy: IdlePolicy) {
-    let code = IdlePolicy::ALL.iter().position(|&p| p == policy).unwrap_or(1);
-    IDLE_POLICY.store(code as u8, Ordering::Relaxed);
-}
-
-/// What idle CPUs do.
+/// What idle CPUs do now: the mode's `idle` dimension (a runtime switch
+/// changes it with the rest of the mode).
 pub fn idle_policy() -> IdlePolicy {
-    IdlePolicy::ALL[IDLE_POLICY.load(Ordering::Relaxed) as usize % IdlePolicy::ALL.len()]
+    match registry::get().mode().idle {
+        IdleMode::Haltpoll => IdlePolicy::HaltPoll,
+        IdleMode::Halt => IdlePolicy::Halt,
+        IdleMode::Poll => IdlePolicy::Poll,
+    }
 }
 
 /// The haltpoll governor's bounds (Linux's haltpoll defaults where it has
@@ -40,12 +38,15 @@ fn idle_bounds() -> Bounds {
 }
 
 /// Polls need_resched with interrupts on (the polling flag set: wakers
-/// skip the IPI) until the TSC reaches `until`; returns masked, with
-/// whether need_resched was seen.
+/// skip the IPI) until the TSC reaches `until` (`u64::MAX`: while the
+/// idle policy stays `poll`, so that a switch of the policy takes effect
+/// without a wake-up); returns masked, with whether need_resched was seen.
 fn idle_poll_until(until: u64) -> bool {
     let this = percpu::this();
     cpu::enable_interrupts();
-    let woken = idle::poll_while(&this.polling, &this.need_resched, || until == u64::MAX || timer::now_tsc() < until);
+    let woken = idle::poll_while(&this.polling, &this.need_resched, || {
+        if until == u64::MAX { idle_policy() == IdlePolicy::Poll } else { timer::now_tsc() < until }
+    });
     cpu::disable_interrupts();
     woken
 }
@@ -59,7 +60,6 @@ fn idle_poll_until(until: u64) -> bool {
 /// the deadline itself when the TSC reaches it (no interrupt, no re-arm
 /// between it and the woken thread: `logic::clockevent`).
 pub fn idle_loop() -> ! {
-    let policy = idle_policy();
     let bounds = idle_bounds();
     let mut governor = Governor::new(&bounds);
     let this = percpu::this();
@@ -72,7 +72,7 @@ pub fn idle_loop() -> ! {
         }
         let entered = timer::now_tsc();
         let deadline = timer::idle_next_deadline();
-        match governor.plan(policy, entered, deadline) {
+        match governor.plan(idle_policy(), entered, deadline) {
             Step::Poll { until } => {
                 // Poll up to the deadline and serve it here (no
                 // interrupt); without one, until something is runnable.

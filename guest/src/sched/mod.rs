@@ -62,7 +62,7 @@ pub mod watchdog;
 
 // The kernel-core API: what lock code (sync/), the self-tests, the
 // workload and the switch use.
-pub use idle::{idle_loop, idle_policy, set_idle_policy};
+pub use idle::{idle_loop, idle_policy};
 pub use lifecycle::{join, spawn};
 pub use preempt::{in_irq, irq_enter, irq_exit, might_sleep, preempt_count, preempt_disable};
 pub use preempt_sites::{cond_resched, irq_exit_work, preempt_enable};

@@ -1,6 +1,7 @@
 //! The ablation family of `rtswitch bench`: which dimension of the RT
-//! personality buys how much latency. Six runs of the real `rtswitch
-//! run`, all under the lock load and the device interrupt load
+//! personality buys how much latency, and what the idle policy adds to
+//! it. Eight runs of the real `rtswitch run`, all under the lock load and
+//! the device interrupt load
 //! (`--irq-load`), the same duration, vCPUs, interval and critical
 //! section, each booted in one profile:
 //!
@@ -11,7 +12,9 @@
 //! | preempt | `preempt=full` (full preemption alone) |
 //! | irq | `irq=threaded` (threaded handlers alone) |
 //! | locks+preempt | `locks=rt,preempt=full` |
-//! | rt | `rt` (all three) |
+//! | rt | `rt` (all three; idle CPUs `haltpoll`, the default) |
+//! | rt+halt | `rt,idle=halt` (idle CPUs halt at once) |
+//! | rt+poll | `rt,idle=poll` (idle CPUs poll: a host core each) |
 //!
 //! Each row gives thread latency p50/p99/max (all CPUs merged over the
 //! boot profile's epochs) and its p99 gain over mainline (mainline p99 /
@@ -40,18 +43,22 @@ pub fn title(label: &str) -> &'static str {
         "irq" => "threaded irqs alone",
         "locks+preempt" => "rt locks + full preemption",
         "rt" => "rt (all three)",
+        "rt+halt" => "rt, idle=halt",
+        "rt+poll" => "rt, idle=poll",
         _ => "?",
     }
 }
 
 /// The runs: (label, profile), in table order.
-pub const RUNS: [(&str, &str); 6] = [
+pub const RUNS: [(&str, &str); 8] = [
     ("mainline", "mainline"),
     ("locks", "locks=rt"),
     ("preempt", "preempt=full"),
     ("irq", "irq=threaded"),
     ("locks+preempt", "locks=rt,preempt=full"),
     ("rt", "rt"),
+    ("rt+halt", "rt,idle=halt"),
+    ("rt+poll", "rt,idle=poll"),
 ];
 
 /// What every ablation run shares.
@@ -233,12 +240,13 @@ mod tests {
             assert_eq!(at("--interval-us"), Some("1000"));
             assert_eq!(at("--cs-us"), None);
         }
-        // Each dimension alone, two together, all three, and the baseline.
+        // Each dimension alone, two together, all three, and the baseline;
+        // then all three with each other idle policy.
         let profiles: Vec<switcher::profile::Profile> =
             RUNS.iter().map(|r| switcher::profile::Profile::parse(r.1).expect("a valid profile")).collect();
         let base = switcher::profile::Profile::MAINLINE;
         let changed: Vec<usize> = profiles.iter().map(|p| base.differs(*p).count()).collect();
-        assert_eq!(changed, [0, 1, 1, 1, 2, 3]);
+        assert_eq!(changed, [0, 1, 1, 1, 2, 3, 4, 4]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The idle family of `rtswitch bench`: what each idle policy (guest
-//! argument `idle=`, `logic::idle` in the guest) buys and costs. Three
-//! runs of the real `rtswitch run` in the rt profile with no load, so
+//! The idle family of `rtswitch bench`: what each idle policy (the
+//! profile's `idle` dimension, `logic::idle` in the guest) buys and
+//! costs. Three runs of the real `rtswitch run` in the rt profile
+//! (`rt,idle=POLICY`) with no load, so
 //! every measurement CPU is idle between its activations, the same
 //! duration, vCPUs and interval, one per policy:
 //!
@@ -45,9 +46,7 @@ pub struct IdleRun {
 
 /// The `rtswitch run` arguments of one run (the caller adds `--json`).
 pub fn run_args(cfg: &LatencyConfig, policy: &str) -> Vec<String> {
-    let mut v = latency::run_args(cfg, "rt", "none");
-    v.extend(["--guest-arg".into(), format!("idle={policy}")]);
-    v
+    latency::run_args(cfg, &format!("rt,idle={policy}"), "none")
 }
 
 /// Makes one run.

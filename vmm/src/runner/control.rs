@@ -281,7 +281,7 @@ impl ControlSocket {
         let mem = &self.run.mem;
         let switching = self.switching.borrow();
         let coordinator = switching.coordinator();
-        let sites_mode = match coordinator.sites().current_profile(&Text(mem)) {
+        let sites_mode = match coordinator.sites().current_profile(&Text(mem), coordinator.mode()) {
             Ok(m) => m.name().to_string(),
             Err(e) => format!("inconsistent: {e}"),
         };
@@ -292,7 +292,12 @@ impl ControlSocket {
         let mode = coordinator.mode();
         json!({
             "mode": mode.name(),
-            "profile": {"locks": mode.locks.name(), "preempt": mode.preempt.name(), "irq": mode.irq.name()},
+            "profile": {
+                "locks": mode.locks.name(),
+                "preempt": mode.preempt.name(),
+                "irq": mode.irq.name(),
+                "idle": mode.idle.name(),
+            },
             "switching": coordinator.in_progress().map(Profile::name),
             "sites": coordinator.sites().len(),
             "sites_by_dimension": SiteCounts::of(coordinator.sites()),
