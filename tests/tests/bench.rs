@@ -65,6 +65,11 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
         " lock, ",
         "floor: pause+resume blackout",
         "scale (switches under the lock load per vCPU count, 2 each",
+        "switch targets (p50 and p99 over each phase's switches):",
+        "idle set-mode round trip p50 / QEMU stop+cont p50: ",
+        "idle blackout p50 / platform floor (pause+resume) p50: ",
+        "lock-load total p99 / (critical section + 1 ms): ",
+        "scale: total p50 at 8 vCPUs / at 1 vCPU: no figure",
     ] {
         r.assert_contains(section);
     }
@@ -76,7 +81,7 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
 
     let text = std::fs::read_to_string(out.join("bench.json")).expect("bench.json written");
     let v: Value = serde_json::from_str(&text).expect("bench.json parses");
-    assert_eq!(v["bench_version"], 5);
+    assert_eq!(v["bench_version"], 6);
     assert_eq!((v["interrupted"].as_bool(), v["not_run"].as_array().map(Vec::len)), (Some(false), Some(0)), "{text}");
     let copy: Value = serde_json::from_str(&std::fs::read_to_string(dir.0.join("suite.json")).expect("--json written"))
         .expect("--json parses");
@@ -158,6 +163,16 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
         let s = &phase["spreads"]["blackout"];
         assert!(s["min_us"].as_u64() <= s["p50_us"].as_u64() && s["p50_us"].as_u64() <= s["max_us"].as_u64());
     }
+    // QEMU's reference: measured where it is installed, said where not.
+    let q = &v["switch"]["qemu"];
+    if q["unavailable"].is_null() {
+        assert_eq!(q["stop_cont_us"].as_array().map(Vec::len), Some(4), "{q}");
+    } else {
+        r.assert_contains("no figure (qemu-system-x86_64 ");
+    }
+    let targets = v["switch_targets"].as_array().expect("switch_targets");
+    assert_eq!(targets.len(), 4, "{targets:?}");
+    assert!(targets[1]["value"]["value"].as_f64().is_some_and(|x| x > 0.0), "the blackout over the floor: {targets:?}");
     let scale = v["scale"].as_array().expect("scale");
     assert_eq!(scale.iter().map(|p| p["config"]["vcpus"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
 

@@ -39,10 +39,12 @@ pub mod latency;
 pub mod median;
 pub mod plots;
 pub mod progress;
+pub mod qemu;
 pub mod ratio;
 pub mod repeat;
 pub mod scratch;
 pub mod slices;
+pub mod switch_targets;
 pub mod switching;
 pub mod table;
 pub mod targets;
@@ -74,7 +76,7 @@ pub const DEFAULT_BENCH_HIST_MAX_US: u32 = 100_000;
 /// latency family in interleaved slices (`latency.runs[]` hold the medians
 /// and every slice), ratios paired per slice, the platform per round, the
 /// host's cyclictest, the latency targets.
-pub const BENCH_JSON_VERSION: u32 = 5;
+pub const BENCH_JSON_VERSION: u32 = 6;
 /// Target: blackout p50 under the lock load.
 pub const TARGET_BLACKOUT_P50_US: u64 = 100;
 /// Target: process start to guest ready, p50, at most this many ms.
@@ -519,6 +521,8 @@ impl PhaseResult {
 pub struct SwitchResult {
     pub under_load: PhaseResult,
     pub idle: PhaseResult,
+    /// QEMU's own `stop` + `cont` with the idle phase's vCPUs, or why not.
+    pub qemu: qemu::QemuFloor,
 }
 
 /// What the suite wrote where.
@@ -544,6 +548,9 @@ pub struct Suite {
     pub throughput: Option<ThroughputResult>,
     pub switch: Option<SwitchResult>,
     pub scale: Option<Vec<PhaseResult>>,
+    /// The switch family's targets (`switch_targets`), judged on `switch`
+    /// and `scale`.
+    pub switch_targets: Vec<switch_targets::SwitchTarget>,
     /// Thread latency per profile under the lock and interrupt load.
     pub ablation: Option<Vec<AblationRun>>,
     /// Latency and host CPU per idle policy (rt, no load).
@@ -715,12 +722,21 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         let switch = timed(&cfg, Family::Switch, &mut family_s, || {
             let [load, idle] = cfg.switch_phases();
             let under_load = phase(load, format!("switch: {} under the lock load", cfg.switch.count));
+            let (vcpus, rounds) = (idle.vcpus, idle.count);
             let idle = if interrupted() {
                 PhaseResult::not_run(idle)
             } else {
                 phase(idle, format!("switch: {} idle", cfg.switch.count))
             };
-            SwitchResult { under_load, idle }
+            let qemu = if interrupted() {
+                qemu::QemuFloor { unavailable: Some("not run: interrupted".into()), ..Default::default() }
+            } else {
+                bar.begin(format!("switch: QEMU stop+cont x{rounds}, {vcpus} vCPUs (when installed)"), 5.0);
+                let q = qemu::measure(vcpus, rounds, &scratch::path(""));
+                bar.end();
+                q
+            };
+            SwitchResult { under_load, idle, qemu }
         });
 
         let scale = timed(&cfg, Family::Scale, &mut family_s, || {
@@ -777,6 +793,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         }
         let ran: Vec<Family> = family_s.iter().map(|f| f.0).collect();
         let not_run: Vec<Family> = cfg.families.iter().copied().filter(|f| !ran.contains(f)).collect();
+        let switch_targets = switch_targets::judge(
+            switch.as_ref().map(|s| &s.under_load),
+            switch.as_ref().map(|s| &s.idle),
+            scale.as_deref().unwrap_or(&[]),
+            switch.as_ref().map(|s| &s.qemu),
+        );
         let mut suite = Suite {
             bench_version: BENCH_JSON_VERSION,
             rtswitch_version: env!("CARGO_PKG_VERSION"),
@@ -790,6 +812,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             throughput,
             switch,
             scale,
+            switch_targets,
             ablation,
             idle,
             failures: Vec::new(),
@@ -1140,6 +1163,9 @@ pub fn render(s: &Suite) -> String {
         for p in sc.iter().filter(|p| p.interrupted()) {
             out.push_str(&format!("  {} vCPUs: cut short by the interrupt\n", p.config.vcpus));
         }
+    }
+    if s.switch.is_some() || s.scale.is_some() {
+        out.push_str(&switch_targets::render(&s.switch_targets));
     }
     if let Some(runs) = &s.ablation {
         let c = &s.config.ablation;
