@@ -9,7 +9,8 @@
 //!   asked to shut down;
 //! - `status`: the GuestStatus page at ready, with the speed calibration
 //!   it reports (`calibrate`); `mailbox`: volatile access to the switch
-//!   mailbox page; `locktest_page`: the lock tester's page; `panic`: the panic report (PanicRecord, HC_PANIC);
+//!   mailbox page; `mode`: the mode word of the lock registry page (for
+//!   the idle loop); `locktest_page`: the lock tester's page; `panic`: the panic report (PanicRecord, HC_PANIC);
 //! - `site`: the patchable call sites the VMM rewrites, and the
 //!   implementation table it patches with; `abi_note`: the ELF note that
 //!   names the ABI this kernel speaks.
@@ -22,6 +23,7 @@ pub mod doorbell;
 pub mod hypercall;
 pub mod locktest_page;
 pub mod mailbox;
+pub mod mode;
 mod panic;
 pub mod shutdown;
 pub mod site;

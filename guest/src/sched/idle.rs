@@ -8,15 +8,16 @@
 use super::scheduler::{Switch, schedule_loop};
 use super::timer;
 use crate::arch::{cpu, percpu};
+use crate::hv::mode;
 use crate::logic::idle::{self, Bounds, Governor, IdlePolicy, Step};
-use crate::sync::registry;
 use core::sync::atomic::Ordering;
 use switcher::profile::IdleMode;
 
-/// What idle CPUs do now: the mode's `idle` dimension (a runtime switch
-/// changes it with the rest of the mode).
+/// What idle CPUs do now: the mode's `idle` dimension, as the lock
+/// registry page publishes it (a runtime switch changes it with the rest
+/// of the mode, the guest's or the VMM's).
 pub fn idle_policy() -> IdlePolicy {
-    match registry::get().mode().idle {
+    match mode::idle() {
         IdleMode::Haltpoll => IdlePolicy::HaltPoll,
         IdleMode::Halt => IdlePolicy::Halt,
         IdleMode::Poll => IdlePolicy::Poll,
