@@ -235,8 +235,15 @@ pub struct GuestCode {
     /// Return addresses of the entry's calls into a Rust handler, with rsp
     /// at the trap frame (`irq3_exit`, `irq3_replay_ret`).
     pub irq_returns: Vec<u64>,
-    /// `shim_enter`: the frameless leaf that enters the ring-0 shim.
+    /// `shim_enter` through its `ud2; ret` (`shim_call_ud2`): the
+    /// frameless leaf that enters the ring-0 shim.
     pub shim_enter: Range<u64>,
+    /// `irq3_stubs..irq3_stubs_end`: the per-vector stubs (`push 0`,
+    /// `push vector`, `jmp irq3_entry`), and `irq3_entry`'s first two
+    /// instructions (`irq3_entry`, `irq3_window_end`), before which the
+    /// entry has pushed nothing of its own.
+    pub irq_stubs: Range<u64>,
+    pub irq_entry_head: [u64; 2],
     /// `shim_gate..shim_gate_services`: the gate and its halt path, where
     /// rbp is still the CPL3 caller's.
     pub shim_halt: Range<u64>,
@@ -288,7 +295,9 @@ impl GuestCode {
             base,
             entry,
             irq_returns: vec![addr("irq3_exit")?, addr("irq3_replay_ret")?],
-            shim_enter: funcs.range_of("shim_enter").ok_or("no symbol shim_enter")?,
+            shim_enter: addr("shim_enter")?..addr("shim_call_ud2")? + 3,
+            irq_stubs: addr("irq3_stubs")?..addr("irq3_stubs_end")?,
+            irq_entry_head: [addr("irq3_entry")?, addr("irq3_window_end")?],
             shim_halt: addr("shim_gate")?..addr("shim_gate_services")?,
             task_stacks: array("sched_task_stacks", crate::abi::task_word::SPAWNED_SLOTS as u64, TASK_STACK_GUARD)?,
             boot_stacks: array("BOOT_STACKS", cpus, 0)?,
@@ -545,6 +554,33 @@ impl Walker<'_> {
         if !(rsp >= self.stack.start && rsp.checked_add(16).is_some_and(|e| e <= self.stack.end)) {
             return Err(Why::StackPointerOutside(rsp));
         }
+        // Stopped where the CPU's interrupt frame lies at a known offset
+        // from rsp and rbp is still the interrupted code's: in a vector's
+        // stub, at the entry's first two instructions, or at the
+        // serializing stub the VMM resumed it at (not run yet).
+        let c = self.code;
+        let frame_at = if c.irq_stubs.contains(&rip) {
+            Some(match (rip - c.irq_stubs.start) % 16 {
+                0 => 0,
+                2 => 8,
+                _ => 16,
+            })
+        } else if c.irq_entry_head.contains(&rip) {
+            Some(16)
+        } else if rip == c.serialize_iret {
+            Some(0)
+        } else {
+            None
+        };
+        if let Some(off) = frame_at {
+            let at = rsp + off;
+            let (irip, cs, irsp) = (self.read(at)?, self.read(at + 8)?, self.read(at + 24)?);
+            if cs & 3 != 3 || irsp < at + 40 {
+                return Err(Why::BadTrapFrame(at));
+            }
+            self.interrupts += 1;
+            return self.context(Regs { rip: irip, rsp: irsp, rbp });
+        }
         if self.code.shim_enter.contains(&rip) {
             // The leaf into the shim: no stack use, the return at [rsp].
             self.push(rip, FrameKind::Rip)?;
@@ -666,6 +702,8 @@ mod tests {
             entry: vec![ENTRY],
             irq_returns: vec![IRQ_RET],
             shim_enter: 0x8000..0x8010,
+            irq_stubs: 0x5000..0x5020,
+            irq_entry_head: [0x5020, 0x5029],
             shim_halt: 0x9000..0x9040,
             task_stacks: none.clone(),
             boot_stacks: none,
@@ -738,7 +776,7 @@ mod tests {
         let m = with_sp(chain(&fps, &[0x5010, 0x2010, 0x1010], 0));
         assert_eq!(running(&m, 0x4020, sp, fps[0]).verdict, Err(Why::InterruptFrame(0x500f)));
         // Stopped inside the entry's assembly.
-        assert_eq!(running(&m, 0x5008, sp, fps[0]).verdict, Err(Why::InterruptFrame(0x5008)));
+        assert_eq!(running(&m, 0x5038, sp, fps[0]).verdict, Err(Why::InterruptFrame(0x5038)));
     }
 
     /// Per-task bounds: a frame in another task's stack (inside the
@@ -808,6 +846,29 @@ mod tests {
         let mut low = Mem(m.0.clone());
         low.0.insert(tf + 8 * 20, tf);
         assert_eq!(running(&low, 0x6020, 0x10_2f00, handler_fp).verdict, Err(Why::BadTrapFrame(tf)));
+    }
+
+    /// Stopped in a vector's stub (after its pushes), at the entry's
+    /// first instruction, or at the serializing stub: the interrupt
+    /// frame lies at a known offset above rsp, and rbp is the
+    /// interrupted code's.
+    #[test]
+    fn a_walk_starts_through_an_entry_stubs_frame() {
+        let sp = 0x10_3d00;
+        for (rip, off) in [(0x5010, 0), (0x5012, 8), (0x5014, 16), (0x5020, 16), (0xa000, 0)] {
+            let mut m = chain(&[0x10_3e00, 0x10_3f00], &[0x3010, 0x1010], 0);
+            let frame = sp + off;
+            for (i, v) in [(0, 0x4020), (1, 0x33), (2, 0x202), (3, frame + 64), (4, 0x2b)] {
+                m.0.insert(frame + 8 * i, v);
+            }
+            m.0.extend([(frame + 64, 0), (frame + 72, 0)]);
+            let w = running(&m, rip, sp, 0x10_3e00);
+            assert_eq!(w.verdict, Ok(()), "at {rip:#x}");
+            assert_eq!(w.pcs(), vec![0x4020, 0x3010, 0x1010], "at {rip:#x}");
+            assert_eq!(w.interrupts, 1);
+            // Elsewhere in the entry it is unreliable.
+            assert_eq!(running(&m, 0x5030, sp, 0x10_3e00).verdict, Err(Why::InterruptFrame(0x5030)));
+        }
     }
 
     #[test]

@@ -707,6 +707,12 @@ pub mod tests {
                     thaw_us: 7,
                     messaging_us: 240,
                 }),
+                path: crate::switch::SwitchPath {
+                    fast: false,
+                    holds: 1,
+                    refused: Some("lock 'load.1' is held by task 'load' (owner word 0x101)".into()),
+                    refused_by: Some("lock-word".into()),
+                },
             });
         }
         info.shim = crate::vstate::shim_stats::ShimEntries {

@@ -25,7 +25,7 @@ use super::lifecycle::State;
 use super::mailbox::Sender;
 use super::pacing;
 use super::shared::Shared;
-use crate::switch::{Cancel, Coordinator, Finished, Origin, Step, SwitchError, SwitchRecord, VmAccess};
+use crate::switch::{Cancel, Coordinator, Finished, Origin, Requested, Step, SwitchError, SwitchRecord, VmAccess};
 
 /// The switch subscriber, as other subscribers call it.
 pub type SwitchHandle = Rc<RefCell<Switching>>;
@@ -100,14 +100,34 @@ impl Switching {
             State::Booting => return Err(SwitchError::Booting),
             State::Ready | State::Switching => {}
         }
-        let seq = self.coordinator.request(target, origin, &self.run.mem)?;
-        if let Some(seq) = seq {
-            log::info!("switch #{seq} to {} requested", target.name());
-            self.run.life.borrow_mut().switch_started();
-            self.notify_guest();
-            self.arm_deadline();
+        let run = self.run.clone();
+        let kick_all = || run.kick_all();
+        let mut access = VmAccess {
+            mem: &run.mem,
+            code: run.code.as_ref().map_err(String::as_str),
+            gate: &run.gate,
+            kick_all: &kick_all,
+            all_vcpus_mask: run.all_vcpus_mask(),
+        };
+        match self.coordinator.request_with(target, origin, &mut access)? {
+            Requested::Unchanged => Ok(None),
+            Requested::Started(seq) => {
+                log::info!("switch #{seq} to {} requested", target.name());
+                self.run.life.borrow_mut().switch_started();
+                self.notify_guest();
+                self.arm_deadline();
+                Ok(Some(seq))
+            }
+            Requested::Finished(f) => {
+                let seq = f.record.seq;
+                self.run.life.borrow_mut().switch_started();
+                // The guest opens the new mode's epochs when it sees the
+                // completed switch (no reply awaited).
+                self.notify_guest();
+                self.finished(f);
+                Ok(Some(seq))
+            }
         }
-        Ok(seq)
     }
 
     /// `x-cancel-switch`: cancels the switch in progress if it is still
@@ -120,8 +140,13 @@ impl Switching {
     pub fn on_guest_notify(&mut self) {
         let run = &self.run;
         let kick_all = || run.kick_all();
-        let mut access =
-            VmAccess { mem: &run.mem, gate: &run.gate, kick_all: &kick_all, all_vcpus_mask: run.all_vcpus_mask() };
+        let mut access = VmAccess {
+            mem: &run.mem,
+            code: run.code.as_ref().map_err(String::as_str),
+            gate: &run.gate,
+            kick_all: &kick_all,
+            all_vcpus_mask: run.all_vcpus_mask(),
+        };
         let step = self.coordinator.on_guest_notify(&mut access);
         self.step(step);
     }
