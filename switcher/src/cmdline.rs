@@ -70,6 +70,8 @@ pub const KEYS: &[Key] = &[
     number("irq-off-spin", "MS", "fault: a task spins MS ms with interrupts off"),
     flag("after-request", "fault: hold-lock and irq-off-spin last until a switch request, then MS ms"),
     number("stall", "MS", "fault: a task spins MS ms with preemption off"),
+    flag("park-in-lock", "fault: a task stops inside the lock implementation until a switch request"),
+    flag("bad-frame", "fault: a task runs with a corrupted frame pointer until a switch request"),
     number("lock-queue", "N", "fault: N tasks queue on one lock"),
     number("handoff-delay", "US", "fault: a woken rtmutex waiter waits US us before taking the lock"),
     number("serialize-stall", "US", "fault: the switch stalls US us after the verdict, before serializing"),
