@@ -736,6 +736,18 @@ pub fn summary(history: &SwitchHistory) -> Option<String> {
         "mode switches: {} requested, {} completed, {} failed (nothing changed)",
         t.recorded, t.completed, t.failed
     );
+    if t.completed > 0 {
+        out.push_str(&format!(
+            "\n  fast path (one blackout): {} of {} completed ({:.0} %)",
+            t.fast,
+            t.completed,
+            t.fast as f64 * 100.0 / t.completed as f64
+        ));
+        if !t.fast_refused_by.is_empty() {
+            let by: Vec<String> = t.fast_refused_by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out.push_str(&format!("; refused, by the first check that failed: {}", by.join(", ")));
+        }
+    }
     for (name, d) in history.timings() {
         if let Some(s) = d.spread() {
             out.push_str(&format!("\n  {name:<8} min / p50 / p99 / max: {}", s.describe_ms()));

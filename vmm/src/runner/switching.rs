@@ -261,9 +261,14 @@ impl MutEventSubscriber for Switching {
 
 /// One line about a finished switch.
 pub(super) fn switch_line(r: &SwitchRecord) -> String {
+    let path = match (&r.path.fast, &r.path.refused) {
+        (true, _) => " in one blackout".to_string(),
+        (false, Some(why)) => format!(" (fast path refused: {why})"),
+        (false, None) => String::new(),
+    };
     if r.ok {
         format!(
-            "switch #{} {} -> {}: total {:.3} ms (freeze {:.3} ms, blackout {:.3} ms), {} sites patched",
+            "switch #{} {} -> {}: total {:.3} ms (freeze {:.3} ms, blackout {:.3} ms), {} sites patched{path}",
             r.seq,
             r.from,
             r.to,
@@ -273,6 +278,6 @@ pub(super) fn switch_line(r: &SwitchRecord) -> String {
             r.sites_patched
         )
     } else {
-        format!("switch #{} {} -> {} FAILED: {}", r.seq, r.from, r.to, r.reason)
+        format!("switch #{} {} -> {} FAILED: {}{path}", r.seq, r.from, r.to, r.reason)
     }
 }

@@ -348,3 +348,28 @@ fn leave_guest_state(mem: &GuestMemory, seq: u64, to: Profile) {
         log::error!("cannot write the guest's switch state after a fast switch: {e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rip inside any site's bytes, a return into the middle of one,
+    /// and any frame inside an implementation of a switched dimension are
+    /// switched code; a return just past a site, and an implementation of
+    /// a dimension not switched, are not.
+    #[test]
+    fn what_counts_as_inside_switched_code() {
+        let sites = SiteTable::from_elf(crate::DEFAULT_KERNEL).unwrap();
+        let site = sites.sites().iter().find(|s| s.op.dimension() == Dimension::Locks).copied().unwrap();
+        let imp = *sites.impl_extents().iter().find(|e| e.op.dimension() == Dimension::Locks).unwrap();
+        let locks = [Dimension::Locks];
+        let preempt = [Dimension::Preempt];
+        assert!(in_switched_code(&sites, &preempt, site.addr + 2, FrameKind::Rip).is_some());
+        assert!(in_switched_code(&sites, &locks, site.addr + 5, FrameKind::Return).is_none());
+        assert!(in_switched_code(&sites, &locks, site.addr + 3, FrameKind::Return).is_some());
+        let inside = imp.start + 1;
+        assert!(in_switched_code(&sites, &locks, inside, FrameKind::Rip).is_some());
+        assert!(in_switched_code(&sites, &locks, inside + 1, FrameKind::MaybeReturn).is_some());
+        assert!(in_switched_code(&sites, &preempt, inside, FrameKind::Rip).is_none());
+    }
+}
