@@ -417,6 +417,12 @@ pub enum Why {
     BadTrapFrame(u64),
     /// A vCPU in ring 0 outside the shim's halt path.
     InRing0(u64),
+    /// Marked on its CPU, but no held vCPU runs on its stack (a context
+    /// switch in progress).
+    NoVcpuOnItsStack,
+    /// A held vCPU (its stack pointer) runs on the stack of a task not
+    /// marked on its CPU.
+    VcpuOnItsStack(u64),
 }
 
 impl std::fmt::Display for Why {
@@ -435,6 +441,10 @@ impl std::fmt::Display for Why {
             Why::NoFrameRecord(pc) => write!(f, "code at {pc:#x} keeps no frame record"),
             Why::BadTrapFrame(at) => write!(f, "the trap frame at {at:#x} is not a CPL3 context on the task's stack"),
             Why::InRing0(rip) => write!(f, "the vCPU is in ring 0 at {rip:#x}, outside the shim's halt path"),
+            Why::NoVcpuOnItsStack => write!(f, "it is marked on its CPU, but no held vCPU runs on its stack"),
+            Why::VcpuOnItsStack(sp) => {
+                write!(f, "a held vCPU runs on its stack (stack pointer {sp:#x}), but it is not marked on its CPU")
+            }
         }
     }
 }

@@ -44,12 +44,15 @@ pub struct TaskWalk {
     pub name: String,
     /// The held vCPU it runs on.
     pub cpu: Option<u32>,
+    /// Marked on its CPU by the guest (with no `cpu`: a context switch
+    /// in progress, or a directory that misreports it).
+    pub on_cpu: bool,
     pub walk: Walk,
 }
 
 impl TaskWalk {
-    fn unwalked(slot: usize, name: String, cpu: Option<u32>, why: Why) -> Self {
-        Self { slot, name, cpu, walk: Walk { frames: Vec::new(), interrupts: 0, verdict: Err(why) } }
+    fn unwalked(slot: usize, name: String, cpu: Option<u32>, on_cpu: bool, why: Why) -> Self {
+        Self { slot, name, cpu, on_cpu, walk: Walk { frames: Vec::new(), interrupts: 0, verdict: Err(why) } }
     }
 }
 
@@ -143,25 +146,27 @@ pub fn walk_tasks(
         }
         let name = crate::guest_text::name(&entry.name);
         let Some((stack, end)) = code.task_stack(slot) else {
-            out.push(TaskWalk::unwalked(slot, name, None, Why::StackPointerOutside(0)));
+            out.push(TaskWalk::unwalked(slot, name, None, on_cpu, Why::StackPointerOutside(0)));
             continue;
         };
         let tw = match (on_cpu, vcpu) {
             (true, Some((c, regs))) => {
-                TaskWalk { slot, name, cpu: Some(c), walk: code.walk_running(&m, regs, stack, end, MAX_DEPTH) }
+                let walk = code.walk_running(&m, regs, stack, end, MAX_DEPTH);
+                TaskWalk { slot, name, cpu: Some(c), on_cpu, walk }
             }
             // On a CPU by its flag, but no held vCPU is on its stack: a
             // context switch in progress (or a task the directory
             // misreports).
-            (true, None) => TaskWalk::unwalked(slot, name, None, Why::StackPointerOutside(0)),
+            (true, None) => TaskWalk::unwalked(slot, name, None, true, Why::NoVcpuOnItsStack),
             // A vCPU on the stack of a task marked off its CPU.
-            (false, Some((c, regs))) => TaskWalk::unwalked(slot, name, Some(c), Why::StackPointerOutside(regs.rsp)),
+            (false, Some((c, regs))) => TaskWalk::unwalked(slot, name, Some(c), false, Why::VcpuOnItsStack(regs.rsp)),
             (false, None) => {
                 let Ok(rsp) = mem.read_obj::<u64>(GuestAddress(t + task_word::SAVED_RSP)) else {
-                    out.push(TaskWalk::unwalked(slot, name, None, Why::Unreadable(t + task_word::SAVED_RSP)));
+                    out.push(TaskWalk::unwalked(slot, name, None, false, Why::Unreadable(t + task_word::SAVED_RSP)));
                     continue;
                 };
-                TaskWalk { slot, name, cpu: None, walk: code.walk_switched_out(&m, rsp, stack, end, MAX_DEPTH) }
+                let walk = code.walk_switched_out(&m, rsp, stack, end, MAX_DEPTH);
+                TaskWalk { slot, name, cpu: None, on_cpu: false, walk }
             }
         };
         out.push(tw);
@@ -194,11 +199,11 @@ pub fn walk_all(mem: &GuestMemory, code: &GuestCode, held: &[(u32, HeldVcpu)]) -
             Ok(()) => reliable += 1,
             Err(_) => unreliable += 1,
         }
-        running += u32::from(w.cpu.is_some());
+        running += u32::from(w.on_cpu);
         tasks.push(json!({
             "task": w.name,
             "slot": w.slot,
-            "running": w.cpu.is_some(),
+            "running": w.on_cpu,
             "cpu": w.cpu,
             "reliable": w.walk.verdict.is_ok(),
             "why": w.walk.verdict.as_ref().err().map(ToString::to_string),
