@@ -451,6 +451,9 @@ impl ControlSocket {
             self.send(client, &text, ops);
         }
         self.emit(event.0, event.1, ops);
+        if f.record.path.fast {
+            self.switching.borrow().after_fast_switch();
+        }
         after_switch(&self.run);
     }
 
