@@ -166,6 +166,8 @@ pub struct Refused {
 
 /// The frame IRETQ pops (64-bit mode, same privilege: all five words).
 const IRET_FRAME_BYTES: u64 = 40;
+/// RFLAGS.IF.
+const RFLAGS_IF: u64 = 1 << 9;
 
 /// Tries the switch `from -> to` (request `seq`) in one hold.
 pub fn attempt(
@@ -305,7 +307,7 @@ fn serializing_frames(
         if h.rip == code.serialize_iret {
             // Resumed there by the last fast switch and not run since: its
             // frame is in place, and it serializes before anything else.
-            out.push((cpu, Resume { rip: h.rip, rsp: h.rsp, shadow: true }));
+            out.push((cpu, Resume { rip: h.rip, rsp: h.rsp, shadow: h.rflags & RFLAGS_IF != 0 }));
             continue;
         }
         let Place::Task { slot, .. } = stacks::place(mem, code, cpu, &h) else {
@@ -323,7 +325,10 @@ fn serializing_frames(
         for (i, w) in words.iter().enumerate() {
             mem.write_obj(*w, GuestAddress(at + 8 * i as u64)).map_err(|_| Refusal::FrameWrite)?;
         }
-        out.push((cpu, Resume { rip: code.serialize_iret, rsp: at, shadow: true }));
+        // An STI shadow is valid only with IF set (VMX's guest-state
+        // checks); with IF clear no maskable interrupt comes anyway.
+        let shadow = h.rflags & RFLAGS_IF != 0;
+        out.push((cpu, Resume { rip: code.serialize_iret, rsp: at, shadow }));
     }
     Ok(out)
 }
@@ -371,5 +376,37 @@ mod tests {
         assert!(in_switched_code(&sites, &locks, inside, FrameKind::Rip).is_some());
         assert!(in_switched_code(&sites, &locks, inside + 1, FrameKind::MaybeReturn).is_some());
         assert!(in_switched_code(&sites, &preempt, inside, FrameKind::Rip).is_none());
+    }
+
+    /// The frame IRETQ pops (rip, cs, rflags, rsp, ss of where the vCPU
+    /// stopped) lies right below its rsp, inside its task's stack, and it
+    /// resumes at the stub with rsp there, in an interrupt shadow when IF
+    /// is set; one without room below its rsp refuses; one at CPL0 (the
+    /// shim) needs none.
+    #[test]
+    fn each_cpl3_vcpu_resumes_at_the_stub_through_its_own_frame() {
+        let code = GuestCode::from_elf(crate::DEFAULT_KERNEL).unwrap();
+        let mem = memory::create(64 << 20).unwrap();
+        let (stack, _) = code.task_stack(3).unwrap();
+        let rsp = stack.end - 0x200;
+        let h = HeldVcpu {
+            rip: 0x10_1234,
+            rsp,
+            rbp: rsp + 0x40,
+            rflags: 0x202,
+            cs: 0x33,
+            ss: 0x2b,
+            full: true,
+            ..Default::default()
+        };
+        let shim = HeldVcpu { cs: 0x8, ..h };
+        let r = serializing_frames(&mem, &code, &[(0, h), (1, shim)]).unwrap();
+        assert_eq!(r, vec![(0, Resume { rip: code.serialize_iret, rsp: rsp - 40, shadow: true })]);
+        let words: Vec<u64> = (0..5).map(|i| mem.read_obj::<u64>(GuestAddress(rsp - 40 + 8 * i)).unwrap()).collect();
+        assert_eq!(words, vec![0x10_1234, 0x33, 0x202, rsp, 0x2b]);
+        let masked = HeldVcpu { rflags: 0x2, ..h };
+        assert!(!serializing_frames(&mem, &code, &[(0, masked)]).unwrap()[0].1.shadow);
+        let full = HeldVcpu { rsp: stack.start + 16, rbp: stack.start + 64, ..h };
+        assert!(matches!(serializing_frames(&mem, &code, &[(0, full)]), Err(Refusal::NoRoom { cpu: 0, .. })));
     }
 }
