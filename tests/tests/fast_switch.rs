@@ -8,7 +8,8 @@
 //! first cooperative request (the mailbox's request number moves only
 //! then), so every fast hold finds it, however slow the host: a held lock
 //! (`hold-lock` with `after-request`), a task stopped inside the lock
-//! implementation (`park-in-lock`), a task whose frame pointer is garbage
+//! implementation (`park-in-lock`) or the voluntary preemption point's
+//! (`park-in-preempt`), a task whose frame pointer is garbage
 //! (`bad-frame`). The stress toggles as fast as a client can under the
 //! device interrupt load, with the lock load (where a lock is held at
 //! almost every instant, so most switches fall back) and with the CPU
@@ -117,6 +118,17 @@ fn a_task_inside_the_lock_implementation_refuses_the_fast_path() {
         "'impl-park' parked in the lock implementation",
         "in-switched-code",
         &["task 'impl-park' is inside", "lock", "mainline"],
+    );
+}
+
+#[test]
+fn a_task_inside_a_preemption_point_refuses_the_fast_path() {
+    refused_then_cooperative(
+        "fast-park-preempt",
+        &["park-in-preempt"],
+        "'impl-park' parked in the preemption point implementation",
+        "in-switched-code",
+        &["task 'impl-park' is inside", "resched"],
     );
 }
 

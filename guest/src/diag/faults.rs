@@ -34,6 +34,9 @@
 //!   the task is still there at every hold; the cooperative switch that
 //!   follows writes one, the task leaves, freezes, and the switch
 //!   completes.
+//! - `park-in-preempt`: the same, inside the voluntary preemption point's
+//!   implementation (`might_resched` before the lock: the task boots in
+//!   a profile whose preemption model is `voluntary`, e.g. mainline).
 //! - `bad-frame`: a task 'bad-frame' (on the last CPU, exempt from the
 //!   freezer: it takes no lock) runs with a corrupted frame pointer
 //!   (rbp = 0x1234, in assembly that uses no stack), saying so (`'bad-frame'
@@ -120,6 +123,7 @@ pub struct Faults {
     pub thaw_spin_us: Option<u32>,
     pub after_request: bool,
     pub park_in_lock: bool,
+    pub park_in_preempt: bool,
     pub bad_frame: bool,
 }
 
@@ -152,6 +156,7 @@ impl Faults {
                 "stack-lock" => self.stack_lock = true,
                 "after-request" => self.after_request = true,
                 "park-in-lock" => self.park_in_lock = true,
+                "park-in-preempt" => self.park_in_preempt = true,
                 "bad-frame" => self.bad_frame = true,
                 _ => return false,
             }
@@ -214,7 +219,10 @@ pub fn start(f: &Faults) {
     }
     if f.park_in_lock {
         crate::println!("fault injection: 'impl-park' stops inside the lock implementation on cpu 0");
-        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, 0);
+        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(PARK_IN_LOCK));
+    } else if f.park_in_preempt {
+        crate::println!("fault injection: 'impl-park' stops inside the preemption point implementation on cpu 0");
+        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(PARK_IN_PREEMPT));
     }
     if f.bad_frame {
         crate::println!("fault injection: 'bad-frame' corrupts its frame pointer on cpu {last}");
@@ -297,19 +305,30 @@ fn busy_for(ms: usize, since_seq: u64, mut work: impl FnMut()) {
 /// The task `park-in-lock` parks (its `Task` address; 0: none).
 static PARK_TASK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 
+/// Where `park_point` parks: [`PARK_IN_LOCK`] or [`PARK_IN_PREEMPT`].
+static PARK_WHERE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+/// The lock implementations' `lock`.
+pub const PARK_IN_LOCK: u8 = 1;
+/// The voluntary preemption point's implementation (`resched`).
+pub const PARK_IN_PREEMPT: u8 = 2;
+
 /// Takes and releases the hog's lock (through `hog`, whose call sites
-/// exist anyway: a fault adds none), parking inside its implementation.
-fn impl_park(_: usize) {
+/// exist anyway: a fault adds none: `might_resched`, then the lock),
+/// parking inside the implementation `at` names.
+fn impl_park(at: usize) {
+    PARK_WHERE.store(at as u8, Ordering::Relaxed);
     PARK_TASK.store(sched::current() as *const _ as usize, Ordering::Release);
     hog(0);
     crate::println!("fault injection: 'impl-park' left the lock implementation");
 }
 
-/// Called first thing by both lock implementations' `lock`: parks the
-/// `park-in-lock` task there (once), until a switch request.
+/// Called first thing by both lock implementations' `lock`
+/// ([`PARK_IN_LOCK`]) and by the voluntary preemption point
+/// ([`PARK_IN_PREEMPT`]): parks the `park-in-*` task there (once), until
+/// a switch request.
 #[inline(always)]
-pub fn park_point() {
-    if PARK_TASK.load(Ordering::Relaxed) != 0 {
+pub fn park_point(at: u8) {
+    if PARK_TASK.load(Ordering::Relaxed) != 0 && PARK_WHERE.load(Ordering::Relaxed) == at {
         park_here();
     }
 }
@@ -322,7 +341,8 @@ fn park_here() {
         return;
     }
     let seq = request_seq();
-    crate::println!("fault injection: 'impl-park' parked in the lock implementation");
+    let what = if PARK_WHERE.load(Ordering::Relaxed) == PARK_IN_LOCK { "lock" } else { "preemption point" };
+    crate::println!("fault injection: 'impl-park' parked in the {what} implementation");
     let give_up = sched::now_tsc() + sched::us_to_tsc(AFTER_REQUEST_WAIT_US);
     while request_seq() == seq && sched::now_tsc() < give_up {
         core::hint::spin_loop();
