@@ -25,8 +25,8 @@
 //! - `park-in-lock`: a task 'impl-park' (cpu 0) calls a switchable
 //!   lock's `lock` and stops inside the implementation the call site
 //!   reaches, before it touches the lock, busy, until the VMM has made a
-//!   switch request (the mailbox's request number moved; bounded by
-//!   [`AFTER_REQUEST_WAIT_US`]), saying so when it stops (`'impl-park'
+//!   switch request (`sched::park`: the mailbox's request number moved;
+//!   bounded), saying so when it stops (`'impl-park'
 //!   parked in the lock implementation`); then it takes and releases the
 //!   lock (the `hold-lock` task's code with no hold: its lines name
 //!   'lock-hog') and exits. The VMM's fast path must refuse (a task inside
@@ -219,10 +219,10 @@ pub fn start(f: &Faults) {
     }
     if f.park_in_lock {
         crate::println!("fault injection: 'impl-park' stops inside the lock implementation on cpu 0");
-        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(PARK_IN_LOCK));
+        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(sched::park::IN_LOCK));
     } else if f.park_in_preempt {
         crate::println!("fault injection: 'impl-park' stops inside the preemption point implementation on cpu 0");
-        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(PARK_IN_PREEMPT));
+        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(sched::park::IN_PREEMPT));
     }
     if f.bad_frame {
         crate::println!("fault injection: 'bad-frame' corrupts its frame pointer on cpu {last}");
@@ -302,51 +302,13 @@ fn busy_for(ms: usize, since_seq: u64, mut work: impl FnMut()) {
     }
 }
 
-/// The task `park-in-lock` parks (its `Task` address; 0: none).
-static PARK_TASK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-
-/// Where `park_point` parks: [`PARK_IN_LOCK`] or [`PARK_IN_PREEMPT`].
-static PARK_WHERE: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-/// The lock implementations' `lock`.
-pub const PARK_IN_LOCK: u8 = 1;
-/// The voluntary preemption point's implementation (`resched`).
-pub const PARK_IN_PREEMPT: u8 = 2;
-
 /// Takes and releases the hog's lock (through `hog`, whose call sites
 /// exist anyway: a fault adds none: `might_resched`, then the lock),
-/// parking inside the implementation `at` names.
+/// parking inside the implementation `at` names (`sched::park`).
 fn impl_park(at: usize) {
-    PARK_WHERE.store(at as u8, Ordering::Relaxed);
-    PARK_TASK.store(sched::current() as *const _ as usize, Ordering::Release);
+    sched::park::arm(at as u8);
     hog(0);
     crate::println!("fault injection: 'impl-park' left the lock implementation");
-}
-
-/// Called first thing by both lock implementations' `lock`
-/// ([`PARK_IN_LOCK`]) and by the voluntary preemption point
-/// ([`PARK_IN_PREEMPT`]): parks the `park-in-*` task there (once), until
-/// a switch request.
-#[inline(always)]
-pub fn park_point(at: u8) {
-    if PARK_TASK.load(Ordering::Relaxed) != 0 && PARK_WHERE.load(Ordering::Relaxed) == at {
-        park_here();
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn park_here() {
-    let me = sched::current() as *const _ as usize;
-    if PARK_TASK.compare_exchange(me, 0, Ordering::AcqRel, Ordering::Relaxed).is_err() {
-        return;
-    }
-    let seq = request_seq();
-    let what = if PARK_WHERE.load(Ordering::Relaxed) == PARK_IN_LOCK { "lock" } else { "preemption point" };
-    crate::println!("fault injection: 'impl-park' parked in the {what} implementation");
-    let give_up = sched::now_tsc() + sched::us_to_tsc(AFTER_REQUEST_WAIT_US);
-    while request_seq() == seq && sched::now_tsc() < give_up {
-        core::hint::spin_loop();
-    }
 }
 
 fn bad_frame(_: usize) {

@@ -62,7 +62,7 @@ pub fn cond_resched() {
 
 /// `resched`: the cond_resched / might_resched implementation.
 pub extern "C" fn resched() {
-    crate::diag::faults::park_point(crate::diag::faults::PARK_IN_PREEMPT);
+    super::park::point(super::park::IN_PREEMPT);
     if percpu::need_resched() && percpu::preempt_count() == 0 {
         preempt_schedule();
     }
