@@ -491,6 +491,9 @@ pub mod task_word {
     pub const SAVED_RSP: u64 = 112;
     /// Bytes to read.
     pub const LEN: usize = 8;
+    /// The unmapped guard below each spawned task's stack, inside its
+    /// slot of `sched_task_stacks` (`switcher::stackwalk`).
+    pub const STACK_GUARD: u64 = 4096;
     pub const RUNNABLE: u32 = 2;
     pub const BLOCKED: u32 = 3;
     /// Task directory slots below this are spawned tasks; the others are

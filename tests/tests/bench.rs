@@ -152,11 +152,15 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
         let vals = &phase["values"];
         assert_eq!(vals["total"].as_array().map(Vec::len), Some(4), "{phase}");
         assert_eq!(vals["floor_blackout"].as_array().map(Vec::len), Some(4), "{phase}");
-        // Every completed switch carries the guest's breakdown of its steps.
+        // Every switch completed cooperatively carries the guest's
+        // breakdown of its steps; one in one blackout has none.
+        let fast = vals["fast"].as_u64().expect("the fast path's count") as usize;
+        assert!(fast <= 4, "{phase}");
         for step in ["guest_freeze", "verdict", "serialize", "thaw", "messaging"] {
-            assert_eq!(vals[step].as_array().map(Vec::len), Some(4), "{step}: {phase}");
+            assert_eq!(vals[step].as_array().map(Vec::len), Some(4 - fast), "{step}: {phase}");
         }
-        let freeze: Vec<u64> = vals["freeze"].as_array().unwrap().iter().filter_map(Value::as_u64).collect();
+        let freeze: Vec<u64> =
+            vals["freeze"].as_array().unwrap().iter().filter_map(Value::as_u64).filter(|&f| f > 0).collect();
         let guest: Vec<u64> = vals["guest_freeze"].as_array().unwrap().iter().filter_map(Value::as_u64).collect();
         // The guest's freeze is part of the host-measured one (request -> quiescent seen by the VMM).
         assert!(guest.iter().zip(&freeze).all(|(g, f)| g <= f), "guest freeze {guest:?} above host freeze {freeze:?}");

@@ -103,7 +103,9 @@ fn reset_latency_forgets_closed_epochs_over_the_socket() {
     const VCPUS: u64 = 2;
     /// The measurement's period (the default --interval-us), in µs.
     const INTERVAL_US: u64 = 1000;
-    let vmm = BackgroundVmm::start("ctl-reset", &["--vcpus", "2", "--load", "cpu"]);
+    // Cooperative switches: each opens its epochs before it is answered
+    // (two fast switches in a row can come before the guest opens any).
+    let vmm = BackgroundVmm::start("ctl-reset", &["--vcpus", "2", "--load", "cpu", "--fast-switch", "off"]);
     let sock = vmm.sock.to_str().expect("utf-8").to_string();
     let mut s = vmm.session();
     switch_until_ok(&mut s, "rt", Duration::from_secs(30), &vmm);

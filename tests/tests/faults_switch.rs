@@ -22,6 +22,10 @@ fn a_cpu_spinning_with_interrupts_off_makes_the_switch_cancel() {
     let vmm = BackgroundVmm::start(
         "irqoff",
         &[
+            // The subject is the freezer's deadline: the fast path would
+            // switch past a CPU with interrupts masked (correctly).
+            "--fast-switch",
+            "off",
             "--vcpus",
             "2",
             "--load",
@@ -160,8 +164,10 @@ fn a_panic_record_outside_memory_is_reported_not_read() {
 /// GuestPanic and removes its socket.
 #[test]
 fn a_guest_panic_in_the_middle_of_a_switch() {
-    let mut vmm =
-        BackgroundVmm::start("panicsw", &["--vcpus", "2", "--load", "locks", "--guest-arg", "panic-in-switch"]);
+    let mut vmm = BackgroundVmm::start(
+        "panicsw",
+        &["--fast-switch", "off", "--vcpus", "2", "--load", "locks", "--guest-arg", "panic-in-switch"],
+    );
     let mut s = vmm.session();
     match s.execute(json!({"execute": "set-mode", "arguments": {"mode": "rt"}}), &mut |_| {}) {
         Ok(r) => assert!(r["error"]["desc"].as_str().unwrap_or("").contains("shut down"), "{r}"),
@@ -224,6 +230,9 @@ fn a_thawed_task_still_marked_frozen_is_not_counted_frozen() {
         "10",
         "--guest-arg",
         "thaw-spin=12000",
+        // The subject is the freezer's census.
+        "--fast-switch",
+        "off",
         "--json",
         json.to_str().unwrap(),
     ];

@@ -74,6 +74,9 @@ fn a_stalled_cpus_worst_sample_and_its_periods_are_counted_once() {
             "6",
             "--guest-arg",
             "irq-off-spin=3500",
+            // The switches the spin blocks are the freezer's.
+            "--fast-switch",
+            "off",
             "--switch-every",
             "1000",
             "--switch-timeout",
@@ -251,6 +254,9 @@ fn switch_stalls_stay_in_the_switching_epochs() {
             "100000",
             "--guest-arg",
             &format!("serialize-stall={stall_us}"),
+            // The stall is in the cooperative switch's serialize step.
+            "--fast-switch",
+            "off",
         ],
     );
     // 80 ms masked on every switch, 3 ms preempt-off sections: a host that

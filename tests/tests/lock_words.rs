@@ -33,6 +33,9 @@ fn lingering_woken_waiters_never_let_a_switch_patch_over_a_lock() {
             "20s",
             "--guest-arg",
             "handoff-delay=2000",
+            // The subject is the freezer's back-out of lingering waiters.
+            "--fast-switch",
+            "off",
         ],
     );
     let mut s = vmm.session();
@@ -88,6 +91,9 @@ fn a_queue_of_waiters_backs_out_of_a_freeze() {
                 "0",
                 "--guest-arg",
                 "lock-queue=6",
+                // The subject is the freeze's back-out (its phases).
+                "--fast-switch",
+                "off",
             ],
         );
         let mut s = vmm.session();

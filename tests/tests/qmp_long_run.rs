@@ -112,6 +112,7 @@ fn thousands_of_switches_keep_every_reply_bounded_and_the_totals_exact() {
     let forgotten = SWITCHES - HISTORY_CAPACITY;
     assert_eq!((t["retained"].as_u64(), t["forgotten"].as_u64()), (Some(HISTORY_CAPACITY), Some(forgotten)), "{t}");
     assert_eq!(t["total_us"]["count"], SWITCHES - failed, "{t}");
+    let fast = t["fast"].as_u64().expect("the fast path's count");
 
     // Pages: exactly the switches asked for, the rest counted.
     let (seqs, omitted) = c.seqs(json!({"last": 5}));
@@ -138,12 +139,17 @@ fn thousands_of_switches_keep_every_reply_bounded_and_the_totals_exact() {
     assert_eq!(all, (forgotten + 1..=SWITCHES).collect::<Vec<_>>());
 
     // Latency: every epoch counted (the boot epoch, a switching epoch per
-    // switch, and a mode epoch after it unless the next request came
-    // during the switching epoch's guard), a bounded number listed.
+    // cooperative switch, and a mode epoch after it unless the next
+    // request came during the switching epoch's guard; switches in one
+    // blackout that come faster than the guest opens epochs share them),
+    // a bounded number listed.
     let lat = c.run(json!({"execute": "query-latency"}), DEFAULT_REPLY_BOUND);
     let last_latency = c.raw.last_len;
     let seen = lat["totals"]["seen"].as_u64().expect("seen");
-    assert!((SWITCHES + 1..=2 * SWITCHES + 1).contains(&seen), "{} epochs for {SWITCHES} switches", seen);
+    assert!(
+        (SWITCHES - fast + 1..=2 * SWITCHES + 1).contains(&seen),
+        "{seen} epochs for {SWITCHES} switches ({fast} in one blackout)"
+    );
     let retained = lat["totals"]["retained"].as_u64().expect("retained");
     assert!(retained <= 64 && retained + lat["totals"]["forgotten"].as_u64().unwrap_or(0) == seen, "{}", lat["totals"]);
     assert_eq!(lat["epochs"].as_array().map(Vec::len), Some(8), "the default page");

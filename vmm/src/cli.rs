@@ -169,6 +169,9 @@ pub struct RunArgs {
     /// Priority of the device interrupt handler threads (threaded irq mode; 1..=99). [default: 50, below the measurement threads]
     #[arg(long, value_name = "PRIO", value_parser = clap::value_parser!(u32).range(1..=99))]
     pub irq_prio: Option<u32>,
+    /// Try each switch in one blackout first (the VMM proves from the task stacks that no task is in the code it changes), falling back to the guest's freezer; off: the freezer only.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
+    pub fast_switch: OnOff,
     /// Deadline for the guest to reach quiescence in a switch (a bare number is ms; old name --switch-timeout-ms).
     #[arg(long, alias = "switch-timeout-ms", value_name = "DURATION", default_value = "2s", value_parser = parse_switch_timeout)]
     pub switch_timeout: Duration,
@@ -383,6 +386,8 @@ pub struct RunConfig {
     /// `--paused`: the vCPUs wait for `cont`.
     pub paused: bool,
     pub switch_every: Option<Duration>,
+    /// `--fast-switch on` (the default).
+    pub fast_switch: bool,
     pub switch_timeout: Duration,
     pub vcpu_stop_timeout: Duration,
     pub watchdog: Duration,
@@ -428,6 +433,7 @@ impl RunConfig {
                 irq_prio: (self.workload.irq_prio != 0).then_some(self.workload.irq_prio),
                 api_sock: self.api_sock.as_ref().map(|p| p.display().to_string()),
                 shutdown_timeout: self.shutdown_timeout,
+                fast_switch: self.fast_switch,
                 switch_timeout: self.switch_timeout,
                 vcpu_stop_timeout: self.vcpu_stop_timeout,
                 watchdog: self.watchdog,
@@ -638,6 +644,7 @@ impl RunArgs {
             api_sock: self.api_sock,
             paused: self.paused,
             switch_every: self.switch_every,
+            fast_switch: self.fast_switch == OnOff::On,
             switch_timeout: self.switch_timeout,
             vcpu_stop_timeout: self.vcpu_stop_timeout,
             watchdog: self.watchdog,
@@ -933,6 +940,7 @@ mod tests {
         ("switch_to", "switch_to"),
         ("irq_load", "irq_load"),
         ("irq_prio", "irq_prio"),
+        ("fast_switch", "fast_switch"),
         ("switch_timeout", "switch_timeout_ms"),
         ("watchdog", "watchdog_s"),
         ("vcpu_stop_timeout", "vcpu_stop_timeout_ms"),

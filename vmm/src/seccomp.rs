@@ -363,18 +363,31 @@ const CONTROL: &[i64] = &[
 /// KVM ioctl request numbers, from the kernel's `<linux/kvm.h>` (as
 /// kvm-ioctls declares them; it does not export them).
 mod kvm_nr {
-    use kvm_bindings::{KVMIO, kvm_msi, kvm_regs};
+    use kvm_bindings::{KVMIO, kvm_msi, kvm_regs, kvm_sregs, kvm_vcpu_events};
     use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr};
 
     ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
     ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+    ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
+    ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
+    ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
+    ioctl_iow_nr!(KVM_SET_VCPU_EVENTS, KVMIO, 0xa0, kvm_vcpu_events);
     ioctl_iow_nr!(KVM_SIGNAL_MSI, KVMIO, 0xa5, kvm_msi);
 }
 
-/// A vCPU thread runs its vCPU and reads its registers once, at its end
-/// (the debug line with the final RIP).
+/// A vCPU thread runs its vCPU; held at the gate it reads its registers
+/// and pending events (`vstate::hold`), and after a switch in one
+/// blackout resumes at the serializing stub: it sets its registers and
+/// its interrupt shadow (`switch::fast`).
 fn vcpu_ioctls() -> Vec<u64> {
-    vec![kvm_nr::KVM_RUN(), kvm_nr::KVM_GET_REGS()]
+    vec![
+        kvm_nr::KVM_RUN(),
+        kvm_nr::KVM_GET_REGS(),
+        kvm_nr::KVM_SET_REGS(),
+        kvm_nr::KVM_GET_SREGS(),
+        kvm_nr::KVM_GET_VCPU_EVENTS(),
+        kvm_nr::KVM_SET_VCPU_EVENTS(),
+    ]
 }
 
 /// The control thread sends MSIs (`KVM_SIGNAL_MSI`: the host request
@@ -622,6 +635,10 @@ mod tests {
     fn kvm_request_numbers_match_the_kernel_headers() {
         assert_eq!(kvm_nr::KVM_RUN(), 0xae80);
         assert_eq!(kvm_nr::KVM_GET_REGS(), 0x8090_ae81);
+        assert_eq!(kvm_nr::KVM_SET_REGS(), 0x4090_ae82);
+        assert_eq!(kvm_nr::KVM_GET_SREGS(), 0x8138_ae83);
+        assert_eq!(kvm_nr::KVM_GET_VCPU_EVENTS(), 0x8040_ae9f);
+        assert_eq!(kvm_nr::KVM_SET_VCPU_EVENTS(), 0x4040_aea0);
         assert_eq!(kvm_nr::KVM_SIGNAL_MSI(), 0x4020_aea5);
     }
 

@@ -23,6 +23,7 @@
 //! "nothing changed": no byte is written unless every check passed.
 
 pub mod distribution;
+pub mod fast;
 pub mod history;
 pub mod locks;
 pub mod tasks;
@@ -38,6 +39,7 @@ use vm_memory::{Bytes, GuestAddress};
 use self::history::SwitchHistory;
 use crate::vstate::hold::HoldGate;
 use crate::vstate::memory::{self, Abi, GuestMemory, Text};
+use switcher::stackwalk::GuestCode;
 
 /// Why a switch (or a pause-resume) failed. Every switch failure means
 /// nothing changed, and says so; the text is the switch record's `reason`.
@@ -167,9 +169,31 @@ pub struct SwitchRecord {
     pub sites_patched: usize,
     /// Seconds since the run started, when requested.
     pub requested_at_s: f64,
-    /// The guest's steps of a completed switch (`None`: failed, or stamps unusable).
+    /// The guest's steps of a completed switch (`None`: failed, fast, or
+    /// stamps unusable).
     pub phases: Option<GuestPhases>,
+    /// Which path it took, and why not the fast one.
+    #[serde(default)]
+    pub path: SwitchPath,
 }
+
+/// Which path a switch took (`fast`: one blackout, `switch::fast`;
+/// otherwise the cooperative freeze), and, when the fast path was tried
+/// and refused, the first check that failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchPath {
+    pub fast: bool,
+    /// Holds the fast path tried (0: not tried).
+    #[serde(default)]
+    pub holds: u32,
+    /// The refusal (bounded: [`REFUSAL_CHARS`]).
+    pub refused: Option<String>,
+    /// The check that refused it ([`fast::Refusal::check`]).
+    pub refused_by: Option<String>,
+}
+
+/// The longest refusal a record keeps.
+pub const REFUSAL_CHARS: usize = 240;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SwitchError {
@@ -234,13 +258,15 @@ struct Active {
     /// Set when the switch was cancelled (nothing patched).
     failure: Option<SwitchFailure>,
     deadline: Instant,
+    /// Why the fast path was not taken.
+    path: SwitchPath,
 }
 
 /// What a completed (or failed) switch produced.
 #[derive(Debug)]
 pub struct Finished {
     pub origin: Origin,
-    pub record: SwitchRecord,
+    pub record: Box<SwitchRecord>,
 }
 
 /// What the control thread must do after asking the coordinator something.
@@ -269,6 +295,9 @@ pub enum Cancel {
 /// Everything the coordinator needs of the VM, lent per call.
 pub struct VmAccess<'a> {
     pub mem: &'a GuestMemory,
+    /// The guest kernel's code as the stack walker needs it (the fast
+    /// path), or why there is none.
+    pub code: Result<&'a GuestCode, &'a str>,
     pub gate: &'a HoldGate,
     /// Kicks every vCPU out of guest mode.
     pub kick_all: &'a dyn Fn(),
@@ -286,11 +315,107 @@ pub struct Coordinator {
     run_started: Instant,
     /// The guest's TSC frequency: its mailbox stamps to µs.
     tsc_khz: u32,
+    /// Whether a switch tries the fast path (one blackout) first.
+    fast_path: bool,
+}
+
+/// What a request did.
+#[derive(Debug)]
+pub enum Requested {
+    /// Already in the target mode.
+    Unchanged,
+    /// A cooperative switch `seq` runs (the fast path was refused, or
+    /// not tried).
+    Started(u64),
+    /// Switched in one blackout.
+    Finished(Finished),
 }
 
 impl Coordinator {
     pub fn new(sites: SiteTable, mode: Profile, limits: SwitchLimits, run_started: Instant, tsc_khz: u32) -> Self {
-        Self { sites, mode, next_seq: 1, active: None, history: SwitchHistory::default(), limits, run_started, tsc_khz }
+        Self {
+            sites,
+            mode,
+            next_seq: 1,
+            active: None,
+            history: SwitchHistory::default(),
+            limits,
+            run_started,
+            tsc_khz,
+            fast_path: true,
+        }
+    }
+
+    /// Whether switches try the fast path first (on by default).
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
+    }
+
+    /// Starts a switch to `target`: the fast path first (`fast`), and the
+    /// cooperative switch when it is refused.
+    pub fn request_with(
+        &mut self,
+        target: Profile,
+        origin: Origin,
+        vm: &mut VmAccess<'_>,
+    ) -> Result<Requested, SwitchError> {
+        if !self.fast_path {
+            return Ok(self.request(target, origin, vm.mem)?.map_or(Requested::Unchanged, Requested::Started));
+        }
+        if let Some(a) = &self.active {
+            return Err(SwitchError::Busy(a.to.name()));
+        }
+        let mbox = read_mailbox(vm.mem).ok_or(SwitchError::NotReady("its switch mailbox is not initialised"))?;
+        if mbox.magic != abi::ABI_MAGIC {
+            return Err(SwitchError::NotReady("its switch mailbox is not initialised (still booting?)"));
+        }
+        if target == self.mode {
+            return Ok(Requested::Unchanged);
+        }
+        if MailboxState::next(mbox.state, MailboxState::Requested, MailboxWriter::Vmm).is_none() {
+            return Err(SwitchError::MailboxBusy(state_name(mbox.state)));
+        }
+        let now = Instant::now();
+        let seq = self.next_seq;
+        let (code, limit) = (vm.code, self.limits.vcpu_stop);
+        match fast::attempt(&self.sites, code, vm, seq, self.mode, target, limit) {
+            Ok(done) => {
+                self.next_seq += 1;
+                let record = SwitchRecord {
+                    seq,
+                    from: self.mode.name().into(),
+                    to: target.name().into(),
+                    ok: true,
+                    reason: String::new(),
+                    timings: SwitchTimings {
+                        freeze_us: 0,
+                        blackout_us: done.blackout_us,
+                        total_us: now.elapsed().as_micros() as u64,
+                    },
+                    sites_patched: done.sites_patched,
+                    requested_at_s: now.duration_since(self.run_started).as_secs_f64(),
+                    phases: None,
+                    path: SwitchPath { fast: true, holds: done.holds, refused: None, refused_by: None },
+                };
+                self.mode = target;
+                self.history.push(record.clone());
+                Ok(Requested::Finished(Finished { origin, record: Box::new(record) }))
+            }
+            Err(fast::Refused { refusal, holds }) => {
+                log::debug!("switch seq {seq}: fast path refused ({refusal}); switching cooperatively");
+                let path = SwitchPath {
+                    fast: false,
+                    holds,
+                    refused: Some(refusal.to_string().chars().take(REFUSAL_CHARS).collect()),
+                    refused_by: Some(refusal.check().to_string()),
+                };
+                let seq = self.request(target, origin, vm.mem)?;
+                if let Some(a) = self.active.as_mut() {
+                    a.path = path;
+                }
+                Ok(seq.map_or(Requested::Unchanged, Requested::Started))
+            }
+        }
     }
 
     pub fn mode(&self) -> Profile {
@@ -353,6 +478,7 @@ impl Coordinator {
             sites_patched: 0,
             failure: None,
             deadline: now + self.limits.quiesce,
+            path: SwitchPath::default(),
         });
         Ok(Some(seq))
     }
@@ -543,9 +669,10 @@ impl Coordinator {
             sites_patched: a.sites_patched,
             requested_at_s: a.requested_at_s,
             phases,
+            path: a.path,
         };
         self.history.push(record.clone());
-        Finished { origin: a.origin, record }
+        Finished { origin: a.origin, record: Box::new(record) }
     }
 }
 
@@ -609,6 +736,18 @@ pub fn summary(history: &SwitchHistory) -> Option<String> {
         "mode switches: {} requested, {} completed, {} failed (nothing changed)",
         t.recorded, t.completed, t.failed
     );
+    if t.completed > 0 {
+        out.push_str(&format!(
+            "\n  fast path (one blackout): {} of {} completed ({:.0} %)",
+            t.fast,
+            t.completed,
+            t.fast as f64 * 100.0 / t.completed as f64
+        ));
+        if !t.fast_refused_by.is_empty() {
+            let by: Vec<String> = t.fast_refused_by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            out.push_str(&format!("; refused, by the first check that failed: {}", by.join(", ")));
+        }
+    }
     for (name, d) in history.timings() {
         if let Some(s) = d.spread() {
             out.push_str(&format!("\n  {name:<8} min / p50 / p99 / max: {}", s.describe_ms()));
@@ -780,6 +919,7 @@ mod tests {
             sites_patched: if ok { 41 } else { 0 },
             requested_at_s: 0.0,
             phases: None,
+            path: SwitchPath::default(),
         };
         let mut h = SwitchHistory::default();
         assert_eq!(summary(&h), None);

@@ -171,6 +171,11 @@ core::arch::global_asm!(
     "irq3_exit_end:",
     "mov rdi, rsp",
     "call {on_exit_replay}",
+    // Named for the VMM's stack walker: this call and `irq3_dispatch`'s
+    // return here and to `irq3_exit` with the trap frame 16 bytes above
+    // the handler's frame (switcher::stackwalk).
+    ".global irq3_replay_ret",
+    "irq3_replay_ret:",
     "jmp irq3_exit",
     // Masked: record the vector and return; it runs at the unmask.
     // Landed in an entry's window, unmasked: record (as masked), keep the

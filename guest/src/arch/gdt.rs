@@ -81,6 +81,9 @@ struct Ring0Stack([u8; RING0_STACK_SIZE]);
 #[unsafe(link_section = ".bss.stacks.ist")]
 static mut IST_STACKS: [[IstStack; IST_STACKS_PER_CPU]; MAX_CPUS] =
     [const { [const { IstStack([0; IST_STACK_SIZE]) }; IST_STACKS_PER_CPU] }; MAX_CPUS];
+/// Named for the VMM, which finds a CPU's ring-0 stack top (the CPL3
+/// context of a CPU held in the shim) from it.
+#[unsafe(export_name = "shim_ring0_stacks")]
 #[unsafe(link_section = ".bss.stacks.ring0")]
 static mut RING0_STACKS: [Ring0Stack; MAX_CPUS] = [const { Ring0Stack([0; RING0_STACK_SIZE]) }; MAX_CPUS];
 
@@ -166,6 +169,11 @@ pub unsafe fn drop_to_cpl3(entry: extern "C" fn(u64, u64) -> !, arg0: u64, arg1:
             "mov rax, rsp",
             "and rax, -16",
             "sub rax, 8",
+            // The entry's frame chain ends here: return address 0, rbp 0
+            // (the VMM's stack walker ends an idle task's walk there).
+            "mov qword ptr [rax], 0",
+            "mov rsp, rax",
+            "xor ebp, ebp",
             "push {ss}",
             "push rax",
             "push {rflags}",

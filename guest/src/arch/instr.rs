@@ -104,3 +104,17 @@ pub fn halt_forever_cpl0() -> ! {
         unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
     }
 }
+
+// The VMM's serialization point after a switch in one blackout
+// (`vmm/src/switch/fast.rs`): it resumes a held CPL3 vCPU here with an
+// interrupt frame of the context it stopped in built below its rsp.
+// IRETQ is architecturally serializing (Intel SDM vol. 3 "Serializing
+// Instructions"; AMD APM vol. 2 "Serializing Instructions"), so the CPU
+// serializes before it fetches the code it returns to. Nothing in the
+// kernel calls it.
+core::arch::global_asm!(
+    ".section .text.serialize_iret, \"ax\"",
+    ".global switch_serialize_iret",
+    "switch_serialize_iret:",
+    "iretq",
+);

@@ -115,7 +115,10 @@ core::arch::global_asm!(
     "lidt [rip + {kernel_idtr} + {idtr_operand}]",
     "60:",
     "iretq",
-    // The other services, in Rust.
+    // The other services, in Rust. From here rbp is no longer the CPL3
+    // caller's: the VMM's stack walker knows the gate only up to here.
+    ".global shim_gate_services",
+    "shim_gate_services:",
     "70:",
     "push 0",
     "push 6",

@@ -22,6 +22,28 @@
 //! - `stall=MS`: a task 'stall' on the last CPU spins with preemption off
 //!   (interrupts on) for MS milliseconds: that CPU's watchdog thread cannot
 //!   run, so the guest's watchdog and the VMM's both report the stall.
+//! - `park-in-lock`: a task 'impl-park' (cpu 0) calls a switchable
+//!   lock's `lock` and stops inside the implementation the call site
+//!   reaches, before it touches the lock, busy, until the VMM has made a
+//!   switch request (`sched::park`: the mailbox's request number moved;
+//!   bounded), saying so when it stops (`'impl-park'
+//!   parked in the lock implementation`); then it takes and releases the
+//!   lock (the `hold-lock` task's code with no hold: its lines name
+//!   'lock-hog') and exits. The VMM's fast path must refuse (a task inside
+//!   switched code, naming it and the frame); it writes no request, so
+//!   the task is still there at every hold; the cooperative switch that
+//!   follows writes one, the task leaves, freezes, and the switch
+//!   completes.
+//! - `park-in-preempt`: the same, inside the voluntary preemption point's
+//!   implementation (`might_resched` before the lock: the task boots in
+//!   a profile whose preemption model is `voluntary`, e.g. mainline).
+//! - `bad-frame`: a task 'bad-frame' (on the last CPU, exempt from the
+//!   freezer: it takes no lock) runs with a corrupted frame pointer
+//!   (rbp = 0x1234, in assembly that uses no stack), saying so (`'bad-frame'
+//!   runs with a corrupted frame pointer`), until a switch request (as
+//!   `park-in-lock`), then restores it and exits. Its stack cannot be
+//!   walked: the fast path must refuse, naming it; the cooperative switch
+//!   completes.
 //! - `corrupt-mailbox`: 100 ms after boot a task scribbles garbage over the
 //!   switch mailbox for 300 ms (magic included; states outside the
 //!   protocol) and makes switch hypercalls with garbage values; the garbage
@@ -100,6 +122,9 @@ pub struct Faults {
     pub stack_lock: bool,
     pub thaw_spin_us: Option<u32>,
     pub after_request: bool,
+    pub park_in_lock: bool,
+    pub park_in_preempt: bool,
+    pub bad_frame: bool,
 }
 
 impl Faults {
@@ -130,6 +155,9 @@ impl Faults {
                 "text-write" => self.text_write = true,
                 "stack-lock" => self.stack_lock = true,
                 "after-request" => self.after_request = true,
+                "park-in-lock" => self.park_in_lock = true,
+                "park-in-preempt" => self.park_in_preempt = true,
+                "bad-frame" => self.bad_frame = true,
                 _ => return false,
             }
         }
@@ -188,6 +216,17 @@ pub fn start(f: &Faults) {
     if let Some(ms) = f.stall_ms {
         crate::println!("fault injection: 'stall' spins {ms} ms with preemption off on cpu {last}");
         sched::spawn("stall", FAULT_PRIO, last, stall, ms as usize);
+    }
+    if f.park_in_lock {
+        crate::println!("fault injection: 'impl-park' stops inside the lock implementation on cpu 0");
+        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(sched::park::IN_LOCK));
+    } else if f.park_in_preempt {
+        crate::println!("fault injection: 'impl-park' stops inside the preemption point implementation on cpu 0");
+        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(sched::park::IN_PREEMPT));
+    }
+    if f.bad_frame {
+        crate::println!("fault injection: 'bad-frame' corrupts its frame pointer on cpu {last}");
+        sched::spawn("bad-frame", FAULT_PRIO, last, bad_frame, 0);
     }
     if f.corrupt_mailbox {
         sched::spawn("mbox-scribbler", FAULT_PRIO, last, scribble_mailbox, 0);
@@ -263,6 +302,51 @@ fn busy_for(ms: usize, since_seq: u64, mut work: impl FnMut()) {
     }
 }
 
+/// Takes and releases the hog's lock (through `hog`, whose call sites
+/// exist anyway: a fault adds none: `might_resched`, then the lock),
+/// parking inside the implementation `at` names (`sched::park`).
+fn impl_park(at: usize) {
+    sched::park::arm(at as u8);
+    hog(0);
+    crate::println!("fault injection: 'impl-park' left the lock implementation");
+}
+
+fn bad_frame(_: usize) {
+    sched::freezer::exempt_current();
+    let seq = request_seq();
+    let give_up = sched::now_tsc() + sched::us_to_tsc(AFTER_REQUEST_WAIT_US);
+    crate::println!("fault injection: 'bad-frame' runs with a corrupted frame pointer");
+    let seq_addr = SWITCH_MAILBOX_ADDR + core::mem::offset_of!(SwitchMailbox, seq) as u64;
+    // SAFETY: reads the mailbox's request number (ABI memory, identity
+    // mapped) and the TSC; rbp is saved and restored around the loop,
+    // which uses no stack (interrupts may come: they save rbp like any
+    // register).
+    unsafe {
+        core::arch::asm!(
+            "push rbp",
+            "mov rbp, 0x1234",
+            "2:",
+            "pause",
+            "cmp qword ptr [{seq_addr}], {seq}",
+            "jne 3f",
+            "rdtsc",
+            "shl rdx, 32",
+            "or rax, rdx",
+            "cmp rax, {give_up}",
+            "jb 2b",
+            "3:",
+            "pop rbp",
+            seq_addr = in(reg) seq_addr,
+            seq = in(reg) seq,
+            give_up = in(reg) give_up,
+            out("rax") _,
+            out("rdx") _,
+        );
+    }
+    crate::println!("fault injection: 'bad-frame' restored its frame pointer");
+}
+
+#[inline(never)]
 fn hog(ms: usize) {
     let mut g = HOG_LOCK.lock();
     let seq = request_seq();

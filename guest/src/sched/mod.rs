@@ -48,6 +48,7 @@ pub mod freezer;
 pub mod handler_mark;
 mod idle;
 mod lifecycle;
+pub mod park;
 mod preempt;
 pub mod preempt_sites;
 pub mod raw_lock;

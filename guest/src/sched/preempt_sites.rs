@@ -62,6 +62,7 @@ pub fn cond_resched() {
 
 /// `resched`: the cond_resched / might_resched implementation.
 pub extern "C" fn resched() {
+    super::park::point(super::park::IN_PREEMPT);
     if percpu::need_resched() && percpu::preempt_count() == 0 {
         preempt_schedule();
     }

@@ -46,7 +46,7 @@ pub const MAX_TASKS: usize = 128;
 /// Kernel stack per spawned task.
 pub const STACK_SIZE: usize = 16 * 1024;
 /// Unmapped guard below each stack.
-pub const GUARD_SIZE: usize = 4096;
+pub const GUARD_SIZE: usize = switcher::abi::task_word::STACK_GUARD as usize;
 /// Lowest and highest priority of a kernel thread (higher runs first; the
 /// idle tasks, never queued, are at 0).
 pub const MIN_PRIO: u8 = 1;
@@ -312,6 +312,9 @@ struct StackSlot {
 
 /// Used only as stacks (through raw addresses). In the linker script's
 /// stack range.
+/// Named for the VMM, which bounds each task's stack walk by its own
+/// stack (`switcher::stackwalk`).
+#[unsafe(export_name = "sched_task_stacks")]
 #[unsafe(link_section = ".bss.stacks.tasks")]
 static mut STACKS: [StackSlot; MAX_TASKS] =
     [const { StackSlot { guard: [0; GUARD_SIZE], stack: [0; STACK_SIZE] } }; MAX_TASKS];

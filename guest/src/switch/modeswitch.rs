@@ -44,8 +44,14 @@ const CENSUS_US: u64 = 100;
 static SERIALIZE_ACKS: AtomicU32 = AtomicU32::new(0);
 static VERDICT: sched::WaitQueue = sched::WaitQueue::new("switch-verdict");
 
+/// The mode of the last Mode epoch this guest opened or is about to open
+/// (its code): a completed switch to another mode is one the VMM made in
+/// one blackout, whose epochs the guest still has to open.
+static EPOCH_MODE: AtomicU32 = AtomicU32::new(u32::MAX);
+
 /// Publishes the mailbox: the VMM accepts switch requests from now on.
 pub fn init(mode: Profile) {
+    EPOCH_MODE.store(mode.code(), Ordering::Relaxed);
     mailbox::publish(mode);
 }
 
@@ -57,6 +63,7 @@ static ANSWERED_SEQ: AtomicU64 = AtomicU64::new(0);
 pub fn pending() -> bool {
     match mailbox::state() {
         Some(MailboxState::Requested) => true,
+        Some(MailboxState::Complete) => mbox_read!(mode) != EPOCH_MODE.load(Ordering::Relaxed),
         Some(MailboxState::Cancelled) => mbox_read!(seq) != ANSWERED_SEQ.load(Ordering::Relaxed),
         _ => false,
     }
@@ -99,6 +106,10 @@ fn acknowledge() {
 
 /// Runs one switch request to its end (control thread).
 pub fn run() {
+    if mailbox::state() == Some(MailboxState::Complete) {
+        adopt_fast_switch();
+        return;
+    }
     let seq = mbox_read!(seq);
     ANSWERED_SEQ.store(seq, Ordering::Relaxed);
     let target = Profile::from_u32(mbox_read!(target));
@@ -143,6 +154,7 @@ pub fn run() {
         registry::get().set_mode(mode);
         mbox_write!(mode, mode.code());
     }
+    EPOCH_MODE.store(mode.code(), Ordering::Relaxed);
     freezer::thaw();
     let thawed = sched::now_tsc();
     mbox_write!(thawed_tsc, thawed);
@@ -151,6 +163,27 @@ pub fn run() {
     // at once (the next `run`): no mode epoch in between, whose first
     // periods would still carry this switch.
     if wait_full_period_after(thawed) {
+        workload::open_epoch(mode, EpochKind::Mode);
+    }
+}
+
+/// A switch the VMM completed in one blackout (`vmm/src/switch/fast.rs`):
+/// it patched the sites, had every CPU serialize, and left the mailbox
+/// COMPLETE with the new mode and the registry's mode set, all while every
+/// vCPU was held; no task froze. What is left is the telemetry: the old
+/// mode's epoch closes into a Switching epoch now, and the new mode's
+/// epoch opens after the same guard as a cooperative switch's (its
+/// samples are the new mode's only). The periods between the blackout and
+/// this thread running stay in the old mode's epoch.
+fn adopt_fast_switch() {
+    let code = mbox_read!(mode);
+    let from = Profile::from_u32(EPOCH_MODE.swap(code, Ordering::Relaxed));
+    let Some(mode) = Profile::from_u32(code) else {
+        crate::println!("switch: the mailbox names no mode ({code:#x}); no epoch opened");
+        return;
+    };
+    workload::open_epoch(from.unwrap_or(mode), EpochKind::Switching);
+    if wait_full_period_after(sched::now_tsc()) {
         workload::open_epoch(mode, EpochKind::Mode);
     }
 }

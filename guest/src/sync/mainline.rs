@@ -15,6 +15,7 @@ use crate::sched::{self, TaskRef, freezer};
 
 /// Spins until the lock is taken (`mainline_lock::lock`).
 pub extern "C" fn lock(lock: *const LockCore) -> u64 {
+    crate::sched::park::point(crate::sched::park::IN_LOCK);
     // SAFETY: call sites pass a pointer to a live LockCore (`spinlock.rs`).
     mainline_lock::lock(&Kernel, unsafe { &(*lock).word.owner })
 }

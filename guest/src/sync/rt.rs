@@ -81,6 +81,7 @@ pub fn spin_stats() -> (u64, u64, u64, u64) {
 
 /// Takes the lock, sleeping if needed (`rtmutex::lock`).
 pub extern "C" fn lock(lock: *const LockCore) -> u64 {
+    crate::sched::park::point(crate::sched::park::IN_LOCK);
     // SAFETY: call sites pass a pointer to a live LockCore (`spinlock.rs`).
     rtmutex::lock(&Kernel, unsafe { &(*lock).word })
 }

@@ -1051,6 +1051,9 @@ pub fn render(s: &Suite) -> String {
         let mut rows = vec![cells(&["", "min", "p50", "p99", "max"])];
         for (title, p) in [("under the lock load", &sw.under_load), ("idle (--load none)", &sw.idle)] {
             let cs = p.values.as_ref().and_then(|v| v.cs_us).map(|c| format!(", cs {c} us")).unwrap_or_default();
+            let hits =
+                p.values.as_ref().and_then(switching::Phase::hit_rate).map(|h| format!(", {h}")).unwrap_or_default();
+            let cs = format!("{cs}{hits}");
             let failed = p.failed_switches();
             let mut failed = if failed > 0 { format!(", {failed} failed") } else { String::new() };
             if p.interrupted() {
@@ -1100,8 +1103,15 @@ pub fn render(s: &Suite) -> String {
         if let (Some(t), Some(cs)) = (load.and_then(|x| x.total), sw.under_load.values.as_ref().and_then(|v| v.cs_us)) {
             let bound = cs + 2000;
             let met = if t.max_us <= bound { "met" } else { "NOT MET" };
+            let hits = sw
+                .under_load
+                .values
+                .as_ref()
+                .filter(|v| !v.total.is_empty())
+                .map(|v| format!(" (fast path hit rate {:.0} %)", v.fast as f64 * 100.0 / v.total.len() as f64))
+                .unwrap_or_default();
             out.push_str(&format!(
-                "  total under load max {} ms: target <= cs + 2 ms = {}: {met}\n",
+                "  total under load max {} ms: target <= cs + 2 ms = {}: {met}{hits}\n",
                 ms(t.max_us),
                 ms(bound)
             ));

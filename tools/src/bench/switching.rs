@@ -75,6 +75,13 @@ pub struct Phase {
     /// each dimension the kernel has.
     pub sites: Option<u64>,
     pub sites_by_dimension: Option<SiteCounts>,
+    /// Switches that took the fast path (one blackout, no freezer), and
+    /// the refused ones by the first check that failed (`query-switches`'s
+    /// `path`).
+    #[serde(default)]
+    pub fast: u64,
+    #[serde(default)]
+    pub refused_by: std::collections::BTreeMap<String, u64>,
     /// Switches that failed, with the VMM's reason.
     pub failed: Vec<String>,
     /// Ctrl-C on the suite ended the phase early (the figures are the
@@ -99,6 +106,20 @@ pub struct PhaseSpreads {
 }
 
 impl Phase {
+    /// "fast path N of M (P %)[; refused: check N, ...]", for the table.
+    pub fn hit_rate(&self) -> Option<String> {
+        let done = self.total.len() as u64;
+        if done == 0 {
+            return None;
+        }
+        let mut s = format!("fast path {} of {done} ({:.0} %)", self.fast, self.fast as f64 * 100.0 / done as f64);
+        if !self.refused_by.is_empty() {
+            let by: Vec<String> = self.refused_by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            s.push_str(&format!("; refused: {}", by.join(", ")));
+        }
+        Some(s)
+    }
+
     pub fn spreads(&self) -> PhaseSpreads {
         let s = |v: &Vec<u64>| Spread::of(&mut v.clone());
         PhaseSpreads {
@@ -155,6 +176,11 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
             p.client_rtt.push(rtt);
             for (v, k) in [(&mut p.freeze, "freeze_us"), (&mut p.blackout, "blackout_us"), (&mut p.total, "total_us")] {
                 v.push(ret[k].as_u64().unwrap_or(0));
+            }
+            p.fast += u64::from(ret["path"]["fast"] == true);
+            if let Some(check) = ret["path"]["refused_by"].as_str() {
+                // Bounded: the VMM's fixed check names.
+                *p.refused_by.entry(check.chars().take(40).collect()).or_default() += 1;
             }
             p.sites = ret["sites_patched"].as_u64().or(p.sites);
             p.sites_by_dimension = SiteCounts::from_reply(ret).or(p.sites_by_dimension);

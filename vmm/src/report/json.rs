@@ -165,6 +165,9 @@ pub struct Config {
     pub api_sock: Option<String>,
     #[serde(default)]
     pub shutdown_timeout_s: Option<f64>,
+    /// `--fast-switch` (`null`: a report older than the fast path).
+    #[serde(default)]
+    pub fast_switch: Option<bool>,
     #[serde(default)]
     pub switch_timeout_ms: Option<f64>,
     #[serde(default)]
@@ -503,6 +506,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         load_cpus: cpus(c.workload.load_cpus),
         api_sock: o.api_sock.clone(),
         shutdown_timeout_s: Some(o.shutdown_timeout.as_secs_f64()),
+        fast_switch: Some(o.fast_switch),
         switch_timeout_ms: Some(o.switch_timeout.as_secs_f64() * 1e3),
         vcpu_stop_timeout_ms: Some(o.vcpu_stop_timeout.as_secs_f64() * 1e3),
         watchdog_s: Some(o.watchdog.as_secs_f64()),
@@ -707,6 +711,12 @@ pub mod tests {
                     thaw_us: 7,
                     messaging_us: 240,
                 }),
+                path: crate::switch::SwitchPath {
+                    fast: false,
+                    holds: 1,
+                    refused: Some("lock 'load.1' is held by task 'load' (owner word 0x101)".into()),
+                    refused_by: Some("lock-word".into()),
+                },
             });
         }
         info.shim = crate::vstate::shim_stats::ShimEntries {

@@ -441,6 +441,7 @@ pub struct RunOptions {
     pub irq_prio: Option<u32>,
     pub api_sock: Option<String>,
     pub shutdown_timeout: Duration,
+    pub fast_switch: bool,
     pub switch_timeout: Duration,
     pub vcpu_stop_timeout: Duration,
     pub watchdog: Duration,

@@ -49,6 +49,7 @@ use crate::api::server::{ACCEPT_BACKOFF, ApiServer, ClientId, ReadOutcome, SendO
 use crate::report::json::Detail;
 use crate::report::{self, Measurement};
 use crate::switch::{Cancel, Finished, Origin};
+use crate::vstate::hold::Capture;
 use crate::vstate::memory::{self, Text};
 
 /// Bytes of epochs one `query-latency` reply holds at most (the rest of
@@ -411,7 +412,7 @@ impl ControlSocket {
         crate::locktest::state(&self.run.mem, locks).map_err(|e| QmpError::generic(e.to_string()))
     }
 
-    /// Holds every vCPU, walks every switched-out task's stack, releases.
+    /// Holds every vCPU, walks every task's stack, releases.
     fn query_stacks(&self) -> Result<Value, QmpError> {
         let switching = self.switching.borrow();
         if let Some(t) = switching.coordinator().in_progress() {
@@ -426,11 +427,11 @@ impl ControlSocket {
             })?;
         let run = &self.run;
         let t = Instant::now();
-        run.gate.close();
+        run.gate.close_with(Capture::Full);
         run.kick_all();
         let limit = switching.coordinator().limits().vcpu_stop;
         let held = run.gate.wait_all_held(run.all_vcpus_mask(), t + limit);
-        let reply = held.map(|()| crate::stacks::walk_all(&run.mem, code));
+        let reply = held.map(|()| crate::stacks::walk_all(&run.mem, code, &run.gate.held(run.all_vcpus_mask())));
         run.gate.open();
         let mut v = reply.map_err(|missing| {
             QmpError::generic(format!("vCPUs (mask {missing:#x}) did not stop within {} ms", limit.as_millis()))
@@ -455,6 +456,9 @@ impl ControlSocket {
             self.send(client, &text, ops);
         }
         self.emit(event.0, event.1, ops);
+        if f.record.path.fast {
+            self.switching.borrow().after_fast_switch();
+        }
         after_switch(&self.run);
     }
 

@@ -181,7 +181,8 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     };
     let limits =
         SwitchLimits { quiesce: config.switch_timeout, vcpu_stop: config.vcpu_stop_timeout, ..SwitchLimits::default() };
-    let coordinator = Coordinator::new(sites, config.mode, limits, started, vm.tsc_khz);
+    let mut coordinator = Coordinator::new(sites, config.mode, limits, started, vm.tsc_khz);
+    coordinator.set_fast_path(config.fast_switch);
     let signal_evt = signals::install().map_err(|e| RunError::Host("signal handlers", e))?;
     vcpu::register_kick_handler()
         .map_err(|e| RunError::Host("vCPU kick signal handler", std::io::Error::from_raw_os_error(e.errno())))?;

@@ -25,7 +25,7 @@ use super::lifecycle::State;
 use super::mailbox::Sender;
 use super::pacing;
 use super::shared::Shared;
-use crate::switch::{Cancel, Coordinator, Finished, Origin, Step, SwitchError, SwitchRecord, VmAccess};
+use crate::switch::{Cancel, Coordinator, Finished, Origin, Requested, Step, SwitchError, SwitchRecord, VmAccess};
 
 /// The switch subscriber, as other subscribers call it.
 pub type SwitchHandle = Rc<RefCell<Switching>>;
@@ -100,14 +100,33 @@ impl Switching {
             State::Booting => return Err(SwitchError::Booting),
             State::Ready | State::Switching => {}
         }
-        let seq = self.coordinator.request(target, origin, &self.run.mem)?;
-        if let Some(seq) = seq {
-            log::info!("switch #{seq} to {} requested", target.name());
-            self.run.life.borrow_mut().switch_started();
-            self.notify_guest();
-            self.arm_deadline();
+        let run = self.run.clone();
+        let kick_all = || run.kick_all();
+        let mut access = VmAccess {
+            mem: &run.mem,
+            code: run.code.as_ref().map_err(String::as_str),
+            gate: &run.gate,
+            kick_all: &kick_all,
+            all_vcpus_mask: run.all_vcpus_mask(),
+        };
+        match self.coordinator.request_with(target, origin, &mut access)? {
+            Requested::Unchanged => Ok(None),
+            Requested::Started(seq) => {
+                log::info!("switch #{seq} to {} requested", target.name());
+                self.run.life.borrow_mut().switch_started();
+                self.notify_guest();
+                self.arm_deadline();
+                Ok(Some(seq))
+            }
+            Requested::Finished(f) => {
+                let seq = f.record.seq;
+                self.run.life.borrow_mut().switch_started();
+                // The guest is told after the client's reply
+                // (`after_fast_switch`).
+                self.finished(f);
+                Ok(Some(seq))
+            }
         }
-        Ok(seq)
     }
 
     /// `x-cancel-switch`: cancels the switch in progress if it is still
@@ -120,8 +139,13 @@ impl Switching {
     pub fn on_guest_notify(&mut self) {
         let run = &self.run;
         let kick_all = || run.kick_all();
-        let mut access =
-            VmAccess { mem: &run.mem, gate: &run.gate, kick_all: &kick_all, all_vcpus_mask: run.all_vcpus_mask() };
+        let mut access = VmAccess {
+            mem: &run.mem,
+            code: run.code.as_ref().map_err(String::as_str),
+            gate: &run.gate,
+            kick_all: &kick_all,
+            all_vcpus_mask: run.all_vcpus_mask(),
+        };
         let step = self.coordinator.on_guest_notify(&mut access);
         self.step(step);
     }
@@ -179,8 +203,22 @@ impl Switching {
         match &self.ends {
             // It replies, then reads the telemetry (below).
             Some(to) => to.post(f),
-            None => after_switch(&self.run),
+            None => {
+                if f.record.path.fast {
+                    self.after_fast_switch();
+                }
+                after_switch(&self.run);
+            }
         }
+    }
+
+    /// After a switch in one blackout has been answered: interrupts the
+    /// guest, whose control thread then finds the completed switch and
+    /// opens the new mode's epochs (it owes no acknowledgement). After
+    /// the reply, since the interrupt and its kick cost a vCPU exit and,
+    /// on a host with few cores, the control thread's core for a while.
+    pub fn after_fast_switch(&self) {
+        self.notify_guest();
     }
 
     /// `--switch-every` timer: toggle.
@@ -236,9 +274,14 @@ impl MutEventSubscriber for Switching {
 
 /// One line about a finished switch.
 pub(super) fn switch_line(r: &SwitchRecord) -> String {
+    let path = match (&r.path.fast, &r.path.refused) {
+        (true, _) => " in one blackout".to_string(),
+        (false, Some(why)) => format!(" (fast path refused: {why})"),
+        (false, None) => String::new(),
+    };
     if r.ok {
         format!(
-            "switch #{} {} -> {}: total {:.3} ms (freeze {:.3} ms, blackout {:.3} ms), {} sites patched",
+            "switch #{} {} -> {}: total {:.3} ms (freeze {:.3} ms, blackout {:.3} ms), {} sites patched{path}",
             r.seq,
             r.from,
             r.to,
@@ -248,6 +291,6 @@ pub(super) fn switch_line(r: &SwitchRecord) -> String {
             r.sites_patched
         )
     } else {
-        format!("switch #{} {} -> {} FAILED: {}", r.seq, r.from, r.to, r.reason)
+        format!("switch #{} {} -> {} FAILED: {}{path}", r.seq, r.from, r.to, r.reason)
     }
 }

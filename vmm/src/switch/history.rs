@@ -29,6 +29,10 @@ pub struct SwitchHistory {
     capacity: usize,
     completed: u64,
     failed: u64,
+    /// Completed in one blackout (`fast`).
+    fast: u64,
+    /// Fast paths refused, by the check that failed first.
+    refused_by: std::collections::BTreeMap<String, u64>,
     freeze: Distribution,
     blackout: Distribution,
     total: Distribution,
@@ -46,6 +50,14 @@ pub struct SwitchTotals {
     pub retained: u64,
     /// Records no longer kept (the oldest, seq 1 to this).
     pub forgotten: u64,
+    /// Completed switches that took the fast path (one blackout); the
+    /// rest of `completed` took the cooperative one.
+    #[serde(default)]
+    pub fast: u64,
+    /// Fast paths refused (then run cooperatively), by the first check
+    /// that failed (`SwitchPath`'s `refused_by`), exact.
+    #[serde(default)]
+    pub fast_refused_by: std::collections::BTreeMap<String, u64>,
     /// Timings of the completed switches (`null` before the first).
     pub freeze_us: Option<Summary>,
     pub blackout_us: Option<Summary>,
@@ -84,6 +96,8 @@ impl SwitchHistory {
             capacity: capacity.max(1),
             completed: 0,
             failed: 0,
+            fast: 0,
+            refused_by: std::collections::BTreeMap::new(),
             freeze: Distribution::new(),
             blackout: Distribution::new(),
             total: Distribution::new(),
@@ -92,6 +106,13 @@ impl SwitchHistory {
 
     /// Adds the record of a switch that ended (in seq order).
     pub fn push(&mut self, r: SwitchRecord) {
+        if let Some(check) = &r.path.refused_by {
+            // Bounded: the names are [`super::fast::Refusal::check`]'s.
+            *self.refused_by.entry(check.clone()).or_default() += 1;
+        }
+        if r.ok && r.path.fast {
+            self.fast += 1;
+        }
         if r.ok {
             self.completed += 1;
             self.freeze.add(r.timings.freeze_us);
@@ -127,6 +148,8 @@ impl SwitchHistory {
             failed: self.failed,
             retained: self.records.len() as u64,
             forgotten: self.forgotten(),
+            fast: self.fast,
+            fast_refused_by: self.refused_by.clone(),
             freeze_us: self.freeze.summary(),
             blackout_us: self.blackout.summary(),
             total_us: self.total.summary(),
@@ -182,6 +205,7 @@ mod tests {
             sites_patched: if ok { 40 } else { 0 },
             requested_at_s: seq as f64,
             phases: None,
+            path: crate::switch::SwitchPath::default(),
         }
     }
 

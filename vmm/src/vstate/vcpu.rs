@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::vstate::bus::{Bus, Done};
 use crate::vstate::events::Producer;
-use crate::vstate::hold::HoldGate;
+use crate::vstate::hold::{Capture, HeldVcpu, HoldGate, Resume};
 use kvm_bindings::kvm_run;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
@@ -219,14 +219,33 @@ fn run_loop<E>(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext<E>, stop: &AtomicBool
         ctx.send(VcpuEvent::Fault { cpu, what: e.to_string() });
         stop.store(true, Ordering::Release);
     }
+    // The last exit left an emulated MMIO or port access for the next
+    // KVM_RUN to complete: until then the registers are not the vCPU's
+    // real state (the KVM API's "completion" of userspace exits).
+    let mut io_pending = false;
     while !stop.load(Ordering::Acquire) {
-        ctx.gate.pass(cpu, stop, || fd.get_regs().map_or(0, |r| r.rip));
+        let resume = ctx.gate.pass(cpu, stop, |what| capture(&mut fd, what, &mut io_pending));
+        if let Some(r) = resume
+            && let Err(e) = apply_resume(&fd, r)
+        {
+            // Its code may have been patched with nothing to serialize it:
+            // it must not run again.
+            ctx.send(VcpuEvent::Fault { cpu, what: format!("cannot resume at the serializing stub: {e}") });
+            break;
+        }
         if stop.load(Ordering::Acquire) {
             break;
         }
         let next = match fd.run() {
-            Ok(exit) => handle_exit(cpu, exit, ctx, &mut unexpected),
+            Ok(exit) => {
+                io_pending = matches!(
+                    exit,
+                    VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..) | VcpuExit::IoIn(..) | VcpuExit::IoOut(..)
+                );
+                handle_exit(cpu, exit, ctx, &mut unexpected)
+            }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                io_pending = false;
                 fd.set_kvm_immediate_exit(0);
                 Next::Continue
             }
@@ -245,6 +264,62 @@ fn run_loop<E>(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext<E>, stop: &AtomicBool
     KVM_RUN.with(|r| r.set(std::ptr::null_mut()));
     ctx.gate.gone(cpu);
     ctx.send(VcpuEvent::Finished { cpu });
+}
+
+/// What a vCPU parking at the gate reads of itself (`hold::Capture`).
+/// For a full capture it first completes an MMIO or port access its last
+/// exit left (KVM_RUN with `immediate_exit` completes it and returns), so
+/// that its registers are its real state; one it cannot complete leaves
+/// the capture not `full`.
+fn capture(fd: &mut VcpuFd, what: Capture, io_pending: &mut bool) -> HeldVcpu {
+    let regs = fd.get_regs();
+    let rip = regs.as_ref().map_or(0, |r| r.rip);
+    if what == Capture::Rip {
+        return HeldVcpu { rip, ..HeldVcpu::default() };
+    }
+    if *io_pending {
+        fd.set_kvm_immediate_exit(1);
+        let done = matches!(fd.run(), Err(e) if e.errno() == libc::EINTR);
+        fd.set_kvm_immediate_exit(0);
+        if !done {
+            return HeldVcpu { rip, ..HeldVcpu::default() };
+        }
+        *io_pending = false;
+    }
+    let (Ok(regs), Ok(sregs), Ok(events)) = (fd.get_regs(), fd.get_sregs(), fd.get_vcpu_events()) else {
+        return HeldVcpu { rip, ..HeldVcpu::default() };
+    };
+    let event_pending = events.exception.injected != 0
+        || events.exception.pending != 0
+        || events.interrupt.injected != 0
+        || events.nmi.injected != 0
+        || events.nmi.pending != 0;
+    HeldVcpu {
+        rip: regs.rip,
+        rsp: regs.rsp,
+        rbp: regs.rbp,
+        rflags: regs.rflags,
+        cs: sregs.cs.selector,
+        ss: sregs.ss.selector,
+        full: true,
+        event_pending,
+    }
+}
+
+/// Resumes a held vCPU where the control thread said (`hold::Resume`):
+/// its rip and rsp, and, if asked, an interrupt shadow (STI blocking) so
+/// that the instruction there runs before any maskable interrupt.
+fn apply_resume(fd: &VcpuFd, r: Resume) -> Result<(), kvm_ioctls::Error> {
+    let mut regs = fd.get_regs()?;
+    if r.shadow {
+        let mut events = fd.get_vcpu_events()?;
+        events.interrupt.shadow = kvm_bindings::KVM_X86_SHADOW_INT_STI as u8;
+        events.flags |= kvm_bindings::KVM_VCPUEVENT_VALID_SHADOW;
+        fd.set_vcpu_events(&events)?;
+    }
+    regs.rip = r.rip;
+    regs.rsp = r.rsp;
+    fd.set_regs(&regs)
 }
 
 fn handle_exit<E>(cpu: u32, exit: VcpuExit<'_>, ctx: &VcpuContext<E>, unexpected: &mut u64) -> Next {
