@@ -118,25 +118,37 @@ fn a_stalled_cpus_worst_sample_and_its_periods_are_counted_once() {
 
 /// A thread sample measures a wake-up: from the deadline to the thread
 /// running, through the timer interrupt's delivery into the guest and a
-/// context switch, which takes well over a microsecond on any KVM host,
-/// unless the interrupt was raised for an earlier deadline (a load
-/// thread's sleep) and entered just after this one passed: then the
-/// activation's IRQ sample is shorter than its thread sample (a 967 ns
-/// thread sample was seen so in CI).
-/// A 100 µs period under the lock load often finds the deadline already
-/// passed when the thread goes to sleep; such an activation measured no
-/// wake-up and counts as a missed period, never as a sample of a few ns.
-/// The run halts its idle CPUs (profile `mainline,idle=halt`): under the default
+/// context switch, which takes well over a microsecond on any KVM host.
+/// A 100 µs period often finds the deadline already passed when the
+/// thread goes to sleep (a halted CPU wakes in 50 to 130 µs here); such an
+/// activation measured no wake-up and counts as a missed period, never as
+/// a sample of a few ns. The run has no load: a load thread's sleep arms
+/// a timer of its own, and its interrupt, arriving just after the
+/// measurement's deadline passed, can wake the measurement thread in
+/// under a microsecond (a genuine wake-up, seen once in CI at 967 ns). It
+/// halts its idle CPUs (profile `mainline,idle=halt`): under the default
 /// `haltpoll` an idle CPU that polls up to a deadline serves it itself,
 /// without an interrupt, and its thread's genuine wake-up can take less
-/// than a microsecond.
+/// than a microsecond. With not-slept activations recorded as samples (a
+/// scratch build), this run had 37 to 42 samples under 1 µs per CPU.
 #[test]
 fn activations_that_did_not_sleep_are_no_samples() {
     let dir = Scratch::new("trust-unslept");
     let (r, v) = run_json(
         &dir,
         "unslept",
-        &["--vcpus", "2", "--duration", "2", "--interval-us", "100", "--profile", "mainline,idle=halt"],
+        &[
+            "--vcpus",
+            "2",
+            "--duration",
+            "2",
+            "--interval-us",
+            "100",
+            "--load",
+            "none",
+            "--profile",
+            "mainline,idle=halt",
+        ],
     );
     // A loaded host may make the run "not ok" (too many missed periods):
     // what is asserted is what its samples are.
@@ -145,20 +157,7 @@ fn activations_that_did_not_sleep_are_no_samples() {
     for e in &v.epochs {
         for c in cpus(e) {
             if let Some(min) = c.thread.stats.min_ns {
-                // Under a microsecond only where the interrupt that served
-                // the deadline was raised for an earlier one (a load
-                // thread's sleep) and entered just after this deadline
-                // passed: that activation's IRQ sample is then shorter
-                // still. A sample with no such interrupt is the bug.
-                let irq_min = c.irq.stats.min_ns.unwrap_or(u64::MAX);
-                assert!(
-                    min >= 1_000 || irq_min <= min,
-                    "epoch {} cpu {:?}: a thread sample of {min} ns that no interrupt served (IRQ min {irq_min} \
-                     ns)\n{}",
-                    e.index,
-                    c.cpu,
-                    r.stderr
-                );
+                assert!(min >= 1_000, "epoch {} cpu {:?}: a thread sample of {min} ns\n{}", e.index, c.cpu, r.stderr);
             }
             assert!(c.irq.stats.count <= c.samples, "more IRQ samples than activations");
         }
