@@ -55,6 +55,18 @@ pub struct Switching {
     ends: Option<Sender<Finished>>,
 }
 
+/// What the switch coordinator reaches of the VM (`kick_all` kicks every
+/// vCPU of `run`).
+fn vm_access<'a>(run: &'a Shared, kick_all: &'a dyn Fn()) -> VmAccess<'a> {
+    VmAccess {
+        mem: &run.mem,
+        code: run.code.as_ref().map_err(String::as_str),
+        gate: &run.gate,
+        kick_all,
+        all_vcpus_mask: run.all_vcpus_mask(),
+    }
+}
+
 impl Switching {
     /// `every`: `--switch-every`, checked against the `workload` (a start
     /// warning when it is below what a switch takes).
@@ -102,13 +114,7 @@ impl Switching {
         }
         let run = self.run.clone();
         let kick_all = || run.kick_all();
-        let mut access = VmAccess {
-            mem: &run.mem,
-            code: run.code.as_ref().map_err(String::as_str),
-            gate: &run.gate,
-            kick_all: &kick_all,
-            all_vcpus_mask: run.all_vcpus_mask(),
-        };
+        let mut access = vm_access(&run, &kick_all);
         match self.coordinator.request_with(target, origin, &mut access)? {
             Requested::Unchanged => Ok(None),
             Requested::Started(seq) => {
@@ -139,13 +145,7 @@ impl Switching {
     pub fn on_guest_notify(&mut self) {
         let run = &self.run;
         let kick_all = || run.kick_all();
-        let mut access = VmAccess {
-            mem: &run.mem,
-            code: run.code.as_ref().map_err(String::as_str),
-            gate: &run.gate,
-            kick_all: &kick_all,
-            all_vcpus_mask: run.all_vcpus_mask(),
-        };
+        let mut access = vm_access(run, &kick_all);
         let step = self.coordinator.on_guest_notify(&mut access);
         self.step(step);
     }
