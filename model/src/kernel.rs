@@ -140,6 +140,11 @@ impl MTask {
     pub fn queued_on(&self) -> usize {
         self.blocked_on.peek()
     }
+
+    /// In a lock slow path now, read without a scheduling point.
+    pub fn in_slow_path(&self) -> bool {
+        self.in_slowpath.peek()
+    }
 }
 
 /// A model lock: the core's words, a name, and who holds it (ground truth).

@@ -125,6 +125,69 @@ fn without_pi_the_model_sees_an_owner_below_its_waiter() {
     assert!(msg.contains("PI:"), "{msg}");
 }
 
+/// Three tasks take one lock, once each: `a` holds it until `b`, whose
+/// fast path failed, is in the slow path; `c` comes then, by the fast
+/// path (a compare-exchange, without the PI lock), and holds the lock
+/// across a yield. `a` can release between `b`'s failed fast path and its
+/// `try_take` (under the PI lock), which then finds the lock free with
+/// nobody queued: `c`'s fast path can take it in the same moment. The
+/// guest's `no-spin` self-test (CI, stop 34) panicked there: "rt unlock
+/// of 'selftest.pair' by 'pair-worker': owner word 0x0 is not ours", the
+/// second of two owners releasing. Run with spinning off (the `no-spin`
+/// guest argument) and on. Seen failing with `try_take` taking a free
+/// lock by a load and a store: "mutual exclusion: 'b' took lock 'L'
+/// while another task held it".
+fn one_lock_three_takers(config: Config) {
+    let w = World::new(&[TaskSpec::new("a", 10), TaskSpec::new("b", 10), TaskSpec::new("c", 20)], &["L"], config);
+    let a_has_l = Arc::new(Gate::new());
+    let b_is_slow = Arc::new(Gate::new());
+    let a = {
+        let (a_has_l, b_is_slow) = (a_has_l.clone(), b_is_slow.clone());
+        w.spawn(0, move |w| {
+            w.site_lock(L);
+            a_has_l.open();
+            while !w.task(1).in_slow_path() {
+                shuttle::thread::yield_now();
+            }
+            b_is_slow.open();
+            w.site_unlock(L);
+        })
+    };
+    let b = w.spawn(1, move |w| {
+        a_has_l.wait();
+        w.site_lock(L);
+        w.site_unlock(L);
+    });
+    let c = w.spawn(2, move |w| {
+        b_is_slow.wait();
+        w.site_lock(L);
+        shuttle::thread::yield_now();
+        w.site_unlock(L);
+    });
+    for t in [a, b, c] {
+        t.join().expect("a model task panicked");
+    }
+    w.check_idle();
+}
+
+#[test]
+fn three_tasks_on_one_lock_keep_mutual_exclusion_without_spinning() {
+    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || {
+        one_lock_three_takers(Config { spin_budget: 0, ..Config::default() })
+    });
+    assert!(explored.complete, "{explored}");
+    report("three tasks on one lock, no spinning", explored);
+}
+
+#[test]
+fn three_tasks_on_one_lock_keep_mutual_exclusion_with_spinning() {
+    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || {
+        one_lock_three_takers(Config { spin_budget: 1, ..Config::default() })
+    });
+    assert!(explored.complete, "{explored}");
+    report("three tasks on one lock, spinning", explored);
+}
+
 /// A signal ends an interruptible wait (the lock tester's `lockint` +
 /// `signal`, `rtmutex::lock_slow`): U (20) holds L; A (30, interruptible)
 /// and B (15) wait for it; U unlocks while S signals A, in every order.

@@ -449,6 +449,18 @@ fn try_take<K: RtKernel>(k: &K, pi: &mut PiState, lock: &Lock<K>, me: K::Task, q
     if word & !HAS_WAITERS != 0 {
         return false;
     }
+    if word == 0 {
+        // Free, nobody queued (waiters are queued with `HAS_WAITERS` set,
+        // under this PI lock, and it stays set while any is): but the
+        // fast path takes a free lock without the PI lock, by a
+        // compare-exchange, and so must this. A load and a store would
+        // let a fast-path locker between them, and both would own it.
+        debug_assert!(!queued && lock.waiter_slot().is_none(), "rt lock: waiters queued on a lock marked uncontended");
+        return lock.owner.compare_exchange(0, k.task_word(me), Ordering::Acquire, Ordering::Relaxed).is_ok();
+    }
+    // Ownerless and `HAS_WAITERS`: no fast path can change the word now
+    // (it compares against 0, or against its own task word), so only
+    // this PI lock's holder writes it.
     let my_slot = k.slot_of(me);
     let slot = lock.waiter_slot();
     let top = slot.and_then(|s| pi.table[s].waiters.top());
