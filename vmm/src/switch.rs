@@ -190,6 +190,9 @@ pub struct SwitchPath {
     pub refused: Option<String>,
     /// The check that refused it ([`fast::Refusal::check`]).
     pub refused_by: Option<String>,
+    /// Where a fast switch's blackout went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blackout: Option<fast::BlackoutSteps>,
 }
 
 /// The longest refusal a record keeps.
@@ -395,7 +398,13 @@ impl Coordinator {
                     sites_patched: done.sites_patched,
                     requested_at_s: now.duration_since(self.run_started).as_secs_f64(),
                     phases: None,
-                    path: SwitchPath { fast: true, holds: done.holds, refused: None, refused_by: None },
+                    path: SwitchPath {
+                        fast: true,
+                        holds: done.holds,
+                        refused: None,
+                        refused_by: None,
+                        blackout: Some(done.steps),
+                    },
                 };
                 self.mode = target;
                 self.history.push(record.clone());
@@ -408,6 +417,7 @@ impl Coordinator {
                     holds,
                     refused: Some(refusal.to_string().chars().take(REFUSAL_CHARS).collect()),
                     refused_by: Some(refusal.check().to_string()),
+                    blackout: None,
                 };
                 let seq = self.request(target, origin, vm.mem)?;
                 if let Some(a) = self.active.as_mut() {

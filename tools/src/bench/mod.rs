@@ -1074,6 +1074,10 @@ pub fn render(s: &Suite) -> String {
                     for (name, v) in [
                         ("freeze (request -> quiescent)", x.freeze),
                         ("blackout (vCPUs held)", x.blackout),
+                        ("  fast path: hold, registers read", x.fast_hold),
+                        ("  fast path: checks (locks, stacks)", x.fast_checks),
+                        ("  fast path: frames, patch, state", x.fast_patch),
+                        ("  fast path: release", x.fast_release),
                         ("total (request -> guest ack)", x.total),
                         ("  guest: freeze proper (seen -> quiescent)", x.guest_freeze),
                         ("  guest: quiescent -> verdict (blackout in it)", x.verdict),

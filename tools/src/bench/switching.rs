@@ -82,6 +82,17 @@ pub struct Phase {
     pub fast: u64,
     #[serde(default)]
     pub refused_by: std::collections::BTreeMap<String, u64>,
+    /// Where each fast switch's blackout went (`path.blackout`): holding
+    /// every vCPU with its registers read, the checks, the patch, the
+    /// release.
+    #[serde(default)]
+    pub fast_hold: Vec<u64>,
+    #[serde(default)]
+    pub fast_checks: Vec<u64>,
+    #[serde(default)]
+    pub fast_patch: Vec<u64>,
+    #[serde(default)]
+    pub fast_release: Vec<u64>,
     /// Switches that failed, with the VMM's reason.
     pub failed: Vec<String>,
     /// Ctrl-C on the suite ended the phase early (the figures are the
@@ -103,6 +114,10 @@ pub struct PhaseSpreads {
     pub serialize: Option<Spread>,
     pub thaw: Option<Spread>,
     pub messaging: Option<Spread>,
+    pub fast_hold: Option<Spread>,
+    pub fast_checks: Option<Spread>,
+    pub fast_patch: Option<Spread>,
+    pub fast_release: Option<Spread>,
 }
 
 impl Phase {
@@ -134,6 +149,10 @@ impl Phase {
             serialize: s(&self.serialize),
             thaw: s(&self.thaw),
             messaging: s(&self.messaging),
+            fast_hold: s(&self.fast_hold),
+            fast_checks: s(&self.fast_checks),
+            fast_patch: s(&self.fast_patch),
+            fast_release: s(&self.fast_release),
         }
     }
 }
@@ -181,6 +200,17 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
             if let Some(check) = ret["path"]["refused_by"].as_str() {
                 // Bounded: the VMM's fixed check names.
                 *p.refused_by.entry(check.chars().take(40).collect()).or_default() += 1;
+            }
+            let steps = &ret["path"]["blackout"];
+            for (v, k) in [
+                (&mut p.fast_hold, "hold_us"),
+                (&mut p.fast_checks, "checks_us"),
+                (&mut p.fast_patch, "patch_us"),
+                (&mut p.fast_release, "release_us"),
+            ] {
+                if let Some(us) = steps[k].as_u64() {
+                    v.push(us);
+                }
             }
             p.sites = ret["sites_patched"].as_u64().or(p.sites);
             p.sites_by_dimension = SiteCounts::from_reply(ret).or(p.sites_by_dimension);

@@ -716,6 +716,7 @@ pub mod tests {
                     holds: 1,
                     refused: Some("lock 'load.1' is held by task 'load' (owner word 0x101)".into()),
                     refused_by: Some("lock-word".into()),
+                    blackout: None,
                 },
             });
         }

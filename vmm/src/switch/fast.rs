@@ -124,6 +124,15 @@ impl Refusal {
 }
 
 impl Refusal {
+    /// Whether the refusal says something about the guest's tasks (a
+    /// lock, a stack, a frame) rather than about the moment the vCPUs
+    /// stopped at (one not stopped, not readable, an event on its way in):
+    /// over several holds, a switch reports the last refusal of the first
+    /// kind if it had one, the more useful answer to "why not fast".
+    fn about_the_guest(&self) -> bool {
+        !matches!(self, Self::NotHeld(_) | Self::VcpuUnread(_) | Self::EventPending(_) | Self::VcpuPlace { .. })
+    }
+
     /// How many holds are worth trying while this is the refusal: a held
     /// lock under a lock load is held again at almost every instant
     /// (measured: 0 of 120 holds found every lock free), so it gets one
@@ -146,8 +155,25 @@ pub struct Done {
     pub sites_patched: usize,
     /// The hold that switched: first vCPU held -> last released.
     pub blackout_us: u64,
+    /// Where that blackout went.
+    pub steps: BlackoutSteps,
     /// Holds it took (the earlier ones refused, changed nothing).
     pub holds: u32,
+}
+
+/// Where the blackout of a fast switch went (µs), step by step; they add
+/// up to its `blackout_us`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BlackoutSteps {
+    /// Gate closed -> every vCPU held, each having read its registers,
+    /// privilege level and pending events (`Capture::Full`).
+    pub hold_us: u64,
+    /// The checks: lock words, the registry, every task's stack walk.
+    pub checks_us: u64,
+    /// The serializing frames, the site plan and patch, the guest's state.
+    pub patch_us: u64,
+    /// Opening the gate.
+    pub release_us: u64,
 }
 
 /// Holds a fast path tries while its refusals are transient, and the
@@ -181,33 +207,74 @@ pub fn attempt(
 ) -> Result<Done, Refused> {
     let code = code.map_err(|e| Refused { refusal: Refusal::NoGuestCode(e.to_string()), holds: 0 })?;
     let mut holds = 0;
+    // The refusal to report if the last hold's is only about its moment.
+    let mut telling: Option<Refusal> = None;
     loop {
         holds += 1;
         let t = Instant::now();
         vm.gate.close_with(Capture::Full);
         (vm.kick_all)();
+        let mut stamps = Stamps::default();
         let result = match vm.gate.wait_all_held(vm.all_vcpus_mask, t + limit) {
             Err(missing) => Err(Refusal::NotHeld(mask_list(missing))),
             Ok(()) => {
+                stamps.held = Some(Instant::now());
                 let held = vm.gate.held(vm.all_vcpus_mask);
-                check_patch_serialize(sites, code, vm, &held, seq, from, to)
+                check_patch_serialize(sites, code, vm, &held, seq, from, to, &mut stamps)
             }
         };
+        let opening = Instant::now();
         vm.gate.open();
-        let blackout_us = t.elapsed().as_micros() as u64;
+        let end = Instant::now();
+        let blackout_us = micros(t, end);
         match result {
-            Ok(sites_patched) => return Ok(Done { sites_patched, blackout_us, holds }),
+            Ok(sites_patched) => {
+                let held = stamps.held.unwrap_or(t);
+                let checked = stamps.checked.unwrap_or(held);
+                let steps = BlackoutSteps {
+                    hold_us: micros(t, held),
+                    checks_us: micros(held, checked),
+                    patch_us: micros(checked, opening),
+                    release_us: micros(opening, end),
+                };
+                return Ok(Done { sites_patched, blackout_us, steps, holds });
+            }
             Err(refusal) if refusal.transient() && holds < refusal.holds_worth() => {
                 log::debug!("switch seq {seq}: fast hold {holds} refused ({refusal}); holding again");
+                if refusal.about_the_guest() {
+                    telling = Some(refusal);
+                }
                 std::thread::sleep(FAST_RETRY_PAUSE);
             }
-            Err(refusal) => return Err(Refused { refusal, holds }),
+            Err(refusal) => return Err(Refused { refusal: reported(telling, refusal), holds }),
         }
+    }
+}
+
+/// When a hold reached its steps (for [`BlackoutSteps`]).
+#[derive(Default)]
+struct Stamps {
+    held: Option<Instant>,
+    checked: Option<Instant>,
+}
+
+fn micros(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_micros() as u64
+}
+
+/// What a refused fast path reports: its last hold's refusal, unless
+/// that one is only about the moment the vCPUs stopped at and an earlier
+/// hold said something about the guest's tasks.
+fn reported(telling: Option<Refusal>, last: Refusal) -> Refusal {
+    match telling {
+        Some(t) if !last.about_the_guest() => t,
+        _ => last,
     }
 }
 
 /// With every vCPU held: the checks, the serializing frames, the patch,
 /// the guest's state, and each vCPU's resume point.
+#[allow(clippy::too_many_arguments)]
 fn check_patch_serialize(
     sites: &SiteTable,
     code: &GuestCode,
@@ -216,6 +283,7 @@ fn check_patch_serialize(
     seq: u64,
     from: Profile,
     to: Profile,
+    stamps: &mut Stamps,
 ) -> Result<usize, Refusal> {
     let mem = vm.mem;
     for &(cpu, h) in held {
@@ -255,6 +323,7 @@ fn check_patch_serialize(
             }
         }
     }
+    stamps.checked = Some(Instant::now());
     let resumes = serializing_frames(mem, code, held)?;
     let text = Text(mem);
     let plan = sites.plan(&text, from, to).map_err(Refusal::Plan)?;
@@ -376,6 +445,24 @@ mod tests {
         assert!(in_switched_code(&sites, &locks, inside, FrameKind::Rip).is_some());
         assert!(in_switched_code(&sites, &locks, inside + 1, FrameKind::MaybeReturn).is_some());
         assert!(in_switched_code(&sites, &preempt, inside, FrameKind::Rip).is_none());
+    }
+
+    /// A task parked in switched code refuses every hold; a later hold
+    /// that only caught an event on its way into a vCPU (CI saw it after
+    /// 4 holds) does not hide it. A refusal about the guest stays the
+    /// answer when it is the last one.
+    #[test]
+    fn a_refusal_about_the_guest_outlives_a_later_one_about_the_moment() {
+        let parked = || Refusal::InSwitchedCode {
+            task: "impl-park".into(),
+            what: "lock (mainline)".into(),
+            frame: "park".into(),
+            pc: 0x1000,
+        };
+        assert_eq!(reported(Some(parked()), Refusal::EventPending(1)).check(), "in-switched-code");
+        assert_eq!(reported(None, Refusal::EventPending(1)).check(), "event-pending");
+        let hog = Refusal::RegistryBusy { held: 1, waiters: 0 };
+        assert_eq!(reported(Some(parked()), hog).check(), "lock-registry");
     }
 
     /// The frame IRETQ pops (rip, cs, rflags, rsp, ss of where the vCPU

@@ -277,7 +277,7 @@ fn capture(fd: &mut VcpuFd, what: Capture, io_pending: &mut bool) -> HeldVcpu {
     if what == Capture::Rip {
         return HeldVcpu { rip, ..HeldVcpu::default() };
     }
-    if *io_pending {
+    let regs = if *io_pending {
         fd.set_kvm_immediate_exit(1);
         let done = matches!(fd.run(), Err(e) if e.errno() == libc::EINTR);
         fd.set_kvm_immediate_exit(0);
@@ -285,8 +285,12 @@ fn capture(fd: &mut VcpuFd, what: Capture, io_pending: &mut bool) -> HeldVcpu {
             return HeldVcpu { rip, ..HeldVcpu::default() };
         }
         *io_pending = false;
-    }
-    let (Ok(regs), Ok(sregs), Ok(events)) = (fd.get_regs(), fd.get_sregs(), fd.get_vcpu_events()) else {
+        // The completed access moved it on.
+        fd.get_regs()
+    } else {
+        regs
+    };
+    let (Ok(regs), Ok(sregs), Ok(events)) = (regs, fd.get_sregs(), fd.get_vcpu_events()) else {
         return HeldVcpu { rip, ..HeldVcpu::default() };
     };
     let event_pending = events.exception.injected != 0
