@@ -172,6 +172,9 @@ pub struct RunArgs {
     /// Try each switch in one blackout first (the VMM proves from the task stacks that no task is in the code it changes), falling back to the guest's freezer; off: the freezer only.
     #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
     pub fast_switch: OnOff,
+    /// Run the VMM's control thread (the control socket, the switch coordinator, the stop-machine hold) at SCHED_FIFO 1 when the host allows it (root, CAP_SYS_NICE), so that it runs at once when a client or the guest wakes it, not after a vCPU's time slice; off: normal priority.
+    #[arg(long, value_enum, value_name = "on|off", default_value_t = OnOff::On)]
+    pub control_fifo: OnOff,
     /// Deadline for the guest to reach quiescence in a switch (a bare number is ms; old name --switch-timeout-ms).
     #[arg(long, alias = "switch-timeout-ms", value_name = "DURATION", default_value = "2s", value_parser = parse_switch_timeout)]
     pub switch_timeout: Duration,
@@ -388,6 +391,8 @@ pub struct RunConfig {
     pub switch_every: Option<Duration>,
     /// `--fast-switch on` (the default).
     pub fast_switch: bool,
+    /// `--control-fifo on` (the default).
+    pub control_fifo: bool,
     pub switch_timeout: Duration,
     pub vcpu_stop_timeout: Duration,
     pub watchdog: Duration,
@@ -434,6 +439,7 @@ impl RunConfig {
                 api_sock: self.api_sock.as_ref().map(|p| p.display().to_string()),
                 shutdown_timeout: self.shutdown_timeout,
                 fast_switch: self.fast_switch,
+                control_fifo: self.control_fifo,
                 switch_timeout: self.switch_timeout,
                 vcpu_stop_timeout: self.vcpu_stop_timeout,
                 watchdog: self.watchdog,
@@ -645,6 +651,7 @@ impl RunArgs {
             paused: self.paused,
             switch_every: self.switch_every,
             fast_switch: self.fast_switch == OnOff::On,
+            control_fifo: self.control_fifo == OnOff::On,
             switch_timeout: self.switch_timeout,
             vcpu_stop_timeout: self.vcpu_stop_timeout,
             watchdog: self.watchdog,
@@ -941,6 +948,7 @@ mod tests {
         ("irq_load", "irq_load"),
         ("irq_prio", "irq_prio"),
         ("fast_switch", "fast_switch"),
+        ("control_fifo", "control_fifo"),
         ("switch_timeout", "switch_timeout_ms"),
         ("watchdog", "watchdog_s"),
         ("vcpu_stop_timeout", "vcpu_stop_timeout_ms"),

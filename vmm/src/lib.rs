@@ -33,6 +33,7 @@ pub mod outfile;
 pub mod page;
 pub mod panic_exit;
 pub mod ratelimit;
+pub mod realtime;
 pub mod report;
 pub mod rlimits;
 pub mod runner;

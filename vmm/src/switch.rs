@@ -183,7 +183,8 @@ pub struct SwitchRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SwitchPath {
     pub fast: bool,
-    /// Holds the fast path tried (0: not tried).
+    /// Holds the fast path tried (0: not tried, or refused by its look at
+    /// the lock words before any hold).
     #[serde(default)]
     pub holds: u32,
     /// The refusal (bounded: [`REFUSAL_CHARS`]).
@@ -193,6 +194,12 @@ pub struct SwitchPath {
     /// Where a fast switch's blackout went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blackout: Option<fast::BlackoutSteps>,
+    /// A refused fast path: how long it took (its look at the lock
+    /// words, its holds and the pauses between them) before the
+    /// cooperative switch started. Counted in `freeze_us` and `total_us`,
+    /// not in the guest's phases.
+    #[serde(default)]
+    pub fast_us: u64,
 }
 
 /// The longest refusal a record keeps.
@@ -404,6 +411,7 @@ impl Coordinator {
                         refused: None,
                         refused_by: None,
                         blackout: Some(done.steps),
+                        fast_us: 0,
                     },
                 };
                 self.mode = target;
@@ -418,9 +426,14 @@ impl Coordinator {
                     refused: Some(refusal.to_string().chars().take(REFUSAL_CHARS).collect()),
                     refused_by: Some(refusal.check().to_string()),
                     blackout: None,
+                    fast_us: now.elapsed().as_micros() as u64,
                 };
                 let seq = self.request(target, origin, vm.mem)?;
                 if let Some(a) = self.active.as_mut() {
+                    // The client has waited since `now`: the switch's
+                    // times count the refused fast path too.
+                    a.requested = now;
+                    a.requested_at_s = now.duration_since(self.run_started).as_secs_f64();
                     a.path = path;
                 }
                 Ok(seq.map_or(Requested::Unchanged, Requested::Started))
@@ -666,7 +679,7 @@ impl Coordinator {
         }
         let total_us = a.requested.elapsed().as_micros() as u64;
         let phases = match (&mbox, a.failure.is_none()) {
-            (Some(m), true) => GuestPhases::from_stamps(m, self.tsc_khz, total_us),
+            (Some(m), true) => GuestPhases::from_stamps(m, self.tsc_khz, total_us.saturating_sub(a.path.fast_us)),
             _ => None,
         };
         let record = SwitchRecord {

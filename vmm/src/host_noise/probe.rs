@@ -94,10 +94,7 @@ fn pin(cpu: u32) -> bool {
 }
 
 fn real_time() -> bool {
-    let param = libc::sched_param { sched_priority: PRIORITY };
-    // SAFETY: sched_setscheduler(2) reads one sched_param we own (0: the
-    // calling thread).
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) == 0 }
+    crate::realtime::fifo(PRIORITY).is_ok()
 }
 
 /// The thread's body.

@@ -168,6 +168,9 @@ pub struct Config {
     /// `--fast-switch` (`null`: a report older than the fast path).
     #[serde(default)]
     pub fast_switch: Option<bool>,
+    /// `--control-fifo` (`null`: a report older than it).
+    #[serde(default)]
+    pub control_fifo: Option<bool>,
     #[serde(default)]
     pub switch_timeout_ms: Option<f64>,
     #[serde(default)]
@@ -507,6 +510,7 @@ pub fn build(m: &Measurement, info: &RunInfo) -> RunReport {
         api_sock: o.api_sock.clone(),
         shutdown_timeout_s: Some(o.shutdown_timeout.as_secs_f64()),
         fast_switch: Some(o.fast_switch),
+        control_fifo: Some(o.control_fifo),
         switch_timeout_ms: Some(o.switch_timeout.as_secs_f64() * 1e3),
         vcpu_stop_timeout_ms: Some(o.vcpu_stop_timeout.as_secs_f64() * 1e3),
         watchdog_s: Some(o.watchdog.as_secs_f64()),
@@ -717,6 +721,7 @@ pub mod tests {
                     refused: Some("lock 'load.1' is held by task 'load' (owner word 0x101)".into()),
                     refused_by: Some("lock-word".into()),
                     blackout: None,
+                    fast_us: 350,
                 },
             });
         }

@@ -442,6 +442,7 @@ pub struct RunOptions {
     pub api_sock: Option<String>,
     pub shutdown_timeout: Duration,
     pub fast_switch: bool,
+    pub control_fifo: bool,
     pub switch_timeout: Duration,
     pub vcpu_stop_timeout: Duration,
     pub watchdog: Duration,

@@ -267,6 +267,15 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     if let Some(dev) = &irq_load {
         em.add_subscriber(Box::new(IrqLoadSubscriber(dev.clone())));
     }
+    // Every thread of the VM has started (none inherits this): the
+    // control thread runs at once when a client or the guest wakes it,
+    // and is not descheduled in the middle of a hold.
+    if config.control_fifo {
+        match crate::realtime::fifo(CONTROL_FIFO_PRIORITY) {
+            Ok(()) => log::info!("control thread at SCHED_FIFO {CONTROL_FIFO_PRIORITY}"),
+            Err(e) => log::info!("control thread at normal priority: SCHED_FIFO refused ({e})"),
+        }
+    }
     // Setup is over: from here on the control thread makes only the calls
     // its filter allows (`seccomp`).
     sandbox.enter(seccomp::Thread::Control)?;
@@ -297,6 +306,11 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
 /// The least time the end of a run waits for the vCPU threads to end
 /// (`--vcpu-stop-timeout` when longer): a kicked thread leaves KVM_RUN in
 /// microseconds; this is for a host under load.
+/// The control thread's SCHED_FIFO priority (`--control-fifo`): the
+/// lowest, beside the host-noise probe's; the guest's vCPUs stay at normal
+/// priority.
+const CONTROL_FIFO_PRIORITY: i32 = 1;
+
 const VCPU_JOIN_MIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Where the telemetry region lives in guest memory.

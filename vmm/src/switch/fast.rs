@@ -210,6 +210,11 @@ pub fn attempt(
     // The refusal to report if the last hold's is only about its moment.
     let mut telling: Option<Refusal> = None;
     loop {
+        // A held lock refuses the hold anyway: look first, with the vCPUs
+        // running (a refused hold is a blackout the guest pays for).
+        if let Err(refusal) = look_at_the_locks(vm.mem) {
+            return Err(Refused { refusal: reported(telling, refusal), holds });
+        }
         holds += 1;
         let t = Instant::now();
         vm.gate.close_with(Capture::Full);
@@ -262,6 +267,24 @@ fn micros(from: Instant, to: Instant) -> u64 {
     to.saturating_duration_since(from).as_micros() as u64
 }
 
+/// Checks 2 and 3: every lock word free, no task in a lock slow path, and
+/// the registry counting nothing held and no waiter. With every vCPU held
+/// this is the proof; with them running, a look that spares a hold bound
+/// to be refused (the words may change right after it: it proves
+/// nothing, and a hold checks again). The lock words first: a refusal
+/// then names the lock and its owner.
+fn look_at_the_locks(mem: &GuestMemory) -> Result<(), Refusal> {
+    locks::check(mem).map_err(Refusal::Lock)?;
+    let reg: LockRegistry = memory::read_abi(mem, abi::LOCK_REGISTRY_ADDR).ok_or(Refusal::Registry)?;
+    if reg.magic != abi::ABI_MAGIC {
+        return Err(Refusal::Registry);
+    }
+    if reg.held != 0 || reg.waiters != 0 {
+        return Err(Refusal::RegistryBusy { held: reg.held, waiters: reg.waiters });
+    }
+    Ok(())
+}
+
 /// What a refused fast path reports: its last hold's refusal, unless
 /// that one is only about the moment the vCPUs stopped at and an earlier
 /// hold said something about the guest's tasks.
@@ -294,15 +317,7 @@ fn check_patch_serialize(
             return Err(Refusal::EventPending(cpu));
         }
     }
-    // The lock words first: a refusal then names the lock and its owner.
-    locks::check(mem).map_err(Refusal::Lock)?;
-    let reg: LockRegistry = memory::read_abi(mem, abi::LOCK_REGISTRY_ADDR).ok_or(Refusal::Registry)?;
-    if reg.magic != abi::ABI_MAGIC {
-        return Err(Refusal::Registry);
-    }
-    if reg.held != 0 || reg.waiters != 0 {
-        return Err(Refusal::RegistryBusy { held: reg.held, waiters: reg.waiters });
-    }
+    look_at_the_locks(mem)?;
     let (walks, unknown) = stacks::walk_tasks(mem, code, held);
     if let Some(&(cpu, why)) = unknown.first() {
         return Err(Refusal::VcpuPlace { cpu, why });
