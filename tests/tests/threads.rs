@@ -11,8 +11,11 @@ use rtswitch_tests::vm::BackgroundVmm;
 const SCHED_OTHER: u32 = 0;
 const SCHED_FIFO: u32 = 1;
 
-/// (name, policy, rt priority) of every thread of `pid`.
-fn threads(pid: u32) -> Vec<(String, u32, u32)> {
+/// A thread's name, scheduling policy and real-time priority.
+type Sched = (String, u32, u32);
+
+/// Every thread of `pid`.
+fn threads(pid: u32) -> Vec<Sched> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the VMM's /proc entry");
     let mut out = Vec::new();
     for t in tasks.flatten() {
@@ -27,7 +30,7 @@ fn threads(pid: u32) -> Vec<(String, u32, u32)> {
     out
 }
 
-fn main_and_vcpus(vmm: &BackgroundVmm) -> ((u32, u32), Vec<(String, u32, u32)>) {
+fn main_and_vcpus(vmm: &BackgroundVmm) -> ((u32, u32), Vec<Sched>) {
     let pid = vmm.pid();
     let all = threads(pid);
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string();
