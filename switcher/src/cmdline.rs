@@ -66,6 +66,7 @@ pub const KEYS: &[Key] = &[
     number("stall", "MS", "fault: a task spins MS ms with preemption off"),
     flag("park-in-lock", "fault: a task stops inside the lock implementation until a switch request"),
     flag("park-in-preempt", "fault: a task stops inside the preemption point until a switch request"),
+    flag("park-in-unlock", "fault: a task stops inside the unlock implementation until a switch request"),
     flag("bad-frame", "fault: a task runs with a corrupted frame pointer until a switch request"),
     number("lock-queue", "N", "fault: N tasks queue on one lock"),
     number("handoff-delay", "US", "fault: a woken rtmutex waiter waits US us before taking the lock"),

@@ -122,6 +122,17 @@ fn a_task_inside_the_lock_implementation_refuses_the_fast_path() {
 }
 
 #[test]
+fn a_task_inside_the_unlock_implementation_refuses_the_fast_path() {
+    refused_then_cooperative(
+        "fast-park-unlock",
+        &["park-in-unlock"],
+        "'impl-park' parked in the unlock implementation",
+        "in-switched-code",
+        &["task 'impl-park' is inside", "unlock", "mainline"],
+    );
+}
+
+#[test]
 fn a_task_inside_a_preemption_point_refuses_the_fast_path() {
     refused_then_cooperative(
         "fast-park-preempt",

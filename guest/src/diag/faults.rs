@@ -34,6 +34,9 @@
 //!   the task is still there at every hold; the cooperative switch that
 //!   follows writes one, the task leaves, freezes, and the switch
 //!   completes.
+//! - `park-in-unlock`: the same, inside `unlock` after it released the
+//!   lock word (so that no lock is held: the refusal is the frame's, not
+//!   the lock's).
 //! - `park-in-preempt`: the same, inside the voluntary preemption point's
 //!   implementation (`might_resched` before the lock: the task boots in
 //!   a profile whose preemption model is `voluntary`, e.g. mainline).
@@ -124,6 +127,7 @@ pub struct Faults {
     pub after_request: bool,
     pub park_in_lock: bool,
     pub park_in_preempt: bool,
+    pub park_in_unlock: bool,
     pub bad_frame: bool,
 }
 
@@ -157,6 +161,7 @@ impl Faults {
                 "after-request" => self.after_request = true,
                 "park-in-lock" => self.park_in_lock = true,
                 "park-in-preempt" => self.park_in_preempt = true,
+                "park-in-unlock" => self.park_in_unlock = true,
                 "bad-frame" => self.bad_frame = true,
                 _ => return false,
             }
@@ -223,6 +228,9 @@ pub fn start(f: &Faults) {
     } else if f.park_in_preempt {
         crate::println!("fault injection: 'impl-park' stops inside the preemption point implementation on cpu 0");
         sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(sched::park::IN_PREEMPT));
+    } else if f.park_in_unlock {
+        crate::println!("fault injection: 'impl-park' stops inside the unlock implementation on cpu 0");
+        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(sched::park::IN_UNLOCK));
     }
     if f.bad_frame {
         crate::println!("fault injection: 'bad-frame' corrupts its frame pointer on cpu {last}");

@@ -1,7 +1,9 @@
 //! A fault-injection park point inside switchable implementations (the
-//! guest arguments `park-in-lock` and `park-in-preempt`, armed by
-//! `diag::faults`): both lock implementations' `lock` and the voluntary
-//! preemption point's implementation call [`point`] first thing; the one
+//! guest arguments `park-in-lock`, `park-in-unlock` and
+//! `park-in-preempt`, armed by `diag::faults`): both lock
+//! implementations' `lock` and the voluntary preemption point's
+//! implementation call [`point`] first thing, both `unlock`s last (the
+//! lock word released); the one
 //! task armed for that place stops there, busy, once, until the VMM makes
 //! a switch request (the mailbox's request number moves; bounded by
 //! [`WAIT_US`]). The VMM's fast path, which writes no request, finds it
@@ -16,6 +18,8 @@ use crate::hv::mailbox::mbox_read;
 pub const IN_LOCK: u8 = 1;
 /// The voluntary preemption point's implementation (`resched`).
 pub const IN_PREEMPT: u8 = 2;
+/// The lock implementations' `unlock`, after the lock word is released.
+pub const IN_UNLOCK: u8 = 3;
 /// The longest a task stays parked.
 pub const WAIT_US: u64 = 60_000_000;
 
@@ -45,7 +49,11 @@ fn park() {
         return;
     }
     let seq = mbox_read!(seq);
-    let what = if WHERE.load(Ordering::Relaxed) == IN_LOCK { "lock" } else { "preemption point" };
+    let what = match WHERE.load(Ordering::Relaxed) {
+        IN_LOCK => "lock",
+        IN_UNLOCK => "unlock",
+        _ => "preemption point",
+    };
     crate::println!("fault injection: '{}' parked in the {what} implementation", current().name());
     let give_up = now_tsc() + us_to_tsc(WAIT_US);
     while mbox_read!(seq) == seq && now_tsc() < give_up {

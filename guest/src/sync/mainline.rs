@@ -29,7 +29,9 @@ pub extern "C" fn try_lock(lock: *const LockCore) -> u64 {
 /// Frees the lock and re-enables preemption (`mainline_lock::unlock`).
 pub extern "C" fn unlock(lock: *const LockCore) -> u64 {
     // SAFETY: as for `lock`.
-    mainline_lock::unlock(&Kernel, unsafe { &(*lock).word.owner })
+    let r = mainline_lock::unlock(&Kernel, unsafe { &(*lock).word.owner });
+    crate::sched::park::point(crate::sched::park::IN_UNLOCK);
+    r
 }
 
 /// The kernel as the mainline lock core sees it.

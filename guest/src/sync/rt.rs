@@ -102,7 +102,9 @@ pub fn set_base_prio(t: &'static Task, prio: u8) {
 /// Releases the lock (`rtmutex::unlock`).
 pub extern "C" fn unlock(lock: *const LockCore) -> u64 {
     // SAFETY: as for `lock`.
-    rtmutex::unlock(&Kernel, unsafe { &(*lock).word })
+    let r = rtmutex::unlock(&Kernel, unsafe { &(*lock).word });
+    crate::sched::park::point(crate::sched::park::IN_UNLOCK);
+    r
 }
 
 /// The kernel as the rtmutex core sees it.
