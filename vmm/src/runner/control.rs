@@ -41,7 +41,7 @@ use super::lifecycle::State;
 use super::mailbox::Mailbox;
 use super::shared::Shared;
 use super::shutdown::ShutdownHandle;
-use super::switching::{SwitchHandle, after_switch};
+use super::switching::SwitchHandle;
 use crate::api::protocol::{
     self, COMMANDS, Command, MAX_REPLY_BYTES, Page, QmpError, Request, ShutdownCause, SiteCounts,
 };
@@ -449,7 +449,7 @@ impl ControlSocket {
 
     /// A switch ended: the waiting client's reply (a `set-mode` that
     /// started it), the event to every client, then the telemetry read
-    /// that follows every switch.
+    /// that follows every switch (armed: `Switching::after_switch`).
     fn on_switch_finished(&mut self, f: Finished, ops: &mut EventOps) {
         let (reply, event) = self.switch_end_messages(&f);
         if let Some((client, text)) = reply {
@@ -459,7 +459,7 @@ impl ControlSocket {
         if f.record.path.fast {
             self.switching.borrow().after_fast_switch();
         }
-        after_switch(&self.run);
+        self.switching.borrow_mut().after_switch();
     }
 
     /// The reply to the client waiting for switch `f` (if it started it

@@ -4,7 +4,10 @@
 //! `x-cancel-switch`, the queries) and the vCPU events (HC_SWITCH) call in
 //! through the [`SwitchHandle`]; a switch that ends is posted to the
 //! control socket's mailbox (its reply and event), or, without a control
-//! socket, followed by the telemetry read here.
+//! socket, followed by the telemetry read here. That read (every epoch's
+//! histograms, about a millisecond of the control thread) comes
+//! [`HARVEST_AFTER`] later, from a timer, not at once: a client waiting
+//! for the switch's reply gets a CPU first on a small host.
 //!
 //! The lifecycle follows the coordinator: `Ready -> Switching` when it
 //! accepts a request, back when the switch ends (`ShuttingDown` stays).
@@ -45,11 +48,19 @@ struct Every {
     profiles: (Profile, Profile),
 }
 
+/// How long after a switch ends the telemetry is read.
+pub const HARVEST_AFTER: Duration = Duration::from_millis(2);
+
 pub struct Switching {
     run: Shared,
     coordinator: Coordinator,
     /// Deadline of the switch in progress.
     deadline: TimerFd,
+    /// The telemetry read that follows a switch ([`HARVEST_AFTER`]), and
+    /// whether it is armed (a switch that ends before it fires is read
+    /// with it).
+    harvest: TimerFd,
+    harvest_armed: bool,
     every: Option<Every>,
     /// Where an ended switch is reported (the control socket).
     ends: Option<Sender<Finished>>,
@@ -91,7 +102,16 @@ impl Switching {
             None => None,
         };
         let deadline = timer(None, None)?;
-        Ok(Rc::new(RefCell::new(Self { run: run.clone(), coordinator, deadline, every, ends: None })))
+        let harvest = timer(None, None)?;
+        Ok(Rc::new(RefCell::new(Self {
+            run: run.clone(),
+            coordinator,
+            deadline,
+            harvest,
+            harvest_armed: false,
+            every,
+            ends: None,
+        })))
     }
 
     /// Reports every switch that ends to `to` from now on.
@@ -207,7 +227,7 @@ impl Switching {
                 if f.record.path.fast {
                     self.after_fast_switch();
                 }
-                after_switch(&self.run);
+                self.after_switch();
             }
         }
     }
@@ -219,6 +239,20 @@ impl Switching {
     /// on a host with few cores, the control thread's core for a while.
     pub fn after_fast_switch(&self) {
         self.notify_guest();
+    }
+
+    /// After every switch that ends: the telemetry read, [`HARVEST_AFTER`]
+    /// from now (the epochs the switch closed are read in their final
+    /// state, so that the guest may reuse their slots).
+    pub fn after_switch(&mut self) {
+        if std::mem::replace(&mut self.harvest_armed, true) {
+            return;
+        }
+        if let Err(e) = self.harvest.reset(HARVEST_AFTER, None) {
+            log::error!("cannot arm the telemetry read after a switch: {e}; reading now");
+            self.harvest_armed = false;
+            self.run.harvest();
+        }
     }
 
     /// `--switch-every` timer: toggle.
@@ -249,9 +283,6 @@ impl Switching {
 /// the next switch's two will reuse before it asks for them (the guest
 /// waits for that read otherwise: `vmm_read_epoch`). After the reply:
 /// reading every record takes a while, the client need not wait.
-pub(super) fn after_switch(run: &Shared) {
-    run.harvest();
-}
 
 impl MutEventSubscriber for Switching {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
@@ -260,6 +291,10 @@ impl MutEventSubscriber for Switching {
             let _ = self.deadline.wait();
             let step = self.coordinator.on_deadline(&self.run.mem);
             self.step(step);
+        } else if fd == self.harvest.as_raw_fd() {
+            let _ = self.harvest.wait();
+            self.harvest_armed = false;
+            self.run.harvest();
         } else if let Some(e) = self.every.as_mut().filter(|e| e.timer.as_raw_fd() == fd) {
             let expirations = e.timer.wait().unwrap_or(1);
             self.on_every(expirations);
@@ -268,7 +303,8 @@ impl MutEventSubscriber for Switching {
 
     fn init(&mut self, ops: &mut EventOps) {
         let every = self.every.as_ref().map(|e| e.timer.as_raw_fd());
-        super::fds::watch_all(ops, std::iter::once(self.deadline.as_raw_fd()).chain(every));
+        let fds = [self.deadline.as_raw_fd(), self.harvest.as_raw_fd()];
+        super::fds::watch_all(ops, fds.into_iter().chain(every));
     }
 }
 
