@@ -124,8 +124,17 @@ impl Switching {
         &self.coordinator
     }
 
+    /// The telemetry read a switch that ended armed, now.
+    fn harvest_now(&mut self) {
+        if std::mem::replace(&mut self.harvest_armed, false) {
+            let _ = self.harvest.clear();
+            self.run.harvest();
+        }
+    }
+
     /// Starts a switch (socket or timer). `Ok(None)`: already in `target`.
     pub fn request(&mut self, target: Profile, origin: Origin) -> Result<Option<u64>, SwitchError> {
+        self.harvest_now();
         match self.run.state() {
             State::ShuttingDown | State::Exited => return Err(SwitchError::ShuttingDown),
             State::Prelaunch => return Err(SwitchError::NotStarted),
@@ -241,9 +250,15 @@ impl Switching {
         self.notify_guest();
     }
 
-    /// After every switch that ends: the telemetry read, [`HARVEST_AFTER`]
-    /// from now (the epochs the switch closed are read in their final
-    /// state, so that the guest may reuse their slots).
+    /// Once a switch has ended (and its client has its reply): the
+    /// telemetry read, [`HARVEST_AFTER`] from now, or at the next switch
+    /// request if that comes first. Each switch opens two epochs, each
+    /// reusing the slot of the epoch four before it; reading once per
+    /// switch, before the next one starts, reads every epoch the next
+    /// switch's two will reuse before it asks for them (the guest waits
+    /// for that read otherwise: `vmm_read_epoch`). Not at once: reading
+    /// every record takes about a millisecond of this thread, and on a
+    /// small host the client waiting for the reply needs a CPU first.
     pub fn after_switch(&mut self) {
         if std::mem::replace(&mut self.harvest_armed, true) {
             return;
@@ -277,13 +292,6 @@ impl Switching {
     }
 }
 
-/// Once a switch has ended (and its client has its reply): reads the
-/// telemetry. Each switch opens two epochs, each reusing the slot of the
-/// epoch four before it; reading now, once per switch, reads every epoch
-/// the next switch's two will reuse before it asks for them (the guest
-/// waits for that read otherwise: `vmm_read_epoch`). After the reply:
-/// reading every record takes a while, the client need not wait.
-
 impl MutEventSubscriber for Switching {
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         let fd = events.fd();
@@ -293,8 +301,7 @@ impl MutEventSubscriber for Switching {
             self.step(step);
         } else if fd == self.harvest.as_raw_fd() {
             let _ = self.harvest.wait();
-            self.harvest_armed = false;
-            self.run.harvest();
+            self.harvest_now();
         } else if let Some(e) = self.every.as_mut().filter(|e| e.timer.as_raw_fd() == fd) {
             let expirations = e.timer.wait().unwrap_or(1);
             self.on_every(expirations);
