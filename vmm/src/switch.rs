@@ -510,11 +510,22 @@ impl Coordinator {
     pub fn on_guest_notify(&mut self, vm: &mut VmAccess<'_>) -> Step {
         let Some(mbox) = read_mailbox(vm.mem) else { return Step::Wait };
         let Some(active) = self.active.as_mut() else {
-            crate::warn_limited!(
-                "switch notification without a switch",
-                "guest switch notification (state {}) with no switch in progress; ignored",
-                mbox.state
-            );
+            if self.next_seq == 1 {
+                // No switch was ever requested: no late notification of
+                // one (a race the protocol allows, below) can explain it.
+                crate::guest_misbehaved!(
+                    "switch notification before any switch",
+                    "guest switch notification (state {}) with no switch in progress; ignored (none was ever \
+                     requested)",
+                    mbox.state
+                );
+            } else {
+                crate::warn_limited!(
+                    "switch notification without a switch",
+                    "guest switch notification (state {}) with no switch in progress; ignored",
+                    mbox.state
+                );
+            }
             return Step::Wait;
         };
         if mbox.seq != active.seq {
