@@ -170,22 +170,24 @@ fn one_lock_three_takers(config: Config) {
     w.check_idle();
 }
 
-#[test]
-fn three_tasks_on_one_lock_keep_mutual_exclusion_without_spinning() {
-    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || {
-        one_lock_three_takers(Config { spin_budget: 0, ..Config::default() })
+/// Every schedule of [`one_lock_three_takers`] within 2 preemptions, with
+/// `spin_budget` adaptive-spin iterations.
+fn three_takers_explored(spin_budget: u32, name: &str) {
+    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, move || {
+        one_lock_three_takers(Config { spin_budget, ..Config::default() })
     });
     assert!(explored.complete, "{explored}");
-    report("three tasks on one lock, no spinning", explored);
+    report(name, explored);
+}
+
+#[test]
+fn three_tasks_on_one_lock_keep_mutual_exclusion_without_spinning() {
+    three_takers_explored(0, "three tasks on one lock, no spinning");
 }
 
 #[test]
 fn three_tasks_on_one_lock_keep_mutual_exclusion_with_spinning() {
-    let explored = explore(Bounds { preemptions: 2, ..Bounds::default() }, || {
-        one_lock_three_takers(Config { spin_budget: 1, ..Config::default() })
-    });
-    assert!(explored.complete, "{explored}");
-    report("three tasks on one lock, spinning", explored);
+    three_takers_explored(1, "three tasks on one lock, spinning");
 }
 
 /// A signal ends an interruptible wait (the lock tester's `lockint` +
