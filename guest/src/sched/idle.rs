@@ -28,13 +28,20 @@ pub fn idle_policy() -> IdlePolicy {
 /// one: a 200 µs window, grown from 50 µs). The advance starts at the
 /// halt wake-up cost seen on this project's host (tens of µs) and is
 /// learnt from every halt the early timer ends.
+/// The most the timer advance may reach (the tail it learns is bounded
+/// by it: beyond it, a halt wakes late rather than a CPU polling most
+/// of each period).
+const ADVANCE_MAX_US: u64 = 400;
+
 fn idle_bounds() -> Bounds {
     Bounds {
         window_start: timer::us_to_tsc(50),
         window_max: timer::us_to_tsc(200),
         advance_start: timer::us_to_tsc(60),
         advance_min: timer::us_to_tsc(10),
-        advance_max: timer::us_to_tsc(300),
+        advance_max: timer::us_to_tsc(ADVANCE_MAX_US),
+        advance_step: timer::us_to_tsc(4),
+        advance_one_in: 200,
     }
 }
 
