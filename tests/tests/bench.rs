@@ -55,7 +55,7 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
         "rt + cpu thread p99 / platform timer p99 (busy vCPU): ",
         "rt + locks / rt + cpu thread p99: ",
         "rt gain under the lock load (mainline + locks / rt + locks thread p99): ",
-        "spread of that rt gain over the slices (max / min): ",
+        "spread of that rt gain over the repeats (max / min of each repeat's median): no figure (one repeat: ",
         "guest rt + locks thread p99 / host cyclictest p99: ",
         "host CPU of an idle 2-vCPU VM per idle policy",
         "lock throughput (lock operations per second",
@@ -81,7 +81,7 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
 
     let text = std::fs::read_to_string(out.join("bench.json")).expect("bench.json written");
     let v: Value = serde_json::from_str(&text).expect("bench.json parses");
-    assert_eq!(v["bench_version"], 6);
+    assert_eq!(v["bench_version"], 7);
     assert_eq!((v["interrupted"].as_bool(), v["not_run"].as_array().map(Vec::len)), (Some(false), Some(0)), "{text}");
     let copy: Value = serde_json::from_str(&std::fs::read_to_string(dir.0.join("suite.json")).expect("--json written"))
         .expect("--json parses");
@@ -244,8 +244,12 @@ fn repeat_prints_the_spread_of_each_headline_and_keeps_every_repeat() {
             "bench",
             "--quick",
             "--only",
-            "boot,switch",
+            "boot,latency,switch",
             "--boots",
+            "2",
+            "--duration",
+            "1",
+            "--slices",
             "2",
             "--switches",
             "2",
@@ -260,6 +264,17 @@ fn repeat_prints_the_spread_of_each_headline_and_keeps_every_repeat() {
     );
     r.assert_code(ExitCode::Ok);
     r.assert_contains("spread over 2 repeats (min / median / max of each headline figure");
+    // The rt gain's spread target is judged over the repeats: a figure,
+    // a verdict and each repeat's gain (not "no figure", as with one).
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("spread of that rt gain over the repeats"))
+        .expect("the gain spread target");
+    assert!(
+        line.contains("x, target <= 1.5x: ") && line.contains("[each repeat's gain: ") && !line.contains("no figure"),
+        "{line}"
+    );
     // The spread table comes after its title (the targets' verdicts, which
     // also start with "boot p50", come before it).
     let boot = r

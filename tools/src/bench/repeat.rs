@@ -98,6 +98,11 @@ pub fn headlines(s: &Suite) -> Vec<Headline> {
     v
 }
 
+/// One headline's value in each repeat, in order (`None`: no figure).
+pub fn values(repeats: &[Repeat], name: &str) -> Vec<Option<f64>> {
+    repeats.iter().map(|r| r.headlines.iter().find(|h| h.name == name).and_then(|h| h.value)).collect()
+}
+
 /// Every headline over the repeats, in the first repeat's order.
 pub fn spreads(repeats: &[Repeat]) -> Vec<HeadlineSpread> {
     let Some(first) = repeats.first() else { return Vec::new() };
