@@ -77,6 +77,11 @@ pub enum PatchError {
          kernel cannot switch that dimension"
     )]
     Undiscriminated { dimension: &'static str, a: &'static str, b: &'static str },
+    #[error(
+        "switch site at {0:#x} no longer holds the bytes the patch was planned from (the text changed since); nothing \
+         was patched: plan it again"
+    )]
+    Changed(u64),
     #[error("switch site at {addr:#x} ({op}) cannot reach its implementation at {target:#x} with a rel32")]
     OutOfRange { addr: u64, op: &'static str, target: u64 },
     #[error(
@@ -415,6 +420,19 @@ impl PatchPlan {
         self.writes.is_empty()
     }
 
+    /// Whether every site the plan rewrites still holds the bytes the plan
+    /// read: a plan made before its caller stopped whatever could change
+    /// the text is checked with this, in the stop, before [`apply`](Self::apply).
+    pub fn still_holds(&self, mem: &impl GuestText) -> Result<(), PatchError> {
+        for (addr, old, _) in &self.writes {
+            let mut now = [0u8; SITE_LEN];
+            if !mem.read_text(*addr, &mut now) || now != *old {
+                return Err(PatchError::Changed(*addr));
+            }
+        }
+        Ok(())
+    }
+
     /// Writes every site, all or none: every address was read successfully
     /// by `plan`, so a failed write means guest memory changed under the
     /// caller; the sites written before it get their old bytes back, and
@@ -605,6 +623,17 @@ mod tests {
         // and back
         t.plan(&m, Profile::RT, Profile::MAINLINE).unwrap().apply(&m).unwrap();
         assert_eq!(target_at(&m, 0x2000), Some(ML_LOCK));
+    }
+
+    #[test]
+    fn a_plan_made_before_the_text_changed_says_so_and_writes_nothing() {
+        let t = table(&[(0x2000, SiteOp::Lock), (0x2010, SiteOp::Unlock)]);
+        let m = mem_in(&t, Profile::MAINLINE);
+        let plan = t.plan(&m, Profile::MAINLINE, Profile::RT).unwrap();
+        assert_eq!(plan.still_holds(&m), Ok(()));
+        // Someone switched the text meanwhile: the old plan is stale.
+        t.plan(&m, Profile::MAINLINE, Profile::RT).unwrap().apply(&m).unwrap();
+        assert_eq!(plan.still_holds(&m), Err(PatchError::Changed(0x2000)));
     }
 
     #[test]

@@ -44,7 +44,7 @@
 use std::time::Instant;
 
 use switcher::abi::{self, LockRegistry, MailboxState, SwitchMailbox};
-use switcher::patch::{PatchError, SiteTable, SwitchableCode};
+use switcher::patch::{PatchError, PatchPlan, SiteTable, SwitchableCode};
 use switcher::profile::{Dimension, Profile};
 use switcher::stackwalk::{FrameKind, GuestCode};
 use vm_memory::{Bytes, GuestAddress};
@@ -206,6 +206,11 @@ pub fn attempt(
     limit: std::time::Duration,
 ) -> Result<Done, Refused> {
     let code = code.map_err(|e| Refused { refusal: Refusal::NoGuestCode(e.to_string()), holds: 0 })?;
+    // The patch is planned with the vCPUs running (reading and checking
+    // every site is tens of µs here): only this thread writes the text
+    // (the guest's is a read-only memory slot), and the hold checks that
+    // the sites still hold what the plan read before it writes.
+    let plan = sites.plan(&Text(vm.mem), from, to).map_err(|e| Refused { refusal: Refusal::Plan(e), holds: 0 })?;
     let mut holds = 0;
     // The refusal to report if the last hold's is only about its moment.
     let mut telling: Option<Refusal> = None;
@@ -225,7 +230,7 @@ pub fn attempt(
             Ok(()) => {
                 stamps.held = Some(Instant::now());
                 let held = vm.gate.held(vm.all_vcpus_mask);
-                check_patch_serialize(sites, code, vm, &held, seq, from, to, &mut stamps)
+                check_patch_serialize(sites, code, vm, &held, &plan, seq, from, to, &mut stamps)
             }
         };
         let opening = Instant::now();
@@ -303,6 +308,7 @@ fn check_patch_serialize(
     code: &GuestCode,
     vm: &VmAccess<'_>,
     held: &[(u32, HeldVcpu)],
+    plan: &PatchPlan,
     seq: u64,
     from: Profile,
     to: Profile,
@@ -341,7 +347,7 @@ fn check_patch_serialize(
     stamps.checked = Some(Instant::now());
     let resumes = serializing_frames(mem, code, held)?;
     let text = Text(mem);
-    let plan = sites.plan(&text, from, to).map_err(Refusal::Plan)?;
+    plan.still_holds(&text).map_err(Refusal::Plan)?;
     let n = plan.apply(&text).map_err(Refusal::Patch)?;
     leave_guest_state(mem, seq, to);
     for (cpu, r) in resumes {

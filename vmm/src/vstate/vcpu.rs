@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use crate::vstate::bus::{Bus, Done};
 use crate::vstate::events::Producer;
 use crate::vstate::hold::{Capture, HeldVcpu, HoldGate, Resume};
-use kvm_bindings::kvm_run;
+use kvm_bindings::{kvm_regs, kvm_run, kvm_sregs, kvm_vcpu_events};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 /// What a vCPU thread tells the control thread; `E`: what a device said.
@@ -223,6 +223,8 @@ fn run_loop<E>(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext<E>, stop: &AtomicBool
     // KVM_RUN to complete: until then the registers are not the vCPU's
     // real state (the KVM API's "completion" of userspace exits).
     let mut io_pending = false;
+    // Nothing stored yet: a hold before the first KVM_RUN reads by ioctl.
+    mark_sync_unstored(&mut fd);
     while !stop.load(Ordering::Acquire) {
         let resume = ctx.gate.pass(cpu, stop, |what| capture(&mut fd, what, &mut io_pending));
         if let Some(r) = resume
@@ -236,6 +238,7 @@ fn run_loop<E>(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext<E>, stop: &AtomicBool
         if stop.load(Ordering::Acquire) {
             break;
         }
+        mark_sync_unstored(&mut fd);
         let next = match fd.run() {
             Ok(exit) => {
                 io_pending = matches!(
@@ -266,32 +269,75 @@ fn run_loop<E>(cpu: u32, mut fd: VcpuFd, ctx: &VcpuContext<E>, stop: &AtomicBool
     ctx.send(VcpuEvent::Finished { cpu });
 }
 
-/// What a vCPU parking at the gate reads of itself (`hold::Capture`).
-/// For a full capture it first completes an MMIO or port access its last
-/// exit left (KVM_RUN with `immediate_exit` completes it and returns), so
-/// that its registers are its real state; one it cannot complete leaves
-/// the capture not `full`.
-fn capture(fd: &mut VcpuFd, what: Capture, io_pending: &mut bool) -> HeldVcpu {
-    let regs = fd.get_regs();
-    let rip = regs.as_ref().map_or(0, |r| r.rip);
-    if what == Capture::Rip {
-        return HeldVcpu { rip, ..HeldVcpu::default() };
+/// A RIP no vCPU can have (non-canonical): written into kvm_run's synced
+/// registers before each KVM_RUN, it says, if still there after, that
+/// KVM stored nothing on that return (a return before the run, such as a
+/// fatal signal while taking the vCPU's lock).
+const SYNC_NOT_STORED: u64 = 0x8000_0000_0000_0000;
+
+/// Whether KVM stores this vCPU's registers, system registers and events
+/// into kvm_run on every return from KVM_RUN (`vm::create_vcpus` asks for
+/// it where KVM_CAP_SYNC_REGS has all three).
+fn syncs_regs(fd: &mut VcpuFd) -> bool {
+    const ALL: u64 =
+        (kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS | kvm_bindings::KVM_SYNC_X86_EVENTS) as u64;
+    fd.get_kvm_run().kvm_valid_regs & ALL == ALL
+}
+
+/// Marks the synced registers as not stored, before a KVM_RUN.
+fn mark_sync_unstored(fd: &mut VcpuFd) {
+    if syncs_regs(fd) {
+        fd.sync_regs_mut().regs.rip = SYNC_NOT_STORED;
     }
-    let regs = if *io_pending {
+}
+
+/// The registers, system registers and events as KVM stored them into
+/// kvm_run on the last return from KVM_RUN (no ioctl: on this project's
+/// nested KVM each of KVM_GET_REGS, _SREGS and _VCPU_EVENTS costs about
+/// 8 µs, so reading them was most of a held vCPU's capture), when it did.
+fn synced(fd: &mut VcpuFd) -> Option<(kvm_regs, kvm_sregs, kvm_vcpu_events)> {
+    if !syncs_regs(fd) {
+        return None;
+    }
+    let s = fd.sync_regs();
+    (s.regs.rip != SYNC_NOT_STORED).then_some((s.regs, s.sregs, s.events))
+}
+
+/// What a vCPU parking at the gate reads of itself (`hold::Capture`):
+/// from kvm_run where KVM stored it there on its last return from
+/// KVM_RUN (`synced`), else by ioctls. For a full capture it first
+/// completes an MMIO or port access its last exit left (KVM_RUN with
+/// `immediate_exit` completes it and returns), so that its registers are
+/// its real state; one it cannot complete leaves the capture not `full`.
+fn capture(fd: &mut VcpuFd, what: Capture, io_pending: &mut bool) -> HeldVcpu {
+    if what == Capture::Rip {
+        let rip = match synced(fd) {
+            Some((regs, ..)) => Ok(regs.rip),
+            None => fd.get_regs().map(|r| r.rip),
+        };
+        return HeldVcpu { rip: rip.unwrap_or(0), ..HeldVcpu::default() };
+    }
+    if *io_pending {
+        let rip = synced(fd).map_or_else(|| fd.get_regs().map_or(0, |r| r.rip), |(r, ..)| r.rip);
         fd.set_kvm_immediate_exit(1);
+        mark_sync_unstored(fd);
         let done = matches!(fd.run(), Err(e) if e.errno() == libc::EINTR);
         fd.set_kvm_immediate_exit(0);
         if !done {
             return HeldVcpu { rip, ..HeldVcpu::default() };
         }
-        *io_pending = false;
         // The completed access moved it on.
-        fd.get_regs()
-    } else {
-        regs
+        *io_pending = false;
+    }
+    let state = match synced(fd) {
+        Some(s) => Some(s),
+        None => match (fd.get_regs(), fd.get_sregs(), fd.get_vcpu_events()) {
+            (Ok(r), Ok(s), Ok(e)) => Some((r, s, e)),
+            _ => None,
+        },
     };
-    let (Ok(regs), Ok(sregs), Ok(events)) = (regs, fd.get_sregs(), fd.get_vcpu_events()) else {
-        return HeldVcpu { rip, ..HeldVcpu::default() };
+    let Some((regs, sregs, events)) = state else {
+        return HeldVcpu::default();
     };
     let event_pending = events.exception.injected != 0
         || events.exception.pending != 0

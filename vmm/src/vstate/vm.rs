@@ -4,7 +4,7 @@
 use kvm_bindings::{
     KVM_MAX_CPUID_ENTRIES, KVM_MEM_READONLY, KVM_MP_STATE_RUNNABLE, kvm_mp_state, kvm_userspace_memory_region,
 };
-use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{Cap, Kvm, SyncReg, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::arch::{cpuid, regs};
@@ -129,13 +129,19 @@ fn register_memory(fd: &VmFd, mem: &GuestMemory, text: std::ops::Range<u64>) -> 
     Ok(())
 }
 
+/// The state KVM_CAP_SYNC_REGS can store into kvm_run: general and system
+/// registers, pending events.
+const SYNC_ALL: u64 =
+    (kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS | kvm_bindings::KVM_SYNC_X86_EVENTS) as u64;
+
 /// The vCPUs, set up to start at `entry` in long mode.
 fn create_vcpus(kvm: &Kvm, fd: &VmFd, vcpu_count: u32, entry: u64) -> Result<Vec<VcpuFd>, VmError> {
     let supported = ioctl("KVM_GET_SUPPORTED_CPUID", kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES))?;
     let tsc_deadline = kvm.check_extension(Cap::TscDeadlineTimer);
+    let sync_regs = u64::try_from(kvm.check_extension_int(Cap::SyncRegs)).unwrap_or(0) & SYNC_ALL == SYNC_ALL;
     let mut vcpus = Vec::with_capacity(vcpu_count as usize);
     for cpu in 0..vcpu_count {
-        let vcpu = ioctl("KVM_CREATE_VCPU", fd.create_vcpu(u64::from(cpu)))?;
+        let mut vcpu = ioctl("KVM_CREATE_VCPU", fd.create_vcpu(u64::from(cpu)))?;
         let mut cpuid = supported.clone();
         cpuid::apply_vcpu_cpuid(&mut cpuid, cpu, tsc_deadline);
         ioctl("KVM_SET_CPUID2", vcpu.set_cpuid2(&cpuid))?;
@@ -145,6 +151,17 @@ fn create_vcpus(kvm: &Kvm, fd: &VmFd, vcpu_count: u32, entry: u64) -> Result<Vec
         ioctl("KVM_SET_FPU", vcpu.set_fpu(&regs::boot_fpu()))?;
         // Every vCPU starts at the entry in long mode: no INIT/SIPI.
         ioctl("KVM_SET_MP_STATE", vcpu.set_mp_state(kvm_mp_state { mp_state: KVM_MP_STATE_RUNNABLE }))?;
+        if sync_regs {
+            // Every return from KVM_RUN stores the registers, system
+            // registers and pending events into kvm_run (in the kernel,
+            // no ioctl): a vCPU parking at the hold gate reads them there
+            // (`vcpu::capture`). KVM stores them only on a return to
+            // userspace, which a held vCPU's kick is, and an in-kernel
+            // exit (a timer, an EOI, a halt) is not.
+            for reg in [SyncReg::Register, SyncReg::SystemRegister, SyncReg::VcpuEvents] {
+                vcpu.set_sync_valid_reg(reg);
+            }
+        }
         vcpus.push(vcpu);
     }
     Ok(vcpus)
