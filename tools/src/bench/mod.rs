@@ -148,7 +148,7 @@ pub struct BenchArgs {
     /// Switches (and as many pause+resume rounds) under the lock load, and again idle (default 200, --quick 40).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..=100_000))]
     pub switches: Option<u32>,
-    /// Pause after each switch (`100ms`, `1s`; a bare number is ms; old name --gap-ms): the guest prepares the next latency epoch meanwhile.
+    /// Pause after each switch (`100ms`, `1s`; a bare number is ms; old name --gap-ms): the guest prepares the next latency epoch meanwhile; a floor round (pause+resume) comes half-way through it.
     #[arg(long, alias = "gap-ms", value_name = "DURATION", default_value = "100ms", value_parser = parse_gap)]
     pub gap: std::time::Duration,
     /// vCPU counts of the scale family (comma-separated).
@@ -849,9 +849,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     }
     suite.repeat_spread = repeat::spreads(&repeats);
     if let Some(l) = &mut suite.latency {
-        // The gain's spread is judged over the repeats (each repeat's
-        // median over its slices), where there are two or more.
-        targets::judge_over_repeats(&mut l.targets, &repeat::values(&repeats, targets::GAIN));
+        // With two repeats or more the targets are judged over them
+        // (each repeat's median over its slices).
+        targets::judge_over_repeats(&mut l.targets, |name| repeat::values(&repeats, name));
     }
     suite.repeats = repeats;
     if suite.interrupted {

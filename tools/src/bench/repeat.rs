@@ -64,7 +64,8 @@ pub fn headlines(s: &Suite) -> Vec<Headline> {
                 at_least: p99.is_some_and(|p| p.at_least()),
             });
         }
-        for t in &l.targets {
+        // The gain's spread has a figure over the repeats only.
+        for t in l.targets.iter().filter(|t| t.what != super::targets::GAIN_SPREAD) {
             v.push(Headline {
                 name: t.what.clone(),
                 unit: "x",
@@ -99,8 +100,9 @@ pub fn headlines(s: &Suite) -> Vec<Headline> {
 }
 
 /// One headline's value in each repeat, in order (`None`: no figure).
+/// A figure that was only a bound counts as none.
 pub fn values(repeats: &[Repeat], name: &str) -> Vec<Option<f64>> {
-    repeats.iter().map(|r| r.headlines.iter().find(|h| h.name == name).and_then(|h| h.value)).collect()
+    repeats.iter().map(|r| r.headlines.iter().find(|h| h.name == name && !h.at_least).and_then(|h| h.value)).collect()
 }
 
 /// Every headline over the repeats, in the first repeat's order.

@@ -2,14 +2,18 @@
 //! switch costs, measured on a real VM through the real control socket.
 //!
 //! One phase is one VM (`rtswitch run --api-sock ...`, this executable):
-//! N `set-mode` toggles, each followed by a pause (the guest prepares the
-//! next latency epoch's memory in the background meanwhile), recording
-//! freeze, blackout and total as the VMM measured them and the round trip
-//! the client saw; then N `x-pause-resume` calls: the VMM holding and
-//! releasing every vCPU with no checks and no patch, the platform floor of
-//! a blackout, measured in the same VM. A switch that fails (the guest did
-//! not quiesce in time, ...) is counted with its reason, not hidden, and the
-//! phase goes on.
+//! N `set-mode` toggles, recording freeze, blackout and total as the VMM
+//! measured them and the round trip the client saw, interleaved with N
+//! `x-pause-resume` calls: the VMM holding and releasing every vCPU with
+//! no checks and no patch, the platform floor of a blackout, measured in
+//! the same VM. Each call follows half the gap after the one before (the
+//! guest prepares the next latency epoch's memory in the background
+//! meanwhile), so a switch and a floor round find the host alike: after
+//! a gap, a host CPU that idled wakes first, which one measured back to
+//! back does not pay (on this project's host the floor read 79 µs back to
+//! back, against about 130 µs after a gap). A switch that fails (the guest
+//! did not quiesce in time, ...) is counted with its reason, not hidden,
+//! and the phase goes on.
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +45,7 @@ pub struct PhaseConfig {
     pub cs_us: Option<u32>,
     /// Switches, then as many pause+resume rounds.
     pub count: u32,
-    /// Pause after each switch.
+    /// Pause after each switch; its floor round comes half-way through it.
     pub gap_ms: u64,
 }
 
@@ -183,6 +187,7 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
         .and_then(|n| n.parse().ok());
     let mut mode = "rt";
     let stop = || rtswitch::signals::interrupted();
+    let half_gap = Duration::from_millis(cfg.gap_ms) / 2;
     for i in 0..cfg.count {
         if stop() {
             p.interrupted = true;
@@ -231,25 +236,26 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
             let why = r["error"]["desc"].as_str().map_or_else(|| r.to_string(), str::to_string);
             p.failed.push(why);
         }
-        progress(i + 1);
-        std::thread::sleep(Duration::from_millis(cfg.gap_ms));
-    }
-    for i in 0..cfg.count {
-        if stop() {
-            p.interrupted = true;
-            break;
-        }
-        let t = Instant::now();
-        let r = s.execute(json!({"execute": "x-pause-resume"}), &mut |_| {})?;
-        p.floor_rtt.push(t.elapsed().as_micros() as u64);
-        let us = r["return"]["blackout_us"]
-            .as_u64()
-            .ok_or_else(|| SwitchBenchError::Refused { what: "a pause+resume", reply: r.to_string() })?;
-        p.floor_blackout.push(us);
-        progress(cfg.count + i + 1);
+        progress(2 * i + 1);
+        std::thread::sleep(half_gap);
+        floor_round(&mut s, &mut p)?;
+        progress(2 * i + 2);
+        std::thread::sleep(half_gap);
     }
     let _ = s.execute(json!({"execute": "quit"}), &mut |_| {});
     Ok(p)
+}
+
+/// One `x-pause-resume`: the floor's round trip and blackout.
+fn floor_round(s: &mut Session, p: &mut Phase) -> Result<(), SwitchBenchError> {
+    let t = Instant::now();
+    let r = s.execute(json!({"execute": "x-pause-resume"}), &mut |_| {})?;
+    p.floor_rtt.push(t.elapsed().as_micros() as u64);
+    let us = r["return"]["blackout_us"]
+        .as_u64()
+        .ok_or_else(|| SwitchBenchError::Refused { what: "a pause+resume", reply: r.to_string() })?;
+    p.floor_blackout.push(us);
+    Ok(())
 }
 
 /// One row of a spread table: name, then min / p50 / p99 / max in ms.

@@ -73,8 +73,12 @@ pub struct Target {
     pub what: String,
     /// The judged value: the median of `paired`, or its spread.
     pub value: Option<Ratio>,
-    /// The per-slice ratios it comes from.
+    /// The per-slice ratios it comes from; with `over_repeats`, each
+    /// repeat's value instead.
     pub paired: Paired,
+    /// Judged over `--repeat` (each repeat's value is its own median over
+    /// its slices), not over one run's slices.
+    pub over_repeats: bool,
     /// `>=` or `<=`.
     pub target_op: &'static str,
     pub target: f64,
@@ -86,6 +90,6 @@ pub struct Target {
 impl Target {
     pub fn of(what: &str, value: Option<Ratio>, paired: Paired, op: &'static str, target: f64) -> Self {
         let verdict = if op == ">=" { at_least(value, target) } else { at_most(value, target) };
-        Self { what: what.to_string(), value, paired, target_op: op, target, verdict, note: None }
+        Self { what: what.to_string(), value, paired, over_repeats: false, target_op: op, target, verdict, note: None }
     }
 }
