@@ -10,7 +10,7 @@
 //! own, every lock state digit against the values the ABI defines.
 
 use serde_json::{Value, json};
-use switcher::abi::{self, TaskName, task_word};
+use switcher::abi::task_word;
 use switcher::locktest::{self, LOCKS, LOCKTEST_ADDR, Opcode, Page, THREADS, mutex, offset};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -95,12 +95,7 @@ struct TaskView {
 
 /// Every task address the task directory names (read once per state).
 fn known_tasks(mem: &GuestMemory) -> Vec<u64> {
-    (0..abi::TASK_NAME_SLOTS)
-        .filter_map(|slot| {
-            let at = abi::TASK_NAMES_ADDR + (slot * std::mem::size_of::<TaskName>()) as u64;
-            memory::read_abi::<TaskName>(mem, at).map(|t| t.addr).filter(|&a| a != 0)
-        })
-        .collect()
+    memory::task_directory(mem).into_iter().map(|t| t.addr).filter(|&a| a != 0).collect()
 }
 
 /// Reads the task at `addr`, which must be one the task directory names
@@ -165,6 +160,7 @@ pub fn state(mem: &GuestMemory, locks: &str) -> Result<Value, LocktestError> {
 mod tests {
     use super::*;
     use crate::vstate::memory::Abi;
+    use switcher::abi::{self, TaskName};
     use switcher::locktest::Slot;
 
     const TASK: u64 = 0x20_0000;

@@ -14,12 +14,12 @@
 //! named.
 
 use serde_json::{Value, json};
-use switcher::abi::{self, TaskName, task_word};
+use switcher::abi::{self, task_word};
 use switcher::stackwalk::{GuestCode, Regs, StackMem, Walk, Why};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::vstate::hold::HeldVcpu;
-use crate::vstate::memory::GuestMemory;
+use crate::vstate::memory::{self, GuestMemory};
 
 /// Frames named per task in a reply (the walk checks them all).
 const NAMED_FRAMES: usize = 8;
@@ -130,7 +130,7 @@ pub fn walk_tasks(
         })
         .collect();
     let mut out = Vec::new();
-    let directory = read_directory(mem);
+    let directory = memory::task_directory(mem);
     for (slot, entry) in directory.iter().enumerate() {
         if entry.addr == 0 {
             continue;
@@ -174,27 +174,6 @@ pub fn walk_tasks(
         out.push(tw);
     }
     (out, unknown)
-}
-
-/// The task directory, in one read (a read per slot was most of a fast
-/// switch's checks: 192 bounds-checked copies); unreadable: every slot
-/// unused.
-fn read_directory(mem: &GuestMemory) -> Vec<TaskName> {
-    const ENTRY: usize = std::mem::size_of::<TaskName>();
-    let mut bytes = vec![0u8; abi::TASK_NAME_SLOTS * ENTRY];
-    if mem.read_slice(&mut bytes, GuestAddress(abi::TASK_NAMES_ADDR)).is_err() {
-        return Vec::new();
-    }
-    bytes
-        .chunks_exact(ENTRY)
-        .map(|e| {
-            let mut entry = TaskName { addr: 0, name: [0; abi::ABI_NAME_LEN] };
-            let (addr, name) = e.split_at(8);
-            entry.addr = u64::from_le_bytes(addr.try_into().unwrap_or([0; 8]));
-            entry.name.copy_from_slice(&name[..abi::ABI_NAME_LEN]);
-            entry
-        })
-        .collect()
 }
 
 /// A function name as a reply shows it: without Rust's hash suffix,

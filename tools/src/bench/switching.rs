@@ -206,31 +206,27 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
                 // Bounded: the VMM's fixed check names.
                 *p.refused_by.entry(check.chars().take(40).collect()).or_default() += 1;
             }
-            let steps = &ret["path"]["blackout"];
-            for (v, k) in [
-                (&mut p.fast_hold, "hold_us"),
-                (&mut p.fast_checks, "checks_us"),
-                (&mut p.fast_patch, "patch_us"),
-                (&mut p.fast_release, "release_us"),
-            ] {
-                if let Some(us) = steps[k].as_u64() {
-                    v.push(us);
-                }
-            }
+            push_present(
+                &ret["path"]["blackout"],
+                [
+                    (&mut p.fast_hold, "hold_us"),
+                    (&mut p.fast_checks, "checks_us"),
+                    (&mut p.fast_patch, "patch_us"),
+                    (&mut p.fast_release, "release_us"),
+                ],
+            );
             p.sites = ret["sites_patched"].as_u64().or(p.sites);
             p.sites_by_dimension = SiteCounts::from_reply(ret).or(p.sites_by_dimension);
-            let ph = &ret["phases"];
-            for (v, k) in [
-                (&mut p.guest_freeze, "guest_freeze_us"),
-                (&mut p.verdict, "verdict_us"),
-                (&mut p.serialize, "serialize_us"),
-                (&mut p.thaw, "thaw_us"),
-                (&mut p.messaging, "messaging_us"),
-            ] {
-                if let Some(us) = ph[k].as_u64() {
-                    v.push(us);
-                }
-            }
+            push_present(
+                &ret["phases"],
+                [
+                    (&mut p.guest_freeze, "guest_freeze_us"),
+                    (&mut p.verdict, "verdict_us"),
+                    (&mut p.serialize, "serialize_us"),
+                    (&mut p.thaw, "thaw_us"),
+                    (&mut p.messaging, "messaging_us"),
+                ],
+            );
             mode = if mode == "rt" { "mainline" } else { "rt" };
         } else {
             let why = r["error"]["desc"].as_str().map_or_else(|| r.to_string(), str::to_string);
@@ -244,6 +240,16 @@ pub fn run_phase(cfg: &PhaseConfig, progress: &mut dyn FnMut(u32)) -> Result<Pha
     }
     let _ = s.execute(json!({"execute": "quit"}), &mut |_| {});
     Ok(p)
+}
+
+/// Appends each field of `obj` that the reply has (a fast switch has no
+/// guest phases, a cooperative one no blackout steps) to its list.
+fn push_present<const N: usize>(obj: &serde_json::Value, fields: [(&mut Vec<u64>, &str); N]) {
+    for (list, key) in fields {
+        if let Some(us) = obj[key].as_u64() {
+            list.push(us);
+        }
+    }
 }
 
 /// One `x-pause-resume`: the floor's round trip and blackout.

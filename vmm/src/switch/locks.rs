@@ -12,7 +12,7 @@
 
 use std::fmt;
 
-use switcher::abi::{self, ABI_MAGIC, LockRegistry, LockTable, TaskName, lock_word};
+use switcher::abi::{self, ABI_MAGIC, LockRegistry, LockTable, lock_word};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::vstate::memory::{self, GuestMemory};
@@ -63,11 +63,8 @@ fn owner_name(mem: &GuestMemory, addr: u64) -> Owner {
     if addr == 0 {
         return Owner::Nobody;
     }
-    (0..abi::TASK_NAME_SLOTS)
-        .filter_map(|slot| {
-            let at = abi::TASK_NAMES_ADDR + (slot * std::mem::size_of::<TaskName>()) as u64;
-            memory::read_abi::<TaskName>(mem, at)
-        })
+    memory::task_directory(mem)
+        .into_iter()
         .find(|t| t.addr == addr)
         .map_or(Owner::Unknown(addr), |t| Owner::Task(name(&t.name)))
 }
@@ -153,6 +150,7 @@ pub fn check(mem: &GuestMemory) -> Result<usize, LockWordError> {
 mod tests {
     use super::*;
     use crate::vstate::memory::{Abi, create};
+    use switcher::abi::TaskName;
     use switcher::abi::{ABI_NAME_LEN, LockEntry};
 
     fn entry(addr: u64, n: &str) -> LockEntry {

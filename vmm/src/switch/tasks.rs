@@ -20,7 +20,7 @@
 //! Everything read is guest input: bounds-checked, a directory entry that
 //! points outside guest memory is an error naming the slot, never a crash.
 
-use switcher::abi::{self, TaskName, task_word};
+use switcher::abi::task_word;
 use switcher::patch::{SiteTable, SwitchableCode};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -61,9 +61,7 @@ impl std::fmt::Display for InSwitchableCode {
 /// number of frozen tasks.
 pub fn check(mem: &GuestMemory) -> Result<usize, TaskCheckError> {
     let mut checked = 0;
-    for slot in 0..task_word::SPAWNED_SLOTS.min(abi::TASK_NAME_SLOTS) {
-        let at = abi::TASK_NAMES_ADDR + (slot * std::mem::size_of::<TaskName>()) as u64;
-        let Some(entry) = memory::read_abi::<TaskName>(mem, at) else { continue };
+    for (slot, entry) in memory::task_directory(mem).into_iter().enumerate().take(task_word::SPAWNED_SLOTS) {
         if entry.addr == 0 {
             continue;
         }
@@ -102,6 +100,7 @@ mod tests {
     use super::*;
     use crate::vstate::memory::{Abi, create};
     use switcher::abi::ABI_NAME_LEN;
+    use switcher::abi::{self, TaskName};
 
     /// A task's directory entry and first words: `flags` = (on_cpu,
     /// frozen, exempt).
