@@ -279,10 +279,13 @@ const SYNC_NOT_STORED: u64 = 0x8000_0000_0000_0000;
 /// into kvm_run on every return from KVM_RUN (`vm::create_vcpus` asks for
 /// it where KVM_CAP_SYNC_REGS has all three).
 fn syncs_regs(fd: &mut VcpuFd) -> bool {
-    const ALL: u64 =
-        (kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS | kvm_bindings::KVM_SYNC_X86_EVENTS) as u64;
-    fd.get_kvm_run().kvm_valid_regs & ALL == ALL
+    fd.get_kvm_run().kvm_valid_regs & SYNC_ALL == SYNC_ALL
 }
+
+/// The state KVM_CAP_SYNC_REGS can store into kvm_run: general and system
+/// registers, pending events (all three, or the capture reads by ioctl).
+pub(crate) const SYNC_ALL: u64 =
+    (kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS | kvm_bindings::KVM_SYNC_X86_EVENTS) as u64;
 
 /// Marks the synced registers as not stored, before a KVM_RUN.
 fn mark_sync_unstored(fd: &mut VcpuFd) {

@@ -9,6 +9,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 use crate::arch::{cpuid, regs};
 use crate::vstate::memory::GuestMemory;
+use crate::vstate::vcpu::SYNC_ALL;
 
 /// The LAPIC timer's input clock in kHz: KVM's in-kernel LAPIC runs it at
 /// one tick per nanosecond unless the VMM asks otherwise
@@ -128,11 +129,6 @@ fn register_memory(fd: &VmFd, mem: &GuestMemory, text: std::ops::Range<u64>) -> 
     }
     Ok(())
 }
-
-/// The state KVM_CAP_SYNC_REGS can store into kvm_run: general and system
-/// registers, pending events.
-const SYNC_ALL: u64 =
-    (kvm_bindings::KVM_SYNC_X86_REGS | kvm_bindings::KVM_SYNC_X86_SREGS | kvm_bindings::KVM_SYNC_X86_EVENTS) as u64;
 
 /// The vCPUs, set up to start at `entry` in long mode.
 fn create_vcpus(kvm: &Kvm, fd: &VmFd, vcpu_count: u32, entry: u64) -> Result<Vec<VcpuFd>, VmError> {
