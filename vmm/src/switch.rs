@@ -822,7 +822,7 @@ fn check_and_patch(
     // are the truth.
     locks::check(mem).map_err(SwitchFailure::LockWord)?;
     tasks::check(mem).map_err(SwitchFailure::Tasks)?;
-    let text = Text(mem);
+    let text = Text::new(mem);
     let plan = sites.plan(&text, from, to).map_err(SwitchFailure::Plan)?;
     plan.apply(&text).map_err(SwitchFailure::Patch)
 }

@@ -282,7 +282,7 @@ impl ControlSocket {
         let mem = &self.run.mem;
         let switching = self.switching.borrow();
         let coordinator = switching.coordinator();
-        let sites_mode = match coordinator.sites().current_profile(&Text(mem), coordinator.mode()) {
+        let sites_mode = match coordinator.sites().current_profile(&Text::new(mem), coordinator.mode()) {
             Ok(m) => m.name().to_string(),
             Err(e) => format!("inconsistent: {e}"),
         };
