@@ -91,8 +91,9 @@ struct Forced<'a> {
 impl Forced<'_> {
     /// The fast path refused by `check`, saying `says`; the fallback
     /// completed, and the guest exits cleanly having said `then` (the
-    /// fault let go: nothing stayed stuck). The refusal's text.
-    fn refused_then_cooperative(&self, check: &str, says: &[&str], then: &[&str]) -> String {
+    /// fault let go: nothing stayed stuck). The refusal's text and the
+    /// run's output.
+    fn refused_then_cooperative(&self, check: &str, says: &[&str], then: &[&str]) -> (String, String) {
         let mut args = vec!["--vcpus", "2", "--load", "none", "--switch-timeout", SLOW_HOST, "--profile", self.boot];
         args.extend(self.extra);
         for f in self.fault {
@@ -120,7 +121,7 @@ impl Forced<'_> {
         let (code, out, _) = vmm.quit();
         assert_eq!(code, 0, "{out}");
         eprintln!("{}: refused by {check} after {} hold(s): {why}", self.name, rec.path.holds);
-        why
+        (why, out)
     }
 }
 
@@ -193,7 +194,7 @@ fn a_task_inside_the_try_lock_implementation_refuses_the_fast_path() {
         fault: &["park-in-try-lock"],
         ready: "'impl-park' parked in the try_lock implementation",
     };
-    let why = forced.refused_then_cooperative(
+    let (why, _) = forced.refused_then_cooperative(
         "in-switched-code",
         &["task 'impl-park' is inside the mainline implementation of try_lock"],
         &["'impl-park' left the lock implementation"],
@@ -230,7 +231,7 @@ fn a_task_preempted_at_the_full_preempt_enable_point_refuses_the_fast_path() {
         fault: &["park-in-preempt-full"],
         ready: "'preempt-low' was preempted at preempt_enable",
     };
-    let why = forced.refused_then_cooperative(
+    let (why, _) = forced.refused_then_cooperative(
         "in-switched-code",
         &["task 'preempt-low' is inside the full implementation of preempt_resched"],
         &["'preempt-low' left the preemption point"],
@@ -251,12 +252,36 @@ fn a_task_preempted_at_the_full_interrupt_return_point_refuses_the_fast_path() {
         fault: &["park-in-irq-exit-full"],
         ready: "'preempt-low' was preempted at the interrupt return",
     };
-    let why = forced.refused_then_cooperative(
+    let (why, _) = forced.refused_then_cooperative(
         "in-switched-code",
         &["task 'preempt-low' is inside the full implementation of irq_exit_resched"],
         &["'preempt-low' left the preemption point"],
     );
     assert!(frame_of(&why).contains("irq_exit_full"), "{why}");
+}
+
+/// Every device interrupt the guest took was handled, in hard-IRQ context
+/// or by a thread, or is counted as not yet handled (the VMM's
+/// `device interrupts` line): the parked one included.
+fn no_interrupt_lost(out: &str) {
+    let line =
+        out.lines().find(|l| l.contains("rtswitch: device interrupts (--irq-load")).unwrap_or_else(|| panic!("{out}"));
+    let after = |key: &str| -> u64 {
+        let rest = line.split_once(key).map_or("", |(_, r)| r).trim_start();
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{key}: {line}"))
+    };
+    let before = |key: &str| -> u64 {
+        let head = line.split_once(key).map_or("", |(h, _)| h).trim_end();
+        head.rsplit(' ').next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{key}: {line}"))
+    };
+    let took = after("the guest took");
+    let (hard, threaded, left) =
+        (before("handled in hard-IRQ context"), before("by handler threads"), before("not yet handled"));
+    assert!(took > 0, "{line}");
+    assert_eq!(hard + threaded + left, took, "{line}");
 }
 
 /// A device interrupt that comes to 'irq-park' (busy on cpu 0) parks
@@ -274,12 +299,13 @@ fn a_handler_inside_the_hard_dispatch_implementation_refuses_the_fast_path() {
         fault: &["park-in-irq"],
         ready: "'irq-park' parked in the interrupt dispatch implementation",
     };
-    let why = forced.refused_then_cooperative(
+    let (why, out) = forced.refused_then_cooperative(
         "in-switched-code",
         &["task 'irq-park' is inside the hard implementation of irq_dispatch"],
         &["'irq-park' left the interrupt dispatch implementation"],
     );
     assert!(frame_of(&why).contains("hard"), "{why}");
+    no_interrupt_lost(&out);
 }
 
 /// The same in `threaded` (booted in rt, switched to mainline).
@@ -293,12 +319,13 @@ fn a_handler_inside_the_threaded_dispatch_implementation_refuses_the_fast_path()
         fault: &["park-in-irq"],
         ready: "'irq-park' parked in the interrupt dispatch implementation",
     };
-    let why = forced.refused_then_cooperative(
+    let (why, out) = forced.refused_then_cooperative(
         "in-switched-code",
         &["task 'irq-park' is inside the threaded implementation of irq_dispatch"],
         &["'irq-park' left the interrupt dispatch implementation"],
     );
     assert!(frame_of(&why).contains("threaded"), "{why}");
+    no_interrupt_lost(&out);
 }
 
 #[test]
