@@ -67,6 +67,16 @@ pub const KEYS: &[Key] = &[
     flag("park-in-lock", "fault: a task stops inside the lock implementation until a switch request"),
     flag("park-in-preempt", "fault: a task stops inside the preemption point until a switch request"),
     flag("park-in-unlock", "fault: a task stops inside the unlock implementation until a switch request"),
+    flag("park-in-try-lock", "fault: a task stops inside the try_lock implementation until a switch request"),
+    flag("park-in-irq", "fault: a device interrupt's handler stops inside its dispatch until a switch request"),
+    flag(
+        "park-in-preempt-full",
+        "fault: a task is preempted at full preempt_enable; the winner spins until a switch request",
+    ),
+    flag(
+        "park-in-irq-exit-full",
+        "fault: a task is preempted at full interrupt return; the winner spins until a switch request",
+    ),
     flag("bad-frame", "fault: a task runs with a corrupted frame pointer until a switch request"),
     number("lock-queue", "N", "fault: N tasks queue on one lock"),
     number("handoff-delay", "US", "fault: a woken rtmutex waiter waits US us before taking the lock"),

@@ -40,6 +40,39 @@
 //! - `park-in-preempt`: the same, inside the voluntary preemption point's
 //!   implementation (`might_resched` before the lock: the task boots in
 //!   a profile whose preemption model is `voluntary`, e.g. mainline).
+//! - `park-in-try-lock`: the same, inside `try_lock` before it touches
+//!   the lock word (reached through `SpinLock::try_increment`, whose call
+//!   sites exist for the ring-3 selftest: the fault adds none), then it
+//!   takes the lock if free and releases it.
+//! - `park-in-irq`: a task 'irq-park' (cpu 0) runs busy, yielding at
+//!   every turn, until a device interrupt comes to it (`--irq-load`
+//!   must be on; it gives up, saying so, after [`AFTER_REQUEST_WAIT_US`]):
+//!   the handler stops inside the dispatch implementation the profile
+//!   selects (`hard` or `threaded`), in hard-IRQ context, busy, until a
+//!   switch request (as `park-in-lock`), saying so (`'irq-park' parked
+//!   in the interrupt dispatch implementation`: the interrupted task);
+//!   then the handler finishes and the task exits (`'irq-park' left the
+//!   interrupt dispatch implementation`). The fast path finds vCPU 0
+//!   inside the dispatch, its chain (through the trap frame, on the
+//!   interrupted task's stack) returning into it.
+//! - `park-in-preempt-full`: a task 'preempt-high' (cpu 0, priority
+//!   [`FAULT_PRIO`] + 1) spawns 'preempt-low' (cpu 0, [`FAULT_PRIO`]) and
+//!   sleeps; 'preempt-low' disables preemption, wakes it (a reschedule
+//!   is pending, it cannot happen yet) and enables preemption again: in
+//!   a profile whose preemption model is `full`, `preempt_enable`'s point
+//!   (`preempt_full`) switches to 'preempt-high' inside
+//!   `preempt_schedule`. 'preempt-high', finding 'preempt-low' not yet
+//!   back out of the point, says so (`'preempt-low' was preempted at
+//!   preempt_enable`) and stays busy until a switch request (bounded as
+//!   `sched::park`), then exits; 'preempt-low' then finishes (`'preempt-low'
+//!   left the preemption point`). In another model 'preempt-high' runs
+//!   only once 'preempt-low' is out, says that it was not preempted, and
+//!   exits at once. (`full` tail-calls the scheduler from the point: the
+//!   preempted task's stack holds no frame of `preempt_full`.)
+//! - `park-in-irq-exit-full`: the same with interrupts masked around the
+//!   wake instead: the unmask runs the interrupt exit work, whose point
+//!   (`irq_exit_full` under `full`) switches (`'preempt-low' was
+//!   preempted at the interrupt return`).
 //! - `bad-frame`: a task 'bad-frame' (on the last CPU, exempt from the
 //!   freezer: it takes no lock) runs with a corrupted frame pointer
 //!   (rbp = 0x1234, in assembly that uses no stack), saying so (`'bad-frame'
@@ -98,7 +131,7 @@
 //!   removing its control socket.
 
 use core::ptr::addr_of_mut;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use switcher::abi::{SWITCH_MAILBOX_ADDR, SwitchMailbox, doorbell};
 use switcher::telemetry::TelemetryHeader;
@@ -128,6 +161,10 @@ pub struct Faults {
     pub park_in_lock: bool,
     pub park_in_preempt: bool,
     pub park_in_unlock: bool,
+    pub park_in_try_lock: bool,
+    pub park_in_irq: bool,
+    pub park_in_preempt_full: bool,
+    pub park_in_irq_exit_full: bool,
     pub bad_frame: bool,
 }
 
@@ -162,6 +199,10 @@ impl Faults {
                 "park-in-lock" => self.park_in_lock = true,
                 "park-in-preempt" => self.park_in_preempt = true,
                 "park-in-unlock" => self.park_in_unlock = true,
+                "park-in-try-lock" => self.park_in_try_lock = true,
+                "park-in-irq" => self.park_in_irq = true,
+                "park-in-preempt-full" => self.park_in_preempt_full = true,
+                "park-in-irq-exit-full" => self.park_in_irq_exit_full = true,
                 "bad-frame" => self.bad_frame = true,
                 _ => return false,
             }
@@ -231,6 +272,23 @@ pub fn start(f: &Faults) {
     } else if f.park_in_unlock {
         crate::println!("fault injection: 'impl-park' stops inside the unlock implementation on cpu 0");
         sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(sched::park::IN_UNLOCK));
+    } else if f.park_in_try_lock {
+        crate::println!("fault injection: 'impl-park' stops inside the try_lock implementation on cpu 0");
+        sched::spawn("impl-park", FAULT_PRIO, 0, impl_park, usize::from(sched::park::IN_TRY_LOCK));
+    } else if f.park_in_irq {
+        crate::println!(
+            "fault injection: a device interrupt's handler stops inside the dispatch implementation on cpu 0"
+        );
+        sched::spawn("irq-park", FAULT_PRIO, 0, irq_park, 0);
+    }
+    if f.park_in_preempt_full || f.park_in_irq_exit_full {
+        let (at, point) = if f.park_in_preempt_full {
+            (AT_PREEMPT_ENABLE, "preempt_enable")
+        } else {
+            (AT_IRQ_EXIT, "the interrupt return")
+        };
+        crate::println!("fault injection: 'preempt-low' is preempted at {point} on cpu 0");
+        sched::spawn("preempt-high", FAULT_PRIO + 1, 0, preempt_high, at);
     }
     if f.bad_frame {
         crate::println!("fault injection: 'bad-frame' corrupts its frame pointer on cpu {last}");
@@ -311,12 +369,108 @@ fn busy_for(ms: usize, since_seq: u64, mut work: impl FnMut()) {
 }
 
 /// Takes and releases the hog's lock (through `hog`, whose call sites
-/// exist anyway: a fault adds none: `might_resched`, then the lock),
-/// parking inside the implementation `at` names (`sched::park`).
+/// exist anyway: a fault adds none: `might_resched`, then the lock; for
+/// `try_lock` through `SpinLock::try_increment`, whose sites exist for
+/// the ring-3 selftest), parking inside the implementation `at` names
+/// (`sched::park`).
 fn impl_park(at: usize) {
-    sched::park::arm(at as u8);
-    hog(0);
+    let at = at as u8;
+    sched::park::arm(at);
+    if at == sched::park::IN_TRY_LOCK {
+        HOG_LOCK.try_increment();
+    } else {
+        hog(0);
+    }
     crate::println!("fault injection: 'impl-park' left the lock implementation");
+}
+
+/// Armed for the interrupt dispatch (`sched::park`), runs on cpu 0 until
+/// a device interrupt's handler, come to it, has parked and left
+/// (bounded by the park's wait, and once more by
+/// [`AFTER_REQUEST_WAIT_US`] for the first interrupt: without
+/// `--irq-load` none comes). Busy, so that the interrupt comes to it,
+/// yielding at every turn: a higher-priority task woken meanwhile (the
+/// control thread) runs, whatever the preemption model.
+fn irq_park(_: usize) {
+    sched::park::arm(sched::park::IN_IRQ_DISPATCH);
+    let give_up = sched::now_tsc() + sched::us_to_tsc(AFTER_REQUEST_WAIT_US);
+    while sched::park::armed() && sched::now_tsc() < give_up {
+        sched::yield_now();
+        core::hint::spin_loop();
+    }
+    if sched::park::disarm() {
+        crate::println!("fault injection: 'irq-park' saw no device interrupt (is --irq-load on?)");
+    } else {
+        crate::println!("fault injection: 'irq-park' left the interrupt dispatch implementation");
+    }
+}
+
+/// `park-in-preempt-full`: 'preempt-low' wakes 'preempt-high' with
+/// preemption disabled; its `preempt_enable` then reaches the point.
+const AT_PREEMPT_ENABLE: usize = 1;
+/// `park-in-irq-exit-full`: 'preempt-low' wakes 'preempt-high' with
+/// interrupts masked; its unmask then runs the interrupt exit work.
+const AT_IRQ_EXIT: usize = 2;
+/// 'preempt-high''s task slot (for the wake).
+static HIGH_SLOT: AtomicUsize = AtomicUsize::new(0);
+/// 'preempt-low' has woken 'preempt-high'.
+static HIGH_WOKEN: AtomicBool = AtomicBool::new(false);
+/// 'preempt-low' came back out of the preemption point.
+static LOW_PAST: AtomicBool = AtomicBool::new(false);
+
+/// The higher-priority task (cpu 0): spawns 'preempt-low' below it on
+/// its CPU, sleeps until that one wakes it, and, if it runs while
+/// 'preempt-low' is still inside the point (preempted there: `full`),
+/// stays busy until a switch request (as `sched::park`; bounded by
+/// `park::WAIT_US`), then exits, letting 'preempt-low' finish.
+fn preempt_high(at: usize) {
+    HIGH_SLOT.store(sched::current().id().slot(), Ordering::Release);
+    sched::spawn("preempt-low", FAULT_PRIO, 0, preempt_low, at);
+    // The scheduler's blocking protocol, bare (a wait queue's generic
+    // wait would be a new instance of its call sites).
+    loop {
+        sched::set_current_blocked();
+        if HIGH_WOKEN.load(Ordering::Acquire) {
+            sched::set_current_running();
+            break;
+        }
+        sched::schedule();
+    }
+    let seq = request_seq();
+    let point = if at == AT_PREEMPT_ENABLE { "preempt_enable" } else { "the interrupt return" };
+    if LOW_PAST.load(Ordering::Acquire) {
+        crate::println!("fault injection: 'preempt-low' was not preempted at {point} (the model is not full)");
+        return;
+    }
+    crate::println!("fault injection: 'preempt-low' was preempted at {point}");
+    let give_up = sched::now_tsc() + sched::us_to_tsc(sched::park::WAIT_US);
+    while request_seq() == seq && sched::now_tsc() < give_up {
+        core::hint::spin_loop();
+    }
+    crate::println!("fault injection: 'preempt-high' lets 'preempt-low' run");
+}
+
+/// Wakes 'preempt-high' (which outranks the caller on its CPU: a
+/// reschedule is pending from here on).
+fn wake_high() {
+    HIGH_WOKEN.store(true, Ordering::Release);
+    sched::wake_up(sched::task_by_slot(HIGH_SLOT.load(Ordering::Acquire)));
+}
+
+/// The lower-priority task (cpu 0): wakes 'preempt-high' where it cannot
+/// be preempted, then leaves that section through the point `at` names,
+/// where the `full` model switches to 'preempt-high' (through
+/// `preempt_full` or `irq_exit_full`, into the scheduler).
+fn preempt_low(at: usize) {
+    if at == AT_PREEMPT_ENABLE {
+        preempt_off(0, wake_high);
+    } else {
+        let was = crate::arch::cpu::save_and_disable_interrupts();
+        wake_high();
+        crate::arch::cpu::restore_interrupts(was);
+    }
+    LOW_PAST.store(true, Ordering::Release);
+    crate::println!("fault injection: 'preempt-low' left the preemption point");
 }
 
 fn bad_frame(_: usize) {
@@ -387,13 +541,23 @@ fn irq_off_spin(ms: usize) {
 /// Spins with preemption disabled (interrupts on): the CPU's watchdog thread
 /// cannot run, so the watchdog reports this task.
 fn stall(ms: usize) {
+    preempt_off(ms, || {});
+    crate::println!("fault injection: 'stall' let go of its CPU");
+}
+
+/// Disables preemption, runs `first`, spins `ms` milliseconds, enables
+/// preemption. Not inlined: its `preempt_enable` is one call site for
+/// all its callers (`stall`, `park-in-preempt-full`), so a caller adds
+/// none.
+#[inline(never)]
+fn preempt_off(ms: usize, first: fn()) {
     let end = sched::now_tsc() + sched::us_to_tsc(ms as u64 * 1000);
     sched::preempt_disable();
+    first();
     while sched::now_tsc() < end {
         core::hint::spin_loop();
     }
     sched::preempt_enable();
-    crate::println!("fault injection: 'stall' let go of its CPU");
 }
 
 /// xorshift64: garbage that differs every call.

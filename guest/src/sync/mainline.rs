@@ -22,6 +22,7 @@ pub extern "C" fn lock(lock: *const LockCore) -> u64 {
 
 /// Takes the lock only if it is free right now (`mainline_lock::try_lock`).
 pub extern "C" fn try_lock(lock: *const LockCore) -> u64 {
+    crate::sched::park::point(crate::sched::park::IN_TRY_LOCK);
     // SAFETY: as for `lock`.
     mainline_lock::try_lock(&Kernel, unsafe { &(*lock).word.owner })
 }

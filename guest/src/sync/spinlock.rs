@@ -78,6 +78,24 @@ impl<T> SpinLock<T> {
     }
 }
 
+/// A counter behind a switchable lock.
+impl SpinLock<u64> {
+    /// Adds 1 to the counter if the lock is free right now; whether it
+    /// was. Not inlined: one `try_lock` call site (and one `unlock`) for
+    /// all its callers (the ring-3 selftest's lock loop, the
+    /// `park-in-try-lock` fault), so a caller adds no site.
+    #[inline(never)]
+    pub fn try_increment(&self) -> bool {
+        match self.try_lock() {
+            Some(mut g) => {
+                *g += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Why [`SpinLock::lock_held`] came back without the lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockFailure {

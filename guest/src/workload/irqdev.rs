@@ -61,12 +61,14 @@ pub fn on_interrupt() {
 
 /// `hard`: the handler's work, here, masked.
 extern "C" fn hard() {
+    sched::park::point(sched::park::IN_IRQ_DISPATCH);
     work();
     count(&HARD, telemetry::IrqCount::Hard, percpu::cpu_id() as usize);
 }
 
 /// `threaded`: count it for this CPU's thread and wake it.
 extern "C" fn threaded() {
+    sched::park::point(sched::park::IN_IRQ_DISPATCH);
     let cpu = percpu::cpu_id() as usize;
     PENDING[cpu].fetch_add(1, Ordering::Release);
     QUEUES[cpu].wake_one();
