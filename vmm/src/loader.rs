@@ -406,7 +406,7 @@ mod site_table_tests {
     use switcher::patch::{PatchError, SiteTable};
     use switcher::profile::{Dimension, Profile};
 
-    use crate::vstate::memory::{self, Text};
+    use crate::vstate::memory::{self, GuestView};
 
     #[test]
     fn embedded_kernel_has_valid_site_tables() {
@@ -439,7 +439,7 @@ mod site_table_tests {
         let kernel = super::parse(crate::DEFAULT_KERNEL, 128 << 20).unwrap();
         kernel.load(&mem).unwrap();
         let t = kernel.sites;
-        let text = Text::new(&mem);
+        let text = GuestView::new(&mem);
         assert_eq!(t.current_profile(&text, Profile::MAINLINE), Ok(Profile::MAINLINE));
         assert_eq!(t.plan(&text, Profile::MAINLINE, Profile::RT).unwrap().apply(&text), Ok(t.len()));
         assert_eq!(t.current_profile(&text, Profile::RT), Ok(Profile::RT));

@@ -15,11 +15,11 @@
 
 use serde_json::{Value, json};
 use switcher::abi::{self, task_word};
-use switcher::stackwalk::{GuestCode, Regs, StackMem, Walk, Why};
+use switcher::stackwalk::{GuestCode, Regs, Walk, Why};
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::vstate::hold::HeldVcpu;
-use crate::vstate::memory::{self, GuestMemory, HostView};
+use crate::vstate::memory::{self, GuestMemory, GuestView};
 
 /// Frames named per task in a reply (the walk checks them all).
 const NAMED_FRAMES: usize = 8;
@@ -27,28 +27,6 @@ const NAMED_FRAMES: usize = 8;
 pub const MAX_DEPTH: usize = 64;
 /// Tasks a reply lists (the directory's slots).
 const LISTED: usize = abi::TASK_NAME_SLOTS;
-
-/// Guest memory as the walker reads it (through the [`HostView`] where
-/// there is one: the hold walks every task's stack).
-pub struct Mem<'a> {
-    mem: &'a GuestMemory,
-    view: Option<HostView<'a>>,
-}
-
-impl<'a> Mem<'a> {
-    pub fn new(mem: &'a GuestMemory) -> Self {
-        Self { mem, view: HostView::of(mem) }
-    }
-}
-
-impl StackMem for Mem<'_> {
-    fn read_u64(&self, addr: u64) -> Option<u64> {
-        match &self.view {
-            Some(v) => v.read_u64(addr),
-            None => self.mem.read_obj::<u64>(GuestAddress(addr)).ok(),
-        }
-    }
-}
 
 /// One task's walk.
 #[derive(Debug)]
@@ -110,7 +88,7 @@ pub fn place(mem: &GuestMemory, code: &GuestCode, cpu: u32, h: &HeldVcpu) -> Pla
     let regs = Regs { rip: h.rip, rsp: h.rsp, rbp: h.rbp };
     let regs = match h.cpl() {
         3 => regs,
-        _ => match code.shim_caller(&Mem::new(mem), u64::from(cpu), regs) {
+        _ => match code.shim_caller(&GuestView::new(mem), u64::from(cpu), regs) {
             Ok(r) => r,
             Err(_) => return Place::Unknown(UnknownWhy::Ring0(h.rip)),
         },
@@ -133,7 +111,7 @@ pub fn walk_tasks(
     code: &GuestCode,
     held: &[(u32, HeldVcpu)],
 ) -> (Vec<TaskWalk>, Vec<(u32, UnknownWhy)>) {
-    let m = Mem::new(mem);
+    let m = GuestView::new(mem);
     let places: Vec<(u32, Place)> = held.iter().map(|&(c, h)| (c, place(mem, code, c, &h))).collect();
     let unknown: Vec<(u32, UnknownWhy)> = places
         .iter()

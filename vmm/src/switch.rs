@@ -38,7 +38,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use self::history::SwitchHistory;
 use crate::vstate::hold::HoldGate;
-use crate::vstate::memory::{self, Abi, GuestMemory, Text};
+use crate::vstate::memory::{self, Abi, GuestMemory, GuestView};
 use switcher::stackwalk::GuestCode;
 
 /// Why a switch (or a pause-resume) failed. Every switch failure means
@@ -822,7 +822,7 @@ fn check_and_patch(
     // are the truth.
     locks::check(mem).map_err(SwitchFailure::LockWord)?;
     tasks::check(mem).map_err(SwitchFailure::Tasks)?;
-    let text = Text::new(mem);
+    let text = GuestView::new(mem);
     let plan = sites.plan(&text, from, to).map_err(SwitchFailure::Plan)?;
     plan.apply(&text).map_err(SwitchFailure::Patch)
 }

@@ -50,7 +50,7 @@ use crate::report::json::Detail;
 use crate::report::{self, Measurement};
 use crate::switch::{Cancel, Finished, Origin};
 use crate::vstate::hold::Capture;
-use crate::vstate::memory::{self, Text};
+use crate::vstate::memory::{self, GuestView};
 
 /// Bytes of epochs one `query-latency` reply holds at most (the rest of
 /// the page is counted as left out).
@@ -282,7 +282,7 @@ impl ControlSocket {
         let mem = &self.run.mem;
         let switching = self.switching.borrow();
         let coordinator = switching.coordinator();
-        let sites_mode = match coordinator.sites().current_profile(&Text::new(mem), coordinator.mode()) {
+        let sites_mode = match coordinator.sites().current_profile(&GuestView::new(mem), coordinator.mode()) {
             Ok(m) => m.name().to_string(),
             Err(e) => format!("inconsistent: {e}"),
         };

@@ -137,7 +137,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
     log::info!("kernel loaded: entry {:#x}, end {:#x}", kernel.entry, kernel.end);
     // Boot-time mode selection: the same all-or-nothing patcher as the
     // runtime switch, before any vCPU exists.
-    let text = memory::Text::new(&mem);
+    let text = memory::GuestView::new(&mem);
     let plan = sites.plan(&text, Profile::MAINLINE, config.mode)?;
     let rewritten = plan.apply(&text)?;
     crate::logging::stderr_line(&format!(

@@ -52,7 +52,7 @@ use vm_memory::{Bytes, GuestAddress};
 use super::{VmAccess, locks, mask_list};
 use crate::stacks::{self, Place};
 use crate::vstate::hold::{Capture, HeldVcpu, Resume};
-use crate::vstate::memory::{self, GuestMemory, Text};
+use crate::vstate::memory::{self, GuestMemory, GuestView};
 
 /// Why a fast path was refused: the first check that failed (nothing
 /// was changed).
@@ -212,7 +212,8 @@ pub fn attempt(
     // between: the guest's is a read-only memory slot (a write there exits
     // and ends the run, the VMM never performs it), and this thread, the
     // only one that writes it, is here until the switch ends.
-    let plan = sites.plan(&Text::new(vm.mem), from, to).map_err(|e| Refused { refusal: Refusal::Plan(e), holds: 0 })?;
+    let plan =
+        sites.plan(&GuestView::new(vm.mem), from, to).map_err(|e| Refused { refusal: Refusal::Plan(e), holds: 0 })?;
     let mut holds = 0;
     // The refusal to report if the last hold's is only about its moment.
     let mut telling: Option<Refusal> = None;
@@ -224,7 +225,7 @@ pub fn attempt(
         }
         // The text still holds what the plan read (checked here, not in
         // the hold: nothing can write it in between, see `attempt`'s doc).
-        plan.still_holds(&Text::new(vm.mem)).map_err(|e| Refused { refusal: Refusal::Plan(e), holds })?;
+        plan.still_holds(&GuestView::new(vm.mem)).map_err(|e| Refused { refusal: Refusal::Plan(e), holds })?;
         warm(code, vm.mem, sites, from, to);
         holds += 1;
         let t = Instant::now();
@@ -368,7 +369,7 @@ fn check_patch_serialize(
     }
     stamps.checked = Some(Instant::now());
     let resumes = serializing_frames(mem, code, held)?;
-    let n = plan.apply(&Text::new(mem)).map_err(Refusal::Patch)?;
+    let n = plan.apply(&GuestView::new(mem)).map_err(Refusal::Patch)?;
     leave_guest_state(mem, seq, to);
     for (cpu, r) in resumes {
         vm.gate.set_resume(cpu, r);

@@ -10,6 +10,7 @@ use switcher::abi::{
     BOOT_GDT_ADDR, BootInfo, GuestStatus, LockRegistry, LockTable, PanicRecord, ShimStats, SwitchMailbox, TaskName,
 };
 use switcher::patch::GuestText;
+use switcher::stackwalk::StackMem;
 use switcher::telemetry::{CpuLatencyHeader, TelemetryHeader};
 use vm_memory::{ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -49,23 +50,24 @@ unsafe impl ByteValued for Abi<TelemetryHeader> {}
 // SAFETY: as above.
 unsafe impl ByteValued for Abi<CpuLatencyHeader> {}
 
-/// Guest memory as the patcher sees it: it reads and writes guest text by
-/// physical address (the guest's own page tables map text read-only; the
-/// VMM writes only while no vCPU runs guest code). Through the
-/// [`HostView`] where there is one: a switch writes hundreds of 5-byte
-/// sites with every vCPU held.
-pub struct Text<'a> {
+/// Guest memory as the patcher and the stack walker see it: the
+/// patcher reads and writes guest text by physical address (the guest's
+/// own page tables map text read-only; the VMM writes only while no vCPU
+/// runs guest code), the walker reads stacks. Through the [`HostView`]
+/// where there is one (vm-memory's `Bytes` otherwise): a switch writes
+/// hundreds of 5-byte sites and walks every stack with every vCPU held.
+pub struct GuestView<'a> {
     mem: &'a GuestMemory,
     view: Option<HostView<'a>>,
 }
 
-impl<'a> Text<'a> {
+impl<'a> GuestView<'a> {
     pub fn new(mem: &'a GuestMemory) -> Self {
         Self { mem, view: HostView::of(mem) }
     }
 }
 
-impl GuestText for Text<'_> {
+impl GuestText for GuestView<'_> {
     fn read_text(&self, addr: u64, buf: &mut [u8]) -> bool {
         match &self.view {
             Some(v) => v.read(addr, buf),
@@ -77,6 +79,15 @@ impl GuestText for Text<'_> {
         match &self.view {
             Some(v) => v.write(addr, bytes),
             None => self.mem.write_slice(bytes, GuestAddress(addr)).is_ok(),
+        }
+    }
+}
+
+impl StackMem for GuestView<'_> {
+    fn read_u64(&self, addr: u64) -> Option<u64> {
+        match &self.view {
+            Some(v) => v.read_u64(addr),
+            None => self.mem.read_obj::<u64>(GuestAddress(addr)).ok(),
         }
     }
 }
@@ -262,7 +273,7 @@ mod tests {
         assert_eq!(v.read_u64(size - 7), None);
         assert_eq!(v.read_u64(u64::MAX - 3), None);
         assert!(!v.write(size - 4, &[0; 5]) && !v.read(size, &mut [0u8; 1]));
-        let text = Text::new(&mem);
+        let text = GuestView::new(&mem);
         assert!(text.write_text(0x2000, &[9; 5]) && !text.write_text(size - 1, &[9; 2]));
     }
 
