@@ -185,8 +185,11 @@ fn audit_report(report: &RunReport, requested: usize, succeeded: usize) {
 
 /// Per CPU, over every closed epoch: samples + missed periods == the
 /// periods that elapsed from the first epoch's start to the last closed
-/// epoch's end, within 5% (periods straddle epoch boundaries; the first
-/// ones start after the epoch opens).
+/// epoch's end, within 5% and two periods (a sample goes to the epoch
+/// that holds its deadline, so only the two ends can split a period: the
+/// first deadline comes after the first epoch opens, the last may fall
+/// past the last one's end; a run of fast switches can close its epochs
+/// within 16 periods, where 5% alone is less than one).
 fn check_sample_continuity(report: &RunReport) {
     let tsc_khz = f64::from(report.host.tsc_khz);
     let interval_us = f64::from(report.config.interval_us.expect("interval_us"));
@@ -198,9 +201,9 @@ fn check_sample_continuity(report: &RunReport) {
     let closed: Vec<&[Cpu]> = closed.iter().map(|e| e.cpus.as_deref().expect("cpus")).collect();
     for cpu in 0..closed[0].len() {
         let counted: u64 = closed.iter().map(|cpus| cpus.get(cpu).map_or(0, |c| c.samples + c.missed)).sum();
-        let ratio = counted as f64 / periods;
+        let slack = 2.0 + 0.05 * periods;
         assert!(
-            (0.95..=1.05).contains(&ratio),
+            (counted as f64 - periods).abs() <= slack,
             "cpu {cpu}: {counted} samples + missed over {} epochs, but {periods:.0} periods elapsed",
             closed.len()
         );
