@@ -319,47 +319,39 @@ fn no_interrupt_lost(out: &str) {
 }
 
 /// A device interrupt that comes to 'irq-park' (busy on cpu 0) parks
-/// its handler inside the dispatch implementation, in hard-IRQ context:
-/// vCPU 0's rip is in the park, the chain (through the interrupt's trap
-/// frame, on the interrupted task's stack) returns into `hard`. The
-/// refusal names the interrupted task and that frame.
-#[test]
-fn a_handler_inside_the_hard_dispatch_implementation_refuses_the_fast_path() {
+/// its handler inside the dispatch implementation `implementation`
+/// (booted in `boot`, switched to `to`), in hard-IRQ context: vCPU 0's
+/// rip is in the park, the chain (through the interrupt's trap frame, on
+/// the interrupted task's stack) returns into the implementation. The
+/// refusal names the interrupted task and that frame; no device
+/// interrupt is lost.
+fn handler_parked_in_dispatch(name: &str, boot: &str, to: &str, implementation: &str) {
     let forced = Forced {
-        name: "fast-park-irq-hard",
-        boot: "mainline",
-        to: "rt",
+        name,
+        boot,
+        to,
         extra: &["--irq-load", "200,20"],
         fault: &["park-in-irq"],
         ready: "'irq-park' parked in the interrupt dispatch implementation",
     };
+    let inside = format!("task 'irq-park' is inside the {implementation} implementation of irq_dispatch");
     let (why, out) = forced.refused_then_cooperative(
         "in-switched-code",
-        &["task 'irq-park' is inside the hard implementation of irq_dispatch"],
+        &[inside.as_str()],
         &["'irq-park' left the interrupt dispatch implementation"],
     );
-    assert!(frame_of(&why).contains("hard"), "{why}");
+    assert!(frame_of(&why).contains(implementation), "{why}");
     no_interrupt_lost(&out);
 }
 
-/// The same in `threaded` (booted in rt, switched to mainline).
+#[test]
+fn a_handler_inside_the_hard_dispatch_implementation_refuses_the_fast_path() {
+    handler_parked_in_dispatch("fast-park-irq-hard", "mainline", "rt", "hard");
+}
+
 #[test]
 fn a_handler_inside_the_threaded_dispatch_implementation_refuses_the_fast_path() {
-    let forced = Forced {
-        name: "fast-park-irq-threaded",
-        boot: "rt",
-        to: "mainline",
-        extra: &["--irq-load", "200,20"],
-        fault: &["park-in-irq"],
-        ready: "'irq-park' parked in the interrupt dispatch implementation",
-    };
-    let (why, out) = forced.refused_then_cooperative(
-        "in-switched-code",
-        &["task 'irq-park' is inside the threaded implementation of irq_dispatch"],
-        &["'irq-park' left the interrupt dispatch implementation"],
-    );
-    assert!(frame_of(&why).contains("threaded"), "{why}");
-    no_interrupt_lost(&out);
+    handler_parked_in_dispatch("fast-park-irq-threaded", "rt", "mainline", "threaded");
 }
 
 #[test]
