@@ -81,7 +81,7 @@ fn a_shrunk_suite_prints_every_family_and_writes_json_and_plots() {
 
     let text = std::fs::read_to_string(out.join("bench.json")).expect("bench.json written");
     let v: Value = serde_json::from_str(&text).expect("bench.json parses");
-    assert_eq!(v["bench_version"], 7);
+    assert_eq!(v["bench_version"], 8);
     assert_eq!((v["interrupted"].as_bool(), v["not_run"].as_array().map(Vec::len)), (Some(false), Some(0)), "{text}");
     let copy: Value = serde_json::from_str(&std::fs::read_to_string(dir.0.join("suite.json")).expect("--json written"))
         .expect("--json parses");

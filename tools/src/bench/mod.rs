@@ -76,7 +76,7 @@ pub const DEFAULT_BENCH_HIST_MAX_US: u32 = 100_000;
 /// latency family in interleaved slices (`latency.runs[]` hold the medians
 /// and every slice), ratios paired per slice, the platform per round, the
 /// host's cyclictest, the latency targets.
-pub const BENCH_JSON_VERSION: u32 = 7;
+pub const BENCH_JSON_VERSION: u32 = 8;
 /// Target: blackout p50 under the lock load.
 pub const TARGET_BLACKOUT_P50_US: u64 = 100;
 /// Target: process start to guest ready, p50, at most this many ms.
@@ -860,6 +860,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         // (each repeat's median over its slices).
         targets::judge_over_repeats(&mut l.targets, |name| repeat::values(&repeats, name));
     }
+    switch_targets::judge_over_repeats(&mut suite.switch_targets, |name| repeat::values(&repeats, name));
     suite.repeats = repeats;
     if suite.interrupted {
         code = code.worst(ExitCode::Interrupted);

@@ -96,6 +96,10 @@ pub fn headlines(s: &Suite) -> Vec<Headline> {
         let x = p.spreads.as_ref().and_then(|x| x.total);
         push(&mut v, format!("scale {} vCPUs: total p50", p.config.vcpus), "ms", x.map(|s| s.p50_us as f64 / 1e3));
     }
+    // What the switch targets are judged on over the repeats.
+    for t in &s.switch_targets {
+        push(&mut v, t.what.clone(), "x", t.value.map(|r| r.value));
+    }
     v
 }
 
