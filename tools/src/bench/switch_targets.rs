@@ -150,8 +150,7 @@ pub fn judge(
 pub fn render(targets: &[SwitchTarget]) -> String {
     let mut out = match targets.iter().find(|t| !t.each_repeat.is_empty()) {
         Some(t) => format!(
-            "\nswitch targets (p50 and p99 over each phase's switches; judged on the median of {} repeats' ratios, \
-             the figures in brackets from the last):\n",
+            "\nswitch targets (p50 and p99 over each phase's switches; judged on the median of {} repeats' ratios):\n",
             t.each_repeat.len()
         ),
         None => String::from("\nswitch targets (p50 and p99 over each phase's switches):\n"),
@@ -159,7 +158,8 @@ pub fn render(targets: &[SwitchTarget]) -> String {
     for t in targets {
         let value = match (&t.note, t.value) {
             (Some(why), None) => format!("no figure ({why})"),
-            (_, Some(v)) => format!("{v} ({})", t.from),
+            (_, Some(v)) if t.each_repeat.is_empty() => format!("{v} ({})", t.from),
+            (_, Some(v)) => format!("{v} (last repeat: {})", t.from),
             (None, None) => "unknown".to_string(),
         };
         let each = if t.each_repeat.is_empty() {
@@ -251,7 +251,9 @@ mod tests {
         let text = render(&t);
         assert!(text.contains("judged on the median of 3 repeats"), "{text}");
         assert!(
-            text.contains("0.48x (1.10 ms / 2.00 ms), target <= 0.5x: met   [median of 3 repeats: 0.45x 0.70x 0.48x]"),
+            text.contains(
+                "0.48x (last repeat: 1.10 ms / 2.00 ms), target <= 0.5x: met   [median of 3 repeats: 0.45x 0.70x 0.48x]"
+            ),
             "{text}"
         );
     }
