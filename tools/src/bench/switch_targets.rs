@@ -17,7 +17,7 @@
 use serde::Serialize;
 
 use super::PhaseResult;
-use super::median::Paired;
+use super::median::median_ratio;
 use super::qemu::QemuFloor;
 use super::ratio::{Bound, Ratio};
 use super::verdict::{Verdict, at_most, target_text};
@@ -74,8 +74,8 @@ pub fn judge_over_repeats(targets: &mut [SwitchTarget], of: impl Fn(&str) -> Vec
         if values.iter().flatten().count() < 2 {
             continue;
         }
-        let paired = Paired::of(values.iter().map(|v| v.map(|value| Ratio { value, bound: Bound::Exact })).collect());
-        t.value = paired.median;
+        let ratios: Vec<Ratio> = values.iter().flatten().map(|&value| Ratio { value, bound: Bound::Exact }).collect();
+        t.value = median_ratio(&ratios);
         t.verdict = at_most(t.value, t.target);
         t.note = None;
         t.each_repeat = values;
