@@ -71,10 +71,10 @@ fn judged(what: &str, num_den: Option<(u64, u64)>, target: f64, from: String, mi
 pub fn judge_over_repeats(targets: &mut [SwitchTarget], of: impl Fn(&str) -> Vec<Option<f64>>) {
     for t in targets.iter_mut() {
         let values = of(&t.what);
-        if values.iter().flatten().count() < 2 {
+        let ratios: Vec<Ratio> = values.iter().flatten().map(|&value| Ratio { value, bound: Bound::Exact }).collect();
+        if ratios.len() < 2 {
             continue;
         }
-        let ratios: Vec<Ratio> = values.iter().flatten().map(|&value| Ratio { value, bound: Bound::Exact }).collect();
         t.value = median_ratio(&ratios);
         t.verdict = at_most(t.value, t.target);
         t.note = None;
