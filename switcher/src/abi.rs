@@ -59,7 +59,7 @@
 /// "RTSWITCH" in little-endian ASCII: identifies every structure of this ABI.
 pub const ABI_MAGIC: u64 = u64::from_le_bytes(*b"RTSWITCH");
 /// Bumped on any incompatible change of a structure or a protocol here.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 /// ELF note name (with its NUL, as ELF notes store it).
 pub const NOTE_NAME: &[u8] = b"rtswitch\0";
@@ -262,6 +262,19 @@ impl AbiNote {
     }
 }
 
+/// [`BootInfo::hints`] bits.
+pub mod hint {
+    /// Every vCPU can have a host CPU of its own: the VMM may run on at
+    /// least as many host CPUs as the VM has vCPUs (KVM's
+    /// `KVM_HINTS_REALTIME`, which Linux's `cpuidle-haltpoll` needs before
+    /// it polls). Without it, a polling idle vCPU takes a host CPU that
+    /// another vCPU of the same VM waits for, so the `haltpoll` idle
+    /// policy halts at once.
+    pub const DEDICATED_CPUS: u32 = 1 << 0;
+    /// Every hint this ABI defines.
+    pub const ALL: u32 = DEDICATED_CPUS;
+}
+
 /// Length of the guest command line buffer, NUL included.
 pub const CMDLINE_LEN: usize = 256;
 
@@ -300,6 +313,9 @@ pub struct BootInfo {
     /// The LAPIC timer's input clock in kHz as the VMM configured KVM
     /// (0: unknown; the guest calibrates it against the TSC either way).
     pub apic_timer_khz: u32,
+    /// [`hint`] bits: what the VMM tells the guest about its host.
+    pub hints: u32,
+    pub _reserved: u32,
     /// The latency workload to run.
     pub workload: crate::workload::WorkloadRequest,
     /// Space-separated guest arguments (`--guest-arg`), NUL-terminated.
@@ -323,6 +339,8 @@ impl BootInfo {
             telemetry_size: 0,
             hist_buckets: 0,
             apic_timer_khz: 0,
+            hints: 0,
+            _reserved: 0,
             workload: crate::workload::WorkloadRequest {
                 interval_us: 0,
                 cs_us: 0,
@@ -553,9 +571,11 @@ pub struct TaskName {
 ///  guest: REQUESTED --> FREEZING                         (freezer on; blocker_* kept current)
 ///  guest: FREEZING  --> QUIESCENT + HC_SWITCH            (every task frozen or asleep lock-free,
 ///                                                         registry held == 0 and waiters == 0)
-///  VMM:   QUIESCENT --> DONE      (all vCPUs held, registry and site bytes re-checked, all sites patched)
+///  VMM:   QUIESCENT --> DONE      (all vCPUs held, registry and site bytes re-checked, all sites patched;
+///                                  `vmm_serialized` 1 if every vCPU resumes through a serializing IRETQ)
 ///  VMM:   REQUESTED/FREEZING/QUIESCENT --> CANCELLED     (deadline or failed check: nothing patched)
-///  guest: DONE/CANCELLED --> COMPLETE + HC_SWITCH        (every CPU serialized, tasks thawed; `mode` set)
+///  guest: DONE/CANCELLED --> COMPLETE + HC_SWITCH        (every CPU serialized, by the VMM's IRETQ
+///                                                         or by the guest's IPIs; tasks thawed; `mode` set)
 /// ```
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -579,7 +599,12 @@ pub struct SwitchMailbox {
     /// At quiescence: tasks frozen at a safe point, and asleep lock-free.
     pub frozen: u32,
     pub asleep: u32,
-    pub _reserved: u32,
+    /// Written by the VMM with DONE, in the same hold: 1 when it made every
+    /// vCPU resume through a serializing instruction (an IRETQ frame, as
+    /// the fast path does), so that the guest need not send its serialize
+    /// IPIs; 0 otherwise. The guest clears it when it takes a request (a
+    /// VMM that never writes it leaves the guest serializing by IPI).
+    pub vmm_serialized: u32,
     /// Guest TSC stamps of the switch's steps (0: not reached): request
     /// seen, quiescent, thawed, ...
     pub seen_tsc: u64,
@@ -603,7 +628,7 @@ impl SwitchMailbox {
             blocker_locks: 0,
             frozen: 0,
             asleep: 0,
-            _reserved: 0,
+            vmm_serialized: 0,
             seen_tsc: 0,
             quiescent_tsc: 0,
             thawed_tsc: 0,
@@ -772,7 +797,7 @@ impl PanicRecord {
 // The layout is part of the ABI: it must not change by accident.
 const _: () = {
     assert!(core::mem::size_of::<AbiNote>() == 16);
-    assert!(core::mem::size_of::<BootInfo>() == 64 + 24 + 64 + CMDLINE_LEN);
+    assert!(core::mem::size_of::<BootInfo>() == 64 + 32 + 64 + CMDLINE_LEN);
     assert!(core::mem::size_of::<BootInfo>() <= 4096);
     assert!(core::mem::size_of::<GuestStatus>() == 48 + KERNEL_VERSION_LEN);
     assert!(core::mem::size_of::<PanicRecord>() == 32 + PANIC_FILE_LEN + PANIC_MSG_LEN);

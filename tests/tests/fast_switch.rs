@@ -114,6 +114,7 @@ impl Forced<'_> {
             assert!(why.contains(s), "the refusal names {s:?}: {why}");
         }
         assert!(rec.timings.freeze_us > 0, "the cooperative switch ran: {rec:?}");
+        serialization_said(std::slice::from_ref(&rec));
         assert_eq!(totals(&mut client)["fast_refused_by"][check], 1);
         for s in then {
             vmm.wait_for_output(s, Duration::from_secs(30), "the fault never let go");
@@ -397,6 +398,12 @@ fn stress(load: &str, budget: Duration) -> (usize, u64) {
     let boot = if recs.first().is_some_and(|r| r.seq == 1) { "mainline" } else { "" };
     check_switch_history(&recs, boot);
     let fast = t["fast"].as_u64().unwrap_or(0);
+    let coop_by_vmm = serialization_said(&recs);
+    if load == "locks" {
+        // Most of these fall back: their holds make the CPUs serialize as
+        // the fast path's does, unless a vCPU has an interrupt pending then.
+        assert!(coop_by_vmm > 0, "no cooperative switch was serialized by the VMM: {recs:?}");
+    }
     eprintln!(
         "stress under the {load} load: {done} switches of {STRESS_SWITCHES} asked for in {:.1} s (budget {} s), {fast} \
          fast; refusals {}",
@@ -411,6 +418,29 @@ fn stress(load: &str, budget: Duration) -> (usize, u64) {
         assert!(out.contains("load check: ok") && out.contains(" 0 violations"), "{out}");
     }
     (done, fast)
+}
+
+/// Every switch says who made the CPUs serialize before they ran the
+/// patched bytes: the VMM (IRETQ frames in the hold that patched, always
+/// on the fast path) or the guest (its IPIs), then with why the VMM could
+/// not. Returns how many cooperative switches the VMM serialized.
+fn serialization_said(recs: &[SwitchRecord]) -> usize {
+    let mut coop_by_vmm = 0;
+    for r in recs {
+        if !r.ok {
+            assert_eq!(r.path.serialized_by, None, "nothing was patched: {r:?}");
+            continue;
+        }
+        match r.path.serialized_by.as_deref() {
+            Some("vmm") => {
+                assert!(r.path.vmm_serialize_refused.is_none(), "{r:?}");
+                coop_by_vmm += usize::from(!r.path.fast);
+            }
+            Some("guest") => assert!(!r.path.fast && r.path.vmm_serialize_refused.is_some(), "{r:?}"),
+            other => panic!("a switch that patched says who serialized, not {other:?}: {r:?}"),
+        }
+    }
+    coop_by_vmm
 }
 
 #[test]

@@ -37,7 +37,7 @@ use switcher::profile::Profile;
 use vm_memory::{Bytes, GuestAddress};
 
 use self::history::SwitchHistory;
-use crate::vstate::hold::HoldGate;
+use crate::vstate::hold::{Capture, HoldGate};
 use crate::vstate::memory::{self, Abi, GuestMemory, GuestView};
 use switcher::stackwalk::GuestCode;
 
@@ -200,10 +200,26 @@ pub struct SwitchPath {
     /// not in the guest's phases.
     #[serde(default)]
     pub fast_us: u64,
+    /// Who made every CPU serialize before it could run the patched
+    /// bytes: `vmm` (each vCPU resumed through an IRETQ frame, in the
+    /// hold that patched: every fast switch, and a cooperative one when
+    /// it could) or `guest` (its serialize IPIs, acknowledged). Absent
+    /// when nothing was patched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serialized_by: Option<String>,
+    /// A cooperative switch the VMM could not serialize: why (the guest
+    /// serialized instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmm_serialize_refused: Option<String>,
 }
 
 /// The longest refusal a record keeps.
 pub const REFUSAL_CHARS: usize = 240;
+
+/// [`SwitchPath::serialized_by`]: each vCPU resumed through an IRETQ frame.
+pub const SERIALIZED_BY_VMM: &str = "vmm";
+/// [`SwitchPath::serialized_by`]: the guest's serialize IPIs.
+pub const SERIALIZED_BY_GUEST: &str = "guest";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SwitchError {
@@ -412,6 +428,8 @@ impl Coordinator {
                         refused_by: None,
                         blackout: Some(done.steps),
                         fast_us: 0,
+                        serialized_by: Some(SERIALIZED_BY_VMM.into()),
+                        vmm_serialize_refused: None,
                     },
                 };
                 self.mode = target;
@@ -427,6 +445,8 @@ impl Coordinator {
                     refused_by: Some(refusal.check().to_string()),
                     blackout: None,
                     fast_us: now.elapsed().as_micros() as u64,
+                    serialized_by: None,
+                    vmm_serialize_refused: None,
                 };
                 let seq = self.request(target, origin, vm.mem)?;
                 if let Some(a) = self.active.as_mut() {
@@ -562,8 +582,11 @@ impl Coordinator {
         let t_close = Instant::now();
         let deadline = t_close + self.limits.vcpu_stop;
         let mut held = Err(0);
+        // With the registers read, the hold can also make every vCPU
+        // serialize as it resumes (`fast::serialize_on_release`).
+        let capture = if vm.code.is_ok() { Capture::Full } else { Capture::Rip };
         for hold in 1..=RIP_HOLDS {
-            vm.gate.close();
+            vm.gate.close_with(capture);
             (vm.kick_all)();
             held = match vm.gate.wait_all_held(vm.all_vcpus_mask, deadline) {
                 Err(missing) => Err(missing),
@@ -610,6 +633,20 @@ impl Coordinator {
         match outcome {
             Ok(n) => {
                 active.sites_patched = n;
+                let serialized = match vm.code {
+                    Ok(code) => fast::serialize_on_release(vm.mem, code, vm.gate, &vm.gate.held(vm.all_vcpus_mask)),
+                    Err(why) => Err(fast::Refusal::NoGuestCode(why.to_string())),
+                };
+                // Before DONE: the guest reads it once it sees DONE.
+                write_u32(vm.mem, MBOX_VMM_SERIALIZED, u32::from(serialized.is_ok()));
+                match serialized {
+                    Ok(()) => active.path.serialized_by = Some(SERIALIZED_BY_VMM.into()),
+                    Err(why) => {
+                        log::debug!("switch seq {}: the guest serializes its CPUs ({why})", active.seq);
+                        active.path.serialized_by = Some(SERIALIZED_BY_GUEST.into());
+                        active.path.vmm_serialize_refused = Some(why.to_string().chars().take(REFUSAL_CHARS).collect());
+                    }
+                }
                 move_mailbox(vm.mem, MailboxState::Done);
                 self.mode = active.to;
             }
@@ -892,6 +929,9 @@ fn move_mailbox(mem: &GuestMemory, to: MailboxState) {
     }
     write_u32(mem, at, to as u32);
 }
+
+/// The mailbox's `vmm_serialized` word.
+const MBOX_VMM_SERIALIZED: u64 = abi::SWITCH_MAILBOX_ADDR + std::mem::offset_of!(SwitchMailbox, vmm_serialized) as u64;
 
 fn write_u32(mem: &GuestMemory, addr: u64, v: u32) {
     if let Err(e) = memory::write_u32(mem, addr, v) {

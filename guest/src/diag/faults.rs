@@ -108,6 +108,8 @@
 //!   the other CPUs, after the verdict): the measurement thread there is
 //!   late by up to US µs for deadlines inside the switch. Those samples
 //!   must land in the Switching epoch, never in the next Mode epoch.
+//!   With it the guest serializes by IPI even after a VMM that made
+//!   every vCPU serialize in its hold (the mailbox's `vmm_serialized`).
 //! - `lock-queue=N`: N tasks (alternating CPUs, equal priority) take one
 //!   switchable lock in turn, each holding it 30 ms, busy: a queue of
 //!   waiters behind one section. A switch's freeze must wait for the

@@ -88,6 +88,12 @@ pub fn apic_timer_khz() -> u64 {
     u64::from(read!(apic_timer_khz))
 }
 
+/// Whether every vCPU can have a host CPU of its own
+/// ([`switcher::abi::hint::DEDICATED_CPUS`]).
+pub fn dedicated_cpus() -> bool {
+    read!(hints) & switcher::abi::hint::DEDICATED_CPUS != 0
+}
+
 /// Checked in [`init`]; `Mainline` before that.
 pub fn initial_mode() -> Profile {
     Profile::from_u32(read!(initial_mode)).unwrap_or(Profile::MAINLINE)

@@ -61,6 +61,21 @@ pub enum IdlePolicy {
     Poll,
 }
 
+impl IdlePolicy {
+    /// The policy an idle CPU runs when the mode asks for this one:
+    /// `haltpoll` polls only when every vCPU has a host CPU of its own
+    /// (`dedicated_cpus`, the VMM's hint: Linux's `cpuidle-haltpoll` needs
+    /// `KVM_HINTS_REALTIME`); on an overcommitted host it halts at once,
+    /// since the host CPU it would poll on is one another vCPU of the same
+    /// VM waits for. `poll` is an explicit choice and polls either way.
+    pub fn effective(self, dedicated_cpus: bool) -> Self {
+        match self {
+            Self::HaltPoll if !dedicated_cpus => Self::Halt,
+            p => p,
+        }
+    }
+}
+
 /// The governor's bounds, in TSC ticks (the kernel converts them from µs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
@@ -212,6 +227,16 @@ pub fn kick<A: Atomic<bool>>(need_resched: &A, polling: &A) -> Kick {
 mod tests {
     use super::*;
     use core::sync::atomic::AtomicBool;
+
+    #[test]
+    fn haltpoll_polls_only_on_dedicated_host_cpus() {
+        use IdlePolicy::*;
+        assert_eq!(HaltPoll.effective(true), HaltPoll);
+        assert_eq!(HaltPoll.effective(false), Halt);
+        for p in [Halt, Poll] {
+            assert_eq!((p.effective(true), p.effective(false)), (p, p));
+        }
+    }
 
     const B: Bounds = Bounds {
         window_start: 50,

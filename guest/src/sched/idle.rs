@@ -8,20 +8,22 @@
 use super::scheduler::{Switch, schedule_loop};
 use super::timer;
 use crate::arch::{cpu, percpu};
-use crate::hv::mode;
+use crate::hv::{boot_info, mode};
 use crate::logic::idle::{self, Bounds, Governor, IdlePolicy, Step};
 use core::sync::atomic::Ordering;
 use switcher::profile::IdleMode;
 
 /// What idle CPUs do now: the mode's `idle` dimension, as the lock
 /// registry page publishes it (a runtime switch changes it with the rest
-/// of the mode, the guest's or the VMM's).
+/// of the mode, the guest's or the VMM's), as the VMM's hint about its
+/// host CPUs lets it run (`IdlePolicy::effective`).
 pub fn idle_policy() -> IdlePolicy {
-    match mode::idle() {
+    let asked = match mode::idle() {
         IdleMode::Haltpoll => IdlePolicy::HaltPoll,
         IdleMode::Halt => IdlePolicy::Halt,
         IdleMode::Poll => IdlePolicy::Poll,
-    }
+    };
+    asked.effective(boot_info::dedicated_cpus())
 }
 
 /// The most the timer advance may reach (the tail it learns is bounded

@@ -13,8 +13,9 @@
 //!                          held == 0 and waiters == 0; HC_SWITCH
 //!  (VMM holds every vCPU, re-checks, patches or not, releases)
 //!  DONE | CANCELLED        every other CPU executes a serializing instruction
-//!                          (SERIALIZE_IPI, acknowledged) before any task runs
-//!                          patched code; thaw; mode updated
+//!                          before any task runs patched code: the VMM's IRETQ
+//!                          frames when it says so (`vmm_serialized`), else
+//!                          SERIALIZE_IPI, acknowledged; thaw; mode updated
 //!  -> COMPLETE             HC_SWITCH; once every measuring CPU has completed
 //!                          a full period after the thaw (bounded wait), a
 //!                          new Mode epoch opens: the switch's own stalls
@@ -119,6 +120,7 @@ pub fn run() {
     mbox_write!(verdict_tsc, 0);
     mbox_write!(serialized_tsc, 0);
     mbox_write!(thawed_tsc, 0);
+    mbox_write!(vmm_serialized, 0);
     mbox_write!(seen_tsc, sched::now_tsc());
     if !mailbox::advance(MailboxState::Requested, MailboxState::Freezing) {
         // Cancelled before we started: nothing to undo; acknowledge.
@@ -149,7 +151,14 @@ pub fn run() {
         if crate::diag::faults::panic_in_switch() {
             panic!("fault injection panic-in-switch: the sites are patched, the tasks still frozen");
         }
-        serialize_all_cpus();
+        // The VMM wrote `vmm_serialized` in the hold that wrote DONE, with
+        // every vCPU held: each of them resumed through an IRETQ (a
+        // serializing instruction) before it fetched anything patched.
+        // (Fault injection `serialize-stall` keeps the IPIs: the stall it
+        // injects is theirs.)
+        if mbox_read!(vmm_serialized) != 1 || crate::diag::faults::serialize_stall_us() != 0 {
+            serialize_all_cpus();
+        }
         mbox_write!(serialized_tsc, sched::now_tsc());
         registry::get().set_mode(mode);
         mbox_write!(mode, mode.code());

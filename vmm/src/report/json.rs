@@ -722,6 +722,8 @@ pub mod tests {
                     refused_by: Some("lock-word".into()),
                     blackout: None,
                     fast_us: 350,
+                    serialized_by: ok.then(|| crate::switch::SERIALIZED_BY_VMM.into()),
+                    vmm_serialize_refused: None,
                 },
             });
         }

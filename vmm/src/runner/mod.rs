@@ -156,6 +156,7 @@ fn try_run(config: &RunConfig, started: Instant) -> Result<ExitCode, RunError> {
 
     let mut boot_info = BootInfo::new(config.vcpus, config.memory_bytes, u64::from(vm.tsc_khz), config.mode);
     boot_info.apic_timer_khz = vm::APIC_TIMER_KHZ;
+    boot_info.hints = host_hints(config.vcpus, config.mode);
     let telemetry = place_telemetry(config, kernel.end)?;
     boot_info.telemetry_addr = telemetry.addr;
     boot_info.telemetry_size = telemetry.layout.size() as u64;
@@ -335,4 +336,40 @@ fn place_telemetry(config: &RunConfig, kernel_end: u64) -> Result<TelemetryPlace
         });
     }
     Ok(TelemetryPlacement { addr, layout })
+}
+
+/// What the guest is told about its host ([`switcher::abi::hint`]): its
+/// vCPUs have dedicated host CPUs when this process may run on at least as
+/// many host CPUs as the VM has vCPUs (its affinity mask and CPU quota,
+/// as `available_parallelism` reads them). Said on stderr when they have
+/// not and the `haltpoll` idle policy therefore halts at once.
+fn host_hints(vcpus: u32, mode: Profile) -> u32 {
+    let host = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let hints = hints_for(vcpus, host);
+    if hints & switcher::abi::hint::DEDICATED_CPUS == 0 && mode.idle == switcher::profile::IdleMode::Haltpoll {
+        crate::logging::stderr_line(&format!(
+            "rtswitch: {vcpus} vCPUs on {host} host CPU(s): idle=haltpoll halts at once, as Linux's cpuidle-haltpoll \
+             does without KVM_HINTS_REALTIME (a polling vCPU would take a host CPU another vCPU waits for)"
+        ));
+    }
+    hints
+}
+
+/// The hints for `vcpus` vCPUs on `host_cpus` host CPUs.
+fn hints_for(vcpus: u32, host_cpus: usize) -> u32 {
+    if vcpus as usize <= host_cpus { switcher::abi::hint::DEDICATED_CPUS } else { 0 }
+}
+
+#[cfg(test)]
+mod hint_tests {
+    use super::hints_for;
+    use switcher::abi::hint::DEDICATED_CPUS;
+
+    #[test]
+    fn vcpus_have_dedicated_host_cpus_only_when_there_are_enough() {
+        assert_eq!(hints_for(1, 2), DEDICATED_CPUS);
+        assert_eq!(hints_for(2, 2), DEDICATED_CPUS);
+        assert_eq!(hints_for(3, 2), 0);
+        assert_eq!(hints_for(8, 2), 0);
+    }
 }

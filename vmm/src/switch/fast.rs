@@ -51,7 +51,7 @@ use vm_memory::{Bytes, GuestAddress};
 
 use super::{VmAccess, locks, mask_list};
 use crate::stacks::{self, Place};
-use crate::vstate::hold::{Capture, HeldVcpu, Resume};
+use crate::vstate::hold::{Capture, HeldVcpu, HoldGate, Resume};
 use crate::vstate::memory::{self, GuestMemory, GuestView};
 
 /// Why a fast path was refused: the first check that failed (nothing
@@ -338,14 +338,7 @@ fn check_patch_serialize(
     stamps: &mut Stamps,
 ) -> Result<usize, Refusal> {
     let mem = vm.mem;
-    for &(cpu, h) in held {
-        if !h.full {
-            return Err(Refusal::VcpuUnread(cpu));
-        }
-        if h.event_pending {
-            return Err(Refusal::EventPending(cpu));
-        }
-    }
+    every_vcpu_read(held)?;
     look_at_the_locks(mem)?;
     let (walks, unknown) = stacks::walk_tasks(mem, code, held);
     if let Some(&(cpu, why)) = unknown.first() {
@@ -375,6 +368,40 @@ fn check_patch_serialize(
         vm.gate.set_resume(cpu, r);
     }
     Ok(n)
+}
+
+/// Check 1: every held vCPU's state was read, and none has an event
+/// waiting for injection (KVM would deliver it at entry, before the
+/// serializing IRETQ, and its handler could run changed code).
+fn every_vcpu_read(held: &[(u32, HeldVcpu)]) -> Result<(), Refusal> {
+    for &(cpu, h) in held {
+        if !h.full {
+            return Err(Refusal::VcpuUnread(cpu));
+        }
+        if h.event_pending {
+            return Err(Refusal::EventPending(cpu));
+        }
+    }
+    Ok(())
+}
+
+/// For the hold of a cooperative switch (`Coordinator::stop_machine`),
+/// after its patch and before its release: makes every held vCPU resume
+/// through a serializing IRETQ, exactly as a fast switch does (steps 1, 6
+/// and 9 above), so that the guest need not serialize its CPUs by IPI.
+/// On `Err` no resume point was changed (frames written below a stack
+/// pointer are dead data) and the guest must serialize by IPI.
+pub fn serialize_on_release(
+    mem: &GuestMemory,
+    code: &GuestCode,
+    gate: &HoldGate,
+    held: &[(u32, HeldVcpu)],
+) -> Result<(), Refusal> {
+    every_vcpu_read(held)?;
+    for (cpu, r) in serializing_frames(mem, code, held)? {
+        gate.set_resume(cpu, r);
+    }
+    Ok(())
 }
 
 /// Whether a frame lies in code the switch changes: any rip inside a
