@@ -152,6 +152,9 @@ fn boot_cpu(cpu_count: u32) -> ! {
         "idle={}: {}",
         mode.idle.name(),
         match sched::idle_policy() {
+            IdlePolicy::Halt if !boot_info::dedicated_cpus() && mode.idle == switcher::profile::IdleMode::Haltpoll => {
+                "idle CPUs halt in the shim (the vCPUs outnumber the host's CPUs: no polling)"
+            }
             IdlePolicy::Halt => "idle CPUs halt in the shim",
             IdlePolicy::HaltPoll => "idle CPUs poll adaptively and halt with the timer programmed early",
             IdlePolicy::Poll => "idle CPUs poll at CPL3 (each vCPU keeps a host core busy)",

@@ -101,3 +101,42 @@ fn sigint_shuts_the_guest_down_cleanly() {
     assert!(err.contains("signal received"), "stderr:\n{err}");
     assert!(err.contains("guest shut down cleanly"), "stderr:\n{err}");
 }
+
+/// Runs `f` with this thread (and so every child it starts) allowed on
+/// one host CPU only, the first it may run on now; restores its mask.
+fn on_one_host_cpu<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sched_getaffinity/sched_setaffinity(2) on this thread (pid
+    // 0) with cpu_set_t values we own; CPU_* only touch those sets.
+    unsafe {
+        let mut was: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut was), 0, "sched_getaffinity");
+        let first = (0..libc::CPU_SETSIZE as usize).find(|&c| libc::CPU_ISSET(c, &was)).expect("an allowed CPU");
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(first, &mut one);
+        assert_eq!(libc::sched_setaffinity(0, size, &one), 0, "sched_setaffinity");
+        let out = f();
+        assert_eq!(libc::sched_setaffinity(0, size, &was), 0, "restoring the affinity");
+        out
+    }
+}
+
+/// The VMM tells the guest whether each vCPU has a host CPU of its own
+/// (its affinity allows at least as many CPUs as there are vCPUs); the
+/// default idle policy, `haltpoll`, polls only then, as Linux's
+/// cpuidle-haltpoll needs KVM_HINTS_REALTIME. Both sides say it.
+#[test]
+fn haltpoll_polls_only_where_each_vcpu_has_a_host_cpu() {
+    require_kvm();
+    let run = |vcpus: &str| {
+        on_one_host_cpu(|| run_rtswitch(&["run", "--vcpus", vcpus, "--duration", "0.5", "--no-workload"], LIMIT))
+    };
+    let fits = run("1");
+    fits.assert_code(ExitCode::Ok)
+        .assert_contains("idle=haltpoll: idle CPUs poll adaptively")
+        .assert_not_contains("halts at once");
+    let over = run("2");
+    over.assert_code(ExitCode::Ok)
+        .assert_contains("rtswitch: 2 vCPUs on 1 host CPU(s): idle=haltpoll halts at once")
+        .assert_contains("idle=haltpoll: idle CPUs halt in the shim (the vCPUs outnumber the host's CPUs: no polling)");
+}
