@@ -271,8 +271,6 @@ pub mod hint {
     /// another vCPU of the same VM waits for, so the `haltpoll` idle
     /// policy halts at once.
     pub const DEDICATED_CPUS: u32 = 1 << 0;
-    /// Every hint this ABI defines.
-    pub const ALL: u32 = DEDICATED_CPUS;
 }
 
 /// Length of the guest command line buffer, NUL included.
